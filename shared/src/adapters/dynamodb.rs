@@ -1,0 +1,157 @@
+use async_trait::async_trait;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+    TimeToLiveSpecification,
+};
+use serde_json::Value;
+
+use super::dependency;
+use crate::error::{NbaopsError, Result};
+use crate::ports::Ledger;
+
+/// The ledger table: `pk` (S) + `sk` (S) keys, `data` (S, JSON), `expires_at` (N, TTL attribute).
+pub struct DynamoLedger {
+    pub client: aws_sdk_dynamodb::Client,
+    pub table: String,
+}
+
+fn data_of(item: &std::collections::HashMap<String, AttributeValue>) -> Option<Value> {
+    let s = item.get("data")?.as_s().ok()?;
+    serde_json::from_str(s).ok()
+}
+
+#[async_trait]
+impl Ledger for DynamoLedger {
+    async fn put_if_absent(&self, pk: &str, sk: &str, data: &Value, expires_at: i64) -> Result<bool> {
+        let res = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", AttributeValue::S(pk.into()))
+            .item("sk", AttributeValue::S(sk.into()))
+            .item("data", AttributeValue::S(data.to_string()))
+            .item("expires_at", AttributeValue::N(expires_at.to_string()))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(true),
+            Err(e) if matches!(e.as_service_error(), Some(PutItemError::ConditionalCheckFailedException(_))) => Ok(false),
+            Err(e) => Err(dependency("dynamodb", e)),
+        }
+    }
+
+    async fn put(&self, pk: &str, sk: &str, data: &Value, expires_at: Option<i64>) -> Result<()> {
+        let mut req = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", AttributeValue::S(pk.into()))
+            .item("sk", AttributeValue::S(sk.into()))
+            .item("data", AttributeValue::S(data.to_string()));
+        if let Some(t) = expires_at {
+            req = req.item("expires_at", AttributeValue::N(t.to_string()));
+        }
+        req.send().await.map_err(|e| dependency("dynamodb", e))?;
+        Ok(())
+    }
+
+    async fn get(&self, pk: &str, sk: &str) -> Result<Option<Value>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(pk.into()))
+            .key("sk", AttributeValue::S(sk.into()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| dependency("dynamodb", e))?;
+        Ok(out.item().and_then(data_of))
+    }
+
+    async fn delete(&self, pk: &str, sk: &str) -> Result<()> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(pk.into()))
+            .key("sk", AttributeValue::S(sk.into()))
+            .send()
+            .await
+            .map_err(|e| dependency("dynamodb", e))?;
+        Ok(())
+    }
+
+    async fn query(&self, pk: &str, sk_prefix: &str) -> Result<Vec<(String, Value)>> {
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let mut req = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .consistent_read(true)
+                .expression_attribute_values(":pk", AttributeValue::S(pk.into()))
+                .set_exclusive_start_key(start.take());
+            req = if sk_prefix.is_empty() {
+                req.key_condition_expression("pk = :pk")
+            } else {
+                req.key_condition_expression("pk = :pk AND begins_with(sk, :p)")
+                    .expression_attribute_values(":p", AttributeValue::S(sk_prefix.into()))
+            };
+            let page = req.send().await.map_err(|e| dependency("dynamodb", e))?;
+            for item in page.items() {
+                if let (Some(Ok(sk)), Some(data)) = (item.get("sk").map(|v| v.as_s()), data_of(item)) {
+                    out.push((sk.clone(), data));
+                }
+            }
+            match page.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => return Ok(out),
+            }
+        }
+    }
+}
+
+/// Creates the ledger table as the SAM template declares it (for the local stack and tests).
+pub async fn create_ledger_table(client: &aws_sdk_dynamodb::Client, table: &str) -> Result<()> {
+    let attr = |n: &str| {
+        AttributeDefinition::builder()
+            .attribute_name(n)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+            .map_err(|e| NbaopsError::dependency("dynamodb", e.to_string()))
+    };
+    let key = |n: &str, t: KeyType| {
+        KeySchemaElement::builder()
+            .attribute_name(n)
+            .key_type(t)
+            .build()
+            .map_err(|e| NbaopsError::dependency("dynamodb", e.to_string()))
+    };
+    client
+        .create_table()
+        .table_name(table)
+        .attribute_definitions(attr("pk")?)
+        .attribute_definitions(attr("sk")?)
+        .key_schema(key("pk", KeyType::Hash)?)
+        .key_schema(key("sk", KeyType::Range)?)
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .map_err(|e| dependency("dynamodb", e))?;
+    let ttl = TimeToLiveSpecification::builder()
+        .attribute_name("expires_at")
+        .enabled(true)
+        .build()
+        .map_err(|e| NbaopsError::dependency("dynamodb", e.to_string()))?;
+    client
+        .update_time_to_live()
+        .table_name(table)
+        .time_to_live_specification(ttl)
+        .send()
+        .await
+        .map_err(|e| dependency("dynamodb", e))?;
+    Ok(())
+}

@@ -1,0 +1,70 @@
+//! Adapters: the ports implemented on the AWS SDK and on tokio-postgres. This is the only place
+//! that imports `aws_sdk_*`; SDK errors become `NbaopsError` here.
+
+mod autoscaling;
+mod dynamodb;
+mod elasticache;
+pub mod postgres;
+mod rds;
+mod sns;
+mod ssm;
+
+pub use dynamodb::{create_ledger_table, DynamoLedger};
+pub use postgres::PgSession;
+
+use aws_config::BehaviorVersion;
+
+use crate::error::NbaopsError;
+
+/// SDK clients, built once at init. `AWS_ENDPOINT_URL` (and the per-service variants) are honoured
+/// by the SDK itself, so the same binary runs against the emulator.
+#[derive(Clone, Debug)]
+pub struct AwsClients {
+    pub autoscaling: aws_sdk_autoscaling::Client,
+    pub rds: aws_sdk_rds::Client,
+    pub elasticache: aws_sdk_elasticache::Client,
+    pub sns: aws_sdk_sns::Client,
+    pub ssm: aws_sdk_ssm::Client,
+    pub dynamodb: aws_sdk_dynamodb::Client,
+}
+
+impl AwsClients {
+    pub async fn from_env() -> AwsClients {
+        let conf = aws_config::defaults(BehaviorVersion::latest()).load().await;
+        AwsClients {
+            autoscaling: aws_sdk_autoscaling::Client::new(&conf),
+            rds: aws_sdk_rds::Client::new(&conf),
+            elasticache: aws_sdk_elasticache::Client::new(&conf),
+            sns: aws_sdk_sns::Client::new(&conf),
+            ssm: aws_sdk_ssm::Client::new(&conf),
+            dynamodb: aws_sdk_dynamodb::Client::new(&conf),
+        }
+    }
+}
+
+pub struct SdkAutoScaling(pub aws_sdk_autoscaling::Client);
+pub struct SdkRds(pub aws_sdk_rds::Client);
+pub struct SdkElastiCache(pub aws_sdk_elasticache::Client);
+pub struct SdkNotifier(pub aws_sdk_sns::Client);
+pub struct SdkParams(pub aws_sdk_ssm::Client);
+
+/// Throttling and server faults are worth a retry; a refused request is not.
+fn dependency<E>(service: &'static str, err: E) -> NbaopsError
+where
+    E: aws_smithy_types::error::metadata::ProvideErrorMetadata + std::error::Error + 'static,
+{
+    let code = err.code().unwrap_or("").to_string();
+    let retryable = code.is_empty()
+        || code.contains("Throttl")
+        || code.contains("RequestLimitExceeded")
+        || code.contains("ServiceUnavailable")
+        || code.contains("InternalFailure")
+        || code.contains("InternalError")
+        || code.contains("TooManyRequests");
+    let message = aws_smithy_types::error::display::DisplayErrorContext(&err).to_string();
+    NbaopsError::Dependency {
+        service,
+        message,
+        retryable,
+    }
+}

@@ -1,0 +1,247 @@
+//! In-memory fakes of every port, for unit tests of the domain and of the functions. They keep a
+//! log of mutations so a test can assert "zero mutations". The contract tests in `tests/` run the
+//! same assertions against these fakes and against the emulator-backed adapters.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+use crate::error::{NbaopsError, Result};
+use crate::ports::*;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[derive(Default)]
+pub struct FakeAutoScaling {
+    pub groups: Mutex<BTreeMap<String, GroupState>>,
+    pub mutations: Mutex<Vec<String>>,
+}
+
+impl FakeAutoScaling {
+    pub fn with(groups: Vec<GroupState>) -> Self {
+        let f = FakeAutoScaling::default();
+        for g in groups {
+            lock(&f.groups).insert(g.name.clone(), g);
+        }
+        f
+    }
+    pub fn mutations(&self) -> Vec<String> {
+        lock(&self.mutations).clone()
+    }
+}
+
+#[async_trait]
+impl AutoScaling for FakeAutoScaling {
+    async fn describe_group(&self, name: &str) -> Result<Option<GroupState>> {
+        Ok(lock(&self.groups).get(name).cloned())
+    }
+    async fn set_desired_capacity(&self, name: &str, desired: i32) -> Result<()> {
+        let mut groups = lock(&self.groups);
+        let g = groups.get_mut(name).ok_or_else(|| NbaopsError::NotFound(name.into()))?;
+        // Real AWS refuses this; the fake does too, unlike the emulator.
+        if desired > g.max_size || desired < g.min_size {
+            return Err(NbaopsError::Dependency {
+                service: "autoscaling",
+                message: format!("desired {desired} outside [{}, {}]", g.min_size, g.max_size),
+                retryable: false,
+            });
+        }
+        g.desired = desired;
+        lock(&self.mutations).push(format!("set_desired_capacity {name} {desired}"));
+        Ok(())
+    }
+    async fn update_group_size(&self, name: &str, min: i32, max: i32, desired: i32) -> Result<()> {
+        let mut groups = lock(&self.groups);
+        let g = groups.get_mut(name).ok_or_else(|| NbaopsError::NotFound(name.into()))?;
+        g.min_size = min;
+        g.max_size = max;
+        g.desired = desired;
+        lock(&self.mutations).push(format!("update_group_size {name} {min} {max} {desired}"));
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+pub struct FakeRds {
+    pub instances: Mutex<BTreeMap<String, DbInstanceState>>,
+    pub mutations: Mutex<Vec<String>>,
+}
+
+impl FakeRds {
+    pub fn with(instances: Vec<DbInstanceState>) -> Self {
+        let f = FakeRds::default();
+        for i in instances {
+            lock(&f.instances).insert(i.id.clone(), i);
+        }
+        f
+    }
+    pub fn mutations(&self) -> Vec<String> {
+        lock(&self.mutations).clone()
+    }
+}
+
+#[async_trait]
+impl Rds for FakeRds {
+    async fn describe_instance(&self, id: &str) -> Result<Option<DbInstanceState>> {
+        Ok(lock(&self.instances).get(id).cloned())
+    }
+    async fn modify_instance_class(&self, id: &str, class: &str, apply_immediately: bool) -> Result<()> {
+        let mut all = lock(&self.instances);
+        let i = all.get_mut(id).ok_or_else(|| NbaopsError::NotFound(id.into()))?;
+        if apply_immediately {
+            i.class = class.into();
+            i.status = "modifying".into();
+        } else {
+            i.pending_class = Some(class.into());
+        }
+        lock(&self.mutations).push(format!("modify_instance_class {id} {class} immediate={apply_immediately}"));
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+pub struct FakeElastiCache {
+    pub clusters: Mutex<BTreeMap<String, CacheClusterState>>,
+    pub mutations: Mutex<Vec<String>>,
+}
+
+impl FakeElastiCache {
+    pub fn with(clusters: Vec<CacheClusterState>) -> Self {
+        let f = FakeElastiCache::default();
+        for c in clusters {
+            lock(&f.clusters).insert(c.id.clone(), c);
+        }
+        f
+    }
+    pub fn mutations(&self) -> Vec<String> {
+        lock(&self.mutations).clone()
+    }
+}
+
+#[async_trait]
+impl ElastiCache for FakeElastiCache {
+    async fn describe_cluster(&self, id: &str) -> Result<Option<CacheClusterState>> {
+        Ok(lock(&self.clusters).get(id).cloned())
+    }
+    async fn set_node_count(&self, id: &str, nodes: i32) -> Result<()> {
+        let mut all = lock(&self.clusters);
+        let c = all.get_mut(id).ok_or_else(|| NbaopsError::NotFound(id.into()))?;
+        c.num_nodes = nodes;
+        lock(&self.mutations).push(format!("set_node_count {id} {nodes}"));
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Published {
+    pub topic_arn: String,
+    pub subject: String,
+    pub message: String,
+    pub attributes: BTreeMap<String, String>,
+}
+
+#[derive(Default)]
+pub struct FakeNotifier {
+    pub published: Mutex<Vec<Published>>,
+}
+
+impl FakeNotifier {
+    pub fn published(&self) -> Vec<Published> {
+        lock(&self.published).clone()
+    }
+}
+
+#[async_trait]
+impl Notifier for FakeNotifier {
+    async fn publish(&self, topic_arn: &str, subject: &str, message: &str, attributes: &BTreeMap<String, String>) -> Result<String> {
+        let mut p = lock(&self.published);
+        p.push(Published {
+            topic_arn: topic_arn.into(),
+            subject: subject.into(),
+            message: message.into(),
+            attributes: attributes.clone(),
+        });
+        Ok(format!("fake-{}", p.len()))
+    }
+}
+
+#[derive(Default)]
+pub struct FakeParams {
+    pub values: Mutex<BTreeMap<String, String>>,
+    pub fail: Mutex<bool>,
+}
+
+impl FakeParams {
+    pub fn with(pairs: &[(&str, &str)]) -> Self {
+        let f = FakeParams::default();
+        for (k, v) in pairs {
+            lock(&f.values).insert(k.to_string(), v.to_string());
+        }
+        f
+    }
+    pub fn set(&self, k: &str, v: &str) {
+        lock(&self.values).insert(k.into(), v.into());
+    }
+}
+
+#[async_trait]
+impl Params for FakeParams {
+    async fn get_by_path(&self, prefix: &str) -> Result<BTreeMap<String, String>> {
+        if *lock(&self.fail) {
+            return Err(NbaopsError::dependency("ssm", "fake outage"));
+        }
+        Ok(lock(&self.values).iter().filter(|(k, _)| k.starts_with(prefix)).map(|(k, v)| (k.clone(), v.clone())).collect())
+    }
+    async fn get(&self, name: &str) -> Result<Option<String>> {
+        if *lock(&self.fail) {
+            return Err(NbaopsError::dependency("ssm", "fake outage"));
+        }
+        Ok(lock(&self.values).get(name).cloned())
+    }
+}
+
+#[derive(Default)]
+pub struct FakeLedger {
+    pub items: Mutex<BTreeMap<(String, String), Value>>,
+}
+
+impl FakeLedger {
+    pub fn len_with_prefix(&self, pk_prefix: &str) -> usize {
+        lock(&self.items).keys().filter(|(pk, _)| pk.starts_with(pk_prefix)).count()
+    }
+}
+
+#[async_trait]
+impl Ledger for FakeLedger {
+    async fn put_if_absent(&self, pk: &str, sk: &str, data: &Value, _expires_at: i64) -> Result<bool> {
+        let mut items = lock(&self.items);
+        let key = (pk.to_string(), sk.to_string());
+        if items.contains_key(&key) {
+            return Ok(false);
+        }
+        items.insert(key, data.clone());
+        Ok(true)
+    }
+    async fn put(&self, pk: &str, sk: &str, data: &Value, _expires_at: Option<i64>) -> Result<()> {
+        lock(&self.items).insert((pk.into(), sk.into()), data.clone());
+        Ok(())
+    }
+    async fn get(&self, pk: &str, sk: &str) -> Result<Option<Value>> {
+        Ok(lock(&self.items).get(&(pk.to_string(), sk.to_string())).cloned())
+    }
+    async fn delete(&self, pk: &str, sk: &str) -> Result<()> {
+        lock(&self.items).remove(&(pk.to_string(), sk.to_string()));
+        Ok(())
+    }
+    async fn query(&self, pk: &str, sk_prefix: &str) -> Result<Vec<(String, Value)>> {
+        Ok(lock(&self.items)
+            .iter()
+            .filter(|((p, s), _)| p == pk && s.starts_with(sk_prefix))
+            .map(|((_, s), v)| (s.clone(), v.clone()))
+            .collect())
+    }
+}

@@ -1,0 +1,21 @@
+//! nbaops-shared: what every nbaops function stands on.
+//!
+//! - [`events`]: every delivery shape normalised into one model per source.
+//! - [`config`]: typed settings, SPEC numbers as defaults, env + SSM overrides, validated at init.
+//! - [`guard`]: the one pipeline every action passes, and the audit record it leaves.
+//! - [`ports`] / [`adapters`] / [`fakes`]: the traits the domain uses, their SDK and in-memory implementations.
+//! - [`alerts`]: the alert message and its publisher. [`telemetry`]: JSON logs, redaction, EMF metrics.
+//! - [`runtime`]: the wiring every function's `main` shares.
+
+pub mod adapters;
+pub mod alerts;
+pub mod config;
+pub mod error;
+pub mod events;
+pub mod fakes;
+pub mod guard;
+pub mod ports;
+pub mod runtime;
+pub mod telemetry;
+
+pub use error::{NbaopsError, Result};

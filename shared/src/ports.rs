@@ -1,0 +1,111 @@
+//! Ports: the small traits the domain talks to. Adapters (SDK, driver) and fakes implement them;
+//! nothing outside `adapters` imports an `aws_sdk_*` crate.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::error::Result;
+
+pub type Tags = BTreeMap<String, String>;
+
+/// What nbaops sees of an Auto Scaling group before deciding.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GroupState {
+    pub name: String,
+    pub min_size: i32,
+    pub max_size: i32,
+    pub desired: i32,
+    pub in_service: i32,
+    pub tags: Tags,
+    /// A scaling activity not yet finished: never stack a second change on top of it.
+    pub activity_in_progress: bool,
+}
+
+#[async_trait]
+pub trait AutoScaling: Send + Sync {
+    async fn describe_group(&self, name: &str) -> Result<Option<GroupState>>;
+    async fn set_desired_capacity(&self, name: &str, desired: i32) -> Result<()>;
+    async fn update_group_size(&self, name: &str, min: i32, max: i32, desired: i32) -> Result<()>;
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DbInstanceState {
+    pub id: String,
+    pub arn: Option<String>,
+    pub class: String,
+    pub status: String,
+    pub engine: String,
+    pub multi_az: bool,
+    pub endpoint: Option<(String, u16)>,
+    pub pending_class: Option<String>,
+    pub tags: Tags,
+}
+
+#[async_trait]
+pub trait Rds: Send + Sync {
+    async fn describe_instance(&self, id: &str) -> Result<Option<DbInstanceState>>;
+    async fn modify_instance_class(&self, id: &str, class: &str, apply_immediately: bool)
+        -> Result<()>;
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CacheClusterState {
+    pub id: String,
+    pub arn: Option<String>,
+    pub engine: String,
+    pub node_type: String,
+    pub num_nodes: i32,
+    pub status: String,
+    pub tags: Tags,
+}
+
+#[async_trait]
+pub trait ElastiCache: Send + Sync {
+    async fn describe_cluster(&self, id: &str) -> Result<Option<CacheClusterState>>;
+    async fn set_node_count(&self, id: &str, nodes: i32) -> Result<()>;
+}
+
+/// Publishing to an SNS topic.
+#[async_trait]
+pub trait Notifier: Send + Sync {
+    /// Returns the message id.
+    async fn publish(
+        &self,
+        topic_arn: &str,
+        subject: &str,
+        message: &str,
+        attributes: &BTreeMap<String, String>,
+    ) -> Result<String>;
+}
+
+/// Parameter Store (SSM). Values of SecureString parameters come back decrypted.
+#[async_trait]
+pub trait Params: Send + Sync {
+    /// Every parameter under `prefix`, recursively, keyed by full name.
+    async fn get_by_path(&self, prefix: &str) -> Result<BTreeMap<String, String>>;
+    async fn get(&self, name: &str) -> Result<Option<String>>;
+}
+
+/// A key-value ledger with conditional writes and expiry (DynamoDB in production).
+/// Items are addressed by (pk, sk); `expires_at` is epoch seconds (DynamoDB TTL).
+#[async_trait]
+pub trait Ledger: Send + Sync {
+    /// Writes only if no item exists under (pk, sk). `Ok(false)` when one already does.
+    async fn put_if_absent(&self, pk: &str, sk: &str, data: &Value, expires_at: i64)
+        -> Result<bool>;
+    async fn put(&self, pk: &str, sk: &str, data: &Value, expires_at: Option<i64>) -> Result<()>;
+    async fn get(&self, pk: &str, sk: &str) -> Result<Option<Value>>;
+    async fn delete(&self, pk: &str, sk: &str) -> Result<()>;
+    /// Items under `pk` whose sort key starts with `sk_prefix`, in sort-key order.
+    async fn query(&self, pk: &str, sk_prefix: &str) -> Result<Vec<(String, Value)>>;
+}
+
+/// A PostgreSQL session: rows come back as JSON objects so the domain never sees driver types.
+#[async_trait]
+pub trait Postgres: Send + Sync {
+    async fn query(&self, sql: &str) -> Result<Vec<serde_json::Map<String, Value>>>;
+    async fn execute(&self, sql: &str) -> Result<u64>;
+}

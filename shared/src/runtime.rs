@@ -1,0 +1,177 @@
+//! The wiring every function's `main` shares: telemetry, config (env + SSM), SDK clients built
+//! once, the guard's live switches, then the Lambda runtime loop. A configuration error is
+//! reported to the Runtime API as an init error (what Lambda shows the operator) and the process exits.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+
+use chrono::{DateTime, Utc};
+use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
+use serde::Serialize;
+use serde_json::Value;
+use tokio::io::AsyncWriteExt;
+use tracing::Instrument;
+
+use crate::adapters::{AwsClients, DynamoLedger, SdkAutoScaling, SdkElastiCache, SdkNotifier, SdkParams, SdkRds};
+use crate::alerts::{Alert, AlertPublisher};
+use crate::config::Config;
+use crate::error::{NbaopsError, Result};
+use crate::guard::{AuditRecord, Guard, Switches};
+use crate::ports::{AutoScaling, ElastiCache, Ledger, Notifier, Params, Rds};
+use crate::telemetry;
+
+/// Everything a handler may touch, behind ports.
+pub struct Deps {
+    pub cfg: Config,
+    pub asg: Box<dyn AutoScaling>,
+    pub rds: Box<dyn Rds>,
+    pub cache: Box<dyn ElastiCache>,
+    pub notifier: Box<dyn Notifier>,
+    pub params: Option<Box<dyn Params>>,
+    pub ledger: Box<dyn Ledger>,
+    pub switches: Switches,
+}
+
+/// What the runtime hands the handler besides the payload.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    pub request_id: String,
+    pub now: DateTime<Utc>,
+}
+
+/// The response of every function: per input record, what was understood and what was done.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct InvocationReport {
+    pub function: String,
+    pub env: String,
+    pub records: Vec<RecordReport>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RecordReport {
+    pub event_id: String,
+    pub kind: String,
+    pub summary: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_for_me: Option<String>,
+    pub actions: Vec<AuditRecord>,
+    pub alerts: Vec<Alert>,
+    pub notes: Vec<String>,
+}
+
+impl RecordReport {
+    pub fn not_for_me(event_id: &str, kind: &str, reason: impl Into<String>) -> RecordReport {
+        let reason = reason.into();
+        RecordReport {
+            event_id: event_id.into(),
+            kind: kind.into(),
+            summary: format!("not for me: {reason}"),
+            not_for_me: Some(reason),
+            ..Default::default()
+        }
+    }
+}
+
+impl Deps {
+    /// Production wiring: SDK adapters on clients built once.
+    pub async fn from_env(function: &str) -> Result<Deps> {
+        let vars: BTreeMap<String, String> = std::env::vars().collect();
+        let aws = AwsClients::from_env().await;
+        let params = SdkParams(aws.ssm.clone());
+        let use_ssm = vars.get("NBAOPS_SSM").map(|v| v != "off").unwrap_or(true);
+        let cfg = Config::load(function, &vars, if use_ssm { Some(&params) } else { None }).await?;
+        Ok(Deps {
+            asg: Box::new(SdkAutoScaling(aws.autoscaling.clone())),
+            rds: Box::new(SdkRds(aws.rds.clone())),
+            cache: Box::new(SdkElastiCache(aws.elasticache.clone())),
+            notifier: Box::new(SdkNotifier(aws.sns.clone())),
+            ledger: Box::new(DynamoLedger { client: aws.dynamodb.clone(), table: cfg.ledger_table.clone() }),
+            params: if use_ssm { Some(Box::new(params)) } else { None },
+            switches: Switches::default(),
+            cfg,
+        })
+    }
+
+    pub fn guard(&self, event_id: &str, inv: &Invocation) -> Guard<'_> {
+        Guard::new(
+            &self.cfg,
+            self.ledger.as_ref(),
+            self.notifier.as_ref(),
+            self.params.as_deref(),
+            &self.switches,
+            event_id,
+            &inv.request_id,
+            inv.now,
+        )
+    }
+
+    pub fn alerts(&self) -> AlertPublisher<'_> {
+        AlertPublisher { notifier: self.notifier.as_ref(), topic_arn: &self.cfg.alerts_topic_arn }
+    }
+}
+
+async fn report_init_error(err: &NbaopsError) {
+    let Ok(api) = std::env::var("AWS_LAMBDA_RUNTIME_API") else { return };
+    let body = serde_json::json!({"errorType": format!("Runtime.{}", err.error_type()), "errorMessage": err.to_string()}).to_string();
+    let req = format!(
+        "POST /2018-06-01/runtime/init/error HTTP/1.1\r\nHost: {api}\r\nContent-Type: application/json\r\nLambda-Runtime-Function-Error-Type: Runtime.{}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        err.error_type(),
+        body.len()
+    );
+    if let Ok(mut s) = tokio::net::TcpStream::connect(api.as_str()).await {
+        let _ = s.write_all(req.as_bytes()).await;
+        let _ = s.shutdown().await;
+    }
+}
+
+/// Runs a function: `handler(payload, invocation, deps)`. Never returns on success.
+pub async fn serve<F, Fut>(function: &'static str, handler: F) -> std::result::Result<(), lambda_runtime::Error>
+where
+    F: Fn(Value, Invocation, &'static Deps) -> Fut,
+    Fut: Future<Output = Result<InvocationReport>>,
+{
+    telemetry::init();
+    let deps = match Deps::from_env(function).await {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::error!(error = %e, error_type = e.error_type(), "init failed");
+            report_init_error(&e).await;
+            return Err(Box::new(e));
+        }
+    };
+    tracing::info!(env = %deps.cfg.env, dry_run = deps.cfg.function_dry_run(), "initialised");
+    // One allocation for the life of the process: handlers borrow it for 'static.
+    let deps: &'static Deps = Box::leak(Box::new(deps));
+    let env = deps.cfg.env.to_string();
+    lambda_runtime::run(service_fn(|ev: LambdaEvent<Value>| {
+        let inv = Invocation { request_id: ev.context.request_id.clone(), now: Utc::now() };
+        let span = telemetry::invocation_span(&inv.request_id, function, &env);
+        let env = env.clone();
+        let fut = handler(ev.payload, inv, deps);
+        async move {
+            let started = std::time::Instant::now();
+            let res = fut.await;
+            let (acted, errors) = match &res {
+                Ok(r) => (
+                    r.records.iter().flat_map(|x| &x.actions).filter(|a| a.outcome == crate::guard::Outcome::Acted).count() as f64,
+                    0.0,
+                ),
+                Err(_) => (0.0, 1.0),
+            };
+            telemetry::emit_metrics(
+                function,
+                &env,
+                &[("ActionsTaken", acted, "Count"), ("HandlerErrors", errors, "Count"), ("HandlerMillis", started.elapsed().as_secs_f64() * 1000.0, "Milliseconds")],
+            );
+            match res {
+                Ok(report) => serde_json::to_value(report).map_err(|e| Diagnostic { error_type: "Serialize".into(), error_message: e.to_string() }),
+                Err(e) => {
+                    tracing::error!(error = %e, error_type = e.error_type(), "invocation failed");
+                    Err(Diagnostic::from(e))
+                }
+            }
+        }
+        .instrument(span)
+    }))
+    .await
+}
