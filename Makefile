@@ -1,0 +1,48 @@
+# nbaops — the two commands are `make demo` and `make test`; everything else is a helper.
+SHELL := /bin/bash
+export PATH := $(CURDIR)/.venv/bin:$(HOME)/.cargo/bin:$(PATH)
+export CARGO_TARGET_DIR ?= $(CURDIR)/target
+CARGO ?= cargo
+LOCAL := $(CARGO_TARGET_DIR)/debug/nbaops-local
+
+.PHONY: setup build demo test lint unit e2e infra-lint invoke bench clean
+
+setup:            ## venv with moto, cargo-lambda, cfn-lint; rustfmt and clippy
+	@scripts/setup.sh
+
+build: setup      ## every function binary and the local-stack driver, one cargo invocation
+	$(CARGO) build --workspace --bins
+
+demo: build       ## the local stack: fixtures in, remediations out, as a readable report
+	$(LOCAL) demo
+
+invoke: build     ## make invoke FN=scale-on-alarm EVENT=events/cloudwatch-alarm/eventbridge-single-metric-alarm.json
+	@test -n "$(FN)" -a -n "$(EVENT)" || { echo "usage: make invoke FN=<function> EVENT=<file>"; exit 2; }
+	$(LOCAL) invoke $(FN) $(EVENT)
+
+lint: setup
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+infra-lint: setup
+	@if [ -f infra/template.yaml ]; then cfn-lint infra/template.yaml; else echo "infra/template.yaml not written yet: skipping cfn-lint"; fi
+
+unit: build
+	$(CARGO) test --workspace --lib --bins
+
+e2e: build
+	$(CARGO) test -p nbaops-tests --tests -- --test-threads=2
+
+test: lint infra-lint build ## everything CI runs
+	$(CARGO) test --workspace -- --test-threads=2
+
+bench: setup      ## cold start, peak RSS and zip size of every function (release build)
+	@rustup target add aarch64-unknown-linux-gnu >/dev/null 2>&1 || echo "bench: no aarch64 target; zip sizes will be x86_64"
+	$(CARGO) build --workspace --bins --release
+	-cargo lambda build --release --arm64 --output-format zip --lambda-dir $(CARGO_TARGET_DIR)/lambda-arm64 2>&1 | tail -n 3
+	$(CARGO) build -p nbaops-tests --bin nbaops-local
+	$(LOCAL) bench
+
+clean:
+	$(CARGO) clean
+	rm -rf .venv

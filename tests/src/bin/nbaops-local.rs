@@ -1,0 +1,26 @@
+//! The local stack driver behind `make demo`, `make invoke` and `make bench`.
+
+use std::path::PathBuf;
+
+use nbaops_tests::{bench, demo};
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let code = match args.first().map(String::as_str) {
+        Some("demo") => demo::run_demo().await.map(|_| 0),
+        Some("invoke") if args.len() == 3 => demo::run_invoke(&args[1], &PathBuf::from(&args[2])).await,
+        Some("bench") => bench::run_bench().await.map(|_| 0),
+        _ => {
+            eprintln!("usage: nbaops-local demo | invoke <function> <event.json> | bench");
+            Ok(2)
+        }
+    };
+    match code {
+        Ok(c) => std::process::exit(c),
+        Err(e) => {
+            eprintln!("nbaops-local: {e}");
+            std::process::exit(1);
+        }
+    }
+}

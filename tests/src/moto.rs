@@ -1,0 +1,172 @@
+//! A private moto server (AWS emulator) per test group.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::http::http;
+use crate::ports::{free_port, listener_owned_by};
+use crate::{io_err, log_tail, unique_temp_dir, HarnessError};
+
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+pub struct Moto {
+    /// `http://127.0.0.1:PORT`, the value for `AWS_ENDPOINT_URL`.
+    pub endpoint: String,
+    pub port: u16,
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Moto {
+    /// Starts `<venv_dir>/bin/moto_server` on a free loopback port and waits until it
+    /// answers. Killed (and its log dir removed) on drop.
+    pub async fn start(venv_dir: &Path) -> Result<Moto, HarnessError> {
+        let bin = venv_dir.join("bin").join("moto_server");
+        if !bin.is_file() {
+            return Err(HarnessError::Setup(format!(
+                "{} not found: run scripts/setup.sh to create the venv",
+                bin.display()
+            )));
+        }
+        let dir = unique_temp_dir("moto")?;
+        // A free port can be taken by someone else before moto binds it: then try another.
+        let mut last_error = None;
+        for _ in 0..3 {
+            match start_on_free_port(&bin, &dir).await {
+                Ok((child, port)) => {
+                    return Ok(Moto {
+                        endpoint: format!("http://127.0.0.1:{port}"),
+                        port,
+                        child,
+                        dir,
+                    })
+                }
+                Err(Attempt::PortTaken(e)) => last_error = Some(e),
+                Err(Attempt::Failed(e)) => {
+                    let _ = std::fs::remove_dir_all(&dir);
+                    return Err(e);
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        Err(last_error.unwrap_or_else(|| HarnessError::Setup("moto did not start".into())))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Wipes all emulated AWS state.
+    pub async fn reset(&self) -> Result<(), HarnessError> {
+        let url = format!("{}/moto-api/reset", self.endpoint);
+        match http("POST", &url, None, &[]).await? {
+            (200, _) => Ok(()),
+            (status, body) => Err(HarnessError::Http(format!(
+                "POST {url}: {status} {}",
+                String::from_utf8_lossy(&body)
+            ))),
+        }
+    }
+
+    /// Environment for a function (or SDK) talking to this moto with dummy credentials.
+    pub fn aws_env(&self) -> Vec<(String, String)> {
+        [
+            ("AWS_ENDPOINT_URL", self.endpoint.as_str()),
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_DEFAULT_REGION", "us-east-1"),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+
+    pub fn logs(&self) -> String {
+        log_tail(&self.dir.join("moto.log"), usize::MAX)
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+enum Attempt {
+    PortTaken(HarnessError),
+    Failed(HarnessError),
+}
+
+async fn start_on_free_port(bin: &Path, dir: &Path) -> Result<(Child, u16), Attempt> {
+    let failed = Attempt::Failed;
+    let port = free_port().map_err(|e| failed(io_err("pick a free port")(e)))?;
+    let log_path = dir.join("moto.log");
+    let log = File::create(&log_path)
+        .map_err(|e| failed(io_err(format!("create {}", log_path.display()))(e)))?;
+    let log_err = log
+        .try_clone()
+        .map_err(|e| failed(io_err("clone the log handle")(e)))?;
+    // moto_server itself, not a shell, so the pid we kill is the server's.
+    let mut child = Command::new(bin)
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log_err)
+        .spawn()
+        .map_err(|e| failed(io_err(format!("start {}", bin.display()))(e)))?;
+    match wait_ready(&mut child, port, &log_path).await {
+        Ok(()) => Ok((child, port)),
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(e)
+        }
+    }
+}
+
+async fn wait_ready(child: &mut Child, port: u16, log_path: &Path) -> Result<(), Attempt> {
+    let url = format!("http://127.0.0.1:{port}/moto-api/");
+    let started = Instant::now();
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            let tail = log_tail(log_path, 20);
+            let error = HarnessError::Setup(format!(
+                "moto_server exited ({status}) before it was ready:\n{tail}"
+            ));
+            return Err(if tail.contains("Address already in use") {
+                Attempt::PortTaken(error)
+            } else {
+                Attempt::Failed(error)
+            });
+        }
+        let probe =
+            tokio::time::timeout(Duration::from_secs(2), http("GET", &url, None, &[])).await;
+        if let Ok(Ok((200, _))) = probe {
+            // Something answers: make sure it is our moto, not a server that took the
+            // port between free_port() and moto's bind.
+            return match listener_owned_by(child.id(), port) {
+                Some(false) => Err(Attempt::PortTaken(HarnessError::Setup(format!(
+                    "port {port} is held by another process, not moto_server (pid {})",
+                    child.id()
+                )))),
+                _ => Ok(()),
+            };
+        }
+        if started.elapsed() > READY_TIMEOUT {
+            return Err(Attempt::Failed(HarnessError::Timeout {
+                what: format!(
+                    "moto_server ready at {url}; log:\n{}",
+                    log_tail(log_path, 20)
+                ),
+                after: READY_TIMEOUT,
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,297 @@
+//! The NBA Fantasy platform, recreated in the emulator: what the functions act on.
+
+use std::collections::BTreeMap;
+
+use aws_sdk_autoscaling::types::Tag as AsgTag;
+use aws_sdk_rds::types::Tag as RdsTag;
+use serde_json::Value;
+
+use crate::HarnessError;
+
+pub const ENV: &str = "dev";
+pub const WEB: &str = "nbaops-dev-web";
+pub const WORKER: &str = "nbaops-dev-worker";
+pub const DB: &str = "nbaops-dev-db";
+pub const CACHE: &str = "nbaops-dev-cache";
+pub const LEDGER: &str = "nbaops-dev-ledger";
+const AMI: &str = "ami-12c6146b";
+
+fn err(what: &str, e: impl std::fmt::Display) -> HarnessError {
+    HarnessError::Setup(format!("{what}: {e}"))
+}
+
+fn dbg_err<E: std::error::Error + 'static>(what: &str, e: E) -> HarnessError {
+    err(what, aws_smithy_types::error::display::DisplayErrorContext(&e))
+}
+
+/// SDK clients pointed at the emulator.
+#[derive(Clone)]
+pub struct Clients {
+    pub asg: aws_sdk_autoscaling::Client,
+    pub rds: aws_sdk_rds::Client,
+    pub cache: aws_sdk_elasticache::Client,
+    pub sns: aws_sdk_sns::Client,
+    pub sqs: aws_sdk_sqs::Client,
+    pub ssm: aws_sdk_ssm::Client,
+    pub ddb: aws_sdk_dynamodb::Client,
+}
+
+impl Clients {
+    pub async fn new(endpoint: &str) -> Clients {
+        let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .endpoint_url(endpoint)
+            .region(aws_config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_sns::config::Credentials::new("testing", "testing", None, None, "nbaops-tests"))
+            .load()
+            .await;
+        Clients {
+            asg: aws_sdk_autoscaling::Client::new(&conf),
+            rds: aws_sdk_rds::Client::new(&conf),
+            cache: aws_sdk_elasticache::Client::new(&conf),
+            sns: aws_sdk_sns::Client::new(&conf),
+            sqs: aws_sdk_sqs::Client::new(&conf),
+            ssm: aws_sdk_ssm::Client::new(&conf),
+            ddb: aws_sdk_dynamodb::Client::new(&conf),
+        }
+    }
+}
+
+/// What was created, for the functions' environment and the report.
+#[derive(Clone, Debug)]
+pub struct Platform {
+    pub alerts_topic: String,
+    pub actions_topic: String,
+    pub alerts_queue: String,
+    pub actions_queue: String,
+}
+
+async fn topic_with_queue(c: &Clients, name: &str) -> Result<(String, String), HarnessError> {
+    let topic = c.sns.create_topic().name(name).send().await.map_err(|e| dbg_err("create_topic", e))?;
+    let topic = topic.topic_arn().unwrap_or_default().to_string();
+    let q = c.sqs.create_queue().queue_name(format!("{name}-tap")).send().await.map_err(|e| dbg_err("create_queue", e))?;
+    let url = q.queue_url().unwrap_or_default().to_string();
+    let attrs = c
+        .sqs
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .map_err(|e| dbg_err("get_queue_attributes", e))?;
+    let arn = attrs
+        .attributes()
+        .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn))
+        .cloned()
+        .unwrap_or_default();
+    c.sns
+        .subscribe()
+        .topic_arn(&topic)
+        .protocol("sqs")
+        .endpoint(arn)
+        .attributes("RawMessageDelivery", "true")
+        .send()
+        .await
+        .map_err(|e| dbg_err("subscribe", e))?;
+    Ok((topic, url))
+}
+
+async fn group(c: &Clients, name: &str, min: i32, max: i32, desired: i32, tags: &[(&str, &str)]) -> Result<(), HarnessError> {
+    let lc = format!("{name}-lc");
+    c.asg
+        .create_launch_configuration()
+        .launch_configuration_name(&lc)
+        .image_id(AMI)
+        .instance_type("t3.micro")
+        .send()
+        .await
+        .map_err(|e| dbg_err("create_launch_configuration", e))?;
+    let mut req = c
+        .asg
+        .create_auto_scaling_group()
+        .auto_scaling_group_name(name)
+        .launch_configuration_name(&lc)
+        .min_size(min)
+        .max_size(max)
+        .desired_capacity(desired)
+        .availability_zones("us-east-1a")
+        .availability_zones("us-east-1b");
+    for (k, v) in tags {
+        req = req.tags(AsgTag::builder().key(*k).value(*v).resource_id(name).resource_type("auto-scaling-group").propagate_at_launch(true).build());
+    }
+    req.send().await.map_err(|e| dbg_err("create_auto_scaling_group", e))?;
+    Ok(())
+}
+
+/// Creates the platform: Web/API group 2..4 x t3.micro, worker group (1 per AZ, up to 4),
+/// RDS PostgreSQL db.t3.micro Multi-AZ, a Memcached cluster, the alerts/actions topics (each
+/// with an SQS tap so tests can read what was published) and the ledger table.
+pub async fn create(c: &Clients) -> Result<Platform, HarnessError> {
+    let (alerts_topic, alerts_queue) = topic_with_queue(c, "nbaops-dev-alerts").await?;
+    let (actions_topic, actions_queue) = topic_with_queue(c, "nbaops-dev-actions").await?;
+    nbaops_shared::adapters::create_ledger_table(&c.ddb, LEDGER).await.map_err(|e| err("ledger table", e))?;
+    group(c, WEB, 2, 4, 2, &[("env", ENV), ("tier", "web")]).await?;
+    group(c, WORKER, 2, 4, 2, &[("env", ENV), ("tier", "worker")]).await?;
+    c.rds
+        .create_db_instance()
+        .db_instance_identifier(DB)
+        .db_instance_class("db.t3.micro")
+        .engine("postgres")
+        .engine_version("15.7")
+        .allocated_storage(20)
+        .master_username("nbaops")
+        .master_user_password("not-a-real-password")
+        .multi_az(true)
+        .backup_retention_period(7)
+        .tags(RdsTag::builder().key("env").value(ENV).build())
+        .send()
+        .await
+        .map_err(|e| dbg_err("create_db_instance", e))?;
+    c.cache
+        .create_cache_cluster()
+        .cache_cluster_id(CACHE)
+        .engine("memcached")
+        .cache_node_type("cache.t3.micro")
+        .num_cache_nodes(1)
+        .tags(aws_sdk_elasticache::types::Tag::builder().key("env").value(ENV).build())
+        .send()
+        .await
+        .map_err(|e| dbg_err("create_cache_cluster", e))?;
+    Ok(Platform { alerts_topic, actions_topic, alerts_queue, actions_queue })
+}
+
+/// Writes SSM parameters under /nbaops/dev/ (the functions read their config there).
+pub async fn put_params(c: &Clients, params: &[(&str, &str)]) -> Result<(), HarnessError> {
+    for (k, v) in params {
+        c.ssm
+            .put_parameter()
+            .name(format!("/nbaops/{ENV}/{k}"))
+            .value(*v)
+            .r#type(aws_sdk_ssm::types::ParameterType::String)
+            .overwrite(true)
+            .send()
+            .await
+            .map_err(|e| dbg_err("put_parameter", e))?;
+    }
+    Ok(())
+}
+
+pub async fn delete_param(c: &Clients, key: &str) -> Result<(), HarnessError> {
+    let _ = c.ssm.delete_parameter().name(format!("/nbaops/{ENV}/{key}")).send().await;
+    Ok(())
+}
+
+/// The configuration the demo and the tests run scale-on-alarm with.
+pub fn scale_params() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("scale/groups", "nbaops-dev-web,nbaops-dev-worker"),
+        ("scale/rds/instances", DB),
+        ("scale/cache/clusters", CACHE),
+    ]
+}
+
+/// Environment for a function process: the emulator, the env name, the topics and table.
+pub fn function_env(endpoint_env: &[(String, String)], p: &Platform, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = endpoint_env.to_vec();
+    env.push(("NBAOPS_ENV".into(), ENV.into()));
+    env.push(("NBAOPS_ALERTS_TOPIC_ARN".into(), p.alerts_topic.clone()));
+    env.push(("NBAOPS_ACTIONS_TOPIC_ARN".into(), p.actions_topic.clone()));
+    env.push(("NBAOPS_LEDGER_TABLE".into(), LEDGER.into()));
+    // The demo flips the kill switch and expects the next invocation to see it.
+    env.push(("NBAOPS_GUARD__SWITCH_TTL_SECONDS".into(), "0".into()));
+    for (k, v) in extra {
+        env.push((k.to_string(), v.to_string()));
+    }
+    env
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupView {
+    pub desired: i32,
+    pub min: i32,
+    pub max: i32,
+}
+
+pub async fn group_view(c: &Clients, name: &str) -> Result<GroupView, HarnessError> {
+    let out = c.asg.describe_auto_scaling_groups().auto_scaling_group_names(name).send().await.map_err(|e| dbg_err("describe_auto_scaling_groups", e))?;
+    let g = out.auto_scaling_groups().first().ok_or_else(|| err("group", format!("{name} missing")))?;
+    Ok(GroupView { desired: g.desired_capacity().unwrap_or(-1), min: g.min_size().unwrap_or(-1), max: g.max_size().unwrap_or(-1) })
+}
+
+pub async fn tag_group(c: &Clients, name: &str, key: &str, value: &str) -> Result<(), HarnessError> {
+    c.asg
+        .create_or_update_tags()
+        .tags(AsgTag::builder().key(key).value(value).resource_id(name).resource_type("auto-scaling-group").propagate_at_launch(false).build())
+        .send()
+        .await
+        .map_err(|e| dbg_err("create_or_update_tags", e))?;
+    Ok(())
+}
+
+pub async fn untag_group(c: &Clients, name: &str, key: &str) -> Result<(), HarnessError> {
+    c.asg
+        .delete_tags()
+        .tags(AsgTag::builder().key(key).resource_id(name).resource_type("auto-scaling-group").build())
+        .send()
+        .await
+        .map_err(|e| dbg_err("delete_tags", e))?;
+    Ok(())
+}
+
+pub async fn db_class(c: &Clients, id: &str) -> Result<(String, Option<String>), HarnessError> {
+    let out = c.rds.describe_db_instances().db_instance_identifier(id).send().await.map_err(|e| dbg_err("describe_db_instances", e))?;
+    let i = out.db_instances().first().ok_or_else(|| err("db", format!("{id} missing")))?;
+    Ok((
+        i.db_instance_class().unwrap_or_default().to_string(),
+        i.pending_modified_values().and_then(|p| p.db_instance_class()).map(String::from),
+    ))
+}
+
+pub async fn cache_nodes(c: &Clients, id: &str) -> Result<i32, HarnessError> {
+    let out = c.cache.describe_cache_clusters().cache_cluster_id(id).send().await.map_err(|e| dbg_err("describe_cache_clusters", e))?;
+    Ok(out.cache_clusters().first().and_then(|c| c.num_cache_nodes()).unwrap_or(-1))
+}
+
+/// Drains an SQS tap: every message published to its topic since the last drain.
+pub async fn drain(c: &Clients, queue_url: &str) -> Result<Vec<Value>, HarnessError> {
+    let mut out = Vec::new();
+    loop {
+        let r = c
+            .sqs
+            .receive_message()
+            .queue_url(queue_url)
+            .max_number_of_messages(10)
+            .send()
+            .await
+            .map_err(|e| dbg_err("receive_message", e))?;
+        let msgs = r.messages();
+        if msgs.is_empty() {
+            return Ok(out);
+        }
+        for m in msgs {
+            let body = m.body().unwrap_or_default();
+            out.push(serde_json::from_str(body).unwrap_or(Value::String(body.to_string())));
+            if let Some(h) = m.receipt_handle() {
+                let _ = c.sqs.delete_message().queue_url(queue_url).receipt_handle(h).send().await;
+            }
+        }
+    }
+}
+
+/// Counts ledger items by key prefix (audit#, idem#, cooldown#...).
+pub async fn ledger_counts(c: &Clients) -> Result<BTreeMap<String, usize>, HarnessError> {
+    let mut counts = BTreeMap::new();
+    let mut start = None;
+    loop {
+        let page = c.ddb.scan().table_name(LEDGER).set_exclusive_start_key(start.take()).send().await.map_err(|e| dbg_err("scan", e))?;
+        for item in page.items() {
+            if let Some(Ok(pk)) = item.get("pk").map(|v| v.as_s()) {
+                let kind = pk.split('#').next().unwrap_or("").to_string();
+                *counts.entry(kind).or_insert(0) += 1;
+            }
+        }
+        match page.last_evaluated_key() {
+            Some(k) if !k.is_empty() => start = Some(k.clone()),
+            _ => return Ok(counts),
+        }
+    }
+}

@@ -1,0 +1,306 @@
+//! Throwaway PostgreSQL clusters (and streaming replicas) on free loopback ports.
+//! Blocking: call from a plain `#[test]` or `spawn_blocking`.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::ports::free_port;
+use crate::{io_err, log_tail, unique_temp_dir, HarnessError};
+
+pub struct Postgres {
+    pub port: u16,
+    pub data_dir: PathBuf,
+    /// Temp dir holding `data/`, the server log and the Unix socket; removed on drop.
+    pub dir: PathBuf,
+    bin_dir: PathBuf,
+    /// Root may not run the server, so initdb/pg_ctl then run as the `postgres` user.
+    as_postgres_user: bool,
+}
+
+impl Postgres {
+    /// initdb + start a new cluster: trust auth for `postgres`, replication enabled,
+    /// durability off (it is a test database).
+    pub fn start() -> Result<Postgres, HarnessError> {
+        let mut pg = Postgres::empty(find_bin_dir()?, "pg")?;
+        pg.own_dir()?;
+        pg.pg_tool(
+            "initdb",
+            &[
+                "-D",
+                "data",
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-locale",
+            ],
+        )?;
+        pg.append(
+            "postgresql.conf",
+            &format!(
+                "listen_addresses = '127.0.0.1'\n\
+                 unix_socket_directories = '{}'\n\
+                 shared_preload_libraries = 'pg_stat_statements'\n\
+                 wal_level = replica\n\
+                 max_wal_senders = 5\n\
+                 fsync = off\n\
+                 synchronous_commit = off\n\
+                 full_page_writes = off\n\
+                 track_io_timing = on\n",
+                pg.dir.display()
+            ),
+        )?;
+        pg.append("pg_hba.conf", "host replication all 127.0.0.1/32 trust\n")?;
+        pg.start_server()?;
+        Ok(pg)
+    }
+
+    /// A hot standby streaming from this cluster; returns once the primary sees it streaming.
+    pub fn start_replica(&self) -> Result<Postgres, HarnessError> {
+        let mut replica = Postgres::empty(self.bin_dir.clone(), "pg-replica")?;
+        replica.own_dir()?;
+        let primary_port = self.port.to_string();
+        replica.pg_tool(
+            "pg_basebackup",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &primary_port,
+                "-U",
+                "postgres",
+                "-D",
+                "data",
+                "-R",
+                "-X",
+                "stream",
+                "-c",
+                "fast",
+            ],
+        )?;
+        // The copied config still names the primary's socket dir; later lines win.
+        // cluster_name becomes the walreceiver's application_name, to find it below.
+        let name = replica.cluster_name();
+        replica.append(
+            "postgresql.conf",
+            &format!(
+                "unix_socket_directories = '{}'\ncluster_name = '{name}'\n",
+                replica.dir.display()
+            ),
+        )?;
+        replica.start_server()?;
+        let sql = format!(
+            "select count(*) from pg_stat_replication where application_name = '{name}' and state = 'streaming'"
+        );
+        let started = Instant::now();
+        while self.psql("postgres", &sql)? != "1" {
+            if started.elapsed() > Duration::from_secs(30) {
+                return Err(HarnessError::Timeout {
+                    what: format!("replica {name} streaming; its log:\n{}", replica.log_tail()),
+                    after: Duration::from_secs(30),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(replica)
+    }
+
+    /// Promotes a standby to primary and waits until it accepts writes.
+    pub fn promote(&self) -> Result<(), HarnessError> {
+        self.pg_tool("pg_ctl", &["-D", "data", "-w", "-t", "30", "promote"])
+            .map(drop)
+    }
+
+    /// `postgres://postgres@127.0.0.1:PORT/<db>`
+    pub fn url(&self, db: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// Runs `sql` with psql; returns unaligned, tuples-only output without the final newline.
+    pub fn psql(&self, db: &str, sql: &str) -> Result<String, HarnessError> {
+        let port = self.port.to_string();
+        let out = run(Command::new(self.bin_dir.join("psql"))
+            .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1"])
+            .args(["-p", &port, "-U", "postgres", "-d", db, "-c", sql])
+            .env("PGCONNECT_TIMEOUT", "10"))?;
+        Ok(out.trim_end_matches('\n').to_string())
+    }
+
+    /// The server log's last lines, for failure messages.
+    pub fn log_tail(&self) -> String {
+        log_tail(&self.dir.join("postgres.log"), 30)
+    }
+
+    fn empty(bin_dir: PathBuf, prefix: &str) -> Result<Postgres, HarnessError> {
+        let dir = unique_temp_dir(prefix)?;
+        Ok(Postgres {
+            port: 0,
+            data_dir: dir.join("data"),
+            dir,
+            bin_dir,
+            as_postgres_user: running_as_root(),
+        })
+    }
+
+    fn cluster_name(&self) -> String {
+        self.dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+
+    fn own_dir(&self) -> Result<(), HarnessError> {
+        if self.as_postgres_user {
+            let dir = self.dir.to_string_lossy();
+            run(Command::new("chown").args(["-R", "postgres:postgres", &dir]))?;
+        }
+        Ok(())
+    }
+
+    /// Runs a server tool from the bin dir inside `self.dir`, as `postgres` when we are root.
+    fn pg_tool(&self, tool: &str, args: &[&str]) -> Result<String, HarnessError> {
+        let exe = self.bin_dir.join(tool);
+        let mut cmd = if self.as_postgres_user {
+            let mut cmd = Command::new("runuser");
+            cmd.args(["-u", "postgres", "--"]).arg(exe);
+            cmd
+        } else {
+            Command::new(exe)
+        };
+        // cwd inside our dir: postgres may not be allowed into the caller's cwd.
+        run(cmd.args(args).current_dir(&self.dir))
+    }
+
+    fn append(&self, file: &str, text: &str) -> Result<(), HarnessError> {
+        let path = self.data_dir.join(file);
+        OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(text.as_bytes()))
+            .map_err(io_err(format!("append to {}", path.display())))
+    }
+
+    fn start_server(&mut self) -> Result<(), HarnessError> {
+        // The port may be taken between free_port() and the server's bind: retry.
+        for attempt in 1..=3 {
+            self.port = free_port().map_err(io_err("pick a free port"))?;
+            self.append("postgresql.conf", &format!("port = {}\n", self.port))?;
+            let started = self.pg_tool(
+                "pg_ctl",
+                &[
+                    "-D",
+                    "data",
+                    "-l",
+                    "postgres.log",
+                    "-w",
+                    "-t",
+                    "30",
+                    "start",
+                ],
+            );
+            match started {
+                Ok(_) => return Ok(()),
+                Err(_) if attempt < 3 && self.log_tail().contains("Address already in use") => {}
+                Err(e) => {
+                    return Err(HarnessError::Setup(format!(
+                        "{e}\nserver log ({}):\n{}",
+                        self.dir.join("postgres.log").display(),
+                        self.log_tail()
+                    )))
+                }
+            }
+        }
+        Err(HarnessError::Setup("PostgreSQL did not start".into()))
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        if self.data_dir.join("postmaster.pid").exists() {
+            let _ = self.pg_tool("pg_ctl", &["-D", "data", "-m", "immediate", "stop"]);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// PG_BIN, else the newest /usr/lib/postgresql/<version>/bin, else `pg_config --bindir`.
+fn find_bin_dir() -> Result<PathBuf, HarnessError> {
+    let has_server = |dir: &Path| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file();
+    if let Some(dir) = std::env::var_os("PG_BIN").map(PathBuf::from) {
+        return if has_server(&dir) {
+            Ok(dir)
+        } else {
+            Err(HarnessError::Setup(format!(
+                "PG_BIN={} has no initdb/pg_ctl",
+                dir.display()
+            )))
+        };
+    }
+    let mut installed: Vec<(Vec<u32>, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name();
+            let version = name
+                .to_str()?
+                .split('.')
+                .map(|part| part.parse().ok())
+                .collect::<Option<Vec<u32>>>()?;
+            let bin = entry.path().join("bin");
+            has_server(&bin).then_some((version, bin))
+        })
+        .collect();
+    installed.sort();
+    if let Some((_, bin)) = installed.pop() {
+        return Ok(bin);
+    }
+    let from_pg_config = Command::new("pg_config")
+        .arg("--bindir")
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .map(|out| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()));
+    match from_pg_config {
+        Some(dir) if has_server(&dir) => Ok(dir),
+        _ => Err(HarnessError::Setup(
+            "PostgreSQL server binaries not found: apt-get install -y postgresql".into(),
+        )),
+    }
+}
+
+fn running_as_root() -> bool {
+    // Effective uid is the third field of the Uid: line.
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+            Some(line.split_whitespace().nth(2)? == "0")
+        })
+        .unwrap_or(false)
+}
+
+/// Runs a command to completion; a non-zero exit is an error carrying its output.
+fn run(cmd: &mut Command) -> Result<String, HarnessError> {
+    let command = format!("{cmd:?}");
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .map_err(io_err(format!("run {command}")))?;
+    if !out.status.success() {
+        return Err(HarnessError::Command {
+            command,
+            status: out.status.to_string(),
+            output: format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stderr),
+                String::from_utf8_lossy(&out.stdout)
+            ),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
