@@ -29,7 +29,9 @@ impl FromStr for Severity {
             "P2" => Ok(Severity::P2),
             "P3" => Ok(Severity::P3),
             "P4" => Ok(Severity::P4),
-            other => Err(NbaopsError::InvalidEvent(format!("unknown severity '{other}'"))),
+            other => Err(NbaopsError::InvalidEvent(format!(
+                "unknown severity '{other}'"
+            ))),
         }
     }
 }
@@ -159,7 +161,15 @@ mod tests {
 
     #[test]
     fn subject_is_short_ascii() {
-        let a = Alert::new(Severity::P3, "dev", "f", "r", "k", "é".repeat(10) + &"x".repeat(200), Utc::now());
+        let a = Alert::new(
+            Severity::P3,
+            "dev",
+            "f",
+            "r",
+            "k",
+            "é".repeat(10) + &"x".repeat(200),
+            Utc::now(),
+        );
         let s = a.subject();
         assert!(s.len() <= 100 && s.is_ascii() && s.starts_with("[P3][dev]"));
     }

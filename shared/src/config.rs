@@ -17,36 +17,152 @@ use crate::ports::Params;
 /// Keys, defaults and what they mean. A key absent from this table is refused (typos must not
 /// silently fall back to a default), except under the dynamic prefixes below.
 pub const DEFAULTS: &[(&str, &str, &str)] = &[
-    ("alerts_topic_arn", "", "SNS topic every alert is published to"),
-    ("actions_topic_arn", "", "SNS topic every audit record is published to"),
-    ("ledger_table", "nbaops-{env}-ledger", "DynamoDB table for idempotency, cooldowns, audit, state"),
-    ("guard.kill_switch", "false", "true stops every action of every function"),
-    ("guard.dry_run", "false", "true: decide and audit, never act"),
-    ("guard.dry_run_functions", "", "comma list of functions kept in dry-run"),
-    ("guard.protect_tag", "nbaops:protect", "a resource with this tag = true is never touched"),
-    ("guard.window.days", "tue,thu", "change window days (SPEC 5.2: Tuesday and Thursday evenings)"),
-    ("guard.window.start", "20:00", "change window start, local time"),
+    (
+        "alerts_topic_arn",
+        "",
+        "SNS topic every alert is published to",
+    ),
+    (
+        "actions_topic_arn",
+        "",
+        "SNS topic every audit record is published to",
+    ),
+    (
+        "ledger_table",
+        "nbaops-{env}-ledger",
+        "DynamoDB table for idempotency, cooldowns, audit, state",
+    ),
+    (
+        "guard.kill_switch",
+        "false",
+        "true stops every action of every function",
+    ),
+    (
+        "guard.dry_run",
+        "false",
+        "true: decide and audit, never act",
+    ),
+    (
+        "guard.dry_run_functions",
+        "",
+        "comma list of functions kept in dry-run",
+    ),
+    (
+        "guard.protect_tag",
+        "nbaops:protect",
+        "a resource with this tag = true is never touched",
+    ),
+    (
+        "guard.window.days",
+        "tue,thu",
+        "change window days (SPEC 5.2: Tuesday and Thursday evenings)",
+    ),
+    (
+        "guard.window.start",
+        "20:00",
+        "change window start, local time",
+    ),
     ("guard.window.end", "23:00", "change window end, local time"),
-    ("guard.window.tz", "UTC", "IANA time zone of the change window"),
-    ("guard.blast.max_actions", "3", "at most this many actions per invocation"),
-    ("guard.blast.max_percent", "50", "at most this percent of the resources in view per invocation (never below one)"),
-    ("guard.idempotency_ttl_hours", "24", "how long an event id + action stays claimed"),
-    ("guard.switch_ttl_seconds", "30", "how long kill switch and dry-run values are cached"),
-    ("audit.ttl_days", "400", "audit records kept (SPEC: one year cold)"),
-    ("scale.groups", "", "comma list of Auto Scaling groups nbaops may scale"),
-    ("scale.asg.step", "1", "scale step: a count (1) or a percent of desired (25%)"),
-    ("scale.asg.ceiling", "4", "never scale a group above this (SPEC: 4 x t3.micro)"),
-    ("scale.asg.baseline", "2", "scale-in stops here (SPEC: 2 x t3.micro)"),
-    ("scale.asg.cooldown_seconds", "300", "minimum time between two scalings of one group"),
-    ("scale.rds.instances", "", "comma list of RDS instances nbaops may resize"),
-    ("scale.rds.ladder", "db.t3.micro,db.t3.small", "instance classes, smallest first"),
-    ("scale.rds.cooldown_seconds", "3600", "minimum time between two class changes"),
-    ("scale.cache.clusters", "", "comma list of Memcached clusters nbaops may grow"),
-    ("scale.cache.max_nodes", "4", "node cap per Memcached cluster"),
-    ("scale.cache.cooldown_seconds", "900", "minimum time between two node additions (SPEC: 15 minutes)"),
-    ("scale.flap.transitions", "4", "this many state changes of one alarm ..."),
-    ("scale.flap.window_minutes", "60", "... within this window = flapping: stop acting, alert P3"),
-    ("scale.alarm_map", "{}", "JSON: alarm name or ARN -> {target, on_alarm, on_ok, severity}"),
+    (
+        "guard.window.tz",
+        "UTC",
+        "IANA time zone of the change window",
+    ),
+    (
+        "guard.blast.max_actions",
+        "3",
+        "at most this many actions per invocation",
+    ),
+    (
+        "guard.blast.max_percent",
+        "50",
+        "at most this percent of the resources in view per invocation (never below one)",
+    ),
+    (
+        "guard.idempotency_ttl_hours",
+        "24",
+        "how long an event id + action stays claimed",
+    ),
+    (
+        "guard.switch_ttl_seconds",
+        "30",
+        "how long kill switch and dry-run values are cached",
+    ),
+    (
+        "audit.ttl_days",
+        "400",
+        "audit records kept (SPEC: one year cold)",
+    ),
+    (
+        "scale.groups",
+        "",
+        "comma list of Auto Scaling groups nbaops may scale",
+    ),
+    (
+        "scale.asg.step",
+        "1",
+        "scale step: a count (1) or a percent of desired (25%)",
+    ),
+    (
+        "scale.asg.ceiling",
+        "4",
+        "never scale a group above this (SPEC: 4 x t3.micro)",
+    ),
+    (
+        "scale.asg.baseline",
+        "2",
+        "scale-in stops here (SPEC: 2 x t3.micro)",
+    ),
+    (
+        "scale.asg.cooldown_seconds",
+        "300",
+        "minimum time between two scalings of one group",
+    ),
+    (
+        "scale.rds.instances",
+        "",
+        "comma list of RDS instances nbaops may resize",
+    ),
+    (
+        "scale.rds.ladder",
+        "db.t3.micro,db.t3.small",
+        "instance classes, smallest first",
+    ),
+    (
+        "scale.rds.cooldown_seconds",
+        "3600",
+        "minimum time between two class changes",
+    ),
+    (
+        "scale.cache.clusters",
+        "",
+        "comma list of Memcached clusters nbaops may grow",
+    ),
+    (
+        "scale.cache.max_nodes",
+        "4",
+        "node cap per Memcached cluster",
+    ),
+    (
+        "scale.cache.cooldown_seconds",
+        "900",
+        "minimum time between two node additions (SPEC: 15 minutes)",
+    ),
+    (
+        "scale.flap.transitions",
+        "4",
+        "this many state changes of one alarm ...",
+    ),
+    (
+        "scale.flap.window_minutes",
+        "60",
+        "... within this window = flapping: stop acting, alert P3",
+    ),
+    (
+        "scale.alarm_map",
+        "{}",
+        "JSON: alarm name or ARN -> {target, on_alarm, on_ok, severity}",
+    ),
 ];
 
 /// Keys under these prefixes are per-resource overrides, checked by their section.
@@ -148,7 +264,10 @@ impl Settings {
     pub fn under(&self, prefix: &str) -> BTreeMap<String, String> {
         self.values
             .iter()
-            .filter_map(|(k, (v, _))| k.strip_prefix(prefix).map(|rest| (rest.to_string(), v.clone())))
+            .filter_map(|(k, (v, _))| {
+                k.strip_prefix(prefix)
+                    .map(|rest| (rest.to_string(), v.clone()))
+            })
             .collect()
     }
 
@@ -167,7 +286,8 @@ pub fn env_var_name(key: &str) -> String {
 }
 
 fn known_key(key: &str) -> bool {
-    DEFAULTS.iter().any(|(k, _, _)| *k == key) || DYNAMIC_PREFIXES.iter().any(|p| key.starts_with(p))
+    DEFAULTS.iter().any(|(k, _, _)| *k == key)
+        || DYNAMIC_PREFIXES.iter().any(|p| key.starts_with(p))
 }
 
 /// Layer defaults < environment variables < SSM parameters under `/nbaops/<env>/`.
@@ -179,10 +299,15 @@ pub fn layer(
 ) -> Result<Settings> {
     let mut values = BTreeMap::new();
     for (k, v, _) in DEFAULTS {
-        values.insert(k.to_string(), (v.replace("{env}", &env.to_string()), Source::Default));
+        values.insert(
+            k.to_string(),
+            (v.replace("{env}", &env.to_string()), Source::Default),
+        );
     }
     for (name, v) in vars {
-        let Some(rest) = name.strip_prefix("NBAOPS_") else { continue };
+        let Some(rest) = name.strip_prefix("NBAOPS_") else {
+            continue;
+        };
         if rest == "ENV" || rest == "SSM_PREFIX" {
             continue;
         }
@@ -196,7 +321,9 @@ pub fn layer(
     }
     let prefix = format!("/nbaops/{env}/");
     for (name, v) in ssm {
-        let Some(rest) = name.strip_prefix(&prefix) else { continue };
+        let Some(rest) = name.strip_prefix(&prefix) else {
+            continue;
+        };
         if rest.starts_with("secrets/") {
             continue;
         }
@@ -304,7 +431,9 @@ pub struct ScaleConfig {
 
 impl ScaleConfig {
     pub fn plan_for(&self, group: &str) -> &GroupPlan {
-        self.group_overrides.get(group).unwrap_or(&self.group_default)
+        self.group_overrides
+            .get(group)
+            .unwrap_or(&self.group_default)
     }
 }
 
@@ -408,7 +537,10 @@ impl Config {
             baseline: positive(&s, "scale.asg.baseline", "a whole number >= 1")?,
         };
         if group_default.baseline > group_default.ceiling {
-            return Err(s.bad("scale.asg.baseline", "a baseline not above scale.asg.ceiling"));
+            return Err(s.bad(
+                "scale.asg.baseline",
+                "a baseline not above scale.asg.ceiling",
+            ));
         }
         let mut group_overrides: BTreeMap<String, GroupPlan> = BTreeMap::new();
         for (rest, value) in s.under("scale.group.") {
@@ -436,7 +568,10 @@ impl Config {
         }
         let rds_ladder = s.list("scale.rds.ladder");
         if rds_ladder.is_empty() || rds_ladder.iter().any(|c| !c.starts_with("db.")) {
-            return Err(s.bad("scale.rds.ladder", "a comma list of db.* classes, smallest first"));
+            return Err(s.bad(
+                "scale.rds.ladder",
+                "a comma list of db.* classes, smallest first",
+            ));
         }
         let alarm_map: BTreeMap<String, AlarmRoute> = s.json(
             "scale.alarm_map",
@@ -512,12 +647,19 @@ impl Config {
             Some(p) => p.get_by_path(&format!("/nbaops/{env}/")).await?,
             None => BTreeMap::new(),
         };
+        // Debug only, and through the redacting writer: SecureString values never reach the log.
+        tracing::debug!(parameters = ?ssm, "SSM parameters read");
         let settings = layer(env, vars, &ssm)?;
         Config::from_settings(env, function, settings)
     }
 
     pub fn function_dry_run(&self) -> bool {
-        self.guard.dry_run || self.guard.dry_run_functions.iter().any(|f| f == &self.function)
+        self.guard.dry_run
+            || self
+                .guard
+                .dry_run_functions
+                .iter()
+                .any(|f| f == &self.function)
     }
 }
 
@@ -526,7 +668,10 @@ mod tests {
     use super::*;
 
     fn vars(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     fn load(env_pairs: &[(&str, &str)], ssm_pairs: &[(&str, &str)]) -> Result<Config> {
@@ -550,8 +695,14 @@ mod tests {
     #[test]
     fn ssm_beats_env_beats_default() {
         let c = load(
-            &[("NBAOPS_SCALE__ASG__CEILING", "6"), ("NBAOPS_SCALE__ASG__BASELINE", "3")],
-            &[("/nbaops/dev/scale/asg/ceiling", "8"), ("/nbaops/prod/scale/asg/ceiling", "99")],
+            &[
+                ("NBAOPS_SCALE__ASG__CEILING", "6"),
+                ("NBAOPS_SCALE__ASG__BASELINE", "3"),
+            ],
+            &[
+                ("/nbaops/dev/scale/asg/ceiling", "8"),
+                ("/nbaops/prod/scale/asg/ceiling", "99"),
+            ],
         )
         .unwrap();
         assert_eq!(c.scale.group_default.ceiling, 8);
@@ -562,7 +713,10 @@ mod tests {
     fn wrong_value_names_key_and_source() {
         let e = load(&[], &[("/nbaops/dev/scale/asg/ceiling", "lots")]).unwrap_err();
         let msg = e.to_string();
-        assert!(msg.contains("scale.asg.ceiling") && msg.contains("SSM") && msg.contains("lots"), "{msg}");
+        assert!(
+            msg.contains("scale.asg.ceiling") && msg.contains("SSM") && msg.contains("lots"),
+            "{msg}"
+        );
         let e = load(&[("NBAOPS_GUARD__WINDOW__TZ", "Mars/Olympus")], &[]).unwrap_err();
         assert!(e.to_string().contains("NBAOPS_GUARD__WINDOW__TZ"), "{e}");
     }
@@ -594,7 +748,11 @@ mod tests {
         assert_eq!(c.scale.plan_for("other").ceiling, 4);
         assert_eq!(c.scale.alarm_map["web-cpu-low"].on_ok, "none");
         assert!(load(&[], &[("/nbaops/dev/scale/asg/step", "0")]).is_err());
-        assert!(load(&[], &[("/nbaops/dev/scale/alarm_map", r#"{"a":{"target":"ec2:x"}}"#)]).is_err());
+        assert!(load(
+            &[],
+            &[("/nbaops/dev/scale/alarm_map", r#"{"a":{"target":"ec2:x"}}"#)]
+        )
+        .is_err());
         assert!(load(&[], &[("/nbaops/dev/scale/asg/baseline", "5")]).is_err());
     }
 }

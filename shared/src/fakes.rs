@@ -41,7 +41,9 @@ impl AutoScaling for FakeAutoScaling {
     }
     async fn set_desired_capacity(&self, name: &str, desired: i32) -> Result<()> {
         let mut groups = lock(&self.groups);
-        let g = groups.get_mut(name).ok_or_else(|| NbaopsError::NotFound(name.into()))?;
+        let g = groups
+            .get_mut(name)
+            .ok_or_else(|| NbaopsError::NotFound(name.into()))?;
         // Real AWS refuses this; the fake does too, unlike the emulator.
         if desired > g.max_size || desired < g.min_size {
             return Err(NbaopsError::Dependency {
@@ -56,7 +58,9 @@ impl AutoScaling for FakeAutoScaling {
     }
     async fn update_group_size(&self, name: &str, min: i32, max: i32, desired: i32) -> Result<()> {
         let mut groups = lock(&self.groups);
-        let g = groups.get_mut(name).ok_or_else(|| NbaopsError::NotFound(name.into()))?;
+        let g = groups
+            .get_mut(name)
+            .ok_or_else(|| NbaopsError::NotFound(name.into()))?;
         g.min_size = min;
         g.max_size = max;
         g.desired = desired;
@@ -89,16 +93,25 @@ impl Rds for FakeRds {
     async fn describe_instance(&self, id: &str) -> Result<Option<DbInstanceState>> {
         Ok(lock(&self.instances).get(id).cloned())
     }
-    async fn modify_instance_class(&self, id: &str, class: &str, apply_immediately: bool) -> Result<()> {
+    async fn modify_instance_class(
+        &self,
+        id: &str,
+        class: &str,
+        apply_immediately: bool,
+    ) -> Result<()> {
         let mut all = lock(&self.instances);
-        let i = all.get_mut(id).ok_or_else(|| NbaopsError::NotFound(id.into()))?;
+        let i = all
+            .get_mut(id)
+            .ok_or_else(|| NbaopsError::NotFound(id.into()))?;
         if apply_immediately {
             i.class = class.into();
             i.status = "modifying".into();
         } else {
             i.pending_class = Some(class.into());
         }
-        lock(&self.mutations).push(format!("modify_instance_class {id} {class} immediate={apply_immediately}"));
+        lock(&self.mutations).push(format!(
+            "modify_instance_class {id} {class} immediate={apply_immediately}"
+        ));
         Ok(())
     }
 }
@@ -129,7 +142,9 @@ impl ElastiCache for FakeElastiCache {
     }
     async fn set_node_count(&self, id: &str, nodes: i32) -> Result<()> {
         let mut all = lock(&self.clusters);
-        let c = all.get_mut(id).ok_or_else(|| NbaopsError::NotFound(id.into()))?;
+        let c = all
+            .get_mut(id)
+            .ok_or_else(|| NbaopsError::NotFound(id.into()))?;
         c.num_nodes = nodes;
         lock(&self.mutations).push(format!("set_node_count {id} {nodes}"));
         Ok(())
@@ -157,7 +172,13 @@ impl FakeNotifier {
 
 #[async_trait]
 impl Notifier for FakeNotifier {
-    async fn publish(&self, topic_arn: &str, subject: &str, message: &str, attributes: &BTreeMap<String, String>) -> Result<String> {
+    async fn publish(
+        &self,
+        topic_arn: &str,
+        subject: &str,
+        message: &str,
+        attributes: &BTreeMap<String, String>,
+    ) -> Result<String> {
         let mut p = lock(&self.published);
         p.push(Published {
             topic_arn: topic_arn.into(),
@@ -194,7 +215,11 @@ impl Params for FakeParams {
         if *lock(&self.fail) {
             return Err(NbaopsError::dependency("ssm", "fake outage"));
         }
-        Ok(lock(&self.values).iter().filter(|(k, _)| k.starts_with(prefix)).map(|(k, v)| (k.clone(), v.clone())).collect())
+        Ok(lock(&self.values)
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
     }
     async fn get(&self, name: &str) -> Result<Option<String>> {
         if *lock(&self.fail) {
@@ -211,13 +236,22 @@ pub struct FakeLedger {
 
 impl FakeLedger {
     pub fn len_with_prefix(&self, pk_prefix: &str) -> usize {
-        lock(&self.items).keys().filter(|(pk, _)| pk.starts_with(pk_prefix)).count()
+        lock(&self.items)
+            .keys()
+            .filter(|(pk, _)| pk.starts_with(pk_prefix))
+            .count()
     }
 }
 
 #[async_trait]
 impl Ledger for FakeLedger {
-    async fn put_if_absent(&self, pk: &str, sk: &str, data: &Value, _expires_at: i64) -> Result<bool> {
+    async fn put_if_absent(
+        &self,
+        pk: &str,
+        sk: &str,
+        data: &Value,
+        _expires_at: i64,
+    ) -> Result<bool> {
         let mut items = lock(&self.items);
         let key = (pk.to_string(), sk.to_string());
         if items.contains_key(&key) {
@@ -231,7 +265,9 @@ impl Ledger for FakeLedger {
         Ok(())
     }
     async fn get(&self, pk: &str, sk: &str) -> Result<Option<Value>> {
-        Ok(lock(&self.items).get(&(pk.to_string(), sk.to_string())).cloned())
+        Ok(lock(&self.items)
+            .get(&(pk.to_string(), sk.to_string()))
+            .cloned())
     }
     async fn delete(&self, pk: &str, sk: &str) -> Result<()> {
         lock(&self.items).remove(&(pk.to_string(), sk.to_string()));

@@ -157,9 +157,20 @@ impl Switches {
             Some("false" | "off" | "no" | "0") => false,
             _ => default,
         };
-        let kill = flag(params.get(&format!("{base}kill_switch")).await?, cfg.guard.kill_switch);
-        let dry_all = flag(params.get(&format!("{base}dry_run")).await?, cfg.guard.dry_run);
-        let dry = dry_all || cfg.guard.dry_run_functions.iter().any(|f| f == &cfg.function);
+        let kill = flag(
+            params.get(&format!("{base}kill_switch")).await?,
+            cfg.guard.kill_switch,
+        );
+        let dry_all = flag(
+            params.get(&format!("{base}dry_run")).await?,
+            cfg.guard.dry_run,
+        );
+        let dry = dry_all
+            || cfg
+                .guard
+                .dry_run_functions
+                .iter()
+                .any(|f| f == &cfg.function);
         *cached = Some((Instant::now(), kill, dry));
         Ok((kill, dry))
     }
@@ -195,7 +206,10 @@ pub struct Guard<'a> {
 }
 
 fn idem_key(event_id: &str, a: &ProposedAction) -> (String, String) {
-    (format!("idem#{event_id}"), format!("{}#{}", a.action, a.resource))
+    (
+        format!("idem#{event_id}"),
+        format!("{}#{}", a.action, a.resource),
+    )
 }
 
 fn cooldown_key(a: &ProposedAction) -> (String, String) {
@@ -246,7 +260,11 @@ impl<'a> Guard<'a> {
         let (kill, dry_run) = match self.switches.current(self.cfg, self.params).await {
             Ok(v) => v,
             Err(e) => {
-                t.record(GuardStep::KillSwitch, false, format!("kill switch unreadable, acting blind is not allowed: {e}"));
+                t.record(
+                    GuardStep::KillSwitch,
+                    false,
+                    format!("kill switch unreadable, acting blind is not allowed: {e}"),
+                );
                 (true, true)
             }
         };
@@ -254,13 +272,22 @@ impl<'a> Guard<'a> {
             t.record(
                 GuardStep::KillSwitch,
                 !kill,
-                if kill { "kill switch is on".into() } else { "off".into() });
+                if kill {
+                    "kill switch is on".into()
+                } else {
+                    "off".into()
+                },
+            );
         }
         // Dry-run never stops the evaluation: later steps still tell what would happen.
         t.steps.push(StepResult {
             step: GuardStep::DryRun,
             passed: true,
-            note: if dry_run { "dry-run: nothing will be changed".into() } else { "live".into() },
+            note: if dry_run {
+                "dry-run: nothing will be changed".into()
+            } else {
+                "live".into()
+            },
         });
 
         let tag = &self.cfg.guard.protect_tag;
@@ -272,7 +299,12 @@ impl<'a> Guard<'a> {
         t.record(
             GuardStep::ProtectedTag,
             !protected,
-            if protected { format!("resource carries {tag}=true") } else { format!("no {tag}=true") });
+            if protected {
+                format!("resource carries {tag}=true")
+            } else {
+                format!("no {tag}=true")
+            },
+        );
 
         match a.bounds {
             Some(b) => {
@@ -280,7 +312,14 @@ impl<'a> Guard<'a> {
                 t.record(
                     GuardStep::Bounds,
                     ok,
-                    format!("{} within [{}, {}]: {}", b.proposed, b.min, b.max, if ok { "yes" } else { "no" }));
+                    format!(
+                        "{} within [{}, {}]: {}",
+                        b.proposed,
+                        b.min,
+                        b.max,
+                        if ok { "yes" } else { "no" }
+                    ),
+                );
             }
             None => t.record(GuardStep::Bounds, true, "no numeric bound applies".into()),
         }
@@ -304,8 +343,13 @@ impl<'a> Guard<'a> {
                     at.to_rfc3339(),
                     a.cooldown_seconds,
                     a.cooldown_seconds - (self.now - at).num_seconds()
-                )),
-            Some(at) => t.record(GuardStep::Cooldown, true, format!("last at {}", at.to_rfc3339())),
+                ),
+            ),
+            Some(at) => t.record(
+                GuardStep::Cooldown,
+                true,
+                format!("last at {}", at.to_rfc3339()),
+            ),
             None => t.record(GuardStep::Cooldown, true, "no earlier action".into()),
         }
 
@@ -313,10 +357,18 @@ impl<'a> Guard<'a> {
         if a.disruptive {
             let open = in_change_window(&self.cfg.guard.window, self.now);
             if open {
-                t.record(GuardStep::ChangeWindow, true, "inside the change window".into());
+                t.record(
+                    GuardStep::ChangeWindow,
+                    true,
+                    "inside the change window".into(),
+                );
             } else if a.severity == Severity::P1 {
                 emergency_change = true;
-                t.record(GuardStep::ChangeWindow, true, "outside the change window: P1 emergency change".into());
+                t.record(
+                    GuardStep::ChangeWindow,
+                    true,
+                    "outside the change window: P1 emergency change".into(),
+                );
             } else {
                 let w = &self.cfg.guard.window;
                 t.record(
@@ -324,8 +376,12 @@ impl<'a> Guard<'a> {
                     false,
                     format!(
                         "disruptive and outside the change window ({:?} {}-{} {})",
-                        w.days, w.start.format("%H:%M"), w.end.format("%H:%M"), w.tz.name()
-                    ));
+                        w.days,
+                        w.start.format("%H:%M"),
+                        w.end.format("%H:%M"),
+                        w.tz.name()
+                    ),
+                );
             }
         } else {
             t.record(GuardStep::ChangeWindow, true, "not disruptive".into());
@@ -336,7 +392,13 @@ impl<'a> Guard<'a> {
         t.record(
             GuardStep::BlastRadius,
             within,
-            format!("{} of at most {} actions this run ({} resources in view)", self.admitted + 1, limit, self.fleet_size));
+            format!(
+                "{} of at most {} actions this run ({} resources in view)",
+                self.admitted + 1,
+                limit,
+                self.fleet_size
+            ),
+        );
 
         let (ipk, isk) = idem_key(&self.event_id, a);
         if t.stopped_by.is_none() {
@@ -345,18 +407,35 @@ impl<'a> Guard<'a> {
                 t.record(
                     GuardStep::Idempotency,
                     !seen,
-                    if seen { "already done for this event".into() } else { "first time for this event (not claimed: dry-run)".into() });
+                    if seen {
+                        "already done for this event".into()
+                    } else {
+                        "first time for this event (not claimed: dry-run)".into()
+                    },
+                );
             } else {
                 let expires = self.now.timestamp() + self.cfg.guard.idempotency_ttl_hours * 3600;
                 let claim = json!({"at": self.now.to_rfc3339(), "request_id": self.request_id, "state": "in-progress"});
-                let won = self.ledger.put_if_absent(&ipk, &isk, &claim, expires).await?;
+                let won = self
+                    .ledger
+                    .put_if_absent(&ipk, &isk, &claim, expires)
+                    .await?;
                 t.record(
                     GuardStep::Idempotency,
                     won,
-                    if won { "claimed".into() } else { "already claimed by another delivery of this event".into() });
+                    if won {
+                        "claimed".into()
+                    } else {
+                        "already claimed by another delivery of this event".into()
+                    },
+                );
             }
         } else {
-            t.steps.push(StepResult { step: GuardStep::Idempotency, passed: true, note: "not reached".into() });
+            t.steps.push(StepResult {
+                step: GuardStep::Idempotency,
+                passed: true,
+                note: "not reached".into(),
+            });
         }
 
         if t.stopped_by.is_none() {
@@ -389,7 +468,12 @@ impl<'a> Guard<'a> {
             let (cpk, csk) = cooldown_key(a);
             let expires = self.now.timestamp() + a.cooldown_seconds.max(0) + 86_400;
             self.ledger
-                .put(&cpk, &csk, &json!({"at": self.now.to_rfc3339(), "event_id": self.event_id}), Some(expires))
+                .put(
+                    &cpk,
+                    &csk,
+                    &json!({"at": self.now.to_rfc3339(), "event_id": self.event_id}),
+                    Some(expires),
+                )
                 .await?;
             let (ipk, isk) = idem_key(&self.event_id, a);
             let expires = self.now.timestamp() + self.cfg.guard.idempotency_ttl_hours * 3600;
@@ -441,16 +525,41 @@ pub async fn write_audit(
     // Two records of one event (a retry, a dry-run then a live run) must not overwrite each other.
     static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let sk = format!("{}#{}#{}#{}#{seq}", rec.at.to_rfc3339(), rec.action, rec.event_id, rec.request_id);
+    let sk = format!(
+        "{}#{}#{}#{}#{seq}",
+        rec.at.to_rfc3339(),
+        rec.action,
+        rec.event_id,
+        rec.request_id
+    );
     let expires = rec.at.timestamp() + cfg.guard.audit_ttl_days * 86_400;
-    ledger.put(&format!("audit#{}", rec.resource), &sk, &body, Some(expires)).await?;
+    ledger
+        .put(
+            &format!("audit#{}", rec.resource),
+            &sk,
+            &body,
+            Some(expires),
+        )
+        .await?;
     if !cfg.actions_topic_arn.is_empty() {
         let mut attrs = BTreeMap::new();
-        attrs.insert("outcome".into(), serde_json::to_value(rec.outcome).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default());
+        attrs.insert(
+            "outcome".into(),
+            serde_json::to_value(rec.outcome)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default(),
+        );
         attrs.insert("function".into(), rec.function.clone());
         let subject = format!("nbaops action {} {}", rec.action, rec.resource);
-        let subject: String = subject.chars().filter(|c| c.is_ascii() && !c.is_ascii_control()).take(100).collect();
-        notifier.publish(&cfg.actions_topic_arn, &subject, &body.to_string(), &attrs).await?;
+        let subject: String = subject
+            .chars()
+            .filter(|c| c.is_ascii() && !c.is_ascii_control())
+            .take(100)
+            .collect();
+        notifier
+            .publish(&cfg.actions_topic_arn, &subject, &body.to_string(), &attrs)
+            .await?;
     }
     Ok(())
 }
@@ -472,7 +581,10 @@ mod tests {
     use chrono::TimeZone;
 
     fn cfg(pairs: &[(&str, &str)]) -> Config {
-        let vars = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let vars = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let s = layer(Env::Dev, &vars, &Default::default()).unwrap();
         Config::from_settings(Env::Dev, "scale-on-alarm", s).unwrap()
     }
@@ -485,7 +597,11 @@ mod tests {
             reason: "cpu".into(),
             severity: Severity::P3,
             disruptive: false,
-            bounds: Some(Bounds { proposed: 3.0, min: 2.0, max: 4.0 }),
+            bounds: Some(Bounds {
+                proposed: 3.0,
+                min: 2.0,
+                max: 4.0,
+            }),
             cooldown_key: "asg.scale".into(),
             cooldown_seconds: 300,
             before: json!({"desired": 2}),
@@ -506,16 +622,30 @@ mod tests {
         let c = cfg(&[]);
         assert!(in_change_window(&c.guard.window, tuesday_evening()));
         assert!(!in_change_window(&c.guard.window, wednesday_noon()));
-        assert!(!in_change_window(&c.guard.window, Utc.with_ymd_and_hms(2026, 11, 24, 23, 0, 0).unwrap()));
-        let c = cfg(&[("NBAOPS_GUARD__WINDOW__START", "22:00"), ("NBAOPS_GUARD__WINDOW__END", "02:00")]);
+        assert!(!in_change_window(
+            &c.guard.window,
+            Utc.with_ymd_and_hms(2026, 11, 24, 23, 0, 0).unwrap()
+        ));
+        let c = cfg(&[
+            ("NBAOPS_GUARD__WINDOW__START", "22:00"),
+            ("NBAOPS_GUARD__WINDOW__END", "02:00"),
+        ]);
         // Wednesday 01:00 belongs to Tuesday's window.
-        assert!(in_change_window(&c.guard.window, Utc.with_ymd_and_hms(2026, 11, 25, 1, 0, 0).unwrap()));
+        assert!(in_change_window(
+            &c.guard.window,
+            Utc.with_ymd_and_hms(2026, 11, 25, 1, 0, 0).unwrap()
+        ));
         let c = cfg(&[("NBAOPS_GUARD__WINDOW__TZ", "America/New_York")]);
         // 21:00 UTC is 16:00 in New York: closed.
         assert!(!in_change_window(&c.guard.window, tuesday_evening()));
     }
 
-    async fn run(c: &Config, a: &ProposedAction, ledger: &FakeLedger, now: DateTime<Utc>) -> AuditRecord {
+    async fn run(
+        c: &Config,
+        a: &ProposedAction,
+        ledger: &FakeLedger,
+        now: DateTime<Utc>,
+    ) -> AuditRecord {
         let n = FakeNotifier::default();
         let sw = Switches::default();
         let mut g = Guard::new(c, ledger, &n, None, &sw, "evt-1", "req-1", now);
@@ -527,11 +657,29 @@ mod tests {
     #[tokio::test]
     async fn each_step_stops_and_is_named() {
         let l = FakeLedger::default();
-        let r = run(&cfg(&[("NBAOPS_GUARD__KILL_SWITCH", "true")]), &action(), &l, wednesday_noon()).await;
-        assert_eq!((r.outcome, r.stopped_by), (Outcome::Skipped, Some(GuardStep::KillSwitch)));
+        let r = run(
+            &cfg(&[("NBAOPS_GUARD__KILL_SWITCH", "true")]),
+            &action(),
+            &l,
+            wednesday_noon(),
+        )
+        .await;
+        assert_eq!(
+            (r.outcome, r.stopped_by),
+            (Outcome::Skipped, Some(GuardStep::KillSwitch))
+        );
 
-        let r = run(&cfg(&[("NBAOPS_GUARD__DRY_RUN", "true")]), &action(), &l, wednesday_noon()).await;
-        assert_eq!((r.outcome, r.stopped_by, r.dry_run), (Outcome::WouldAct, None, true));
+        let r = run(
+            &cfg(&[("NBAOPS_GUARD__DRY_RUN", "true")]),
+            &action(),
+            &l,
+            wednesday_noon(),
+        )
+        .await;
+        assert_eq!(
+            (r.outcome, r.stopped_by, r.dry_run),
+            (Outcome::WouldAct, None, true)
+        );
         assert_eq!(l.len_with_prefix("idem#"), 0, "dry-run must not claim");
 
         let mut a = action();
@@ -540,17 +688,33 @@ mod tests {
         assert_eq!(r.stopped_by, Some(GuardStep::ProtectedTag));
 
         let mut a = action();
-        a.bounds = Some(Bounds { proposed: 5.0, min: 2.0, max: 4.0 });
-        assert_eq!(run(&cfg(&[]), &a, &l, wednesday_noon()).await.stopped_by, Some(GuardStep::Bounds));
+        a.bounds = Some(Bounds {
+            proposed: 5.0,
+            min: 2.0,
+            max: 4.0,
+        });
+        assert_eq!(
+            run(&cfg(&[]), &a, &l, wednesday_noon()).await.stopped_by,
+            Some(GuardStep::Bounds)
+        );
 
         let mut a = action();
         a.disruptive = true;
-        assert_eq!(run(&cfg(&[]), &a, &l, wednesday_noon()).await.stopped_by, Some(GuardStep::ChangeWindow));
+        assert_eq!(
+            run(&cfg(&[]), &a, &l, wednesday_noon()).await.stopped_by,
+            Some(GuardStep::ChangeWindow)
+        );
         a.severity = Severity::P1;
         let r = run(&cfg(&[]), &a, &l, wednesday_noon()).await;
         assert_eq!((r.outcome, r.emergency_change), (Outcome::Acted, true));
         // That success started the cooldown for the group.
-        let r = run(&cfg(&[]), &action(), &l, wednesday_noon() + chrono::Duration::seconds(60)).await;
+        let r = run(
+            &cfg(&[]),
+            &action(),
+            &l,
+            wednesday_noon() + chrono::Duration::seconds(60),
+        )
+        .await;
         assert_eq!(r.stopped_by, Some(GuardStep::Cooldown));
         assert!(l.len_with_prefix("audit#asg:web") >= 7);
     }
@@ -561,7 +725,8 @@ mod tests {
         let l = FakeLedger::default();
         let n = FakeNotifier::default();
         let sw = Switches::default();
-        let mut g = Guard::new(&c, &l, &n, None, &sw, "evt-9", "req", wednesday_noon()).with_fleet_size(10);
+        let mut g =
+            Guard::new(&c, &l, &n, None, &sw, "evt-9", "req", wednesday_noon()).with_fleet_size(10);
         let mut outcomes = vec![];
         for i in 0..3 {
             let mut a = action();
@@ -573,7 +738,10 @@ mod tests {
         let mut g2 = Guard::new(&c, &l, &n, None, &sw, "evt-9", "req2", wednesday_noon());
         let mut a = action();
         a.resource = "asg:g0".into();
-        assert_eq!(g2.check(&a).await.unwrap().stopped_by, Some(GuardStep::Idempotency));
+        assert_eq!(
+            g2.check(&a).await.unwrap().stopped_by,
+            Some(GuardStep::Idempotency)
+        );
     }
 
     #[tokio::test]
@@ -581,7 +749,11 @@ mod tests {
         let c = cfg(&[]);
         let p = FakeParams::default();
         *p.fail.lock().unwrap() = true;
-        let (l, n, sw) = (FakeLedger::default(), FakeNotifier::default(), Switches::default());
+        let (l, n, sw) = (
+            FakeLedger::default(),
+            FakeNotifier::default(),
+            Switches::default(),
+        );
         let mut g = Guard::new(&c, &l, &n, Some(&p), &sw, "e", "r", wednesday_noon());
         let d = g.check(&action()).await.unwrap();
         assert!(!d.proceed);
@@ -590,6 +762,9 @@ mod tests {
         let p = FakeParams::with(&[("/nbaops/dev/guard/kill_switch", "on")]);
         let sw = Switches::default();
         let mut g = Guard::new(&c, &l, &n, Some(&p), &sw, "e2", "r", wednesday_noon());
-        assert_eq!(g.check(&action()).await.unwrap().stopped_by, Some(GuardStep::KillSwitch));
+        assert_eq!(
+            g.check(&action()).await.unwrap().stopped_by,
+            Some(GuardStep::KillSwitch)
+        );
     }
 }

@@ -47,8 +47,12 @@ pub struct DbInstanceState {
 #[async_trait]
 pub trait Rds: Send + Sync {
     async fn describe_instance(&self, id: &str) -> Result<Option<DbInstanceState>>;
-    async fn modify_instance_class(&self, id: &str, class: &str, apply_immediately: bool)
-        -> Result<()>;
+    async fn modify_instance_class(
+        &self,
+        id: &str,
+        class: &str,
+        apply_immediately: bool,
+    ) -> Result<()>;
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -94,8 +98,13 @@ pub trait Params: Send + Sync {
 #[async_trait]
 pub trait Ledger: Send + Sync {
     /// Writes only if no item exists under (pk, sk). `Ok(false)` when one already does.
-    async fn put_if_absent(&self, pk: &str, sk: &str, data: &Value, expires_at: i64)
-        -> Result<bool>;
+    async fn put_if_absent(
+        &self,
+        pk: &str,
+        sk: &str,
+        data: &Value,
+        expires_at: i64,
+    ) -> Result<bool>;
     async fn put(&self, pk: &str, sk: &str, data: &Value, expires_at: Option<i64>) -> Result<()>;
     async fn get(&self, pk: &str, sk: &str) -> Result<Option<Value>>;
     async fn delete(&self, pk: &str, sk: &str) -> Result<()>;

@@ -12,7 +12,9 @@ use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 use tracing::Instrument;
 
-use crate::adapters::{AwsClients, DynamoLedger, SdkAutoScaling, SdkElastiCache, SdkNotifier, SdkParams, SdkRds};
+use crate::adapters::{
+    AwsClients, DynamoLedger, SdkAutoScaling, SdkElastiCache, SdkNotifier, SdkParams, SdkRds,
+};
 use crate::alerts::{Alert, AlertPublisher};
 use crate::config::Config;
 use crate::error::{NbaopsError, Result};
@@ -85,8 +87,15 @@ impl Deps {
             rds: Box::new(SdkRds(aws.rds.clone())),
             cache: Box::new(SdkElastiCache(aws.elasticache.clone())),
             notifier: Box::new(SdkNotifier(aws.sns.clone())),
-            ledger: Box::new(DynamoLedger { client: aws.dynamodb.clone(), table: cfg.ledger_table.clone() }),
-            params: if use_ssm { Some(Box::new(params)) } else { None },
+            ledger: Box::new(DynamoLedger {
+                client: aws.dynamodb.clone(),
+                table: cfg.ledger_table.clone(),
+            }),
+            params: if use_ssm {
+                Some(Box::new(params))
+            } else {
+                None
+            },
             switches: Switches::default(),
             cfg,
         })
@@ -106,12 +115,17 @@ impl Deps {
     }
 
     pub fn alerts(&self) -> AlertPublisher<'_> {
-        AlertPublisher { notifier: self.notifier.as_ref(), topic_arn: &self.cfg.alerts_topic_arn }
+        AlertPublisher {
+            notifier: self.notifier.as_ref(),
+            topic_arn: &self.cfg.alerts_topic_arn,
+        }
     }
 }
 
 async fn report_init_error(err: &NbaopsError) {
-    let Ok(api) = std::env::var("AWS_LAMBDA_RUNTIME_API") else { return };
+    let Ok(api) = std::env::var("AWS_LAMBDA_RUNTIME_API") else {
+        return;
+    };
     let body = serde_json::json!({"errorType": format!("Runtime.{}", err.error_type()), "errorMessage": err.to_string()}).to_string();
     let req = format!(
         "POST /2018-06-01/runtime/init/error HTTP/1.1\r\nHost: {api}\r\nContent-Type: application/json\r\nLambda-Runtime-Function-Error-Type: Runtime.{}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -125,7 +139,10 @@ async fn report_init_error(err: &NbaopsError) {
 }
 
 /// Runs a function: `handler(payload, invocation, deps)`. Never returns on success.
-pub async fn serve<F, Fut>(function: &'static str, handler: F) -> std::result::Result<(), lambda_runtime::Error>
+pub async fn serve<F, Fut>(
+    function: &'static str,
+    handler: F,
+) -> std::result::Result<(), lambda_runtime::Error>
 where
     F: Fn(Value, Invocation, &'static Deps) -> Fut,
     Fut: Future<Output = Result<InvocationReport>>,
@@ -144,7 +161,10 @@ where
     let deps: &'static Deps = Box::leak(Box::new(deps));
     let env = deps.cfg.env.to_string();
     lambda_runtime::run(service_fn(|ev: LambdaEvent<Value>| {
-        let inv = Invocation { request_id: ev.context.request_id.clone(), now: Utc::now() };
+        let inv = Invocation {
+            request_id: ev.context.request_id.clone(),
+            now: Utc::now(),
+        };
         let span = telemetry::invocation_span(&inv.request_id, function, &env);
         let env = env.clone();
         let fut = handler(ev.payload, inv, deps);
@@ -153,7 +173,11 @@ where
             let res = fut.await;
             let (acted, errors) = match &res {
                 Ok(r) => (
-                    r.records.iter().flat_map(|x| &x.actions).filter(|a| a.outcome == crate::guard::Outcome::Acted).count() as f64,
+                    r.records
+                        .iter()
+                        .flat_map(|x| &x.actions)
+                        .filter(|a| a.outcome == crate::guard::Outcome::Acted)
+                        .count() as f64,
                     0.0,
                 ),
                 Err(_) => (0.0, 1.0),
@@ -161,10 +185,21 @@ where
             telemetry::emit_metrics(
                 function,
                 &env,
-                &[("ActionsTaken", acted, "Count"), ("HandlerErrors", errors, "Count"), ("HandlerMillis", started.elapsed().as_secs_f64() * 1000.0, "Milliseconds")],
+                &[
+                    ("ActionsTaken", acted, "Count"),
+                    ("HandlerErrors", errors, "Count"),
+                    (
+                        "HandlerMillis",
+                        started.elapsed().as_secs_f64() * 1000.0,
+                        "Milliseconds",
+                    ),
+                ],
             );
             match res {
-                Ok(report) => serde_json::to_value(report).map_err(|e| Diagnostic { error_type: "Serialize".into(), error_message: e.to_string() }),
+                Ok(report) => serde_json::to_value(report).map_err(|e| Diagnostic {
+                    error_type: "Serialize".into(),
+                    error_message: e.to_string(),
+                }),
                 Err(e) => {
                     tracing::error!(error = %e, error_type = e.error_type(), "invocation failed");
                     Err(Diagnostic::from(e))

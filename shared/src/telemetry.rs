@@ -41,7 +41,9 @@ pub fn redact(line: &str) -> String {
     while let Some(i) = rest.find("://") {
         let (head, tail) = rest.split_at(i + 3);
         result.push_str(head);
-        let end = tail.find(|c: char| c.is_whitespace() || c == '"' || c == '/').unwrap_or(tail.len());
+        let end = tail
+            .find(|c: char| c.is_whitespace() || c == '"' || c == '/')
+            .unwrap_or(tail.len());
         let authority = &tail[..end];
         match (authority.find(':'), authority.rfind('@')) {
             (Some(c), Some(a)) if c < a => {
@@ -87,7 +89,10 @@ pub struct RedactingStdout;
 impl<'a> MakeWriter<'a> for RedactingStdout {
     type Writer = RedactingLine<std::io::Stdout>;
     fn make_writer(&'a self) -> Self::Writer {
-        RedactingLine { buf: Vec::with_capacity(512), out: std::io::stdout() }
+        RedactingLine {
+            buf: Vec::with_capacity(512),
+            out: std::io::stdout(),
+        }
     }
 }
 
@@ -160,8 +165,12 @@ mod tests {
 
     #[test]
     fn emf_line_is_valid_emf() {
-        let v: Value = serde_json::from_str(&emf_line("f", "dev", &[("ActionsTaken", 2.0, "Count")])).unwrap();
+        let v: Value =
+            serde_json::from_str(&emf_line("f", "dev", &[("ActionsTaken", 2.0, "Count")])).unwrap();
         assert_eq!(v["ActionsTaken"], 2.0);
-        assert_eq!(v["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"], "ActionsTaken");
+        assert_eq!(
+            v["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"],
+            "ActionsTaken"
+        );
     }
 }

@@ -13,7 +13,10 @@ use crate::{workspace_root, HarnessError};
 const RUNS: usize = 7;
 
 /// (function, fixture it is benchmarked with)
-pub const SUBJECTS: &[(&str, &str)] = &[("scale-on-alarm", "events/cloudwatch-alarm/eventbridge-single-metric-alarm.json")];
+pub const SUBJECTS: &[(&str, &str)] = &[(
+    "scale-on-alarm",
+    "events/cloudwatch-alarm/eventbridge-single-metric-alarm.json",
+)];
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
@@ -22,13 +25,21 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 pub async fn run_bench() -> Result<(), HarnessError> {
     let root = workspace_root();
-    let target = std::env::var("CARGO_TARGET_DIR").map(std::path::PathBuf::from).unwrap_or_else(|_| root.join("target"));
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| root.join("target"));
     let stack = Stack::start(false).await?;
-    println!("{:<18} {:>14} {:>14} {:>12} {:>12}  {}", "function", "cold start ms", "warm ms", "peak RSS MB", "zip MB", "zip");
+    println!(
+        "{:<18} {:>14} {:>14} {:>12} {:>12}  zip",
+        "function", "cold start ms", "warm ms", "peak RSS MB", "zip MB"
+    );
     for (name, fixture) in SUBJECTS {
         let bin = target.join("release").join(name);
         if !bin.exists() {
-            return Err(HarnessError::Setup(format!("{} missing: cargo build --release --workspace --bins", bin.display())));
+            return Err(HarnessError::Setup(format!(
+                "{} missing: cargo build --release --workspace --bins",
+                bin.display()
+            )));
         }
         let payload: Value = serde_json::from_str(&std::fs::read_to_string(root.join(fixture))?)?;
         let (mut cold, mut warm, mut rss) = (vec![], vec![], vec![]);
@@ -39,7 +50,13 @@ pub async fn run_bench() -> Result<(), HarnessError> {
                 p["id"] = Value::String(format!("bench-{i}-{}", std::process::id()));
             }
             let t0 = Instant::now();
-            let f = FunctionUnderTest::start(&bin, name, &stack.function_env(&[("NBAOPS_SCALE__ASG__COOLDOWN_SECONDS", "0")]), 1).await?;
+            let f = FunctionUnderTest::start(
+                &bin,
+                name,
+                &stack.function_env(&[("NBAOPS_SCALE__ASG__COOLDOWN_SECONDS", "0")]),
+                1,
+            )
+            .await?;
             let _ = f.invoke(p.clone(), Duration::from_secs(30)).await?;
             cold.push(t0.elapsed().as_secs_f64() * 1000.0);
             let t1 = Instant::now();
@@ -55,12 +72,25 @@ pub async fn run_bench() -> Result<(), HarnessError> {
             }
             drop(f);
             // Back to the baseline so the next run scales the same way.
-            let _ = stack.clients.asg.set_desired_capacity().auto_scaling_group_name(crate::platform::WEB).desired_capacity(2).send().await;
+            let _ = stack
+                .clients
+                .asg
+                .set_desired_capacity()
+                .auto_scaling_group_name(crate::platform::WEB)
+                .desired_capacity(2)
+                .send()
+                .await;
         }
         let arm = target.join("lambda-arm64").join(name).join("bootstrap.zip");
         let (zip, kind) = match std::fs::metadata(&arm) {
-            Ok(m) => (format!("{:.2}", m.len() as f64 / 1_048_576.0), "arm64 bootstrap.zip".to_string()),
-            Err(_) => ("n/a".to_string(), "arm64 zip not built (cargo lambda build --arm64 failed or skipped)".to_string()),
+            Ok(m) => (
+                format!("{:.2}", m.len() as f64 / 1_048_576.0),
+                "arm64 bootstrap.zip".to_string(),
+            ),
+            Err(_) => (
+                "n/a".to_string(),
+                "arm64 zip not built (cargo lambda build --arm64 failed or skipped)".to_string(),
+            ),
         };
         println!(
             "{:<18} {:>14.1} {:>14.1} {:>12.1} {:>12}  {}",

@@ -31,19 +31,84 @@ pub enum Before {
 pub fn scenes() -> Vec<Scene> {
     use Before::*;
     vec![
-        Scene { title: "Web/API CPU > 70 % for 5 min (EventBridge)", function: "scale-on-alarm", fixture: "events/cloudwatch-alarm/eventbridge-single-metric-alarm.json", before: Nothing },
-        Scene { title: "the same alarm event delivered twice", function: "scale-on-alarm", fixture: "events/cloudwatch-alarm/eventbridge-single-metric-alarm.json", before: Nothing },
-        Scene { title: "Web/API CPU alarm again via SNS, inside the cooldown", function: "scale-on-alarm", fixture: "events/cloudwatch-alarm/sns-single-metric-alarm.json", before: Nothing },
-        Scene { title: "worker CPU alarm while the operator set dry-run", function: "scale-on-alarm", fixture: "events/cloudwatch-alarm/eventbridge-worker-cpu-alarm.json", before: Param("guard/dry_run", "true") },
-        Scene { title: "worker CPU alarm, group protected by tag", function: "scale-on-alarm", fixture: "events/cloudwatch-alarm/eventbridge-worker-cpu-alarm.json", before: TagGroup(platform::WORKER, "nbaops:protect", "true") },
-        Scene { title: "worker CPU alarm with the kill switch on", function: "scale-on-alarm", fixture: "events/cloudwatch-alarm/eventbridge-worker-cpu-alarm.json", before: Param("guard/kill_switch", "true") },
-        Scene { title: "worker CPU alarm, all switches back to normal", function: "scale-on-alarm", fixture: "events/cloudwatch-alarm/eventbridge-worker-cpu-alarm.json", before: UntagGroup(platform::WORKER, "nbaops:protect") },
-        Scene { title: "RDS memory > 80 % (EventBridge)", function: "scale-on-alarm", fixture: "events/cloudwatch-alarm/eventbridge-rds-memory-alarm.json", before: Nothing },
-        Scene { title: "Memcached memory > 75 % for 15 min (SNS)", function: "scale-on-alarm", fixture: "events/cloudwatch-alarm/sns-memcached-memory-alarm.json", before: Nothing },
-        Scene { title: "alarm with INSUFFICIENT_DATA (direct alarm action)", function: "scale-on-alarm", fixture: "events/cloudwatch-alarm/direct-action-insufficient-data.json", before: Nothing },
-        Scene { title: "metric-math alarm without a mapping", function: "scale-on-alarm", fixture: "events/cloudwatch-alarm/sns-metric-math.json", before: Nothing },
-        Scene { title: "an S3 event sent to the wrong function", function: "scale-on-alarm", fixture: "events/not-for-me/s3-put.json", before: Nothing },
-        Scene { title: "off-peak schedule: scale back towards the baseline", function: "scale-on-alarm", fixture: "events/schedule/off-peak-scale-in.json", before: Nothing },
+        Scene {
+            title: "Web/API CPU > 70 % for 5 min (EventBridge)",
+            function: "scale-on-alarm",
+            fixture: "events/cloudwatch-alarm/eventbridge-single-metric-alarm.json",
+            before: Nothing,
+        },
+        Scene {
+            title: "the same alarm event delivered twice",
+            function: "scale-on-alarm",
+            fixture: "events/cloudwatch-alarm/eventbridge-single-metric-alarm.json",
+            before: Nothing,
+        },
+        Scene {
+            title: "Web/API CPU alarm again via SNS, inside the cooldown",
+            function: "scale-on-alarm",
+            fixture: "events/cloudwatch-alarm/sns-single-metric-alarm.json",
+            before: Nothing,
+        },
+        Scene {
+            title: "worker CPU alarm while the operator set dry-run",
+            function: "scale-on-alarm",
+            fixture: "events/cloudwatch-alarm/eventbridge-worker-cpu-alarm.json",
+            before: Param("guard/dry_run", "true"),
+        },
+        Scene {
+            title: "worker CPU alarm, group protected by tag",
+            function: "scale-on-alarm",
+            fixture: "events/cloudwatch-alarm/eventbridge-worker-cpu-alarm.json",
+            before: TagGroup(platform::WORKER, "nbaops:protect", "true"),
+        },
+        Scene {
+            title: "worker CPU alarm with the kill switch on",
+            function: "scale-on-alarm",
+            fixture: "events/cloudwatch-alarm/eventbridge-worker-cpu-alarm.json",
+            before: Param("guard/kill_switch", "true"),
+        },
+        Scene {
+            title: "worker CPU alarm, all switches back to normal",
+            function: "scale-on-alarm",
+            fixture: "events/cloudwatch-alarm/eventbridge-worker-cpu-alarm.json",
+            before: UntagGroup(platform::WORKER, "nbaops:protect"),
+        },
+        Scene {
+            title: "RDS memory > 80 % (EventBridge)",
+            function: "scale-on-alarm",
+            fixture: "events/cloudwatch-alarm/eventbridge-rds-memory-alarm.json",
+            before: Nothing,
+        },
+        Scene {
+            title: "Memcached memory > 75 % for 15 min (SNS)",
+            function: "scale-on-alarm",
+            fixture: "events/cloudwatch-alarm/sns-memcached-memory-alarm.json",
+            before: Nothing,
+        },
+        Scene {
+            title: "alarm with INSUFFICIENT_DATA (direct alarm action)",
+            function: "scale-on-alarm",
+            fixture: "events/cloudwatch-alarm/direct-action-insufficient-data.json",
+            before: Nothing,
+        },
+        Scene {
+            title: "metric-math alarm without a mapping",
+            function: "scale-on-alarm",
+            fixture: "events/cloudwatch-alarm/sns-metric-math.json",
+            before: Nothing,
+        },
+        Scene {
+            title: "an S3 event sent to the wrong function",
+            function: "scale-on-alarm",
+            fixture: "events/not-for-me/s3-put.json",
+            before: Nothing,
+        },
+        Scene {
+            title: "off-peak schedule: scale back towards the baseline",
+            function: "scale-on-alarm",
+            fixture: "events/schedule/off-peak-scale-in.json",
+            before: Nothing,
+        },
     ]
 }
 
@@ -61,27 +126,58 @@ impl Stack {
         let clients = Clients::new(&moto.endpoint).await;
         let platform = platform::create(&clients).await?;
         platform::put_params(&clients, &platform::scale_params()).await?;
-        let postgres = if with_postgres { Some(Postgres::start()?) } else { None };
-        Ok(Stack { moto, postgres, clients, platform })
+        let postgres = if with_postgres {
+            Some(Postgres::start()?)
+        } else {
+            None
+        };
+        Ok(Stack {
+            moto,
+            postgres,
+            clients,
+            platform,
+        })
     }
 
     pub fn function_env(&self, extra: &[(&str, &str)]) -> Vec<(String, String)> {
         platform::function_env(&self.moto.aws_env(), &self.platform, extra)
     }
 
-    pub async fn start_function(&self, name: &str, instances: usize) -> Result<FunctionUnderTest, HarnessError> {
-        FunctionUnderTest::start(&function_binary(name)?, name, &self.function_env(&[]), instances).await
+    pub async fn start_function(
+        &self,
+        name: &str,
+        instances: usize,
+    ) -> Result<FunctionUnderTest, HarnessError> {
+        FunctionUnderTest::start(
+            &function_binary(name)?,
+            name,
+            &self.function_env(&[]),
+            instances,
+        )
+        .await
     }
 }
 
 async fn world(c: &Clients) -> String {
-    let web = platform::group_view(c, platform::WEB).await.map(|g| g.desired).unwrap_or(-1);
-    let worker = platform::group_view(c, platform::WORKER).await.map(|g| g.desired).unwrap_or(-1);
-    let (class, pending) = platform::db_class(c, platform::DB).await.unwrap_or_default();
-    let nodes = platform::cache_nodes(c, platform::CACHE).await.unwrap_or(-1);
+    let web = platform::group_view(c, platform::WEB)
+        .await
+        .map(|g| g.desired)
+        .unwrap_or(-1);
+    let worker = platform::group_view(c, platform::WORKER)
+        .await
+        .map(|g| g.desired)
+        .unwrap_or(-1);
+    let (class, pending) = platform::db_class(c, platform::DB)
+        .await
+        .unwrap_or_default();
+    let nodes = platform::cache_nodes(c, platform::CACHE)
+        .await
+        .unwrap_or(-1);
     format!(
         "web desired={web}  worker desired={worker}  db class={class}{}  cache nodes={nodes}",
-        pending.map(|p| format!(" (pending {p})")).unwrap_or_default()
+        pending
+            .map(|p| format!(" (pending {p})"))
+            .unwrap_or_default()
     )
 }
 
@@ -92,18 +188,36 @@ fn describe_response(v: &Value) -> Vec<String> {
             lines.push(format!("decision : not for me — {r}"));
             continue;
         }
-        lines.push(format!("decision : {}", rec["summary"].as_str().unwrap_or("")));
+        lines.push(format!(
+            "decision : {}",
+            rec["summary"].as_str().unwrap_or("")
+        ));
         for a in rec["actions"].as_array().cloned().unwrap_or_default() {
             let outcome = a["outcome"].as_str().unwrap_or("?");
-            let by = a["stopped_by"].as_str().map(|s| format!(" by guard '{s}'")).unwrap_or_default();
+            let by = a["stopped_by"]
+                .as_str()
+                .map(|s| format!(" by guard '{s}'"))
+                .unwrap_or_default();
             let step_note = a["steps"]
                 .as_array()
                 .and_then(|steps| steps.iter().find(|s| s["passed"] == false))
                 .and_then(|s| s["note"].as_str())
                 .map(|n| format!(" ({n})"))
                 .unwrap_or_default();
-            let dry = if a["dry_run"] == true { " [dry-run]" } else { "" };
-            lines.push(format!("action   : {} {} -> {}{}{}{}", a["action"].as_str().unwrap_or(""), a["resource"].as_str().unwrap_or(""), outcome, by, step_note, dry));
+            let dry = if a["dry_run"] == true {
+                " [dry-run]"
+            } else {
+                ""
+            };
+            lines.push(format!(
+                "action   : {} {} -> {}{}{}{}",
+                a["action"].as_str().unwrap_or(""),
+                a["resource"].as_str().unwrap_or(""),
+                outcome,
+                by,
+                step_note,
+                dry
+            ));
             if let Some(e) = a["error"].as_str() {
                 lines.push(format!("error    : {e}"));
             }
@@ -112,7 +226,11 @@ fn describe_response(v: &Value) -> Vec<String> {
             lines.push(format!("note     : {}", n.as_str().unwrap_or("")));
         }
         for al in rec["alerts"].as_array().cloned().unwrap_or_default() {
-            lines.push(format!("alert    : {} {}", al["severity"].as_str().unwrap_or(""), al["summary"].as_str().unwrap_or("")));
+            lines.push(format!(
+                "alert    : {} {}",
+                al["severity"].as_str().unwrap_or(""),
+                al["summary"].as_str().unwrap_or("")
+            ));
         }
     }
     lines
@@ -141,19 +259,32 @@ pub async fn run_demo() -> Result<(), HarnessError> {
             }
         }
         if !functions.contains_key(scene.function) {
-            functions.insert(scene.function, stack.start_function(scene.function, 1).await?);
+            functions.insert(
+                scene.function,
+                stack.start_function(scene.function, 1).await?,
+            );
         }
         let f = &functions[scene.function];
-        let payload: Value = serde_json::from_str(&std::fs::read_to_string(root.join(scene.fixture))?)?;
+        let payload: Value =
+            serde_json::from_str(&std::fs::read_to_string(root.join(scene.fixture))?)?;
         println!("── {}. {}", i + 1, scene.title);
         println!("event    : {}", scene.fixture);
         println!("function : {}", scene.function);
         let inv = f.invoke(payload, Duration::from_secs(30)).await?;
         match &inv.outcome {
-            crate::runtime_api::Outcome::Response(v) => describe_response(v).iter().for_each(|l| println!("{l}")),
-            crate::runtime_api::Outcome::Error { error_type, message } => println!("error    : {error_type}: {message}"),
+            crate::runtime_api::Outcome::Response(v) => {
+                describe_response(v).iter().for_each(|l| println!("{l}"))
+            }
+            crate::runtime_api::Outcome::Error {
+                error_type,
+                message,
+            } => println!("error    : {error_type}: {message}"),
         }
-        println!("after    : {}  ({} ms)\n", world(&stack.clients).await, inv.elapsed.as_millis());
+        println!(
+            "after    : {}  ({} ms)\n",
+            world(&stack.clients).await,
+            inv.elapsed.as_millis()
+        );
         // Keep the demo's ledger between the duplicate and the cooldown scenes.
         if scene.title.contains("off-peak") {
             break;
@@ -162,10 +293,18 @@ pub async fn run_demo() -> Result<(), HarnessError> {
     let alerts = platform::drain(&stack.clients, &stack.platform.alerts_queue).await?;
     let actions = platform::drain(&stack.clients, &stack.platform.actions_queue).await?;
     let counts = platform::ledger_counts(&stack.clients).await?;
-    println!("── published: {} alert(s) on nbaops-dev-alerts, {} audit event(s) on nbaops-dev-actions", alerts.len(), actions.len());
+    println!(
+        "── published: {} alert(s) on nbaops-dev-alerts, {} audit event(s) on nbaops-dev-actions",
+        alerts.len(),
+        actions.len()
+    );
     println!("── ledger   : {counts:?}");
     for a in &alerts {
-        println!("   {} {}", a["severity"].as_str().unwrap_or("?"), a["summary"].as_str().unwrap_or(""));
+        println!(
+            "   {} {}",
+            a["severity"].as_str().unwrap_or("?"),
+            a["summary"].as_str().unwrap_or("")
+        );
     }
     Ok(())
 }
@@ -180,8 +319,14 @@ pub async fn run_invoke(function: &str, event: &Path) -> Result<i32, HarnessErro
             println!("{}", serde_json::to_string_pretty(&v)?);
             Ok(0)
         }
-        crate::runtime_api::Outcome::Error { error_type, message } => {
-            eprintln!("{function} failed: {error_type}: {message}\n--- function log ---\n{}", f.logs());
+        crate::runtime_api::Outcome::Error {
+            error_type,
+            message,
+        } => {
+            eprintln!(
+                "{function} failed: {error_type}: {message}\n--- function log ---\n{}",
+                f.logs()
+            );
             Ok(1)
         }
     }

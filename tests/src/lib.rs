@@ -124,7 +124,10 @@ pub(crate) fn log_tail(path: &Path, lines: usize) -> String {
 
 impl From<std::io::Error> for HarnessError {
     fn from(source: std::io::Error) -> Self {
-        HarnessError::Io { context: "io".into(), source }
+        HarnessError::Io {
+            context: "io".into(),
+            source,
+        }
     }
 }
 

@@ -21,7 +21,10 @@ fn err(what: &str, e: impl std::fmt::Display) -> HarnessError {
 }
 
 fn dbg_err<E: std::error::Error + 'static>(what: &str, e: E) -> HarnessError {
-    err(what, aws_smithy_types::error::display::DisplayErrorContext(&e))
+    err(
+        what,
+        aws_smithy_types::error::display::DisplayErrorContext(&e),
+    )
 }
 
 /// SDK clients pointed at the emulator.
@@ -41,7 +44,13 @@ impl Clients {
         let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
             .endpoint_url(endpoint)
             .region(aws_config::Region::new("us-east-1"))
-            .credentials_provider(aws_sdk_sns::config::Credentials::new("testing", "testing", None, None, "nbaops-tests"))
+            .credentials_provider(aws_sdk_sns::config::Credentials::new(
+                "testing",
+                "testing",
+                None,
+                None,
+                "nbaops-tests",
+            ))
             .load()
             .await;
         Clients {
@@ -66,9 +75,21 @@ pub struct Platform {
 }
 
 async fn topic_with_queue(c: &Clients, name: &str) -> Result<(String, String), HarnessError> {
-    let topic = c.sns.create_topic().name(name).send().await.map_err(|e| dbg_err("create_topic", e))?;
+    let topic = c
+        .sns
+        .create_topic()
+        .name(name)
+        .send()
+        .await
+        .map_err(|e| dbg_err("create_topic", e))?;
     let topic = topic.topic_arn().unwrap_or_default().to_string();
-    let q = c.sqs.create_queue().queue_name(format!("{name}-tap")).send().await.map_err(|e| dbg_err("create_queue", e))?;
+    let q = c
+        .sqs
+        .create_queue()
+        .queue_name(format!("{name}-tap"))
+        .send()
+        .await
+        .map_err(|e| dbg_err("create_queue", e))?;
     let url = q.queue_url().unwrap_or_default().to_string();
     let attrs = c
         .sqs
@@ -95,7 +116,14 @@ async fn topic_with_queue(c: &Clients, name: &str) -> Result<(String, String), H
     Ok((topic, url))
 }
 
-async fn group(c: &Clients, name: &str, min: i32, max: i32, desired: i32, tags: &[(&str, &str)]) -> Result<(), HarnessError> {
+async fn group(
+    c: &Clients,
+    name: &str,
+    min: i32,
+    max: i32,
+    desired: i32,
+    tags: &[(&str, &str)],
+) -> Result<(), HarnessError> {
     let lc = format!("{name}-lc");
     c.asg
         .create_launch_configuration()
@@ -116,9 +144,19 @@ async fn group(c: &Clients, name: &str, min: i32, max: i32, desired: i32, tags: 
         .availability_zones("us-east-1a")
         .availability_zones("us-east-1b");
     for (k, v) in tags {
-        req = req.tags(AsgTag::builder().key(*k).value(*v).resource_id(name).resource_type("auto-scaling-group").propagate_at_launch(true).build());
+        req = req.tags(
+            AsgTag::builder()
+                .key(*k)
+                .value(*v)
+                .resource_id(name)
+                .resource_type("auto-scaling-group")
+                .propagate_at_launch(true)
+                .build(),
+        );
     }
-    req.send().await.map_err(|e| dbg_err("create_auto_scaling_group", e))?;
+    req.send()
+        .await
+        .map_err(|e| dbg_err("create_auto_scaling_group", e))?;
     Ok(())
 }
 
@@ -128,7 +166,9 @@ async fn group(c: &Clients, name: &str, min: i32, max: i32, desired: i32, tags: 
 pub async fn create(c: &Clients) -> Result<Platform, HarnessError> {
     let (alerts_topic, alerts_queue) = topic_with_queue(c, "nbaops-dev-alerts").await?;
     let (actions_topic, actions_queue) = topic_with_queue(c, "nbaops-dev-actions").await?;
-    nbaops_shared::adapters::create_ledger_table(&c.ddb, LEDGER).await.map_err(|e| err("ledger table", e))?;
+    nbaops_shared::adapters::create_ledger_table(&c.ddb, LEDGER)
+        .await
+        .map_err(|e| err("ledger table", e))?;
     group(c, WEB, 2, 4, 2, &[("env", ENV), ("tier", "web")]).await?;
     group(c, WORKER, 2, 4, 2, &[("env", ENV), ("tier", "worker")]).await?;
     c.rds
@@ -152,11 +192,21 @@ pub async fn create(c: &Clients) -> Result<Platform, HarnessError> {
         .engine("memcached")
         .cache_node_type("cache.t3.micro")
         .num_cache_nodes(1)
-        .tags(aws_sdk_elasticache::types::Tag::builder().key("env").value(ENV).build())
+        .tags(
+            aws_sdk_elasticache::types::Tag::builder()
+                .key("env")
+                .value(ENV)
+                .build(),
+        )
         .send()
         .await
         .map_err(|e| dbg_err("create_cache_cluster", e))?;
-    Ok(Platform { alerts_topic, actions_topic, alerts_queue, actions_queue })
+    Ok(Platform {
+        alerts_topic,
+        actions_topic,
+        alerts_queue,
+        actions_queue,
+    })
 }
 
 /// Writes SSM parameters under /nbaops/dev/ (the functions read their config there).
@@ -176,7 +226,12 @@ pub async fn put_params(c: &Clients, params: &[(&str, &str)]) -> Result<(), Harn
 }
 
 pub async fn delete_param(c: &Clients, key: &str) -> Result<(), HarnessError> {
-    let _ = c.ssm.delete_parameter().name(format!("/nbaops/{ENV}/{key}")).send().await;
+    let _ = c
+        .ssm
+        .delete_parameter()
+        .name(format!("/nbaops/{ENV}/{key}"))
+        .send()
+        .await;
     Ok(())
 }
 
@@ -190,7 +245,11 @@ pub fn scale_params() -> Vec<(&'static str, &'static str)> {
 }
 
 /// Environment for a function process: the emulator, the env name, the topics and table.
-pub fn function_env(endpoint_env: &[(String, String)], p: &Platform, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+pub fn function_env(
+    endpoint_env: &[(String, String)],
+    p: &Platform,
+    extra: &[(&str, &str)],
+) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = endpoint_env.to_vec();
     env.push(("NBAOPS_ENV".into(), ENV.into()));
     env.push(("NBAOPS_ALERTS_TOPIC_ARN".into(), p.alerts_topic.clone()));
@@ -212,15 +271,41 @@ pub struct GroupView {
 }
 
 pub async fn group_view(c: &Clients, name: &str) -> Result<GroupView, HarnessError> {
-    let out = c.asg.describe_auto_scaling_groups().auto_scaling_group_names(name).send().await.map_err(|e| dbg_err("describe_auto_scaling_groups", e))?;
-    let g = out.auto_scaling_groups().first().ok_or_else(|| err("group", format!("{name} missing")))?;
-    Ok(GroupView { desired: g.desired_capacity().unwrap_or(-1), min: g.min_size().unwrap_or(-1), max: g.max_size().unwrap_or(-1) })
+    let out = c
+        .asg
+        .describe_auto_scaling_groups()
+        .auto_scaling_group_names(name)
+        .send()
+        .await
+        .map_err(|e| dbg_err("describe_auto_scaling_groups", e))?;
+    let g = out
+        .auto_scaling_groups()
+        .first()
+        .ok_or_else(|| err("group", format!("{name} missing")))?;
+    Ok(GroupView {
+        desired: g.desired_capacity().unwrap_or(-1),
+        min: g.min_size().unwrap_or(-1),
+        max: g.max_size().unwrap_or(-1),
+    })
 }
 
-pub async fn tag_group(c: &Clients, name: &str, key: &str, value: &str) -> Result<(), HarnessError> {
+pub async fn tag_group(
+    c: &Clients,
+    name: &str,
+    key: &str,
+    value: &str,
+) -> Result<(), HarnessError> {
     c.asg
         .create_or_update_tags()
-        .tags(AsgTag::builder().key(key).value(value).resource_id(name).resource_type("auto-scaling-group").propagate_at_launch(false).build())
+        .tags(
+            AsgTag::builder()
+                .key(key)
+                .value(value)
+                .resource_id(name)
+                .resource_type("auto-scaling-group")
+                .propagate_at_launch(false)
+                .build(),
+        )
         .send()
         .await
         .map_err(|e| dbg_err("create_or_update_tags", e))?;
@@ -230,7 +315,13 @@ pub async fn tag_group(c: &Clients, name: &str, key: &str, value: &str) -> Resul
 pub async fn untag_group(c: &Clients, name: &str, key: &str) -> Result<(), HarnessError> {
     c.asg
         .delete_tags()
-        .tags(AsgTag::builder().key(key).resource_id(name).resource_type("auto-scaling-group").build())
+        .tags(
+            AsgTag::builder()
+                .key(key)
+                .resource_id(name)
+                .resource_type("auto-scaling-group")
+                .build(),
+        )
         .send()
         .await
         .map_err(|e| dbg_err("delete_tags", e))?;
@@ -238,17 +329,38 @@ pub async fn untag_group(c: &Clients, name: &str, key: &str) -> Result<(), Harne
 }
 
 pub async fn db_class(c: &Clients, id: &str) -> Result<(String, Option<String>), HarnessError> {
-    let out = c.rds.describe_db_instances().db_instance_identifier(id).send().await.map_err(|e| dbg_err("describe_db_instances", e))?;
-    let i = out.db_instances().first().ok_or_else(|| err("db", format!("{id} missing")))?;
+    let out = c
+        .rds
+        .describe_db_instances()
+        .db_instance_identifier(id)
+        .send()
+        .await
+        .map_err(|e| dbg_err("describe_db_instances", e))?;
+    let i = out
+        .db_instances()
+        .first()
+        .ok_or_else(|| err("db", format!("{id} missing")))?;
     Ok((
         i.db_instance_class().unwrap_or_default().to_string(),
-        i.pending_modified_values().and_then(|p| p.db_instance_class()).map(String::from),
+        i.pending_modified_values()
+            .and_then(|p| p.db_instance_class())
+            .map(String::from),
     ))
 }
 
 pub async fn cache_nodes(c: &Clients, id: &str) -> Result<i32, HarnessError> {
-    let out = c.cache.describe_cache_clusters().cache_cluster_id(id).send().await.map_err(|e| dbg_err("describe_cache_clusters", e))?;
-    Ok(out.cache_clusters().first().and_then(|c| c.num_cache_nodes()).unwrap_or(-1))
+    let out = c
+        .cache
+        .describe_cache_clusters()
+        .cache_cluster_id(id)
+        .send()
+        .await
+        .map_err(|e| dbg_err("describe_cache_clusters", e))?;
+    Ok(out
+        .cache_clusters()
+        .first()
+        .and_then(|c| c.num_cache_nodes())
+        .unwrap_or(-1))
 }
 
 /// Drains an SQS tap: every message published to its topic since the last drain.
@@ -271,7 +383,13 @@ pub async fn drain(c: &Clients, queue_url: &str) -> Result<Vec<Value>, HarnessEr
             let body = m.body().unwrap_or_default();
             out.push(serde_json::from_str(body).unwrap_or(Value::String(body.to_string())));
             if let Some(h) = m.receipt_handle() {
-                let _ = c.sqs.delete_message().queue_url(queue_url).receipt_handle(h).send().await;
+                let _ = c
+                    .sqs
+                    .delete_message()
+                    .queue_url(queue_url)
+                    .receipt_handle(h)
+                    .send()
+                    .await;
             }
         }
     }
@@ -282,7 +400,14 @@ pub async fn ledger_counts(c: &Clients) -> Result<BTreeMap<String, usize>, Harne
     let mut counts = BTreeMap::new();
     let mut start = None;
     loop {
-        let page = c.ddb.scan().table_name(LEDGER).set_exclusive_start_key(start.take()).send().await.map_err(|e| dbg_err("scan", e))?;
+        let page = c
+            .ddb
+            .scan()
+            .table_name(LEDGER)
+            .set_exclusive_start_key(start.take())
+            .send()
+            .await
+            .map_err(|e| dbg_err("scan", e))?;
         for item in page.items() {
             if let Some(Ok(pk)) = item.get("pk").map(|v| v.as_s()) {
                 let kind = pk.split('#').next().unwrap_or("").to_string();

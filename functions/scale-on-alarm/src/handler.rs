@@ -10,14 +10,25 @@ use nbaops_shared::guard::{in_change_window, Bounds, Guard, Outcome, ProposedAct
 use nbaops_shared::runtime::{Deps, Invocation, InvocationReport, RecordReport};
 use nbaops_shared::Result;
 
-use crate::plan::{intent_for, plan_cache, plan_db, plan_group, CacheChange, DbChange, Direction, GroupChange, Intent, Target};
+use crate::plan::{
+    intent_for, plan_cache, plan_db, plan_group, CacheChange, DbChange, Direction, GroupChange,
+    Intent, Target,
+};
 
 pub const FUNCTION: &str = "scale-on-alarm";
 /// Scheduler input `{"nbaops": {"task": "off-peak-scale-in"}}` scales every group in one step.
 pub const OFF_PEAK_TASK: &str = "off-peak-scale-in";
 
-pub async fn handle(payload: Value, inv: Invocation, deps: &'static Deps) -> Result<InvocationReport> {
-    let mut report = InvocationReport { function: FUNCTION.into(), env: deps.cfg.env.to_string(), records: vec![] };
+pub async fn handle(
+    payload: Value,
+    inv: Invocation,
+    deps: &'static Deps,
+) -> Result<InvocationReport> {
+    let mut report = InvocationReport {
+        function: FUNCTION.into(),
+        env: deps.cfg.env.to_string(),
+        records: vec![],
+    };
     for inbound in classify(&payload) {
         let rec = match inbound {
             Inbound::Alarm(alarm) => on_alarm(&alarm, &inv, deps).await?,
@@ -42,7 +53,12 @@ async fn is_flapping(alarm: &AlarmChange, inv: &Invocation, deps: &Deps) -> Resu
     let window = Duration::minutes(cfg.flap_window_minutes);
     let expires = (alarm.changed_at + window + Duration::days(1)).timestamp();
     deps.ledger
-        .put(&pk, &format!("{}#{}", alarm.changed_at.to_rfc3339(), alarm.state.as_str()), &json!({"state": alarm.state.as_str()}), Some(expires))
+        .put(
+            &pk,
+            &format!("{}#{}", alarm.changed_at.to_rfc3339(), alarm.state.as_str()),
+            &json!({"state": alarm.state.as_str()}),
+            Some(expires),
+        )
         .await?;
     let since = inv.now.min(alarm.changed_at) - window;
     let recent = deps
@@ -89,7 +105,11 @@ async fn on_alarm(alarm: &AlarmChange, inv: &Invocation, deps: &Deps) -> Result<
             rec.notes.push(why);
             return Ok(rec);
         }
-        Intent::Scale { target, direction, route } => (target, direction, route),
+        Intent::Scale {
+            target,
+            direction,
+            route,
+        } => (target, direction, route),
     };
     if alarm.state != AlarmState::InsufficientData {
         let transitions = is_flapping(alarm, inv, deps).await?;
@@ -105,7 +125,8 @@ async fn on_alarm(alarm: &AlarmChange, inv: &Invocation, deps: &Deps) -> Result<
             )
             .with_runbook("Review the alarm's threshold and evaluation periods; nbaops resumes when it settles.");
             deps.alerts().publish(&alert).await?;
-            rec.notes.push(format!("flapping ({transitions} transitions): no action"));
+            rec.notes
+                .push(format!("flapping ({transitions} transitions): no action"));
             rec.alerts.push(alert);
             return Ok(rec);
         }
@@ -115,10 +136,20 @@ async fn on_alarm(alarm: &AlarmChange, inv: &Invocation, deps: &Deps) -> Result<
         .and_then(|r| r.severity.as_deref())
         .and_then(|s| s.parse::<Severity>().ok())
         .unwrap_or(Severity::P3);
-    let reason = format!("alarm '{}' in {}: {}", alarm.alarm_name, alarm.state.as_str(), alarm.reason);
+    let reason = format!(
+        "alarm '{}' in {}: {}",
+        alarm.alarm_name,
+        alarm.state.as_str(),
+        alarm.reason
+    );
     let mut guard = deps.guard(&alarm.event_id, inv);
     match target {
-        Target::Group(name) => scale_group(&name, direction, severity, &reason, &mut guard, deps, inv, &mut rec).await?,
+        Target::Group(name) => {
+            scale_group(
+                &name, direction, severity, &reason, &mut guard, deps, inv, &mut rec,
+            )
+            .await?
+        }
         Target::Db(id) => scale_db(&id, severity, &reason, &mut guard, deps, inv, &mut rec).await?,
         Target::Cache(id) => scale_cache(&id, &reason, &mut guard, deps, inv, &mut rec).await?,
     }
@@ -129,29 +160,70 @@ async fn on_off_peak(tick: &ScheduledTick, inv: &Invocation, deps: &Deps) -> Res
     let mut rec = RecordReport {
         event_id: tick.event_id.clone(),
         kind: "schedule".into(),
-        summary: format!("off-peak scale-in of {} group(s)", deps.cfg.scale.groups.len()),
+        summary: format!(
+            "off-peak scale-in of {} group(s)",
+            deps.cfg.scale.groups.len()
+        ),
         ..Default::default()
     };
-    let mut guard = deps.guard(&tick.event_id, inv).with_fleet_size(deps.cfg.scale.groups.len());
+    let mut guard = deps
+        .guard(&tick.event_id, inv)
+        .with_fleet_size(deps.cfg.scale.groups.len());
     for name in &deps.cfg.scale.groups {
-        let reason = format!("off-peak schedule '{}'", tick.name.as_deref().unwrap_or(OFF_PEAK_TASK));
-        scale_group(name, Direction::In, Severity::P4, &reason, &mut guard, deps, inv, &mut rec).await?;
+        let reason = format!(
+            "off-peak schedule '{}'",
+            tick.name.as_deref().unwrap_or(OFF_PEAK_TASK)
+        );
+        scale_group(
+            name,
+            Direction::In,
+            Severity::P4,
+            &reason,
+            &mut guard,
+            deps,
+            inv,
+            &mut rec,
+        )
+        .await?;
     }
     Ok(rec)
 }
 
-fn alert_for(deps: &Deps, sev: Severity, resource: &str, key: String, summary: String, inv: &Invocation) -> Alert {
-    Alert::new(sev, &deps.cfg.env.to_string(), FUNCTION, resource, key, summary, inv.now)
+fn alert_for(
+    deps: &Deps,
+    sev: Severity,
+    resource: &str,
+    key: String,
+    summary: String,
+    inv: &Invocation,
+) -> Alert {
+    Alert::new(
+        sev,
+        &deps.cfg.env.to_string(),
+        FUNCTION,
+        resource,
+        key,
+        summary,
+        inv.now,
+    )
 }
 
 /// Passes the action through the guard, performs it if allowed, audits it either way.
-async fn guarded<F, Fut>(guard: &mut Guard<'_>, action: &ProposedAction, effect: F) -> Result<nbaops_shared::guard::AuditRecord>
+async fn guarded<F, Fut>(
+    guard: &mut Guard<'_>,
+    action: &ProposedAction,
+    effect: F,
+) -> Result<nbaops_shared::guard::AuditRecord>
 where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = Result<()>>,
 {
     let decision = guard.check(action).await?;
-    let result = if decision.proceed { Some(effect().await.map_err(|e| e.to_string())) } else { None };
+    let result = if decision.proceed {
+        Some(effect().await.map_err(|e| e.to_string()))
+    } else {
+        None
+    };
     guard.finish(action, &decision, result).await
 }
 
@@ -178,13 +250,18 @@ async fn scale_group(
 ) -> Result<()> {
     let resource = format!("asg:{name}");
     let Some(group) = deps.asg.describe_group(name).await? else {
-        rec.notes.push(format!("{resource} does not exist: no action"));
+        rec.notes
+            .push(format!("{resource} does not exist: no action"));
         return Ok(());
     };
     let plan = deps.cfg.scale.plan_for(name);
     match plan_group(&group, plan, dir) {
-        GroupChange::Busy => rec.notes.push(format!("{resource}: a scaling activity is in progress, not stacking another")),
-        GroupChange::AtBaseline { desired, floor } => rec.notes.push(format!("{resource}: already at {desired} (floor {floor}), nothing to scale in")),
+        GroupChange::Busy => rec.notes.push(format!(
+            "{resource}: a scaling activity is in progress, not stacking another"
+        )),
+        GroupChange::AtBaseline { desired, floor } => rec.notes.push(format!(
+            "{resource}: already at {desired} (floor {floor}), nothing to scale in"
+        )),
         GroupChange::AtCeiling { desired, ceiling } => {
             let alert = alert_for(
                 deps,
@@ -197,11 +274,16 @@ async fn scale_group(
             .with_details(json!({"reason": reason, "desired": desired, "ceiling": ceiling, "max_size": group.max_size}))
             .with_runbook("Raise scale.asg.ceiling (or the group's MaxSize) after checking cost, or find what is loading the tier.");
             deps.alerts().publish(&alert).await?;
-            rec.notes.push(format!("{resource}: at ceiling {ceiling}, P2 raised"));
+            rec.notes
+                .push(format!("{resource}: at ceiling {ceiling}, P2 raised"));
             rec.alerts.push(alert);
         }
         GroupChange::To { from, to, min, max } => {
-            let verb = if dir == Direction::Out { "scale_out" } else { "scale_in" };
+            let verb = if dir == Direction::Out {
+                "scale_out"
+            } else {
+                "scale_in"
+            };
             let action = ProposedAction {
                 action: format!("asg.{verb}"),
                 resource: resource.clone(),
@@ -209,7 +291,11 @@ async fn scale_group(
                 reason: reason.to_string(),
                 severity,
                 disruptive: false,
-                bounds: Some(Bounds { proposed: to as f64, min: min as f64, max: max as f64 }),
+                bounds: Some(Bounds {
+                    proposed: to as f64,
+                    min: min as f64,
+                    max: max as f64,
+                }),
                 cooldown_key: "asg.scale".into(),
                 cooldown_seconds: deps.cfg.scale.asg_cooldown_seconds,
                 before: json!({"desired": from, "min": group.min_size, "max": group.max_size}),
@@ -217,12 +303,26 @@ async fn scale_group(
             };
             let audit = guarded(guard, &action, || deps.asg.set_desired_capacity(name, to)).await?;
             let words = outcome_words(&audit);
-            rec.notes.push(format!("{resource}: desired {from} -> {to}: {words}"));
+            rec.notes
+                .push(format!("{resource}: desired {from} -> {to}: {words}"));
             if matches!(audit.outcome, Outcome::Acted | Outcome::Failed) {
-                let sev = if audit.outcome == Outcome::Failed { Severity::P2 } else { Severity::P3 };
-                let alert = alert_for(deps, sev, &resource, format!("{verb}#{resource}"), format!("{name}: desired {from} -> {to} ({words})"), inv)
-                    .with_details(json!({"reason": reason, "before": action.before, "after": action.after}))
-                    .with_action(format!("set_desired_capacity {name} {to}: {words}"));
+                let sev = if audit.outcome == Outcome::Failed {
+                    Severity::P2
+                } else {
+                    Severity::P3
+                };
+                let alert = alert_for(
+                    deps,
+                    sev,
+                    &resource,
+                    format!("{verb}#{resource}"),
+                    format!("{name}: desired {from} -> {to} ({words})"),
+                    inv,
+                )
+                .with_details(
+                    json!({"reason": reason, "before": action.before, "after": action.after}),
+                )
+                .with_action(format!("set_desired_capacity {name} {to}: {words}"));
                 deps.alerts().publish(&alert).await?;
                 rec.alerts.push(alert);
             }
@@ -244,15 +344,22 @@ async fn scale_db(
 ) -> Result<()> {
     let resource = format!("rds:{id}");
     let Some(db) = deps.rds.describe_instance(id).await? else {
-        rec.notes.push(format!("{resource} does not exist: no action"));
+        rec.notes
+            .push(format!("{resource} does not exist: no action"));
         return Ok(());
     };
     let ladder = &deps.cfg.scale.rds_ladder;
     match plan_db(&db, ladder) {
-        DbChange::NotAvailable { status } => rec.notes.push(format!("{resource} is '{status}', not 'available': no change now")),
-        DbChange::AlreadyPending { class } => rec.notes.push(format!("{resource}: change to {class} already pending")),
+        DbChange::NotAvailable { status } => rec.notes.push(format!(
+            "{resource} is '{status}', not 'available': no change now"
+        )),
+        DbChange::AlreadyPending { class } => rec
+            .notes
+            .push(format!("{resource}: change to {class} already pending")),
         DbChange::NotOnLadder { class } => {
-            rec.notes.push(format!("{resource}: class {class} is not on scale.rds.ladder; not touching it"));
+            rec.notes.push(format!(
+                "{resource}: class {class} is not on scale.rds.ladder; not touching it"
+            ));
         }
         DbChange::AtTop { class } => {
             let alert = alert_for(
@@ -266,13 +373,20 @@ async fn scale_db(
             .with_details(json!({"reason": reason, "ladder": ladder}))
             .with_runbook("Look for the query or connection storm first; a bigger class needs a capacity review.");
             deps.alerts().publish(&alert).await?;
-            rec.notes.push(format!("{resource}: top rung {class}, P2 raised"));
+            rec.notes
+                .push(format!("{resource}: top rung {class}, P2 raised"));
             rec.alerts.push(alert);
         }
-        DbChange::Up { from, to, rung, top } => {
+        DbChange::Up {
+            from,
+            to,
+            rung,
+            top,
+        } => {
             // Inside the change window, or for a P1, the change is applied now; otherwise RDS
             // applies it in the instance's maintenance window, which infra aligns with ours.
-            let immediate = severity == Severity::P1 || in_change_window(&deps.cfg.guard.window, inv.now);
+            let immediate =
+                severity == Severity::P1 || in_change_window(&deps.cfg.guard.window, inv.now);
             let action = ProposedAction {
                 action: "rds.modify_class".into(),
                 resource: resource.clone(),
@@ -280,18 +394,34 @@ async fn scale_db(
                 reason: reason.to_string(),
                 severity,
                 disruptive: immediate,
-                bounds: Some(Bounds { proposed: rung as f64, min: 0.0, max: top as f64 }),
+                bounds: Some(Bounds {
+                    proposed: rung as f64,
+                    min: 0.0,
+                    max: top as f64,
+                }),
                 cooldown_key: "rds.class".into(),
                 cooldown_seconds: deps.cfg.scale.rds_cooldown_seconds,
                 before: json!({"class": from, "status": db.status}),
                 after: json!({"class": to, "apply_immediately": immediate}),
             };
-            let audit = guarded(guard, &action, || deps.rds.modify_instance_class(id, &to, immediate)).await?;
+            let audit = guarded(guard, &action, || {
+                deps.rds.modify_instance_class(id, &to, immediate)
+            })
+            .await?;
             let words = outcome_words(&audit);
-            let when = if immediate { "now" } else { "at the next maintenance window" };
-            rec.notes.push(format!("{resource}: {from} -> {to} {when}: {words}"));
+            let when = if immediate {
+                "now"
+            } else {
+                "at the next maintenance window"
+            };
+            rec.notes
+                .push(format!("{resource}: {from} -> {to} {when}: {words}"));
             if matches!(audit.outcome, Outcome::Acted | Outcome::Failed) {
-                let sev = if audit.outcome == Outcome::Failed || audit.emergency_change { Severity::P2 } else { Severity::P3 };
+                let sev = if audit.outcome == Outcome::Failed || audit.emergency_change {
+                    Severity::P2
+                } else {
+                    Severity::P3
+                };
                 let alert = alert_for(deps, sev, &resource, format!("rds-class#{resource}"), format!("{id}: {from} -> {to} {when} ({words})"), inv)
                     .with_details(json!({"reason": reason, "before": action.before, "after": action.after, "emergency_change": audit.emergency_change}))
                     .with_action(format!("modify_db_instance {id} class {to} apply_immediately={immediate}: {words}"));
@@ -304,15 +434,27 @@ async fn scale_db(
     Ok(())
 }
 
-async fn scale_cache(id: &str, reason: &str, guard: &mut Guard<'_>, deps: &Deps, inv: &Invocation, rec: &mut RecordReport) -> Result<()> {
+async fn scale_cache(
+    id: &str,
+    reason: &str,
+    guard: &mut Guard<'_>,
+    deps: &Deps,
+    inv: &Invocation,
+    rec: &mut RecordReport,
+) -> Result<()> {
     let resource = format!("cache:{id}");
     let Some(c) = deps.cache.describe_cluster(id).await? else {
-        rec.notes.push(format!("{resource} does not exist: no action"));
+        rec.notes
+            .push(format!("{resource} does not exist: no action"));
         return Ok(());
     };
     match plan_cache(&c, deps.cfg.scale.cache_max_nodes) {
-        CacheChange::NotMemcached { engine } => rec.notes.push(format!("{resource} runs {engine}, not memcached: not touching it")),
-        CacheChange::NotAvailable { status } => rec.notes.push(format!("{resource} is '{status}': no change now")),
+        CacheChange::NotMemcached { engine } => rec.notes.push(format!(
+            "{resource} runs {engine}, not memcached: not touching it"
+        )),
+        CacheChange::NotAvailable { status } => rec
+            .notes
+            .push(format!("{resource} is '{status}': no change now")),
         CacheChange::AtCap { nodes, cap } => {
             let alert = alert_for(
                 deps,
@@ -324,7 +466,8 @@ async fn scale_cache(id: &str, reason: &str, guard: &mut Guard<'_>, deps: &Deps,
             )
             .with_details(json!({"reason": reason}));
             deps.alerts().publish(&alert).await?;
-            rec.notes.push(format!("{resource}: at node cap {cap}, P2 raised"));
+            rec.notes
+                .push(format!("{resource}: at node cap {cap}, P2 raised"));
             rec.alerts.push(alert);
         }
         CacheChange::AddNode { from, to, cap } => {
@@ -335,7 +478,11 @@ async fn scale_cache(id: &str, reason: &str, guard: &mut Guard<'_>, deps: &Deps,
                 reason: reason.to_string(),
                 severity: Severity::P3,
                 disruptive: false,
-                bounds: Some(Bounds { proposed: to as f64, min: 1.0, max: cap as f64 }),
+                bounds: Some(Bounds {
+                    proposed: to as f64,
+                    min: 1.0,
+                    max: cap as f64,
+                }),
                 cooldown_key: "cache.nodes".into(),
                 cooldown_seconds: deps.cfg.scale.cache_cooldown_seconds,
                 before: json!({"nodes": from}),
@@ -343,11 +490,23 @@ async fn scale_cache(id: &str, reason: &str, guard: &mut Guard<'_>, deps: &Deps,
             };
             let audit = guarded(guard, &action, || deps.cache.set_node_count(id, to)).await?;
             let words = outcome_words(&audit);
-            rec.notes.push(format!("{resource}: nodes {from} -> {to}: {words}"));
+            rec.notes
+                .push(format!("{resource}: nodes {from} -> {to}: {words}"));
             if matches!(audit.outcome, Outcome::Acted | Outcome::Failed) {
-                let sev = if audit.outcome == Outcome::Failed { Severity::P2 } else { Severity::P3 };
-                let alert = alert_for(deps, sev, &resource, format!("cache-nodes#{resource}"), format!("{id}: nodes {from} -> {to} ({words})"), inv)
-                    .with_action(format!("modify_cache_cluster {id} nodes {to}: {words}"));
+                let sev = if audit.outcome == Outcome::Failed {
+                    Severity::P2
+                } else {
+                    Severity::P3
+                };
+                let alert = alert_for(
+                    deps,
+                    sev,
+                    &resource,
+                    format!("cache-nodes#{resource}"),
+                    format!("{id}: nodes {from} -> {to} ({words})"),
+                    inv,
+                )
+                .with_action(format!("modify_cache_cluster {id} nodes {to}: {words}"));
                 deps.alerts().publish(&alert).await?;
                 rec.alerts.push(alert);
             }
@@ -366,11 +525,15 @@ mod tests {
     use nbaops_shared::guard::{GuardStep, Switches};
     use nbaops_shared::ports::*;
 
-    const WEB_ALARM: &str = include_str!("../../../events/cloudwatch-alarm/eventbridge-single-metric-alarm.json");
+    const WEB_ALARM: &str =
+        include_str!("../../../events/cloudwatch-alarm/eventbridge-single-metric-alarm.json");
     const WEB_OK: &str = include_str!("../../../events/cloudwatch-alarm/eventbridge-ok.json");
-    const DB_ALARM: &str = include_str!("../../../events/cloudwatch-alarm/eventbridge-rds-memory-alarm.json");
-    const CACHE_ALARM: &str = include_str!("../../../events/cloudwatch-alarm/sns-memcached-memory-alarm.json");
-    const INSUFFICIENT: &str = include_str!("../../../events/cloudwatch-alarm/direct-action-insufficient-data.json");
+    const DB_ALARM: &str =
+        include_str!("../../../events/cloudwatch-alarm/eventbridge-rds-memory-alarm.json");
+    const CACHE_ALARM: &str =
+        include_str!("../../../events/cloudwatch-alarm/sns-memcached-memory-alarm.json");
+    const INSUFFICIENT: &str =
+        include_str!("../../../events/cloudwatch-alarm/direct-action-insufficient-data.json");
     const S3: &str = include_str!("../../../events/not-for-me/s3-put.json");
 
     struct World {
@@ -385,23 +548,45 @@ mod tests {
     struct Shared<T: 'static>(&'static T);
     #[async_trait::async_trait]
     impl<T: AutoScaling> AutoScaling for Shared<T> {
-        async fn describe_group(&self, n: &str) -> Result<Option<GroupState>> { self.0.describe_group(n).await }
-        async fn set_desired_capacity(&self, n: &str, d: i32) -> Result<()> { self.0.set_desired_capacity(n, d).await }
-        async fn update_group_size(&self, n: &str, a: i32, b: i32, c: i32) -> Result<()> { self.0.update_group_size(n, a, b, c).await }
+        async fn describe_group(&self, n: &str) -> Result<Option<GroupState>> {
+            self.0.describe_group(n).await
+        }
+        async fn set_desired_capacity(&self, n: &str, d: i32) -> Result<()> {
+            self.0.set_desired_capacity(n, d).await
+        }
+        async fn update_group_size(&self, n: &str, a: i32, b: i32, c: i32) -> Result<()> {
+            self.0.update_group_size(n, a, b, c).await
+        }
     }
     #[async_trait::async_trait]
     impl<T: Rds> Rds for Shared<T> {
-        async fn describe_instance(&self, id: &str) -> Result<Option<DbInstanceState>> { self.0.describe_instance(id).await }
-        async fn modify_instance_class(&self, id: &str, c: &str, i: bool) -> Result<()> { self.0.modify_instance_class(id, c, i).await }
+        async fn describe_instance(&self, id: &str) -> Result<Option<DbInstanceState>> {
+            self.0.describe_instance(id).await
+        }
+        async fn modify_instance_class(&self, id: &str, c: &str, i: bool) -> Result<()> {
+            self.0.modify_instance_class(id, c, i).await
+        }
     }
     #[async_trait::async_trait]
     impl<T: ElastiCache> ElastiCache for Shared<T> {
-        async fn describe_cluster(&self, id: &str) -> Result<Option<CacheClusterState>> { self.0.describe_cluster(id).await }
-        async fn set_node_count(&self, id: &str, n: i32) -> Result<()> { self.0.set_node_count(id, n).await }
+        async fn describe_cluster(&self, id: &str) -> Result<Option<CacheClusterState>> {
+            self.0.describe_cluster(id).await
+        }
+        async fn set_node_count(&self, id: &str, n: i32) -> Result<()> {
+            self.0.set_node_count(id, n).await
+        }
     }
     #[async_trait::async_trait]
     impl<T: Notifier> Notifier for Shared<T> {
-        async fn publish(&self, t: &str, s: &str, m: &str, a: &std::collections::BTreeMap<String, String>) -> Result<String> { self.0.publish(t, s, m, a).await }
+        async fn publish(
+            &self,
+            t: &str,
+            s: &str,
+            m: &str,
+            a: &std::collections::BTreeMap<String, String>,
+        ) -> Result<String> {
+            self.0.publish(t, s, m, a).await
+        }
     }
 
     fn leak<T>(t: T) -> &'static T {
@@ -413,24 +598,65 @@ mod tests {
             ("NBAOPS_SCALE__GROUPS", "nbaops-dev-web,nbaops-dev-worker"),
             ("NBAOPS_SCALE__RDS__INSTANCES", "nbaops-dev-db"),
             ("NBAOPS_SCALE__CACHE__CLUSTERS", "nbaops-dev-cache"),
-            ("NBAOPS_ALERTS_TOPIC_ARN", "arn:aws:sns:us-east-1:123456789012:nbaops-dev-alerts"),
+            (
+                "NBAOPS_ALERTS_TOPIC_ARN",
+                "arn:aws:sns:us-east-1:123456789012:nbaops-dev-alerts",
+            ),
         ];
         pairs.extend_from_slice(extra);
-        let vars = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let cfg = Config::from_settings(Env::Dev, FUNCTION, layer(Env::Dev, &vars, &Default::default()).unwrap()).unwrap();
+        let vars = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let cfg = Config::from_settings(
+            Env::Dev,
+            FUNCTION,
+            layer(Env::Dev, &vars, &Default::default()).unwrap(),
+        )
+        .unwrap();
         let mut tags = Tags::new();
         if protect {
             tags.insert("nbaops:protect".into(), "true".into());
         }
         let asg = leak(FakeAutoScaling::with(vec![
-            GroupState { name: "nbaops-dev-web".into(), min_size: 2, max_size: 6, desired: web_desired, in_service: web_desired, tags: tags.clone(), activity_in_progress: false },
-            GroupState { name: "nbaops-dev-worker".into(), min_size: 1, max_size: 4, desired: 3, in_service: 3, tags: Tags::new(), activity_in_progress: false },
+            GroupState {
+                name: "nbaops-dev-web".into(),
+                min_size: 2,
+                max_size: 6,
+                desired: web_desired,
+                in_service: web_desired,
+                tags: tags.clone(),
+                activity_in_progress: false,
+            },
+            GroupState {
+                name: "nbaops-dev-worker".into(),
+                min_size: 1,
+                max_size: 4,
+                desired: 3,
+                in_service: 3,
+                tags: Tags::new(),
+                activity_in_progress: false,
+            },
         ]));
         let rds = leak(FakeRds::with(vec![DbInstanceState {
-            id: "nbaops-dev-db".into(), arn: None, class: "db.t3.micro".into(), status: "available".into(), engine: "postgres".into(), multi_az: true, endpoint: None, pending_class: None, tags: Tags::new(),
+            id: "nbaops-dev-db".into(),
+            arn: None,
+            class: "db.t3.micro".into(),
+            status: "available".into(),
+            engine: "postgres".into(),
+            multi_az: true,
+            endpoint: None,
+            pending_class: None,
+            tags: Tags::new(),
         }]));
         let cache = leak(FakeElastiCache::with(vec![CacheClusterState {
-            id: "nbaops-dev-cache".into(), arn: None, engine: "memcached".into(), node_type: "cache.t3.micro".into(), num_nodes: 1, status: "available".into(), tags: Tags::new(),
+            id: "nbaops-dev-cache".into(),
+            arn: None,
+            engine: "memcached".into(),
+            node_type: "cache.t3.micro".into(),
+            num_nodes: 1,
+            status: "available".into(),
+            tags: Tags::new(),
         }]));
         let notifier = leak(FakeNotifier::default());
         let deps = leak(Deps {
@@ -443,18 +669,29 @@ mod tests {
             ledger: Box::new(FakeLedger::default()),
             switches: Switches::default(),
         });
-        World { deps, asg, rds, cache, notifier }
+        World {
+            deps,
+            asg,
+            rds,
+            cache,
+            notifier,
+        }
     }
 
     fn inv(now: chrono::DateTime<Utc>) -> Invocation {
-        Invocation { request_id: "req".into(), now }
+        Invocation {
+            request_id: "req".into(),
+            now,
+        }
     }
     fn wednesday() -> chrono::DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap()
     }
 
     async fn run(w: &World, fixture: &str, now: chrono::DateTime<Utc>) -> InvocationReport {
-        handle(serde_json::from_str(fixture).unwrap(), inv(now), w.deps).await.unwrap()
+        handle(serde_json::from_str(fixture).unwrap(), inv(now), w.deps)
+            .await
+            .unwrap()
     }
 
     #[tokio::test]
@@ -462,14 +699,24 @@ mod tests {
         // Cooldown off, so the duplicate below meets the idempotency guard rather than the cooldown.
         let w = world(&[("NBAOPS_SCALE__ASG__COOLDOWN_SECONDS", "0")], 2, false);
         let r = run(&w, WEB_ALARM, wednesday()).await;
-        assert_eq!(w.asg.mutations(), vec!["set_desired_capacity nbaops-dev-web 3"]);
+        assert_eq!(
+            w.asg.mutations(),
+            vec!["set_desired_capacity nbaops-dev-web 3"]
+        );
         assert_eq!(r.records[0].actions[0].outcome, Outcome::Acted);
         assert_eq!(r.records[0].alerts[0].severity, Severity::P3);
-        assert!(w.notifier.published().iter().any(|p| p.message.contains("nbaops.alert/v1")));
+        assert!(w
+            .notifier
+            .published()
+            .iter()
+            .any(|p| p.message.contains("nbaops.alert/v1")));
         // The same event again: idempotency, no second step.
         let r = run(&w, WEB_ALARM, wednesday()).await;
         assert_eq!(w.asg.mutations().len(), 1);
-        assert_eq!(r.records[0].actions[0].stopped_by, Some(GuardStep::Idempotency));
+        assert_eq!(
+            r.records[0].actions[0].stopped_by,
+            Some(GuardStep::Idempotency)
+        );
     }
 
     #[tokio::test]
@@ -485,7 +732,10 @@ mod tests {
         let w = world(&[], 2, true);
         let r = run(&w, WEB_ALARM, wednesday()).await;
         assert!(w.asg.mutations().is_empty());
-        assert_eq!(r.records[0].actions[0].stopped_by, Some(GuardStep::ProtectedTag));
+        assert_eq!(
+            r.records[0].actions[0].stopped_by,
+            Some(GuardStep::ProtectedTag)
+        );
         let w = world(&[("NBAOPS_GUARD__DRY_RUN_FUNCTIONS", FUNCTION)], 2, false);
         let r = run(&w, WEB_ALARM, wednesday()).await;
         assert!(w.asg.mutations().is_empty());
@@ -499,7 +749,9 @@ mod tests {
             let r = run(&w, f, wednesday()).await;
             assert!(r.records.iter().all(|x| x.actions.is_empty()), "{f}");
         }
-        assert!(run(&w, S3, wednesday()).await.records[0].not_for_me.is_some());
+        assert!(run(&w, S3, wednesday()).await.records[0]
+            .not_for_me
+            .is_some());
         assert!(w.asg.mutations().is_empty());
     }
 
@@ -512,13 +764,29 @@ mod tests {
             include_str!("../../../events/cloudwatch-alarm/sns-composite.json"),
         ] {
             let r = run(&w, f, wednesday()).await;
-            assert!(r.records[0].not_for_me.as_deref().unwrap_or("").contains("alarm_map"), "{:?}", r.records[0]);
+            assert!(
+                r.records[0]
+                    .not_for_me
+                    .as_deref()
+                    .unwrap_or("")
+                    .contains("alarm_map"),
+                "{:?}",
+                r.records[0]
+            );
         }
         assert!(w.asg.mutations().is_empty());
         let map = r#"{"nbaops-dev-web-degraded":{"target":"asg:nbaops-dev-web"}}"#;
         let w = world(&[("NBAOPS_SCALE__ALARM_MAP", map)], 2, false);
-        run(&w, include_str!("../../../events/cloudwatch-alarm/sns-composite.json"), wednesday()).await;
-        assert_eq!(w.asg.mutations(), vec!["set_desired_capacity nbaops-dev-web 3"]);
+        run(
+            &w,
+            include_str!("../../../events/cloudwatch-alarm/sns-composite.json"),
+            wednesday(),
+        )
+        .await;
+        assert_eq!(
+            w.asg.mutations(),
+            vec!["set_desired_capacity nbaops-dev-web 3"]
+        );
     }
 
     #[tokio::test]
@@ -526,18 +794,31 @@ mod tests {
         let map = r#"{"nbaops-dev-web-cpu-high":{"target":"asg:nbaops-dev-web","on_ok":"in"}}"#;
         let w = world(&[("NBAOPS_SCALE__ALARM_MAP", map)], 3, false);
         let r = run(&w, WEB_OK, wednesday()).await;
-        assert_eq!(w.asg.mutations(), vec!["set_desired_capacity nbaops-dev-web 2"], "{:?}", r.records[0].notes);
+        assert_eq!(
+            w.asg.mutations(),
+            vec!["set_desired_capacity nbaops-dev-web 2"],
+            "{:?}",
+            r.records[0].notes
+        );
     }
 
     #[tokio::test]
     async fn rds_class_waits_for_window_unless_p1() {
         let w = world(&[], 2, false);
         run(&w, DB_ALARM, wednesday()).await;
-        assert_eq!(w.rds.mutations(), vec!["modify_instance_class nbaops-dev-db db.t3.small immediate=false"]);
+        assert_eq!(
+            w.rds.mutations(),
+            vec!["modify_instance_class nbaops-dev-db db.t3.small immediate=false"]
+        );
         let map = r#"{"nbaops-dev-db-memory-low":{"target":"rds:nbaops-dev-db","on_alarm":"up","severity":"P1"}}"#;
         let w = world(&[("NBAOPS_SCALE__ALARM_MAP", map)], 2, false);
         let r = run(&w, DB_ALARM, wednesday()).await;
-        assert_eq!(w.rds.mutations(), vec!["modify_instance_class nbaops-dev-db db.t3.small immediate=true"], "{:?}", r.records[0].notes);
+        assert_eq!(
+            w.rds.mutations(),
+            vec!["modify_instance_class nbaops-dev-db db.t3.small immediate=true"],
+            "{:?}",
+            r.records[0].notes
+        );
         assert!(r.records[0].actions[0].emergency_change);
     }
 
@@ -545,7 +826,10 @@ mod tests {
     async fn memcached_gets_one_node() {
         let w = world(&[], 2, false);
         run(&w, CACHE_ALARM, wednesday()).await;
-        assert_eq!(w.cache.mutations(), vec!["set_node_count nbaops-dev-cache 2"]);
+        assert_eq!(
+            w.cache.mutations(),
+            vec!["set_node_count nbaops-dev-cache 2"]
+        );
     }
 
     #[tokio::test]
@@ -561,8 +845,15 @@ mod tests {
             last = Some(handle(ev, inv(t), w.deps).await.unwrap());
         }
         let r = last.unwrap();
-        assert!(r.records[0].notes.iter().any(|n| n.contains("flapping")), "{:?}", r.records[0].notes);
-        assert!(r.records[0].alerts.iter().any(|a| a.dedup_key.starts_with("flapping#")));
+        assert!(
+            r.records[0].notes.iter().any(|n| n.contains("flapping")),
+            "{:?}",
+            r.records[0].notes
+        );
+        assert!(r.records[0]
+            .alerts
+            .iter()
+            .any(|a| a.dedup_key.starts_with("flapping#")));
         assert!(w.asg.mutations().len() < 5);
     }
 }

@@ -30,7 +30,11 @@ impl Target {
 /// What the alarm asks for, or why it asks for nothing.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Intent {
-    Scale { target: Target, direction: Direction, route: Option<AlarmRoute> },
+    Scale {
+        target: Target,
+        direction: Direction,
+        route: Option<AlarmRoute>,
+    },
     Nothing(String),
     NotForMe(String),
 }
@@ -56,12 +60,20 @@ pub fn intent_for(alarm: &AlarmChange, cfg: &ScaleConfig) -> Intent {
     let (target, on_alarm, on_ok) = match &route {
         Some(r) => match parse_target(&r.target) {
             Some(t) => (t, r.on_alarm.clone(), r.on_ok.clone()),
-            None => return Intent::NotForMe(format!("alarm_map target '{}' is not understood", r.target)),
+            None => {
+                return Intent::NotForMe(format!(
+                    "alarm_map target '{}' is not understood",
+                    r.target
+                ))
+            }
         },
         None => {
             // Only a plain single-metric alarm says by its dimension what it is about; the rest
             // (metric math, anomaly bands, composites) must be mapped by an operator.
-            if !matches!(alarm.trigger, nbaops_shared::events::AlarmTrigger::SingleMetric(_)) {
+            if !matches!(
+                alarm.trigger,
+                nbaops_shared::events::AlarmTrigger::SingleMetric(_)
+            ) {
                 return Intent::NotForMe(format!(
                     "alarm '{}' is a metric-math, anomaly-detection or composite alarm: scale.alarm_map must say what it scales",
                     alarm.alarm_name
@@ -79,7 +91,11 @@ pub fn intent_for(alarm: &AlarmChange, cfg: &ScaleConfig) -> Intent {
                     alarm.alarm_name
                 ));
             };
-            let up = if matches!(t, Target::Db(_)) { "up" } else { "out" };
+            let up = if matches!(t, Target::Db(_)) {
+                "up"
+            } else {
+                "out"
+            };
             (t, up.to_string(), "none".to_string())
         }
     };
@@ -95,7 +111,9 @@ pub fn intent_for(alarm: &AlarmChange, cfg: &ScaleConfig) -> Intent {
         ));
     }
     let wanted = match alarm.state {
-        AlarmState::InsufficientData => return Intent::Nothing("INSUFFICIENT_DATA: no decision on missing data".into()),
+        AlarmState::InsufficientData => {
+            return Intent::Nothing("INSUFFICIENT_DATA: no decision on missing data".into())
+        }
         AlarmState::Alarm => on_alarm,
         AlarmState::Ok => on_ok,
     };
@@ -109,16 +127,36 @@ pub fn intent_for(alarm: &AlarmChange, cfg: &ScaleConfig) -> Intent {
         }
         ("in", Target::Group(_)) => Direction::In,
         ("out" | "up", _) => Direction::Out,
-        (other, t) => return Intent::NotForMe(format!("'{other}' is not an action nbaops knows for {}", t.resource())),
+        (other, t) => {
+            return Intent::NotForMe(format!(
+                "'{other}' is not an action nbaops knows for {}",
+                t.resource()
+            ))
+        }
     };
-    Intent::Scale { target, direction, route }
+    Intent::Scale {
+        target,
+        direction,
+        route,
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GroupChange {
-    To { from: i32, to: i32, min: i32, max: i32 },
-    AtCeiling { desired: i32, ceiling: i32 },
-    AtBaseline { desired: i32, floor: i32 },
+    To {
+        from: i32,
+        to: i32,
+        min: i32,
+        max: i32,
+    },
+    AtCeiling {
+        desired: i32,
+        ceiling: i32,
+    },
+    AtBaseline {
+        desired: i32,
+        floor: i32,
+    },
     Busy,
 }
 
@@ -134,18 +172,34 @@ pub fn plan_group(g: &GroupState, plan: &GroupPlan, dir: Direction) -> GroupChan
             let cap = plan.ceiling.min(g.max_size);
             let to = (g.desired + step).min(cap);
             if to <= g.desired {
-                GroupChange::AtCeiling { desired: g.desired, ceiling: cap }
+                GroupChange::AtCeiling {
+                    desired: g.desired,
+                    ceiling: cap,
+                }
             } else {
-                GroupChange::To { from: g.desired, to, min: g.min_size, max: cap }
+                GroupChange::To {
+                    from: g.desired,
+                    to,
+                    min: g.min_size,
+                    max: cap,
+                }
             }
         }
         Direction::In => {
             let floor = plan.baseline.max(g.min_size);
             let to = (g.desired - step).max(floor);
             if to >= g.desired {
-                GroupChange::AtBaseline { desired: g.desired, floor }
+                GroupChange::AtBaseline {
+                    desired: g.desired,
+                    floor,
+                }
             } else {
-                GroupChange::To { from: g.desired, to, min: g.min_size, max: g.max_size }
+                GroupChange::To {
+                    from: g.desired,
+                    to,
+                    min: g.min_size,
+                    max: g.max_size,
+                }
             }
         }
     }
@@ -153,27 +207,53 @@ pub fn plan_group(g: &GroupState, plan: &GroupPlan, dir: Direction) -> GroupChan
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DbChange {
-    Up { from: String, to: String, rung: usize, top: usize },
-    AtTop { class: String },
-    NotOnLadder { class: String },
-    NotAvailable { status: String },
-    AlreadyPending { class: String },
+    Up {
+        from: String,
+        to: String,
+        rung: usize,
+        top: usize,
+    },
+    AtTop {
+        class: String,
+    },
+    NotOnLadder {
+        class: String,
+    },
+    NotAvailable {
+        status: String,
+    },
+    AlreadyPending {
+        class: String,
+    },
 }
 
 pub fn plan_db(db: &DbInstanceState, ladder: &[String]) -> DbChange {
     if db.status != "available" {
-        return DbChange::NotAvailable { status: db.status.clone() };
+        return DbChange::NotAvailable {
+            status: db.status.clone(),
+        };
     }
     let Some(i) = ladder.iter().position(|c| c == &db.class) else {
-        return DbChange::NotOnLadder { class: db.class.clone() };
+        return DbChange::NotOnLadder {
+            class: db.class.clone(),
+        };
     };
     let Some(next) = ladder.get(i + 1) else {
-        return DbChange::AtTop { class: db.class.clone() };
+        return DbChange::AtTop {
+            class: db.class.clone(),
+        };
     };
     if db.pending_class.as_deref() == Some(next.as_str()) {
-        return DbChange::AlreadyPending { class: next.clone() };
+        return DbChange::AlreadyPending {
+            class: next.clone(),
+        };
     }
-    DbChange::Up { from: db.class.clone(), to: next.clone(), rung: i + 1, top: ladder.len() - 1 }
+    DbChange::Up {
+        from: db.class.clone(),
+        to: next.clone(),
+        rung: i + 1,
+        top: ladder.len() - 1,
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,15 +266,26 @@ pub enum CacheChange {
 
 pub fn plan_cache(c: &CacheClusterState, cap: i32) -> CacheChange {
     if c.engine != "memcached" {
-        return CacheChange::NotMemcached { engine: c.engine.clone() };
+        return CacheChange::NotMemcached {
+            engine: c.engine.clone(),
+        };
     }
     if c.status != "available" {
-        return CacheChange::NotAvailable { status: c.status.clone() };
+        return CacheChange::NotAvailable {
+            status: c.status.clone(),
+        };
     }
     if c.num_nodes >= cap {
-        return CacheChange::AtCap { nodes: c.num_nodes, cap };
+        return CacheChange::AtCap {
+            nodes: c.num_nodes,
+            cap,
+        };
     }
-    CacheChange::AddNode { from: c.num_nodes, to: c.num_nodes + 1, cap }
+    CacheChange::AddNode {
+        from: c.num_nodes,
+        to: c.num_nodes + 1,
+        cap,
+    }
 }
 
 #[cfg(test)]
@@ -204,55 +295,176 @@ mod tests {
     use nbaops_shared::ports::Tags;
 
     fn group(desired: i32, min: i32, max: i32) -> GroupState {
-        GroupState { name: "web".into(), min_size: min, max_size: max, desired, in_service: desired, tags: Tags::new(), activity_in_progress: false }
+        GroupState {
+            name: "web".into(),
+            min_size: min,
+            max_size: max,
+            desired,
+            in_service: desired,
+            tags: Tags::new(),
+            activity_in_progress: false,
+        }
     }
     fn plan(step: Step) -> GroupPlan {
-        GroupPlan { step, ceiling: 4, baseline: 2 }
+        GroupPlan {
+            step,
+            ceiling: 4,
+            baseline: 2,
+        }
     }
 
     #[test]
     fn scale_out_is_capped_by_ceiling_and_max_size() {
-        assert_eq!(plan_group(&group(2, 1, 10), &plan(Step::Count(1)), Direction::Out), GroupChange::To { from: 2, to: 3, min: 1, max: 4 });
-        assert_eq!(plan_group(&group(3, 1, 10), &plan(Step::Count(5)), Direction::Out), GroupChange::To { from: 3, to: 4, min: 1, max: 4 });
-        assert_eq!(plan_group(&group(4, 1, 10), &plan(Step::Count(1)), Direction::Out), GroupChange::AtCeiling { desired: 4, ceiling: 4 });
-        assert_eq!(plan_group(&group(3, 1, 3), &plan(Step::Count(1)), Direction::Out), GroupChange::AtCeiling { desired: 3, ceiling: 3 });
-        assert_eq!(plan_group(&group(2, 1, 10), &plan(Step::Percent(50.0)), Direction::Out), GroupChange::To { from: 2, to: 3, min: 1, max: 4 });
+        assert_eq!(
+            plan_group(&group(2, 1, 10), &plan(Step::Count(1)), Direction::Out),
+            GroupChange::To {
+                from: 2,
+                to: 3,
+                min: 1,
+                max: 4
+            }
+        );
+        assert_eq!(
+            plan_group(&group(3, 1, 10), &plan(Step::Count(5)), Direction::Out),
+            GroupChange::To {
+                from: 3,
+                to: 4,
+                min: 1,
+                max: 4
+            }
+        );
+        assert_eq!(
+            plan_group(&group(4, 1, 10), &plan(Step::Count(1)), Direction::Out),
+            GroupChange::AtCeiling {
+                desired: 4,
+                ceiling: 4
+            }
+        );
+        assert_eq!(
+            plan_group(&group(3, 1, 3), &plan(Step::Count(1)), Direction::Out),
+            GroupChange::AtCeiling {
+                desired: 3,
+                ceiling: 3
+            }
+        );
+        assert_eq!(
+            plan_group(&group(2, 1, 10), &plan(Step::Percent(50.0)), Direction::Out),
+            GroupChange::To {
+                from: 2,
+                to: 3,
+                min: 1,
+                max: 4
+            }
+        );
     }
 
     #[test]
     fn scale_in_stops_at_baseline_and_min_size() {
-        assert_eq!(plan_group(&group(4, 1, 10), &plan(Step::Count(1)), Direction::In), GroupChange::To { from: 4, to: 3, min: 1, max: 10 });
-        assert_eq!(plan_group(&group(3, 1, 10), &plan(Step::Count(5)), Direction::In), GroupChange::To { from: 3, to: 2, min: 1, max: 10 });
-        assert_eq!(plan_group(&group(2, 1, 10), &plan(Step::Count(1)), Direction::In), GroupChange::AtBaseline { desired: 2, floor: 2 });
-        assert_eq!(plan_group(&group(3, 3, 10), &plan(Step::Count(1)), Direction::In), GroupChange::AtBaseline { desired: 3, floor: 3 });
+        assert_eq!(
+            plan_group(&group(4, 1, 10), &plan(Step::Count(1)), Direction::In),
+            GroupChange::To {
+                from: 4,
+                to: 3,
+                min: 1,
+                max: 10
+            }
+        );
+        assert_eq!(
+            plan_group(&group(3, 1, 10), &plan(Step::Count(5)), Direction::In),
+            GroupChange::To {
+                from: 3,
+                to: 2,
+                min: 1,
+                max: 10
+            }
+        );
+        assert_eq!(
+            plan_group(&group(2, 1, 10), &plan(Step::Count(1)), Direction::In),
+            GroupChange::AtBaseline {
+                desired: 2,
+                floor: 2
+            }
+        );
+        assert_eq!(
+            plan_group(&group(3, 3, 10), &plan(Step::Count(1)), Direction::In),
+            GroupChange::AtBaseline {
+                desired: 3,
+                floor: 3
+            }
+        );
         let mut busy = group(2, 1, 10);
         busy.activity_in_progress = true;
-        assert_eq!(plan_group(&busy, &plan(Step::Count(1)), Direction::Out), GroupChange::Busy);
+        assert_eq!(
+            plan_group(&busy, &plan(Step::Count(1)), Direction::Out),
+            GroupChange::Busy
+        );
     }
 
     fn db(class: &str, status: &str) -> DbInstanceState {
-        DbInstanceState { id: "db".into(), arn: None, class: class.into(), status: status.into(), engine: "postgres".into(), multi_az: true, endpoint: None, pending_class: None, tags: Tags::new() }
+        DbInstanceState {
+            id: "db".into(),
+            arn: None,
+            class: class.into(),
+            status: status.into(),
+            engine: "postgres".into(),
+            multi_az: true,
+            endpoint: None,
+            pending_class: None,
+            tags: Tags::new(),
+        }
     }
 
     #[test]
     fn db_ladder() {
         let ladder = vec!["db.t3.micro".to_string(), "db.t3.small".to_string()];
-        assert!(matches!(plan_db(&db("db.t3.micro", "available"), &ladder), DbChange::Up { ref to, .. } if to == "db.t3.small"));
-        assert!(matches!(plan_db(&db("db.t3.small", "available"), &ladder), DbChange::AtTop { .. }));
-        assert!(matches!(plan_db(&db("db.r6g.large", "available"), &ladder), DbChange::NotOnLadder { .. }));
-        assert!(matches!(plan_db(&db("db.t3.micro", "modifying"), &ladder), DbChange::NotAvailable { .. }));
+        assert!(
+            matches!(plan_db(&db("db.t3.micro", "available"), &ladder), DbChange::Up { ref to, .. } if to == "db.t3.small")
+        );
+        assert!(matches!(
+            plan_db(&db("db.t3.small", "available"), &ladder),
+            DbChange::AtTop { .. }
+        ));
+        assert!(matches!(
+            plan_db(&db("db.r6g.large", "available"), &ladder),
+            DbChange::NotOnLadder { .. }
+        ));
+        assert!(matches!(
+            plan_db(&db("db.t3.micro", "modifying"), &ladder),
+            DbChange::NotAvailable { .. }
+        ));
         let mut pending = db("db.t3.micro", "available");
         pending.pending_class = Some("db.t3.small".into());
-        assert!(matches!(plan_db(&pending, &ladder), DbChange::AlreadyPending { .. }));
+        assert!(matches!(
+            plan_db(&pending, &ladder),
+            DbChange::AlreadyPending { .. }
+        ));
     }
 
     #[test]
     fn cache_cap() {
-        let c = CacheClusterState { id: "c".into(), arn: None, engine: "memcached".into(), node_type: "cache.t3.micro".into(), num_nodes: 2, status: "available".into(), tags: Tags::new() };
-        assert_eq!(plan_cache(&c, 4), CacheChange::AddNode { from: 2, to: 3, cap: 4 });
+        let c = CacheClusterState {
+            id: "c".into(),
+            arn: None,
+            engine: "memcached".into(),
+            node_type: "cache.t3.micro".into(),
+            num_nodes: 2,
+            status: "available".into(),
+            tags: Tags::new(),
+        };
+        assert_eq!(
+            plan_cache(&c, 4),
+            CacheChange::AddNode {
+                from: 2,
+                to: 3,
+                cap: 4
+            }
+        );
         assert_eq!(plan_cache(&c, 2), CacheChange::AtCap { nodes: 2, cap: 2 });
         let mut r = c.clone();
         r.engine = "redis".into();
-        assert!(matches!(plan_cache(&r, 4), CacheChange::NotMemcached { .. }));
+        assert!(matches!(
+            plan_cache(&r, 4),
+            CacheChange::NotMemcached { .. }
+        ));
     }
 }

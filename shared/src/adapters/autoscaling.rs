@@ -14,7 +14,11 @@ impl AutoScaling for SdkAutoScaling {
             .send()
             .await
             .map_err(|e| dependency("autoscaling", e))?;
-        let Some(g) = out.auto_scaling_groups().iter().find(|g| g.auto_scaling_group_name() == Some(name)) else {
+        let Some(g) = out
+            .auto_scaling_groups()
+            .iter()
+            .find(|g| g.auto_scaling_group_name() == Some(name))
+        else {
             return Ok(None);
         };
         let tags: Tags = g

@@ -1,8 +1,8 @@
 use async_trait::async_trait;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-    TimeToLiveSpecification,
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
+    ScalarAttributeType, TimeToLiveSpecification,
 };
 use serde_json::Value;
 
@@ -23,7 +23,13 @@ fn data_of(item: &std::collections::HashMap<String, AttributeValue>) -> Option<V
 
 #[async_trait]
 impl Ledger for DynamoLedger {
-    async fn put_if_absent(&self, pk: &str, sk: &str, data: &Value, expires_at: i64) -> Result<bool> {
+    async fn put_if_absent(
+        &self,
+        pk: &str,
+        sk: &str,
+        data: &Value,
+        expires_at: i64,
+    ) -> Result<bool> {
         let res = self
             .client
             .put_item()
@@ -37,7 +43,14 @@ impl Ledger for DynamoLedger {
             .await;
         match res {
             Ok(_) => Ok(true),
-            Err(e) if matches!(e.as_service_error(), Some(PutItemError::ConditionalCheckFailedException(_))) => Ok(false),
+            Err(e)
+                if matches!(
+                    e.as_service_error(),
+                    Some(PutItemError::ConditionalCheckFailedException(_))
+                ) =>
+            {
+                Ok(false)
+            }
             Err(e) => Err(dependency("dynamodb", e)),
         }
     }
@@ -102,7 +115,9 @@ impl Ledger for DynamoLedger {
             };
             let page = req.send().await.map_err(|e| dependency("dynamodb", e))?;
             for item in page.items() {
-                if let (Some(Ok(sk)), Some(data)) = (item.get("sk").map(|v| v.as_s()), data_of(item)) {
+                if let (Some(Ok(sk)), Some(data)) =
+                    (item.get("sk").map(|v| v.as_s()), data_of(item))
+                {
                     out.push((sk.clone(), data));
                 }
             }

@@ -8,16 +8,27 @@ use crate::ports::{CacheClusterState, ElastiCache, Tags};
 #[async_trait]
 impl ElastiCache for SdkElastiCache {
     async fn describe_cluster(&self, id: &str) -> Result<Option<CacheClusterState>> {
-        let out = match self.0.describe_cache_clusters().cache_cluster_id(id).send().await {
+        let out = match self
+            .0
+            .describe_cache_clusters()
+            .cache_cluster_id(id)
+            .send()
+            .await
+        {
             Ok(out) => out,
             Err(e) => {
-                if matches!(e.as_service_error(), Some(DescribeCacheClustersError::CacheClusterNotFoundFault(_))) {
+                if matches!(
+                    e.as_service_error(),
+                    Some(DescribeCacheClustersError::CacheClusterNotFoundFault(_))
+                ) {
                     return Ok(None);
                 }
                 return Err(dependency("elasticache", e));
             }
         };
-        let Some(c) = out.cache_clusters().first() else { return Ok(None) };
+        let Some(c) = out.cache_clusters().first() else {
+            return Ok(None);
+        };
         let arn = c.arn().map(String::from);
         // Without its tags we cannot tell whether the cluster is protected: that is an error.
         let tags: Tags = match &arn {

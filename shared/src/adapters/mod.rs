@@ -61,7 +61,29 @@ where
         || code.contains("InternalFailure")
         || code.contains("InternalError")
         || code.contains("TooManyRequests");
-    let message = aws_smithy_types::error::display::DisplayErrorContext(&err).to_string();
+    // The SDK's full context dumps the raw HTTP response; the operator needs code and message.
+    let message = match (err.code(), err.message()) {
+        (Some(c), Some(m)) => format!("{c}: {m}"),
+        (Some(c), None) => c.to_string(),
+        _ => {
+            let full = aws_smithy_types::error::display::DisplayErrorContext(&err).to_string();
+            let status = full
+                .find("StatusCode(")
+                .map(|i| {
+                    full[i + 11..]
+                        .chars()
+                        .take_while(|c| c.is_ascii_digit())
+                        .collect::<String>()
+                })
+                .filter(|s| !s.is_empty());
+            match status {
+                Some(s) => format!(
+                    "HTTP {s} without an AWS error code (an emulator gap or a proxy in the way)"
+                ),
+                None => full.chars().take(300).collect(),
+            }
+        }
+    };
     NbaopsError::Dependency {
         service,
         message,

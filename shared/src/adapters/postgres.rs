@@ -18,7 +18,12 @@ pub struct PgSession {
 fn pg_err(e: tokio_postgres::Error) -> NbaopsError {
     // The server's message (e.g. "too many clients already") is what the operator needs.
     let message = match e.as_db_error() {
-        Some(db) => format!("{}: {} (SQLSTATE {})", db.severity(), db.message(), db.code().code()),
+        Some(db) => format!(
+            "{}: {} (SQLSTATE {})",
+            db.severity(),
+            db.message(),
+            db.code().code()
+        ),
         None => e.to_string(),
     };
     NbaopsError::dependency("postgres", message)
@@ -31,7 +36,9 @@ fn tls_config(ca_bundle_pem: Option<&[u8]>) -> Result<rustls::ClientConfig> {
         use rustls::pki_types::pem::PemObject;
         for cert in rustls::pki_types::CertificateDer::pem_slice_iter(pem) {
             let cert = cert.map_err(|e| NbaopsError::config(format!("CA bundle: {e}")))?;
-            roots.add(cert).map_err(|e| NbaopsError::config(format!("CA bundle: {e}")))?;
+            roots
+                .add(cert)
+                .map_err(|e| NbaopsError::config(format!("CA bundle: {e}")))?;
         }
     }
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
@@ -49,7 +56,9 @@ impl PgSession {
             .parse()
             .map_err(|e| NbaopsError::config(format!("PostgreSQL URL: {e}")))?;
         let loopback = config.get_hosts().iter().all(|h| match h {
-            tokio_postgres::config::Host::Tcp(h) => h == "127.0.0.1" || h == "localhost" || h == "::1",
+            tokio_postgres::config::Host::Tcp(h) => {
+                h == "127.0.0.1" || h == "localhost" || h == "::1"
+            }
             #[cfg(unix)]
             tokio_postgres::config::Host::Unix(_) => true,
         });
@@ -85,14 +94,18 @@ fn cell(row: &Row, i: usize) -> Value {
     }
     match ty {
         Type::BOOL => get!(bool).map(Value::Bool),
-        Type::INT2 => get!(i16).map(|v| Value::from(v)),
-        Type::INT4 => get!(i32).map(|v| Value::from(v)),
-        Type::INT8 => get!(i64).map(|v| Value::from(v)),
-        Type::OID => get!(u32).map(|v| Value::from(v)),
-        Type::FLOAT4 => get!(f32).and_then(|v| Number::from_f64(v as f64)).map(Value::Number),
+        Type::INT2 => get!(i16).map(Value::from),
+        Type::INT4 => get!(i32).map(Value::from),
+        Type::INT8 => get!(i64).map(Value::from),
+        Type::OID => get!(u32).map(Value::from),
+        Type::FLOAT4 => get!(f32)
+            .and_then(|v| Number::from_f64(v as f64))
+            .map(Value::Number),
         Type::FLOAT8 => get!(f64).and_then(Number::from_f64).map(Value::Number),
         Type::JSON | Type::JSONB => get!(Value),
-        Type::TIMESTAMPTZ => get!(chrono::DateTime<chrono::Utc>).map(|t| Value::String(t.to_rfc3339())),
+        Type::TIMESTAMPTZ => {
+            get!(chrono::DateTime<chrono::Utc>).map(|t| Value::String(t.to_rfc3339()))
+        }
         Type::TIMESTAMP => get!(chrono::NaiveDateTime).map(|t| Value::String(t.to_string())),
         _ => get!(String).map(Value::String),
     }

@@ -8,16 +8,27 @@ use crate::ports::{DbInstanceState, Rds, Tags};
 #[async_trait]
 impl Rds for SdkRds {
     async fn describe_instance(&self, id: &str) -> Result<Option<DbInstanceState>> {
-        let out = match self.0.describe_db_instances().db_instance_identifier(id).send().await {
+        let out = match self
+            .0
+            .describe_db_instances()
+            .db_instance_identifier(id)
+            .send()
+            .await
+        {
             Ok(out) => out,
             Err(e) => {
-                if matches!(e.as_service_error(), Some(DescribeDBInstancesError::DbInstanceNotFoundFault(_))) {
+                if matches!(
+                    e.as_service_error(),
+                    Some(DescribeDBInstancesError::DbInstanceNotFoundFault(_))
+                ) {
                     return Ok(None);
                 }
                 return Err(dependency("rds", e));
             }
         };
-        let Some(i) = out.db_instances().first() else { return Ok(None) };
+        let Some(i) = out.db_instances().first() else {
+            return Ok(None);
+        };
         let tags: Tags = i
             .tag_list()
             .iter()
@@ -41,7 +52,12 @@ impl Rds for SdkRds {
         }))
     }
 
-    async fn modify_instance_class(&self, id: &str, class: &str, apply_immediately: bool) -> Result<()> {
+    async fn modify_instance_class(
+        &self,
+        id: &str,
+        class: &str,
+        apply_immediately: bool,
+    ) -> Result<()> {
         self.0
             .modify_db_instance()
             .db_instance_identifier(id)

@@ -9,7 +9,13 @@ use crate::ports::Notifier;
 
 #[async_trait]
 impl Notifier for SdkNotifier {
-    async fn publish(&self, topic_arn: &str, subject: &str, message: &str, attributes: &BTreeMap<String, String>) -> Result<String> {
+    async fn publish(
+        &self,
+        topic_arn: &str,
+        subject: &str,
+        message: &str,
+        attributes: &BTreeMap<String, String>,
+    ) -> Result<String> {
         let mut req = self.0.publish().topic_arn(topic_arn).message(message);
         if !subject.is_empty() {
             req = req.subject(subject);

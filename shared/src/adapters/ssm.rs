@@ -40,7 +40,14 @@ impl Params for SdkParams {
     }
 
     async fn get(&self, name: &str) -> Result<Option<String>> {
-        match self.0.get_parameter().name(name).with_decryption(true).send().await {
+        match self
+            .0
+            .get_parameter()
+            .name(name)
+            .with_decryption(true)
+            .send()
+            .await
+        {
             Ok(out) => {
                 let p = out.parameter();
                 let value = p.and_then(|p| p.value()).map(String::from);
@@ -51,7 +58,14 @@ impl Params for SdkParams {
                 }
                 Ok(value)
             }
-            Err(e) if matches!(e.as_service_error(), Some(GetParameterError::ParameterNotFound(_))) => Ok(None),
+            Err(e)
+                if matches!(
+                    e.as_service_error(),
+                    Some(GetParameterError::ParameterNotFound(_))
+                ) =>
+            {
+                Ok(None)
+            }
             Err(e) => Err(dependency("ssm", e)),
         }
     }

@@ -9,7 +9,9 @@ async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let code = match args.first().map(String::as_str) {
         Some("demo") => demo::run_demo().await.map(|_| 0),
-        Some("invoke") if args.len() == 3 => demo::run_invoke(&args[1], &PathBuf::from(&args[2])).await,
+        Some("invoke") if args.len() == 3 => {
+            demo::run_invoke(&args[1], &PathBuf::from(&args[2])).await
+        }
         Some("bench") => bench::run_bench().await.map(|_| 0),
         _ => {
             eprintln!("usage: nbaops-local demo | invoke <function> <event.json> | bench");

@@ -1,0 +1,348 @@
+//! scale-on-alarm end to end: the real binary, over the Lambda Runtime API, against moto.
+
+use std::time::Duration;
+
+use nbaops_tests::demo::Stack;
+use nbaops_tests::function::FunctionUnderTest;
+use nbaops_tests::platform::{self, DB, WEB, WORKER};
+use nbaops_tests::runtime_api::Outcome;
+use nbaops_tests::{function_binary, workspace_root};
+use serde_json::Value;
+
+const FN: &str = "scale-on-alarm";
+
+fn fixture(path: &str) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(workspace_root().join(path)).unwrap()).unwrap()
+}
+
+async fn start(stack: &Stack, extra: &[(&str, &str)], instances: usize) -> FunctionUnderTest {
+    FunctionUnderTest::start(
+        &function_binary(FN).unwrap(),
+        FN,
+        &stack.function_env(extra),
+        instances,
+    )
+    .await
+    .unwrap()
+}
+
+async fn invoke(f: &FunctionUnderTest, payload: Value) -> Value {
+    match f
+        .invoke(payload, Duration::from_secs(30))
+        .await
+        .unwrap()
+        .outcome
+    {
+        Outcome::Response(v) => v,
+        Outcome::Error {
+            error_type,
+            message,
+        } => panic!("{error_type}: {message}\n{}", f.logs()),
+    }
+}
+
+fn first_action(v: &Value) -> &Value {
+    &v["records"][0]["actions"][0]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cpu_alarm_scales_out_audits_and_alerts() {
+    let stack = Stack::start(false).await.unwrap();
+    let f = start(&stack, &[], 1).await;
+    let v = invoke(
+        &f,
+        fixture("events/cloudwatch-alarm/eventbridge-single-metric-alarm.json"),
+    )
+    .await;
+    assert_eq!(first_action(&v)["outcome"], "acted", "{v}");
+    assert_eq!(
+        platform::group_view(&stack.clients, WEB)
+            .await
+            .unwrap()
+            .desired,
+        3
+    );
+    let actions = platform::drain(&stack.clients, &stack.platform.actions_queue)
+        .await
+        .unwrap();
+    assert_eq!(actions.len(), 1);
+    assert_eq!(actions[0]["schema"], "nbaops.action/v1");
+    assert_eq!(actions[0]["outcome"], "acted");
+    let alerts = platform::drain(&stack.clients, &stack.platform.alerts_queue)
+        .await
+        .unwrap();
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0]["severity"], "P3");
+    let counts = platform::ledger_counts(&stack.clients).await.unwrap();
+    assert_eq!(counts.get("audit"), Some(&1));
+    // The logs are JSON lines with the request id, function, env and cold start.
+    let first_line = f
+        .logs()
+        .lines()
+        .find(|l| l.contains("\"audit\""))
+        .map(String::from)
+        .unwrap_or_default();
+    let line: Value = serde_json::from_str(&first_line).unwrap_or(Value::Null);
+    assert_eq!(line["span"]["function"], FN, "{first_line}");
+    assert!(line["span"]["requestId"].is_string(), "{first_line}");
+    assert_eq!(line["span"]["cold_start"], true, "{first_line}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ceiling_then_rds_ladder_then_top_rung() {
+    let stack = Stack::start(false).await.unwrap();
+    let f = start(&stack, &[("NBAOPS_SCALE__ASG__COOLDOWN_SECONDS", "0")], 1).await;
+    let mut alarm = fixture("events/cloudwatch-alarm/eventbridge-single-metric-alarm.json");
+    for i in 0..3 {
+        alarm["id"] = Value::String(format!("evt-{i}"));
+        alarm["detail"]["state"]["timestamp"] =
+            Value::String(format!("2026-11-25T20:0{i}:00.000+0000"));
+        invoke(&f, alarm.clone()).await;
+    }
+    // 2 -> 3 -> 4, then the ceiling: P2, no third step.
+    assert_eq!(
+        platform::group_view(&stack.clients, WEB)
+            .await
+            .unwrap()
+            .desired,
+        4
+    );
+    let alerts = platform::drain(&stack.clients, &stack.platform.alerts_queue)
+        .await
+        .unwrap();
+    assert!(
+        alerts
+            .iter()
+            .any(|a| a["severity"] == "P2"
+                && a["dedup_key"] == "capacity-exhausted#asg:nbaops-dev-web"),
+        "{alerts:?}"
+    );
+
+    let db = fixture("events/cloudwatch-alarm/eventbridge-rds-memory-alarm.json");
+    let v = invoke(&f, db.clone()).await;
+    assert_eq!(first_action(&v)["outcome"], "acted", "{v}");
+    assert_eq!(
+        platform::db_class(&stack.clients, DB).await.unwrap().0,
+        "db.t3.small"
+    );
+    let mut again = db;
+    again["id"] = Value::String("db-evt-2".into());
+    let v = invoke(&f, again).await;
+    assert!(
+        v["records"][0]["actions"].as_array().unwrap().is_empty(),
+        "{v}"
+    );
+    assert!(
+        v["records"][0]["notes"][0]
+            .as_str()
+            .unwrap()
+            .contains("top rung"),
+        "{v}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guard_steps_stop_the_real_binary_with_zero_mutations() {
+    let stack = Stack::start(false).await.unwrap();
+    let f = start(&stack, &[], 1).await;
+    let mut alarm = fixture("events/cloudwatch-alarm/eventbridge-worker-cpu-alarm.json");
+    let mut n = 0;
+    let mut next = |a: &mut Value| {
+        n += 1;
+        a["id"] = Value::String(format!("guard-{n}"));
+        a.clone()
+    };
+    platform::put_params(&stack.clients, &[("guard/kill_switch", "true")])
+        .await
+        .unwrap();
+    let v = invoke(&f, next(&mut alarm)).await;
+    assert_eq!(first_action(&v)["stopped_by"], "kill_switch", "{v}");
+    platform::delete_param(&stack.clients, "guard/kill_switch")
+        .await
+        .unwrap();
+
+    platform::put_params(&stack.clients, &[("guard/dry_run", "true")])
+        .await
+        .unwrap();
+    let v = invoke(&f, next(&mut alarm)).await;
+    assert_eq!(first_action(&v)["outcome"], "would-act", "{v}");
+    platform::delete_param(&stack.clients, "guard/dry_run")
+        .await
+        .unwrap();
+
+    platform::tag_group(&stack.clients, WORKER, "nbaops:protect", "true")
+        .await
+        .unwrap();
+    let v = invoke(&f, next(&mut alarm)).await;
+    assert_eq!(first_action(&v)["stopped_by"], "protected_tag", "{v}");
+    platform::untag_group(&stack.clients, WORKER, "nbaops:protect")
+        .await
+        .unwrap();
+
+    assert_eq!(
+        platform::group_view(&stack.clients, WORKER)
+            .await
+            .unwrap()
+            .desired,
+        2,
+        "no mutation so far"
+    );
+    let audits = platform::drain(&stack.clients, &stack.platform.actions_queue)
+        .await
+        .unwrap();
+    assert_eq!(audits.len(), 3, "every skipped action is audited");
+    assert_eq!(
+        platform::ledger_counts(&stack.clients)
+            .await
+            .unwrap()
+            .get("idem"),
+        None,
+        "nothing claimed"
+    );
+
+    // Now live: acts once, then the cooldown stops a new event.
+    let v = invoke(&f, next(&mut alarm)).await;
+    assert_eq!(first_action(&v)["outcome"], "acted", "{v}");
+    let v = invoke(&f, next(&mut alarm)).await;
+    assert_eq!(first_action(&v)["stopped_by"], "cooldown", "{v}");
+    assert_eq!(
+        platform::group_view(&stack.clients, WORKER)
+            .await
+            .unwrap()
+            .desired,
+        3
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_concurrent_duplicates_make_one_effect() {
+    let stack = Stack::start(false).await.unwrap();
+    // Three processes of the binary polling one queue; cooldown off so only idempotency protects.
+    let f = std::sync::Arc::new(
+        start(&stack, &[("NBAOPS_SCALE__ASG__COOLDOWN_SECONDS", "0")], 3).await,
+    );
+    let alarm = fixture("events/cloudwatch-alarm/eventbridge-single-metric-alarm.json");
+    let mut handles = vec![];
+    for _ in 0..10 {
+        let f = f.clone();
+        let a = alarm.clone();
+        handles.push(tokio::spawn(async move { invoke(&f, a).await }));
+    }
+    let mut acted = 0;
+    for h in handles {
+        let v = h.await.unwrap();
+        if first_action(&v)["outcome"] == "acted" {
+            acted += 1;
+        }
+    }
+    assert_eq!(acted, 1);
+    assert_eq!(
+        platform::group_view(&stack.clients, WEB)
+            .await
+            .unwrap()
+            .desired,
+        3
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_from_ssm_and_a_wrong_value_fails_init() {
+    let stack = Stack::start(false).await.unwrap();
+    // From SSM: the web group's ceiling lowered to 2 makes the alarm a P2 "capacity exhausted".
+    platform::put_params(
+        &stack.clients,
+        &[("scale/group/nbaops-dev-web/ceiling", "2")],
+    )
+    .await
+    .unwrap();
+    let f = start(&stack, &[], 1).await;
+    let v = invoke(
+        &f,
+        fixture("events/cloudwatch-alarm/eventbridge-single-metric-alarm.json"),
+    )
+    .await;
+    assert_eq!(v["records"][0]["alerts"][0]["severity"], "P2", "{v}");
+    drop(f);
+
+    platform::put_params(&stack.clients, &[("scale/asg/ceiling", "lots")])
+        .await
+        .unwrap();
+    let err = FunctionUnderTest::start(
+        &function_binary(FN).unwrap(),
+        FN,
+        &stack.function_env(&[]),
+        1,
+    )
+    .await
+    .err()
+    .map(|e| e.to_string())
+    .unwrap_or_default();
+    assert!(
+        err.contains("scale.asg.ceiling") && err.contains("lots"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secure_string_never_reaches_the_log() {
+    let stack = Stack::start(false).await.unwrap();
+    let planted = "planted-S3CR3T-9f2c1e";
+    stack
+        .clients
+        .ssm
+        .put_parameter()
+        .name("/nbaops/dev/secrets/slack_webhook")
+        .value(planted)
+        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+        .send()
+        .await
+        .unwrap();
+    // Debug logging prints every SSM parameter read at init: the value must come out masked.
+    let f = start(&stack, &[("RUST_LOG", "debug")], 1).await;
+    invoke(
+        &f,
+        fixture("events/cloudwatch-alarm/eventbridge-single-metric-alarm.json"),
+    )
+    .await;
+    let logs = f.logs();
+    assert!(
+        logs.contains("slack_webhook"),
+        "the parameter name is logged: {logs}"
+    );
+    assert!(!logs.contains(planted), "secret leaked:\n{logs}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_fixture_is_answered_without_error() {
+    let stack = Stack::start(false).await.unwrap();
+    let f = start(&stack, &[("NBAOPS_GUARD__DRY_RUN", "true")], 1).await;
+    let root = workspace_root().join("events");
+    let mut seen = 0;
+    for dir in std::fs::read_dir(&root).unwrap() {
+        for file in std::fs::read_dir(dir.unwrap().path()).unwrap() {
+            let path = file.unwrap().path();
+            let payload: Value =
+                serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            let v = invoke(&f, payload).await;
+            assert!(
+                v["records"].as_array().is_some_and(|r| !r.is_empty()),
+                "{}: {v}",
+                path.display()
+            );
+            seen += 1;
+        }
+    }
+    assert!(seen >= 30);
+    // Dry-run: nothing changed anywhere.
+    assert_eq!(
+        platform::group_view(&stack.clients, WEB)
+            .await
+            .unwrap()
+            .desired,
+        2
+    );
+    assert_eq!(
+        platform::db_class(&stack.clients, DB).await.unwrap().0,
+        "db.t3.micro"
+    );
+}
