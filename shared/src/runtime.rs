@@ -77,12 +77,17 @@ impl RecordReport {
 impl Deps {
     /// Production wiring: SDK adapters on clients built once.
     pub async fn from_env(function: &str) -> Result<Deps> {
+        Ok(Deps::from_env_with_clients(function).await?.0)
+    }
+
+    /// Same, also handing back the SDK clients so a function can build adapters of its own.
+    pub async fn from_env_with_clients(function: &str) -> Result<(Deps, AwsClients)> {
         let vars: BTreeMap<String, String> = std::env::vars().collect();
         let aws = AwsClients::from_env().await;
         let params = SdkParams(aws.ssm.clone());
         let use_ssm = vars.get("NBAOPS_SSM").map(|v| v != "off").unwrap_or(true);
         let cfg = Config::load(function, &vars, if use_ssm { Some(&params) } else { None }).await?;
-        Ok(Deps {
+        let deps = Deps {
             asg: Box::new(SdkAutoScaling(aws.autoscaling.clone())),
             rds: Box::new(SdkRds(aws.rds.clone())),
             cache: Box::new(SdkElastiCache(aws.elasticache.clone())),
@@ -98,7 +103,8 @@ impl Deps {
             },
             switches: Switches::default(),
             cfg,
-        })
+        };
+        Ok((deps, aws))
     }
 
     pub fn guard(&self, event_id: &str, inv: &Invocation) -> Guard<'_> {
@@ -147,15 +153,54 @@ where
     F: Fn(Value, Invocation, &'static Deps) -> Fut,
     Fut: Future<Output = Result<InvocationReport>>,
 {
+    serve_with(
+        function,
+        |_deps: &Deps, _aws: &AwsClients| async { Ok(()) },
+        move |payload, inv, deps, _: &'static ()| handler(payload, inv, deps),
+    )
+    .await
+}
+
+/// Like [`serve`], with function-specific dependencies `X` built once at init from the shared
+/// `Deps` and the SDK clients (a PostgreSQL pool, a Cost Explorer adapter...).
+pub async fn serve_with<X, I, IFut, F, Fut>(
+    function: &'static str,
+    init: I,
+    handler: F,
+) -> std::result::Result<(), lambda_runtime::Error>
+where
+    X: Send + Sync + 'static,
+    I: FnOnce(&Deps, &AwsClients) -> IFut,
+    IFut: Future<Output = Result<X>>,
+    F: Fn(Value, Invocation, &'static Deps, &'static X) -> Fut,
+    Fut: Future<Output = Result<InvocationReport>>,
+{
     telemetry::init();
-    let deps = match Deps::from_env(function).await {
-        Ok(d) => d,
+    let built = match Deps::from_env_with_clients(function).await {
+        Ok((deps, aws)) => init(&deps, &aws).await.map(|x| (deps, x)),
+        Err(e) => Err(e),
+    };
+    let (deps, extra) = match built {
+        Ok(v) => v,
         Err(e) => {
             tracing::error!(error = %e, error_type = e.error_type(), "init failed");
             report_init_error(&e).await;
             return Err(Box::new(e));
         }
     };
+    let extra: &'static X = Box::leak(Box::new(extra));
+    run_loop(function, deps, move |p, i, d| handler(p, i, d, extra)).await
+}
+
+async fn run_loop<F, Fut>(
+    function: &'static str,
+    deps: Deps,
+    handler: F,
+) -> std::result::Result<(), lambda_runtime::Error>
+where
+    F: Fn(Value, Invocation, &'static Deps) -> Fut,
+    Fut: Future<Output = Result<InvocationReport>>,
+{
     tracing::info!(env = %deps.cfg.env, dry_run = deps.cfg.function_dry_run(), "initialised");
     // One allocation for the life of the process: handlers borrow it for 'static.
     let deps: &'static Deps = Box::leak(Box::new(deps));

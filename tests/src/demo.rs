@@ -12,105 +12,7 @@ use crate::platform::{self, Clients, Platform};
 use crate::postgres::Postgres;
 use crate::{function_binary, workspace_root, HarnessError};
 
-/// One step of the story: a fixture, optionally with a change to the world before it.
-pub struct Scene {
-    pub title: &'static str,
-    pub function: &'static str,
-    pub fixture: &'static str,
-    pub before: Before,
-}
-
-pub enum Before {
-    Nothing,
-    Param(&'static str, &'static str),
-    DeleteParam(&'static str),
-    TagGroup(&'static str, &'static str, &'static str),
-    UntagGroup(&'static str, &'static str),
-}
-
-pub fn scenes() -> Vec<Scene> {
-    use Before::*;
-    vec![
-        Scene {
-            title: "Web/API CPU > 70 % for 5 min (EventBridge)",
-            function: "scale-on-alarm",
-            fixture: "events/cloudwatch-alarm/eventbridge-single-metric-alarm.json",
-            before: Nothing,
-        },
-        Scene {
-            title: "the same alarm event delivered twice",
-            function: "scale-on-alarm",
-            fixture: "events/cloudwatch-alarm/eventbridge-single-metric-alarm.json",
-            before: Nothing,
-        },
-        Scene {
-            title: "Web/API CPU alarm again via SNS, inside the cooldown",
-            function: "scale-on-alarm",
-            fixture: "events/cloudwatch-alarm/sns-single-metric-alarm.json",
-            before: Nothing,
-        },
-        Scene {
-            title: "worker CPU alarm while the operator set dry-run",
-            function: "scale-on-alarm",
-            fixture: "events/cloudwatch-alarm/eventbridge-worker-cpu-alarm.json",
-            before: Param("guard/dry_run", "true"),
-        },
-        Scene {
-            title: "worker CPU alarm, group protected by tag",
-            function: "scale-on-alarm",
-            fixture: "events/cloudwatch-alarm/eventbridge-worker-cpu-alarm.json",
-            before: TagGroup(platform::WORKER, "nbaops:protect", "true"),
-        },
-        Scene {
-            title: "worker CPU alarm with the kill switch on",
-            function: "scale-on-alarm",
-            fixture: "events/cloudwatch-alarm/eventbridge-worker-cpu-alarm.json",
-            before: Param("guard/kill_switch", "true"),
-        },
-        Scene {
-            title: "worker CPU alarm, all switches back to normal",
-            function: "scale-on-alarm",
-            fixture: "events/cloudwatch-alarm/eventbridge-worker-cpu-alarm.json",
-            before: UntagGroup(platform::WORKER, "nbaops:protect"),
-        },
-        Scene {
-            title: "RDS memory > 80 % (EventBridge)",
-            function: "scale-on-alarm",
-            fixture: "events/cloudwatch-alarm/eventbridge-rds-memory-alarm.json",
-            before: Nothing,
-        },
-        Scene {
-            title: "Memcached memory > 75 % for 15 min (SNS)",
-            function: "scale-on-alarm",
-            fixture: "events/cloudwatch-alarm/sns-memcached-memory-alarm.json",
-            before: Nothing,
-        },
-        Scene {
-            title: "alarm with INSUFFICIENT_DATA (direct alarm action)",
-            function: "scale-on-alarm",
-            fixture: "events/cloudwatch-alarm/direct-action-insufficient-data.json",
-            before: Nothing,
-        },
-        Scene {
-            title: "metric-math alarm without a mapping",
-            function: "scale-on-alarm",
-            fixture: "events/cloudwatch-alarm/sns-metric-math.json",
-            before: Nothing,
-        },
-        Scene {
-            title: "an S3 event sent to the wrong function",
-            function: "scale-on-alarm",
-            fixture: "events/not-for-me/s3-put.json",
-            before: Nothing,
-        },
-        Scene {
-            title: "off-peak schedule: scale back towards the baseline",
-            function: "scale-on-alarm",
-            fixture: "events/schedule/off-peak-scale-in.json",
-            before: Nothing,
-        },
-    ]
-}
+pub use crate::scenes::{scenes, Before, Scene};
 
 pub struct Stack {
     pub moto: Moto,
@@ -252,6 +154,11 @@ pub async fn run_demo() -> Result<(), HarnessError> {
             Before::Param(k, v) => platform::put_params(&stack.clients, &[(k, v)]).await?,
             Before::DeleteParam(k) => platform::delete_param(&stack.clients, k).await?,
             Before::TagGroup(g, k, v) => platform::tag_group(&stack.clients, g, k, v).await?,
+            Before::Sql(db, sql) => {
+                if let Some(pg) = &stack.postgres {
+                    pg.psql(db, sql)?;
+                }
+            }
             Before::UntagGroup(g, k) => {
                 platform::untag_group(&stack.clients, g, k).await?;
                 platform::delete_param(&stack.clients, "guard/kill_switch").await?;
@@ -285,10 +192,6 @@ pub async fn run_demo() -> Result<(), HarnessError> {
             world(&stack.clients).await,
             inv.elapsed.as_millis()
         );
-        // Keep the demo's ledger between the duplicate and the cooldown scenes.
-        if scene.title.contains("off-peak") {
-            break;
-        }
     }
     let alerts = platform::drain(&stack.clients, &stack.platform.alerts_queue).await?;
     let actions = platform::drain(&stack.clients, &stack.platform.actions_queue).await?;

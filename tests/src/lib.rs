@@ -13,6 +13,7 @@ pub mod platform;
 pub mod ports;
 pub mod postgres;
 pub mod runtime_api;
+pub mod scenes;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};

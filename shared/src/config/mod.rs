@@ -168,6 +168,17 @@ pub const DEFAULTS: &[(&str, &str, &str)] = &[
 /// Keys under these prefixes are per-resource overrides, checked by their section.
 const DYNAMIC_PREFIXES: &[&str] = &["scale.group."];
 
+/// Every function section's keys: a section lives in its own file (`config/<section>.rs`) with a
+/// `KEYS` table and a `from_settings` parser its function calls at init. Register it here.
+pub const SECTIONS: &[&[(&str, &str, &str)]] = &[DEFAULTS];
+
+/// Dynamic prefixes of the sections (per-resource maps), registered like `SECTIONS`.
+pub const SECTION_PREFIXES: &[&[&str]] = &[DYNAMIC_PREFIXES];
+
+fn all_keys() -> impl Iterator<Item = &'static (&'static str, &'static str, &'static str)> {
+    SECTIONS.iter().flat_map(|s| s.iter())
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Env {
@@ -218,7 +229,7 @@ impl Settings {
         self.values.get(key).map(|(v, _)| v.as_str())
     }
 
-    fn origin(&self, key: &str) -> String {
+    pub fn origin(&self, key: &str) -> String {
         match self.values.get(key).map(|(_, s)| *s) {
             Some(Source::Env) => format!("env {}", env_var_name(key)),
             Some(Source::Ssm) => format!("SSM {}", key.replace('.', "/")),
@@ -226,7 +237,7 @@ impl Settings {
         }
     }
 
-    fn bad(&self, key: &str, expected: &str) -> NbaopsError {
+    pub fn bad(&self, key: &str, expected: &str) -> NbaopsError {
         NbaopsError::config(format!(
             "{key} (from {}): expected {expected}, got '{}'",
             self.origin(key),
@@ -286,8 +297,11 @@ pub fn env_var_name(key: &str) -> String {
 }
 
 fn known_key(key: &str) -> bool {
-    DEFAULTS.iter().any(|(k, _, _)| *k == key)
-        || DYNAMIC_PREFIXES.iter().any(|p| key.starts_with(p))
+    all_keys().any(|(k, _, _)| *k == key)
+        || SECTION_PREFIXES
+            .iter()
+            .flat_map(|p| p.iter())
+            .any(|p| key.starts_with(p))
 }
 
 /// Layer defaults < environment variables < SSM parameters under `/nbaops/<env>/`.
@@ -298,7 +312,7 @@ pub fn layer(
     ssm: &BTreeMap<String, String>,
 ) -> Result<Settings> {
     let mut values = BTreeMap::new();
-    for (k, v, _) in DEFAULTS {
+    for (k, v, _) in all_keys() {
         values.insert(
             k.to_string(),
             (v.replace("{env}", &env.to_string()), Source::Default),
@@ -314,7 +328,7 @@ pub fn layer(
         let key = rest.to_ascii_lowercase().replace("__", ".");
         if !known_key(&key) {
             return Err(NbaopsError::config(format!(
-                "unknown setting {name} (no key '{key}'; see shared/src/config.rs DEFAULTS)"
+                "unknown setting {name} (no key '{key}'; see shared/src/config/)"
             )));
         }
         values.insert(key, (v.clone(), Source::Env));
@@ -330,7 +344,7 @@ pub fn layer(
         let key = rest.replace('/', ".");
         if !known_key(&key) {
             return Err(NbaopsError::config(format!(
-                "unknown SSM parameter {name} (no key '{key}'; see shared/src/config.rs DEFAULTS)"
+                "unknown SSM parameter {name} (no key '{key}'; see shared/src/config/)"
             )));
         }
         values.insert(key, (v.clone(), Source::Ssm));
@@ -473,11 +487,11 @@ fn parse_step(s: &Settings, key: &str, raw: &str) -> Result<Step> {
     }
 }
 
-fn parse_time(s: &Settings, key: &str) -> Result<NaiveTime> {
+pub fn parse_time(s: &Settings, key: &str) -> Result<NaiveTime> {
     NaiveTime::parse_from_str(&s.string(key), "%H:%M").map_err(|_| s.bad(key, "HH:MM"))
 }
 
-fn parse_days(s: &Settings, key: &str) -> Result<Vec<Weekday>> {
+pub fn parse_days(s: &Settings, key: &str) -> Result<Vec<Weekday>> {
     let days = s.list(key);
     let parsed: Vec<Weekday> = days
         .iter()
@@ -490,7 +504,11 @@ fn parse_days(s: &Settings, key: &str) -> Result<Vec<Weekday>> {
     Ok(parsed)
 }
 
-fn positive<T: FromStr + PartialOrd + Default>(s: &Settings, key: &str, what: &str) -> Result<T> {
+pub fn positive<T: FromStr + PartialOrd + Default>(
+    s: &Settings,
+    key: &str,
+    what: &str,
+) -> Result<T> {
     let v: T = s.number(key, what)?;
     if v <= T::default() {
         return Err(s.bad(key, what));

@@ -1,0 +1,29 @@
+//! The demo's story, one file per function. A new function adds `scenes/<function>.rs` with a
+//! `scenes()` list and one line in [`scenes`] below.
+
+mod scale_on_alarm;
+
+/// One step of the story: a fixture, optionally with a change to the world before it.
+pub struct Scene {
+    pub title: &'static str,
+    pub function: &'static str,
+    pub fixture: &'static str,
+    pub before: Before,
+}
+
+pub enum Before {
+    /// SQL run on the demo PostgreSQL (database, statement).
+    Sql(&'static str, &'static str),
+    Nothing,
+    Param(&'static str, &'static str),
+    DeleteParam(&'static str),
+    TagGroup(&'static str, &'static str, &'static str),
+    UntagGroup(&'static str, &'static str),
+}
+
+/// Every scene, in filing order of the functions.
+pub fn scenes() -> Vec<Scene> {
+    let mut all = Vec::new();
+    all.extend(scale_on_alarm::scenes());
+    all
+}
