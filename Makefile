@@ -34,7 +34,8 @@ e2e: build
 	$(CARGO) test -p nbaops-tests --tests -- --test-threads=2
 
 test: lint infra-lint build ## everything CI runs
-	$(CARGO) test --workspace -- --test-threads=2
+	@set -o pipefail; $(CARGO) test --workspace --all-targets -- --test-threads=2 2>&1 | tee $(CARGO_TARGET_DIR)/test.log; \
+	  status=$${PIPESTATUS[0]}; scripts/summarize-tests $(CARGO_TARGET_DIR)/test.log; exit $$status
 
 bench: setup      ## cold start, peak RSS and zip size of every function (release build)
 	@rustup target add aarch64-unknown-linux-gnu >/dev/null 2>&1 || echo "bench: no aarch64 target; zip sizes will be x86_64"
