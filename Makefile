@@ -25,7 +25,8 @@ lint: setup
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 infra-lint: setup
-	@if [ -f infra/template.yaml ]; then cfn-lint infra/template.yaml; else echo "infra/template.yaml not written yet: skipping cfn-lint"; fi
+	cfn-lint infra/template.yaml
+	.venv/bin/python infra/tests/check_template.py
 
 unit: build
 	$(CARGO) test --workspace --lib --bins
@@ -41,8 +42,7 @@ bench: setup      ## cold start, peak RSS and zip size of every function (releas
 	@rustup target add aarch64-unknown-linux-gnu >/dev/null 2>&1 || echo "bench: no aarch64 target; zip sizes will be x86_64"
 	$(CARGO) build --workspace --bins --release
 	-cargo lambda build --release --arm64 --output-format zip --lambda-dir $(CARGO_TARGET_DIR)/lambda-arm64 2>&1 | tail -n 3
-	$(CARGO) build -p nbaops-tests --bin nbaops-local
-	$(LOCAL) bench
+	$(CARGO_TARGET_DIR)/release/nbaops-local bench
 
 clean:
 	$(CARGO) clean

@@ -130,6 +130,29 @@ impl Postgres {
         Ok(out.trim_end_matches('\n').to_string())
     }
 
+    /// Runs an SQL file with psql variables (`-v name=value`), as `user`.
+    pub fn psql_file(&self, user: &str, db: &str, file: &Path, vars: &[(&str, &str)]) -> Result<String, HarnessError> {
+        let port = self.port.to_string();
+        let mut cmd = Command::new(self.bin_dir.join("psql"));
+        cmd.args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1"])
+            .args(["-p", &port, "-U", user, "-d", db]);
+        for (k, v) in vars {
+            cmd.arg("-v").arg(format!("{k}={v}"));
+        }
+        cmd.arg("-f").arg(file).env("PGCONNECT_TIMEOUT", "10");
+        Ok(run(&mut cmd)?.trim_end_matches('\n').to_string())
+    }
+
+    /// Like [`Postgres::psql`], connected as another role.
+    pub fn psql_as(&self, user: &str, db: &str, sql: &str) -> Result<String, HarnessError> {
+        let port = self.port.to_string();
+        let out = run(Command::new(self.bin_dir.join("psql"))
+            .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1"])
+            .args(["-p", &port, "-U", user, "-d", db, "-c", sql])
+            .env("PGCONNECT_TIMEOUT", "10"))?;
+        Ok(out.trim_end_matches('\n').to_string())
+    }
+
     /// The server log's last lines, for failure messages.
     pub fn log_tail(&self) -> String {
         log_tail(&self.dir.join("postgres.log"), 30)
