@@ -16,6 +16,7 @@ pub mod fakes;
 pub mod guard;
 pub mod ports;
 pub mod runtime;
+pub mod sql;
 pub mod telemetry;
 
 pub use error::{NbaopsError, Result};

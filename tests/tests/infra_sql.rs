@@ -7,7 +7,8 @@ use nbaops_tests::workspace_root;
 fn roles_are_idempotent_and_least_privilege() {
     let pg = Postgres::start().unwrap();
     let sql = workspace_root().join("infra/sql");
-    pg.psql("postgres", "CREATE ROLE nbaops_app LOGIN; CREATE DATABASE app OWNER nbaops_app").unwrap();
+    pg.psql("postgres", "CREATE ROLE nbaops_app LOGIN").unwrap();
+    pg.psql("postgres", "CREATE DATABASE app OWNER nbaops_app").unwrap();
     pg.psql_as("nbaops_app", "app", "CREATE TABLE games(id int primary key, score int); INSERT INTO games SELECT g, g FROM generate_series(1, 1000) g").unwrap();
     for _ in 0..2 {
         pg.psql_file("postgres", "app", &sql.join("01_monitor_role.sql"), &[]).unwrap();

@@ -4,13 +4,19 @@
 mod autoscaling;
 mod dynamodb;
 mod elasticache;
+mod http_post;
 pub mod postgres;
+mod pg_connector; pub use pg_connector::TokioPgConnector;
 mod rds;
+mod rds_backup; pub use rds_backup::SdkRdsBackups;
 mod sns;
+mod sqs;
 mod ssm;
 
 pub use dynamodb::{create_ledger_table, DynamoLedger};
+pub use http_post::HyperHttpPost;
 pub use postgres::PgSession;
+pub use sqs::SdkDeadLetter;
 
 use aws_config::BehaviorVersion;
 
@@ -26,6 +32,8 @@ pub struct AwsClients {
     pub sns: aws_sdk_sns::Client,
     pub ssm: aws_sdk_ssm::Client,
     pub dynamodb: aws_sdk_dynamodb::Client,
+    pub sqs: aws_sdk_sqs::Client,
+    pub costexplorer: aws_sdk_costexplorer::Client,
 }
 
 impl AwsClients {
@@ -38,6 +46,8 @@ impl AwsClients {
             sns: aws_sdk_sns::Client::new(&conf),
             ssm: aws_sdk_ssm::Client::new(&conf),
             dynamodb: aws_sdk_dynamodb::Client::new(&conf),
+            sqs: aws_sdk_sqs::Client::new(&conf),
+            costexplorer: aws_sdk_costexplorer::Client::new(&conf),
         }
     }
 }
@@ -90,3 +100,6 @@ where
         retryable,
     }
 }
+mod costexplorer; pub use costexplorer::SdkCostExplorer;
+mod rds_power; pub use rds_power::SdkRdsPower;
+mod inventory; pub use inventory::SdkInventory;

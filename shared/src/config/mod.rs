@@ -14,6 +14,13 @@ use serde::{Deserialize, Serialize};
 use crate::error::{NbaopsError, Result};
 use crate::ports::Params;
 
+pub mod alerts;
+pub mod backup;
+pub mod pg;
+pub mod cost;
+pub mod failover;
+pub mod offhours;
+
 /// Keys, defaults and what they mean. A key absent from this table is refused (typos must not
 /// silently fall back to a default), except under the dynamic prefixes below.
 pub const DEFAULTS: &[(&str, &str, &str)] = &[
@@ -170,7 +177,7 @@ const DYNAMIC_PREFIXES: &[&str] = &["scale.group."];
 
 /// Every function section's keys: a section lives in its own file (`config/<section>.rs`) with a
 /// `KEYS` table and a `from_settings` parser its function calls at init. Register it here.
-pub const SECTIONS: &[&[(&str, &str, &str)]] = &[DEFAULTS];
+pub const SECTIONS: &[&[(&str, &str, &str)]] = &[DEFAULTS, pg::KEYS, alerts::KEYS, cost::KEYS, failover::KEYS, backup::KEYS, offhours::KEYS];
 
 /// Dynamic prefixes of the sections (per-resource maps), registered like `SECTIONS`.
 pub const SECTION_PREFIXES: &[&[&str]] = &[DYNAMIC_PREFIXES];

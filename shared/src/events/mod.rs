@@ -30,6 +30,7 @@
 mod alarm;
 mod cost;
 mod rds;
+pub mod rds_catalog;
 mod schedule;
 mod util;
 

@@ -281,3 +281,11 @@ impl Ledger for FakeLedger {
             .collect())
     }
 }
+mod dead_letter;
+mod http_post;
+pub use dead_letter::*;
+pub use http_post::*;
+mod cost; pub use cost::*;
+mod rds_power; pub use rds_power::*;
+mod rds_backup; pub use rds_backup::*;
+mod inventory; pub use inventory::*;

@@ -118,3 +118,13 @@ pub trait Postgres: Send + Sync {
     async fn query(&self, sql: &str) -> Result<Vec<serde_json::Map<String, Value>>>;
     async fn execute(&self, sql: &str) -> Result<u64>;
 }
+
+mod pg_connector; pub use pg_connector::*;
+mod dead_letter;
+mod http_post;
+pub use dead_letter::*;
+pub use http_post::*;
+mod cost; pub use cost::*;
+mod rds_power; pub use rds_power::*;
+mod rds_backup; pub use rds_backup::*;
+mod inventory; pub use inventory::*;

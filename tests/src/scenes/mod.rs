@@ -1,6 +1,11 @@
 //! The demo's story, one file per function. A new function adds `scenes/<function>.rs` with a
 //! `scenes()` list and one line in [`scenes`] below.
 
+mod alert_router;
+mod backup;
+mod cost;
+mod failover;
+mod pg;
 mod scale_on_alarm;
 
 /// One step of the story: a fixture, optionally with a change to the world before it.
@@ -25,5 +30,10 @@ pub enum Before {
 pub fn scenes() -> Vec<Scene> {
     let mut all = Vec::new();
     all.extend(scale_on_alarm::scenes());
+    all.extend(pg::scenes());
+    all.extend(alert_router::scenes());
+    all.extend(cost::scenes());
+    all.extend(failover::scenes());
+    all.extend(backup::scenes());
     all
 }

@@ -1,0 +1,822 @@
+//! `backup-restore-drill`: restore the latest snapshot of each watched instance to a temporary
+//! `nbaops-drill-…` instance and return. Later invocations (the 5-minute RPO tick, a repeat of
+//! the drill task, or RDS-EVENT-0005/0008/0043 about the temporary instance) move the drill on:
+//! once it is `available`, connect, run the validation queries, record the measured RTO (start
+//! to verified), report (P2 when the RTO was missed or validation failed), delete the instance.
+//! Nothing ever sleeps waiting for RDS.
+
+use chrono::{DateTime, Duration, Utc};
+use serde_json::json;
+
+use nbaops_shared::alerts::Severity;
+use nbaops_shared::events::ScheduledTick;
+use nbaops_shared::guard::Outcome;
+use nbaops_shared::ports::{RestoreRequest, Site, SnapshotKind, Tags};
+use nbaops_shared::runtime::{Deps, Invocation, RecordReport};
+use nbaops_shared::sql::{self, i64_of, str_of};
+use nbaops_shared::Result;
+
+use crate::handler::{action, alert, guarded, outcome_words, record, BackupGuard};
+use crate::plan::{self, CheckResult, Drill, DrillPhase, DrillStep};
+
+const CURRENT: &str = "current";
+
+fn pk(instance: &str) -> String {
+    format!("backupdrill#{instance}")
+}
+
+async fn load(deps: &Deps, instance: &str) -> Result<Option<Drill>> {
+    Ok(deps
+        .ledger
+        .get(&pk(instance), CURRENT)
+        .await?
+        .and_then(|v| serde_json::from_value(v).ok()))
+}
+
+async fn save(deps: &Deps, d: &Drill, now: DateTime<Utc>) -> Result<()> {
+    let expires = (now + Duration::days(deps.cfg.guard.audit_ttl_days)).timestamp();
+    deps.ledger
+        .put(&pk(&d.source), CURRENT, &json!(d), Some(expires))
+        .await?;
+    if d.verified_at.is_some() {
+        // The drill record the quarterly review reads: RTO measured, met or not, checks.
+        deps.ledger
+            .put(
+                &pk(&d.source),
+                &format!("done#{}", d.started_at.to_rfc3339()),
+                &json!(d),
+                Some(expires),
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+pub async fn on_tick(
+    tick: &ScheduledTick,
+    inv: &Invocation,
+    deps: &Deps,
+    x: &BackupGuard,
+) -> Result<RecordReport> {
+    let now = tick.at;
+    // `{"nbaops": {"task": "backup-restore-drill", "instance": "…"}}` drills one instance.
+    let only = tick.param("instance");
+    let targets: Vec<&String> = x
+        .backup
+        .instances
+        .iter()
+        .filter(|i| only.as_deref().is_none_or(|o| o == i.as_str()))
+        .collect();
+    let mut rec = record(
+        tick,
+        format!("restore drill of {} instance(s)", targets.len()),
+    );
+    if targets.is_empty() {
+        rec.notes.push(match only {
+            Some(o) => format!("'{o}' is not in backup.instances"),
+            None => "backup.instances is empty: nothing to drill".into(),
+        });
+    }
+    for instance in targets {
+        match load(deps, instance).await? {
+            Some(d) if d.phase != DrillPhase::Done => {
+                rec.notes.push(format!(
+                    "{instance}: drill {} in progress since {}: moving it on",
+                    d.drill_instance,
+                    d.started_at.to_rfc3339()
+                ));
+                advance(d, &tick.event_id, now, inv, deps, x, &mut rec).await?
+            }
+            _ => start(instance, &tick.event_id, now, inv, deps, x, &mut rec).await?,
+        }
+    }
+    Ok(rec)
+}
+
+/// Moves on the drill of `instance`, if one is in progress.
+pub async fn advance_in_progress(
+    instance: &str,
+    event_id: &str,
+    now: DateTime<Utc>,
+    inv: &Invocation,
+    deps: &Deps,
+    x: &BackupGuard,
+    rec: &mut RecordReport,
+) -> Result<()> {
+    match load(deps, instance).await? {
+        Some(d) if d.phase != DrillPhase::Done => {
+            advance(d, event_id, now, inv, deps, x, rec).await
+        }
+        _ => Ok(()),
+    }
+}
+
+/// An RDS event about a temporary instance.
+pub async fn advance_for_instance(
+    drill_instance: &str,
+    event_id: &str,
+    now: DateTime<Utc>,
+    inv: &Invocation,
+    deps: &Deps,
+    x: &BackupGuard,
+) -> Result<RecordReport> {
+    for instance in &x.backup.instances {
+        if let Some(d) = load(deps, instance).await? {
+            if d.drill_instance == drill_instance && d.phase != DrillPhase::Done {
+                let mut rec = RecordReport {
+                    event_id: event_id.into(),
+                    kind: "rds".into(),
+                    summary: format!("restore drill of {instance}: event on {drill_instance}"),
+                    ..Default::default()
+                };
+                advance(d, event_id, now, inv, deps, x, &mut rec).await?;
+                return Ok(rec);
+            }
+        }
+    }
+    Ok(RecordReport::not_for_me(
+        event_id,
+        "rds",
+        format!("no drill in progress uses {drill_instance}"),
+    ))
+}
+
+async fn start(
+    instance: &str,
+    event_id: &str,
+    now: DateTime<Utc>,
+    inv: &Invocation,
+    deps: &Deps,
+    x: &BackupGuard,
+    rec: &mut RecordReport,
+) -> Result<()> {
+    let inv = Invocation {
+        request_id: inv.request_id.clone(),
+        now,
+    };
+    let mut snaps = x
+        .rds
+        .list_snapshots(Site::Primary, instance, SnapshotKind::Automated)
+        .await?;
+    snaps.extend(
+        x.rds
+            .list_snapshots(Site::Primary, instance, SnapshotKind::Manual)
+            .await?,
+    );
+    let Some(snap) = plan::latest_snapshot(&snaps).cloned() else {
+        let a = alert(
+            deps,
+            Severity::P2,
+            &format!("rds:{instance}"),
+            format!("backup-drill#{instance}/no-snapshot"),
+            format!("{instance}: restore drill impossible: no available snapshot"),
+            now,
+        );
+        deps.alerts().publish(&a).await?;
+        rec.alerts.push(a);
+        return Ok(());
+    };
+    let drill_instance = plan::drill_instance_id(instance, now);
+    let mut tags = Tags::new();
+    tags.insert("nbaops:drill".into(), "true".into());
+    tags.insert("nbaops:source".into(), instance.into());
+    let req = RestoreRequest {
+        snapshot_id: snap.id.clone(),
+        instance_id: drill_instance.clone(),
+        instance_class: Some(x.backup.drill.instance_class.clone()),
+        subnet_group: x.backup.drill.subnet_group.clone(),
+        security_groups: x.backup.drill.security_groups.clone(),
+        tags: tags.clone(),
+    };
+    let a = action(
+        "rds.restore_drill",
+        format!("rds:{drill_instance}"),
+        Tags::new(),
+        format!(
+            "quarterly restore drill of {instance} from {} (SPEC: restore test every quarter, RTO {} min)",
+            snap.id, x.backup.rto_minutes
+        ),
+        json!({"instance": null}),
+        json!({"instance": drill_instance, "snapshot": snap.id, "class": req.instance_class}),
+    );
+    let mut guard = deps.guard(event_id, &inv);
+    let audit = guarded(&mut guard, &a, || async {
+        x.rds.restore_instance(&req).await
+    })
+    .await?;
+    rec.notes.push(format!(
+        "restore {} from {}: {}",
+        drill_instance,
+        snap.id,
+        outcome_words(&audit)
+    ));
+    match audit.outcome {
+        Outcome::Acted => {
+            let d = Drill {
+                source: instance.into(),
+                drill_instance,
+                snapshot_id: snap.id.clone(),
+                started_at: now,
+                phase: DrillPhase::Restoring,
+                verified_at: None,
+                rto_seconds: None,
+                rto_met: None,
+                checks: vec![],
+                passed: None,
+                overdue_alerted: false,
+                connect_failures: 0,
+            };
+            save(deps, &d, now).await?;
+            rec.notes
+                .push("restoring: later ticks or RDS events take the next step".into());
+        }
+        Outcome::Failed => {
+            let al = alert(
+                deps,
+                Severity::P2,
+                &format!("rds:{instance}"),
+                format!("backup-drill#{instance}/start"),
+                format!(
+                    "{instance}: restore drill could not start: {}",
+                    audit.error.as_deref().unwrap_or("?")
+                ),
+                now,
+            );
+            deps.alerts().publish(&al).await?;
+            rec.alerts.push(al);
+        }
+        _ => {}
+    }
+    rec.actions.push(audit);
+    Ok(())
+}
+
+async fn advance(
+    mut d: Drill,
+    event_id: &str,
+    now: DateTime<Utc>,
+    inv: &Invocation,
+    deps: &Deps,
+    x: &BackupGuard,
+    rec: &mut RecordReport,
+) -> Result<()> {
+    let cfg = &x.backup;
+    let temp = x.rds.describe_instance(&d.drill_instance).await?;
+    let step = plan::next_drill_step(
+        &d,
+        temp.as_ref().map(|t| t.status.as_str()),
+        now,
+        cfg.rto_minutes,
+        cfg.drill.give_up_hours,
+    );
+    let resource = format!("rds:{}", d.drill_instance);
+    match step {
+        DrillStep::Finished => return Ok(()),
+        DrillStep::Wait(why) => {
+            rec.notes
+                .push(format!("drill {}: waiting, {why}", d.drill_instance));
+            return Ok(());
+        }
+        DrillStep::Overdue(why) => {
+            let a = alert(
+                deps,
+                Severity::P2,
+                &resource,
+                format!("backup-drill#{}/{}", d.source, d.started_at.to_rfc3339()),
+                format!("{}: {why}", d.source),
+                now,
+            );
+            deps.alerts().publish(&a).await?;
+            rec.alerts.push(a);
+            d.overdue_alerted = true;
+            save(deps, &d, now).await?;
+            return Ok(());
+        }
+        DrillStep::Validate => {
+            let endpoint = temp.as_ref().and_then(|t| t.endpoint.clone());
+            match validate(&d, endpoint.as_ref(), deps, x).await {
+                Validation::Checked(checks) => {
+                    plan::conclude(&mut d, checks, now, cfg.rto_minutes);
+                    report(&d, now, deps, rec).await?;
+                    save(deps, &d, now).await?;
+                }
+                Validation::Unreachable(e)
+                    if now - d.started_at <= Duration::minutes(cfg.rto_minutes) =>
+                {
+                    d.connect_failures += 1;
+                    save(deps, &d, now).await?;
+                    rec.notes.push(format!(
+                        "drill {}: available but not reachable yet ({e}); retried on the next tick",
+                        d.drill_instance
+                    ));
+                    return Ok(());
+                }
+                Validation::Unreachable(e) => {
+                    let checks = vec![CheckResult {
+                        check: "connect".into(),
+                        passed: false,
+                        detail: e,
+                    }];
+                    plan::conclude(&mut d, checks, now, cfg.rto_minutes);
+                    report(&d, now, deps, rec).await?;
+                    save(deps, &d, now).await?;
+                }
+            }
+        }
+        DrillStep::Fail(why) => {
+            let checks = vec![CheckResult {
+                check: "restore".into(),
+                passed: false,
+                detail: why,
+            }];
+            plan::conclude(&mut d, checks, now, cfg.rto_minutes);
+            report(&d, now, deps, rec).await?;
+            if temp.is_none() {
+                d.phase = DrillPhase::Done;
+            }
+            save(deps, &d, now).await?;
+            if temp.is_none() {
+                return Ok(());
+            }
+        }
+        DrillStep::Delete => {}
+    }
+    delete_temporary(
+        d,
+        event_id,
+        now,
+        inv,
+        deps,
+        x,
+        temp.map(|t| t.tags).unwrap_or_default(),
+        rec,
+    )
+    .await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn delete_temporary(
+    mut d: Drill,
+    event_id: &str,
+    now: DateTime<Utc>,
+    inv: &Invocation,
+    deps: &Deps,
+    x: &BackupGuard,
+    tags: Tags,
+    rec: &mut RecordReport,
+) -> Result<()> {
+    // Never anything but our own temporary instance.
+    if !d.drill_instance.starts_with(plan::DRILL_PREFIX) {
+        rec.notes.push(format!(
+            "refusing to delete {}: not a drill instance",
+            d.drill_instance
+        ));
+        return Ok(());
+    }
+    let inv = Invocation {
+        request_id: inv.request_id.clone(),
+        now,
+    };
+    let a = action(
+        "rds.delete_drill_instance",
+        format!("rds:{}", d.drill_instance),
+        tags,
+        format!("restore drill of {} finished", d.source),
+        json!({"instance": d.drill_instance}),
+        json!({"instance": null}),
+    );
+    let mut guard = deps.guard(event_id, &inv);
+    let audit = guarded(&mut guard, &a, || async {
+        x.rds.delete_instance(&d.drill_instance).await
+    })
+    .await?;
+    rec.notes.push(format!(
+        "delete temporary instance {}: {}",
+        d.drill_instance,
+        outcome_words(&audit)
+    ));
+    if audit.outcome == Outcome::Acted {
+        d.phase = DrillPhase::Done;
+        save(deps, &d, now).await?;
+    }
+    rec.actions.push(audit);
+    Ok(())
+}
+
+async fn report(d: &Drill, now: DateTime<Utc>, deps: &Deps, rec: &mut RecordReport) -> Result<()> {
+    let rto_min = d.rto_seconds.unwrap_or(0) as f64 / 60.0;
+    let passed = d.passed == Some(true) && d.rto_met == Some(true);
+    let failed: Vec<String> = d
+        .checks
+        .iter()
+        .filter(|c| !c.passed)
+        .map(|c| format!("{}: {}", c.check, c.detail))
+        .collect();
+    let summary = if passed {
+        format!(
+            "{}: restore drill passed: {} verified in {rto_min:.1} min",
+            d.source, d.snapshot_id
+        )
+    } else {
+        let mut why = failed.clone();
+        if d.rto_met == Some(false) {
+            why.insert(0, format!("RTO missed ({rto_min:.1} min)"));
+        }
+        format!("{}: restore drill failed: {}", d.source, why.join("; "))
+    };
+    let a = alert(
+        deps,
+        if passed { Severity::P4 } else { Severity::P2 },
+        &format!("rds:{}", d.source),
+        format!("backup-drill#{}/{}", d.source, d.started_at.to_rfc3339()),
+        summary,
+        now,
+    )
+    .with_details(json!({
+        "snapshot": d.snapshot_id,
+        "drill_instance": d.drill_instance,
+        "started_at": d.started_at,
+        "verified_at": d.verified_at,
+        "rto_seconds": d.rto_seconds,
+        "rto_met": d.rto_met,
+        "checks": d.checks,
+    }))
+    .with_action(format!(
+        "temporary instance {} is deleted next",
+        d.drill_instance
+    ));
+    deps.alerts().publish(&a).await?;
+    rec.notes.push(format!(
+        "drill {}: RTO {rto_min:.1} min ({}), validation {}",
+        d.drill_instance,
+        if d.rto_met == Some(true) {
+            "met"
+        } else {
+            "missed"
+        },
+        if d.passed == Some(true) {
+            "passed"
+        } else {
+            "failed"
+        }
+    ));
+    rec.alerts.push(a);
+    Ok(())
+}
+
+enum Validation {
+    Checked(Vec<CheckResult>),
+    Unreachable(String),
+}
+
+/// Percent-encodes what would break a URL's userinfo.
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}
+
+/// The password goes into a URL whose user has none; a connect timeout is added.
+fn finish_url(url: &str, password: Option<&str>, timeout_seconds: u64) -> String {
+    let mut url = url.to_string();
+    if let (Some(pw), Some((scheme, rest))) = (password, url.clone().split_once("://")) {
+        let end = rest.find(['/', '?']).unwrap_or(rest.len());
+        if let Some((user, host)) = rest[..end].rsplit_once('@') {
+            if !user.contains(':') {
+                url = format!("{scheme}://{user}:{}@{host}{}", encode(pw), &rest[end..]);
+            }
+        }
+    }
+    if !url.contains("connect_timeout=") {
+        let sep = if url.contains('?') { '&' } else { '?' };
+        url = format!("{url}{sep}connect_timeout={timeout_seconds}");
+    }
+    url
+}
+
+async fn validate(
+    d: &Drill,
+    endpoint: Option<&(String, u16)>,
+    deps: &Deps,
+    x: &BackupGuard,
+) -> Validation {
+    let cfg = &x.backup.drill;
+    let Some(url) = plan::drill_url(&x.backup, d, endpoint) else {
+        return Validation::Unreachable("the temporary instance has no endpoint yet".into());
+    };
+    let secret = format!("/nbaops/{}/secrets/backup/drill/{}", deps.cfg.env, d.source);
+    let password = match deps.params.as_deref() {
+        Some(p) => match p.get(&secret).await {
+            Ok(v) => v,
+            Err(e) => return Validation::Unreachable(format!("reading {secret}: {e}")),
+        },
+        None => None,
+    };
+    if let Some(pw) = &password {
+        nbaops_shared::telemetry::register_secret(pw);
+    }
+    let url = finish_url(&url, password.as_deref(), x.pg.connect_timeout_seconds);
+    let session = match x.connector.connect(&url).await {
+        Ok(s) => s,
+        Err(e) => return Validation::Unreachable(e.to_string()),
+    };
+    let mut checks = Vec::new();
+    for stmt in sql::session_setup(
+        "nbaops-backup-drill",
+        cfg.statement_timeout_seconds * 1000,
+        x.pg.lock_timeout_ms,
+        true,
+    ) {
+        if let Err(e) = session.execute(&stmt).await {
+            checks.push(CheckResult {
+                check: "session".into(),
+                passed: false,
+                detail: e.to_string(),
+            });
+            return Validation::Checked(checks);
+        }
+    }
+    checks.push(CheckResult {
+        check: "connect".into(),
+        passed: true,
+        detail: "connected to the restored instance".into(),
+    });
+    if cfg.key_tables.is_empty() && cfg.checksum_table.is_none() {
+        checks.push(CheckResult {
+            check: "config".into(),
+            passed: false,
+            detail:
+                "no backup.drill.key_tables nor checksum_table: nothing proves the data came back"
+                    .into(),
+        });
+    }
+    for t in &cfg.key_tables {
+        let q = sql::backup::row_count(&t.schema, &t.table);
+        let (passed, detail) = match session.query(&q).await {
+            Ok(rows) => {
+                let n = rows.first().and_then(|r| i64_of(r, "n")).unwrap_or(-1);
+                (
+                    n >= cfg.min_rows,
+                    format!("{n} row(s) (at least {})", cfg.min_rows),
+                )
+            }
+            Err(e) => (false, e.to_string()),
+        };
+        checks.push(CheckResult {
+            check: format!("rows {}", t.display()),
+            passed,
+            detail,
+        });
+    }
+    if let Some(t) = &cfg.checksum_table {
+        let q = sql::backup::table_checksum(&t.schema, &t.table);
+        let (passed, detail) = match session.query(&q).await {
+            Ok(rows) => {
+                let r = rows.first();
+                let n = r.and_then(|r| i64_of(r, "n")).unwrap_or(0);
+                let sum = r.and_then(|r| str_of(r, "checksum")).unwrap_or_default();
+                let matches = cfg
+                    .checksum_expected
+                    .as_deref()
+                    .is_none_or(|want| want.eq_ignore_ascii_case(&sum));
+                (
+                    n > 0 && matches,
+                    format!(
+                        "md5 {sum} over {n} row(s){}",
+                        cfg.checksum_expected
+                            .as_deref()
+                            .map(|w| format!(", expected {w}"))
+                            .unwrap_or_default()
+                    ),
+                )
+            }
+            Err(e) => (false, e.to_string()),
+        };
+        checks.push(CheckResult {
+            check: format!("checksum {}", t.display()),
+            passed,
+            detail,
+        });
+    }
+    Validation::Checked(checks)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::handler::tests::{t0, tick, world};
+    use crate::handler::{DRILL_TASK, RPO_TASK};
+    use serde_json::json;
+
+    fn tables() -> Vec<(&'static str, &'static str)> {
+        vec![
+            ("NBAOPS_BACKUP__DRILL__KEY_TABLES", "players,games"),
+            ("NBAOPS_BACKUP__DRILL__CHECKSUM_TABLE", "ops.checksum"),
+            (
+                "NBAOPS_BACKUP__DRILL__URL_OVERRIDES",
+                r#"{"db": "postgres://postgres@127.0.0.1:5999/app"}"#,
+            ),
+        ]
+    }
+
+    #[tokio::test]
+    async fn drill_restores_returns_then_validates_records_rto_and_deletes() {
+        let w = world(&tables());
+        w.pg.answer(
+            "SELECT count(*)::int8 AS n FROM \"public\".\"players\"",
+            Ok(vec![json!({"n": 450})]),
+        );
+        w.pg.answer(
+            "SELECT count(*)::int8 AS n FROM \"public\".\"games\"",
+            Ok(vec![json!({"n": 1230})]),
+        );
+        w.pg.answer(
+            "SELECT count(*)::int8 AS n, md5",
+            Ok(vec![json!({"n": 3, "checksum": "abc"})]),
+        );
+        let r = tick(&w, DRILL_TASK, t0(), "d1").await;
+        let temp = "nbaops-drill-db-202611251200";
+        assert_eq!(
+            w.rds.mutations(),
+            vec![format!("restore_instance {temp} from rds:db-auto")]
+        );
+        assert_eq!(r.records[0].actions[0].outcome, Outcome::Acted);
+        // Still creating 10 minutes on: the RPO tick only notes it.
+        let r = tick(&w, RPO_TASK, t0() + Duration::minutes(10), "r1").await;
+        assert!(
+            r.records[0].notes.iter().any(|n| n.contains("waiting")),
+            "{:?}",
+            r.records[0].notes
+        );
+        w.rds.set_instance_status(temp, "available");
+        let r = tick(&w, RPO_TASK, t0() + Duration::minutes(25), "r2").await;
+        let rec = &r.records[0];
+        let report = rec
+            .alerts
+            .iter()
+            .find(|a| a.dedup_key.starts_with("backup-drill#"))
+            .unwrap();
+        assert_eq!(report.severity, Severity::P4, "{}", report.summary);
+        assert_eq!(report.details["rto_seconds"], json!(25 * 60));
+        assert_eq!(
+            w.pg.urls.lock().unwrap()[0],
+            "postgres://postgres@127.0.0.1:5999/app?connect_timeout=5"
+        );
+        assert!(w
+            .rds
+            .mutations()
+            .contains(&format!("delete_instance {temp}")));
+        let rec = w
+            .deps
+            .ledger
+            .get("backupdrill#db", &format!("done#{}", t0().to_rfc3339()))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (
+                rec["rto_met"].as_bool(),
+                rec["passed"].as_bool(),
+                rec["phase"].as_str()
+            ),
+            (Some(true), Some(true), Some("done"))
+        );
+        // Done: the next drill tick starts a new drill.
+        tick(&w, DRILL_TASK, t0() + Duration::days(91), "d2").await;
+        assert_eq!(
+            w.rds
+                .mutations()
+                .iter()
+                .filter(|m| m.starts_with("restore_instance"))
+                .count(),
+            2
+        );
+    }
+
+    #[tokio::test]
+    async fn missing_key_table_or_late_verification_is_p2_and_the_instance_still_goes() {
+        let w = world(&tables());
+        w.pg.answer(
+            "SELECT count(*)::int8 AS n FROM \"public\".\"players\"",
+            Ok(vec![json!({"n": 450})]),
+        );
+        w.pg.answer(
+            "SELECT count(*)::int8 AS n FROM \"public\".\"games\"",
+            Err("relation \"public.games\" does not exist".into()),
+        );
+        w.pg.answer(
+            "SELECT count(*)::int8 AS n, md5",
+            Ok(vec![json!({"n": 3, "checksum": "abc"})]),
+        );
+        *w.rds.restore_status.lock().unwrap() = "available".into();
+        tick(&w, DRILL_TASK, t0(), "d1").await;
+        // Verified 70 minutes after the start: RTO missed too.
+        let r = tick(&w, DRILL_TASK, t0() + Duration::minutes(70), "d2").await;
+        let a = r.records[0]
+            .alerts
+            .iter()
+            .find(|a| a.dedup_key.starts_with("backup-drill#"))
+            .unwrap();
+        assert_eq!(a.severity, Severity::P2);
+        assert!(
+            a.summary.contains("RTO missed") && a.summary.contains("games"),
+            "{}",
+            a.summary
+        );
+        assert!(w
+            .rds
+            .mutations()
+            .iter()
+            .any(|m| m.starts_with("delete_instance nbaops-drill-")));
+    }
+
+    #[tokio::test]
+    async fn unreachable_is_retried_within_the_rto_and_dry_run_restores_nothing() {
+        let w = world(&tables());
+        *w.rds.restore_status.lock().unwrap() = "available".into();
+        *w.pg.refuse.lock().unwrap() = true;
+        tick(&w, DRILL_TASK, t0(), "d1").await;
+        let r = tick(&w, RPO_TASK, t0() + Duration::minutes(5), "r1").await;
+        assert!(r.records[0]
+            .notes
+            .iter()
+            .any(|n| n.contains("not reachable yet")));
+        assert!(!w
+            .rds
+            .mutations()
+            .iter()
+            .any(|m| m.starts_with("delete_instance")));
+        let r = tick(&w, RPO_TASK, t0() + Duration::minutes(65), "r2").await;
+        assert!(r.records[0]
+            .alerts
+            .iter()
+            .any(|a| a.severity == Severity::P2 && a.summary.contains("connect")));
+        assert!(w
+            .rds
+            .mutations()
+            .iter()
+            .any(|m| m.starts_with("delete_instance")));
+
+        let w = world(&[("NBAOPS_GUARD__DRY_RUN", "true")]);
+        let r = tick(&w, DRILL_TASK, t0(), "d1").await;
+        assert_eq!(r.records[0].actions[0].outcome, Outcome::WouldAct);
+        assert!(w.rds.mutations().is_empty());
+        assert!(w
+            .deps
+            .ledger
+            .get("backupdrill#db", "current")
+            .await
+            .unwrap()
+            .is_none());
+    }
+
+    #[tokio::test]
+    async fn rds_event_drives_the_drill() {
+        let w = world(&tables());
+        w.pg.answer(
+            "SELECT count(*)",
+            Ok(vec![json!({"n": 5, "checksum": "x"})]),
+        );
+        *w.rds.restore_status.lock().unwrap() = "available".into();
+        tick(&w, DRILL_TASK, t0(), "d1").await;
+        let ev = json!({
+            "version": "0", "id": "ev-1", "detail-type": "RDS DB Instance Event", "source": "aws.rds",
+            "time": (t0() + Duration::minutes(12)).to_rfc3339(), "region": "us-east-1", "resources": [],
+            "detail": {"SourceType": "DB_INSTANCE", "SourceIdentifier": "nbaops-drill-db-202611251200",
+                       "Date": (t0() + Duration::minutes(12)).to_rfc3339(), "EventID": "RDS-EVENT-0008",
+                       "Message": "DB instance restored from snapshot", "EventCategories": ["creation"]}
+        });
+        let inv = Invocation {
+            request_id: "r".into(),
+            now: t0() + Duration::minutes(12),
+        };
+        let r = crate::handler::handle_ref(ev, &inv, &w.deps, &w.x)
+            .await
+            .unwrap();
+        let a = &r.records[0].alerts[0];
+        assert_eq!(a.details["rto_seconds"], json!(12 * 60), "{a:?}");
+        assert!(w
+            .rds
+            .mutations()
+            .iter()
+            .any(|m| m.starts_with("delete_instance")));
+    }
+
+    #[test]
+    fn password_goes_into_the_userinfo() {
+        assert_eq!(
+            finish_url("postgres://u@h:5432/db?sslmode=require", Some("p@ss/w"), 5),
+            "postgres://u:p%40ss%2Fw@h:5432/db?sslmode=require&connect_timeout=5"
+        );
+        assert_eq!(
+            finish_url("postgres://u:x@h/db", Some("y"), 5),
+            "postgres://u:x@h/db?connect_timeout=5"
+        );
+    }
+}

@@ -1,0 +1,1082 @@
+//! Translates Cost Anomaly Detection alerts, AWS Budgets notifications and the daily
+//! `cost-daily-check` tick into enriched alerts and, where allowed, guarded containment of a
+//! non-production environment (its Auto Scaling groups to zero, its RDS instances stopped).
+
+use chrono::{Duration, NaiveDate};
+use serde_json::{json, Value};
+
+use nbaops_shared::adapters::{AwsClients, SdkCostExplorer, SdkRdsPower};
+use nbaops_shared::alerts::{Alert, Severity};
+use nbaops_shared::config::cost::{self, CostConfig};
+use nbaops_shared::config::Env;
+use nbaops_shared::events::{
+    classify, BudgetAlert, BudgetKind, CostAnomaly, Inbound, ScheduledTick,
+};
+use nbaops_shared::guard::{AuditRecord, Bounds, Guard, Outcome, ProposedAction};
+use nbaops_shared::ports::{CostExplorer, CostGrouping, CostQuery, RdsPower};
+use nbaops_shared::runtime::{Deps, Invocation, InvocationReport, RecordReport};
+use nbaops_shared::Result;
+
+use crate::plan::{
+    anomaly_evidence, anomaly_impact, attribute, budget_evidence, budget_overrun, containment,
+    daily_window, env_in_name, find_spikes, plan_db_containment, plan_group_containment,
+    severity_for, tag_evidence, Attribution, Containment, DbStep, GroupStep, Spike,
+};
+
+pub const FUNCTION: &str = "cost-anomaly";
+/// Scheduler input `{"nbaops": {"task": "cost-daily-check"}}`.
+pub const DAILY_TASK: &str = "cost-daily-check";
+
+/// What this function needs beyond the shared `Deps`.
+pub struct CostDeps {
+    pub cfg: CostConfig,
+    pub ce: Box<dyn CostExplorer>,
+    pub power: Box<dyn RdsPower>,
+}
+
+/// Init: the `cost` section validated, the Cost Explorer and RDS stop/start adapters.
+pub fn build(deps: &Deps, aws: &AwsClients) -> Result<CostDeps> {
+    Ok(CostDeps {
+        cfg: cost::from_settings(&deps.cfg.settings)?,
+        ce: Box::new(SdkCostExplorer(aws.costexplorer.clone())),
+        power: Box::new(SdkRdsPower(aws.rds.clone())),
+    })
+}
+
+pub async fn handle(
+    payload: Value,
+    inv: Invocation,
+    deps: &'static Deps,
+    x: &'static CostDeps,
+) -> Result<InvocationReport> {
+    let mut report = InvocationReport {
+        function: FUNCTION.into(),
+        env: deps.cfg.env.to_string(),
+        records: vec![],
+    };
+    for inbound in classify(&payload) {
+        let rec = match inbound {
+            Inbound::CostAnomaly(a) => on_anomaly(&a, &inv, deps, x).await?,
+            Inbound::Budget(b) => on_budget(&b, &inv, deps, x).await?,
+            Inbound::Schedule(t) if t.task().as_deref() == Some(DAILY_TASK) => {
+                on_daily_check(&t, &inv, deps, x).await?
+            }
+            Inbound::NotForMe(n) => RecordReport::not_for_me("", "unknown", n.reason),
+            other => RecordReport::not_for_me(
+                other.event_id().unwrap_or(""),
+                other.kind(),
+                format!("{FUNCTION} takes Cost Anomaly Detection alerts, AWS Budgets notifications and the '{DAILY_TASK}' schedule"),
+            ),
+        };
+        report.records.push(rec);
+    }
+    Ok(report)
+}
+
+fn money(v: f64) -> String {
+    format!("${v:.2}")
+}
+
+fn day_of(s: Option<&str>) -> Option<NaiveDate> {
+    s.and_then(|s| s.get(..10))
+        .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
+}
+
+/// Cost allocation tag evidence from Cost Explorer: the root-cause services' cost over the
+/// anomaly's days, grouped by the env tag. A failure only costs the evidence, never the alert.
+async fn tag_attribution(
+    a: &CostAnomaly,
+    x: &CostDeps,
+    notes: &mut Vec<String>,
+) -> Option<crate::plan::Evidence> {
+    let services: Vec<String> = a
+        .root_causes
+        .iter()
+        .filter_map(|rc| rc.service.clone())
+        .collect();
+    if !x.cfg.attribution_cost_explorer || services.is_empty() {
+        return None;
+    }
+    let start = day_of(a.start.as_deref())?;
+    let end = day_of(a.end.as_deref())
+        .filter(|e| *e > start)
+        .unwrap_or(start + Duration::days(1));
+    let q = CostQuery {
+        start,
+        end,
+        grouping: CostGrouping::Tag(x.cfg.env_tag.clone()),
+        services,
+        metric: x.cfg.metric.clone(),
+    };
+    match x.ce.daily_cost(&q).await {
+        Ok(costs) => {
+            let (ev, note) = tag_evidence(&costs, &x.cfg.env_tag, x.cfg.min_share_percent);
+            notes.push(note);
+            ev
+        }
+        Err(e) => {
+            notes.push(format!("Cost Explorer attribution unavailable: {e}"));
+            None
+        }
+    }
+}
+
+fn attribution_words(attr: &Attribution) -> String {
+    match attr {
+        Attribution::Env { env, evidence } => format!(
+            "{env} (from {})",
+            evidence
+                .iter()
+                .map(|e| e.source.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Attribution::Unattributable { reason } => format!("unattributed: {reason}"),
+    }
+}
+
+async fn on_anomaly(
+    a: &CostAnomaly,
+    inv: &Invocation,
+    deps: &Deps,
+    x: &CostDeps,
+) -> Result<RecordReport> {
+    let mut rec = RecordReport {
+        event_id: a.event_id.clone(),
+        kind: "cost_anomaly".into(),
+        ..Default::default()
+    };
+    let (impact, percent) = anomaly_impact(a);
+    let severity = severity_for(&x.cfg, impact, percent);
+    let mut evidence = anomaly_evidence(a, &x.cfg);
+    if let Some(ev) = tag_attribution(a, x, &mut rec.notes).await {
+        evidence.push(ev);
+    }
+    let attribution = attribute(evidence);
+    let causes: Vec<String> = a
+        .root_causes
+        .iter()
+        .map(|rc| {
+            let mut s = rc
+                .service
+                .clone()
+                .unwrap_or_else(|| "unknown service".into());
+            let extra: Vec<&str> = [
+                rc.usage_type.as_deref(),
+                rc.region.as_deref(),
+                rc.account_name.as_deref().or(rc.account.as_deref()),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            if !extra.is_empty() {
+                s.push_str(&format!(" ({})", extra.join(", ")));
+            }
+            s
+        })
+        .collect();
+    let pct = percent
+        .map(|p| format!(" ({p:.0} % above expected)"))
+        .unwrap_or_default();
+    let env_label = attribution
+        .env()
+        .map(|e| format!("in {e}"))
+        .unwrap_or_else(|| "(environment unattributed)".into());
+    rec.summary = format!(
+        "cost anomaly {}{pct} {env_label}: {}",
+        money(impact),
+        if causes.is_empty() {
+            "no root cause given".into()
+        } else {
+            causes.join("; ")
+        }
+    );
+    let details = json!({
+        "anomaly_id": a.anomaly_id,
+        "monitor": a.monitor_name.as_deref().or(a.monitor_arn.as_deref()),
+        "window": {"start": a.start, "end": a.end},
+        "impact_usd": impact,
+        "impact_percent": percent,
+        "expected_usd": a.total_expected,
+        "actual_usd": a.total_actual,
+        "max_daily_impact_usd": a.max_impact,
+        "root_causes": a.root_causes,
+        "attribution": attribution,
+        "link": a.anomaly_url,
+        "delivery": a.delivery,
+    });
+    let decision = containment(&x.cfg, &attribution, severity, true);
+    let alert = Alert::new(
+        severity,
+        &env_label_for_alert(&attribution, deps),
+        FUNCTION,
+        &format!("cost:anomaly/{}", a.anomaly_id),
+        format!("cost-anomaly#{}", a.anomaly_id),
+        rec.summary.clone(),
+        inv.now,
+    )
+    .with_details(details);
+    finish(
+        alert,
+        decision,
+        &attribution,
+        &a.event_id,
+        &rec.summary.clone(),
+        severity,
+        inv,
+        deps,
+        x,
+        &mut rec,
+    )
+    .await?;
+    Ok(rec)
+}
+
+/// The alert's env: the attributed environment, else the one this function runs in.
+fn env_label_for_alert(attr: &Attribution, deps: &Deps) -> String {
+    attr.env().unwrap_or(deps.cfg.env).to_string()
+}
+
+async fn on_budget(
+    b: &BudgetAlert,
+    inv: &Invocation,
+    deps: &Deps,
+    x: &CostDeps,
+) -> Result<RecordReport> {
+    let mut rec = RecordReport {
+        event_id: b.event_id.clone(),
+        kind: "budget".into(),
+        ..Default::default()
+    };
+    let (overrun, percent) = budget_overrun(b);
+    let severity = severity_for(&x.cfg, overrun, percent);
+    let attribution = attribute(budget_evidence(b, &x.cfg));
+    let kind = match b.kind {
+        BudgetKind::Actual => "ACTUAL",
+        BudgetKind::Forecasted => "FORECASTED",
+        BudgetKind::Unknown => "unknown-kind",
+    };
+    let spend = match b.kind {
+        BudgetKind::Forecasted => b.forecast.or(b.actual),
+        _ => b.actual.or(b.forecast),
+    };
+    rec.summary = format!(
+        "budget {} {kind}: {} of {}{}{}",
+        b.budget_name,
+        spend.map(money).unwrap_or_else(|| "?".into()),
+        b.limit.map(money).unwrap_or_else(|| "?".into()),
+        b.threshold
+            .as_deref()
+            .map(|t| format!(" (alert threshold {t})"))
+            .unwrap_or_default(),
+        if overrun > 0.0 {
+            format!(", {} over", money(overrun))
+        } else {
+            String::new()
+        }
+    );
+    rec.notes
+        .push(format!("environment: {}", attribution_words(&attribution)));
+    let details = json!({
+        "budget": b.budget_name,
+        "kind": kind,
+        "threshold": b.threshold,
+        "actual": b.actual,
+        "forecast": b.forecast,
+        "limit": b.limit,
+        "currency": b.currency,
+        "overrun": overrun,
+        "overrun_percent": percent,
+        "attribution": attribution,
+        "delivery": b.delivery,
+    });
+    let decision = containment(&x.cfg, &attribution, severity, b.kind == BudgetKind::Actual);
+    let alert = Alert::new(
+        severity,
+        &env_label_for_alert(&attribution, deps),
+        FUNCTION,
+        &format!("cost:budget/{}", b.budget_name),
+        format!("cost-budget#{}#{kind}", b.budget_name),
+        rec.summary.clone(),
+        inv.now,
+    )
+    .with_details(details);
+    finish(
+        alert,
+        decision,
+        &attribution,
+        &b.event_id,
+        &rec.summary.clone(),
+        severity,
+        inv,
+        deps,
+        x,
+        &mut rec,
+    )
+    .await?;
+    Ok(rec)
+}
+
+/// Contains when the plan says so, then publishes the one alert of the event, carrying what was
+/// done and how to undo it.
+#[allow(clippy::too_many_arguments)]
+async fn finish(
+    mut alert: Alert,
+    decision: Containment,
+    attribution: &Attribution,
+    event_id: &str,
+    reason: &str,
+    severity: Severity,
+    inv: &Invocation,
+    deps: &Deps,
+    x: &CostDeps,
+    rec: &mut RecordReport,
+) -> Result<()> {
+    if !rec.notes.iter().any(|n| n.starts_with("environment:")) {
+        rec.notes
+            .push(format!("environment: {}", attribution_words(attribution)));
+    }
+    match decision {
+        Containment::AlertOnly(why) => {
+            rec.notes.push(why.clone());
+            alert = alert.with_action(why);
+        }
+        Containment::Contain(env) => {
+            let undo = contain_env(env, event_id, reason, severity, inv, deps, x, rec).await?;
+            for a in &rec.actions {
+                alert =
+                    alert.with_action(format!("{} {}: {}", a.action, a.resource, outcome_words(a)));
+            }
+            if !undo.is_empty() {
+                alert = alert.with_runbook(format!(
+                    "nbaops contained {env}. To undo: {}. (A stopped RDS instance starts again by itself after 7 days.)",
+                    undo.join("; ")
+                ));
+            }
+        }
+    }
+    deps.alerts().publish(&alert).await?;
+    rec.alerts.push(alert);
+    Ok(())
+}
+
+fn outcome_words(a: &AuditRecord) -> String {
+    match (a.outcome, a.stopped_by) {
+        (Outcome::Acted, _) => "done".into(),
+        (Outcome::WouldAct, _) => "dry-run: would have done it".into(),
+        (Outcome::Failed, _) => format!("failed: {}", a.error.as_deref().unwrap_or("?")),
+        (Outcome::Skipped, Some(step)) => format!("stopped by guard '{step}'"),
+        (Outcome::Skipped, None) => "skipped".into(),
+    }
+}
+
+/// Passes the action through the guard, performs it if allowed, audits it either way.
+async fn guarded<F, Fut>(
+    guard: &mut Guard<'_>,
+    action: &ProposedAction,
+    effect: F,
+) -> Result<AuditRecord>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    let decision = guard.check(action).await?;
+    let result = if decision.proceed {
+        Some(effect().await.map_err(|e| e.to_string()))
+    } else {
+        None
+    };
+    guard.finish(action, &decision, result).await
+}
+
+/// Ledger key of what containment changed in `env`, so it can be undone.
+pub fn contained_pk(env: Env) -> String {
+    format!("contained#{env}")
+}
+
+/// Scales every listed group of `env` to zero (sizes saved first) and stops its RDS instances,
+/// each through the guard with the environment's resource count as the fleet. Returns the undo
+/// commands of what was actually done.
+#[allow(clippy::too_many_arguments)]
+async fn contain_env(
+    env: Env,
+    event_id: &str,
+    reason: &str,
+    severity: Severity,
+    inv: &Invocation,
+    deps: &Deps,
+    x: &CostDeps,
+    rec: &mut RecordReport,
+) -> Result<Vec<String>> {
+    let resources = x.cfg.resources(env);
+    let tag = &x.cfg.env_tag;
+    let mut guard = deps.guard(event_id, inv).with_fleet_size(resources.count());
+    let mut undo = Vec::new();
+    let expires = inv.now.timestamp() + deps.cfg.guard.audit_ttl_days * 86_400;
+    let why = format!("cost containment of {env}: {reason}");
+    for name in &resources.asgs {
+        let resource = format!("asg:{name}");
+        let group = deps.asg.describe_group(name).await?;
+        match plan_group_containment(group.as_ref(), env, tag) {
+            GroupStep::Missing => rec
+                .notes
+                .push(format!("{resource} does not exist: skipped")),
+            GroupStep::WrongEnv(seen) => rec.notes.push(format!(
+                "{resource}: tag {tag}={} is not {env}: refused (check cost.contain.resources)",
+                seen.unwrap_or_else(|| "(none)".into())
+            )),
+            GroupStep::AlreadyZero => rec.notes.push(format!("{resource} is already at 0/0/0")),
+            GroupStep::ToZero { min, max, desired } => {
+                let tags = group.map(|g| g.tags).unwrap_or_default();
+                let before = json!({"min": min, "max": max, "desired": desired});
+                let action = ProposedAction {
+                    action: "asg.contain_to_zero".into(),
+                    resource: resource.clone(),
+                    tags,
+                    reason: why.clone(),
+                    severity,
+                    // Opted in per non-production environment by cost.contain.envs.
+                    disruptive: false,
+                    bounds: Some(Bounds {
+                        proposed: 0.0,
+                        min: 0.0,
+                        max: desired as f64,
+                    }),
+                    cooldown_key: "cost.contain".into(),
+                    cooldown_seconds: x.cfg.contain_cooldown_seconds,
+                    before: before.clone(),
+                    after: json!({"min": 0, "max": 0, "desired": 0}),
+                };
+                let saved = json!({"kind": "asg", "name": name, "min": min, "max": max, "desired": desired, "event_id": event_id, "at": inv.now.to_rfc3339()});
+                let audit = guarded(&mut guard, &action, || async {
+                    // Saved before the change: what it takes to undo it.
+                    deps.ledger
+                        .put(&contained_pk(env), &resource, &saved, Some(expires))
+                        .await?;
+                    deps.asg.update_group_size(name, 0, 0, 0).await
+                })
+                .await?;
+                let words = outcome_words(&audit);
+                rec.notes.push(format!(
+                    "{resource}: {min}/{max}/{desired} -> 0/0/0: {words}"
+                ));
+                if audit.outcome == Outcome::Acted {
+                    undo.push(format!(
+                        "aws autoscaling update-auto-scaling-group --auto-scaling-group-name {name} --min-size {min} --max-size {max} --desired-capacity {desired}"
+                    ));
+                }
+                rec.actions.push(audit);
+            }
+        }
+    }
+    for id in &resources.rds {
+        let resource = format!("rds:{id}");
+        let db = deps.rds.describe_instance(id).await?;
+        match plan_db_containment(db.as_ref(), env, tag) {
+            DbStep::Missing => rec
+                .notes
+                .push(format!("{resource} does not exist: skipped")),
+            DbStep::WrongEnv(seen) => rec.notes.push(format!(
+                "{resource}: tag {tag}={} is not {env}: refused (check cost.contain.resources)",
+                seen.unwrap_or_else(|| "(none)".into())
+            )),
+            DbStep::AlreadyStopped(s) => rec.notes.push(format!("{resource} is already {s}")),
+            DbStep::NotAvailable(s) => rec.notes.push(format!(
+                "{resource} is '{s}', not 'available': not stopping it now"
+            )),
+            DbStep::Stop => {
+                let tags = db.map(|d| d.tags).unwrap_or_default();
+                let action = ProposedAction {
+                    action: "rds.stop".into(),
+                    resource: resource.clone(),
+                    tags,
+                    reason: why.clone(),
+                    severity,
+                    disruptive: false,
+                    bounds: None,
+                    cooldown_key: "cost.contain".into(),
+                    cooldown_seconds: x.cfg.contain_cooldown_seconds,
+                    before: json!({"status": "available"}),
+                    after: json!({"status": "stopped"}),
+                };
+                let saved = json!({"kind": "rds", "id": id, "status": "available", "event_id": event_id, "at": inv.now.to_rfc3339()});
+                let audit = guarded(&mut guard, &action, || async {
+                    deps.ledger
+                        .put(&contained_pk(env), &resource, &saved, Some(expires))
+                        .await?;
+                    x.power.stop_instance(id).await
+                })
+                .await?;
+                let words = outcome_words(&audit);
+                rec.notes.push(format!("{resource}: stop: {words}"));
+                if audit.outcome == Outcome::Acted {
+                    undo.push(format!(
+                        "aws rds start-db-instance --db-instance-identifier {id}"
+                    ));
+                }
+                rec.actions.push(audit);
+            }
+        }
+    }
+    let stopped = rec
+        .actions
+        .iter()
+        .filter(|a| a.stopped_by == Some(nbaops_shared::guard::GuardStep::BlastRadius))
+        .count();
+    if stopped > 0 {
+        rec.notes.push(format!(
+            "containment partial: {stopped} action(s) stopped by the blast radius; raise guard.blast.max_percent to contain a whole environment in one run"
+        ));
+    }
+    Ok(undo)
+}
+
+async fn on_daily_check(
+    tick: &ScheduledTick,
+    inv: &Invocation,
+    deps: &Deps,
+    x: &CostDeps,
+) -> Result<RecordReport> {
+    let (start, end, day) = daily_window(inv.now, x.cfg.baseline_days);
+    let mut rec = RecordReport {
+        event_id: tick.event_id.clone(),
+        kind: "schedule".into(),
+        summary: format!(
+            "daily cost check of {day} against the {} days before",
+            x.cfg.baseline_days
+        ),
+        ..Default::default()
+    };
+    let mut spikes: Vec<Spike> = Vec::new();
+    for (grouping, dimension) in [
+        (CostGrouping::Service, "service".to_string()),
+        (
+            CostGrouping::Tag(x.cfg.env_tag.clone()),
+            x.cfg.env_tag.clone(),
+        ),
+    ] {
+        let q = CostQuery {
+            start,
+            end,
+            grouping,
+            services: vec![],
+            metric: x.cfg.metric.clone(),
+        };
+        let costs = x.ce.daily_cost(&q).await?;
+        if costs.is_empty() {
+            rec.notes.push(format!(
+                "Cost Explorer returned no cost by {dimension} for {start}..{end}"
+            ));
+            continue;
+        }
+        let found = find_spikes(&costs, &dimension, day, &x.cfg);
+        rec.notes.push(format!(
+            "by {dimension}: {} group(s), {} spike(s)",
+            costs
+                .iter()
+                .map(|c| c.key.as_str())
+                .collect::<std::collections::BTreeSet<_>>()
+                .len(),
+            found.len()
+        ));
+        spikes.extend(found);
+    }
+    for s in &spikes {
+        let label = if s.key.is_empty() {
+            "(untagged)".to_string()
+        } else {
+            s.key.clone()
+        };
+        let env = if s.dimension == "service" {
+            None
+        } else {
+            env_in_name(&s.key)
+        };
+        let what = if s.dimension == "service" {
+            label.clone()
+        } else {
+            format!("{}={label}", s.dimension)
+        };
+        let summary = format!(
+            "daily cost spike: {what} {} on {} vs {}/day baseline (+{}{})",
+            money(s.cost),
+            s.day,
+            money(s.baseline),
+            money(s.increase),
+            s.percent
+                .map(|p| format!(", +{p:.0} %"))
+                .unwrap_or_else(|| ", new".into())
+        );
+        let alert = Alert::new(
+            s.severity,
+            &env.unwrap_or(deps.cfg.env).to_string(),
+            FUNCTION,
+            &format!("cost:{}/{}", s.dimension, label),
+            format!("cost-spike#{}:{}#{}", s.dimension, label, s.day),
+            summary.clone(),
+            inv.now,
+        )
+        .with_details(json!({"spike": s, "metric": x.cfg.metric, "baseline_days": x.cfg.baseline_days}))
+        .with_action("alert only: the daily check never contains")
+        .with_runbook("Open Cost Explorer on that day grouped by the same dimension, then by usage type, to find the resource behind it.");
+        deps.alerts().publish(&alert).await?;
+        rec.notes.push(summary);
+        rec.alerts.push(alert);
+    }
+    if spikes.is_empty() {
+        rec.notes.push("no spike".into());
+    }
+    Ok(rec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{TimeZone, Utc};
+    use nbaops_shared::config::{layer, Config};
+    use nbaops_shared::fakes::*;
+    use nbaops_shared::guard::{GuardStep, Switches};
+    use nbaops_shared::ports::*;
+
+    const MULTI: &str = include_str!("../../../events/cost/sns-anomaly-multiple-root-causes.json");
+    const SERVICE_ONLY: &str = include_str!("../../../events/cost/sns-anomaly-service-only.json");
+    const EVENTBRIDGE: &str = include_str!("../../../events/cost/eventbridge-anomaly.json");
+    const BUDGET_FORECAST: &str = include_str!("../../../events/cost/budget-json-forecast.json");
+    const BUDGET_TEXT: &str = include_str!("../../../events/cost/budget-plain-text-actual.json");
+    const DAILY: &str = include_str!("../../../events/schedule/cost-daily-check.json");
+    const ALARM: &str =
+        include_str!("../../../events/cloudwatch-alarm/eventbridge-single-metric-alarm.json");
+
+    /// Fakes are shared between the test and the leaked deps through 'static references.
+    struct Shared<T: 'static>(&'static T);
+    #[async_trait::async_trait]
+    impl<T: AutoScaling> AutoScaling for Shared<T> {
+        async fn describe_group(&self, n: &str) -> Result<Option<GroupState>> {
+            self.0.describe_group(n).await
+        }
+        async fn set_desired_capacity(&self, n: &str, d: i32) -> Result<()> {
+            self.0.set_desired_capacity(n, d).await
+        }
+        async fn update_group_size(&self, n: &str, a: i32, b: i32, c: i32) -> Result<()> {
+            self.0.update_group_size(n, a, b, c).await
+        }
+    }
+    #[async_trait::async_trait]
+    impl<T: Rds> Rds for Shared<T> {
+        async fn describe_instance(&self, id: &str) -> Result<Option<DbInstanceState>> {
+            self.0.describe_instance(id).await
+        }
+        async fn modify_instance_class(&self, id: &str, c: &str, i: bool) -> Result<()> {
+            self.0.modify_instance_class(id, c, i).await
+        }
+    }
+    #[async_trait::async_trait]
+    impl<T: RdsPower> RdsPower for Shared<T> {
+        async fn stop_instance(&self, id: &str) -> Result<()> {
+            self.0.stop_instance(id).await
+        }
+        async fn start_instance(&self, id: &str) -> Result<()> {
+            self.0.start_instance(id).await
+        }
+    }
+    #[async_trait::async_trait]
+    impl<T: CostExplorer> CostExplorer for Shared<T> {
+        async fn daily_cost(&self, q: &CostQuery) -> Result<Vec<DailyCost>> {
+            self.0.daily_cost(q).await
+        }
+    }
+    #[async_trait::async_trait]
+    impl<T: Notifier> Notifier for Shared<T> {
+        async fn publish(
+            &self,
+            t: &str,
+            s: &str,
+            m: &str,
+            a: &std::collections::BTreeMap<String, String>,
+        ) -> Result<String> {
+            self.0.publish(t, s, m, a).await
+        }
+    }
+    #[async_trait::async_trait]
+    impl<T: Ledger> Ledger for Shared<T> {
+        async fn put_if_absent(&self, pk: &str, sk: &str, d: &Value, e: i64) -> Result<bool> {
+            self.0.put_if_absent(pk, sk, d, e).await
+        }
+        async fn put(&self, pk: &str, sk: &str, d: &Value, e: Option<i64>) -> Result<()> {
+            self.0.put(pk, sk, d, e).await
+        }
+        async fn get(&self, pk: &str, sk: &str) -> Result<Option<Value>> {
+            self.0.get(pk, sk).await
+        }
+        async fn delete(&self, pk: &str, sk: &str) -> Result<()> {
+            self.0.delete(pk, sk).await
+        }
+        async fn query(&self, pk: &str, p: &str) -> Result<Vec<(String, Value)>> {
+            self.0.query(pk, p).await
+        }
+    }
+
+    fn leak<T>(t: T) -> &'static T {
+        Box::leak(Box::new(t))
+    }
+
+    struct World {
+        deps: &'static Deps,
+        x: &'static CostDeps,
+        asg: &'static FakeAutoScaling,
+        power: &'static FakeRdsPower,
+        ce: &'static FakeCostExplorer,
+        notifier: &'static FakeNotifier,
+        ledger: &'static FakeLedger,
+    }
+
+    fn tags(env: &str, protect: bool) -> Tags {
+        let mut t = Tags::new();
+        t.insert("env".into(), env.into());
+        if protect {
+            t.insert("nbaops:protect".into(), "true".into());
+        }
+        t
+    }
+
+    const CONTAIN_TEST: &[(&str, &str)] = &[
+        ("NBAOPS_COST__CONTAIN__ENVS", "test"),
+        (
+            "NBAOPS_COST__CONTAIN__RESOURCES",
+            r#"{"test":{"asgs":["nbaops-test-web"],"rds":["nbaops-test-db"]}}"#,
+        ),
+        ("NBAOPS_GUARD__BLAST__MAX_PERCENT", "100"),
+    ];
+
+    fn world(extra: &[(&str, &str)], protect: bool) -> World {
+        let mut pairs = vec![(
+            "NBAOPS_ALERTS_TOPIC_ARN",
+            "arn:aws:sns:us-east-1:123456789012:nbaops-dev-alerts",
+        )];
+        pairs.extend_from_slice(extra);
+        let vars = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let settings = layer(Env::Dev, &vars, &Default::default()).unwrap();
+        let cost_cfg = cost::from_settings(&settings).unwrap();
+        let cfg = Config::from_settings(Env::Dev, FUNCTION, settings).unwrap();
+        let asg = leak(FakeAutoScaling::with(vec![GroupState {
+            name: "nbaops-test-web".into(),
+            min_size: 1,
+            max_size: 4,
+            desired: 2,
+            in_service: 2,
+            tags: tags("test", protect),
+            activity_in_progress: false,
+        }]));
+        let rds = leak(FakeRds::with(vec![DbInstanceState {
+            id: "nbaops-test-db".into(),
+            arn: None,
+            class: "db.t3.micro".into(),
+            status: "available".into(),
+            engine: "postgres".into(),
+            multi_az: false,
+            endpoint: None,
+            pending_class: None,
+            tags: tags("test", false),
+        }]));
+        let power = leak(FakeRdsPower::default());
+        let ce = leak(FakeCostExplorer::default());
+        let notifier = leak(FakeNotifier::default());
+        let ledger = leak(FakeLedger::default());
+        let deps = leak(Deps {
+            cfg,
+            asg: Box::new(Shared(asg)),
+            rds: Box::new(Shared(rds)),
+            cache: Box::new(FakeElastiCache::default()),
+            notifier: Box::new(Shared(notifier)),
+            params: None,
+            ledger: Box::new(Shared(ledger)),
+            switches: Switches::default(),
+        });
+        let x = leak(CostDeps {
+            cfg: cost_cfg,
+            ce: Box::new(Shared(ce)),
+            power: Box::new(Shared(power)),
+        });
+        World {
+            deps,
+            x,
+            asg,
+            power,
+            ce,
+            notifier,
+            ledger,
+        }
+    }
+
+    fn now() -> chrono::DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap()
+    }
+
+    async fn run(w: &World, payload: Value) -> InvocationReport {
+        let inv = Invocation {
+            request_id: "req".into(),
+            now: now(),
+        };
+        handle(payload, inv, w.deps, w.x).await.unwrap()
+    }
+
+    /// The fixture as if it came from the nbaops-test account and monitor.
+    fn as_test_env(raw: &str) -> Value {
+        serde_json::from_str(&raw.replace("nbaops-dev", "nbaops-test")).unwrap()
+    }
+
+    fn mutations(w: &World) -> usize {
+        w.asg.mutations().len() + w.power.mutations().len()
+    }
+
+    #[tokio::test]
+    async fn every_fixture_alerts_with_severity_and_attribution_and_never_acts_by_default() {
+        let w = world(&[], false);
+        let cases = [
+            (MULTI, Severity::P2, "dev"),
+            (SERVICE_ONLY, Severity::P3, "unattributed"),
+            (EVENTBRIDGE, Severity::P2, "unattributed"),
+            (BUDGET_FORECAST, Severity::P3, "dev"),
+            (BUDGET_TEXT, Severity::P3, "dev"),
+        ];
+        for (raw, sev, env) in cases {
+            let r = run(&w, serde_json::from_str(raw).unwrap()).await;
+            let rec = &r.records[0];
+            assert_eq!(rec.alerts.len(), 1, "{rec:?}");
+            assert_eq!(rec.alerts[0].severity, sev, "{}", rec.summary);
+            let env_note = rec
+                .notes
+                .iter()
+                .find(|n| n.starts_with("environment:"))
+                .unwrap();
+            assert!(
+                env_note.contains(env) || rec.summary.contains(env),
+                "{env_note} / {}",
+                rec.summary
+            );
+            assert!(rec.actions.is_empty());
+        }
+        assert_eq!(mutations(&w), 0);
+        assert_eq!(w.notifier.published().len(), 5);
+        let multi: Value = serde_json::from_str(&w.notifier.published()[0].message).unwrap();
+        assert_eq!(multi["details"]["root_causes"].as_array().unwrap().len(), 2);
+        assert_eq!(multi["details"]["impact_usd"], 182.4);
+        assert!(multi["summary"]
+            .as_str()
+            .unwrap()
+            .contains("USE1-BoxUsage:m6i.2xlarge"));
+        assert!(multi["actions_taken"][0]
+            .as_str()
+            .unwrap()
+            .contains("containment disabled for dev"));
+        let unattributed: Value = serde_json::from_str(&w.notifier.published()[1].message).unwrap();
+        assert!(unattributed["actions_taken"][0]
+            .as_str()
+            .unwrap()
+            .contains("never acting"));
+    }
+
+    #[tokio::test]
+    async fn cost_allocation_tag_attributes_a_service_only_anomaly() {
+        let w = world(&[], false);
+        let d = NaiveDate::from_ymd_opt(2026, 11, 25).unwrap();
+        w.ce.add(CostGrouping::Tag("env".into()), d, "test", 11.0);
+        w.ce.add(CostGrouping::Tag("env".into()), d, "", 1.0);
+        let r = run(&w, serde_json::from_str(SERVICE_ONLY).unwrap()).await;
+        let q = &w.ce.queries()[0];
+        assert_eq!(q.services, vec!["AWS Lambda"]);
+        assert_eq!((q.start, q.end), (d, d + Duration::days(1)));
+        assert_eq!(
+            r.records[0].alerts[0].env, "test",
+            "{:?}",
+            r.records[0].notes
+        );
+        // A Cost Explorer outage costs the evidence, not the alert.
+        *w.ce.fail.lock().unwrap() = true;
+        let r = run(&w, serde_json::from_str(SERVICE_ONLY).unwrap()).await;
+        assert_eq!(r.records[0].alerts.len(), 1);
+        assert!(r.records[0].notes.iter().any(|n| n.contains("unavailable")));
+    }
+
+    #[tokio::test]
+    async fn contains_test_env_saves_sizes_and_says_how_to_undo() {
+        let w = world(CONTAIN_TEST, false);
+        let r = run(&w, as_test_env(MULTI)).await;
+        let rec = &r.records[0];
+        assert_eq!(
+            w.asg.mutations(),
+            vec!["update_group_size nbaops-test-web 0 0 0"],
+            "{:?}",
+            rec.notes
+        );
+        assert_eq!(w.power.mutations(), vec!["stop_instance nbaops-test-db"]);
+        assert!(rec.actions.iter().all(|a| a.outcome == Outcome::Acted));
+        let saved = w
+            .ledger
+            .get("contained#test", "asg:nbaops-test-web")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (
+                saved["min"].clone(),
+                saved["max"].clone(),
+                saved["desired"].clone()
+            ),
+            (json!(1), json!(4), json!(2))
+        );
+        let runbook = rec.alerts[0].runbook.clone().unwrap();
+        assert!(runbook.contains("--auto-scaling-group-name nbaops-test-web --min-size 1 --max-size 4 --desired-capacity 2"), "{runbook}");
+        assert!(
+            runbook.contains("aws rds start-db-instance --db-instance-identifier nbaops-test-db")
+        );
+        assert_eq!(w.ledger.len_with_prefix("audit#"), 2);
+        // The same event again: idempotent, and the group is already at zero anyway.
+        run(&w, as_test_env(MULTI)).await;
+        assert_eq!(mutations(&w), 2);
+    }
+
+    #[tokio::test]
+    async fn guard_paths_make_zero_mutations() {
+        // Dry-run.
+        let mut dry = CONTAIN_TEST.to_vec();
+        dry.push(("NBAOPS_GUARD__DRY_RUN", "true"));
+        let w = world(&dry, false);
+        let r = run(&w, as_test_env(MULTI)).await;
+        assert!(r.records[0]
+            .actions
+            .iter()
+            .all(|a| a.outcome == Outcome::WouldAct));
+        assert_eq!(r.records[0].actions.len(), 2);
+        assert_eq!(mutations(&w), 0);
+        assert_eq!(
+            w.ledger.len_with_prefix("contained#"),
+            0,
+            "nothing saved in dry-run"
+        );
+
+        // Protected tag on the group.
+        let w = world(CONTAIN_TEST, true);
+        let r = run(&w, as_test_env(MULTI)).await;
+        assert_eq!(
+            r.records[0].actions[0].stopped_by,
+            Some(GuardStep::ProtectedTag)
+        );
+        assert!(w.asg.mutations().is_empty());
+
+        // Blast radius at the default 50 %: of two resources, only the first is touched.
+        let w = world(&CONTAIN_TEST[..2], false);
+        let r = run(&w, as_test_env(MULTI)).await;
+        assert_eq!(
+            r.records[0].actions[1].stopped_by,
+            Some(GuardStep::BlastRadius)
+        );
+        assert!(w.power.mutations().is_empty());
+        assert!(r.records[0]
+            .notes
+            .iter()
+            .any(|n| n.contains("containment partial")));
+
+        // Production: never, even with prod named by every source.
+        let w = world(CONTAIN_TEST, false);
+        let r = run(
+            &w,
+            serde_json::from_str(&MULTI.replace("nbaops-dev", "nbaops-prod")).unwrap(),
+        )
+        .await;
+        assert!(r.records[0].actions.is_empty());
+        assert!(r.records[0]
+            .notes
+            .iter()
+            .any(|n| n.contains("production is never contained")));
+        // Unattributable: conflicting names.
+        let conflicting = MULTI.replace("nbaops-dev-services", "nbaops-test-services");
+        let r = run(&w, serde_json::from_str(&conflicting).unwrap()).await;
+        assert!(
+            r.records[0]
+                .notes
+                .iter()
+                .any(|n| n.contains("never acting")),
+            "{:?}",
+            r.records[0].notes
+        );
+        // Forecast budget for test.
+        let r = run(
+            &w,
+            serde_json::from_str(&BUDGET_FORECAST.replace("nbaops-dev", "nbaops-test")).unwrap(),
+        )
+        .await;
+        assert!(r.records[0].actions.is_empty());
+        assert_eq!(mutations(&w), 0);
+    }
+
+    #[tokio::test]
+    async fn listed_resource_with_another_env_tag_is_refused() {
+        let w = world(
+            &[
+                ("NBAOPS_COST__CONTAIN__ENVS", "dev"),
+                (
+                    "NBAOPS_COST__CONTAIN__RESOURCES",
+                    r#"{"dev":{"asgs":["nbaops-test-web"]}}"#,
+                ),
+            ],
+            false,
+        );
+        let r = run(&w, serde_json::from_str(MULTI).unwrap()).await;
+        assert!(r.records[0]
+            .notes
+            .iter()
+            .any(|n| n.contains("is not dev: refused")));
+        assert_eq!(mutations(&w), 0);
+    }
+
+    #[tokio::test]
+    async fn daily_check_alerts_on_spikes_only() {
+        let w = world(&[], false);
+        let day = NaiveDate::from_ymd_opt(2026, 11, 24).unwrap();
+        for i in 1..=7 {
+            let d = day - Duration::days(i);
+            w.ce.add(CostGrouping::Service, d, "AWS Lambda", 5.0);
+            w.ce.add(CostGrouping::Tag("env".into()), d, "dev", 30.0);
+        }
+        w.ce.add(CostGrouping::Service, day, "AWS Lambda", 60.0);
+        w.ce.add(CostGrouping::Tag("env".into()), day, "dev", 33.0);
+        let r = run(&w, serde_json::from_str(DAILY).unwrap()).await;
+        let rec = &r.records[0];
+        assert_eq!(rec.alerts.len(), 1, "{:?}", rec.notes);
+        assert!(
+            rec.alerts[0].summary.contains("AWS Lambda $60.00"),
+            "{}",
+            rec.alerts[0].summary
+        );
+        assert_eq!(
+            rec.alerts[0].dedup_key,
+            "cost-spike#service:AWS Lambda#2026-11-24"
+        );
+        let qs = w.ce.queries();
+        assert_eq!(qs.len(), 2);
+        assert_eq!(qs[0].grouping, CostGrouping::Service);
+        assert_eq!(qs[1].grouping, CostGrouping::Tag("env".into()));
+        assert_eq!(mutations(&w), 0);
+        // No data at all: a note, no alert.
+        let w = world(&[], false);
+        let r = run(&w, serde_json::from_str(DAILY).unwrap()).await;
+        assert!(r.records[0].alerts.is_empty());
+        assert!(r.records[0].notes.iter().any(|n| n.contains("no cost")));
+    }
+
+    #[tokio::test]
+    async fn other_events_are_not_for_me() {
+        let w = world(&[], false);
+        let r = run(&w, serde_json::from_str(ALARM).unwrap()).await;
+        assert!(r.records[0].not_for_me.is_some());
+        let r = run(&w, json!({"nbaops": {"task": "pg-health"}})).await;
+        assert!(r.records[0].not_for_me.is_some());
+        let r = run(&w, json!([1, 2])).await;
+        assert!(r.records[0].not_for_me.is_some());
+        assert!(w.notifier.published().is_empty());
+    }
+}

@@ -1,0 +1,886 @@
+//! RDS events (EventBridge or an RDS event subscription over SNS) become failover incidents in
+//! the ledger, a verification of the new primary, and alerts on one thread per failover; the
+//! `failover-sweep` schedule raises failovers that never completed and re-verifies failed ones.
+//!
+//! failover-notify takes no action on AWS: it observes and notifies. Its only write anywhere is
+//! the verification's heartbeat row (see `verify`).
+
+use chrono::Duration;
+use serde_json::{json, Value};
+
+use nbaops_shared::alerts::{Alert, AlertStatus, Severity};
+use nbaops_shared::config::failover::FailoverConfig;
+use nbaops_shared::events::rds_catalog::{classify_rds_event, IncidentRole, RdsEventInfo};
+use nbaops_shared::events::{classify, Inbound, RdsEvent, RdsSourceType, ScheduledTick};
+use nbaops_shared::ports::PgConnector;
+use nbaops_shared::runtime::{Deps, Invocation, InvocationReport, RecordReport};
+use nbaops_shared::Result;
+
+use crate::incident::{apply, conclude, find_incident, sweep, Incident, Notice, Signal};
+use crate::verify::{verify, Ports, Verification};
+
+pub const FUNCTION: &str = "failover-notify";
+/// Scheduler input `{"nbaops": {"task": "failover-sweep"}}`.
+pub const SWEEP_TASK: &str = "failover-sweep";
+/// Ledger key of the index of open incidents (sk = `<db>#<incident id>`).
+pub const OPEN_INDEX: &str = "failover-open";
+
+/// Built once at init.
+pub struct FailoverNotify {
+    pub cfg: FailoverConfig,
+    pub connector: Box<dyn PgConnector>,
+}
+
+pub async fn handle(
+    payload: Value,
+    inv: Invocation,
+    deps: &'static Deps,
+    x: &'static FailoverNotify,
+) -> Result<InvocationReport> {
+    let mut report = InvocationReport {
+        function: FUNCTION.into(),
+        env: deps.cfg.env.to_string(),
+        records: vec![],
+    };
+    for inbound in classify(&payload) {
+        let rec = match inbound {
+            Inbound::Rds(ev) => on_rds(&ev, &inv, deps, x).await?,
+            Inbound::Schedule(tick) if tick.task().as_deref() == Some(SWEEP_TASK) => {
+                on_sweep(&tick, &inv, deps, x).await?
+            }
+            Inbound::NotForMe(n) => RecordReport::not_for_me("", "unknown", n.reason),
+            other => RecordReport::not_for_me(
+                other.event_id().unwrap_or(""),
+                other.kind(),
+                format!("{FUNCTION} takes RDS events and the '{SWEEP_TASK}' schedule"),
+            ),
+        };
+        report.records.push(rec);
+    }
+    Ok(report)
+}
+
+fn incident_pk(db: &str) -> String {
+    format!("failover#{db}")
+}
+
+fn ports<'a>(deps: &'a Deps, x: &'a FailoverNotify) -> Ports<'a> {
+    Ports {
+        rds: deps.rds.as_ref(),
+        connector: x.connector.as_ref(),
+        params: deps.params.as_deref(),
+        env: match deps.cfg.env {
+            nbaops_shared::config::Env::Dev => "dev",
+            nbaops_shared::config::Env::Test => "test",
+            nbaops_shared::config::Env::Prod => "prod",
+        },
+    }
+}
+
+fn runbook(what: &str) -> &'static str {
+    match what {
+        "start" => "Nothing to do while it runs (60-120 s): the application reconnects through its pool. Watch for the completion on this thread.",
+        "stuck" | "failed" => "Check the instance in the RDS console (status, recent events) and the application's error rate; consider a manual reboot with failover only after reading the events.",
+        _ => "If verification failed: connect to the endpoint, check pg_is_in_recovery(), DNS (the endpoint may still resolve to the old primary) and the read replicas.",
+    }
+}
+
+fn alert_of(deps: &Deps, inc: &Incident, n: &Notice, inv: &Invocation) -> Alert {
+    let mut a = Alert::new(
+        n.severity,
+        &deps.cfg.env.to_string(),
+        FUNCTION,
+        &format!("rds:{}", inc.db),
+        inc.dedup_key(),
+        n.summary.clone(),
+        inv.now,
+    )
+    .with_details(n.details.clone())
+    .with_runbook(runbook(n.what))
+    .with_action("none: failover-notify observes and notifies, it changes nothing on AWS");
+    if let Some(v) = inc.verification.as_ref().filter(|v| v.wrote_heartbeat) {
+        if n.what == "completion" || n.what == "resolution" {
+            a = a.with_action(format!(
+                "verification wrote one heartbeat row on {} (harmless)",
+                v.target
+            ));
+        }
+    }
+    if n.resolved {
+        a.status = AlertStatus::Resolved;
+    }
+    a
+}
+
+async fn load_incidents(db: &str, deps: &Deps, rec: &mut RecordReport) -> Result<Vec<Incident>> {
+    let mut out = Vec::new();
+    for (sk, v) in deps.ledger.query(&incident_pk(db), "inc#").await? {
+        match serde_json::from_value::<Incident>(v) {
+            Ok(i) => out.push(i),
+            Err(e) => rec
+                .notes
+                .push(format!("ledger item {sk} unreadable, ignored: {e}")),
+        }
+    }
+    out.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(out)
+}
+
+async fn save(inc: &Incident, deps: &Deps, x: &FailoverNotify, inv: &Invocation) -> Result<()> {
+    let last = inc
+        .events
+        .last()
+        .map(|e| e.at)
+        .unwrap_or(inv.now)
+        .max(inv.now);
+    let expires = (last + Duration::days(x.cfg.incident_ttl_days)).timestamp();
+    let data = serde_json::to_value(inc)
+        .map_err(|e| nbaops_shared::NbaopsError::InvalidEvent(format!("incident: {e}")))?;
+    deps.ledger
+        .put(
+            &incident_pk(&inc.db),
+            &format!("inc#{}", inc.id),
+            &data,
+            Some(expires),
+        )
+        .await?;
+    let index_sk = format!("{}#{}", inc.db, inc.id);
+    if inc.is_open() {
+        deps.ledger
+            .put(
+                OPEN_INDEX,
+                &index_sk,
+                &json!({"db": inc.db, "id": inc.id}),
+                Some(expires),
+            )
+            .await
+    } else {
+        deps.ledger.delete(OPEN_INDEX, &index_sk).await
+    }
+}
+
+async fn publish(
+    notices: Vec<Notice>,
+    inc: &Incident,
+    deps: &Deps,
+    inv: &Invocation,
+    rec: &mut RecordReport,
+) -> Result<()> {
+    for n in notices {
+        let alert = alert_of(deps, inc, &n, inv);
+        deps.alerts().publish(&alert).await?;
+        rec.notes.push(format!(
+            "{} {} ({}): {}",
+            n.severity,
+            n.what,
+            if n.resolved { "resolved" } else { "firing" },
+            inc.dedup_key()
+        ));
+        rec.alerts.push(alert);
+    }
+    Ok(())
+}
+
+async fn run_verification(
+    inc: &Incident,
+    deps: &Deps,
+    x: &FailoverNotify,
+    inv: &Invocation,
+) -> Verification {
+    let note = format!("failover {} verified at {}", inc.id, inv.now.to_rfc3339());
+    verify(
+        &inc.db,
+        inc.cluster,
+        &note,
+        &x.cfg,
+        &ports(deps, x),
+        inv.now,
+    )
+    .await
+}
+
+async fn on_rds(
+    ev: &RdsEvent,
+    inv: &Invocation,
+    deps: &Deps,
+    x: &FailoverNotify,
+) -> Result<RecordReport> {
+    let cluster = match ev.source_type {
+        RdsSourceType::Instance => false,
+        RdsSourceType::Cluster => true,
+        ref other => {
+            return Ok(RecordReport::not_for_me(
+                &ev.event_id,
+                "rds",
+                format!(
+                "RDS {other:?} event ({}) for '{}': {FUNCTION} follows DB instances and clusters",
+                ev.event_code.as_deref().unwrap_or("no event ID"),
+                ev.source_id
+            ),
+            ))
+        }
+    };
+    let info = classify_rds_event(ev);
+    let mut rec = RecordReport {
+        event_id: ev.event_id.clone(),
+        kind: "rds".into(),
+        summary: format!(
+            "rds:{} {}: {} [{:?}, {}, by {}]",
+            ev.source_id,
+            info.code.as_deref().unwrap_or("no event ID"),
+            info.title,
+            info.kind,
+            info.severity,
+            info.classified_by
+        ),
+        ..Default::default()
+    };
+    if !info.is_recognised() {
+        rec.notes.push(format!(
+            "unrecognised event: classified by {}; message was {:?}",
+            info.classified_by, ev.message
+        ));
+    }
+    let code = match (&info.code, info.role) {
+        (
+            Some(c),
+            IncidentRole::Opens | IncidentRole::Closes | IncidentRole::Fails | IncidentRole::Phase,
+        ) => c.clone(),
+        _ => return standalone(ev, &info, cluster, inv, deps, x, rec).await,
+    };
+    let signal = Signal {
+        db: ev.source_id.clone(),
+        cluster,
+        code,
+        role: info.role,
+        at: ev.at,
+        event_id: ev.event_id.clone(),
+        title: info.title.clone(),
+    };
+    let incidents = load_incidents(&signal.db, deps, &mut rec).await?;
+    let found = find_incident(&incidents, &signal, &x.cfg);
+    if found.is_none() && info.role == IncidentRole::Phase {
+        rec.notes
+            .push("no failover incident near this event".into());
+        return standalone(ev, &info, cluster, inv, deps, x, rec).await;
+    }
+    let step = apply(found.map(|i| incidents[i].clone()), &signal, &x.cfg);
+    rec.notes.extend(step.notes.iter().cloned());
+    if step.duplicate {
+        return Ok(rec);
+    }
+    let mut inc = step.incident;
+    let mut notices = step.notices;
+    if step.verify {
+        let v = run_verification(&inc, deps, x, inv).await;
+        rec.notes
+            .push(format!("{} (attempt {})", v.words(), v.attempts));
+        let (i, n) = conclude(inc, v, &x.cfg);
+        inc = i;
+        notices.extend(n);
+    }
+    // Saved before publishing: a retry after a failed publish must not open a second incident.
+    save(&inc, deps, x, inv).await?;
+    publish(notices, &inc, deps, inv, &mut rec).await?;
+    rec.notes
+        .push(format!("incident {} is {:?}", inc.dedup_key(), inc.phase));
+    Ok(rec)
+}
+
+/// An event outside any failover: one notice of its own, when severe enough.
+async fn standalone(
+    ev: &RdsEvent,
+    info: &RdsEventInfo,
+    cluster: bool,
+    inv: &Invocation,
+    deps: &Deps,
+    x: &FailoverNotify,
+    mut rec: RecordReport,
+) -> Result<RecordReport> {
+    let mut severity = info.severity;
+    let mut summary = format!("{}: {}", ev.source_id, info.title);
+    let mut details = json!({
+        "event_id": info.code, "kind": info.kind, "classified_by": info.classified_by,
+        "categories": ev.categories, "message": ev.message, "at": ev.at,
+    });
+    if info.verify {
+        let note = format!(
+            "{} verified at {}",
+            info.code.as_deref().unwrap_or("event"),
+            inv.now.to_rfc3339()
+        );
+        let v = verify(
+            &ev.source_id,
+            cluster,
+            &note,
+            &x.cfg,
+            &ports(deps, x),
+            inv.now,
+        )
+        .await;
+        if !v.passed {
+            severity = Severity::P1;
+        }
+        summary = format!("{summary}; {}", v.words());
+        rec.notes.push(v.words());
+        details["verification"] = serde_json::to_value(&v).unwrap_or(Value::Null);
+    }
+    if severity > x.cfg.notify_min_severity {
+        rec.notes.push(format!(
+            "{severity}: below failover.notify_min_severity ({}), reported here only",
+            x.cfg.notify_min_severity
+        ));
+        return Ok(rec);
+    }
+    let topic = info
+        .code
+        .clone()
+        .or_else(|| ev.categories.first().cloned())
+        .unwrap_or_else(|| "unknown".into());
+    let alert = Alert::new(
+        severity,
+        &deps.cfg.env.to_string(),
+        FUNCTION,
+        &format!("rds:{}", ev.source_id),
+        format!("rds-event#rds:{}#{topic}", ev.source_id),
+        summary,
+        inv.now,
+    )
+    .with_details(details);
+    deps.alerts().publish(&alert).await?;
+    rec.notes.push(format!("{severity} published"));
+    rec.alerts.push(alert);
+    Ok(rec)
+}
+
+async fn on_sweep(
+    tick: &ScheduledTick,
+    inv: &Invocation,
+    deps: &Deps,
+    x: &FailoverNotify,
+) -> Result<RecordReport> {
+    let open = deps.ledger.query(OPEN_INDEX, "").await?;
+    let mut rec = RecordReport {
+        event_id: tick.event_id.clone(),
+        kind: "schedule".into(),
+        summary: format!("failover sweep: {} open incident(s)", open.len()),
+        ..Default::default()
+    };
+    for (sk, v) in open {
+        let (Some(db), Some(id)) = (v["db"].as_str(), v["id"].as_str()) else {
+            rec.notes
+                .push(format!("index item {sk} unreadable: dropped"));
+            deps.ledger.delete(OPEN_INDEX, &sk).await?;
+            continue;
+        };
+        let Some(stored) = deps
+            .ledger
+            .get(&incident_pk(db), &format!("inc#{id}"))
+            .await?
+        else {
+            rec.notes
+                .push(format!("{sk}: incident gone (expired): dropped"));
+            deps.ledger.delete(OPEN_INDEX, &sk).await?;
+            continue;
+        };
+        let inc: Incident = match serde_json::from_value(stored) {
+            Ok(i) => i,
+            Err(e) => {
+                rec.notes
+                    .push(format!("{sk}: unreadable ({e}): left alone"));
+                continue;
+            }
+        };
+        let step = sweep(inc, inv.now, &x.cfg);
+        rec.notes
+            .push(format!("{}: {}", step.incident.dedup_key(), step.note));
+        let mut inc = step.incident;
+        let mut notices: Vec<Notice> = step.notice.into_iter().collect();
+        if step.reverify {
+            let v = run_verification(&inc, deps, x, inv).await;
+            rec.notes.push(v.words());
+            let (i, n) = conclude(inc, v, &x.cfg);
+            inc = i;
+            notices.extend(n);
+        }
+        save(&inc, deps, x, inv).await?;
+        if step.close && inc.is_open() {
+            deps.ledger.delete(OPEN_INDEX, &sk).await?;
+        }
+        publish(notices, &inc, deps, inv, &mut rec).await?;
+    }
+    Ok(rec)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    use chrono::{DateTime, TimeZone, Utc};
+    use nbaops_shared::config::{layer, Config, Env};
+    use nbaops_shared::fakes::*;
+    use nbaops_shared::guard::Switches;
+    use nbaops_shared::ports::*;
+
+    const START: &str = include_str!("../../../events/rds/eventbridge-failover-started.json");
+    const START_SNS: &str = include_str!("../../../events/rds/sns-failover-started.json");
+    const DONE: &str = include_str!("../../../events/rds/eventbridge-failover-completed.json");
+    const SWEEP: &str = include_str!("../../../events/schedule/failover-sweep.json");
+
+    /// A scripted server: in recovery or not, replicas, refusing connections, recording writes.
+    #[derive(Default)]
+    struct Server {
+        in_recovery: Mutex<bool>,
+        refuse: Mutex<bool>,
+        replicas: Mutex<Vec<(String, String)>>,
+        statements: Mutex<Vec<String>>,
+        connects: Mutex<Vec<String>>,
+    }
+    struct Session(&'static Server);
+    #[async_trait::async_trait]
+    impl Postgres for Session {
+        async fn query(&self, sql: &str) -> Result<Vec<serde_json::Map<String, Value>>> {
+            let rows = if sql.contains("pg_is_in_recovery") {
+                vec![json!({"in_recovery": *self.0.in_recovery.lock().unwrap()})]
+            } else if sql.contains("pg_stat_replication") {
+                self.0
+                    .replicas
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .map(|(n, s)| json!({"name": n, "state": s}))
+                    .collect()
+            } else {
+                vec![]
+            };
+            Ok(rows
+                .into_iter()
+                .map(|v| v.as_object().unwrap().clone())
+                .collect())
+        }
+        async fn execute(&self, sql: &str) -> Result<u64> {
+            if sql.starts_with("INSERT") && *self.0.in_recovery.lock().unwrap() {
+                return Err(nbaops_shared::NbaopsError::dependency(
+                    "postgres",
+                    "ERROR: cannot execute INSERT in a read-only transaction (SQLSTATE 25006)",
+                ));
+            }
+            self.0.statements.lock().unwrap().push(sql.to_string());
+            Ok(1)
+        }
+    }
+    struct Connector(&'static Server);
+    #[async_trait::async_trait]
+    impl PgConnector for Connector {
+        async fn connect(&self, url: &str) -> Result<Box<dyn Postgres>> {
+            self.0.connects.lock().unwrap().push(url.to_string());
+            if *self.0.refuse.lock().unwrap() {
+                return Err(nbaops_shared::NbaopsError::dependency(
+                    "postgres",
+                    "Connection refused",
+                ));
+            }
+            Ok(Box::new(Session(self.0)))
+        }
+    }
+
+    struct Shared<T: 'static>(&'static T);
+    #[async_trait::async_trait]
+    impl<T: Rds> Rds for Shared<T> {
+        async fn describe_instance(&self, id: &str) -> Result<Option<DbInstanceState>> {
+            self.0.describe_instance(id).await
+        }
+        async fn modify_instance_class(&self, id: &str, c: &str, i: bool) -> Result<()> {
+            self.0.modify_instance_class(id, c, i).await
+        }
+    }
+    #[async_trait::async_trait]
+    impl<T: Notifier> Notifier for Shared<T> {
+        async fn publish(
+            &self,
+            t: &str,
+            s: &str,
+            m: &str,
+            a: &std::collections::BTreeMap<String, String>,
+        ) -> Result<String> {
+            self.0.publish(t, s, m, a).await
+        }
+    }
+    #[async_trait::async_trait]
+    impl<T: Ledger> Ledger for Shared<T> {
+        async fn put_if_absent(&self, pk: &str, sk: &str, d: &Value, e: i64) -> Result<bool> {
+            self.0.put_if_absent(pk, sk, d, e).await
+        }
+        async fn put(&self, pk: &str, sk: &str, d: &Value, e: Option<i64>) -> Result<()> {
+            self.0.put(pk, sk, d, e).await
+        }
+        async fn get(&self, pk: &str, sk: &str) -> Result<Option<Value>> {
+            self.0.get(pk, sk).await
+        }
+        async fn delete(&self, pk: &str, sk: &str) -> Result<()> {
+            self.0.delete(pk, sk).await
+        }
+        async fn query(&self, pk: &str, p: &str) -> Result<Vec<(String, Value)>> {
+            self.0.query(pk, p).await
+        }
+    }
+
+    fn leak<T>(t: T) -> &'static T {
+        Box::leak(Box::new(t))
+    }
+
+    struct World {
+        deps: &'static Deps,
+        x: &'static FailoverNotify,
+        rds: &'static FakeRds,
+        notifier: &'static FakeNotifier,
+        ledger: &'static FakeLedger,
+        server: &'static Server,
+    }
+
+    fn world(extra: &[(&str, &str)]) -> World {
+        let mut pairs = vec![
+            (
+                "NBAOPS_ALERTS_TOPIC_ARN",
+                "arn:aws:sns:us-east-1:123456789012:nbaops-dev-alerts",
+            ),
+            ("NBAOPS_FAILOVER__VERIFY__RETRY_SECONDS", "0"),
+            ("NBAOPS_FAILOVER__VERIFY__ATTEMPTS", "2"),
+            (
+                "NBAOPS_FAILOVER__VERIFY__EXPECTED_REPLICAS",
+                r#"{"nbaops-dev-db":1}"#,
+            ),
+        ];
+        pairs.extend_from_slice(extra);
+        let vars = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let settings = layer(Env::Dev, &vars, &Default::default()).unwrap();
+        let cfg = Config::from_settings(Env::Dev, FUNCTION, settings).unwrap();
+        let fcfg = nbaops_shared::config::failover::from_settings(&cfg.settings).unwrap();
+        let rds = leak(FakeRds::with(vec![DbInstanceState {
+            id: "nbaops-dev-db".into(),
+            arn: None,
+            class: "db.t3.micro".into(),
+            status: "available".into(),
+            engine: "postgres".into(),
+            multi_az: true,
+            endpoint: Some(("nbaops-dev-db.abc.us-east-1.rds.amazonaws.com".into(), 5432)),
+            pending_class: None,
+            tags: Tags::new(),
+        }]));
+        let notifier = leak(FakeNotifier::default());
+        let ledger = leak(FakeLedger::default());
+        let server = leak(Server::default());
+        *server.replicas.lock().unwrap() = vec![("replica-1".into(), "streaming".into())];
+        let deps = leak(Deps {
+            cfg,
+            asg: Box::new(FakeAutoScaling::default()),
+            rds: Box::new(Shared(rds)),
+            cache: Box::new(FakeElastiCache::default()),
+            notifier: Box::new(Shared(notifier)),
+            params: None,
+            ledger: Box::new(Shared(ledger)),
+            switches: Switches::default(),
+        });
+        let x = leak(FailoverNotify {
+            cfg: fcfg,
+            connector: Box::new(Connector(server)),
+        });
+        World {
+            deps,
+            x,
+            rds,
+            notifier,
+            ledger,
+            server,
+        }
+    }
+
+    fn later() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 25, 20, 2, 40).unwrap()
+    }
+
+    async fn run(w: &World, fixture: &str, now: DateTime<Utc>) -> InvocationReport {
+        let inv = Invocation {
+            request_id: "req".into(),
+            now,
+        };
+        handle(serde_json::from_str(fixture).unwrap(), inv, w.deps, w.x)
+            .await
+            .unwrap()
+    }
+
+    fn alerts(w: &World) -> Vec<Alert> {
+        w.notifier
+            .published()
+            .iter()
+            .map(|p| serde_json::from_str(&p.message).unwrap())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn start_and_completion_make_one_p2_thread_verified_on_the_endpoint() {
+        let w = world(&[]);
+        run(&w, START, later()).await;
+        let r = run(&w, DONE, later()).await;
+        let a = alerts(&w);
+        assert_eq!(a.len(), 2, "{a:#?}");
+        assert_eq!(a[0].dedup_key, a[1].dedup_key);
+        assert_eq!(
+            a[0].dedup_key,
+            "failover#rds:nbaops-dev-db#20261125T200102.123Z"
+        );
+        assert_eq!(
+            (a[0].severity, a[0].status),
+            (Severity::P2, AlertStatus::Firing)
+        );
+        assert_eq!(
+            (a[1].severity, a[1].status),
+            (Severity::P2, AlertStatus::Resolved)
+        );
+        assert!(a[1].summary.contains("in 92 s"), "{}", a[1].summary);
+        assert!(
+            a[1].summary.contains("verification passed"),
+            "{}",
+            a[1].summary
+        );
+        assert_eq!(a[1].details["verification"]["passed"], true);
+        assert!(r.records[0].notes.iter().any(|n| n.contains("Verified")));
+        // The endpoint came from DescribeDBInstances; the only write is the heartbeat.
+        let url = w.server.connects.lock().unwrap()[0].clone();
+        assert!(url.starts_with("postgres://nbaops_failover@nbaops-dev-db.abc.us-east-1.rds.amazonaws.com:5432/postgres?connect_timeout=5"), "{url}");
+        let writes: Vec<String> = w
+            .server
+            .statements
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| !s.starts_with("SET"))
+            .cloned()
+            .collect();
+        assert_eq!(writes.len(), 1, "{writes:?}");
+        assert!(writes[0].starts_with("INSERT INTO public.\"nbaops_heartbeat\""));
+        // No action on AWS, ever.
+        assert!(w.rds.mutations().is_empty());
+        assert_eq!(w.ledger.len_with_prefix("failover#"), 1);
+        assert_eq!(w.ledger.len_with_prefix("failover-open"), 0);
+    }
+
+    #[tokio::test]
+    async fn a_standby_still_in_recovery_fails_verification_p1_then_the_sweep_resolves() {
+        let w = world(&[]);
+        *w.server.in_recovery.lock().unwrap() = true;
+        run(&w, START, later()).await;
+        run(&w, DONE, later()).await;
+        let a = alerts(&w);
+        assert_eq!(
+            (a[1].severity, a[1].status),
+            (Severity::P1, AlertStatus::Firing)
+        );
+        assert!(
+            a[1].summary.contains("pg_is_in_recovery() is true"),
+            "{}",
+            a[1].summary
+        );
+        // Two attempts, as configured.
+        assert_eq!(w.server.connects.lock().unwrap().len(), 2);
+        assert_eq!(w.ledger.len_with_prefix("failover-open"), 1);
+        // The standby is promoted; the sweep verifies again and resolves the thread.
+        *w.server.in_recovery.lock().unwrap() = false;
+        run(&w, SWEEP, later() + chrono::Duration::minutes(5)).await;
+        let a = alerts(&w);
+        assert_eq!(a.len(), 3);
+        assert_eq!(
+            (a[2].severity, a[2].status),
+            (Severity::P1, AlertStatus::Resolved)
+        );
+        assert_eq!(a[2].dedup_key, a[0].dedup_key);
+        assert_eq!(w.ledger.len_with_prefix("failover-open"), 0);
+    }
+
+    #[tokio::test]
+    async fn duplicates_over_both_deliveries_make_one_incident() {
+        let w = world(&[]);
+        for f in [START, START_SNS, START, DONE, DONE] {
+            run(&w, f, later()).await;
+        }
+        let a = alerts(&w);
+        assert_eq!(a.len(), 2, "{a:#?}");
+        assert_eq!(w.ledger.len_with_prefix("failover#"), 1);
+        // The SNS copy is remembered as seen, not as a second event.
+        let stored = w
+            .ledger
+            .items
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|((pk, _), _)| pk.starts_with("failover#"))
+            .map(|(_, v)| v.clone())
+            .unwrap();
+        assert_eq!(stored["events"].as_array().unwrap().len(), 2, "{stored}");
+    }
+
+    #[tokio::test]
+    async fn completion_first_then_start() {
+        let w = world(&[]);
+        run(&w, DONE, later()).await;
+        run(&w, START, later()).await;
+        let a = alerts(&w);
+        assert_eq!(a.len(), 2, "{a:#?}");
+        assert!(
+            a[0].summary.contains("duration unknown"),
+            "{}",
+            a[0].summary
+        );
+        assert!(a[1].summary.contains("delivered late"), "{}", a[1].summary);
+        assert_eq!(a[0].dedup_key, a[1].dedup_key);
+        assert_eq!(w.ledger.len_with_prefix("failover#"), 1);
+    }
+
+    #[tokio::test]
+    async fn sweep_raises_a_stuck_failover_once() {
+        let w = world(&[]);
+        run(&w, START, later()).await;
+        let r = run(&w, SWEEP, later()).await;
+        assert_eq!(alerts(&w).len(), 1, "{:?}", r.records[0].notes);
+        let r = run(&w, SWEEP, later() + chrono::Duration::minutes(10)).await;
+        let a = alerts(&w);
+        assert_eq!(a.len(), 2, "{:?}", r.records[0].notes);
+        assert_eq!(
+            (a[1].severity, a[1].status),
+            (Severity::P1, AlertStatus::Firing)
+        );
+        assert!(
+            a[1].summary.contains("has not completed"),
+            "{}",
+            a[1].summary
+        );
+        run(&w, SWEEP, later() + chrono::Duration::minutes(20)).await;
+        assert_eq!(alerts(&w).len(), 2);
+    }
+
+    #[tokio::test]
+    async fn events_without_or_with_unknown_ids_are_classified_never_crash() {
+        let w = world(&[]);
+        let r = run(
+            &w,
+            include_str!("../../../events/rds/eventbridge-no-event-id.json"),
+            later(),
+        )
+        .await;
+        assert!(
+            r.records[0].summary.contains("no event ID"),
+            "{}",
+            r.records[0].summary
+        );
+        assert!(r.records[0].summary.contains("by category 'notification'"));
+        assert!(alerts(&w).is_empty(), "P4 is reported, not published");
+        let r = run(
+            &w,
+            include_str!("../../../events/rds/eventbridge-unknown-event-id.json"),
+            later(),
+        )
+        .await;
+        assert!(r.records[0].summary.contains("RDS-EVENT-0999"));
+        let a = alerts(&w);
+        assert_eq!(a.len(), 1);
+        assert_eq!(a[0].severity, Severity::P2);
+        assert_eq!(a[0].dedup_key, "rds-event#rds:nbaops-dev-db#RDS-EVENT-0999");
+        let r = run(
+            &w,
+            include_str!("../../../events/rds/eventbridge-snapshot-event.json"),
+            later(),
+        )
+        .await;
+        assert!(r.records[0].not_for_me.is_some());
+        let r = run(
+            &w,
+            include_str!("../../../events/not-for-me/s3-put.json"),
+            later(),
+        )
+        .await;
+        assert!(r.records[0].not_for_me.is_some());
+        assert!(w.rds.mutations().is_empty());
+    }
+
+    #[tokio::test]
+    async fn other_availability_events_carry_their_severity() {
+        let w = world(&[]);
+        for (f, sev) in [
+            (
+                include_str!("../../../events/rds/eventbridge-storage-full.json"),
+                Some(Severity::P1),
+            ),
+            (
+                include_str!("../../../events/rds/sns-low-storage.json"),
+                Some(Severity::P2),
+            ),
+            (
+                include_str!("../../../events/rds/eventbridge-reboot.json"),
+                Some(Severity::P3),
+            ),
+            (
+                include_str!("../../../events/rds/eventbridge-failover-not-attempted.json"),
+                Some(Severity::P3),
+            ),
+            (
+                include_str!("../../../events/rds/eventbridge-auto-start-after-7-days.json"),
+                Some(Severity::P3),
+            ),
+            (
+                include_str!("../../../events/rds/eventbridge-maintenance-patching.json"),
+                Some(Severity::P3),
+            ),
+        ] {
+            let before = alerts(&w).len();
+            run(&w, f, later()).await;
+            let a = alerts(&w);
+            assert_eq!(a.len(), before + sev.is_some() as usize);
+            assert_eq!(a.last().map(|a| a.severity), sev);
+        }
+    }
+
+    #[tokio::test]
+    async fn cluster_failover_failed_is_p1_on_the_cluster_thread() {
+        let w = world(&[]);
+        run(
+            &w,
+            include_str!("../../../events/rds/eventbridge-cluster-failover-started.json"),
+            later(),
+        )
+        .await;
+        run(
+            &w,
+            include_str!("../../../events/rds/eventbridge-cluster-failover-failed.json"),
+            later(),
+        )
+        .await;
+        let a = alerts(&w);
+        assert_eq!(a.len(), 2);
+        assert_eq!(a[1].severity, Severity::P1);
+        assert!(a[1].summary.contains("FAILED"));
+        assert_eq!(a[0].dedup_key, a[1].dedup_key);
+        assert!(a[0]
+            .dedup_key
+            .starts_with("failover#rds:nbaops-dev-aurora#"));
+    }
+
+    #[tokio::test]
+    async fn unreachable_endpoint_is_p1() {
+        let w = world(&[]);
+        *w.server.refuse.lock().unwrap() = true;
+        run(&w, START, later()).await;
+        run(&w, DONE, later()).await;
+        let a = alerts(&w);
+        assert_eq!(a[1].severity, Severity::P1);
+        assert!(
+            a[1].summary.contains("Connection refused"),
+            "{}",
+            a[1].summary
+        );
+    }
+}

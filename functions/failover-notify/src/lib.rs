@@ -1,0 +1,6 @@
+//! failover-notify as a library: `incident` (the pure timeline), `verify` (the new primary's
+//! checks), `handler` (translation, ledger, notifications).
+
+pub mod handler;
+pub mod incident;
+pub mod verify;

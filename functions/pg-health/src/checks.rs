@@ -1,0 +1,1008 @@
+//! The SPEC 3.2.2 checks as pure functions: observed rows + previous counters + config -> findings.
+//! Warning findings are one severity below the SPEC's (critical) severity; wraparound past
+//! `vacuum_failsafe_age` is an emergency (P1).
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use nbaops_shared::alerts::Severity;
+use nbaops_shared::config::pg::{Levels, PgConfig};
+use nbaops_shared::sql::{
+    bloat_estimate, bool_of, f64_of, i64_of, str_of, time_of, BloatEstimate, Connections, Row,
+    Session, TableStats,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    Warning,
+    Critical,
+    Emergency,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Finding {
+    /// "connections", "cache-hit", "bloat"...: the first part of the dedup key.
+    pub signal: &'static str,
+    pub level: Level,
+    pub severity: Severity,
+    /// `pg:<db>`, `pg:<db>/<schema>.<table>`, `pg:<db>/pid:<n>`, `pg:<db>/standby:<name>`.
+    pub resource: String,
+    pub summary: String,
+    pub details: Value,
+}
+
+impl Finding {
+    /// Stable across runs: one bloated table is one incident, however many runs see it.
+    pub fn dedup_key(&self) -> String {
+        format!("pg-{}#{}", self.signal, self.resource)
+    }
+}
+
+/// The signal a dedup key belongs to (`pg-bloat#pg:app/public.t` -> `bloat`).
+pub fn signal_of(key: &str) -> &str {
+    key.strip_prefix("pg-")
+        .and_then(|k| k.split('#').next())
+        .unwrap_or("")
+}
+
+fn severity(spec: Severity, level: Level) -> Severity {
+    match level {
+        Level::Emergency => Severity::P1,
+        Level::Critical => spec,
+        Level::Warning => match spec {
+            Severity::P1 => Severity::P2,
+            Severity::P2 => Severity::P3,
+            _ => Severity::P4,
+        },
+    }
+}
+
+fn finding(
+    signal: &'static str,
+    spec: Severity,
+    level: Level,
+    resource: String,
+    summary: String,
+    details: Value,
+) -> Finding {
+    Finding {
+        signal,
+        level,
+        severity: severity(spec, level),
+        resource,
+        summary,
+        details,
+    }
+}
+
+/// Higher is worse.
+fn level_above(v: f64, l: &Levels) -> Option<Level> {
+    if v > l.crit {
+        Some(Level::Critical)
+    } else if v > l.warn {
+        Some(Level::Warning)
+    } else {
+        None
+    }
+}
+
+pub fn db_resource(db: &str) -> String {
+    format!("pg:{db}")
+}
+
+// ---- connections ----
+
+pub fn connections(db: &str, c: &Connections, cfg: &PgConfig) -> Option<Finding> {
+    let pct = c.percent();
+    let level = level_above(pct, &cfg.connections)?;
+    Some(finding(
+        "connections",
+        Severity::P2,
+        level,
+        db_resource(db),
+        format!(
+            "{db}: {} of {} usable connections in use ({pct:.0} %; {} idle, {} idle in transaction)",
+            c.used,
+            c.usable(),
+            c.idle,
+            c.idle_in_tx
+        ),
+        json!({"used": c.used, "usable": c.usable(), "max_connections": c.max_connections, "reserved": c.reserved, "percent": pct, "idle": c.idle, "active": c.active, "idle_in_transaction": c.idle_in_tx}),
+    ))
+}
+
+/// A failed connection: "too many clients" / reserved slots is the connections signal at its
+/// critical level; anything else means the database is unreachable (P1).
+pub fn refused(db: &str, error: &str) -> Finding {
+    let lower = error.to_ascii_lowercase();
+    if lower.contains("too many clients") || lower.contains("connection slots are reserved") {
+        finding(
+            "connections",
+            Severity::P2,
+            Level::Critical,
+            db_resource(db),
+            format!("{db}: connection refused, no slot left: {error}"),
+            json!({"error": error}),
+        )
+    } else {
+        finding(
+            "unreachable",
+            Severity::P1,
+            Level::Critical,
+            db_resource(db),
+            format!("{db}: cannot connect: {error}"),
+            json!({"error": error}),
+        )
+    }
+}
+
+// ---- cumulative counters between runs ----
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Counters {
+    pub at: DateTime<Utc>,
+    pub stats_reset: Option<String>,
+    pub postmaster_start: Option<String>,
+    pub blks_hit: i64,
+    pub blks_read: i64,
+    pub deadlocks: i64,
+}
+
+impl Counters {
+    pub fn from_row(r: &Row, now: DateTime<Utc>) -> Counters {
+        Counters {
+            at: time_of(r, "at").unwrap_or(now),
+            stats_reset: str_of(r, "stats_reset"),
+            postmaster_start: str_of(r, "postmaster_start"),
+            blks_hit: i64_of(r, "blks_hit").unwrap_or(0),
+            blks_read: i64_of(r, "blks_read").unwrap_or(0),
+            deadlocks: i64_of(r, "deadlocks").unwrap_or(0),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Delta {
+    /// No earlier run: this one is the baseline.
+    First,
+    /// Counters restarted (statistics reset, server restart or failover): no delta this run.
+    Reset(String),
+    Since {
+        seconds: f64,
+        blks_hit: i64,
+        blks_read: i64,
+        deadlocks: i64,
+    },
+}
+
+pub fn delta(prev: Option<&Counters>, cur: &Counters) -> Delta {
+    let Some(p) = prev else {
+        return Delta::First;
+    };
+    if p.stats_reset != cur.stats_reset {
+        return Delta::Reset(format!(
+            "statistics reset at {}",
+            cur.stats_reset.as_deref().unwrap_or("?")
+        ));
+    }
+    if p.postmaster_start != cur.postmaster_start {
+        return Delta::Reset(format!(
+            "server restarted at {}",
+            cur.postmaster_start.as_deref().unwrap_or("?")
+        ));
+    }
+    if cur.blks_hit < p.blks_hit || cur.blks_read < p.blks_read || cur.deadlocks < p.deadlocks {
+        return Delta::Reset("a counter went down (failover or crash recovery)".into());
+    }
+    let seconds = (cur.at - p.at).num_milliseconds() as f64 / 1000.0;
+    if seconds <= 0.0 {
+        return Delta::Reset("clock went backwards between runs".into());
+    }
+    Delta::Since {
+        seconds,
+        blks_hit: cur.blks_hit - p.blks_hit,
+        blks_read: cur.blks_read - p.blks_read,
+        deadlocks: cur.deadlocks - p.deadlocks,
+    }
+}
+
+/// Hit ratio of the blocks read since the last run; not judged below the volume floor.
+pub fn cache_hit(db: &str, d: &Delta, cfg: &PgConfig) -> (Option<f64>, Option<Finding>) {
+    let Delta::Since {
+        blks_hit,
+        blks_read,
+        ..
+    } = d
+    else {
+        return (None, None);
+    };
+    let total = blks_hit + blks_read;
+    if total <= 0 || total < cfg.cache_hit_min_blocks {
+        return (None, None);
+    }
+    let ratio = 100.0 * *blks_hit as f64 / total as f64;
+    let level = if ratio < cfg.cache_hit.crit {
+        Some(Level::Critical)
+    } else if ratio < cfg.cache_hit.warn {
+        Some(Level::Warning)
+    } else {
+        None
+    };
+    let f = level.map(|level| {
+        finding(
+            "cache-hit",
+            Severity::P3,
+            level,
+            db_resource(db),
+            format!("{db}: buffer cache hit ratio {ratio:.1} % over the last {total} block reads"),
+            json!({"ratio_percent": ratio, "blks_hit": blks_hit, "blks_read": blks_read}),
+        )
+    });
+    (Some(ratio), f)
+}
+
+/// Deadlocks per hour: the delta divided by the elapsed hours, but never by less than one hour
+/// (3 deadlocks in 5 minutes are 3 "in the last hour", not 36 per hour).
+pub fn deadlocks(db: &str, d: &Delta, cfg: &PgConfig) -> (Option<f64>, Option<Finding>) {
+    let Delta::Since {
+        seconds, deadlocks, ..
+    } = d
+    else {
+        return (None, None);
+    };
+    let per_hour = *deadlocks as f64 / (seconds / 3600.0).max(1.0);
+    let f = level_above(per_hour, &cfg.deadlocks_per_hour).map(|level| {
+        finding(
+            "deadlocks",
+            Severity::P2,
+            level,
+            db_resource(db),
+            format!(
+                "{db}: {deadlocks} deadlock(s) in the last {:.0} min ({per_hour:.1} per hour)",
+                seconds / 60.0
+            ),
+            json!({"deadlocks": deadlocks, "seconds": seconds, "per_hour": per_hour}),
+        )
+    });
+    (Some(per_hour), f)
+}
+
+// ---- wraparound ----
+
+pub fn wraparound(db: &str, r: &Row, cfg: &PgConfig) -> (i64, Option<Finding>) {
+    let xid = i64_of(r, "xid_age").unwrap_or(0);
+    let mxid = i64_of(r, "mxid_age").unwrap_or(0);
+    let emergency = cfg
+        .xid_emergency_age
+        .or_else(|| i64_of(r, "failsafe_age"))
+        .unwrap_or(1_600_000_000);
+    let (age, kind) = if mxid > xid {
+        (mxid, "multixact")
+    } else {
+        (xid, "transaction")
+    };
+    let level = if age >= emergency {
+        Some(Level::Emergency)
+    } else {
+        level_above(age as f64, &cfg.xid_age)
+    };
+    let f = level.map(|level| {
+        finding(
+            "wraparound",
+            Severity::P1,
+            level,
+            db_resource(db),
+            format!("{db}: {kind} ID age {age} ({:?}; emergency at {emergency}, hard limit ~2.1 B)", level),
+            json!({"xid_age": xid, "mxid_age": mxid, "emergency_age": emergency, "warn_age": cfg.xid_age.warn, "crit_age": cfg.xid_age.crit}),
+        )
+    });
+    (age, f)
+}
+
+// ---- replication ----
+
+/// Primary side: zero when the standby replayed everything sent (an idle primary leaves
+/// `replay_lag` NULL or stale), else `replay_lag`.
+pub fn replication_primary(db: &str, rows: &[Row], cfg: &PgConfig) -> (f64, Vec<Finding>) {
+    let mut max = 0.0f64;
+    let mut out = vec![];
+    for r in rows {
+        let name = str_of(r, "standby").unwrap_or_else(|| "standby".into());
+        let lag = if bool_of(r, "caught_up") {
+            0.0
+        } else {
+            f64_of(r, "replay_lag_seconds").unwrap_or(0.0)
+        };
+        max = max.max(lag);
+        if let Some(level) = level_above(lag, &cfg.replication_lag_seconds) {
+            out.push(finding(
+                "replication-lag",
+                Severity::P2,
+                level,
+                format!("pg:{db}/standby:{name}"),
+                format!("{db}: standby {name} replays {lag:.0} s behind"),
+                json!({"lag_seconds": lag, "replay_gap_bytes": f64_of(r, "replay_gap_bytes"), "state": str_of(r, "state")}),
+            ));
+        }
+    }
+    (max, out)
+}
+
+/// Standby side: zero when everything received is replayed, else the age of the last replayed
+/// transaction; a standby whose WAL receiver is not streaming is a warning on its own.
+pub fn replication_standby(db: &str, r: &Row, cfg: &PgConfig) -> (f64, Option<Finding>) {
+    let lag = if bool_of(r, "caught_up") {
+        0.0
+    } else {
+        f64_of(r, "since_last_replay").unwrap_or(0.0)
+    };
+    let streaming = bool_of(r, "streaming");
+    let level = match level_above(lag, &cfg.replication_lag_seconds) {
+        Some(l) => Some(l),
+        None if !streaming => Some(Level::Warning),
+        None => None,
+    };
+    let f = level.map(|level| {
+        finding(
+            "replication-lag",
+            Severity::P2,
+            level,
+            db_resource(db),
+            if streaming {
+                format!("{db} (standby): replay {lag:.0} s behind")
+            } else {
+                format!("{db} (standby): WAL receiver not streaming; replay {lag:.0} s behind")
+            },
+            json!({"lag_seconds": lag, "streaming": streaming, "replay_gap_bytes": f64_of(r, "replay_gap_bytes")}),
+        )
+    });
+    (lag, f)
+}
+
+// ---- bloat ----
+
+/// Table bloat from the measured figure (pgstattuple_approx) when there is one, else from a
+/// reliable estimate; an unreliable estimate is a note, never a number.
+pub fn bloat(
+    db: &str,
+    tables: &[TableStats],
+    measured: &BTreeMap<i64, f64>,
+    cfg: &PgConfig,
+    now: DateTime<Utc>,
+) -> (Vec<Finding>, Vec<String>) {
+    let mut findings = vec![];
+    let mut notes = vec![];
+    for t in tables.iter().filter(|t| t.bytes >= cfg.bloat_min_bytes) {
+        let estimate = bloat_estimate(t, cfg, now);
+        let (pct, source) = match (measured.get(&t.oid), &estimate) {
+            (Some(m), _) => (*m, "measured (pgstattuple_approx)"),
+            (None, BloatEstimate::Percent { percent, .. }) => {
+                (*percent, "estimated from statistics")
+            }
+            (None, BloatEstimate::Unreliable { reason }) => {
+                if t.dead_percent() > cfg.bloat_percent.warn {
+                    notes.push(format!(
+                        "{}: {} dead tuples ({:.0} %) but no trustworthy bloat figure: {reason}",
+                        t.name(),
+                        t.n_dead_tup,
+                        t.dead_percent()
+                    ));
+                }
+                continue;
+            }
+        };
+        if let Some(level) = level_above(pct, &cfg.bloat_percent) {
+            findings.push(finding(
+                "bloat",
+                Severity::P3,
+                level,
+                format!("pg:{db}/{}", t.name()),
+                format!("{db}: table {} is {pct:.0} % bloat ({source}, {} MB)", t.name(), t.bytes / 1_048_576),
+                json!({"percent": pct, "source": source, "bytes": t.bytes, "n_dead_tup": t.n_dead_tup, "n_live_tup": t.n_live_tup, "estimate": estimate, "last_vacuum": t.last_vacuum, "autovacuum_enabled": t.autovacuum_enabled}),
+            ));
+        }
+    }
+    (findings, notes)
+}
+
+/// Tables worth measuring with pgstattuple_approx: over the warning threshold by estimate, or
+/// with many dead tuples while the estimate cannot be trusted. Largest first, at most `limit`.
+pub fn worth_measuring<'a>(
+    tables: &'a [TableStats],
+    cfg: &PgConfig,
+    now: DateTime<Utc>,
+    limit: usize,
+) -> Vec<&'a TableStats> {
+    tables
+        .iter()
+        .filter(|t| t.bytes >= cfg.bloat_min_bytes && !t.exclusively_locked)
+        .filter(|t| match bloat_estimate(t, cfg, now) {
+            BloatEstimate::Percent { percent, .. } => percent > cfg.bloat_percent.warn,
+            BloatEstimate::Unreliable { .. } => t.dead_percent() > cfg.bloat_percent.warn,
+        })
+        .take(limit)
+        .collect()
+}
+
+// ---- sessions ----
+
+/// Long transactions, idle-in-transaction sessions and lock waits, client sessions only
+/// (never autovacuum, walsenders or our own session).
+pub fn sessions(db: &str, all: &[Session], cfg: &PgConfig) -> (f64, Vec<Finding>) {
+    let clients: Vec<&Session> = all.iter().filter(|s| s.is_client()).collect();
+    let longest = clients
+        .iter()
+        .map(|s| s.xact_seconds)
+        .fold(0.0f64, f64::max);
+    let mut out = vec![];
+    for s in &clients {
+        let details = json!({"pid": s.pid, "role": s.role, "application": s.application, "state": s.state, "xact_seconds": s.xact_seconds, "state_seconds": s.state_seconds, "xact_start": s.xact_start, "query": s.query});
+        if let Some(level) = level_above(s.xact_seconds, &cfg.long_tx_seconds) {
+            out.push(finding(
+                "long-tx",
+                Severity::P2,
+                level,
+                format!("pg:{db}/pid:{}", s.pid),
+                format!(
+                    "{db}: transaction of pid {} ({}, {}) open for {:.0} min, {}",
+                    s.pid,
+                    s.role,
+                    if s.application.is_empty() {
+                        "-"
+                    } else {
+                        &s.application
+                    },
+                    s.xact_seconds / 60.0,
+                    s.state
+                ),
+                details,
+            ));
+        } else if s.state.starts_with("idle in transaction")
+            && s.state_seconds > cfg.idle_in_tx_warn_seconds
+        {
+            out.push(finding(
+                "idle-in-tx",
+                Severity::P2,
+                Level::Warning,
+                format!("pg:{db}/pid:{}", s.pid),
+                format!(
+                    "{db}: pid {} ({}) idle in transaction for {:.0} min",
+                    s.pid,
+                    s.role,
+                    s.state_seconds / 60.0
+                ),
+                details,
+            ));
+        }
+    }
+    let waiting: Vec<&&Session> = clients
+        .iter()
+        .filter(|s| {
+            s.lock_wait_seconds
+                .is_some_and(|w| w > cfg.lock_wait_warn_seconds)
+        })
+        .collect();
+    if !waiting.is_empty() {
+        let longest_wait = waiting
+            .iter()
+            .filter_map(|s| s.lock_wait_seconds)
+            .fold(0.0f64, f64::max);
+        out.push(finding(
+            "lock-wait",
+            Severity::P3,
+            Level::Critical,
+            db_resource(db),
+            format!(
+                "{db}: {} session(s) waiting on locks, longest {longest_wait:.0} s",
+                waiting.len()
+            ),
+            json!({"pids": waiting.iter().map(|s| s.pid).collect::<Vec<_>>(), "longest_seconds": longest_wait}),
+        ));
+    }
+    (longest, out)
+}
+
+// ---- VACUUM failures, as far as they are observable ----
+
+/// Prepared transactions and inactive replication slots holding the xmin horizon: no VACUUM
+/// (ours or autovacuum's) can remove the dead tuples behind them.
+pub fn xmin_holders(db: &str, rows: &[Row], cfg: &PgConfig) -> Vec<Finding> {
+    rows.iter()
+        .filter_map(|r| {
+            let kind = str_of(r, "kind").unwrap_or_default();
+            let name = str_of(r, "name").unwrap_or_default();
+            let age_s = f64_of(r, "age_seconds");
+            let xid_age = i64_of(r, "xid_age").unwrap_or(0);
+            let level = match age_s {
+                Some(s) => level_above(s, &cfg.long_tx_seconds)?,
+                None if xid_age as f64 > cfg.xid_age.warn => Level::Critical,
+                None => Level::Warning,
+            };
+            Some(finding(
+                "vacuum-failure",
+                Severity::P2,
+                level,
+                format!("pg:{db}/{}:{name}", kind.replace(' ', "-")),
+                format!("{db}: {kind} '{name}' holds the xmin horizon back (XID age {xid_age}): VACUUM cannot remove dead tuples"),
+                json!({"kind": kind, "name": name, "age_seconds": age_s, "xid_age": xid_age}),
+            ))
+        })
+        .collect()
+}
+
+/// Our own failed or skipped maintenance statements (recorded by vacuum-trigger), per table.
+pub fn own_vacuum_failures(
+    db: &str,
+    failures: &[(String, String)],
+    cfg: &PgConfig,
+) -> Vec<Finding> {
+    let mut per_table: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (table, error) in failures {
+        per_table.entry(table).or_default().push(error);
+    }
+    per_table
+        .into_iter()
+        .map(|(table, errors)| {
+            let level = if errors.len() >= cfg.vacuum_failure_repeat {
+                Level::Critical
+            } else {
+                Level::Warning
+            };
+            finding(
+                "vacuum-failure",
+                Severity::P2,
+                level,
+                format!("pg:{db}/{table}"),
+                format!(
+                    "{db}: {} failed maintenance run(s) on {table} in the last day: {}",
+                    errors.len(),
+                    errors.last().copied().unwrap_or("")
+                ),
+                json!({"failures": errors.len(), "errors": errors}),
+            )
+        })
+        .collect()
+}
+
+// ---- WAL archiving ----
+
+pub fn archiver(db: &str, r: &Row) -> Option<Finding> {
+    let mode = str_of(r, "archive_mode").unwrap_or_default();
+    if mode == "off" {
+        return None;
+    }
+    let failed = time_of(r, "last_failed_time")?;
+    let ok = time_of(r, "last_archived_time");
+    if ok.is_some_and(|ok| ok >= failed) {
+        return None;
+    }
+    Some(finding(
+        "archiver",
+        Severity::P2,
+        Level::Warning,
+        db_resource(db),
+        format!(
+            "{db}: WAL archiving is failing (last failure {failed}, WAL {})",
+            str_of(r, "last_failed_wal").unwrap_or_default()
+        ),
+        json!({"failed_count": i64_of(r, "failed_count"), "last_failed_time": failed, "last_archived_time": ok}),
+    ))
+}
+
+// ---- open findings between runs ----
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OpenFinding {
+    pub severity: Severity,
+    pub resource: String,
+    pub summary: String,
+    pub since: DateTime<Utc>,
+}
+
+#[derive(Debug, Default, PartialEq)]
+pub struct Transitions<'a> {
+    /// New, or its severity changed: publish.
+    pub publish: Vec<&'a Finding>,
+    /// Still firing at the same severity: stay quiet.
+    pub unchanged: Vec<&'a Finding>,
+    /// Open before, gone now, and its signal was fully checked this run: publish "resolved".
+    pub resolved: Vec<(String, OpenFinding)>,
+}
+
+/// Which findings to announce and which open ones cleared. A signal whose check could not run
+/// (`unchecked`) resolves nothing: not seeing a problem is not the same as it being gone.
+pub fn transitions<'a>(
+    open: &[(String, OpenFinding)],
+    current: &'a [Finding],
+    unchecked: &[&str],
+) -> Transitions<'a> {
+    let mut t = Transitions::default();
+    for f in current {
+        match open.iter().find(|(k, _)| *k == f.dedup_key()) {
+            Some((_, o)) if o.severity == f.severity => t.unchanged.push(f),
+            _ => t.publish.push(f),
+        }
+    }
+    for (key, o) in open {
+        let still = current.iter().any(|f| &f.dedup_key() == key);
+        if !still && !unchecked.contains(&signal_of(key)) {
+            t.resolved.push((key.clone(), o.clone()));
+        }
+    }
+    t
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use chrono::{Duration, TimeZone};
+    use nbaops_shared::config::{layer, Env};
+
+    fn cfg(pairs: &[(&str, &str)]) -> PgConfig {
+        let vars = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        nbaops_shared::config::pg::from_settings(
+            &layer(Env::Dev, &vars, &Default::default()).unwrap(),
+        )
+        .unwrap()
+    }
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap()
+    }
+    fn row(v: Value) -> Row {
+        v.as_object().unwrap().clone()
+    }
+    fn counters(at: DateTime<Utc>, hit: i64, read: i64, dl: i64) -> Counters {
+        Counters {
+            at,
+            stats_reset: None,
+            postmaster_start: Some("2026-11-01T00:00:00+00:00".into()),
+            blks_hit: hit,
+            blks_read: read,
+            deadlocks: dl,
+        }
+    }
+
+    #[test]
+    fn connections_against_usable_slots() {
+        let c = cfg(&[]);
+        let conn = |used| Connections {
+            max_connections: 100,
+            reserved: 3,
+            used,
+            idle: 0,
+            active: 0,
+            idle_in_tx: 0,
+        };
+        assert!(connections("app", &conn(72), &c).is_none());
+        // 73/97 = 75.3 %: warning, one below the SPEC's P2.
+        let f = connections("app", &conn(73), &c).unwrap();
+        assert_eq!((f.level, f.severity), (Level::Warning, Severity::P3));
+        let f = connections("app", &conn(88), &c).unwrap();
+        assert_eq!((f.level, f.severity), (Level::Critical, Severity::P2));
+        assert_eq!(f.dedup_key(), "pg-connections#pg:app");
+    }
+
+    #[test]
+    fn refusals_are_findings() {
+        let f = refused(
+            "app",
+            "FATAL: sorry, too many clients already (SQLSTATE 53300)",
+        );
+        assert_eq!((f.signal, f.severity), ("connections", Severity::P2));
+        let f = refused("app", "FATAL: remaining connection slots are reserved for non-replication superuser, rds_reserved, and rds_superuser connections");
+        assert_eq!(f.signal, "connections");
+        let f = refused(
+            "app",
+            "error connecting to server: Connection refused (os error 111)",
+        );
+        assert_eq!((f.signal, f.severity), ("unreachable", Severity::P1));
+    }
+
+    #[test]
+    fn deltas_survive_resets() {
+        let t0 = now();
+        let t1 = t0 + Duration::minutes(5);
+        let a = counters(t0, 1_000_000, 10_000, 5);
+        assert_eq!(delta(None, &a), Delta::First);
+        let b = counters(t1, 1_100_000, 11_000, 7);
+        assert_eq!(
+            delta(Some(&a), &b),
+            Delta::Since {
+                seconds: 300.0,
+                blks_hit: 100_000,
+                blks_read: 1_000,
+                deadlocks: 2
+            }
+        );
+        // Crash/failover: counters restart from zero with the same stats_reset.
+        let crashed = counters(t1, 500, 20, 0);
+        assert!(matches!(delta(Some(&a), &crashed), Delta::Reset(r) if r.contains("went down")));
+        let mut reset = b.clone();
+        reset.stats_reset = Some("2026-11-25T12:03:00+00:00".into());
+        assert!(
+            matches!(delta(Some(&a), &reset), Delta::Reset(r) if r.contains("statistics reset"))
+        );
+        let mut restarted = b.clone();
+        restarted.postmaster_start = Some("2026-11-25T12:02:00+00:00".into());
+        assert!(matches!(delta(Some(&a), &restarted), Delta::Reset(r) if r.contains("restarted")));
+        // A reset yields no ratio and no rate, never a negative one.
+        let c = cfg(&[]);
+        assert_eq!(
+            cache_hit("app", &delta(Some(&a), &crashed), &c),
+            (None, None)
+        );
+        assert_eq!(
+            deadlocks("app", &delta(Some(&a), &crashed), &c),
+            (None, None)
+        );
+    }
+
+    #[test]
+    fn cache_hit_from_deltas_with_a_volume_floor() {
+        let c = cfg(&[]);
+        let d = |hit, read| Delta::Since {
+            seconds: 300.0,
+            blks_hit: hit,
+            blks_read: read,
+            deadlocks: 0,
+        };
+        // 50 % but only 200 blocks: not judged.
+        assert_eq!(cache_hit("app", &d(100, 100), &c), (None, None));
+        let (r, f) = cache_hit("app", &d(99_000, 1_000), &c);
+        assert!((r.unwrap() - 99.0).abs() < 1e-9 && f.is_none());
+        let (_, f) = cache_hit("app", &d(93_000, 7_000), &c);
+        assert_eq!(f.unwrap().severity, Severity::P4);
+        let (_, f) = cache_hit("app", &d(85_000, 15_000), &c);
+        assert_eq!(f.unwrap().severity, Severity::P3);
+    }
+
+    #[test]
+    fn deadlocks_per_hour_never_extrapolate_short_intervals() {
+        let c = cfg(&[]);
+        let d = |s, n| Delta::Since {
+            seconds: s,
+            blks_hit: 0,
+            blks_read: 0,
+            deadlocks: n,
+        };
+        assert!(
+            deadlocks("app", &d(300.0, 1), &c).1.is_none(),
+            "1 is not > 1"
+        );
+        assert_eq!(
+            deadlocks("app", &d(300.0, 2), &c).1.unwrap().level,
+            Level::Warning
+        );
+        assert_eq!(
+            deadlocks("app", &d(300.0, 11), &c).1.unwrap().level,
+            Level::Critical
+        );
+        // 4 over two hours: 2 per hour.
+        let (rate, _) = deadlocks("app", &d(7200.0, 4), &c);
+        assert_eq!(rate, Some(2.0));
+    }
+
+    #[test]
+    fn wraparound_levels_and_failsafe_emergency() {
+        let c = cfg(&[]);
+        let r = |xid: i64, mxid: i64| {
+            row(json!({"xid_age": xid, "mxid_age": mxid, "failsafe_age": 1_600_000_000i64}))
+        };
+        assert!(wraparound("app", &r(200_000_000, 10), &c).1.is_none());
+        assert_eq!(
+            wraparound("app", &r(600_000_000, 10), &c)
+                .1
+                .unwrap()
+                .severity,
+            Severity::P2
+        );
+        assert_eq!(
+            wraparound("app", &r(10, 1_100_000_000), &c)
+                .1
+                .unwrap()
+                .level,
+            Level::Critical
+        );
+        let f = wraparound("app", &r(1_700_000_000, 10), &c).1.unwrap();
+        assert_eq!((f.level, f.severity), (Level::Emergency, Severity::P1));
+    }
+
+    #[test]
+    fn replication_lag_is_zero_when_caught_up() {
+        let c = cfg(&[]);
+        // Idle primary: the last replayed transaction is 10 min old, but nothing is pending.
+        let idle = row(json!({"caught_up": true, "since_last_replay": 600.0, "streaming": true}));
+        assert_eq!(replication_standby("replica", &idle, &c), (0.0, None));
+        let behind =
+            row(json!({"caught_up": false, "since_last_replay": 400.0, "streaming": true}));
+        assert_eq!(
+            replication_standby("replica", &behind, &c).1.unwrap().level,
+            Level::Critical
+        );
+        let broken = row(json!({"caught_up": true, "since_last_replay": 5.0, "streaming": false}));
+        assert_eq!(
+            replication_standby("replica", &broken, &c).1.unwrap().level,
+            Level::Warning
+        );
+        let rows = vec![
+            row(json!({"standby": "a", "caught_up": true, "replay_lag_seconds": 700.0})),
+            row(json!({"standby": "b", "caught_up": false, "replay_lag_seconds": 45.0})),
+        ];
+        let (max, fs) = replication_primary("app", &rows, &c);
+        assert_eq!(max, 45.0);
+        assert_eq!(fs.len(), 1);
+        assert_eq!(fs[0].resource, "pg:app/standby:b");
+    }
+
+    fn session(pid: i64, backend: &str, state: &str, xact: f64, ours: bool) -> Session {
+        Session {
+            pid,
+            role: "app".into(),
+            application: "web".into(),
+            backend_type: backend.into(),
+            state: state.into(),
+            xact_start: Some("2026-11-25T11:00:00+00:00".into()),
+            xact_seconds: xact,
+            state_seconds: xact,
+            query: "select 1".into(),
+            ours,
+            lock_wait_seconds: None,
+        }
+    }
+
+    #[test]
+    fn long_transactions_exclude_autovacuum_walsenders_and_us() {
+        let c = cfg(&[]);
+        let all = vec![
+            session(1, "autovacuum worker", "active", 5000.0, false),
+            session(2, "walsender", "active", 5000.0, false),
+            session(3, "client backend", "active", 5000.0, true),
+            session(4, "client backend", "active", 400.0, false),
+            session(5, "client backend", "idle in transaction", 1000.0, false),
+            session(6, "client backend", "idle in transaction", 200.0, false),
+        ];
+        let (longest, fs) = sessions("app", &all, &c);
+        assert_eq!(longest, 1000.0);
+        let got: Vec<(String, Level)> = fs.iter().map(|f| (f.resource.clone(), f.level)).collect();
+        assert_eq!(
+            got,
+            vec![
+                ("pg:app/pid:4".into(), Level::Warning),
+                ("pg:app/pid:5".into(), Level::Critical),
+            ]
+        );
+    }
+
+    #[test]
+    fn bloat_uses_measurement_then_reliable_estimate_and_notes_the_rest() {
+        let c = cfg(&[]);
+        let mut gutted = nbaops_shared::sql::TableStats::from_row(&row(json!({
+            "oid": 1, "schema": "public", "table_name": "gutted", "reltuples": 11600.0, "relpages": 1000,
+            "bytes": 8_192_000, "block_size": 8192, "ncols": 2, "nstats": 2, "data_width": 105.0,
+            "n_live_tup": 11600, "n_dead_tup": 46400, "last_analyze": "2026-11-25T11:00:00+00:00"
+        })));
+        let (fs, notes) = bloat(
+            "app",
+            std::slice::from_ref(&gutted),
+            &BTreeMap::new(),
+            &c,
+            now(),
+        );
+        assert_eq!(fs[0].level, Level::Critical);
+        assert_eq!(fs[0].dedup_key(), "pg-bloat#pg:app/public.gutted");
+        assert!(notes.is_empty());
+        // Measured at 25 %: warning, whatever the estimate says.
+        let measured = BTreeMap::from([(1, 25.0)]);
+        let (fs, _) = bloat("app", std::slice::from_ref(&gutted), &measured, &c, now());
+        assert_eq!(fs[0].level, Level::Warning);
+        // Stale statistics, no measurement: no number, a note.
+        gutted.n_mod_since_analyze = 40_000;
+        let (fs, notes) = bloat(
+            "app",
+            std::slice::from_ref(&gutted),
+            &BTreeMap::new(),
+            &c,
+            now(),
+        );
+        assert!(fs.is_empty());
+        assert!(notes[0].contains("stale"), "{notes:?}");
+    }
+
+    #[test]
+    fn open_findings_resolve_only_when_their_signal_was_checked() {
+        let c = cfg(&[]);
+        let f = refused("app", "Connection refused");
+        let open = vec![
+            (
+                f.dedup_key(),
+                OpenFinding {
+                    severity: Severity::P1,
+                    resource: "pg:app".into(),
+                    summary: "x".into(),
+                    since: now(),
+                },
+            ),
+            (
+                "pg-bloat#pg:app/public.t".to_string(),
+                OpenFinding {
+                    severity: Severity::P3,
+                    resource: "pg:app/public.t".into(),
+                    summary: "y".into(),
+                    since: now(),
+                },
+            ),
+        ];
+        // Still down: the unreachable finding is unchanged, bloat cannot resolve (not checked).
+        let current = vec![f.clone()];
+        let t = transitions(&open, &current, &["bloat"]);
+        assert!(t.publish.is_empty() && t.resolved.is_empty());
+        assert_eq!(t.unchanged.len(), 1);
+        // Back up and checked: both resolve.
+        let t = transitions(&open, &[], &[]);
+        assert_eq!(t.resolved.len(), 2);
+        // Severity changed: published again under the same key.
+        let worse = connections(
+            "app",
+            &Connections {
+                max_connections: 100,
+                reserved: 0,
+                used: 95,
+                idle: 0,
+                active: 0,
+                idle_in_tx: 0,
+            },
+            &c,
+        )
+        .unwrap();
+        let open = vec![(
+            worse.dedup_key(),
+            OpenFinding {
+                severity: Severity::P3,
+                resource: "pg:app".into(),
+                summary: "z".into(),
+                since: now(),
+            },
+        )];
+        let current = [worse];
+        assert_eq!(transitions(&open, &current, &[]).publish.len(), 1);
+    }
+
+    #[test]
+    fn holders_and_own_failures() {
+        let c = cfg(&[]);
+        let rows = vec![
+            row(
+                json!({"kind": "prepared transaction", "name": "tx1", "age_seconds": 1000.0, "xid_age": 50}),
+            ),
+            row(
+                json!({"kind": "prepared transaction", "name": "tx2", "age_seconds": 10.0, "xid_age": 5}),
+            ),
+            row(
+                json!({"kind": "replication slot", "name": "old_slot", "age_seconds": null, "xid_age": 600_000_000i64}),
+            ),
+        ];
+        let fs = xmin_holders("app", &rows, &c);
+        assert_eq!(fs.len(), 2);
+        assert_eq!(fs[1].resource, "pg:app/replication-slot:old_slot");
+        assert_eq!(fs[1].level, Level::Critical);
+        let failures = vec![
+            ("public.t".to_string(), "skipped".to_string()),
+            ("public.t".to_string(), "lock timeout".to_string()),
+            ("public.t".to_string(), "lock timeout".to_string()),
+            ("public.u".to_string(), "permission".to_string()),
+        ];
+        let fs = own_vacuum_failures("app", &failures, &c);
+        assert_eq!(
+            (fs[0].level, fs[1].level),
+            (Level::Critical, Level::Warning)
+        );
+    }
+}

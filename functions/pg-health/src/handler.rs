@@ -1,0 +1,538 @@
+//! A schedule tick scans every configured database with the read-only monitor role, turns what it
+//! sees into findings (`checks`), announces new or changed findings and resolves cleared ones
+//! (open findings live in the ledger), keeps counter baselines between runs, emits EMF metrics,
+//! and leaves pgstattuple-confirmed bloat figures in the ledger for vacuum-trigger.
+//!
+//! Ledger items: `pgbase#<db>/counters` (counter baseline), `pgopen#<db>/<dedup key>` (firing
+//! findings), `pgmaint#<db>/<table oid>` (measured bloat for vacuum-trigger, 1 day),
+//! read: `pgvacfail#<db>/*` (vacuum-trigger's failed statements, 1 day).
+
+use std::collections::BTreeMap;
+
+use chrono::Duration;
+use serde_json::{json, Map, Value};
+
+use nbaops_shared::alerts::{Alert, AlertStatus};
+use nbaops_shared::config::pg::{PgConfig, PgTarget};
+use nbaops_shared::events::{classify, Inbound, ScheduledTick};
+use nbaops_shared::ports::{PgConnector, Postgres};
+use nbaops_shared::runtime::{Deps, Invocation, InvocationReport, RecordReport};
+use nbaops_shared::sql::{self, Connections, Row, Server, Session, TableStats};
+use nbaops_shared::{NbaopsError, Result};
+
+use crate::checks::{self, Counters, Delta, Finding, OpenFinding};
+
+pub const FUNCTION: &str = "pg-health";
+
+/// Function-specific dependencies built once at init.
+pub struct PgHealth {
+    pub pg: PgConfig,
+    pub connector: Box<dyn PgConnector>,
+}
+
+const SIGNALS: &[&str] = &[
+    "unreachable",
+    "connections",
+    "cache-hit",
+    "deadlocks",
+    "replication-lag",
+    "wraparound",
+    "bloat",
+    "long-tx",
+    "idle-in-tx",
+    "lock-wait",
+    "vacuum-failure",
+    "archiver",
+];
+
+/// pgstattuple_approx reads the table (visibility map assisted): only the worst few per run.
+const MEASURE_AT_MOST: usize = 10;
+
+pub async fn handle(
+    payload: Value,
+    inv: Invocation,
+    deps: &'static Deps,
+    x: &'static PgHealth,
+) -> Result<InvocationReport> {
+    let mut report = InvocationReport {
+        function: FUNCTION.into(),
+        env: deps.cfg.env.to_string(),
+        records: vec![],
+    };
+    for inbound in classify(&payload) {
+        match inbound {
+            Inbound::Schedule(tick) => on_tick(&tick, &inv, deps, x, &mut report).await?,
+            Inbound::NotForMe(n) => report
+                .records
+                .push(RecordReport::not_for_me("", "unknown", n.reason)),
+            other => report.records.push(RecordReport::not_for_me(
+                other.event_id().unwrap_or(""),
+                other.kind(),
+                format!("{FUNCTION} runs on a schedule (EventBridge rule or Scheduler)"),
+            )),
+        }
+    }
+    Ok(report)
+}
+
+async fn on_tick(
+    tick: &ScheduledTick,
+    inv: &Invocation,
+    deps: &Deps,
+    x: &PgHealth,
+    report: &mut InvocationReport,
+) -> Result<()> {
+    // `{"nbaops": {"database": "app"}}` narrows a run to one database.
+    let only = tick.param("database");
+    let targets: Vec<&PgTarget> =
+        x.pg.databases
+            .iter()
+            .filter(|t| only.as_deref().is_none_or(|o| o == t.name))
+            .collect();
+    if targets.is_empty() {
+        let mut rec = RecordReport {
+            event_id: tick.event_id.clone(),
+            kind: "schedule".into(),
+            summary: "no database to scan".into(),
+            ..Default::default()
+        };
+        rec.notes.push(match only {
+            Some(o) => format!("'{o}' is not in pg.databases"),
+            None => "pg.databases is empty".into(),
+        });
+        report.records.push(rec);
+        return Ok(());
+    }
+    for target in targets {
+        let started = std::time::Instant::now();
+        let scan = scan(target, inv, deps, x).await?;
+        let mut rec = RecordReport {
+            event_id: tick.event_id.clone(),
+            kind: "schedule".into(),
+            summary: format!(
+                "pg:{}: {} finding(s){}",
+                target.name,
+                scan.findings.len(),
+                if scan.unchecked.is_empty() {
+                    String::new()
+                } else {
+                    format!(", not checked: {}", scan.unchecked.join(", "))
+                }
+            ),
+            notes: scan.notes.clone(),
+            ..Default::default()
+        };
+        announce(&target.name, &scan, inv, deps, &mut rec).await?;
+        let mut metrics = scan.metrics.clone();
+        metrics.push((
+            "ScanMillis",
+            started.elapsed().as_secs_f64() * 1000.0,
+            "Milliseconds",
+        ));
+        metrics.push(("Findings", scan.findings.len() as f64, "Count"));
+        println!(
+            "{}",
+            emf_line(&deps.cfg.env.to_string(), &target.name, &metrics)
+        );
+        report.records.push(rec);
+    }
+    Ok(())
+}
+
+#[derive(Default)]
+struct Scan {
+    findings: Vec<Finding>,
+    unchecked: Vec<&'static str>,
+    notes: Vec<String>,
+    metrics: Vec<(&'static str, f64, &'static str)>,
+}
+
+impl Scan {
+    fn failed(&mut self, signals: &[&'static str], e: &NbaopsError) {
+        self.unchecked.extend_from_slice(signals);
+        self.notes
+            .push(format!("{} not checked: {e}", signals.join("/")));
+    }
+}
+
+async fn first_row(pg: &dyn Postgres, sql: &str) -> Result<Row> {
+    pg.query(sql)
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(|| NbaopsError::dependency("postgres", "query returned no row"))
+}
+
+async fn scan(target: &PgTarget, inv: &Invocation, deps: &Deps, x: &PgHealth) -> Result<Scan> {
+    let cfg = &x.pg;
+    let db = target.name.as_str();
+    let mut s = Scan::default();
+    let setup = sql::session_setup(
+        "nbaops-pg-health",
+        cfg.statement_timeout_ms,
+        cfg.lock_timeout_ms,
+        true,
+    );
+    let env = deps.cfg.env.to_string();
+    let opened = sql::open_session(
+        cfg,
+        &env,
+        target,
+        "monitor",
+        deps.params.as_deref(),
+        x.connector.as_ref(),
+        &setup,
+    )
+    .await;
+    let server = match opened {
+        Ok(pg) => first_row(pg.as_ref(), sql::SERVER)
+            .await
+            .map(|r| (pg, Server::from_row(&r))),
+        Err(e) => Err(e),
+    };
+    let (pg, server) = match server {
+        Ok(v) => v,
+        Err(e) => {
+            let f = checks::refused(db, &e.to_string());
+            s.unchecked = SIGNALS
+                .iter()
+                .copied()
+                .filter(|sig| *sig != f.signal)
+                .collect();
+            s.notes.push(format!("cannot connect: {e}"));
+            s.findings.push(f);
+            s.metrics.push(("Reachable", 0.0, "Count"));
+            return Ok(s);
+        }
+    };
+    let pg = pg.as_ref();
+    s.metrics.push(("Reachable", 1.0, "Count"));
+    s.notes.push(format!(
+        "PostgreSQL {} {} as {}",
+        server.version.major(),
+        if server.in_recovery {
+            "standby"
+        } else {
+            "primary"
+        },
+        server.role
+    ));
+
+    match first_row(pg, sql::CONNECTIONS).await {
+        Ok(r) => {
+            let c = Connections::from_row(&r);
+            s.metrics
+                .push(("ConnectionsPercent", c.percent(), "Percent"));
+            s.metrics.push(("IdleConnections", c.idle as f64, "Count"));
+            s.metrics.push(("ActiveQueries", c.active as f64, "Count"));
+            s.findings.extend(checks::connections(db, &c, cfg));
+        }
+        Err(e) => s.failed(&["connections"], &e),
+    }
+
+    match first_row(pg, sql::DATABASE_COUNTERS).await {
+        Ok(r) => {
+            let cur = Counters::from_row(&r, inv.now);
+            let pk = format!("pgbase#{db}");
+            let prev: Option<Counters> = deps
+                .ledger
+                .get(&pk, "counters")
+                .await?
+                .and_then(|v| serde_json::from_value(v).ok());
+            let d = checks::delta(prev.as_ref(), &cur);
+            match &d {
+                Delta::First => s.notes.push("first run: counter baseline taken".into()),
+                Delta::Reset(why) => s.notes.push(format!(
+                    "counters restarted ({why}): baseline re-taken, no rates this run"
+                )),
+                Delta::Since { .. } => {}
+            }
+            let (ratio, f) = checks::cache_hit(db, &d, cfg);
+            if let Some(r) = ratio {
+                s.metrics.push(("CacheHitPercent", r, "Percent"));
+            }
+            s.findings.extend(f);
+            let (rate, f) = checks::deadlocks(db, &d, cfg);
+            if let Some(r) = rate {
+                s.metrics.push(("DeadlocksPerHour", r, "Count"));
+            }
+            s.findings.extend(f);
+            let data = serde_json::to_value(&cur)
+                .map_err(|e| NbaopsError::InvalidEvent(format!("counters: {e}")))?;
+            deps.ledger.put(&pk, "counters", &data, None).await?;
+        }
+        Err(e) => s.failed(&["cache-hit", "deadlocks"], &e),
+    }
+
+    match first_row(pg, sql::WRAPAROUND).await {
+        Ok(r) => {
+            let (age, f) = checks::wraparound(db, &r, cfg);
+            s.metrics.push(("MaxXidAge", age as f64, "Count"));
+            s.findings.extend(f);
+        }
+        Err(e) => s.failed(&["wraparound"], &e),
+    }
+
+    if server.in_recovery {
+        match first_row(pg, sql::REPLICATION_STANDBY).await {
+            Ok(r) => {
+                let (lag, f) = checks::replication_standby(db, &r, cfg);
+                s.metrics.push(("ReplicationLagSeconds", lag, "Seconds"));
+                s.findings.extend(f);
+            }
+            Err(e) => s.failed(&["replication-lag"], &e),
+        }
+    } else {
+        match pg.query(sql::REPLICATION_PRIMARY).await {
+            Ok(rows) => {
+                let (lag, fs) = checks::replication_primary(db, &rows, cfg);
+                if !rows.is_empty() {
+                    s.metrics.push(("ReplicationLagSeconds", lag, "Seconds"));
+                }
+                s.findings.extend(fs);
+            }
+            Err(e) => s.failed(&["replication-lag"], &e),
+        }
+    }
+
+    match pg.query(&sql::transactions(server.version)).await {
+        Ok(rows) => {
+            let sessions: Vec<Session> = rows.iter().map(Session::from_row).collect();
+            let (longest, fs) = checks::sessions(db, &sessions, cfg);
+            s.metrics
+                .push(("LongestTransactionSeconds", longest, "Seconds"));
+            s.findings.extend(fs);
+        }
+        Err(e) => s.failed(&["long-tx", "idle-in-tx", "lock-wait"], &e),
+    }
+
+    if server.in_recovery {
+        // A standby's tables are the primary's: judged (and vacuumed) there.
+        s.unchecked.push("bloat");
+    } else {
+        match pg.query(&sql::tables(server.version)).await {
+            Ok(rows) => {
+                let tables: Vec<TableStats> = rows.iter().map(TableStats::from_row).collect();
+                let measured = measure(pg, &tables, cfg, inv, &mut s).await;
+                let (fs, notes) = checks::bloat(db, &tables, &measured, cfg, inv.now);
+                s.metrics.push(("BloatedTables", fs.len() as f64, "Count"));
+                s.findings.extend(fs);
+                s.notes.extend(notes);
+                hand_off(db, &tables, &measured, cfg, inv, deps).await?;
+            }
+            Err(e) => s.failed(&["bloat"], &e),
+        }
+    }
+
+    match pg.query(sql::XMIN_HOLDERS).await {
+        Ok(rows) => s.findings.extend(checks::xmin_holders(db, &rows, cfg)),
+        Err(e) => s.failed(&["vacuum-failure"], &e),
+    }
+    let since = inv.now - Duration::days(1);
+    let failures: Vec<(String, String)> = deps
+        .ledger
+        .query(&format!("pgvacfail#{db}"), "")
+        .await?
+        .into_iter()
+        .filter(|(_, v)| {
+            v["at"]
+                .as_str()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .is_some_and(|t| t >= since)
+        })
+        .map(|(_, v)| {
+            (
+                v["table"].as_str().unwrap_or("?").to_string(),
+                v["error"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    s.findings
+        .extend(checks::own_vacuum_failures(db, &failures, cfg));
+
+    match first_row(pg, sql::ARCHIVER).await {
+        Ok(r) => s.findings.extend(checks::archiver(db, &r)),
+        Err(e) => s.failed(&["archiver"], &e),
+    }
+    Ok(s)
+}
+
+/// Confirms the worst candidates with pgstattuple_approx when the extension is installed.
+async fn measure(
+    pg: &dyn Postgres,
+    tables: &[TableStats],
+    cfg: &PgConfig,
+    inv: &Invocation,
+    s: &mut Scan,
+) -> BTreeMap<i64, f64> {
+    let mut out = BTreeMap::new();
+    let candidates = checks::worth_measuring(tables, cfg, inv.now, MEASURE_AT_MOST);
+    if candidates.is_empty() {
+        return out;
+    }
+    let present = first_row(pg, sql::PGSTATTUPLE_PRESENT)
+        .await
+        .map(|r| sql::bool_of(&r, "present"))
+        .unwrap_or(false);
+    if !present {
+        s.notes.push(format!(
+            "{} bloat candidate(s) not confirmed: pgstattuple is not installed",
+            candidates.len()
+        ));
+        return out;
+    }
+    for t in candidates {
+        match first_row(pg, &sql::pgstattuple_approx(t.oid)).await {
+            Ok(r) => {
+                if let Some(p) = sql::f64_of(&r, "wasted_percent") {
+                    out.insert(t.oid, p);
+                }
+            }
+            Err(e) => s
+                .notes
+                .push(format!("{}: pgstattuple_approx failed: {e}", t.name())),
+        }
+    }
+    out
+}
+
+/// Leaves measured bloat figures for vacuum-trigger, which still re-reads the table's
+/// statistics itself before acting (a stale request can never cause a VACUUM on its own).
+async fn hand_off(
+    db: &str,
+    tables: &[TableStats],
+    measured: &BTreeMap<i64, f64>,
+    cfg: &PgConfig,
+    inv: &Invocation,
+    deps: &Deps,
+) -> Result<()> {
+    let expires = (inv.now + Duration::days(1)).timestamp();
+    for t in tables {
+        let Some(pct) = measured.get(&t.oid) else {
+            continue;
+        };
+        if *pct <= cfg.bloat_percent.warn {
+            continue;
+        }
+        deps.ledger
+            .put(
+                &format!("pgmaint#{db}"),
+                &t.oid.to_string(),
+                &json!({"schema": t.schema, "table": t.table, "measured_bloat": pct, "at": inv.now.to_rfc3339(), "by": FUNCTION}),
+                Some(expires),
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+fn runbook(signal: &str) -> &'static str {
+    match signal {
+        "unreachable" => "Check the instance status and security groups; RDS events tell whether a failover or reboot is under way.",
+        "connections" => "Look for idle sessions and connection leaks (pg_stat_activity by application); consider a pooler before raising max_connections.",
+        "cache-hit" => "Check for new sequential scans (pg_stat_statements) and the instance's memory; a class change waits for the window.",
+        "deadlocks" => "Read the server log's deadlock reports; fix the lock order in the application.",
+        "replication-lag" => "Check the standby's I/O and long queries on it; lag on an idle primary is 0 by this check, so this is real.",
+        "wraparound" => "vacuum-trigger freezes the oldest tables first; check what blocks autovacuum (long transactions, slots, prepared transactions).",
+        "bloat" => "vacuum-trigger runs VACUUM (ANALYZE); severe bloat needs VACUUM FULL or pg_repack in a change window.",
+        "long-tx" | "idle-in-tx" => "Ask the owner of the session; past the critical threshold vacuum-trigger may end it if its role/application is allow-listed.",
+        "lock-wait" => "Find the blocker with pg_blocking_pids() and the long transaction behind it.",
+        "vacuum-failure" => "Something stops VACUUM: end the holder (prepared transaction, slot) or give the maintenance role ownership of the table.",
+        "archiver" => "Check archive_command / the S3 destination; WAL piles up until archiving succeeds.",
+        _ => "",
+    }
+}
+
+async fn announce(
+    db: &str,
+    scan: &Scan,
+    inv: &Invocation,
+    deps: &Deps,
+    rec: &mut RecordReport,
+) -> Result<()> {
+    let pk = format!("pgopen#{db}");
+    let open: Vec<(String, OpenFinding)> = deps
+        .ledger
+        .query(&pk, "")
+        .await?
+        .into_iter()
+        .filter_map(|(k, v)| serde_json::from_value(v).ok().map(|o| (k, o)))
+        .collect();
+    let t = checks::transitions(&open, &scan.findings, &scan.unchecked);
+    let env = deps.cfg.env.to_string();
+    for f in &t.publish {
+        let alert = Alert::new(
+            f.severity,
+            &env,
+            FUNCTION,
+            &f.resource,
+            f.dedup_key(),
+            f.summary.clone(),
+            inv.now,
+        )
+        .with_details(json!({"signal": f.signal, "level": f.level, "observed": f.details}))
+        .with_runbook(runbook(f.signal));
+        deps.alerts().publish(&alert).await?;
+        let since = open
+            .iter()
+            .find(|(k, _)| *k == f.dedup_key())
+            .map(|(_, o)| o.since)
+            .unwrap_or(inv.now);
+        let item = OpenFinding {
+            severity: f.severity,
+            resource: f.resource.clone(),
+            summary: f.summary.clone(),
+            since,
+        };
+        let data = serde_json::to_value(&item)
+            .map_err(|e| NbaopsError::InvalidEvent(format!("finding: {e}")))?;
+        deps.ledger.put(&pk, &f.dedup_key(), &data, None).await?;
+        rec.alerts.push(alert);
+    }
+    for f in &t.unchanged {
+        rec.notes.push(format!(
+            "still {}: {} (already announced)",
+            f.severity, f.summary
+        ));
+    }
+    for (key, o) in &t.resolved {
+        let mut alert = Alert::new(
+            o.severity,
+            &env,
+            FUNCTION,
+            &o.resource,
+            key.clone(),
+            format!("resolved: {}", o.summary),
+            inv.now,
+        )
+        .with_details(json!({"since": o.since}));
+        alert.status = AlertStatus::Resolved;
+        deps.alerts().publish(&alert).await?;
+        deps.ledger.delete(&pk, key).await?;
+        rec.alerts.push(alert);
+    }
+    Ok(())
+}
+
+/// An EMF line with the database as a dimension (the shared one only has function and env).
+fn emf_line(env: &str, db: &str, metrics: &[(&str, f64, &str)]) -> String {
+    let mut root = Map::new();
+    root.insert(
+        "_aws".into(),
+        json!({
+            "Timestamp": chrono::Utc::now().timestamp_millis(),
+            "CloudWatchMetrics": [{
+                "Namespace": "nbaops/postgres",
+                "Dimensions": [["function", "env", "db"]],
+                "Metrics": metrics.iter().map(|(n, _, u)| json!({"Name": n, "Unit": u})).collect::<Vec<_>>(),
+            }]
+        }),
+    );
+    root.insert("function".into(), json!(FUNCTION));
+    root.insert("env".into(), json!(env));
+    root.insert("db".into(), json!(db));
+    for (n, v, _) in metrics {
+        root.insert((*n).into(), json!(v));
+    }
+    Value::Object(root).to_string()
+}

@@ -1,0 +1,4 @@
+//! scale-on-alarm as a library too, so the benchmark can time parse + plan in-process.
+
+pub mod handler;
+pub mod plan;

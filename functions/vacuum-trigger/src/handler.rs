@@ -1,0 +1,473 @@
+//! A schedule tick: for each configured database, with the maintenance role, ask the database
+//! what needs doing (shared SQL + `sql::plan_maintenance`, with pg-health's pgstattuple figures
+//! from the ledger), then VACUUM (FREEZE) / VACUUM (ANALYZE) / ANALYZE / VACUUM FULL one table at
+//! a time, and end allow-listed runaway transactions. Every action passes the guard and is
+//! audited with dead tuples before and after and its duration; a statement that returns without
+//! having vacuumed (no privilege: PostgreSQL only WARNs; SKIP_LOCKED) counts as a failure.
+//!
+//! Ledger: reads `pgmaint#<db>/<oid>` (pg-health's measured bloat), writes
+//! `pgvacfail#<db>/<at>#<table>` (failures, 1 day: pg-health's VACUUM-failure signal).
+
+use std::collections::BTreeMap;
+use std::time::{Duration as StdDuration, Instant};
+
+use chrono::Duration;
+use serde_json::{json, Value};
+
+use nbaops_shared::alerts::{Alert, Severity};
+use nbaops_shared::config::pg::{PgConfig, PgTarget};
+use nbaops_shared::events::{classify, Inbound, ScheduledTick};
+use nbaops_shared::guard::{AuditRecord, Guard, Outcome, ProposedAction};
+use nbaops_shared::ports::{PgConnector, Postgres, Tags};
+use nbaops_shared::runtime::{Deps, Invocation, InvocationReport, RecordReport};
+use nbaops_shared::sql::{self, Maintenance, Need, Row, Server, Session, TableStats};
+use nbaops_shared::{NbaopsError, Result};
+
+use crate::plan::runaway_transactions;
+
+pub const FUNCTION: &str = "vacuum-trigger";
+
+pub struct VacuumTrigger {
+    pub pg: PgConfig,
+    pub connector: Box<dyn PgConnector>,
+}
+
+pub async fn handle(
+    payload: Value,
+    inv: Invocation,
+    deps: &'static Deps,
+    x: &'static VacuumTrigger,
+) -> Result<InvocationReport> {
+    let mut report = InvocationReport {
+        function: FUNCTION.into(),
+        env: deps.cfg.env.to_string(),
+        records: vec![],
+    };
+    for inbound in classify(&payload) {
+        match inbound {
+            Inbound::Schedule(tick) => on_tick(&tick, &inv, deps, x, &mut report).await?,
+            Inbound::NotForMe(n) => report
+                .records
+                .push(RecordReport::not_for_me("", "unknown", n.reason)),
+            other => report.records.push(RecordReport::not_for_me(
+                other.event_id().unwrap_or(""),
+                other.kind(),
+                format!("{FUNCTION} runs on a schedule (EventBridge rule or Scheduler)"),
+            )),
+        }
+    }
+    Ok(report)
+}
+
+async fn on_tick(
+    tick: &ScheduledTick,
+    inv: &Invocation,
+    deps: &Deps,
+    x: &VacuumTrigger,
+    report: &mut InvocationReport,
+) -> Result<()> {
+    let only = tick.param("database");
+    let started = Instant::now();
+    for target in
+        x.pg.databases
+            .iter()
+            .filter(|t| only.as_deref().is_none_or(|o| o == t.name))
+    {
+        let mut rec = RecordReport {
+            event_id: tick.event_id.clone(),
+            kind: "schedule".into(),
+            summary: format!("maintenance of pg:{}", target.name),
+            ..Default::default()
+        };
+        if let Err(e) = maintain(target, tick, inv, deps, x, started, &mut rec).await {
+            // One database down must not stop the others; pg-health alerts on reachability.
+            rec.notes.push(format!("not maintained: {e}"));
+        }
+        report.records.push(rec);
+    }
+    if report.records.is_empty() {
+        report.records.push(RecordReport {
+            event_id: tick.event_id.clone(),
+            kind: "schedule".into(),
+            summary: "no database to maintain (pg.databases)".into(),
+            ..Default::default()
+        });
+    }
+    Ok(())
+}
+
+async fn first_row(pg: &dyn Postgres, q: &str) -> Result<Row> {
+    pg.query(q)
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(|| NbaopsError::dependency("postgres", "query returned no row"))
+}
+
+async fn maintain(
+    target: &PgTarget,
+    tick: &ScheduledTick,
+    inv: &Invocation,
+    deps: &Deps,
+    x: &VacuumTrigger,
+    started: Instant,
+    rec: &mut RecordReport,
+) -> Result<()> {
+    let cfg = &x.pg;
+    let db = target.name.as_str();
+    let mut setup = sql::session_setup(
+        "nbaops-vacuum-trigger",
+        cfg.vacuum.statement_timeout_seconds * 1000,
+        cfg.vacuum.lock_timeout_ms,
+        false,
+    );
+    setup.extend(sql::vacuum_cost(
+        cfg.vacuum.cost_delay_ms,
+        cfg.vacuum.cost_limit,
+    ));
+    let pg = sql::open_session(
+        cfg,
+        &deps.cfg.env.to_string(),
+        target,
+        "maintenance",
+        deps.params.as_deref(),
+        x.connector.as_ref(),
+        &setup,
+    )
+    .await?;
+    let pg = pg.as_ref();
+    let server = Server::from_row(&first_row(pg, sql::SERVER).await?);
+    if server.in_recovery {
+        rec.notes
+            .push("a standby: maintenance happens on the primary".into());
+        return Ok(());
+    }
+    let tables: Vec<TableStats> = pg
+        .query(&sql::tables(server.version))
+        .await?
+        .iter()
+        .map(TableStats::from_row)
+        .collect();
+    let measured: BTreeMap<i64, f64> = deps
+        .ledger
+        .query(&format!("pgmaint#{db}"), "")
+        .await?
+        .into_iter()
+        .filter_map(|(oid, v)| Some((oid.parse().ok()?, v["measured_bloat"].as_f64()?)))
+        .collect();
+    let plan = sql::plan_maintenance(&tables, cfg, &|t| measured.get(&t.oid).copied(), inv.now);
+    let runaway_rows = if cfg.terminate.enabled {
+        pg.query(&sql::transactions(server.version)).await?
+    } else {
+        vec![]
+    };
+    let sessions: Vec<Session> = runaway_rows.iter().map(Session::from_row).collect();
+    let runaway = runaway_transactions(&sessions, cfg);
+    rec.summary = format!(
+        "pg:{db}: {} table(s) need maintenance, {} runaway transaction(s)",
+        plan.len(),
+        runaway.len()
+    );
+    let mut guard = deps
+        .guard(&tick.event_id, inv)
+        .with_fleet_size(tables.len() + sessions.len());
+
+    for s in runaway {
+        end_transaction(db, s, pg, &mut guard, deps, inv, rec).await?;
+    }
+    for (i, (t, need)) in plan.iter().enumerate() {
+        if i >= cfg.vacuum.max_tables_per_run {
+            rec.notes.push(format!(
+                "{} more table(s) left for the next run (pg.vacuum.max_tables_per_run {})",
+                plan.len() - i,
+                cfg.vacuum.max_tables_per_run
+            ));
+            break;
+        }
+        if started.elapsed() > StdDuration::from_secs(cfg.vacuum.time_budget_seconds) {
+            rec.notes.push(format!(
+                "time budget ({} s) spent: {} table(s) left for the next run",
+                cfg.vacuum.time_budget_seconds,
+                plan.len() - i
+            ));
+            break;
+        }
+        maintain_table(
+            db,
+            t,
+            need,
+            cfg.vacuum.cooldown_seconds,
+            pg,
+            &mut guard,
+            deps,
+            inv,
+            rec,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+fn words(a: &AuditRecord) -> String {
+    match (a.outcome, a.stopped_by) {
+        (Outcome::Acted, _) => "done".into(),
+        (Outcome::WouldAct, _) => "dry-run: would have done it".into(),
+        (Outcome::Failed, _) => format!("failed: {}", a.error.as_deref().unwrap_or("?")),
+        (Outcome::Skipped, Some(step)) => format!("stopped by guard '{step}'"),
+        (Outcome::Skipped, None) => "skipped".into(),
+    }
+}
+
+async fn counters(pg: &dyn Postgres, oid: i64) -> Result<Row> {
+    first_row(pg, &sql::table_counters(oid)).await
+}
+
+fn counter(r: &Row, k: &str) -> i64 {
+    sql::i64_of(r, k).unwrap_or(0)
+}
+
+/// Runs the statement and proves it happened: the table's vacuum (or analyze) count must move.
+/// PG13/14 report statistics through the collector, so one late re-read is allowed.
+async fn run_maintenance(
+    pg: &dyn Postgres,
+    t: &TableStats,
+    kind: Maintenance,
+    before: &Row,
+) -> Result<Row> {
+    if !t.can_maintain {
+        return Err(NbaopsError::dependency(
+            "postgres",
+            format!(
+                "our role may not maintain {} (owner {}): PostgreSQL would only WARN 'skipping' and report success",
+                t.name(),
+                t.owner
+            ),
+        ));
+    }
+    pg.execute(&kind.statement(&t.schema, &t.table)).await?;
+    let field = if kind == Maintenance::Analyze {
+        "analyzes"
+    } else {
+        "vacuums"
+    };
+    let mut after = counters(pg, t.oid).await?;
+    if counter(&after, field) <= counter(before, field) {
+        tokio::time::sleep(StdDuration::from_millis(1000)).await;
+        after = counters(pg, t.oid).await?;
+    }
+    if counter(&after, field) <= counter(before, field) {
+        return Err(NbaopsError::dependency(
+            "postgres",
+            format!(
+                "{} returned but did not run on {} (skipped: locked by another session, or not permitted)",
+                kind.as_str(),
+                t.name()
+            ),
+        ));
+    }
+    Ok(after)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn maintain_table(
+    db: &str,
+    t: &TableStats,
+    need: &Need,
+    cooldown_seconds: i64,
+    pg: &dyn Postgres,
+    guard: &mut Guard<'_>,
+    deps: &Deps,
+    inv: &Invocation,
+    rec: &mut RecordReport,
+) -> Result<()> {
+    let resource = format!("pg:{db}/{}", t.name());
+    let before = counters(pg, t.oid).await?;
+    let mut action = ProposedAction {
+        action: format!("pg.{}", need.kind.as_str()),
+        resource: resource.clone(),
+        tags: Tags::new(),
+        reason: need.reason.clone(),
+        // VACUUM FULL outside the window only for a P1 (none of ours is): it waits.
+        severity: if need.kind == Maintenance::Freeze {
+            Severity::P2
+        } else {
+            Severity::P3
+        },
+        disruptive: need.kind.disruptive(),
+        bounds: None,
+        cooldown_key: "pg.maintenance".into(),
+        cooldown_seconds,
+        before: json!({"n_dead_tup": counter(&before, "n_dead_tup"), "n_live_tup": counter(&before, "n_live_tup"), "xid_age": counter(&before, "xid_age"), "statement": need.kind.statement(&t.schema, &t.table)}),
+        after: Value::Null,
+    };
+    let decision = guard.check(&action).await?;
+    let result = if decision.proceed {
+        let started = Instant::now();
+        let outcome = run_maintenance(pg, t, need.kind, &before).await;
+        let ms = started.elapsed().as_millis() as u64;
+        match &outcome {
+            Ok(after) => {
+                action.after = json!({"n_dead_tup": counter(after, "n_dead_tup"), "n_live_tup": counter(after, "n_live_tup"), "xid_age": counter(after, "xid_age"), "duration_ms": ms})
+            }
+            Err(_) => action.after = json!({"duration_ms": ms}),
+        }
+        Some(outcome.map(|_| ()).map_err(|e| e.to_string()))
+    } else {
+        None
+    };
+    let audit = guard.finish(&action, &decision, result).await?;
+    let w = words(&audit);
+    rec.notes.push(format!(
+        "{resource}: {} ({}): {w}",
+        need.kind.as_str(),
+        need.reason
+    ));
+    match audit.outcome {
+        Outcome::Acted => {
+            deps.ledger
+                .delete(&format!("pgmaint#{db}"), &t.oid.to_string())
+                .await?;
+            let alert = Alert::new(
+                Severity::P4,
+                &deps.cfg.env.to_string(),
+                FUNCTION,
+                &resource,
+                format!("pg-maintenance#{resource}"),
+                format!(
+                    "{}: {} done, dead tuples {} -> {}",
+                    t.name(),
+                    need.kind.as_str(),
+                    action.before["n_dead_tup"],
+                    action.after["n_dead_tup"]
+                ),
+                inv.now,
+            )
+            .with_action(format!("{}: {w}", need.kind.statement(&t.schema, &t.table)))
+            .with_details(json!({"before": action.before, "after": action.after}));
+            deps.alerts().publish(&alert).await?;
+            rec.alerts.push(alert);
+        }
+        Outcome::Failed => {
+            let error = audit.error.clone().unwrap_or_default();
+            deps.ledger
+                .put(
+                    &format!("pgvacfail#{db}"),
+                    &format!("{}#{}", inv.now.to_rfc3339(), t.name()),
+                    &json!({"table": t.name(), "action": need.kind.as_str(), "error": error, "at": inv.now.to_rfc3339()}),
+                    Some((inv.now + Duration::days(1)).timestamp()),
+                )
+                .await?;
+            let alert = Alert::new(
+                Severity::P3,
+                &deps.cfg.env.to_string(),
+                FUNCTION,
+                &resource,
+                format!("pg-maintenance#{resource}"),
+                format!("{}: {} failed: {error}", t.name(), need.kind.as_str()),
+                inv.now,
+            )
+            .with_runbook("Check the maintenance role owns the table (PG<=16) or has MAINTAIN (PG17), and what holds its locks.");
+            deps.alerts().publish(&alert).await?;
+            rec.alerts.push(alert);
+        }
+        _ => {}
+    }
+    rec.actions.push(audit);
+    Ok(())
+}
+
+/// Cancel, then terminate, re-checking before each signal that the pid still runs the same
+/// transaction (a pid is reused; a transaction that ended on its own must not cost a session).
+async fn signal_runaway(pg: &dyn Postgres, s: &Session) -> Result<&'static str> {
+    let same = |rows: Vec<Row>| {
+        rows.first().is_some_and(|r| {
+            sql::str_of(r, "xact_start") == s.xact_start
+                && sql::str_of(r, "backend_type").as_deref() == Some("client backend")
+        })
+    };
+    if !same(pg.query(&sql::session_xact_start(s.pid)).await?) {
+        return Ok("transaction already ended: nothing signalled");
+    }
+    pg.query(&sql::cancel_backend(s.pid)).await?;
+    tokio::time::sleep(StdDuration::from_millis(1000)).await;
+    if !same(pg.query(&sql::session_xact_start(s.pid)).await?) {
+        return Ok("cancelled");
+    }
+    let r = first_row(pg, &sql::terminate_backend(s.pid)).await?;
+    if sql::bool_of(&r, "signalled") {
+        Ok("terminated")
+    } else {
+        Err(NbaopsError::dependency(
+            "postgres",
+            format!("pg_terminate_backend({}) returned false", s.pid),
+        ))
+    }
+}
+
+async fn end_transaction(
+    db: &str,
+    s: &Session,
+    pg: &dyn Postgres,
+    guard: &mut Guard<'_>,
+    deps: &Deps,
+    inv: &Invocation,
+    rec: &mut RecordReport,
+) -> Result<()> {
+    let resource = format!("pg:{db}/pid:{}", s.pid);
+    let mut action = ProposedAction {
+        action: "pg.end_transaction".into(),
+        resource: resource.clone(),
+        tags: Tags::new(),
+        reason: format!(
+            "transaction open {:.0} s (> pg.long_tx.crit_seconds), role {}, application '{}'",
+            s.xact_seconds, s.role, s.application
+        ),
+        severity: Severity::P2,
+        disruptive: false,
+        bounds: None,
+        cooldown_key: "pg.end_transaction".into(),
+        cooldown_seconds: 0,
+        before: json!({"pid": s.pid, "role": s.role, "application": s.application, "state": s.state, "xact_start": s.xact_start, "xact_seconds": s.xact_seconds, "query": s.query}),
+        after: Value::Null,
+    };
+    let decision = guard.check(&action).await?;
+    let result = if decision.proceed {
+        let r = signal_runaway(pg, s).await;
+        if let Ok(how) = &r {
+            action.after = json!({"result": how});
+        }
+        Some(r.map(|_| ()).map_err(|e| e.to_string()))
+    } else {
+        None
+    };
+    let audit = guard.finish(&action, &decision, result).await?;
+    let w = words(&audit);
+    rec.notes.push(format!("{resource}: end transaction: {w}"));
+    if matches!(audit.outcome, Outcome::Acted | Outcome::Failed) {
+        let alert = Alert::new(
+            if audit.outcome == Outcome::Failed {
+                Severity::P2
+            } else {
+                Severity::P3
+            },
+            &deps.cfg.env.to_string(),
+            FUNCTION,
+            &resource,
+            format!("pg-end-transaction#{resource}"),
+            format!(
+                "{db}: runaway transaction of pid {} ({}, '{}', {:.0} min): {}",
+                s.pid,
+                s.role,
+                s.application,
+                s.xact_seconds / 60.0,
+                action.after["result"].as_str().unwrap_or(&w)
+            ),
+            inv.now,
+        )
+        .with_details(json!({"before": action.before, "after": action.after}));
+        deps.alerts().publish(&alert).await?;
+        rec.alerts.push(alert);
+    }
+    rec.actions.push(audit);
+    Ok(())
+}

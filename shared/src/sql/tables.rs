@@ -1,0 +1,425 @@
+//! Per-table statistics and what they say: the bloat estimate (with the reasons it cannot be
+//! trusted), stale statistics, and which maintenance a table needs. Pure: pg-health reports
+//! from it, vacuum-trigger acts from it, so both read a table the same way.
+
+use chrono::{DateTime, Duration, Utc};
+use serde::Serialize;
+
+use super::{bool_of, f64_of, i64_of, str_of, time_of, Maintenance, Row};
+use crate::config::pg::PgConfig;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TableStats {
+    pub oid: i64,
+    pub schema: String,
+    pub table: String,
+    /// -1 when never analyzed (PG14+), 0 before PG14.
+    pub reltuples: f64,
+    pub relpages: i64,
+    pub bytes: i64,
+    pub block_size: i64,
+    pub xid_age: i64,
+    pub mxid_age: i64,
+    pub fillfactor: i64,
+    pub autovacuum_enabled: bool,
+    pub owner: String,
+    pub can_maintain: bool,
+    pub ncols: i64,
+    pub nstats: i64,
+    pub data_width: f64,
+    pub max_null_frac: f64,
+    pub n_live_tup: i64,
+    pub n_dead_tup: i64,
+    pub n_mod_since_analyze: i64,
+    pub vacuums: i64,
+    pub analyzes: i64,
+    pub last_vacuum: Option<DateTime<Utc>>,
+    pub last_analyze: Option<DateTime<Utc>>,
+    pub exclusively_locked: bool,
+    pub being_vacuumed: bool,
+}
+
+impl TableStats {
+    pub fn from_row(r: &Row) -> TableStats {
+        let i = |k| i64_of(r, k).unwrap_or(0);
+        TableStats {
+            oid: i("oid"),
+            schema: str_of(r, "schema").unwrap_or_default(),
+            table: str_of(r, "table_name").unwrap_or_default(),
+            reltuples: f64_of(r, "reltuples").unwrap_or(-1.0),
+            relpages: i("relpages"),
+            bytes: i("bytes"),
+            block_size: i64_of(r, "block_size").unwrap_or(8192),
+            xid_age: i("xid_age"),
+            mxid_age: i("mxid_age"),
+            fillfactor: i64_of(r, "fillfactor").unwrap_or(100),
+            autovacuum_enabled: r
+                .get("autovacuum_enabled")
+                .map(|_| bool_of(r, "autovacuum_enabled"))
+                .unwrap_or(true),
+            owner: str_of(r, "owner").unwrap_or_default(),
+            can_maintain: bool_of(r, "can_maintain"),
+            ncols: i("ncols"),
+            nstats: i("nstats"),
+            data_width: f64_of(r, "data_width").unwrap_or(0.0),
+            max_null_frac: f64_of(r, "max_null_frac").unwrap_or(0.0),
+            n_live_tup: i("n_live_tup"),
+            n_dead_tup: i("n_dead_tup"),
+            n_mod_since_analyze: i("n_mod_since_analyze"),
+            vacuums: i("vacuums"),
+            analyzes: i("analyzes"),
+            last_vacuum: time_of(r, "last_vacuum"),
+            last_analyze: time_of(r, "last_analyze"),
+            exclusively_locked: bool_of(r, "exclusively_locked"),
+            being_vacuumed: bool_of(r, "being_vacuumed"),
+        }
+    }
+
+    /// `schema.table` for people (not for SQL: see [`super::qualified`]).
+    pub fn name(&self) -> String {
+        format!("{}.{}", self.schema, self.table)
+    }
+
+    pub fn dead_percent(&self) -> f64 {
+        let total = self.n_live_tup + self.n_dead_tup;
+        if total <= 0 {
+            0.0
+        } else {
+            100.0 * self.n_dead_tup as f64 / total as f64
+        }
+    }
+
+    /// Statistics too old to describe the table: many rows changed since the last ANALYZE,
+    /// or never analyzed while it has rows.
+    pub fn stats_stale(&self, cfg: &PgConfig, now: DateTime<Utc>) -> bool {
+        if self.reltuples < 0.0 || self.last_analyze.is_none() {
+            return self.n_live_tup + self.n_dead_tup + self.n_mod_since_analyze > 0;
+        }
+        let base = self.reltuples.max(1.0);
+        let changed = self.n_mod_since_analyze as f64;
+        let too_many = changed > cfg.stale_fraction * base;
+        let too_old = self
+            .last_analyze
+            .map(|t| now - t > Duration::hours(cfg.stale_hours))
+            .unwrap_or(true)
+            && changed > 0.0;
+        too_many || too_old
+    }
+}
+
+/// Table bloat as the wasted fraction of its pages (ioguix's `bloat_pct`, not check_postgres's
+/// ratio), or why no number can be given.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum BloatEstimate {
+    Percent { percent: f64, expected_pages: i64 },
+    Unreliable { reason: String },
+}
+
+impl BloatEstimate {
+    pub fn percent(&self) -> Option<f64> {
+        match self {
+            BloatEstimate::Percent { percent, .. } => Some(*percent),
+            BloatEstimate::Unreliable { .. } => None,
+        }
+    }
+}
+
+fn maxalign(n: f64) -> f64 {
+    (n / 8.0).ceil() * 8.0
+}
+
+/// Expected pages from `reltuples` x an estimated tuple width (23-byte header + null bitmap,
+/// MAXALIGNed, + data width from `pg_stats`, + a 4-byte line pointer) at the table's fillfactor.
+/// Unreliable when: never analyzed, statistics stale, any column without `pg_stats` (a role
+/// that cannot read them sees none: the estimate would be garbage), or the table is tiny.
+pub fn bloat_estimate(t: &TableStats, cfg: &PgConfig, now: DateTime<Utc>) -> BloatEstimate {
+    let unreliable = |reason: String| BloatEstimate::Unreliable { reason };
+    if t.bytes < cfg.bloat_min_bytes {
+        return unreliable(format!(
+            "too small to judge ({} bytes < pg.bloat.min_bytes {})",
+            t.bytes, cfg.bloat_min_bytes
+        ));
+    }
+    if t.reltuples < 0.0 || t.last_analyze.is_none() {
+        return unreliable("never analyzed".into());
+    }
+    if t.stats_stale(cfg, now) {
+        return unreliable(format!(
+            "statistics are stale ({} rows changed since the last ANALYZE)",
+            t.n_mod_since_analyze
+        ));
+    }
+    if t.ncols == 0 || t.nstats < t.ncols {
+        return unreliable(format!(
+            "pg_stats covers {} of {} columns (the role cannot read them, or they were never gathered)",
+            t.nstats, t.ncols
+        ));
+    }
+    if t.relpages <= 0 {
+        return unreliable("no pages".into());
+    }
+    let bitmap = if t.max_null_frac > 0.0 {
+        ((t.ncols as f64) / 8.0).ceil()
+    } else {
+        0.0
+    };
+    let tuple = maxalign(23.0 + bitmap) + maxalign(t.data_width) + 4.0;
+    let usable = (t.block_size as f64 - 24.0) * (t.fillfactor.clamp(10, 100) as f64) / 100.0;
+    let per_page = (usable / tuple).floor().max(1.0);
+    let expected_pages = (t.reltuples / per_page).ceil().max(1.0) as i64;
+    let percent = (100.0 * (t.relpages - expected_pages) as f64 / t.relpages as f64).max(0.0);
+    BloatEstimate::Percent {
+        percent,
+        expected_pages,
+    }
+}
+
+/// Why a table is a maintenance candidate, in priority order (most urgent first).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Need {
+    pub kind: Maintenance,
+    pub reason: String,
+    /// Higher first within a kind (XID age, dead tuples, changed rows).
+    pub weight: f64,
+}
+
+/// What one table needs, judged from statistics (plus a measured bloat figure when the caller
+/// confirmed one with pgstattuple). `None` when nothing, or nothing we may do.
+pub fn maintenance_need(
+    t: &TableStats,
+    cfg: &PgConfig,
+    measured_bloat: Option<f64>,
+    now: DateTime<Utc>,
+) -> Option<Need> {
+    let v = &cfg.vacuum;
+    let age = t.xid_age.max(t.mxid_age);
+    if age >= v.freeze_age {
+        return Some(Need {
+            kind: Maintenance::Freeze,
+            reason: format!(
+                "XID/multixact age {age} >= pg.vacuum.freeze_age {}",
+                v.freeze_age
+            ),
+            weight: age as f64,
+        });
+    }
+    let bloat = measured_bloat.or_else(|| bloat_estimate(t, cfg, now).percent());
+    let dead = t.dead_percent();
+    let bloated = bloat.is_some_and(|b| b > cfg.bloat_percent.warn);
+    let many_dead = t.n_dead_tup >= v.min_dead_tuples && dead >= v.dead_percent;
+    if bloat.is_some_and(|b| b > cfg.bloat_percent.crit) && v.full_allowed {
+        return Some(Need {
+            kind: Maintenance::VacuumFull,
+            reason: format!(
+                "bloat {:.0} % > {} % (critical)",
+                bloat.unwrap_or(0.0),
+                cfg.bloat_percent.crit
+            ),
+            weight: bloat.unwrap_or(0.0),
+        });
+    }
+    if many_dead || (bloated && t.n_dead_tup > 0) {
+        return Some(Need {
+            kind: Maintenance::VacuumAnalyze,
+            reason: format!(
+                "{} dead tuples ({dead:.0} %){}",
+                t.n_dead_tup,
+                bloat
+                    .map(|b| format!(", bloat {b:.0} %"))
+                    .unwrap_or_default()
+            ),
+            weight: t.n_dead_tup as f64,
+        });
+    }
+    if t.stats_stale(cfg, now) && t.n_mod_since_analyze >= v.analyze_min_changes {
+        return Some(Need {
+            kind: Maintenance::Analyze,
+            reason: format!(
+                "stale statistics: {} rows changed since the last ANALYZE",
+                t.n_mod_since_analyze
+            ),
+            weight: t.n_mod_since_analyze as f64,
+        });
+    }
+    None
+}
+
+/// Candidates in the order they should be worked: freeze (oldest first), then vacuum, analyze,
+/// rebuilds; tables someone holds exclusively or autovacuum is already on are left alone.
+pub fn plan_maintenance<'a>(
+    tables: &'a [TableStats],
+    cfg: &PgConfig,
+    measured: &dyn Fn(&TableStats) -> Option<f64>,
+    now: DateTime<Utc>,
+) -> Vec<(&'a TableStats, Need)> {
+    let mut out: Vec<(&TableStats, Need)> = tables
+        .iter()
+        .filter(|t| !t.exclusively_locked && !t.being_vacuumed)
+        .filter_map(|t| maintenance_need(t, cfg, measured(t), now).map(|n| (t, n)))
+        .collect();
+    out.sort_by(|a, b| {
+        a.1.kind.cmp(&b.1.kind).then(
+            b.1.weight
+                .partial_cmp(&a.1.weight)
+                .unwrap_or(std::cmp::Ordering::Equal),
+        )
+    });
+    out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::config::{layer, Env};
+    use chrono::TimeZone;
+    use std::collections::BTreeMap;
+
+    pub fn cfg(pairs: &[(&str, &str)]) -> PgConfig {
+        let vars: BTreeMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        crate::config::pg::from_settings(&layer(Env::Dev, &vars, &BTreeMap::new()).unwrap())
+            .unwrap()
+    }
+
+    pub fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap()
+    }
+
+    /// A 10-column-free table: (id int4, payload text ~100 bytes), freshly analyzed.
+    pub fn table(reltuples: f64, relpages: i64, dead: i64) -> TableStats {
+        TableStats {
+            oid: 16384,
+            schema: "public".into(),
+            table: "events".into(),
+            reltuples,
+            relpages,
+            bytes: relpages * 8192,
+            block_size: 8192,
+            xid_age: 1000,
+            mxid_age: 1,
+            fillfactor: 100,
+            autovacuum_enabled: true,
+            owner: "app".into(),
+            can_maintain: true,
+            ncols: 2,
+            nstats: 2,
+            data_width: 105.0,
+            max_null_frac: 0.0,
+            n_live_tup: reltuples as i64,
+            n_dead_tup: dead,
+            n_mod_since_analyze: 0,
+            vacuums: 1,
+            analyzes: 1,
+            last_vacuum: Some(now() - Duration::hours(1)),
+            last_analyze: Some(now() - Duration::hours(1)),
+            exclusively_locked: false,
+            being_vacuumed: false,
+        }
+    }
+
+    #[test]
+    fn estimate_of_a_tight_table_is_near_zero_and_of_a_gutted_one_high() {
+        let c = cfg(&[]);
+        // 24 + 112 + 4 = 140 bytes -> 58 per page; 58,000 rows need 1,000 pages.
+        let tight = table(58_000.0, 1_000, 0);
+        let p = bloat_estimate(&tight, &c, now()).percent().unwrap();
+        assert!(p < 1.0, "{p}");
+        // Same pages, a fifth of the rows left: 80 % wasted.
+        let gutted = table(11_600.0, 1_000, 46_400);
+        let p = bloat_estimate(&gutted, &c, now()).percent().unwrap();
+        assert!((p - 80.0).abs() < 0.5, "{p}");
+    }
+
+    #[test]
+    fn unreliable_estimates_carry_a_reason_never_a_number() {
+        let c = cfg(&[]);
+        let mut t = table(11_600.0, 1_000, 46_400);
+        t.nstats = 0;
+        assert!(
+            matches!(bloat_estimate(&t, &c, now()), BloatEstimate::Unreliable { reason } if reason.contains("pg_stats"))
+        );
+        let mut t = table(11_600.0, 1_000, 46_400);
+        t.n_mod_since_analyze = 40_000;
+        assert!(
+            matches!(bloat_estimate(&t, &c, now()), BloatEstimate::Unreliable { reason } if reason.contains("stale"))
+        );
+        let mut t = table(-1.0, 1_000, 0);
+        t.last_analyze = None;
+        assert!(bloat_estimate(&t, &c, now()).percent().is_none());
+        let tiny = table(10.0, 20, 0);
+        assert!(
+            matches!(bloat_estimate(&tiny, &c, now()), BloatEstimate::Unreliable { reason } if reason.contains("small"))
+        );
+        // Old but unchanged statistics are still good.
+        let mut t = table(58_000.0, 1_000, 0);
+        t.last_analyze = Some(now() - Duration::days(90));
+        assert!(bloat_estimate(&t, &c, now()).percent().is_some());
+    }
+
+    #[test]
+    fn needs_in_priority_order() {
+        let c = cfg(&[]);
+        let mut old = table(58_000.0, 1_000, 0);
+        old.xid_age = 600_000_000;
+        old.table = "old".into();
+        let mut older = old.clone();
+        older.xid_age = 900_000_000;
+        older.table = "older".into();
+        let mut dead = table(11_600.0, 1_000, 46_400);
+        dead.table = "dead".into();
+        let mut stale = table(58_000.0, 1_000, 0);
+        stale.n_mod_since_analyze = 20_000;
+        stale.table = "stale".into();
+        let fine = table(58_000.0, 1_000, 10);
+        let mut locked = dead.clone();
+        locked.exclusively_locked = true;
+        let all = vec![fine, dead, stale, old, older, locked];
+        let plan = plan_maintenance(&all, &c, &|_| None, now());
+        let got: Vec<(String, Maintenance)> = plan
+            .iter()
+            .map(|(t, n)| (t.table.clone(), n.kind))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("older".into(), Maintenance::Freeze),
+                ("old".into(), Maintenance::Freeze),
+                ("dead".into(), Maintenance::VacuumAnalyze),
+                ("stale".into(), Maintenance::Analyze),
+            ]
+        );
+    }
+
+    #[test]
+    fn full_only_when_allowed() {
+        let gutted = table(11_600.0, 1_000, 46_400);
+        assert_eq!(
+            maintenance_need(&gutted, &cfg(&[]), None, now())
+                .unwrap()
+                .kind,
+            Maintenance::VacuumAnalyze
+        );
+        let allowed = cfg(&[("NBAOPS_PG__VACUUM__FULL_ALLOWED", "true")]);
+        assert_eq!(
+            maintenance_need(&gutted, &allowed, None, now())
+                .unwrap()
+                .kind,
+            Maintenance::VacuumFull
+        );
+        // Space already vacuumed but not given back: only a rewrite helps, and only when allowed.
+        let vacuumed = table(11_600.0, 1_000, 0);
+        assert!(maintenance_need(&vacuumed, &cfg(&[]), None, now()).is_none());
+        assert_eq!(
+            maintenance_need(&vacuumed, &allowed, None, now())
+                .unwrap()
+                .kind,
+            Maintenance::VacuumFull
+        );
+        // A measured figure overrides the estimate.
+        assert!(maintenance_need(&vacuumed, &allowed, Some(3.0), now()).is_none());
+    }
+}

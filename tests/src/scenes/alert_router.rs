@@ -1,0 +1,39 @@
+//! alert-router in the demo. The demo starts no Slack or PagerDuty stand-in, so the Slack secret
+//! points at a closed loopback port: the P3 alert shows the bounded retry and the "never lost"
+//! path (no dead-letter queue in the demo config: an error outcome and the alert in the log).
+//! The sweep then finds the open incident with its next escalation time.
+
+use super::{Before, Scene};
+
+pub fn scenes() -> Vec<Scene> {
+    use Before::*;
+    vec![
+        Scene {
+            title: "P3 alert (table bloat) with the Slack webhook unreachable",
+            function: "alert-router",
+            fixture: "events/alerts/sns/p3-table-bloat.json",
+            before: Param(
+                "secrets/alerts/slack_webhook_url",
+                "http://127.0.0.1:9/services/T0DEMO/B0DEMO/demo-webhook-secret",
+            ),
+        },
+        Scene {
+            title: "the same P3 alert again: a retry of an undelivered alert tries again",
+            function: "alert-router",
+            fixture: "events/alerts/sns/p3-table-bloat.json",
+            before: Nothing,
+        },
+        Scene {
+            title: "escalation sweep (scheduled): open incidents and their next escalation",
+            function: "alert-router",
+            fixture: "events/schedule/alert-escalation-sweep.json",
+            before: Nothing,
+        },
+        Scene {
+            title: "a CloudWatch alarm on the alerts topic is not an nbaops alert",
+            function: "alert-router",
+            fixture: "events/cloudwatch-alarm/sns-single-metric-alarm.json",
+            before: Nothing,
+        },
+    ]
+}

@@ -1,0 +1,22 @@
+//! backup-guard on the emulated nbaops-dev-db: the 5-minute RPO check (restore point, automated
+//! backups, daily snapshot), then the monthly manual snapshot through the guard. The demo sets
+//! no DR region, so the copy step says so with a P3 (the e2e tests cover the copy).
+
+use super::{Before, Scene};
+
+pub fn scenes() -> Vec<Scene> {
+    vec![
+        Scene {
+            title: "backup-guard: RPO check of nbaops-dev-db (restore point within 15 min, 7-day retention, daily snapshot)",
+            function: "backup-guard",
+            fixture: "events/schedule/backup-rpo-check.json",
+            before: Before::Param("backup/instances", "nbaops-dev-db"),
+        },
+        Scene {
+            title: "backup-guard: the monthly manual snapshot, created once through the guard",
+            function: "backup-guard",
+            fixture: "events/schedule/backup-monthly.json",
+            before: Before::Nothing,
+        },
+    ]
+}
