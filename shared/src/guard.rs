@@ -450,6 +450,21 @@ impl<'a> Guard<'a> {
         })
     }
 
+    /// The whole pipeline for one action: check, the effect only if allowed, audit either way.
+    pub async fn run<F, Fut>(&mut self, a: &ProposedAction, effect: F) -> Result<AuditRecord>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<()>>,
+    {
+        let decision = self.check(a).await?;
+        let result = if decision.proceed {
+            Some(effect().await.map_err(|e| e.to_string()))
+        } else {
+            None
+        };
+        self.finish(a, &decision, result).await
+    }
+
     /// Records the result. `result` is `None` when nothing was attempted.
     pub async fn finish(
         &self,

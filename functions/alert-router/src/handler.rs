@@ -918,7 +918,6 @@ async fn sweep(
 mod tests {
     use super::*;
     use std::collections::BTreeMap;
-    use std::sync::Arc;
 
     use nbaops_shared::alerts::Severity;
     use nbaops_shared::config::{layer, Config, Env};
@@ -931,44 +930,12 @@ mod tests {
     const DLQ: &str = "https://sqs.test/123456789012/nbaops-dev-alerts-dlq";
     const SIGNING: &str = "unit-test-signing-key-0123456789";
 
-    /// Lets a test keep a handle on a fake the Router owns.
-    struct Shared<T>(Arc<T>);
-    #[async_trait::async_trait]
-    impl<T: HttpPost> HttpPost for Shared<T> {
-        async fn post_json(
-            &self,
-            u: &str,
-            b: &Value,
-            t: std::time::Duration,
-        ) -> Result<nbaops_shared::ports::HttpReply> {
-            self.0.post_json(u, b, t).await
-        }
-    }
-    #[async_trait::async_trait]
-    impl<T: DeadLetter> DeadLetter for Shared<T> {
-        async fn send(&self, q: &str, b: &str) -> Result<String> {
-            self.0.send(q, b).await
-        }
-    }
-    #[async_trait::async_trait]
-    impl<T: nbaops_shared::ports::Notifier> nbaops_shared::ports::Notifier for Shared<T> {
-        async fn publish(
-            &self,
-            a: &str,
-            s: &str,
-            m: &str,
-            at: &BTreeMap<String, String>,
-        ) -> Result<String> {
-            self.0.publish(a, s, m, at).await
-        }
-    }
-
     struct World {
         deps: Deps,
         router: Router,
-        http: Arc<FakeHttpPost>,
-        dlq: Arc<FakeDeadLetter>,
-        sns: Arc<FakeNotifier>,
+        http: &'static FakeHttpPost,
+        dlq: &'static FakeDeadLetter,
+        sns: &'static FakeNotifier,
     }
 
     async fn world(extra: &[(&str, &str)]) -> World {
@@ -996,13 +963,13 @@ mod tests {
             ),
             ("/nbaops/dev/secrets/alerts/link_signing_key", SIGNING),
         ]);
-        let http = Arc::new(FakeHttpPost::default());
-        let dlq = Arc::new(FakeDeadLetter::default());
-        let sns = Arc::new(FakeNotifier::default());
+        let http = leak(FakeHttpPost::default());
+        let dlq = leak(FakeDeadLetter::default());
+        let sns = leak(FakeNotifier::default());
         let router = Router::load(
             alerts::from_settings(&cfg.settings).unwrap(),
-            Box::new(Shared(http.clone())),
-            Box::new(Shared(dlq.clone())),
+            Box::new(Shared(http)),
+            Box::new(Shared(dlq)),
             Some(&params),
         )
         .await
@@ -1012,7 +979,7 @@ mod tests {
             asg: Box::new(FakeAutoScaling::default()),
             rds: Box::new(FakeRds::default()),
             cache: Box::new(FakeElastiCache::default()),
-            notifier: Box::new(Shared(sns.clone())),
+            notifier: Box::new(Shared(sns)),
             params: Some(Box::new(params)),
             ledger: Box::new(FakeLedger::default()),
             switches: Switches::default(),

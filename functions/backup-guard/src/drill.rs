@@ -16,7 +16,7 @@ use nbaops_shared::runtime::{Deps, Invocation, RecordReport};
 use nbaops_shared::sql::{self, i64_of, str_of};
 use nbaops_shared::Result;
 
-use crate::handler::{action, alert, guarded, outcome_words, record, BackupGuard};
+use crate::handler::{action, alert, outcome_words, record, BackupGuard};
 use crate::plan::{self, CheckResult, Drill, DrillPhase, DrillStep};
 
 const CURRENT: &str = "current";
@@ -200,7 +200,7 @@ async fn start(
         json!({"instance": drill_instance, "snapshot": snap.id, "class": req.instance_class}),
     );
     let mut guard = deps.guard(event_id, &inv);
-    let audit = guarded(&mut guard, &a, || async {
+    let audit = guard.run(&a, || async {
         x.rds.restore_instance(&req).await
     })
     .await?;
@@ -386,7 +386,7 @@ async fn delete_temporary(
         json!({"instance": null}),
     );
     let mut guard = deps.guard(event_id, &inv);
-    let audit = guarded(&mut guard, &a, || async {
+    let audit = guard.run(&a, || async {
         x.rds.delete_instance(&d.drill_instance).await
     })
     .await?;

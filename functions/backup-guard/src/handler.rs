@@ -14,7 +14,7 @@ use nbaops_shared::alerts::{Alert, AlertStatus, Severity};
 use nbaops_shared::config::backup::BackupConfig;
 use nbaops_shared::config::pg::PgConfig;
 use nbaops_shared::events::{classify, Inbound, RdsEvent, ScheduledTick};
-use nbaops_shared::guard::{AuditRecord, Guard, Outcome, ProposedAction};
+use nbaops_shared::guard::{AuditRecord, Outcome, ProposedAction};
 use nbaops_shared::ports::{PgConnector, RdsBackups, Site, SnapshotKind};
 use nbaops_shared::runtime::{Deps, Invocation, InvocationReport, RecordReport};
 use nbaops_shared::sql;
@@ -162,23 +162,6 @@ pub fn action(
     }
 }
 
-pub async fn guarded<F, Fut>(
-    guard: &mut Guard<'_>,
-    action: &ProposedAction,
-    effect: F,
-) -> Result<AuditRecord>
-where
-    F: FnOnce() -> Fut,
-    Fut: std::future::Future<Output = Result<()>>,
-{
-    let decision = guard.check(action).await?;
-    let result = if decision.proceed {
-        Some(effect().await.map_err(|e| e.to_string()))
-    } else {
-        None
-    };
-    guard.finish(action, &decision, result).await
-}
 
 pub fn outcome_words(a: &AuditRecord) -> String {
     match (a.outcome, a.stopped_by) {
@@ -392,6 +375,7 @@ async fn archiver(
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 pub(crate) mod tests {
+    pub use nbaops_shared::fakes::{leak, Shared};
     use super::*;
     use std::collections::BTreeMap;
 
@@ -400,67 +384,6 @@ pub(crate) mod tests {
     use nbaops_shared::fakes::{fake_snapshot, FakeLedger, FakeNotifier, FakeRdsBackups};
     use nbaops_shared::guard::Switches;
     use nbaops_shared::ports::*;
-
-    pub struct Shared<T: 'static>(pub &'static T);
-
-    #[async_trait::async_trait]
-    impl<T: RdsBackups> RdsBackups for Shared<T> {
-        fn dr_region(&self) -> &str {
-            self.0.dr_region()
-        }
-        async fn describe_instance(&self, id: &str) -> Result<Option<InstanceBackup>> {
-            self.0.describe_instance(id).await
-        }
-        async fn list_snapshots(
-            &self,
-            s: Site,
-            i: &str,
-            k: SnapshotKind,
-        ) -> Result<Vec<DbSnapshot>> {
-            self.0.list_snapshots(s, i, k).await
-        }
-        async fn create_snapshot(&self, i: &str, s: &str, t: &Tags) -> Result<DbSnapshot> {
-            self.0.create_snapshot(i, s, t).await
-        }
-        async fn copy_to_dr(
-            &self,
-            a: &str,
-            t: &str,
-            g: &Tags,
-            k: Option<&str>,
-        ) -> Result<DbSnapshot> {
-            self.0.copy_to_dr(a, t, g, k).await
-        }
-        async fn delete_snapshot(&self, s: Site, id: &str) -> Result<()> {
-            self.0.delete_snapshot(s, id).await
-        }
-        async fn restore_instance(&self, r: &RestoreRequest) -> Result<()> {
-            self.0.restore_instance(r).await
-        }
-        async fn delete_instance(&self, id: &str) -> Result<()> {
-            self.0.delete_instance(id).await
-        }
-    }
-
-    #[async_trait::async_trait]
-    impl<T: Notifier> Notifier for Shared<T> {
-        async fn publish(
-            &self,
-            t: &str,
-            s: &str,
-            m: &str,
-            a: &BTreeMap<String, String>,
-        ) -> Result<String> {
-            self.0.publish(t, s, m, a).await
-        }
-    }
-
-    #[async_trait::async_trait]
-    impl<T: PgConnector> PgConnector for Shared<T> {
-        async fn connect(&self, url: &str) -> Result<Box<dyn Postgres>> {
-            self.0.connect(url).await
-        }
-    }
 
     type Answers = Vec<(String, std::result::Result<Vec<Value>, String>)>;
 
@@ -516,10 +439,6 @@ pub(crate) mod tests {
             }
             Ok(Box::new(FakeSession(self.answers.lock().unwrap().clone())))
         }
-    }
-
-    pub fn leak<T>(t: T) -> &'static T {
-        Box::leak(Box::new(t))
     }
 
     pub struct World {

@@ -13,7 +13,7 @@ use nbaops_shared::ports::{copyable_tags, DbSnapshot, Site, SnapshotKind, Tags};
 use nbaops_shared::runtime::{Deps, Invocation, RecordReport};
 use nbaops_shared::Result;
 
-use crate::handler::{action, alert, guarded, outcome_words, record, BackupGuard};
+use crate::handler::{action, alert, outcome_words, record, BackupGuard};
 use crate::plan::{self, OWNER_TAG};
 
 pub async fn run(
@@ -109,7 +109,7 @@ async fn snapshot_of_the_month(
         json!({"snapshot": id, "instance": instance}),
     );
     let mut guard = deps.guard(&tick.event_id, inv);
-    let audit = guarded(&mut guard, &a, || async {
+    let audit = guard.run(&a, || async {
         x.rds.create_snapshot(instance, &id, &tags).await.map(drop)
     })
     .await?;
@@ -227,7 +227,7 @@ async fn copies(
             json!({"region": region, "copy": null}),
             json!({"region": region, "copy": s.id, "kms_key_id": cfg.dr_kms_key_id}),
         );
-        let audit = guarded(&mut guard, &a, || async {
+        let audit = guard.run(&a, || async {
             x.rds
                 .copy_to_dr(&arn, &s.id, &s.tags, cfg.dr_kms_key_id.as_deref())
                 .await
@@ -323,7 +323,7 @@ async fn retention(
             json!({"snapshot": d.snapshot.id, "site": d.site, "created": d.snapshot.created}),
             json!({"snapshot": null}),
         );
-        let audit = guarded(&mut guard, &a, || async {
+        let audit = guard.run(&a, || async {
             x.rds.delete_snapshot(d.site, &d.snapshot.id).await
         })
         .await?;

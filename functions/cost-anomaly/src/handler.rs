@@ -12,7 +12,7 @@ use nbaops_shared::config::Env;
 use nbaops_shared::events::{
     classify, BudgetAlert, BudgetKind, CostAnomaly, Inbound, ScheduledTick,
 };
-use nbaops_shared::guard::{AuditRecord, Bounds, Guard, Outcome, ProposedAction};
+use nbaops_shared::guard::{AuditRecord, Bounds, Outcome, ProposedAction};
 use nbaops_shared::ports::{CostExplorer, CostGrouping, CostQuery, RdsPower};
 use nbaops_shared::runtime::{Deps, Invocation, InvocationReport, RecordReport};
 use nbaops_shared::Result;
@@ -370,24 +370,6 @@ fn outcome_words(a: &AuditRecord) -> String {
     }
 }
 
-/// Passes the action through the guard, performs it if allowed, audits it either way.
-async fn guarded<F, Fut>(
-    guard: &mut Guard<'_>,
-    action: &ProposedAction,
-    effect: F,
-) -> Result<AuditRecord>
-where
-    F: FnOnce() -> Fut,
-    Fut: std::future::Future<Output = Result<()>>,
-{
-    let decision = guard.check(action).await?;
-    let result = if decision.proceed {
-        Some(effect().await.map_err(|e| e.to_string()))
-    } else {
-        None
-    };
-    guard.finish(action, &decision, result).await
-}
 
 /// Ledger key of what containment changed in `env`, so it can be undone.
 pub fn contained_pk(env: Env) -> String {
@@ -448,7 +430,7 @@ async fn contain_env(
                     after: json!({"min": 0, "max": 0, "desired": 0}),
                 };
                 let saved = json!({"kind": "asg", "name": name, "min": min, "max": max, "desired": desired, "event_id": event_id, "at": inv.now.to_rfc3339()});
-                let audit = guarded(&mut guard, &action, || async {
+                let audit = guard.run(&action, || async {
                     // Saved before the change: what it takes to undo it.
                     deps.ledger
                         .put(&contained_pk(env), &resource, &saved, Some(expires))
@@ -500,7 +482,7 @@ async fn contain_env(
                     after: json!({"status": "stopped"}),
                 };
                 let saved = json!({"kind": "rds", "id": id, "status": "available", "event_id": event_id, "at": inv.now.to_rfc3339()});
-                let audit = guarded(&mut guard, &action, || async {
+                let audit = guard.run(&action, || async {
                     deps.ledger
                         .put(&contained_pk(env), &resource, &saved, Some(expires))
                         .await?;
@@ -647,78 +629,7 @@ mod tests {
     const ALARM: &str =
         include_str!("../../../events/cloudwatch-alarm/eventbridge-single-metric-alarm.json");
 
-    /// Fakes are shared between the test and the leaked deps through 'static references.
-    struct Shared<T: 'static>(&'static T);
-    #[async_trait::async_trait]
-    impl<T: AutoScaling> AutoScaling for Shared<T> {
-        async fn describe_group(&self, n: &str) -> Result<Option<GroupState>> {
-            self.0.describe_group(n).await
-        }
-        async fn set_desired_capacity(&self, n: &str, d: i32) -> Result<()> {
-            self.0.set_desired_capacity(n, d).await
-        }
-        async fn update_group_size(&self, n: &str, a: i32, b: i32, c: i32) -> Result<()> {
-            self.0.update_group_size(n, a, b, c).await
-        }
-    }
-    #[async_trait::async_trait]
-    impl<T: Rds> Rds for Shared<T> {
-        async fn describe_instance(&self, id: &str) -> Result<Option<DbInstanceState>> {
-            self.0.describe_instance(id).await
-        }
-        async fn modify_instance_class(&self, id: &str, c: &str, i: bool) -> Result<()> {
-            self.0.modify_instance_class(id, c, i).await
-        }
-    }
-    #[async_trait::async_trait]
-    impl<T: RdsPower> RdsPower for Shared<T> {
-        async fn stop_instance(&self, id: &str) -> Result<()> {
-            self.0.stop_instance(id).await
-        }
-        async fn start_instance(&self, id: &str) -> Result<()> {
-            self.0.start_instance(id).await
-        }
-    }
-    #[async_trait::async_trait]
-    impl<T: CostExplorer> CostExplorer for Shared<T> {
-        async fn daily_cost(&self, q: &CostQuery) -> Result<Vec<DailyCost>> {
-            self.0.daily_cost(q).await
-        }
-    }
-    #[async_trait::async_trait]
-    impl<T: Notifier> Notifier for Shared<T> {
-        async fn publish(
-            &self,
-            t: &str,
-            s: &str,
-            m: &str,
-            a: &std::collections::BTreeMap<String, String>,
-        ) -> Result<String> {
-            self.0.publish(t, s, m, a).await
-        }
-    }
-    #[async_trait::async_trait]
-    impl<T: Ledger> Ledger for Shared<T> {
-        async fn put_if_absent(&self, pk: &str, sk: &str, d: &Value, e: i64) -> Result<bool> {
-            self.0.put_if_absent(pk, sk, d, e).await
-        }
-        async fn put(&self, pk: &str, sk: &str, d: &Value, e: Option<i64>) -> Result<()> {
-            self.0.put(pk, sk, d, e).await
-        }
-        async fn get(&self, pk: &str, sk: &str) -> Result<Option<Value>> {
-            self.0.get(pk, sk).await
-        }
-        async fn delete(&self, pk: &str, sk: &str) -> Result<()> {
-            self.0.delete(pk, sk).await
-        }
-        async fn query(&self, pk: &str, p: &str) -> Result<Vec<(String, Value)>> {
-            self.0.query(pk, p).await
-        }
-    }
 
-    fn leak<T>(t: T) -> &'static T {
-        Box::leak(Box::new(t))
-    }
 
     struct World {
         deps: &'static Deps,

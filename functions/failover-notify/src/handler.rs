@@ -486,50 +486,7 @@ mod tests {
         }
     }
 
-    struct Shared<T: 'static>(&'static T);
-    #[async_trait::async_trait]
-    impl<T: Rds> Rds for Shared<T> {
-        async fn describe_instance(&self, id: &str) -> Result<Option<DbInstanceState>> {
-            self.0.describe_instance(id).await
-        }
-        async fn modify_instance_class(&self, id: &str, c: &str, i: bool) -> Result<()> {
-            self.0.modify_instance_class(id, c, i).await
-        }
-    }
-    #[async_trait::async_trait]
-    impl<T: Notifier> Notifier for Shared<T> {
-        async fn publish(
-            &self,
-            t: &str,
-            s: &str,
-            m: &str,
-            a: &std::collections::BTreeMap<String, String>,
-        ) -> Result<String> {
-            self.0.publish(t, s, m, a).await
-        }
-    }
-    #[async_trait::async_trait]
-    impl<T: Ledger> Ledger for Shared<T> {
-        async fn put_if_absent(&self, pk: &str, sk: &str, d: &Value, e: i64) -> Result<bool> {
-            self.0.put_if_absent(pk, sk, d, e).await
-        }
-        async fn put(&self, pk: &str, sk: &str, d: &Value, e: Option<i64>) -> Result<()> {
-            self.0.put(pk, sk, d, e).await
-        }
-        async fn get(&self, pk: &str, sk: &str) -> Result<Option<Value>> {
-            self.0.get(pk, sk).await
-        }
-        async fn delete(&self, pk: &str, sk: &str) -> Result<()> {
-            self.0.delete(pk, sk).await
-        }
-        async fn query(&self, pk: &str, p: &str) -> Result<Vec<(String, Value)>> {
-            self.0.query(pk, p).await
-        }
-    }
 
-    fn leak<T>(t: T) -> &'static T {
-        Box::leak(Box::new(t))
-    }
 
     struct World {
         deps: &'static Deps,

@@ -208,24 +208,6 @@ fn alert_for(
     )
 }
 
-/// Passes the action through the guard, performs it if allowed, audits it either way.
-async fn guarded<F, Fut>(
-    guard: &mut Guard<'_>,
-    action: &ProposedAction,
-    effect: F,
-) -> Result<nbaops_shared::guard::AuditRecord>
-where
-    F: FnOnce() -> Fut,
-    Fut: std::future::Future<Output = Result<()>>,
-{
-    let decision = guard.check(action).await?;
-    let result = if decision.proceed {
-        Some(effect().await.map_err(|e| e.to_string()))
-    } else {
-        None
-    };
-    guard.finish(action, &decision, result).await
-}
 
 fn outcome_words(a: &nbaops_shared::guard::AuditRecord) -> String {
     match (a.outcome, a.stopped_by) {
@@ -301,7 +283,7 @@ async fn scale_group(
                 before: json!({"desired": from, "min": group.min_size, "max": group.max_size}),
                 after: json!({"desired": to}),
             };
-            let audit = guarded(guard, &action, || deps.asg.set_desired_capacity(name, to)).await?;
+            let audit = guard.run(&action, || deps.asg.set_desired_capacity(name, to)).await?;
             let words = outcome_words(&audit);
             rec.notes
                 .push(format!("{resource}: desired {from} -> {to}: {words}"));
@@ -404,7 +386,7 @@ async fn scale_db(
                 before: json!({"class": from, "status": db.status}),
                 after: json!({"class": to, "apply_immediately": immediate}),
             };
-            let audit = guarded(guard, &action, || {
+            let audit = guard.run(&action, || {
                 deps.rds.modify_instance_class(id, &to, immediate)
             })
             .await?;
@@ -488,7 +470,7 @@ async fn scale_cache(
                 before: json!({"nodes": from}),
                 after: json!({"nodes": to}),
             };
-            let audit = guarded(guard, &action, || deps.cache.set_node_count(id, to)).await?;
+            let audit = guard.run(&action, || deps.cache.set_node_count(id, to)).await?;
             let words = outcome_words(&audit);
             rec.notes
                 .push(format!("{resource}: nodes {from} -> {to}: {words}"));
@@ -544,54 +526,7 @@ mod tests {
         notifier: &'static FakeNotifier,
     }
 
-    /// Fakes are shared between the test and the leaked Deps through 'static references.
-    struct Shared<T: 'static>(&'static T);
-    #[async_trait::async_trait]
-    impl<T: AutoScaling> AutoScaling for Shared<T> {
-        async fn describe_group(&self, n: &str) -> Result<Option<GroupState>> {
-            self.0.describe_group(n).await
-        }
-        async fn set_desired_capacity(&self, n: &str, d: i32) -> Result<()> {
-            self.0.set_desired_capacity(n, d).await
-        }
-        async fn update_group_size(&self, n: &str, a: i32, b: i32, c: i32) -> Result<()> {
-            self.0.update_group_size(n, a, b, c).await
-        }
-    }
-    #[async_trait::async_trait]
-    impl<T: Rds> Rds for Shared<T> {
-        async fn describe_instance(&self, id: &str) -> Result<Option<DbInstanceState>> {
-            self.0.describe_instance(id).await
-        }
-        async fn modify_instance_class(&self, id: &str, c: &str, i: bool) -> Result<()> {
-            self.0.modify_instance_class(id, c, i).await
-        }
-    }
-    #[async_trait::async_trait]
-    impl<T: ElastiCache> ElastiCache for Shared<T> {
-        async fn describe_cluster(&self, id: &str) -> Result<Option<CacheClusterState>> {
-            self.0.describe_cluster(id).await
-        }
-        async fn set_node_count(&self, id: &str, n: i32) -> Result<()> {
-            self.0.set_node_count(id, n).await
-        }
-    }
-    #[async_trait::async_trait]
-    impl<T: Notifier> Notifier for Shared<T> {
-        async fn publish(
-            &self,
-            t: &str,
-            s: &str,
-            m: &str,
-            a: &std::collections::BTreeMap<String, String>,
-        ) -> Result<String> {
-            self.0.publish(t, s, m, a).await
-        }
-    }
 
-    fn leak<T>(t: T) -> &'static T {
-        Box::leak(Box::new(t))
-    }
 
     fn world(extra: &[(&str, &str)], web_desired: i32, protect: bool) -> World {
         let mut pairs = vec![

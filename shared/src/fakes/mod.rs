@@ -289,3 +289,5 @@ mod cost; pub use cost::*;
 mod rds_power; pub use rds_power::*;
 mod rds_backup; pub use rds_backup::*;
 mod inventory; pub use inventory::*;
+mod shared;
+pub use shared::{leak, Shared};
