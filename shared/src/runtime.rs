@@ -34,6 +34,29 @@ pub struct Deps {
     pub switches: Switches,
 }
 
+/// What a handler returns: its JSON response and the metrics it wants emitted (EMF).
+pub trait Reply {
+    fn into_json(self) -> std::result::Result<Value, serde_json::Error>;
+    fn metrics(&self) -> Vec<(&'static str, f64, &'static str)> {
+        Vec::new()
+    }
+}
+
+impl Reply for InvocationReport {
+    fn into_json(self) -> std::result::Result<Value, serde_json::Error> {
+        serde_json::to_value(self)
+    }
+    fn metrics(&self) -> Vec<(&'static str, f64, &'static str)> {
+        let acted = self
+            .records
+            .iter()
+            .flat_map(|x| &x.actions)
+            .filter(|a| a.outcome == crate::guard::Outcome::Acted)
+            .count();
+        vec![("ActionsTaken", acted as f64, "Count")]
+    }
+}
+
 /// What the runtime hands the handler besides the payload.
 #[derive(Debug, Clone)]
 pub struct Invocation {
@@ -163,21 +186,27 @@ where
 
 /// Like [`serve`], with function-specific dependencies `X` built once at init from the shared
 /// `Deps` and the SDK clients (a PostgreSQL pool, a Cost Explorer adapter...).
-pub async fn serve_with<X, I, IFut, F, Fut>(
+pub async fn serve_with<X, I, IFut, F, Fut, R>(
     function: &'static str,
     init: I,
     handler: F,
 ) -> std::result::Result<(), lambda_runtime::Error>
 where
     X: Send + Sync + 'static,
-    I: FnOnce(&Deps, &AwsClients) -> IFut,
+    I: FnOnce(&'static Deps, &'static AwsClients) -> IFut,
     IFut: Future<Output = Result<X>>,
     F: Fn(Value, Invocation, &'static Deps, &'static X) -> Fut,
-    Fut: Future<Output = Result<InvocationReport>>,
+    Fut: Future<Output = Result<R>>,
+    R: Reply,
 {
     telemetry::init();
+    // Leaked before init so the init future may borrow them; they live as long as the process.
     let built = match Deps::from_env_with_clients(function).await {
-        Ok((deps, aws)) => init(&deps, &aws).await.map(|x| (deps, x)),
+        Ok((deps, aws)) => {
+            let deps: &'static Deps = Box::leak(Box::new(deps));
+            let aws: &'static AwsClients = Box::leak(Box::new(aws));
+            init(deps, aws).await.map(|x| (deps, x))
+        }
         Err(e) => Err(e),
     };
     let (deps, extra) = match built {
@@ -192,18 +221,17 @@ where
     run_loop(function, deps, move |p, i, d| handler(p, i, d, extra)).await
 }
 
-async fn run_loop<F, Fut>(
+async fn run_loop<F, Fut, R>(
     function: &'static str,
-    deps: Deps,
+    deps: &'static Deps,
     handler: F,
 ) -> std::result::Result<(), lambda_runtime::Error>
 where
     F: Fn(Value, Invocation, &'static Deps) -> Fut,
-    Fut: Future<Output = Result<InvocationReport>>,
+    Fut: Future<Output = Result<R>>,
+    R: Reply,
 {
     tracing::info!(env = %deps.cfg.env, dry_run = deps.cfg.function_dry_run(), "initialised");
-    // One allocation for the life of the process: handlers borrow it for 'static.
-    let deps: &'static Deps = Box::leak(Box::new(deps));
     let env = deps.cfg.env.to_string();
     lambda_runtime::run(service_fn(|ev: LambdaEvent<Value>| {
         let inv = Invocation {
@@ -216,32 +244,15 @@ where
         async move {
             let started = std::time::Instant::now();
             let res = fut.await;
-            let (acted, errors) = match &res {
-                Ok(r) => (
-                    r.records
-                        .iter()
-                        .flat_map(|x| &x.actions)
-                        .filter(|a| a.outcome == crate::guard::Outcome::Acted)
-                        .count() as f64,
-                    0.0,
-                ),
-                Err(_) => (0.0, 1.0),
+            let mut metrics = match &res {
+                Ok(r) => r.metrics(),
+                Err(_) => Vec::new(),
             };
-            telemetry::emit_metrics(
-                function,
-                &env,
-                &[
-                    ("ActionsTaken", acted, "Count"),
-                    ("HandlerErrors", errors, "Count"),
-                    (
-                        "HandlerMillis",
-                        started.elapsed().as_secs_f64() * 1000.0,
-                        "Milliseconds",
-                    ),
-                ],
-            );
+            metrics.push(("HandlerErrors", if res.is_err() { 1.0 } else { 0.0 }, "Count"));
+            metrics.push(("HandlerMillis", started.elapsed().as_secs_f64() * 1000.0, "Milliseconds"));
+            telemetry::emit_metrics(function, &env, &metrics);
             match res {
-                Ok(report) => serde_json::to_value(report).map_err(|e| Diagnostic {
+                Ok(report) => report.into_json().map_err(|e| Diagnostic {
                     error_type: "Serialize".into(),
                     error_message: e.to_string(),
                 }),

@@ -21,17 +21,20 @@ const TEST_DB: &str = "nbaops-test-db";
 const OFFICE: &str = r#"{"office":{"tz":"Europe/Paris","periods":[{"days":["mon","tue","wed","thu","fri"],"start":"08:00","stop":"19:00"}],"holidays":["2026-12-25"]}}"#;
 const CONFIG: &[(&str, &str)] = &[
     ("NBAOPS_OFFHOURS__SCHEDULES", OFFICE),
-    // Ticks travel in time but the guard's clock does not: no cooldown between them.
-    ("NBAOPS_OFFHOURS__COOLDOWN_SECONDS", "0"),
     ("NBAOPS_GUARD__BLAST__MAX_PERCENT", "100"),
 ];
 
 async fn start(stack: &Stack, extra: &[(&str, &str)]) -> FunctionUnderTest {
     let mut env = CONFIG.to_vec();
     env.extend_from_slice(extra);
-    FunctionUnderTest::start(&function_binary(FN).unwrap(), FN, &stack.function_env(&env), 1)
-        .await
-        .unwrap()
+    FunctionUnderTest::start(
+        &function_binary(FN).unwrap(),
+        FN,
+        &stack.function_env(&env),
+        1,
+    )
+    .await
+    .unwrap()
 }
 
 async fn invoke(f: &FunctionUnderTest, payload: Value) -> Value {
@@ -125,7 +128,12 @@ async fn create_test_env(stack: &Stack) {
         .master_username("nbaops")
         .master_user_password("not-a-real-password")
         .tags(RdsTag::builder().key("env").value("test").build())
-        .tags(RdsTag::builder().key("nbaops:schedule").value("office").build())
+        .tags(
+            RdsTag::builder()
+                .key("nbaops:schedule")
+                .value("office")
+                .build(),
+        )
         .send()
         .await
         .unwrap();
@@ -148,7 +156,9 @@ async fn db(stack: &Stack) -> (String, String) {
 }
 
 async fn group(stack: &Stack) -> GroupView {
-    platform::group_view(&stack.clients, TEST_WEB).await.unwrap()
+    platform::group_view(&stack.clients, TEST_WEB)
+        .await
+        .unwrap()
 }
 
 const RUNNING: GroupView = GroupView {
@@ -176,7 +186,10 @@ async fn dev_untouched(stack: &Stack) {
         .send()
         .await
         .unwrap();
-    assert_eq!(out.db_instances()[0].db_instance_status(), Some("available"));
+    assert_eq!(
+        out.db_instances()[0].db_instance_status(),
+        Some("available")
+    );
 }
 
 /// The 0154 fixture, about the test instance.
@@ -195,7 +208,7 @@ async fn stops_groups_then_rds_restops_an_auto_start_and_starts_rds_before_the_g
     create_test_env(&stack).await;
     let f = start(&stack, &[]).await;
 
-    // Wednesday 18:55 UTC... no: 17:55 UTC is 18:55 in Paris: office hours, nothing to do.
+    // 17:55 UTC is 18:55 in Paris: office hours, nothing to do.
     let rec = tick(&f, "2026-12-02T17:55:00Z").await;
     assert!(actions(&rec).is_empty(), "{rec}");
 
@@ -219,7 +232,10 @@ async fn stops_groups_then_rds_restops_an_auto_start_and_starts_rds_before_the_g
     let audits = platform::drain(&stack.clients, &stack.platform.actions_queue)
         .await
         .unwrap();
-    let order: Vec<&str> = audits.iter().map(|a| a["action"].as_str().unwrap()).collect();
+    let order: Vec<&str> = audits
+        .iter()
+        .map(|a| a["action"].as_str().unwrap())
+        .collect();
     assert_eq!(order, vec!["asg.offhours_stop", "rds.offhours_stop"]);
 
     // RDS starts the instance by itself (7 days stopped): RDS-EVENT-0154 -> stopped again.
@@ -274,16 +290,25 @@ async fn stops_groups_then_rds_restops_an_auto_start_and_starts_rds_before_the_g
     let audits = platform::drain(&stack.clients, &stack.platform.actions_queue)
         .await
         .unwrap();
-    let order: Vec<&str> = audits.iter().map(|a| a["action"].as_str().unwrap()).collect();
+    let order: Vec<&str> = audits
+        .iter()
+        .map(|a| a["action"].as_str().unwrap())
+        .collect();
     assert_eq!(
         order,
-        vec!["rds.offhours_stop", "rds.offhours_start", "asg.offhours_start"]
+        vec![
+            "rds.offhours_stop",
+            "rds.offhours_start",
+            "asg.offhours_start"
+        ]
     );
     // Nothing diverged: no alert.
-    assert!(platform::drain(&stack.clients, &stack.platform.alerts_queue)
-        .await
-        .unwrap()
-        .is_empty());
+    assert!(
+        platform::drain(&stack.clients, &stack.platform.alerts_queue)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     dev_untouched(&stack).await;
 }
 
@@ -317,7 +342,12 @@ async fn dry_run_opt_out_and_protected_make_no_change_and_a_manual_start_is_resp
     c.rds
         .add_tags_to_resource()
         .resource_name(&arn)
-        .tags(RdsTag::builder().key("nbaops:protect").value("true").build())
+        .tags(
+            RdsTag::builder()
+                .key("nbaops:protect")
+                .value("true")
+                .build(),
+        )
         .send()
         .await
         .unwrap();
@@ -358,13 +388,17 @@ async fn dry_run_opt_out_and_protected_make_no_change_and_a_manual_start_is_resp
         .send()
         .await
         .unwrap();
-    let _ = platform::drain(c, &stack.platform.alerts_queue).await.unwrap();
+    let _ = platform::drain(c, &stack.platform.alerts_queue)
+        .await
+        .unwrap();
     let rec = tick(&f, "2026-12-02T22:00:00Z").await;
     assert!(actions(&rec).is_empty(), "{rec}");
     assert_eq!(db(&stack).await.0, "available");
     let rec = tick(&f, "2026-12-02T22:05:00Z").await;
     assert!(actions(&rec).is_empty());
-    let alerts = platform::drain(c, &stack.platform.alerts_queue).await.unwrap();
+    let alerts = platform::drain(c, &stack.platform.alerts_queue)
+        .await
+        .unwrap();
     assert_eq!(alerts.len(), 1, "{alerts:?}");
     assert_eq!(alerts[0]["severity"], "P3");
     assert_eq!(alerts[0]["env"], "test");

@@ -239,6 +239,15 @@ impl Reply {
     }
 }
 
+impl nbaops_shared::runtime::Reply for Reply {
+    fn into_json(self) -> std::result::Result<Value, serde_json::Error> {
+        Ok(self.to_value())
+    }
+    fn metrics(&self) -> Vec<(&'static str, f64, &'static str)> {
+        vec![("AlertMessagesSent", self.messages_sent() as f64, "Count")]
+    }
+}
+
 pub async fn handle(
     payload: Value,
     inv: Invocation,

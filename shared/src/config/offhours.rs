@@ -33,7 +33,7 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("offhours.allow_prod", "false", "true lets offhours.envs list prod (refused otherwise)"),
     ("offhours.enforce", "false", "true: bring every resource back to its schedule on every tick (a manual start outside the schedule is undone); false: act only on transitions"),
     ("offhours.start_grace_minutes", "30", "a database started this long ago and still not available is a failed start (alert)"),
-    ("offhours.cooldown_seconds", "300", "minimum time between two power changes of one resource"),
+    ("offhours.cooldown_seconds", "0", "minimum time between two power changes of one resource (transitions already pace offhours; raise it to throttle enforce mode against a person)"),
     ("offhours.alert_severity", "P3", "severity of the alert when a resource is not in the state its schedule says"),
 ];
 
@@ -62,7 +62,8 @@ impl Schedule {
     /// Both kinds of transition exist: a resource out of step with it is worth an alert. A
     /// stop-only schedule expects people to start things by hand (and start-only, to stop them).
     pub fn two_sided(&self) -> bool {
-        self.periods.iter().any(|p| p.start.is_some()) && self.periods.iter().any(|p| p.stop.is_some())
+        self.periods.iter().any(|p| p.start.is_some())
+            && self.periods.iter().any(|p| p.stop.is_some())
     }
 }
 
@@ -257,7 +258,9 @@ mod tests {
         let office = &c.schedules["office"];
         assert_eq!(office.tz, chrono_tz::Europe::Paris);
         assert_eq!(office.periods[0].days.len(), 5);
-        assert!(office.holidays.contains(&NaiveDate::from_ymd_opt(2026, 12, 25).unwrap()));
+        assert!(office
+            .holidays
+            .contains(&NaiveDate::from_ymd_opt(2026, 12, 25).unwrap()));
         assert!(office.two_sided());
         assert!(!c.schedules["night"].two_sided());
         assert_eq!(c.schedules["night"].periods[0].start, None);

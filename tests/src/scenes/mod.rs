@@ -5,6 +5,7 @@ mod alert_router;
 mod backup;
 mod cost;
 mod failover;
+mod offhours;
 mod pg;
 mod scale_on_alarm;
 
@@ -35,5 +36,6 @@ pub fn scenes() -> Vec<Scene> {
     all.extend(cost::scenes());
     all.extend(failover::scenes());
     all.extend(backup::scenes());
+    all.extend(offhours::scenes());
     all
 }
