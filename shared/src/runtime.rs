@@ -248,8 +248,16 @@ where
                 Ok(r) => r.metrics(),
                 Err(_) => Vec::new(),
             };
-            metrics.push(("HandlerErrors", if res.is_err() { 1.0 } else { 0.0 }, "Count"));
-            metrics.push(("HandlerMillis", started.elapsed().as_secs_f64() * 1000.0, "Milliseconds"));
+            metrics.push((
+                "HandlerErrors",
+                if res.is_err() { 1.0 } else { 0.0 },
+                "Count",
+            ));
+            metrics.push((
+                "HandlerMillis",
+                started.elapsed().as_secs_f64() * 1000.0,
+                "Milliseconds",
+            ));
             telemetry::emit_metrics(function, &env, &metrics);
             match res {
                 Ok(report) => report.into_json().map_err(|e| Diagnostic {

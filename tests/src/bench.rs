@@ -17,11 +17,20 @@ const RUNS: usize = 7;
 /// init (config from SSM, clients) and an answer that needs no AWS call.
 pub const SUBJECTS: &[(&str, &str)] = &[
     ("scale-on-alarm", "events/not-for-me/s3-put.json"),
-    ("scale-on-alarm", "events/cloudwatch-alarm/eventbridge-single-metric-alarm.json"),
+    (
+        "scale-on-alarm",
+        "events/cloudwatch-alarm/eventbridge-single-metric-alarm.json",
+    ),
     ("pg-health", "events/schedule/pg-health.json"),
     ("vacuum-trigger", "events/schedule/vacuum-trigger.json"),
-    ("failover-notify", "events/rds/eventbridge-failover-started.json"),
-    ("cost-anomaly", "events/cost/sns-anomaly-multiple-root-causes.json"),
+    (
+        "failover-notify",
+        "events/rds/eventbridge-failover-started.json",
+    ),
+    (
+        "cost-anomaly",
+        "events/cost/sns-anomaly-multiple-root-causes.json",
+    ),
     ("alert-router", "events/alerts/sns/p3-table-bloat.json"),
     ("backup-guard", "events/schedule/backup-rpo-check.json"),
     ("offhours", "events/schedule/offhours.json"),
@@ -49,13 +58,22 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// Parse + plan of one alarm, in-process: what a warm invocation spends before any I/O.
-fn parse_and_plan(payload: &Value, cfg: &nbaops_shared::config::ScaleConfig, group: &GroupState) -> usize {
+fn parse_and_plan(
+    payload: &Value,
+    cfg: &nbaops_shared::config::ScaleConfig,
+    group: &GroupState,
+) -> usize {
     use nbaops_shared::events::{classify, Inbound};
     use scale_on_alarm::plan::{intent_for, plan_group, Intent, Target};
     let mut planned = 0;
     for inbound in classify(payload) {
         if let Inbound::Alarm(alarm) = inbound {
-            if let Intent::Scale { target: Target::Group(name), direction, .. } = intent_for(&alarm, cfg) {
+            if let Intent::Scale {
+                target: Target::Group(name),
+                direction,
+                ..
+            } = intent_for(&alarm, cfg)
+            {
                 std::hint::black_box(plan_group(group, cfg.plan_for(&name), direction));
                 planned += 1;
             }
@@ -73,11 +91,21 @@ fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
 /// Targets: one alarm parsed and planned <= 50 us p99; an SNS delivery of 1,000 records < 20 ms.
 pub fn run_cpu_bench() -> Result<(), HarnessError> {
     let root = workspace_root();
-    let vars = [("NBAOPS_SCALE__GROUPS".to_string(), "nbaops-dev-web".to_string())].into_iter().collect();
-    let settings = nbaops_shared::config::layer(nbaops_shared::config::Env::Dev, &vars, &Default::default())
-        .map_err(|e| HarnessError::Setup(e.to_string()))?;
-    let cfg = nbaops_shared::config::Config::from_settings(nbaops_shared::config::Env::Dev, "bench", settings)
-        .map_err(|e| HarnessError::Setup(e.to_string()))?;
+    let vars = [(
+        "NBAOPS_SCALE__GROUPS".to_string(),
+        "nbaops-dev-web".to_string(),
+    )]
+    .into_iter()
+    .collect();
+    let settings =
+        nbaops_shared::config::layer(nbaops_shared::config::Env::Dev, &vars, &Default::default())
+            .map_err(|e| HarnessError::Setup(e.to_string()))?;
+    let cfg = nbaops_shared::config::Config::from_settings(
+        nbaops_shared::config::Env::Dev,
+        "bench",
+        settings,
+    )
+    .map_err(|e| HarnessError::Setup(e.to_string()))?;
     let group = GroupState {
         name: "nbaops-dev-web".into(),
         min_size: 2,
@@ -87,7 +115,10 @@ pub fn run_cpu_bench() -> Result<(), HarnessError> {
         tags: Default::default(),
         activity_in_progress: false,
     };
-    println!("{:<44} {:>12} {:>12}  target", "in-process (scale-on-alarm)", "median us", "p99 us");
+    println!(
+        "{:<44} {:>12} {:>12}  target",
+        "in-process (scale-on-alarm)", "median us", "p99 us"
+    );
     for fixture in [
         "events/cloudwatch-alarm/eventbridge-single-metric-alarm.json",
         "events/cloudwatch-alarm/sns-single-metric-alarm.json",
@@ -101,9 +132,16 @@ pub fn run_cpu_bench() -> Result<(), HarnessError> {
             samples.push(t.elapsed().as_secs_f64() * 1e6);
         }
         let name = fixture.rsplit('/').next().unwrap_or(fixture);
-        println!("{:<44} {:>12.1} {:>12.1}  <= 50 us p99", format!("parse+plan {name}"), percentile(samples.clone(), 0.5), percentile(samples, 0.99));
+        println!(
+            "{:<44} {:>12.1} {:>12.1}  <= 50 us p99",
+            format!("parse+plan {name}"),
+            percentile(samples.clone(), 0.5),
+            percentile(samples, 0.99)
+        );
     }
-    let one: Value = serde_json::from_str(&std::fs::read_to_string(root.join("events/cloudwatch-alarm/sns-single-metric-alarm.json"))?)?;
+    let one: Value = serde_json::from_str(&std::fs::read_to_string(
+        root.join("events/cloudwatch-alarm/sns-single-metric-alarm.json"),
+    )?)?;
     let record = one["Records"][0].clone();
     let records: Vec<Value> = (0..1000)
         .map(|i| {
@@ -122,7 +160,12 @@ pub fn run_cpu_bench() -> Result<(), HarnessError> {
             return Err(HarnessError::Setup(format!("planned {n} of 1000 records")));
         }
     }
-    println!("{:<44} {:>9.2} ms {:>9.2} ms  < 20 ms", "SNS delivery of 1,000 records", percentile(samples.clone(), 0.5), percentile(samples, 0.99));
+    println!(
+        "{:<44} {:>9.2} ms {:>9.2} ms  < 20 ms",
+        "SNS delivery of 1,000 records",
+        percentile(samples.clone(), 0.5),
+        percentile(samples, 0.99)
+    );
     println!();
     Ok(())
 }

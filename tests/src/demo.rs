@@ -50,8 +50,13 @@ impl Stack {
         name: &str,
         instances: usize,
     ) -> Result<FunctionUnderTest, HarnessError> {
-        FunctionUnderTest::start(&function_binary(name)?, name, &self.env_for(name, &[]), instances)
-            .await
+        FunctionUnderTest::start(
+            &function_binary(name)?,
+            name,
+            &self.env_for(name, &[]),
+            instances,
+        )
+        .await
     }
 
     /// The environment a function gets on the local stack: the emulator, the platform, and the
@@ -60,14 +65,20 @@ impl Stack {
         let mut pairs: Vec<(String, String)> = Vec::new();
         if let Some(pg) = &self.postgres {
             // pg-health / vacuum-trigger watch the demo PostgreSQL (a known key, harmless to others).
-            pairs.push(("NBAOPS_PG__DATABASES".into(), format!("demo={}", pg.url("postgres"))));
+            pairs.push((
+                "NBAOPS_PG__DATABASES".into(),
+                format!("demo={}", pg.url("postgres")),
+            ));
             // failover-notify verifies nbaops-dev-db on the demo PostgreSQL (moto's endpoint is no server).
             if name == "failover-notify" {
                 let urls = serde_json::json!({ platform::DB: pg.url("postgres") }).to_string();
                 pairs.push(("NBAOPS_FAILOVER__VERIFY__URLS".into(), urls));
             }
         }
-        let mut refs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let mut refs: Vec<(&str, &str)> = pairs
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
         refs.extend_from_slice(extra);
         self.function_env(&refs)
     }

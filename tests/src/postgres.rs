@@ -131,7 +131,13 @@ impl Postgres {
     }
 
     /// Runs an SQL file with psql variables (`-v name=value`), as `user`.
-    pub fn psql_file(&self, user: &str, db: &str, file: &Path, vars: &[(&str, &str)]) -> Result<String, HarnessError> {
+    pub fn psql_file(
+        &self,
+        user: &str,
+        db: &str,
+        file: &Path,
+        vars: &[(&str, &str)],
+    ) -> Result<String, HarnessError> {
         let port = self.port.to_string();
         let mut cmd = Command::new(self.bin_dir.join("psql"));
         cmd.args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1"])

@@ -325,9 +325,14 @@ async fn every_fixture_is_answered_without_error() {
                 dirs.push(path);
                 continue;
             }
-            let payload: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            let payload: Value =
+                serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
             let v = invoke(&f, payload).await;
-            assert!(v["records"].as_array().is_some_and(|r| !r.is_empty()), "{}: {v}", path.display());
+            assert!(
+                v["records"].as_array().is_some_and(|r| !r.is_empty()),
+                "{}: {v}",
+                path.display()
+            );
             seen += 1;
         }
     }

@@ -200,10 +200,9 @@ async fn start(
         json!({"instance": drill_instance, "snapshot": snap.id, "class": req.instance_class}),
     );
     let mut guard = deps.guard(event_id, &inv);
-    let audit = guard.run(&a, || async {
-        x.rds.restore_instance(&req).await
-    })
-    .await?;
+    let audit = guard
+        .run(&a, || async { x.rds.restore_instance(&req).await })
+        .await?;
     rec.notes.push(format!(
         "restore {} from {}: {}",
         drill_instance,
@@ -386,10 +385,11 @@ async fn delete_temporary(
         json!({"instance": null}),
     );
     let mut guard = deps.guard(event_id, &inv);
-    let audit = guard.run(&a, || async {
-        x.rds.delete_instance(&d.drill_instance).await
-    })
-    .await?;
+    let audit = guard
+        .run(&a, || async {
+            x.rds.delete_instance(&d.drill_instance).await
+        })
+        .await?;
     rec.notes.push(format!(
         "delete temporary instance {}: {}",
         d.drill_instance,

@@ -162,7 +162,6 @@ pub fn action(
     }
 }
 
-
 pub fn outcome_words(a: &AuditRecord) -> String {
     match (a.outcome, a.stopped_by) {
         (Outcome::Acted, _) => "done".into(),
@@ -375,8 +374,8 @@ async fn archiver(
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 pub(crate) mod tests {
-    pub use nbaops_shared::fakes::{leak, Shared};
     use super::*;
+    pub use nbaops_shared::fakes::{leak, Shared};
     use std::collections::BTreeMap;
 
     use chrono::TimeZone;

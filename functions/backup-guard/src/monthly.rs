@@ -109,10 +109,11 @@ async fn snapshot_of_the_month(
         json!({"snapshot": id, "instance": instance}),
     );
     let mut guard = deps.guard(&tick.event_id, inv);
-    let audit = guard.run(&a, || async {
-        x.rds.create_snapshot(instance, &id, &tags).await.map(drop)
-    })
-    .await?;
+    let audit = guard
+        .run(&a, || async {
+            x.rds.create_snapshot(instance, &id, &tags).await.map(drop)
+        })
+        .await?;
     rec.notes
         .push(format!("create {id}: {}", outcome_words(&audit)));
     if audit.outcome == Outcome::Failed {
@@ -227,13 +228,14 @@ async fn copies(
             json!({"region": region, "copy": null}),
             json!({"region": region, "copy": s.id, "kms_key_id": cfg.dr_kms_key_id}),
         );
-        let audit = guard.run(&a, || async {
-            x.rds
-                .copy_to_dr(&arn, &s.id, &s.tags, cfg.dr_kms_key_id.as_deref())
-                .await
-                .map(drop)
-        })
-        .await?;
+        let audit = guard
+            .run(&a, || async {
+                x.rds
+                    .copy_to_dr(&arn, &s.id, &s.tags, cfg.dr_kms_key_id.as_deref())
+                    .await
+                    .map(drop)
+            })
+            .await?;
         rec.notes.push(format!(
             "copy {} to {region}: {}",
             s.id,
@@ -323,10 +325,11 @@ async fn retention(
             json!({"snapshot": d.snapshot.id, "site": d.site, "created": d.snapshot.created}),
             json!({"snapshot": null}),
         );
-        let audit = guard.run(&a, || async {
-            x.rds.delete_snapshot(d.site, &d.snapshot.id).await
-        })
-        .await?;
+        let audit = guard
+            .run(&a, || async {
+                x.rds.delete_snapshot(d.site, &d.snapshot.id).await
+            })
+            .await?;
         rec.notes
             .push(format!("delete {resource}: {}", outcome_words(&audit)));
         if audit.outcome == Outcome::Acted && d.site == Site::Dr {

@@ -370,7 +370,6 @@ fn outcome_words(a: &AuditRecord) -> String {
     }
 }
 
-
 /// Ledger key of what containment changed in `env`, so it can be undone.
 pub fn contained_pk(env: Env) -> String {
     format!("contained#{env}")
@@ -430,14 +429,15 @@ async fn contain_env(
                     after: json!({"min": 0, "max": 0, "desired": 0}),
                 };
                 let saved = json!({"kind": "asg", "name": name, "min": min, "max": max, "desired": desired, "event_id": event_id, "at": inv.now.to_rfc3339()});
-                let audit = guard.run(&action, || async {
-                    // Saved before the change: what it takes to undo it.
-                    deps.ledger
-                        .put(&contained_pk(env), &resource, &saved, Some(expires))
-                        .await?;
-                    deps.asg.update_group_size(name, 0, 0, 0).await
-                })
-                .await?;
+                let audit = guard
+                    .run(&action, || async {
+                        // Saved before the change: what it takes to undo it.
+                        deps.ledger
+                            .put(&contained_pk(env), &resource, &saved, Some(expires))
+                            .await?;
+                        deps.asg.update_group_size(name, 0, 0, 0).await
+                    })
+                    .await?;
                 let words = outcome_words(&audit);
                 rec.notes.push(format!(
                     "{resource}: {min}/{max}/{desired} -> 0/0/0: {words}"
@@ -482,13 +482,14 @@ async fn contain_env(
                     after: json!({"status": "stopped"}),
                 };
                 let saved = json!({"kind": "rds", "id": id, "status": "available", "event_id": event_id, "at": inv.now.to_rfc3339()});
-                let audit = guard.run(&action, || async {
-                    deps.ledger
-                        .put(&contained_pk(env), &resource, &saved, Some(expires))
-                        .await?;
-                    x.power.stop_instance(id).await
-                })
-                .await?;
+                let audit = guard
+                    .run(&action, || async {
+                        deps.ledger
+                            .put(&contained_pk(env), &resource, &saved, Some(expires))
+                            .await?;
+                        x.power.stop_instance(id).await
+                    })
+                    .await?;
                 let words = outcome_words(&audit);
                 rec.notes.push(format!("{resource}: stop: {words}"));
                 if audit.outcome == Outcome::Acted {
@@ -628,8 +629,6 @@ mod tests {
     const DAILY: &str = include_str!("../../../events/schedule/cost-daily-check.json");
     const ALARM: &str =
         include_str!("../../../events/cloudwatch-alarm/eventbridge-single-metric-alarm.json");
-
-
 
     struct World {
         deps: &'static Deps,

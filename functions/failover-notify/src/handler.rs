@@ -486,8 +486,6 @@ mod tests {
         }
     }
 
-
-
     struct World {
         deps: &'static Deps,
         x: &'static FailoverNotify,

@@ -208,7 +208,6 @@ fn alert_for(
     )
 }
 
-
 fn outcome_words(a: &nbaops_shared::guard::AuditRecord) -> String {
     match (a.outcome, a.stopped_by) {
         (Outcome::Acted, _) => "done".into(),
@@ -283,7 +282,9 @@ async fn scale_group(
                 before: json!({"desired": from, "min": group.min_size, "max": group.max_size}),
                 after: json!({"desired": to}),
             };
-            let audit = guard.run(&action, || deps.asg.set_desired_capacity(name, to)).await?;
+            let audit = guard
+                .run(&action, || deps.asg.set_desired_capacity(name, to))
+                .await?;
             let words = outcome_words(&audit);
             rec.notes
                 .push(format!("{resource}: desired {from} -> {to}: {words}"));
@@ -386,10 +387,11 @@ async fn scale_db(
                 before: json!({"class": from, "status": db.status}),
                 after: json!({"class": to, "apply_immediately": immediate}),
             };
-            let audit = guard.run(&action, || {
-                deps.rds.modify_instance_class(id, &to, immediate)
-            })
-            .await?;
+            let audit = guard
+                .run(&action, || {
+                    deps.rds.modify_instance_class(id, &to, immediate)
+                })
+                .await?;
             let words = outcome_words(&audit);
             let when = if immediate {
                 "now"
@@ -470,7 +472,9 @@ async fn scale_cache(
                 before: json!({"nodes": from}),
                 after: json!({"nodes": to}),
             };
-            let audit = guard.run(&action, || deps.cache.set_node_count(id, to)).await?;
+            let audit = guard
+                .run(&action, || deps.cache.set_node_count(id, to))
+                .await?;
             let words = outcome_words(&audit);
             rec.notes
                 .push(format!("{resource}: nodes {from} -> {to}: {words}"));
@@ -525,8 +529,6 @@ mod tests {
         cache: &'static FakeElastiCache,
         notifier: &'static FakeNotifier,
     }
-
-
 
     fn world(extra: &[(&str, &str)], web_desired: i32, protect: bool) -> World {
         let mut pairs = vec![

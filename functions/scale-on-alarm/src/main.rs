@@ -2,5 +2,9 @@
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    nbaops_shared::runtime::serve(scale_on_alarm::handler::FUNCTION, scale_on_alarm::handler::handle).await
+    nbaops_shared::runtime::serve(
+        scale_on_alarm::handler::FUNCTION,
+        scale_on_alarm::handler::handle,
+    )
+    .await
 }

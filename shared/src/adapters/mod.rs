@@ -5,10 +5,12 @@ mod autoscaling;
 mod dynamodb;
 mod elasticache;
 mod http_post;
+mod pg_connector;
 pub mod postgres;
-mod pg_connector; pub use pg_connector::TokioPgConnector;
+pub use pg_connector::TokioPgConnector;
 mod rds;
-mod rds_backup; pub use rds_backup::SdkRdsBackups;
+mod rds_backup;
+pub use rds_backup::SdkRdsBackups;
 mod sns;
 mod sqs;
 mod ssm;
@@ -100,6 +102,9 @@ where
         retryable,
     }
 }
-mod costexplorer; pub use costexplorer::SdkCostExplorer;
-mod rds_power; pub use rds_power::SdkRdsPower;
-mod inventory; pub use inventory::SdkInventory;
+mod costexplorer;
+pub use costexplorer::SdkCostExplorer;
+mod rds_power;
+pub use rds_power::SdkRdsPower;
+mod inventory;
+pub use inventory::SdkInventory;

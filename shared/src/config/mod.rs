@@ -16,10 +16,10 @@ use crate::ports::Params;
 
 pub mod alerts;
 pub mod backup;
-pub mod pg;
 pub mod cost;
 pub mod failover;
 pub mod offhours;
+pub mod pg;
 
 /// Keys, defaults and what they mean. A key absent from this table is refused (typos must not
 /// silently fall back to a default), except under the dynamic prefixes below.
@@ -177,7 +177,15 @@ const DYNAMIC_PREFIXES: &[&str] = &["scale.group."];
 
 /// Every function section's keys: a section lives in its own file (`config/<section>.rs`) with a
 /// `KEYS` table and a `from_settings` parser its function calls at init. Register it here.
-pub const SECTIONS: &[&[(&str, &str, &str)]] = &[DEFAULTS, pg::KEYS, alerts::KEYS, cost::KEYS, failover::KEYS, backup::KEYS, offhours::KEYS];
+pub const SECTIONS: &[&[(&str, &str, &str)]] = &[
+    DEFAULTS,
+    pg::KEYS,
+    alerts::KEYS,
+    cost::KEYS,
+    failover::KEYS,
+    backup::KEYS,
+    offhours::KEYS,
+];
 
 /// Dynamic prefixes of the sections (per-resource maps), registered like `SECTIONS`.
 pub const SECTION_PREFIXES: &[&[&str]] = &[DYNAMIC_PREFIXES];

@@ -53,7 +53,13 @@ impl<T: ElastiCache> ElastiCache for Shared<T> {
 
 #[async_trait]
 impl<T: Notifier> Notifier for Shared<T> {
-    async fn publish(&self, t: &str, s: &str, m: &str, a: &BTreeMap<String, String>) -> Result<String> {
+    async fn publish(
+        &self,
+        t: &str,
+        s: &str,
+        m: &str,
+        a: &BTreeMap<String, String>,
+    ) -> Result<String> {
         self.0.publish(t, s, m, a).await
     }
 }
@@ -133,14 +139,32 @@ impl<T: RdsBackups> RdsBackups for Shared<T> {
     async fn describe_instance(&self, id: &str) -> Result<Option<InstanceBackup>> {
         self.0.describe_instance(id).await
     }
-    async fn list_snapshots(&self, site: Site, instance: &str, kind: SnapshotKind) -> Result<Vec<DbSnapshot>> {
+    async fn list_snapshots(
+        &self,
+        site: Site,
+        instance: &str,
+        kind: SnapshotKind,
+    ) -> Result<Vec<DbSnapshot>> {
         self.0.list_snapshots(site, instance, kind).await
     }
-    async fn create_snapshot(&self, instance: &str, snapshot_id: &str, tags: &Tags) -> Result<DbSnapshot> {
+    async fn create_snapshot(
+        &self,
+        instance: &str,
+        snapshot_id: &str,
+        tags: &Tags,
+    ) -> Result<DbSnapshot> {
         self.0.create_snapshot(instance, snapshot_id, tags).await
     }
-    async fn copy_to_dr(&self, source_arn: &str, target_id: &str, tags: &Tags, kms_key_id: Option<&str>) -> Result<DbSnapshot> {
-        self.0.copy_to_dr(source_arn, target_id, tags, kms_key_id).await
+    async fn copy_to_dr(
+        &self,
+        source_arn: &str,
+        target_id: &str,
+        tags: &Tags,
+        kms_key_id: Option<&str>,
+    ) -> Result<DbSnapshot> {
+        self.0
+            .copy_to_dr(source_arn, target_id, tags, kms_key_id)
+            .await
     }
     async fn delete_snapshot(&self, site: Site, snapshot_id: &str) -> Result<()> {
         self.0.delete_snapshot(site, snapshot_id).await

@@ -119,12 +119,17 @@ pub trait Postgres: Send + Sync {
     async fn execute(&self, sql: &str) -> Result<u64>;
 }
 
-mod pg_connector; pub use pg_connector::*;
+mod pg_connector;
+pub use pg_connector::*;
 mod dead_letter;
 mod http_post;
 pub use dead_letter::*;
 pub use http_post::*;
-mod cost; pub use cost::*;
-mod rds_power; pub use rds_power::*;
-mod rds_backup; pub use rds_backup::*;
-mod inventory; pub use inventory::*;
+mod cost;
+pub use cost::*;
+mod rds_power;
+pub use rds_power::*;
+mod rds_backup;
+pub use rds_backup::*;
+mod inventory;
+pub use inventory::*;
