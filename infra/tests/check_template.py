@@ -75,13 +75,27 @@ alarms = of_type("AWS::CloudWatch::Alarm")
 
 
 def alarm(metric, threshold, period, periods, op="GreaterThanThreshold"):
-    return any(a["Properties"].get("MetricName") == metric and float(a["Properties"].get("Threshold", -1)) == threshold
+    def num(v):
+        try:
+            return float(v)
+        except (TypeError, ValueError):
+            return None  # a !Ref to a parameter
+    return any(a["Properties"].get("MetricName") == metric and num(a["Properties"].get("Threshold", -1)) == threshold
                and a["Properties"].get("Period") == period and a["Properties"].get("EvaluationPeriods") == periods
                and a["Properties"].get("ComparisonOperator") == op for a in alarms.values())
 
 
 check("alarm: Web/API CPU > 70 % for 5 minutes", alarm("CPUUtilization", 70, 300, 1))
 check("alarm: Memcached memory > 75 % for 15 minutes", alarm("DatabaseMemoryUsagePercentage", 75, 300, 3))
+params = template.get("Parameters", {})
+check("alarm: RDS connections > 80 % (parameter, default 70 of ~87)", any(a["Properties"].get("MetricName") == "DatabaseConnections" for a in alarms.values()) and params.get("DbConnectionsThreshold", {}).get("Default") == 70)
+check("alarm: RDS memory > 80 % (FreeableMemory low)", any(a["Properties"].get("MetricName") == "FreeableMemory" and a["Properties"].get("ComparisonOperator") == "LessThanThreshold" for a in alarms.values()))
+check("alarm: RDS I/O wait > 10 %", alarm("IOWait", 10, 300, 1))
+check("alarm: transaction IDs 500 M and 1 B", alarm("MaximumUsedTransactionIDs", 500000000, 300, 1) and alarm("MaximumUsedTransactionIDs", 1000000000, 300, 1))
+check("alarm: replica lag > 30 s", alarm("ReplicaLag", 30, 60, 2))
+rule = resources["ScaleOnAlarmFunction"]["Properties"]["Events"]["AlarmStateChange"]["Properties"]["Pattern"]["detail"]["alarmName"]
+scaling = {str(a["Properties"]["AlarmName"]) for a in alarms.values() if a["Properties"].get("MetricName") in ("CPUUtilization", "FreeableMemory", "DatabaseConnections", "IOWait", "DatabaseMemoryUsagePercentage")}
+check("scale-on-alarm receives exactly the scaling alarms", {str(x) for x in rule} == scaling, f"{rule} vs {scaling}")
 ledger = next(iter(of_type("AWS::DynamoDB::Table").values()), {}).get("Properties", {})
 check("ledger: TTL and point-in-time recovery",
       ledger.get("TimeToLiveSpecification", {}).get("Enabled") is True

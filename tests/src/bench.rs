@@ -33,7 +33,7 @@ pub const SUBJECTS: &[(&str, &str)] = &[
     ),
     ("alert-router", "events/alerts/sns/p3-table-bloat.json"),
     ("backup-guard", "events/schedule/backup-rpo-check.json"),
-    ("offhours", "events/schedule/offhours.json"),
+    ("offhours", "events/schedule/offhours-stop-tick.json"),
 ];
 
 fn fresh_id(p: &mut Value, id: &str) {

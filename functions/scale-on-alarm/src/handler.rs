@@ -727,6 +727,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_alarm_on_another_metric_of_a_managed_db_buys_nothing() {
+        let w = world(&[], 2, false);
+        let mut ev: Value = serde_json::from_str(DB_ALARM).unwrap();
+        // Same instance, but a transaction-ID alarm: no bigger class for that.
+        ev["detail"]["configuration"]["metrics"][0]["metricStat"]["metric"]["name"] =
+            json!("MaximumUsedTransactionIDs");
+        let r = handle(ev, inv(wednesday()), w.deps).await.unwrap();
+        assert!(w.rds.mutations().is_empty());
+        assert!(
+            r.records[0]
+                .not_for_me
+                .as_deref()
+                .unwrap_or("")
+                .contains("scale.signal_metrics"),
+            "{:?}",
+            r.records[0]
+        );
+    }
+
+    #[tokio::test]
     async fn ok_maps_to_scale_in_when_configured() {
         let map = r#"{"nbaops-dev-web-cpu-high":{"target":"asg:nbaops-dev-web","on_ok":"in"}}"#;
         let w = world(&[("NBAOPS_SCALE__ALARM_MAP", map)], 3, false);

@@ -79,6 +79,14 @@ pub fn intent_for(alarm: &AlarmChange, cfg: &ScaleConfig) -> Intent {
                     alarm.alarm_name
                 ));
             }
+            // A transaction-ID or storage alarm on the same instance must not buy a bigger class.
+            let metric = alarm.metric_name().unwrap_or("");
+            if !cfg.signal_metrics.iter().any(|m| m == metric) {
+                return Intent::NotForMe(format!(
+                    "alarm '{}' watches {metric:?}, not a scaling signal (scale.signal_metrics); map it in scale.alarm_map to scale on it",
+                    alarm.alarm_name
+                ));
+            }
             let t = if let Some(g) = alarm.dimension("AutoScalingGroupName") {
                 Target::Group(g.into())
             } else if let Some(d) = alarm.dimension("DBInstanceIdentifier") {

@@ -170,6 +170,11 @@ pub const DEFAULTS: &[(&str, &str, &str)] = &[
         "{}",
         "JSON: alarm name or ARN -> {target, on_alarm, on_ok, severity}",
     ),
+    (
+        "scale.signal_metrics",
+        "CPUUtilization,FreeableMemory,DatabaseConnections,IOWait,DatabaseMemoryUsagePercentage,BytesUsedForCacheItems",
+        "metrics whose single-metric alarms scale by their dimension (SPEC 2.5); any other alarm needs scale.alarm_map",
+    ),
 ];
 
 /// Keys under these prefixes are per-resource overrides, checked by their section.
@@ -456,6 +461,7 @@ pub struct ScaleConfig {
     pub flap_transitions: usize,
     pub flap_window_minutes: i64,
     pub alarm_map: BTreeMap<String, AlarmRoute>,
+    pub signal_metrics: Vec<String>,
 }
 
 impl ScaleConfig {
@@ -647,6 +653,7 @@ impl Config {
             flap_transitions: positive(&s, "scale.flap.transitions", "a whole number >= 2")?,
             flap_window_minutes: positive(&s, "scale.flap.window_minutes", "whole minutes >= 1")?,
             alarm_map,
+            signal_metrics: s.list("scale.signal_metrics"),
         };
         for key in ["alerts_topic_arn", "actions_topic_arn"] {
             let v = s.string(key);
