@@ -5,7 +5,7 @@ export CARGO_TARGET_DIR ?= $(CURDIR)/target
 CARGO ?= cargo
 LOCAL := $(CARGO_TARGET_DIR)/debug/nbaops-local
 
-.PHONY: setup build demo test lint unit e2e infra-lint invoke bench clean
+.PHONY: setup build demo test lint unit e2e infra-lint invoke bench package clean
 
 setup:            ## venv with moto, cargo-lambda, cfn-lint; rustfmt and clippy
 	@scripts/setup.sh
@@ -43,6 +43,12 @@ bench: setup      ## cold start, peak RSS and zip size of every function (releas
 	$(CARGO) build --workspace --bins --release
 	-cargo lambda build --release --arm64 --output-format zip --lambda-dir $(CARGO_TARGET_DIR)/lambda-arm64 2>&1 | tail -n 3
 	$(CARGO_TARGET_DIR)/release/nbaops-local bench
+
+package: setup     ## sam build: every function as an arm64 bootstrap.zip, via cargo-lambda (SAM CLI in its own venv)
+	@test -x .venv-sam/bin/sam || { python3 -m venv .venv-sam && .venv-sam/bin/pip install --quiet --disable-pip-version-check aws-sam-cli; }
+	@rustup target add aarch64-unknown-linux-gnu >/dev/null
+	SAM_CLI_TELEMETRY=0 .venv-sam/bin/sam validate --lint --template-file infra/template.yaml --region us-east-1
+	SAM_CLI_TELEMETRY=0 .venv-sam/bin/sam build --beta-features --template-file infra/template.yaml --build-dir .aws-sam/build
 
 clean:
 	$(CARGO) clean

@@ -72,6 +72,12 @@ for crate in crates:
             check(f"{crate}: {s.get('Sid', '?')} uses Resource * only for reads", read_only, str(actions))
 
 alarms = of_type("AWS::CloudWatch::Alarm")
+for key, fn in functions.items():
+    code = str(fn["Properties"].get("CodeUri", "")).rstrip("/").rsplit("/", 1)[-1]
+    check(f"{key}: has a crate functions/{code}", code in crates)
+    for metric in ("Errors", "Throttles"):
+        check(f"{key}: alarm on its own {metric}",
+              any(a["Properties"].get("MetricName") == metric and key in str(a["Properties"].get("Dimensions")) for a in alarms.values()))
 
 
 def alarm(metric, threshold, period, periods, op="GreaterThanThreshold"):
