@@ -38,10 +38,9 @@ test: lint infra-lint build ## everything CI runs
 	@set -o pipefail; $(CARGO) test --workspace --all-targets -- --test-threads=2 2>&1 | tee $(CARGO_TARGET_DIR)/test.log; \
 	  status=$${PIPESTATUS[0]}; scripts/summarize-tests $(CARGO_TARGET_DIR)/test.log; exit $$status
 
-bench: setup      ## cold start, peak RSS and zip size of every function (release build)
-	@rustup target add aarch64-unknown-linux-gnu >/dev/null 2>&1 || echo "bench: no aarch64 target; zip sizes will be x86_64"
+bench: package     ## cold start, warm invoke, peak RSS, arm64 zip size of every function; parse/plan CPU time
 	$(CARGO) build --workspace --bins --release
-	-cargo lambda build --release --arm64 --output-format zip --lambda-dir $(CARGO_TARGET_DIR)/lambda-arm64 2>&1 | tail -n 3
+	scripts/zip-artifacts
 	$(CARGO_TARGET_DIR)/release/nbaops-local bench
 
 package: setup     ## sam build: every function as an arm64 bootstrap.zip, via cargo-lambda (SAM CLI in its own venv)
