@@ -62,6 +62,9 @@ impl Reply for InvocationReport {
 pub struct Invocation {
     pub request_id: String,
     pub now: DateTime<Utc>,
+    /// When Lambda will stop this invocation (`Lambda-Runtime-Deadline-Ms`); `None` in tests
+    /// and wherever no deadline is known. Long-running work plans its last step against it.
+    pub deadline: Option<DateTime<Utc>>,
 }
 
 /// The response of every function: per input record, what was understood and what was done.
@@ -237,6 +240,10 @@ where
         let inv = Invocation {
             request_id: ev.context.request_id.clone(),
             now: Utc::now(),
+            deadline: i64::try_from(ev.context.deadline)
+                .ok()
+                .filter(|ms| *ms > 0)
+                .and_then(DateTime::from_timestamp_millis),
         };
         let span = telemetry::invocation_span(&inv.request_id, function, &env);
         let env = env.clone();

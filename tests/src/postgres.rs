@@ -115,6 +115,53 @@ impl Postgres {
             .map(drop)
     }
 
+    /// A clean restart on the same port (`pg_ctl restart -m fast`): sessions are cut and
+    /// `pg_postmaster_start_time()` moves.
+    pub fn restart(&self) -> Result<(), HarnessError> {
+        self.pg_tool(
+            "pg_ctl",
+            &[
+                "-D",
+                "data",
+                "-l",
+                "postgres.log",
+                "-w",
+                "-t",
+                "30",
+                "-m",
+                "fast",
+                "restart",
+            ],
+        )
+        .map(drop)
+    }
+
+    /// Stops the server (fast shutdown); [`Postgres::start_again`] brings it back on the same port.
+    pub fn stop(&self) -> Result<(), HarnessError> {
+        self.pg_tool(
+            "pg_ctl",
+            &["-D", "data", "-w", "-t", "30", "-m", "fast", "stop"],
+        )
+        .map(drop)
+    }
+
+    pub fn start_again(&self) -> Result<(), HarnessError> {
+        self.pg_tool(
+            "pg_ctl",
+            &[
+                "-D",
+                "data",
+                "-l",
+                "postgres.log",
+                "-w",
+                "-t",
+                "30",
+                "start",
+            ],
+        )
+        .map(drop)
+    }
+
     /// `postgres://postgres@127.0.0.1:PORT/<db>`
     pub fn url(&self, db: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)

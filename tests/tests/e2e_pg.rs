@@ -327,3 +327,421 @@ async fn unreachable_database_counter_reset_and_idle_replica() {
         assert!((0.0..10.0).contains(&rate), "{line}");
     }
 }
+
+fn actions(rec: &Value) -> &Vec<Value> {
+    rec["actions"].as_array().unwrap()
+}
+
+/// Item: the Lambda deadline bounds the run, and the server's "skipping" WARNING is a failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deadline_margin_and_non_owner_vacuum_warning() {
+    let stack = Stack::start(false).await.unwrap();
+    let pg = Postgres::start().unwrap();
+    make_bloat(&pg);
+    pg.psql("app", "create role maint login").unwrap();
+    let before = dead_tuples(&pg);
+    let dbs = format!("app={}", pg.url("app"));
+
+    // The harness gives every invocation a 60 s deadline: a 120 s margin leaves no time to
+    // start a table, whatever pg.vacuum.time_budget_seconds says.
+    let vt = start(
+        &stack,
+        "vacuum-trigger",
+        &[
+            ("NBAOPS_PG__DATABASES", dbs.as_str()),
+            ("NBAOPS_PG__VACUUM__DEADLINE_MARGIN_SECONDS", "120"),
+        ],
+    )
+    .await;
+    let v = invoke(&vt, "vt-deadline").await;
+    let rec = record(&v, "app");
+    assert!(actions(rec).is_empty(), "{rec}");
+    assert!(
+        rec["notes"].to_string().contains("Lambda deadline"),
+        "{rec}"
+    );
+    assert_eq!(dead_tuples(&pg), before);
+    drop(vt);
+
+    // A maintenance role that does not own the table: PostgreSQL answers VACUUM with success
+    // and a WARNING; the run must record a failure, alert, and never claim it acted.
+    let vt = start(
+        &stack,
+        "vacuum-trigger",
+        &[
+            ("NBAOPS_PG__DATABASES", dbs.as_str()),
+            ("NBAOPS_PG__MAINTENANCE_USER", "maint"),
+        ],
+    )
+    .await;
+    let v = invoke(&vt, "vt-non-owner").await;
+    let rec = record(&v, "app");
+    let a = &actions(rec)[0];
+    assert_eq!(a["action"], "pg.vacuum-analyze", "{rec}");
+    assert_eq!(a["outcome"], "failed", "{rec}");
+    let error = a["error"].as_str().unwrap();
+    // The server's own words (PG <= 15 "only table or database owner", PG16+ "permission denied").
+    assert!(
+        error.contains("the server said: WARNING")
+            && (error.contains("owner can vacuum") || error.contains("permission denied")),
+        "{error}"
+    );
+    assert!(
+        actions(rec).iter().all(|a| a["outcome"] != "acted"),
+        "{rec}"
+    );
+    let failed = alerts(rec, "pg-maintenance#");
+    assert_eq!(failed.len(), 1, "{rec}");
+    assert_eq!(failed[0]["severity"], "P3");
+    assert_eq!(dead_tuples(&pg), before, "nothing was vacuumed");
+
+    // pg-health turns the recorded failure into its VACUUM-failure signal.
+    let health = start(
+        &stack,
+        "pg-health",
+        &[("NBAOPS_PG__DATABASES", dbs.as_str())],
+    )
+    .await;
+    let v = invoke(&health, "health-after-failure").await;
+    let vf = alerts(record(&v, "app"), "pg-vacuum-failure#");
+    assert!(
+        vf.iter()
+            .any(|a| a["resource"] == format!("pg:app/public.{TABLE}")),
+        "{v}"
+    );
+}
+
+fn weekday(offset_days: i64) -> String {
+    (chrono::Utc::now() + chrono::Duration::days(offset_days))
+        .format("%a")
+        .to_string()
+        .to_lowercase()
+}
+
+fn index_bytes(pg: &Postgres, name: &str) -> i64 {
+    pg.psql("app", &format!("select pg_relation_size('{name}')"))
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Item: leftovers of a failed REINDEX CONCURRENTLY are dropped at any time; a bloated index
+/// is rebuilt (REINDEX CONCURRENTLY) only inside the change window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_leftover_dropped_and_bloated_index_rebuilt_in_window_only() {
+    let stack = Stack::start(false).await.unwrap();
+    let pg = Postgres::start().unwrap();
+    pg.psql("postgres", "create database app").unwrap();
+    pg.psql("app", "create extension pgstattuple").unwrap();
+    pg.psql(
+        "app",
+        "create table ix_t (id int, v int) with (autovacuum_enabled = false); \
+         insert into ix_t select g, g from generate_series(1, 200000) g; \
+         create index ix_t_id on ix_t (id); \
+         delete from ix_t where id % 10 <> 0",
+    )
+    .unwrap();
+    pg.psql("app", "vacuum analyze ix_t").unwrap();
+    // What a failed REINDEX CONCURRENTLY leaves: an invalid index named *_ccnew.
+    pg.psql(
+        "app",
+        "create table u (k int); insert into u values (1), (1)",
+    )
+    .unwrap();
+    assert!(pg
+        .psql(
+            "app",
+            "create unique index concurrently u_k_idx_ccnew on u (k)"
+        )
+        .is_err());
+    assert_eq!(
+        pg.psql(
+            "app",
+            "select indisvalid from pg_index where indexrelid = 'u_k_idx_ccnew'::regclass"
+        )
+        .unwrap(),
+        "f"
+    );
+    let bloated = index_bytes(&pg, "ix_t_id");
+    assert!(bloated > 4_000_000, "{bloated}");
+
+    let dbs = format!("app={}", pg.url("app"));
+    let base = [
+        ("NBAOPS_PG__DATABASES", dbs.as_str()),
+        ("NBAOPS_GUARD__BLAST__MAX_PERCENT", "100"),
+        ("NBAOPS_GUARD__WINDOW__START", "00:00"),
+        ("NBAOPS_GUARD__WINDOW__END", "23:59"),
+        ("NBAOPS_GUARD__WINDOW__TZ", "UTC"),
+    ];
+    // Window closed (tomorrow only): the leftover goes, the rebuild waits.
+    let tomorrow = weekday(1);
+    let mut env = base.to_vec();
+    env.push(("NBAOPS_GUARD__WINDOW__DAYS", tomorrow.as_str()));
+    let vt = start(&stack, "vacuum-trigger", &env).await;
+    let v = invoke(&vt, "ix-closed").await;
+    let rec = record(&v, "app");
+    let drop_action = actions(rec)
+        .iter()
+        .find(|a| a["action"] == "pg.drop-invalid-index")
+        .unwrap_or_else(|| panic!("{rec}"));
+    assert_eq!(drop_action["outcome"], "acted", "{rec}");
+    assert_eq!(drop_action["resource"], "pg:app/index:public.u_k_idx_ccnew");
+    assert_eq!(
+        pg.psql(
+            "app",
+            "select count(*) from pg_class where relname = 'u_k_idx_ccnew'"
+        )
+        .unwrap(),
+        "0"
+    );
+    let reindex = actions(rec)
+        .iter()
+        .find(|a| a["action"] == "pg.reindex")
+        .unwrap_or_else(|| panic!("{rec}"));
+    assert_eq!(reindex["outcome"], "skipped", "{rec}");
+    assert_eq!(reindex["stopped_by"], "change_window", "{rec}");
+    assert_eq!(index_bytes(&pg, "ix_t_id"), bloated);
+    drop(vt);
+
+    // Window open now: rebuilt online, the audit carries the sizes.
+    let today = weekday(0);
+    let mut env = base.to_vec();
+    env.push(("NBAOPS_GUARD__WINDOW__DAYS", today.as_str()));
+    let vt = start(&stack, "vacuum-trigger", &env).await;
+    let v = invoke(&vt, "ix-open").await;
+    let rec = record(&v, "app");
+    let reindex = actions(rec)
+        .iter()
+        .find(|a| a["action"] == "pg.reindex")
+        .unwrap_or_else(|| panic!("{rec}"));
+    assert_eq!(reindex["outcome"], "acted", "{rec}\n{}", vt.logs());
+    assert_eq!(reindex["resource"], "pg:app/index:public.ix_t_id");
+    assert!(
+        reindex["reason"].as_str().unwrap().contains("pgstatindex"),
+        "confirmed by measurement: {reindex}"
+    );
+    let after = index_bytes(&pg, "ix_t_id");
+    assert!(after * 4 < bloated, "{bloated} -> {after}");
+    assert_eq!(reindex["after"]["bytes"].as_i64().unwrap(), after);
+    assert_eq!(
+        pg.psql("app", "select count(*) from pg_index where not indisvalid")
+            .unwrap(),
+        "0"
+    );
+}
+
+/// Item: unused indexes only with old enough statistics, slow queries from pg_stat_statements,
+/// dead tuples growing while nothing vacuums; and a statement timeout is a clean finding.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unused_index_slow_query_stalled_vacuum_and_statement_timeout() {
+    let stack = Stack::start(false).await.unwrap();
+    let pg = Postgres::start().unwrap();
+    pg.psql("postgres", "create database app").unwrap();
+    pg.psql("app", "create extension pg_stat_statements")
+        .unwrap();
+    pg.psql(
+        "app",
+        "create table quiet (id int, v int) with (autovacuum_enabled = false); \
+         insert into quiet select g, g from generate_series(1, 10000) g; \
+         create index quiet_v on quiet (v); \
+         delete from quiet where id <= 3000",
+    )
+    .unwrap();
+    for _ in 0..3 {
+        pg.psql("app", "select pg_sleep(0.15)").unwrap();
+    }
+    let dbs = format!("app={}", pg.url("app"));
+    let base = [
+        ("NBAOPS_PG__DATABASES", dbs.as_str()),
+        ("NBAOPS_PG__SLOW_QUERY__MEAN_MS", "100"),
+        ("NBAOPS_PG__SLOW_QUERY__MIN_CALLS", "2"),
+        ("NBAOPS_PG__UNUSED_INDEX__MIN_BYTES", "0"),
+    ];
+    // Statistics of a cluster started seconds ago are too young to call an index unused.
+    let health = start(&stack, "pg-health", &base).await;
+    let v = invoke(&health, "extras-1").await;
+    let rec = record(&v, "app");
+    assert!(alerts(rec, "pg-unused-index#").is_empty(), "{rec}");
+    let slow = alerts(rec, "pg-slow-query#");
+    assert_eq!(slow.len(), 1, "{rec}");
+    assert!(
+        slow[0]["summary"].as_str().unwrap().contains("pg_sleep"),
+        "{}",
+        slow[0]
+    );
+    assert!(alerts(rec, "pg-vacuum-failure#").is_empty(), "{rec}");
+    drop(health);
+
+    // More dead tuples, still no vacuum (autovacuum off on it): the second look sees VACUUM
+    // not keeping up. With a zero statistics age the never-scanned index is reported.
+    pg.psql("app", "delete from quiet where id <= 6000")
+        .unwrap();
+    let mut env = base.to_vec();
+    env.push(("NBAOPS_PG__UNUSED_INDEX__MIN_STATS_AGE_DAYS", "0"));
+    let health = start(&stack, "pg-health", &env).await;
+    let v = invoke(&health, "extras-2").await;
+    let rec = record(&v, "app");
+    let unused = alerts(rec, "pg-unused-index#");
+    assert_eq!(unused.len(), 1, "{rec}");
+    assert_eq!(unused[0]["resource"], "pg:app/index:public.quiet_v");
+    let stalled = alerts(rec, "pg-vacuum-failure#");
+    assert_eq!(stalled.len(), 1, "{rec}");
+    assert!(
+        stalled[0]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("3000 -> 6000"),
+        "{}",
+        stalled[0]
+    );
+    drop(health);
+
+    // A statement timeout nothing can meet: findings, not a crash, and not "unreachable".
+    pg.psql(
+        "app",
+        "do $$ begin for i in 1..2000 loop execute format('create table many_%s (id int)', i); end loop; end $$",
+    )
+    .unwrap();
+    let mut env = base.to_vec();
+    env.push(("NBAOPS_PG__STATEMENT_TIMEOUT_MS", "1"));
+    let health = start(&stack, "pg-health", &env).await;
+    let v = invoke(&health, "timeout-1").await;
+    let rec = record(&v, "app");
+    assert!(alerts(rec, "pg-unreachable#").is_empty(), "{rec}");
+    let failed = alerts(rec, "pg-check-failed#");
+    assert_eq!(failed.len(), 1, "{rec}");
+    assert!(
+        failed[0]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("statement timeout"),
+        "{}",
+        failed[0]
+    );
+    drop(health);
+    let health = start(&stack, "pg-health", &base).await;
+    let v = invoke(&health, "timeout-2").await;
+    let resolved = alerts(record(&v, "app"), "pg-check-failed#");
+    assert_eq!(resolved.len(), 1, "{v}");
+    assert_eq!(resolved[0]["status"], "resolved");
+}
+
+/// Item: a real deadlock shows in the next run's rate; a restart gives no absurd delta; a
+/// stopped server is a P1 finding and the run after the restart recovers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deadlock_restart_and_stopped_server() {
+    let stack = Stack::start(false).await.unwrap();
+    let pg = Postgres::start().unwrap();
+    pg.psql("postgres", "create database app").unwrap();
+    pg.psql(
+        "app",
+        "create table d (id int primary key); insert into d values (1), (2)",
+    )
+    .unwrap();
+    let dbs = format!("app={}", pg.url("app"));
+    let health = start(
+        &stack,
+        "pg-health",
+        &[
+            ("NBAOPS_PG__DATABASES", dbs.as_str()),
+            ("NBAOPS_PG__DEADLOCKS__WARN_PER_HOUR", "0"),
+        ],
+    )
+    .await;
+    let v = invoke(&health, "dl-1").await;
+    assert!(alerts(record(&v, "app"), "pg-deadlocks#").is_empty(), "{v}");
+
+    // Two sessions taking two rows in opposite order.
+    let connect = || async {
+        let (c, conn) = tokio_postgres::connect(
+            &format!("host=127.0.0.1 port={} user=postgres dbname=app", pg.port),
+            tokio_postgres::NoTls,
+        )
+        .await
+        .unwrap();
+        tokio::spawn(conn);
+        c
+    };
+    let (a, b) = (connect().await, connect().await);
+    a.batch_execute("begin; update d set id = id where id = 1")
+        .await
+        .unwrap();
+    b.batch_execute("begin; update d set id = id where id = 2")
+        .await
+        .unwrap();
+    let (ra, rb) = tokio::join!(
+        a.batch_execute("update d set id = id where id = 2"),
+        b.batch_execute("update d set id = id where id = 1")
+    );
+    let victims = [&ra, &rb]
+        .iter()
+        .filter(|r| {
+            r.as_ref()
+                .err()
+                .and_then(|e| e.code())
+                .is_some_and(|c| *c == tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED)
+        })
+        .count();
+    assert_eq!(victims, 1, "{ra:?} {rb:?}");
+    let _ = a.batch_execute("rollback").await;
+    let _ = b.batch_execute("rollback").await;
+    drop((a, b));
+    let started = std::time::Instant::now();
+    while pg
+        .psql(
+            "app",
+            "select deadlocks from pg_stat_database where datname = 'app'",
+        )
+        .unwrap()
+        != "1"
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "deadlock not counted"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let v = invoke(&health, "dl-2").await;
+    let dl = alerts(record(&v, "app"), "pg-deadlocks#");
+    assert_eq!(dl.len(), 1, "{v}");
+    assert_eq!(dl[0]["details"]["observed"]["deadlocks"], 1, "{}", dl[0]);
+
+    // A clean restart: counters survive on PG15+ but the postmaster start moved; either way
+    // the run re-takes its baseline, announces nothing and resolves nothing.
+    pg.restart().unwrap();
+    let v = invoke(&health, "dl-3").await;
+    let rec = record(&v, "app");
+    assert!(
+        rec["notes"]
+            .to_string()
+            .contains("counters restarted (server restarted"),
+        "{rec}"
+    );
+    assert!(alerts(rec, "pg-deadlocks#").is_empty(), "{rec}");
+    // The next run has a clean delta: no new deadlock, the old finding resolves.
+    let v = invoke(&health, "dl-4").await;
+    let dl = alerts(record(&v, "app"), "pg-deadlocks#");
+    assert_eq!(dl.len(), 1, "{v}");
+    assert_eq!(dl[0]["status"], "resolved");
+    for line in health
+        .logs()
+        .lines()
+        .filter(|l| l.contains("DeadlocksPerHour"))
+    {
+        let m: Value = serde_json::from_str(line).unwrap();
+        let rate = m["DeadlocksPerHour"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&rate), "{line}");
+    }
+
+    // Stopped between runs: a P1, not a crash. Back up: resolved.
+    pg.stop().unwrap();
+    let v = invoke(&health, "dl-5").await;
+    let down = alerts(record(&v, "app"), "pg-unreachable#");
+    assert_eq!(down.len(), 1, "{v}");
+    assert_eq!(down[0]["severity"], "P1");
+    pg.start_again().unwrap();
+    let v = invoke(&health, "dl-6").await;
+    let up = alerts(record(&v, "app"), "pg-unreachable#");
+    assert_eq!(up.len(), 1, "{v}");
+    assert_eq!(up[0]["status"], "resolved");
+}

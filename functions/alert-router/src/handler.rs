@@ -1010,6 +1010,7 @@ mod tests {
         Invocation {
             request_id: "req".into(),
             now: t(at),
+            deadline: None,
         }
     }
 

@@ -153,6 +153,7 @@ async fn start(
     let inv = Invocation {
         request_id: inv.request_id.clone(),
         now,
+        deadline: inv.deadline,
     };
     let mut snaps = x
         .rds
@@ -375,6 +376,7 @@ async fn delete_temporary(
     let inv = Invocation {
         request_id: inv.request_id.clone(),
         now,
+        deadline: inv.deadline,
     };
     let a = action(
         "rds.delete_drill_instance",
@@ -795,6 +797,7 @@ mod tests {
         let inv = Invocation {
             request_id: "r".into(),
             now: t0() + Duration::minutes(12),
+            deadline: None,
         };
         let r = crate::handler::handle_ref(ev, &inv, &w.deps, &w.x)
             .await

@@ -520,6 +520,7 @@ pub(crate) mod tests {
         let inv = Invocation {
             request_id: format!("req-{id}"),
             now: at,
+            deadline: None,
         };
         handle_ref(
             json!({"nbaops": {"task": task, "id": id, "at": at.to_rfc3339()}}),
@@ -608,6 +609,7 @@ pub(crate) mod tests {
         let inv = Invocation {
             request_id: "r".into(),
             now: t0(),
+            deadline: None,
         };
         let ev: Value = serde_json::from_str(include_str!(
             "../../../events/rds/eventbridge-failover-started.json"

@@ -27,6 +27,7 @@ pub async fn run(
     let inv = Invocation {
         request_id: inv.request_id.clone(),
         now,
+        deadline: inv.deadline,
     };
     let mut rec = record(
         tick,

@@ -729,6 +729,7 @@ mod tests {
         let inv = Invocation {
             request_id: "req".into(),
             now: now(),
+            deadline: None,
         };
         handle(payload, inv, w.deps, w.x).await.unwrap()
     }

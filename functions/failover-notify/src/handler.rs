@@ -563,6 +563,7 @@ mod tests {
         let inv = Invocation {
             request_id: "req".into(),
             now,
+            deadline: None,
         };
         handle(serde_json::from_str(fixture).unwrap(), inv, w.deps, w.x)
             .await

@@ -867,6 +867,7 @@ mod tests {
         let inv = Invocation {
             request_id: "req".into(),
             now,
+            deadline: None,
         };
         let mut r = handle(payload, inv, w.deps, w.x).await.unwrap();
         r.records.remove(0)

@@ -11,8 +11,8 @@ use serde_json::{json, Value};
 use nbaops_shared::alerts::Severity;
 use nbaops_shared::config::pg::{Levels, PgConfig};
 use nbaops_shared::sql::{
-    bloat_estimate, bool_of, f64_of, i64_of, str_of, time_of, BloatEstimate, Connections, Row,
-    Session, TableStats,
+    bloat_estimate, bool_of, f64_of, i64_of, str_of, time_of, BloatEstimate, Connections,
+    IndexStats, Row, Session, TableStats,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -119,6 +119,11 @@ pub fn connections(db: &str, c: &Connections, cfg: &PgConfig) -> Option<Finding>
 /// critical level; anything else means the database is unreachable (P1).
 pub fn refused(db: &str, error: &str) -> Finding {
     let lower = error.to_ascii_lowercase();
+    if lower.contains("statement timeout") || lower.contains("57014") {
+        // The server answered: it is reachable, our checks are too slow for it.
+        return check_failed(db, &[(vec!["session"], error.to_string())])
+            .unwrap_or_else(|| unreachable_finding(db, error));
+    }
     if lower.contains("too many clients") || lower.contains("connection slots are reserved") {
         finding(
             "connections",
@@ -129,15 +134,51 @@ pub fn refused(db: &str, error: &str) -> Finding {
             json!({"error": error}),
         )
     } else {
-        finding(
-            "unreachable",
-            Severity::P1,
-            Level::Critical,
-            db_resource(db),
-            format!("{db}: cannot connect: {error}"),
-            json!({"error": error}),
-        )
+        unreachable_finding(db, error)
     }
+}
+
+fn unreachable_finding(db: &str, error: &str) -> Finding {
+    finding(
+        "unreachable",
+        Severity::P1,
+        Level::Critical,
+        db_resource(db),
+        format!("{db}: cannot connect: {error}"),
+        json!({"error": error}),
+    )
+}
+
+/// Checks that could not run (a statement timeout, a missing privilege): one finding per
+/// database, so a blind spot is announced once and resolves when every check runs again.
+pub fn check_failed(db: &str, failures: &[(Vec<&str>, String)]) -> Option<Finding> {
+    if failures.is_empty() {
+        return None;
+    }
+    let timeout = failures
+        .iter()
+        .any(|(_, e)| e.to_ascii_lowercase().contains("statement timeout"));
+    let what: Vec<String> = failures
+        .iter()
+        .map(|(signals, e)| format!("{}: {e}", signals.join("/")))
+        .collect();
+    Some(finding(
+        "check-failed",
+        Severity::P3,
+        Level::Critical,
+        db_resource(db),
+        format!(
+            "{db}: {} check(s) could not run{}: {}",
+            failures.len(),
+            if timeout {
+                " (statement timeout: raise pg.statement_timeout_ms or find what slows the catalog)"
+            } else {
+                ""
+            },
+            what.join("; ")
+        ),
+        json!({"failures": what}),
+    ))
 }
 
 // ---- cumulative counters between runs ----
@@ -568,6 +609,173 @@ pub fn own_vacuum_failures(
         .collect()
 }
 
+/// Per-table dead tuples and last vacuum, kept between runs (only tables worth watching).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TableSnap {
+    pub name: String,
+    pub dead: i64,
+    pub last_vacuum: Option<DateTime<Utc>>,
+}
+
+/// What the next run compares against: tables with at least `pg.vacuum.min_dead_tuples` dead
+/// tuples (a bounded item even with 10,000 tables), keyed by oid.
+pub fn table_snapshot(tables: &[TableStats], cfg: &PgConfig) -> BTreeMap<String, TableSnap> {
+    tables
+        .iter()
+        .filter(|t| t.n_dead_tup >= cfg.vacuum.min_dead_tuples)
+        .map(|t| {
+            (
+                t.oid.to_string(),
+                TableSnap {
+                    name: t.name(),
+                    dead: t.n_dead_tup,
+                    last_vacuum: t.last_vacuum,
+                },
+            )
+        })
+        .collect()
+}
+
+/// VACUUM is not keeping up with a table: its dead tuples grew since the last run, no vacuum
+/// ran in between, the last one is older than `pg.vacuum_failure.stale_hours` (or never), and
+/// the dead fraction is past the point where autovacuum should have come. A counter reset
+/// (crash, failover) lowers the dead count and so never fires this.
+pub fn stalled_vacuums(
+    db: &str,
+    prev: &BTreeMap<String, TableSnap>,
+    tables: &[TableStats],
+    cfg: &PgConfig,
+    now: DateTime<Utc>,
+) -> Vec<Finding> {
+    tables
+        .iter()
+        .filter_map(|t| {
+            let p = prev.get(&t.oid.to_string())?;
+            let grew = t.n_dead_tup > p.dead;
+            let no_vacuum_since = t.last_vacuum == p.last_vacuum;
+            let stale = t
+                .last_vacuum
+                .is_none_or(|v| now - v > chrono::Duration::hours(cfg.vacuum_stale_hours));
+            let many = t.n_dead_tup >= cfg.vacuum.min_dead_tuples
+                && t.dead_percent() >= cfg.vacuum.dead_percent;
+            if !(grew && no_vacuum_since && stale && many) {
+                return None;
+            }
+            let age = t
+                .last_vacuum
+                .map(|v| format!("{:.0} h ago", (now - v).num_minutes() as f64 / 60.0))
+                .unwrap_or_else(|| "never".into());
+            Some(finding(
+                "vacuum-failure",
+                Severity::P2,
+                Level::Warning,
+                format!("pg:{db}/{}", t.name()),
+                format!(
+                    "{db}: {} dead tuples grow ({} -> {}, {:.0} %) and the last vacuum was {age}{}",
+                    t.name(),
+                    p.dead,
+                    t.n_dead_tup,
+                    t.dead_percent(),
+                    if t.autovacuum_enabled { "" } else { " (autovacuum disabled on it)" }
+                ),
+                json!({"dead_before": p.dead, "dead_now": t.n_dead_tup, "last_vacuum": t.last_vacuum, "autovacuum_enabled": t.autovacuum_enabled}),
+            ))
+        })
+        .collect()
+}
+
+/// VACUUMs running now: a count, a note each, and a warning for one running past
+/// `pg.vacuum_progress.warn_seconds`.
+pub fn vacuum_progress(db: &str, rows: &[Row], cfg: &PgConfig) -> (Vec<Finding>, Vec<String>) {
+    let mut findings = vec![];
+    let mut notes = vec![];
+    for r in rows {
+        let table = str_of(r, "table_name").unwrap_or_default();
+        let phase = str_of(r, "phase").unwrap_or_default();
+        let total = i64_of(r, "heap_blks_total").unwrap_or(0);
+        let scanned = i64_of(r, "heap_blks_scanned").unwrap_or(0);
+        let secs = f64_of(r, "running_seconds").unwrap_or(0.0);
+        let who = str_of(r, "backend_type").unwrap_or_default();
+        let pct = if total > 0 {
+            100.0 * scanned as f64 / total as f64
+        } else {
+            0.0
+        };
+        notes.push(format!(
+            "vacuum of {table} running {secs:.0} s ({who}): {phase}, {pct:.0} % of heap scanned"
+        ));
+        if secs > cfg.vacuum_progress_warn_seconds {
+            findings.push(finding(
+                "vacuum-progress",
+                Severity::P3,
+                Level::Warning,
+                format!("pg:{db}/{table}"),
+                format!("{db}: vacuum of {table} running for {:.0} min ({phase}, {pct:.0} % scanned)", secs / 60.0),
+                json!({"pid": i64_of(r, "pid"), "phase": phase, "running_seconds": secs, "heap_blks_total": total, "heap_blks_scanned": scanned, "backend_type": who}),
+            ));
+        }
+    }
+    (findings, notes)
+}
+
+// ---- indexes and queries: report only ----
+
+/// Unused indexes (see `sql::unused_indexes` for when an index counts), largest 25.
+pub fn unused_indexes(
+    db: &str,
+    indexes: &[IndexStats],
+    cfg: &PgConfig,
+    now: DateTime<Utc>,
+) -> Vec<Finding> {
+    let mut unused = nbaops_shared::sql::unused_indexes(indexes, cfg, now);
+    unused.sort_by_key(|ix| std::cmp::Reverse(ix.bytes));
+    unused
+        .into_iter()
+        .take(25)
+        .map(|ix| {
+            finding(
+                "unused-index",
+                Severity::P3,
+                Level::Warning,
+                format!("pg:{db}/index:{}", ix.name()),
+                format!(
+                    "{db}: index {} on {} never used since {} ({} MB): a candidate to drop (check the replicas first)",
+                    ix.name(),
+                    ix.table,
+                    ix.stats_since.map(|t| t.to_rfc3339()).unwrap_or_default(),
+                    ix.bytes / 1_048_576
+                ),
+                json!({"bytes": ix.bytes, "stats_since": ix.stats_since, "table": ix.table}),
+            )
+        })
+        .collect()
+}
+
+/// pg_stat_statements entries above the mean-time threshold (the query already filters).
+pub fn slow_queries(db: &str, rows: &[Row], cfg: &PgConfig) -> Vec<Finding> {
+    rows.iter()
+        .filter_map(|r| {
+            let mean = f64_of(r, "mean_ms")?;
+            let calls = i64_of(r, "calls").unwrap_or(0);
+            if mean <= cfg.slow_query_mean_ms || calls < cfg.slow_query_min_calls {
+                return None;
+            }
+            let id = str_of(r, "queryid").unwrap_or_default();
+            Some(finding(
+                "slow-query",
+                Severity::P3,
+                Level::Warning,
+                format!("pg:{db}/query:{id}"),
+                format!(
+                    "{db}: query {id} averages {mean:.0} ms over {calls} calls: {}",
+                    str_of(r, "query").unwrap_or_default()
+                ),
+                json!({"queryid": id, "mean_ms": mean, "calls": calls, "total_ms": f64_of(r, "total_ms"), "role": str_of(r, "role"), "query": str_of(r, "query")}),
+            ))
+        })
+        .collect()
+}
+
 // ---- WAL archiving ----
 
 pub fn archiver(db: &str, r: &Row) -> Option<Finding> {
@@ -973,6 +1181,106 @@ mod tests {
         )];
         let current = [worse];
         assert_eq!(transitions(&open, &current, &[]).publish.len(), 1);
+    }
+
+    fn stats(oid: i64, dead: i64, live: i64, last_vacuum: Option<DateTime<Utc>>) -> TableStats {
+        let mut t = TableStats::from_row(&row(json!({
+            "oid": oid, "schema": "public", "table_name": format!("t{oid}"), "reltuples": live as f64,
+            "relpages": 1000, "bytes": 8_192_000, "n_live_tup": live, "n_dead_tup": dead,
+        })));
+        t.last_vacuum = last_vacuum;
+        t
+    }
+
+    #[test]
+    fn stalled_vacuum_needs_growth_no_vacuum_and_an_old_last_vacuum() {
+        let c = cfg(&[]);
+        let old = Some(now() - Duration::days(3));
+        let prev = table_snapshot(
+            &[
+                stats(1, 5_000, 10_000, old),
+                stats(2, 5_000, 10_000, old),
+                stats(3, 5_000, 10_000, Some(now() - Duration::hours(2))),
+                stats(4, 5_000, 10_000, old),
+                stats(5, 10, 10_000, old),
+            ],
+            &c,
+        );
+        // Table 5 was too clean to be remembered.
+        assert_eq!(prev.len(), 4);
+        let cur = vec![
+            // grew, not vacuumed since, last vacuum 3 days ago: stalled
+            stats(1, 8_000, 10_000, old),
+            // vacuumed in between (last_vacuum moved) even if dead grew again
+            stats(2, 8_000, 10_000, Some(now() - Duration::minutes(1))),
+            // last vacuum recent: autovacuum keeps up
+            stats(3, 8_000, 10_000, Some(now() - Duration::hours(2))),
+            // counters reset by a crash: dead went down, last_vacuum forgotten
+            stats(4, 100, 10_000, None),
+            stats(5, 50_000, 10_000, old),
+        ];
+        let fs = stalled_vacuums("app", &prev, &cur, &c, now());
+        let got: Vec<&str> = fs.iter().map(|f| f.resource.as_str()).collect();
+        assert_eq!(got, vec!["pg:app/public.t1"]);
+        assert_eq!(fs[0].signal, "vacuum-failure");
+        assert!(fs[0].summary.contains("5000 -> 8000"), "{}", fs[0].summary);
+    }
+
+    #[test]
+    fn vacuum_progress_notes_and_warns_when_long() {
+        let c = cfg(&[("NBAOPS_PG__VACUUM_PROGRESS__WARN_SECONDS", "600")]);
+        let rows = vec![
+            row(
+                json!({"pid": 7, "table_name": "public.a", "phase": "scanning heap", "heap_blks_total": 1000, "heap_blks_scanned": 250, "running_seconds": 30.0, "backend_type": "autovacuum worker"}),
+            ),
+            row(
+                json!({"pid": 8, "table_name": "public.b", "phase": "vacuuming indexes", "heap_blks_total": 10, "heap_blks_scanned": 10, "running_seconds": 900.0, "backend_type": "client backend"}),
+            ),
+        ];
+        let (fs, notes) = vacuum_progress("app", &rows, &c);
+        assert_eq!(notes.len(), 2);
+        assert!(notes[0].contains("25 %"), "{notes:?}");
+        assert_eq!(fs.len(), 1);
+        assert_eq!(fs[0].resource, "pg:app/public.b");
+        assert_eq!(fs[0].severity, Severity::P4);
+    }
+
+    #[test]
+    fn slow_queries_over_threshold_and_min_calls() {
+        let c = cfg(&[("NBAOPS_PG__SLOW_QUERY__MEAN_MS", "100")]);
+        let rows = vec![
+            row(
+                json!({"queryid": "11", "calls": 10, "mean_ms": 250.0, "query": "select pg_sleep($1)"}),
+            ),
+            row(json!({"queryid": "12", "calls": 2, "mean_ms": 900.0, "query": "select 2"})),
+            row(json!({"queryid": "13", "calls": 50, "mean_ms": 99.0, "query": "select 3"})),
+        ];
+        let fs = slow_queries("app", &rows, &c);
+        assert_eq!(fs.len(), 1);
+        assert_eq!(fs[0].dedup_key(), "pg-slow-query#pg:app/query:11");
+    }
+
+    #[test]
+    fn a_timed_out_check_is_a_finding_not_an_outage() {
+        let f = refused(
+            "app",
+            "ERROR: canceling statement due to statement timeout (SQLSTATE 57014)",
+        );
+        assert_eq!((f.signal, f.severity), ("check-failed", Severity::P3));
+        let f = check_failed(
+            "app",
+            &[(
+                vec!["bloat"],
+                "canceling statement due to statement timeout".into(),
+            )],
+        )
+        .unwrap();
+        assert!(
+            f.summary.contains("pg.statement_timeout_ms"),
+            "{}",
+            f.summary
+        );
+        assert!(check_failed("app", &[]).is_none());
     }
 
     #[test]

@@ -17,7 +17,7 @@ use nbaops_shared::config::pg::{PgConfig, PgTarget};
 use nbaops_shared::events::{classify, Inbound, ScheduledTick};
 use nbaops_shared::ports::{PgConnector, Postgres};
 use nbaops_shared::runtime::{Deps, Invocation, InvocationReport, RecordReport};
-use nbaops_shared::sql::{self, Connections, Row, Server, Session, TableStats};
+use nbaops_shared::sql::{self, Connections, IndexStats, Row, Server, Session, TableStats};
 use nbaops_shared::{NbaopsError, Result};
 
 use crate::checks::{self, Counters, Delta, Finding, OpenFinding};
@@ -42,7 +42,11 @@ const SIGNALS: &[&str] = &[
     "idle-in-tx",
     "lock-wait",
     "vacuum-failure",
+    "vacuum-progress",
+    "unused-index",
+    "slow-query",
     "archiver",
+    "check-failed",
 ];
 
 /// pgstattuple_approx reads the table (visibility map assisted): only the worst few per run.
@@ -145,6 +149,8 @@ struct Scan {
     unchecked: Vec<&'static str>,
     notes: Vec<String>,
     metrics: Vec<(&'static str, f64, &'static str)>,
+    /// Checks that could not run, with the error: one check-failed finding at the end.
+    failures: Vec<(Vec<&'static str>, String)>,
 }
 
 impl Scan {
@@ -152,6 +158,7 @@ impl Scan {
         self.unchecked.extend_from_slice(signals);
         self.notes
             .push(format!("{} not checked: {e}", signals.join("/")));
+        self.failures.push((signals.to_vec(), e.to_string()));
     }
 }
 
@@ -193,6 +200,7 @@ async fn scan(target: &PgTarget, inv: &Invocation, deps: &Deps, x: &PgHealth) ->
     let (pg, server) = match server {
         Ok(v) => v,
         Err(e) => {
+            // Connected but the first query failed (e.g. statement timeout): refused() tells.
             let f = checks::refused(db, &e.to_string());
             s.unchecked = SIGNALS
                 .iter()
@@ -240,11 +248,19 @@ async fn scan(target: &PgTarget, inv: &Invocation, deps: &Deps, x: &PgHealth) ->
                 .await?
                 .and_then(|v| serde_json::from_value(v).ok());
             let d = checks::delta(prev.as_ref(), &cur);
+            // No rate this run: an open cache-hit/deadlocks finding is neither confirmed
+            // nor resolved by it.
             match &d {
-                Delta::First => s.notes.push("first run: counter baseline taken".into()),
-                Delta::Reset(why) => s.notes.push(format!(
-                    "counters restarted ({why}): baseline re-taken, no rates this run"
-                )),
+                Delta::First => {
+                    s.unchecked.extend(["cache-hit", "deadlocks"]);
+                    s.notes.push("first run: counter baseline taken".into())
+                }
+                Delta::Reset(why) => {
+                    s.unchecked.extend(["cache-hit", "deadlocks"]);
+                    s.notes.push(format!(
+                        "counters restarted ({why}): baseline re-taken, no rates this run"
+                    ))
+                }
                 Delta::Since { .. } => {}
             }
             let (ratio, f) = checks::cache_hit(db, &d, cfg);
@@ -306,11 +322,17 @@ async fn scan(target: &PgTarget, inv: &Invocation, deps: &Deps, x: &PgHealth) ->
         Err(e) => s.failed(&["long-tx", "idle-in-tx", "lock-wait"], &e),
     }
 
+    let mut stalled: Vec<Finding> = vec![];
     if server.in_recovery {
-        // A standby's tables are the primary's: judged (and vacuumed) there.
+        // A standby's tables are the primary's: judged (and vacuumed) there. Index usage is
+        // per instance, but "unused" is decided on the primary, where the drop would happen.
         s.unchecked.push("bloat");
+        s.unchecked.push("unused-index");
     } else {
-        match pg.query(&sql::tables(server.version)).await {
+        match pg
+            .query(&sql::tables(server.version, cfg.bloat_min_bytes))
+            .await
+        {
             Ok(rows) => {
                 let tables: Vec<TableStats> = rows.iter().map(TableStats::from_row).collect();
                 let measured = measure(pg, &tables, cfg, inv, &mut s).await;
@@ -319,9 +341,66 @@ async fn scan(target: &PgTarget, inv: &Invocation, deps: &Deps, x: &PgHealth) ->
                 s.findings.extend(fs);
                 s.notes.extend(notes);
                 hand_off(db, &tables, &measured, cfg, inv, deps).await?;
+                let pk = format!("pgbase#{db}");
+                let prev: BTreeMap<String, checks::TableSnap> = deps
+                    .ledger
+                    .get(&pk, "tables")
+                    .await?
+                    .and_then(|v| serde_json::from_value(v).ok())
+                    .unwrap_or_default();
+                stalled = checks::stalled_vacuums(db, &prev, &tables, cfg, inv.now);
+                let snap = serde_json::to_value(checks::table_snapshot(&tables, cfg))
+                    .map_err(|e| NbaopsError::InvalidEvent(format!("tables: {e}")))?;
+                deps.ledger.put(&pk, "tables", &snap, None).await?;
             }
-            Err(e) => s.failed(&["bloat"], &e),
+            Err(e) => s.failed(&["bloat", "vacuum-failure"], &e),
         }
+        match pg.query(&sql::indexes::indexes(server.version)).await {
+            Ok(rows) => {
+                let indexes: Vec<IndexStats> = rows.iter().map(IndexStats::from_row).collect();
+                let fs = checks::unused_indexes(db, &indexes, cfg, inv.now);
+                s.metrics.push(("UnusedIndexes", fs.len() as f64, "Count"));
+                s.findings.extend(fs);
+            }
+            Err(e) => s.failed(&["unused-index"], &e),
+        }
+    }
+
+    match first_row(pg, sql::PG_STAT_STATEMENTS_PRESENT).await {
+        Ok(r) if sql::bool_of(&r, "present") => {
+            match pg
+                .query(&sql::slow_queries(
+                    cfg.slow_query_mean_ms,
+                    cfg.slow_query_min_calls,
+                ))
+                .await
+            {
+                Ok(rows) => {
+                    let fs = checks::slow_queries(db, &rows, cfg);
+                    s.metrics.push(("SlowQueries", fs.len() as f64, "Count"));
+                    s.findings.extend(fs);
+                }
+                Err(e) => s.failed(&["slow-query"], &e),
+            }
+        }
+        Ok(_) => {
+            // Not an error: the extension is optional. Not checked, so nothing resolves.
+            s.unchecked.push("slow-query");
+            s.notes
+                .push("slow queries not checked: pg_stat_statements is not installed".into());
+        }
+        Err(e) => s.failed(&["slow-query"], &e),
+    }
+
+    match pg.query(sql::VACUUM_PROGRESS).await {
+        Ok(rows) => {
+            s.metrics
+                .push(("VacuumsRunning", rows.len() as f64, "Count"));
+            let (fs, notes) = checks::vacuum_progress(db, &rows, cfg);
+            s.findings.extend(fs);
+            s.notes.extend(notes);
+        }
+        Err(e) => s.failed(&["vacuum-progress"], &e),
     }
 
     match pg.query(sql::XMIN_HOLDERS).await {
@@ -349,11 +428,18 @@ async fn scan(target: &PgTarget, inv: &Invocation, deps: &Deps, x: &PgHealth) ->
         .collect();
     s.findings
         .extend(checks::own_vacuum_failures(db, &failures, cfg));
+    // One finding per table and signal: our own failures say more than the growth.
+    for f in stalled {
+        if !s.findings.iter().any(|g| g.dedup_key() == f.dedup_key()) {
+            s.findings.push(f);
+        }
+    }
 
     match first_row(pg, sql::ARCHIVER).await {
         Ok(r) => s.findings.extend(checks::archiver(db, &r)),
         Err(e) => s.failed(&["archiver"], &e),
     }
+    s.findings.extend(checks::check_failed(db, &s.failures));
     Ok(s)
 }
 
@@ -438,6 +524,10 @@ fn runbook(signal: &str) -> &'static str {
         "long-tx" | "idle-in-tx" => "Ask the owner of the session; past the critical threshold vacuum-trigger may end it if its role/application is allow-listed.",
         "lock-wait" => "Find the blocker with pg_blocking_pids() and the long transaction behind it.",
         "vacuum-failure" => "Something stops VACUUM: end the holder (prepared transaction, slot) or give the maintenance role ownership of the table.",
+        "unused-index" => "Confirm on every replica (usage is per instance) and with the application owner; nbaops never drops indexes.",
+        "slow-query" => "EXPLAIN (ANALYZE, BUFFERS) the statement; look for missing indexes and sequential scans.",
+        "vacuum-progress" => "A long VACUUM is usually I/O-throttled or repeatedly scanning indexes; check maintenance_work_mem and cost settings.",
+        "check-failed" => "A check timed out or was refused: raise pg.statement_timeout_ms or grant pg_monitor to the monitor role.",
         "archiver" => "Check archive_command / the S3 destination; WAL piles up until archiving succeeds.",
         _ => "",
     }

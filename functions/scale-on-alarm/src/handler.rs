@@ -619,6 +619,7 @@ mod tests {
         Invocation {
             request_id: "req".into(),
             now,
+            deadline: None,
         }
     }
     fn wednesday() -> chrono::DateTime<Utc> {

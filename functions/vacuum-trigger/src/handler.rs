@@ -17,13 +17,18 @@ use serde_json::{json, Value};
 use nbaops_shared::alerts::{Alert, Severity};
 use nbaops_shared::config::pg::{PgConfig, PgTarget};
 use nbaops_shared::events::{classify, Inbound, ScheduledTick};
-use nbaops_shared::guard::{AuditRecord, Guard, Outcome, ProposedAction};
+use nbaops_shared::guard::{in_change_window, AuditRecord, Guard, Outcome, ProposedAction};
 use nbaops_shared::ports::{PgConnector, Postgres, Tags};
 use nbaops_shared::runtime::{Deps, Invocation, InvocationReport, RecordReport};
-use nbaops_shared::sql::{self, Maintenance, Need, Row, Server, Session, TableStats};
+use nbaops_shared::sql::{
+    self, IndexNeed, IndexStats, IndexWork, Maintenance, Need, Row, Server, Session, TableStats,
+};
 use nbaops_shared::{NbaopsError, Result};
 
-use crate::plan::runaway_transactions;
+use crate::plan::{budget, runaway_transactions, Budget};
+
+/// pgstatindex reads the whole index: only the few best rebuild candidates per run.
+const MEASURE_INDEXES_AT_MOST: usize = 5;
 
 pub const FUNCTION: &str = "vacuum-trigger";
 
@@ -143,7 +148,7 @@ async fn maintain(
         return Ok(());
     }
     let tables: Vec<TableStats> = pg
-        .query(&sql::tables(server.version))
+        .query(&sql::tables(server.version, cfg.bloat_min_bytes))
         .await?
         .iter()
         .map(TableStats::from_row)
@@ -168,12 +173,45 @@ async fn maintain(
         plan.len(),
         runaway.len()
     );
+    let indexes: Vec<IndexStats> = match pg.query(&sql::indexes::indexes(server.version)).await {
+        Ok(rows) => rows.iter().map(IndexStats::from_row).collect(),
+        Err(e) => {
+            rec.notes.push(format!("indexes not examined: {e}"));
+            vec![]
+        }
+    };
+    let measured_ix = measure_indexes(pg, &indexes, cfg, deps, inv, rec).await;
+    let index_plan = sql::plan_indexes(&indexes, cfg, &|ix| measured_ix.get(&ix.oid).copied());
+    let (drops, rebuilds): (Vec<_>, Vec<_>) = index_plan
+        .iter()
+        .partition(|(_, n)| n.work == IndexWork::DropLeftover);
     let mut guard = deps
         .guard(&tick.event_id, inv)
-        .with_fleet_size(tables.len() + sessions.len());
+        .with_fleet_size(tables.len() + sessions.len() + indexes.len());
 
     for s in runaway {
         end_transaction(db, s, pg, &mut guard, deps, inv, rec).await?;
+    }
+    let go = |rec: &mut RecordReport, left: usize| -> Option<u64> {
+        let now = inv.now + Duration::from_std(started.elapsed()).unwrap_or_default();
+        match budget(started.elapsed(), now, inv.deadline, &cfg.vacuum) {
+            Budget::Go {
+                statement_timeout_ms,
+            } => Some(statement_timeout_ms),
+            Budget::Stop(why) => {
+                rec.notes
+                    .push(format!("{why}: {left} item(s) left for the next run"));
+                None
+            }
+        }
+    };
+    // Leftovers of failed rebuilds first: every write still maintains them.
+    for (i, (ix, need)) in drops.iter().enumerate() {
+        let Some(ms) = go(rec, drops.len() - i) else {
+            return Ok(());
+        };
+        pg.execute(&format!("SET statement_timeout = {ms}")).await?;
+        maintain_index(db, ix, need, cfg, pg, &mut guard, deps, inv, rec).await?;
     }
     for (i, (t, need)) in plan.iter().enumerate() {
         if i >= cfg.vacuum.max_tables_per_run {
@@ -184,14 +222,10 @@ async fn maintain(
             ));
             break;
         }
-        if started.elapsed() > StdDuration::from_secs(cfg.vacuum.time_budget_seconds) {
-            rec.notes.push(format!(
-                "time budget ({} s) spent: {} table(s) left for the next run",
-                cfg.vacuum.time_budget_seconds,
-                plan.len() - i
-            ));
-            break;
-        }
+        let Some(ms) = go(rec, plan.len() - i) else {
+            return Ok(());
+        };
+        pg.execute(&format!("SET statement_timeout = {ms}")).await?;
         maintain_table(
             db,
             t,
@@ -205,7 +239,68 @@ async fn maintain(
         )
         .await?;
     }
+    for (i, (ix, need)) in rebuilds.iter().enumerate() {
+        if i >= cfg.index.max_per_run {
+            rec.notes.push(format!(
+                "{} more index rebuild(s) left for the next run (pg.index.max_per_run {})",
+                rebuilds.len() - i,
+                cfg.index.max_per_run
+            ));
+            break;
+        }
+        let Some(ms) = go(rec, rebuilds.len() - i) else {
+            return Ok(());
+        };
+        pg.execute(&format!("SET statement_timeout = {ms}")).await?;
+        maintain_index(db, ix, need, cfg, pg, &mut guard, deps, inv, rec).await?;
+    }
     Ok(())
+}
+
+/// Confirms rebuild candidates with pgstatindex when pgstattuple is installed, and only inside
+/// the change window (outside it no rebuild can happen, so reading whole indexes is waste).
+async fn measure_indexes(
+    pg: &dyn Postgres,
+    indexes: &[IndexStats],
+    cfg: &PgConfig,
+    deps: &Deps,
+    inv: &Invocation,
+    rec: &mut RecordReport,
+) -> BTreeMap<i64, f64> {
+    let mut out = BTreeMap::new();
+    if !in_change_window(&deps.cfg.guard.window, inv.now) {
+        return out;
+    }
+    let candidates: Vec<&IndexStats> = sql::plan_indexes(indexes, cfg, &|_| None)
+        .into_iter()
+        .filter(|(_, n)| n.work == IndexWork::Reindex)
+        .map(|(ix, _)| ix)
+        .take(MEASURE_INDEXES_AT_MOST)
+        .collect();
+    if candidates.is_empty() {
+        return out;
+    }
+    let present = first_row(pg, sql::PGSTATTUPLE_PRESENT)
+        .await
+        .map(|r| sql::bool_of(&r, "present"))
+        .unwrap_or(false);
+    if !present {
+        return out;
+    }
+    for ix in candidates {
+        match first_row(pg, &sql::indexes::pgstatindex(ix.oid)).await {
+            Ok(r) => {
+                let density = sql::f64_of(&r, "avg_leaf_density").unwrap_or(f64::NAN);
+                if let Some(p) = sql::index_bloat_measured(density, ix.fillfactor) {
+                    out.insert(ix.oid, p);
+                }
+            }
+            Err(e) => rec
+                .notes
+                .push(format!("{}: pgstatindex failed: {e}", ix.name())),
+        }
+    }
+    out
 }
 
 fn words(a: &AuditRecord) -> String {
@@ -234,17 +329,20 @@ async fn run_maintenance(
     kind: Maintenance,
     before: &Row,
 ) -> Result<Row> {
-    if !t.can_maintain {
+    let _ = pg.take_notices();
+    pg.execute(&kind.statement(&t.schema, &t.table)).await?;
+    if let Some(warning) = sql::maintenance_refusal(&pg.take_notices()) {
         return Err(NbaopsError::dependency(
             "postgres",
             format!(
-                "our role may not maintain {} (owner {}): PostgreSQL would only WARN 'skipping' and report success",
+                "{} of {} did nothing, the server said: {warning} (owner {}, our role may maintain it: {})",
+                kind.as_str(),
                 t.name(),
-                t.owner
+                t.owner,
+                t.can_maintain
             ),
         ));
     }
-    pg.execute(&kind.statement(&t.schema, &t.table)).await?;
     let field = if kind == Maintenance::Analyze {
         "analyzes"
     } else {
@@ -316,33 +414,69 @@ async fn maintain_table(
         None
     };
     let audit = guard.finish(&action, &decision, result).await?;
-    let w = words(&audit);
-    rec.notes.push(format!(
-        "{resource}: {} ({}): {w}",
+    if audit.outcome == Outcome::Acted {
+        deps.ledger
+            .delete(&format!("pgmaint#{db}"), &t.oid.to_string())
+            .await?;
+    }
+    let done = format!(
+        "{}: {} done, dead tuples {} -> {}",
+        t.name(),
         need.kind.as_str(),
-        need.reason
-    ));
+        action.before["n_dead_tup"],
+        action.after["n_dead_tup"]
+    );
+    let what = Done {
+        resource: &resource,
+        subject: t.name(),
+        kind: need.kind.as_str(),
+        reason: &need.reason,
+        statement: need.kind.statement(&t.schema, &t.table),
+        done,
+    };
+    report(db, &what, &action, audit, deps, inv, rec).await
+}
+
+/// What one maintenance action was, for its note, alert and failure record.
+struct Done<'a> {
+    resource: &'a str,
+    /// `schema.table` or `schema.index`: the failure record's key, as pg-health reports it.
+    subject: String,
+    kind: &'static str,
+    reason: &'a str,
+    statement: String,
+    /// The success summary.
+    done: String,
+}
+
+/// The note, the P4 "done" or P3 "failed" alert, and for failures the `pgvacfail` record
+/// pg-health turns into its VACUUM-failure signal.
+async fn report(
+    db: &str,
+    d: &Done<'_>,
+    action: &ProposedAction,
+    audit: AuditRecord,
+    deps: &Deps,
+    inv: &Invocation,
+    rec: &mut RecordReport,
+) -> Result<()> {
+    let w = words(&audit);
+    rec.notes
+        .push(format!("{}: {} ({}): {w}", d.resource, d.kind, d.reason));
+    let env = deps.cfg.env.to_string();
+    let key = format!("pg-maintenance#{}", d.resource);
     match audit.outcome {
         Outcome::Acted => {
-            deps.ledger
-                .delete(&format!("pgmaint#{db}"), &t.oid.to_string())
-                .await?;
             let alert = Alert::new(
                 Severity::P4,
-                &deps.cfg.env.to_string(),
+                &env,
                 FUNCTION,
-                &resource,
-                format!("pg-maintenance#{resource}"),
-                format!(
-                    "{}: {} done, dead tuples {} -> {}",
-                    t.name(),
-                    need.kind.as_str(),
-                    action.before["n_dead_tup"],
-                    action.after["n_dead_tup"]
-                ),
+                d.resource,
+                key,
+                d.done.clone(),
                 inv.now,
             )
-            .with_action(format!("{}: {w}", need.kind.statement(&t.schema, &t.table)))
+            .with_action(format!("{}: {w}", d.statement))
             .with_details(json!({"before": action.before, "after": action.after}));
             deps.alerts().publish(&alert).await?;
             rec.alerts.push(alert);
@@ -352,20 +486,21 @@ async fn maintain_table(
             deps.ledger
                 .put(
                     &format!("pgvacfail#{db}"),
-                    &format!("{}#{}", inv.now.to_rfc3339(), t.name()),
-                    &json!({"table": t.name(), "action": need.kind.as_str(), "error": error, "at": inv.now.to_rfc3339()}),
+                    &format!("{}#{}", inv.now.to_rfc3339(), d.subject),
+                    &json!({"table": d.subject, "action": d.kind, "error": error, "at": inv.now.to_rfc3339()}),
                     Some((inv.now + Duration::days(1)).timestamp()),
                 )
                 .await?;
             let alert = Alert::new(
                 Severity::P3,
-                &deps.cfg.env.to_string(),
+                &env,
                 FUNCTION,
-                &resource,
-                format!("pg-maintenance#{resource}"),
-                format!("{}: {} failed: {error}", t.name(), need.kind.as_str()),
+                d.resource,
+                key,
+                format!("{}: {} failed: {error}", d.subject, d.kind),
                 inv.now,
             )
+            .with_details(json!({"before": action.before, "after": action.after}))
             .with_runbook("Check the maintenance role owns the table (PG<=16) or has MAINTAIN (PG17), and what holds its locks.");
             deps.alerts().publish(&alert).await?;
             rec.alerts.push(alert);
@@ -374,6 +509,104 @@ async fn maintain_table(
     }
     rec.actions.push(audit);
     Ok(())
+}
+
+/// Runs an index statement and proves its effect: a dropped leftover is gone, a rebuilt index
+/// exists, is valid, and its new size is recorded.
+async fn run_index_work(pg: &dyn Postgres, ix: &IndexStats, work: IndexWork) -> Result<Row> {
+    let _ = pg.take_notices();
+    pg.execute(&work.statement(&ix.schema, &ix.index)).await?;
+    if let Some(warning) = sql::maintenance_refusal(&pg.take_notices()) {
+        return Err(NbaopsError::dependency(
+            "postgres",
+            format!(
+                "{} of {} did nothing, the server said: {warning}",
+                work.as_str(),
+                ix.name()
+            ),
+        ));
+    }
+    let rows = pg
+        .query(&sql::indexes::index_size(&ix.schema, &ix.index))
+        .await?;
+    match (work, rows.into_iter().next()) {
+        (IndexWork::DropLeftover, None) => Ok(Row::new()),
+        (IndexWork::DropLeftover, Some(_)) => Err(NbaopsError::dependency(
+            "postgres",
+            format!("{} still exists after DROP INDEX", ix.name()),
+        )),
+        (IndexWork::Reindex, Some(r)) if sql::bool_of(&r, "valid") => Ok(r),
+        (IndexWork::Reindex, _) => Err(NbaopsError::dependency(
+            "postgres",
+            format!(
+                "{} is missing or invalid after REINDEX CONCURRENTLY",
+                ix.name()
+            ),
+        )),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn maintain_index(
+    db: &str,
+    ix: &IndexStats,
+    need: &IndexNeed,
+    cfg: &PgConfig,
+    pg: &dyn Postgres,
+    guard: &mut Guard<'_>,
+    deps: &Deps,
+    inv: &Invocation,
+    rec: &mut RecordReport,
+) -> Result<()> {
+    let resource = format!("pg:{db}/index:{}", ix.name());
+    let statement = need.work.statement(&ix.schema, &ix.index);
+    let mut action = ProposedAction {
+        action: format!("pg.{}", need.work.as_str()),
+        resource: resource.clone(),
+        tags: Tags::new(),
+        reason: need.reason.clone(),
+        severity: Severity::P3,
+        // REINDEX CONCURRENTLY still rewrites the whole index and waits on every transaction:
+        // change window only. Dropping an invalid leftover is cheap and safe at any time.
+        disruptive: need.work.disruptive(),
+        bounds: None,
+        cooldown_key: "pg.index".into(),
+        cooldown_seconds: cfg.vacuum.cooldown_seconds,
+        before: json!({"bytes": ix.bytes, "valid": ix.valid, "table": format!("{}.{}", ix.schema, ix.table), "statement": statement}),
+        after: Value::Null,
+    };
+    let decision = guard.check(&action).await?;
+    let result = if decision.proceed {
+        let started = Instant::now();
+        let outcome = run_index_work(pg, ix, need.work).await;
+        let ms = started.elapsed().as_millis() as u64;
+        action.after = match &outcome {
+            Ok(r) => json!({"bytes": sql::i64_of(r, "bytes").unwrap_or(0), "duration_ms": ms}),
+            Err(_) => json!({"duration_ms": ms}),
+        };
+        Some(outcome.map(|_| ()).map_err(|e| e.to_string()))
+    } else {
+        None
+    };
+    let audit = guard.finish(&action, &decision, result).await?;
+    let done = match need.work {
+        IndexWork::DropLeftover => format!("{}: invalid leftover index dropped", ix.name()),
+        IndexWork::Reindex => format!(
+            "{}: rebuilt, {} -> {} bytes",
+            ix.name(),
+            ix.bytes,
+            action.after["bytes"]
+        ),
+    };
+    let what = Done {
+        resource: &resource,
+        subject: ix.name(),
+        kind: need.work.as_str(),
+        reason: &need.reason,
+        statement,
+        done,
+    };
+    report(db, &what, &action, audit, deps, inv, rec).await
 }
 
 /// Cancel, then terminate, re-checking before each signal that the pid still runs the same

@@ -1,8 +1,52 @@
 //! Which runaway transactions may be ended. Tables to maintain are chosen by the shared
 //! `sql::plan_maintenance`, which pg-health's reading of a table shares.
 
-use nbaops_shared::config::pg::PgConfig;
+use chrono::{DateTime, Utc};
+
+use nbaops_shared::config::pg::{PgConfig, VacuumLimits};
 use nbaops_shared::sql::Session;
+
+/// Whether one more table (or index) may be started, and the statement_timeout it runs under.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Budget {
+    Go { statement_timeout_ms: u64 },
+    Stop(String),
+}
+
+/// The run's time budget is the smaller of `pg.vacuum.time_budget_seconds` since the run
+/// started and the Lambda deadline minus `pg.vacuum.deadline_margin_seconds`: nothing new is
+/// started past it, and a statement started before it is cut (statement_timeout) in time for
+/// the audit to be written before Lambda kills the process.
+pub fn budget(
+    elapsed: std::time::Duration,
+    now: DateTime<Utc>,
+    deadline: Option<DateTime<Utc>>,
+    v: &VacuumLimits,
+) -> Budget {
+    if elapsed.as_secs() >= v.time_budget_seconds {
+        return Budget::Stop(format!(
+            "time budget spent ({} s, pg.vacuum.time_budget_seconds)",
+            v.time_budget_seconds
+        ));
+    }
+    let mut timeout_ms = v.statement_timeout_seconds * 1000;
+    if let Some(d) = deadline {
+        let left_ms = (d - now).num_milliseconds();
+        let usable_ms = left_ms - (v.deadline_margin_seconds as i64) * 1000;
+        // Less than a second of work is no work.
+        if usable_ms < 1000 {
+            return Budget::Stop(format!(
+                "{:.0} s left before the Lambda deadline, less than pg.vacuum.deadline_margin_seconds ({} s) + 1 s",
+                left_ms as f64 / 1000.0,
+                v.deadline_margin_seconds
+            ));
+        }
+        timeout_ms = timeout_ms.min(usable_ms as u64);
+    }
+    Budget::Go {
+        statement_timeout_ms: timeout_ms,
+    }
+}
 
 /// Client sessions past the critical long-transaction threshold whose role or application is
 /// allow-listed and whose role is not protected. Never autovacuum, walsenders, background
@@ -34,7 +78,53 @@ pub fn runaway_transactions<'a>(sessions: &'a [Session], cfg: &PgConfig) -> Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::{Duration, TimeZone};
     use nbaops_shared::config::{layer, Env};
+    use std::time::Duration as Std;
+
+    #[test]
+    fn budget_is_the_smaller_of_config_and_deadline() {
+        let c = cfg(&[]);
+        let now = Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap();
+        // No deadline known: the configured budget and statement timeout.
+        assert_eq!(
+            budget(Std::from_secs(10), now, None, &c.vacuum),
+            Budget::Go {
+                statement_timeout_ms: 600_000
+            }
+        );
+        assert!(matches!(
+            budget(Std::from_secs(720), now, None, &c.vacuum),
+            Budget::Stop(r) if r.contains("time_budget_seconds")
+        ));
+        // 14 min left: the 10-min statement timeout stands.
+        let far = Some(now + Duration::minutes(14));
+        assert_eq!(
+            budget(Std::from_secs(10), now, far, &c.vacuum),
+            Budget::Go {
+                statement_timeout_ms: 600_000
+            }
+        );
+        // 2 min left: a statement may run 90 s (30 s margin), then it is cancelled.
+        let near = Some(now + Duration::minutes(2));
+        assert_eq!(
+            budget(Std::from_secs(10), now, near, &c.vacuum),
+            Budget::Go {
+                statement_timeout_ms: 90_000
+            }
+        );
+        // 20 s left, within the margin: nothing new starts, whatever the config budget says.
+        let close = Some(now + Duration::seconds(20));
+        assert!(matches!(
+            budget(Std::from_secs(1), now, close, &c.vacuum),
+            Budget::Stop(r) if r.contains("deadline")
+        ));
+        let past = Some(now - Duration::seconds(5));
+        assert!(matches!(
+            budget(Std::ZERO, now, past, &c.vacuum),
+            Budget::Stop(_)
+        ));
+    }
 
     fn cfg(pairs: &[(&str, &str)]) -> PgConfig {
         let vars = pairs

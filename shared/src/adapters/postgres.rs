@@ -1,18 +1,51 @@
 //! PostgreSQL over tokio-postgres. TLS with rustls (system web PKI roots plus an optional CA
 //! bundle such as the RDS global bundle); plain TCP only for loopback or `sslmode=disable`.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use serde_json::{Map, Number, Value};
 use tokio_postgres::types::Type;
-use tokio_postgres::{Client, NoTls, Row};
+use tokio_postgres::{AsyncMessage, Client, Connection, NoTls, Row};
 
 use crate::error::{NbaopsError, Result};
 use crate::ports::Postgres;
 
 pub struct PgSession {
     client: Client,
+    /// NOTICE/WARNING messages the server sent on this session, oldest first (bounded).
+    notices: Arc<Mutex<Vec<String>>>,
+}
+
+/// At most this many notices are kept between two `take_notices` calls.
+const MAX_NOTICES: usize = 1000;
+
+/// Drives the connection and keeps what the server says on the side: a VACUUM the role may not
+/// run "succeeds" with `WARNING: skipping ...`, which only arrives as an asynchronous notice.
+async fn drive<S, T>(mut conn: Connection<S, T>, notices: Arc<Mutex<Vec<String>>>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    loop {
+        match std::future::poll_fn(|cx| conn.poll_message(cx)).await {
+            Some(Ok(AsyncMessage::Notice(n))) => {
+                let text = format!("{}: {}", n.severity(), n.message());
+                tracing::debug!(notice = %text, "postgres notice");
+                if let Ok(mut v) = notices.lock() {
+                    if v.len() < MAX_NOTICES {
+                        v.push(text);
+                    }
+                }
+            }
+            Some(Ok(_)) => {}
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "postgres connection closed");
+                break;
+            }
+            None => break,
+        }
+    }
 }
 
 fn pg_err(e: tokio_postgres::Error) -> NbaopsError {
@@ -63,25 +96,18 @@ impl PgSession {
             tokio_postgres::config::Host::Unix(_) => true,
         });
         let plain = loopback || config.get_ssl_mode() == tokio_postgres::config::SslMode::Disable;
+        let notices = Arc::new(Mutex::new(Vec::new()));
         let client = if plain {
             let (client, conn) = config.connect(NoTls).await.map_err(pg_err)?;
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::warn!(error = %e, "postgres connection closed");
-                }
-            });
+            tokio::spawn(drive(conn, notices.clone()));
             client
         } else {
             let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls_config(ca_bundle_pem)?);
             let (client, conn) = config.connect(tls).await.map_err(pg_err)?;
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::warn!(error = %e, "postgres connection closed");
-                }
-            });
+            tokio::spawn(drive(conn, notices.clone()));
             client
         };
-        Ok(PgSession { client })
+        Ok(PgSession { client, notices })
     }
 }
 
@@ -130,5 +156,12 @@ impl Postgres for PgSession {
 
     async fn execute(&self, sql: &str) -> Result<u64> {
         self.client.execute(sql, &[]).await.map_err(pg_err)
+    }
+
+    fn take_notices(&self) -> Vec<String> {
+        self.notices
+            .lock()
+            .map(|mut v| std::mem::take(&mut *v))
+            .unwrap_or_default()
     }
 }

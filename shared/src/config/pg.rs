@@ -40,10 +40,20 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("pg.deadlocks.crit_per_hour", "10", "... critical"),
     ("pg.lock_wait.warn_seconds", "60", "a session waiting on a lock longer than this: warning"),
     ("pg.vacuum_failure.repeat", "3", "this many failed vacuums of one table in a day = repeated failures (critical)"),
+    ("pg.vacuum_failure.stale_hours", "24", "dead tuples growing between runs while the last vacuum is older than this: warning"),
+    ("pg.vacuum_progress.warn_seconds", "3600", "a VACUUM (pg_stat_progress_vacuum) running longer than this: warning"),
+    ("pg.unused_index.min_stats_age_days", "7", "unused indexes (idx_scan = 0) are reported only once statistics are this old"),
+    ("pg.unused_index.min_bytes", "1048576", "... and only indexes at least this large"),
+    ("pg.slow_query.mean_ms", "1000", "pg_stat_statements entries with a mean execution time above this: warning"),
+    ("pg.slow_query.min_calls", "5", "... and at least this many calls"),
+    ("pg.index.reindex_percent", "40", "REINDEX CONCURRENTLY (change window only) a btree index over this bloat percent"),
+    ("pg.index.min_bytes", "1048576", "indexes smaller than this are never rebuilt (the estimate is noise)"),
+    ("pg.index.max_per_run", "1", "vacuum-trigger rebuilds at most this many indexes per database and run"),
     ("pg.vacuum.max_tables_per_run", "3", "vacuum-trigger acts on at most this many tables per database and run"),
     ("pg.vacuum.statement_timeout_seconds", "600", "statement_timeout of one maintenance statement"),
     ("pg.vacuum.lock_timeout_ms", "2000", "lock_timeout of maintenance statements"),
     ("pg.vacuum.time_budget_seconds", "720", "no new table is started after this long in one run (Lambda max 900 s)"),
+    ("pg.vacuum.deadline_margin_seconds", "30", "no new table is started with less than this left before the Lambda deadline; statement_timeout is capped to the time left minus this"),
     ("pg.vacuum.cooldown_seconds", "3600", "minimum time between two maintenance actions on one table"),
     ("pg.vacuum.min_dead_tuples", "1000", "VACUUM (ANALYZE) a table with at least this many dead tuples ..."),
     ("pg.vacuum.dead_percent", "20", "... and at least this percent of its tuples dead (or bloat over pg.bloat.warn_percent)"),
@@ -99,8 +109,22 @@ pub struct PgConfig {
     pub deadlocks_per_hour: Levels,
     pub lock_wait_warn_seconds: f64,
     pub vacuum_failure_repeat: usize,
+    pub vacuum_stale_hours: i64,
+    pub vacuum_progress_warn_seconds: f64,
+    pub unused_index_min_stats_age_days: i64,
+    pub unused_index_min_bytes: i64,
+    pub slow_query_mean_ms: f64,
+    pub slow_query_min_calls: i64,
+    pub index: IndexLimits,
     pub vacuum: VacuumLimits,
     pub terminate: TerminatePolicy,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct IndexLimits {
+    pub reindex_percent: f64,
+    pub min_bytes: i64,
+    pub max_per_run: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -109,6 +133,7 @@ pub struct VacuumLimits {
     pub statement_timeout_seconds: u64,
     pub lock_timeout_ms: u64,
     pub time_budget_seconds: u64,
+    pub deadline_margin_seconds: u64,
     pub cooldown_seconds: i64,
     pub min_dead_tuples: i64,
     pub dead_percent: f64,
@@ -243,6 +268,7 @@ pub fn from_settings(s: &Settings) -> Result<PgConfig> {
         )?,
         lock_timeout_ms: positive(s, "pg.vacuum.lock_timeout_ms", "milliseconds >= 1")?,
         time_budget_seconds: positive(s, "pg.vacuum.time_budget_seconds", "whole seconds >= 1")?,
+        deadline_margin_seconds: s.number("pg.vacuum.deadline_margin_seconds", "whole seconds")?,
         cooldown_seconds: s.number("pg.vacuum.cooldown_seconds", "whole seconds")?,
         min_dead_tuples: s.number("pg.vacuum.min_dead_tuples", "a whole number")?,
         dead_percent,
@@ -251,6 +277,15 @@ pub fn from_settings(s: &Settings) -> Result<PgConfig> {
         cost_delay_ms: s.number("pg.vacuum.cost_delay_ms", "milliseconds")?,
         cost_limit: positive(s, "pg.vacuum.cost_limit", "a whole number >= 1")?,
         full_allowed: s.boolean("pg.vacuum.full_allowed")?,
+    };
+    let reindex_percent: f64 = s.number("pg.index.reindex_percent", "a percent in (0, 100]")?;
+    if !(reindex_percent > 0.0 && reindex_percent <= 100.0) {
+        return Err(s.bad("pg.index.reindex_percent", "a percent in (0, 100]"));
+    }
+    let index = IndexLimits {
+        reindex_percent,
+        min_bytes: s.number("pg.index.min_bytes", "bytes")?,
+        max_per_run: s.number("pg.index.max_per_run", "a whole number")?,
     };
     let terminate = TerminatePolicy {
         enabled: s.boolean("pg.terminate.enabled")?,
@@ -306,6 +341,18 @@ pub fn from_settings(s: &Settings) -> Result<PgConfig> {
         )?,
         lock_wait_warn_seconds: s.number("pg.lock_wait.warn_seconds", "seconds")?,
         vacuum_failure_repeat: positive(s, "pg.vacuum_failure.repeat", "a whole number >= 1")?,
+        vacuum_stale_hours: positive(s, "pg.vacuum_failure.stale_hours", "whole hours >= 1")?,
+        vacuum_progress_warn_seconds: positive(
+            s,
+            "pg.vacuum_progress.warn_seconds",
+            "seconds > 0",
+        )?,
+        unused_index_min_stats_age_days: s
+            .number("pg.unused_index.min_stats_age_days", "whole days")?,
+        unused_index_min_bytes: s.number("pg.unused_index.min_bytes", "bytes")?,
+        slow_query_mean_ms: positive(s, "pg.slow_query.mean_ms", "milliseconds > 0")?,
+        slow_query_min_calls: s.number("pg.slow_query.min_calls", "a whole number")?,
+        index,
         vacuum,
         terminate,
     })
@@ -427,6 +474,9 @@ mod tests {
             }
         );
         assert_eq!(c.vacuum.freeze_age, 500_000_000);
+        assert_eq!(c.vacuum.deadline_margin_seconds, 30);
+        assert_eq!((c.index.reindex_percent, c.index.max_per_run), (40.0, 1));
+        assert_eq!(c.unused_index_min_stats_age_days, 7);
         assert!(!c.terminate.enabled && !c.vacuum.full_allowed);
         assert!(c.databases.is_empty());
     }

@@ -117,6 +117,10 @@ pub trait Ledger: Send + Sync {
 pub trait Postgres: Send + Sync {
     async fn query(&self, sql: &str) -> Result<Vec<serde_json::Map<String, Value>>>;
     async fn execute(&self, sql: &str) -> Result<u64>;
+    /// NOTICE/WARNING messages the server sent since the last call ("WARNING: skipping ...").
+    fn take_notices(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 mod pg_connector;
