@@ -184,6 +184,20 @@ impl FunctionUnderTest {
         }
     }
 
+    /// Invokes and expects a response: a function error becomes an error carrying its logs.
+    pub async fn invoke_ok(&self, payload: Value) -> Result<Value, HarnessError> {
+        match self.invoke(payload, Duration::from_secs(30)).await?.outcome {
+            crate::runtime_api::Outcome::Response(v) => Ok(v),
+            crate::runtime_api::Outcome::Error {
+                error_type,
+                message,
+            } => Err(HarnessError::Setup(format!(
+                "function failed: {error_type}: {message}\n{}",
+                self.logs()
+            ))),
+        }
+    }
+
     /// All processes' output; with several instances, each under a `--- pid N ---` header.
     pub fn logs(&self) -> String {
         match self.procs.as_slice() {

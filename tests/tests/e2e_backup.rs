@@ -11,7 +11,6 @@ use nbaops_tests::function::FunctionUnderTest;
 use nbaops_tests::function_binary;
 use nbaops_tests::platform::{self, DB, LEDGER};
 use nbaops_tests::postgres::Postgres;
-use nbaops_tests::runtime_api::Outcome;
 use serde_json::{json, Value};
 
 const DR: &str = "us-west-2";
@@ -33,18 +32,7 @@ async fn start(stack: &Stack, env: &[(&str, &str)]) -> FunctionUnderTest {
 }
 
 async fn invoke(f: &FunctionUnderTest, payload: Value) -> Value {
-    match f
-        .invoke(payload, Duration::from_secs(60))
-        .await
-        .unwrap()
-        .outcome
-    {
-        Outcome::Response(v) => v,
-        Outcome::Error {
-            error_type,
-            message,
-        } => panic!("{error_type}: {message}\n{}", f.logs()),
-    }
+    f.invoke_ok(payload).await.unwrap()
 }
 
 async fn tick(f: &FunctionUnderTest, task: &str, id: &str, at: DateTime<Utc>) -> Value {

@@ -2,8 +2,6 @@
 //! Explorer results are injected into moto; containment acts on a `test` environment (its own
 //! Auto Scaling group and RDS instance, created here) and every guard path leaves it untouched.
 
-use std::time::Duration;
-
 use aws_sdk_autoscaling::types::Tag as AsgTag;
 use aws_sdk_rds::types::Tag as RdsTag;
 use chrono::{Duration as Days, Utc};
@@ -11,7 +9,6 @@ use nbaops_tests::demo::Stack;
 use nbaops_tests::function::FunctionUnderTest;
 use nbaops_tests::http::http;
 use nbaops_tests::platform::{self, GroupView};
-use nbaops_tests::runtime_api::Outcome;
 use nbaops_tests::{function_binary, workspace_root};
 use serde_json::{json, Value};
 
@@ -55,18 +52,7 @@ async fn start(stack: &Stack, extra: &[(&str, &str)]) -> FunctionUnderTest {
 }
 
 async fn invoke(f: &FunctionUnderTest, payload: Value) -> Value {
-    match f
-        .invoke(payload, Duration::from_secs(30))
-        .await
-        .unwrap()
-        .outcome
-    {
-        Outcome::Response(v) => v,
-        Outcome::Error {
-            error_type,
-            message,
-        } => panic!("{error_type}: {message}\n{}", f.logs()),
-    }
+    f.invoke_ok(payload).await.unwrap()
 }
 
 /// The `test` environment: one group 1..4 (desired 2) and one RDS instance, tagged env=test.

@@ -4,14 +4,11 @@
 //! changes nothing, so the failover is told by the events and, for PostgreSQL, by promoting the
 //! real standby.
 
-use std::time::Duration;
-
 use chrono::Utc;
 use nbaops_tests::demo::Stack;
 use nbaops_tests::function::FunctionUnderTest;
 use nbaops_tests::platform::{self, DB};
 use nbaops_tests::postgres::Postgres;
-use nbaops_tests::runtime_api::Outcome;
 use nbaops_tests::{function_binary, workspace_root};
 use serde_json::{json, Value};
 
@@ -48,18 +45,7 @@ async fn start(stack: &Stack, target_url: &str, replicas: u32) -> FunctionUnderT
 }
 
 async fn invoke(f: &FunctionUnderTest, payload: Value) -> Value {
-    match f
-        .invoke(payload, Duration::from_secs(60))
-        .await
-        .unwrap()
-        .outcome
-    {
-        Outcome::Response(v) => v,
-        Outcome::Error {
-            error_type,
-            message,
-        } => panic!("{error_type}: {message}\n{}", f.logs()),
-    }
+    f.invoke_ok(payload).await.unwrap()
 }
 
 async fn alerts(stack: &Stack) -> Vec<Value> {

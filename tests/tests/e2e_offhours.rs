@@ -3,14 +3,11 @@
 //! here) is stopped and started by time-travelling Scheduler ticks (`nbaops.at`); the platform's
 //! dev resources carry no schedule tag and must never move.
 
-use std::time::Duration;
-
 use aws_sdk_autoscaling::types::Tag as AsgTag;
 use aws_sdk_rds::types::Tag as RdsTag;
 use nbaops_tests::demo::Stack;
 use nbaops_tests::function::FunctionUnderTest;
 use nbaops_tests::platform::{self, GroupView};
-use nbaops_tests::runtime_api::Outcome;
 use nbaops_tests::{function_binary, workspace_root};
 use serde_json::{json, Value};
 
@@ -38,18 +35,7 @@ async fn start(stack: &Stack, extra: &[(&str, &str)]) -> FunctionUnderTest {
 }
 
 async fn invoke(f: &FunctionUnderTest, payload: Value) -> Value {
-    match f
-        .invoke(payload, Duration::from_secs(30))
-        .await
-        .unwrap()
-        .outcome
-    {
-        Outcome::Response(v) => v,
-        Outcome::Error {
-            error_type,
-            message,
-        } => panic!("{error_type}: {message}\n{}", f.logs()),
-    }
+    f.invoke_ok(payload).await.unwrap()
 }
 
 /// A Scheduler tick at `at` (RFC 3339), with its own execution id.

@@ -1,11 +1,8 @@
 //! scale-on-alarm end to end: the real binary, over the Lambda Runtime API, against moto.
 
-use std::time::Duration;
-
 use nbaops_tests::demo::Stack;
 use nbaops_tests::function::FunctionUnderTest;
 use nbaops_tests::platform::{self, DB, WEB, WORKER};
-use nbaops_tests::runtime_api::Outcome;
 use nbaops_tests::{function_binary, workspace_root};
 use serde_json::Value;
 
@@ -27,18 +24,7 @@ async fn start(stack: &Stack, extra: &[(&str, &str)], instances: usize) -> Funct
 }
 
 async fn invoke(f: &FunctionUnderTest, payload: Value) -> Value {
-    match f
-        .invoke(payload, Duration::from_secs(30))
-        .await
-        .unwrap()
-        .outcome
-    {
-        Outcome::Response(v) => v,
-        Outcome::Error {
-            error_type,
-            message,
-        } => panic!("{error_type}: {message}\n{}", f.logs()),
-    }
+    f.invoke_ok(payload).await.unwrap()
 }
 
 fn first_action(v: &Value) -> &Value {
