@@ -118,6 +118,19 @@ pub struct AuditRecord {
 
 pub const AUDIT_SCHEMA: &str = "nbaops.action/v1";
 
+impl AuditRecord {
+    /// The outcome in an operator's words, for notes and alert summaries.
+    pub fn outcome_words(&self) -> String {
+        match (self.outcome, self.stopped_by) {
+            (Outcome::Acted, _) => "done".into(),
+            (Outcome::WouldAct, _) => "dry-run: would have done it".into(),
+            (Outcome::Failed, _) => format!("failed: {}", self.error.as_deref().unwrap_or("?")),
+            (Outcome::Skipped, Some(step)) => format!("stopped by guard '{step}'"),
+            (Outcome::Skipped, None) => "skipped".into(),
+        }
+    }
+}
+
 /// True when `now` falls in the change window (a window whose end is before its start runs
 /// past midnight and belongs to the day it starts).
 pub fn in_change_window(window: &ChangeWindow, now: DateTime<Utc>) -> bool {

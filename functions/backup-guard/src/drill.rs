@@ -16,7 +16,7 @@ use nbaops_shared::runtime::{Deps, Invocation, RecordReport};
 use nbaops_shared::sql::{self, i64_of, str_of};
 use nbaops_shared::Result;
 
-use crate::handler::{action, alert, outcome_words, record, BackupGuard};
+use crate::handler::{action, alert, record, BackupGuard};
 use crate::plan::{self, CheckResult, Drill, DrillPhase, DrillStep};
 
 const CURRENT: &str = "current";
@@ -208,7 +208,7 @@ async fn start(
         "restore {} from {}: {}",
         drill_instance,
         snap.id,
-        outcome_words(&audit)
+        audit.outcome_words()
     ));
     match audit.outcome {
         Outcome::Acted => {
@@ -395,7 +395,7 @@ async fn delete_temporary(
     rec.notes.push(format!(
         "delete temporary instance {}: {}",
         d.drill_instance,
-        outcome_words(&audit)
+        audit.outcome_words()
     ));
     if audit.outcome == Outcome::Acted {
         d.phase = DrillPhase::Done;

@@ -14,7 +14,7 @@ use nbaops_shared::alerts::{Alert, AlertStatus, Severity};
 use nbaops_shared::config::backup::BackupConfig;
 use nbaops_shared::config::pg::PgConfig;
 use nbaops_shared::events::{classify, Inbound, RdsEvent, ScheduledTick};
-use nbaops_shared::guard::{AuditRecord, Outcome, ProposedAction};
+use nbaops_shared::guard::ProposedAction;
 use nbaops_shared::ports::{PgConnector, RdsBackups, Site, SnapshotKind};
 use nbaops_shared::runtime::{Deps, Invocation, InvocationReport, RecordReport};
 use nbaops_shared::sql;
@@ -159,16 +159,6 @@ pub fn action(
         cooldown_seconds: 0,
         before,
         after,
-    }
-}
-
-pub fn outcome_words(a: &AuditRecord) -> String {
-    match (a.outcome, a.stopped_by) {
-        (Outcome::Acted, _) => "done".into(),
-        (Outcome::WouldAct, _) => "dry-run: would do it".into(),
-        (Outcome::Failed, _) => format!("failed: {}", a.error.as_deref().unwrap_or("?")),
-        (Outcome::Skipped, Some(step)) => format!("stopped by guard '{step}'"),
-        (Outcome::Skipped, None) => "skipped".into(),
     }
 }
 

@@ -13,7 +13,7 @@ use nbaops_shared::ports::{copyable_tags, DbSnapshot, Site, SnapshotKind, Tags};
 use nbaops_shared::runtime::{Deps, Invocation, RecordReport};
 use nbaops_shared::Result;
 
-use crate::handler::{action, alert, outcome_words, record, BackupGuard};
+use crate::handler::{action, alert, record, BackupGuard};
 use crate::plan::{self, OWNER_TAG};
 
 pub async fn run(
@@ -116,7 +116,7 @@ async fn snapshot_of_the_month(
         })
         .await?;
     rec.notes
-        .push(format!("create {id}: {}", outcome_words(&audit)));
+        .push(format!("create {id}: {}", audit.outcome_words()));
     if audit.outcome == Outcome::Failed {
         let al = alert(
             deps,
@@ -240,7 +240,7 @@ async fn copies(
         rec.notes.push(format!(
             "copy {} to {region}: {}",
             s.id,
-            outcome_words(&audit)
+            audit.outcome_words()
         ));
         match audit.outcome {
             Outcome::Acted => {
@@ -332,7 +332,7 @@ async fn retention(
             })
             .await?;
         rec.notes
-            .push(format!("delete {resource}: {}", outcome_words(&audit)));
+            .push(format!("delete {resource}: {}", audit.outcome_words()));
         if audit.outcome == Outcome::Acted && d.site == Site::Dr {
             deps.ledger
                 .delete(&format!("backupcopy#{instance}"), &d.snapshot.id)

@@ -12,7 +12,7 @@ use nbaops_shared::config::Env;
 use nbaops_shared::events::{
     classify, BudgetAlert, BudgetKind, CostAnomaly, Inbound, ScheduledTick,
 };
-use nbaops_shared::guard::{AuditRecord, Bounds, Outcome, ProposedAction};
+use nbaops_shared::guard::{Bounds, Outcome, ProposedAction};
 use nbaops_shared::ports::{CostExplorer, CostGrouping, CostQuery, RdsPower};
 use nbaops_shared::runtime::{Deps, Invocation, InvocationReport, RecordReport};
 use nbaops_shared::Result;
@@ -344,8 +344,12 @@ async fn finish(
         Containment::Contain(env) => {
             let undo = contain_env(env, event_id, reason, severity, inv, deps, x, rec).await?;
             for a in &rec.actions {
-                alert =
-                    alert.with_action(format!("{} {}: {}", a.action, a.resource, outcome_words(a)));
+                alert = alert.with_action(format!(
+                    "{} {}: {}",
+                    a.action,
+                    a.resource,
+                    a.outcome_words()
+                ));
             }
             if !undo.is_empty() {
                 alert = alert.with_runbook(format!(
@@ -358,16 +362,6 @@ async fn finish(
     deps.alerts().publish(&alert).await?;
     rec.alerts.push(alert);
     Ok(())
-}
-
-fn outcome_words(a: &AuditRecord) -> String {
-    match (a.outcome, a.stopped_by) {
-        (Outcome::Acted, _) => "done".into(),
-        (Outcome::WouldAct, _) => "dry-run: would have done it".into(),
-        (Outcome::Failed, _) => format!("failed: {}", a.error.as_deref().unwrap_or("?")),
-        (Outcome::Skipped, Some(step)) => format!("stopped by guard '{step}'"),
-        (Outcome::Skipped, None) => "skipped".into(),
-    }
 }
 
 /// Ledger key of what containment changed in `env`, so it can be undone.
@@ -438,7 +432,7 @@ async fn contain_env(
                         deps.asg.update_group_size(name, 0, 0, 0).await
                     })
                     .await?;
-                let words = outcome_words(&audit);
+                let words = audit.outcome_words();
                 rec.notes.push(format!(
                     "{resource}: {min}/{max}/{desired} -> 0/0/0: {words}"
                 ));
@@ -490,7 +484,7 @@ async fn contain_env(
                         x.power.stop_instance(id).await
                     })
                     .await?;
-                let words = outcome_words(&audit);
+                let words = audit.outcome_words();
                 rec.notes.push(format!("{resource}: stop: {words}"));
                 if audit.outcome == Outcome::Acted {
                     undo.push(format!(

@@ -596,13 +596,7 @@ fn settle(
     rec: &mut RecordReport,
     on_acted: impl FnOnce(&mut ResourceState),
 ) -> Done {
-    let words = match (audit.outcome, audit.stopped_by) {
-        (Outcome::Acted, _) => "done".to_string(),
-        (Outcome::WouldAct, _) => "dry-run: would have done it".into(),
-        (Outcome::Failed, _) => format!("failed: {}", audit.error.as_deref().unwrap_or("?")),
-        (Outcome::Skipped, Some(step)) => format!("stopped by guard '{step}'"),
-        (Outcome::Skipped, None) => "skipped".into(),
-    };
+    let words = audit.outcome_words();
     rec.notes
         .push(format!("{}: {}: {words}", audit.resource, audit.action));
     let done = match audit.outcome {

@@ -208,16 +208,6 @@ fn alert_for(
     )
 }
 
-fn outcome_words(a: &nbaops_shared::guard::AuditRecord) -> String {
-    match (a.outcome, a.stopped_by) {
-        (Outcome::Acted, _) => "done".into(),
-        (Outcome::WouldAct, _) => "dry-run: would have done it".into(),
-        (Outcome::Failed, _) => format!("failed: {}", a.error.as_deref().unwrap_or("?")),
-        (Outcome::Skipped, Some(step)) => format!("stopped by guard '{step}'"),
-        (Outcome::Skipped, None) => "skipped".into(),
-    }
-}
-
 #[allow(clippy::too_many_arguments)]
 async fn scale_group(
     name: &str,
@@ -285,7 +275,7 @@ async fn scale_group(
             let audit = guard
                 .run(&action, || deps.asg.set_desired_capacity(name, to))
                 .await?;
-            let words = outcome_words(&audit);
+            let words = audit.outcome_words();
             rec.notes
                 .push(format!("{resource}: desired {from} -> {to}: {words}"));
             if matches!(audit.outcome, Outcome::Acted | Outcome::Failed) {
@@ -392,7 +382,7 @@ async fn scale_db(
                     deps.rds.modify_instance_class(id, &to, immediate)
                 })
                 .await?;
-            let words = outcome_words(&audit);
+            let words = audit.outcome_words();
             let when = if immediate {
                 "now"
             } else {
@@ -475,7 +465,7 @@ async fn scale_cache(
             let audit = guard
                 .run(&action, || deps.cache.set_node_count(id, to))
                 .await?;
-            let words = outcome_words(&audit);
+            let words = audit.outcome_words();
             rec.notes
                 .push(format!("{resource}: nodes {from} -> {to}: {words}"));
             if matches!(audit.outcome, Outcome::Acted | Outcome::Failed) {

@@ -303,16 +303,6 @@ async fn measure_indexes(
     out
 }
 
-fn words(a: &AuditRecord) -> String {
-    match (a.outcome, a.stopped_by) {
-        (Outcome::Acted, _) => "done".into(),
-        (Outcome::WouldAct, _) => "dry-run: would have done it".into(),
-        (Outcome::Failed, _) => format!("failed: {}", a.error.as_deref().unwrap_or("?")),
-        (Outcome::Skipped, Some(step)) => format!("stopped by guard '{step}'"),
-        (Outcome::Skipped, None) => "skipped".into(),
-    }
-}
-
 async fn counters(pg: &dyn Postgres, oid: i64) -> Result<Row> {
     first_row(pg, &sql::table_counters(oid)).await
 }
@@ -460,7 +450,7 @@ async fn report(
     inv: &Invocation,
     rec: &mut RecordReport,
 ) -> Result<()> {
-    let w = words(&audit);
+    let w = audit.outcome_words();
     rec.notes
         .push(format!("{}: {} ({}): {w}", d.resource, d.kind, d.reason));
     let env = deps.cfg.env.to_string();
@@ -674,7 +664,7 @@ async fn end_transaction(
         None
     };
     let audit = guard.finish(&action, &decision, result).await?;
-    let w = words(&audit);
+    let w = audit.outcome_words();
     rec.notes.push(format!("{resource}: end transaction: {w}"));
     if matches!(audit.outcome, Outcome::Acted | Outcome::Failed) {
         let alert = Alert::new(
