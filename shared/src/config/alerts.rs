@@ -5,6 +5,10 @@
 //! acknowledgement-link signing key are SSM SecureString parameters under `/nbaops/<env>/secrets/`
 //! whose *names* are configured below; the function reads them once at init and registers them
 //! with the log redaction.
+//!
+//! CloudWatch alarms about nbaops itself reach the router as alarm notifications on the alerts
+//! topic; `alerts.alarm_severity` gives each alarm name its severity (simple `*` globs, first match
+//! wins, `alerts.alarm_severity_default` for the rest).
 
 use std::collections::BTreeMap;
 
@@ -40,6 +44,8 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("alerts.pagerduty.events_url", "https://events.pagerduty.com/v2/enqueue", "PagerDuty Events API v2 endpoint"),
     ("alerts.ack.base_url", "", "the function URL acknowledgement links point to (empty: no links)"),
     ("alerts.ack.ttl_hours", "24", "an acknowledgement link expires after this long"),
+    ("alerts.ack.key_id", "k1", "id of the current link-signing key, carried in every link as kid (letters, digits, . _ -; at most 32)"),
+    ("alerts.ack.previous_key_id", "", "id of the previous link-signing key during a rotation: its links are still accepted (empty: none)"),
     ("alerts.retry.max_attempts", "3", "attempts per channel and message (timeout, 5xx and 429 are retried)"),
     ("alerts.retry.base_ms", "250", "first backoff delay; doubles per attempt"),
     ("alerts.retry.max_ms", "2000", "cap of one backoff delay"),
@@ -49,6 +55,13 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("alerts.secrets.slack_webhook_url", "/nbaops/{env}/secrets/alerts/slack_webhook_url", "SSM SecureString holding the Slack incoming-webhook URL"),
     ("alerts.secrets.pagerduty_routing_key", "/nbaops/{env}/secrets/alerts/pagerduty_routing_key", "SSM SecureString holding the PagerDuty Events v2 routing key"),
     ("alerts.secrets.link_signing_key", "/nbaops/{env}/secrets/alerts/link_signing_key", "SSM SecureString holding the acknowledgement-link HMAC key"),
+    ("alerts.secrets.previous_link_signing_key", "/nbaops/{env}/secrets/alerts/previous_link_signing_key", "SSM SecureString holding the previous link key (read only when alerts.ack.previous_key_id is set)"),
+    (
+        "alerts.alarm_severity",
+        "nbaops-*-errors=P2,nbaops-*-throttles=P2,nbaops-*-dlq*=P2,nbaops-*dead-letter*=P2,nbaops-*failed-events*=P2,*transaction-ids*=P1,*xid-age*=P1,*replica-lag*=P2",
+        "severity of a CloudWatch alarm notification by alarm name: comma list of pattern=P1..P4, * matches any run of characters, case-insensitive, first match wins",
+    ),
+    ("alerts.alarm_severity_default", "P3", "severity of a CloudWatch alarm whose name matches no alerts.alarm_severity pattern"),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -129,6 +142,14 @@ pub struct AlertSecrets {
     pub slack_webhook_url: String,
     pub pagerduty_routing_key: String,
     pub link_signing_key: String,
+    pub previous_link_signing_key: String,
+}
+
+/// One `pattern=Pn` entry of `alerts.alarm_severity`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AlarmSeverity {
+    pub pattern: String,
+    pub severity: Severity,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -143,6 +164,12 @@ pub struct AlertsConfig {
     pub pagerduty_events_url: String,
     pub ack_base_url: Option<String>,
     pub ack_ttl_hours: i64,
+    /// The kid of links signed now.
+    pub ack_key_id: String,
+    /// The kid whose links are still accepted during a rotation.
+    pub ack_previous_key_id: Option<String>,
+    pub alarm_severities: Vec<AlarmSeverity>,
+    pub alarm_severity_default: Severity,
     pub retry: RetryPolicy,
     pub http_timeout_ms: u64,
     pub record_ttl_days: i64,
@@ -160,6 +187,87 @@ impl AlertsConfig {
             .copied()
             .unwrap_or(ResponseTime::NextBusinessDay)
     }
+
+    /// The severity of a CloudWatch alarm by its name, and the pattern that decided it (`None`:
+    /// no pattern matched, the default applies).
+    pub fn alarm_severity(&self, alarm_name: &str) -> (Severity, Option<&str>) {
+        self.alarm_severities
+            .iter()
+            .find(|p| glob_match(&p.pattern, alarm_name))
+            .map(|p| (p.severity, Some(p.pattern.as_str())))
+            .unwrap_or((self.alarm_severity_default, None))
+    }
+}
+
+/// `*` matches any run of characters (also none); everything else matches itself, ASCII case
+/// ignored. No other wildcard: alarm names contain `?`, `[` and `.` literally.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let p: Vec<char> = pattern.chars().map(|c| c.to_ascii_lowercase()).collect();
+    let t: Vec<char> = text.chars().map(|c| c.to_ascii_lowercase()).collect();
+    // Iterative matching with backtracking to the last star: linear in practice, never exponential.
+    let (mut pi, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && p[pi] == '*' {
+            star = Some((pi, ti));
+            pi += 1;
+        } else if pi < p.len() && p[pi] == t[ti] {
+            pi += 1;
+            ti += 1;
+        } else if let Some((sp, st)) = star {
+            pi = sp + 1;
+            ti = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == '*')
+}
+
+fn parse_alarm_severity(s: &Settings) -> Result<Vec<AlarmSeverity>> {
+    let key = "alerts.alarm_severity";
+    let mut out = Vec::new();
+    for entry in s.list(key) {
+        let bad = |what: &str| {
+            NbaopsError::config(format!(
+                "{key} (from {}): entry '{entry}': {what}",
+                s.origin(key)
+            ))
+        };
+        let Some((pattern, sev)) = entry.rsplit_once('=') else {
+            return Err(bad("expected pattern=P1..P4"));
+        };
+        let pattern = pattern.trim();
+        if pattern.is_empty() || pattern.contains('=') {
+            return Err(bad("expected a non-empty alarm-name pattern before '='"));
+        }
+        let severity: Severity = sev
+            .parse()
+            .map_err(|_| bad("expected a severity P1, P2, P3 or P4 after '='"))?;
+        out.push(AlarmSeverity {
+            pattern: pattern.to_string(),
+            severity,
+        });
+    }
+    Ok(out)
+}
+
+/// A key id goes into links and into the signed text: short, printable, no separators.
+fn key_id(s: &Settings, key: &str) -> Result<Option<String>> {
+    let v = optional(s, key);
+    if v.as_ref().is_some_and(|k| {
+        k.len() > 32
+            || !k
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    }) {
+        return Err(s.bad(
+            key,
+            "a key id of at most 32 letters, digits, '.', '_' or '-'",
+        ));
+    }
+    Ok(v)
 }
 
 const SEVERITIES: [(Severity, &str); 4] = [
@@ -311,6 +419,19 @@ pub fn from_settings(s: &Settings) -> Result<AlertsConfig> {
     if retry.max_attempts > 10 {
         return Err(s.bad("alerts.retry.max_attempts", "at most 10 attempts"));
     }
+    let ack_key_id = key_id(s, "alerts.ack.key_id")?
+        .ok_or_else(|| s.bad("alerts.ack.key_id", "a key id (links must name their key)"))?;
+    let ack_previous_key_id = key_id(s, "alerts.ack.previous_key_id")?;
+    if ack_previous_key_id.as_deref() == Some(ack_key_id.as_str()) {
+        return Err(s.bad(
+            "alerts.ack.previous_key_id",
+            "an id other than alerts.ack.key_id (a rotation needs a new id)",
+        ));
+    }
+    let alarm_severity_default: Severity = s
+        .string("alerts.alarm_severity_default")
+        .parse()
+        .map_err(|_| s.bad("alerts.alarm_severity_default", "P1, P2, P3 or P4"))?;
     let http_timeout_ms: u64 = positive(s, "alerts.http_timeout_ms", "milliseconds >= 1")?;
     if http_timeout_ms > 30_000 {
         return Err(s.bad("alerts.http_timeout_ms", "at most 30000 ms"));
@@ -326,6 +447,10 @@ pub fn from_settings(s: &Settings) -> Result<AlertsConfig> {
         pagerduty_events_url,
         ack_base_url: url(s, "alerts.ack.base_url")?,
         ack_ttl_hours: positive(s, "alerts.ack.ttl_hours", "whole hours >= 1")?,
+        ack_key_id,
+        ack_previous_key_id,
+        alarm_severities: parse_alarm_severity(s)?,
+        alarm_severity_default,
         retry,
         http_timeout_ms,
         record_ttl_days: positive(s, "alerts.record_ttl_days", "whole days >= 1")?,
@@ -333,6 +458,7 @@ pub fn from_settings(s: &Settings) -> Result<AlertsConfig> {
             slack_webhook_url: secret_name(s, "alerts.secrets.slack_webhook_url")?,
             pagerduty_routing_key: secret_name(s, "alerts.secrets.pagerduty_routing_key")?,
             link_signing_key: secret_name(s, "alerts.secrets.link_signing_key")?,
+            previous_link_signing_key: secret_name(s, "alerts.secrets.previous_link_signing_key")?,
         },
     })
 }
@@ -388,5 +514,115 @@ mod tests {
         assert!(e.to_string().contains("alerts.escalation.chain[0]"), "{e}");
         assert!(load(&[("NBAOPS_ALERTS__SECRETS__SLACK_WEBHOOK_URL", "/elsewhere/x")]).is_err());
         assert!(load(&[("NBAOPS_ALERTS__BUSINESS__TZ", "Mars/Olympus")]).is_err());
+    }
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("nbaops-*-errors", "nbaops-dev-pg-health-errors"));
+        assert!(glob_match("nbaops-*-errors", "NBAOPS-prod-x-ERRORS"));
+        assert!(!glob_match(
+            "nbaops-*-errors",
+            "nbaops-dev-pg-health-errors-2"
+        ));
+        assert!(!glob_match("nbaops-*-errors", "other-dev-x-errors"));
+        assert!(glob_match("*", ""));
+        assert!(glob_match("*replica-lag*", "nbaops-prod-db-replica-lag"));
+        assert!(glob_match("a*b*c", "abc") && glob_match("a*b*c", "a-b-b-c"));
+        assert!(!glob_match("a*b*c", "a-c-b"));
+        assert!(glob_match("exact", "exact") && !glob_match("exact", "exactly"));
+        // Only '*' is special.
+        assert!(!glob_match("a?c", "abc") && glob_match("a?c", "a?c"));
+        assert!(glob_match("**x**", "x") && !glob_match("", "x"));
+    }
+
+    #[test]
+    fn alarm_severity_defaults_first_match_and_default() {
+        let c = load(&[]).unwrap();
+        let sev = |n: &str| c.alarm_severity(n);
+        assert_eq!(
+            sev("nbaops-dev-pg-health-errors"),
+            (Severity::P2, Some("nbaops-*-errors"))
+        );
+        assert_eq!(sev("nbaops-prod-scale-on-alarm-throttles").0, Severity::P2);
+        assert_eq!(sev("nbaops-dev-alerts-dlq-visible").0, Severity::P2);
+        assert_eq!(
+            sev("nbaops-dev-alerts-dead-letter-not-empty").0,
+            Severity::P2
+        );
+        assert_eq!(
+            sev("nbaops-dev-failed-events-visible"),
+            (Severity::P2, Some("nbaops-*failed-events*"))
+        );
+        assert_eq!(
+            sev("nbaops-dev-db-transaction-ids-critical"),
+            (Severity::P1, Some("*transaction-ids*"))
+        );
+        assert_eq!(sev("nbaops-dev-db-xid-age-warning").0, Severity::P1);
+        assert_eq!(sev("nbaops-dev-db-replica-lag").0, Severity::P2);
+        assert_eq!(sev("nbaops-dev-web-cpu-high"), (Severity::P3, None));
+        assert_eq!(sev(""), (Severity::P3, None));
+
+        // Configured: first match wins, the default is configurable, an empty map is allowed.
+        let c = load(&[
+            (
+                "NBAOPS_ALERTS__ALARM_SEVERITY",
+                " nbaops-prod-* = p1 , nbaops-*=P4",
+            ),
+            ("NBAOPS_ALERTS__ALARM_SEVERITY_DEFAULT", "p2"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.alarm_severity("nbaops-prod-web-errors"),
+            (Severity::P1, Some("nbaops-prod-*"))
+        );
+        assert_eq!(c.alarm_severity("nbaops-dev-web-errors").0, Severity::P4);
+        assert_eq!(c.alarm_severity("billing"), (Severity::P2, None));
+        let c = load(&[("NBAOPS_ALERTS__ALARM_SEVERITY", "")]).unwrap();
+        assert_eq!(
+            c.alarm_severity("nbaops-dev-web-errors"),
+            (Severity::P3, None)
+        );
+
+        for bad in ["nbaops-*", "x=P5", "=P1", "a=b=P1"] {
+            let e = load(&[("NBAOPS_ALERTS__ALARM_SEVERITY", bad)]).unwrap_err();
+            assert!(
+                e.to_string().contains("alerts.alarm_severity"),
+                "{bad}: {e}"
+            );
+        }
+        let e = load(&[("NBAOPS_ALERTS__ALARM_SEVERITY_DEFAULT", "high")]).unwrap_err();
+        assert!(
+            e.to_string().contains("alerts.alarm_severity_default"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn link_key_ids() {
+        let c = load(&[]).unwrap();
+        assert_eq!((c.ack_key_id.as_str(), c.ack_previous_key_id), ("k1", None));
+        assert_eq!(
+            c.secrets.previous_link_signing_key,
+            "/nbaops/dev/secrets/alerts/previous_link_signing_key"
+        );
+        let c = load(&[
+            ("NBAOPS_ALERTS__ACK__KEY_ID", "2026-06"),
+            ("NBAOPS_ALERTS__ACK__PREVIOUS_KEY_ID", "k1"),
+        ])
+        .unwrap();
+        assert_eq!(
+            (c.ack_key_id.as_str(), c.ack_previous_key_id.as_deref()),
+            ("2026-06", Some("k1"))
+        );
+        for (k, v) in [
+            ("NBAOPS_ALERTS__ACK__KEY_ID", ""),
+            ("NBAOPS_ALERTS__ACK__KEY_ID", "a b"),
+            ("NBAOPS_ALERTS__ACK__KEY_ID", "k\n1"),
+            ("NBAOPS_ALERTS__ACK__PREVIOUS_KEY_ID", "k1"),
+            ("NBAOPS_ALERTS__ACK__PREVIOUS_KEY_ID", &"x".repeat(33)),
+        ] {
+            let e = load(&[(k, v)]).unwrap_err();
+            assert!(e.to_string().contains("alerts.ack."), "{k}={v}: {e}");
+        }
     }
 }
