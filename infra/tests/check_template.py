@@ -3,7 +3,11 @@
 
 Run by `make test` (infra-lint) with the venv's Python (cfn-lint brings the YAML decoder that
 understands !Ref, !Sub...). Prints one line per check and closes with 'template: N passed, M failed'.
+`check_template.py [TEMPLATE]` checks another file (e.g. an older revision) against the same rules.
+Every AWS fact a check relies on names the documentation page it comes from.
 """
+import fnmatch
+import json
 import pathlib
 import sys
 import tomllib
@@ -11,109 +15,379 @@ import tomllib
 from cfnlint.decode import decode
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-template, matches = decode(str(ROOT / "infra/template.yaml"))
+TEMPLATE = pathlib.Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "infra/template.yaml"
+template, matches = decode(str(TEMPLATE))
 if matches:
     print(f"template does not parse: {matches}")
     sys.exit(1)
 resources = template["Resources"]
+params = template.get("Parameters", {})
+conditions = template.get("Conditions", {})
 globals_fn = template.get("Globals", {}).get("Function", {})
 results = []
 
 
 def check(name, ok, detail=""):
+    ok = bool(ok)
     results.append(ok)
-    print(f"{'ok  ' if ok else 'FAIL'} {name}{'' if ok else ': ' + detail}")
+    print(f"{'ok  ' if ok else 'FAIL'} {name}{'' if ok else ': ' + str(detail)}")
 
 
 def of_type(t):
     return {k: v for k, v in resources.items() if v.get("Type") == t}
 
 
-functions = of_type("AWS::Serverless::Function")
-by_code = {str(f["Properties"].get("CodeUri", "")).rstrip("/"): (k, f) for k, f in functions.items()}
-crates = sorted(p.name for p in (ROOT / "functions").iterdir() if (p / "Cargo.toml").exists())
+def text(v):
+    """An intrinsic as the string it stands for: !Sub 'x' -> 'x', !Ref X -> '${X}', !GetAtt X.Y -> '${X.Y}'."""
+    if isinstance(v, dict) and len(v) == 1:
+        (k, x), = v.items()
+        if k == "Fn::Sub":
+            return x if isinstance(x, str) else x[0]
+        if k == "Ref":
+            return "${%s}" % x
+        if k == "Fn::GetAtt":
+            return "${%s}" % (x if isinstance(x, str) else ".".join(x))
+    return v if isinstance(v, str) else json.dumps(v, sort_keys=True)
 
+
+def as_list(v):
+    return v if isinstance(v, list) else [v]
+
+
+def statements(fn):
+    return [s for p in fn["Properties"].get("Policies", []) if isinstance(p, dict) for s in p.get("Statement", [])]
+
+
+def allows(fn, action=None):
+    return [s for s in statements(fn) if s.get("Effect") == "Allow" and (action is None or action in as_list(s.get("Action")))]
+
+
+def resources_of(stmts):
+    return {text(r) for s in stmts for r in as_list(s.get("Resource"))}
+
+
+def cond(s, op, key):
+    return (s.get("Condition") or {}).get(op, {}).get(key)
+
+
+functions = of_type("AWS::Serverless::Function")
+alarms = of_type("AWS::CloudWatch::Alarm")
+topics = of_type("AWS::SNS::Topic")
+topic_policies = of_type("AWS::SNS::TopicPolicy")
+crates = sorted(p.name for p in (ROOT / "functions").iterdir() if (p / "Cargo.toml").exists())
+ARN = "arn:${AWS::Partition}"
+SSM = ARN + ":ssm:${AWS::Region}:${AWS::AccountId}:parameter/nbaops/${Env}/"
+ALERTS_TOPIC = {"Ref": "AlertsTopic"}
+
+# ---------------------------------------------------------------- functions, crates, wiring
 check("Globals: provided.al2023, arm64, bootstrap, JSON logs, X-Ray",
       globals_fn.get("Runtime") == "provided.al2023" and globals_fn.get("Architectures") == ["arm64"]
       and globals_fn.get("Handler") == "bootstrap" and globals_fn.get("LoggingConfig", {}).get("LogFormat") == "JSON"
       and globals_fn.get("Tracing") == "Active")
 
+by_code = {}
+for k, f in functions.items():
+    by_code.setdefault(str(f["Properties"].get("CodeUri", "")).rstrip("/"), []).append(k)
 log_groups = of_type("AWS::Logs::LogGroup")
 subscriptions = of_type("AWS::Logs::SubscriptionFilter")
 for crate in crates:
-    key, fn = by_code.get(f"../functions/{crate}", (None, None))
-    check(f"{crate}: declared with CodeUri ../functions/{crate}", fn is not None)
-    if fn is None:
-        continue
+    keys = by_code.get(f"../functions/{crate}", [])
+    if crate == "alert-router":
+        # The one allowed split: delivery (SNS, sweep) and the public acknowledgement URL are two
+        # functions of one binary, so a flood of link requests cannot take delivery's concurrency.
+        urls = [k for k in keys if "FunctionUrlConfig" in functions[k]["Properties"]]
+        check(f"{crate}: exactly two functions, delivery + acknowledgement URL", len(keys) == 2 and len(urls) == 1, keys)
+    else:
+        check(f"{crate}: exactly one function with CodeUri ../functions/{crate}", len(keys) == 1, keys)
+for key, fn in functions.items():
     props = fn["Properties"]
-    check(f"{crate}: BuildMethod rust-cargolambda", fn.get("Metadata", {}).get("BuildMethod") == "rust-cargolambda")
-    check(f"{crate}: canary deploy with rollback alarm",
+    crate = str(props.get("CodeUri", "")).rstrip("/").rsplit("/", 1)[-1]
+    check(f"{key}: has a crate functions/{crate}", crate in crates)
+    check(f"{key}: BuildMethod rust-cargolambda", fn.get("Metadata", {}).get("BuildMethod") == "rust-cargolambda")
+    check(f"{key}: canary deploy with rollback alarm",
           props.get("AutoPublishAlias") and "Canary" in str(props.get("DeploymentPreference", {}).get("Type", ""))
           and props.get("DeploymentPreference", {}).get("Alarms"))
     lg_ref = str(props.get("LoggingConfig", {}).get("LogGroup", ""))
     lg = next((v for k, v in log_groups.items() if k in lg_ref), None)
-    check(f"{crate}: own log group kept 30 days", lg is not None and lg["Properties"].get("RetentionInDays") == 30, lg_ref)
+    check(f"{key}: own log group kept 30 days", lg is not None and lg["Properties"].get("RetentionInDays") == 30, lg_ref)
     lg_name = next((k for k in log_groups if k in lg_ref), "?")
-    check(f"{crate}: logs delivered to the S3 archive",
+    check(f"{key}: logs delivered to the S3 archive",
           any(lg_name in str(s["Properties"].get("LogGroupName")) for s in subscriptions.values()))
     events = props.get("Events", {})
-    is_async = any(e.get("Type") in ("EventBridgeRule", "ScheduleV2", "SNS", "Schedule", "CloudWatchEvent") for e in events.values())
-    if is_async:
-        check(f"{crate}: asynchronous failures go to a destination",
+    if any(e.get("Type") in ("EventBridgeRule", "ScheduleV2", "SNS", "Schedule", "CloudWatchEvent") for e in events.values()):
+        check(f"{key}: asynchronous failures go to a destination",
               "OnFailure" in str(props.get("EventInvokeConfig", {}).get("DestinationConfig", {})))
-    statements = [s for p in props.get("Policies", []) if isinstance(p, dict) for s in p.get("Statement", [])]
-    check(f"{crate}: has its own policy statements", bool(statements))
-    for s in statements:
-        actions = s.get("Action")
-        actions = actions if isinstance(actions, list) else [actions]
-        check(f"{crate}: {s.get('Sid', '?')} names its actions", all(a and "*" != a and not str(a).endswith(":*") for a in actions))
-        if s.get("Resource") == "*":
+    stmts = statements(fn)
+    check(f"{key}: has its own policy statements", bool(stmts))
+    for s in stmts:
+        actions = as_list(s.get("Action"))
+        check(f"{key}: {s.get('Sid', '?')} names its actions", all(a and "*" != a and not str(a).endswith(":*") for a in actions))
+        if s.get("Effect") == "Allow" and s.get("Resource") == "*":
             read_only = all(str(a).split(":")[-1].startswith(("Describe", "List", "Get")) for a in actions)
-            check(f"{crate}: {s.get('Sid', '?')} uses Resource * only for reads", read_only, str(actions))
-
-alarms = of_type("AWS::CloudWatch::Alarm")
-for key, fn in functions.items():
-    code = str(fn["Properties"].get("CodeUri", "")).rstrip("/").rsplit("/", 1)[-1]
-    check(f"{key}: has a crate functions/{code}", code in crates)
+            check(f"{key}: {s.get('Sid', '?')} uses Resource * only for reads", read_only, actions)
     for metric in ("Errors", "Throttles"):
         check(f"{key}: alarm on its own {metric}",
               any(a["Properties"].get("MetricName") == metric and key in str(a["Properties"].get("Dimensions")) for a in alarms.values()))
 
+# ---------------------------------------------------------------- 1. alerts about nbaops arrive
+# CloudWatch alarms cannot publish to a topic encrypted with the AWS managed key alias/aws/sns; a
+# customer managed key whose policy lets the publishing service use it is required
+# (https://docs.aws.amazon.com/sns/latest/dg/sns-key-management.html#compatibility-with-aws-services).
+keys = of_type("AWS::KMS::Key")
+alarm_topics = {text(t) for a in alarms.values() for t in a["Properties"].get("AlarmActions", []) + a["Properties"].get("OKActions", [])}
+published_by_service = {}  # topic -> service principals that publish to it
+for tp in topic_policies.values():
+    for s in tp["Properties"]["PolicyDocument"].get("Statement", []):
+        for svc in as_list((s.get("Principal") or {}).get("Service", [])) if isinstance(s.get("Principal"), dict) else []:
+            for t in tp["Properties"].get("Topics", []):
+                published_by_service.setdefault(text(t), set()).add(svc)
+for t in alarm_topics:
+    published_by_service.setdefault(t, set()).add("cloudwatch.amazonaws.com")
+service_principals = set().union(*published_by_service.values()) if published_by_service else set()
+check("a customer managed KMS key with rotation exists", any(k["Properties"].get("EnableKeyRotation") is True for k in keys.values()))
+key_name, key = next(iter(keys.items()), (None, {"Properties": {}}))
+kp = key["Properties"].get("KeyPolicy", {}).get("Statement", [])
+check("key policy: the account root administers the key",
+      any(s.get("Effect") == "Allow" and "iam::${AWS::AccountId}:root" in text((s.get("Principal") or {}).get("AWS", "")) for s in kp))
+key_services = {}
+for s in kp:
+    for svc in as_list((s.get("Principal") or {}).get("Service", [])):
+        key_services[svc] = s
+check("key policy: exactly the service principals that publish to the topics",
+      set(key_services) == service_principals, f"{sorted(key_services)} vs {sorted(service_principals)}")
+for svc, s in sorted(key_services.items()):
+    check(f"key policy: {svc} gets only kms:Decrypt + kms:GenerateDataKey*",
+          sorted(as_list(s.get("Action"))) == ["kms:Decrypt", "kms:GenerateDataKey*"], s.get("Action"))
+    check(f"key policy: {svc} scoped with aws:SourceAccount = the stack account",
+          cond(s, "StringEquals", "aws:SourceAccount") == {"Ref": "AWS::AccountId"})
+for t in sorted(published_by_service):
+    name = t.strip("${}")
+    kms = topics.get(name, {}).get("Properties", {}).get("KmsMasterKeyId")
+    check(f"topic {name}: encrypted with the customer managed key (AWS services publish to it)",
+          key_name and text(kms) == "${%s.Arn}" % key_name, kms)
+for tname, tp in topic_policies.items():
+    for s in tp["Properties"]["PolicyDocument"].get("Statement", []):
+        if isinstance(s.get("Principal"), dict) and "Service" in s["Principal"]:
+            check(f"{tname}: {s.get('Sid', '?')} scoped with aws:SourceAccount",
+                  cond(s, "StringEquals", "aws:SourceAccount") == {"Ref": "AWS::AccountId"})
+for t in sorted(alarm_topics):
+    name = t.strip("${}")
+    check(f"topic {name}: its policy lets nbaops' alarms (cloudwatch.amazonaws.com, aws:SourceArn) publish",
+          any(name in str(tp["Properties"].get("Topics")) and any(
+              "cloudwatch.amazonaws.com" in as_list((s.get("Principal") or {}).get("Service", []))
+              and ":alarm:nbaops-${Env}-" in text(cond(s, "ArnLike", "aws:SourceArn") or "")
+              for s in tp["Properties"]["PolicyDocument"]["Statement"]) for tp in topic_policies.values()))
+for rname, role in of_type("AWS::IAM::Role").items():
+    for s in role["Properties"]["AssumeRolePolicyDocument"]["Statement"]:
+        if "Service" in (s.get("Principal") or {}):
+            c = s.get("Condition") or {}
+            scoped = cond(s, "StringEquals", "aws:SourceAccount") or cond(s, "StringEquals", "sts:ExternalId") \
+                or cond(s, "ArnLike", "aws:SourceArn")
+            check(f"{rname}: trust of {s['Principal']['Service']} scoped to this account (aws:SourceAccount/SourceArn or sts:ExternalId)", scoped, c)
+
+# ---------------------------------------------------------------- 2. every nbaops alarm reaches the alerts topic
+rule = resources["ScaleOnAlarmFunction"]["Properties"]["Events"]["AlarmStateChange"]["Properties"]["Pattern"]["detail"]["alarmName"]
+scaling_names = {text(x) for x in rule}
+# alert-router maps alarm names to severity with these default patterns (set by the Rust side).
+SEVERITY_PATTERNS = ["nbaops-*-errors", "*-throttles", "nbaops-*-dlq*", "*failed-events*", "*transaction-ids*", "*replica-lag*"]
+for key, a in sorted(alarms.items()):
+    p = a["Properties"]
+    name = text(p.get("AlarmName"))
+    if name in scaling_names:
+        continue  # scaling alarms reach scale-on-alarm through EventBridge
+    check(f"{key}: AlarmActions and OKActions to the alerts topic",
+          ALERTS_TOPIC in p.get("AlarmActions", []) and ALERTS_TOPIC in p.get("OKActions", []))
+    check(f"{key}: name {name} maps to a severity", any(fnmatch.fnmatch(name, pat) for pat in SEVERITY_PATTERNS))
+for qname in of_type("AWS::SQS::Queue"):
+    check(f"{qname}: alarm on visible messages > 0",
+          any(a["Properties"].get("MetricName") == "ApproximateNumberOfMessagesVisible" and qname in str(a["Properties"].get("Dimensions"))
+              and float(a["Properties"].get("Threshold", -1)) == 0 and a["Properties"].get("ComparisonOperator") == "GreaterThanThreshold"
+              for a in alarms.values()))
+
+# ---------------------------------------------------------------- 3. alarms on metrics AWS publishes
+published = json.loads((ROOT / "infra/tests/published_metrics.json").read_text())
+for ns, entry in published.items():
+    if not ns.startswith("_"):
+        check(f"published_metrics: {ns} names its AWS source", str(entry.get("source", "")).startswith(("https://docs.aws.amazon.com/", "this template")))
+
+
+def metrics_of(p):
+    if "MetricName" in p:
+        yield p.get("Namespace"), p.get("MetricName"), [d["Name"] for d in p.get("Dimensions", [])]
+    for m in p.get("Metrics", []):
+        if "MetricStat" in m:
+            mm = m["MetricStat"]["Metric"]
+            yield mm.get("Namespace"), mm.get("MetricName"), [d["Name"] for d in mm.get("Dimensions", [])]
+
+
+for key, a in sorted(alarms.items()):
+    found = list(metrics_of(a["Properties"]))
+    check(f"{key}: watches at least one metric", found)
+    for ns, metric, dims in found:
+        entry = published.get(ns)
+        ok = entry is not None and metric in entry["metrics"] and sorted(dims) in [sorted(d) for d in entry["dimensions"]]
+        check(f"{key}: {ns} {metric} {dims} is published", ok,
+              "not in infra/tests/published_metrics.json" + (f" ({entry.get('engine')} engine)" if entry and entry.get("engine") else ""))
+cache = next((a["Properties"] for a in alarms.values() if text(a["Properties"].get("AlarmName")) == "nbaops-${Env}-cache-memory-high"), {})
+node_ids = sorted(d["Value"] for m in cache.get("Metrics", []) if "MetricStat" in m
+                  for d in m["MetricStat"]["Metric"]["Dimensions"] if d["Name"] == "CacheNodeId")
+expr = next((text(m.get("Expression")) for m in cache.get("Metrics", []) if m.get("ReturnData") is not False and "Expression" in m), "")
+check("cache-memory-high: fullest of nodes 0001..0004 over CacheNodeMemoryBytes, as a percent",
+      node_ids == ["0001", "0002", "0003", "0004"] and expr.startswith("MAX(") and "${CacheNodeMemoryBytes}" in expr and "100" in expr, (node_ids, expr))
+check("CacheNodeMemoryBytes defaults to cache.t3.micro's 512 MiB",
+      # max_cache_memory of cache.t3.micro: https://docs.aws.amazon.com/AmazonElastiCache/latest/dg/ParameterGroups.Engine.html
+      params.get("CacheNodeMemoryBytes", {}).get("Default") == 512 * 1024 * 1024)
+alarm_map = text(resources["ScaleOnAlarmFunction"]["Properties"].get("Environment", {}).get("Variables", {}).get("NBAOPS_SCALE__ALARM_MAP", ""))
+check("scale-on-alarm maps the cache alarm to its cluster (NBAOPS_SCALE__ALARM_MAP)",
+      '"nbaops-${Env}-cache-memory-high":{"target":"cache:${CacheClusterId}","on_alarm":"out"}' in alarm_map, alarm_map)
+
+# ---------------------------------------------------------------- 4. Enhanced Monitoring is optional
+check("parameter EnhancedMonitoring true/false, default false",
+      params.get("EnhancedMonitoring", {}).get("Default") == "false" and sorted(params.get("EnhancedMonitoring", {}).get("AllowedValues", [])) == ["false", "true"])
+em_conditions = {k for k, v in conditions.items() if v == {"Fn::Equals": [{"Ref": "EnhancedMonitoring"}, "true"]}}
+for key, r in resources.items():
+    needs_em = (r.get("Type") == "AWS::Logs::MetricFilter" and r["Properties"].get("LogGroupName") == "RDSOSMetrics") \
+        or (r.get("Type") == "AWS::CloudWatch::Alarm" and any(m[0] == "nbaops/RDS" for m in metrics_of(r["Properties"])))
+    if needs_em:
+        # RDSOSMetrics exists only once Enhanced Monitoring is on:
+        # https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/USER_Monitoring.OS.html
+        check(f"{key}: exists only with EnhancedMonitoring=true", r.get("Condition") in em_conditions, r.get("Condition"))
+
+# ---------------------------------------------------------------- 5. least privilege
+# (a) SSM: GetParametersByPath is authorised against the requested path
+# (https://docs.aws.amazon.com/systems-manager/latest/userguide/ps-retrieval-authorization.html), so each
+# role names exactly the paths its config loader reads; secrets one by one with GetParameter; kms:Decrypt
+# only on those secrets through the PARAMETER_ARN encryption context
+# (https://docs.aws.amazon.com/systems-manager/latest/userguide/ps-restrict-decryption.html).
+SSM_PLAN = {  # function: (config sections besides guard + audit, secret patterns under secrets/)
+    "ScaleOnAlarmFunction": (["scale"], []),
+    "PgHealthFunction": (["pg"], ["pg/*/monitor"]),
+    "VacuumTriggerFunction": (["pg"], ["pg/*/maintenance"]),
+    "AlertRouterFunction": (["alerts"], ["alerts/*"]),
+    "AlertAckFunction": (["alerts"], ["alerts/link_signing_key"]),
+    "CostAnomalyFunction": (["cost"], []),
+    "FailoverNotifyFunction": (["failover"], ["failover/*"]),
+    "BackupGuardFunction": (["backup", "pg"], ["backup/drill/*"]),
+    "OffhoursFunction": (["offhours"], []),
+}
+GUARD_USERS = {"ScaleOnAlarmFunction", "VacuumTriggerFunction", "CostAnomalyFunction", "BackupGuardFunction", "OffhoursFunction"}
+SWITCHES = {SSM + "guard/kill_switch", SSM + "guard/dry_run"}  # re-read one by one by shared/src/guard.rs
+check("every function has an SSM plan", set(SSM_PLAN) == set(functions), sorted(set(functions) ^ set(SSM_PLAN)))
+for key, (sections, secrets) in SSM_PLAN.items():
+    fn = functions.get(key)
+    if fn is None:
+        continue
+    paths = {SSM + s for s in ["guard", "audit"] + sections}
+    secret_arns = {SSM + "secrets/" + s for s in secrets}
+    check(f"{key}: GetParametersByPath on exactly {sorted(p.rsplit('/', 1)[-1] for p in paths)}",
+          resources_of(allows(fn, "ssm:GetParametersByPath")) == paths, resources_of(allows(fn, "ssm:GetParametersByPath")))
+    want_get = secret_arns | (SWITCHES if key in GUARD_USERS else set())
+    check(f"{key}: GetParameter on exactly its secrets" + (" and the guard switches" if key in GUARD_USERS else ""),
+          resources_of(allows(fn, "ssm:GetParameter")) == want_get, resources_of(allows(fn, "ssm:GetParameter")))
+    other_ssm = {a for s in allows(fn) for a in as_list(s["Action"]) if a.startswith("ssm:")} - {"ssm:GetParametersByPath", "ssm:GetParameter"}
+    check(f"{key}: no other SSM action", not other_ssm, other_ssm)
+    ssm_decrypt = [s for s in allows(fn, "kms:Decrypt") if cond(s, "StringLike", "kms:EncryptionContext:PARAMETER_ARN")]
+    check(f"{key}: kms:Decrypt of SecureStrings " + ("only on its secrets (PARAMETER_ARN)" if secrets else "never"),
+          ({text(x) for s in ssm_decrypt for x in as_list(cond(s, "StringLike", "kms:EncryptionContext:PARAMETER_ARN"))} == secret_arns)
+          if secrets else not ssm_decrypt)
+    for s in allows(fn, "kms:Decrypt"):
+        check(f"{key}: {s.get('Sid')} kms:Decrypt is bound to a parameter or to SNS",
+              cond(s, "StringLike", "kms:EncryptionContext:PARAMETER_ARN")
+              or text(cond(s, "StringEquals", "kms:ViaService") or "") == "sns.${AWS::Region}.amazonaws.com")
+
+# (b) mutating actions: only this environment's resources, never protected ones; offhours and
+# cost-anomaly never production. Condition keys: aws:ResourceTag is supported by these actions
+# (https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazonec2autoscaling.html,
+#  .../list_amazonrds.html, .../list_amazonelasticache.html).
+MUTATING = {"autoscaling:SetDesiredCapacity", "autoscaling:UpdateAutoScalingGroup", "rds:ModifyDBInstance",
+            "rds:StopDBInstance", "rds:StartDBInstance", "rds:DeleteDBInstance", "elasticache:ModifyCacheCluster"}
+for key, fn in functions.items():
+    mut = set()
+    for s in allows(fn):
+        m = MUTATING & set(as_list(s["Action"]))
+        if not m:
+            continue
+        mut |= m
+        env_tag = cond(s, "StringEquals", "aws:ResourceTag/nbaops:env") == {"Ref": "Env"}
+        drill_tag = m == {"rds:DeleteDBInstance"} and cond(s, "StringEquals", "aws:ResourceTag/nbaops:drill") == "true"
+        check(f"{key}: {s.get('Sid')} {sorted(m)} only on resources tagged nbaops:env=${{Env}}"
+              + (" (drill instances: nbaops:drill=true)" if drill_tag else ""), env_tag or drill_tag, s.get("Condition"))
+    if not mut:
+        continue
+    denies = [s for s in statements(fn) if s.get("Effect") == "Deny"]
+
+    def denied(tag, value):
+        return set().union(*[set(as_list(s["Action"])) for s in denies
+                             if str(cond(s, "StringEquals", f"aws:ResourceTag/{tag}")) == value] or [set()])
+    check(f"{key}: explicit Deny of {sorted(mut)} on nbaops:protect=true", mut <= denied("nbaops:protect", "true"), denied("nbaops:protect", "true"))
+    if key in ("OffhoursFunction", "CostAnomalyFunction"):
+        check(f"{key}: explicit Deny of {sorted(mut)} on nbaops:env=prod (never production, by IAM)", mut <= denied("nbaops:env", "prod"))
+# (c) grants only for AWS services (https://docs.aws.amazon.com/kms/latest/developerguide/grant-authorization.html)
+for key, fn in functions.items():
+    for s in allows(fn, "kms:CreateGrant"):
+        check(f"{key}: {s.get('Sid')} kms:CreateGrant only with kms:GrantIsForAWSResource", cond(s, "Bool", "kms:GrantIsForAWSResource") in (True, "true"))
+# (d) actions no code calls (check_aws_operations.py proves the rest, both ways)
+for key, gone in {"CostAnomalyFunction": ["autoscaling:SetDesiredCapacity", "rds:StartDBInstance"],
+                  "OffhoursFunction": ["autoscaling:DescribeScalingActivities", "rds:ListTagsForResource"],
+                  "BackupGuardFunction": ["rds:ListTagsForResource"]}.items():
+    if key in functions:
+        have = {a for s in allows(functions[key]) for a in as_list(s["Action"])}
+        check(f"{key}: none of {gone}", not (have & set(gone)), have & set(gone))
+router = functions.get("AlertRouterFunction", {"Properties": {}})
+check("alert-router may publish to its escalation topics",
+      any("escalation" in r for r in resources_of(allows(router, "sns:Publish"))), resources_of(allows(router, "sns:Publish")))
+# (e) the public URL cannot starve delivery
+url_fns = [k for k, f in functions.items() if "FunctionUrlConfig" in f["Properties"]]
+check("alert delivery has its own reserved concurrency and no public URL",
+      "ReservedConcurrentExecutions" in router["Properties"] and "FunctionUrlConfig" not in router["Properties"])
+for k in url_fns:
+    p = functions[k]["Properties"]
+    check(f"{k}: the public URL has its own small reserved concurrency", "ReservedConcurrentExecutions" in p)
+    acts = {a for s in allows(functions[k]) for a in as_list(s["Action"])}
+    check(f"{k}: the URL's role can only read config/its signing key and the ledger",
+          acts <= {"ssm:GetParametersByPath", "ssm:GetParameter", "kms:Decrypt", "dynamodb:GetItem", "dynamodb:PutItem",
+                   "dynamodb:DeleteItem", "dynamodb:Query"}, acts)
+
+# ---------------------------------------------------------------- SPEC numbers
+
+
+def num(v):
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None  # a !Ref to a parameter
+
 
 def alarm(metric, threshold, period, periods, op="GreaterThanThreshold"):
-    def num(v):
-        try:
-            return float(v)
-        except (TypeError, ValueError):
-            return None  # a !Ref to a parameter
     return any(a["Properties"].get("MetricName") == metric and num(a["Properties"].get("Threshold", -1)) == threshold
                and a["Properties"].get("Period") == period and a["Properties"].get("EvaluationPeriods") == periods
                and a["Properties"].get("ComparisonOperator") == op for a in alarms.values())
 
 
 check("alarm: Web/API CPU > 70 % for 5 minutes", alarm("CPUUtilization", 70, 300, 1))
-check("alarm: Memcached memory > 75 % for 15 minutes", alarm("DatabaseMemoryUsagePercentage", 75, 300, 3))
-params = template.get("Parameters", {})
+check("alarm: Memcached memory > 75 % for 15 minutes",
+      num(cache.get("Threshold")) == 75 and cache.get("EvaluationPeriods") == 3 and cache.get("ComparisonOperator") == "GreaterThanThreshold"
+      and all(m["MetricStat"]["Period"] == 300 for m in cache.get("Metrics", []) if "MetricStat" in m))
 check("alarm: RDS connections > 80 % (parameter, default 70 of ~87)", any(a["Properties"].get("MetricName") == "DatabaseConnections" for a in alarms.values()) and params.get("DbConnectionsThreshold", {}).get("Default") == 70)
 check("alarm: RDS memory > 80 % (FreeableMemory low)", any(a["Properties"].get("MetricName") == "FreeableMemory" and a["Properties"].get("ComparisonOperator") == "LessThanThreshold" for a in alarms.values()))
 check("alarm: RDS I/O wait > 10 %", alarm("IOWait", 10, 300, 1))
 check("alarm: transaction IDs 500 M and 1 B", alarm("MaximumUsedTransactionIDs", 500000000, 300, 1) and alarm("MaximumUsedTransactionIDs", 1000000000, 300, 1))
 check("alarm: replica lag > 30 s", alarm("ReplicaLag", 30, 60, 2))
-rule = resources["ScaleOnAlarmFunction"]["Properties"]["Events"]["AlarmStateChange"]["Properties"]["Pattern"]["detail"]["alarmName"]
-scaling = {str(a["Properties"]["AlarmName"]) for a in alarms.values() if a["Properties"].get("MetricName") in ("CPUUtilization", "FreeableMemory", "DatabaseConnections", "IOWait", "DatabaseMemoryUsagePercentage")}
-check("scale-on-alarm receives exactly the scaling alarms", {str(x) for x in rule} == scaling, f"{rule} vs {scaling}")
+scaling = {text(a["Properties"]["AlarmName"]) for a in alarms.values()
+           if any(m[1] in ("CPUUtilization", "FreeableMemory", "DatabaseConnections", "IOWait", "BytesUsedForCacheItems") for m in metrics_of(a["Properties"]))}
+check("scale-on-alarm receives exactly the scaling alarms", scaling_names == scaling, f"{sorted(scaling_names)} vs {sorted(scaling)}")
 ledger = next(iter(of_type("AWS::DynamoDB::Table").values()), {}).get("Properties", {})
 check("ledger: TTL and point-in-time recovery",
       ledger.get("TimeToLiveSpecification", {}).get("Enabled") is True
       and ledger.get("PointInTimeRecoverySpecification", {}).get("PointInTimeRecoveryEnabled") is True)
 buckets = of_type("AWS::S3::Bucket")
 check("log archive bucket keeps a year", any("365" in str(b["Properties"].get("LifecycleConfiguration")) for b in buckets.values()))
-check("no secret inlined in the template", "hooks.slack.com" not in (ROOT / "infra/template.yaml").read_text())
+check("no secret inlined in the template", "hooks.slack.com" not in TEMPLATE.read_text())
 
 conf = tomllib.loads((ROOT / "samconfig.toml").read_text())
 for env in ("dev", "test", "prod"):
-    params = conf.get(env, {}).get("deploy", {}).get("parameters", {})
-    check(f"samconfig: [{env}.deploy.parameters] with Env={env}", f"Env={env}" in params.get("parameter_overrides", ""))
+    p = conf.get(env, {}).get("deploy", {}).get("parameters", {})
+    check(f"samconfig: [{env}.deploy.parameters] with Env={env}", f"Env={env}" in p.get("parameter_overrides", ""))
 check("samconfig: prod confirms its change set", conf["prod"]["deploy"]["parameters"].get("confirm_changeset") is True)
 
 passed, failed = results.count(True), results.count(False)
