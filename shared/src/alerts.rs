@@ -168,7 +168,7 @@ mod tests {
             "r",
             "k",
             "é".repeat(10) + &"x".repeat(200),
-            Utc::now(),
+            chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap_or_default(),
         );
         let s = a.subject();
         assert!(s.len() <= 100 && s.is_ascii() && s.starts_with("[P3][dev]"));

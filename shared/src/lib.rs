@@ -9,6 +9,7 @@
 
 pub mod adapters;
 pub mod alerts;
+pub mod clock;
 pub mod config;
 pub mod error;
 pub mod events;

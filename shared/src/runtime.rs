@@ -224,6 +224,16 @@ where
     run_loop(function, deps, move |p, i, d| handler(p, i, d, extra)).await
 }
 
+/// The Runtime API's deadline (epoch ms on the system clock) as an instant on [`crate::clock`]:
+/// what is left of the invocation, counted from the clock's now.
+fn deadline_on_clock(deadline_ms: u64) -> Option<DateTime<Utc>> {
+    let deadline = i64::try_from(deadline_ms)
+        .ok()
+        .filter(|ms| *ms > 0)
+        .and_then(DateTime::from_timestamp_millis)?;
+    Some(crate::clock::now() + (deadline - Utc::now()))
+}
+
 async fn run_loop<F, Fut, R>(
     function: &'static str,
     deps: &'static Deps,
@@ -239,11 +249,8 @@ where
     lambda_runtime::run(service_fn(|ev: LambdaEvent<Value>| {
         let inv = Invocation {
             request_id: ev.context.request_id.clone(),
-            now: Utc::now(),
-            deadline: i64::try_from(ev.context.deadline)
-                .ok()
-                .filter(|ms| *ms > 0)
-                .and_then(DateTime::from_timestamp_millis),
+            now: crate::clock::now(),
+            deadline: deadline_on_clock(ev.context.deadline),
         };
         let span = telemetry::invocation_span(&inv.request_id, function, &env);
         let env = env.clone();

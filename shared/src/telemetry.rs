@@ -5,7 +5,7 @@ use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::RwLock;
 
-use chrono::Utc;
+
 use serde_json::{json, Map, Value};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::EnvFilter;
@@ -127,7 +127,7 @@ pub fn emf_line(function: &str, env: &str, metrics: &[(&str, f64, &str)]) -> Str
     root.insert(
         "_aws".into(),
         json!({
-            "Timestamp": Utc::now().timestamp_millis(),
+            "Timestamp": crate::clock::now().timestamp_millis(),
             "CloudWatchMetrics": [{
                 "Namespace": "nbaops",
                 "Dimensions": [["function", "env"]],

@@ -293,7 +293,7 @@ pub async fn run_pg_bench(stack: &Stack, target: &std::path::Path) -> Result<(),
         .query(&sql::tables(sql::PgVersion(version), cfg.bloat_min_bytes))
         .await
         .map_err(|e| HarnessError::Setup(e.to_string()))?;
-    let now = chrono::Utc::now();
+    let now = crate::clock::now();
     let (mut err_exact, mut err_df, mut unreliable) = (vec![], vec![], vec![]);
     for t in rows.iter().map(TableStats::from_row) {
         if !t.table.starts_with("b_") {

@@ -11,6 +11,15 @@ use crate::{io_err, log_tail, unique_temp_dir, HarnessError};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// moto_server with its clock (snapshot times, restore points, alarm timestamps) on the test clock.
+const MOTO_ON_TEST_CLOCK: &str = "\
+import sys
+from freezegun import freeze_time
+freeze_time(sys.argv.pop(1), tick=True).start()
+from moto.server import main
+main(sys.argv[1:])
+";
+
 pub struct Moto {
     /// `http://127.0.0.1:PORT`, the value for `AWS_ENDPOINT_URL`.
     pub endpoint: String,
@@ -20,14 +29,15 @@ pub struct Moto {
 }
 
 impl Moto {
-    /// Starts `<venv_dir>/bin/moto_server` on a free loopback port and waits until it
-    /// answers. Killed (and its log dir removed) on drop.
+    /// Starts moto's server from `<venv_dir>` on a free loopback port, its clock set to the
+    /// test clock (freezegun, ticking), and waits until it answers. Killed (and its log dir
+    /// removed) on drop.
     pub async fn start(venv_dir: &Path) -> Result<Moto, HarnessError> {
-        let bin = venv_dir.join("bin").join("moto_server");
-        if !bin.is_file() {
+        let bin = venv_dir.join("bin").join("python");
+        if !venv_dir.join("bin").join("moto_server").is_file() || !bin.is_file() {
             return Err(HarnessError::Setup(format!(
                 "{} not found: run scripts/setup.sh to create the venv",
-                bin.display()
+                venv_dir.join("bin").join("moto_server").display()
             )));
         }
         let dir = unique_temp_dir("moto")?;
@@ -112,9 +122,17 @@ async fn start_on_free_port(bin: &Path, dir: &Path) -> Result<(Child, u16), Atte
     let log_err = log
         .try_clone()
         .map_err(|e| failed(io_err("clone the log handle")(e)))?;
-    // moto_server itself, not a shell, so the pid we kill is the server's.
+    // The server runs in this python process, not behind a shell, so the pid we kill is the server's.
     let mut child = Command::new(bin)
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .args([
+            "-c",
+            MOTO_ON_TEST_CLOCK,
+            &crate::clock::env().1,
+            "-H",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ])
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log_err)

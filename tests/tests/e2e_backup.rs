@@ -132,7 +132,7 @@ fn monthly_id(at: DateTime<Utc>) -> String {
 async fn rpo_check_passes_then_breaches_p2_then_p1_then_resolves() {
     let stack = Stack::start(false).await.unwrap();
     let f = start(&stack, &[]).await;
-    let now = Utc::now();
+    let now = nbaops_tests::clock::now();
     let rec = tick(&f, "backup-rpo-check", "rpo-1", now).await;
     assert!(rec["alerts"].as_array().unwrap().is_empty(), "{rec}");
     assert!(rec["actions"].as_array().unwrap().is_empty());
@@ -167,7 +167,7 @@ async fn rpo_check_passes_then_breaches_p2_then_p1_then_resolves() {
     let a = alerts(&rec, "backup-rpo#");
     assert_eq!(a[0]["severity"], "P1", "{rec}");
     // Back to the real clock: healthy, resolved.
-    let rec = tick(&f, "backup-rpo-check", "rpo-4", Utc::now()).await;
+    let rec = tick(&f, "backup-rpo-check", "rpo-4", nbaops_tests::clock::now()).await;
     assert_eq!(
         alerts(&rec, "backup-rpo#")[0]["status"],
         "resolved",
@@ -228,7 +228,7 @@ async fn monthly_snapshot_once_copied_to_dr_and_expired_in_both_regions() {
         .await
         .unwrap();
     let f = start(&stack, &[]).await;
-    let now = Utc::now();
+    let now = nbaops_tests::clock::now();
     let month = monthly_id(now);
     let r1 = tick(&f, "backup-monthly", "m-1", now).await;
     let r2 = tick(
@@ -322,7 +322,7 @@ async fn failed_copy_is_retried_on_a_later_run() {
         )],
     )
     .await;
-    let now = Utc::now();
+    let now = nbaops_tests::clock::now();
     let month = monthly_id(now);
     let r1 = tick(&f, "backup-monthly", "c-1", now).await;
     let failed = &r1["actions"][1];
@@ -452,7 +452,7 @@ async fn wal_archiver_healthy_then_failing_is_p2() {
         ],
     )
     .await;
-    let rec = tick(&f, "backup-rpo-check", "wal-1", Utc::now()).await;
+    let rec = tick(&f, "backup-rpo-check", "wal-1", nbaops_tests::clock::now()).await;
     assert!(alerts(&rec, "backup-rpo#").is_empty(), "{rec}");
     assert!(
         rec["notes"].to_string().contains("archiving healthy"),
@@ -467,7 +467,7 @@ async fn wal_archiver_healthy_then_failing_is_p2() {
     pg.psql("app", "insert into t values (2); select pg_switch_wal()")
         .unwrap();
     wait_for(&pg, "select failed_count > 0 from pg_stat_archiver");
-    let rec = tick(&f, "backup-rpo-check", "wal-2", Utc::now()).await;
+    let rec = tick(&f, "backup-rpo-check", "wal-2", nbaops_tests::clock::now()).await;
     let a = alerts(&rec, "backup-rpo#");
     assert_eq!(a.len(), 1, "{rec}");
     assert_eq!(a[0]["severity"], "P2");
@@ -521,7 +521,7 @@ async fn restore_drill_passes_records_rto_and_deletes_the_instance() {
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let f = start(&stack, &env).await;
     let primary = rds_client(&stack, "us-east-1").await;
-    let at = Utc::now();
+    let at = nbaops_tests::clock::now();
     let temp = drill_id(at);
     let rec = tick(&f, "backup-restore-drill", "drill-1", at).await;
     assert_eq!(rec["actions"][0]["action"], "rds.restore_drill", "{rec}");
@@ -592,7 +592,7 @@ async fn restore_drill_missing_key_table_is_p2_and_the_instance_still_goes() {
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let f = start(&stack, &env).await;
     let primary = rds_client(&stack, "us-east-1").await;
-    let at = Utc::now();
+    let at = nbaops_tests::clock::now();
     let temp = drill_id(at);
     tick(&f, "backup-restore-drill", "drill-1", at).await;
     assert!(instance_exists(&primary, &temp).await);
@@ -635,7 +635,7 @@ async fn dry_run_shows_the_plan_and_changes_nothing() {
     let primary = rds_client(&stack, "us-east-1").await;
     let dr = rds_client(&stack, DR).await;
     let f = start(&stack, &[("NBAOPS_GUARD__DRY_RUN", "true")]).await;
-    let at = Utc::now();
+    let at = nbaops_tests::clock::now();
     let m = tick(&f, "backup-monthly", "dry-1", at).await;
     let d = tick(&f, "backup-restore-drill", "dry-2", at).await;
     for rec in [&m, &d] {

@@ -4,7 +4,7 @@
 
 use aws_sdk_autoscaling::types::Tag as AsgTag;
 use aws_sdk_rds::types::Tag as RdsTag;
-use chrono::{Duration as Days, Utc};
+use chrono::Duration as Days;
 use nbaops_tests::demo::Stack;
 use nbaops_tests::function::FunctionUnderTest;
 use nbaops_tests::http::http;
@@ -184,7 +184,7 @@ fn daily(groups: &[(&str, Vec<f64>)], days: &[chrono::NaiveDate]) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daily_check_reads_injected_cost_explorer_results_and_alerts_on_a_spike() {
     let stack = Stack::start(false).await.unwrap();
-    let today = Utc::now().date_naive();
+    let today = nbaops_tests::clock::now().date_naive();
     // Seven baseline days, then yesterday (the day judged).
     let days: Vec<_> = (1..=8).rev().map(|i| today - Days::days(i)).collect();
     let by_service = daily(

@@ -4,7 +4,6 @@
 //! changes nothing, so the failover is told by the events and, for PostgreSQL, by promoting the
 //! real standby.
 
-use chrono::Utc;
 use nbaops_tests::demo::Stack;
 use nbaops_tests::function::FunctionUnderTest;
 use nbaops_tests::platform::{self, DB};
@@ -179,7 +178,7 @@ async fn the_sweep_raises_p1_for_a_failover_that_never_completed() {
     let f = start(&stack, "postgres://nobody@127.0.0.1:9/postgres", 0).await;
     let mut ev = fixture(START);
     ev["id"] = json!("stuck-start");
-    ev["detail"]["Date"] = json!((Utc::now() - chrono::Duration::minutes(10)).to_rfc3339());
+    ev["detail"]["Date"] = json!((nbaops_tests::clock::now() - chrono::Duration::minutes(10)).to_rfc3339());
     invoke(&f, ev).await;
     let v = invoke(&f, fixture(SWEEP)).await;
     let a = alerts(&stack).await;

@@ -412,7 +412,7 @@ async fn deadline_margin_and_non_owner_vacuum_warning() {
 }
 
 fn weekday(offset_days: i64) -> String {
-    (chrono::Utc::now() + chrono::Duration::days(offset_days))
+    (nbaops_tests::clock::now() + chrono::Duration::days(offset_days))
         .format("%a")
         .to_string()
         .to_lowercase()

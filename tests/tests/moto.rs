@@ -4,7 +4,10 @@ use nbaops_tests::http::http;
 use nbaops_tests::moto::Moto;
 
 fn venv() -> PathBuf {
-    std::env::var_os("NBAOPS_VENV").map_or_else(|| PathBuf::from("/work/main/.venv"), PathBuf::from)
+    std::env::var_os("NBAOPS_VENV").map_or_else(
+        || nbaops_tests::workspace_root().join(".venv"),
+        PathBuf::from,
+    )
 }
 
 #[tokio::test]

@@ -610,7 +610,7 @@ fn emf_line(env: &str, db: &str, metrics: &[(&str, f64, &str)]) -> String {
     root.insert(
         "_aws".into(),
         json!({
-            "Timestamp": chrono::Utc::now().timestamp_millis(),
+            "Timestamp": nbaops_shared::clock::now().timestamp_millis(),
             "CloudWatchMetrics": [{
                 "Namespace": "nbaops/postgres",
                 "Dimensions": [["function", "env", "db"]],

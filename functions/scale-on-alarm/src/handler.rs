@@ -780,6 +780,36 @@ mod tests {
         );
     }
 
+    /// The template's Memcached alarm: metric math over each node's BytesUsedForCacheItems (what
+    /// Memcached publishes), mapped to its cluster by the template's NBAOPS_SCALE__ALARM_MAP.
+    #[tokio::test]
+    async fn memcached_metric_math_alarm_of_the_template_adds_a_node() {
+        const CACHE_MATH: &str = include_str!(
+            "../../../events/cloudwatch-alarm/eventbridge-memcached-memory-metric-math.json"
+        );
+        let w = world(&[], 2, false);
+        let r = run(&w, CACHE_MATH, wednesday()).await;
+        assert!(w.cache.mutations().is_empty());
+        assert!(
+            r.records[0]
+                .not_for_me
+                .as_deref()
+                .unwrap_or("")
+                .contains("alarm_map"),
+            "{:?}",
+            r.records[0]
+        );
+        let map = r#"{"nbaops-dev-cache-memory-high":{"target":"cache:nbaops-dev-cache","on_alarm":"out"}}"#;
+        let w = world(&[("NBAOPS_SCALE__ALARM_MAP", map)], 2, false);
+        let r = run(&w, CACHE_MATH, wednesday()).await;
+        assert_eq!(
+            w.cache.mutations(),
+            vec!["set_node_count nbaops-dev-cache 2"],
+            "{:?}",
+            r.records[0]
+        );
+    }
+
     #[tokio::test]
     async fn flapping_alarm_stops_acting() {
         let w = world(&[("NBAOPS_SCALE__ASG__COOLDOWN_SECONDS", "0")], 2, false);

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use aws_sdk_ssm::operation::get_parameter::GetParameterError;
 
 use super::{dependency, SdkParams};
-use crate::error::Result;
+use crate::error::{NbaopsError, Result};
 use crate::ports::Params;
 use crate::telemetry::register_secret;
 
@@ -19,7 +19,8 @@ impl Params for SdkParams {
                 .get_parameters_by_path()
                 .path(prefix.trim_end_matches('/'))
                 .recursive(true)
-                .with_decryption(true)
+                // Configuration is plain String: the role reading it needs no kms:Decrypt.
+                .with_decryption(false)
                 .set_next_token(token.clone())
                 .send()
                 .await
@@ -27,7 +28,9 @@ impl Params for SdkParams {
             for p in page.parameters() {
                 if let (Some(name), Some(value)) = (p.name(), p.value()) {
                     if p.r#type().map(|t| t.as_str()) == Some("SecureString") {
-                        register_secret(value);
+                        return Err(NbaopsError::config(format!(
+                            "SSM {name} is a SecureString under a configuration path: configuration is String; secrets live under /nbaops/<env>/secrets/"
+                        )));
                     }
                     out.insert(name.to_string(), value.to_string());
                 }

@@ -172,10 +172,35 @@ pub const DEFAULTS: &[(&str, &str, &str)] = &[
     ),
     (
         "scale.signal_metrics",
-        "CPUUtilization,FreeableMemory,DatabaseConnections,IOWait,DatabaseMemoryUsagePercentage,BytesUsedForCacheItems",
-        "metrics whose single-metric alarms scale by their dimension (SPEC 2.5); any other alarm needs scale.alarm_map",
+        "CPUUtilization,FreeableMemory,DatabaseConnections,IOWait,BytesUsedForCacheItems",
+        "metrics whose single-metric alarms scale by their dimension (SPEC 2.5; Memcached publishes BytesUsedForCacheItems, not the Redis-only DatabaseMemoryUsagePercentage); any other alarm needs scale.alarm_map",
     ),
 ];
+
+/// The SSM sections (`/nbaops/<env>/<section>/`) a function reads its configuration from: the
+/// guard and audit settings every function shares, and its own. Nothing else: a typo in another
+/// function's section cannot stop this one, and its IAM role may read these paths only
+/// (infra/template.yaml; checked by infra/tests). Secrets are never read by path.
+pub fn config_sections(function: &str) -> &'static [&'static str] {
+    match function {
+        "scale-on-alarm" => &["guard", "audit", "scale"],
+        "pg-health" | "vacuum-trigger" => &["guard", "audit", "pg"],
+        "alert-router" => &["guard", "audit", "alerts"],
+        "cost-anomaly" => &["guard", "audit", "cost"],
+        "failover-notify" => &["guard", "audit", "failover"],
+        "backup-guard" => &["guard", "audit", "backup", "pg"],
+        "offhours" => &["guard", "audit", "offhours"],
+        _ => &["guard", "audit"],
+    }
+}
+
+/// The SSM paths [`Config::load`] reads for a function.
+pub fn ssm_paths(env: Env, function: &str) -> Vec<String> {
+    config_sections(function)
+        .iter()
+        .map(|section| format!("/nbaops/{env}/{section}/"))
+        .collect()
+}
 
 /// Keys under these prefixes are per-resource overrides, checked by their section.
 const DYNAMIC_PREFIXES: &[&str] = &["scale.group."];
@@ -342,7 +367,7 @@ pub fn layer(
         let Some(rest) = name.strip_prefix("NBAOPS_") else {
             continue;
         };
-        if rest == "ENV" || rest == "SSM_PREFIX" {
+        if matches!(rest, "ENV" | "SSM_PREFIX" | "SSM" | "TEST_NOW") {
             continue;
         }
         let key = rest.to_ascii_lowercase().replace("__", ".");
@@ -673,7 +698,8 @@ impl Config {
         })
     }
 
-    /// Init-time load: `NBAOPS_ENV` from the environment, then SSM by path (one paginated call).
+    /// Init-time load: `NBAOPS_ENV` from the environment, then SSM by path: only the function's
+    /// own paths (see [`config_sections`]), one paginated call each.
     pub async fn load(
         function: &str,
         vars: &BTreeMap<String, String>,
@@ -683,10 +709,12 @@ impl Config {
             .get("NBAOPS_ENV")
             .ok_or_else(|| NbaopsError::config("NBAOPS_ENV is not set (dev, test or prod)"))?
             .parse()?;
-        let ssm = match params {
-            Some(p) => p.get_by_path(&format!("/nbaops/{env}/")).await?,
-            None => BTreeMap::new(),
-        };
+        let mut ssm = BTreeMap::new();
+        if let Some(p) = params {
+            for path in ssm_paths(env, function) {
+                ssm.extend(p.get_by_path(&path).await?);
+            }
+        }
         // Debug only, and through the redacting writer: SecureString values never reach the log.
         tracing::debug!(parameters = ?ssm, "SSM parameters read");
         let settings = layer(env, vars, &ssm)?;
@@ -766,6 +794,31 @@ mod tests {
         assert!(load(&[], &[("/nbaops/dev/guard/dryrun", "true")]).is_err());
         assert!(load(&[("NBAOPS_GUARD__DRYRUN", "true")], &[]).is_err());
         assert!(load(&[], &[("/nbaops/dev/secrets/slack", "x")]).is_ok());
+    }
+
+    #[tokio::test]
+    async fn each_function_reads_only_its_own_sections() {
+        use crate::fakes::FakeParams;
+        // A broken scale section (the scale function's business) and a secret nearby.
+        let params = FakeParams::with(&[
+            ("/nbaops/dev/scale/alarm_map", "{not json"),
+            ("/nbaops/dev/guard/dry_run", "true"),
+            ("/nbaops/dev/alerts/dedup_minutes", "not-a-number"),
+            ("/nbaops/dev/secrets/alerts/slack_webhook_url", "https://hooks.example/x"),
+        ]);
+        let env = vars(&[("NBAOPS_ENV", "dev")]);
+        let c = Config::load("offhours", &env, Some(&params)).await.unwrap();
+        assert!(c.guard.dry_run, "the shared guard section is read");
+        assert!(c.settings.get("alerts.dedup_minutes").is_none_or(|v| v != "not-a-number"));
+        let e = Config::load("scale-on-alarm", &env, Some(&params))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("scale.alarm_map"), "{e}");
+        assert_eq!(
+            ssm_paths(Env::Prod, "backup-guard"),
+            vec!["/nbaops/prod/guard/", "/nbaops/prod/audit/", "/nbaops/prod/backup/", "/nbaops/prod/pg/"]
+        );
+        assert!(ssm_paths(Env::Dev, "alert-router").iter().all(|p| !p.contains("secrets")));
     }
 
     #[test]

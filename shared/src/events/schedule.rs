@@ -72,7 +72,7 @@ pub(crate) fn from_eventbridge(ev: &Value, ctx: &Ctx) -> Result<ScheduledTick, N
         .iter()
         .find_map(|r| arn_tail(r))
         .or_else(|| name_from_detail(&detail));
-    let at = ctx.time.unwrap_or_else(Utc::now);
+    let at = ctx.time.unwrap_or_else(crate::clock::now);
     let event_id = ctx.id.clone().unwrap_or_else(|| {
         format!(
             "schedule/{}/{}",
@@ -109,7 +109,7 @@ pub(crate) fn from_bare(raw: &Value) -> Result<ScheduledTick, NotForMe> {
     let task = str_field(&block, &["task"]);
     let name = str_field(&block, &["name", "schedule"]).or_else(|| task.clone());
     let at = time_field(&block, &["at", "time", "scheduled_time", "scheduledTime"])
-        .unwrap_or_else(Utc::now);
+        .unwrap_or_else(crate::clock::now);
     let event_id = any(&block, &["id", "execution_id", "executionId"])
         .and_then(super::util::scalar_string)
         .unwrap_or_else(|| {
@@ -183,7 +183,7 @@ mod tests {
 
     #[test]
     fn bare_nbaops_input() {
-        let before = Utc::now();
+        let before = crate::clock::now();
         let t = tick(include_str!(
             "../../../events/schedule/bare-nbaops-input.json"
         ));
@@ -192,7 +192,7 @@ mod tests {
         assert_eq!(t.param("action").as_deref(), Some("stop"));
         assert_eq!(t.param("env").as_deref(), Some("dev"));
         assert_eq!(t.name.as_deref(), Some("offhours"));
-        assert!(t.at >= before - chrono::Duration::seconds(1) && t.at <= Utc::now());
+        assert!(t.at >= before - chrono::Duration::seconds(1) && t.at <= crate::clock::now());
         assert!(
             t.event_id.starts_with("scheduler/offhours/"),
             "{}",
@@ -252,7 +252,7 @@ mod tests {
         ))
         .unwrap();
         v["time"] = json!("whenever");
-        let before = Utc::now();
+        let before = crate::clock::now();
         let Inbound::Schedule(t) = &classify(&v)[0] else {
             panic!()
         };

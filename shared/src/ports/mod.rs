@@ -88,7 +88,8 @@ pub trait Notifier: Send + Sync {
 /// Parameter Store (SSM). Values of SecureString parameters come back decrypted.
 #[async_trait]
 pub trait Params: Send + Sync {
-    /// Every parameter under `prefix`, recursively, keyed by full name.
+    /// Every configuration parameter under `prefix`, recursively, keyed by full name, read
+    /// without decryption (a SecureString there is a configuration error).
     async fn get_by_path(&self, prefix: &str) -> Result<BTreeMap<String, String>>;
     async fn get(&self, name: &str) -> Result<Option<String>>;
 }

@@ -7,6 +7,13 @@ use nbaops_tests::{bench, demo};
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    // The demo and `make invoke` are not tests: unless a clock is asked for, they run on today's.
+    if std::env::var_os(nbaops_tests::clock::TEST_NOW_VAR).is_none() {
+        std::env::set_var(
+            nbaops_tests::clock::TEST_NOW_VAR,
+            chrono::Utc::now().to_rfc3339(),
+        );
+    }
     let code = match args.first().map(String::as_str) {
         Some("demo") => demo::run_demo().await.map(|_| 0),
         Some("invoke") if args.len() == 3 => {
