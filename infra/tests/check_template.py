@@ -264,7 +264,7 @@ SSM_PLAN = {  # function: (config sections besides guard + audit, secret pattern
     "PgHealthFunction": (["pg"], ["pg/*/monitor"]),
     "VacuumTriggerFunction": (["pg"], ["pg/*/maintenance"]),
     "AlertRouterFunction": (["alerts"], ["alerts/*"]),
-    "AlertAckFunction": (["alerts"], ["alerts/link_signing_key"]),
+    "AlertAckFunction": (["alerts"], ["alerts/link_signing_key", "alerts/previous_link_signing_key"]),  # key rotation: alerts.ack.previous_key_id
     "CostAnomalyFunction": (["cost"], []),
     "FailoverNotifyFunction": (["failover"], ["failover/*"]),
     "BackupGuardFunction": (["backup", "pg"], ["backup/drill/*"]),

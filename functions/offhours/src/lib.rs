@@ -2,6 +2,7 @@
 //! and start on named schedules, acting on transitions, database first on the way up and last
 //! on the way down.
 
+pub mod aws_operations;
 pub mod handler;
 pub mod plan;
 pub mod schedule;

@@ -1,5 +1,6 @@
 //! pg-health: wiring only. The checks live in `checks`, the scan and announcements in `handler`.
 
+mod aws_operations;
 mod checks;
 mod handler;
 

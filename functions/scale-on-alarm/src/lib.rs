@@ -1,4 +1,5 @@
 //! scale-on-alarm as a library too, so the benchmark can time parse + plan in-process.
 
+pub mod aws_operations;
 pub mod handler;
 pub mod plan;

@@ -1,5 +1,6 @@
 //! vacuum-trigger: wiring only. Runaway-transaction choice in `plan`, guarded maintenance in `handler`.
 
+mod aws_operations;
 mod handler;
 mod plan;
 
