@@ -5,7 +5,7 @@ export CARGO_TARGET_DIR ?= $(CURDIR)/target
 CARGO ?= cargo
 LOCAL := $(CARGO_TARGET_DIR)/debug/nbaops-local
 
-.PHONY: setup build demo test lint unit e2e infra-lint invoke bench package clean
+.PHONY: setup build demo test lint unit e2e infra-lint infra-scan invoke bench package clean
 
 setup:            ## venv with moto, cargo-lambda, cfn-lint; rustfmt and clippy
 	@scripts/setup.sh
@@ -24,9 +24,15 @@ lint: setup
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-infra-lint: setup
+infra-lint: setup infra-scan
 	cfn-lint infra/template.yaml
 	.venv/bin/python infra/tests/check_template.py
+	.venv/bin/python infra/tests/check_aws_operations.py
+	.venv/bin/python infra/tests/check_workflow.py
+
+infra-scan:       ## checkov + parliament on the SAM-transformed template, offline (own venv .venv-scan; ~20 s)
+	@scripts/setup-scan.sh
+	.venv-scan/bin/python infra/tests/scan.py
 
 unit: build
 	$(CARGO) test --workspace --lib --bins
