@@ -5,7 +5,7 @@ export CARGO_TARGET_DIR ?= $(CURDIR)/target
 CARGO ?= cargo
 LOCAL := $(CARGO_TARGET_DIR)/debug/nbaops-local
 
-.PHONY: setup build demo test lint unit e2e infra-lint infra-scan invoke bench package clean
+.PHONY: setup build demo test test-dates lint unit e2e infra-lint infra-scan invoke bench package clean
 
 setup:            ## venv with moto, cargo-lambda, cfn-lint; rustfmt and clippy
 	@scripts/setup.sh
@@ -40,9 +40,22 @@ unit: build
 e2e: build
 	$(CARGO) test -p nbaops-tests --tests -- --test-threads=2
 
+# Tests never read today's date: the suite runs on a fixed test clock (tests/src/clock.rs), and the
+# date-sensitive suites run again at each of these instants (month end, year end, the US DST changes
+# at America/New_York, Feb 29).
+TEST_DATES ?= 2026-11-30T23:40:00Z 2026-12-31T23:40:00Z 2027-03-14T06:50:00Z 2027-11-07T05:50:00Z 2028-02-29T12:00:00Z
+DATE_SUITES ?= e2e_backup e2e_offhours e2e_alert_router e2e_cost e2e_failover
+
 test: lint infra-lint build ## everything CI runs
-	@set -o pipefail; $(CARGO) test --workspace --all-targets -- --test-threads=2 2>&1 | tee $(CARGO_TARGET_DIR)/test.log; \
+	@set -o pipefail; { $(CARGO) test --workspace --all-targets -- --test-threads=2 2>&1 && \
+	  for at in $(TEST_DATES); do echo "== test clock $$at"; \
+	    NBAOPS_TEST_NOW=$$at $(CARGO) test -p nbaops-tests $(addprefix --test ,$(DATE_SUITES)) -- --test-threads=2 2>&1 || exit 1; done; } \
+	  | tee $(CARGO_TARGET_DIR)/test.log; \
 	  status=$${PIPESTATUS[0]}; scripts/summarize-tests $(CARGO_TARGET_DIR)/test.log; exit $$status
+
+test-dates: build ## only the date-sensitive suites at each instant of TEST_DATES
+	@for at in $(TEST_DATES); do echo "== test clock $$at"; \
+	  NBAOPS_TEST_NOW=$$at $(CARGO) test -p nbaops-tests $(addprefix --test ,$(DATE_SUITES)) -- --test-threads=2 || exit 1; done
 
 bench: package     ## cold start, warm invoke, peak RSS, arm64 zip size of every function; parse/plan CPU time
 	$(CARGO) build --workspace --bins --release

@@ -2,7 +2,7 @@
 //! (through `NBAOPS_TEST_NOW`, honoured by debug builds of `nbaops_shared::clock`) and moto (started
 //! under freezegun) all run on one clock that starts at `NBAOPS_TEST_NOW` — or at [`DEFAULT_NOW`]
 //! when the variable is unset — and ticks on from there. `make test-dates` runs the date-sensitive
-//! suites at month end, year end, both DST changes and Feb 29.
+//! suites at month end, year end, both DST changes and Feb 29 (`TEST_DATES` in the Makefile).
 
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -14,15 +14,6 @@ pub use nbaops_shared::clock::TEST_NOW_VAR;
 /// A Wednesday afternoon in mid-June: no month or year edge, no DST change, outside the change
 /// window (Tue/Thu 20:00–23:00 UTC).
 pub const DEFAULT_NOW: &str = "2026-06-17T14:00:00Z";
-
-/// The instants `make test-dates` runs the date-sensitive suites at, with why each one matters.
-pub const MATRIX: &[(&str, &str)] = &[
-    ("2026-11-30T23:40:00Z", "last minutes of a month"),
-    ("2026-12-31T23:40:00Z", "last minutes of a year"),
-    ("2027-03-14T06:50:00Z", "minutes before the US spring-forward (America/New_York)"),
-    ("2027-11-07T05:50:00Z", "inside the repeated hour of the US fall-back (America/New_York)"),
-    ("2028-02-29T12:00:00Z", "Feb 29"),
-];
 
 fn origin() -> (DateTime<Utc>, Instant) {
     static ORIGIN: OnceLock<(DateTime<Utc>, Instant)> = OnceLock::new();

@@ -343,8 +343,10 @@ async fn failed_copy_is_retried_on_a_later_run() {
     );
     drop(f);
 
-    // The key fixed (a new deployment); the next daily run copies it.
-    let f = start(&stack, &[]).await;
+    // The key fixed (a new deployment); the next daily run copies it — even when that run falls
+    // in the next month (the suite runs at a month end too) and one copy slot is free: the
+    // retry goes before the new month's copy.
+    let f = start(&stack, &[("NBAOPS_BACKUP__MAX_CONCURRENT_COPIES", "1")]).await;
     let r2 = tick(
         &f,
         "backup-monthly",
@@ -352,18 +354,24 @@ async fn failed_copy_is_retried_on_a_later_run() {
         now + chrono::Duration::hours(24),
     )
     .await;
-    let copy = r2["actions"]
+    let copies: Vec<&Value> = r2["actions"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|a| a["action"] == "rds.snapshot.copy")
-        .unwrap_or_else(|| panic!("no copy: {r2}"));
+        .filter(|a| a["action"] == "rds.snapshot.copy")
+        .collect();
+    assert_eq!(copies.len(), 1, "{r2}");
+    let copy = copies[0];
+    assert_eq!(copy["resource"], format!("rds-snapshot:{month}"), "{r2}");
     assert_eq!(copy["outcome"], "acted", "{r2}");
     assert!(
         copy["reason"].as_str().unwrap().contains("attempt 2"),
         "{copy}"
     );
-    assert_eq!(manual_snapshots(&dr).await.len(), 1);
+    assert!(manual_snapshots(&dr)
+        .await
+        .iter()
+        .any(|(id, _)| *id == month));
     let tracked = ledger_item(&stack, &format!("backupcopy#{DB}"), &month)
         .await
         .unwrap();

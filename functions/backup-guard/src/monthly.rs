@@ -183,9 +183,17 @@ async fn copies(
                 .await?;
         }
     }
+    let mut retries = Vec::new();
+    for s in primary.iter().filter(|s| !dr.iter().any(|d| d.id == s.id)) {
+        let prev = deps.ledger.get(&pk, &s.id).await?;
+        if copy_state(prev.as_ref()).1.as_deref() == Some("failed") {
+            retries.push(s.id.clone());
+        }
+    }
     let p = plan::plan_copies(
         &primary,
         &dr,
+        &retries,
         cfg.max_concurrent_copies,
         cfg.monthly_retention_days,
         now,

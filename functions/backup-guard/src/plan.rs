@@ -75,8 +75,10 @@ pub fn rpo_breaches(
     out
 }
 
-/// A WAL archiving problem from a `sql::ARCHIVER` row: off, failing, or stalled.
+/// A WAL archiving problem from a `sql::ARCHIVER` row: off, failing, or stalled. The age of the
+/// last archived segment is measured on the server's clock (`server_now`) when the row has it.
 pub fn archiver_problem(r: &Row, now: DateTime<Utc>, max_age_minutes: i64) -> Option<String> {
+    let now = time_of(r, "server_now").unwrap_or(now);
     let mode = str_of(r, "archive_mode").unwrap_or_default();
     if mode == "off" {
         return Some("WAL archiving is off (archive_mode = off)".into());
@@ -211,10 +213,13 @@ pub struct CopyPlan {
 }
 
 /// Which of our primary snapshots to copy now: available, within retention, not yet in the DR
-/// region, newest first, no more than the free copy slots.
+/// region, no more than the free copy slots. Copies that failed before (`retries`) go first —
+/// a month's copy that failed on its last day must not lose its slot to the new month's — then
+/// newest first.
 pub fn plan_copies(
     primary: &[DbSnapshot],
     dr: &[DbSnapshot],
+    retries: &[String],
     max_concurrent: usize,
     retention_days: i64,
     now: DateTime<Utc>,
@@ -225,7 +230,13 @@ pub fn plan_copies(
         .filter(|s| is_ours(s) && s.is_available() && !expired(s, now, retention_days))
         .filter(|s| !dr.iter().any(|d| d.id == s.id))
         .collect();
-    candidates.sort_by(|a, b| b.created.cmp(&a.created).then(a.id.cmp(&b.id)));
+    let retry = |s: &DbSnapshot| retries.contains(&s.id);
+    candidates.sort_by(|a, b| {
+        retry(b)
+            .cmp(&retry(a))
+            .then(b.created.cmp(&a.created))
+            .then(a.id.cmp(&b.id))
+    });
     let slots = max_concurrent.saturating_sub(in_flight);
     CopyPlan {
         copy: candidates
@@ -592,6 +603,13 @@ mod tests {
             .unwrap()
             .contains("stalled"));
         assert_eq!(archiver_problem(&stalled, now(), 0), None);
+        // The server's clock decides the age, whatever the function's clock says.
+        let on_server = row(json!({"archive_mode": "on", "last_archived_time": t(2), "server_now": t(0)}));
+        assert_eq!(archiver_problem(&on_server, now() + Duration::days(30), 15), None);
+        let stalled_on_server = row(json!({"archive_mode": "on", "last_archived_time": t(40), "server_now": t(0)}));
+        assert!(archiver_problem(&stalled_on_server, now() - Duration::days(30), 15)
+            .unwrap()
+            .contains("40 min ago"));
         // Nothing archived yet and nothing failed: not judged.
         assert_eq!(
             archiver_problem(&row(json!({"archive_mode": "on"})), now(), 15),
@@ -646,22 +664,29 @@ mod tests {
         let mut busy = ours("m-0", 120);
         busy.status = "copying".into();
         let dr = vec![busy, ours("m-1", 90)];
-        let p = plan_copies(&primary, &dr, 2, 365, now());
+        let p = plan_copies(&primary, &dr, &[], 2, 365, now());
         assert_eq!(p.in_flight, 1);
         assert_eq!(
             p.copy.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(),
             vec!["m-4"]
         );
         assert_eq!(p.deferred, vec!["m-3", "m-2"]);
+        // A copy that failed before goes ahead of the newer ones.
+        let p = plan_copies(&primary, &dr, &["m-2".to_string()], 2, 365, now());
+        assert_eq!(
+            p.copy.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(),
+            vec!["m-2"]
+        );
+        assert_eq!(p.deferred, vec!["m-4", "m-3"]);
         // All slots taken: nothing now, everything deferred.
-        let p = plan_copies(&primary, &dr, 1, 365, now());
+        let p = plan_copies(&primary, &dr, &[], 1, 365, now());
         assert!(p.copy.is_empty() && p.deferred.len() == 3);
         // Not ours, not available or expired: never copied.
         let mut foreign = fake_snapshot("human", "db", SnapshotKind::Manual, now());
         foreign.tags.clear();
         let mut creating = ours("m-5", 0);
         creating.status = "creating".into();
-        let p = plan_copies(&[foreign, creating, ours("old", 400)], &[], 5, 365, now());
+        let p = plan_copies(&[foreign, creating, ours("old", 400)], &[], &[], 5, 365, now());
         assert!(p.copy.is_empty(), "{p:?}");
     }
 
