@@ -43,6 +43,8 @@ pub struct Message {
     pub actions_taken: Vec<String>,
     pub runbook: Option<String>,
     pub details: Value,
+    /// Why it fired, in the words of its source (a CloudWatch alarm's state reason).
+    pub reason: Option<String>,
     pub ack_url: Option<String>,
 }
 
@@ -66,6 +68,9 @@ impl Message {
             format!("from: {}", self.source_function),
             format!("key: {}", self.dedup_key),
         ];
+        if let Some(r) = &self.reason {
+            lines.push(format!("why: {r}"));
+        }
         if let Kind::Escalation {
             mention: Some(m), ..
         } = &self.kind
@@ -262,6 +267,7 @@ mod tests {
             actions_taken: vec!["failover started".into()],
             runbook: Some("check the instance".into()),
             details: json!({}),
+            reason: None,
             ack_url: Some("https://fn.example/?key=k&exp=1&sig=s".into()),
         }
     }

@@ -1,6 +1,11 @@
-//! Translates the three things alert-router receives — an SNS record carrying an
-//! `nbaops.alert/v1`, a function URL request (an acknowledgement link), the escalation-sweep
-//! schedule — into sends, ledger writes and a reply.
+//! Translates what alert-router receives — an SNS record carrying an `nbaops.alert/v1` or a
+//! CloudWatch alarm notification (nbaops' own alarms publish to the alerts topic), a function URL
+//! request (an acknowledgement link), the escalation-sweep schedule — into sends, ledger writes
+//! and a reply.
+//!
+//! A CloudWatch alarm is routed like any alert: its severity from `alerts.alarm_severity` by
+//! alarm name, its dedup key the alarm ARN; ALARM fires, OK resolves, INSUFFICIENT_DATA is only
+//! noted; a notification older than the last one seen for the same alarm changes nothing.
 //!
 //! Sends are notifications, not infrastructure changes: they do not pass the guard, and the kill
 //! switch does not stop them (an operator who stops every action still needs to hear about it).
@@ -9,9 +14,11 @@ use chrono::{DateTime, Duration as Span, Utc};
 use serde_json::{json, Value};
 
 use nbaops_shared::adapters::{AwsClients, HyperHttpPost, SdkDeadLetter};
-use nbaops_shared::alerts::{Alert, AlertStatus, ALERT_SCHEMA};
+use nbaops_shared::alerts::{Alert, AlertStatus, Severity, ALERT_SCHEMA};
 use nbaops_shared::config::alerts::{self, AlertsConfig, Channel, EscalationTarget};
-use nbaops_shared::events::{classify, Inbound, ScheduledTick};
+use nbaops_shared::events::{
+    classify, AlarmChange, AlarmState, AlarmTrigger, Inbound, ScheduledTick,
+};
 use nbaops_shared::ports::{DeadLetter, HttpPost, Params};
 use nbaops_shared::runtime::{Deps, Invocation, InvocationReport, RecordReport};
 use nbaops_shared::telemetry::register_secret;
@@ -29,6 +36,10 @@ pub const SWEEP_TASK: &str = "alert-escalation-sweep";
 /// Ledger partition listing the keys of open incidents, for the sweep.
 pub const OPEN_PK: &str = "alert-open";
 const STATE_SK: &str = "state";
+/// Sort key of the last alarm notification seen for a key (its state and state-change time).
+const ALARM_SEEN_SK: &str = "alarm-seen";
+/// `source_function` of an alert made from a CloudWatch alarm.
+pub const ALARM_SOURCE: &str = "cloudwatch-alarm";
 
 pub fn incident_pk(dedup_key: &str) -> String {
     format!("alert#{dedup_key}")
@@ -41,7 +52,9 @@ pub struct Router {
     pub dead_letter: Box<dyn DeadLetter>,
     pub slack_webhook_url: Option<String>,
     pub pagerduty_routing_key: Option<String>,
-    pub signing_key: Option<Vec<u8>>,
+    /// Acknowledgement-link keys: the current one signs, the previous one (during a rotation)
+    /// still verifies.
+    pub keys: link::Keyring,
 }
 
 async fn read_secret(params: Option<&dyn Params>, name: &str) -> Result<Option<String>> {
@@ -58,6 +71,26 @@ async fn read_secret(params: Option<&dyn Params>, name: &str) -> Result<Option<S
         ),
     }
     Ok(v)
+}
+
+/// One link-signing key from its SSM SecureString, at least 16 bytes.
+async fn signing_key(
+    params: Option<&dyn Params>,
+    name: &str,
+    kid: &str,
+) -> Result<Option<link::SigningKey>> {
+    let Some(key) = read_secret(params, name).await? else {
+        return Ok(None);
+    };
+    if key.len() < 16 {
+        return Err(NbaopsError::config(format!(
+            "{name}: the link-signing key must be at least 16 bytes"
+        )));
+    }
+    Ok(Some(link::SigningKey {
+        kid: kid.to_string(),
+        key: key.into_bytes(),
+    }))
 }
 
 /// Production init: the section config, the HTTP client, SQS, and the three secrets.
@@ -91,28 +124,33 @@ impl Router {
             )));
         }
         let pagerduty_routing_key = read_secret(params, &cfg.secrets.pagerduty_routing_key).await?;
-        let signing_key = read_secret(params, &cfg.secrets.link_signing_key)
-            .await?
-            .map(String::into_bytes);
-        if signing_key.as_ref().is_some_and(|k| k.len() < 16) {
-            return Err(NbaopsError::config(format!(
-                "{}: the link-signing key must be at least 16 bytes",
-                cfg.secrets.link_signing_key
-            )));
-        }
+        let current = signing_key(params, &cfg.secrets.link_signing_key, &cfg.ack_key_id).await?;
+        let previous = match &cfg.ack_previous_key_id {
+            Some(kid) => {
+                let k = signing_key(params, &cfg.secrets.previous_link_signing_key, kid).await?;
+                if k.is_none() {
+                    tracing::warn!(
+                        kid = %kid,
+                        "alerts.ack.previous_key_id is set but its key is not: links signed with it are refused"
+                    );
+                }
+                k
+            }
+            None => None,
+        };
         Ok(Router {
             cfg,
             http,
             dead_letter,
             slack_webhook_url,
             pagerduty_routing_key,
-            signing_key,
+            keys: link::Keyring { current, previous },
         })
     }
 
     fn ack_url(&self, dedup_key: &str, now: DateTime<Utc>) -> Option<String> {
         let base = self.cfg.ack_base_url.as_deref()?;
-        let key = self.signing_key.as_deref()?;
+        let key = self.keys.current.as_ref()?;
         Some(link::ack_link(
             base,
             key,
@@ -270,11 +308,18 @@ pub async fn handle(
                 .and_then(Value::as_str)
                 .unwrap_or("")
                 .to_string();
-            match alert_of(record) {
-                Ok(alert) => {
+            match incoming_of(record) {
+                Ok(Incoming::Alert(alert)) => {
                     let (rec, delivered) = on_alert(&alert, &event_id, &inv, deps, router).await?;
                     if !delivered {
                         undelivered.push(alert.dedup_key.clone());
+                    }
+                    report.records.push(rec);
+                }
+                Ok(Incoming::Alarm(alarm)) => {
+                    let (rec, delivered) = on_alarm(&alarm, &event_id, &inv, deps, router).await?;
+                    if !delivered {
+                        undelivered.push(alarm_dedup_key(&alarm));
                     }
                     report.records.push(rec);
                 }
@@ -295,7 +340,7 @@ pub async fn handle(
                 other => RecordReport::not_for_me(
                     other.event_id().unwrap_or(""),
                     other.kind(),
-                    format!("{FUNCTION} takes {ALERT_SCHEMA} messages from SNS, acknowledgement links and the '{SWEEP_TASK}' schedule"),
+                    format!("{FUNCTION} takes {ALERT_SCHEMA} messages and CloudWatch alarm notifications from SNS, acknowledgement links and the '{SWEEP_TASK}' schedule"),
                 ),
             };
             report.records.push(rec);
@@ -321,6 +366,39 @@ pub async fn handle(
         });
     }
     Ok(Reply::Report(report))
+}
+
+/// What an SNS record on the alerts topic carries.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Incoming {
+    Alert(Alert),
+    Alarm(AlarmChange),
+}
+
+/// An `nbaops.alert/v1`, a CloudWatch alarm notification, or why the record is neither.
+pub fn incoming_of(record: &Value) -> std::result::Result<Incoming, String> {
+    let why = match alert_of(record) {
+        Ok(alert) => return Ok(Incoming::Alert(alert)),
+        Err(why) => why,
+    };
+    let has_schema = match record.pointer("/Sns/Message") {
+        Some(Value::String(s)) => serde_json::from_str::<Value>(s)
+            .ok()
+            .is_some_and(|m| m.get("schema").is_some()),
+        Some(m) => m.get("schema").is_some(),
+        None => false,
+    };
+    if has_schema {
+        // It claims a schema: what is wrong with it is the news, not that it is no alarm.
+        return Err(why);
+    }
+    let neither = format!("neither an {ALERT_SCHEMA} nor a CloudWatch alarm notification");
+    match classify(&json!({ "Records": [record] })).into_iter().next() {
+        Some(Inbound::Alarm(a)) => Ok(Incoming::Alarm(a)),
+        Some(Inbound::NotForMe(n)) => Err(format!("{neither}: {}", n.reason)),
+        Some(other) => Err(format!("{neither} but a {} event", other.kind())),
+        None => Err(format!("{neither}: {why}")),
+    }
 }
 
 /// The alert inside an SNS record, or why this record is not one.
@@ -353,7 +431,14 @@ pub fn alert_of(record: &Value) -> std::result::Result<Alert, String> {
 }
 
 fn message_for(alert: &Alert, kind: Kind, ack_url: Option<String>) -> Message {
+    let reason = alert
+        .details
+        .pointer("/alarm/reason")
+        .and_then(Value::as_str)
+        .filter(|r| !r.trim().is_empty())
+        .map(|r| r.chars().take(300).collect());
     Message {
+        reason,
         kind,
         severity: alert.severity,
         env: alert.env.clone(),
@@ -385,6 +470,7 @@ fn message_from_incident(
         actions_taken: vec![],
         runbook: None,
         details: Value::Null,
+        reason: None,
         ack_url,
     }
 }
@@ -625,6 +711,207 @@ async fn on_alert(
     Ok((rec, delivered))
 }
 
+/// The dedup key of an alarm: its ARN; without one (a notification with nulls) the ARN rebuilt
+/// from account and region, else the name.
+pub fn alarm_dedup_key(a: &AlarmChange) -> String {
+    if let Some(arn) = a.alarm_arn.as_deref().filter(|x| !x.trim().is_empty()) {
+        return arn.to_string();
+    }
+    match (&a.region, &a.account) {
+        (Some(region), Some(account)) => {
+            format!(
+                "arn:aws:cloudwatch:{region}:{account}:alarm:{}",
+                a.alarm_name
+            )
+        }
+        _ => format!("cloudwatch-alarm:{}", a.alarm_name),
+    }
+}
+
+fn comparison_symbol(op: &str) -> &str {
+    match op {
+        "GreaterThanThreshold" => ">",
+        "GreaterThanOrEqualToThreshold" => ">=",
+        "LessThanThreshold" => "<",
+        "LessThanOrEqualToThreshold" => "<=",
+        other => other,
+    }
+}
+
+/// A few words on what the alarm watches, for the title.
+fn alarm_gist(a: &AlarmChange) -> Option<String> {
+    match &a.trigger {
+        AlarmTrigger::SingleMetric(s) => {
+            let metric = [
+                s.metric.namespace.as_deref(),
+                s.metric.metric_name.as_deref(),
+            ]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(" ");
+            match (s.comparison.as_deref(), s.threshold) {
+                (Some(op), Some(t)) if !metric.is_empty() => {
+                    Some(format!("{metric} {} {t}", comparison_symbol(op)))
+                }
+                _ => Some(metric).filter(|m| !m.is_empty()),
+            }
+        }
+        AlarmTrigger::MetricMath { metrics } => Some(
+            metrics
+                .iter()
+                .find_map(|m| m.expression.as_deref())
+                .map(|e| format!("metric math {e}"))
+                .unwrap_or_else(|| "metric math".into()),
+        ),
+        AlarmTrigger::AnomalyDetection { .. } => Some(match a.metric_name() {
+            Some(m) => format!("anomaly band of {m}"),
+            None => "anomaly band".into(),
+        }),
+        AlarmTrigger::Composite { .. } => Some("composite alarm".into()),
+        AlarmTrigger::Unknown => None,
+    }
+}
+
+/// What the alarm is about: its dimensions (`FunctionName=nbaops-dev-pg-health`), else the alarm.
+fn alarm_resource(a: &AlarmChange) -> String {
+    let dims: Vec<String> = a
+        .trigger
+        .metrics()
+        .into_iter()
+        .flat_map(|m| m.dimensions.iter())
+        .map(|(k, v)| format!("{k}={v}"))
+        .fold(Vec::new(), |mut acc, d| {
+            if !acc.contains(&d) {
+                acc.push(d);
+            }
+            acc
+        });
+    if dims.is_empty() {
+        format!("alarm:{}", a.alarm_name)
+    } else {
+        dims.join(",")
+    }
+}
+
+/// The alert a CloudWatch alarm notification stands for (the alarm itself in `details.alarm`).
+pub fn alert_from_alarm(a: &AlarmChange, severity: Severity, env: &str) -> Alert {
+    // What it watches is news while it fires; "is OK (Errors > 0)" would only confuse.
+    let summary = match alarm_gist(a).filter(|_| a.state != AlarmState::Ok) {
+        Some(g) => format!("CloudWatch alarm {} is {} ({g})", a.alarm_name, a.state),
+        None => format!("CloudWatch alarm {} is {}", a.alarm_name, a.state),
+    };
+    let mut alert = Alert::new(
+        severity,
+        env,
+        ALARM_SOURCE,
+        &alarm_resource(a),
+        alarm_dedup_key(a),
+        summary,
+        a.changed_at,
+    )
+    .with_details(json!({ "alarm": a }));
+    if a.state == AlarmState::Ok {
+        alert.status = AlertStatus::Resolved;
+    }
+    let function = a.dimension("FunctionName").filter(|_| {
+        a.trigger
+            .metrics()
+            .iter()
+            .any(|m| m.namespace.as_deref() == Some("AWS/Lambda"))
+    });
+    if let Some(f) = function {
+        alert = alert.with_runbook(format!(
+            "the function's log group /aws/lambda/{f}; failed asynchronous events wait in the failed-events queue"
+        ));
+    }
+    alert
+}
+
+/// A CloudWatch alarm notification: ALARM fires, OK resolves, INSUFFICIENT_DATA is noted; one
+/// older than the last seen for the same alarm (SNS does not keep order) changes nothing.
+async fn on_alarm(
+    alarm: &AlarmChange,
+    event_id: &str,
+    inv: &Invocation,
+    deps: &Deps,
+    router: &Router,
+) -> Result<(RecordReport, bool)> {
+    let now = inv.now;
+    let (severity, pattern) = router.cfg.alarm_severity(&alarm.alarm_name);
+    let key = alarm_dedup_key(alarm);
+    let summary = format!(
+        "{severity} {} CloudWatch alarm '{}' (severity {}) ({key})",
+        alarm.state,
+        alarm.alarm_name,
+        match pattern {
+            Some(p) => format!("from pattern '{p}'"),
+            None => "by default: no alerts.alarm_severity pattern matched".into(),
+        }
+    );
+    let mut rec = RecordReport {
+        event_id: event_id.to_string(),
+        kind: "alarm".into(),
+        summary: summary.clone(),
+        ..Default::default()
+    };
+    let pk = incident_pk(&key);
+    let seen_at = deps
+        .ledger
+        .get(&pk, ALARM_SEEN_SK)
+        .await?
+        .and_then(|v| v.get("changed_at").cloned())
+        .and_then(|v| serde_json::from_value::<DateTime<Utc>>(v).ok());
+    if let Some(seen) = seen_at.filter(|seen| *seen > alarm.changed_at) {
+        rec.notes.push(format!(
+            "{} of {} is older than the last notification of this alarm ({}): nothing changes",
+            alarm.state,
+            alarm.changed_at.to_rfc3339(),
+            seen.to_rfc3339()
+        ));
+        return Ok((rec, true));
+    }
+    deps.ledger
+        .put(
+            &pk,
+            ALARM_SEEN_SK,
+            &json!({"state": alarm.state, "changed_at": alarm.changed_at, "event_id": event_id}),
+            Some((now + Span::days(router.cfg.record_ttl_days)).timestamp()),
+        )
+        .await?;
+    if alarm.state == AlarmState::InsufficientData {
+        let what = format!(
+            "CloudWatch alarm {} is INSUFFICIENT_DATA{}",
+            alarm.alarm_name,
+            if alarm.reason.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", alarm.reason.chars().take(300).collect::<String>())
+            }
+        );
+        match load_incident(deps, &key).await?.filter(|i| !i.is_closed()) {
+            Some(mut inc) => {
+                inc.note(now, &what);
+                save_incident(deps, router, &inc, now).await?;
+                rec.notes.push(
+                    "INSUFFICIENT_DATA: noted on the open incident, nothing sent (the alarm neither fires nor clears)"
+                        .into(),
+                );
+            }
+            None => rec
+                .notes
+                .push("INSUFFICIENT_DATA with no open incident: noted here, nothing sent".into()),
+        }
+        tracing::info!(dedup_key = %key, "{what}");
+        return Ok((rec, true));
+    }
+    let alert = alert_from_alarm(alarm, severity, &deps.cfg.env.to_string());
+    let (mut inner, delivered) = on_alert(&alert, event_id, inv, deps, router).await?;
+    inner.kind = rec.kind;
+    inner.summary = summary;
+    Ok((inner, delivered))
+}
+
 async fn on_resolve(
     alert: &Alert,
     prev: Option<Incident>,
@@ -703,19 +990,23 @@ async fn on_ack_request(
                 .collect()
         })
         .unwrap_or_default();
-    let Some(signing_key) = router.signing_key.as_deref() else {
+    if router.keys.is_empty() {
         return Ok(Reply::http(403, "acknowledgement links are not configured"));
-    };
-    let key = match link::verify(signing_key, &query, inv.now) {
+    }
+    let key = match link::verify(&router.keys, &query, inv.now) {
         Ok(k) => k,
         Err(refusal) => {
             let source_ip = payload
                 .pointer("/requestContext/http/sourceIp")
                 .and_then(Value::as_str)
                 .unwrap_or("");
-            tracing::warn!(?refusal, source_ip, "acknowledgement link refused");
+            let kid = query.get("kid").map(String::as_str).unwrap_or("");
+            tracing::warn!(?refusal, source_ip, kid, "acknowledgement link refused");
             let why = match refusal {
                 link::Refusal::Missing => "this link is incomplete",
+                link::Refusal::UnknownKey => {
+                    "this link was signed with a key that is no longer accepted"
+                }
                 link::Refusal::Forged => "this link is not valid",
                 link::Refusal::Expired => "this link has expired",
             };
@@ -1109,7 +1400,7 @@ mod tests {
         let url = text.split("<").last().unwrap().split('|').next().unwrap();
         assert_eq!(
             link::verify(
-                SIGNING.as_bytes(),
+                &w.router.keys,
                 &link::query_of(url),
                 t("2026-11-25T10:00:00Z")
             ),
@@ -1368,6 +1659,554 @@ mod tests {
         );
     }
 
+    fn alarm_fixture(name: &str) -> Value {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../events/cloudwatch-alarm")
+            .join(name);
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    }
+
+    /// The fixture with another state, state-change time and SNS message id.
+    fn alarm_as(name: &str, state: &str, changed: &str, id: &str) -> Value {
+        let mut v = alarm_fixture(name);
+        let sns = &mut v["Records"][0]["Sns"];
+        let mut msg: Value = serde_json::from_str(sns["Message"].as_str().unwrap()).unwrap();
+        msg["NewStateValue"] = json!(state);
+        msg["StateChangeTime"] = json!(changed);
+        sns["Message"] = json!(msg.to_string());
+        sns["MessageId"] = json!(id);
+        v
+    }
+
+    const PG_ERRORS_ARN: &str =
+        "arn:aws:cloudwatch:us-east-1:123456789012:alarm:nbaops-dev-pg-health-errors";
+
+    fn slack_texts(w: &World) -> Vec<String> {
+        w.http
+            .requests_to(SLACK)
+            .iter()
+            .map(|b| b["text"].as_str().unwrap_or("").to_string())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn every_cloudwatch_alarm_shape_on_the_alerts_topic_is_routed() {
+        // (fixture, severity, dedup key, pages?)
+        let cases = [
+            ("sns-single-metric-alarm.json", "P3", "arn:aws:cloudwatch:us-east-1:123456789012:alarm:nbaops-dev-web-cpu-high", false),
+            ("sns-metric-math.json", "P3", "arn:aws:cloudwatch:us-east-1:123456789012:alarm:nbaops-dev-web-5xx-rate", false),
+            ("sns-anomaly-detection.json", "P3", "arn:aws:cloudwatch:us-east-1:123456789012:alarm:nbaops-dev-web-network-anomaly", false),
+            ("sns-composite.json", "P3", "arn:aws:cloudwatch:us-east-1:123456789012:alarm:nbaops-dev-web-degraded", false),
+            ("sns-memcached-memory-alarm.json", "P3", "arn:aws:cloudwatch:us-east-1:123456789012:alarm:nbaops-dev-cache-memory-low", false),
+            // No ARN, account "None": keyed by the name.
+            ("sns-nulls-and-none.json", "P3", "cloudwatch-alarm:nbaops-dev-db-cpu-high", false),
+            ("sns-nbaops-function-errors-alarm.json", "P2", PG_ERRORS_ARN, false),
+            ("sns-transaction-ids-alarm.json", "P1", "arn:aws:cloudwatch:us-east-1:123456789012:alarm:nbaops-dev-db-transaction-ids-critical", true),
+        ];
+        for (i, (fixture, sev, key, pages)) in cases.into_iter().enumerate() {
+            let w = world(&[]).await;
+            let r = report(run(&w, alarm_fixture(fixture), "2026-11-25T22:00:00Z").await);
+            assert!(
+                r.records[0].not_for_me.is_none(),
+                "{fixture}: {:?}",
+                r.records[0]
+            );
+            let slack = slack_texts(&w);
+            assert_eq!(slack.len(), 1, "{fixture}");
+            assert!(
+                slack[0].contains(&format!("[{sev}][dev]")),
+                "{fixture}: {}",
+                slack[0]
+            );
+            assert!(slack[0].contains(key), "{fixture}: {}", slack[0]);
+            let inc = load_incident(&w.deps, key).await.unwrap().unwrap();
+            assert_eq!(
+                (inc.severity.to_string(), inc.status),
+                (sev.to_string(), IncidentStatus::Open),
+                "{fixture}"
+            );
+            assert_eq!(
+                w.http.requests_to(PD).len(),
+                usize::from(pages),
+                "{fixture}"
+            );
+            assert_eq!(
+                w.sns.published().len(),
+                usize::from(sev != "P3"),
+                "{fixture}: email for P1/P2"
+            );
+            assert!(
+                r.records[0].summary.contains(sev),
+                "case {i}: {}",
+                r.records[0].summary
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn alarm_then_repeat_insufficient_data_ok_and_a_stale_alarm() {
+        let w = world(&[]).await;
+        let f = "sns-nbaops-function-errors-alarm.json";
+        report(
+            run(
+                &w,
+                alarm_as(f, "ALARM", "2026-11-25T20:41:05.412+0000", "m1"),
+                "2026-11-25T20:41:06Z",
+            )
+            .await,
+        );
+        assert_eq!(slack_texts(&w).len(), 1);
+        assert!(
+            slack_texts(&w)[0].starts_with("*[P2][dev]"),
+            "{:?}",
+            slack_texts(&w)
+        );
+        assert!(w.http.requests_to(PD).is_empty());
+        assert_eq!(w.sns.published().len(), 1);
+
+        // The same ALARM again (a second notification, a redelivery): a duplicate.
+        let r = report(
+            run(
+                &w,
+                alarm_as(f, "ALARM", "2026-11-25T20:41:05.412+0000", "m2"),
+                "2026-11-25T20:42:00Z",
+            )
+            .await,
+        );
+        assert!(
+            r.records[0].notes.iter().any(|n| n.contains("duplicate")),
+            "{:?}",
+            r.records[0]
+        );
+        assert_eq!(slack_texts(&w).len(), 1);
+
+        // INSUFFICIENT_DATA: noted on the incident, nothing sent, still open.
+        let r = report(
+            run(
+                &w,
+                alarm_as(f, "INSUFFICIENT_DATA", "2026-11-25T20:45:00.000+0000", "m3"),
+                "2026-11-25T20:45:01Z",
+            )
+            .await,
+        );
+        assert!(r.records[0].not_for_me.is_none());
+        assert!(
+            r.records[0]
+                .notes
+                .iter()
+                .any(|n| n.contains("INSUFFICIENT_DATA")),
+            "{:?}",
+            r.records[0]
+        );
+        assert_eq!((slack_texts(&w).len(), w.sns.published().len()), (1, 1));
+        let inc = load_incident(&w.deps, PG_ERRORS_ARN)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(inc.status, IncidentStatus::Open);
+        assert!(
+            inc.history.iter().any(|h| h.contains("INSUFFICIENT_DATA")),
+            "{:?}",
+            inc.history
+        );
+
+        // OK resolves the same incident where it was opened (Slack and email).
+        let ok = alarm_as(
+            "sns-nbaops-function-errors-ok.json",
+            "OK",
+            "2026-11-25T20:52:05.090+0000",
+            "m4",
+        );
+        report(run(&w, ok, "2026-11-25T20:52:06Z").await);
+        let slack = slack_texts(&w);
+        assert_eq!(slack.len(), 2);
+        assert!(slack[1].starts_with("*RESOLVED [P2][dev]"), "{}", slack[1]);
+        assert_eq!(w.sns.published().len(), 2);
+        let inc = load_incident(&w.deps, PG_ERRORS_ARN)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(inc.status, IncidentStatus::Resolved);
+        assert_eq!(inc.resolved_at, Some(t("2026-11-25T20:52:06Z")));
+
+        // An ALARM older than that OK arriving late (SNS does not keep order) reopens nothing.
+        let r = report(
+            run(
+                &w,
+                alarm_as(f, "ALARM", "2026-11-25T20:50:00.000+0000", "m5"),
+                "2026-11-25T20:53:00Z",
+            )
+            .await,
+        );
+        assert!(
+            r.records[0].notes.iter().any(|n| n.contains("older than")),
+            "{:?}",
+            r.records[0]
+        );
+        assert_eq!(slack_texts(&w).len(), 2);
+        // A newer ALARM opens a new incident.
+        report(
+            run(
+                &w,
+                alarm_as(f, "ALARM", "2026-11-25T21:30:00.000+0000", "m6"),
+                "2026-11-25T21:30:01Z",
+            )
+            .await,
+        );
+        assert_eq!(slack_texts(&w).len(), 3);
+        let inc = load_incident(&w.deps, PG_ERRORS_ARN)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (inc.status, inc.opened_at),
+            (IncidentStatus::Open, t("2026-11-25T21:30:01Z"))
+        );
+
+        // OK of an alarm with no open incident, INSUFFICIENT_DATA with none: nothing sent.
+        let w = world(&[]).await;
+        report(
+            run(
+                &w,
+                alarm_as(f, "OK", "2026-11-25T20:41:05.412+0000", "n1"),
+                "2026-11-25T20:41:06Z",
+            )
+            .await,
+        );
+        let r = report(
+            run(
+                &w,
+                alarm_as(f, "INSUFFICIENT_DATA", "2026-11-25T20:42:05.412+0000", "n2"),
+                "2026-11-25T20:42:06Z",
+            )
+            .await,
+        );
+        assert!(r.records[0].not_for_me.is_none(), "{:?}", r.records[0]);
+        assert!(w.http.requests().is_empty());
+        assert!(w.sns.published().is_empty());
+    }
+
+    #[tokio::test]
+    async fn alarm_severity_comes_from_config_and_an_unmatched_alarm_gets_the_default() {
+        let w = world(&[
+            ("NBAOPS_ALERTS__ALARM_SEVERITY", "nbaops-dev-web-*=P1"),
+            ("NBAOPS_ALERTS__ALARM_SEVERITY_DEFAULT", "P4"),
+        ])
+        .await;
+        report(
+            run(
+                &w,
+                alarm_fixture("sns-single-metric-alarm.json"),
+                "2026-11-25T22:00:00Z",
+            )
+            .await,
+        );
+        assert_eq!(w.http.requests_to(PD).len(), 1, "P1 by pattern pages");
+        report(
+            run(
+                &w,
+                alarm_fixture("sns-nbaops-function-errors-alarm.json"),
+                "2026-11-25T22:00:00Z",
+            )
+            .await,
+        );
+        let slack = slack_texts(&w);
+        assert!(
+            slack[1].contains("[P4][dev]"),
+            "the configured default: {}",
+            slack[1]
+        );
+    }
+
+    #[tokio::test]
+    async fn sns_messages_that_are_neither_alerts_nor_alarms_are_not_for_me() {
+        let w = world(&[]).await;
+        let rds = json!({"Records": [{"EventSource": "aws:sns", "Sns": {
+            "Type": "Notification", "MessageId": "r1", "Timestamp": "2026-11-25T20:00:00.000Z",
+            "TopicArn": "arn:aws:sns:us-east-1:123456789012:nbaops-dev-alerts",
+            "Message": "{\"Event Source\":\"db-instance\",\"Event Time\":\"2026-11-25 20:00:00.000\",\"Identifier Link\":\"x\",\"Source ID\":\"nbaops-dev-db\",\"Source ARN\":\"arn:aws:rds:us-east-1:123456789012:db:nbaops-dev-db\",\"Event ID\":\"http://docs.amazonwebservices.com/AmazonRDS/latest/UserGuide/USER_Events.html#RDS-EVENT-0049\",\"Event Message\":\"Multi-AZ instance failover completed\"}"}}]});
+        for payload in [
+            rds,
+            serde_json::from_str(include_str!(
+                "../../../events/not-for-me/sns-unknown-message.json"
+            ))
+            .unwrap(),
+            json!({"Records": [{"EventSource": "aws:sns", "Sns": {"MessageId": "x", "Message": "plain text"}}]}),
+        ] {
+            let r = report(run(&w, payload, "2026-11-25T20:00:00Z").await);
+            let why = r.records[0]
+                .not_for_me
+                .as_deref()
+                .unwrap_or_default()
+                .to_string();
+            assert!(
+                why.contains("CloudWatch alarm") && why.contains(ALERT_SCHEMA),
+                "{why}"
+            );
+        }
+        assert!(w.http.requests().is_empty());
+    }
+
+    /// A router on the same deps with other config and link keys (a deploy of a rotation).
+    async fn router_with(w: &World, vars: &[(&str, &str)], keys: &[(&str, &str)]) -> Router {
+        let mut all: BTreeMap<String, String> = [
+            ("NBAOPS_ALERTS__ACK__BASE_URL", "https://ack.test/"),
+            ("NBAOPS_ALERTS__PAGERDUTY__EVENTS_URL", PD),
+        ]
+        .iter()
+        .chain(vars)
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        all.insert("NBAOPS_ALERTS__EMAIL_TOPIC_ARN".into(), EMAIL.into());
+        let cfg = alerts::from_settings(&layer(Env::Dev, &all, &BTreeMap::new()).unwrap()).unwrap();
+        let mut params = vec![("/nbaops/dev/secrets/alerts/slack_webhook_url", SLACK)];
+        params.extend_from_slice(keys);
+        Router::load(
+            cfg,
+            Box::new(Shared(w.http)),
+            Box::new(Shared(w.dlq)),
+            Some(&FakeParams::with(&params)),
+        )
+        .await
+        .unwrap()
+    }
+
+    fn link_in(text: &str) -> BTreeMap<String, String> {
+        link::query_of(text.rsplit('<').next().unwrap().split('|').next().unwrap())
+    }
+
+    async fn ack(w: &World, r: &Router, q: &BTreeMap<String, String>, at: &str) -> (u16, String) {
+        match handle(url_request("POST", q), inv(at), &w.deps, r)
+            .await
+            .unwrap()
+        {
+            Reply::Http { status, body, .. } => (status, body),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn link_key_rotation_old_key_accepted_unknown_kid_and_forged_refused() {
+        const CURRENT: &str = "/nbaops/dev/secrets/alerts/link_signing_key";
+        const PREVIOUS: &str = "/nbaops/dev/secrets/alerts/previous_link_signing_key";
+        const NEW: &str = "rotated-unit-test-key-abcdefghij";
+        let w = world(&[]).await;
+        report(
+            run(
+                &w,
+                sns_alert(&alert(Severity::P1, "a"), "m1"),
+                "2026-11-25T10:00:00Z",
+            )
+            .await,
+        );
+        report(
+            run(
+                &w,
+                sns_alert(&alert(Severity::P1, "b"), "m2"),
+                "2026-11-25T10:00:00Z",
+            )
+            .await,
+        );
+        let slack = slack_texts(&w);
+        let (old_a, old_b) = (link_in(&slack[0]), link_in(&slack[1]));
+        assert_eq!(old_a["kid"], "k1");
+
+        // Rotated: k2 signs, k1 still verifies.
+        let rotated = router_with(
+            &w,
+            &[
+                ("NBAOPS_ALERTS__ACK__KEY_ID", "k2"),
+                ("NBAOPS_ALERTS__ACK__PREVIOUS_KEY_ID", "k1"),
+            ],
+            &[(CURRENT, NEW), (PREVIOUS, SIGNING)],
+        )
+        .await;
+        assert_eq!(
+            ack(&w, &rotated, &old_a, "2026-11-25T10:05:00Z").await.0,
+            200
+        );
+        assert_eq!(
+            load_incident(&w.deps, "a").await.unwrap().unwrap().status,
+            IncidentStatus::Acknowledged
+        );
+        handle(
+            sns_alert(&alert(Severity::P1, "c"), "m3"),
+            inv("2026-11-25T10:06:00Z"),
+            &w.deps,
+            &rotated,
+        )
+        .await
+        .unwrap();
+        let new_c = link_in(slack_texts(&w).last().unwrap());
+        assert_eq!(new_c["kid"], "k2");
+
+        // A made-up key id, and a k1 link relabelled k2: refused.
+        let mut unknown = old_b.clone();
+        unknown.insert("kid".into(), "k9".into());
+        let (status, body) = ack(&w, &rotated, &unknown, "2026-11-25T10:07:00Z").await;
+        assert_eq!(status, 403);
+        assert!(body.contains("no longer accepted"), "{body}");
+        let mut relabelled = old_b.clone();
+        relabelled.insert("kid".into(), "k2".into());
+        let (status, body) = ack(&w, &rotated, &relabelled, "2026-11-25T10:07:00Z").await;
+        assert_eq!((status, body.as_str()), (403, "this link is not valid"));
+        // Forged: a link for b signed with a guessed key under the current id.
+        let guessed = link::SigningKey {
+            kid: "k2".into(),
+            key: b"guessed-key-000000000000".to_vec(),
+        };
+        let forged = link::query_of(&link::ack_link(
+            "https://ack.test/",
+            &guessed,
+            "b",
+            t("2026-11-26T10:00:00Z"),
+        ));
+        assert_eq!(
+            ack(&w, &rotated, &forged, "2026-11-25T10:07:00Z").await.0,
+            403
+        );
+        assert_eq!(
+            load_incident(&w.deps, "b").await.unwrap().unwrap().status,
+            IncidentStatus::Open
+        );
+
+        // The rotation done (previous key removed): the old link names an unknown key, the new
+        // one still works.
+        let done = router_with(
+            &w,
+            &[("NBAOPS_ALERTS__ACK__KEY_ID", "k2")],
+            &[(CURRENT, NEW)],
+        )
+        .await;
+        let (status, body) = ack(&w, &done, &old_b, "2026-11-25T10:08:00Z").await;
+        assert_eq!(status, 403);
+        assert!(body.contains("no longer accepted"), "{body}");
+        assert_eq!(ack(&w, &done, &new_c, "2026-11-25T10:08:00Z").await.0, 200);
+
+        // A previous key id whose secret is missing: init still works, its links are refused.
+        let half = router_with(
+            &w,
+            &[
+                ("NBAOPS_ALERTS__ACK__KEY_ID", "k2"),
+                ("NBAOPS_ALERTS__ACK__PREVIOUS_KEY_ID", "k1"),
+            ],
+            &[(CURRENT, NEW)],
+        )
+        .await;
+        assert!(half.keys.previous.is_none() && half.keys.current.is_some());
+        assert_eq!(ack(&w, &half, &old_b, "2026-11-25T10:09:00Z").await.0, 403);
+        // A short previous key fails init, like a short current key.
+        let cfg = alerts::from_settings(
+            &layer(
+                Env::Dev,
+                &[(
+                    "NBAOPS_ALERTS__ACK__PREVIOUS_KEY_ID".to_string(),
+                    "k0".to_string(),
+                )]
+                .into(),
+                &BTreeMap::new(),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let short = FakeParams::with(&[(CURRENT, NEW), (PREVIOUS, "short")]);
+        let err = Router::load(
+            cfg,
+            Box::new(FakeHttpPost::default()),
+            Box::new(FakeDeadLetter::default()),
+            Some(&short),
+        )
+        .await
+        .err()
+        .unwrap();
+        assert!(
+            err.to_string().contains("previous_link_signing_key"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn alert_from_alarm_words() {
+        let Some(Inbound::Alarm(a)) =
+            classify(&alarm_fixture("sns-nbaops-function-errors-alarm.json"))
+                .into_iter()
+                .next()
+        else {
+            panic!()
+        };
+        let alert = alert_from_alarm(&a, Severity::P2, "dev");
+        assert_eq!(alert.dedup_key, PG_ERRORS_ARN);
+        assert_eq!(
+            alert.summary,
+            "CloudWatch alarm nbaops-dev-pg-health-errors is ALARM (AWS/Lambda Errors > 0)"
+        );
+        assert_eq!(alert.resource, "FunctionName=nbaops-dev-pg-health");
+        assert_eq!(alert.source_function, ALARM_SOURCE);
+        assert_eq!(alert.status, AlertStatus::Firing);
+        assert!(alert
+            .runbook
+            .as_deref()
+            .unwrap()
+            .contains("/aws/lambda/nbaops-dev-pg-health"));
+        assert_eq!(
+            alert.details["alarm"]["alarm_name"],
+            "nbaops-dev-pg-health-errors"
+        );
+        let msg = message_for(&alert, Kind::Firing, None);
+        assert!(msg.slack()["text"]
+            .as_str()
+            .unwrap()
+            .contains("why: Threshold Crossed"));
+        for (fixture, words) in [
+            ("sns-metric-math.json", "(metric math 100 * m1 / (m1 + m2))"),
+            ("sns-anomaly-detection.json", "(anomaly band of NetworkIn)"),
+            ("sns-composite.json", "(composite alarm)"),
+            (
+                "sns-nulls-and-none.json",
+                "is ALARM (AWS/RDS CPUUtilization)",
+            ),
+            (
+                "sns-transaction-ids-alarm.json",
+                "(AWS/RDS MaximumUsedTransactionIDs > 1000000000)",
+            ),
+        ] {
+            let Some(Inbound::Alarm(a)) = classify(&alarm_fixture(fixture)).into_iter().next()
+            else {
+                panic!("{fixture}")
+            };
+            let alert = alert_from_alarm(&a, Severity::P3, "dev");
+            assert!(
+                alert.summary.ends_with(words),
+                "{fixture}: {}",
+                alert.summary
+            );
+            assert!(alert.runbook.is_none(), "{fixture}");
+        }
+        // OK resolves; no ARN and no account: the name is the key.
+        let mut v = alarm_fixture("sns-nulls-and-none.json");
+        let m = v["Records"][0]["Sns"]["Message"]
+            .as_str()
+            .unwrap()
+            .replace("\"ALARM\"", "\"OK\"");
+        v["Records"][0]["Sns"]["Message"] = json!(m);
+        let Some(Inbound::Alarm(a)) = classify(&v).into_iter().next() else {
+            panic!()
+        };
+        let alert = alert_from_alarm(&a, Severity::P3, "dev");
+        assert_eq!(
+            (alert.status, alert.dedup_key.as_str()),
+            (
+                AlertStatus::Resolved,
+                "cloudwatch-alarm:nbaops-dev-db-cpu-high"
+            )
+        );
+        assert_eq!(alert.resource, "DBInstanceIdentifier=nbaops-dev-db");
+        assert_eq!(
+            alert.summary,
+            "CloudWatch alarm nbaops-dev-db-cpu-high is OK"
+        );
+    }
+
     #[test]
     fn alert_fixtures_parse() {
         for (text, status) in [
@@ -1437,8 +2276,13 @@ mod tests {
         )
         .await
         .unwrap();
-        assert!(bare.slack_webhook_url.is_none() && bare.signing_key.is_none());
-        assert!(bare.ack_url("k", Utc::now()).is_none());
+        assert!(bare.slack_webhook_url.is_none() && bare.keys.is_empty());
+        assert!(bare
+            .ack_url(
+                "k",
+                chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap()
+            )
+            .is_none());
         let short =
             FakeParams::with(&[("/nbaops/dev/secrets/alerts/link_signing_key", "short-key")]);
         let cfg = alerts::from_settings(&w.deps.cfg.settings).unwrap();

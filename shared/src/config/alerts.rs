@@ -58,7 +58,7 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("alerts.secrets.previous_link_signing_key", "/nbaops/{env}/secrets/alerts/previous_link_signing_key", "SSM SecureString holding the previous link key (read only when alerts.ack.previous_key_id is set)"),
     (
         "alerts.alarm_severity",
-        "nbaops-*-errors=P2,nbaops-*-throttles=P2,nbaops-*-dlq*=P2,nbaops-*dead-letter*=P2,nbaops-*failed-events*=P2,*transaction-ids*=P1,*xid-age*=P1,*replica-lag*=P2",
+        "nbaops-*-errors=P2,nbaops-*-throttles=P2,nbaops-*-dlq*=P2,nbaops-*failed-events*=P2,*transaction-ids*=P1,*replica-lag*=P2",
         "severity of a CloudWatch alarm notification by alarm name: comma list of pattern=P1..P4, * matches any run of characters, case-insensitive, first match wins",
     ),
     ("alerts.alarm_severity_default", "P3", "severity of a CloudWatch alarm whose name matches no alerts.alarm_severity pattern"),
@@ -544,10 +544,9 @@ mod tests {
             (Severity::P2, Some("nbaops-*-errors"))
         );
         assert_eq!(sev("nbaops-prod-scale-on-alarm-throttles").0, Severity::P2);
-        assert_eq!(sev("nbaops-dev-alerts-dlq-visible").0, Severity::P2);
         assert_eq!(
-            sev("nbaops-dev-alerts-dead-letter-not-empty").0,
-            Severity::P2
+            sev("nbaops-dev-alerts-dlq-not-empty"),
+            (Severity::P2, Some("nbaops-*-dlq*"))
         );
         assert_eq!(
             sev("nbaops-dev-failed-events-visible"),
@@ -557,7 +556,7 @@ mod tests {
             sev("nbaops-dev-db-transaction-ids-critical"),
             (Severity::P1, Some("*transaction-ids*"))
         );
-        assert_eq!(sev("nbaops-dev-db-xid-age-warning").0, Severity::P1);
+        assert_eq!(sev("nbaops-dev-db-transaction-ids-warning").0, Severity::P1);
         assert_eq!(sev("nbaops-dev-db-replica-lag").0, Severity::P2);
         assert_eq!(sev("nbaops-dev-web-cpu-high"), (Severity::P3, None));
         assert_eq!(sev(""), (Severity::P3, None));
