@@ -264,7 +264,9 @@ SSM_PLAN = {  # function: (config sections besides guard + audit, secret pattern
     "PgHealthFunction": (["pg"], ["pg/*/monitor"]),
     "VacuumTriggerFunction": (["pg"], ["pg/*/maintenance"]),
     "AlertRouterFunction": (["alerts"], ["alerts/*"]),
-    "AlertAckFunction": (["alerts"], ["alerts/link_signing_key", "alerts/previous_link_signing_key"]),  # key rotation: alerts.ack.previous_key_id
+    # The acknowledgement URL runs alert-router's binary, whose init reads the channel secrets too.
+    "AlertAckFunction": (["alerts"], ["alerts/link_signing_key", "alerts/previous_link_signing_key",
+                                      "alerts/slack_webhook_url", "alerts/pagerduty_routing_key"]),
     "CostAnomalyFunction": (["cost"], []),
     "FailoverNotifyFunction": (["failover"], ["failover/*"]),
     "BackupGuardFunction": (["backup", "pg"], ["backup/drill/*"]),

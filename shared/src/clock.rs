@@ -36,7 +36,9 @@ fn test_origin() -> Option<(DateTime<Utc>, Instant)> {
             Some(at) => Some((at, Instant::now())),
             None => {
                 // Loud: a test matrix silently running on today's date would prove nothing.
-                eprintln!("{TEST_NOW_VAR}='{raw}' is not an RFC 3339 instant; using the system clock");
+                eprintln!(
+                    "{TEST_NOW_VAR}='{raw}' is not an RFC 3339 instant; using the system clock"
+                );
                 None
             }
         }

@@ -5,7 +5,6 @@ use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::RwLock;
 
-
 use serde_json::{json, Map, Value};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::EnvFilter;

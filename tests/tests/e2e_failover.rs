@@ -178,7 +178,8 @@ async fn the_sweep_raises_p1_for_a_failover_that_never_completed() {
     let f = start(&stack, "postgres://nobody@127.0.0.1:9/postgres", 0).await;
     let mut ev = fixture(START);
     ev["id"] = json!("stuck-start");
-    ev["detail"]["Date"] = json!((nbaops_tests::clock::now() - chrono::Duration::minutes(10)).to_rfc3339());
+    ev["detail"]["Date"] =
+        json!((nbaops_tests::clock::now() - chrono::Duration::minutes(10)).to_rfc3339());
     invoke(&f, ev).await;
     let v = invoke(&f, fixture(SWEEP)).await;
     let a = alerts(&stack).await;

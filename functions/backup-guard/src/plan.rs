@@ -604,12 +604,19 @@ mod tests {
             .contains("stalled"));
         assert_eq!(archiver_problem(&stalled, now(), 0), None);
         // The server's clock decides the age, whatever the function's clock says.
-        let on_server = row(json!({"archive_mode": "on", "last_archived_time": t(2), "server_now": t(0)}));
-        assert_eq!(archiver_problem(&on_server, now() + Duration::days(30), 15), None);
-        let stalled_on_server = row(json!({"archive_mode": "on", "last_archived_time": t(40), "server_now": t(0)}));
-        assert!(archiver_problem(&stalled_on_server, now() - Duration::days(30), 15)
-            .unwrap()
-            .contains("40 min ago"));
+        let on_server =
+            row(json!({"archive_mode": "on", "last_archived_time": t(2), "server_now": t(0)}));
+        assert_eq!(
+            archiver_problem(&on_server, now() + Duration::days(30), 15),
+            None
+        );
+        let stalled_on_server =
+            row(json!({"archive_mode": "on", "last_archived_time": t(40), "server_now": t(0)}));
+        assert!(
+            archiver_problem(&stalled_on_server, now() - Duration::days(30), 15)
+                .unwrap()
+                .contains("40 min ago")
+        );
         // Nothing archived yet and nothing failed: not judged.
         assert_eq!(
             archiver_problem(&row(json!({"archive_mode": "on"})), now(), 15),
@@ -686,7 +693,14 @@ mod tests {
         foreign.tags.clear();
         let mut creating = ours("m-5", 0);
         creating.status = "creating".into();
-        let p = plan_copies(&[foreign, creating, ours("old", 400)], &[], &[], 5, 365, now());
+        let p = plan_copies(
+            &[foreign, creating, ours("old", 400)],
+            &[],
+            &[],
+            5,
+            365,
+            now(),
+        );
         assert!(p.copy.is_empty(), "{p:?}");
     }
 

@@ -804,21 +804,34 @@ mod tests {
             ("/nbaops/dev/scale/alarm_map", "{not json"),
             ("/nbaops/dev/guard/dry_run", "true"),
             ("/nbaops/dev/alerts/dedup_minutes", "not-a-number"),
-            ("/nbaops/dev/secrets/alerts/slack_webhook_url", "https://hooks.example/x"),
+            (
+                "/nbaops/dev/secrets/alerts/slack_webhook_url",
+                "https://hooks.example/x",
+            ),
         ]);
         let env = vars(&[("NBAOPS_ENV", "dev")]);
         let c = Config::load("offhours", &env, Some(&params)).await.unwrap();
         assert!(c.guard.dry_run, "the shared guard section is read");
-        assert!(c.settings.get("alerts.dedup_minutes").is_none_or(|v| v != "not-a-number"));
+        assert!(c
+            .settings
+            .get("alerts.dedup_minutes")
+            .is_none_or(|v| v != "not-a-number"));
         let e = Config::load("scale-on-alarm", &env, Some(&params))
             .await
             .unwrap_err();
         assert!(e.to_string().contains("scale.alarm_map"), "{e}");
         assert_eq!(
             ssm_paths(Env::Prod, "backup-guard"),
-            vec!["/nbaops/prod/guard/", "/nbaops/prod/audit/", "/nbaops/prod/backup/", "/nbaops/prod/pg/"]
+            vec![
+                "/nbaops/prod/guard/",
+                "/nbaops/prod/audit/",
+                "/nbaops/prod/backup/",
+                "/nbaops/prod/pg/"
+            ]
         );
-        assert!(ssm_paths(Env::Dev, "alert-router").iter().all(|p| !p.contains("secrets")));
+        assert!(ssm_paths(Env::Dev, "alert-router")
+            .iter()
+            .all(|p| !p.contains("secrets")));
     }
 
     #[test]

@@ -508,7 +508,8 @@ pub const XMIN_HOLDERS: &str = "SELECT 'prepared transaction' AS kind, gid::text
 // ---- WAL archiving ----
 
 /// `server_now`: archive times are on the database's clock, so their age is measured on it too.
-pub const ARCHIVER: &str = "SELECT current_setting('archive_mode')::text AS archive_mode, now() AS server_now, \
+pub const ARCHIVER: &str =
+    "SELECT current_setting('archive_mode')::text AS archive_mode, now() AS server_now, \
     archived_count::int8, failed_count::int8, last_archived_time, last_failed_time, \
     last_failed_wal::text AS last_failed_wal FROM pg_stat_archiver";
 

@@ -30,9 +30,21 @@ pub fn scenes() -> Vec<Scene> {
             before: Nothing,
         },
         Scene {
-            title: "a CloudWatch alarm on the alerts topic is not an nbaops alert",
+            title: "nbaops's own Errors alarm on the alerts topic: routed as P2, deduplicated by alarm ARN",
             function: "alert-router",
-            fixture: "events/cloudwatch-alarm/sns-single-metric-alarm.json",
+            fixture: "events/cloudwatch-alarm/sns-nbaops-function-errors-alarm.json",
+            before: Nothing,
+        },
+        Scene {
+            title: "the same alarm back to OK: its incident resolves",
+            function: "alert-router",
+            fixture: "events/cloudwatch-alarm/sns-nbaops-function-errors-ok.json",
+            before: Nothing,
+        },
+        Scene {
+            title: "an SNS message that is neither an alert nor an alarm: not for me",
+            function: "alert-router",
+            fixture: "events/not-for-me/sns-unknown-message.json",
             before: Nothing,
         },
     ]
