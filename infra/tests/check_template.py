@@ -392,6 +392,14 @@ for env in ("dev", "test", "prod"):
     check(f"samconfig: [{env}.deploy.parameters] with Env={env}", f"Env={env}" in p.get("parameter_overrides", ""))
 check("samconfig: prod confirms its change set", conf["prod"]["deploy"]["parameters"].get("confirm_changeset") is True)
 
+# The README's "Before your first deploy" and docs/first-deploy.md name every parameter a user gives.
+readme = (ROOT / "README.md").read_text()
+first_deploy = readme.split("## Before your first deploy", 1)[-1].split("\n## ", 1)[0] if "## Before your first deploy" in readme else ""
+doc = (ROOT / "docs/first-deploy.md").read_text() if (ROOT / "docs/first-deploy.md").exists() else ""
+for name in template.get("Parameters", {}):
+    check(f"parameter {name} is in the README's 'Before your first deploy' and docs/first-deploy.md",
+          f"`{name}`" in first_deploy and f"`{name}`" in doc)
+
 passed, failed = results.count(True), results.count(False)
 print(f"template: {passed} passed, {failed} failed")
 sys.exit(1 if failed else 0)
