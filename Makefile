@@ -46,8 +46,14 @@ e2e: build
 TEST_DATES ?= 2026-11-30T23:40:00Z 2026-12-31T23:40:00Z 2027-03-14T06:50:00Z 2027-11-07T05:50:00Z 2028-02-29T12:00:00Z
 DATE_SUITES ?= e2e_backup e2e_offhours e2e_alert_router e2e_cost e2e_failover
 
+# moto's request recordings of the whole suite: every call a function made must be declared in its
+# crate's src/aws_operations.rs (which check_aws_operations.py holds the template's role to).
+export NBAOPS_AWS_CALLS_DIR ?= $(CARGO_TARGET_DIR)/aws-calls
+
 test: lint infra-lint build ## everything CI runs
+	@rm -rf $(NBAOPS_AWS_CALLS_DIR)
 	@set -o pipefail; { $(CARGO) test --workspace --all-targets -- --test-threads=2 2>&1 && \
+	  .venv/bin/python infra/tests/check_observed_calls.py $(NBAOPS_AWS_CALLS_DIR) && \
 	  for at in $(TEST_DATES); do echo "== test clock $$at"; \
 	    NBAOPS_TEST_NOW=$$at $(CARGO) test -p nbaops-tests $(addprefix --test ,$(DATE_SUITES)) -- --test-threads=2 2>&1 || exit 1; done; } \
 	  | tee $(CARGO_TARGET_DIR)/test.log; \

@@ -50,6 +50,8 @@ impl FunctionProcess {
             .env("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{name}"))
             .env("AWS_LAMBDA_LOG_STREAM_NAME", "local")
             .envs([crate::clock::env()])
+            // Names the caller in moto's request recording (`app/<function>` in the user agent).
+            .env("AWS_SDK_UA_APP_ID", name)
             .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -100,10 +100,36 @@ impl Moto {
     }
 }
 
+/// Where moto's request recordings are kept after the server stops (`make test` sets it and then
+/// checks every call a function made against the operations its crate declares:
+/// infra/tests/check_observed_calls.py). Unset: recordings are dropped with the server.
+pub const CALLS_DIR_VAR: &str = "NBAOPS_AWS_CALLS_DIR";
+
+impl Moto {
+    /// Every request this server received so far, one JSON object a line (moto's recorder:
+    /// headers — the caller's `app/<function>` user agent, the signing scope — method, url, body).
+    pub fn recording(&self) -> String {
+        std::fs::read_to_string(self.dir.join("recording.jsonl")).unwrap_or_default()
+    }
+}
+
 impl Drop for Moto {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(dir) = std::env::var_os(CALLS_DIR_VAR) {
+            let dir = PathBuf::from(dir);
+            let _ = std::fs::create_dir_all(&dir);
+            let name = self
+                .dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| format!("moto-{}", self.port));
+            let _ = std::fs::copy(
+                self.dir.join("recording.jsonl"),
+                dir.join(format!("{name}.jsonl")),
+            );
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -124,6 +150,8 @@ async fn start_on_free_port(bin: &Path, dir: &Path) -> Result<(Child, u16), Atte
         .map_err(|e| failed(io_err("clone the log handle")(e)))?;
     // The server runs in this python process, not behind a shell, so the pid we kill is the server's.
     let mut child = Command::new(bin)
+        .env("MOTO_ENABLE_RECORDING", "True")
+        .env("MOTO_RECORDER_FILEPATH", dir.join("recording.jsonl"))
         .args([
             "-c",
             MOTO_ON_TEST_CLOCK,

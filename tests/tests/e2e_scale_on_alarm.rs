@@ -283,7 +283,9 @@ async fn secure_string_never_reaches_the_log() {
         .send()
         .await
         .unwrap();
-    // Debug logging prints every SSM parameter read at init: the value must come out masked.
+    // Debug logging prints every SSM parameter read at init. scale-on-alarm uses no secret, so it
+    // reads none: its config paths are its own sections, never the environment's root (where
+    // secrets/ lives). The log proves the read happened; moto's recording proves what was asked.
     let f = start(&stack, &[("RUST_LOG", "debug")], 1).await;
     invoke(
         &f,
@@ -292,10 +294,39 @@ async fn secure_string_never_reaches_the_log() {
     .await;
     let logs = f.logs();
     assert!(
-        logs.contains("slack_webhook"),
-        "the parameter name is logged: {logs}"
+        logs.contains("SSM parameters read"),
+        "the config read is logged: {logs}"
     );
     assert!(!logs.contains(planted), "secret leaked:\n{logs}");
+    let ours: Vec<String> = stack
+        .moto
+        .recording()
+        .lines()
+        .filter(|l| l.contains("app/scale-on-alarm") && l.contains("AmazonSSM."))
+        .map(String::from)
+        .collect();
+    assert!(
+        ours.iter().any(|l| l.contains("GetParametersByPath")),
+        "no config read recorded"
+    );
+    for l in &ours {
+        let v: Value = serde_json::from_str(l).unwrap();
+        let raw = v["body"].as_str().unwrap_or("");
+        let body = if v["body_encoded"] == true {
+            String::from_utf8(aws_smithy_types::base64::decode(raw).unwrap()).unwrap()
+        } else {
+            raw.to_string()
+        };
+        assert!(
+            body.contains("\"Path\":\"/nbaops/dev/")
+                || body.contains("\"Name\":\"/nbaops/dev/guard/"),
+            "{body}"
+        );
+        assert!(
+            !body.contains("secrets") && !body.contains("\"Path\":\"/nbaops/dev\""),
+            "scale-on-alarm asked SSM for more than its sections: {body}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

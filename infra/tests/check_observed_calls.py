@@ -1,0 +1,92 @@
+#!/usr/bin/env python3
+"""The declared operations are the real ones: every AWS call a function binary made during the
+end-to-end suite (moto's request recordings, kept by the harness when NBAOPS_AWS_CALLS_DIR is set;
+each function process signs its requests with the user agent `app/<function>`) must be in the
+`AWS_OPERATIONS` its crate declares (functions/<crate>/src/aws_operations.rs) — the list that
+check_aws_operations.py holds the template's role to. A call made but not declared would be an
+AccessDenied in a real account.
+
+Usage: check_observed_calls.py DIR. Closes with 'observed-calls: N passed, M failed'.
+"""
+import base64
+import json
+import pathlib
+import re
+import sys
+from collections import defaultdict
+from urllib.parse import parse_qs
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+# SigV4 signing name -> IAM service prefix, where they differ.
+IAM_PREFIX = {"monitoring": "cloudwatch"}
+
+
+def declared(crate):
+    path = ROOT / "functions" / crate / "src" / "aws_operations.rs"
+    if not path.exists():
+        return None
+    src = re.sub(r"//[^\n]*", "", path.read_text())
+    out = set()
+    for m in re.finditer(r"pub const (\w+): &\[&str\] = &\[(.*?)\];", src, re.S):
+        out |= set(re.findall(r'"([^"]+)"', m.group(2)))
+    return out
+
+
+def operation(entry):
+    h = {k.lower(): v for k, v in entry.get("headers", {}).items()}
+    ua = h.get("x-amz-user-agent", "") + " " + h.get("user-agent", "")
+    app = re.search(r"\bapp/([\w.-]+)", ua)
+    scope = re.search(r"Credential=[^/]+/\d+/[^/]+/([^/]+)/aws4_request", h.get("authorization", ""))
+    if not app or not scope:
+        return None
+    service = IAM_PREFIX.get(scope.group(1), scope.group(1))
+    target = h.get("x-amz-target")
+    if target:
+        return app.group(1), f"{service}:{target.rsplit('.', 1)[-1]}"
+    body = entry.get("body") or ""
+    if entry.get("body_encoded"):
+        body = base64.b64decode(body).decode("utf-8", "replace")
+    action = parse_qs(body).get("Action", [None])[0]
+    return (app.group(1), f"{service}:{action}") if action else (app.group(1), f"{service}:?{entry.get('method')} {entry.get('url')}")
+
+
+def main():
+    if len(sys.argv) != 2:
+        print(__doc__)
+        return 2
+    files = sorted(pathlib.Path(sys.argv[1]).glob("*.jsonl"))
+    seen = defaultdict(lambda: defaultdict(int))
+    for f in files:
+        for line in f.read_text().splitlines():
+            try:
+                op = operation(json.loads(line))
+            except (ValueError, KeyError):
+                continue
+            if op:
+                seen[op[0]][op[1]] += 1
+    results = []
+
+    def check(name, ok, detail=""):
+        results.append(bool(ok))
+        print(f"{'ok  ' if ok else 'FAIL'} {name}{'' if ok else ': ' + str(detail)}")
+
+    check(f"recordings found ({len(files)} servers)", files and seen, sys.argv[1])
+    for app in sorted(seen):
+        want = declared(app)
+        if want is None:
+            # Harness stand-ins (fake-echo) are not functions.
+            print(f"     {app}: not a function crate, {sum(seen[app].values())} call(s) ignored")
+            continue
+        extra = sorted(set(seen[app]) - want)
+        check(f"{app}: {len(seen[app])} distinct operation(s), {sum(seen[app].values())} call(s), all declared",
+              not extra, f"called but not in aws_operations.rs: {extra}")
+        unseen = sorted(want - set(seen[app]) - {"kms:Decrypt", "kms:GenerateDataKey"})
+        if unseen:
+            print(f"     {app}: declared, not exercised by the suite: {', '.join(unseen)}")
+    passed, failed = results.count(True), results.count(False)
+    print(f"observed-calls: {passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
