@@ -214,6 +214,8 @@ async fn scan(target: &PgTarget, inv: &Invocation, deps: &Deps, x: &PgHealth) ->
         }
     };
     let pg = pg.as_ref();
+    // Database timestamps are compared on the database's clock (one clock per comparison).
+    let now = server.now.unwrap_or(inv.now);
     s.metrics.push(("Reachable", 1.0, "Count"));
     s.notes.push(format!(
         "PostgreSQL {} {} as {}",
@@ -240,7 +242,7 @@ async fn scan(target: &PgTarget, inv: &Invocation, deps: &Deps, x: &PgHealth) ->
 
     match first_row(pg, sql::DATABASE_COUNTERS).await {
         Ok(r) => {
-            let cur = Counters::from_row(&r, inv.now);
+            let cur = Counters::from_row(&r, now);
             let pk = format!("pgbase#{db}");
             let prev: Option<Counters> = deps
                 .ledger
@@ -336,7 +338,7 @@ async fn scan(target: &PgTarget, inv: &Invocation, deps: &Deps, x: &PgHealth) ->
             Ok(rows) => {
                 let tables: Vec<TableStats> = rows.iter().map(TableStats::from_row).collect();
                 let measured = measure(pg, &tables, cfg, inv, &mut s).await;
-                let (fs, notes) = checks::bloat(db, &tables, &measured, cfg, inv.now);
+                let (fs, notes) = checks::bloat(db, &tables, &measured, cfg, now);
                 s.metrics.push(("BloatedTables", fs.len() as f64, "Count"));
                 s.findings.extend(fs);
                 s.notes.extend(notes);
@@ -348,7 +350,7 @@ async fn scan(target: &PgTarget, inv: &Invocation, deps: &Deps, x: &PgHealth) ->
                     .await?
                     .and_then(|v| serde_json::from_value(v).ok())
                     .unwrap_or_default();
-                stalled = checks::stalled_vacuums(db, &prev, &tables, cfg, inv.now);
+                stalled = checks::stalled_vacuums(db, &prev, &tables, cfg, now);
                 let snap = serde_json::to_value(checks::table_snapshot(&tables, cfg))
                     .map_err(|e| NbaopsError::InvalidEvent(format!("tables: {e}")))?;
                 deps.ledger.put(&pk, "tables", &snap, None).await?;
@@ -358,7 +360,7 @@ async fn scan(target: &PgTarget, inv: &Invocation, deps: &Deps, x: &PgHealth) ->
         match pg.query(&sql::indexes::indexes(server.version)).await {
             Ok(rows) => {
                 let indexes: Vec<IndexStats> = rows.iter().map(IndexStats::from_row).collect();
-                let fs = checks::unused_indexes(db, &indexes, cfg, inv.now);
+                let fs = checks::unused_indexes(db, &indexes, cfg, now);
                 s.metrics.push(("UnusedIndexes", fs.len() as f64, "Count"));
                 s.findings.extend(fs);
             }

@@ -160,7 +160,9 @@ async fn maintain(
         .into_iter()
         .filter_map(|(oid, v)| Some((oid.parse().ok()?, v["measured_bloat"].as_f64()?)))
         .collect();
-    let plan = sql::plan_maintenance(&tables, cfg, &|t| measured.get(&t.oid).copied(), inv.now);
+    // Statistics ages (last analyze) are the database's timestamps: judged on its clock.
+    let db_now = server.now.unwrap_or(inv.now);
+    let plan = sql::plan_maintenance(&tables, cfg, &|t| measured.get(&t.oid).copied(), db_now);
     let runaway_rows = if cfg.terminate.enabled {
         pg.query(&sql::transactions(server.version)).await?
     } else {

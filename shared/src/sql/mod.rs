@@ -181,6 +181,9 @@ pub struct Server {
     pub database: String,
     pub role: String,
     pub own_pid: i64,
+    /// The server's clock: ages of what the database records (stats resets, vacuum times,
+    /// archive times) are measured on it, not on the function's.
+    pub now: Option<DateTime<Utc>>,
 }
 
 impl Server {
@@ -192,6 +195,7 @@ impl Server {
             database: str_of(r, "database").unwrap_or_default(),
             role: str_of(r, "role").unwrap_or_default(),
             own_pid: i64_of(r, "own_pid").unwrap_or(0),
+            now: time_of(r, "now"),
         }
     }
 }
