@@ -29,6 +29,7 @@ infra-lint: setup infra-scan
 	.venv/bin/python infra/tests/check_template.py
 	.venv/bin/python infra/tests/check_aws_operations.py
 	.venv/bin/python infra/tests/check_workflow.py
+	infra/tests/check_ca_bundle.sh
 
 infra-scan:       ## checkov + parliament on the SAM-transformed template, offline (own venv .venv-scan; ~20 s)
 	@scripts/setup-scan.sh

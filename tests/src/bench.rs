@@ -285,9 +285,14 @@ pub async fn run_pg_bench(stack: &Stack, target: &std::path::Path) -> Result<(),
         .await
         .map_err(pg_err)?
         .get::<_, i64>(0);
-    let session = nbaops_shared::adapters::PgSession::connect(&pg.url("bench"), None)
-        .await
-        .map_err(|e| HarnessError::Setup(e.to_string()))?;
+    let session = nbaops_shared::adapters::PgSession::connect(
+        &pg.url("bench"),
+        None,
+        &nbaops_shared::adapters::PgTls::new(None, true)
+            .map_err(|e| HarnessError::Setup(e.to_string()))?,
+    )
+    .await
+    .map_err(|e| HarnessError::Setup(e.to_string()))?;
     use nbaops_shared::ports::Postgres as _;
     let rows = session
         .query(&sql::tables(sql::PgVersion(version), cfg.bloat_min_bytes))

@@ -52,6 +52,11 @@ impl FunctionProcess {
             .envs([crate::clock::env()])
             // Names the caller in moto's request recording (`app/<function>` in the user agent).
             .env("AWS_SDK_UA_APP_ID", name)
+            // The test clusters' certificates chain to the test CA, as RDS's to the RDS roots.
+            .env(
+                "NBAOPS_PG__CA_BUNDLE_PATH",
+                crate::postgres::tls_dir().join("ca.pem"),
+            )
             .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

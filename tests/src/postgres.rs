@@ -10,6 +10,17 @@ use std::time::{Duration, Instant};
 use crate::ports::free_port;
 use crate::{io_err, log_tail, unique_temp_dir, HarnessError};
 
+/// The host name on the test clusters' certificate (reached through `hostaddr=127.0.0.1`).
+pub const TLS_HOST: &str = "db.nbaops.test";
+
+/// The roles nbaops's functions log in as (infra/sql): TLS + SCRAM only on the test clusters.
+pub const NBAOPS_ROLES: &str = "nbaops_monitor,nbaops_maintenance,nbaops_failover,nbaops_drill";
+
+/// tests/support/tls: the test CA (`ca.pem`), the server certificate and key, another CA.
+pub fn tls_dir() -> PathBuf {
+    crate::workspace_root().join("tests/support/tls")
+}
+
 pub struct Postgres {
     pub port: u16,
     pub data_dir: PathBuf,
@@ -21,9 +32,20 @@ pub struct Postgres {
 }
 
 impl Postgres {
-    /// initdb + start a new cluster: trust auth for `postgres`, replication enabled,
-    /// durability off (it is a test database).
+    /// initdb + start a new cluster served as RDS serves one: TLS on with a certificate for
+    /// [`TLS_HOST`] (tests/support/tls), SCRAM passwords, the nbaops roles admitted only over TLS
+    /// with a password. The `postgres` superuser (trust, loopback) is for the cluster setup only.
+    /// Replication enabled, durability off (it is a test database).
     pub fn start() -> Result<Postgres, HarnessError> {
+        Postgres::start_with(true)
+    }
+
+    /// A cluster that offers no TLS at all (to prove nbaops refuses it).
+    pub fn start_without_tls() -> Result<Postgres, HarnessError> {
+        Postgres::start_with(false)
+    }
+
+    fn start_with(tls: bool) -> Result<Postgres, HarnessError> {
         let mut pg = Postgres::empty(find_bin_dir()?, "pg")?;
         pg.own_dir()?;
         pg.pg_tool(
@@ -50,8 +72,30 @@ impl Postgres {
                  fsync = off\n\
                  synchronous_commit = off\n\
                  full_page_writes = off\n\
-                 track_io_timing = on\n",
-                pg.dir.display()
+                 track_io_timing = on\n\
+                 password_encryption = 'scram-sha-256'\n\
+                 ssl = {}\n",
+                pg.dir.display(),
+                if tls { "on" } else { "off" }
+            ),
+        )?;
+        if tls {
+            for f in ["server.crt", "server.key"] {
+                let to = pg.data_dir.join(f);
+                std::fs::copy(tls_dir().join(f), &to)
+                    .map_err(io_err(format!("copy {f} to {}", to.display())))?;
+            }
+            run(Command::new("chmod")
+                .args(["600", &pg.data_dir.join("server.key").to_string_lossy()]))?;
+            pg.own_dir()?;
+        }
+        // First match wins: the nbaops roles only over TLS with a SCRAM password, as on RDS.
+        pg.prepend(
+            "pg_hba.conf",
+            &format!(
+                "hostssl all {NBAOPS_ROLES} 127.0.0.1/32 scram-sha-256\n\
+                 host all {NBAOPS_ROLES} 127.0.0.1/32 reject\n\
+                 local all {NBAOPS_ROLES} reject\n"
             ),
         )?;
         pg.append("pg_hba.conf", "host replication all 127.0.0.1/32 trust\n")?;
@@ -162,9 +206,19 @@ impl Postgres {
         .map(drop)
     }
 
-    /// `postgres://postgres@127.0.0.1:PORT/<db>`
+    /// `postgres://postgres@db.nbaops.test:PORT/<db>?hostaddr=127.0.0.1`: TLS to the host name on
+    /// the certificate, as the functions reach RDS (superuser: for tests that are not yet run as
+    /// a production role).
     pub fn url(&self, db: &str) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
+        self.url_as("postgres", db)
+    }
+
+    /// The URL of `db` as `user`, over TLS to [`TLS_HOST`] (no password: it comes from SSM).
+    pub fn url_as(&self, user: &str, db: &str) -> String {
+        format!(
+            "postgres://{user}@{TLS_HOST}:{}/{db}?hostaddr=127.0.0.1",
+            self.port
+        )
     }
 
     /// Runs `sql` with psql; returns unaligned, tuples-only output without the final newline.
@@ -249,6 +303,14 @@ impl Postgres {
         };
         // cwd inside our dir: postgres may not be allowed into the caller's cwd.
         run(cmd.args(args).current_dir(&self.dir))
+    }
+
+    fn prepend(&self, file: &str, text: &str) -> Result<(), HarnessError> {
+        let path = self.data_dir.join(file);
+        let old =
+            std::fs::read_to_string(&path).map_err(io_err(format!("read {}", path.display())))?;
+        std::fs::write(&path, format!("{text}{old}"))
+            .map_err(io_err(format!("write {}", path.display())))
     }
 
     fn append(&self, file: &str, text: &str) -> Result<(), HarnessError> {

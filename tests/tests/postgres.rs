@@ -6,7 +6,15 @@ fn primary_replica_promote_and_cleanup() {
     assert_eq!(pg.psql("postgres", "select 1").unwrap(), "1");
     assert_eq!(
         pg.url("app"),
-        format!("postgres://postgres@127.0.0.1:{}/app", pg.port)
+        format!(
+            "postgres://postgres@db.nbaops.test:{}/app?hostaddr=127.0.0.1",
+            pg.port
+        )
+    );
+    assert_eq!(pg.psql("postgres", "show ssl").unwrap(), "on");
+    assert_eq!(
+        pg.psql("postgres", "show password_encryption").unwrap(),
+        "scram-sha-256"
     );
     assert_eq!(
         pg.psql("postgres", "show shared_preload_libraries")

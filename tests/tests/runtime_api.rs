@@ -46,7 +46,8 @@ async fn sequential_invocations_echo_with_lambda_headers() {
         assert!(ids.insert(invocation.request_id));
     }
 
-    // Only PATH, HOME, the Lambda variables and ours: nothing from the test's environment.
+    // Only PATH, HOME, the Lambda variables, the harness's own (test clock, caller name in the
+    // AWS user agent, the test CA) and ours: nothing from the test's environment.
     let answer = response(&function.invoke(json!({}), WAIT).await.unwrap().outcome).clone();
     let env: Vec<&str> = answer["env"]
         .as_array()
@@ -59,8 +60,16 @@ async fn sequential_invocations_echo_with_lambda_headers() {
         "{env:?}"
     );
     assert!(
-        env.iter()
-            .all(|k| ["PATH", "HOME", "NBAOPS_EXTRA"].contains(k) || k.starts_with("AWS_LAMBDA_")),
+        env.iter().all(|k| [
+            "PATH",
+            "HOME",
+            "NBAOPS_EXTRA",
+            "NBAOPS_TEST_NOW",
+            "AWS_SDK_UA_APP_ID",
+            "NBAOPS_PG__CA_BUNDLE_PATH"
+        ]
+        .contains(k)
+            || k.starts_with("AWS_LAMBDA_")),
         "{env:?}"
     );
 

@@ -471,36 +471,6 @@ enum Validation {
     Unreachable(String),
 }
 
-/// Percent-encodes what would break a URL's userinfo.
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            other => format!("%{other:02X}"),
-        })
-        .collect()
-}
-
-/// The password goes into a URL whose user has none; a connect timeout is added.
-fn finish_url(url: &str, password: Option<&str>, timeout_seconds: u64) -> String {
-    let mut url = url.to_string();
-    if let (Some(pw), Some((scheme, rest))) = (password, url.clone().split_once("://")) {
-        let end = rest.find(['/', '?']).unwrap_or(rest.len());
-        if let Some((user, host)) = rest[..end].rsplit_once('@') {
-            if !user.contains(':') {
-                url = format!("{scheme}://{user}:{}@{host}{}", encode(pw), &rest[end..]);
-            }
-        }
-    }
-    if !url.contains("connect_timeout=") {
-        let sep = if url.contains('?') { '&' } else { '?' };
-        url = format!("{url}{sep}connect_timeout={timeout_seconds}");
-    }
-    url
-}
-
 async fn validate(
     d: &Drill,
     endpoint: Option<&(String, u16)>,
@@ -522,8 +492,8 @@ async fn validate(
     if let Some(pw) = &password {
         nbaops_shared::telemetry::register_secret(pw);
     }
-    let url = finish_url(&url, password.as_deref(), x.pg.connect_timeout_seconds);
-    let session = match x.connector.connect(&url).await {
+    let url = sql::with_connect_timeout(&url, x.pg.connect_timeout_seconds);
+    let session = match x.connector.connect(&url, password.as_deref()).await {
         Ok(s) => s,
         Err(e) => return Validation::Unreachable(e.to_string()),
     };
@@ -809,17 +779,5 @@ mod tests {
             .mutations()
             .iter()
             .any(|m| m.starts_with("delete_instance")));
-    }
-
-    #[test]
-    fn password_goes_into_the_userinfo() {
-        assert_eq!(
-            finish_url("postgres://u@h:5432/db?sslmode=require", Some("p@ss/w"), 5),
-            "postgres://u:p%40ss%2Fw@h:5432/db?sslmode=require&connect_timeout=5"
-        );
-        assert_eq!(
-            finish_url("postgres://u:x@h/db", Some("y"), 5),
-            "postgres://u:x@h/db?connect_timeout=5"
-        );
     }
 }

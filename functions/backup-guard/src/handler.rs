@@ -418,7 +418,7 @@ pub(crate) mod tests {
 
     #[async_trait::async_trait]
     impl PgConnector for FakePg {
-        async fn connect(&self, url: &str) -> Result<Box<dyn Postgres>> {
+        async fn connect(&self, url: &str, _password: Option<&str>) -> Result<Box<dyn Postgres>> {
             self.urls.lock().unwrap().push(url.to_string());
             if *self.refuse.lock().unwrap() {
                 return Err(nbaops_shared::NbaopsError::dependency(

@@ -3,25 +3,19 @@
 use backup_guard::handler::{self, BackupGuard};
 use nbaops_shared::adapters::{AwsClients, SdkRdsBackups, TokioPgConnector};
 use nbaops_shared::runtime::Deps;
-use nbaops_shared::{NbaopsError, Result};
+use nbaops_shared::Result;
 
 /// Synchronous: `serve_with`'s init future may not borrow the deps.
 fn build(deps: &Deps, aws: &AwsClients) -> Result<BackupGuard> {
     let backup = nbaops_shared::config::backup::from_settings(&deps.cfg.settings)?;
     let pg = nbaops_shared::config::pg::from_settings(&deps.cfg.settings)?;
-    let ca_bundle = match &pg.ca_bundle_path {
-        Some(path) => Some(std::fs::read(path).map_err(|e| {
-            NbaopsError::config(format!("pg.ca_bundle_path: cannot read {path}: {e}"))
-        })?),
-        None => None,
-    };
     // The DR region gets its own client from the same SDK config (endpoint, credentials).
     let rds = SdkRdsBackups::new(aws.rds.clone(), &backup.dr_region);
     Ok(BackupGuard {
         backup,
         pg,
         rds: Box::new(rds),
-        connector: Box::new(TokioPgConnector { ca_bundle }),
+        connector: Box::new(TokioPgConnector::from_settings(&deps.cfg.settings)?),
     })
 }
 

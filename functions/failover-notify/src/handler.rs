@@ -474,7 +474,7 @@ mod tests {
     struct Connector(&'static Server);
     #[async_trait::async_trait]
     impl PgConnector for Connector {
-        async fn connect(&self, url: &str) -> Result<Box<dyn Postgres>> {
+        async fn connect(&self, url: &str, _password: Option<&str>) -> Result<Box<dyn Postgres>> {
             self.0.connects.lock().unwrap().push(url.to_string());
             if *self.0.refuse.lock().unwrap() {
                 return Err(nbaops_shared::NbaopsError::dependency(

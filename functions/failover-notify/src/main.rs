@@ -4,22 +4,14 @@
 use failover_notify::handler::{self, FailoverNotify};
 use nbaops_shared::adapters::{AwsClients, TokioPgConnector};
 use nbaops_shared::runtime::Deps;
-use nbaops_shared::{NbaopsError, Result};
+use nbaops_shared::Result;
 
 /// Synchronous: `serve_with`'s init future may not borrow the deps.
 fn build(deps: &Deps) -> Result<FailoverNotify> {
     let cfg = nbaops_shared::config::failover::from_settings(&deps.cfg.settings)?;
-    let ca_path = deps.cfg.settings.string("pg.ca_bundle_path");
-    let ca_bundle = if ca_path.is_empty() {
-        None
-    } else {
-        Some(std::fs::read(&ca_path).map_err(|e| {
-            NbaopsError::config(format!("pg.ca_bundle_path: cannot read {ca_path}: {e}"))
-        })?)
-    };
     Ok(FailoverNotify {
         cfg,
-        connector: Box::new(TokioPgConnector { ca_bundle }),
+        connector: Box::new(TokioPgConnector::from_settings(&deps.cfg.settings)?),
     })
 }
 

@@ -151,32 +151,6 @@ pub fn describe_target(url: &str) -> String {
     rest.split('?').next().unwrap_or(rest).to_string()
 }
 
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            other => format!("%{other:02X}"),
-        })
-        .collect()
-}
-
-/// Adds the password (when there is one) and a connect timeout to a URL without a password.
-pub fn connect_url(url: &str, password: Option<&str>, timeout_seconds: u64) -> String {
-    let (scheme, rest) = url.split_once("://").unwrap_or(("postgres", url));
-    let rest = match (password, rest.split_once('@')) {
-        (Some(pw), Some((user, host))) => format!("{user}:{}@{host}", encode(pw)),
-        _ => rest.to_string(),
-    };
-    let sep = if rest.contains('?') { '&' } else { '?' };
-    if rest.contains("connect_timeout=") {
-        format!("{scheme}://{rest}")
-    } else {
-        format!("{scheme}://{rest}{sep}connect_timeout={timeout_seconds}")
-    }
-}
-
 pub struct Ports<'a> {
     pub rds: &'a dyn Rds,
     pub connector: &'a dyn PgConnector,
@@ -240,7 +214,7 @@ pub async fn probe(
         (None, Some((host, port))) => {
             format!(
                 "postgres://{}@{host}:{port}/{}",
-                encode(&v.user),
+                nbaops_shared::config::pg::encode_userinfo(&v.user),
                 v.database
             )
         }
@@ -263,8 +237,8 @@ pub async fn probe(
     if let Some(pw) = &password {
         nbaops_shared::telemetry::register_secret(pw);
     }
-    let url = connect_url(&base, password.as_deref(), v.connect_timeout_seconds);
-    let session = match ports.connector.connect(&url).await {
+    let url = sql::with_connect_timeout(&base, v.connect_timeout_seconds);
+    let session = match ports.connector.connect(&url, password.as_deref()).await {
         Ok(s) => s,
         Err(e) => {
             obs.connect = Some(Err(e.to_string()));
@@ -423,13 +397,13 @@ mod tests {
     }
 
     #[test]
-    fn urls_get_password_and_timeout_and_reports_hide_credentials() {
+    fn urls_get_a_timeout_and_reports_hide_credentials() {
         assert_eq!(
-            connect_url("postgres://u@h:5432/db", Some("p@ss w"), 5),
-            "postgres://u:p%40ss%20w@h:5432/db?connect_timeout=5"
+            sql::with_connect_timeout("postgres://u@h:5432/db", 5),
+            "postgres://u@h:5432/db?connect_timeout=5"
         );
         assert_eq!(
-            connect_url("postgres://u@h/db?sslmode=require", None, 3),
+            sql::with_connect_timeout("postgres://u@h/db?sslmode=require", 3),
             "postgres://u@h/db?sslmode=require&connect_timeout=3"
         );
         assert_eq!(

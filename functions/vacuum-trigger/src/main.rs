@@ -6,20 +6,14 @@ mod plan;
 
 use nbaops_shared::adapters::{AwsClients, TokioPgConnector};
 use nbaops_shared::runtime::Deps;
-use nbaops_shared::{NbaopsError, Result};
+use nbaops_shared::Result;
 
 /// Synchronous: `serve_with`'s init future may not borrow the deps.
 fn build(deps: &Deps) -> Result<handler::VacuumTrigger> {
     let pg = nbaops_shared::config::pg::from_settings(&deps.cfg.settings)?;
-    let ca_bundle = match &pg.ca_bundle_path {
-        Some(path) => Some(std::fs::read(path).map_err(|e| {
-            NbaopsError::config(format!("pg.ca_bundle_path: cannot read {path}: {e}"))
-        })?),
-        None => None,
-    };
     Ok(handler::VacuumTrigger {
         pg,
-        connector: Box::new(TokioPgConnector { ca_bundle }),
+        connector: Box::new(TokioPgConnector::from_settings(&deps.cfg.settings)?),
     })
 }
 

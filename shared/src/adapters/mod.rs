@@ -17,7 +17,7 @@ mod ssm;
 
 pub use dynamodb::{create_ledger_table, DynamoLedger};
 pub use http_post::HyperHttpPost;
-pub use postgres::PgSession;
+pub use postgres::{PgSession, PgTls, Transport, RDS_CA_BUNDLE};
 pub use sqs::SdkDeadLetter;
 
 use aws_config::BehaviorVersion;

@@ -1,21 +1,30 @@
-//! [`PgConnector`] on tokio-postgres ([`PgSession`]), with the configured CA bundle for
-//! verify-full TLS to RDS.
+//! [`PgConnector`] on tokio-postgres ([`PgSession`]) with nbaops's TLS policy ([`PgTls`]).
 
 use async_trait::async_trait;
 
-use super::PgSession;
+use super::{PgSession, PgTls};
+use crate::config::Settings;
 use crate::error::Result;
 use crate::ports::{PgConnector, Postgres};
 
 pub struct TokioPgConnector {
-    /// PEM bundle (e.g. the RDS global bundle) added to the web PKI roots.
-    pub ca_bundle: Option<Vec<u8>>,
+    pub tls: PgTls,
+}
+
+impl TokioPgConnector {
+    /// The connector every PostgreSQL function builds at init: `pg.ca_bundle_path` (else the RDS
+    /// roots compiled in) and `pg.plaintext_loopback`.
+    pub fn from_settings(s: &Settings) -> Result<TokioPgConnector> {
+        Ok(TokioPgConnector {
+            tls: PgTls::from_settings(s)?,
+        })
+    }
 }
 
 #[async_trait]
 impl PgConnector for TokioPgConnector {
-    async fn connect(&self, url: &str) -> Result<Box<dyn Postgres>> {
-        let session = PgSession::connect(url, self.ca_bundle.as_deref()).await?;
+    async fn connect(&self, url: &str, password: Option<&str>) -> Result<Box<dyn Postgres>> {
+        let session = PgSession::connect(url, password, &self.tls).await?;
         Ok(Box::new(session))
     }
 }

@@ -14,7 +14,8 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("pg.databases", "", "comma list of name=postgres://user@host:port/db (or bare URLs; the name is then the database)"),
     ("pg.monitor_user", "", "user pg-health connects as when set (read-only pg_monitor role); else the URL's user"),
     ("pg.maintenance_user", "", "user vacuum-trigger connects as when set (table/database owner role); else the URL's user"),
-    ("pg.ca_bundle_path", "", "PEM CA bundle for verify-full TLS (e.g. the RDS global bundle shipped with the function)"),
+    ("pg.ca_bundle_path", "", "PEM CA bundle to verify servers against instead of the RDS roots compiled in (shared/certs)"),
+    ("pg.plaintext_loopback", "false", "true allows plaintext to a loopback host (127.0.0.1, ::1, localhost); never to any other host"),
     ("pg.connect_timeout_seconds", "5", "TCP + auth timeout per database"),
     ("pg.statement_timeout_ms", "5000", "statement_timeout of every monitoring query"),
     ("pg.lock_timeout_ms", "1000", "lock_timeout of every session: never queue behind the application"),
@@ -360,8 +361,8 @@ pub fn from_settings(s: &Settings) -> Result<PgConfig> {
 
 impl PgConfig {
     /// The URL to connect with for `role` ("monitor" or "maintenance"): the role's user swapped
-    /// in when configured, the password (when the caller found one) inserted, a connect timeout.
-    pub fn connect_url(&self, target: &PgTarget, role: &str, password: Option<&str>) -> String {
+    /// in when configured, a connect timeout. The password goes to the connector apart.
+    pub fn connect_url(&self, target: &PgTarget, role: &str) -> String {
         let user = match role {
             "maintenance" => self.maintenance_user.as_deref(),
             _ => self.monitor_user.as_deref(),
@@ -374,19 +375,14 @@ impl PgConfig {
             Some((u, h)) => (Some(u), h),
             None => (None, rest),
         };
-        let user = user.or(url_user);
-        let auth = match (user, password) {
-            (Some(u), Some(p)) => format!("{}:{}@", encode(u), encode(p)),
-            (Some(u), None) => format!("{}@", encode(u)),
-            (None, _) => String::new(),
+        let auth = match user {
+            Some(u) => format!("{}@", encode_userinfo(u)),
+            None => url_user.map(|u| format!("{u}@")).unwrap_or_default(),
         };
-        let sep = if hostpart.contains('?') { '&' } else { '?' };
-        let timeout = if hostpart.contains("connect_timeout=") {
-            String::new()
-        } else {
-            format!("{sep}connect_timeout={}", self.connect_timeout_seconds)
-        };
-        format!("{scheme}://{auth}{hostpart}{timeout}")
+        crate::sql::with_connect_timeout(
+            &format!("{scheme}://{auth}{hostpart}"),
+            self.connect_timeout_seconds,
+        )
     }
 
     /// The SecureString holding `role`'s password for `target`.
@@ -396,7 +392,7 @@ impl PgConfig {
 }
 
 /// Percent-encodes the characters that would break a URL's userinfo.
-fn encode(s: &str) -> String {
+pub fn encode_userinfo(s: &str) -> String {
     s.chars()
         .map(|c| match c {
             'A'..='Z' | 'a'..='z' | '0'..='9' | '-' | '_' | '.' | '~' => c.to_string(),
@@ -506,7 +502,7 @@ mod tests {
     }
 
     #[test]
-    fn connect_url_swaps_user_adds_password_and_timeout() {
+    fn connect_url_swaps_user_and_adds_a_timeout_never_a_password() {
         let c = load(&[
             (
                 "NBAOPS_PG__DATABASES",
@@ -517,11 +513,11 @@ mod tests {
         .unwrap();
         let t = &c.databases[0];
         assert_eq!(
-            c.connect_url(t, "maintenance", Some("p@ss/w")),
-            "postgres://maint:p%40ss%2Fw@db:5432/app?sslmode=require&connect_timeout=5"
+            c.connect_url(t, "maintenance"),
+            "postgres://maint@db:5432/app?sslmode=require&connect_timeout=5"
         );
         assert_eq!(
-            c.connect_url(t, "monitor", None),
+            c.connect_url(t, "monitor"),
             "postgres://mon@db:5432/app?sslmode=require&connect_timeout=5"
         );
         assert_eq!(

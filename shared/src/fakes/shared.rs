@@ -116,8 +116,8 @@ impl<T: HttpPost> HttpPost for Shared<T> {
 
 #[async_trait]
 impl<T: PgConnector> PgConnector for Shared<T> {
-    async fn connect(&self, url: &str) -> Result<Box<dyn Postgres>> {
-        self.0.connect(url).await
+    async fn connect(&self, url: &str, password: Option<&str>) -> Result<Box<dyn Postgres>> {
+        self.0.connect(url, password).await
     }
 }
 

@@ -9,6 +9,7 @@ use crate::error::Result;
 
 #[async_trait]
 pub trait PgConnector: Send + Sync {
-    /// `url`: libpq-style, password included when there is one (never logged).
-    async fn connect(&self, url: &str) -> Result<Box<dyn Postgres>>;
+    /// `url`: libpq-style, without a password; `password` (from a SecureString, never logged)
+    /// is handed to the driver apart, so no URL ever carries it.
+    async fn connect(&self, url: &str, password: Option<&str>) -> Result<Box<dyn Postgres>>;
 }

@@ -10,6 +10,7 @@
 
 pub mod backup;
 pub mod indexes;
+pub mod roles;
 pub mod tables;
 
 use chrono::{DateTime, Utc};
@@ -137,6 +138,16 @@ pub fn vacuum_cost(delay_ms: u64, limit: u64) -> Vec<String> {
     ]
 }
 
+/// A URL with a connect timeout added (unless it has one). Passwords never go into URLs: the
+/// connector takes them apart ([`crate::ports::PgConnector::connect`]).
+pub fn with_connect_timeout(url: &str, timeout_seconds: u64) -> String {
+    if url.contains("connect_timeout=") {
+        return url.to_string();
+    }
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}connect_timeout={timeout_seconds}")
+}
+
 /// Opens a session on `target` as `role` ("monitor" or "maintenance"): the password from the
 /// SecureString `/nbaops/<env>/secrets/pg/<name>/<role>` when the URL has none (registered for
 /// redaction before anything can log it), then the session settings.
@@ -158,12 +169,33 @@ pub async fn open_session(
         crate::telemetry::register_secret(pw);
     }
     let session = connector
-        .connect(&cfg.connect_url(target, role, password.as_deref()))
-        .await?;
+        .connect(&cfg.connect_url(target, role), password.as_deref())
+        .await
+        .map_err(|e| named(e, &target.name, role))?;
     for stmt in setup {
         session.execute(stmt).await?;
     }
     Ok(session)
+}
+
+/// A refused connection says which database and which role (a role's connection limit, a
+/// wrong password), never the password.
+fn named(e: crate::NbaopsError, db: &str, role: &str) -> crate::NbaopsError {
+    let full = e.to_string();
+    let text = full.strip_prefix("postgres failed: ").unwrap_or(&full);
+    let hint = if text.contains("too many connections for role") {
+        " (the role's CONNECTION LIMIT in infra/sql is reached)"
+    } else if text.contains("remaining connection slots are reserved")
+        || text.contains("too many clients")
+    {
+        " (the server's max_connections is reached)"
+    } else {
+        ""
+    };
+    crate::NbaopsError::dependency(
+        "postgres",
+        format!("database '{db}' as the {role} role: {text}{hint}"),
+    )
 }
 
 // ---- server ----
