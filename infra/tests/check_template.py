@@ -392,6 +392,13 @@ for env in ("dev", "test", "prod"):
     check(f"samconfig: [{env}.deploy.parameters] with Env={env}", f"Env={env}" in p.get("parameter_overrides", ""))
 check("samconfig: prod confirms its change set", conf["prod"]["deploy"]["parameters"].get("confirm_changeset") is True)
 
+# Each PostgreSQL function connects as its own role (infra/sql), whatever user PgDatabases names.
+def env_of(key):
+    return (functions.get(key, {}).get("Properties", {}).get("Environment", {}) or {}).get("Variables", {})
+check("pg-health connects as nbaops_monitor", env_of("PgHealthFunction").get("NBAOPS_PG__MONITOR_USER") == "nbaops_monitor")
+check("vacuum-trigger connects as nbaops_maintenance",
+      env_of("VacuumTriggerFunction").get("NBAOPS_PG__MAINTENANCE_USER") == "nbaops_maintenance")
+
 # The README's "Before your first deploy" and docs/first-deploy.md name every parameter a user gives.
 readme = (ROOT / "README.md").read_text()
 first_deploy = readme.split("## Before your first deploy", 1)[-1].split("\n## ", 1)[0] if "## Before your first deploy" in readme else ""
