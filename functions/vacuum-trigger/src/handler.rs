@@ -5,6 +5,11 @@
 //! audited with dead tuples before and after and its duration; a statement that returns without
 //! having vacuumed (no privilege: PostgreSQL only WARNs; SKIP_LOCKED) counts as a failure.
 //!
+//! Below PostgreSQL 17 the maintenance role holds none of the tables' owner's rights
+//! (infra/sql/02_maintenance_role.sql): a statement on a table it does not own runs between
+//! `SET ROLE <owner>` and `RESET ROLE` ([`sql::roles`]), and the session never runs anything
+//! else as the owner. From 17 the MAINTAIN privilege does without a role switch.
+//!
 //! Ledger: reads `pgmaint#<db>/<oid>` (pg-health's measured bloat), writes
 //! `pgvacfail#<db>/<at>#<table>` (failures, 1 day: pg-health's VACUUM-failure signal).
 
@@ -20,8 +25,10 @@ use nbaops_shared::events::{classify, Inbound, ScheduledTick};
 use nbaops_shared::guard::{in_change_window, AuditRecord, Guard, Outcome, ProposedAction};
 use nbaops_shared::ports::{PgConnector, Postgres, Tags};
 use nbaops_shared::runtime::{Deps, Invocation, InvocationReport, RecordReport};
+use nbaops_shared::sql::roles::{as_owner, AsOwner};
 use nbaops_shared::sql::{
-    self, IndexNeed, IndexStats, IndexWork, Maintenance, Need, Row, Server, Session, TableStats,
+    self, IndexNeed, IndexStats, IndexWork, Maintenance, Need, PgVersion, Row, Server, Session,
+    TableStats,
 };
 use nbaops_shared::{NbaopsError, Result};
 
@@ -148,7 +155,10 @@ async fn maintain(
         return Ok(());
     }
     let tables: Vec<TableStats> = pg
-        .query(&sql::tables(server.version, cfg.bloat_min_bytes))
+        .query(&sql::tables::tables_for_maintenance(
+            server.version,
+            cfg.bloat_min_bytes,
+        ))
         .await?
         .iter()
         .map(TableStats::from_row)
@@ -213,7 +223,18 @@ async fn maintain(
             return Ok(());
         };
         pg.execute(&format!("SET statement_timeout = {ms}")).await?;
-        maintain_index(db, ix, need, cfg, pg, &mut guard, deps, inv, rec).await?;
+        maintain_index(
+            db,
+            ix,
+            need,
+            cfg,
+            (pg, server.version),
+            &mut guard,
+            deps,
+            inv,
+            rec,
+        )
+        .await?;
     }
     for (i, (t, need)) in plan.iter().enumerate() {
         if i >= cfg.vacuum.max_tables_per_run {
@@ -233,7 +254,7 @@ async fn maintain(
             t,
             need,
             cfg.vacuum.cooldown_seconds,
-            pg,
+            (pg, server.version),
             &mut guard,
             deps,
             inv,
@@ -254,7 +275,18 @@ async fn maintain(
             return Ok(());
         };
         pg.execute(&format!("SET statement_timeout = {ms}")).await?;
-        maintain_index(db, ix, need, cfg, pg, &mut guard, deps, inv, rec).await?;
+        maintain_index(
+            db,
+            ix,
+            need,
+            cfg,
+            (pg, server.version),
+            &mut guard,
+            deps,
+            inv,
+            rec,
+        )
+        .await?;
     }
     Ok(())
 }
@@ -313,25 +345,91 @@ fn counter(r: &Row, k: &str) -> i64 {
     sql::i64_of(r, k).unwrap_or(0)
 }
 
+/// What a maintenance statement did: the inner result is the statement's. An outer `Err` means
+/// the session could not be returned to our own role (RESET ROLE failed): it may still act as
+/// the table's owner and must run nothing else.
+type Ran<T> = Result<Result<T>>;
+
+/// Runs one maintenance statement, as the relation's owner when `s` says so: SET ROLE, the
+/// statement, then RESET ROLE whether the statement (or the SET ROLE) failed or not.
+async fn execute_as(pg: &dyn Postgres, s: &AsOwner) -> Ran<u64> {
+    let ran = match &s.set_role {
+        Some(set_role) => match pg.execute(set_role).await {
+            Ok(_) => pg.execute(&s.statement).await,
+            Err(e) => Err(e),
+        },
+        None => pg.execute(&s.statement).await,
+    };
+    if let Some(reset) = s.reset_role {
+        if let Err(e) = pg.execute(reset).await {
+            return Err(NbaopsError::dependency(
+                "postgres",
+                format!(
+                    "{reset} after `{}` failed, the session is given up (it may still act as the owner): {e}",
+                    s.statement
+                ),
+            ));
+        }
+    }
+    Ok(ran)
+}
+
+/// The statement as people read it (audit, alerts): with its role switch when there is one.
+fn shown(s: &AsOwner) -> String {
+    s.statements().join("; ")
+}
+
+/// Splits a [`Ran`] for the audit: the outcome to record, and the error that must end the run.
+fn settle<T>(ran: Ran<T>) -> (Result<T>, Option<NbaopsError>) {
+    match ran {
+        Ok(outcome) => (outcome, None),
+        Err(lost) => (
+            Err(NbaopsError::dependency("postgres", lost.to_string())),
+            Some(lost),
+        ),
+    }
+}
+
 /// Runs the statement and proves it happened: the table's vacuum (or analyze) count must move.
 /// PG13/14 report statistics through the collector, so one late re-read is allowed.
 async fn run_maintenance(
+    pg: &dyn Postgres,
+    v: PgVersion,
+    t: &TableStats,
+    kind: Maintenance,
+    before: &Row,
+) -> Ran<Row> {
+    let _ = pg.take_notices();
+    let s = as_owner(
+        v,
+        t.set_role.as_deref(),
+        kind.statement(&t.schema, &t.table),
+    );
+    if let Err(e) = execute_as(pg, &s).await? {
+        return Ok(Err(e));
+    }
+    Ok(prove_maintenance(pg, t, kind, before).await)
+}
+
+async fn prove_maintenance(
     pg: &dyn Postgres,
     t: &TableStats,
     kind: Maintenance,
     before: &Row,
 ) -> Result<Row> {
-    let _ = pg.take_notices();
-    pg.execute(&kind.statement(&t.schema, &t.table)).await?;
     if let Some(warning) = sql::maintenance_refusal(&pg.take_notices()) {
         return Err(NbaopsError::dependency(
             "postgres",
             format!(
-                "{} of {} did nothing, the server said: {warning} (owner {}, our role may maintain it: {})",
+                "{} of {} did nothing, the server said: {warning} (owner {}, our role may maintain it: {}{})",
                 kind.as_str(),
                 t.name(),
                 t.owner,
-                t.can_maintain
+                t.can_maintain,
+                t.set_role
+                    .as_deref()
+                    .map(|r| format!(", as {r} after SET ROLE"))
+                    .unwrap_or_default()
             ),
         ));
     }
@@ -364,7 +462,7 @@ async fn maintain_table(
     t: &TableStats,
     need: &Need,
     cooldown_seconds: i64,
-    pg: &dyn Postgres,
+    (pg, v): (&dyn Postgres, PgVersion),
     guard: &mut Guard<'_>,
     deps: &Deps,
     inv: &Invocation,
@@ -372,6 +470,11 @@ async fn maintain_table(
 ) -> Result<()> {
     let resource = format!("pg:{db}/{}", t.name());
     let before = counters(pg, t.oid).await?;
+    let statement = shown(&as_owner(
+        v,
+        t.set_role.as_deref(),
+        need.kind.statement(&t.schema, &t.table),
+    ));
     let mut action = ProposedAction {
         action: format!("pg.{}", need.kind.as_str()),
         resource: resource.clone(),
@@ -387,13 +490,15 @@ async fn maintain_table(
         bounds: None,
         cooldown_key: "pg.maintenance".into(),
         cooldown_seconds,
-        before: json!({"n_dead_tup": counter(&before, "n_dead_tup"), "n_live_tup": counter(&before, "n_live_tup"), "xid_age": counter(&before, "xid_age"), "statement": need.kind.statement(&t.schema, &t.table)}),
+        before: json!({"n_dead_tup": counter(&before, "n_dead_tup"), "n_live_tup": counter(&before, "n_live_tup"), "xid_age": counter(&before, "xid_age"), "statement": statement}),
         after: Value::Null,
     };
     let decision = guard.check(&action).await?;
+    let mut lost = None;
     let result = if decision.proceed {
         let started = Instant::now();
-        let outcome = run_maintenance(pg, t, need.kind, &before).await;
+        let (outcome, gone) = settle(run_maintenance(pg, v, t, need.kind, &before).await);
+        lost = gone;
         let ms = started.elapsed().as_millis() as u64;
         match &outcome {
             Ok(after) => {
@@ -423,10 +528,11 @@ async fn maintain_table(
         subject: t.name(),
         kind: need.kind.as_str(),
         reason: &need.reason,
-        statement: need.kind.statement(&t.schema, &t.table),
+        statement,
         done,
     };
-    report(db, &what, &action, audit, deps, inv, rec).await
+    report(db, &what, &action, audit, deps, inv, rec).await?;
+    lost.map_or(Ok(()), Err)
 }
 
 /// What one maintenance action was, for its note, alert and failure record.
@@ -493,7 +599,7 @@ async fn report(
                 inv.now,
             )
             .with_details(json!({"before": action.before, "after": action.after}))
-            .with_runbook("Check the maintenance role owns the table (PG<=16) or has MAINTAIN (PG17), and what holds its locks.");
+            .with_runbook("Check the maintenance role may act as the table's owner (PG<=16: a member through infra/sql/02_maintenance_role.sql, used with SET ROLE) or has MAINTAIN (PG17+: pg_maintain), and what holds its locks.");
             deps.alerts().publish(&alert).await?;
             rec.alerts.push(alert);
         }
@@ -505,9 +611,25 @@ async fn report(
 
 /// Runs an index statement and proves its effect: a dropped leftover is gone, a rebuilt index
 /// exists, is valid, and its new size is recorded.
-async fn run_index_work(pg: &dyn Postgres, ix: &IndexStats, work: IndexWork) -> Result<Row> {
+async fn run_index_work(
+    pg: &dyn Postgres,
+    v: PgVersion,
+    ix: &IndexStats,
+    work: IndexWork,
+) -> Ran<Row> {
     let _ = pg.take_notices();
-    pg.execute(&work.statement(&ix.schema, &ix.index)).await?;
+    let s = as_owner(
+        v,
+        ix.set_role.as_deref(),
+        work.statement(&ix.schema, &ix.index),
+    );
+    if let Err(e) = execute_as(pg, &s).await? {
+        return Ok(Err(e));
+    }
+    Ok(prove_index_work(pg, ix, work).await)
+}
+
+async fn prove_index_work(pg: &dyn Postgres, ix: &IndexStats, work: IndexWork) -> Result<Row> {
     if let Some(warning) = sql::maintenance_refusal(&pg.take_notices()) {
         return Err(NbaopsError::dependency(
             "postgres",
@@ -544,14 +666,18 @@ async fn maintain_index(
     ix: &IndexStats,
     need: &IndexNeed,
     cfg: &PgConfig,
-    pg: &dyn Postgres,
+    (pg, v): (&dyn Postgres, PgVersion),
     guard: &mut Guard<'_>,
     deps: &Deps,
     inv: &Invocation,
     rec: &mut RecordReport,
 ) -> Result<()> {
     let resource = format!("pg:{db}/index:{}", ix.name());
-    let statement = need.work.statement(&ix.schema, &ix.index);
+    let statement = shown(&as_owner(
+        v,
+        ix.set_role.as_deref(),
+        need.work.statement(&ix.schema, &ix.index),
+    ));
     let mut action = ProposedAction {
         action: format!("pg.{}", need.work.as_str()),
         resource: resource.clone(),
@@ -568,9 +694,11 @@ async fn maintain_index(
         after: Value::Null,
     };
     let decision = guard.check(&action).await?;
+    let mut lost = None;
     let result = if decision.proceed {
         let started = Instant::now();
-        let outcome = run_index_work(pg, ix, need.work).await;
+        let (outcome, gone) = settle(run_index_work(pg, v, ix, need.work).await);
+        lost = gone;
         let ms = started.elapsed().as_millis() as u64;
         action.after = match &outcome {
             Ok(r) => json!({"bytes": sql::i64_of(r, "bytes").unwrap_or(0), "duration_ms": ms}),
@@ -598,7 +726,8 @@ async fn maintain_index(
         statement,
         done,
     };
-    report(db, &what, &action, audit, deps, inv, rec).await
+    report(db, &what, &action, audit, deps, inv, rec).await?;
+    lost.map_or(Ok(()), Err)
 }
 
 /// Cancel, then terminate, re-checking before each signal that the pid still runs the same
@@ -695,4 +824,151 @@ async fn end_transaction(
     }
     rec.actions.push(audit);
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// Records every statement; those starting with one of `fail` fail.
+    #[derive(Default)]
+    struct Recorder {
+        executed: Mutex<Vec<String>>,
+        fail: Vec<&'static str>,
+    }
+
+    #[async_trait::async_trait]
+    impl Postgres for Recorder {
+        async fn query(&self, _sql: &str) -> Result<Vec<Row>> {
+            Ok(vec![])
+        }
+        async fn execute(&self, sql: &str) -> Result<u64> {
+            self.executed.lock().unwrap().push(sql.to_string());
+            if self.fail.iter().any(|f| sql.starts_with(f)) {
+                return Err(NbaopsError::dependency(
+                    "postgres",
+                    format!("{sql}: refused"),
+                ));
+            }
+            Ok(0)
+        }
+    }
+
+    impl Recorder {
+        fn failing(fail: &[&'static str]) -> Recorder {
+            Recorder {
+                fail: fail.to_vec(),
+                ..Default::default()
+            }
+        }
+        fn executed(&self) -> Vec<String> {
+            self.executed.lock().unwrap().clone()
+        }
+    }
+
+    const V15: PgVersion = PgVersion(150004);
+    const V16: PgVersion = PgVersion(160002);
+    const V17: PgVersion = PgVersion(170000);
+    const VACUUM: &str = "VACUUM (ANALYZE, SKIP_LOCKED, TRUNCATE false) \"public\".\"games\"";
+
+    fn vacuum(v: PgVersion, owner: Option<&str>) -> AsOwner {
+        as_owner(
+            v,
+            owner,
+            Maintenance::VacuumAnalyze.statement("public", "games"),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_table_we_do_not_own_is_maintained_between_set_role_and_reset_role() {
+        for v in [V15, V16] {
+            let pg = Recorder::default();
+            let ran = execute_as(&pg, &vacuum(v, Some("nbaops_app"))).await;
+            assert!(matches!(ran, Ok(Ok(_))), "{ran:?}");
+            assert_eq!(
+                pg.executed(),
+                vec!["SET ROLE \"nbaops_app\"", VACUUM, "RESET ROLE"]
+            );
+        }
+        // 17+: MAINTAIN (pg_maintain), no role switch even if a row named one.
+        let pg = Recorder::default();
+        let ran = execute_as(&pg, &vacuum(V17, Some("nbaops_app"))).await;
+        assert!(matches!(ran, Ok(Ok(_))));
+        assert_eq!(pg.executed(), vec![VACUUM]);
+        // Our own table (or the owner's rights held as ourselves): the statement alone.
+        let pg = Recorder::default();
+        execute_as(&pg, &vacuum(V15, None)).await.unwrap().unwrap();
+        assert_eq!(pg.executed(), vec![VACUUM]);
+    }
+
+    #[tokio::test]
+    async fn reset_role_runs_even_when_the_statement_or_the_switch_fails() {
+        // The statement fails (statement_timeout, lock_timeout...): recorded as its failure, and
+        // the session is back in our role before anything else runs.
+        let pg = Recorder::failing(&["VACUUM"]);
+        let ran = execute_as(&pg, &vacuum(V15, Some("nbaops_app"))).await;
+        let inner = ran.unwrap();
+        assert!(inner.unwrap_err().to_string().contains("refused"));
+        assert_eq!(
+            pg.executed(),
+            vec!["SET ROLE \"nbaops_app\"", VACUUM, "RESET ROLE"]
+        );
+        // SET ROLE refused (membership revoked): the statement is not run as ourselves instead.
+        let pg = Recorder::failing(&["SET ROLE"]);
+        let ran = execute_as(&pg, &vacuum(V16, Some("nbaops_app"))).await;
+        assert!(ran.unwrap().is_err());
+        assert_eq!(pg.executed(), vec!["SET ROLE \"nbaops_app\"", "RESET ROLE"]);
+    }
+
+    #[tokio::test]
+    async fn a_failed_reset_role_gives_the_session_up() {
+        let pg = Recorder::failing(&["RESET ROLE"]);
+        let ran = execute_as(&pg, &vacuum(V15, Some("nbaops_app"))).await;
+        let lost = ran.unwrap_err().to_string();
+        assert!(
+            lost.contains("RESET ROLE") && lost.contains("given up"),
+            "{lost}"
+        );
+        // The action is recorded as failed, and the error ends the run for this database.
+        let (outcome, stop) = settle::<u64>(Err(NbaopsError::dependency("postgres", lost)));
+        assert!(outcome.is_err() && stop.is_some());
+    }
+
+    #[tokio::test]
+    async fn run_maintenance_switches_only_for_the_statement() {
+        // The proof (counters) is read back in our own role, after RESET ROLE.
+        let pg = Recorder::default();
+        let mut t = table("nbaops_app", Some("nbaops_app"));
+        let ran = run_maintenance(&pg, V15, &t, Maintenance::VacuumAnalyze, &Row::new()).await;
+        // The recorder returns no counter rows: the statement's outcome is a failure to prove it.
+        assert!(ran.unwrap().is_err());
+        assert_eq!(
+            pg.executed(),
+            vec!["SET ROLE \"nbaops_app\"", VACUUM, "RESET ROLE"]
+        );
+        t.set_role = None;
+        let pg = Recorder::default();
+        let _ = run_maintenance(&pg, V15, &t, Maintenance::VacuumAnalyze, &Row::new()).await;
+        assert_eq!(pg.executed(), vec![VACUUM]);
+        // The audit shows the switch.
+        assert_eq!(
+            shown(&vacuum(V15, Some("nbaops_app"))),
+            format!("SET ROLE \"nbaops_app\"; {VACUUM}; RESET ROLE")
+        );
+    }
+
+    fn table(owner: &str, set_role: Option<&str>) -> TableStats {
+        let mut r = Row::new();
+        r.insert("oid".into(), 16384.into());
+        r.insert("schema".into(), "public".into());
+        r.insert("table_name".into(), "games".into());
+        r.insert("owner".into(), owner.into());
+        r.insert("can_maintain".into(), false.into());
+        if let Some(s) = set_role {
+            r.insert("set_role".into(), s.into());
+        }
+        TableStats::from_row(&r)
+    }
 }

@@ -10,12 +10,20 @@ use crate::config::pg::PgConfig;
 
 /// Every index of a user table, with what bloat, rebuild and usage decisions need. A relation
 /// someone holds in AccessExclusive is sized from `relpages` (no lock, like [`super::tables`]).
+///
+/// Whether we may REINDEX / DROP it: as ourselves when we hold the table owner's rights (owner,
+/// inheriting member, superuser; PG17+ also the MAINTAIN privilege, which covers REINDEX but not
+/// DROP INDEX) — the database owner may VACUUM a table it does not own but not REINDEX it. Below
+/// 17 a member of the owner that does not inherit its rights (the maintenance role, see
+/// infra/sql/02_maintenance_role.sql) may after SET ROLE: `set_role` names the owner then.
 pub fn indexes(v: PgVersion) -> String {
-    let maintain = if v.major() >= 17 {
+    let maintain = if v.major() >= super::roles::MAINTAIN_PRIVILEGE_SINCE {
         " OR has_table_privilege(ct.oid, 'MAINTAIN')"
     } else {
         ""
     };
+    let set_role =
+        super::roles::set_role_column(v, "m.direct", "ct.relowner", "pg_get_userbyid(ct.relowner)");
     format!(
         "SELECT i.indexrelid::int8 AS oid, n.nspname::text AS schema, ci.relname::text AS index_name, \
            ct.relname::text AS table_name, i.indrelid::int8 AS table_oid, am.amname::text AS access_method, \
@@ -33,13 +41,14 @@ pub fn indexes(v: PgVersion) -> String {
            (SELECT coalesce(sum(s.avg_width), 0) FROM pg_attribute a JOIN pg_stats s ON s.schemaname = n.nspname AND s.tablename = ct.relname \
               AND s.attname = a.attname AND NOT s.inherited WHERE a.attrelid = i.indrelid AND a.attnum = ANY ((i.indkey::int2[])[0:i.indnkeyatts - 1]))::float8 AS key_width, \
            coalesce(st.idx_scan, 0)::int8 AS idx_scan, \
-           (pg_has_role(ct.relowner, 'USAGE') \
-             OR pg_has_role((SELECT datdba FROM pg_database WHERE datname = current_database()), 'USAGE') \
-             OR coalesce((SELECT rolsuper FROM pg_roles WHERE rolname = current_user), false){maintain}) AS can_maintain, \
+           pg_get_userbyid(ct.relowner)::text AS owner, \
+           ({set_role}) AS set_role, (m.direct OR ({set_role}) IS NOT NULL) AS can_maintain, \
            EXISTS (SELECT 1 FROM pg_stat_progress_create_index p WHERE p.relid = i.indrelid) AS being_built, \
            coalesce((SELECT stats_reset FROM pg_stat_database WHERE datname = current_database()), pg_postmaster_start_time()) AS stats_since \
          FROM pg_index i JOIN pg_class ci ON ci.oid = i.indexrelid JOIN pg_class ct ON ct.oid = i.indrelid \
            JOIN pg_namespace n ON n.oid = ci.relnamespace JOIN pg_am am ON am.oid = ci.relam \
+           CROSS JOIN LATERAL (SELECT (pg_has_role(ct.relowner, 'USAGE') \
+             OR coalesce((SELECT rolsuper FROM pg_roles WHERE rolname = current_user), false){maintain}) AS direct) m \
            LEFT JOIN pg_stat_user_indexes st ON st.indexrelid = i.indexrelid \
          WHERE ct.relkind IN ('r', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
            AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%' \
@@ -89,7 +98,12 @@ pub struct IndexStats {
     pub nstats: i64,
     pub key_width: f64,
     pub idx_scan: i64,
+    /// The owner of the index (and its table).
+    pub owner: String,
+    /// We may REINDEX / DROP it: as ourselves, or as `set_role` after SET ROLE.
     pub can_maintain: bool,
+    /// The role to SET ROLE to around a statement on this index (its owner; PG <= 16 only).
+    pub set_role: Option<String>,
     pub being_built: bool,
     pub stats_since: Option<DateTime<Utc>>,
 }
@@ -97,6 +111,7 @@ pub struct IndexStats {
 impl IndexStats {
     pub fn from_row(r: &Row) -> IndexStats {
         let i = |k| i64_of(r, k).unwrap_or(0);
+        let set_role = str_of(r, "set_role");
         IndexStats {
             oid: i("oid"),
             schema: str_of(r, "schema").unwrap_or_default(),
@@ -118,7 +133,9 @@ impl IndexStats {
             nstats: i("nstats"),
             key_width: f64_of(r, "key_width").unwrap_or(0.0),
             idx_scan: i("idx_scan"),
-            can_maintain: bool_of(r, "can_maintain"),
+            owner: str_of(r, "owner").unwrap_or_default(),
+            can_maintain: bool_of(r, "can_maintain") || set_role.is_some(),
+            set_role,
             being_built: bool_of(r, "being_built"),
             stats_since: time_of(r, "stats_since"),
         }
@@ -340,7 +357,9 @@ mod tests {
             nstats: 1,
             key_width: 4.0,
             idx_scan: 5,
+            owner: "app".into(),
             can_maintain: true,
+            set_role: None,
             being_built: false,
             stats_since: Some(now() - Duration::days(30)),
         }
@@ -422,6 +441,36 @@ mod tests {
             IndexWork::Reindex.statement("my s", "ix\"1"),
             "REINDEX INDEX CONCURRENTLY \"my s\".\"ix\"\"1\""
         );
+    }
+
+    #[test]
+    fn who_may_rebuild_per_version() {
+        let q15 = indexes(PgVersion(150004));
+        // The database owner may VACUUM a table it does not own, never REINDEX it.
+        assert!(!q15.contains("datdba"), "{q15}");
+        assert!(q15.contains("pg_has_role(ct.relowner, 'MEMBER')"), "{q15}");
+        assert!(!q15.contains("MAINTAIN"), "{q15}");
+        let q16 = indexes(PgVersion(160002));
+        assert!(q16.contains("pg_has_role(ct.relowner, 'SET')"), "{q16}");
+        let q17 = indexes(PgVersion(170000));
+        assert!(
+            q17.contains("has_table_privilege(ct.oid, 'MAINTAIN')"),
+            "{q17}"
+        );
+        assert!(q17.contains("(NULL::text) AS set_role"), "{q17}");
+
+        use serde_json::json;
+        let row = |v: serde_json::Value| v.as_object().unwrap().clone();
+        let via = IndexStats::from_row(&row(
+            json!({"owner": "app", "can_maintain": false, "set_role": "app"}),
+        ));
+        assert!(via.can_maintain);
+        assert_eq!(
+            (via.owner.as_str(), via.set_role.as_deref()),
+            ("app", Some("app"))
+        );
+        let no = IndexStats::from_row(&row(json!({"owner": "app", "can_maintain": false})));
+        assert!(!no.can_maintain && no.set_role.is_none());
     }
 
     #[test]

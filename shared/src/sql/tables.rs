@@ -5,8 +5,22 @@
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 
-use super::{bool_of, f64_of, i64_of, str_of, time_of, Maintenance, Row};
+use super::{bool_of, f64_of, i64_of, str_of, time_of, Maintenance, PgVersion, Row};
 use crate::config::pg::PgConfig;
+
+/// [`super::tables`] as vacuum-trigger reads it: each row also names the role to `SET ROLE` to
+/// before maintaining the table (`set_role`: its owner, when the session may reach the owner's
+/// rights only that way, below PostgreSQL 17), and `can_maintain` counts that way in. The inner
+/// `can_maintain` asks `pg_has_role(owner, 'USAGE')`, the rights the session holds as itself:
+/// false for the maintenance role, which is the owner's member without inheriting its rights
+/// (infra/sql/02_maintenance_role.sql).
+pub fn tables_for_maintenance(v: PgVersion, min_bytes: i64) -> String {
+    format!(
+        "SELECT t.*, {} AS set_role FROM ({}) t ORDER BY t.relpages DESC",
+        super::roles::set_role_column(v, "t.can_maintain", "t.owner::name", "t.owner"),
+        super::tables(v, min_bytes)
+    )
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TableStats {
@@ -23,7 +37,11 @@ pub struct TableStats {
     pub fillfactor: i64,
     pub autovacuum_enabled: bool,
     pub owner: String,
+    /// We may VACUUM / ANALYZE it: as ourselves, or as `set_role` after SET ROLE.
     pub can_maintain: bool,
+    /// The role to SET ROLE to around a maintenance statement (the owner; PG <= 16 only), when
+    /// the row comes from [`tables_for_maintenance`].
+    pub set_role: Option<String>,
     pub ncols: i64,
     pub nstats: i64,
     pub data_width: f64,
@@ -42,6 +60,7 @@ pub struct TableStats {
 impl TableStats {
     pub fn from_row(r: &Row) -> TableStats {
         let i = |k| i64_of(r, k).unwrap_or(0);
+        let set_role = str_of(r, "set_role");
         TableStats {
             oid: i("oid"),
             schema: str_of(r, "schema").unwrap_or_default(),
@@ -58,7 +77,8 @@ impl TableStats {
                 .map(|_| bool_of(r, "autovacuum_enabled"))
                 .unwrap_or(true),
             owner: str_of(r, "owner").unwrap_or_default(),
-            can_maintain: bool_of(r, "can_maintain"),
+            can_maintain: bool_of(r, "can_maintain") || set_role.is_some(),
+            set_role,
             ncols: i("ncols"),
             nstats: i("nstats"),
             data_width: f64_of(r, "data_width").unwrap_or(0.0),
@@ -305,6 +325,7 @@ pub(crate) mod tests {
             autovacuum_enabled: true,
             owner: "app".into(),
             can_maintain: true,
+            set_role: None,
             ncols: 2,
             nstats: 2,
             data_width: 105.0,
@@ -392,6 +413,41 @@ pub(crate) mod tests {
                 ("stale".into(), Maintenance::Analyze),
             ]
         );
+    }
+
+    #[test]
+    fn maintenance_rows_name_the_role_to_switch_to_per_version() {
+        let v15 = PgVersion(150004);
+        let q15 = tables_for_maintenance(v15, 1 << 20);
+        assert!(q15.contains(&crate::sql::tables(v15, 1 << 20)));
+        assert!(
+            q15.contains("pg_has_role(t.owner::name, 'MEMBER')"),
+            "{q15}"
+        );
+        let q16 = tables_for_maintenance(PgVersion(160002), 1 << 20);
+        assert!(q16.contains("pg_has_role(t.owner::name, 'SET')"), "{q16}");
+        let q17 = tables_for_maintenance(PgVersion(170000), 1 << 20);
+        assert!(q17.contains("NULL::text AS set_role"), "{q17}");
+        assert!(q17.contains("'MAINTAIN'"), "{q17}");
+
+        use serde_json::json;
+        let row = |v: serde_json::Value| v.as_object().unwrap().clone();
+        // Below 17, a member that does not inherit the owner's rights: maintainable after SET ROLE.
+        let t = TableStats::from_row(&row(
+            json!({"owner": "app", "can_maintain": false, "set_role": "app"}),
+        ));
+        assert!(t.can_maintain);
+        assert_eq!(t.set_role.as_deref(), Some("app"));
+        // Neither as ourselves nor through SET ROLE.
+        let t = TableStats::from_row(&row(
+            json!({"owner": "app", "can_maintain": false, "set_role": null}),
+        ));
+        assert!(!t.can_maintain);
+        assert_eq!(t.set_role, None);
+        // The owner's rights held as ourselves (or MAINTAIN on 17): no switch.
+        let t = TableStats::from_row(&row(json!({"owner": "app", "can_maintain": true})));
+        assert!(t.can_maintain);
+        assert_eq!(t.set_role, None);
     }
 
     #[test]
