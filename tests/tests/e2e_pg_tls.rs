@@ -198,3 +198,32 @@ async fn a_certificate_from_another_ca_or_for_another_name_is_refused() {
     let (rec, _) = scan(&stack, &[("NBAOPS_PG__DATABASES", &loopback)]).await;
     assert!(refusal(&rec).contains("TLS to 127.0.0.1"), "{rec}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_monitor_without_pg_monitor_says_no_privilege_instead_of_reporting_nothing() {
+    let stack = Stack::start(false).await.unwrap();
+    let pg = Postgres::start().unwrap();
+    monitor_role(&stack, &pg, PASSWORD).await;
+    pg.psql("app", "revoke pg_monitor from nbaops_monitor")
+        .unwrap();
+    let dbs = format!("app={}", pg.url_as("nbaops_monitor", "app"));
+    let (rec, _) = scan(&stack, &[("NBAOPS_PG__DATABASES", &dbs)]).await;
+    let blind = rec["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| {
+            a["dedup_key"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("pg-check-failed#")
+        })
+        .unwrap_or_else(|| panic!("no check-failed finding: {rec}"));
+    let summary = blind["summary"].as_str().unwrap();
+    assert!(
+        summary.contains("no privilege")
+            && summary.contains("nbaops_monitor")
+            && summary.contains("long-tx"),
+        "{summary}"
+    );
+}

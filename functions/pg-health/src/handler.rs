@@ -216,6 +216,19 @@ async fn scan(target: &PgTarget, inv: &Invocation, deps: &Deps, x: &PgHealth) ->
     let pg = pg.as_ref();
     // Database timestamps are compared on the database's clock (one clock per comparison).
     let now = server.now.unwrap_or(inv.now);
+    if !server.sees_all_sessions {
+        // Not silently empty: a role without pg_monitor sees other sessions as NULLs.
+        s.failed(
+            &["long-tx", "idle-in-tx", "lock-wait", "slow-query", "replication-lag"],
+            &NbaopsError::dependency(
+                "postgres",
+                format!(
+                    "no privilege: role {} is not a member of pg_monitor (pg_read_all_stats), so other roles' sessions, statements and replication progress are hidden",
+                    server.role
+                ),
+            ),
+        );
+    }
     s.metrics.push(("Reachable", 1.0, "Count"));
     s.notes.push(format!(
         "PostgreSQL {} {} as {}",

@@ -207,7 +207,9 @@ fn named(e: crate::NbaopsError, db: &str, role: &str) -> crate::NbaopsError {
 pub const SERVER: &str = "SELECT current_setting('server_version_num')::int8 AS version_num, \
     pg_is_in_recovery() AS in_recovery, pg_postmaster_start_time() AS postmaster_start, \
     current_database()::text AS database, current_user::text AS role, pg_backend_pid()::int8 AS own_pid, \
-    now() AS now";
+    now() AS now, \
+    (pg_has_role(current_user, 'pg_read_all_stats', 'USAGE') \
+      OR coalesce((SELECT rolsuper FROM pg_roles WHERE rolname = current_user), false)) AS sees_all_sessions";
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Server {
@@ -220,6 +222,9 @@ pub struct Server {
     /// The server's clock: ages of what the database records (stats resets, vacuum times,
     /// archive times) are measured on it, not on the function's.
     pub now: Option<DateTime<Utc>>,
+    /// pg_monitor's `pg_read_all_stats` (or superuser): without it other roles' sessions,
+    /// statements and replication progress read as NULL — checks would be silently empty.
+    pub sees_all_sessions: bool,
 }
 
 impl Server {
@@ -232,6 +237,7 @@ impl Server {
             role: str_of(r, "role").unwrap_or_default(),
             own_pid: i64_of(r, "own_pid").unwrap_or(0),
             now: time_of(r, "now"),
+            sees_all_sessions: bool_of(r, "sees_all_sessions"),
         }
     }
 }
