@@ -563,6 +563,84 @@ fn alarm_notification(fixture: &str) -> Value {
     n
 }
 
+/// The notification's message published to the alerts topic in the emulator and taken off a
+/// subscriber queue as SNS delivered it (envelope and all), then handed to alert-router the way
+/// Lambda's SNS trigger does. (moto's CloudWatch never publishes alarm actions itself.)
+async fn through_the_alerts_topic(w: &World, notification: &Value) -> Value {
+    use aws_sdk_sqs::types::QueueAttributeName;
+    let c = &w.stack.clients;
+    let q = c
+        .sqs
+        .create_queue()
+        .queue_name("alerts-envelope-tap")
+        .send()
+        .await
+        .unwrap()
+        .queue_url()
+        .unwrap()
+        .to_string();
+    let attrs = c
+        .sqs
+        .get_queue_attributes()
+        .queue_url(&q)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap();
+    let qarn = attrs.attributes().unwrap()[&QueueAttributeName::QueueArn].clone();
+    let topic = &w.stack.platform.alerts_topic;
+    let sub = c
+        .sns
+        .subscribe()
+        .topic_arn(topic)
+        .protocol("sqs")
+        .endpoint(&qarn)
+        .send()
+        .await
+        .unwrap()
+        .subscription_arn()
+        .unwrap()
+        .to_string();
+    let sns = &notification["Records"][0]["Sns"];
+    c.sns
+        .publish()
+        .topic_arn(topic)
+        .message(sns["Message"].as_str().unwrap())
+        .subject(sns["Subject"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let got = platform::drain(c, &q).await.unwrap();
+    c.sns
+        .unsubscribe()
+        .subscription_arn(&sub)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 1, "{got:?}");
+    let env = &got[0];
+    assert_eq!(env["Type"], "Notification", "{env}");
+    assert_eq!(env["TopicArn"].as_str(), Some(topic.as_str()), "{env}");
+    json!({"Records": [{
+        "EventSource": "aws:sns",
+        "EventVersion": "1.0",
+        "EventSubscriptionArn": sub,
+        "Sns": {
+            "Type": env["Type"],
+            "MessageId": env["MessageId"],
+            "TopicArn": env["TopicArn"],
+            "Subject": env["Subject"],
+            "Message": env["Message"],
+            "Timestamp": env["Timestamp"],
+            "SignatureVersion": env["SignatureVersion"],
+            "Signature": env["Signature"],
+            "SigningCertUrl": env["SigningCertURL"],
+            "UnsubscribeUrl": env["UnsubscribeURL"],
+            "MessageAttributes": env.get("MessageAttributes").cloned().unwrap_or(json!({})),
+        }
+    }]})
+}
+
 fn slack_text(b: &Value) -> String {
     b["text"].as_str().unwrap_or("").to_string()
 }
@@ -573,12 +651,14 @@ async fn an_nbaops_function_errors_alarm_is_a_p2_incident_and_its_ok_resolves_it
     let c = &w.stack.clients;
     let arn = "arn:aws:cloudwatch:us-east-1:123456789012:alarm:nbaops-dev-pg-health-errors";
 
-    // ALARM: a P2 to Slack and email (not PagerDuty), one incident keyed by the alarm ARN.
-    let v = ok(
+    // ALARM, published to the alerts topic: a P2 to Slack and email (not PagerDuty), one
+    // incident keyed by the alarm ARN.
+    let delivered = through_the_alerts_topic(
         &w,
-        alarm_notification("sns-nbaops-function-errors-alarm.json"),
+        &alarm_notification("sns-nbaops-function-errors-alarm.json"),
     )
     .await;
+    let v = ok(&w, delivered).await;
     assert!(v["records"][0]["not_for_me"].is_null(), "{v}");
     let slack = w.slack.bodies();
     assert_eq!(slack.len(), 1, "{v}");
@@ -618,7 +698,12 @@ async fn an_nbaops_function_errors_alarm_is_a_p2_incident_and_its_ok_resolves_it
     assert!(platform::drain(c, &w.email_tap).await.unwrap().is_empty());
 
     // OK: the same incident is resolved on the channels it was opened on.
-    let v = ok(&w, alarm_notification("sns-nbaops-function-errors-ok.json")).await;
+    let delivered = through_the_alerts_topic(
+        &w,
+        &alarm_notification("sns-nbaops-function-errors-ok.json"),
+    )
+    .await;
+    let v = ok(&w, delivered).await;
     assert!(
         v["records"][0]["notes"]
             .to_string()
