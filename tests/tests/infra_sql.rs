@@ -10,8 +10,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nbaops_shared::sql::{self, roles, IndexWork, Maintenance, PgVersion};
+use nbaops_tests::demo::Stack;
+use nbaops_tests::function::FunctionUnderTest;
 use nbaops_tests::postgres::Postgres;
-use nbaops_tests::workspace_root;
+use nbaops_tests::runtime_api::Outcome;
+use nbaops_tests::{function_binary, workspace_root};
+use serde_json::{json, Value};
 
 /// Every role's password on the test cluster (SCRAM over TLS for the nbaops roles).
 const PASSWORD: &str = "infra-sql-test-only";
@@ -767,4 +771,102 @@ fn pg17_branch_grants_pg_maintain_instead_of_the_owner() {
         &stated_limit("nbaops_maintenance").unwrap_or(-2).to_string(),
     );
     c.finish();
+}
+
+/// The real vacuum-trigger binary, logged in as nbaops_maintenance set up by infra/sql (password
+/// from SSM, TLS), vacuums a table of the application's owner: as the owner for that statement
+/// only, and the audit shows the switch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vacuum_trigger_as_nbaops_maintenance_vacuums_the_owners_table() {
+    let stack = Stack::start(false).await.unwrap();
+    let pg = Postgres::start().unwrap();
+    rds_like_cluster(&pg);
+    let psql = Psql::new(&pg);
+    psql.sql(
+        "nbaops_app",
+        "app",
+        &[
+            "CREATE TABLE bloated (id int, payload text) WITH (autovacuum_enabled = false)",
+            "INSERT INTO bloated SELECT g, repeat('x', 100) FROM generate_series(1, 50000) g",
+            "DELETE FROM bloated WHERE id % 5 <> 0",
+            "ANALYZE bloated",
+        ],
+    )
+    .unwrap();
+    psql.file(
+        "rds_master",
+        "app",
+        "02_maintenance_role.sql",
+        &[("app_owner", "nbaops_app")],
+    )
+    .unwrap();
+    psql.one(
+        "rds_master",
+        "app",
+        &format!("ALTER ROLE nbaops_maintenance PASSWORD '{PASSWORD}'"),
+    )
+    .unwrap();
+    stack
+        .clients
+        .ssm
+        .put_parameter()
+        .name("/nbaops/dev/secrets/pg/app/maintenance")
+        .value(PASSWORD)
+        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+        .overwrite(true)
+        .send()
+        .await
+        .unwrap();
+    let dead = || {
+        pg.psql(
+            "app",
+            "SELECT n_dead_tup FROM pg_stat_user_tables WHERE relname = 'bloated'",
+        )
+        .unwrap()
+        .parse::<i64>()
+        .unwrap()
+    };
+    assert!(dead() >= 39_000);
+    let dbs = format!("app={}", pg.url_as("nbaops_maintenance", "app"));
+    let f = FunctionUnderTest::start(
+        &function_binary("vacuum-trigger").unwrap(),
+        "vacuum-trigger",
+        &stack.function_env(&[("NBAOPS_PG__DATABASES", dbs.as_str())]),
+        1,
+    )
+    .await
+    .unwrap();
+    let payload = json!({"nbaops": {"task": "pg", "id": "infra-sql-vacuum"}});
+    let v = match f
+        .invoke(payload, Duration::from_secs(60))
+        .await
+        .unwrap()
+        .outcome
+    {
+        Outcome::Response(v) => v,
+        other => panic!("vacuum-trigger failed: {other:?}\n{}", f.logs()),
+    };
+    let rec = &v["records"][0];
+    let actions = rec["actions"].as_array().cloned().unwrap_or_default();
+    let vacuum: Vec<&Value> = actions
+        .iter()
+        .filter(|a| a["resource"] == "pg:app/public.bloated")
+        .collect();
+    assert_eq!(vacuum.len(), 1, "{rec}\n{}", f.logs());
+    assert_eq!(vacuum[0]["outcome"], "acted", "{rec}\n{}", f.logs());
+    assert_eq!(
+        vacuum[0]["before"]["statement"],
+        "SET ROLE \"nbaops_app\"; VACUUM (ANALYZE, SKIP_LOCKED, TRUNCATE false) \"public\".\"bloated\"; RESET ROLE",
+        "{rec}"
+    );
+    assert!(dead() < 1_000, "dead tuples still {}", dead());
+    // Its session never held the owner's rights as itself.
+    assert_eq!(
+        pg.psql(
+            "postgres",
+            "SELECT pg_has_role('nbaops_maintenance', 'nbaops_app', 'USAGE')"
+        )
+        .unwrap(),
+        "f"
+    );
 }
