@@ -17,8 +17,38 @@ const START_SNS: &str = "events/rds/sns-failover-started.json";
 const DONE: &str = "events/rds/eventbridge-failover-completed.json";
 const SWEEP: &str = "events/schedule/failover-sweep.json";
 
+/// A fixture moved onto the test clock: its RDS events happened on 2026-11-25 shortly after
+/// 20:00 UTC; every such timestamp is shifted by the same amount so that 20:05 that day is now.
+/// (The sweep judges an incident's age on the function's clock: fixed dates would make the same
+/// test pass or fail depending on the clock it runs at.)
 fn fixture(path: &str) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(workspace_root().join(path)).unwrap()).unwrap()
+    let text = std::fs::read_to_string(workspace_root().join(path)).unwrap();
+    let anchor = chrono::DateTime::parse_from_rfc3339("2026-11-25T20:05:00Z").unwrap();
+    let shift = nbaops_tests::clock::now() - anchor.with_timezone(&chrono::Utc);
+    let mut out = String::new();
+    let mut rest = text.as_str();
+    while let Some(i) = rest.find("2026-11-25") {
+        out.push_str(&rest[..i]);
+        let stamp = &rest[i..];
+        // "2026-11-25T20:01:02" or "2026-11-25 20:01:02": date, separator, time (19 chars).
+        let sep = stamp.as_bytes().get(10).copied().unwrap_or(b'T') as char;
+        match chrono::NaiveDateTime::parse_from_str(
+            &stamp[..19.min(stamp.len())],
+            &format!("%Y-%m-%d{sep}%H:%M:%S"),
+        ) {
+            Ok(t) => {
+                let moved = t + shift;
+                out.push_str(&moved.format(&format!("%Y-%m-%d{sep}%H:%M:%S")).to_string());
+                rest = &stamp[19..];
+            }
+            Err(_) => {
+                out.push_str(&stamp[..10]);
+                rest = &stamp[10..];
+            }
+        }
+    }
+    out.push_str(rest);
+    serde_json::from_str(&out).unwrap()
 }
 
 async fn start(stack: &Stack, target_url: &str, replicas: u32) -> FunctionUnderTest {
