@@ -41,6 +41,43 @@ impl Stack {
         })
     }
 
+    /// The SecureStrings holding the database `name`'s monitor and maintenance passwords, as a
+    /// deployment stores them (`/nbaops/dev/secrets/pg/<name>/<role>`), and the environment that
+    /// points pg-health and vacuum-trigger at it as their own roles over TLS.
+    pub async fn put_pg_passwords(
+        &self,
+        pg: &Postgres,
+        name: &str,
+        db: &str,
+    ) -> Result<Vec<(String, String)>, HarnessError> {
+        for role in ["monitor", "maintenance"] {
+            self.clients
+                .ssm
+                .put_parameter()
+                .name(format!(
+                    "/nbaops/{}/secrets/pg/{name}/{role}",
+                    platform::ENV
+                ))
+                .value(crate::postgres::ROLE_PASSWORD)
+                .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+                .overwrite(true)
+                .send()
+                .await
+                .map_err(|e| HarnessError::Setup(format!("put_parameter: {e:?}")))?;
+        }
+        Ok(vec![
+            (
+                "NBAOPS_PG__DATABASES".into(),
+                format!("{name}={}", pg.url_as("nbaops_monitor", db)),
+            ),
+            ("NBAOPS_PG__MONITOR_USER".into(), "nbaops_monitor".into()),
+            (
+                "NBAOPS_PG__MAINTENANCE_USER".into(),
+                "nbaops_maintenance".into(),
+            ),
+        ])
+    }
+
     pub fn function_env(&self, extra: &[(&str, &str)]) -> Vec<(String, String)> {
         platform::function_env(&self.moto.aws_env(), &self.platform, extra)
     }

@@ -13,6 +13,10 @@ use crate::{io_err, log_tail, unique_temp_dir, HarnessError};
 /// The host name on the test clusters' certificate (reached through `hostaddr=127.0.0.1`).
 pub const TLS_HOST: &str = "db.nbaops.test";
 
+/// The test clusters' password of every nbaops role ([`Postgres::as_rds`]); in the functions it
+/// comes from the SSM SecureStrings [`crate::demo::Stack::put_pg_passwords`] writes.
+pub const ROLE_PASSWORD: &str = "nbaops-test-role-pw-5d1c";
+
 /// The roles nbaops's functions log in as (infra/sql): TLS + SCRAM only on the test clusters.
 pub const NBAOPS_ROLES: &str = "nbaops_monitor,nbaops_maintenance,nbaops_failover,nbaops_drill";
 
@@ -258,6 +262,64 @@ impl Postgres {
             .args(["-p", &port, "-U", user, "-d", db, "-c", sql])
             .env("PGCONNECT_TIMEOUT", "10"))?;
         Ok(out.trim_end_matches('\n').to_string())
+    }
+
+    /// The database `db` as RDS gives it and infra/sql makes it, prepared by the cluster's
+    /// superuser and then done by a master user that is not one: `rds_master` (CREATEROLE,
+    /// CREATEDB, pg_monitor / pg_signal_backend / pg_read_all_stats and the application owner
+    /// WITH ADMIN OPTION, owner of `postgres`, as RDS's master user), `db` owned by the application
+    /// role `nbaops_app` (its tables are what vacuum-trigger maintains: create them with
+    /// [`Postgres::psql_app`]), pg_stat_statements and pgstattuple created in it (rds_superuser
+    /// may), then infra/sql 01–03 applied by `rds_master` and each nbaops role's password set to
+    /// [`ROLE_PASSWORD`]. Idempotent per cluster for the roles; `db` must not exist yet.
+    pub fn as_rds(&self, db: &str) -> Result<(), HarnessError> {
+        let exists = self.psql(
+            "postgres",
+            "select count(*) from pg_roles where rolname = 'rds_master'",
+        )?;
+        if exists == "0" {
+            for s in [
+                "CREATE ROLE rds_master LOGIN CREATEROLE CREATEDB",
+                "GRANT pg_monitor, pg_signal_backend, pg_read_all_stats TO rds_master WITH ADMIN OPTION",
+                "CREATE ROLE nbaops_app LOGIN",
+                "GRANT nbaops_app TO rds_master WITH ADMIN OPTION",
+                "ALTER DATABASE postgres OWNER TO rds_master",
+            ] {
+                self.psql("postgres", s)?;
+            }
+        }
+        self.psql(
+            "postgres",
+            &format!("CREATE DATABASE {db} OWNER nbaops_app"),
+        )?;
+        self.psql(db, "CREATE EXTENSION IF NOT EXISTS pg_stat_statements; CREATE EXTENSION IF NOT EXISTS pgstattuple")?;
+        let sql = crate::workspace_root().join("infra/sql");
+        self.psql_file("rds_master", db, &sql.join("01_monitor_role.sql"), &[])?;
+        self.psql_file(
+            "rds_master",
+            db,
+            &sql.join("02_maintenance_role.sql"),
+            &[("app_owner", "nbaops_app")],
+        )?;
+        self.psql_file(
+            "rds_master",
+            "postgres",
+            &sql.join("03_failover_role.sql"),
+            &[],
+        )?;
+        for role in ["nbaops_monitor", "nbaops_maintenance", "nbaops_failover"] {
+            self.psql_as(
+                "rds_master",
+                "postgres",
+                &format!("ALTER ROLE {role} PASSWORD '{ROLE_PASSWORD}'"),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// psql as the application's owner role (`nbaops_app`, see [`Postgres::as_rds`]).
+    pub fn psql_app(&self, db: &str, sql: &str) -> Result<String, HarnessError> {
+        self.psql_as("nbaops_app", db, sql)
     }
 
     /// The server log's last lines, for failure messages.

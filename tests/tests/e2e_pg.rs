@@ -82,26 +82,26 @@ fn dead_tuples(pg: &Postgres) -> i64 {
     .unwrap()
 }
 
+/// The bloated table, owned by the application's role in a database set up as on RDS.
 fn make_bloat(pg: &Postgres) {
-    pg.psql("postgres", "create database app").unwrap();
-    pg.psql("app", "create extension pgstattuple").unwrap();
-    pg.psql(
+    pg.as_rds("app").unwrap();
+    pg.psql_app(
         "app",
         &format!(
             "create table {TABLE_SQL} (id int, payload text) with (autovacuum_enabled = false)"
         ),
     )
     .unwrap();
-    pg.psql(
+    pg.psql_app(
         "app",
         &format!(
             "insert into {TABLE_SQL} select g, repeat('x', 100) from generate_series(1, 50000) g"
         ),
     )
     .unwrap();
-    pg.psql("app", &format!("delete from {TABLE_SQL} where id % 5 <> 0"))
+    pg.psql_app("app", &format!("delete from {TABLE_SQL} where id % 5 <> 0"))
         .unwrap();
-    pg.psql("app", &format!("analyze {TABLE_SQL}")).unwrap();
+    pg.psql_app("app", &format!("analyze {TABLE_SQL}")).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -111,8 +111,13 @@ async fn bloat_is_reported_then_vacuumed_and_dry_run_changes_nothing() {
     make_bloat(&pg);
     let before = dead_tuples(&pg);
     assert!(before >= 39_000, "{before}");
-    let dbs = format!("app={}", pg.url("app"));
-    let env = [("NBAOPS_PG__DATABASES", dbs.as_str())];
+    // pg-health as nbaops_monitor, vacuum-trigger as nbaops_maintenance: over TLS, passwords
+    // from SSM, the roles infra/sql makes (no superuser).
+    let roles = stack.put_pg_passwords(&pg, "app", "app").await.unwrap();
+    let env: Vec<(&str, &str)> = roles
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
 
     let health = start(&stack, "pg-health", &env).await;
     let v = invoke(&health, "health-1").await;
@@ -147,7 +152,7 @@ async fn bloat_is_reported_then_vacuumed_and_dry_run_changes_nothing() {
     let dry = start(
         &stack,
         "vacuum-trigger",
-        &[env[0], ("NBAOPS_GUARD__DRY_RUN", "true")],
+        &[env.as_slice(), &[("NBAOPS_GUARD__DRY_RUN", "true")]].concat(),
     )
     .await;
     let v = invoke(&dry, "vacuum-dry").await;
@@ -340,7 +345,11 @@ async fn deadline_margin_and_non_owner_vacuum_warning() {
     make_bloat(&pg);
     pg.psql("app", "create role maint login").unwrap();
     let before = dead_tuples(&pg);
-    let dbs = format!("app={}", pg.url("app"));
+    let roles = stack.put_pg_passwords(&pg, "app", "app").await.unwrap();
+    let env: Vec<(&str, &str)> = roles
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
 
     // The harness gives every invocation a 60 s deadline: a 120 s margin leaves no time to
     // start a table, whatever pg.vacuum.time_budget_seconds says.
@@ -348,9 +357,10 @@ async fn deadline_margin_and_non_owner_vacuum_warning() {
         &stack,
         "vacuum-trigger",
         &[
-            ("NBAOPS_PG__DATABASES", dbs.as_str()),
-            ("NBAOPS_PG__VACUUM__DEADLINE_MARGIN_SECONDS", "120"),
-        ],
+            env.as_slice(),
+            &[("NBAOPS_PG__VACUUM__DEADLINE_MARGIN_SECONDS", "120")],
+        ]
+        .concat(),
     )
     .await;
     let v = invoke(&vt, "vt-deadline").await;
@@ -363,15 +373,13 @@ async fn deadline_margin_and_non_owner_vacuum_warning() {
     assert_eq!(dead_tuples(&pg), before);
     drop(vt);
 
-    // A maintenance role that does not own the table: PostgreSQL answers VACUUM with success
-    // and a WARNING; the run must record a failure, alert, and never claim it acted.
+    // A maintenance role that does not own the table (and is no member of its owner):
+    // PostgreSQL answers VACUUM with success and a WARNING; the run must record a failure,
+    // alert, and never claim it acted.
     let vt = start(
         &stack,
         "vacuum-trigger",
-        &[
-            ("NBAOPS_PG__DATABASES", dbs.as_str()),
-            ("NBAOPS_PG__MAINTENANCE_USER", "maint"),
-        ],
+        &[env[0], ("NBAOPS_PG__MAINTENANCE_USER", "maint")],
     )
     .await;
     let v = invoke(&vt, "vt-non-owner").await;
@@ -396,12 +404,7 @@ async fn deadline_margin_and_non_owner_vacuum_warning() {
     assert_eq!(dead_tuples(&pg), before, "nothing was vacuumed");
 
     // pg-health turns the recorded failure into its VACUUM-failure signal.
-    let health = start(
-        &stack,
-        "pg-health",
-        &[("NBAOPS_PG__DATABASES", dbs.as_str())],
-    )
-    .await;
+    let health = start(&stack, "pg-health", &env).await;
     let v = invoke(&health, "health-after-failure").await;
     let vf = alerts(record(&v, "app"), "pg-vacuum-failure#");
     assert!(
