@@ -201,10 +201,11 @@ async fn bloat_is_reported_then_vacuumed_and_dry_run_changes_nothing() {
 async fn long_transaction_is_reported_ended_and_resolved() {
     let stack = Stack::start(false).await.unwrap();
     let pg = Postgres::start().unwrap();
-    pg.psql("postgres", "create database app").unwrap();
+    pg.as_rds("app").unwrap();
+    // The runaway is the application's session (nbaops never ends a superuser's).
     let (client, conn) = tokio_postgres::connect(
         &format!(
-            "host=127.0.0.1 port={} user=postgres dbname=app application_name=e2e-runaway",
+            "host=127.0.0.1 port={} user=nbaops_app dbname=app application_name=e2e-runaway",
             pg.port
         ),
         tokio_postgres::NoTls,
@@ -218,12 +219,15 @@ async fn long_transaction_is_reported_ended_and_resolved() {
         .unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
 
-    let dbs = format!("app={}", pg.url("app"));
-    let thresholds = [
-        ("NBAOPS_PG__DATABASES", dbs.as_str()),
+    let roles = stack.put_pg_passwords(&pg, "app", "app").await.unwrap();
+    let mut thresholds: Vec<(&str, &str)> = roles
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    thresholds.extend([
         ("NBAOPS_PG__LONG_TX__WARN_SECONDS", "1"),
         ("NBAOPS_PG__LONG_TX__CRIT_SECONDS", "2"),
-    ];
+    ]);
     let health = start(&stack, "pg-health", &thresholds).await;
     let v = invoke(&health, "health-1").await;
     let long = alerts(record(&v, "app"), "pg-long-tx#");
@@ -265,25 +269,29 @@ async fn long_transaction_is_reported_ended_and_resolved() {
 async fn unreachable_database_counter_reset_and_idle_replica() {
     let stack = Stack::start(false).await.unwrap();
     let pg = Postgres::start().unwrap();
-    pg.psql("postgres", "create database app").unwrap();
-    pg.psql(
+    pg.as_rds("app").unwrap();
+    pg.psql_app(
         "app",
         "create table t (id int); insert into t select generate_series(1, 1000)",
     )
     .unwrap();
+    // The standby is a copy: the same roles and passwords.
     let replica = pg.start_replica().unwrap();
     let closed = nbaops_tests::ports::free_port().unwrap();
+    let mut env = stack.put_pg_passwords(&pg, "app", "app").await.unwrap();
+    stack
+        .put_pg_passwords(&replica, "replica", "app")
+        .await
+        .unwrap();
+    stack.put_pg_passwords(&pg, "gone", "app").await.unwrap();
     let dbs = format!(
-        "app={},replica={},gone=postgres://postgres@127.0.0.1:{closed}/app",
-        pg.url("app"),
-        replica.url("app")
+        "app={},replica={},gone=postgres://nbaops_monitor@127.0.0.1:{closed}/app",
+        pg.url_as("nbaops_monitor", "app"),
+        replica.url_as("nbaops_monitor", "app")
     );
-    let health = start(
-        &stack,
-        "pg-health",
-        &[("NBAOPS_PG__DATABASES", dbs.as_str())],
-    )
-    .await;
+    env[0].1 = dbs;
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let health = start(&stack, "pg-health", &env).await;
     let v = invoke(&health, "health-1").await;
 
     // A refused connection is a P1 finding, not a crash; the other databases are still scanned.
