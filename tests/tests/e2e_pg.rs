@@ -442,9 +442,8 @@ fn index_bytes(pg: &Postgres, name: &str) -> i64 {
 async fn invalid_leftover_dropped_and_bloated_index_rebuilt_in_window_only() {
     let stack = Stack::start(false).await.unwrap();
     let pg = Postgres::start().unwrap();
-    pg.psql("postgres", "create database app").unwrap();
-    pg.psql("app", "create extension pgstattuple").unwrap();
-    pg.psql(
+    pg.as_rds("app").unwrap();
+    pg.psql_app(
         "app",
         "create table ix_t (id int, v int) with (autovacuum_enabled = false); \
          insert into ix_t select g, g from generate_series(1, 200000) g; \
@@ -452,15 +451,15 @@ async fn invalid_leftover_dropped_and_bloated_index_rebuilt_in_window_only() {
          delete from ix_t where id % 10 <> 0",
     )
     .unwrap();
-    pg.psql("app", "vacuum analyze ix_t").unwrap();
+    pg.psql_app("app", "vacuum analyze ix_t").unwrap();
     // What a failed REINDEX CONCURRENTLY leaves: an invalid index named *_ccnew.
-    pg.psql(
+    pg.psql_app(
         "app",
         "create table u (k int); insert into u values (1), (1)",
     )
     .unwrap();
     assert!(pg
-        .psql(
+        .psql_app(
             "app",
             "create unique index concurrently u_k_idx_ccnew on u (k)"
         )
@@ -476,14 +475,17 @@ async fn invalid_leftover_dropped_and_bloated_index_rebuilt_in_window_only() {
     let bloated = index_bytes(&pg, "ix_t_id");
     assert!(bloated > 4_000_000, "{bloated}");
 
-    let dbs = format!("app={}", pg.url("app"));
-    let base = [
-        ("NBAOPS_PG__DATABASES", dbs.as_str()),
+    let roles = stack.put_pg_passwords(&pg, "app", "app").await.unwrap();
+    let mut base: Vec<(&str, &str)> = roles
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    base.extend([
         ("NBAOPS_GUARD__BLAST__MAX_PERCENT", "100"),
         ("NBAOPS_GUARD__WINDOW__START", "00:00"),
         ("NBAOPS_GUARD__WINDOW__END", "23:59"),
         ("NBAOPS_GUARD__WINDOW__TZ", "UTC"),
-    ];
+    ]);
     // Window closed (tomorrow only): the leftover goes, the rebuild waits.
     let tomorrow = weekday(1);
     let mut env = base.to_vec();
@@ -505,12 +507,13 @@ async fn invalid_leftover_dropped_and_bloated_index_rebuilt_in_window_only() {
         .unwrap(),
         "0"
     );
-    let reindex = actions(rec)
-        .iter()
-        .find(|a| a["action"] == "pg.reindex")
-        .unwrap_or_else(|| panic!("{rec}"));
-    assert_eq!(reindex["outcome"], "skipped", "{rec}");
-    assert_eq!(reindex["stopped_by"], "change_window", "{rec}");
+    // The maintenance role cannot read the table's pg_stats (no SELECT on it), so the index's
+    // bloat is known only by measuring it, which happens only in the window: outside it the
+    // rebuild is either not planned or stopped by the window — never done.
+    if let Some(reindex) = actions(rec).iter().find(|a| a["action"] == "pg.reindex") {
+        assert_eq!(reindex["outcome"], "skipped", "{rec}");
+        assert_eq!(reindex["stopped_by"], "change_window", "{rec}");
+    }
     assert_eq!(index_bytes(&pg, "ix_t_id"), bloated);
     drop(vt);
 

@@ -305,12 +305,28 @@ async fn measure_indexes(
     if !in_change_window(&deps.cfg.guard.window, inv.now) {
         return out;
     }
-    let candidates: Vec<&IndexStats> = sql::plan_indexes(indexes, cfg, &|_| None)
+    let mut candidates: Vec<&IndexStats> = sql::plan_indexes(indexes, cfg, &|_| None)
         .into_iter()
         .filter(|(_, n)| n.work == IndexWork::Reindex)
         .map(|(ix, _)| ix)
         .take(MEASURE_INDEXES_AT_MOST)
         .collect();
+    // An estimate this role cannot make (pg_stats shows a column only to a role that may read
+    // the table, which the maintenance role may not): measure the largest such btree indexes
+    // instead of never rebuilding them.
+    let mut blind: Vec<&IndexStats> = indexes
+        .iter()
+        .filter(|ix| ix.access_method == "btree" && ix.valid && !ix.being_built)
+        .filter(|ix| ix.bytes >= cfg.index.min_bytes)
+        .filter(|ix| {
+            matches!(sql::indexes::index_bloat_estimate(ix, cfg),
+                sql::BloatEstimate::Unreliable { ref reason } if reason.starts_with("pg_stats covers"))
+        })
+        .filter(|ix| !candidates.iter().any(|c| c.oid == ix.oid))
+        .collect();
+    blind.sort_by_key(|ix| std::cmp::Reverse(ix.bytes));
+    let room = MEASURE_INDEXES_AT_MOST.saturating_sub(candidates.len());
+    candidates.extend(blind.into_iter().take(room));
     if candidates.is_empty() {
         return out;
     }
