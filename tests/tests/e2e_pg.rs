@@ -550,10 +550,8 @@ async fn invalid_leftover_dropped_and_bloated_index_rebuilt_in_window_only() {
 async fn unused_index_slow_query_stalled_vacuum_and_statement_timeout() {
     let stack = Stack::start(false).await.unwrap();
     let pg = Postgres::start().unwrap();
-    pg.psql("postgres", "create database app").unwrap();
-    pg.psql("app", "create extension pg_stat_statements")
-        .unwrap();
-    pg.psql(
+    pg.as_rds("app").unwrap();
+    pg.psql_app(
         "app",
         "create table quiet (id int, v int) with (autovacuum_enabled = false); \
          insert into quiet select g, g from generate_series(1, 10000) g; \
@@ -562,15 +560,18 @@ async fn unused_index_slow_query_stalled_vacuum_and_statement_timeout() {
     )
     .unwrap();
     for _ in 0..3 {
-        pg.psql("app", "select pg_sleep(0.15)").unwrap();
+        pg.psql_app("app", "select pg_sleep(0.15)").unwrap();
     }
-    let dbs = format!("app={}", pg.url("app"));
-    let base = [
-        ("NBAOPS_PG__DATABASES", dbs.as_str()),
+    let roles = stack.put_pg_passwords(&pg, "app", "app").await.unwrap();
+    let mut base: Vec<(&str, &str)> = roles
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    base.extend([
         ("NBAOPS_PG__SLOW_QUERY__MEAN_MS", "100"),
         ("NBAOPS_PG__SLOW_QUERY__MIN_CALLS", "2"),
         ("NBAOPS_PG__UNUSED_INDEX__MIN_BYTES", "0"),
-    ];
+    ]);
     // Statistics of a cluster started seconds ago are too young to call an index unused.
     let health = start(&stack, "pg-health", &base).await;
     let v = invoke(&health, "extras-1").await;
@@ -588,7 +589,7 @@ async fn unused_index_slow_query_stalled_vacuum_and_statement_timeout() {
 
     // More dead tuples, still no vacuum (autovacuum off on it): the second look sees VACUUM
     // not keeping up. With a zero statistics age the never-scanned index is reported.
-    pg.psql("app", "delete from quiet where id <= 6000")
+    pg.psql_app("app", "delete from quiet where id <= 6000")
         .unwrap();
     let mut env = base.to_vec();
     env.push(("NBAOPS_PG__UNUSED_INDEX__MIN_STATS_AGE_DAYS", "0"));
@@ -611,7 +612,7 @@ async fn unused_index_slow_query_stalled_vacuum_and_statement_timeout() {
     drop(health);
 
     // A statement timeout nothing can meet: findings, not a crash, and not "unreachable".
-    pg.psql(
+    pg.psql_app(
         "app",
         "do $$ begin for i in 1..2000 loop execute format('create table many_%s (id int)', i); end loop; end $$",
     )
@@ -646,29 +647,26 @@ async fn unused_index_slow_query_stalled_vacuum_and_statement_timeout() {
 async fn deadlock_restart_and_stopped_server() {
     let stack = Stack::start(false).await.unwrap();
     let pg = Postgres::start().unwrap();
-    pg.psql("postgres", "create database app").unwrap();
-    pg.psql(
+    pg.as_rds("app").unwrap();
+    pg.psql_app(
         "app",
         "create table d (id int primary key); insert into d values (1), (2)",
     )
     .unwrap();
-    let dbs = format!("app={}", pg.url("app"));
-    let health = start(
-        &stack,
-        "pg-health",
-        &[
-            ("NBAOPS_PG__DATABASES", dbs.as_str()),
-            ("NBAOPS_PG__DEADLOCKS__WARN_PER_HOUR", "0"),
-        ],
-    )
-    .await;
+    let roles = stack.put_pg_passwords(&pg, "app", "app").await.unwrap();
+    let mut env: Vec<(&str, &str)> = roles
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    env.push(("NBAOPS_PG__DEADLOCKS__WARN_PER_HOUR", "0"));
+    let health = start(&stack, "pg-health", &env).await;
     let v = invoke(&health, "dl-1").await;
     assert!(alerts(record(&v, "app"), "pg-deadlocks#").is_empty(), "{v}");
 
     // Two sessions taking two rows in opposite order.
     let connect = || async {
         let (c, conn) = tokio_postgres::connect(
-            &format!("host=127.0.0.1 port={} user=postgres dbname=app", pg.port),
+            &format!("host=127.0.0.1 port={} user=nbaops_app dbname=app", pg.port),
             tokio_postgres::NoTls,
         )
         .await
