@@ -438,28 +438,25 @@ fn wait_for(pg: &Postgres, sql: &str) {
 async fn wal_archiver_healthy_then_failing_is_p2() {
     let stack = Stack::start(false).await.unwrap();
     let pg = Postgres::start().unwrap();
-    pg.psql("postgres", "create database app").unwrap();
+    pg.as_rds("app").unwrap();
     pg.psql("app", "alter system set archive_mode = on")
         .unwrap();
     pg.psql("app", "alter system set archive_command = 'true'")
         .unwrap();
     pg_ctl_restart(&pg);
-    pg.psql(
-        "app",
-        "create table t (id int); insert into t values (1); select pg_switch_wal()",
-    )
-    .unwrap();
+    pg.psql_app("app", "create table t (id int); insert into t values (1)")
+        .unwrap();
+    pg.psql("app", "select pg_switch_wal()").unwrap();
     wait_for(&pg, "select archived_count > 0 from pg_stat_archiver");
-    let dbs = format!("app={}", pg.url("app"));
+    // The WAL check reads pg_stat_archiver as nbaops_monitor, its password from SSM.
+    let roles = stack.put_pg_passwords(&pg, "app", "app").await.unwrap();
     let wal = format!("{DB}=app");
-    let f = start(
-        &stack,
-        &[
-            ("NBAOPS_PG__DATABASES", dbs.as_str()),
-            ("NBAOPS_BACKUP__WAL__DATABASES", wal.as_str()),
-        ],
-    )
-    .await;
+    let mut env: Vec<(&str, &str)> = roles
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    env.push(("NBAOPS_BACKUP__WAL__DATABASES", wal.as_str()));
+    let f = start(&stack, &env).await;
     let rec = tick(&f, "backup-rpo-check", "wal-1", nbaops_tests::clock::now()).await;
     assert!(alerts(&rec, "backup-rpo#").is_empty(), "{rec}");
     assert!(
