@@ -486,9 +486,12 @@ async fn wal_archiver_healthy_then_failing_is_p2() {
     );
 }
 
-fn drill_db(pg: &Postgres) {
-    pg.psql("postgres", "create database app").unwrap();
-    pg.psql(
+/// The source database as RDS gives it, the application's tables owned by nbaops_app, and the
+/// drill's own role (infra/sql/04, SELECT on the drill's tables only) with its password where a
+/// deployment keeps it (`/nbaops/<env>/secrets/backup/drill/<db>`).
+async fn drill_db(stack: &Stack, pg: &Postgres) {
+    pg.as_rds("app").unwrap();
+    pg.psql_app(
         "app",
         "create table players (id int primary key, name text); \
          insert into players select g, 'p' || g from generate_series(1, 450) g; \
@@ -496,6 +499,34 @@ fn drill_db(pg: &Postgres) {
          insert into ops.backup_checksum values ('season', '2026'), ('build', 'abc')",
     )
     .unwrap();
+    let sql = nbaops_tests::workspace_root().join("infra/sql/04_drill_role.sql");
+    pg.psql_file(
+        "rds_master",
+        "app",
+        &sql,
+        &[("drill_tables", "players,ops.backup_checksum")],
+    )
+    .unwrap();
+    pg.psql_as(
+        "rds_master",
+        "postgres",
+        &format!(
+            "ALTER ROLE nbaops_drill PASSWORD '{}'",
+            nbaops_tests::postgres::ROLE_PASSWORD
+        ),
+    )
+    .unwrap();
+    stack
+        .clients
+        .ssm
+        .put_parameter()
+        .name(format!("/nbaops/dev/secrets/backup/drill/{DB}"))
+        .value(nbaops_tests::postgres::ROLE_PASSWORD)
+        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+        .overwrite(true)
+        .send()
+        .await
+        .unwrap();
 }
 
 fn drill_env(pg: &Postgres, key_tables: &str) -> Vec<(String, String)> {
@@ -508,7 +539,7 @@ fn drill_env(pg: &Postgres, key_tables: &str) -> Vec<(String, String)> {
         // The emulator's restored instance has no server behind it: validate against ours.
         (
             "NBAOPS_BACKUP__DRILL__URL_OVERRIDES".into(),
-            json!({ DB: pg.url("app") }).to_string(),
+            json!({ DB: pg.url_as("nbaops_drill", "app") }).to_string(),
         ),
     ]
 }
@@ -521,7 +552,7 @@ fn drill_id(at: DateTime<Utc>) -> String {
 async fn restore_drill_passes_records_rto_and_deletes_the_instance() {
     let stack = Stack::start(false).await.unwrap();
     let pg = Postgres::start().unwrap();
-    drill_db(&pg);
+    drill_db(&stack, &pg).await;
     let env = drill_env(&pg, "players");
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let f = start(&stack, &env).await;
@@ -592,7 +623,7 @@ async fn restore_drill_passes_records_rto_and_deletes_the_instance() {
 async fn restore_drill_missing_key_table_is_p2_and_the_instance_still_goes() {
     let stack = Stack::start(false).await.unwrap();
     let pg = Postgres::start().unwrap();
-    drill_db(&pg);
+    drill_db(&stack, &pg).await;
     let env = drill_env(&pg, "players,fantasy_scores");
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let f = start(&stack, &env).await;
