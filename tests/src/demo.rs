@@ -29,16 +29,38 @@ impl Stack {
         let platform = platform::create(&clients).await?;
         platform::put_params(&clients, &platform::scale_params()).await?;
         let postgres = if with_postgres {
-            Some(Postgres::start()?)
+            // As on RDS: the application's database `app`, infra/sql's roles, passwords in SSM.
+            let pg = Postgres::start()?;
+            pg.as_rds("app")?;
+            Some(pg)
         } else {
             None
         };
-        Ok(Stack {
+        let stack = Stack {
             moto,
             postgres,
             clients,
             platform,
-        })
+        };
+        if let Some(pg) = &stack.postgres {
+            stack.put_pg_passwords(pg, "demo", "app").await?;
+            stack
+                .clients
+                .ssm
+                .put_parameter()
+                .name(format!(
+                    "/nbaops/{}/secrets/failover/{}",
+                    platform::ENV,
+                    platform::DB
+                ))
+                .value(crate::postgres::ROLE_PASSWORD)
+                .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+                .overwrite(true)
+                .send()
+                .await
+                .map_err(|e| HarnessError::Setup(format!("put_parameter: {e:?}")))?;
+        }
+        Ok(stack)
     }
 
     /// The SecureStrings holding the database `name`'s monitor and maintenance passwords, as a
@@ -102,13 +124,21 @@ impl Stack {
         let mut pairs: Vec<(String, String)> = Vec::new();
         if let Some(pg) = &self.postgres {
             // pg-health / vacuum-trigger watch the demo PostgreSQL (a known key, harmless to others).
+            // Each as its own role (infra/sql), over TLS, its password from SSM.
             pairs.push((
                 "NBAOPS_PG__DATABASES".into(),
-                format!("demo={}", pg.url("postgres")),
+                format!("demo={}", pg.url_as("nbaops_monitor", "app")),
+            ));
+            pairs.push(("NBAOPS_PG__MONITOR_USER".into(), "nbaops_monitor".into()));
+            pairs.push((
+                "NBAOPS_PG__MAINTENANCE_USER".into(),
+                "nbaops_maintenance".into(),
             ));
             // failover-notify verifies nbaops-dev-db on the demo PostgreSQL (moto's endpoint is no server).
             if name == "failover-notify" {
-                let urls = serde_json::json!({ platform::DB: pg.url("postgres") }).to_string();
+                let urls =
+                    serde_json::json!({ platform::DB: pg.url_as("nbaops_failover", "postgres") })
+                        .to_string();
                 pairs.push(("NBAOPS_FAILOVER__VERIFY__URLS".into(), urls));
             }
         }
@@ -217,7 +247,8 @@ pub async fn run_demo() -> Result<(), HarnessError> {
             Before::TagGroup(g, k, v) => platform::tag_group(&stack.clients, g, k, v).await?,
             Before::Sql(db, sql) => {
                 if let Some(pg) = &stack.postgres {
-                    pg.psql(db, sql)?;
+                    // The application changes its own tables.
+                    pg.psql_app(db, sql)?;
                 }
             }
             Before::UntagGroup(g, k) => {

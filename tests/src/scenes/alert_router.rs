@@ -30,13 +30,13 @@ pub fn scenes() -> Vec<Scene> {
             before: Nothing,
         },
         Scene {
-            title: "nbaops's own Errors alarm on the alerts topic: routed as P2, deduplicated by alarm ARN",
+            title: "nbaops's own Errors alarm on the alerts topic: routed as a P2 incident keyed by the alarm ARN (the demo's Slack is unreachable: retried, then the invocation fails so nothing is lost)",
             function: "alert-router",
             fixture: "events/cloudwatch-alarm/sns-nbaops-function-errors-alarm.json",
             before: Nothing,
         },
         Scene {
-            title: "the same alarm back to OK: its incident resolves",
+            title: "the same alarm back to OK: the resolve goes the same way (Slack unreachable: retried, error)",
             function: "alert-router",
             fixture: "events/cloudwatch-alarm/sns-nbaops-function-errors-ok.json",
             before: Nothing,

@@ -12,9 +12,8 @@ pub fn scenes() -> Vec<Scene> {
             function: "pg-health",
             fixture: "events/schedule/pg-health.json",
             before: Sql(
-                "postgres",
-                "create extension if not exists pgstattuple; \
-                 create table demo_events (id int, payload text) with (autovacuum_enabled = false); \
+                "app",
+                "create table demo_events (id int, payload text) with (autovacuum_enabled = false); \
                  insert into demo_events select g, repeat('x', 100) from generate_series(1, 50000) g",
             ),
         },
@@ -22,7 +21,7 @@ pub fn scenes() -> Vec<Scene> {
             title: "pg-health: a bulk delete left 80 % of demo_events dead (autovacuum off on it)",
             function: "pg-health",
             fixture: "events/schedule/pg-health.json",
-            before: Sql("postgres", "delete from demo_events where id % 5 <> 0"),
+            before: Sql("app", "delete from demo_events where id % 5 <> 0"),
         },
         Scene {
             title: "vacuum-trigger: scheduled maintenance vacuums the bloated table through the guard",
