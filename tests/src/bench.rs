@@ -288,8 +288,11 @@ pub async fn run_pg_bench(stack: &Stack, target: &std::path::Path) -> Result<(),
     let session = nbaops_shared::adapters::PgSession::connect(
         &pg.url("bench"),
         None,
-        &nbaops_shared::adapters::PgTls::new(None, true)
-            .map_err(|e| HarnessError::Setup(e.to_string()))?,
+        &nbaops_shared::adapters::PgTls::new(
+            Some(&std::fs::read(crate::postgres::tls_dir().join("ca.pem"))?),
+            false,
+        )
+        .map_err(|e| HarnessError::Setup(e.to_string()))?,
     )
     .await
     .map_err(|e| HarnessError::Setup(e.to_string()))?;
