@@ -78,6 +78,7 @@ impl Postgres {
                  full_page_writes = off\n\
                  track_io_timing = on\n\
                  password_encryption = 'scram-sha-256'\n\
+                 log_connections = on\n\
                  ssl = {}\n",
                 pg.dir.display(),
                 if tls { "on" } else { "off" }
@@ -320,6 +321,11 @@ impl Postgres {
     /// psql as the application's owner role (`nbaops_app`, see [`Postgres::as_rds`]).
     pub fn psql_app(&self, db: &str, sql: &str) -> Result<String, HarnessError> {
         self.psql_as("nbaops_app", db, sql)
+    }
+
+    /// The whole server log (e.g. its `connection authorized: ... SSL enabled` lines).
+    pub fn server_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("postgres.log")).unwrap_or_default()
     }
 
     /// The server log's last lines, for failure messages.
