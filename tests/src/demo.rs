@@ -45,22 +45,32 @@ impl Stack {
         if let Some(pg) = &stack.postgres {
             stack.put_pg_passwords(pg, "demo", "app").await?;
             stack
-                .clients
-                .ssm
-                .put_parameter()
-                .name(format!(
-                    "/nbaops/{}/secrets/failover/{}",
-                    platform::ENV,
-                    platform::DB
-                ))
-                .value(crate::postgres::ROLE_PASSWORD)
-                .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
-                .overwrite(true)
-                .send()
-                .await
-                .map_err(|e| HarnessError::Setup(format!("put_parameter: {e:?}")))?;
+                .put_secret(
+                    &format!(
+                        "/nbaops/{}/secrets/failover/{}",
+                        platform::ENV,
+                        platform::DB
+                    ),
+                    crate::postgres::ROLE_PASSWORD,
+                )
+                .await?;
         }
         Ok(stack)
+    }
+
+    /// An SSM SecureString, as a deployment stores a secret.
+    pub async fn put_secret(&self, name: &str, value: &str) -> Result<(), HarnessError> {
+        self.clients
+            .ssm
+            .put_parameter()
+            .name(name)
+            .value(value)
+            .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+            .overwrite(true)
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| HarnessError::Setup(format!("put_parameter {name}: {e:?}")))
     }
 
     /// The SecureStrings holding the database `name`'s monitor and maintenance passwords, as a
@@ -73,19 +83,11 @@ impl Stack {
         db: &str,
     ) -> Result<Vec<(String, String)>, HarnessError> {
         for role in ["monitor", "maintenance"] {
-            self.clients
-                .ssm
-                .put_parameter()
-                .name(format!(
-                    "/nbaops/{}/secrets/pg/{name}/{role}",
-                    platform::ENV
-                ))
-                .value(crate::postgres::ROLE_PASSWORD)
-                .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
-                .overwrite(true)
-                .send()
-                .await
-                .map_err(|e| HarnessError::Setup(format!("put_parameter: {e:?}")))?;
+            self.put_secret(
+                &format!("/nbaops/{}/secrets/pg/{name}/{role}", platform::ENV),
+                crate::postgres::ROLE_PASSWORD,
+            )
+            .await?;
         }
         Ok(vec![
             (

@@ -517,14 +517,10 @@ async fn drill_db(stack: &Stack, pg: &Postgres) {
     )
     .unwrap();
     stack
-        .clients
-        .ssm
-        .put_parameter()
-        .name(format!("/nbaops/dev/secrets/backup/drill/{DB}"))
-        .value(nbaops_tests::postgres::ROLE_PASSWORD)
-        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
-        .overwrite(true)
-        .send()
+        .put_secret(
+            &format!("/nbaops/dev/secrets/backup/drill/{DB}"),
+            nbaops_tests::postgres::ROLE_PASSWORD,
+        )
         .await
         .unwrap();
 }

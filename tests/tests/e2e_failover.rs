@@ -57,14 +57,10 @@ fn fixture(path: &str) -> Value {
 async fn failover_role(stack: &Stack, pg: &Postgres) {
     pg.as_rds("app").unwrap();
     stack
-        .clients
-        .ssm
-        .put_parameter()
-        .name(format!("/nbaops/dev/secrets/failover/{DB}"))
-        .value(nbaops_tests::postgres::ROLE_PASSWORD)
-        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
-        .overwrite(true)
-        .send()
+        .put_secret(
+            &format!("/nbaops/dev/secrets/failover/{DB}"),
+            nbaops_tests::postgres::ROLE_PASSWORD,
+        )
         .await
         .unwrap();
 }

@@ -67,14 +67,7 @@ async fn monitor_role(stack: &Stack, pg: &Postgres, secret: &str) {
     )
     .unwrap();
     stack
-        .clients
-        .ssm
-        .put_parameter()
-        .name("/nbaops/dev/secrets/pg/app/monitor")
-        .value(secret)
-        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
-        .overwrite(true)
-        .send()
+        .put_secret("/nbaops/dev/secrets/pg/app/monitor", secret)
         .await
         .unwrap();
 }
