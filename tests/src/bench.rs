@@ -197,7 +197,9 @@ pub async fn run_pg_bench(stack: &Stack, target: &std::path::Path) -> Result<(),
     }
     let setup = Instant::now();
     let pg = crate::postgres::Postgres::start()?;
-    pg.psql("postgres", "create database bench")?;
+    // As on RDS: infra/sql's roles; pg-health scans as nbaops_monitor (the tables are the
+    // superuser's setup, read-only to the monitor).
+    pg.as_rds("bench")?;
     let (client, conn) = tokio_postgres::connect(
         &format!("host=127.0.0.1 port={} user=postgres dbname=bench", pg.port),
         tokio_postgres::NoTls,
@@ -206,7 +208,7 @@ pub async fn run_pg_bench(stack: &Stack, target: &std::path::Path) -> Result<(),
     .map_err(pg_err)?;
     tokio::spawn(conn);
     client
-        .batch_execute("create extension pgstattuple")
+        .batch_execute("create extension if not exists pgstattuple")
         .await
         .map_err(pg_err)?;
     // One DO block (a commit every 500 tables keeps the lock table small): 9,950 small tables
@@ -243,14 +245,12 @@ pub async fn run_pg_bench(stack: &Stack, target: &std::path::Path) -> Result<(),
 
     // The scan, through the release binary: a cold first run (connect, first baseline), then
     // warm runs, each timed by the function itself (ScanMillis).
-    let url = format!("bench={}", pg.url("bench"));
-    let f = FunctionUnderTest::start(
-        &bin,
-        "pg-health",
-        &stack.function_env(&[("NBAOPS_PG__DATABASES", url.as_str())]),
-        1,
-    )
-    .await?;
+    let roles = stack.put_pg_passwords(&pg, "bench", "bench").await?;
+    let env: Vec<(&str, &str)> = roles
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let f = FunctionUnderTest::start(&bin, "pg-health", &stack.function_env(&env), 1).await?;
     for i in 0..6 {
         let p = serde_json::json!({"nbaops": {"task": "pg", "id": format!("pg-bench-{i}-{}", std::process::id())}});
         let _ = f.invoke(p, Duration::from_secs(60)).await?;

@@ -101,10 +101,16 @@ async fn monitor_role_over_verified_tls_with_its_password_from_ssm() {
     assert!(ours.iter().all(|l| l.contains("SSL enabled")), "{ours:#?}");
     // Trace logging on: the SecureString's read is in the log (the SDK's own output of the
     // GetParameter response), the password itself in no line and not in the report.
+    let read = logs
+        .lines()
+        .find(|l| {
+            l.contains("GetParameterOutput") && l.contains("/nbaops/dev/secrets/pg/app/monitor")
+        })
+        .unwrap_or_else(|| panic!("the secret's read is not logged at trace level"));
+    // That line carries the parameter's value field: without redaction the password would be there.
     assert!(
-        logs.lines().any(|l| l.contains("GetParameterOutput")
-            && l.contains("/nbaops/dev/secrets/pg/app/monitor")),
-        "the secret's read is not logged at trace level"
+        read.contains("value: ") && read.contains("*** Sensitive Data Redacted ***"),
+        "{read}"
     );
     assert!(
         !logs.contains(PASSWORD) && !rec.to_string().contains(PASSWORD),

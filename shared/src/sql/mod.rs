@@ -609,6 +609,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_refused_connection_names_the_database_the_role_and_the_limit() {
+        let e = named(
+            crate::NbaopsError::dependency(
+                "postgres",
+                "FATAL: too many connections for role \"nbaops_monitor\" (SQLSTATE 53300)",
+            ),
+            "app",
+            "monitor",
+        )
+        .to_string();
+        assert!(
+            e.contains("database 'app' as the monitor role")
+                && e.contains("CONNECTION LIMIT")
+                && !e.contains("postgres failed: postgres failed"),
+            "{e}"
+        );
+        let e = named(
+            crate::NbaopsError::dependency("postgres", "FATAL: sorry, too many clients already"),
+            "app",
+            "maintenance",
+        )
+        .to_string();
+        assert!(e.contains("max_connections"), "{e}");
+    }
+
+    #[test]
     fn every_session_pins_its_search_path_and_timeouts() {
         for read_only in [true, false] {
             let s = session_setup("nbaops-x", 1000, 500, read_only);
