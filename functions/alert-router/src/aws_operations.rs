@@ -17,10 +17,10 @@ pub const AWS_OPERATIONS: &[&str] = &[
 ];
 
 /// The acknowledgement URL (the same binary deployed as its own function, AlertAckFunction): only
-/// config, the link-signing keys and the incident record.
+/// config, the secrets its init reads and the incident record.
 pub const ACK_AWS_OPERATIONS: &[&str] = &[
     "ssm:GetParametersByPath", // config loading at init: guard, audit and this function's sections
-    "ssm:GetParameter", // SecureString /nbaops/<env>/secrets/alerts/link_signing_key and previous_link_signing_key
+    "ssm:GetParameter", // SecureStrings /nbaops/<env>/secrets/alerts/*: the binary reads the link keys and the channel secrets at init
     "kms:Decrypt",      // Parameter Store decrypting that SecureString
     "dynamodb:GetItem", // load_incident
     "dynamodb:PutItem", // save_incident
