@@ -94,12 +94,15 @@ impl Postgres {
                 .args(["600", &pg.data_dir.join("server.key").to_string_lossy()]))?;
             pg.own_dir()?;
         }
-        // First match wins: the nbaops roles only over TLS with a SCRAM password, as on RDS.
+        // First match wins: the nbaops roles only over TLS with a SCRAM password, as on RDS. The
+        // cluster without TLS stands for a server (or a man in the middle) that would gladly take
+        // a plaintext login: a client that downgrades gets in, so a test can see it did not.
+        let plain = if tls { "reject" } else { "scram-sha-256" };
         pg.prepend(
             "pg_hba.conf",
             &format!(
                 "hostssl all {NBAOPS_ROLES} 127.0.0.1/32 scram-sha-256\n\
-                 host all {NBAOPS_ROLES} 127.0.0.1/32 reject\n\
+                 host all {NBAOPS_ROLES} 127.0.0.1/32 {plain}\n\
                  local all {NBAOPS_ROLES} reject\n"
             ),
         )?;
