@@ -24,7 +24,10 @@ const SWEEP: &str = "events/schedule/failover-sweep.json";
 fn fixture(path: &str) -> Value {
     let text = std::fs::read_to_string(workspace_root().join(path)).unwrap();
     let anchor = chrono::DateTime::parse_from_rfc3339("2026-11-25T20:05:00Z").unwrap();
-    let shift = nbaops_tests::clock::now() - anchor.with_timezone(&chrono::Utc);
+    // Whole seconds: every stamp keeps its own fraction, so durations between events stay exact.
+    let shift = chrono::Duration::seconds(
+        (nbaops_tests::clock::now() - anchor.with_timezone(&chrono::Utc)).num_seconds(),
+    );
     let mut out = String::new();
     let mut rest = text.as_str();
     while let Some(i) = rest.find("2026-11-25") {
