@@ -12,8 +12,10 @@
 //! 2. `Records[]` → one [`Inbound`] per record; SNS records are opened (their
 //!    `Message` may be a CloudWatch alarm, an RDS event subscription message, a
 //!    Cost Anomaly Detection alert, an AWS Budgets alert in JSON or plain text, or
-//!    a whole EventBridge event forwarded by a rule to a topic); other records
-//!    (S3, SQS, DynamoDB…) are `NotForMe`;
+//!    a whole EventBridge event forwarded by a rule to a topic); SQS records are
+//!    opened the same way (a body holding an SNS notification or an EventBridge
+//!    event, delivery `Sns` / `EventBridge`); other records (S3, DynamoDB…) are
+//!    `NotForMe`;
 //! 3. `detail-type` → EventBridge, dispatched on (`source`, `detail-type`);
 //! 4. `alarmData` → CloudWatch direct Lambda alarm action;
 //! 5. top-level `nbaops` → bare EventBridge Scheduler input ([`Delivery::Scheduler`]);
@@ -282,6 +284,9 @@ fn classify_records(records: &Value) -> Vec<Inbound> {
             if source.as_deref() == Some("aws:sns") {
                 return not_for_me(format!("SNS record {i} without an Sns object"));
             }
+            if source.as_deref() == Some("aws:sqs") {
+                return classify_sqs_body(i, record);
+            }
             let name = str_field(record, &["eventName"]);
             match (source, name) {
                 (Some(s), Some(n)) => not_for_me(format!(
@@ -330,6 +335,30 @@ fn classify_eventbridge(ev: &Value, ctx: Ctx) -> Inbound {
             "unknown EventBridge detail-type '{}' from {}",
             truncate(&dt, 100),
             truncate(&src, 100)
+        )),
+    }
+}
+
+/// One SQS record (`Records[].body`): a queue subscribed to an SNS topic (the notification
+/// JSON, so the SNS `MessageId` stays the idempotency key and a message seen by both paths
+/// dedupes) or the target of an EventBridge rule (the event itself). Anything else in the body
+/// is not for nbaops.
+fn classify_sqs_body(i: usize, record: &Value) -> Inbound {
+    let Some(body) = get(record, "body").and_then(Value::as_str) else {
+        return not_for_me(format!("SQS record {i} without a string body"));
+    };
+    match serde_json::from_str::<Value>(body.trim()) {
+        Ok(v) if str_field(&v, &["Type"]).as_deref() == Some("Notification") => classify_sns(&v),
+        Ok(v) if get(&v, "detail-type").is_some() => {
+            classify_eventbridge(&v, Ctx::from_eventbridge(&v, Delivery::EventBridge))
+        }
+        Ok(v) => not_for_me(format!(
+            "SQS record {i} carries {}, not an SNS notification or EventBridge event",
+            describe(&v)
+        )),
+        Err(_) => not_for_me(format!(
+            "SQS record {i} body is not JSON: {:?}",
+            truncate(body.trim(), 80)
         )),
     }
 }
@@ -721,6 +750,36 @@ pub(crate) mod tests {
         let out = classify(&body);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].kind(), "alarm");
+    }
+
+    #[test]
+    fn sqs_batch_of_sns_notifications_and_eventbridge_events_is_understood() {
+        let sns: Value = serde_json::from_str(include_str!(
+            "../../../events/cloudwatch-alarm/sns-single-metric-alarm.json"
+        ))
+        .unwrap();
+        let eb: Value = serde_json::from_str(include_str!(
+            "../../../events/cloudwatch-alarm/eventbridge-single-metric-alarm.json"
+        ))
+        .unwrap();
+        let record =
+            |body: String| json!({"messageId": "m", "eventSource": "aws:sqs", "body": body});
+        let batch = json!({"Records": [
+            record(sns["Records"][0]["Sns"].to_string()),
+            record(eb.to_string()),
+            record("{\"hello\": 1}".into()),
+            record("not json".into()),
+            {"eventSource": "aws:sqs", "body": 7},
+        ]});
+        let out = classify(&batch);
+        assert_eq!(out.len(), 5);
+        assert_eq!(out[0].delivery(), Some(Delivery::Sns));
+        assert_eq!(out[0].event_id(), classify(&sns)[0].event_id());
+        assert_eq!(out[1].delivery(), Some(Delivery::EventBridge));
+        assert_eq!(out[1].event_id(), classify(&eb)[0].event_id());
+        for (i, n) in out[2..].iter().enumerate() {
+            assert!(n.is_not_for_me(), "record {}: {n:?}", i + 2);
+        }
     }
 
     #[test]
