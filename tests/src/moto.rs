@@ -113,6 +113,102 @@ impl Moto {
     }
 }
 
+/// One AWS request moto received, as IAM names it: `service:Operation` (`autoscaling:SetDesiredCapacity`,
+/// `dynamodb:PutItem`), and the function that made it (the `app/<function>` of its user agent;
+/// `None` for the harness's own set-up calls).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwsCall {
+    pub app: Option<String>,
+    pub operation: String,
+}
+
+impl AwsCall {
+    /// Read-only by name (Describe/Get/List/Query/Scan/BatchGet): everything else changes state.
+    pub fn is_mutating(&self) -> bool {
+        let op = self.operation.rsplit(':').next().unwrap_or("");
+        !["Describe", "Get", "List", "Query", "Scan", "BatchGet"]
+            .iter()
+            .any(|p| op.starts_with(p))
+    }
+
+    fn from_recorded(line: &str) -> Option<AwsCall> {
+        let v: serde_json::Value = serde_json::from_str(line).ok()?;
+        let headers = v.get("headers")?.as_object()?;
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .and_then(|(_, v)| v.as_str())
+                .unwrap_or("")
+        };
+        let ua = format!("{} {}", header("x-amz-user-agent"), header("user-agent"));
+        let app = ua
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("app/"))
+            .map(String::from);
+        // SigV4: Credential=<key>/<date>/<region>/<service>/aws4_request
+        let service = header("authorization")
+            .split("Credential=")
+            .nth(1)?
+            .split('/')
+            .nth(3)?
+            .to_string();
+        let service = if service == "monitoring" {
+            "cloudwatch".to_string()
+        } else {
+            service
+        };
+        let target = header("x-amz-target");
+        let op = if !target.is_empty() {
+            target.rsplit('.').next().unwrap_or(target).to_string()
+        } else {
+            let raw = v.get("body").and_then(|b| b.as_str()).unwrap_or("");
+            let body = if v.get("body_encoded") == Some(&serde_json::Value::Bool(true)) {
+                aws_smithy_types::base64::decode(raw)
+                    .ok()
+                    .map(|b| String::from_utf8_lossy(&b).into_owned())
+                    .unwrap_or_default()
+            } else {
+                raw.to_string()
+            };
+            body.split('&')
+                .find_map(|kv| kv.strip_prefix("Action="))
+                .map(String::from)
+                .unwrap_or_else(|| {
+                    format!(
+                        "?{} {}",
+                        v.get("method").and_then(|m| m.as_str()).unwrap_or(""),
+                        v.get("url").and_then(|m| m.as_str()).unwrap_or("")
+                    )
+                })
+        };
+        Some(AwsCall {
+            app,
+            operation: format!("{service}:{op}"),
+        })
+    }
+}
+
+impl Moto {
+    /// Every signed AWS request received so far, in order (see [`AwsCall`]).
+    pub fn calls(&self) -> Vec<AwsCall> {
+        self.recording()
+            .lines()
+            .filter_map(AwsCall::from_recorded)
+            .collect()
+    }
+
+    /// The calls `app` made after the first `since` recorded calls (take `calls().len()` before
+    /// an invocation, then this after it: the invocation's own calls).
+    pub fn calls_of(&self, app: &str, since: usize) -> Vec<AwsCall> {
+        self.calls()
+            .into_iter()
+            .skip(since)
+            .filter(|c| c.app.as_deref() == Some(app))
+            .collect()
+    }
+}
+
 impl Drop for Moto {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -214,5 +310,32 @@ async fn wait_ready(child: &mut Child, port: u16, log_path: &Path) -> Result<(),
             }));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AwsCall;
+
+    #[test]
+    fn recorded_requests_name_their_operation_and_caller() {
+        let json_protocol = r#"{"headers": {"X-Amz-Target": "DynamoDB_20120810.TransactWriteItems", "x-amz-user-agent": "aws-sdk-rust/1 app/scale-on-alarm", "Authorization": "AWS4-HMAC-SHA256 Credential=testing/20260617/us-east-1/dynamodb/aws4_request, SignedHeaders=host, Signature=x"}, "method": "POST", "url": "/", "body": ""}"#;
+        let c = AwsCall::from_recorded(json_protocol).unwrap();
+        assert_eq!(c.app.as_deref(), Some("scale-on-alarm"));
+        assert_eq!(c.operation, "dynamodb:TransactWriteItems");
+        assert!(c.is_mutating());
+        // Query protocol, body base64-encoded as moto records it.
+        let body =
+            aws_smithy_types::base64::encode("Action=DescribeAutoScalingGroups&Version=2011-01-01");
+        let query = format!(
+            r#"{{"headers": {{"User-Agent": "aws-sdk-rust app/offhours", "Authorization": "AWS4-HMAC-SHA256 Credential=testing/20260617/us-east-1/autoscaling/aws4_request"}}, "method": "POST", "url": "/", "body": "{body}", "body_encoded": true}}"#
+        );
+        let c = AwsCall::from_recorded(&query).unwrap();
+        assert_eq!(c.operation, "autoscaling:DescribeAutoScalingGroups");
+        assert!(!c.is_mutating());
+        // The harness's own set-up calls carry no app id; unsigned requests are not AWS calls.
+        let harness = json_protocol.replace(" app/scale-on-alarm", "");
+        assert_eq!(AwsCall::from_recorded(&harness).unwrap().app, None);
+        assert!(AwsCall::from_recorded(r#"{"headers": {}, "url": "/moto-api/"}"#).is_none());
     }
 }
