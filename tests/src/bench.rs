@@ -1,54 +1,35 @@
 //! `make bench`: per function, the cold start (spawning the release binary to its first response,
-//! served through the Runtime API against the local stack), peak RSS, and the deployment zip size.
-//! Medians of several runs. Targets: cold start <= 40 ms, peak RSS <= 20 MB, zip <= 5 MB.
+//! served through the Runtime API against the local stack), a warm invocation, peak RSS, the AWS
+//! calls of each (from the emulator's recording) and the deployment zip size; every measured
+//! invocation does real work or the bench fails (`bench_fn`). Then parse + plan CPU time in
+//! process, and pg-health at scale. Targets: cold start <= 40 ms, peak RSS <= 20 MB, zip <= 5 MB.
 
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::bench_fn::{Bench, RUNS, SUBJECTS};
 use crate::demo::Stack;
-use crate::function::{peak_rss_kb, FunctionUnderTest};
+use crate::function::FunctionUnderTest;
 use crate::{workspace_root, HarnessError};
 use nbaops_shared::ports::GroupState;
 
-const RUNS: usize = 7;
+fn target_dir() -> std::path::PathBuf {
+    std::env::var("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| workspace_root().join("target"))
+}
 
-/// (function, fixture it is benchmarked with). The first row is the floor of every function:
-/// init (config from SSM, clients) and an answer that needs no AWS call.
-pub const SUBJECTS: &[(&str, &str)] = &[
-    ("scale-on-alarm", "events/not-for-me/s3-put.json"),
-    (
-        "scale-on-alarm",
-        "events/cloudwatch-alarm/eventbridge-single-metric-alarm.json",
-    ),
-    ("pg-health", "events/schedule/pg-health.json"),
-    ("vacuum-trigger", "events/schedule/vacuum-trigger.json"),
-    (
-        "failover-notify",
-        "events/rds/eventbridge-failover-started.json",
-    ),
-    (
-        "cost-anomaly",
-        "events/cost/sns-anomaly-multiple-root-causes.json",
-    ),
-    ("alert-router", "events/alerts/sns/p3-table-bloat.json"),
-    ("backup-guard", "events/schedule/backup-rpo-check.json"),
-    ("offhours", "events/schedule/offhours-stop-tick.json"),
-];
-
-fn fresh_id(p: &mut Value, id: &str) {
-    if p.get("id").is_some() {
-        p["id"] = Value::String(id.to_string());
-    }
-    if let Some(records) = p.get_mut("Records").and_then(Value::as_array_mut) {
-        for r in records {
-            if r.pointer("/Sns/MessageId").is_some() {
-                r["Sns"]["MessageId"] = Value::String(id.to_string());
-            }
-        }
-    }
-    if let Some(n) = p.get_mut("nbaops").and_then(Value::as_object_mut) {
-        n.insert("id".into(), Value::String(id.to_string()));
+/// The release build of a function: what is deployed, and what ignores the test clock.
+pub fn release_binary(name: &str) -> Result<std::path::PathBuf, HarnessError> {
+    let bin = target_dir().join("release").join(name);
+    if bin.exists() {
+        Ok(bin)
+    } else {
+        Err(HarnessError::Setup(format!(
+            "{} missing: cargo build --release --workspace --bins",
+            bin.display()
+        )))
     }
 }
 
@@ -57,16 +38,20 @@ fn median(mut v: Vec<f64>) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
-/// Parse + plan of one alarm, in-process: what a warm invocation spends before any I/O.
+/// Bytes -> JSON -> classify -> plan, in-process: what a warm invocation spends before any I/O.
+/// Returns how many records were planned as a scaling step.
 fn parse_and_plan(
-    payload: &Value,
+    bytes: &[u8],
     cfg: &nbaops_shared::config::ScaleConfig,
     group: &GroupState,
 ) -> usize {
     use nbaops_shared::events::{classify, Inbound};
     use scale_on_alarm::plan::{intent_for, plan_group, Intent, Target};
+    let Ok(payload) = serde_json::from_slice::<Value>(bytes) else {
+        return 0;
+    };
     let mut planned = 0;
-    for inbound in classify(payload) {
+    for inbound in classify(&payload) {
         if let Inbound::Alarm(alarm) = inbound {
             if let Intent::Scale {
                 target: Target::Group(name),
@@ -88,7 +73,37 @@ fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
     v.get(i).copied().unwrap_or(f64::NAN)
 }
 
-/// Targets: one alarm parsed and planned <= 50 us p99; an SNS delivery of 1,000 records < 20 ms.
+/// An SQS batch of `n` records, each body an SNS notification of the CPU alarm (a queue
+/// subscribed to the alarm topic), every message its own id; `pad` bytes of message attributes
+/// per record (which the parser must read past) make a large payload.
+fn sqs_batch(n: usize, pad: usize) -> Result<Vec<u8>, HarnessError> {
+    let one: Value = serde_json::from_str(&std::fs::read_to_string(
+        workspace_root().join("events/cloudwatch-alarm/sns-single-metric-alarm.json"),
+    )?)?;
+    let sns = &one["Records"][0]["Sns"];
+    let records: Vec<Value> = (0..n)
+        .map(|i| {
+            let mut body = sns.clone();
+            body["MessageId"] = Value::String(format!("bench-sqs-{i}"));
+            if pad > 0 {
+                body["MessageAttributes"]["padding"] =
+                    serde_json::json!({"Type": "String", "Value": "x".repeat(pad)});
+            }
+            serde_json::json!({
+                "messageId": format!("sqs-{i}"),
+                "eventSource": "aws:sqs",
+                "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:nbaops-dev-alarms",
+                "body": body.to_string(),
+            })
+        })
+        .collect();
+    Ok(serde_json::to_vec(
+        &serde_json::json!({ "Records": records }),
+    )?)
+}
+
+/// Targets: one alarm parsed and planned <= 50 us p99; an SQS batch of 10 <= 500 us p99; a
+/// 256 KB payload <= 5 ms p99. Bytes to JSON included: the runtime hands the handler bytes.
 pub fn run_cpu_bench() -> Result<(), HarnessError> {
     let root = workspace_root();
     let vars = [(
@@ -116,56 +131,51 @@ pub fn run_cpu_bench() -> Result<(), HarnessError> {
         activity_in_progress: false,
     };
     println!(
-        "{:<44} {:>12} {:>12}  target",
-        "in-process (scale-on-alarm)", "median us", "p99 us"
+        "{:<48} {:>10} {:>10}  target",
+        "in-process (scale-on-alarm), bytes -> plan", "median us", "p99 us"
     );
+    let mut cases: Vec<(String, Vec<u8>, usize, f64)> = Vec::new();
     for fixture in [
         "events/cloudwatch-alarm/eventbridge-single-metric-alarm.json",
         "events/cloudwatch-alarm/sns-single-metric-alarm.json",
         "events/cloudwatch-alarm/direct-action-alarm.json",
     ] {
-        let payload: Value = serde_json::from_str(&std::fs::read_to_string(root.join(fixture))?)?;
-        let mut samples = Vec::with_capacity(10_000);
-        for _ in 0..10_000 {
+        let name = fixture.rsplit('/').next().unwrap_or(fixture).to_string();
+        cases.push((name, std::fs::read(root.join(fixture))?, 1, 50.0));
+    }
+    cases.push((
+        "SQS batch of 10 alarm notifications".into(),
+        sqs_batch(10, 0)?,
+        10,
+        500.0,
+    ));
+    let big = sqs_batch(10, 25_800)?;
+    cases.push((
+        format!("SQS batch of 10, {} KB in all", big.len() / 1024),
+        big,
+        10,
+        5_000.0,
+    ));
+    for (name, bytes, want, target_us) in cases {
+        let mut samples = Vec::with_capacity(2_000);
+        for _ in 0..2_000 {
             let t = Instant::now();
-            std::hint::black_box(parse_and_plan(&payload, &cfg.scale, &group));
+            let n = parse_and_plan(std::hint::black_box(&bytes), &cfg.scale, &group);
             samples.push(t.elapsed().as_secs_f64() * 1e6);
+            if n != want {
+                // A payload that plans nothing would time a no-op.
+                return Err(HarnessError::Setup(format!(
+                    "bench: {name} planned {n} scaling step(s), expected {want}"
+                )));
+            }
         }
-        let name = fixture.rsplit('/').next().unwrap_or(fixture);
         println!(
-            "{:<44} {:>12.1} {:>12.1}  <= 50 us p99",
-            format!("parse+plan {name}"),
+            "{:<48} {:>10.1} {:>10.1}  <= {target_us} us p99",
+            name,
             percentile(samples.clone(), 0.5),
             percentile(samples, 0.99)
         );
     }
-    let one: Value = serde_json::from_str(&std::fs::read_to_string(
-        root.join("events/cloudwatch-alarm/sns-single-metric-alarm.json"),
-    )?)?;
-    let record = one["Records"][0].clone();
-    let records: Vec<Value> = (0..1000)
-        .map(|i| {
-            let mut r = record.clone();
-            r["Sns"]["MessageId"] = Value::String(format!("bench-{i}"));
-            r
-        })
-        .collect();
-    let batch = serde_json::json!({ "Records": records });
-    let mut samples = Vec::new();
-    for _ in 0..30 {
-        let t = Instant::now();
-        let n = parse_and_plan(&batch, &cfg.scale, &group);
-        samples.push(t.elapsed().as_secs_f64() * 1e3);
-        if n != 1000 {
-            return Err(HarnessError::Setup(format!("planned {n} of 1000 records")));
-        }
-    }
-    println!(
-        "{:<44} {:>9.2} ms {:>9.2} ms  < 20 ms",
-        "SNS delivery of 1,000 records",
-        percentile(samples.clone(), 0.5),
-        percentile(samples, 0.99)
-    );
     println!();
     Ok(())
 }
@@ -384,82 +394,45 @@ pub async fn run_pg_bench(stack: &Stack, target: &std::path::Path) -> Result<(),
 
 pub async fn run_bench() -> Result<(), HarnessError> {
     run_cpu_bench()?;
-    let root = workspace_root();
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| root.join("target"));
+    let target = target_dir();
     let stack = Stack::start(true).await?;
+    let bench = Bench::prepare(&stack).await?;
     println!(
-        "{:<18} {:>14} {:>14} {:>12} {:>12}  zip",
-        "function", "cold start ms", "warm ms", "peak RSS MB", "zip MB"
+        "{:<16} {:>9} {:>9} {:>8} {:>11} {:>7}  work (each invocation checked to have done it)",
+        "function", "cold ms", "warm ms", "RSS MB", "AWS calls", "zip MB"
     );
-    for (name, fixture) in SUBJECTS {
-        let bin = target.join("release").join(name);
-        if !bin.exists() {
-            return Err(HarnessError::Setup(format!(
-                "{} missing: cargo build --release --workspace --bins",
-                bin.display()
-            )));
-        }
-        let payload: Value = serde_json::from_str(&std::fs::read_to_string(root.join(fixture))?)?;
-        let (mut cold, mut warm, mut rss) = (vec![], vec![], vec![]);
-        for i in 0..RUNS {
-            let mut p = payload.clone();
-            // A fresh event id each run, so every run does the same work instead of an idempotent no-op.
-            fresh_id(&mut p, &format!("bench-{i}-{}", std::process::id()));
-            let t0 = Instant::now();
-            let f = FunctionUnderTest::start(
-                &bin,
-                name,
-                &stack.env_for(name, &[("NBAOPS_SCALE__ASG__COOLDOWN_SECONDS", "0")]),
-                1,
-            )
-            .await?;
-            let _ = f.invoke(p.clone(), Duration::from_secs(30)).await?;
-            cold.push(t0.elapsed().as_secs_f64() * 1000.0);
-            let t1 = Instant::now();
-            fresh_id(&mut p, &format!("bench-warm-{i}-{}", std::process::id()));
-            let _ = f.invoke(p, Duration::from_secs(30)).await?;
-            warm.push(t1.elapsed().as_secs_f64() * 1000.0);
-            if let Some(pid) = f.processes().first().map(|p| p.pid()) {
-                if let Some(kb) = peak_rss_kb(pid) {
-                    rss.push(kb as f64 / 1024.0);
-                }
-            }
-            drop(f);
-            // Back to the baseline so the next run scales the same way.
-            let _ = stack
-                .clients
-                .asg
-                .set_desired_capacity()
-                .auto_scaling_group_name(crate::platform::WEB)
-                .desired_capacity(2)
-                .send()
-                .await;
-        }
+    let mut ops = Vec::new();
+    for subject in SUBJECTS {
+        let name = subject.function();
+        let m = bench.measure(*subject).await?;
         let arm = target.join("lambda-arm64").join(name).join("bootstrap.zip");
-        let (zip, kind) = match std::fs::metadata(&arm) {
-            Ok(m) => (
-                format!("{:.2}", m.len() as f64 / 1_048_576.0),
-                "arm64 bootstrap.zip".to_string(),
-            ),
-            Err(_) => (
-                "n/a".to_string(),
-                "arm64 zip not built (make package)".to_string(),
-            ),
-        };
-        let fixture_name = fixture.rsplit('/').next().unwrap_or(fixture);
+        let zip = std::fs::metadata(&arm)
+            .map(|m| format!("{:.2}", m.len() as f64 / 1_048_576.0))
+            .unwrap_or_else(|_| "n/a".to_string());
         println!(
-            "{:<18} {:>14.1} {:>14.1} {:>12.1} {:>12}  {} ({fixture_name})",
+            "{:<16} {:>9.1} {:>9.1} {:>8.1} {:>5} / {:<3} {:>7}  {}",
             name,
-            median(cold),
-            median(warm),
-            median(rss),
+            m.cold_ms,
+            m.warm_ms,
+            m.rss_mb,
+            m.cold_calls,
+            m.warm_calls,
             zip,
-            kind
+            subject.work()
         );
+        println!("{:<16}   cold: {}", "", m.cold_did);
+        println!("{:<16}   warm: {}", "", m.warm_did);
+        ops.push((name, m.cold_ops));
     }
-    println!("\nmedian of {RUNS} runs; targets: cold start <= 40 ms against the emulator, peak RSS <= 20 MB, zip <= 5 MB");
+    println!(
+        "\nmedian of {RUNS} runs; AWS calls = cold (init included) / warm, from the emulator's recording; \
+         zip = arm64 bootstrap.zip (n/a until make package); targets: cold start <= 40 ms against the \
+         emulator, peak RSS <= 20 MB, zip <= 5 MB"
+    );
+    println!("\nAWS calls of the last cold invocation, in order:");
+    for (name, ops) in ops {
+        println!("  {name:<16} {}", ops.join(" "));
+    }
     run_pg_bench(&stack, &target).await?;
     Ok(())
 }
