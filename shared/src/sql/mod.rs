@@ -172,14 +172,25 @@ pub async fn open_session(
     if let Some(pw) = &password {
         crate::telemetry::register_secret(pw);
     }
+    let url = cfg.connect_url(target, role);
+    let user = url_user(&url);
     let session = connector
-        .connect(&cfg.connect_url(target, role), password.as_deref())
+        .connect(&url, password.as_deref())
         .await
-        .map_err(|e| named(e, &target.name, role))?;
+        .map_err(|e| named(e, &target.name, &format!("{role} role ({user})")))?;
     for stmt in setup {
         session.execute(stmt).await?;
     }
     Ok(session)
+}
+
+/// The user of a `postgres://user@host/db` URL (percent-encoding left as is), for messages.
+fn url_user(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    match rest.split_once('@') {
+        Some((user, _)) => user.split(':').next().unwrap_or(user).to_string(),
+        None => "the URL's default user".to_string(),
+    }
 }
 
 /// A refused connection says which database and which role (a role's connection limit, a
@@ -198,7 +209,7 @@ fn named(e: crate::NbaopsError, db: &str, role: &str) -> crate::NbaopsError {
     };
     crate::NbaopsError::dependency(
         "postgres",
-        format!("database '{db}' as the {role} role: {text}{hint}"),
+        format!("database '{db}' as the {role}: {text}{hint}"),
     )
 }
 
@@ -616,11 +627,11 @@ mod tests {
                 "FATAL: too many connections for role \"nbaops_monitor\" (SQLSTATE 53300)",
             ),
             "app",
-            "monitor",
+            "monitor role (nbaops_monitor)",
         )
         .to_string();
         assert!(
-            e.contains("database 'app' as the monitor role")
+            e.contains("database 'app' as the monitor role (nbaops_monitor)")
                 && e.contains("CONNECTION LIMIT")
                 && !e.contains("postgres failed: postgres failed"),
             "{e}"
@@ -628,10 +639,15 @@ mod tests {
         let e = named(
             crate::NbaopsError::dependency("postgres", "FATAL: sorry, too many clients already"),
             "app",
-            "maintenance",
+            "maintenance role (nbaops_maintenance)",
         )
         .to_string();
         assert!(e.contains("max_connections"), "{e}");
+        assert_eq!(
+            url_user("postgres://nbaops_x@h:5432/app?sslmode=require"),
+            "nbaops_x"
+        );
+        assert_eq!(url_user("postgres://h/app"), "the URL's default user");
     }
 
     #[test]
