@@ -15,6 +15,13 @@ use chrono::{DateTime, Utc};
 
 use crate::runtime::Invocation;
 
+/// What one AWS action takes at most, with the SDK's retries (the standard retry mode: 3
+/// attempts, backoff capped at 20 s per attempt; in practice a throttled call gives up in a few s).
+pub const ONE_AWS_ACTION: Duration = Duration::from_secs(5);
+
+/// Kept after the last action for its audit record, the alerts and the response.
+pub const MARGIN: Duration = Duration::from_secs(2);
+
 /// What is left before a deadline, keeping `margin` for what must run after the last action
 /// (its audit record, the alerts, the response).
 #[derive(Debug, Clone, PartialEq)]

@@ -8,12 +8,14 @@
 //! read: `pgvacfail#<db>/*` (vacuum-trigger's failed statements, 1 day).
 
 use std::collections::BTreeMap;
+use std::time::Duration as StdDuration;
 
 use chrono::Duration;
 use serde_json::{json, Map, Value};
 
 use nbaops_shared::alerts::{Alert, AlertStatus};
 use nbaops_shared::config::pg::{PgConfig, PgTarget};
+use nbaops_shared::deadline::{Budget, MARGIN};
 use nbaops_shared::events::{classify, Inbound, ScheduledTick};
 use nbaops_shared::ports::{PgConnector, Postgres};
 use nbaops_shared::runtime::{Deps, Invocation, InvocationReport, RecordReport};
@@ -107,7 +109,20 @@ async fn on_tick(
         report.records.push(rec);
         return Ok(());
     }
+    // A scan's longest part is a connection (connect timeout) and a statement (statement
+    // timeout): a database that could not be scanned before the deadline is left, named.
+    let needs = StdDuration::from_secs(x.pg.connect_timeout_seconds)
+        + StdDuration::from_millis(x.pg.statement_timeout_ms);
+    let mut budget = Budget::new(inv, MARGIN, needs);
+    let mut left = RecordReport {
+        event_id: tick.event_id.clone(),
+        kind: "schedule".into(),
+        ..Default::default()
+    };
     for target in targets {
+        if !budget.admit(format!("scan of pg:{}", target.name)) {
+            continue;
+        }
         let started = std::time::Instant::now();
         let scan = scan(target, inv, deps, x).await?;
         let mut rec = RecordReport {
@@ -139,6 +154,12 @@ async fn on_tick(
             emf_line(&deps.cfg.env.to_string(), &target.name, &metrics)
         );
         report.records.push(rec);
+    }
+    if let Some(note) = budget.report() {
+        // Their open findings are neither confirmed nor resolved: nothing was looked at.
+        left.summary = format!("not scanned: {}", budget.left().join(", "));
+        left.notes.push(note);
+        report.records.push(left);
     }
     Ok(())
 }
