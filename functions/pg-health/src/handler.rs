@@ -168,6 +168,8 @@ async fn on_tick(
 struct Scan {
     findings: Vec<Finding>,
     unchecked: Vec<&'static str>,
+    /// Dedup keys of findings this run could neither confirm nor clear (kept open as they are).
+    unjudged: Vec<String>,
     notes: Vec<String>,
     metrics: Vec<(&'static str, f64, &'static str)>,
     /// Checks that could not run, with the error: one check-failed finding at the end.
@@ -373,6 +375,8 @@ async fn scan(target: &PgTarget, inv: &Invocation, deps: &Deps, x: &PgHealth) ->
                 let tables: Vec<TableStats> = rows.iter().map(TableStats::from_row).collect();
                 let measured = measure(pg, &tables, cfg, inv, &mut s).await;
                 let (fs, notes) = checks::bloat(db, &tables, &measured, cfg, now);
+                s.unjudged
+                    .extend(checks::bloat_unjudged(db, &tables, &measured, cfg, now));
                 s.metrics.push(("BloatedTables", fs.len() as f64, "Count"));
                 s.findings.extend(fs);
                 s.notes.extend(notes);
@@ -584,7 +588,16 @@ async fn announce(
         .into_iter()
         .filter_map(|(k, v)| serde_json::from_value(v).ok().map(|o| (k, o)))
         .collect();
-    let t = checks::transitions(&open, &scan.findings, &scan.unchecked);
+    let mut t = checks::transitions(&open, &scan.findings, &scan.unchecked);
+    t.resolved.retain(|(key, _)| {
+        let keep = scan.unjudged.contains(key);
+        if keep {
+            rec.notes.push(format!(
+                "{key}: not judged this run (no measurement, no trustworthy estimate): stays open"
+            ));
+        }
+        !keep
+    });
     let env = deps.cfg.env.to_string();
     for f in &t.publish {
         let alert = Alert::new(

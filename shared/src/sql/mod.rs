@@ -300,10 +300,16 @@ impl Connections {
 
 // ---- cumulative counters ----
 
+/// With who answered: a standby, or a primary on which WAL timeline (the first 8 hex digits of
+/// its current WAL file name; a promotion starts a new timeline). The same endpoint answering
+/// from another timeline is a failover: the counters are another server's.
 pub const DATABASE_COUNTERS: &str =
     "SELECT datname::text AS database, blks_hit::int8, blks_read::int8, \
     deadlocks::int8, xact_commit::int8, xact_rollback::int8, stats_reset, \
-    pg_postmaster_start_time() AS postmaster_start, now() AS at \
+    pg_postmaster_start_time() AS postmaster_start, now() AS at, \
+    pg_is_in_recovery() AS in_recovery, \
+    CASE WHEN pg_is_in_recovery() THEN NULL \
+      ELSE ('x' || lpad(substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8), 16, '0'))::bit(64)::int8 END AS timeline \
     FROM pg_stat_database WHERE datname = current_database()";
 
 // ---- wraparound ----
