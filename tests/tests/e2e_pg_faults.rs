@@ -497,3 +497,78 @@ async fn refused_and_too_many_clients_then_recovered() {
         assert_eq!(a[0]["status"], "resolved", "{key}: {rec}");
     }
 }
+
+/// Item: a promoted standby between two runs. While the endpoint reaches a standby, vacuum-trigger
+/// acts on nothing (read-only) and says why; after the failover (the primary stopped, the
+/// standby promoted), pg-health sees another primary on a new timeline — not a mere restart — and
+/// re-takes its baseline instead of computing rates across two servers; vacuum-trigger runs on
+/// the new primary without error, and no open finding is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promoted_standby_between_runs() {
+    let stack = Stack::start(false).await.unwrap();
+    let pg = Postgres::start().unwrap();
+    pg.as_rds("app").unwrap();
+    make_bloat(&pg);
+    let replica = pg.start_replica().unwrap();
+    let on_primary = stack.put_pg_passwords(&pg, "app", "app").await.unwrap();
+    let on_replica = stack
+        .put_pg_passwords(&replica, "app", "app")
+        .await
+        .unwrap();
+
+    // pg-health on the primary: its counter baseline and an open bloat finding.
+    let health = start(&stack, "pg-health", &owned(&on_primary)).await;
+    let v = invoke(&health, "h-primary").await;
+    let rec = only(&v);
+    assert!(rec["notes"].to_string().contains("primary"), "{rec}");
+    assert_eq!(alerts(rec, "pg-bloat#").len(), 1, "{rec}");
+    drop(health);
+
+    // The endpoint reaches the standby: read-only, nothing is attempted, nothing alerted.
+    let vt = start(&stack, "vacuum-trigger", &owned(&on_replica)).await;
+    let v = invoke(&vt, "vt-standby").await;
+    let rec = only(&v);
+    assert!(rec["actions"].as_array().unwrap().is_empty(), "{rec}");
+    assert!(rec["alerts"].as_array().unwrap().is_empty(), "{rec}");
+    assert!(rec["notes"].to_string().contains("a standby"), "{rec}");
+    assert!(
+        platform::drain(&stack.clients, &stack.platform.actions_queue)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Failover: the primary goes, the standby is promoted, the endpoint now reaches it.
+    pg.stop().unwrap();
+    replica.promote().unwrap();
+    let health = start(&stack, "pg-health", &owned(&on_replica)).await;
+    let v = invoke(&health, "h-promoted").await;
+    let rec = only(&v);
+    let notes = rec["notes"].to_string();
+    assert!(
+        notes.contains("failover: another primary answers (timeline 1 -> 2)"),
+        "{rec}"
+    );
+    assert!(alerts(rec, "pg-deadlocks#").is_empty() && alerts(rec, "pg-cache-hit#").is_empty());
+    // The bloat finding opened on the old primary is still open (the table came along, its
+    // statistics did not): not announced again, not resolved for want of a figure.
+    assert!(alerts(rec, "pg-bloat#").is_empty(), "{rec}");
+    assert!(
+        notes.contains("pg-bloat#pg:app/public.bloated: not judged this run"),
+        "{rec}"
+    );
+
+    let v = invoke(&vt, "vt-promoted").await;
+    let rec = only(&v);
+    assert!(
+        rec["actions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["outcome"] == "acted"),
+        "{rec}\n{}",
+        vt.logs()
+    );
+    assert!(alerts(rec, "pg-maintenance-run#").is_empty(), "{rec}");
+    assert!(!rec["notes"].to_string().contains("a standby"), "{rec}");
+}
