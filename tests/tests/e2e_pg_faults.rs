@@ -410,7 +410,8 @@ async fn refused_and_too_many_clients_then_recovered() {
     assert_eq!(run.len(), 1, "{rec}");
     let summary = run[0]["summary"].as_str().unwrap();
     assert!(
-        summary.contains("database 'app' as the maintenance role (nbaops_maintenance)"),
+        summary.contains("database 'app' as the maintenance role (nbaops_maintenance)")
+            && summary.contains("Connection refused"),
         "{summary}"
     );
     let v = invoke(&health, "health-refused").await;
@@ -421,7 +422,7 @@ async fn refused_and_too_many_clients_then_recovered() {
         down[0]["summary"]
             .as_str()
             .unwrap()
-            .contains("database 'app' as the monitor role (nbaops_monitor)"),
+            .contains("database 'app' as the monitor role (nbaops_monitor): error connecting to server: Connection refused"),
         "{}",
         down[0]
     );
