@@ -5,12 +5,13 @@
 //! - [`guard`]: the one pipeline every action passes, and the audit record it leaves.
 //! - [`ports`] / [`adapters`] / [`fakes`]: the traits the domain uses, their SDK and in-memory implementations.
 //! - [`alerts`]: the alert message and its publisher. [`telemetry`]: JSON logs, redaction, EMF metrics.
-//! - [`runtime`]: the wiring every function's `main` shares.
+//! - [`runtime`]: the wiring every function's `main` shares. [`deadline`]: what a run may still start.
 
 pub mod adapters;
 pub mod alerts;
 pub mod clock;
 pub mod config;
+pub mod deadline;
 pub mod error;
 pub mod events;
 pub mod fakes;

@@ -45,7 +45,12 @@ struct Shared {
     state: Mutex<State>,
     queued: Notify,
     idle_pollers: AtomicUsize,
+    /// What `Lambda-Runtime-Deadline-Ms` gives each invocation from the moment it is handed out.
+    deadline_ms: AtomicU64,
 }
+
+/// The deadline of an invocation unless a test sets another ([`RuntimeApi::set_deadline`]).
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(60);
 
 #[derive(Default)]
 struct State {
@@ -81,6 +86,7 @@ impl RuntimeApi {
             state: Mutex::default(),
             queued: Notify::new(),
             idle_pollers: AtomicUsize::new(0),
+            deadline_ms: AtomicU64::new(DEFAULT_DEADLINE.as_millis() as u64),
         });
         let server = tokio::spawn(serve(listener, shared.clone()));
         Ok(RuntimeApi {
@@ -102,6 +108,14 @@ impl RuntimeApi {
     /// Processes currently waiting in `next`, i.e. initialised and free for an invocation.
     pub fn idle_pollers(&self) -> usize {
         self.shared.idle_pollers.load(Ordering::SeqCst)
+    }
+
+    /// The time each invocation handed out from now on gets before its deadline (Lambda's
+    /// function timeout): `Lambda-Runtime-Deadline-Ms` = hand-out time + `timeout`.
+    pub fn set_deadline(&self, timeout: Duration) {
+        self.shared
+            .deadline_ms
+            .store(timeout.as_millis() as u64, Ordering::SeqCst);
     }
 
     /// What the function reported on `init/error`, if it did.
@@ -232,7 +246,8 @@ impl Shared {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
-        let deadline_ms = (now + Duration::from_secs(60)).as_millis();
+        let timeout = Duration::from_millis(self.deadline_ms.load(Ordering::SeqCst));
+        let deadline_ms = (now + timeout).as_millis();
         let trace_id = format!(
             "Root=1-{:08x}-{:024x};Parent={:016x};Sampled=0",
             now.as_secs(),

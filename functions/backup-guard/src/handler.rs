@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 use nbaops_shared::alerts::{Alert, AlertStatus, Severity};
 use nbaops_shared::config::backup::BackupConfig;
 use nbaops_shared::config::pg::PgConfig;
+use nbaops_shared::deadline::{Budget, MARGIN, ONE_AWS_ACTION};
 use nbaops_shared::events::{classify, Inbound, RdsEvent, ScheduledTick};
 use nbaops_shared::guard::ProposedAction;
 use nbaops_shared::ports::{PgConnector, RdsBackups, Site, SnapshotKind};
@@ -180,7 +181,11 @@ async fn rpo_check(
         rec.notes
             .push("backup.instances is empty: nothing to check".into());
     }
+    let mut budget = Budget::new(inv, MARGIN, ONE_AWS_ACTION);
     for instance in &cfg.instances {
+        if !budget.admit(format!("RPO check of rds:{instance}")) {
+            continue;
+        }
         let obs = observe(instance, now, deps, x, &mut rec).await?;
         let reasons = plan::rpo_breaches(&obs, cfg, now);
         let pk = format!("backuprpo#{instance}");
@@ -261,9 +266,13 @@ async fn rpo_check(
     }
     // The 5-minute tick also drives a restore drill in progress (no waiting inside one Lambda).
     for instance in &cfg.instances {
+        if !budget.admit(format!("restore drill of rds:{instance}")) {
+            continue;
+        }
         crate::drill::advance_in_progress(instance, &tick.event_id, now, inv, deps, x, &mut rec)
             .await?;
     }
+    rec.notes.extend(budget.report());
     Ok(rec)
 }
 

@@ -7,6 +7,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde_json::{json, Value};
 
 use nbaops_shared::alerts::Severity;
+use nbaops_shared::deadline::{Budget, MARGIN, ONE_AWS_ACTION};
 use nbaops_shared::events::ScheduledTick;
 use nbaops_shared::guard::Outcome;
 use nbaops_shared::ports::{copyable_tags, DbSnapshot, Site, SnapshotKind, Tags};
@@ -41,7 +42,12 @@ pub async fn run(
         rec.notes
             .push("backup.instances is empty: nothing to snapshot".into());
     }
+    // Per instance: the month's snapshot, its copy and the retention sweep.
+    let mut budget = Budget::new(&inv, MARGIN, ONE_AWS_ACTION * 3);
     for instance in &x.backup.instances {
+        if !budget.admit(format!("monthly snapshot of rds:{instance}")) {
+            continue;
+        }
         snapshot_of_the_month(instance, tick, &inv, deps, x, &mut rec).await?;
         if x.backup.dr_region.is_empty() {
             let a = alert(
@@ -59,6 +65,7 @@ pub async fn run(
         }
         retention(instance, tick, &inv, deps, x, &mut rec).await?;
     }
+    rec.notes.extend(budget.report());
     Ok(rec)
 }
 

@@ -16,6 +16,7 @@ use nbaops_shared::adapters::{AwsClients, SdkInventory, SdkRdsPower};
 use nbaops_shared::alerts::{Alert, Severity};
 use nbaops_shared::config::offhours::{self, OffhoursConfig, Schedule};
 use nbaops_shared::config::Env;
+use nbaops_shared::deadline::{Budget, MARGIN, ONE_AWS_ACTION};
 use nbaops_shared::events::rds_catalog::{classify_rds_event, RdsEventKind};
 use nbaops_shared::events::{classify, Inbound, RdsEvent, RdsSourceType, ScheduledTick};
 use nbaops_shared::guard::{AuditRecord, Bounds, Guard, Outcome, ProposedAction};
@@ -246,11 +247,14 @@ async fn on_tick(
     let sets = discover(x, only_env, &mut rec.notes).await?;
     let in_view: usize = sets.values().map(Vec::len).sum();
     let mut guard = deps.guard(&t.event_id, inv).with_fleet_size(in_view);
+    let mut budget = Budget::new(inv, MARGIN, ONE_AWS_ACTION);
     for ((env, name), members) in &sets {
         if let Some(schedule) = x.cfg.schedules.get(name) {
-            run_set(env, schedule, members, t.at, &mut guard, deps, x, &mut rec).await?;
+            let run = (t.at, &mut guard, &mut budget);
+            run_set(env, schedule, members, run, deps, x, &mut rec).await?;
         }
     }
+    rec.notes.extend(budget.report());
     rec.summary = summary(&rec, in_view, t.at);
     Ok(rec)
 }
@@ -303,9 +307,12 @@ async fn on_auto_start(
         ev.at.to_rfc3339()
     ));
     let mut guard = deps.guard(&ev.event_id, inv).with_fleet_size(members.len());
+    let mut budget = Budget::new(inv, MARGIN, ONE_AWS_ACTION);
     if let Some(schedule) = x.cfg.schedules.get(name) {
-        run_set(env, schedule, members, ev.at, &mut guard, deps, x, &mut rec).await?;
+        let run = (ev.at, &mut guard, &mut budget);
+        run_set(env, schedule, members, run, deps, x, &mut rec).await?;
     }
+    rec.notes.extend(budget.report());
     rec.summary = format!(
         "{resource} auto-started after 7 days stopped; {}",
         summary(&rec, members.len(), ev.at)
@@ -324,14 +331,15 @@ enum Done {
 }
 
 /// One set at `at`: the schedule's last transition, then groups before databases on a stop,
-/// databases before groups on a start.
+/// databases before groups on a start. A member the Lambda deadline leaves is named in the
+/// budget's report, and so is every member that waits for it (a database whose groups were not
+/// all stopped, groups whose database was not started).
 #[allow(clippy::too_many_arguments)]
 async fn run_set(
     env: &str,
     schedule: &Schedule,
     members: &[Member],
-    at: DateTime<Utc>,
-    guard: &mut Guard<'_>,
+    (at, guard, budget): (DateTime<Utc>, &mut Guard<'_>, &mut Budget),
     deps: &Deps,
     x: &OffhoursDeps,
     rec: &mut RecordReport,
@@ -375,6 +383,10 @@ async fn run_set(
         Power::Off => {
             let mut all_down = true;
             for m in &groups {
+                if !budget.admit(&m.resource) {
+                    all_down = false;
+                    continue;
+                }
                 let set = SetContext {
                     groups_down: true,
                     dbs_ready: true,
@@ -383,6 +395,9 @@ async fn run_set(
                 all_down &= done != Done::NotYet;
             }
             for m in &dbs {
+                if !budget.admit(&m.resource) {
+                    continue;
+                }
                 let set = SetContext {
                     groups_down: all_down,
                     dbs_ready: true,
@@ -394,6 +409,10 @@ async fn run_set(
             let mut ready = Vec::new();
             let mut all_ready = true;
             for m in &dbs {
+                if !budget.admit(&m.resource) {
+                    all_ready = false;
+                    continue;
+                }
                 let set = SetContext {
                     groups_down: true,
                     dbs_ready: true,
@@ -413,6 +432,9 @@ async fn run_set(
                 ready.push(json!({"db": m.resource, "status": status}));
             }
             for m in &groups {
+                if !budget.admit(&m.resource) {
+                    continue;
+                }
                 let set = SetContext {
                     groups_down: true,
                     dbs_ready: all_ready,

@@ -191,6 +191,12 @@ pub struct Counters {
     pub blks_hit: i64,
     pub blks_read: i64,
     pub deadlocks: i64,
+    /// Who answered: a standby, or the primary's WAL timeline. Absent from baselines written
+    /// before they were recorded (read as unknown, never as a change).
+    #[serde(default)]
+    pub in_recovery: Option<bool>,
+    #[serde(default)]
+    pub timeline: Option<i64>,
 }
 
 impl Counters {
@@ -202,6 +208,8 @@ impl Counters {
             blks_hit: i64_of(r, "blks_hit").unwrap_or(0),
             blks_read: i64_of(r, "blks_read").unwrap_or(0),
             deadlocks: i64_of(r, "deadlocks").unwrap_or(0),
+            in_recovery: r.get("in_recovery").map(|_| bool_of(r, "in_recovery")),
+            timeline: i64_of(r, "timeline"),
         }
     }
 }
@@ -224,6 +232,27 @@ pub fn delta(prev: Option<&Counters>, cur: &Counters) -> Delta {
     let Some(p) = prev else {
         return Delta::First;
     };
+    // Checked first: after a failover the postmaster start differs too, and "restarted"
+    // would hide that another server now answers.
+    match (p.in_recovery, cur.in_recovery) {
+        (Some(true), Some(false)) => {
+            return Delta::Reset(format!(
+                "promoted: a primary now (timeline {}), a standby at the last run",
+                cur.timeline.map_or("?".into(), |t| t.to_string())
+            ))
+        }
+        (Some(false), Some(true)) => {
+            return Delta::Reset("a standby now, a primary at the last run (failover)".into())
+        }
+        _ => {}
+    }
+    if let (Some(was), Some(now)) = (p.timeline, cur.timeline) {
+        if was != now {
+            return Delta::Reset(format!(
+                "failover: another primary answers (timeline {was} -> {now})"
+            ));
+        }
+    }
     if p.stats_reset != cur.stats_reset {
         return Delta::Reset(format!(
             "statistics reset at {}",
@@ -452,6 +481,29 @@ pub fn bloat(
 
 /// Tables worth measuring with pgstattuple_approx: over the warning threshold by estimate, or
 /// with many dead tuples while the estimate cannot be trusted. Largest first, at most `limit`.
+/// Dedup keys of bloat findings this run cannot confirm nor clear: tables large enough to judge
+/// with neither a measurement nor a trustworthy estimate (after a failover the statistics are
+/// the new server's and start empty; a table never analyzed). Their open finding stays open.
+pub fn bloat_unjudged(
+    db: &str,
+    tables: &[TableStats],
+    measured: &BTreeMap<i64, f64>,
+    cfg: &PgConfig,
+    now: DateTime<Utc>,
+) -> Vec<String> {
+    tables
+        .iter()
+        .filter(|t| t.bytes >= cfg.bloat_min_bytes && !measured.contains_key(&t.oid))
+        .filter(|t| {
+            matches!(
+                bloat_estimate(t, cfg, now),
+                BloatEstimate::Unreliable { .. }
+            )
+        })
+        .map(|t| format!("pg-bloat#pg:{db}/{}", t.name()))
+        .collect()
+}
+
 pub fn worth_measuring<'a>(
     tables: &'a [TableStats],
     cfg: &PgConfig,
@@ -875,6 +927,8 @@ mod tests {
             blks_hit: hit,
             blks_read: read,
             deadlocks: dl,
+            in_recovery: Some(false),
+            timeline: Some(1),
         }
     }
 
@@ -941,6 +995,27 @@ mod tests {
         let mut restarted = b.clone();
         restarted.postmaster_start = Some("2026-11-25T12:02:00+00:00".into());
         assert!(matches!(delta(Some(&a), &restarted), Delta::Reset(r) if r.contains("restarted")));
+        // A failover: another server on a new timeline (its postmaster started elsewhere too).
+        let mut promoted = restarted.clone();
+        promoted.timeline = Some(2);
+        assert!(
+            matches!(delta(Some(&a), &promoted), Delta::Reset(r) if r.contains("timeline 1 -> 2"))
+        );
+        let mut standby = b.clone();
+        standby.in_recovery = Some(true);
+        standby.timeline = None;
+        assert!(
+            matches!(delta(Some(&standby), &promoted), Delta::Reset(r) if r.starts_with("promoted"))
+        );
+        assert!(
+            matches!(delta(Some(&a), &standby), Delta::Reset(r) if r.contains("a standby now"))
+        );
+        // A baseline written before who-answered was recorded: no false failover.
+        let mut old: serde_json::Value = serde_json::to_value(&a).unwrap();
+        old.as_object_mut().unwrap().remove("timeline");
+        old.as_object_mut().unwrap().remove("in_recovery");
+        let old: Counters = serde_json::from_value(old).unwrap();
+        assert!(matches!(delta(Some(&old), &b), Delta::Since { .. }));
         // A reset yields no ratio and no rate, never a negative one.
         let c = cfg(&[]);
         assert_eq!(

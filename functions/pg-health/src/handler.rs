@@ -8,12 +8,14 @@
 //! read: `pgvacfail#<db>/*` (vacuum-trigger's failed statements, 1 day).
 
 use std::collections::BTreeMap;
+use std::time::Duration as StdDuration;
 
 use chrono::Duration;
 use serde_json::{json, Map, Value};
 
 use nbaops_shared::alerts::{Alert, AlertStatus};
 use nbaops_shared::config::pg::{PgConfig, PgTarget};
+use nbaops_shared::deadline::{Budget, MARGIN};
 use nbaops_shared::events::{classify, Inbound, ScheduledTick};
 use nbaops_shared::ports::{PgConnector, Postgres};
 use nbaops_shared::runtime::{Deps, Invocation, InvocationReport, RecordReport};
@@ -107,7 +109,20 @@ async fn on_tick(
         report.records.push(rec);
         return Ok(());
     }
+    // A scan's longest part is a connection (connect timeout) and a statement (statement
+    // timeout): a database that could not be scanned before the deadline is left, named.
+    let needs = StdDuration::from_secs(x.pg.connect_timeout_seconds)
+        + StdDuration::from_millis(x.pg.statement_timeout_ms);
+    let mut budget = Budget::new(inv, MARGIN, needs);
+    let mut left = RecordReport {
+        event_id: tick.event_id.clone(),
+        kind: "schedule".into(),
+        ..Default::default()
+    };
     for target in targets {
+        if !budget.admit(format!("scan of pg:{}", target.name)) {
+            continue;
+        }
         let started = std::time::Instant::now();
         let scan = scan(target, inv, deps, x).await?;
         let mut rec = RecordReport {
@@ -140,6 +155,12 @@ async fn on_tick(
         );
         report.records.push(rec);
     }
+    if let Some(note) = budget.report() {
+        // Their open findings are neither confirmed nor resolved: nothing was looked at.
+        left.summary = format!("not scanned: {}", budget.left().join(", "));
+        left.notes.push(note);
+        report.records.push(left);
+    }
     Ok(())
 }
 
@@ -147,6 +168,8 @@ async fn on_tick(
 struct Scan {
     findings: Vec<Finding>,
     unchecked: Vec<&'static str>,
+    /// Dedup keys of findings this run could neither confirm nor clear (kept open as they are).
+    unjudged: Vec<String>,
     notes: Vec<String>,
     metrics: Vec<(&'static str, f64, &'static str)>,
     /// Checks that could not run, with the error: one check-failed finding at the end.
@@ -352,6 +375,8 @@ async fn scan(target: &PgTarget, inv: &Invocation, deps: &Deps, x: &PgHealth) ->
                 let tables: Vec<TableStats> = rows.iter().map(TableStats::from_row).collect();
                 let measured = measure(pg, &tables, cfg, inv, &mut s).await;
                 let (fs, notes) = checks::bloat(db, &tables, &measured, cfg, now);
+                s.unjudged
+                    .extend(checks::bloat_unjudged(db, &tables, &measured, cfg, now));
                 s.metrics.push(("BloatedTables", fs.len() as f64, "Count"));
                 s.findings.extend(fs);
                 s.notes.extend(notes);
@@ -563,7 +588,16 @@ async fn announce(
         .into_iter()
         .filter_map(|(k, v)| serde_json::from_value(v).ok().map(|o| (k, o)))
         .collect();
-    let t = checks::transitions(&open, &scan.findings, &scan.unchecked);
+    let mut t = checks::transitions(&open, &scan.findings, &scan.unchecked);
+    t.resolved.retain(|(key, _)| {
+        let keep = scan.unjudged.contains(key);
+        if keep {
+            rec.notes.push(format!(
+                "{key}: not judged this run (no measurement, no trustworthy estimate): stays open"
+            ));
+        }
+        !keep
+    });
     let env = deps.cfg.env.to_string();
     for f in &t.publish {
         let alert = Alert::new(

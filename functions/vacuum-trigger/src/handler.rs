@@ -19,8 +19,9 @@ use std::time::{Duration as StdDuration, Instant};
 use chrono::Duration;
 use serde_json::{json, Value};
 
-use nbaops_shared::alerts::{Alert, Severity};
+use nbaops_shared::alerts::{Alert, AlertStatus, Severity};
 use nbaops_shared::config::pg::{PgConfig, PgTarget};
+use nbaops_shared::deadline::left_note;
 use nbaops_shared::events::{classify, Inbound, ScheduledTick};
 use nbaops_shared::guard::{in_change_window, AuditRecord, Guard, Outcome, ProposedAction};
 use nbaops_shared::ports::{PgConnector, Postgres, Tags};
@@ -91,10 +92,13 @@ async fn on_tick(
             summary: format!("maintenance of pg:{}", target.name),
             ..Default::default()
         };
-        if let Err(e) = maintain(target, tick, inv, deps, x, started, &mut rec).await {
-            // One database down must not stop the others; pg-health alerts on reachability.
+        // One database down must not stop the others. A run that could not finish is alerted
+        // once (the ledger remembers it is open) and resolved by the next complete run.
+        let outcome = maintain(target, tick, inv, deps, x, started, &mut rec).await;
+        if let Err(e) = &outcome {
             rec.notes.push(format!("not maintained: {e}"));
         }
+        run_outcome(&target.name, outcome.err(), deps, inv, &mut rec).await?;
         report.records.push(rec);
     }
     if report.records.is_empty() {
@@ -104,6 +108,68 @@ async fn on_tick(
             summary: "no database to maintain (pg.databases)".into(),
             ..Default::default()
         });
+    }
+    Ok(())
+}
+
+/// A maintenance run of `db` that ended early (connection refused, no slot left, the session
+/// killed or lost): one P3 alert while it lasts, resolved by the first run that completes.
+/// Ledger: `pgvacrun#<db>/open`.
+async fn run_outcome(
+    db: &str,
+    error: Option<NbaopsError>,
+    deps: &Deps,
+    inv: &Invocation,
+    rec: &mut RecordReport,
+) -> Result<()> {
+    let pk = format!("pgvacrun#{db}");
+    let open = deps.ledger.get(&pk, "open").await?;
+    let resource = format!("pg:{db}");
+    let key = format!("pg-maintenance-run#{resource}");
+    let env = deps.cfg.env.to_string();
+    match (error, open) {
+        (Some(e), None) => {
+            let error = e.to_string();
+            let text = error.strip_prefix("postgres failed: ").unwrap_or(&error);
+            let summary = if text.contains(&format!("database '{db}'")) {
+                format!("maintenance run stopped: {text}")
+            } else {
+                format!("maintenance run stopped: database '{db}' as the maintenance role: {text}")
+            };
+            deps.ledger
+                .put(
+                    &pk,
+                    "open",
+                    &json!({"at": inv.now.to_rfc3339(), "error": error}),
+                    None,
+                )
+                .await?;
+            let alert = Alert::new(Severity::P3, &env, FUNCTION, &resource, key, summary, inv.now)
+                .with_details(json!({"error": error}))
+                .with_runbook("pg-health reports whether the database is reachable; the next scheduled run retries what was left.");
+            deps.alerts().publish(&alert).await?;
+            rec.alerts.push(alert);
+        }
+        (Some(e), Some(_)) => rec.notes.push(format!(
+            "maintenance run still failing (already alerted): {e}"
+        )),
+        (None, Some(was)) => {
+            let mut alert = Alert::new(
+                Severity::P3,
+                &env,
+                FUNCTION,
+                &resource,
+                key,
+                format!("{db}: maintenance runs complete again"),
+                inv.now,
+            )
+            .with_details(json!({"was": was}));
+            alert.status = AlertStatus::Resolved;
+            deps.alerts().publish(&alert).await?;
+            rec.alerts.push(alert);
+            deps.ledger.delete(&pk, "open").await?;
+        }
+        (None, None) => {}
     }
     Ok(())
 }
@@ -204,22 +270,39 @@ async fn maintain(
     for s in runaway {
         end_transaction(db, s, pg, &mut guard, deps, inv, rec).await?;
     }
-    let go = |rec: &mut RecordReport, left: usize| -> Option<u64> {
+    let max_tables = cfg.vacuum.max_tables_per_run;
+    let max_rebuilds = cfg.index.max_per_run;
+    // What a run stopped at (drop, table, rebuild) would have done: named in the partial report.
+    let left = |d: usize, t: usize, r: usize| -> Vec<String> {
+        let index =
+            |(ix, n): &&(&IndexStats, IndexNeed)| format!("{} {}", n.work.as_str(), ix.name());
+        drops[d.min(drops.len())..]
+            .iter()
+            .map(index)
+            .chain(
+                plan.iter()
+                    .take(max_tables)
+                    .skip(t)
+                    .map(|(t, n)| format!("{} {}", n.kind.as_str(), t.name())),
+            )
+            .chain(rebuilds.iter().take(max_rebuilds).skip(r).map(index))
+            .collect()
+    };
+    let go = |rec: &mut RecordReport, at: (usize, usize, usize)| -> Option<u64> {
         let now = inv.now + Duration::from_std(started.elapsed()).unwrap_or_default();
         match budget(started.elapsed(), now, inv.deadline, &cfg.vacuum) {
             Budget::Go {
                 statement_timeout_ms,
             } => Some(statement_timeout_ms),
             Budget::Stop(why) => {
-                rec.notes
-                    .push(format!("{why}: {left} item(s) left for the next run"));
+                rec.notes.push(left_note(&why, &left(at.0, at.1, at.2)));
                 None
             }
         }
     };
     // Leftovers of failed rebuilds first: every write still maintains them.
     for (i, (ix, need)) in drops.iter().enumerate() {
-        let Some(ms) = go(rec, drops.len() - i) else {
+        let Some(ms) = go(rec, (i, 0, 0)) else {
             return Ok(());
         };
         pg.execute(&format!("SET statement_timeout = {ms}")).await?;
@@ -245,7 +328,7 @@ async fn maintain(
             ));
             break;
         }
-        let Some(ms) = go(rec, plan.len() - i) else {
+        let Some(ms) = go(rec, (drops.len(), i, 0)) else {
             return Ok(());
         };
         pg.execute(&format!("SET statement_timeout = {ms}")).await?;
@@ -271,7 +354,7 @@ async fn maintain(
             ));
             break;
         }
-        let Some(ms) = go(rec, rebuilds.len() - i) else {
+        let Some(ms) = go(rec, (drops.len(), usize::MAX, i)) else {
             return Ok(());
         };
         pg.execute(&format!("SET statement_timeout = {ms}")).await?;
@@ -378,16 +461,31 @@ async fn execute_as(pg: &dyn Postgres, s: &AsOwner) -> Ran<u64> {
     };
     if let Some(reset) = s.reset_role {
         if let Err(e) = pg.execute(reset).await {
+            // The statement's own error first: a killed backend's "terminating connection due
+            // to administrator command" is the cause, the failed RESET ROLE its consequence.
+            let first = match &ran {
+                Ok(_) => "returned".to_string(),
+                Err(se) => format!("failed: {}", message(se)),
+            };
             return Err(NbaopsError::dependency(
                 "postgres",
                 format!(
-                    "{reset} after `{}` failed, the session is given up (it may still act as the owner): {e}",
-                    s.statement
+                    "`{}` {first}; then {reset} failed, the session is given up (it may still act as the owner): {}",
+                    s.statement,
+                    message(&e)
                 ),
             ));
         }
     }
     Ok(ran)
+}
+
+/// An error's words without the `postgres failed: ` its wrapping adds at each level.
+fn message(e: &NbaopsError) -> String {
+    match e {
+        NbaopsError::Dependency { message, .. } => message.clone(),
+        other => other.to_string(),
+    }
 }
 
 /// The statement as people read it (audit, alerts): with its role switch when there is one.
@@ -400,7 +498,7 @@ fn settle<T>(ran: Ran<T>) -> (Result<T>, Option<NbaopsError>) {
     match ran {
         Ok(outcome) => (outcome, None),
         Err(lost) => (
-            Err(NbaopsError::dependency("postgres", lost.to_string())),
+            Err(NbaopsError::dependency("postgres", message(&lost))),
             Some(lost),
         ),
     }
@@ -950,6 +1048,19 @@ mod tests {
         // The action is recorded as failed, and the error ends the run for this database.
         let (outcome, stop) = settle::<u64>(Err(NbaopsError::dependency("postgres", lost)));
         assert!(outcome.is_err() && stop.is_some());
+        // Both failed (the backend was killed mid-statement): the statement's error is the
+        // cause the audit shows, first, and the wrapping is not repeated.
+        let pg = Recorder::failing(&["VACUUM", "RESET ROLE"]);
+        let ran = execute_as(&pg, &vacuum(V15, Some("nbaops_app"))).await;
+        let (outcome, _) = settle::<u64>(ran);
+        let audit = outcome.unwrap_err().to_string();
+        assert!(
+            audit.starts_with(&format!(
+                "postgres failed: `{VACUUM}` failed: {VACUUM}: refused; then RESET ROLE failed"
+            )),
+            "{audit}"
+        );
+        assert_eq!(audit.matches("postgres failed").count(), 1, "{audit}");
     }
 
     #[tokio::test]

@@ -3,7 +3,10 @@
 
 use chrono::{DateTime, Utc};
 
+use std::time::Duration as StdDuration;
+
 use nbaops_shared::config::pg::{PgConfig, VacuumLimits};
+use nbaops_shared::deadline::{room, Room};
 use nbaops_shared::sql::Session;
 
 /// Whether one more table (or index) may be started, and the statement_timeout it runs under.
@@ -30,18 +33,18 @@ pub fn budget(
         ));
     }
     let mut timeout_ms = v.statement_timeout_seconds * 1000;
-    if let Some(d) = deadline {
-        let left_ms = (d - now).num_milliseconds();
-        let usable_ms = left_ms - (v.deadline_margin_seconds as i64) * 1000;
-        // Less than a second of work is no work.
-        if usable_ms < 1000 {
-            return Budget::Stop(format!(
-                "{:.0} s left before the Lambda deadline, less than pg.vacuum.deadline_margin_seconds ({} s) + 1 s",
-                left_ms as f64 / 1000.0,
-                v.deadline_margin_seconds
-            ));
+    // Less than a second of work is no work.
+    match room(
+        deadline,
+        now,
+        StdDuration::from_secs(v.deadline_margin_seconds),
+        StdDuration::from_secs(1),
+    ) {
+        Room::Unbounded => {}
+        Room::Usable(usable) => timeout_ms = timeout_ms.min(usable.as_millis() as u64),
+        Room::Stop(why) => {
+            return Budget::Stop(format!("{why} (pg.vacuum.deadline_margin_seconds)"))
         }
-        timeout_ms = timeout_ms.min(usable_ms as u64);
     }
     Budget::Go {
         statement_timeout_ms: timeout_ms,

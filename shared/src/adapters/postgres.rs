@@ -61,7 +61,12 @@ fn pg_err(e: tokio_postgres::Error) -> NbaopsError {
             db.message(),
             db.code().code()
         ),
-        None => e.to_string(),
+        // "error connecting to server" alone hides why: the cause (e.g. "Connection refused
+        // (os error 111)", a timeout, a DNS failure) is the error's source.
+        None => match std::error::Error::source(&e) {
+            Some(cause) => format!("{e}: {cause}"),
+            None => e.to_string(),
+        },
     };
     NbaopsError::dependency("postgres", message)
 }

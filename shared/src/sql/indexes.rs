@@ -290,7 +290,11 @@ pub fn plan_indexes<'a>(
         })
         .collect();
     rebuilds.sort_by_key(|r| std::cmp::Reverse(r.0.bytes));
-    let mut tables = std::collections::BTreeSet::new();
+    // One rebuild per table, and none on a table whose last rebuild left a leftover: a
+    // REINDEX CONCURRENTLY that fails again (the same lock wait, the same kill) would leave
+    // another `_ccnew1`, `_ccnew2`... The leftover is dropped first; the rebuild waits a run.
+    let mut tables: std::collections::BTreeSet<i64> =
+        out.iter().map(|(ix, _)| ix.table_oid).collect();
     for (ix, pct, source) in rebuilds {
         if tables.insert(ix.table_oid) {
             out.push((
@@ -406,6 +410,8 @@ mod tests {
         let c = cfg(&[]);
         let mut leftover = ix("t_id_ccnew", 0.0, 2);
         leftover.valid = false;
+        // A leftover on a table of its own (see the next test for a leftover beside a rebuild).
+        leftover.table_oid = 13;
         let mut big = ix("t_big", 20_000.0, 1000);
         big.oid = 2;
         let mut small = ix("t_small", 20_000.0, 552);
@@ -441,6 +447,41 @@ mod tests {
             IndexWork::Reindex.statement("my s", "ix\"1"),
             "REINDEX INDEX CONCURRENTLY \"my s\".\"ix\"\"1\""
         );
+    }
+
+    #[test]
+    fn no_rebuild_on_a_table_whose_leftover_is_still_there() {
+        // A REINDEX CONCURRENTLY of t_big was killed (or hit lock_timeout) and left t_big_ccnew.
+        // Rebuilding t_big again before the leftover is gone could fail the same way and leave
+        // t_big_ccnew1: this run drops the leftover, the rebuild waits.
+        let c = cfg(&[]);
+        let mut leftover = ix("t_big_ccnew", 0.0, 2);
+        leftover.valid = false;
+        leftover.oid = 6;
+        let mut big = ix("t_big", 20_000.0, 1000);
+        big.oid = 2;
+        let mut other = ix("u_id", 20_000.0, 552);
+        other.oid = 4;
+        other.table_oid = 11;
+        let all = vec![big.clone(), leftover, other];
+        let got: Vec<(&str, IndexWork)> = plan_indexes(&all, &c, &|_| None)
+            .iter()
+            .map(|(i, n)| (i.index.as_str(), n.work))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("t_big_ccnew", IndexWork::DropLeftover),
+                ("u_id", IndexWork::Reindex),
+            ]
+        );
+        // Once it is gone, the rebuild is planned again.
+        let alone = [big];
+        let got: Vec<&str> = plan_indexes(&alone, &c, &|_| None)
+            .iter()
+            .map(|(i, _)| i.index.as_str())
+            .collect();
+        assert_eq!(got, vec!["t_big"]);
     }
 
     #[test]

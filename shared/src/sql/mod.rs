@@ -172,14 +172,25 @@ pub async fn open_session(
     if let Some(pw) = &password {
         crate::telemetry::register_secret(pw);
     }
+    let url = cfg.connect_url(target, role);
+    let user = url_user(&url);
     let session = connector
-        .connect(&cfg.connect_url(target, role), password.as_deref())
+        .connect(&url, password.as_deref())
         .await
-        .map_err(|e| named(e, &target.name, role))?;
+        .map_err(|e| named(e, &target.name, &format!("{role} role ({user})")))?;
     for stmt in setup {
         session.execute(stmt).await?;
     }
     Ok(session)
+}
+
+/// The user of a `postgres://user@host/db` URL (percent-encoding left as is), for messages.
+fn url_user(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    match rest.split_once('@') {
+        Some((user, _)) => user.split(':').next().unwrap_or(user).to_string(),
+        None => "the URL's default user".to_string(),
+    }
 }
 
 /// A refused connection says which database and which role (a role's connection limit, a
@@ -198,7 +209,7 @@ fn named(e: crate::NbaopsError, db: &str, role: &str) -> crate::NbaopsError {
     };
     crate::NbaopsError::dependency(
         "postgres",
-        format!("database '{db}' as the {role} role: {text}{hint}"),
+        format!("database '{db}' as the {role}: {text}{hint}"),
     )
 }
 
@@ -289,10 +300,16 @@ impl Connections {
 
 // ---- cumulative counters ----
 
+/// With who answered: a standby, or a primary on which WAL timeline (the first 8 hex digits of
+/// its current WAL file name; a promotion starts a new timeline). The same endpoint answering
+/// from another timeline is a failover: the counters are another server's.
 pub const DATABASE_COUNTERS: &str =
     "SELECT datname::text AS database, blks_hit::int8, blks_read::int8, \
     deadlocks::int8, xact_commit::int8, xact_rollback::int8, stats_reset, \
-    pg_postmaster_start_time() AS postmaster_start, now() AS at \
+    pg_postmaster_start_time() AS postmaster_start, now() AS at, \
+    pg_is_in_recovery() AS in_recovery, \
+    CASE WHEN pg_is_in_recovery() THEN NULL \
+      ELSE ('x' || lpad(substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8), 16, '0'))::bit(64)::int8 END AS timeline \
     FROM pg_stat_database WHERE datname = current_database()";
 
 // ---- wraparound ----
@@ -616,11 +633,11 @@ mod tests {
                 "FATAL: too many connections for role \"nbaops_monitor\" (SQLSTATE 53300)",
             ),
             "app",
-            "monitor",
+            "monitor role (nbaops_monitor)",
         )
         .to_string();
         assert!(
-            e.contains("database 'app' as the monitor role")
+            e.contains("database 'app' as the monitor role (nbaops_monitor)")
                 && e.contains("CONNECTION LIMIT")
                 && !e.contains("postgres failed: postgres failed"),
             "{e}"
@@ -628,10 +645,15 @@ mod tests {
         let e = named(
             crate::NbaopsError::dependency("postgres", "FATAL: sorry, too many clients already"),
             "app",
-            "maintenance",
+            "maintenance role (nbaops_maintenance)",
         )
         .to_string();
         assert!(e.contains("max_connections"), "{e}");
+        assert_eq!(
+            url_user("postgres://nbaops_x@h:5432/app?sslmode=require"),
+            "nbaops_x"
+        );
+        assert_eq!(url_user("postgres://h/app"), "the URL's default user");
     }
 
     #[test]
