@@ -7,6 +7,7 @@
 pub mod bench;
 pub mod clock;
 pub mod demo;
+pub mod faultproxy;
 pub mod function;
 pub mod http;
 pub mod moto;

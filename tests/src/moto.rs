@@ -113,6 +113,89 @@ impl Moto {
     }
 }
 
+/// One request moto received, as `infra/tests/check_observed_calls.py` reads the recording.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedCall {
+    /// `app/<name>` of the user agent: the function binary that made the call (`None` for the
+    /// harness's own set-up and inspection calls).
+    pub app: Option<String>,
+    /// SigV4 signing name (`autoscaling`, `rds`, `dynamodb`...).
+    pub service: String,
+    /// `X-Amz-Target`'s operation or the query protocol's `Action`.
+    pub operation: String,
+}
+
+impl Moto {
+    /// Every request that reached moto, from its recorder: what really got to "AWS", as opposed
+    /// to what a function or a test believes it sent.
+    pub fn recorded_calls(&self) -> Vec<RecordedCall> {
+        self.recording()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .map(|entry| recorded_call(&entry))
+            .collect()
+    }
+
+    /// How many `service`/`operation` requests of function `app` reached moto.
+    pub fn count_calls(&self, app: &str, service: &str, operation: &str) -> usize {
+        self.recorded_calls()
+            .iter()
+            .filter(|c| {
+                c.app.as_deref() == Some(app) && c.service == service && c.operation == operation
+            })
+            .count()
+    }
+}
+
+fn recorded_call(entry: &serde_json::Value) -> RecordedCall {
+    let header = |name: &str| -> String {
+        entry["headers"]
+            .as_object()
+            .and_then(|h| {
+                h.iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                    .and_then(|(_, v)| v.as_str())
+            })
+            .unwrap_or("")
+            .to_string()
+    };
+    let agent = format!("{} {}", header("x-amz-user-agent"), header("user-agent"));
+    let app = agent
+        .split_whitespace()
+        .find_map(|t| t.strip_prefix("app/"))
+        .map(String::from);
+    let auth = header("authorization");
+    let service = auth
+        .split("Credential=")
+        .nth(1)
+        .and_then(|c| c.split(',').next())
+        .and_then(|c| c.split('/').nth(3))
+        .unwrap_or("")
+        .to_string();
+    let target = header("x-amz-target");
+    let operation = if !target.is_empty() {
+        target.rsplit('.').next().unwrap_or("").to_string()
+    } else {
+        let raw = entry["body"].as_str().unwrap_or("");
+        let body = if entry["body_encoded"] == true {
+            aws_smithy_types::base64::decode(raw)
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default()
+        } else {
+            raw.to_string()
+        };
+        body.split('&')
+            .find_map(|kv| kv.strip_prefix("Action="))
+            .unwrap_or("")
+            .to_string()
+    };
+    RecordedCall {
+        app,
+        service,
+        operation,
+    }
+}
+
 impl Drop for Moto {
     fn drop(&mut self) {
         let _ = self.child.kill();
