@@ -540,7 +540,9 @@ impl<'a> Guard<'a> {
 }
 
 /// Ledger item + JSON log line + outbound event. The log line comes first so that even a
-/// failing ledger leaves a trace.
+/// failing ledger leaves a trace, and the outbound event is attempted even when the ledger write
+/// failed (after the SDK's retries): an action that happened is never known only to a log line.
+/// The first error is returned.
 pub async fn write_audit(
     cfg: &Config,
     ledger: &dyn Ledger,
@@ -561,14 +563,17 @@ pub async fn write_audit(
         rec.request_id
     );
     let expires = rec.at.timestamp() + cfg.guard.audit_ttl_days * 86_400;
-    ledger
+    let stored = ledger
         .put(
             &format!("audit#{}", rec.resource),
             &sk,
             &body,
             Some(expires),
         )
-        .await?;
+        .await;
+    if let Err(e) = &stored {
+        tracing::error!(target: "nbaops::audit", error = %e, action = %rec.action, resource = %rec.resource, "audit record not stored in the ledger");
+    }
     if !cfg.actions_topic_arn.is_empty() {
         let mut attrs = BTreeMap::new();
         attrs.insert(
@@ -585,11 +590,14 @@ pub async fn write_audit(
             .filter(|c| c.is_ascii() && !c.is_ascii_control())
             .take(100)
             .collect();
-        notifier
+        let published = notifier
             .publish(&cfg.actions_topic_arn, &subject, &body.to_string(), &attrs)
-            .await?;
+            .await;
+        stored?;
+        published?;
+        return Ok(());
     }
-    Ok(())
+    stored
 }
 
 /// Audit records of one resource, oldest first.

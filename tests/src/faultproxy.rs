@@ -3,7 +3,8 @@
 //!
 //! A request is matched on its service (the SigV4 credential scope of its `Authorization`
 //! header) and its operation (`X-Amz-Target` for the JSON protocols, the `Action=` form field
-//! for the query protocol). A rule answers the first N matching requests, or every one, with:
+//! for the query protocol), and optionally on a piece of its body. A rule answers the first N
+//! matching requests, or every one, with:
 //! - [`Fault::Throttle`]: HTTP 400 `ThrottlingException`, in the protocol's error shape
 //!   (`{"__type": ...}` for JSON, `<ErrorResponse><Error><Code>` XML for query). AWS lists
 //!   `ThrottlingException` as a common error of every API with status 400:
@@ -50,6 +51,8 @@ pub enum Times {
 struct Rule {
     service: String,
     operation: String,
+    /// Only requests whose body contains this (empty: every request of the operation).
+    body_contains: String,
     fault: Fault,
     left: Option<u32>,
 }
@@ -118,9 +121,23 @@ impl FaultProxy {
     /// From now on, answer `service`/`operation` with `fault`, `times` times. Rules are tried in
     /// the order they were added; a used-up rule no longer matches.
     pub fn inject(&self, service: &str, operation: &str, fault: Fault, times: Times) {
+        self.inject_where(service, operation, "", fault, times);
+    }
+
+    /// Like [`FaultProxy::inject`], only for requests whose body contains `body_contains` (e.g.
+    /// one ledger item's key in a DynamoDB `PutItem`).
+    pub fn inject_where(
+        &self,
+        service: &str,
+        operation: &str,
+        body_contains: &str,
+        fault: Fault,
+        times: Times,
+    ) {
         lock(&self.shared.rules).push(Rule {
             service: service.to_string(),
             operation: operation.to_string(),
+            body_contains: body_contains.to_string(),
             fault,
             left: match times {
                 Times::First(n) => Some(n),
@@ -214,10 +231,14 @@ fn classify(head: &Head, body: &[u8]) -> Call {
     }
 }
 
-fn take_fault(shared: &Shared, call: &Call) -> Option<Fault> {
+fn take_fault(shared: &Shared, call: &Call, body: &[u8]) -> Option<Fault> {
     let mut rules = lock(&shared.rules);
     let rule = rules.iter_mut().find(|r| {
-        r.service == call.service && r.operation == call.operation && r.left != Some(0)
+        r.service == call.service
+            && r.operation == call.operation
+            && r.left != Some(0)
+            && (r.body_contains.is_empty()
+                || String::from_utf8_lossy(body).contains(r.body_contains.as_str()))
     })?;
     if let Some(n) = rule.left.as_mut() {
         *n -= 1;
@@ -254,7 +275,7 @@ async fn connection(stream: TcpStream, shared: Arc<Shared>, upstream: String) {
             return;
         };
         let call = classify(&head, &body);
-        let fault = take_fault(&shared, &call);
+        let fault = take_fault(&shared, &call, &body);
         let mut entry = Entry {
             app: call.app.clone(),
             service: call.service.clone(),
@@ -444,8 +465,16 @@ mod tests {
         lock(&shared.rules).push(Rule {
             service: "rds".into(),
             operation: "StopDBInstance".into(),
+            body_contains: String::new(),
             fault: Fault::Throttle,
             left: Some(2),
+        });
+        lock(&shared.rules).push(Rule {
+            service: "dynamodb".into(),
+            operation: "PutItem".into(),
+            body_contains: "audit#".into(),
+            fault: Fault::Reset,
+            left: None,
         });
         let call = Call {
             app: None,
@@ -457,10 +486,25 @@ mod tests {
             operation: "DescribeDBInstances".into(),
             ..call_clone(&call)
         };
-        assert_eq!(take_fault(&shared, &other), None);
-        assert_eq!(take_fault(&shared, &call), Some(Fault::Throttle));
-        assert_eq!(take_fault(&shared, &call), Some(Fault::Throttle));
-        assert_eq!(take_fault(&shared, &call), None);
+        assert_eq!(take_fault(&shared, &other, b""), None);
+        assert_eq!(take_fault(&shared, &call, b""), Some(Fault::Throttle));
+        assert_eq!(take_fault(&shared, &call, b""), Some(Fault::Throttle));
+        assert_eq!(take_fault(&shared, &call, b""), None);
+        let put = Call {
+            service: "dynamodb".into(),
+            operation: "PutItem".into(),
+            ..call_clone(&call)
+        };
+        assert_eq!(
+            take_fault(&shared, &put, br#"{"pk":{"S":"idem#e1"}}"#),
+            None
+        );
+        for _ in 0..3 {
+            assert_eq!(
+                take_fault(&shared, &put, br#"{"pk":{"S":"audit#asg:w"}}"#),
+                Some(Fault::Reset)
+            );
+        }
     }
 
     fn call_clone(c: &Call) -> Call {

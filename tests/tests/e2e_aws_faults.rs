@@ -473,3 +473,57 @@ async fn offhours_stop_survives_throttling_and_a_failed_start_is_audited_and_ret
     );
     assert_eq!(db_status(&stack).await, "available");
 }
+
+/// The action succeeds but the ledger will not take its audit record (every attempt of that
+/// `PutItem` reset): the record still goes out on the actions topic and to the log, the
+/// invocation fails with a P2 naming DynamoDB, and AWS saw the action exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_audit_record_the_ledger_refuses_still_reaches_the_actions_topic() {
+    let stack = Stack::start_behind_proxy(false).await.unwrap();
+    let f = start(&stack, SCALE, &[]).await;
+    let p = proxy(&stack);
+    p.inject_where(
+        "dynamodb",
+        "PutItem",
+        r#""S":"audit#"#,
+        Fault::Reset,
+        Times::Always,
+    );
+    let inv = f
+        .invoke(web_alarm(), Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert!(
+        matches!(&inv.outcome, Outcome::Error { message, .. } if message.contains("dynamodb")),
+        "{:?}",
+        inv.outcome
+    );
+    assert_eq!(p.faults("dynamodb", "PutItem"), SDK_MAX_ATTEMPTS as usize);
+    assert_eq!(
+        stack
+            .moto
+            .count_calls(SCALE, "autoscaling", "SetDesiredCapacity"),
+        1
+    );
+    assert_eq!(web_desired(&stack).await, 3);
+    let audits = platform::drain(&stack.clients, &stack.platform.actions_queue)
+        .await
+        .unwrap();
+    assert_eq!(audits.len(), 1, "{audits:?}");
+    assert_eq!(audits[0]["outcome"], "acted");
+    assert_eq!(audits[0]["resource"], "asg:nbaops-dev-web");
+    assert!(
+        f.logs().contains("audit record not stored in the ledger"),
+        "{}",
+        f.logs()
+    );
+    let alerts = platform::drain(&stack.clients, &stack.platform.alerts_queue)
+        .await
+        .unwrap();
+    assert!(
+        alerts
+            .iter()
+            .any(|a| a["severity"] == "P2" && a["dedup_key"] == "gave-up#scale-on-alarm#dynamodb"),
+        "{alerts:?}"
+    );
+}
