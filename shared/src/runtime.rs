@@ -281,7 +281,7 @@ where
                 }),
                 Err(e) => {
                     tracing::error!(error = %e, error_type = e.error_type(), "invocation failed");
-                    if let Some(alert) = gave_up_alert(function, deps, &e, now) {
+                    if let Some(alert) = gave_up_alert(function, &env, &e, now) {
                         publish_gave_up(deps, &alert).await;
                     }
                     Err(Diagnostic::from(e))
@@ -300,7 +300,7 @@ where
 /// dead-letter queue, and an alert about itself on its own input topic could loop.
 fn gave_up_alert(
     function: &str,
-    deps: &Deps,
+    env: &str,
     err: &NbaopsError,
     now: DateTime<Utc>,
 ) -> Option<Alert> {
@@ -313,7 +313,7 @@ fn gave_up_alert(
     Some(
         Alert::new(
             crate::alerts::Severity::P2,
-            &deps.cfg.env.to_string(),
+            env,
             function,
             &format!("lambda:{function}"),
             format!("gave-up#{function}#{service}"),
@@ -339,5 +339,29 @@ async fn publish_gave_up(deps: &Deps, alert: &Alert) {
         Ok(Ok(_)) => {}
         Ok(Err(e)) => tracing::error!(error = %e, "the give-up alert could not be published"),
         Err(_) => tracing::error!("the give-up alert timed out"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn giving_up_on_a_dependency_is_a_p2_and_nothing_else_is() {
+        let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap_or_default();
+        let throttled =
+            NbaopsError::dependency("autoscaling", "ThrottlingException: Rate exceeded");
+        let a = gave_up_alert("scale-on-alarm", "dev", &throttled, now);
+        let a = a.as_ref();
+        assert_eq!(a.map(|a| a.severity), Some(crate::alerts::Severity::P2));
+        assert_eq!(
+            a.map(|a| a.dedup_key.as_str()),
+            Some("gave-up#scale-on-alarm#autoscaling")
+        );
+        assert_eq!(a.map(|a| a.env.as_str()), Some("dev"));
+        // Bad input is not giving up; alert-router's own failures go through its alarm and DLQ.
+        let bad = NbaopsError::InvalidEvent("not JSON".into());
+        assert!(gave_up_alert("scale-on-alarm", "dev", &bad, now).is_none());
+        assert!(gave_up_alert("alert-router", "dev", &throttled, now).is_none());
     }
 }
