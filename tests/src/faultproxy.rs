@@ -13,7 +13,9 @@
 //! - [`Fault::Slow`]: waits before forwarding; a client that gives up meanwhile (its attempt
 //!   timeout) closes the connection, and the request is then never forwarded;
 //! - [`Fault::Reset`]: the connection is reset (TCP RST) without an answer and without
-//!   forwarding.
+//!   forwarding;
+//! - [`Fault::LoseAnswer`]: forwarded (AWS acts), then the connection is reset instead of
+//!   answering, as when a network path breaks after the request got through.
 //!
 //! Every request is logged ([`FaultProxy::log`], and one stderr line per fault). The proxy
 //! serves each connection in its own task (keep-alive, as the SDK's pool uses it), forwards on a
@@ -38,6 +40,8 @@ pub enum Fault {
     /// Wait this long, then forward (unless the client hung up).
     Slow(Duration),
     Reset,
+    /// Forward (AWS acts), then reset the connection instead of answering: the answer is lost.
+    LoseAnswer,
 }
 
 /// How many matching requests a rule answers.
@@ -351,7 +355,7 @@ async fn connection(stream: TcpStream, shared: Arc<Shared>, upstream: String) {
                 }
                 sleep.await;
             }
-            None => {}
+            Some(Fault::LoseAnswer) | None => {}
         }
         let url = format!("{upstream}{}", path_of(&head));
         let method = head
@@ -399,6 +403,10 @@ async fn connection(stream: TcpStream, shared: Arc<Shared>, upstream: String) {
         };
         entry.status = Some(status);
         lock(&shared.log).push(entry);
+        if fault == Some(Fault::LoseAnswer) {
+            let _ = conn.get_ref().set_zero_linger();
+            return;
+        }
         let hdrs: Vec<(&str, String)> = resp_headers
             .iter()
             .map(|(k, v)| (k.as_str(), v.clone()))

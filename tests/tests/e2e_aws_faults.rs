@@ -527,3 +527,45 @@ async fn an_audit_record_the_ledger_refuses_still_reaches_the_actions_topic() {
         "{alerts:?}"
     );
 }
+
+/// The answer to StopDBInstance is lost after RDS acted: the SDK retries, and the retry finds the
+/// instance no longer `available` (`InvalidDBInstanceState`). The instance did stop, so the audit
+/// record must say `acted`, not `failed`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offhours_stop_whose_answer_is_lost_is_audited_as_done() {
+    let stack = Stack::start_behind_proxy(false).await.unwrap();
+    create_test_env(&stack).await;
+    let f = start(
+        &stack,
+        OFFHOURS,
+        &[
+            ("NBAOPS_OFFHOURS__SCHEDULES", OFFICE),
+            ("NBAOPS_GUARD__BLAST__MAX_PERCENT", "100"),
+        ],
+    )
+    .await;
+    let p = proxy(&stack);
+    p.inject("rds", "StopDBInstance", Fault::LoseAnswer, Times::First(1));
+    let rec = tick(&f, "2026-12-02T18:00:00Z").await;
+    assert_eq!(
+        stack.moto.count_calls(OFFHOURS, "rds", "StopDBInstance"),
+        2,
+        "the stop that acted (answer lost) and the SDK's retry, refused: {rec}"
+    );
+    assert!(
+        f.logs()
+            .contains("refused as InvalidDBInstanceState, but the instance is already"),
+        "{}",
+        f.logs()
+    );
+    assert_eq!(db_status(&stack).await, "stopped");
+    let stop = outcome_of(&rec, "rds.offhours_stop").unwrap_or_default();
+    assert_eq!(stop["outcome"], "acted", "{rec}");
+    let alerts = platform::drain(&stack.clients, &stack.platform.alerts_queue)
+        .await
+        .unwrap();
+    assert!(
+        !alerts.iter().any(|a| a["severity"] == "P2"),
+        "a stop that happened is no failure: {alerts:?}"
+    );
+}
