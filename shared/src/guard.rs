@@ -428,11 +428,27 @@ impl<'a> Guard<'a> {
                 );
             } else {
                 let expires = self.now.timestamp() + self.cfg.guard.idempotency_ttl_hours * 3600;
-                let claim = json!({"at": self.now.to_rfc3339(), "request_id": self.request_id, "state": "in-progress"});
-                let won = self
+                // A token unique to this write, so that the write can recognise itself below.
+                static CLAIMS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+                let token = format!(
+                    "{}-{}",
+                    std::process::id(),
+                    CLAIMS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                );
+                let claim = json!({"at": self.now.to_rfc3339(), "request_id": self.request_id, "state": "in-progress", "claim": token});
+                let mut won = self
                     .ledger
                     .put_if_absent(&ipk, &isk, &claim, expires)
                     .await?;
+                if !won {
+                    // The SDK retries a write whose answer was lost; the retry then finds the
+                    // claim its own first attempt stored. That one is ours: a win.
+                    won = self.ledger.get(&ipk, &isk).await?.is_some_and(|v| {
+                        v.get("request_id").and_then(|r| r.as_str())
+                            == Some(self.request_id.as_str())
+                            && v.get("claim").and_then(|c| c.as_str()) == Some(token.as_str())
+                    });
+                }
                 t.record(
                     GuardStep::Idempotency,
                     won,

@@ -569,3 +569,30 @@ async fn offhours_stop_whose_answer_is_lost_is_audited_as_done() {
         "a stop that happened is no failure: {alerts:?}"
     );
 }
+
+/// The answer to the idempotency claim (a conditional `PutItem`) is lost after DynamoDB stored
+/// it: the SDK's retry is refused by the condition. The claim is this invocation's own, so the
+/// action goes ahead, once; it is not mistaken for another delivery's claim and silently dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_whose_answer_is_lost_is_recognised_as_our_own() {
+    let stack = Stack::start_behind_proxy(false).await.unwrap();
+    let f = start(&stack, SCALE, &[]).await;
+    let p = proxy(&stack);
+    p.inject_where(
+        "dynamodb",
+        "PutItem",
+        r#""S":"idem#"#,
+        Fault::LoseAnswer,
+        Times::First(1),
+    );
+    let v = f.invoke_ok(web_alarm()).await.unwrap();
+    assert_eq!(p.faults("dynamodb", "PutItem"), 1);
+    assert_eq!(v["records"][0]["actions"][0]["outcome"], "acted", "{v}");
+    assert_eq!(
+        stack
+            .moto
+            .count_calls(SCALE, "autoscaling", "SetDesiredCapacity"),
+        1
+    );
+    assert_eq!(web_desired(&stack).await, 3);
+}
