@@ -428,11 +428,27 @@ impl<'a> Guard<'a> {
                 );
             } else {
                 let expires = self.now.timestamp() + self.cfg.guard.idempotency_ttl_hours * 3600;
-                let claim = json!({"at": self.now.to_rfc3339(), "request_id": self.request_id, "state": "in-progress"});
-                let won = self
+                // A token unique to this write, so that the write can recognise itself below.
+                static CLAIMS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+                let token = format!(
+                    "{}-{}",
+                    std::process::id(),
+                    CLAIMS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                );
+                let claim = json!({"at": self.now.to_rfc3339(), "request_id": self.request_id, "state": "in-progress", "claim": token});
+                let mut won = self
                     .ledger
                     .put_if_absent(&ipk, &isk, &claim, expires)
                     .await?;
+                if !won {
+                    // The SDK retries a write whose answer was lost; the retry then finds the
+                    // claim its own first attempt stored. That one is ours: a win.
+                    won = self.ledger.get(&ipk, &isk).await?.is_some_and(|v| {
+                        v.get("request_id").and_then(|r| r.as_str())
+                            == Some(self.request_id.as_str())
+                            && v.get("claim").and_then(|c| c.as_str()) == Some(token.as_str())
+                    });
+                }
                 t.record(
                     GuardStep::Idempotency,
                     won,
@@ -540,7 +556,9 @@ impl<'a> Guard<'a> {
 }
 
 /// Ledger item + JSON log line + outbound event. The log line comes first so that even a
-/// failing ledger leaves a trace.
+/// failing ledger leaves a trace, and the outbound event is attempted even when the ledger write
+/// failed (after the SDK's retries): an action that happened is never known only to a log line.
+/// The first error is returned.
 pub async fn write_audit(
     cfg: &Config,
     ledger: &dyn Ledger,
@@ -561,14 +579,17 @@ pub async fn write_audit(
         rec.request_id
     );
     let expires = rec.at.timestamp() + cfg.guard.audit_ttl_days * 86_400;
-    ledger
+    let stored = ledger
         .put(
             &format!("audit#{}", rec.resource),
             &sk,
             &body,
             Some(expires),
         )
-        .await?;
+        .await;
+    if let Err(e) = &stored {
+        tracing::error!(target: "nbaops::audit", error = %e, action = %rec.action, resource = %rec.resource, "audit record not stored in the ledger");
+    }
     if !cfg.actions_topic_arn.is_empty() {
         let mut attrs = BTreeMap::new();
         attrs.insert(
@@ -585,11 +606,14 @@ pub async fn write_audit(
             .filter(|c| c.is_ascii() && !c.is_ascii_control())
             .take(100)
             .collect();
-        notifier
+        let published = notifier
             .publish(&cfg.actions_topic_arn, &subject, &body.to_string(), &attrs)
-            .await?;
+            .await;
+        stored?;
+        published?;
+        return Ok(());
     }
-    Ok(())
+    stored
 }
 
 /// Audit records of one resource, oldest first.

@@ -254,6 +254,7 @@ where
         };
         let span = telemetry::invocation_span(&inv.request_id, function, &env);
         let env = env.clone();
+        let now = inv.now;
         let fut = handler(ev.payload, inv, deps);
         async move {
             let started = std::time::Instant::now();
@@ -280,6 +281,9 @@ where
                 }),
                 Err(e) => {
                     tracing::error!(error = %e, error_type = e.error_type(), "invocation failed");
+                    if let Some(alert) = gave_up_alert(function, &env, &e, now) {
+                        publish_gave_up(deps, &alert).await;
+                    }
                     Err(Diagnostic::from(e))
                 }
             }
@@ -287,4 +291,77 @@ where
         .instrument(span)
     }))
     .await
+}
+
+/// The P2 a function raises when it gives up on a dependency (an AWS service or PostgreSQL still
+/// failing after the SDK's retries and timeouts): the invocation fails so that Lambda's retry or
+/// the next schedule tries again, and someone is told now rather than at the error alarm's next
+/// evaluation. Not for alert-router: its failures already reach people through its error alarm and
+/// dead-letter queue, and an alert about itself on its own input topic could loop.
+fn gave_up_alert(
+    function: &str,
+    env: &str,
+    err: &NbaopsError,
+    now: DateTime<Utc>,
+) -> Option<Alert> {
+    let NbaopsError::Dependency { service, .. } = err else {
+        return None;
+    };
+    if function == "alert-router" {
+        return None;
+    }
+    Some(
+        Alert::new(
+            crate::alerts::Severity::P2,
+            env,
+            function,
+            &format!("lambda:{function}"),
+            format!("gave-up#{function}#{service}"),
+            format!("{function} gave up: {err}"),
+            now,
+        )
+        .with_details(serde_json::json!({"service": service, "error": err.to_string()}))
+        .with_action(
+            "the invocation failed after the SDK's retries; any action already started is in the audit trail; Lambda's retry or the next run tries again",
+        ),
+    )
+}
+
+/// Best effort, bounded: the alerts topic may be the very thing that is failing.
+async fn publish_gave_up(deps: &Deps, alert: &Alert) {
+    let publish = deps.alerts();
+    match tokio::time::timeout(
+        crate::adapters::SDK_OPERATION_TIMEOUT,
+        publish.publish(alert),
+    )
+    .await
+    {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "the give-up alert could not be published"),
+        Err(_) => tracing::error!("the give-up alert timed out"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn giving_up_on_a_dependency_is_a_p2_and_nothing_else_is() {
+        let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap_or_default();
+        let throttled =
+            NbaopsError::dependency("autoscaling", "ThrottlingException: Rate exceeded");
+        let a = gave_up_alert("scale-on-alarm", "dev", &throttled, now);
+        let a = a.as_ref();
+        assert_eq!(a.map(|a| a.severity), Some(crate::alerts::Severity::P2));
+        assert_eq!(
+            a.map(|a| a.dedup_key.as_str()),
+            Some("gave-up#scale-on-alarm#autoscaling")
+        );
+        assert_eq!(a.map(|a| a.env.as_str()), Some("dev"));
+        // Bad input is not giving up; alert-router's own failures go through its alarm and DLQ.
+        let bad = NbaopsError::InvalidEvent("not JSON".into());
+        assert!(gave_up_alert("scale-on-alarm", "dev", &bad, now).is_none());
+        assert!(gave_up_alert("alert-router", "dev", &throttled, now).is_none());
+    }
 }

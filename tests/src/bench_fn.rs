@@ -465,7 +465,7 @@ impl<'a> Bench<'a> {
             cold.push(t0.elapsed().as_secs_f64() * 1000.0);
             let calls = self.stack.moto.calls_of(name, since);
             cold_calls.push(calls.len());
-            cold_ops = calls.iter().map(|c| c.operation.clone()).collect();
+            cold_ops = calls.iter().map(|c| c.iam_action()).collect();
             cold_did = did;
 
             subject.before(self, true).await?;

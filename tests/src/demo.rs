@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::faultproxy::FaultProxy;
 use crate::function::FunctionUnderTest;
 use crate::moto::Moto;
 use crate::platform::{self, Clients, Platform};
@@ -16,6 +17,9 @@ pub use crate::scenes::{scenes, Before, Scene};
 
 pub struct Stack {
     pub moto: Moto,
+    /// In front of moto when the stack was started with [`Stack::start_behind_proxy`]: the
+    /// functions then reach AWS through it, while the harness's own clients talk to moto.
+    pub proxy: Option<FaultProxy>,
     pub postgres: Option<Postgres>,
     pub clients: Clients,
     pub platform: Platform,
@@ -23,6 +27,15 @@ pub struct Stack {
 
 impl Stack {
     pub async fn start(with_postgres: bool) -> Result<Stack, HarnessError> {
+        Self::start_with(with_postgres, false).await
+    }
+
+    /// Like [`Stack::start`], with a fault-injecting proxy between the functions and moto.
+    pub async fn start_behind_proxy(with_postgres: bool) -> Result<Stack, HarnessError> {
+        Self::start_with(with_postgres, true).await
+    }
+
+    async fn start_with(with_postgres: bool, proxy: bool) -> Result<Stack, HarnessError> {
         let root = workspace_root();
         let moto = Moto::start(&root.join(".venv")).await?;
         let clients = Clients::new(&moto.endpoint).await;
@@ -36,8 +49,14 @@ impl Stack {
         } else {
             None
         };
+        let proxy = if proxy {
+            Some(FaultProxy::start(&moto.endpoint).await?)
+        } else {
+            None
+        };
         let stack = Stack {
             moto,
+            proxy,
             postgres,
             clients,
             platform,
@@ -103,7 +122,15 @@ impl Stack {
     }
 
     pub fn function_env(&self, extra: &[(&str, &str)]) -> Vec<(String, String)> {
-        platform::function_env(&self.moto.aws_env(), &self.platform, extra)
+        let mut aws = self.moto.aws_env();
+        if let Some(proxy) = &self.proxy {
+            for (k, v) in aws.iter_mut() {
+                if k == "AWS_ENDPOINT_URL" {
+                    v.clone_from(&proxy.endpoint);
+                }
+            }
+        }
+        platform::function_env(&aws, &self.platform, extra)
     }
 
     pub async fn start_function(

@@ -8,6 +8,7 @@ pub mod bench;
 pub mod bench_fn;
 pub mod clock;
 pub mod demo;
+pub mod faultproxy;
 pub mod function;
 pub mod http;
 pub mod moto;

@@ -113,24 +113,41 @@ impl Moto {
     }
 }
 
-/// One AWS request moto received, as IAM names it: `service:Operation` (`autoscaling:SetDesiredCapacity`,
-/// `dynamodb:PutItem`), and the function that made it (the `app/<function>` of its user agent;
-/// `None` for the harness's own set-up calls).
+/// One request moto received, as `infra/tests/check_observed_calls.py` reads the recording: what
+/// really got to "AWS", as opposed to what a function or a test believes it sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AwsCall {
+    /// `app/<name>` of the user agent: the function binary that made the call (`None` for the
+    /// harness's own set-up and inspection calls).
     pub app: Option<String>,
+    /// SigV4 signing name (`autoscaling`, `rds`, `dynamodb`...).
+    pub service: String,
+    /// `X-Amz-Target`'s operation or the query protocol's `Action`.
     pub operation: String,
 }
 
+/// The name the fault-injection tests use.
+pub type RecordedCall = AwsCall;
+
 impl AwsCall {
-    /// Read-only by name (Describe/Get/List/Query/Scan/BatchGet): everything else changes state.
-    pub fn is_mutating(&self) -> bool {
-        let op = self.operation.rsplit(':').next().unwrap_or("");
-        !["Describe", "Get", "List", "Query", "Scan", "BatchGet"]
-            .iter()
-            .any(|p| op.starts_with(p))
+    /// `service:Operation`, as IAM names it (`monitoring` is IAM's `cloudwatch`).
+    pub fn iam_action(&self) -> String {
+        let service = if self.service == "monitoring" {
+            "cloudwatch"
+        } else {
+            &self.service
+        };
+        format!("{service}:{}", self.operation)
     }
 
+    /// Read-only by name (Describe/Get/List/Query/Scan/BatchGet): everything else changes state.
+    pub fn is_mutating(&self) -> bool {
+        !["Describe", "Get", "List", "Query", "Scan", "BatchGet"]
+            .iter()
+            .any(|p| self.operation.starts_with(p))
+    }
+
+    /// `None` for an unsigned request (moto's own API, not an AWS call).
     fn from_recorded(line: &str) -> Option<AwsCall> {
         let v: serde_json::Value = serde_json::from_str(line).ok()?;
         let headers = v.get("headers")?.as_object()?;
@@ -150,16 +167,13 @@ impl AwsCall {
         let service = header("authorization")
             .split("Credential=")
             .nth(1)?
+            .split(',')
+            .next()?
             .split('/')
             .nth(3)?
             .to_string();
-        let service = if service == "monitoring" {
-            "cloudwatch".to_string()
-        } else {
-            service
-        };
         let target = header("x-amz-target");
-        let op = if !target.is_empty() {
+        let operation = if !target.is_empty() {
             target.rsplit('.').next().unwrap_or(target).to_string()
         } else {
             let raw = v.get("body").and_then(|b| b.as_str()).unwrap_or("");
@@ -184,7 +198,8 @@ impl AwsCall {
         };
         Some(AwsCall {
             app,
-            operation: format!("{service}:{op}"),
+            service,
+            operation,
         })
     }
 }
@@ -198,6 +213,11 @@ impl Moto {
             .collect()
     }
 
+    /// Same as [`Moto::calls`].
+    pub fn recorded_calls(&self) -> Vec<AwsCall> {
+        self.calls()
+    }
+
     /// The calls `app` made after the first `since` recorded calls (take `calls().len()` before
     /// an invocation, then this after it: the invocation's own calls).
     pub fn calls_of(&self, app: &str, since: usize) -> Vec<AwsCall> {
@@ -206,6 +226,16 @@ impl Moto {
             .skip(since)
             .filter(|c| c.app.as_deref() == Some(app))
             .collect()
+    }
+
+    /// How many `service`/`operation` requests of function `app` reached moto.
+    pub fn count_calls(&self, app: &str, service: &str, operation: &str) -> usize {
+        self.calls()
+            .iter()
+            .filter(|c| {
+                c.app.as_deref() == Some(app) && c.service == service && c.operation == operation
+            })
+            .count()
     }
 }
 
@@ -322,7 +352,7 @@ mod tests {
         let json_protocol = r#"{"headers": {"X-Amz-Target": "DynamoDB_20120810.TransactWriteItems", "x-amz-user-agent": "aws-sdk-rust/1 app/scale-on-alarm", "Authorization": "AWS4-HMAC-SHA256 Credential=testing/20260617/us-east-1/dynamodb/aws4_request, SignedHeaders=host, Signature=x"}, "method": "POST", "url": "/", "body": ""}"#;
         let c = AwsCall::from_recorded(json_protocol).unwrap();
         assert_eq!(c.app.as_deref(), Some("scale-on-alarm"));
-        assert_eq!(c.operation, "dynamodb:TransactWriteItems");
+        assert_eq!(c.iam_action(), "dynamodb:TransactWriteItems");
         assert!(c.is_mutating());
         // Query protocol, body base64-encoded as moto records it.
         let body =
@@ -331,7 +361,7 @@ mod tests {
             r#"{{"headers": {{"User-Agent": "aws-sdk-rust app/offhours", "Authorization": "AWS4-HMAC-SHA256 Credential=testing/20260617/us-east-1/autoscaling/aws4_request"}}, "method": "POST", "url": "/", "body": "{body}", "body_encoded": true}}"#
         );
         let c = AwsCall::from_recorded(&query).unwrap();
-        assert_eq!(c.operation, "autoscaling:DescribeAutoScalingGroups");
+        assert_eq!(c.iam_action(), "autoscaling:DescribeAutoScalingGroups");
         assert!(!c.is_mutating());
         // The harness's own set-up calls carry no app id; unsigned requests are not AWS calls.
         let harness = json_protocol.replace(" app/scale-on-alarm", "");

@@ -31,6 +31,24 @@ fn first_action(v: &Value) -> &Value {
     &v["records"][0]["actions"][0]
 }
 
+/// The calls of this function that change infrastructure (Auto Scaling, RDS, ElastiCache; not
+/// the ledger or the topics), as moto's recorder saw them arrive.
+fn mutations(stack: &Stack) -> Vec<String> {
+    stack
+        .moto
+        .recorded_calls()
+        .into_iter()
+        .filter(|c| {
+            c.app.as_deref() == Some(FN)
+                && matches!(c.service.as_str(), "autoscaling" | "rds" | "elasticache")
+                && !["Describe", "List", "Get"]
+                    .iter()
+                    .any(|read| c.operation.starts_with(read))
+        })
+        .map(|c| format!("{}:{}", c.service, c.operation))
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cpu_alarm_scales_out_audits_and_alerts() {
     let stack = Stack::start(false).await.unwrap();
@@ -173,6 +191,18 @@ async fn guard_steps_stop_the_real_binary_with_zero_mutations() {
         2,
         "no mutation so far"
     );
+    assert!(
+        stack
+            .moto
+            .count_calls(FN, "autoscaling", "DescribeAutoScalingGroups")
+            >= 3,
+        "the recorder sees this function's calls"
+    );
+    assert_eq!(
+        mutations(&stack),
+        Vec::<String>::new(),
+        "no mutating call reached AWS"
+    );
     let audits = platform::drain(&stack.clients, &stack.platform.actions_queue)
         .await
         .unwrap();
@@ -198,6 +228,11 @@ async fn guard_steps_stop_the_real_binary_with_zero_mutations() {
             .desired,
         3
     );
+    assert_eq!(
+        mutations(&stack),
+        vec!["autoscaling:SetDesiredCapacity".to_string()],
+        "the live action, and nothing for the cooldown-stopped one"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -215,13 +250,51 @@ async fn ten_concurrent_duplicates_make_one_effect() {
         handles.push(tokio::spawn(async move { invoke(&f, a).await }));
     }
     let mut acted = 0;
+    let mut stopped_by_idempotency = 0;
     for h in handles {
         let v = h.await.unwrap();
-        if first_action(&v)["outcome"] == "acted" {
+        let a = first_action(&v);
+        if a["outcome"] == "acted" {
             acted += 1;
+        } else if a["outcome"] == "skipped" && a["stopped_by"] == "idempotency" {
+            stopped_by_idempotency += 1;
+        } else {
+            panic!("neither acted nor stopped by idempotency: {v}");
         }
     }
-    assert_eq!(acted, 1);
+    assert_eq!((acted, stopped_by_idempotency), (1, 9));
+    // What reached AWS, from moto's recorder: exactly one SetDesiredCapacity.
+    assert_eq!(
+        mutations(&stack),
+        vec!["autoscaling:SetDesiredCapacity".to_string()]
+    );
+    // And the audit records say the same: one acted, nine skipped by the idempotency step.
+    let audits = platform::drain(&stack.clients, &stack.platform.actions_queue)
+        .await
+        .unwrap();
+    let outcomes: Vec<(String, String)> = audits
+        .iter()
+        .map(|a| {
+            (
+                a["outcome"].as_str().unwrap_or("").to_string(),
+                a["stopped_by"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(audits.len(), 10, "{outcomes:?}");
+    assert_eq!(
+        outcomes.iter().filter(|(o, _)| o == "acted").count(),
+        1,
+        "{outcomes:?}"
+    );
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|(o, by)| o == "skipped" && by == "idempotency")
+            .count(),
+        9,
+        "{outcomes:?}"
+    );
     assert_eq!(
         platform::group_view(&stack.clients, WEB)
             .await

@@ -479,7 +479,7 @@ async fn one(
     let ResourcePlan { step, alert } =
         plan_resource(t, &state, &m.observed, set, ctx.policy, ctx.at);
     if let Some(summary) = alert {
-        raise(m, &summary, ctx, deps, x, rec).await?;
+        raise(m, &summary, x.cfg.alert_severity, ctx, deps, x, rec).await?;
         state.alerted = Some(t.at);
     }
     let reason = format!(
@@ -601,7 +601,10 @@ async fn one(
                 failed.action,
                 failed.error.as_deref().unwrap_or("?")
             );
-            raise(m, &summary, ctx, deps, x, rec).await?;
+            // An action that failed after the SDK's retries is a P2 (or the configured
+            // severity, if that is higher): the resource is left in neither state.
+            let severity = x.cfg.alert_severity.min(Severity::P2);
+            raise(m, &summary, severity, ctx, deps, x, rec).await?;
             state.alerted = Some(t.at);
         }
     }
@@ -663,6 +666,7 @@ fn proposed(
 async fn raise(
     m: &Member,
     summary: &str,
+    severity: Severity,
     ctx: &Ctx<'_>,
     deps: &Deps,
     x: &OffhoursDeps,
@@ -670,7 +674,7 @@ async fn raise(
 ) -> Result<()> {
     let text = format!("{} ({}): {summary}", m.resource, m.env);
     let alert = Alert::new(
-        x.cfg.alert_severity,
+        severity,
         &m.env.to_string(),
         FUNCTION,
         &m.resource,

@@ -20,9 +20,49 @@ pub use http_post::HyperHttpPost;
 pub use postgres::{PgSession, PgTls, Transport, RDS_CA_BUNDLE};
 pub use sqs::SdkDeadLetter;
 
+use std::time::Duration;
+
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
 use aws_config::BehaviorVersion;
 
 use crate::error::NbaopsError;
+
+/// How every SDK client retries and how long it waits, set once here for every function.
+///
+/// - Retry: the SDK's **standard** mode, 3 attempts (the initial one and two retries), exponential
+///   backoff with full jitter from 1 s: the first retry after 0–1 s, the second after 0–2 s.
+///   Throttling errors, HTTP 5xx, timeouts and connection errors are retried; a refused request
+///   (validation, access denied) is not. These are the SDK defaults, written out so that a change of
+///   default cannot silently change them:
+///   <https://docs.aws.amazon.com/sdk-for-rust/latest/dg/retries.html>,
+///   <https://docs.aws.amazon.com/sdkref/latest/guide/feature-retry-behavior.html>.
+/// - Timeouts: the SDK sets only a connect timeout (3.1 s) and **no** per-attempt or per-operation
+///   timeout (<https://docs.aws.amazon.com/sdk-for-rust/latest/dg/timeouts.html>), so one stalled
+///   response would hold an invocation until Lambda kills it, with no audit record and no alert.
+///   Here an attempt gets [`SDK_ATTEMPT_TIMEOUT`] and the whole call, retries and backoff included,
+///   [`SDK_OPERATION_TIMEOUT`], which is below the shortest Lambda timeout of the template
+///   (alert-ack, 10 s; checked by `tests/tests/e2e_aws_faults.rs`), so a call that gives up still
+///   leaves the invocation time to record the failure and raise its alert.
+pub const SDK_MAX_ATTEMPTS: u32 = 3;
+pub const SDK_INITIAL_BACKOFF: Duration = Duration::from_secs(1);
+pub const SDK_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+pub const SDK_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
+pub const SDK_OPERATION_TIMEOUT: Duration = Duration::from_secs(8);
+
+pub fn sdk_retry_config() -> RetryConfig {
+    RetryConfig::standard()
+        .with_max_attempts(SDK_MAX_ATTEMPTS)
+        .with_initial_backoff(SDK_INITIAL_BACKOFF)
+}
+
+pub fn sdk_timeout_config() -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .connect_timeout(SDK_CONNECT_TIMEOUT)
+        .operation_attempt_timeout(SDK_ATTEMPT_TIMEOUT)
+        .operation_timeout(SDK_OPERATION_TIMEOUT)
+        .build()
+}
 
 /// SDK clients, built once at init. `AWS_ENDPOINT_URL` (and the per-service variants) are honoured
 /// by the SDK itself, so the same binary runs against the emulator.
@@ -40,7 +80,11 @@ pub struct AwsClients {
 
 impl AwsClients {
     pub async fn from_env() -> AwsClients {
-        let conf = aws_config::defaults(BehaviorVersion::latest()).load().await;
+        let conf = aws_config::defaults(BehaviorVersion::latest())
+            .retry_config(sdk_retry_config())
+            .timeout_config(sdk_timeout_config())
+            .load()
+            .await;
         AwsClients {
             autoscaling: aws_sdk_autoscaling::Client::new(&conf),
             rds: aws_sdk_rds::Client::new(&conf),
