@@ -113,6 +113,77 @@ impl Moto {
     }
 }
 
+/// One AWS call in moto's recording: who made it (`app/<function>` in the user agent) and what
+/// it was, as an IAM action (`dynamodb:PutItem`), in the order moto received them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Call {
+    pub app: String,
+    pub operation: String,
+}
+
+/// The calls in a recording (the same reading as infra/tests/check_observed_calls.py: JSON
+/// protocols name the operation in `X-Amz-Target`, query protocols in the body's `Action`).
+pub fn calls(recording: &str) -> Vec<Call> {
+    recording
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|entry| {
+            let headers: std::collections::BTreeMap<String, String> = entry["headers"]
+                .as_object()?
+                .iter()
+                .filter_map(|(k, v)| Some((k.to_ascii_lowercase(), v.as_str()?.to_string())))
+                .collect();
+            let header = |k: &str| headers.get(k).map(String::as_str).unwrap_or("");
+            let ua = format!("{} {}", header("x-amz-user-agent"), header("user-agent"));
+            let app = ua
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("app/"))?
+                .to_string();
+            let scope = header("authorization")
+                .split("Credential=")
+                .nth(1)?
+                .split('/')
+                .nth(3)?
+                .to_string();
+            let service = if scope == "monitoring" {
+                "cloudwatch".to_string()
+            } else {
+                scope
+            };
+            let target = header("x-amz-target");
+            let op = if !target.is_empty() {
+                target.rsplit('.').next()?.to_string()
+            } else {
+                let raw = entry["body"].as_str().unwrap_or("");
+                let body = if entry["body_encoded"] == true {
+                    String::from_utf8_lossy(&aws_smithy_types::base64::decode(raw).ok()?)
+                        .into_owned()
+                } else {
+                    raw.to_string()
+                };
+                body.split('&')
+                    .find_map(|kv| kv.strip_prefix("Action="))?
+                    .to_string()
+            };
+            Some(Call {
+                app,
+                operation: format!("{service}:{op}"),
+            })
+        })
+        .collect()
+}
+
+impl Moto {
+    /// The calls `app` made so far, as IAM actions in order (see [`calls`]).
+    pub fn calls_of(&self, app: &str) -> Vec<String> {
+        calls(&self.recording())
+            .into_iter()
+            .filter(|c| c.app == app)
+            .map(|c| c.operation)
+            .collect()
+    }
+}
+
 impl Drop for Moto {
     fn drop(&mut self) {
         let _ = self.child.kill();
