@@ -372,7 +372,10 @@ pub fn layer(
         let Some(rest) = name.strip_prefix("NBAOPS_") else {
             continue;
         };
-        if matches!(rest, "ENV" | "SSM_PREFIX" | "SSM" | "TEST_NOW") {
+        if matches!(
+            rest,
+            "ENV" | "SSM_PREFIX" | "SSM" | "TEST_NOW" | "TEST_PAUSE_AFTER_CLAIM"
+        ) {
             continue;
         }
         let key = rest.to_ascii_lowercase().replace("__", ".");
