@@ -219,6 +219,9 @@ pub struct Guard<'a> {
     deadline: DateTime<Utc>,
     fleet_size: usize,
     admitted: usize,
+    /// Unconditional writes that ride along the next claim (one ledger request), or are written
+    /// on their own when no claim is made.
+    riders: Vec<LedgerWrite>,
 }
 
 fn idem_key(event_id: &str, a: &ProposedAction) -> (String, String) {
@@ -304,6 +307,28 @@ impl<'a> Guard<'a> {
             deadline: now + chrono::Duration::seconds(cfg.guard.claim_seconds),
             fleet_size: 1,
             admitted: 0,
+            riders: Vec::new(),
+        }
+    }
+
+    /// A handler's own record (unconditional) to write with the next action's claim, saving a
+    /// request; written by the next [`Guard::check`] either way, or by [`Guard::flush`].
+    pub fn ride_along(&mut self, w: LedgerWrite) {
+        self.riders.push(w);
+    }
+
+    /// Writes the records no check has taken yet (the handler decided not to act).
+    pub async fn flush(&mut self) -> Result<()> {
+        let riders = std::mem::take(&mut self.riders);
+        if riders.is_empty() {
+            return Ok(());
+        }
+        match self.ledger.write_all(&riders).await? {
+            None => Ok(()),
+            Some(i) => Err(NbaopsError::dependency(
+                "dynamodb",
+                format!("unconditional record {i} refused"),
+            )),
         }
     }
 
@@ -444,7 +469,7 @@ impl<'a> Guard<'a> {
     /// invocation's deadline) and the cooldown mark go in together, only if no claim of this
     /// event exists and the cooldown has run out. When the write is refused, the items are read
     /// to say why — or to take over a claim whose invocation passed its deadline.
-    async fn claim(&self, a: &ProposedAction) -> Result<LedgerSteps> {
+    async fn claim(&mut self, a: &ProposedAction) -> Result<LedgerSteps> {
         let (ipk, isk) = idem_key(&self.event_id, a);
         let (cpk, csk) = cooldown_key(a);
         let claim = Claim {
@@ -465,13 +490,15 @@ impl<'a> Guard<'a> {
         let mut cooldown_note = "no earlier action".to_string();
         let mut took_over = None;
         for _ in 0..3 {
-            let writes = [
+            let mut writes = vec![
                 LedgerWrite::put(&ipk, &isk, claim.clone(), Some(idem_expires))
                     .expecting(idem_expect.clone()),
                 LedgerWrite::put(&cpk, &csk, mark.clone(), Some(cool_expires))
                     .expecting(cool_expect.clone()),
             ];
+            writes.extend(self.riders.iter().cloned());
             if self.ledger.write_all(&writes).await?.is_none() {
+                self.riders.clear();
                 let note = match &took_over {
                     Some(t) => format!("claimed until {} ({t})", self.deadline.to_rfc3339()),
                     None => format!("claimed until {}", self.deadline.to_rfc3339()),
@@ -690,6 +717,7 @@ impl<'a> Guard<'a> {
         } else {
             self.claim(a).await?
         };
+        self.flush().await?;
         #[cfg(debug_assertions)]
         if ledger.claimed {
             test_pause_after_claim().await;
