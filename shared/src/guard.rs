@@ -362,29 +362,12 @@ impl<'a> Guard<'a> {
     /// A ledger item the guard cannot read is never taken as "no state": the action stops and a
     /// P2 says which item (a newer version's format, or a corrupt write).
     async fn unreadable(&self, a: &ProposedAction, what: &str, err: &str) -> Result<String> {
-        let note = format!("{what} unreadable ({err}): not acting on state it cannot read");
-        let alert = Alert::new(
-            Severity::P2,
-            &self.cfg.env.to_string(),
-            &self.cfg.function,
-            &a.resource,
-            format!("ledger-unreadable#{}#{}", a.resource, what),
-            format!("{}: {note}", a.resource),
-            self.now,
-        )
-        .with_runbook(
-            "Inspect the ledger item (a newer version's format or a corrupt write); delete or fix it, then re-run.",
-        );
-        AlertPublisher {
-            notifier: self.notifier,
-            topic_arn: &self.cfg.alerts_topic_arn,
-        }
-        .publish(&alert)
-        .await?;
+        let (note, _) =
+            report_unreadable_state(self.cfg, self.notifier, &a.resource, what, err, self.now)
+                .await?;
         Ok(note)
     }
 
-    /// The cooldown step from the item as stored (`None`: no earlier action).
     /// `same_event_claimed`: this event holds a claim on the action, so a cooldown mark it left
     /// itself does not count against it (the claim says whether it may go on).
     async fn cooldown_step(
@@ -900,6 +883,51 @@ pub async fn write_audit_with(
             .await?;
     }
     Ok(())
+}
+
+/// Ledger state as stored: `Ok(None)` when there is none, `Err` (the decode error) when there is
+/// an item this version cannot read — never silently "no state".
+pub fn decode_state<T: serde::de::DeserializeOwned>(
+    item: Option<Value>,
+) -> std::result::Result<Option<T>, String> {
+    match item {
+        None => Ok(None),
+        Some(v) => serde_json::from_value(v)
+            .map(Some)
+            .map_err(|e| e.to_string()),
+    }
+}
+
+/// A ledger item a function cannot read (a newer version's format, a corrupt write): a P2 on the
+/// alerts topic, and the note for the report. The caller takes no action on that resource.
+pub async fn report_unreadable_state(
+    cfg: &Config,
+    notifier: &dyn Notifier,
+    resource: &str,
+    what: &str,
+    err: &str,
+    now: DateTime<Utc>,
+) -> Result<(String, Alert)> {
+    let note = format!("{resource}: {what} unreadable ({err}): not acting on state it cannot read");
+    let alert = Alert::new(
+        Severity::P2,
+        &cfg.env.to_string(),
+        &cfg.function,
+        resource,
+        format!("ledger-unreadable#{resource}#{what}"),
+        note.clone(),
+        now,
+    )
+    .with_runbook(
+        "Inspect the ledger item (a newer version's format or a corrupt write); fix or delete it, then re-run.",
+    );
+    AlertPublisher {
+        notifier,
+        topic_arn: &cfg.alerts_topic_arn,
+    }
+    .publish(&alert)
+    .await?;
+    Ok((note, alert))
 }
 
 /// Audit records of one resource, oldest first.
