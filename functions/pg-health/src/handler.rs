@@ -556,13 +556,26 @@ async fn announce(
     rec: &mut RecordReport,
 ) -> Result<()> {
     let pk = format!("pgopen#{db}");
-    let open: Vec<(String, OpenFinding)> = deps
-        .ledger
-        .query(&pk, "")
-        .await?
-        .into_iter()
-        .filter_map(|(k, v)| serde_json::from_value(v).ok().map(|o| (k, o)))
-        .collect();
+    let mut open: Vec<(String, OpenFinding)> = Vec::new();
+    for (k, v) in deps.ledger.query(&pk, "").await? {
+        match serde_json::from_value(v) {
+            Ok(o) => open.push((k, o)),
+            // Not silently "not open": say so (P2), the report names the item.
+            Err(e) => {
+                let (note, alert) = nbaops_shared::guard::report_unreadable_state(
+                    &deps.cfg,
+                    deps.notifier.as_ref(),
+                    &format!("pg:{db}"),
+                    &format!("open finding {k}"),
+                    &e.to_string(),
+                    inv.now,
+                )
+                .await?;
+                rec.notes.push(note);
+                rec.alerts.push(alert);
+            }
+        }
+    }
     let t = checks::transitions(&open, &scan.findings, &scan.unchecked);
     let env = deps.cfg.env.to_string();
     for f in &t.publish {
