@@ -41,6 +41,15 @@ def operation(entry):
         return None
     service = IAM_PREFIX.get(scope.group(1), scope.group(1))
     target = h.get("x-amz-target")
+    if target and target.endswith(".TransactWriteItems"):
+        # Not an IAM action of its own: each item is authorised as the single-item operation it is
+        # (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/transaction-apis-iam.html).
+        body = entry.get("body") or ""
+        if entry.get("body_encoded"):
+            body = base64.b64decode(body).decode("utf-8", "replace")
+        kinds = {"Put": "PutItem", "Delete": "DeleteItem", "Update": "UpdateItem", "ConditionCheck": "ConditionCheckItem"}
+        ops = sorted({f"{service}:{kinds.get(k, '?' + k)}" for item in json.loads(body).get("TransactItems", []) for k in item})
+        return app.group(1), ops
     if target:
         return app.group(1), f"{service}:{target.rsplit('.', 1)[-1]}"
     body = entry.get("body") or ""
@@ -63,7 +72,8 @@ def main():
             except (ValueError, KeyError):
                 continue
             if op:
-                seen[op[0]][op[1]] += 1
+                for one in (op[1] if isinstance(op[1], list) else [op[1]]):
+                    seen[op[0]][one] += 1
     results = []
 
     def check(name, ok, detail=""):

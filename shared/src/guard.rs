@@ -15,10 +15,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::sync::Mutex;
 
-use crate::alerts::Severity;
+use crate::alerts::{Alert, AlertPublisher, Severity};
 use crate::config::{ChangeWindow, Config};
 use crate::error::{NbaopsError, Result};
-use crate::ports::{Ledger, Notifier, Params, Tags};
+use crate::ports::{Expect, Ledger, LedgerWrite, Notifier, Params, Tags};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -83,6 +83,10 @@ pub struct Decision {
     pub stopped_by: Option<GuardStep>,
     pub steps: Vec<StepResult>,
     pub emergency_change: bool,
+    /// What this invocation wrote to claim the action (idempotency and cooldown items), so
+    /// [`Guard::finish`] can mark it done or release it.
+    #[serde(skip)]
+    pub claimed: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -145,14 +149,28 @@ pub fn in_change_window(window: &ChangeWindow, now: DateTime<Utc>) -> bool {
     }
 }
 
-/// Kill switch and dry-run are re-read from SSM at most every `guard.switch_ttl_seconds`, so an
-/// operator's flip reaches warm containers within seconds without a deploy.
+/// Kill switch and dry-run as the container last read them. They come with the configuration read
+/// at init (SSM by path, the `guard` section included) and are re-read — one `GetParametersByPath`
+/// of `/nbaops/<env>/guard/` — once `guard.switch_ttl_seconds` have passed: an operator's flip
+/// reaches warm containers within that many seconds, without a deploy, and a warm invocation
+/// within the TTL makes no SSM call.
 #[derive(Default)]
 pub struct Switches {
     cached: Mutex<Option<(Instant, bool, bool)>>,
 }
 
 impl Switches {
+    /// Switches as the configuration just loaded says, fresh for `guard.switch_ttl_seconds`.
+    pub fn seeded(cfg: &Config) -> Switches {
+        Switches {
+            cached: Mutex::new(Some((
+                Instant::now(),
+                cfg.guard.kill_switch,
+                cfg.function_dry_run(),
+            ))),
+        }
+    }
+
     /// (kill switch, dry run). An unreadable SSM counts as "kill switch on": we never act blind.
     pub async fn current(&self, cfg: &Config, params: Option<&dyn Params>) -> Result<(bool, bool)> {
         let Some(params) = params else {
@@ -165,19 +183,17 @@ impl Switches {
             }
         }
         let base = format!("/nbaops/{}/guard/", cfg.env);
-        let flag = |v: Option<String>, default: bool| match v.as_deref().map(str::trim) {
+        let flag = |v: Option<&String>, default: bool| match v.map(|s| s.trim()) {
             Some("true" | "on" | "yes" | "1") => true,
             Some("false" | "off" | "no" | "0") => false,
             _ => default,
         };
+        let read = params.get_by_path(&base).await?;
         let kill = flag(
-            params.get(&format!("{base}kill_switch")).await?,
+            read.get(&format!("{base}kill_switch")),
             cfg.guard.kill_switch,
         );
-        let dry_all = flag(
-            params.get(&format!("{base}dry_run")).await?,
-            cfg.guard.dry_run,
-        );
+        let dry_all = flag(read.get(&format!("{base}dry_run")), cfg.guard.dry_run);
         let dry = dry_all
             || cfg
                 .guard
@@ -186,21 +202,6 @@ impl Switches {
                 .any(|f| f == &cfg.function);
         *cached = Some((Instant::now(), kill, dry));
         Ok((kill, dry))
-    }
-}
-
-#[derive(Default)]
-struct Trail {
-    steps: Vec<StepResult>,
-    stopped_by: Option<GuardStep>,
-}
-
-impl Trail {
-    fn record(&mut self, step: GuardStep, passed: bool, note: String) {
-        if !passed && self.stopped_by.is_none() {
-            self.stopped_by = Some(step);
-        }
-        self.steps.push(StepResult { step, passed, note });
     }
 }
 
@@ -214,8 +215,13 @@ pub struct Guard<'a> {
     event_id: String,
     request_id: String,
     now: DateTime<Utc>,
+    /// When this invocation must be done: a claim it writes is held until then.
+    deadline: DateTime<Utc>,
     fleet_size: usize,
     admitted: usize,
+    /// Unconditional writes that ride along the next claim (one ledger request), or are written
+    /// on their own when no claim is made.
+    riders: Vec<LedgerWrite>,
 }
 
 fn idem_key(event_id: &str, a: &ProposedAction) -> (String, String) {
@@ -227,6 +233,58 @@ fn idem_key(event_id: &str, a: &ProposedAction) -> (String, String) {
 
 fn cooldown_key(a: &ProposedAction) -> (String, String) {
     (format!("cooldown#{}", a.resource), a.cooldown_key.clone())
+}
+
+/// An idempotency item as the guard writes it. Unknown fields (a newer version's) are ignored;
+/// `deadline` is absent from the claims of versions before it existed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Claim {
+    pub at: DateTime<Utc>,
+    pub request_id: String,
+    /// "in-progress" or "done".
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub after: Value,
+    /// Unique to the write that stored it: when the answer to that write is lost and the SDK's
+    /// retry finds the claim already there, the guard recognises its own claim by this token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+/// A cooldown item: when the last action of its bucket on its resource was claimed, by which event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CooldownMark {
+    pub at: DateTime<Utc>,
+    #[serde(default)]
+    pub event_id: String,
+}
+
+/// True when every field of `after` already has that value in `before`: the state an earlier
+/// claim meant to reach is the state the resource is in now.
+fn already_reached(after: &Value, before: &Value) -> bool {
+    match (after.as_object(), before.as_object()) {
+        (Some(want), Some(now)) if !want.is_empty() => {
+            want.iter().all(|(k, v)| now.get(k) == Some(v))
+        }
+        _ => false,
+    }
+}
+
+/// What the ledger step (cooldown + idempotency) concluded.
+struct LedgerSteps {
+    cooldown: StepResult,
+    idempotency: StepResult,
+    claimed: bool,
+}
+
+fn step(step: GuardStep, passed: bool, note: impl Into<String>) -> StepResult {
+    StepResult {
+        step,
+        passed,
+        note: note.into(),
+    }
 }
 
 impl<'a> Guard<'a> {
@@ -250,8 +308,31 @@ impl<'a> Guard<'a> {
             event_id: event_id.to_string(),
             request_id: request_id.to_string(),
             now,
+            deadline: now + chrono::Duration::seconds(cfg.guard.claim_seconds),
             fleet_size: 1,
             admitted: 0,
+            riders: Vec::new(),
+        }
+    }
+
+    /// A handler's own record (unconditional) to write with the next action's claim, saving a
+    /// request; written by the next [`Guard::check`] either way, or by [`Guard::flush`].
+    pub fn ride_along(&mut self, w: LedgerWrite) {
+        self.riders.push(w);
+    }
+
+    /// Writes the records no check has taken yet (the handler decided not to act).
+    pub async fn flush(&mut self) -> Result<()> {
+        let riders = std::mem::take(&mut self.riders);
+        if riders.is_empty() {
+            return Ok(());
+        }
+        match self.ledger.write_all(&riders).await? {
+            None => Ok(()),
+            Some(i) => Err(NbaopsError::dependency(
+                "dynamodb",
+                format!("unconditional record {i} refused"),
+            )),
         }
     }
 
@@ -261,47 +342,296 @@ impl<'a> Guard<'a> {
         self
     }
 
+    /// The invocation's deadline (Lambda's, when known): claims are held until then, and a retry
+    /// after it may take them over. Unknown: `guard.claim_seconds` from now.
+    pub fn with_deadline(mut self, deadline: Option<DateTime<Utc>>) -> Self {
+        if let Some(d) = deadline {
+            self.deadline = d.max(self.now);
+        }
+        self
+    }
+
     fn blast_limit(&self) -> usize {
         let pct = ((self.fleet_size as f64) * self.cfg.guard.max_percent / 100.0).floor() as usize;
         pct.max(1).min(self.cfg.guard.max_actions)
     }
 
-    /// Runs every step. Writes nothing except the idempotency claim, and only when the action
-    /// is about to happen for real.
-    pub async fn check(&mut self, a: &ProposedAction) -> Result<Decision> {
-        let mut t = Trail::default();
-        let (kill, dry_run) = match self.switches.current(self.cfg, self.params).await {
-            Ok(v) => v,
+    /// When a claim's invocation had to be done. A claim without a deadline was written by a
+    /// version that had none: it was held for at most the longest invocation.
+    fn claim_deadline(&self, c: &Claim) -> DateTime<Utc> {
+        c.deadline
+            .unwrap_or(c.at + chrono::Duration::seconds(self.cfg.guard.claim_seconds))
+    }
+
+    /// A ledger item the guard cannot read is never taken as "no state": the action stops and a
+    /// P2 says which item (a newer version's format, or a corrupt write).
+    async fn unreadable(&self, a: &ProposedAction, what: &str, err: &str) -> Result<String> {
+        let (note, _) =
+            report_unreadable_state(self.cfg, self.notifier, &a.resource, what, err, self.now)
+                .await?;
+        Ok(note)
+    }
+
+    /// `same_event_claimed`: this event holds a claim on the action, so a cooldown mark it left
+    /// itself does not count against it (the claim says whether it may go on).
+    async fn cooldown_step(
+        &self,
+        a: &ProposedAction,
+        held: Option<&Value>,
+        same_event_claimed: bool,
+    ) -> Result<StepResult> {
+        let Some(v) = held else {
+            return Ok(step(GuardStep::Cooldown, true, "no earlier action"));
+        };
+        let mark: CooldownMark = match serde_json::from_value(v.clone()) {
+            Ok(m) => m,
             Err(e) => {
-                t.record(
+                let note = self
+                    .unreadable(a, "cooldown record", &e.to_string())
+                    .await?;
+                return Ok(step(GuardStep::Cooldown, false, note));
+            }
+        };
+        let since = (self.now - mark.at).num_seconds();
+        Ok(if same_event_claimed && mark.event_id == self.event_id {
+            step(
+                GuardStep::Cooldown,
+                true,
+                format!(
+                    "last at {} by this same event's claim",
+                    mark.at.to_rfc3339()
+                ),
+            )
+        } else if since < a.cooldown_seconds {
+            step(
+                GuardStep::Cooldown,
+                false,
+                format!(
+                    "last {} on {} at {}, cooldown {} s ({} s left)",
+                    a.cooldown_key,
+                    a.resource,
+                    mark.at.to_rfc3339(),
+                    a.cooldown_seconds,
+                    a.cooldown_seconds - since
+                ),
+            )
+        } else {
+            step(
+                GuardStep::Cooldown,
+                true,
+                format!("last at {}", mark.at.to_rfc3339()),
+            )
+        })
+    }
+
+    /// Read-only: what the ledger steps would say (dry-run, or an earlier step stopped).
+    async fn ledger_steps_read(&self, a: &ProposedAction, stopped: bool) -> Result<LedgerSteps> {
+        let (cpk, csk) = cooldown_key(a);
+        let cooldown = self
+            .cooldown_step(a, self.ledger.get(&cpk, &csk).await?.as_ref(), false)
+            .await?;
+        let idempotency = if stopped || !cooldown.passed {
+            step(GuardStep::Idempotency, true, "not reached")
+        } else {
+            let (ipk, isk) = idem_key(&self.event_id, a);
+            let seen = self.ledger.get(&ipk, &isk).await?.is_some();
+            step(
+                GuardStep::Idempotency,
+                !seen,
+                if seen {
+                    "already done for this event"
+                } else {
+                    "first time for this event (not claimed: dry-run)"
+                },
+            )
+        };
+        Ok(LedgerSteps {
+            cooldown,
+            idempotency,
+            claimed: false,
+        })
+    }
+
+    /// Cooldown and idempotency in one conditional ledger write: the claim (held until this
+    /// invocation's deadline) and the cooldown mark go in together, only if no claim of this
+    /// event exists and the cooldown has run out. When the write is refused, the items are read
+    /// to say why — or to take over a claim whose invocation passed its deadline.
+    async fn claim(&mut self, a: &ProposedAction) -> Result<LedgerSteps> {
+        let (ipk, isk) = idem_key(&self.event_id, a);
+        let (cpk, csk) = cooldown_key(a);
+        let claim = Claim {
+            at: self.now,
+            request_id: self.request_id.clone(),
+            state: "in-progress".into(),
+            deadline: Some(self.deadline),
+            after: a.after.clone(),
+            token: Some(claim_token()),
+        };
+        let token = claim.token.clone();
+        let claim = serde_json::to_value(&claim)
+            .map_err(|e| NbaopsError::InvalidEvent(format!("claim not serialisable: {e}")))?;
+        let mark = json!({"at": self.now.to_rfc3339(), "event_id": self.event_id, "request_id": self.request_id});
+        let idem_expires = self.now.timestamp() + self.cfg.guard.idempotency_ttl_hours * 3600;
+        // The cooldown item expires when the cooldown ends: an expired mark no longer blocks.
+        let cool_expires = self.now.timestamp() + a.cooldown_seconds.max(0);
+        let mut idem_expect = vec![Expect::Absent];
+        let mut cool_expect = vec![Expect::Absent, Expect::ExpiredBy(self.now.timestamp())];
+        let mut cooldown_note = "no earlier action".to_string();
+        let mut took_over = None;
+        for _ in 0..3 {
+            let mut writes = vec![
+                LedgerWrite::put(&ipk, &isk, claim.clone(), Some(idem_expires))
+                    .expecting(idem_expect.clone()),
+                LedgerWrite::put(&cpk, &csk, mark.clone(), Some(cool_expires))
+                    .expecting(cool_expect.clone()),
+            ];
+            writes.extend(self.riders.iter().cloned());
+            if self.ledger.write_all(&writes).await?.is_none() {
+                self.riders.clear();
+                let note = match &took_over {
+                    Some(t) => format!("claimed until {} ({t})", self.deadline.to_rfc3339()),
+                    None => format!("claimed until {}", self.deadline.to_rfc3339()),
+                };
+                return Ok(LedgerSteps {
+                    cooldown: step(GuardStep::Cooldown, true, cooldown_note),
+                    idempotency: step(GuardStep::Idempotency, true, note),
+                    claimed: true,
+                });
+            }
+            // Refused: read both items and say why, or retry expecting exactly what is there.
+            let held_idem = self.ledger.get(&ipk, &isk).await?;
+            let held_cool = self.ledger.get(&cpk, &csk).await?;
+            // A cooldown mark this same event left is idempotency's business, not cooldown's.
+            let cooldown = self
+                .cooldown_step(a, held_cool.as_ref(), held_idem.is_some())
+                .await?;
+            if !cooldown.passed {
+                return Ok(LedgerSteps {
+                    cooldown,
+                    idempotency: step(GuardStep::Idempotency, true, "not reached"),
+                    claimed: false,
+                });
+            }
+            cooldown_note = cooldown.note;
+            if let Some(v) = held_cool {
+                cool_expect.push(Expect::Holds(v));
+            }
+            let Some(held) = held_idem else {
+                idem_expect = vec![Expect::Absent];
+                continue;
+            };
+            let refuse = |note: String| LedgerSteps {
+                cooldown: step(GuardStep::Cooldown, true, cooldown_note.clone()),
+                idempotency: step(GuardStep::Idempotency, false, note),
+                claimed: false,
+            };
+            let old: Claim = match serde_json::from_value(held.clone()) {
+                Ok(c) => c,
+                Err(e) => {
+                    let note = self
+                        .unreadable(a, "idempotency claim", &e.to_string())
+                        .await?;
+                    return Ok(refuse(note));
+                }
+            };
+            if old.state == "in-progress" && old.token.is_some() && old.token == token {
+                // Our own earlier attempt of this write stored it (its answer was lost and the
+                // SDK retried): the claim is ours.
+                self.riders.clear();
+                return Ok(LedgerSteps {
+                    cooldown: step(GuardStep::Cooldown, true, cooldown_note),
+                    idempotency: step(
+                        GuardStep::Idempotency,
+                        true,
+                        format!(
+                            "claimed until {} (an earlier attempt of this write stored it)",
+                            self.deadline.to_rfc3339()
+                        ),
+                    ),
+                    claimed: true,
+                });
+            }
+            if old.state != "in-progress" {
+                return Ok(refuse(format!(
+                    "already {} for this event by request {} at {}",
+                    old.state,
+                    old.request_id,
+                    old.at.to_rfc3339()
+                )));
+            }
+            let deadline = self.claim_deadline(&old);
+            if deadline > self.now {
+                return Ok(refuse(format!(
+                    "in progress by request {} until {}",
+                    old.request_id,
+                    deadline.to_rfc3339()
+                )));
+            }
+            if already_reached(&old.after, &a.before) {
+                // The stalled invocation's effect happened: record it as done, do not repeat it.
+                let done = json!({"at": self.now.to_rfc3339(), "request_id": self.request_id, "state": "done", "after": old.after});
+                let w = [LedgerWrite::put(&ipk, &isk, done, Some(idem_expires))
+                    .expecting(vec![Expect::Holds(held)])];
+                if self.ledger.write_all(&w).await?.is_none() {
+                    return Ok(refuse(format!(
+                        "request {} stopped at its deadline {} after its change took effect ({}): marked done, not repeated",
+                        old.request_id,
+                        deadline.to_rfc3339(),
+                        old.after
+                    )));
+                }
+                idem_expect = vec![Expect::Absent];
+                continue;
+            }
+            took_over = Some(format!(
+                "took over the claim of request {}, which stopped at its deadline {} before its change took effect",
+                old.request_id,
+                deadline.to_rfc3339()
+            ));
+            idem_expect = vec![Expect::Holds(held)];
+        }
+        Ok(LedgerSteps {
+            cooldown: step(GuardStep::Cooldown, true, cooldown_note),
+            idempotency: step(
+                GuardStep::Idempotency,
+                false,
+                "the claim kept changing under this invocation: not acting",
+            ),
+            claimed: false,
+        })
+    }
+
+    /// Runs every step. Writes nothing except the claim (idempotency + cooldown, one conditional
+    /// write), and only when the action is about to happen for real.
+    pub async fn check(&mut self, a: &ProposedAction) -> Result<Decision> {
+        let (kill_step, dry_run) = match self.switches.current(self.cfg, self.params).await {
+            Ok((kill, dry)) => (
+                step(
+                    GuardStep::KillSwitch,
+                    !kill,
+                    if kill { "kill switch is on" } else { "off" },
+                ),
+                dry,
+            ),
+            Err(e) => (
+                step(
                     GuardStep::KillSwitch,
                     false,
                     format!("kill switch unreadable, acting blind is not allowed: {e}"),
-                );
-                (true, true)
-            }
+                ),
+                true,
+            ),
         };
-        if t.stopped_by.is_none() {
-            t.record(
-                GuardStep::KillSwitch,
-                !kill,
-                if kill {
-                    "kill switch is on".into()
-                } else {
-                    "off".into()
-                },
-            );
-        }
         // Dry-run never stops the evaluation: later steps still tell what would happen.
-        t.steps.push(StepResult {
-            step: GuardStep::DryRun,
-            passed: true,
-            note: if dry_run {
-                "dry-run: nothing will be changed".into()
+        let dry_step = step(
+            GuardStep::DryRun,
+            true,
+            if dry_run {
+                "dry-run: nothing will be changed"
             } else {
-                "live".into()
+                "live"
             },
-        });
+        );
 
         let tag = &self.cfg.guard.protect_tag;
         let protected = a
@@ -309,7 +639,7 @@ impl<'a> Guard<'a> {
             .get(tag)
             .map(|v| v.trim().eq_ignore_ascii_case("true"))
             .unwrap_or(false);
-        t.record(
+        let protect_step = step(
             GuardStep::ProtectedTag,
             !protected,
             if protected {
@@ -319,10 +649,10 @@ impl<'a> Guard<'a> {
             },
         );
 
-        match a.bounds {
+        let bounds_step = match a.bounds {
             Some(b) => {
                 let ok = b.proposed >= b.min && b.proposed <= b.max && b.proposed.is_finite();
-                t.record(
+                step(
                     GuardStep::Bounds,
                     ok,
                     format!(
@@ -332,59 +662,26 @@ impl<'a> Guard<'a> {
                         b.max,
                         if ok { "yes" } else { "no" }
                     ),
-                );
+                )
             }
-            None => t.record(GuardStep::Bounds, true, "no numeric bound applies".into()),
-        }
-
-        let (cpk, csk) = cooldown_key(a);
-        let last = self.ledger.get(&cpk, &csk).await?;
-        let last_at = last
-            .as_ref()
-            .and_then(|v| v.get("at"))
-            .and_then(|v| v.as_str())
-            .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
-            .map(|t| t.with_timezone(&Utc));
-        match last_at {
-            Some(at) if (self.now - at).num_seconds() < a.cooldown_seconds => t.record(
-                GuardStep::Cooldown,
-                false,
-                format!(
-                    "last {} on {} at {}, cooldown {} s ({} s left)",
-                    a.cooldown_key,
-                    a.resource,
-                    at.to_rfc3339(),
-                    a.cooldown_seconds,
-                    a.cooldown_seconds - (self.now - at).num_seconds()
-                ),
-            ),
-            Some(at) => t.record(
-                GuardStep::Cooldown,
-                true,
-                format!("last at {}", at.to_rfc3339()),
-            ),
-            None => t.record(GuardStep::Cooldown, true, "no earlier action".into()),
-        }
+            None => step(GuardStep::Bounds, true, "no numeric bound applies"),
+        };
 
         let mut emergency_change = false;
-        if a.disruptive {
+        let window_step = if a.disruptive {
             let open = in_change_window(&self.cfg.guard.window, self.now);
             if open {
-                t.record(
-                    GuardStep::ChangeWindow,
-                    true,
-                    "inside the change window".into(),
-                );
+                step(GuardStep::ChangeWindow, true, "inside the change window")
             } else if a.severity == Severity::P1 {
                 emergency_change = true;
-                t.record(
+                step(
                     GuardStep::ChangeWindow,
                     true,
-                    "outside the change window: P1 emergency change".into(),
-                );
+                    "outside the change window: P1 emergency change",
+                )
             } else {
                 let w = &self.cfg.guard.window;
-                t.record(
+                step(
                     GuardStep::ChangeWindow,
                     false,
                     format!(
@@ -394,17 +691,16 @@ impl<'a> Guard<'a> {
                         w.end.format("%H:%M"),
                         w.tz.name()
                     ),
-                );
+                )
             }
         } else {
-            t.record(GuardStep::ChangeWindow, true, "not disruptive".into());
-        }
+            step(GuardStep::ChangeWindow, true, "not disruptive")
+        };
 
         let limit = self.blast_limit();
-        let within = self.admitted < limit;
-        t.record(
+        let blast_step = step(
             GuardStep::BlastRadius,
-            within,
+            self.admitted < limit,
             format!(
                 "{} of at most {} actions this run ({} resources in view)",
                 self.admitted + 1,
@@ -413,69 +709,47 @@ impl<'a> Guard<'a> {
             ),
         );
 
-        let (ipk, isk) = idem_key(&self.event_id, a);
-        if t.stopped_by.is_none() {
-            if dry_run {
-                let seen = self.ledger.get(&ipk, &isk).await?.is_some();
-                t.record(
-                    GuardStep::Idempotency,
-                    !seen,
-                    if seen {
-                        "already done for this event".into()
-                    } else {
-                        "first time for this event (not claimed: dry-run)".into()
-                    },
-                );
-            } else {
-                let expires = self.now.timestamp() + self.cfg.guard.idempotency_ttl_hours * 3600;
-                // A token unique to this write, so that the write can recognise itself below.
-                static CLAIMS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-                let token = format!(
-                    "{}-{}",
-                    std::process::id(),
-                    CLAIMS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-                );
-                let claim = json!({"at": self.now.to_rfc3339(), "request_id": self.request_id, "state": "in-progress", "claim": token});
-                let mut won = self
-                    .ledger
-                    .put_if_absent(&ipk, &isk, &claim, expires)
-                    .await?;
-                if !won {
-                    // The SDK retries a write whose answer was lost; the retry then finds the
-                    // claim its own first attempt stored. That one is ours: a win.
-                    won = self.ledger.get(&ipk, &isk).await?.is_some_and(|v| {
-                        v.get("request_id").and_then(|r| r.as_str())
-                            == Some(self.request_id.as_str())
-                            && v.get("claim").and_then(|c| c.as_str()) == Some(token.as_str())
-                    });
-                }
-                t.record(
-                    GuardStep::Idempotency,
-                    won,
-                    if won {
-                        "claimed".into()
-                    } else {
-                        "already claimed by another delivery of this event".into()
-                    },
-                );
-            }
+        let stopped = [
+            &kill_step,
+            &protect_step,
+            &bounds_step,
+            &window_step,
+            &blast_step,
+        ]
+        .iter()
+        .any(|s| !s.passed);
+        let ledger = if stopped || dry_run {
+            self.ledger_steps_read(a, stopped).await?
         } else {
-            t.steps.push(StepResult {
-                step: GuardStep::Idempotency,
-                passed: true,
-                note: "not reached".into(),
-            });
+            self.claim(a).await?
+        };
+        self.flush().await?;
+        #[cfg(debug_assertions)]
+        if ledger.claimed {
+            test_pause_after_claim().await;
         }
 
-        if t.stopped_by.is_none() {
+        let steps = vec![
+            kill_step,
+            dry_step,
+            protect_step,
+            bounds_step,
+            ledger.cooldown,
+            window_step,
+            blast_step,
+            ledger.idempotency,
+        ];
+        let stopped_by = steps.iter().find(|s| !s.passed).map(|s| s.step);
+        if stopped_by.is_none() {
             self.admitted += 1;
         }
         Ok(Decision {
-            proceed: t.stopped_by.is_none() && !dry_run,
+            proceed: stopped_by.is_none() && !dry_run,
             dry_run,
-            stopped_by: t.stopped_by,
-            steps: t.steps,
+            stopped_by,
+            steps,
             emergency_change,
+            claimed: ledger.claimed,
         })
     }
 
@@ -494,7 +768,8 @@ impl<'a> Guard<'a> {
         self.finish(a, &decision, result).await
     }
 
-    /// Records the result. `result` is `None` when nothing was attempted.
+    /// Records the result. `result` is `None` when nothing was attempted. The claim's fate (done,
+    /// or released so a retry may try again) goes in the same ledger write as the audit record.
     pub async fn finish(
         &self,
         a: &ProposedAction,
@@ -508,27 +783,23 @@ impl<'a> Guard<'a> {
             (_, false, None) if d.dry_run => (Outcome::WouldAct, None),
             _ => (Outcome::Skipped, None),
         };
-        if outcome == Outcome::Acted {
-            let (cpk, csk) = cooldown_key(a);
-            let expires = self.now.timestamp() + a.cooldown_seconds.max(0) + 86_400;
-            self.ledger
-                .put(
-                    &cpk,
-                    &csk,
-                    &json!({"at": self.now.to_rfc3339(), "event_id": self.event_id}),
+        let (ipk, isk) = idem_key(&self.event_id, a);
+        let (cpk, csk) = cooldown_key(a);
+        let mut writes = Vec::new();
+        if d.claimed {
+            if outcome == Outcome::Acted {
+                let expires = self.now.timestamp() + self.cfg.guard.idempotency_ttl_hours * 3600;
+                writes.push(LedgerWrite::put(
+                    &ipk,
+                    &isk,
+                    json!({"at": self.now.to_rfc3339(), "request_id": self.request_id, "state": "done", "after": a.after}),
                     Some(expires),
-                )
-                .await?;
-            let (ipk, isk) = idem_key(&self.event_id, a);
-            let expires = self.now.timestamp() + self.cfg.guard.idempotency_ttl_hours * 3600;
-            self.ledger
-                .put(&ipk, &isk, &json!({"at": self.now.to_rfc3339(), "request_id": self.request_id, "state": "done"}), Some(expires))
-                .await?;
-        }
-        if outcome == Outcome::Failed && d.proceed {
-            // Release the claim so Lambda's retry of this event may try again.
-            let (ipk, isk) = idem_key(&self.event_id, a);
-            self.ledger.delete(&ipk, &isk).await?;
+                ));
+            } else {
+                // Nothing happened: release the claim and the cooldown so a retry may try again.
+                writes.push(LedgerWrite::delete(&ipk, &isk));
+                writes.push(LedgerWrite::delete(&cpk, &csk));
+            }
         }
         let rec = AuditRecord {
             schema: AUDIT_SCHEMA.into(),
@@ -550,8 +821,35 @@ impl<'a> Guard<'a> {
             after: a.after.clone(),
             error,
         };
-        write_audit(self.cfg, self.ledger, self.notifier, &rec).await?;
+        write_audit_with(self.cfg, self.ledger, self.notifier, &rec, writes).await?;
         Ok(rec)
+    }
+}
+
+/// A token unique to one claim write (process id, counter, clock).
+fn claim_token() -> String {
+    static CLAIMS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    format!(
+        "{}-{}-{}",
+        std::process::id(),
+        CLAIMS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default()
+    )
+}
+
+/// Debug builds only: `NBAOPS_TEST_PAUSE_AFTER_CLAIM=<seconds>` holds the invocation between its
+/// claim and its effect, so a test can kill the process there (tests/tests/e2e_crash.rs).
+#[cfg(debug_assertions)]
+async fn test_pause_after_claim() {
+    let secs = std::env::var("NBAOPS_TEST_PAUSE_AFTER_CLAIM")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if let Some(secs) = secs {
+        tracing::warn!(seconds = secs, "test pause after claim");
+        tokio::time::sleep(Duration::from_secs(secs)).await;
     }
 }
 
@@ -564,6 +862,17 @@ pub async fn write_audit(
     ledger: &dyn Ledger,
     notifier: &dyn Notifier,
     rec: &AuditRecord,
+) -> Result<()> {
+    write_audit_with(cfg, ledger, notifier, rec, Vec::new()).await
+}
+
+/// [`write_audit`], the audit item written in one ledger request with `with` (the claim's fate).
+pub async fn write_audit_with(
+    cfg: &Config,
+    ledger: &dyn Ledger,
+    notifier: &dyn Notifier,
+    rec: &AuditRecord,
+    with: Vec<LedgerWrite>,
 ) -> Result<()> {
     let body = serde_json::to_value(rec)
         .map_err(|e| NbaopsError::InvalidEvent(format!("audit record not serialisable: {e}")))?;
@@ -579,14 +888,21 @@ pub async fn write_audit(
         rec.request_id
     );
     let expires = rec.at.timestamp() + cfg.guard.audit_ttl_days * 86_400;
-    let stored = ledger
-        .put(
-            &format!("audit#{}", rec.resource),
-            &sk,
-            &body,
-            Some(expires),
-        )
-        .await;
+    let pk = format!("audit#{}", rec.resource);
+    let stored = if with.is_empty() {
+        ledger.put(&pk, &sk, &body, Some(expires)).await
+    } else {
+        let mut writes = with;
+        writes.push(LedgerWrite::put(&pk, &sk, body.clone(), Some(expires)));
+        match ledger.write_all(&writes).await {
+            Ok(None) => Ok(()),
+            Ok(Some(i)) => Err(NbaopsError::dependency(
+                "dynamodb",
+                format!("audit write refused at item {i}, which carries no condition"),
+            )),
+            Err(e) => Err(e),
+        }
+    };
     if let Err(e) = &stored {
         tracing::error!(target: "nbaops::audit", error = %e, action = %rec.action, resource = %rec.resource, "audit record not stored in the ledger");
     }
@@ -614,6 +930,51 @@ pub async fn write_audit(
         return Ok(());
     }
     stored
+}
+
+/// Ledger state as stored: `Ok(None)` when there is none, `Err` (the decode error) when there is
+/// an item this version cannot read — never silently "no state".
+pub fn decode_state<T: serde::de::DeserializeOwned>(
+    item: Option<Value>,
+) -> std::result::Result<Option<T>, String> {
+    match item {
+        None => Ok(None),
+        Some(v) => serde_json::from_value(v)
+            .map(Some)
+            .map_err(|e| e.to_string()),
+    }
+}
+
+/// A ledger item a function cannot read (a newer version's format, a corrupt write): a P2 on the
+/// alerts topic, and the note for the report. The caller takes no action on that resource.
+pub async fn report_unreadable_state(
+    cfg: &Config,
+    notifier: &dyn Notifier,
+    resource: &str,
+    what: &str,
+    err: &str,
+    now: DateTime<Utc>,
+) -> Result<(String, Alert)> {
+    let note = format!("{resource}: {what} unreadable ({err}): not acting on state it cannot read");
+    let alert = Alert::new(
+        Severity::P2,
+        &cfg.env.to_string(),
+        &cfg.function,
+        resource,
+        format!("ledger-unreadable#{resource}#{what}"),
+        note.clone(),
+        now,
+    )
+    .with_runbook(
+        "Inspect the ledger item (a newer version's format or a corrupt write); fix or delete it, then re-run.",
+    );
+    AlertPublisher {
+        notifier,
+        topic_arn: &cfg.alerts_topic_arn,
+    }
+    .publish(&alert)
+    .await?;
+    Ok((note, alert))
 }
 
 /// Audit records of one resource, oldest first.
@@ -759,15 +1120,19 @@ mod tests {
         a.severity = Severity::P1;
         let r = run(&cfg(&[]), &a, &l, wednesday_noon()).await;
         assert_eq!((r.outcome, r.emergency_change), (Outcome::Acted, true));
-        // That success started the cooldown for the group.
-        let r = run(
-            &cfg(&[]),
-            &action(),
-            &l,
-            wednesday_noon() + chrono::Duration::seconds(60),
-        )
-        .await;
-        assert_eq!(r.stopped_by, Some(GuardStep::Cooldown));
+        // That success started the cooldown for the group: another event is stopped by it.
+        let n = FakeNotifier::default();
+        let sw = Switches::default();
+        let c = cfg(&[]);
+        let later = wednesday_noon() + chrono::Duration::seconds(60);
+        let mut g = Guard::new(&c, &l, &n, None, &sw, "evt-2", "req-2", later);
+        assert_eq!(
+            g.check(&action()).await.unwrap().stopped_by,
+            Some(GuardStep::Cooldown)
+        );
+        // The same event again is idempotency's to stop.
+        let r = run(&c, &action(), &l, later).await;
+        assert_eq!(r.stopped_by, Some(GuardStep::Idempotency));
         assert!(l.len_with_prefix("audit#asg:web") >= 7);
     }
 
@@ -818,5 +1183,137 @@ mod tests {
             g.check(&action()).await.unwrap().stopped_by,
             Some(GuardStep::KillSwitch)
         );
+    }
+
+    #[tokio::test]
+    async fn a_stalled_claim_is_refused_until_its_deadline_then_taken_over() {
+        let c = cfg(&[]);
+        let (l, n, sw) = (
+            FakeLedger::default(),
+            FakeNotifier::default(),
+            Switches::default(),
+        );
+        let t0 = wednesday_noon();
+        let deadline = t0 + chrono::Duration::seconds(60);
+        let mut g =
+            Guard::new(&c, &l, &n, None, &sw, "evt", "req-1", t0).with_deadline(Some(deadline));
+        assert!(g.check(&action()).await.unwrap().proceed, "claimed");
+        // req-1 dies here. A retry before its deadline is refused, naming it.
+        let mut g = Guard::new(
+            &c,
+            &l,
+            &n,
+            None,
+            &sw,
+            "evt",
+            "req-2",
+            t0 + chrono::Duration::seconds(30),
+        );
+        let d = g.check(&action()).await.unwrap();
+        assert_eq!(d.stopped_by, Some(GuardStep::Idempotency));
+        assert!(
+            d.steps[7]
+                .note
+                .contains("in progress by request req-1 until"),
+            "{:?}",
+            d.steps
+        );
+        // After it: taken over, and the action goes on; another event is then held by the cooldown.
+        let later = deadline + chrono::Duration::seconds(1);
+        let mut g = Guard::new(&c, &l, &n, None, &sw, "evt", "req-3", later);
+        let d = g.check(&action()).await.unwrap();
+        assert!(d.proceed, "{:?}", d.steps);
+        assert!(
+            d.steps[7]
+                .note
+                .contains("took over the claim of request req-1"),
+            "{:?}",
+            d.steps
+        );
+        let r = g.finish(&action(), &d, Some(Ok(()))).await.unwrap();
+        assert_eq!(r.outcome, Outcome::Acted);
+        let mut g = Guard::new(&c, &l, &n, None, &sw, "evt", "req-4", later);
+        assert_eq!(
+            g.check(&action()).await.unwrap().stopped_by,
+            Some(GuardStep::Idempotency)
+        );
+        let mut g = Guard::new(&c, &l, &n, None, &sw, "evt-other", "req-5", later);
+        assert_eq!(
+            g.check(&action()).await.unwrap().stopped_by,
+            Some(GuardStep::Cooldown)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stalled_claim_whose_change_happened_is_marked_done_not_repeated() {
+        let c = cfg(&[]);
+        let (l, n, sw) = (
+            FakeLedger::default(),
+            FakeNotifier::default(),
+            Switches::default(),
+        );
+        let t0 = wednesday_noon();
+        let mut g = Guard::new(&c, &l, &n, None, &sw, "evt", "req-1", t0).with_deadline(Some(t0));
+        assert!(g.check(&action()).await.unwrap().proceed);
+        // req-1's change (desired 2 -> 3) took effect, then it died: now desired is 3.
+        let mut a = action();
+        a.before = json!({"desired": 3});
+        a.after = json!({"desired": 4});
+        let mut g = Guard::new(
+            &c,
+            &l,
+            &n,
+            None,
+            &sw,
+            "evt",
+            "req-2",
+            t0 + chrono::Duration::seconds(5),
+        );
+        let d = g.check(&a).await.unwrap();
+        assert_eq!(d.stopped_by, Some(GuardStep::Idempotency), "{:?}", d.steps);
+        assert!(
+            d.steps[7].note.contains("marked done, not repeated"),
+            "{:?}",
+            d.steps
+        );
+    }
+
+    #[tokio::test]
+    async fn unreadable_ledger_state_stops_the_action_with_a_p2() {
+        let c = cfg(&[(
+            "NBAOPS_ALERTS_TOPIC_ARN",
+            "arn:aws:sns:us-east-1:123456789012:alerts",
+        )]);
+        let (l, n, sw) = (
+            FakeLedger::default(),
+            FakeNotifier::default(),
+            Switches::default(),
+        );
+        l.put(
+            "cooldown#asg:web",
+            "asg.scale",
+            &json!({"at": "yesterday-ish"}),
+            None,
+        )
+        .await
+        .unwrap();
+        let mut g = Guard::new(&c, &l, &n, None, &sw, "evt", "req", wednesday_noon());
+        let d = g.check(&action()).await.unwrap();
+        assert!(!d.proceed);
+        assert_eq!(d.stopped_by, Some(GuardStep::Cooldown));
+        assert!(d.steps[4].note.contains("unreadable"), "{:?}", d.steps);
+        assert!(
+            n.published().iter().any(|p| p.message.contains("\"P2\"")),
+            "{:?}",
+            n.published()
+        );
+        // A newer version's extra field is not an error.
+        let newer = json!({"at": wednesday_noon().to_rfc3339(), "request_id": "r", "state": "done", "written_by": "v9", "deadline": wednesday_noon().to_rfc3339()});
+        assert_eq!(
+            serde_json::from_value::<Claim>(newer).unwrap().state,
+            "done"
+        );
+        let mark = json!({"at": wednesday_noon().to_rfc3339(), "event_id": "e", "shard": 3});
+        assert!(serde_json::from_value::<CooldownMark>(mark).is_ok());
     }
 }

@@ -127,7 +127,7 @@ impl Deps {
             } else {
                 None
             },
-            switches: Switches::default(),
+            switches: Switches::seeded(&cfg),
             cfg,
         };
         Ok((deps, aws))
@@ -144,6 +144,7 @@ impl Deps {
             &inv.request_id,
             inv.now,
         )
+        .with_deadline(inv.deadline)
     }
 
     pub fn alerts(&self) -> AlertPublisher<'_> {

@@ -228,6 +228,14 @@ impl Moto {
             .collect()
     }
 
+    /// The calls `app` made so far, as IAM actions (`dynamodb:PutItem`) in order.
+    pub fn actions_of(&self, app: &str) -> Vec<String> {
+        self.calls_of(app, 0)
+            .iter()
+            .map(AwsCall::iam_action)
+            .collect()
+    }
+
     /// How many `service`/`operation` requests of function `app` reached moto.
     pub fn count_calls(&self, app: &str, service: &str, operation: &str) -> usize {
         self.calls()

@@ -570,8 +570,9 @@ async fn offhours_stop_whose_answer_is_lost_is_audited_as_done() {
     );
 }
 
-/// The answer to the idempotency claim (a conditional `PutItem`) is lost after DynamoDB stored
-/// it: the SDK's retry is refused by the condition. The claim is this invocation's own, so the
+/// The answer to the idempotency claim (one conditional `TransactWriteItems`: claim + cooldown)
+/// is lost after DynamoDB stored it: the SDK's retry is refused by the condition (moto keeps no
+/// `ClientRequestToken` memory, so this is the worst case). The claim is this invocation's own, so the
 /// action goes ahead, once; it is not mistaken for another delivery's claim and silently dropped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_claim_whose_answer_is_lost_is_recognised_as_our_own() {
@@ -580,13 +581,13 @@ async fn a_claim_whose_answer_is_lost_is_recognised_as_our_own() {
     let p = proxy(&stack);
     p.inject_where(
         "dynamodb",
-        "PutItem",
+        "TransactWriteItems",
         r#""S":"idem#"#,
         Fault::LoseAnswer,
         Times::First(1),
     );
     let v = f.invoke_ok(web_alarm()).await.unwrap();
-    assert_eq!(p.faults("dynamodb", "PutItem"), 1);
+    assert_eq!(p.faults("dynamodb", "TransactWriteItems"), 1);
     assert_eq!(v["records"][0]["actions"][0]["outcome"], "acted", "{v}");
     assert_eq!(
         stack

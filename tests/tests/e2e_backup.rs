@@ -693,3 +693,95 @@ async fn dry_run_shows_the_plan_and_changes_nothing() {
         "{counts:?}"
     );
 }
+
+async fn ledger_put(stack: &Stack, pk: &str, sk: &str, data: &str) {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    stack
+        .clients
+        .ddb
+        .put_item()
+        .table_name(LEDGER)
+        .item("pk", AttributeValue::S(pk.into()))
+        .item("sk", AttributeValue::S(sk.into()))
+        .item("data", AttributeValue::S(data.into()))
+        .send()
+        .await
+        .unwrap();
+}
+
+fn restores(stack: &Stack) -> usize {
+    stack
+        .moto
+        .actions_of("backup-guard")
+        .iter()
+        .filter(|c| c.starts_with("rds:RestoreDBInstance"))
+        .count()
+}
+
+/// State written by one version and read by the next: a drill record with a field this version
+/// does not know still decodes (the drill is moved on, not restarted), and a record it cannot
+/// read is a P2 with no second restore — counted from moto's recording — never "no drill".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_drill_record_is_p2_and_never_a_second_restore() {
+    let stack = Stack::start(false).await.unwrap();
+    let f = start(&stack, &[]).await;
+    let at = nbaops_tests::clock::now();
+    let rec = tick(&f, "backup-restore-drill", "drill-1", at).await;
+    assert_eq!(rec["actions"][0]["outcome"], "acted", "{rec}");
+    assert_eq!(restores(&stack), 1);
+    let pk = format!("backupdrill#{DB}");
+
+    // A newer version added a field: still this drill, moved on, not restarted.
+    let mut item = ledger_item(&stack, &pk, "current").await.unwrap();
+    item["written_by"] = json!("nbaops v9");
+    ledger_put(&stack, &pk, "current", &item.to_string()).await;
+    let rec = tick(
+        &f,
+        "backup-restore-drill",
+        "drill-2",
+        at + chrono::Duration::minutes(1),
+    )
+    .await;
+    assert!(
+        rec["notes"].to_string().contains("in progress since"),
+        "{rec}"
+    );
+    assert!(alerts(&rec, "ledger-unreadable#").is_empty(), "{rec}");
+    assert_eq!(restores(&stack), 1, "moved on, not restarted: {rec}");
+
+    // A record it cannot read (a phase it does not know): P2, no action, the report says why.
+    item["phase"] = json!("verifying-in-a-way-v9-invented");
+    ledger_put(&stack, &pk, "current", &item.to_string()).await;
+    let rec = tick(
+        &f,
+        "backup-restore-drill",
+        "drill-3",
+        at + chrono::Duration::minutes(2),
+    )
+    .await;
+    let p2 = alerts(&rec, "ledger-unreadable#");
+    assert_eq!(p2.len(), 1, "{rec}");
+    assert_eq!(p2[0]["severity"], "P2");
+    assert!(
+        rec["notes"]
+            .to_string()
+            .contains("restore drill record unreadable"),
+        "{rec}"
+    );
+    assert!(rec["actions"].as_array().unwrap().is_empty(), "{rec}");
+    assert_eq!(
+        restores(&stack),
+        1,
+        "a second restore would orphan the first: {rec}"
+    );
+    let published = platform::drain(&stack.clients, &stack.platform.alerts_queue)
+        .await
+        .unwrap();
+    assert!(
+        published.iter().any(|a| a["dedup_key"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("ledger-unreadable#")),
+        "{published:?}"
+    );
+}

@@ -440,3 +440,101 @@ async fn every_fixture_is_answered_without_error() {
         "db.t3.micro"
     );
 }
+
+/// One scale-out, counted from moto's recording (not from the function's own bookkeeping): at
+/// most 6 AWS calls, none of them to SSM (the configuration, kill switch and dry-run included, is
+/// read once per container at init and refreshed after `guard.switch_ttl_seconds`). The flap
+/// history is read only when the alarm's previous transition falls inside the flap window: then
+/// it is 7 (the fixture as delivered: OK 30 min before, window 60 min).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_scale_out_makes_at_most_six_aws_calls() {
+    let stack = Stack::start(false).await.unwrap();
+    let f = start(
+        &stack,
+        &[
+            ("NBAOPS_GUARD__SWITCH_TTL_SECONDS", "60"),
+            ("NBAOPS_SCALE__ASG__COOLDOWN_SECONDS", "0"),
+        ],
+        1,
+    )
+    .await;
+    let init = stack.moto.actions_of(FN);
+    assert!(
+        init.iter().all(|c| c == "ssm:GetParametersByPath"),
+        "{init:?}"
+    );
+    let mut alarm = fixture("events/cloudwatch-alarm/eventbridge-single-metric-alarm.json");
+    // A quiet alarm: its previous transition was 3 h before this one.
+    alarm["detail"]["previousState"]["timestamp"] =
+        Value::String("2026-11-25T17:01:02.001+0000".into());
+    let v = invoke(&f, alarm.clone()).await;
+    assert_eq!(first_action(&v)["outcome"], "acted", "{v}");
+    let all = stack.moto.actions_of(FN);
+    let invocation = &all[init.len()..];
+    let scale_out = [
+        "autoscaling:DescribeAutoScalingGroups", // the group as it is
+        "dynamodb:TransactWriteItems",           // claim + cooldown + the alarm's transition
+        "autoscaling:SetDesiredCapacity",        // the effect
+        "dynamodb:TransactWriteItems",           // claim done + audit item
+        "sns:Publish",                           // the audit record on the actions topic
+        "sns:Publish",                           // the alert
+    ];
+    assert_eq!(invocation, scale_out, "{} calls", invocation.len());
+    // What the one ledger write carried is all there.
+    let counts = platform::ledger_counts(&stack.clients).await.unwrap();
+    for kind in ["idem", "cooldown", "flap", "audit"] {
+        assert_eq!(counts.get(kind), Some(&1), "{kind}: {counts:?}");
+    }
+
+    // The next transition, 30 min after the last: the flap history is read first.
+    let done = all.len();
+    alarm["id"] = Value::String("second".into());
+    alarm["detail"]["previousState"]["timestamp"] =
+        Value::String("2026-11-25T19:31:02.001+0000".into());
+    let v = invoke(&f, alarm).await;
+    assert_eq!(first_action(&v)["outcome"], "acted", "{v}");
+    let all = stack.moto.actions_of(FN);
+    let mut expected = vec!["dynamodb:Query"];
+    expected.extend(scale_out);
+    assert_eq!(&all[done..], expected);
+}
+
+/// The kill switch is cached for `guard.switch_ttl_seconds` (docs/spec.md, README): a flip in
+/// SSM is honoured by a warm container once the TTL has passed, without a deploy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_switch_flipped_in_ssm_stops_actions_after_the_ttl() {
+    let stack = Stack::start(false).await.unwrap();
+    let f = start(
+        &stack,
+        &[
+            ("NBAOPS_GUARD__SWITCH_TTL_SECONDS", "2"),
+            ("NBAOPS_SCALE__ASG__COOLDOWN_SECONDS", "0"),
+        ],
+        1,
+    )
+    .await;
+    let mut alarm = fixture("events/cloudwatch-alarm/eventbridge-single-metric-alarm.json");
+    platform::put_params(&stack.clients, &[("guard/kill_switch", "true")])
+        .await
+        .unwrap();
+    // Within the TTL the container still acts on what it read at init...
+    alarm["id"] = Value::String("ttl-1".into());
+    assert_eq!(
+        first_action(&invoke(&f, alarm.clone()).await)["outcome"],
+        "acted"
+    );
+    // ...and once the TTL has passed it reads the switch again and stops.
+    tokio::time::sleep(std::time::Duration::from_millis(2_200)).await;
+    alarm["id"] = Value::String("ttl-2".into());
+    alarm["detail"]["state"]["timestamp"] = Value::String("2026-11-25T20:09:00.000+0000".into());
+    let v = invoke(&f, alarm).await;
+    assert_eq!(first_action(&v)["stopped_by"], "kill_switch", "{v}");
+    assert_eq!(
+        platform::group_view(&stack.clients, WEB)
+            .await
+            .unwrap()
+            .desired,
+        3,
+        "one action, before the switch was read"
+    );
+}

@@ -9,7 +9,7 @@ use nbaops_shared::fakes::FakeLedger;
 use nbaops_shared::guard::{
     audit_trail, Bounds, Guard, GuardStep, Outcome, ProposedAction, Switches,
 };
-use nbaops_shared::ports::{AutoScaling, Ledger, Tags};
+use nbaops_shared::ports::{AutoScaling, Expect, Ledger, LedgerWrite, Tags};
 use nbaops_tests::demo::Stack;
 use nbaops_tests::platform::{self, LEDGER, WEB};
 use serde_json::json;
@@ -44,6 +44,56 @@ async fn ledger_contract(l: &dyn Ledger) {
         .put_if_absent("p", "s", &json!({"n": 3}), 9_999_999_999)
         .await
         .unwrap());
+    write_all_contract(l).await;
+}
+
+/// `write_all`: all or nothing, the index of the first refused expectation, and each kind of
+/// expectation (absent, expired by a time, holding exactly some data).
+async fn write_all_contract(l: &dyn Ledger) {
+    let claim = |n: i64| {
+        LedgerWrite::put("w", "claim", json!({"n": n, "s": "x"}), Some(1_000))
+            .expecting(vec![Expect::Absent])
+    };
+    let mark = |exp: i64| {
+        LedgerWrite::put("w", "mark", json!({"at": exp}), Some(exp))
+            .expecting(vec![Expect::Absent, Expect::ExpiredBy(500)])
+    };
+    assert_eq!(l.write_all(&[claim(1), mark(600)]).await.unwrap(), None);
+    assert_eq!(
+        l.get("w", "claim").await.unwrap(),
+        Some(json!({"n": 1, "s": "x"}))
+    );
+    // The claim exists: refused at 0, and the mark (whose own expectation fails too) unchanged.
+    assert_eq!(l.write_all(&[claim(2), mark(700)]).await.unwrap(), Some(0));
+    assert_eq!(l.get("w", "mark").await.unwrap(), Some(json!({"at": 600})));
+    // Only the mark's expectation fails (expires 600, not by 500): nothing written, index 1.
+    let fresh = LedgerWrite::put("w", "other", json!(1), None).expecting(vec![Expect::Absent]);
+    assert_eq!(
+        l.write_all(&[fresh.clone(), mark(700)]).await.unwrap(),
+        Some(1)
+    );
+    assert_eq!(l.get("w", "other").await.unwrap(), None, "all or nothing");
+    // Expired by a later time: taken.
+    let later = LedgerWrite::put("w", "mark", json!({"at": 800}), Some(800))
+        .expecting(vec![Expect::ExpiredBy(650)]);
+    assert_eq!(l.write_all(&[fresh, later]).await.unwrap(), None);
+    // Holds: only the exact stored data; a delete with no condition.
+    let held = l.get("w", "claim").await.unwrap().unwrap();
+    let take = |v: serde_json::Value| {
+        LedgerWrite::put("w", "claim", json!({"n": 9}), None).expecting(vec![Expect::Holds(v)])
+    };
+    assert_eq!(
+        l.write_all(&[take(json!({"n": 1}))]).await.unwrap(),
+        Some(0)
+    );
+    assert_eq!(
+        l.write_all(&[take(held), LedgerWrite::delete("w", "other")])
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(l.get("w", "claim").await.unwrap(), Some(json!({"n": 9})));
+    assert_eq!(l.get("w", "other").await.unwrap(), None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,7 +10,7 @@ use serde_json::json;
 
 use nbaops_shared::alerts::Severity;
 use nbaops_shared::events::ScheduledTick;
-use nbaops_shared::guard::Outcome;
+use nbaops_shared::guard::{decode_state, report_unreadable_state, Outcome};
 use nbaops_shared::ports::{RestoreRequest, Site, SnapshotKind, Tags};
 use nbaops_shared::runtime::{Deps, Invocation, RecordReport};
 use nbaops_shared::sql::{self, i64_of, str_of};
@@ -25,12 +25,32 @@ fn pk(instance: &str) -> String {
     format!("backupdrill#{instance}")
 }
 
-async fn load(deps: &Deps, instance: &str) -> Result<Option<Drill>> {
-    Ok(deps
-        .ledger
-        .get(&pk(instance), CURRENT)
-        .await?
-        .and_then(|v| serde_json::from_value(v).ok()))
+/// The drill of `instance` as stored; `Err` (inside) when the item cannot be read.
+async fn load(deps: &Deps, instance: &str) -> Result<std::result::Result<Option<Drill>, String>> {
+    Ok(decode_state(deps.ledger.get(&pk(instance), CURRENT).await?))
+}
+
+/// An unreadable drill item: P2, no action on that instance (a second restore would orphan the
+/// first), and the report says why.
+async fn unreadable(
+    instance: &str,
+    err: &str,
+    now: DateTime<Utc>,
+    deps: &Deps,
+    rec: &mut RecordReport,
+) -> Result<()> {
+    let (note, alert) = report_unreadable_state(
+        &deps.cfg,
+        deps.notifier.as_ref(),
+        &format!("rds:{instance}"),
+        "restore drill record",
+        err,
+        now,
+    )
+    .await?;
+    rec.notes.push(note);
+    rec.alerts.push(alert);
+    Ok(())
 }
 
 async fn save(deps: &Deps, d: &Drill, now: DateTime<Utc>) -> Result<()> {
@@ -79,7 +99,8 @@ pub async fn on_tick(
     }
     for instance in targets {
         match load(deps, instance).await? {
-            Some(d) if d.phase != DrillPhase::Done => {
+            Err(e) => unreadable(instance, &e, now, deps, &mut rec).await?,
+            Ok(Some(d)) if d.phase != DrillPhase::Done => {
                 rec.notes.push(format!(
                     "{instance}: drill {} in progress since {}: moving it on",
                     d.drill_instance,
@@ -104,7 +125,8 @@ pub async fn advance_in_progress(
     rec: &mut RecordReport,
 ) -> Result<()> {
     match load(deps, instance).await? {
-        Some(d) if d.phase != DrillPhase::Done => {
+        Err(e) => unreadable(instance, &e, now, deps, rec).await,
+        Ok(Some(d)) if d.phase != DrillPhase::Done => {
             advance(d, event_id, now, inv, deps, x, rec).await
         }
         _ => Ok(()),
@@ -120,8 +142,22 @@ pub async fn advance_for_instance(
     deps: &Deps,
     x: &BackupGuard,
 ) -> Result<RecordReport> {
+    // Drill records that cannot be read are reported (P2) and skipped, never taken as "none".
+    let mut unread = RecordReport {
+        event_id: event_id.into(),
+        kind: "rds".into(),
+        summary: format!("event on {drill_instance}: drill record(s) unreadable"),
+        ..Default::default()
+    };
     for instance in &x.backup.instances {
-        if let Some(d) = load(deps, instance).await? {
+        let d = match load(deps, instance).await? {
+            Ok(d) => d,
+            Err(e) => {
+                unreadable(instance, &e, now, deps, &mut unread).await?;
+                continue;
+            }
+        };
+        if let Some(d) = d {
             if d.drill_instance == drill_instance && d.phase != DrillPhase::Done {
                 let mut rec = RecordReport {
                     event_id: event_id.into(),
@@ -129,10 +165,15 @@ pub async fn advance_for_instance(
                     summary: format!("restore drill of {instance}: event on {drill_instance}"),
                     ..Default::default()
                 };
+                rec.notes.append(&mut unread.notes);
+                rec.alerts.append(&mut unread.alerts);
                 advance(d, event_id, now, inv, deps, x, &mut rec).await?;
                 return Ok(rec);
             }
         }
+    }
+    if !unread.alerts.is_empty() {
+        return Ok(unread);
     }
     Ok(RecordReport::not_for_me(
         event_id,

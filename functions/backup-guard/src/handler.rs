@@ -15,7 +15,7 @@ use nbaops_shared::config::backup::BackupConfig;
 use nbaops_shared::config::pg::PgConfig;
 use nbaops_shared::deadline::{Budget, MARGIN, ONE_AWS_ACTION};
 use nbaops_shared::events::{classify, Inbound, RdsEvent, ScheduledTick};
-use nbaops_shared::guard::ProposedAction;
+use nbaops_shared::guard::{decode_state, report_unreadable_state, ProposedAction};
 use nbaops_shared::ports::{PgConnector, RdsBackups, Site, SnapshotKind};
 use nbaops_shared::runtime::{Deps, Invocation, InvocationReport, RecordReport};
 use nbaops_shared::sql;
@@ -189,11 +189,24 @@ async fn rpo_check(
         let obs = observe(instance, now, deps, x, &mut rec).await?;
         let reasons = plan::rpo_breaches(&obs, cfg, now);
         let pk = format!("backuprpo#{instance}");
-        let prev: Option<OpenBreach> = deps
-            .ledger
-            .get(&pk, "open")
-            .await?
-            .and_then(|v| serde_json::from_value(v).ok());
+        let prev: Option<OpenBreach> = match decode_state(deps.ledger.get(&pk, "open").await?) {
+            Ok(p) => p,
+            Err(e) => {
+                // Never "no open breach": that would re-announce or silently close it.
+                let (note, alert) = report_unreadable_state(
+                    &deps.cfg,
+                    deps.notifier.as_ref(),
+                    &format!("rds:{instance}"),
+                    "open RPO breach record",
+                    &e,
+                    now,
+                )
+                .await?;
+                rec.notes.push(note);
+                rec.alerts.push(alert);
+                continue;
+            }
+        };
         let (open, announce) =
             plan::breach_transition(prev.as_ref(), &reasons, now, cfg.rpo_minutes);
         let resource = format!("rds:{instance}");

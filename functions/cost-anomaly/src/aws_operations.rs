@@ -15,7 +15,6 @@ pub const AWS_OPERATIONS: &[&str] = &[
     "kms:Decrypt",      // SNS encrypting what we publish to a customer-managed-key topic
     "ce:GetCostAndUsage", // SdkCostExplorer::daily_cost
     "autoscaling:DescribeAutoScalingGroups", // SdkAutoScaling::describe_group
-    "autoscaling:DescribeScalingActivities", // SdkAutoScaling::describe_group
     "autoscaling:UpdateAutoScalingGroup", // SdkAutoScaling::update_group_size (containment to 0/0/0)
     "rds:DescribeDBInstances",            // SdkRds::describe_instance
     "rds:StopDBInstance",                 // SdkRdsPower::stop_instance (containment)

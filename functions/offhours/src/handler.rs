@@ -19,7 +19,9 @@ use nbaops_shared::config::Env;
 use nbaops_shared::deadline::{Budget, MARGIN, ONE_AWS_ACTION};
 use nbaops_shared::events::rds_catalog::{classify_rds_event, RdsEventKind};
 use nbaops_shared::events::{classify, Inbound, RdsEvent, RdsSourceType, ScheduledTick};
-use nbaops_shared::guard::{AuditRecord, Bounds, Guard, Outcome, ProposedAction};
+use nbaops_shared::guard::{
+    decode_state, report_unreadable_state, AuditRecord, Bounds, Guard, Outcome, ProposedAction,
+};
 use nbaops_shared::ports::{Inventory, RdsPower, Tags};
 use nbaops_shared::runtime::{Deps, Invocation, InvocationReport, RecordReport};
 use nbaops_shared::Result;
@@ -110,13 +112,31 @@ fn state_pk(resource: &str) -> String {
     format!("offhours#{resource}")
 }
 
-async fn load_state(deps: &Deps, resource: &str) -> Result<ResourceState> {
-    Ok(deps
-        .ledger
-        .get(&state_pk(resource), "state")
-        .await?
-        .and_then(|v| serde_json::from_value(v).ok())
-        .unwrap_or_default())
+/// The resource's state as stored (default when there is none). An item this version cannot
+/// read is a P2 and `None`: the caller does not act on that resource.
+async fn load_state(
+    deps: &Deps,
+    resource: &str,
+    now: chrono::DateTime<chrono::Utc>,
+    rec: &mut RecordReport,
+) -> Result<Option<ResourceState>> {
+    match decode_state(deps.ledger.get(&state_pk(resource), "state").await?) {
+        Ok(s) => Ok(Some(s.unwrap_or_default())),
+        Err(e) => {
+            let (note, alert) = report_unreadable_state(
+                &deps.cfg,
+                deps.notifier.as_ref(),
+                resource,
+                "offhours state",
+                &e,
+                now,
+            )
+            .await?;
+            rec.notes.push(note);
+            rec.alerts.push(alert);
+            Ok(None)
+        }
+    }
 }
 
 async fn save_state(deps: &Deps, resource: &str, s: &ResourceState) -> Result<()> {
@@ -299,7 +319,9 @@ async fn on_auto_start(
         );
         return Ok(rec);
     };
-    let mut state = load_state(deps, &resource).await?;
+    let Some(mut state) = load_state(deps, &resource, ev.at, &mut rec).await? else {
+        return Ok(rec);
+    };
     state.auto_started_at = Some(ev.at);
     save_state(deps, &resource, &state).await?;
     rec.notes.push(format!(
@@ -474,7 +496,9 @@ async fn one(
 ) -> Result<Done> {
     let t = ctx.t;
     let first_action = rec.actions.len();
-    let mut state = load_state(deps, &m.resource).await?;
+    let Some(mut state) = load_state(deps, &m.resource, ctx.at, rec).await? else {
+        return Ok(Done::NotYet);
+    };
     let fresh = state.acted.is_none_or(|a| a.at < t.at);
     let ResourcePlan { step, alert } =
         plan_resource(t, &state, &m.observed, set, ctx.policy, ctx.at);

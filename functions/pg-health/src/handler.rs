@@ -17,6 +17,7 @@ use nbaops_shared::alerts::{Alert, AlertStatus};
 use nbaops_shared::config::pg::{PgConfig, PgTarget};
 use nbaops_shared::deadline::{Budget, MARGIN};
 use nbaops_shared::events::{classify, Inbound, ScheduledTick};
+use nbaops_shared::guard::{decode_state, report_unreadable_state};
 use nbaops_shared::ports::{PgConnector, Postgres};
 use nbaops_shared::runtime::{Deps, Invocation, InvocationReport, RecordReport};
 use nbaops_shared::sql::{self, Connections, IndexStats, Row, Server, Session, TableStats};
@@ -280,11 +281,24 @@ async fn scan(target: &PgTarget, inv: &Invocation, deps: &Deps, x: &PgHealth) ->
         Ok(r) => {
             let cur = Counters::from_row(&r, now);
             let pk = format!("pgbase#{db}");
-            let prev: Option<Counters> = deps
-                .ledger
-                .get(&pk, "counters")
-                .await?
-                .and_then(|v| serde_json::from_value(v).ok());
+            let prev: Option<Counters> = match decode_state(deps.ledger.get(&pk, "counters").await?)
+            {
+                Ok(p) => p,
+                // Loud, and taken as a first run: no rate this time, nothing acted on.
+                Err(e) => {
+                    let (note, _) = report_unreadable_state(
+                        &deps.cfg,
+                        deps.notifier.as_ref(),
+                        &format!("pg:{db}"),
+                        "counters baseline",
+                        &e,
+                        now,
+                    )
+                    .await?;
+                    s.notes.push(note);
+                    None
+                }
+            };
             let d = checks::delta(prev.as_ref(), &cur);
             // No rate this run: an open cache-hit/deadlocks finding is neither confirmed
             // nor resolved by it.
@@ -382,12 +396,24 @@ async fn scan(target: &PgTarget, inv: &Invocation, deps: &Deps, x: &PgHealth) ->
                 s.notes.extend(notes);
                 hand_off(db, &tables, &measured, cfg, inv, deps).await?;
                 let pk = format!("pgbase#{db}");
-                let prev: BTreeMap<String, checks::TableSnap> = deps
-                    .ledger
-                    .get(&pk, "tables")
-                    .await?
-                    .and_then(|v| serde_json::from_value(v).ok())
-                    .unwrap_or_default();
+                let prev: BTreeMap<String, checks::TableSnap> =
+                    match decode_state(deps.ledger.get(&pk, "tables").await?) {
+                        Ok(p) => p.unwrap_or_default(),
+                        // Loud, and taken as a first run: no stalled-vacuum verdict this time.
+                        Err(e) => {
+                            let (note, _) = report_unreadable_state(
+                                &deps.cfg,
+                                deps.notifier.as_ref(),
+                                &format!("pg:{db}"),
+                                "tables baseline",
+                                &e,
+                                now,
+                            )
+                            .await?;
+                            s.notes.push(note);
+                            BTreeMap::new()
+                        }
+                    };
                 stalled = checks::stalled_vacuums(db, &prev, &tables, cfg, now);
                 let snap = serde_json::to_value(checks::table_snapshot(&tables, cfg))
                     .map_err(|e| NbaopsError::InvalidEvent(format!("tables: {e}")))?;
@@ -581,13 +607,26 @@ async fn announce(
     rec: &mut RecordReport,
 ) -> Result<()> {
     let pk = format!("pgopen#{db}");
-    let open: Vec<(String, OpenFinding)> = deps
-        .ledger
-        .query(&pk, "")
-        .await?
-        .into_iter()
-        .filter_map(|(k, v)| serde_json::from_value(v).ok().map(|o| (k, o)))
-        .collect();
+    let mut open: Vec<(String, OpenFinding)> = Vec::new();
+    for (k, v) in deps.ledger.query(&pk, "").await? {
+        match serde_json::from_value(v) {
+            Ok(o) => open.push((k, o)),
+            // Not silently "not open": say so (P2), the report names the item.
+            Err(e) => {
+                let (note, alert) = report_unreadable_state(
+                    &deps.cfg,
+                    deps.notifier.as_ref(),
+                    &format!("pg:{db}"),
+                    &format!("open finding {k}"),
+                    &e.to_string(),
+                    inv.now,
+                )
+                .await?;
+                rec.notes.push(note);
+                rec.alerts.push(alert);
+            }
+        }
+    }
     let mut t = checks::transitions(&open, &scan.findings, &scan.unchecked);
     t.resolved.retain(|(key, _)| {
         let keep = scan.unjudged.contains(key);

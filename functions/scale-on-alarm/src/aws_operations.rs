@@ -14,7 +14,6 @@ pub const AWS_OPERATIONS: &[&str] = &[
     "kms:GenerateDataKey", // SNS encrypting what we publish to a customer-managed-key topic
     "kms:Decrypt",      // SNS encrypting what we publish to a customer-managed-key topic
     "autoscaling:DescribeAutoScalingGroups", // SdkAutoScaling::describe_group
-    "autoscaling:DescribeScalingActivities", // SdkAutoScaling::describe_group
     "autoscaling:SetDesiredCapacity", // SdkAutoScaling::set_desired_capacity
     "rds:DescribeDBInstances", // SdkRds::describe_instance
     "rds:ModifyDBInstance", // SdkRds::modify_instance_class

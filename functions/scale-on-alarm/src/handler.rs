@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 use nbaops_shared::alerts::{Alert, Severity};
 use nbaops_shared::events::{classify, AlarmChange, AlarmState, Inbound, ScheduledTick};
 use nbaops_shared::guard::{in_change_window, Bounds, Guard, Outcome, ProposedAction};
+use nbaops_shared::ports::LedgerWrite;
 use nbaops_shared::runtime::{Deps, Invocation, InvocationReport, RecordReport};
 use nbaops_shared::Result;
 
@@ -45,36 +46,50 @@ pub async fn handle(
     Ok(report)
 }
 
-/// Records this transition and tells whether the alarm flaps (too many transitions lately).
-/// Keyed by the state timestamp, so duplicate deliveries count once.
-async fn is_flapping(alarm: &AlarmChange, inv: &Invocation, deps: &Deps) -> Result<usize> {
+/// Counts this alarm's transitions in the flap window, this one included, and hands back the
+/// record of this transition (keyed by its state timestamp, so duplicate deliveries count once)
+/// for the caller to write — with the action's claim when there is one. When the delivery says the
+/// previous transition is older than the window, this one is alone in it and nothing is read
+/// (a late delivery of an old transition does not see the transitions after it).
+async fn flap_count(
+    alarm: &AlarmChange,
+    inv: &Invocation,
+    deps: &Deps,
+) -> Result<(usize, LedgerWrite)> {
     let cfg = &deps.cfg.scale;
     let pk = format!("flap#{}", alarm.alarm_name);
+    let sk = format!("{}#{}", alarm.changed_at.to_rfc3339(), alarm.state.as_str());
     let window = Duration::minutes(cfg.flap_window_minutes);
     let expires = (alarm.changed_at + window + Duration::days(1)).timestamp();
-    deps.ledger
-        .put(
-            &pk,
-            &format!("{}#{}", alarm.changed_at.to_rfc3339(), alarm.state.as_str()),
-            &json!({"state": alarm.state.as_str()}),
-            Some(expires),
-        )
-        .await?;
+    let record = LedgerWrite::put(
+        &pk,
+        &sk,
+        json!({"state": alarm.state.as_str()}),
+        Some(expires),
+    );
+    if alarm
+        .previous_changed_at
+        .is_some_and(|p| p < alarm.changed_at - window)
+    {
+        return Ok((1, record));
+    }
     let since = inv.now.min(alarm.changed_at) - window;
-    let recent = deps
+    let mut seen: std::collections::BTreeSet<String> = deps
         .ledger
         .query(&pk, "")
         .await?
         .into_iter()
-        .filter(|(sk, _)| {
+        .map(|(sk, _)| sk)
+        .filter(|sk| {
             sk.split('#')
                 .next()
                 .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
                 .map(|t| t >= since)
                 .unwrap_or(false)
         })
-        .count();
-    Ok(recent)
+        .collect();
+    seen.insert(sk);
+    Ok((seen.len(), record))
 }
 
 fn base_record(alarm: &AlarmChange) -> RecordReport {
@@ -111,9 +126,12 @@ async fn on_alarm(alarm: &AlarmChange, inv: &Invocation, deps: &Deps) -> Result<
             route,
         } => (target, direction, route),
     };
+    let mut guard = deps.guard(&alarm.event_id, inv);
     if alarm.state != AlarmState::InsufficientData {
-        let transitions = is_flapping(alarm, inv, deps).await?;
+        let (transitions, record) = flap_count(alarm, inv, deps).await?;
         if transitions >= deps.cfg.scale.flap_transitions {
+            guard.ride_along(record);
+            guard.flush().await?;
             let alert = Alert::new(
                 Severity::P3,
                 &deps.cfg.env.to_string(),
@@ -130,6 +148,7 @@ async fn on_alarm(alarm: &AlarmChange, inv: &Invocation, deps: &Deps) -> Result<
             rec.alerts.push(alert);
             return Ok(rec);
         }
+        guard.ride_along(record);
     }
     let severity = route
         .as_ref()
@@ -142,7 +161,6 @@ async fn on_alarm(alarm: &AlarmChange, inv: &Invocation, deps: &Deps) -> Result<
         alarm.state.as_str(),
         alarm.reason
     );
-    let mut guard = deps.guard(&alarm.event_id, inv);
     match target {
         Target::Group(name) => {
             scale_group(
@@ -153,6 +171,8 @@ async fn on_alarm(alarm: &AlarmChange, inv: &Invocation, deps: &Deps) -> Result<
         Target::Db(id) => scale_db(&id, severity, &reason, &mut guard, deps, inv, &mut rec).await?,
         Target::Cache(id) => scale_cache(&id, &reason, &mut guard, deps, inv, &mut rec).await?,
     }
+    // No action was checked (nothing to do, busy, at the ceiling): the transition still counts.
+    guard.flush().await?;
     Ok(rec)
 }
 

@@ -31,24 +31,18 @@ impl AutoScaling for SdkAutoScaling {
             .iter()
             .filter(|i| i.lifecycle_state().map(|s| s.as_str()) == Some("InService"))
             .count() as i32;
-        // Instances still launching or terminating are a scaling activity in progress, whatever
-        // describe_scaling_activities says (the emulator always answers it with an empty list).
-        let transitioning = instances.iter().any(|i| {
-            let s = i.lifecycle_state().map(|s| s.as_str()).unwrap_or("");
-            s.starts_with("Pending") || s.starts_with("Terminating")
-        });
-        let activities = self
-            .0
-            .describe_scaling_activities()
-            .auto_scaling_group_name(name)
-            .max_records(10)
-            .send()
-            .await
-            .map_err(|e| dependency("autoscaling", e))?;
-        let activity_running = activities.activities().iter().any(|a| {
-            let code = a.status_code().map(|c| c.as_str()).unwrap_or("");
-            !matches!(code, "Successful" | "Failed" | "Cancelled")
-        });
+        // A scaling activity in progress shows in the group itself, so one describe call tells
+        // it: instances still launching or terminating (lifecycle `Pending*`/`Terminating*`), or
+        // fewer/more instances counting toward the desired capacity than it asks for (a change
+        // accepted but not yet started; `Standby` instances do not count toward it, nor do
+        // detaching ones) — https://docs.aws.amazon.com/autoscaling/ec2/userguide/ec2-auto-scaling-lifecycle.html
+        // and https://docs.aws.amazon.com/autoscaling/ec2/userguide/as-enter-exit-standby.html.
+        let states: Vec<&str> = instances
+            .iter()
+            .map(|i| i.lifecycle_state().map(|s| s.as_str()).unwrap_or(""))
+            .collect();
+        let desired = g.desired_capacity().unwrap_or(0);
+        let activity = activity_in_progress(&states, desired);
         Ok(Some(GroupState {
             name: name.to_string(),
             min_size: g.min_size().unwrap_or(0),
@@ -56,7 +50,7 @@ impl AutoScaling for SdkAutoScaling {
             desired: g.desired_capacity().unwrap_or(0),
             in_service,
             tags,
-            activity_in_progress: transitioning || activity_running || g.status().is_some(),
+            activity_in_progress: activity || g.status().is_some(),
         }))
     }
 
@@ -83,5 +77,33 @@ impl AutoScaling for SdkAutoScaling {
             .await
             .map_err(|e| dependency("autoscaling", e))?;
         Ok(())
+    }
+}
+
+/// True when the group's instances show a scaling activity not yet finished (see `describe_group`).
+pub(crate) fn activity_in_progress(states: &[&str], desired: i32) -> bool {
+    let transitioning = states
+        .iter()
+        .any(|s| s.starts_with("Pending") || s.starts_with("Terminating"));
+    let counted = states
+        .iter()
+        .filter(|s| !s.contains("Standby") && !s.starts_with("Detach") && !s.starts_with("Warmed"))
+        .count();
+    transitioning || i32::try_from(counted).ok() != Some(desired)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::activity_in_progress;
+
+    #[test]
+    fn an_activity_shows_in_the_instances() {
+        assert!(!activity_in_progress(&["InService", "InService"], 2));
+        assert!(activity_in_progress(&["InService", "Pending"], 2));
+        assert!(activity_in_progress(&["InService", "Terminating:Wait"], 1));
+        // Accepted, not started yet: desired 3, two instances.
+        assert!(activity_in_progress(&["InService", "InService"], 3));
+        // Standby instances do not count toward the desired capacity.
+        assert!(!activity_in_progress(&["InService", "Standby"], 1));
     }
 }

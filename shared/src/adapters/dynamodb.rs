@@ -1,14 +1,15 @@
 use async_trait::async_trait;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
-    ScalarAttributeType, TimeToLiveSpecification,
+    AttributeDefinition, AttributeValue, BillingMode, Delete, KeySchemaElement, KeyType, Put,
+    ScalarAttributeType, TimeToLiveSpecification, TransactWriteItem,
 };
 use serde_json::Value;
 
 use super::dependency;
 use crate::error::{NbaopsError, Result};
-use crate::ports::Ledger;
+use crate::ports::{Expect, Ledger, LedgerWrite};
 
 /// The ledger table: `pk` (S) + `sk` (S) keys, `data` (S, JSON), `expires_at` (N, TTL attribute).
 pub struct DynamoLedger {
@@ -127,6 +128,113 @@ impl Ledger for DynamoLedger {
             }
         }
     }
+
+    /// One `TransactWriteItems`. A failed expectation cancels the transaction with a
+    /// `ConditionalCheckFailed` reason at that item's position
+    /// (https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_TransactWriteItems.html).
+    async fn write_all(&self, writes: &[LedgerWrite]) -> Result<Option<usize>> {
+        if writes.is_empty() {
+            return Ok(None);
+        }
+        let items = writes
+            .iter()
+            .map(|w| transact_item(&self.table, w))
+            .collect::<Result<Vec<_>>>()?;
+        let res = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(None),
+            Err(e) => {
+                if let Some(TransactWriteItemsError::TransactionCanceledException(c)) =
+                    e.as_service_error()
+                {
+                    let failed = c
+                        .cancellation_reasons()
+                        .iter()
+                        .position(|r| r.code() == Some("ConditionalCheckFailed"));
+                    if let Some(i) = failed {
+                        return Ok(Some(i));
+                    }
+                }
+                Err(dependency("dynamodb", e))
+            }
+        }
+    }
+}
+
+/// The condition expression of a write's expectations, with its placeholder values.
+fn condition(w: &LedgerWrite) -> (Option<String>, Vec<(String, AttributeValue)>) {
+    let mut values = Vec::new();
+    let parts: Vec<String> = w
+        .expect
+        .iter()
+        .enumerate()
+        .map(|(i, e)| match e {
+            Expect::Absent => "attribute_not_exists(pk)".to_string(),
+            Expect::ExpiredBy(t) => {
+                values.push((format!(":t{i}"), AttributeValue::N(t.to_string())));
+                format!("expires_at <= :t{i}")
+            }
+            Expect::Holds(v) => {
+                values.push((format!(":d{i}"), AttributeValue::S(v.to_string())));
+                format!("#data = :d{i}")
+            }
+        })
+        .collect();
+    if parts.is_empty() {
+        (None, values)
+    } else {
+        (Some(parts.join(" OR ")), values)
+    }
+}
+
+fn transact_item(table: &str, w: &LedgerWrite) -> Result<TransactWriteItem> {
+    let build =
+        |e: aws_sdk_dynamodb::error::BuildError| NbaopsError::dependency("dynamodb", e.to_string());
+    let (cond, values) = condition(w);
+    let uses_data = w.expect.iter().any(|e| matches!(e, Expect::Holds(_)));
+    let names = uses_data.then(|| {
+        [("#data".to_string(), "data".to_string())]
+            .into_iter()
+            .collect()
+    });
+    let values = (!values.is_empty()).then(|| values.into_iter().collect());
+    let item = match &w.data {
+        Some(data) => {
+            let mut put = Put::builder()
+                .table_name(table)
+                .item("pk", AttributeValue::S(w.pk.clone()))
+                .item("sk", AttributeValue::S(w.sk.clone()))
+                .item("data", AttributeValue::S(data.to_string()))
+                .set_condition_expression(cond)
+                .set_expression_attribute_names(names)
+                .set_expression_attribute_values(values);
+            if let Some(t) = w.expires_at {
+                put = put.item("expires_at", AttributeValue::N(t.to_string()));
+            }
+            TransactWriteItem::builder()
+                .put(put.build().map_err(build)?)
+                .build()
+        }
+        None => TransactWriteItem::builder()
+            .delete(
+                Delete::builder()
+                    .table_name(table)
+                    .key("pk", AttributeValue::S(w.pk.clone()))
+                    .key("sk", AttributeValue::S(w.sk.clone()))
+                    .set_condition_expression(cond)
+                    .set_expression_attribute_names(names)
+                    .set_expression_attribute_values(values)
+                    .build()
+                    .map_err(build)?,
+            )
+            .build(),
+    };
+    Ok(item)
 }
 
 /// Creates the ledger table as the SAM template declares it (for the local stack and tests).

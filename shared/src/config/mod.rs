@@ -93,7 +93,12 @@ pub const DEFAULTS: &[(&str, &str, &str)] = &[
     (
         "guard.switch_ttl_seconds",
         "30",
-        "how long kill switch and dry-run values are cached",
+        "how long kill switch and dry-run values are cached: a switch flipped in SSM takes effect within this many seconds",
+    ),
+    (
+        "guard.claim_seconds",
+        "900",
+        "when the Lambda deadline is unknown, how long an idempotency claim is held before a retry may take it over (the function's timeout; 900 is Lambda's maximum)",
     ),
     (
         "audit.ttl_days",
@@ -367,7 +372,10 @@ pub fn layer(
         let Some(rest) = name.strip_prefix("NBAOPS_") else {
             continue;
         };
-        if matches!(rest, "ENV" | "SSM_PREFIX" | "SSM" | "TEST_NOW") {
+        if matches!(
+            rest,
+            "ENV" | "SSM_PREFIX" | "SSM" | "TEST_NOW" | "TEST_PAUSE_AFTER_CLAIM"
+        ) {
             continue;
         }
         let key = rest.to_ascii_lowercase().replace("__", ".");
@@ -421,6 +429,7 @@ pub struct GuardConfig {
     pub max_percent: f64,
     pub idempotency_ttl_hours: i64,
     pub switch_ttl_seconds: u64,
+    pub claim_seconds: i64,
     pub audit_ttl_days: i64,
 }
 
@@ -589,6 +598,7 @@ impl Config {
             max_percent,
             idempotency_ttl_hours: positive(&s, "guard.idempotency_ttl_hours", "whole hours >= 1")?,
             switch_ttl_seconds: s.number("guard.switch_ttl_seconds", "whole seconds")?,
+            claim_seconds: positive(&s, "guard.claim_seconds", "whole seconds >= 1")?,
             audit_ttl_days: positive(&s, "audit.ttl_days", "whole days >= 1")?,
         };
         if guard.protect_tag.is_empty() {

@@ -232,6 +232,8 @@ impl Params for FakeParams {
 #[derive(Default)]
 pub struct FakeLedger {
     pub items: Mutex<BTreeMap<(String, String), Value>>,
+    /// `expires_at` of the items that have one.
+    pub expiry: Mutex<BTreeMap<(String, String), i64>>,
 }
 
 impl FakeLedger {
@@ -250,18 +252,24 @@ impl Ledger for FakeLedger {
         pk: &str,
         sk: &str,
         data: &Value,
-        _expires_at: i64,
+        expires_at: i64,
     ) -> Result<bool> {
         let mut items = lock(&self.items);
         let key = (pk.to_string(), sk.to_string());
         if items.contains_key(&key) {
             return Ok(false);
         }
-        items.insert(key, data.clone());
+        items.insert(key.clone(), data.clone());
+        lock(&self.expiry).insert(key, expires_at);
         Ok(true)
     }
-    async fn put(&self, pk: &str, sk: &str, data: &Value, _expires_at: Option<i64>) -> Result<()> {
-        lock(&self.items).insert((pk.into(), sk.into()), data.clone());
+    async fn put(&self, pk: &str, sk: &str, data: &Value, expires_at: Option<i64>) -> Result<()> {
+        let key = (pk.to_string(), sk.to_string());
+        lock(&self.items).insert(key.clone(), data.clone());
+        match expires_at {
+            Some(t) => lock(&self.expiry).insert(key, t),
+            None => lock(&self.expiry).remove(&key),
+        };
         Ok(())
     }
     async fn get(&self, pk: &str, sk: &str) -> Result<Option<Value>> {
@@ -271,7 +279,59 @@ impl Ledger for FakeLedger {
     }
     async fn delete(&self, pk: &str, sk: &str) -> Result<()> {
         lock(&self.items).remove(&(pk.to_string(), sk.to_string()));
+        lock(&self.expiry).remove(&(pk.to_string(), sk.to_string()));
         Ok(())
+    }
+    async fn write_all(&self, writes: &[LedgerWrite]) -> Result<Option<usize>> {
+        if writes.len() > 100 {
+            return Err(NbaopsError::dependency(
+                "dynamodb",
+                "a transaction takes at most 100 items",
+            ));
+        }
+        let mut items = lock(&self.items);
+        let mut expiry = lock(&self.expiry);
+        let mut keys = std::collections::BTreeSet::new();
+        for w in writes {
+            if !keys.insert((w.pk.clone(), w.sk.clone())) {
+                return Err(NbaopsError::dependency(
+                    "dynamodb",
+                    "a transaction cannot write one item twice",
+                ));
+            }
+        }
+        for (i, w) in writes.iter().enumerate() {
+            let key = (w.pk.clone(), w.sk.clone());
+            let held = items.get(&key);
+            let ok = w.expect.is_empty()
+                || w.expect.iter().any(|e| match e {
+                    Expect::Absent => held.is_none(),
+                    Expect::ExpiredBy(t) => {
+                        held.is_some() && expiry.get(&key).is_some_and(|x| x <= t)
+                    }
+                    Expect::Holds(v) => held == Some(v),
+                });
+            if !ok {
+                return Ok(Some(i));
+            }
+        }
+        for w in writes {
+            let key = (w.pk.clone(), w.sk.clone());
+            match &w.data {
+                Some(d) => {
+                    items.insert(key.clone(), d.clone());
+                    match w.expires_at {
+                        Some(t) => expiry.insert(key, t),
+                        None => expiry.remove(&key),
+                    };
+                }
+                None => {
+                    items.remove(&key);
+                    expiry.remove(&key);
+                }
+            }
+        }
+        Ok(None)
     }
     async fn query(&self, pk: &str, sk_prefix: &str) -> Result<Vec<(String, Value)>> {
         Ok(lock(&self.items)

@@ -91,6 +91,9 @@ impl<T: Ledger> Ledger for Shared<T> {
     async fn query(&self, pk: &str, p: &str) -> Result<Vec<(String, Value)>> {
         self.0.query(pk, p).await
     }
+    async fn write_all(&self, w: &[LedgerWrite]) -> Result<Option<usize>> {
+        self.0.write_all(w).await
+    }
 }
 
 #[async_trait]

@@ -94,6 +94,54 @@ pub trait Params: Send + Sync {
     async fn get(&self, name: &str) -> Result<Option<String>>;
 }
 
+/// What a [`LedgerWrite`] expects of the item stored under its key before it writes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Expect {
+    /// No item under the key.
+    Absent,
+    /// The item's expiry (`expires_at`, epoch seconds) is at or before this instant.
+    ExpiredBy(i64),
+    /// The item holds exactly this data (as read by [`Ledger::get`]).
+    Holds(Value),
+}
+
+/// One write of an all-or-nothing [`Ledger::write_all`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct LedgerWrite {
+    pub pk: String,
+    pub sk: String,
+    /// `None` deletes the item.
+    pub data: Option<Value>,
+    pub expires_at: Option<i64>,
+    /// At least one of these must hold of the stored item; empty: unconditional.
+    pub expect: Vec<Expect>,
+}
+
+impl LedgerWrite {
+    pub fn put(pk: &str, sk: &str, data: Value, expires_at: Option<i64>) -> LedgerWrite {
+        LedgerWrite {
+            pk: pk.into(),
+            sk: sk.into(),
+            data: Some(data),
+            expires_at,
+            expect: Vec::new(),
+        }
+    }
+    pub fn delete(pk: &str, sk: &str) -> LedgerWrite {
+        LedgerWrite {
+            pk: pk.into(),
+            sk: sk.into(),
+            data: None,
+            expires_at: None,
+            expect: Vec::new(),
+        }
+    }
+    pub fn expecting(mut self, expect: Vec<Expect>) -> LedgerWrite {
+        self.expect = expect;
+        self
+    }
+}
+
 /// A key-value ledger with conditional writes and expiry (DynamoDB in production).
 /// Items are addressed by (pk, sk); `expires_at` is epoch seconds (DynamoDB TTL).
 #[async_trait]
@@ -111,6 +159,10 @@ pub trait Ledger: Send + Sync {
     async fn delete(&self, pk: &str, sk: &str) -> Result<()>;
     /// Items under `pk` whose sort key starts with `sk_prefix`, in sort-key order.
     async fn query(&self, pk: &str, sk_prefix: &str) -> Result<Vec<(String, Value)>>;
+    /// Writes every item or none, in one request (DynamoDB `TransactWriteItems`, at most 100
+    /// items, each key once). `Ok(None)` when written; `Ok(Some(i))` when the expectation of
+    /// write `i` did not hold (the first such write), and nothing was written.
+    async fn write_all(&self, writes: &[LedgerWrite]) -> Result<Option<usize>>;
 }
 
 /// A PostgreSQL session: rows come back as JSON objects so the domain never sees driver types.
