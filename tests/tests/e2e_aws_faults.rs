@@ -474,8 +474,8 @@ async fn offhours_stop_survives_throttling_and_a_failed_start_is_audited_and_ret
     assert_eq!(db_status(&stack).await, "available");
 }
 
-/// The action succeeds but the ledger will not take its audit record (every attempt of that
-/// `PutItem` reset): the record still goes out on the actions topic and to the log, the
+/// The action succeeds but the ledger will not take its audit record (every attempt of the
+/// `TransactWriteItems` that stores it with the claim's fate is reset): the record still goes out on the actions topic and to the log, the
 /// invocation fails with a P2 naming DynamoDB, and AWS saw the action exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_audit_record_the_ledger_refuses_still_reaches_the_actions_topic() {
@@ -484,7 +484,7 @@ async fn an_audit_record_the_ledger_refuses_still_reaches_the_actions_topic() {
     let p = proxy(&stack);
     p.inject_where(
         "dynamodb",
-        "PutItem",
+        "TransactWriteItems",
         r#""S":"audit#"#,
         Fault::Reset,
         Times::Always,
@@ -498,7 +498,10 @@ async fn an_audit_record_the_ledger_refuses_still_reaches_the_actions_topic() {
         "{:?}",
         inv.outcome
     );
-    assert_eq!(p.faults("dynamodb", "PutItem"), SDK_MAX_ATTEMPTS as usize);
+    assert_eq!(
+        p.faults("dynamodb", "TransactWriteItems"),
+        SDK_MAX_ATTEMPTS as usize
+    );
     assert_eq!(
         stack
             .moto
