@@ -411,7 +411,7 @@ pub fn replication_standby(db: &str, r: &Row, cfg: &PgConfig) -> (f64, Option<Fi
 pub fn bloat(
     db: &str,
     tables: &[TableStats],
-    measured: &BTreeMap<i64, f64>,
+    measured: &BTreeMap<i64, Measurement>,
     cfg: &PgConfig,
     now: DateTime<Utc>,
 ) -> (Vec<Finding>, Vec<String>) {
@@ -420,9 +420,16 @@ pub fn bloat(
     for t in tables.iter().filter(|t| t.bytes >= cfg.bloat_min_bytes) {
         let estimate = bloat_estimate(t, cfg, now);
         let (pct, source) = match (measured.get(&t.oid), &estimate) {
-            (Some(m), _) => (*m, "measured (pgstattuple_approx)"),
+            (Some(m), _) if m.fresh => (m.percent, "measured (pgstattuple_approx)".to_string()),
+            (Some(m), _) => (
+                m.percent,
+                format!(
+                    "measured (pgstattuple_approx) at {}, re-measured in turn",
+                    m.at.to_rfc3339()
+                ),
+            ),
             (None, BloatEstimate::Percent { percent, .. }) => {
-                (*percent, "estimated from statistics")
+                (*percent, "estimated from statistics".to_string())
             }
             (None, BloatEstimate::Unreliable { reason }) => {
                 if t.dead_percent() > cfg.bloat_percent.warn {
@@ -448,6 +455,89 @@ pub fn bloat(
         }
     }
     (findings, notes)
+}
+
+/// A pgstattuple_approx figure, kept between runs (ledger `pgbase#<db>` / `measured`, keyed by
+/// oid) so the candidates not measured this run keep their last figure.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Measurement {
+    pub name: String,
+    /// Dead + free percent.
+    pub percent: f64,
+    /// When it was measured (this run's `now` for a fresh figure).
+    pub at: DateTime<Utc>,
+    /// The table's size then: a figure of a table that changed size since is measured again first.
+    pub bytes: i64,
+    /// Measured by this run (not stored: a remembered figure is never fresh).
+    #[serde(skip)]
+    pub fresh: bool,
+}
+
+/// A remembered figure is used for at most this long (and only while the table keeps its size).
+pub const MEASUREMENT_VALID_HOURS: i64 = 24;
+
+/// The bound on pgstattuple_approx per run: which candidates are measured now, which keep an
+/// earlier figure, which have none yet.
+#[derive(Debug, Default)]
+pub struct MeasurePlan<'a> {
+    pub measure: Vec<&'a TableStats>,
+    /// Candidates not measured this run whose remembered figure is still valid.
+    pub reuse: BTreeMap<i64, Measurement>,
+    /// Candidates neither measured this run nor with a valid figure: no number this run.
+    pub unconfirmed: Vec<&'a TableStats>,
+}
+
+/// At most `at_most` candidates are measured per run, so the scan does not grow with the number
+/// of bloated tables: first those without a valid figure (never measured, older than
+/// [`MEASUREMENT_VALID_HOURS`], or resized since), largest first; then those with the oldest
+/// figure. Over ceil(candidates / at_most) runs every candidate is measured again.
+pub fn plan_measurements<'a>(
+    candidates: &[&'a TableStats],
+    memory: &BTreeMap<String, Measurement>,
+    at_most: usize,
+    now: DateTime<Utc>,
+) -> MeasurePlan<'a> {
+    let valid = |t: &TableStats| {
+        memory.get(&t.oid.to_string()).filter(|m| {
+            m.bytes == t.bytes
+                && m.at <= now
+                && now - m.at < chrono::Duration::hours(MEASUREMENT_VALID_HOURS)
+        })
+    };
+    let mut order: Vec<(Option<DateTime<Utc>>, &TableStats)> = candidates
+        .iter()
+        .map(|t| (valid(t).map(|m| m.at), *t))
+        .collect();
+    // None (no valid figure) sorts before any time; the candidates come largest first and the
+    // sort is stable, so ties keep that order.
+    order.sort_by_key(|(at, _)| *at);
+    let mut plan = MeasurePlan::default();
+    for (i, (_, t)) in order.into_iter().enumerate() {
+        if i < at_most {
+            plan.measure.push(t);
+        } else if let Some(m) = valid(t) {
+            plan.reuse.insert(t.oid, m.clone());
+        } else {
+            plan.unconfirmed.push(t);
+        }
+    }
+    plan
+}
+
+/// At most this many figures are remembered (DynamoDB items are limited to 400 KB): the newest.
+pub const MEASUREMENTS_KEPT: usize = 1000;
+
+/// What the next run remembers: this run's figures and the reused ones, newest first, bounded.
+pub fn measurement_memory(
+    fresh: &BTreeMap<i64, Measurement>,
+    reused: &BTreeMap<i64, Measurement>,
+) -> BTreeMap<String, Measurement> {
+    let mut all: Vec<(&i64, &Measurement)> = fresh.iter().chain(reused.iter()).collect();
+    all.sort_by_key(|(_, m)| std::cmp::Reverse(m.at));
+    all.into_iter()
+        .take(MEASUREMENTS_KEPT)
+        .map(|(oid, m)| (oid.to_string(), m.clone()))
+        .collect()
 }
 
 /// Tables worth measuring with pgstattuple_approx: over the warning threshold by estimate, or
@@ -1108,7 +1198,16 @@ mod tests {
         assert_eq!(fs[0].dedup_key(), "pg-bloat#pg:app/public.gutted");
         assert!(notes.is_empty());
         // Measured at 25 %: warning, whatever the estimate says.
-        let measured = BTreeMap::from([(1, 25.0)]);
+        let measured = BTreeMap::from([(
+            1,
+            Measurement {
+                name: "public.gutted".into(),
+                percent: 25.0,
+                at: now(),
+                bytes: 8_192_000,
+                fresh: true,
+            },
+        )]);
         let (fs, _) = bloat("app", std::slice::from_ref(&gutted), &measured, &c, now());
         assert_eq!(fs[0].level, Level::Warning);
         // Stale statistics, no measurement: no number, a note.
@@ -1122,6 +1221,68 @@ mod tests {
         );
         assert!(fs.is_empty());
         assert!(notes[0].contains("stale"), "{notes:?}");
+    }
+
+    #[test]
+    fn measurements_rotate_through_every_candidate_and_say_what_they_skipped() {
+        let mk = |oid: i64, pages: i64| {
+            TableStats::from_row(&row(json!({
+                "oid": oid, "schema": "public", "table_name": format!("t{oid}"),
+                "relpages": pages, "bytes": pages * 8192,
+            })))
+        };
+        // Five candidates, largest first (as worth_measuring returns them), two per run.
+        let tables: Vec<TableStats> = (1..=5).map(|i| mk(i, 1000 - i)).collect();
+        let cands: Vec<&TableStats> = tables.iter().collect();
+        let mut memory = BTreeMap::new();
+        let mut measured_per_run = vec![];
+        for run in 0..4 {
+            let at = now() + Duration::minutes(5 * run);
+            let plan = plan_measurements(&cands, &memory, 2, at);
+            assert!(plan.measure.len() <= 2);
+            assert_eq!(
+                plan.measure.len() + plan.reuse.len() + plan.unconfirmed.len(),
+                5,
+                "every candidate is measured, reused or reported"
+            );
+            let fresh: BTreeMap<i64, Measurement> = plan
+                .measure
+                .iter()
+                .map(|t| {
+                    let m = Measurement {
+                        name: t.name(),
+                        percent: 50.0,
+                        at,
+                        bytes: t.bytes,
+                        fresh: true,
+                    };
+                    (t.oid, m)
+                })
+                .collect();
+            measured_per_run.push(plan.measure.iter().map(|t| t.oid).collect::<Vec<_>>());
+            if run == 0 {
+                assert_eq!(plan.unconfirmed.len(), 3);
+            }
+            if run == 2 {
+                assert!(plan.unconfirmed.is_empty(), "all measured within 3 runs");
+                assert_eq!(plan.reuse.len(), 3);
+            }
+            memory = measurement_memory(&fresh, &plan.reuse);
+        }
+        // Unmeasured first, largest first; then the oldest figure.
+        assert_eq!(
+            measured_per_run,
+            vec![vec![1, 2], vec![3, 4], vec![5, 1], vec![2, 3]]
+        );
+        // A resized table loses its figure and goes first; a figure older than a day is void.
+        let mut grown = tables.clone();
+        grown[4].bytes += 8192;
+        let c2: Vec<&TableStats> = grown.iter().collect();
+        let plan = plan_measurements(&c2, &memory, 1, now() + Duration::minutes(20));
+        assert_eq!(plan.measure[0].oid, 5);
+        let late = now() + Duration::hours(MEASUREMENT_VALID_HOURS + 1);
+        let plan = plan_measurements(&cands, &memory, 1, late);
+        assert_eq!((plan.reuse.len(), plan.unconfirmed.len()), (0, 4));
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! (open findings live in the ledger), keeps counter baselines between runs, emits EMF metrics,
 //! and leaves pgstattuple-confirmed bloat figures in the ledger for vacuum-trigger.
 //!
-//! Ledger items: `pgbase#<db>/counters` (counter baseline), `pgopen#<db>/<dedup key>` (firing
+//! Ledger items: `pgbase#<db>/counters` (counter baseline), `pgbase#<db>/measured` (the last
+//! pgstattuple_approx figure per bloat candidate), `pgopen#<db>/<dedup key>` (firing
 //! findings), `pgmaint#<db>/<table oid>` (measured bloat for vacuum-trigger, 1 day),
 //! read: `pgvacfail#<db>/*` (vacuum-trigger's failed statements, 1 day).
 
@@ -48,9 +49,6 @@ const SIGNALS: &[&str] = &[
     "archiver",
     "check-failed",
 ];
-
-/// pgstattuple_approx reads the table (visibility map assisted): only the worst few per run.
-const MEASURE_AT_MOST: usize = 10;
 
 pub async fn handle(
     payload: Value,
@@ -345,12 +343,16 @@ async fn scan(target: &PgTarget, inv: &Invocation, deps: &Deps, x: &PgHealth) ->
         s.unchecked.push("unused-index");
     } else {
         match pg
-            .query(&sql::tables(server.version, cfg.bloat_min_bytes))
+            .query(&sql::tables::tables_for_health(
+                server.version,
+                cfg.bloat_min_bytes,
+                cfg.vacuum.min_dead_tuples,
+            ))
             .await
         {
             Ok(rows) => {
                 let tables: Vec<TableStats> = rows.iter().map(TableStats::from_row).collect();
-                let measured = measure(pg, &tables, cfg, inv, &mut s).await;
+                let measured = measure(db, pg, &tables, cfg, inv, deps, &mut s).await?;
                 let (fs, notes) = checks::bloat(db, &tables, &measured, cfg, now);
                 s.metrics.push(("BloatedTables", fs.len() as f64, "Count"));
                 s.findings.extend(fs);
@@ -370,7 +372,12 @@ async fn scan(target: &PgTarget, inv: &Invocation, deps: &Deps, x: &PgHealth) ->
             }
             Err(e) => s.failed(&["bloat", "vacuum-failure"], &e),
         }
-        match pg.query(&sql::indexes::indexes(server.version)).await {
+        match pg
+            .query(&sql::indexes::unused_index_candidates(
+                cfg.unused_index_min_bytes,
+            ))
+            .await
+        {
             Ok(rows) => {
                 let indexes: Vec<IndexStats> = rows.iter().map(IndexStats::from_row).collect();
                 let fs = checks::unused_indexes(db, &indexes, cfg, now);
@@ -458,18 +465,23 @@ async fn scan(target: &PgTarget, inv: &Invocation, deps: &Deps, x: &PgHealth) ->
     Ok(s)
 }
 
-/// Confirms the worst candidates with pgstattuple_approx when the extension is installed.
+/// Confirms bloat candidates with pgstattuple_approx when the extension is installed, at most
+/// `pg.bloat.measure_per_run` per run (`checks::plan_measurements`: never measured first, then
+/// the oldest figure); the others keep their figure of the last day (ledger `pgbase#<db>` /
+/// `measured`), and what had neither is said in a note.
 async fn measure(
+    db: &str,
     pg: &dyn Postgres,
     tables: &[TableStats],
     cfg: &PgConfig,
     inv: &Invocation,
+    deps: &Deps,
     s: &mut Scan,
-) -> BTreeMap<i64, f64> {
+) -> Result<BTreeMap<i64, checks::Measurement>> {
     let mut out = BTreeMap::new();
-    let candidates = checks::worth_measuring(tables, cfg, inv.now, MEASURE_AT_MOST);
+    let candidates = checks::worth_measuring(tables, cfg, inv.now, usize::MAX);
     if candidates.is_empty() {
-        return out;
+        return Ok(out);
     }
     let present = first_row(pg, sql::PGSTATTUPLE_PRESENT)
         .await
@@ -480,13 +492,30 @@ async fn measure(
             "{} bloat candidate(s) not confirmed: pgstattuple is not installed",
             candidates.len()
         ));
-        return out;
+        return Ok(out);
     }
-    for t in candidates {
+    let pk = format!("pgbase#{db}");
+    let memory: BTreeMap<String, checks::Measurement> = deps
+        .ledger
+        .get(&pk, "measured")
+        .await?
+        .and_then(|v| serde_json::from_value(v).ok())
+        .unwrap_or_default();
+    let plan = checks::plan_measurements(&candidates, &memory, cfg.bloat_measure_per_run, inv.now);
+    for t in &plan.measure {
         match first_row(pg, &sql::pgstattuple_approx(t.oid)).await {
             Ok(r) => {
                 if let Some(p) = sql::f64_of(&r, "wasted_percent") {
-                    out.insert(t.oid, p);
+                    out.insert(
+                        t.oid,
+                        checks::Measurement {
+                            name: t.name(),
+                            percent: p,
+                            at: inv.now,
+                            bytes: t.bytes,
+                            fresh: true,
+                        },
+                    );
                 }
             }
             Err(e) => s
@@ -494,7 +523,32 @@ async fn measure(
                 .push(format!("{}: pgstattuple_approx failed: {e}", t.name())),
         }
     }
-    out
+    s.metrics.push((
+        "BloatCandidatesUnmeasured",
+        (plan.reuse.len() + plan.unconfirmed.len()) as f64,
+        "Count",
+    ));
+    if !plan.reuse.is_empty() || !plan.unconfirmed.is_empty() {
+        let names: Vec<String> = plan.unconfirmed.iter().take(20).map(|t| t.name()).collect();
+        s.notes.push(format!(
+            "bloat: {} candidate(s), {} measured this run (pg.bloat.measure_per_run = {}), {} kept an earlier figure, {} not measured yet{}{}",
+            candidates.len(),
+            plan.measure.len(),
+            cfg.bloat_measure_per_run,
+            plan.reuse.len(),
+            plan.unconfirmed.len(),
+            if names.is_empty() { String::new() } else { format!(": {}", names.join(", ")) },
+            if plan.unconfirmed.len() > names.len() { ", ..." } else { "" }
+        ));
+    }
+    let remember = checks::measurement_memory(&out, &plan.reuse);
+    if remember != memory {
+        let data = serde_json::to_value(&remember)
+            .map_err(|e| NbaopsError::InvalidEvent(format!("measured: {e}")))?;
+        deps.ledger.put(&pk, "measured", &data, None).await?;
+    }
+    out.extend(plan.reuse);
+    Ok(out)
 }
 
 /// Leaves measured bloat figures for vacuum-trigger, which still re-reads the table's
@@ -502,17 +556,18 @@ async fn measure(
 async fn hand_off(
     db: &str,
     tables: &[TableStats],
-    measured: &BTreeMap<i64, f64>,
+    measured: &BTreeMap<i64, checks::Measurement>,
     cfg: &PgConfig,
     inv: &Invocation,
     deps: &Deps,
 ) -> Result<()> {
     let expires = (inv.now + Duration::days(1)).timestamp();
     for t in tables {
-        let Some(pct) = measured.get(&t.oid) else {
+        // Only this run's figures: a remembered one was handed off when it was measured.
+        let Some(pct) = measured.get(&t.oid).filter(|m| m.fresh).map(|m| m.percent) else {
             continue;
         };
-        if *pct <= cfg.bloat_percent.warn {
+        if pct <= cfg.bloat_percent.warn {
             continue;
         }
         deps.ledger

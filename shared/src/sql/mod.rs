@@ -320,6 +320,23 @@ pub const WRAPAROUND: &str = "SELECT datname::text AS database, age(datfrozenxid
 /// `min_bytes`, or whose `relpages` is unknown (never vacuumed or analyzed: `reltuples` < 0, or 0 pages).
 /// Smaller tables are sized from `relpages` and are never judged for bloat anyway.
 pub fn tables(v: PgVersion, min_bytes: i64) -> String {
+    tables_query(v, min_bytes, None)
+}
+
+/// [`tables`], or with `health_min_dead` only the tables that may be large (as `big` decides) or
+/// have at least that many dead tuples, filtered before anything per row is computed
+/// ([`tables::tables_for_health`]).
+pub(crate) fn tables_query(v: PgVersion, min_bytes: i64, health_min_dead: Option<i64>) -> String {
+    let only = match health_min_dead {
+        Some(dead) => format!(
+            " AND (c.reltuples < 0 OR c.relpages = 0 \
+               OR c.relpages::int8 * current_setting('block_size')::int8 >= {} \
+               OR pg_stat_get_dead_tuples(c.oid) >= {})",
+            (min_bytes / 2).max(0),
+            dead.max(0)
+        ),
+        None => String::new(),
+    };
     let maintain = if v.major() >= 17 {
         " OR has_table_privilege(rel.oid, 'MAINTAIN')"
     } else {
@@ -339,18 +356,19 @@ pub fn tables(v: PgVersion, min_bytes: i64) -> String {
              c.relfrozenxid, c.relminmxid, c.reloptions, c.relowner \
            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
            WHERE c.relkind IN ('r', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
-             AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'), \
+             AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'{only}), \
          big AS ( \
-           SELECT r.oid, r.schema, r.table_name FROM rel r \
+           SELECT r.oid, r.schema, r.table_name, r.reltuples FROM rel r \
            WHERE r.reltuples < 0 OR r.relpages = 0 OR r.relpages::int8 * current_setting('block_size')::int8 >= {half}), \
          cols AS ( \
            SELECT big.oid, (SELECT count(*) FROM pg_attribute a \
-             WHERE a.attrelid = big.oid AND a.attnum > 0 AND NOT a.attisdropped)::int8 AS ncols FROM big), \
+             WHERE a.attrelid = big.oid AND a.attnum > 0 AND NOT a.attisdropped)::int8 AS ncols FROM big WHERE big.reltuples >= 0), \
          st AS ( \
            SELECT big.oid, x.* FROM big CROSS JOIN LATERAL ( \
              SELECT count(*)::int8 AS nstats, coalesce(sum((1 - s.null_frac) * s.avg_width), 0)::float8 AS data_width, \
                coalesce(max(s.null_frac), 0)::float8 AS max_null_frac \
-             FROM pg_stats s WHERE s.schemaname = big.schema AND s.tablename = big.table_name AND NOT s.inherited) x) \
+             FROM pg_stats s WHERE s.schemaname = big.schema AND s.tablename = big.table_name AND NOT s.inherited) x \
+           WHERE big.reltuples >= 0) \
          SELECT rel.oid::int8 AS oid, rel.schema, rel.table_name, rel.reltuples::float8 AS reltuples, \
            rel.relpages::int8 AS relpages, \
            CASE WHEN locked.oid IS NOT NULL OR big.oid IS NULL \

@@ -22,6 +22,20 @@ pub fn tables_for_maintenance(v: PgVersion, min_bytes: i64) -> String {
     )
 }
 
+/// [`super::tables`] as pg-health reads it: only the rows a health check can use — tables of at
+/// least `min_bytes` (bloat is judged, measured and handed off only there) or with at least
+/// `min_dead_tuples` dead tuples (the stalled-VACUUM check) — so a database of 10,000 small tables
+/// costs the monitor ~50 rows, not 10,000, on the wire and in the function. Wraparound is judged
+/// per database ([`super::WRAPAROUND`]); vacuum-trigger, which freezes per table, reads them all.
+pub fn tables_for_health(v: PgVersion, min_bytes: i64, min_dead_tuples: i64) -> String {
+    format!(
+        "SELECT t.* FROM ({}) t WHERE t.bytes >= {} OR t.n_dead_tup >= {} ORDER BY t.relpages DESC",
+        super::tables_query(v, min_bytes, Some(min_dead_tuples)),
+        min_bytes.max(0),
+        min_dead_tuples.max(0)
+    )
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TableStats {
     pub oid: i64,
