@@ -5,6 +5,7 @@
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod bench;
+pub mod bench_pg;
 pub mod clock;
 pub mod demo;
 pub mod function;

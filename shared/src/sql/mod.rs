@@ -362,12 +362,16 @@ pub(crate) fn tables_query(v: PgVersion, min_bytes: i64, health_min_dead: Option
            WHERE r.reltuples < 0 OR r.relpages = 0 OR r.relpages::int8 * current_setting('block_size')::int8 >= {half}), \
          cols AS ( \
            SELECT big.oid, (SELECT count(*) FROM pg_attribute a \
-             WHERE a.attrelid = big.oid AND a.attnum > 0 AND NOT a.attisdropped)::int8 AS ncols FROM big WHERE big.reltuples >= 0), \
+             WHERE a.attrelid = big.oid AND a.attnum > 0 AND NOT a.attisdropped)::int8 AS ncols, \
+             (SELECT count(*) FROM pg_attribute a \
+             WHERE a.attrelid = big.oid AND a.attnum > 0 AND a.attisdropped)::int8 AS ndropped FROM big WHERE big.reltuples >= 0), \
          st AS ( \
            SELECT big.oid, x.* FROM big CROSS JOIN LATERAL ( \
              SELECT count(*)::int8 AS nstats, coalesce(sum((1 - s.null_frac) * s.avg_width), 0)::float8 AS data_width, \
-               coalesce(max(s.null_frac), 0)::float8 AS max_null_frac \
-             FROM pg_stats s WHERE s.schemaname = big.schema AND s.tablename = big.table_name AND NOT s.inherited) x \
+               coalesce(max(s.null_frac), 0)::float8 AS max_null_frac, \
+               string_agg(a.attalign::text || ':' || a.attlen::text || ':' || s.avg_width::text || ':' || s.null_frac::text, ',' ORDER BY a.attnum) AS layout \
+             FROM pg_stats s JOIN pg_attribute a ON a.attrelid = big.oid AND a.attname = s.attname \
+             WHERE s.schemaname = big.schema AND s.tablename = big.table_name AND NOT s.inherited) x \
            WHERE big.reltuples >= 0) \
          SELECT rel.oid::int8 AS oid, rel.schema, rel.table_name, rel.reltuples::float8 AS reltuples, \
            rel.relpages::int8 AS relpages, \
@@ -379,7 +383,8 @@ pub(crate) fn tables_query(v: PgVersion, min_bytes: i64, health_min_dead: Option
            coalesce((SELECT option_value FROM pg_options_to_table(rel.reloptions) WHERE option_name = 'autovacuum_enabled'), 'true')::bool AS autovacuum_enabled, \
            pg_get_userbyid(rel.relowner)::text AS owner, \
            (me.all_tables OR pg_has_role(rel.relowner, 'USAGE'){maintain}) AS can_maintain, \
-           coalesce(cols.ncols, 0) AS ncols, coalesce(st.nstats, 0) AS nstats, \
+           coalesce(cols.ncols, 0) AS ncols, coalesce(cols.ndropped, 0) AS ndropped, coalesce(st.nstats, 0) AS nstats, \
+           st.layout, \
            coalesce(st.data_width, 0) AS data_width, coalesce(st.max_null_frac, 0) AS max_null_frac, \
            coalesce(pg_stat_get_live_tuples(rel.oid), 0)::int8 AS n_live_tup, \
            coalesce(pg_stat_get_dead_tuples(rel.oid), 0)::int8 AS n_dead_tup, \
