@@ -461,7 +461,6 @@ pub fn bloat(
 /// oid) so the candidates not measured this run keep their last figure.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Measurement {
-    pub name: String,
     /// Dead + free percent.
     pub percent: f64,
     /// When it was measured (this run's `now` for a fresh figure).
@@ -524,7 +523,11 @@ pub fn plan_measurements<'a>(
     plan
 }
 
-/// At most this many figures are remembered (DynamoDB items are limited to 400 KB): the newest.
+/// At most this many figures are remembered, the newest: the ledger item holding them must stay
+/// under DynamoDB's 400 KB item size (names and values; 1 KB = 1,024 bytes) —
+/// https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/Constraints.html#limits-items
+/// (checked by `the_remembered_figures_fit_one_dynamodb_item`). Keyed by oid, without table
+/// names (a quoted identifier of control characters would be 6 JSON bytes per byte).
 pub const MEASUREMENTS_KEPT: usize = 1000;
 
 /// What the next run remembers: this run's figures and the reused ones, newest first, bounded.
@@ -1201,7 +1204,6 @@ mod tests {
         let measured = BTreeMap::from([(
             1,
             Measurement {
-                name: "public.gutted".into(),
                 percent: 25.0,
                 at: now(),
                 bytes: 8_192_000,
@@ -1250,7 +1252,6 @@ mod tests {
                 .iter()
                 .map(|t| {
                     let m = Measurement {
-                        name: t.name(),
                         percent: 50.0,
                         at,
                         bytes: t.bytes,
@@ -1283,6 +1284,46 @@ mod tests {
         let late = now() + Duration::hours(MEASUREMENT_VALID_HOURS + 1);
         let plan = plan_measurements(&cands, &memory, 1, late);
         assert_eq!((plan.reuse.len(), plan.unconfirmed.len()), (0, 4));
+    }
+
+    /// DynamoDB: "The maximum item size in DynamoDB is 400 KB, which includes both attribute
+    /// name binary length (UTF-8 length) and attribute value lengths (again binary length)";
+    /// 1 KB = 1,024 bytes. https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/Constraints.html#limits-items
+    /// The ledger stores an item as pk, sk (S), data (S: the JSON) and expires_at (N).
+    #[test]
+    fn the_remembered_figures_fit_one_dynamodb_item() {
+        const DYNAMODB_MAX_ITEM_BYTES: usize = 400 * 1024;
+        let at = chrono::DateTime::parse_from_rfc3339("2026-12-31T23:59:59.999999999+00:00")
+            .unwrap()
+            .with_timezone(&Utc);
+        // Twice the bound, worst-case values: the largest oids, numbers with the most digits.
+        let fresh: BTreeMap<i64, Measurement> = (0..2 * MEASUREMENTS_KEPT as i64)
+            .map(|i| {
+                let m = Measurement {
+                    percent: -1.234_567_890_123_456_7e-300,
+                    at: at - Duration::nanoseconds(i + 1),
+                    bytes: i64::MAX,
+                    fresh: true,
+                };
+                (u32::MAX as i64 - i, m)
+            })
+            .collect();
+        let kept = measurement_memory(&fresh, &BTreeMap::new());
+        assert_eq!(kept.len(), MEASUREMENTS_KEPT);
+        let data = serde_json::to_value(&kept).unwrap().to_string();
+        let pk = format!("pgbase#{}", "d".repeat(255));
+        let item = "pk".len()
+            + pk.len()
+            + "sk".len()
+            + "measured".len()
+            + "data".len()
+            + data.len()
+            + "expires_at".len()
+            + 21;
+        assert!(
+            item < DYNAMODB_MAX_ITEM_BYTES,
+            "{item} bytes >= {DYNAMODB_MAX_ITEM_BYTES}"
+        );
     }
 
     #[test]

@@ -509,7 +509,6 @@ async fn measure(
                     out.insert(
                         t.oid,
                         checks::Measurement {
-                            name: t.name(),
                             percent: p,
                             at: inv.now,
                             bytes: t.bytes,
