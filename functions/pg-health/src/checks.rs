@@ -470,6 +470,29 @@ pub struct Measurement {
     /// Measured by this run (not stored: a remembered figure is never fresh).
     #[serde(skip)]
     pub fresh: bool,
+    /// When this table's figure was last handed off to vacuum-trigger (`pgmaint#<db>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handed_off: Option<DateTime<Utc>>,
+    /// The figure the previous measurement gave (not stored).
+    #[serde(skip)]
+    pub previous: Option<f64>,
+}
+
+/// A hand-off item lives a day; an unchanged figure is handed off again only after half of it,
+/// so a steady state costs no ledger write per measured table and run.
+pub const HAND_OFF_REFRESH_HOURS: i64 = 12;
+
+/// Whether a fresh figure goes to vacuum-trigger: over the warning threshold and new — never
+/// handed off, handed off more than [`HAND_OFF_REFRESH_HOURS`] ago, or 1 point or more away from
+/// the previous measurement. (After vacuum-trigger acted on a figure it deletes the item; the
+/// same figure is not handed off again before the refresh.)
+pub fn needs_hand_off(m: &Measurement, warn_percent: f64, now: DateTime<Utc>) -> bool {
+    m.fresh
+        && m.percent > warn_percent
+        && (m
+            .handed_off
+            .is_none_or(|h| now - h >= chrono::Duration::hours(HAND_OFF_REFRESH_HOURS))
+            || m.previous.is_none_or(|p| (p - m.percent).abs() >= 1.0))
 }
 
 /// A remembered figure is used for at most this long (and only while the table keeps its size).
@@ -1208,6 +1231,8 @@ mod tests {
                 at: now(),
                 bytes: 8_192_000,
                 fresh: true,
+                handed_off: None,
+                previous: None,
             },
         )]);
         let (fs, _) = bloat("app", std::slice::from_ref(&gutted), &measured, &c, now());
@@ -1256,6 +1281,8 @@ mod tests {
                         at,
                         bytes: t.bytes,
                         fresh: true,
+                        handed_off: None,
+                        previous: None,
                     };
                     (t.oid, m)
                 })
@@ -1286,6 +1313,30 @@ mod tests {
         assert_eq!((plan.reuse.len(), plan.unconfirmed.len()), (0, 4));
     }
 
+    #[test]
+    fn an_unchanged_figure_is_handed_off_once_per_refresh() {
+        let m = |pct: f64, prev: Option<f64>, handed: Option<i64>| Measurement {
+            percent: pct,
+            at: now(),
+            bytes: 1,
+            fresh: true,
+            handed_off: handed.map(|h| now() - Duration::hours(h)),
+            previous: prev,
+        };
+        assert!(needs_hand_off(&m(60.0, None, None), 20.0, now()));
+        assert!(!needs_hand_off(&m(60.0, Some(60.4), Some(1)), 20.0, now()));
+        assert!(needs_hand_off(&m(60.0, Some(58.0), Some(1)), 20.0, now()));
+        assert!(needs_hand_off(
+            &m(60.0, Some(60.0), Some(HAND_OFF_REFRESH_HOURS)),
+            20.0,
+            now()
+        ));
+        assert!(!needs_hand_off(&m(15.0, None, None), 20.0, now()));
+        let mut reused = m(60.0, None, None);
+        reused.fresh = false;
+        assert!(!needs_hand_off(&reused, 20.0, now()));
+    }
+
     /// DynamoDB: "The maximum item size in DynamoDB is 400 KB, which includes both attribute
     /// name binary length (UTF-8 length) and attribute value lengths (again binary length)";
     /// 1 KB = 1,024 bytes. https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/Constraints.html#limits-items
@@ -1304,6 +1355,8 @@ mod tests {
                     at: at - Duration::nanoseconds(i + 1),
                     bytes: i64::MAX,
                     fresh: true,
+                    handed_off: Some(at),
+                    previous: None,
                 };
                 (u32::MAX as i64 - i, m)
             })

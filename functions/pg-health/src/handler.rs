@@ -251,14 +251,15 @@ async fn scan(target: &PgTarget, inv: &Invocation, deps: &Deps, x: &PgHealth) ->
         Err(e) => s.failed(&["connections"], &e),
     }
 
+    // What earlier runs kept (counters, tables, measured): one ledger read.
+    let pk = format!("pgbase#{db}");
+    let base: BTreeMap<String, Value> = deps.ledger.query(&pk, "").await?.into_iter().collect();
     match first_row(pg, sql::DATABASE_COUNTERS).await {
         Ok(r) => {
             let cur = Counters::from_row(&r, now);
-            let pk = format!("pgbase#{db}");
-            let prev: Option<Counters> = deps
-                .ledger
-                .get(&pk, "counters")
-                .await?
+            let prev: Option<Counters> = base
+                .get("counters")
+                .cloned()
                 .and_then(|v| serde_json::from_value(v).ok());
             let d = checks::delta(prev.as_ref(), &cur);
             // No rate this run: an open cache-hit/deadlocks finding is neither confirmed
@@ -352,17 +353,30 @@ async fn scan(target: &PgTarget, inv: &Invocation, deps: &Deps, x: &PgHealth) ->
         {
             Ok(rows) => {
                 let tables: Vec<TableStats> = rows.iter().map(TableStats::from_row).collect();
-                let measured = measure(db, pg, &tables, cfg, inv, deps, &mut s).await?;
+                let memory = base
+                    .get("measured")
+                    .cloned()
+                    .and_then(|v| serde_json::from_value(v).ok());
+                let (mut measured, remember) = measure(pg, &tables, memory, cfg, inv, &mut s).await;
                 let (fs, notes) = checks::bloat(db, &tables, &measured, cfg, now);
                 s.metrics.push(("BloatedTables", fs.len() as f64, "Count"));
                 s.findings.extend(fs);
                 s.notes.extend(notes);
-                hand_off(db, &tables, &measured, cfg, inv, deps).await?;
-                let pk = format!("pgbase#{db}");
-                let prev: BTreeMap<String, checks::TableSnap> = deps
-                    .ledger
-                    .get(&pk, "tables")
-                    .await?
+                hand_off(db, &tables, &mut measured, cfg, inv, deps).await?;
+                if remember {
+                    let fresh = measured.iter().filter(|m| m.1.fresh);
+                    let reused = measured.iter().filter(|m| !m.1.fresh);
+                    let keep = checks::measurement_memory(
+                        &fresh.map(|(k, v)| (*k, v.clone())).collect(),
+                        &reused.map(|(k, v)| (*k, v.clone())).collect(),
+                    );
+                    let data = serde_json::to_value(&keep)
+                        .map_err(|e| NbaopsError::InvalidEvent(format!("measured: {e}")))?;
+                    deps.ledger.put(&pk, "measured", &data, None).await?;
+                }
+                let prev: BTreeMap<String, checks::TableSnap> = base
+                    .get("tables")
+                    .cloned()
                     .and_then(|v| serde_json::from_value(v).ok())
                     .unwrap_or_default();
                 stalled = checks::stalled_vacuums(db, &prev, &tables, cfg, now);
@@ -467,21 +481,21 @@ async fn scan(target: &PgTarget, inv: &Invocation, deps: &Deps, x: &PgHealth) ->
 
 /// Confirms bloat candidates with pgstattuple_approx when the extension is installed, at most
 /// `pg.bloat.measure_per_run` per run (`checks::plan_measurements`: never measured first, then
-/// the oldest figure); the others keep their figure of the last day (ledger `pgbase#<db>` /
-/// `measured`), and what had neither is said in a note.
+/// the oldest figure); the others keep their figure of the last day (`memory`: ledger
+/// `pgbase#<db>` / `measured`), and what had neither is said in a note. Returns the figures
+/// (this run's and the kept ones) and whether they are to be remembered.
 async fn measure(
-    db: &str,
     pg: &dyn Postgres,
     tables: &[TableStats],
+    memory: Option<BTreeMap<String, checks::Measurement>>,
     cfg: &PgConfig,
     inv: &Invocation,
-    deps: &Deps,
     s: &mut Scan,
-) -> Result<BTreeMap<i64, checks::Measurement>> {
+) -> (BTreeMap<i64, checks::Measurement>, bool) {
     let mut out = BTreeMap::new();
     let candidates = checks::worth_measuring(tables, cfg, inv.now, usize::MAX);
     if candidates.is_empty() {
-        return Ok(out);
+        return (out, false);
     }
     let present = first_row(pg, sql::PGSTATTUPLE_PRESENT)
         .await
@@ -492,20 +506,15 @@ async fn measure(
             "{} bloat candidate(s) not confirmed: pgstattuple is not installed",
             candidates.len()
         ));
-        return Ok(out);
+        return (out, false);
     }
-    let pk = format!("pgbase#{db}");
-    let memory: BTreeMap<String, checks::Measurement> = deps
-        .ledger
-        .get(&pk, "measured")
-        .await?
-        .and_then(|v| serde_json::from_value(v).ok())
-        .unwrap_or_default();
+    let memory = memory.unwrap_or_default();
     let plan = checks::plan_measurements(&candidates, &memory, cfg.bloat_measure_per_run, inv.now);
     for t in &plan.measure {
         match first_row(pg, &sql::pgstattuple_approx(t.oid)).await {
             Ok(r) => {
                 if let Some(p) = sql::f64_of(&r, "wasted_percent") {
+                    let before = memory.get(&t.oid.to_string());
                     out.insert(
                         t.oid,
                         checks::Measurement {
@@ -513,6 +522,8 @@ async fn measure(
                             at: inv.now,
                             bytes: t.bytes,
                             fresh: true,
+                            handed_off: before.and_then(|m| m.handed_off),
+                            previous: before.map(|m| m.percent),
                         },
                     );
                 }
@@ -540,14 +551,8 @@ async fn measure(
             if plan.unconfirmed.len() > names.len() { ", ..." } else { "" }
         ));
     }
-    let remember = checks::measurement_memory(&out, &plan.reuse);
-    if remember != memory {
-        let data = serde_json::to_value(&remember)
-            .map_err(|e| NbaopsError::InvalidEvent(format!("measured: {e}")))?;
-        deps.ledger.put(&pk, "measured", &data, None).await?;
-    }
     out.extend(plan.reuse);
-    Ok(out)
+    (out, true)
 }
 
 /// Leaves measured bloat figures for vacuum-trigger, which still re-reads the table's
@@ -555,20 +560,22 @@ async fn measure(
 async fn hand_off(
     db: &str,
     tables: &[TableStats],
-    measured: &BTreeMap<i64, checks::Measurement>,
+    measured: &mut BTreeMap<i64, checks::Measurement>,
     cfg: &PgConfig,
     inv: &Invocation,
     deps: &Deps,
 ) -> Result<()> {
     let expires = (inv.now + Duration::days(1)).timestamp();
     for t in tables {
-        // Only this run's figures: a remembered one was handed off when it was measured.
-        let Some(pct) = measured.get(&t.oid).filter(|m| m.fresh).map(|m| m.percent) else {
+        // This run's figures only, and only new ones (checks::needs_hand_off).
+        let Some(m) = measured
+            .get_mut(&t.oid)
+            .filter(|m| checks::needs_hand_off(m, cfg.bloat_percent.warn, inv.now))
+        else {
             continue;
         };
-        if pct <= cfg.bloat_percent.warn {
-            continue;
-        }
+        let pct = m.percent;
+        m.handed_off = Some(inv.now);
         deps.ledger
             .put(
                 &format!("pgmaint#{db}"),
