@@ -318,7 +318,10 @@ pub const WRAPAROUND: &str = "SELECT datname::text AS database, age(datfrozenxid
 /// view checks a column privilege per row; column counts; `pg_relation_size`, a file stat) are
 /// read only where cheap statistics say size can matter: tables whose `relpages` reach half of
 /// `min_bytes`, or whose `relpages` is unknown (never vacuumed or analyzed: `reltuples` < 0, or 0 pages).
-/// Smaller tables are sized from `relpages` and are never judged for bloat anyway.
+/// Smaller tables are sized from `relpages` and are never judged for bloat anyway. `pg_stats`
+/// is read only for tables the role may read a column of (`has_any_column_privilege`): the
+/// view shows nothing else, and a `pg_monitor`-only role would otherwise pay ~0.05 ms per
+/// table for empty answers (100 ms with 2,000 tables over the size threshold).
 pub fn tables(v: PgVersion, min_bytes: i64) -> String {
     tables_query(v, min_bytes, None)
 }
@@ -372,7 +375,7 @@ pub(crate) fn tables_query(v: PgVersion, min_bytes: i64, health_min_dead: Option
                string_agg(a.attalign::text || ':' || a.attlen::text || ':' || s.avg_width::text || ':' || s.null_frac::text, ',' ORDER BY a.attnum) AS layout \
              FROM pg_stats s JOIN pg_attribute a ON a.attrelid = big.oid AND a.attname = s.attname \
              WHERE s.schemaname = big.schema AND s.tablename = big.table_name AND NOT s.inherited) x \
-           WHERE big.reltuples >= 0) \
+           WHERE big.reltuples >= 0 AND has_any_column_privilege(big.oid, 'SELECT')) \
          SELECT rel.oid::int8 AS oid, rel.schema, rel.table_name, rel.reltuples::float8 AS reltuples, \
            rel.relpages::int8 AS relpages, \
            CASE WHEN locked.oid IS NOT NULL OR big.oid IS NULL \
