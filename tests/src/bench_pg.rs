@@ -473,6 +473,17 @@ pub async fn run_pg_bench(stack: &Stack, target: &std::path::Path) -> Result<(),
         if p95 > SCAN_TARGET_MS {
             println!("  ^ p95 above the {SCAN_TARGET_MS} ms target");
         }
+        // The machine's load while the scans ran: on a shared box, the figures include waiting
+        // for a core.
+        println!(
+            "  load average after the scans: {}",
+            std::fs::read_to_string("/proc/loadavg")
+                .unwrap_or_default()
+                .split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
     }
     println!(
         "target: full scan <= {SCAN_TARGET_MS} ms; pgstattuple_approx is bounded to pg.bloat.measure_per_run ({}) tables per run, rotating",
