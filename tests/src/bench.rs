@@ -4,13 +4,12 @@
 //! invocation does real work or the bench fails (`bench_fn`). Then parse + plan CPU time in
 //! process, and pg-health at scale. Targets: cold start <= 40 ms, peak RSS <= 20 MB, zip <= 5 MB.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde_json::Value;
 
 use crate::bench_fn::{Bench, RUNS, SUBJECTS};
 use crate::demo::Stack;
-use crate::function::FunctionUnderTest;
 use crate::{workspace_root, HarnessError};
 use nbaops_shared::ports::GroupState;
 
@@ -31,11 +30,6 @@ pub fn release_binary(name: &str) -> Result<std::path::PathBuf, HarnessError> {
             bin.display()
         )))
     }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 /// Bytes -> JSON -> classify -> plan, in-process: what a warm invocation spends before any I/O.
@@ -180,218 +174,6 @@ pub fn run_cpu_bench() -> Result<(), HarnessError> {
     Ok(())
 }
 
-fn pg_err(e: tokio_postgres::Error) -> HarnessError {
-    let detail = e
-        .as_db_error()
-        .map(|d| format!("{}: {}", d.severity(), d.message()))
-        .unwrap_or_else(|| e.to_string());
-    HarnessError::Setup(format!("bench PostgreSQL: {detail}"))
-}
-
-/// Tables in the pg-health benchmark database, and how many of them are bloated.
-const PG_TABLES: usize = 10_000;
-const PG_BLOATED: usize = 50;
-
-/// `make bench`, PostgreSQL: one full pg-health scan of a database with 10,000 tables, 50 of
-/// them bloated, through the release binary (its `ScanMillis` EMF metric: every signal, one
-/// connection; target <= 350 ms), and the bloat estimate's error on the 50 tables against
-/// pgstattuple's exact figures with fresh statistics (target <= 1 percentage point mean).
-pub async fn run_pg_bench(stack: &Stack, target: &std::path::Path) -> Result<(), HarnessError> {
-    use nbaops_shared::sql::{self, BloatEstimate, TableStats};
-    let bin = target.join("release").join("pg-health");
-    if !bin.exists() {
-        return Err(HarnessError::Setup(format!(
-            "{} missing: cargo build --release -p pg-health",
-            bin.display()
-        )));
-    }
-    let setup = Instant::now();
-    let pg = crate::postgres::Postgres::start()?;
-    // As on RDS: infra/sql's roles; pg-health scans as nbaops_monitor (the tables are the
-    // superuser's setup, read-only to the monitor).
-    pg.as_rds("bench")?;
-    let (client, conn) = tokio_postgres::connect(
-        &format!("host=127.0.0.1 port={} user=postgres dbname=bench", pg.port),
-        tokio_postgres::NoTls,
-    )
-    .await
-    .map_err(pg_err)?;
-    tokio::spawn(conn);
-    client
-        .batch_execute("create extension if not exists pgstattuple")
-        .await
-        .map_err(pg_err)?;
-    // One DO block (a commit every 500 tables keeps the lock table small): 9,950 small tables
-    // with a row, then 50 tables of 20,000 rows of a per-table width, 10 % to 80 % of them
-    // deleted (every other one vacuumed afterwards, so both dead tuples and free space are
-    // measured), then fresh statistics everywhere.
-    client
-        .batch_execute(&format!(
-            "do $$ begin \
-               for i in 1..{small} loop \
-                 execute format('create table t_%s (id int, payload text)', i); \
-                 execute format('insert into t_%s values (1, ''x'')', i); \
-                 if i % 500 = 0 then commit; end if; \
-               end loop; \
-               for i in 1..{bloated} loop \
-                 execute format('create table b_%s (id int, payload text) with (autovacuum_enabled = false)', i); \
-                 execute format('insert into b_%s select g, repeat(''x'', %s) from generate_series(1, 20000) g', i, 40 + 3 * i); \
-                 execute format('delete from b_%s where id %% 10 < %s', i, 1 + i % 8); \
-               end loop; \
-             end $$;",
-            small = PG_TABLES - PG_BLOATED,
-            bloated = PG_BLOATED
-        ))
-        .await
-        .map_err(pg_err)?;
-    for i in (2..=PG_BLOATED).step_by(2) {
-        client
-            .batch_execute(&format!("vacuum b_{i}"))
-            .await
-            .map_err(pg_err)?;
-    }
-    client.batch_execute("analyze").await.map_err(pg_err)?;
-    let setup_s = setup.elapsed().as_secs_f64();
-
-    // The scan, through the release binary: a cold first run (connect, first baseline), then
-    // warm runs, each timed by the function itself (ScanMillis).
-    let roles = stack.put_pg_passwords(&pg, "bench", "bench").await?;
-    let env: Vec<(&str, &str)> = roles
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    let f = FunctionUnderTest::start(&bin, "pg-health", &stack.function_env(&env), 1).await?;
-    for i in 0..6 {
-        let p = serde_json::json!({"nbaops": {"task": "pg", "id": format!("pg-bench-{i}-{}", std::process::id())}});
-        let _ = f.invoke(p, Duration::from_secs(60)).await?;
-    }
-    let scans: Vec<f64> = f
-        .logs()
-        .lines()
-        .filter(|l| l.contains("\"ScanMillis\""))
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|m| m["db"] == "bench")
-        .filter_map(|m| m["ScanMillis"].as_f64())
-        .collect();
-    drop(f);
-    let (cold, warm) = match scans.split_first() {
-        Some((c, w)) if !w.is_empty() => (*c, median(w.to_vec())),
-        _ => {
-            return Err(HarnessError::Setup(
-                "pg-health logged no ScanMillis for the bench database".into(),
-            ))
-        }
-    };
-
-    // The estimate (shared code, as pg-health computes it) against pgstattuple on each of the 50.
-    let vars = Default::default();
-    let settings =
-        nbaops_shared::config::layer(nbaops_shared::config::Env::Dev, &vars, &Default::default())
-            .map_err(|e| HarnessError::Setup(e.to_string()))?;
-    let cfg = nbaops_shared::config::pg::from_settings(&settings)
-        .map_err(|e| HarnessError::Setup(e.to_string()))?;
-    let version = client
-        .query_one("select current_setting('server_version_num')::int8", &[])
-        .await
-        .map_err(pg_err)?
-        .get::<_, i64>(0);
-    let session = nbaops_shared::adapters::PgSession::connect(
-        &pg.url("bench"),
-        None,
-        &nbaops_shared::adapters::PgTls::new(
-            Some(&std::fs::read(crate::postgres::tls_dir().join("ca.pem"))?),
-            false,
-        )
-        .map_err(|e| HarnessError::Setup(e.to_string()))?,
-    )
-    .await
-    .map_err(|e| HarnessError::Setup(e.to_string()))?;
-    use nbaops_shared::ports::Postgres as _;
-    let rows = session
-        .query(&sql::tables(sql::PgVersion(version), cfg.bloat_min_bytes))
-        .await
-        .map_err(|e| HarnessError::Setup(e.to_string()))?;
-    let now = crate::clock::now();
-    let (mut err_exact, mut err_df, mut unreliable) = (vec![], vec![], vec![]);
-    for t in rows.iter().map(TableStats::from_row) {
-        if !t.table.starts_with("b_") {
-            continue;
-        }
-        let est = match sql::bloat_estimate(&t, &cfg, now) {
-            BloatEstimate::Percent { percent, .. } => percent,
-            BloatEstimate::Unreliable { reason } => {
-                unreliable.push(format!("{}: {reason}", t.table));
-                continue;
-            }
-        };
-        let r = client
-            .query_one(
-                &format!(
-                    "select tuple_count::int8, tuple_len::int8, table_len::int8, \
-                     (dead_tuple_percent + free_percent)::float8 from pgstattuple('{}'::regclass)",
-                    t.table
-                ),
-                &[],
-            )
-            .await
-            .map_err(pg_err)?;
-        let (count, len, table_len, dead_free): (i64, i64, i64, f64) =
-            (r.get(0), r.get(1), r.get(2), r.get(3));
-        // pgstattuple's exact live tuples, packed the way a rewrite packs them: each tuple
-        // MAXALIGNed plus its line pointer, page header off every page, at the fillfactor.
-        let block = t.block_size as f64;
-        let stored = ((len as f64 / count.max(1) as f64) / 8.0).ceil() * 8.0 + 4.0;
-        let per_page = ((block - 24.0) * t.fillfactor as f64 / 100.0 / stored).floor();
-        let packed = (count as f64 / per_page).ceil().max(1.0);
-        let pages = table_len as f64 / block;
-        let exact = (100.0 * (1.0 - packed / pages)).max(0.0);
-        err_exact.push((est - exact).abs());
-        err_df.push((est - dead_free).abs());
-    }
-    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
-    let max = |v: &[f64]| v.iter().cloned().fold(0.0f64, f64::max);
-    println!(
-        "\n{:<52} {:>12}  target",
-        format!("pg-health, {PG_TABLES} tables / {PG_BLOATED} bloated"),
-        "value"
-    );
-    println!(
-        "{:<52} {:>9.1} s  < 60 s",
-        "setup (tables, bloat, ANALYZE)", setup_s
-    );
-    println!(
-        "{:<52} {:>9.1} ms  <= 350 ms",
-        "full scan, warm (median of 5, ScanMillis)", warm
-    );
-    println!(
-        "{:<52} {:>9.1} ms  (connect + first baseline)",
-        "full scan, cold (first run)", cold
-    );
-    println!(
-        "{:<52} {:>9.2} pp  <= 1 pp (max {:.2} pp)",
-        format!(
-            "bloat estimate vs pgstattuple exact, {} tables",
-            err_exact.len()
-        ),
-        mean(&err_exact),
-        max(&err_exact)
-    );
-    println!(
-        "{:<52} {:>9.2} pp  info: dead+free % counts no line pointers",
-        "  ... vs pgstattuple dead_tuple% + free%",
-        mean(&err_df)
-    );
-    println!(
-        "{:<52} {:>12}  every estimate with fresh statistics is a number",
-        "unreliable estimates among the bloated",
-        unreliable.len()
-    );
-    for u in &unreliable {
-        println!("  {u}");
-    }
-    Ok(())
-}
-
 pub async fn run_bench() -> Result<(), HarnessError> {
     run_cpu_bench()?;
     let target = target_dir();
@@ -433,6 +215,6 @@ pub async fn run_bench() -> Result<(), HarnessError> {
     for (name, ops) in ops {
         println!("  {name:<16} {}", ops.join(" "));
     }
-    run_pg_bench(&stack, &target).await?;
+    crate::bench_pg::run_pg_bench(&stack, &target).await?;
     Ok(())
 }

@@ -6,6 +6,7 @@
 
 pub mod bench;
 pub mod bench_fn;
+pub mod bench_pg;
 pub mod clock;
 pub mod demo;
 pub mod faultproxy;

@@ -440,7 +440,7 @@ pub fn replication_standby(db: &str, r: &Row, cfg: &PgConfig) -> (f64, Option<Fi
 pub fn bloat(
     db: &str,
     tables: &[TableStats],
-    measured: &BTreeMap<i64, f64>,
+    measured: &BTreeMap<i64, Measurement>,
     cfg: &PgConfig,
     now: DateTime<Utc>,
 ) -> (Vec<Finding>, Vec<String>) {
@@ -449,9 +449,16 @@ pub fn bloat(
     for t in tables.iter().filter(|t| t.bytes >= cfg.bloat_min_bytes) {
         let estimate = bloat_estimate(t, cfg, now);
         let (pct, source) = match (measured.get(&t.oid), &estimate) {
-            (Some(m), _) => (*m, "measured (pgstattuple_approx)"),
+            (Some(m), _) if m.fresh => (m.percent, "measured (pgstattuple_approx)".to_string()),
+            (Some(m), _) => (
+                m.percent,
+                format!(
+                    "measured (pgstattuple_approx) at {}, re-measured in turn",
+                    m.at.to_rfc3339()
+                ),
+            ),
             (None, BloatEstimate::Percent { percent, .. }) => {
-                (*percent, "estimated from statistics")
+                (*percent, "estimated from statistics".to_string())
             }
             (None, BloatEstimate::Unreliable { reason }) => {
                 if t.dead_percent() > cfg.bloat_percent.warn {
@@ -479,15 +486,124 @@ pub fn bloat(
     (findings, notes)
 }
 
+/// A pgstattuple_approx figure, kept between runs (ledger `pgbase#<db>` / `measured`, keyed by
+/// oid) so the candidates not measured this run keep their last figure.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Measurement {
+    /// Dead + free percent.
+    pub percent: f64,
+    /// When it was measured (this run's `now` for a fresh figure).
+    pub at: DateTime<Utc>,
+    /// The table's size then: a figure of a table that changed size since is measured again first.
+    pub bytes: i64,
+    /// Measured by this run (not stored: a remembered figure is never fresh).
+    #[serde(skip)]
+    pub fresh: bool,
+    /// When this table's figure was last handed off to vacuum-trigger (`pgmaint#<db>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handed_off: Option<DateTime<Utc>>,
+    /// The figure the previous measurement gave (not stored).
+    #[serde(skip)]
+    pub previous: Option<f64>,
+}
+
+/// A hand-off item lives a day; an unchanged figure is handed off again only after half of it,
+/// so a steady state costs no ledger write per measured table and run.
+pub const HAND_OFF_REFRESH_HOURS: i64 = 12;
+
+/// Whether a fresh figure goes to vacuum-trigger: over the warning threshold and new — never
+/// handed off, handed off more than [`HAND_OFF_REFRESH_HOURS`] ago, or 1 point or more away from
+/// the previous measurement. (After vacuum-trigger acted on a figure it deletes the item; the
+/// same figure is not handed off again before the refresh.)
+pub fn needs_hand_off(m: &Measurement, warn_percent: f64, now: DateTime<Utc>) -> bool {
+    m.fresh
+        && m.percent > warn_percent
+        && (m
+            .handed_off
+            .is_none_or(|h| now - h >= chrono::Duration::hours(HAND_OFF_REFRESH_HOURS))
+            || m.previous.is_none_or(|p| (p - m.percent).abs() >= 1.0))
+}
+
+/// A remembered figure is used for at most this long (and only while the table keeps its size).
+pub const MEASUREMENT_VALID_HOURS: i64 = 24;
+
+/// The bound on pgstattuple_approx per run: which candidates are measured now, which keep an
+/// earlier figure, which have none yet.
+#[derive(Debug, Default)]
+pub struct MeasurePlan<'a> {
+    pub measure: Vec<&'a TableStats>,
+    /// Candidates not measured this run whose remembered figure is still valid.
+    pub reuse: BTreeMap<i64, Measurement>,
+    /// Candidates neither measured this run nor with a valid figure: no number this run.
+    pub unconfirmed: Vec<&'a TableStats>,
+}
+
+/// At most `at_most` candidates are measured per run, so the scan does not grow with the number
+/// of bloated tables: first those without a valid figure (never measured, older than
+/// [`MEASUREMENT_VALID_HOURS`], or resized since), largest first; then those with the oldest
+/// figure. Over ceil(candidates / at_most) runs every candidate is measured again.
+pub fn plan_measurements<'a>(
+    candidates: &[&'a TableStats],
+    memory: &BTreeMap<String, Measurement>,
+    at_most: usize,
+    now: DateTime<Utc>,
+) -> MeasurePlan<'a> {
+    let valid = |t: &TableStats| {
+        memory.get(&t.oid.to_string()).filter(|m| {
+            m.bytes == t.bytes
+                && m.at <= now
+                && now - m.at < chrono::Duration::hours(MEASUREMENT_VALID_HOURS)
+        })
+    };
+    let mut order: Vec<(Option<DateTime<Utc>>, &TableStats)> = candidates
+        .iter()
+        .map(|t| (valid(t).map(|m| m.at), *t))
+        .collect();
+    // None (no valid figure) sorts before any time; the candidates come largest first and the
+    // sort is stable, so ties keep that order.
+    order.sort_by_key(|(at, _)| *at);
+    let mut plan = MeasurePlan::default();
+    for (i, (_, t)) in order.into_iter().enumerate() {
+        if i < at_most {
+            plan.measure.push(t);
+        } else if let Some(m) = valid(t) {
+            plan.reuse.insert(t.oid, m.clone());
+        } else {
+            plan.unconfirmed.push(t);
+        }
+    }
+    plan
+}
+
+/// At most this many figures are remembered, the newest: the ledger item holding them must stay
+/// under DynamoDB's 400 KB item size (names and values; 1 KB = 1,024 bytes) —
+/// https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/Constraints.html#limits-items
+/// (checked by `the_remembered_figures_fit_one_dynamodb_item`). Keyed by oid, without table
+/// names (a quoted identifier of control characters would be 6 JSON bytes per byte).
+pub const MEASUREMENTS_KEPT: usize = 1000;
+
+/// What the next run remembers: this run's figures and the reused ones, newest first, bounded.
+pub fn measurement_memory(
+    fresh: &BTreeMap<i64, Measurement>,
+    reused: &BTreeMap<i64, Measurement>,
+) -> BTreeMap<String, Measurement> {
+    let mut all: Vec<(&i64, &Measurement)> = fresh.iter().chain(reused.iter()).collect();
+    all.sort_by_key(|(_, m)| std::cmp::Reverse(m.at));
+    all.into_iter()
+        .take(MEASUREMENTS_KEPT)
+        .map(|(oid, m)| (oid.to_string(), m.clone()))
+        .collect()
+}
+
 /// Tables worth measuring with pgstattuple_approx: over the warning threshold by estimate, or
 /// with many dead tuples while the estimate cannot be trusted. Largest first, at most `limit`.
 /// Dedup keys of bloat findings this run cannot confirm nor clear: tables large enough to judge
 /// with neither a measurement nor a trustworthy estimate (after a failover the statistics are
 /// the new server's and start empty; a table never analyzed). Their open finding stays open.
-pub fn bloat_unjudged(
+pub fn bloat_unjudged<V>(
     db: &str,
     tables: &[TableStats],
-    measured: &BTreeMap<i64, f64>,
+    measured: &BTreeMap<i64, V>,
     cfg: &PgConfig,
     now: DateTime<Utc>,
 ) -> Vec<String> {
@@ -1183,7 +1299,17 @@ mod tests {
         assert_eq!(fs[0].dedup_key(), "pg-bloat#pg:app/public.gutted");
         assert!(notes.is_empty());
         // Measured at 25 %: warning, whatever the estimate says.
-        let measured = BTreeMap::from([(1, 25.0)]);
+        let measured = BTreeMap::from([(
+            1,
+            Measurement {
+                percent: 25.0,
+                at: now(),
+                bytes: 8_192_000,
+                fresh: true,
+                handed_off: None,
+                previous: None,
+            },
+        )]);
         let (fs, _) = bloat("app", std::slice::from_ref(&gutted), &measured, &c, now());
         assert_eq!(fs[0].level, Level::Warning);
         // Stale statistics, no measurement: no number, a note.
@@ -1197,6 +1323,135 @@ mod tests {
         );
         assert!(fs.is_empty());
         assert!(notes[0].contains("stale"), "{notes:?}");
+    }
+
+    #[test]
+    fn measurements_rotate_through_every_candidate_and_say_what_they_skipped() {
+        let mk = |oid: i64, pages: i64| {
+            TableStats::from_row(&row(json!({
+                "oid": oid, "schema": "public", "table_name": format!("t{oid}"),
+                "relpages": pages, "bytes": pages * 8192,
+            })))
+        };
+        // Five candidates, largest first (as worth_measuring returns them), two per run.
+        let tables: Vec<TableStats> = (1..=5).map(|i| mk(i, 1000 - i)).collect();
+        let cands: Vec<&TableStats> = tables.iter().collect();
+        let mut memory = BTreeMap::new();
+        let mut measured_per_run = vec![];
+        for run in 0..4 {
+            let at = now() + Duration::minutes(5 * run);
+            let plan = plan_measurements(&cands, &memory, 2, at);
+            assert!(plan.measure.len() <= 2);
+            assert_eq!(
+                plan.measure.len() + plan.reuse.len() + plan.unconfirmed.len(),
+                5,
+                "every candidate is measured, reused or reported"
+            );
+            let fresh: BTreeMap<i64, Measurement> = plan
+                .measure
+                .iter()
+                .map(|t| {
+                    let m = Measurement {
+                        percent: 50.0,
+                        at,
+                        bytes: t.bytes,
+                        fresh: true,
+                        handed_off: None,
+                        previous: None,
+                    };
+                    (t.oid, m)
+                })
+                .collect();
+            measured_per_run.push(plan.measure.iter().map(|t| t.oid).collect::<Vec<_>>());
+            if run == 0 {
+                assert_eq!(plan.unconfirmed.len(), 3);
+            }
+            if run == 2 {
+                assert!(plan.unconfirmed.is_empty(), "all measured within 3 runs");
+                assert_eq!(plan.reuse.len(), 3);
+            }
+            memory = measurement_memory(&fresh, &plan.reuse);
+        }
+        // Unmeasured first, largest first; then the oldest figure.
+        assert_eq!(
+            measured_per_run,
+            vec![vec![1, 2], vec![3, 4], vec![5, 1], vec![2, 3]]
+        );
+        // A resized table loses its figure and goes first; a figure older than a day is void.
+        let mut grown = tables.clone();
+        grown[4].bytes += 8192;
+        let c2: Vec<&TableStats> = grown.iter().collect();
+        let plan = plan_measurements(&c2, &memory, 1, now() + Duration::minutes(20));
+        assert_eq!(plan.measure[0].oid, 5);
+        let late = now() + Duration::hours(MEASUREMENT_VALID_HOURS + 1);
+        let plan = plan_measurements(&cands, &memory, 1, late);
+        assert_eq!((plan.reuse.len(), plan.unconfirmed.len()), (0, 4));
+    }
+
+    #[test]
+    fn an_unchanged_figure_is_handed_off_once_per_refresh() {
+        let m = |pct: f64, prev: Option<f64>, handed: Option<i64>| Measurement {
+            percent: pct,
+            at: now(),
+            bytes: 1,
+            fresh: true,
+            handed_off: handed.map(|h| now() - Duration::hours(h)),
+            previous: prev,
+        };
+        assert!(needs_hand_off(&m(60.0, None, None), 20.0, now()));
+        assert!(!needs_hand_off(&m(60.0, Some(60.4), Some(1)), 20.0, now()));
+        assert!(needs_hand_off(&m(60.0, Some(58.0), Some(1)), 20.0, now()));
+        assert!(needs_hand_off(
+            &m(60.0, Some(60.0), Some(HAND_OFF_REFRESH_HOURS)),
+            20.0,
+            now()
+        ));
+        assert!(!needs_hand_off(&m(15.0, None, None), 20.0, now()));
+        let mut reused = m(60.0, None, None);
+        reused.fresh = false;
+        assert!(!needs_hand_off(&reused, 20.0, now()));
+    }
+
+    /// DynamoDB: "The maximum item size in DynamoDB is 400 KB, which includes both attribute
+    /// name binary length (UTF-8 length) and attribute value lengths (again binary length)";
+    /// 1 KB = 1,024 bytes. https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/Constraints.html#limits-items
+    /// The ledger stores an item as pk, sk (S), data (S: the JSON) and expires_at (N).
+    #[test]
+    fn the_remembered_figures_fit_one_dynamodb_item() {
+        const DYNAMODB_MAX_ITEM_BYTES: usize = 400 * 1024;
+        let at = chrono::DateTime::parse_from_rfc3339("2026-12-31T23:59:59.999999999+00:00")
+            .unwrap()
+            .with_timezone(&Utc);
+        // Twice the bound, worst-case values: the largest oids, numbers with the most digits.
+        let fresh: BTreeMap<i64, Measurement> = (0..2 * MEASUREMENTS_KEPT as i64)
+            .map(|i| {
+                let m = Measurement {
+                    percent: -1.234_567_890_123_456_7e-300,
+                    at: at - Duration::nanoseconds(i + 1),
+                    bytes: i64::MAX,
+                    fresh: true,
+                    handed_off: Some(at),
+                    previous: None,
+                };
+                (u32::MAX as i64 - i, m)
+            })
+            .collect();
+        let kept = measurement_memory(&fresh, &BTreeMap::new());
+        assert_eq!(kept.len(), MEASUREMENTS_KEPT);
+        let data = serde_json::to_value(&kept).unwrap().to_string();
+        let pk = format!("pgbase#{}", "d".repeat(255));
+        let item = "pk".len()
+            + pk.len()
+            + "sk".len()
+            + "measured".len()
+            + "data".len()
+            + data.len()
+            + "expires_at".len()
+            + 21;
+        assert!(
+            item < DYNAMODB_MAX_ITEM_BYTES,
+            "{item} bytes >= {DYNAMODB_MAX_ITEM_BYTES}"
+        );
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! (open findings live in the ledger), keeps counter baselines between runs, emits EMF metrics,
 //! and leaves pgstattuple-confirmed bloat figures in the ledger for vacuum-trigger.
 //!
-//! Ledger items: `pgbase#<db>/counters` (counter baseline), `pgopen#<db>/<dedup key>` (firing
+//! Ledger items: `pgbase#<db>/counters` (counter baseline), `pgbase#<db>/measured` (the last
+//! pgstattuple_approx figure per bloat candidate), `pgopen#<db>/<dedup key>` (firing
 //! findings), `pgmaint#<db>/<table oid>` (measured bloat for vacuum-trigger, 1 day),
 //! read: `pgvacfail#<db>/*` (vacuum-trigger's failed statements, 1 day).
 
@@ -51,9 +52,6 @@ const SIGNALS: &[&str] = &[
     "archiver",
     "check-failed",
 ];
-
-/// pgstattuple_approx reads the table (visibility map assisted): only the worst few per run.
-const MEASURE_AT_MOST: usize = 10;
 
 pub async fn handle(
     payload: Value,
@@ -277,12 +275,13 @@ async fn scan(target: &PgTarget, inv: &Invocation, deps: &Deps, x: &PgHealth) ->
         Err(e) => s.failed(&["connections"], &e),
     }
 
+    // What earlier runs kept (counters, tables, measured): one ledger read.
+    let pk = format!("pgbase#{db}");
+    let base: BTreeMap<String, Value> = deps.ledger.query(&pk, "").await?.into_iter().collect();
     match first_row(pg, sql::DATABASE_COUNTERS).await {
         Ok(r) => {
             let cur = Counters::from_row(&r, now);
-            let pk = format!("pgbase#{db}");
-            let prev: Option<Counters> = match decode_state(deps.ledger.get(&pk, "counters").await?)
-            {
+            let prev: Option<Counters> = match decode_state(base.get("counters").cloned()) {
                 Ok(p) => p,
                 // Loud, and taken as a first run: no rate this time, nothing acted on.
                 Err(e) => {
@@ -382,22 +381,40 @@ async fn scan(target: &PgTarget, inv: &Invocation, deps: &Deps, x: &PgHealth) ->
         s.unchecked.push("unused-index");
     } else {
         match pg
-            .query(&sql::tables(server.version, cfg.bloat_min_bytes))
+            .query(&sql::tables::tables_for_health(
+                server.version,
+                cfg.bloat_min_bytes,
+                cfg.vacuum.min_dead_tuples,
+            ))
             .await
         {
             Ok(rows) => {
                 let tables: Vec<TableStats> = rows.iter().map(TableStats::from_row).collect();
-                let measured = measure(pg, &tables, cfg, inv, &mut s).await;
+                let memory = base
+                    .get("measured")
+                    .cloned()
+                    .and_then(|v| serde_json::from_value(v).ok());
+                let (mut measured, remember) = measure(pg, &tables, memory, cfg, inv, &mut s).await;
                 let (fs, notes) = checks::bloat(db, &tables, &measured, cfg, now);
                 s.unjudged
                     .extend(checks::bloat_unjudged(db, &tables, &measured, cfg, now));
                 s.metrics.push(("BloatedTables", fs.len() as f64, "Count"));
                 s.findings.extend(fs);
                 s.notes.extend(notes);
-                hand_off(db, &tables, &measured, cfg, inv, deps).await?;
-                let pk = format!("pgbase#{db}");
+                hand_off(db, &tables, &mut measured, cfg, inv, deps).await?;
+                if remember {
+                    let fresh = measured.iter().filter(|m| m.1.fresh);
+                    let reused = measured.iter().filter(|m| !m.1.fresh);
+                    let keep = checks::measurement_memory(
+                        &fresh.map(|(k, v)| (*k, v.clone())).collect(),
+                        &reused.map(|(k, v)| (*k, v.clone())).collect(),
+                    );
+                    let data = serde_json::to_value(&keep)
+                        .map_err(|e| NbaopsError::InvalidEvent(format!("measured: {e}")))?;
+                    deps.ledger.put(&pk, "measured", &data, None).await?;
+                }
                 let prev: BTreeMap<String, checks::TableSnap> =
-                    match decode_state(deps.ledger.get(&pk, "tables").await?) {
+                    match decode_state(base.get("tables").cloned()) {
                         Ok(p) => p.unwrap_or_default(),
                         // Loud, and taken as a first run: no stalled-vacuum verdict this time.
                         Err(e) => {
@@ -421,7 +438,12 @@ async fn scan(target: &PgTarget, inv: &Invocation, deps: &Deps, x: &PgHealth) ->
             }
             Err(e) => s.failed(&["bloat", "vacuum-failure"], &e),
         }
-        match pg.query(&sql::indexes::indexes(server.version)).await {
+        match pg
+            .query(&sql::indexes::unused_index_candidates(
+                cfg.unused_index_min_bytes,
+            ))
+            .await
+        {
             Ok(rows) => {
                 let indexes: Vec<IndexStats> = rows.iter().map(IndexStats::from_row).collect();
                 let fs = checks::unused_indexes(db, &indexes, cfg, now);
@@ -509,18 +531,23 @@ async fn scan(target: &PgTarget, inv: &Invocation, deps: &Deps, x: &PgHealth) ->
     Ok(s)
 }
 
-/// Confirms the worst candidates with pgstattuple_approx when the extension is installed.
+/// Confirms bloat candidates with pgstattuple_approx when the extension is installed, at most
+/// `pg.bloat.measure_per_run` per run (`checks::plan_measurements`: never measured first, then
+/// the oldest figure); the others keep their figure of the last day (`memory`: ledger
+/// `pgbase#<db>` / `measured`), and what had neither is said in a note. Returns the figures
+/// (this run's and the kept ones) and whether they are to be remembered.
 async fn measure(
     pg: &dyn Postgres,
     tables: &[TableStats],
+    memory: Option<BTreeMap<String, checks::Measurement>>,
     cfg: &PgConfig,
     inv: &Invocation,
     s: &mut Scan,
-) -> BTreeMap<i64, f64> {
+) -> (BTreeMap<i64, checks::Measurement>, bool) {
     let mut out = BTreeMap::new();
-    let candidates = checks::worth_measuring(tables, cfg, inv.now, MEASURE_AT_MOST);
+    let candidates = checks::worth_measuring(tables, cfg, inv.now, usize::MAX);
     if candidates.is_empty() {
-        return out;
+        return (out, false);
     }
     let present = first_row(pg, sql::PGSTATTUPLE_PRESENT)
         .await
@@ -531,13 +558,26 @@ async fn measure(
             "{} bloat candidate(s) not confirmed: pgstattuple is not installed",
             candidates.len()
         ));
-        return out;
+        return (out, false);
     }
-    for t in candidates {
+    let memory = memory.unwrap_or_default();
+    let plan = checks::plan_measurements(&candidates, &memory, cfg.bloat_measure_per_run, inv.now);
+    for t in &plan.measure {
         match first_row(pg, &sql::pgstattuple_approx(t.oid)).await {
             Ok(r) => {
                 if let Some(p) = sql::f64_of(&r, "wasted_percent") {
-                    out.insert(t.oid, p);
+                    let before = memory.get(&t.oid.to_string());
+                    out.insert(
+                        t.oid,
+                        checks::Measurement {
+                            percent: p,
+                            at: inv.now,
+                            bytes: t.bytes,
+                            fresh: true,
+                            handed_off: before.and_then(|m| m.handed_off),
+                            previous: before.map(|m| m.percent),
+                        },
+                    );
                 }
             }
             Err(e) => s
@@ -545,7 +585,26 @@ async fn measure(
                 .push(format!("{}: pgstattuple_approx failed: {e}", t.name())),
         }
     }
-    out
+    s.metrics.push((
+        "BloatCandidatesUnmeasured",
+        (plan.reuse.len() + plan.unconfirmed.len()) as f64,
+        "Count",
+    ));
+    if !plan.reuse.is_empty() || !plan.unconfirmed.is_empty() {
+        let names: Vec<String> = plan.unconfirmed.iter().take(20).map(|t| t.name()).collect();
+        s.notes.push(format!(
+            "bloat: {} candidate(s), {} measured this run (pg.bloat.measure_per_run = {}), {} kept an earlier figure, {} not measured yet{}{}",
+            candidates.len(),
+            plan.measure.len(),
+            cfg.bloat_measure_per_run,
+            plan.reuse.len(),
+            plan.unconfirmed.len(),
+            if names.is_empty() { String::new() } else { format!(": {}", names.join(", ")) },
+            if plan.unconfirmed.len() > names.len() { ", ..." } else { "" }
+        ));
+    }
+    out.extend(plan.reuse);
+    (out, true)
 }
 
 /// Leaves measured bloat figures for vacuum-trigger, which still re-reads the table's
@@ -553,19 +612,22 @@ async fn measure(
 async fn hand_off(
     db: &str,
     tables: &[TableStats],
-    measured: &BTreeMap<i64, f64>,
+    measured: &mut BTreeMap<i64, checks::Measurement>,
     cfg: &PgConfig,
     inv: &Invocation,
     deps: &Deps,
 ) -> Result<()> {
     let expires = (inv.now + Duration::days(1)).timestamp();
     for t in tables {
-        let Some(pct) = measured.get(&t.oid) else {
+        // This run's figures only, and only new ones (checks::needs_hand_off).
+        let Some(m) = measured
+            .get_mut(&t.oid)
+            .filter(|m| checks::needs_hand_off(m, cfg.bloat_percent.warn, inv.now))
+        else {
             continue;
         };
-        if *pct <= cfg.bloat_percent.warn {
-            continue;
-        }
+        let pct = m.percent;
+        m.handed_off = Some(inv.now);
         deps.ledger
             .put(
                 &format!("pgmaint#{db}"),

@@ -32,6 +32,7 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("pg.bloat.warn_percent", "20", "table bloat (wasted fraction) above this: warning"),
     ("pg.bloat.crit_percent", "40", "... critical"),
     ("pg.bloat.min_bytes", "1048576", "tables smaller than this are never judged (the estimate is noise)"),
+    ("pg.bloat.measure_per_run", "10", "pg-health measures at most this many bloat candidates per database and run with pgstattuple_approx (never measured first, then the oldest figure); the others keep their figure of the last day"),
     ("pg.bloat.stale_fraction", "0.2", "rows modified since the last ANALYZE above this fraction = stale statistics"),
     ("pg.bloat.stale_hours", "168", "... or no ANALYZE for this long while rows changed"),
     ("pg.long_tx.warn_seconds", "300", "transaction open longer than this: warning (SPEC 5 min)"),
@@ -103,6 +104,7 @@ pub struct PgConfig {
     pub xid_emergency_age: Option<i64>,
     pub bloat_percent: Levels,
     pub bloat_min_bytes: i64,
+    pub bloat_measure_per_run: usize,
     pub stale_fraction: f64,
     pub stale_hours: i64,
     pub long_tx_seconds: Levels,
@@ -325,6 +327,7 @@ pub fn from_settings(s: &Settings) -> Result<PgConfig> {
         xid_emergency_age,
         bloat_percent,
         bloat_min_bytes: s.number("pg.bloat.min_bytes", "bytes")?,
+        bloat_measure_per_run: positive(s, "pg.bloat.measure_per_run", "a whole number >= 1")?,
         stale_fraction,
         stale_hours: positive(s, "pg.bloat.stale_hours", "whole hours >= 1")?,
         long_tx_seconds: levels(

@@ -22,6 +22,20 @@ pub fn tables_for_maintenance(v: PgVersion, min_bytes: i64) -> String {
     )
 }
 
+/// [`super::tables`] as pg-health reads it: only the rows a health check can use — tables of at
+/// least `min_bytes` (bloat is judged, measured and handed off only there) or with at least
+/// `min_dead_tuples` dead tuples (the stalled-VACUUM check) — so a database of 10,000 small tables
+/// costs the monitor ~50 rows, not 10,000, on the wire and in the function. Wraparound is judged
+/// per database ([`super::WRAPAROUND`]); vacuum-trigger, which freezes per table, reads them all.
+pub fn tables_for_health(v: PgVersion, min_bytes: i64, min_dead_tuples: i64) -> String {
+    format!(
+        "SELECT t.* FROM ({}) t WHERE t.bytes >= {} OR t.n_dead_tup >= {} ORDER BY t.relpages DESC",
+        super::tables_query(v, min_bytes, Some(min_dead_tuples)),
+        min_bytes.max(0),
+        min_dead_tuples.max(0)
+    )
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TableStats {
     pub oid: i64,
@@ -43,7 +57,12 @@ pub struct TableStats {
     /// the row comes from [`tables_for_maintenance`].
     pub set_role: Option<String>,
     pub ncols: i64,
+    /// Dropped columns: rows written before the drop still carry their data.
+    pub ndropped: i64,
     pub nstats: i64,
+    /// Per column in attnum order, `attalign:attlen:avg_width:null_frac` (from `pg_attribute` and
+    /// `pg_stats`), comma separated: the tuple layout the estimate pads and aligns.
+    pub layout: Option<String>,
     pub data_width: f64,
     pub max_null_frac: f64,
     pub n_live_tup: i64,
@@ -80,7 +99,9 @@ impl TableStats {
             can_maintain: bool_of(r, "can_maintain") || set_role.is_some(),
             set_role,
             ncols: i("ncols"),
+            ndropped: i("ndropped"),
             nstats: i("nstats"),
+            layout: str_of(r, "layout"),
             data_width: f64_of(r, "data_width").unwrap_or(0.0),
             max_null_frac: f64_of(r, "max_null_frac").unwrap_or(0.0),
             n_live_tup: i("n_live_tup"),
@@ -149,10 +170,118 @@ fn maxalign(n: f64) -> f64 {
     (n / 8.0).ceil() * 8.0
 }
 
-/// Expected pages from `reltuples` x an estimated tuple width (23-byte header + null bitmap,
-/// MAXALIGNed, + data width from `pg_stats`, + a 4-byte line pointer) at the table's fillfactor.
-/// Unreliable when: never analyzed, statistics stale, any column without `pg_stats` (a role
-/// that cannot read them sees none: the estimate would be garbage), or the table is tiny.
+/// Rows of varying width leave 0 to 1 row's worth of space unused at the end of each page; the
+/// estimate assumes half. Below this many rows per page that half row alone could move the
+/// figure by more than 3 percentage points (50 / 17 < 3), so no number is given.
+pub const ROWS_PER_PAGE_MIN: f64 = 17.0;
+
+/// One column of [`TableStats::layout`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Column {
+    /// Alignment in bytes (`attalign` c/s/i/d = 1/2/4/8).
+    align: f64,
+    /// `attlen`: > 0 fixed width, -1 varlena, -2 cstring.
+    len: i64,
+    /// Average stored width of the non-null values (`pg_stats.avg_width`, truncated to an
+    /// integer: a TOASTed value counts its 18-byte pointer, a compressed one its compressed size).
+    width: f64,
+    null_frac: f64,
+}
+
+fn parse_layout(layout: &str) -> Option<Vec<Column>> {
+    layout
+        .split(',')
+        .map(|c| {
+            let mut p = c.split(':');
+            let align = match p.next()? {
+                "c" => 1.0,
+                "s" => 2.0,
+                "i" => 4.0,
+                "d" => 8.0,
+                _ => return None,
+            };
+            let len = p.next()?.parse().ok()?;
+            let width: f64 = p.next()?.parse().ok()?;
+            let null_frac: f64 = p.next()?.parse().ok()?;
+            (width.is_finite() && (0.0..=1.0).contains(&null_frac)).then_some(Column {
+                align,
+                len,
+                width,
+                null_frac,
+            })
+        })
+        .collect()
+}
+
+/// Expected bytes a tuple occupies on its page once rewritten, line pointer included: the
+/// 23-byte header plus, in the share of rows with any NULL, the null bitmap (one bit per
+/// attribute, dropped ones too), MAXALIGNed; then each column in attnum order, present with probability 1 - null_frac,
+/// at its alignment (a short varlena, under 127 bytes with its 1-byte header, is not aligned);
+/// then the tuple MAXALIGNed on the page, and its 4-byte line pointer. Padding depends on where
+/// the previous columns ended, so the offset is carried as its expected value and the
+/// distribution of its residue mod 8: fixed-width columns move the residue exactly, a varlena
+/// (whose width varies row to row) leaves it uniform. Returns the bytes and whether every row
+/// has the same size (no NULLs, no varlena).
+fn tuple_bytes(cols: &[Column], ncols: i64, ndropped: i64) -> (f64, bool) {
+    // A dropped column is NULL in every row written since the drop and in every row a rewrite
+    // (VACUUM FULL) writes: those rows all carry the bitmap.
+    let p_null_row = if ndropped > 0 {
+        1.0
+    } else {
+        1.0 - cols.iter().map(|c| 1.0 - c.null_frac).product::<f64>()
+    };
+    let bitmap = (((ncols + ndropped).max(1) as f64) / 8.0).ceil();
+    let hoff = 24.0 + p_null_row * (maxalign(23.0 + bitmap) - 24.0);
+    let mut off = 0.0f64;
+    let mut residue = [0.0f64; 8];
+    residue[0] = 1.0;
+    for c in cols {
+        let present = 1.0 - c.null_frac;
+        if present <= 0.0 {
+            continue;
+        }
+        let align = if c.len == -1 && c.width < 127.0 {
+            1
+        } else {
+            c.align as usize
+        };
+        let mut pad = 0.0;
+        let mut next = [0.0f64; 8];
+        for (r, p) in residue.iter().enumerate() {
+            let k = (align - r % align) % align;
+            pad += p * k as f64;
+            if c.len > 0 {
+                next[(r + k + c.len as usize) % 8] += p;
+            }
+        }
+        if c.len <= 0 {
+            next = [0.125; 8];
+        }
+        // pg_stats.avg_width is the average truncated to an integer: a varlena's true average
+        // is half a byte more, on average (a fixed-width column's is exact).
+        let width = if c.len > 0 { c.width } else { c.width + 0.5 };
+        off += present * (pad + width);
+        for (r, n) in residue.iter_mut().zip(next) {
+            *r = present * n + (1.0 - present) * *r;
+        }
+    }
+    let tail: f64 = residue
+        .iter()
+        .enumerate()
+        .map(|(r, p)| p * ((8 - r) % 8) as f64)
+        .sum();
+    let fixed = p_null_row == 0.0 && cols.iter().all(|c| c.len > 0);
+    (hoff + off + tail + 4.0, fixed)
+}
+
+/// Expected pages from `reltuples` x the expected tuple size ([`tuple_bytes`] from the column
+/// layout; without one, 23-byte header + null bitmap, MAXALIGNed, + the MAXALIGNed sum of average
+/// widths + a 4-byte line pointer) at the table's fillfactor (a page takes tuples until less
+/// than (100 - fillfactor) % of it would stay free; rows of varying width leave half a tuple
+/// unused per page on average). Unreliable when: never analyzed, statistics stale, any column
+/// without `pg_stats` (a role that cannot read them sees none: the estimate would be garbage),
+/// rows so wide that fewer than [`ROWS_PER_PAGE_MIN`] fit a page, or the table is tiny. Rows written before a column was dropped still carry its data, which a
+/// rewrite gives back: the estimate counts it as reclaimable, as VACUUM FULL does.
 pub fn bloat_estimate(t: &TableStats, cfg: &PgConfig, now: DateTime<Utc>) -> BloatEstimate {
     let unreliable = |reason: String| BloatEstimate::Unreliable { reason };
     if t.bytes < cfg.bloat_min_bytes {
@@ -179,14 +308,33 @@ pub fn bloat_estimate(t: &TableStats, cfg: &PgConfig, now: DateTime<Utc>) -> Blo
     if t.relpages <= 0 {
         return unreliable("no pages".into());
     }
-    let bitmap = if t.max_null_frac > 0.0 {
-        ((t.ncols as f64) / 8.0).ceil()
-    } else {
-        0.0
+    let block = t.block_size as f64;
+    let ff = t.fillfactor.clamp(10, 100) as f64;
+    let usable = block - 24.0 - (block * (100.0 - ff) / 100.0).floor();
+    let layout = t.layout.as_deref().and_then(parse_layout);
+    let per_page = match layout.filter(|cols| cols.len() as i64 == t.ncols) {
+        Some(cols) => {
+            let (tuple, fixed) = tuple_bytes(&cols, t.ncols, t.ndropped);
+            let fit = usable / tuple;
+            if !fixed && fit < ROWS_PER_PAGE_MIN {
+                return unreliable(format!(
+                    "rows of ~{tuple:.0} bytes: {fit:.1} fit a page, and how well rows of varying width fill one can move the estimate by more than 3 points"
+                ));
+            }
+            // MaxHeapTuplesPerPage: (8192 - 24) / (24 + 4) = 291 at 8 kB.
+            let max = ((block - 24.0) / 28.0).floor();
+            if fixed { fit.floor() } else { fit - 0.5 }.clamp(1.0, max)
+        }
+        None => {
+            let bitmap = if t.max_null_frac > 0.0 {
+                ((t.ncols as f64) / 8.0).ceil()
+            } else {
+                0.0
+            };
+            let tuple = maxalign(23.0 + bitmap) + maxalign(t.data_width) + 4.0;
+            (usable / tuple).floor().max(1.0)
+        }
     };
-    let tuple = maxalign(23.0 + bitmap) + maxalign(t.data_width) + 4.0;
-    let usable = (t.block_size as f64 - 24.0) * (t.fillfactor.clamp(10, 100) as f64) / 100.0;
-    let per_page = (usable / tuple).floor().max(1.0);
     let expected_pages = (t.reltuples / per_page).ceil().max(1.0) as i64;
     let percent = (100.0 * (t.relpages - expected_pages) as f64 / t.relpages as f64).max(0.0);
     BloatEstimate::Percent {
@@ -327,7 +475,9 @@ pub(crate) mod tests {
             can_maintain: true,
             set_role: None,
             ncols: 2,
+            ndropped: 0,
             nstats: 2,
+            layout: None,
             data_width: 105.0,
             max_null_frac: 0.0,
             n_live_tup: reltuples as i64,

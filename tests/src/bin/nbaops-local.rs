@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use nbaops_tests::{bench, demo};
+use nbaops_tests::{bench, bench_pg, demo};
 
 #[tokio::main]
 async fn main() {
@@ -20,8 +20,11 @@ async fn main() {
             demo::run_invoke(&args[1], &PathBuf::from(&args[2])).await
         }
         Some("bench") => bench::run_bench().await.map(|_| 0),
+        Some("bench-pg") => bench_pg::run_bench_pg().await.map(|_| 0),
         _ => {
-            eprintln!("usage: nbaops-local demo | invoke <function> <event.json> | bench");
+            eprintln!(
+                "usage: nbaops-local demo | invoke <function> <event.json> | bench | bench-pg"
+            );
             Ok(2)
         }
     };
