@@ -834,4 +834,30 @@ mod tests {
             .any(|a| a.dedup_key.starts_with("flapping#")));
         assert!(w.asg.mutations().len() < 5);
     }
+
+    mod properties {
+        use super::*;
+        use nbaops_shared::events::arbitrary;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(arbitrary::config(48))]
+
+            /// Arbitrary JSON and damaged fixtures: never a panic; what nothing understands is
+            /// refused with no AWS mutation, no audit record and no alert.
+            #[test]
+            fn any_payload_is_answered_and_only_an_understood_event_acts(payload in arbitrary::payload()) {
+                let w = world(&[], 2, false);
+                let understood = arbitrary::understood(&payload);
+                let res = arbitrary::block_on(handle(payload, inv(wednesday()), w.deps));
+                if !understood {
+                    arbitrary::refused_cleanly(&res)?;
+                    prop_assert!(w.asg.mutations().is_empty());
+                    prop_assert!(w.rds.mutations().is_empty());
+                    prop_assert!(w.cache.mutations().is_empty());
+                    prop_assert!(w.notifier.published().is_empty());
+                }
+            }
+        }
+    }
 }

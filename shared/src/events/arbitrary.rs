@@ -588,3 +588,55 @@ pub fn payload() -> impl Strategy<Value = Value> {
         1 => damaged_bytes().prop_map(|b| serde_json::from_slice(&b).unwrap_or(Value::Null)),
     ]
 }
+
+/// Whether [`super::classify`] understands anything in `payload` (an alarm, an RDS event, a
+/// schedule, a cost anomaly, a budget alert), whichever function it is for.
+pub fn understood(payload: &Value) -> bool {
+    super::classify(payload).iter().any(|i| !i.is_not_for_me())
+}
+
+/// Audit records with outcome `acted` in a function's report.
+pub fn acted(report: &crate::runtime::InvocationReport) -> usize {
+    report
+        .records
+        .iter()
+        .flat_map(|r| &r.actions)
+        .filter(|a| a.outcome == crate::guard::Outcome::Acted)
+        .count()
+}
+
+/// Runs a handler's future to completion on a fresh current-thread runtime (inside a property).
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+        .block_on(f)
+}
+
+/// The properties every function's handler keeps for a payload nothing understands: answered
+/// (no error), every record a "not for me", no `acted` audit record. The caller checks its fakes.
+pub fn refused_cleanly(
+    res: &crate::Result<crate::runtime::InvocationReport>,
+) -> Result<(), TestCaseError> {
+    let report = match res {
+        Ok(r) => r,
+        Err(e) => {
+            return Err(TestCaseError::fail(format!(
+                "refused payload gave an error: {e}"
+            )))
+        }
+    };
+    prop_assert!(!report.records.is_empty(), "no record in the report");
+    for r in &report.records {
+        prop_assert!(r.not_for_me.is_some(), "record not refused: {:?}", r);
+        prop_assert!(
+            r.actions.is_empty(),
+            "actions for a refused payload: {:?}",
+            r
+        );
+        prop_assert!(r.alerts.is_empty(), "alerts for a refused payload: {:?}", r);
+    }
+    prop_assert_eq!(acted(report), 0);
+    Ok(())
+}
