@@ -282,6 +282,11 @@ async fn a_thousand_alarms_in_a_minute_make_one_scale_out_per_group_and_one_mess
         "storm: {STORM} deliveries through scale-on-alarm in {storm_secs:.1} s; {} alerts published, by key {keys:?}",
         alerts.len()
     );
+    if keys.values().any(|n| *n > 1) {
+        problems.push(format!(
+            "alerts published per incident (want one each): {keys:?}"
+        ));
+    }
     if keys.len() > 2 + FLAPPING {
         problems.push(format!(
             "incidents: one per scaled group and one per flapping alarm at most: {keys:?}"
