@@ -44,9 +44,13 @@ fuzz_target!(|data: &[u8]| {
         "Type": "Notification", "MessageId": "fuzz", "Subject": "AWS Budgets: fuzz",
         "TopicArn": "arn:aws:sns:us-east-1:123456789012:nbaops-dev-events",
         "Message": text, "Timestamp": "2026-11-25T20:01:02.000Z"}}]}));
-    check(&json!({"Records": [{"EventSource": "aws:sns", "Sns": {"MessageId": "fuzz", "Message": value}}]}));
-    check(&json!({"source": "aws.cloudwatch", "alarmArn": "arn:aws:cloudwatch:us-east-1:123456789012:alarm:x",
+    check(
+        &json!({"Records": [{"EventSource": "aws:sns", "Sns": {"MessageId": "fuzz", "Message": value}}]}),
+    );
+    check(
+        &json!({"source": "aws.cloudwatch", "alarmArn": "arn:aws:cloudwatch:us-east-1:123456789012:alarm:x",
         "accountId": "123456789012", "time": "2026-11-25T20:01:02.000+0000", "region": "us-east-1",
-        "alarmData": value}));
+        "alarmData": value}),
+    );
     check(&json!({"nbaops": value}));
 });
