@@ -5,7 +5,7 @@ export CARGO_TARGET_DIR ?= $(CURDIR)/target
 CARGO ?= cargo
 LOCAL := $(CARGO_TARGET_DIR)/debug/nbaops-local
 
-.PHONY: setup build demo test test-dates lint unit e2e infra-lint infra-scan invoke bench package clean
+.PHONY: setup build demo test test-dates lint unit e2e infra-lint infra-scan invoke bench package clean fuzz
 
 setup:            ## venv with moto, cargo-lambda, cfn-lint; rustfmt and clippy
 	@scripts/setup.sh
@@ -74,6 +74,23 @@ package: setup     ## sam build: every function as an arm64 bootstrap.zip, via c
 	@rustup target add aarch64-unknown-linux-gnu >/dev/null
 	SAM_CLI_TELEMETRY=0 .venv-sam/bin/sam validate --lint --template-file infra/template.yaml --region us-east-1
 	SAM_CLI_TELEMETRY=0 .venv-sam/bin/sam build --beta-features --template-file infra/template.yaml --build-dir .aws-sam/build
+
+# cargo fuzz (libFuzzer, nightly toolchain; not part of `make test` or CI): each target for
+# FUZZ_SECONDS, its corpus seeded with every fixture under events/. Panics found land in
+# fuzz/artifacts/<target>/. Without sanitizers: the parsers are safe Rust (what we look for is
+# panics and wrong answers), and the shared crate links C (aws-lc) that ASan builds poorly.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= classify parsers alert_of
+# e.g. FUZZ_FLAGS=--dev: a debug build (overflow checks, much quicker to build on 2 cores, slower to run)
+FUZZ_FLAGS ?=
+fuzz:             ## make fuzz [FUZZ_SECONDS=60] [FUZZ_TARGETS="classify parsers alert_of"]
+	@rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+	@command -v cargo-fuzz >/dev/null || cargo +nightly install cargo-fuzz --locked
+	@for t in $(FUZZ_TARGETS); do \
+	  mkdir -p fuzz/corpus/$$t && find events -name '*.json' -exec cp {} fuzz/corpus/$$t/ \; && \
+	  echo "== fuzz $$t for $(FUZZ_SECONDS) s" && \
+	  CARGO_TARGET_DIR=$(CARGO_TARGET_DIR)/fuzz cargo +nightly fuzz run --fuzz-dir fuzz --sanitizer none $(FUZZ_FLAGS) $$t \
+	    fuzz/corpus/$$t -- -max_total_time=$(FUZZ_SECONDS) -max_len=65536 || exit 1; done
 
 clean:
 	$(CARGO) clean

@@ -2295,4 +2295,43 @@ mod tests {
         .await
         .is_err());
     }
+
+    mod properties {
+        use super::*;
+        use nbaops_shared::events::arbitrary;
+        use proptest::prelude::*;
+
+        /// Something alert-router takes: an alert or alarm notification, a schedule, or a request
+        /// on its function URL (answered, e.g. 403 for a forged link, but never a send).
+        fn for_the_router(payload: &Value) -> bool {
+            let records = payload
+                .get("Records")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            arbitrary::understood(payload) || records.iter().any(|r| alert_of(r).is_ok())
+        }
+
+        proptest! {
+            #![proptest_config(arbitrary::config(48))]
+
+            /// Arbitrary JSON and damaged fixtures (alerts included): never a panic; what is
+            /// neither an alert nor anything else it understands sends nothing anywhere.
+            #[test]
+            fn any_payload_is_answered_and_garbage_sends_nothing(payload in arbitrary::payload()) {
+                let routed = for_the_router(&payload);
+                let (w, res) = arbitrary::block_on(async {
+                    let w = world(&[]).await;
+                    let res = handle(payload, inv("2026-11-25T10:00:00Z"), &w.deps, &w.router).await;
+                    (w, res)
+                });
+                if !routed {
+                    prop_assert!(w.http.requests().is_empty(), "sent {:?}", w.http.requests());
+                    prop_assert!(w.dlq.sent().is_empty());
+                    prop_assert!(w.sns.published().is_empty());
+                    let _ = res;
+                }
+            }
+        }
+    }
 }

@@ -641,4 +641,30 @@ pub(crate) mod tests {
             .is_some_and(|n| n.contains("no drill in progress")));
         assert!(w.rds.mutations().is_empty());
     }
+
+    mod properties {
+        use super::*;
+        use nbaops_shared::events::arbitrary;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(arbitrary::config(48))]
+
+            /// Arbitrary JSON and damaged fixtures: never a panic; what nothing understands is
+            /// refused with no snapshot, copy, restore or delete, no session and no alert.
+            #[test]
+            fn any_payload_is_answered_and_only_an_understood_event_acts(payload in arbitrary::payload()) {
+                let w = world(&[]);
+                let understood = arbitrary::understood(&payload);
+                let inv = Invocation { request_id: "prop".into(), now: t0(), deadline: None };
+                let res = arbitrary::block_on(handle_ref(payload, &inv, &w.deps, &w.x));
+                if !understood {
+                    arbitrary::refused_cleanly(&res)?;
+                    prop_assert!(w.rds.mutations().is_empty());
+                    prop_assert!(w.pg.urls.lock().unwrap().is_empty());
+                    prop_assert!(w.notifier.published().is_empty());
+                }
+            }
+        }
+    }
 }

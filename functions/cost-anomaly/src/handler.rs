@@ -984,4 +984,31 @@ mod tests {
         assert!(r.records[0].not_for_me.is_some());
         assert!(w.notifier.published().is_empty());
     }
+
+    mod properties {
+        use super::*;
+        use nbaops_shared::events::arbitrary;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(arbitrary::config(48))]
+
+            /// Arbitrary JSON and damaged fixtures, with containment enabled: never a panic; what
+            /// nothing understands is refused with no mutation, no state, no audit, no alert.
+            #[test]
+            fn any_payload_is_answered_and_only_an_understood_event_acts(payload in arbitrary::payload()) {
+                let w = world(CONTAIN_TEST, false);
+                let understood = arbitrary::understood(&payload);
+                let inv = Invocation { request_id: "prop".into(), now: now(), deadline: None };
+                let res = arbitrary::block_on(handle(payload, inv, w.deps, w.x));
+                if !understood {
+                    arbitrary::refused_cleanly(&res)?;
+                    prop_assert!(w.asg.mutations().is_empty());
+                    prop_assert!(w.power.mutations().is_empty());
+                    prop_assert!(w.notifier.published().is_empty());
+                    prop_assert_eq!(w.ledger.len_with_prefix(""), 0);
+                }
+            }
+        }
+    }
 }

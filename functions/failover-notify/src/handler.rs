@@ -839,4 +839,31 @@ mod tests {
             a[1].summary
         );
     }
+
+    mod properties {
+        use super::*;
+        use nbaops_shared::events::arbitrary;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(arbitrary::config(48))]
+
+            /// Arbitrary JSON and damaged fixtures: never a panic; what nothing understands is
+            /// refused with no incident written and nothing published.
+            #[test]
+            fn any_payload_is_answered_and_only_an_understood_event_acts(payload in arbitrary::payload()) {
+                let w = world(&[]);
+                let understood = arbitrary::understood(&payload);
+                let now = chrono::DateTime::parse_from_rfc3339("2026-11-25T20:05:00Z").unwrap().with_timezone(&Utc);
+                let inv = Invocation { request_id: "prop".into(), now, deadline: None };
+                let res = arbitrary::block_on(handle(payload, inv, w.deps, w.x));
+                if !understood {
+                    arbitrary::refused_cleanly(&res)?;
+                    prop_assert!(w.rds.mutations().is_empty());
+                    prop_assert!(w.notifier.published().is_empty());
+                    prop_assert_eq!(w.ledger.len_with_prefix(""), 0);
+                }
+            }
+        }
+    }
 }

@@ -3,6 +3,8 @@
 mod aws_operations;
 mod checks;
 mod handler;
+#[cfg(test)]
+mod properties;
 
 use nbaops_shared::adapters::{AwsClients, TokioPgConnector};
 use nbaops_shared::runtime::Deps;

@@ -3,6 +3,8 @@
 mod aws_operations;
 mod handler;
 mod plan;
+#[cfg(test)]
+mod properties;
 
 use nbaops_shared::adapters::{AwsClients, TokioPgConnector};
 use nbaops_shared::runtime::Deps;

@@ -30,7 +30,11 @@
 //! scheduler input `nbaops.id` or `"scheduler/{task}/{minute}"`.
 
 mod alarm;
+#[cfg(any(test, feature = "proptest"))]
+pub mod arbitrary;
 mod cost;
+#[cfg(test)]
+mod proptests;
 mod rds;
 pub mod rds_catalog;
 mod schedule;
@@ -83,11 +87,19 @@ pub struct NotForMe {
     pub reason: String,
 }
 
+/// Longest refusal reason, in characters: it goes to logs and reports, never a whole payload
+/// (the property tests found API Gateway paths and key lists copied in whole).
+pub const MAX_REASON_CHARS: usize = 500;
+
 impl NotForMe {
     pub fn new(reason: impl Into<String>) -> Self {
-        Self {
-            reason: reason.into(),
-        }
+        let reason = reason.into();
+        let reason = if reason.chars().count() > MAX_REASON_CHARS {
+            truncate(&reason, MAX_REASON_CHARS)
+        } else {
+            reason
+        };
+        Self { reason }
     }
 }
 
@@ -255,7 +267,9 @@ fn describe_unknown(raw: &Value) -> String {
             .unwrap_or_else(|| "?".to_string());
         let path = str_field(raw, &["path", "rawPath", "routeKey"]).unwrap_or_default();
         return format!(
-            "API Gateway / function URL request ({method} {path}), not an nbaops event"
+            "API Gateway / function URL request ({} {}), not an nbaops event",
+            truncate(&method, 20),
+            truncate(&path, 100)
         );
     }
     if get(raw, "source").is_some() && get(raw, "alarmArn").is_some() {

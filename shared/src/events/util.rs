@@ -262,7 +262,11 @@ pub(crate) fn key_list(m: &Map<String, Value>) -> String {
     keys.sort_unstable();
     let more = keys.len().saturating_sub(8);
     keys.truncate(8);
-    let mut out = keys.join(", ");
+    let mut out = keys
+        .iter()
+        .map(|k| truncate(k, 40))
+        .collect::<Vec<_>>()
+        .join(", ");
     if more > 0 {
         out.push_str(&format!(", … {more} more"));
     }
