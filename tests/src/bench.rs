@@ -204,16 +204,17 @@ pub async fn run_bench() -> Result<(), HarnessError> {
         );
         println!("{:<16}   cold: {}", "", m.cold_did);
         println!("{:<16}   warm: {}", "", m.warm_did);
-        ops.push((name, m.cold_ops));
+        ops.push((name, m.cold_ops, m.warm_ops));
     }
     println!(
         "\nmedian of {RUNS} runs; AWS calls = cold (init included) / warm, from the emulator's recording; \
          zip = arm64 bootstrap.zip (n/a until make package); targets: cold start <= 40 ms against the \
          emulator, peak RSS <= 20 MB, zip <= 5 MB"
     );
-    println!("\nAWS calls of the last cold invocation, in order:");
-    for (name, ops) in ops {
-        println!("  {name:<16} {}", ops.join(" "));
+    println!("\nAWS calls of the last cold and warm invocations, in order:");
+    for (name, cold, warm) in ops {
+        println!("  {name:<16} cold: {}", cold.join(" "));
+        println!("  {:<16} warm: {}", "", warm.join(" "));
     }
     crate::bench_pg::run_pg_bench(&stack, &target).await?;
     Ok(())

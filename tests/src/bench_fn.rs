@@ -77,6 +77,7 @@ pub struct Measured {
     pub cold_did: String,
     pub warm_did: String,
     pub cold_ops: Vec<String>,
+    pub warm_ops: Vec<String>,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -151,12 +152,14 @@ impl Subject {
     }
 
     fn env(self, bench: &Bench<'_>) -> Vec<(String, String)> {
-        let extra: &[(&str, &str)] = match self {
-            Subject::ScaleOut => &[("NBAOPS_SCALE__ASG__COOLDOWN_SECONDS", "0")],
-            Subject::Vacuum => &[("NBAOPS_PG__VACUUM__COOLDOWN_SECONDS", "0")],
-            _ => &[],
-        };
-        bench.stack.env_for(self.function(), extra)
+        // The production switch TTL (the harness sets 0 so that tests see a flip at once).
+        let mut extra: Vec<(&str, &str)> = vec![("NBAOPS_GUARD__SWITCH_TTL_SECONDS", "30")];
+        match self {
+            Subject::ScaleOut => extra.push(("NBAOPS_SCALE__ASG__COOLDOWN_SECONDS", "0")),
+            Subject::Vacuum => extra.push(("NBAOPS_PG__VACUUM__COOLDOWN_SECONDS", "0")),
+            _ => {}
+        }
+        bench.stack.env_for(self.function(), &extra)
     }
 
     /// The world each invocation finds: the work is there to be done.
@@ -182,7 +185,22 @@ impl Subject {
         let id = format!("bench-{}-{run}-{}", bench.tag, if warm { "w" } else { "c" });
         let mut p = match self {
             Subject::ScaleOut => {
-                fixture("events/cloudwatch-alarm/eventbridge-single-metric-alarm.json")?
+                // The common case: the alarm had been OK for hours before this transition (a
+                // recent previous transition costs one more call, the flap history read).
+                let mut p =
+                    fixture("events/cloudwatch-alarm/eventbridge-single-metric-alarm.json")?;
+                if let Some(at) = p
+                    .pointer("/detail/state/timestamp")
+                    .and_then(Value::as_str)
+                    .and_then(nbaops_shared::clock::parse)
+                {
+                    let before = (at - chrono::Duration::hours(3))
+                        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+                    if let Some(prev) = p.pointer_mut("/detail/previousState") {
+                        prev["timestamp"] = Value::String(before);
+                    }
+                }
+                p
             }
             Subject::PgHealth => fixture("events/schedule/pg-health.json")?,
             Subject::Vacuum => fixture("events/schedule/vacuum-trigger.json")?,
@@ -212,11 +230,19 @@ impl Subject {
                 p
             }
             Subject::Backup => fixture("events/schedule/backup-rpo-check.json")?,
-            Subject::Offhours => fixture(if warm {
-                "events/schedule/offhours-start-tick.json"
-            } else {
-                "events/schedule/offhours-stop-tick.json"
-            })?,
+            Subject::Offhours => {
+                // A week apart each run: Wednesday 19:00 Paris (stop), Thursday 08:00 (start).
+                let week = chrono::Duration::weeks(run as i64);
+                let at = if warm {
+                    "2026-12-03T07:00:00Z"
+                } else {
+                    "2026-12-02T18:00:00Z"
+                };
+                let at = nbaops_shared::clock::parse(at)
+                    .ok_or_else(|| HarnessError::Setup(format!("bad instant {at}")))?
+                    + week;
+                serde_json::json!({"nbaops": {"task": "offhours", "at": at.to_rfc3339()}})
+            }
         };
         set_ids(&mut p, &id);
         Ok(p)
@@ -455,7 +481,8 @@ impl<'a> Bench<'a> {
         let env = subject.env(self);
         let (mut cold, mut warm, mut rss) = (vec![], vec![], vec![]);
         let (mut cold_calls, mut warm_calls) = (vec![], vec![]);
-        let (mut cold_did, mut warm_did, mut cold_ops) = (String::new(), String::new(), vec![]);
+        let (mut cold_did, mut warm_did) = (String::new(), String::new());
+        let (mut cold_ops, mut warm_ops) = (vec![], vec![]);
         for run in 0..RUNS {
             subject.before(self, false).await?;
             let since = self.stack.moto.calls().len();
@@ -473,7 +500,9 @@ impl<'a> Bench<'a> {
             let t1 = Instant::now();
             let did = self.invoke(&f, subject, run, true).await?;
             warm.push(t1.elapsed().as_secs_f64() * 1000.0);
-            warm_calls.push(self.stack.moto.calls_of(name, since).len());
+            let calls = self.stack.moto.calls_of(name, since);
+            warm_calls.push(calls.len());
+            warm_ops = calls.iter().map(|c| c.iam_action()).collect();
             warm_did = did;
             if let Some(kb) = f.processes().first().and_then(|p| peak_rss_kb(p.pid())) {
                 rss.push(kb as f64 / 1024.0);
@@ -492,6 +521,7 @@ impl<'a> Bench<'a> {
             cold_did,
             warm_did,
             cold_ops,
+            warm_ops,
         })
     }
 }

@@ -721,8 +721,14 @@ impl Config {
             .parse()?;
         let mut ssm = BTreeMap::new();
         if let Some(p) = params {
-            for path in ssm_paths(env, function) {
-                ssm.extend(p.get_by_path(&path).await?);
+            // One request per section, all at once: the cold start waits for the slowest, not
+            // for their sum.
+            let paths = ssm_paths(env, function);
+            let reads =
+                futures_util::future::try_join_all(paths.iter().map(|path| p.get_by_path(path)))
+                    .await?;
+            for read in reads {
+                ssm.extend(read);
             }
         }
         // Debug only, and through the redacting writer: SecureString values never reach the log.
