@@ -189,16 +189,9 @@ impl Subject {
                 // recent previous transition costs one more call, the flap history read).
                 let mut p =
                     fixture("events/cloudwatch-alarm/eventbridge-single-metric-alarm.json")?;
-                if let Some(at) = p
-                    .pointer("/detail/state/timestamp")
-                    .and_then(Value::as_str)
-                    .and_then(nbaops_shared::clock::parse)
-                {
-                    let before = (at - chrono::Duration::hours(3))
-                        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-                    if let Some(prev) = p.pointer_mut("/detail/previousState") {
-                        prev["timestamp"] = Value::String(before);
-                    }
+                // (The state changed at 2026-11-25T20:01:02Z; before that, OK since 17:01.)
+                if let Some(prev) = p.pointer_mut("/detail/previousState") {
+                    prev["timestamp"] = Value::String("2026-11-25T17:01:02.001+0000".into());
                 }
                 p
             }
