@@ -420,3 +420,65 @@ pub async fn ledger_counts(c: &Clients) -> Result<BTreeMap<String, usize>, Harne
         }
     }
 }
+
+/// The `test` environment's scheduled resources (offhours, its fault and deadline tests).
+pub const TEST_WEB: &str = "nbaops-test-web";
+pub const TEST_DB: &str = "nbaops-test-db";
+/// Office hours, Paris: Wednesday 2 December 2026 19:00 is 18:00 UTC, Thursday 08:00 is 07:00 UTC.
+pub const OFFICE: &str = r#"{"office":{"tz":"Europe/Paris","periods":[{"days":["mon","tue","wed","thu","fri"],"start":"08:00","stop":"19:00"}],"holidays":["2026-12-25"]}}"#;
+
+/// A `test` environment: a group 1..4 (desired 2) and an RDS instance, both tagged env=test and
+/// nbaops:schedule=office. Test set-up: a failure panics with the SDK's error.
+#[allow(clippy::unwrap_used)]
+pub async fn create_test_env(stack: &crate::demo::Stack) {
+    let c = &stack.clients;
+    c.asg
+        .create_launch_configuration()
+        .launch_configuration_name("nbaops-test-lc")
+        .image_id("ami-12c6146b")
+        .instance_type("t3.micro")
+        .send()
+        .await
+        .unwrap();
+    let tag = |k: &str, v: &str| {
+        AsgTag::builder()
+            .key(k)
+            .value(v)
+            .resource_id(TEST_WEB)
+            .resource_type("auto-scaling-group")
+            .propagate_at_launch(true)
+            .build()
+    };
+    c.asg
+        .create_auto_scaling_group()
+        .auto_scaling_group_name(TEST_WEB)
+        .launch_configuration_name("nbaops-test-lc")
+        .min_size(1)
+        .max_size(4)
+        .desired_capacity(2)
+        .availability_zones("us-east-1a")
+        .tags(tag("env", "test"))
+        .tags(tag("nbaops:schedule", "office"))
+        .send()
+        .await
+        .unwrap();
+    c.rds
+        .create_db_instance()
+        .db_instance_identifier(TEST_DB)
+        .db_instance_class("db.t3.micro")
+        .engine("postgres")
+        .engine_version("15.7")
+        .allocated_storage(20)
+        .master_username("nbaops")
+        .master_user_password("not-a-real-password")
+        .tags(RdsTag::builder().key("env").value("test").build())
+        .tags(
+            RdsTag::builder()
+                .key("nbaops:schedule")
+                .value("office")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+}

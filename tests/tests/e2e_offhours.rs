@@ -3,19 +3,15 @@
 //! here) is stopped and started by time-travelling Scheduler ticks (`nbaops.at`); the platform's
 //! dev resources carry no schedule tag and must never move.
 
-use aws_sdk_autoscaling::types::Tag as AsgTag;
 use aws_sdk_rds::types::Tag as RdsTag;
 use nbaops_tests::demo::Stack;
 use nbaops_tests::function::FunctionUnderTest;
 use nbaops_tests::platform::{self, GroupView};
+use nbaops_tests::platform::{create_test_env, OFFICE, TEST_DB, TEST_WEB};
 use nbaops_tests::{function_binary, workspace_root};
 use serde_json::{json, Value};
 
 const FN: &str = "offhours";
-const TEST_WEB: &str = "nbaops-test-web";
-const TEST_DB: &str = "nbaops-test-db";
-/// Office hours, Paris: Wednesday 2 December 2026 19:00 is 18:00 UTC, Thursday 08:00 is 07:00 UTC.
-const OFFICE: &str = r#"{"office":{"tz":"Europe/Paris","periods":[{"days":["mon","tue","wed","thu","fri"],"start":"08:00","stop":"19:00"}],"holidays":["2026-12-25"]}}"#;
 const CONFIG: &[(&str, &str)] = &[
     ("NBAOPS_OFFHOURS__SCHEDULES", OFFICE),
     ("NBAOPS_GUARD__BLAST__MAX_PERCENT", "100"),
@@ -68,61 +64,6 @@ fn actions(rec: &Value) -> Vec<(String, String)> {
 
 fn pair(action: &str, outcome: &str) -> (String, String) {
     (action.to_string(), outcome.to_string())
-}
-
-/// The `test` environment: a group 1..4 (desired 2) and an RDS instance, both tagged
-/// env=test and nbaops:schedule=office.
-async fn create_test_env(stack: &Stack) {
-    let c = &stack.clients;
-    c.asg
-        .create_launch_configuration()
-        .launch_configuration_name("nbaops-test-lc")
-        .image_id("ami-12c6146b")
-        .instance_type("t3.micro")
-        .send()
-        .await
-        .unwrap();
-    let tag = |k: &str, v: &str| {
-        AsgTag::builder()
-            .key(k)
-            .value(v)
-            .resource_id(TEST_WEB)
-            .resource_type("auto-scaling-group")
-            .propagate_at_launch(true)
-            .build()
-    };
-    c.asg
-        .create_auto_scaling_group()
-        .auto_scaling_group_name(TEST_WEB)
-        .launch_configuration_name("nbaops-test-lc")
-        .min_size(1)
-        .max_size(4)
-        .desired_capacity(2)
-        .availability_zones("us-east-1a")
-        .tags(tag("env", "test"))
-        .tags(tag("nbaops:schedule", "office"))
-        .send()
-        .await
-        .unwrap();
-    c.rds
-        .create_db_instance()
-        .db_instance_identifier(TEST_DB)
-        .db_instance_class("db.t3.micro")
-        .engine("postgres")
-        .engine_version("15.7")
-        .allocated_storage(20)
-        .master_username("nbaops")
-        .master_user_password("not-a-real-password")
-        .tags(RdsTag::builder().key("env").value("test").build())
-        .tags(
-            RdsTag::builder()
-                .key("nbaops:schedule")
-                .value("office")
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
 }
 
 async fn db(stack: &Stack) -> (String, String) {
