@@ -123,12 +123,22 @@ async fn bloat_measurements_rotate_and_report_what_they_skipped() {
         "{}",
         notes_per_run[3]
     );
-    // The unmeasured count is a metric too.
-    let unmeasured: Vec<f64> = f
-        .logs()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter_map(|m| m["BloatCandidatesUnmeasured"].as_f64())
-        .collect();
+    // The unmeasured count is a metric too. The metrics line is written after the answer is
+    // sent, so the last run's may still be on its way: wait for it (bounded).
+    let metric = || -> Vec<f64> {
+        f.logs()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter_map(|m| m["BloatCandidatesUnmeasured"].as_f64())
+            .collect()
+    };
+    let mut unmeasured = metric();
+    for _ in 0..50 {
+        if unmeasured.len() >= 4 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        unmeasured = metric();
+    }
     assert_eq!(unmeasured, vec![3.0, 3.0, 3.0, 3.0], "{}", f.logs());
 }
