@@ -99,7 +99,7 @@ pub async fn init(deps: &Deps, aws: &AwsClients) -> Result<Router> {
     Router::load(
         cfg,
         Box::new(HyperHttpPost::new()?),
-        Box::new(SdkDeadLetter(aws.sqs.clone())),
+        Box::new(SdkDeadLetter(aws.sqs())),
         deps.params.as_deref(),
     )
     .await

@@ -10,7 +10,7 @@ fn build(deps: &Deps, aws: &AwsClients) -> Result<BackupGuard> {
     let backup = nbaops_shared::config::backup::from_settings(&deps.cfg.settings)?;
     let pg = nbaops_shared::config::pg::from_settings(&deps.cfg.settings)?;
     // The DR region gets its own client from the same SDK config (endpoint, credentials).
-    let rds = SdkRdsBackups::new(aws.rds.clone(), &backup.dr_region);
+    let rds = SdkRdsBackups::new(aws.rds(), &backup.dr_region);
     Ok(BackupGuard {
         backup,
         pg,

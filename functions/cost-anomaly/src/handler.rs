@@ -38,8 +38,8 @@ pub struct CostDeps {
 pub fn build(deps: &Deps, aws: &AwsClients) -> Result<CostDeps> {
     Ok(CostDeps {
         cfg: cost::from_settings(&deps.cfg.settings)?,
-        ce: Box::new(SdkCostExplorer(aws.costexplorer.clone())),
-        power: Box::new(SdkRdsPower(aws.rds.clone())),
+        ce: Box::new(SdkCostExplorer(aws.costexplorer())),
+        power: Box::new(SdkRdsPower(aws.rds())),
     })
 }
 

@@ -47,10 +47,10 @@ pub fn build(deps: &Deps, aws: &AwsClients) -> Result<OffhoursDeps> {
     Ok(OffhoursDeps {
         cfg: offhours::from_settings(&deps.cfg.settings)?,
         inventory: Box::new(SdkInventory {
-            asg: aws.autoscaling.clone(),
-            rds: aws.rds.clone(),
+            asg: aws.autoscaling(),
+            rds: aws.rds(),
         }),
-        power: Box::new(SdkRdsPower(aws.rds.clone())),
+        power: Box::new(SdkRdsPower(aws.rds())),
     })
 }
 

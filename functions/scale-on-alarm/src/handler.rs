@@ -4,11 +4,12 @@
 use chrono::Duration;
 use serde_json::{json, Value};
 
-use nbaops_shared::alerts::{Alert, Severity};
-use nbaops_shared::events::{classify, AlarmChange, AlarmState, Inbound, ScheduledTick};
-use nbaops_shared::guard::{in_change_window, Bounds, Guard, Outcome, ProposedAction};
-use nbaops_shared::ports::LedgerWrite;
-use nbaops_shared::runtime::{Deps, Invocation, InvocationReport, RecordReport};
+use nbaops_shared::adapters::{AwsClients, SdkAutoScaling, SdkElastiCache, SdkRds};
+use nbaops_shared::alerts::Severity;
+use nbaops_shared::events::{AlarmChange, AlarmState, Inbound, ScheduledTick};
+use nbaops_shared::guard::{in_change_window, AuditRecord, Bounds, Outcome, ProposedAction};
+use nbaops_shared::ports::{AutoScaling, ElastiCache, LedgerWrite, Rds};
+use nbaops_shared::runtime::{Ctx, Deps, Function, InvocationReport, RecordReport, Work};
 use nbaops_shared::Result;
 
 use crate::plan::{
@@ -20,30 +21,36 @@ pub const FUNCTION: &str = "scale-on-alarm";
 /// Scheduler input `{"nbaops": {"task": "off-peak-scale-in"}}` scales every group in one step.
 pub const OFF_PEAK_TASK: &str = "off-peak-scale-in";
 
-pub async fn handle(
-    payload: Value,
-    inv: Invocation,
-    deps: &'static Deps,
-) -> Result<InvocationReport> {
-    let mut report = InvocationReport {
-        function: FUNCTION.into(),
-        env: deps.cfg.env.to_string(),
-        records: vec![],
-    };
-    for inbound in classify(&payload) {
-        let rec = match inbound {
-            Inbound::Alarm(alarm) => on_alarm(&alarm, &inv, deps).await?,
-            Inbound::Schedule(tick) if tick.task().as_deref() == Some(OFF_PEAK_TASK) => on_off_peak(&tick, &inv, deps).await?,
-            Inbound::NotForMe(n) => RecordReport::not_for_me("", "unknown", n.reason),
-            other => RecordReport::not_for_me(
-                other.event_id().unwrap_or(""),
-                other.kind(),
-                format!("{FUNCTION} takes CloudWatch alarm state changes and the '{OFF_PEAK_TASK}' schedule"),
-            ),
-        };
-        report.records.push(rec);
+/// The ports scale-on-alarm calls, built once at init.
+pub struct ScaleOnAlarm {
+    pub asg: Box<dyn AutoScaling>,
+    pub rds: Box<dyn Rds>,
+    pub cache: Box<dyn ElastiCache>,
+}
+
+impl Function for ScaleOnAlarm {
+    const NAME: &'static str = FUNCTION;
+    const TAKES: &'static str =
+        "CloudWatch alarm state changes and the 'off-peak-scale-in' schedule";
+    type Reply = InvocationReport;
+
+    async fn init(_deps: &Deps, aws: &AwsClients) -> Result<Self> {
+        Ok(ScaleOnAlarm {
+            asg: Box::new(SdkAutoScaling(aws.autoscaling())),
+            rds: Box::new(SdkRds(aws.rds())),
+            cache: Box::new(SdkElastiCache(aws.elasticache())),
+        })
     }
-    Ok(report)
+
+    async fn on(&self, inbound: Inbound, ctx: &Ctx<'_>) -> Result<RecordReport> {
+        match inbound {
+            Inbound::Alarm(alarm) => self.on_alarm(&alarm, ctx).await,
+            Inbound::Schedule(tick) if tick.task().as_deref() == Some(OFF_PEAK_TASK) => {
+                self.on_off_peak(&tick, ctx).await
+            }
+            other => Ok(ctx.not_mine(&other)),
+        }
+    }
 }
 
 /// Counts this alarm's transitions in the flap window, this one included, and hands back the
@@ -51,12 +58,8 @@ pub async fn handle(
 /// for the caller to write — with the action's claim when there is one. When the delivery says the
 /// previous transition is older than the window, this one is alone in it and nothing is read
 /// (a late delivery of an old transition does not see the transitions after it).
-async fn flap_count(
-    alarm: &AlarmChange,
-    inv: &Invocation,
-    deps: &Deps,
-) -> Result<(usize, LedgerWrite)> {
-    let cfg = &deps.cfg.scale;
+async fn flap_count(alarm: &AlarmChange, ctx: &Ctx<'_>) -> Result<(usize, LedgerWrite)> {
+    let cfg = &ctx.cfg().scale;
     let pk = format!("flap#{}", alarm.alarm_name);
     let sk = format!("{}#{}", alarm.changed_at.to_rfc3339(), alarm.state.as_str());
     let window = Duration::minutes(cfg.flap_window_minutes);
@@ -73,8 +76,9 @@ async fn flap_count(
     {
         return Ok((1, record));
     }
-    let since = inv.now.min(alarm.changed_at) - window;
-    let mut seen: std::collections::BTreeSet<String> = deps
+    let since = ctx.now().min(alarm.changed_at) - window;
+    let mut seen: std::collections::BTreeSet<String> = ctx
+        .deps
         .ledger
         .query(&pk, "")
         .await?
@@ -92,454 +96,401 @@ async fn flap_count(
     Ok((seen.len(), record))
 }
 
-fn base_record(alarm: &AlarmChange) -> RecordReport {
-    RecordReport {
-        event_id: alarm.event_id.clone(),
-        kind: "alarm".into(),
-        summary: format!(
+/// What one scaling is about: the alarm or schedule behind it, and how urgent it is.
+struct Why<'r> {
+    reason: &'r str,
+    severity: Severity,
+}
+
+/// The P3 (P2 when it failed or was an emergency change) telling people what was done.
+async fn announce(
+    w: &mut Work<'_>,
+    audit: &AuditRecord,
+    resource: &str,
+    key: String,
+    summary: String,
+    details: Value,
+    action: String,
+) -> Result<()> {
+    if !matches!(audit.outcome, Outcome::Acted | Outcome::Failed) {
+        return Ok(());
+    }
+    let sev = if audit.outcome == Outcome::Failed || audit.emergency_change {
+        Severity::P2
+    } else {
+        Severity::P3
+    };
+    let alert = w
+        .ctx
+        .alert(sev, resource, key, summary)
+        .with_details(details)
+        .with_action(action);
+    w.raise(alert).await
+}
+
+impl ScaleOnAlarm {
+    async fn on_alarm(&self, alarm: &AlarmChange, ctx: &Ctx<'_>) -> Result<RecordReport> {
+        let summary = format!(
             "alarm '{}' {} -> {} ({:?})",
             alarm.alarm_name,
             alarm.previous_state.map(|s| s.as_str()).unwrap_or("?"),
             alarm.state.as_str(),
             alarm.delivery
-        ),
-        ..Default::default()
-    }
-}
-
-async fn on_alarm(alarm: &AlarmChange, inv: &Invocation, deps: &Deps) -> Result<RecordReport> {
-    let mut rec = base_record(alarm);
-    let intent = intent_for(alarm, &deps.cfg.scale);
-    let (target, direction, route) = match intent {
-        Intent::NotForMe(reason) => {
-            rec.not_for_me = Some(reason.clone());
-            rec.notes.push(format!("not for me: {reason}"));
-            return Ok(rec);
-        }
-        Intent::Nothing(why) => {
-            rec.notes.push(why);
-            return Ok(rec);
-        }
-        Intent::Scale {
-            target,
-            direction,
-            route,
-        } => (target, direction, route),
-    };
-    let mut guard = deps.guard(&alarm.event_id, inv);
-    if alarm.state != AlarmState::InsufficientData {
-        let (transitions, record) = flap_count(alarm, inv, deps).await?;
-        if transitions >= deps.cfg.scale.flap_transitions {
-            guard.ride_along(record);
-            guard.flush().await?;
-            // One alert per alarm per flap window, however many deliveries a storm brings: the
-            // first delivery that sees the flapping claims the window; the others only note it.
-            let window_secs = deps.cfg.scale.flap_window_minutes.max(1) * 60;
-            let bucket = alarm.changed_at.timestamp().div_euclid(window_secs);
-            let expires = alarm.changed_at.timestamp() + 2 * window_secs + 86_400;
-            let first = deps
-                .ledger
-                .put_if_absent(
-                    &format!("flap#{}", alarm.alarm_name),
-                    &format!("alerted#{bucket}"),
-                    &json!({"event_id": alarm.event_id, "at": inv.now}),
-                    expires,
-                )
-                .await?;
-            if !first {
-                rec.notes.push(format!(
-                    "flapping ({transitions} transitions): no action, already alerted for this window"
-                ));
-                return Ok(rec);
+        );
+        let mut w = ctx.work(&alarm.event_id, "alarm", summary);
+        let scale = &ctx.cfg().scale;
+        let (target, direction, route) = match intent_for(alarm, scale) {
+            Intent::NotForMe(reason) => return Ok(w.not_for_me(reason)),
+            Intent::Nothing(why) => {
+                w.note(why);
+                return Ok(w.rec);
             }
-            let alert = Alert::new(
+            Intent::Scale {
+                target,
+                direction,
+                route,
+            } => (target, direction, route),
+        };
+        if alarm.state != AlarmState::InsufficientData {
+            let (transitions, record) = flap_count(alarm, ctx).await?;
+            w.guard.ride_along(record);
+            if transitions >= scale.flap_transitions {
+                return self.on_flapping(alarm, &target, transitions, w).await;
+            }
+        }
+        let severity = route
+            .as_ref()
+            .and_then(|r| r.severity.as_deref())
+            .and_then(|s| s.parse::<Severity>().ok())
+            .unwrap_or(Severity::P3);
+        let reason = format!(
+            "alarm '{}' in {}: {}",
+            alarm.alarm_name,
+            alarm.state.as_str(),
+            alarm.reason
+        );
+        let why = Why {
+            reason: &reason,
+            severity,
+        };
+        match target {
+            Target::Group(name) => self.scale_group(&name, direction, &why, &mut w).await?,
+            Target::Db(id) => self.scale_db(&id, &why, &mut w).await?,
+            Target::Cache(id) => self.scale_cache(&id, &why, &mut w).await?,
+        }
+        // No action was checked (nothing to do, busy, at the ceiling): the transition still counts.
+        w.done().await
+    }
+
+    /// One alert per alarm per flap window, however many deliveries a storm brings: the first
+    /// delivery that sees the flapping claims the window; the others only note it.
+    async fn on_flapping(
+        &self,
+        alarm: &AlarmChange,
+        target: &Target,
+        transitions: usize,
+        mut w: Work<'_>,
+    ) -> Result<RecordReport> {
+        let ctx = w.ctx;
+        let scale = &ctx.cfg().scale;
+        w.guard.flush().await?;
+        let window_secs = scale.flap_window_minutes.max(1) * 60;
+        let bucket = alarm.changed_at.timestamp().div_euclid(window_secs);
+        let expires = alarm.changed_at.timestamp() + 2 * window_secs + 86_400;
+        let first = ctx
+            .deps
+            .ledger
+            .put_if_absent(
+                &format!("flap#{}", alarm.alarm_name),
+                &format!("alerted#{bucket}"),
+                &json!({"event_id": alarm.event_id, "at": ctx.now()}),
+                expires,
+            )
+            .await?;
+        if !first {
+            w.note(format!(
+                "flapping ({transitions} transitions): no action, already alerted for this window"
+            ));
+            return Ok(w.rec);
+        }
+        let alert = ctx
+            .alert(
                 Severity::P3,
-                &deps.cfg.env.to_string(),
-                FUNCTION,
                 &target.resource(),
                 format!("flapping#{}", alarm.alarm_name),
-                format!("alarm '{}' is flapping: {} transitions in {} min; nbaops stopped acting on it", alarm.alarm_name, transitions, deps.cfg.scale.flap_window_minutes),
-                inv.now,
+                format!(
+                    "alarm '{}' is flapping: {} transitions in {} min; nbaops stopped acting on it",
+                    alarm.alarm_name, transitions, scale.flap_window_minutes
+                ),
             )
-            .with_runbook("Review the alarm's threshold and evaluation periods; nbaops resumes when it settles.");
-            deps.alerts().publish(&alert).await?;
-            rec.notes
-                .push(format!("flapping ({transitions} transitions): no action"));
-            rec.alerts.push(alert);
-            return Ok(rec);
-        }
-        guard.ride_along(record);
+            .with_runbook(
+                "Review the alarm's threshold and evaluation periods; nbaops resumes when it settles.",
+            );
+        w.note(format!("flapping ({transitions} transitions): no action"));
+        w.raise(alert).await?;
+        Ok(w.rec)
     }
-    let severity = route
-        .as_ref()
-        .and_then(|r| r.severity.as_deref())
-        .and_then(|s| s.parse::<Severity>().ok())
-        .unwrap_or(Severity::P3);
-    let reason = format!(
-        "alarm '{}' in {}: {}",
-        alarm.alarm_name,
-        alarm.state.as_str(),
-        alarm.reason
-    );
-    match target {
-        Target::Group(name) => {
-            scale_group(
-                &name, direction, severity, &reason, &mut guard, deps, inv, &mut rec,
-            )
-            .await?
-        }
-        Target::Db(id) => scale_db(&id, severity, &reason, &mut guard, deps, inv, &mut rec).await?,
-        Target::Cache(id) => scale_cache(&id, &reason, &mut guard, deps, inv, &mut rec).await?,
-    }
-    // No action was checked (nothing to do, busy, at the ceiling): the transition still counts.
-    guard.flush().await?;
-    Ok(rec)
-}
 
-async fn on_off_peak(tick: &ScheduledTick, inv: &Invocation, deps: &Deps) -> Result<RecordReport> {
-    let mut rec = RecordReport {
-        event_id: tick.event_id.clone(),
-        kind: "schedule".into(),
-        summary: format!(
-            "off-peak scale-in of {} group(s)",
-            deps.cfg.scale.groups.len()
-        ),
-        ..Default::default()
-    };
-    let mut guard = deps
-        .guard(&tick.event_id, inv)
-        .with_fleet_size(deps.cfg.scale.groups.len());
-    for name in &deps.cfg.scale.groups {
+    async fn on_off_peak(&self, tick: &ScheduledTick, ctx: &Ctx<'_>) -> Result<RecordReport> {
+        let groups = &ctx.cfg().scale.groups;
+        let mut w = ctx
+            .work(
+                &tick.event_id,
+                "schedule",
+                format!("off-peak scale-in of {} group(s)", groups.len()),
+            )
+            .with_fleet_size(groups.len());
         let reason = format!(
             "off-peak schedule '{}'",
             tick.name.as_deref().unwrap_or(OFF_PEAK_TASK)
         );
-        scale_group(
-            name,
-            Direction::In,
-            Severity::P4,
-            &reason,
-            &mut guard,
-            deps,
-            inv,
-            &mut rec,
-        )
-        .await?;
-    }
-    Ok(rec)
-}
-
-fn alert_for(
-    deps: &Deps,
-    sev: Severity,
-    resource: &str,
-    key: String,
-    summary: String,
-    inv: &Invocation,
-) -> Alert {
-    Alert::new(
-        sev,
-        &deps.cfg.env.to_string(),
-        FUNCTION,
-        resource,
-        key,
-        summary,
-        inv.now,
-    )
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn scale_group(
-    name: &str,
-    dir: Direction,
-    severity: Severity,
-    reason: &str,
-    guard: &mut Guard<'_>,
-    deps: &Deps,
-    inv: &Invocation,
-    rec: &mut RecordReport,
-) -> Result<()> {
-    let resource = format!("asg:{name}");
-    let Some(group) = deps.asg.describe_group(name).await? else {
-        rec.notes
-            .push(format!("{resource} does not exist: no action"));
-        return Ok(());
-    };
-    let plan = deps.cfg.scale.plan_for(name);
-    match plan_group(&group, plan, dir) {
-        GroupChange::Busy => rec.notes.push(format!(
-            "{resource}: a scaling activity is in progress, not stacking another"
-        )),
-        GroupChange::AtBaseline { desired, floor } => rec.notes.push(format!(
-            "{resource}: already at {desired} (floor {floor}), nothing to scale in"
-        )),
-        GroupChange::AtCeiling { desired, ceiling } => {
-            let alert = alert_for(
-                deps,
-                Severity::P2,
-                &resource,
-                format!("capacity-exhausted#{resource}"),
-                format!("{name} is at its ceiling ({desired}/{ceiling}) and the alarm still fires: capacity exhausted"),
-                inv,
-            )
-            .with_details(json!({"reason": reason, "desired": desired, "ceiling": ceiling, "max_size": group.max_size}))
-            .with_runbook("Raise scale.asg.ceiling (or the group's MaxSize) after checking cost, or find what is loading the tier.");
-            deps.alerts().publish(&alert).await?;
-            rec.notes
-                .push(format!("{resource}: at ceiling {ceiling}, P2 raised"));
-            rec.alerts.push(alert);
+        let why = Why {
+            reason: &reason,
+            severity: Severity::P4,
+        };
+        for name in groups {
+            self.scale_group(name, Direction::In, &why, &mut w).await?;
         }
-        GroupChange::To { from, to, min, max } => {
-            let verb = if dir == Direction::Out {
-                "scale_out"
-            } else {
-                "scale_in"
-            };
-            let action = ProposedAction {
-                action: format!("asg.{verb}"),
-                resource: resource.clone(),
-                tags: group.tags.clone(),
-                reason: reason.to_string(),
-                severity,
-                disruptive: false,
-                bounds: Some(Bounds {
-                    proposed: to as f64,
-                    min: min as f64,
-                    max: max as f64,
-                }),
-                cooldown_key: "asg.scale".into(),
-                cooldown_seconds: deps.cfg.scale.asg_cooldown_seconds,
-                before: json!({"desired": from, "min": group.min_size, "max": group.max_size}),
-                after: json!({"desired": to}),
-            };
-            let audit = guard
-                .run(&action, || deps.asg.set_desired_capacity(name, to))
-                .await?;
-            let words = audit.outcome_words();
-            rec.notes
-                .push(format!("{resource}: desired {from} -> {to}: {words}"));
-            if matches!(audit.outcome, Outcome::Acted | Outcome::Failed) {
-                let sev = if audit.outcome == Outcome::Failed {
-                    Severity::P2
+        Ok(w.rec)
+    }
+
+    async fn scale_group(
+        &self,
+        name: &str,
+        dir: Direction,
+        why: &Why<'_>,
+        w: &mut Work<'_>,
+    ) -> Result<()> {
+        let ctx = w.ctx;
+        let scale = &ctx.cfg().scale;
+        let resource = format!("asg:{name}");
+        let Some(group) = self.asg.describe_group(name).await? else {
+            w.note(format!("{resource} does not exist: no action"));
+            return Ok(());
+        };
+        match plan_group(&group, scale.plan_for(name), dir) {
+            GroupChange::Busy => w.note(format!(
+                "{resource}: a scaling activity is in progress, not stacking another"
+            )),
+            GroupChange::AtBaseline { desired, floor } => w.note(format!(
+                "{resource}: already at {desired} (floor {floor}), nothing to scale in"
+            )),
+            GroupChange::AtCeiling { desired, ceiling } => {
+                let alert = ctx
+                    .alert(
+                        Severity::P2,
+                        &resource,
+                        format!("capacity-exhausted#{resource}"),
+                        format!("{name} is at its ceiling ({desired}/{ceiling}) and the alarm still fires: capacity exhausted"),
+                    )
+                    .with_details(json!({"reason": why.reason, "desired": desired, "ceiling": ceiling, "max_size": group.max_size}))
+                    .with_runbook("Raise scale.asg.ceiling (or the group's MaxSize) after checking cost, or find what is loading the tier.");
+                w.note(format!("{resource}: at ceiling {ceiling}, P2 raised"));
+                w.raise(alert).await?;
+            }
+            GroupChange::To { from, to, min, max } => {
+                let verb = if dir == Direction::Out {
+                    "scale_out"
                 } else {
-                    Severity::P3
+                    "scale_in"
                 };
-                let alert = alert_for(
-                    deps,
-                    sev,
+                let action = ProposedAction {
+                    action: format!("asg.{verb}"),
+                    resource: resource.clone(),
+                    tags: group.tags.clone(),
+                    reason: why.reason.to_string(),
+                    severity: why.severity,
+                    disruptive: false,
+                    bounds: Some(Bounds {
+                        proposed: to as f64,
+                        min: min as f64,
+                        max: max as f64,
+                    }),
+                    cooldown_key: "asg.scale".into(),
+                    cooldown_seconds: scale.asg_cooldown_seconds,
+                    before: json!({"desired": from, "min": group.min_size, "max": group.max_size}),
+                    after: json!({"desired": to}),
+                };
+                let audit = w
+                    .act(&action, || self.asg.set_desired_capacity(name, to))
+                    .await?;
+                let words = audit.outcome_words();
+                w.note(format!("{resource}: desired {from} -> {to}: {words}"));
+                announce(
+                    w,
+                    &audit,
                     &resource,
                     format!("{verb}#{resource}"),
                     format!("{name}: desired {from} -> {to} ({words})"),
-                    inv,
+                    json!({"reason": why.reason, "before": action.before, "after": action.after}),
+                    format!("set_desired_capacity {name} {to}: {words}"),
                 )
-                .with_details(
-                    json!({"reason": reason, "before": action.before, "after": action.after}),
-                )
-                .with_action(format!("set_desired_capacity {name} {to}: {words}"));
-                deps.alerts().publish(&alert).await?;
-                rec.alerts.push(alert);
+                .await?;
             }
-            rec.actions.push(audit);
         }
+        Ok(())
     }
-    Ok(())
-}
 
-#[allow(clippy::too_many_arguments)]
-async fn scale_db(
-    id: &str,
-    severity: Severity,
-    reason: &str,
-    guard: &mut Guard<'_>,
-    deps: &Deps,
-    inv: &Invocation,
-    rec: &mut RecordReport,
-) -> Result<()> {
-    let resource = format!("rds:{id}");
-    let Some(db) = deps.rds.describe_instance(id).await? else {
-        rec.notes
-            .push(format!("{resource} does not exist: no action"));
-        return Ok(());
-    };
-    let ladder = &deps.cfg.scale.rds_ladder;
-    match plan_db(&db, ladder) {
-        DbChange::NotAvailable { status } => rec.notes.push(format!(
-            "{resource} is '{status}', not 'available': no change now"
-        )),
-        DbChange::AlreadyPending { class } => rec
-            .notes
-            .push(format!("{resource}: change to {class} already pending")),
-        DbChange::NotOnLadder { class } => {
-            rec.notes.push(format!(
+    async fn scale_db(&self, id: &str, why: &Why<'_>, w: &mut Work<'_>) -> Result<()> {
+        let ctx = w.ctx;
+        let scale = &ctx.cfg().scale;
+        let resource = format!("rds:{id}");
+        let Some(db) = self.rds.describe_instance(id).await? else {
+            w.note(format!("{resource} does not exist: no action"));
+            return Ok(());
+        };
+        let ladder = &scale.rds_ladder;
+        match plan_db(&db, ladder) {
+            DbChange::NotAvailable { status } => w.note(format!(
+                "{resource} is '{status}', not 'available': no change now"
+            )),
+            DbChange::AlreadyPending { class } => {
+                w.note(format!("{resource}: change to {class} already pending"))
+            }
+            DbChange::NotOnLadder { class } => w.note(format!(
                 "{resource}: class {class} is not on scale.rds.ladder; not touching it"
-            ));
-        }
-        DbChange::AtTop { class } => {
-            let alert = alert_for(
-                deps,
-                Severity::P2,
-                &resource,
-                format!("capacity-exhausted#{resource}"),
-                format!("{id} is already {class}, the top of the class ladder, and the alarm still fires"),
-                inv,
-            )
-            .with_details(json!({"reason": reason, "ladder": ladder}))
-            .with_runbook("Look for the query or connection storm first; a bigger class needs a capacity review.");
-            deps.alerts().publish(&alert).await?;
-            rec.notes
-                .push(format!("{resource}: top rung {class}, P2 raised"));
-            rec.alerts.push(alert);
-        }
-        DbChange::Up {
-            from,
-            to,
-            rung,
-            top,
-        } => {
-            // Inside the change window, or for a P1, the change is applied now; otherwise RDS
-            // applies it in the instance's maintenance window, which infra aligns with ours.
-            let immediate =
-                severity == Severity::P1 || in_change_window(&deps.cfg.guard.window, inv.now);
-            let action = ProposedAction {
-                action: "rds.modify_class".into(),
-                resource: resource.clone(),
-                tags: db.tags.clone(),
-                reason: reason.to_string(),
-                severity,
-                disruptive: immediate,
-                bounds: Some(Bounds {
-                    proposed: rung as f64,
-                    min: 0.0,
-                    max: top as f64,
-                }),
-                cooldown_key: "rds.class".into(),
-                cooldown_seconds: deps.cfg.scale.rds_cooldown_seconds,
-                before: json!({"class": from, "status": db.status}),
-                after: json!({"class": to, "apply_immediately": immediate}),
-            };
-            let audit = guard
-                .run(&action, || {
-                    deps.rds.modify_instance_class(id, &to, immediate)
-                })
-                .await?;
-            let words = audit.outcome_words();
-            let when = if immediate {
-                "now"
-            } else {
-                "at the next maintenance window"
-            };
-            rec.notes
-                .push(format!("{resource}: {from} -> {to} {when}: {words}"));
-            if matches!(audit.outcome, Outcome::Acted | Outcome::Failed) {
-                let sev = if audit.outcome == Outcome::Failed || audit.emergency_change {
-                    Severity::P2
-                } else {
-                    Severity::P3
-                };
-                let alert = alert_for(deps, sev, &resource, format!("rds-class#{resource}"), format!("{id}: {from} -> {to} {when} ({words})"), inv)
-                    .with_details(json!({"reason": reason, "before": action.before, "after": action.after, "emergency_change": audit.emergency_change}))
-                    .with_action(format!("modify_db_instance {id} class {to} apply_immediately={immediate}: {words}"));
-                deps.alerts().publish(&alert).await?;
-                rec.alerts.push(alert);
+            )),
+            DbChange::AtTop { class } => {
+                let alert = ctx
+                    .alert(
+                        Severity::P2,
+                        &resource,
+                        format!("capacity-exhausted#{resource}"),
+                        format!("{id} is already {class}, the top of the class ladder, and the alarm still fires"),
+                    )
+                    .with_details(json!({"reason": why.reason, "ladder": ladder}))
+                    .with_runbook("Look for the query or connection storm first; a bigger class needs a capacity review.");
+                w.note(format!("{resource}: top rung {class}, P2 raised"));
+                w.raise(alert).await?;
             }
-            rec.actions.push(audit);
-        }
-    }
-    Ok(())
-}
-
-async fn scale_cache(
-    id: &str,
-    reason: &str,
-    guard: &mut Guard<'_>,
-    deps: &Deps,
-    inv: &Invocation,
-    rec: &mut RecordReport,
-) -> Result<()> {
-    let resource = format!("cache:{id}");
-    let Some(c) = deps.cache.describe_cluster(id).await? else {
-        rec.notes
-            .push(format!("{resource} does not exist: no action"));
-        return Ok(());
-    };
-    match plan_cache(&c, deps.cfg.scale.cache_max_nodes) {
-        CacheChange::NotMemcached { engine } => rec.notes.push(format!(
-            "{resource} runs {engine}, not memcached: not touching it"
-        )),
-        CacheChange::NotAvailable { status } => rec
-            .notes
-            .push(format!("{resource} is '{status}': no change now")),
-        CacheChange::AtCap { nodes, cap } => {
-            let alert = alert_for(
-                deps,
-                Severity::P2,
-                &resource,
-                format!("capacity-exhausted#{resource}"),
-                format!("{id} has {nodes} nodes, the cap of {cap}, and memory is still high"),
-                inv,
-            )
-            .with_details(json!({"reason": reason}));
-            deps.alerts().publish(&alert).await?;
-            rec.notes
-                .push(format!("{resource}: at node cap {cap}, P2 raised"));
-            rec.alerts.push(alert);
-        }
-        CacheChange::AddNode { from, to, cap } => {
-            let action = ProposedAction {
-                action: "cache.add_node".into(),
-                resource: resource.clone(),
-                tags: c.tags.clone(),
-                reason: reason.to_string(),
-                severity: Severity::P3,
-                disruptive: false,
-                bounds: Some(Bounds {
-                    proposed: to as f64,
-                    min: 1.0,
-                    max: cap as f64,
-                }),
-                cooldown_key: "cache.nodes".into(),
-                cooldown_seconds: deps.cfg.scale.cache_cooldown_seconds,
-                before: json!({"nodes": from}),
-                after: json!({"nodes": to}),
-            };
-            let audit = guard
-                .run(&action, || deps.cache.set_node_count(id, to))
-                .await?;
-            let words = audit.outcome_words();
-            rec.notes
-                .push(format!("{resource}: nodes {from} -> {to}: {words}"));
-            if matches!(audit.outcome, Outcome::Acted | Outcome::Failed) {
-                let sev = if audit.outcome == Outcome::Failed {
-                    Severity::P2
-                } else {
-                    Severity::P3
+            DbChange::Up {
+                from,
+                to,
+                rung,
+                top,
+            } => {
+                // Inside the change window, or for a P1, the change is applied now; otherwise RDS
+                // applies it in the instance's maintenance window, which infra aligns with ours.
+                let immediate = why.severity == Severity::P1
+                    || in_change_window(&ctx.cfg().guard.window, ctx.now());
+                let action = ProposedAction {
+                    action: "rds.modify_class".into(),
+                    resource: resource.clone(),
+                    tags: db.tags.clone(),
+                    reason: why.reason.to_string(),
+                    severity: why.severity,
+                    disruptive: immediate,
+                    bounds: Some(Bounds {
+                        proposed: rung as f64,
+                        min: 0.0,
+                        max: top as f64,
+                    }),
+                    cooldown_key: "rds.class".into(),
+                    cooldown_seconds: scale.rds_cooldown_seconds,
+                    before: json!({"class": from, "status": db.status}),
+                    after: json!({"class": to, "apply_immediately": immediate}),
                 };
-                let alert = alert_for(
-                    deps,
-                    sev,
+                let audit = w
+                    .act(&action, || {
+                        self.rds.modify_instance_class(id, &to, immediate)
+                    })
+                    .await?;
+                let words = audit.outcome_words();
+                let when = if immediate {
+                    "now"
+                } else {
+                    "at the next maintenance window"
+                };
+                w.note(format!("{resource}: {from} -> {to} {when}: {words}"));
+                announce(
+                    w,
+                    &audit,
+                    &resource,
+                    format!("rds-class#{resource}"),
+                    format!("{id}: {from} -> {to} {when} ({words})"),
+                    json!({"reason": why.reason, "before": action.before, "after": action.after, "emergency_change": audit.emergency_change}),
+                    format!("modify_db_instance {id} class {to} apply_immediately={immediate}: {words}"),
+                )
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn scale_cache(&self, id: &str, why: &Why<'_>, w: &mut Work<'_>) -> Result<()> {
+        let ctx = w.ctx;
+        let scale = &ctx.cfg().scale;
+        let resource = format!("cache:{id}");
+        let Some(c) = self.cache.describe_cluster(id).await? else {
+            w.note(format!("{resource} does not exist: no action"));
+            return Ok(());
+        };
+        match plan_cache(&c, scale.cache_max_nodes) {
+            CacheChange::NotMemcached { engine } => w.note(format!(
+                "{resource} runs {engine}, not memcached: not touching it"
+            )),
+            CacheChange::NotAvailable { status } => {
+                w.note(format!("{resource} is '{status}': no change now"))
+            }
+            CacheChange::AtCap { nodes, cap } => {
+                let alert = ctx
+                    .alert(
+                        Severity::P2,
+                        &resource,
+                        format!("capacity-exhausted#{resource}"),
+                        format!(
+                            "{id} has {nodes} nodes, the cap of {cap}, and memory is still high"
+                        ),
+                    )
+                    .with_details(json!({"reason": why.reason}));
+                w.note(format!("{resource}: at node cap {cap}, P2 raised"));
+                w.raise(alert).await?;
+            }
+            CacheChange::AddNode { from, to, cap } => {
+                let action = ProposedAction {
+                    action: "cache.add_node".into(),
+                    resource: resource.clone(),
+                    tags: c.tags.clone(),
+                    reason: why.reason.to_string(),
+                    severity: Severity::P3,
+                    disruptive: false,
+                    bounds: Some(Bounds {
+                        proposed: to as f64,
+                        min: 1.0,
+                        max: cap as f64,
+                    }),
+                    cooldown_key: "cache.nodes".into(),
+                    cooldown_seconds: scale.cache_cooldown_seconds,
+                    before: json!({"nodes": from}),
+                    after: json!({"nodes": to}),
+                };
+                let audit = w.act(&action, || self.cache.set_node_count(id, to)).await?;
+                let words = audit.outcome_words();
+                w.note(format!("{resource}: nodes {from} -> {to}: {words}"));
+                announce(
+                    w,
+                    &audit,
                     &resource,
                     format!("cache-nodes#{resource}"),
                     format!("{id}: nodes {from} -> {to} ({words})"),
-                    inv,
+                    json!({}),
+                    format!("modify_cache_cluster {id} nodes {to}: {words}"),
                 )
-                .with_action(format!("modify_cache_cluster {id} nodes {to}: {words}"));
-                deps.alerts().publish(&alert).await?;
-                rec.alerts.push(alert);
+                .await?;
             }
-            rec.actions.push(audit);
         }
+        Ok(())
     }
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use chrono::{TimeZone, Utc};
-    use nbaops_shared::config::{layer, Config, Env};
     use nbaops_shared::fakes::*;
-    use nbaops_shared::guard::{GuardStep, Switches};
+    use nbaops_shared::guard::GuardStep;
     use nbaops_shared::ports::*;
+    use nbaops_shared::runtime::{dispatch, Invocation};
 
     const WEB_ALARM: &str =
         include_str!("../../../events/cloudwatch-alarm/eventbridge-single-metric-alarm.json");
@@ -554,6 +505,7 @@ mod tests {
 
     struct World {
         deps: &'static Deps,
+        f: &'static ScaleOnAlarm,
         asg: &'static FakeAutoScaling,
         rds: &'static FakeRds,
         cache: &'static FakeElastiCache,
@@ -561,7 +513,7 @@ mod tests {
     }
 
     fn world(extra: &[(&str, &str)], web_desired: i32, protect: bool) -> World {
-        let mut pairs = vec![
+        let mut vars = vec![
             ("NBAOPS_SCALE__GROUPS", "nbaops-dev-web,nbaops-dev-worker"),
             ("NBAOPS_SCALE__RDS__INSTANCES", "nbaops-dev-db"),
             ("NBAOPS_SCALE__CACHE__CLUSTERS", "nbaops-dev-cache"),
@@ -570,17 +522,8 @@ mod tests {
                 "arn:aws:sns:us-east-1:123456789012:nbaops-dev-alerts",
             ),
         ];
-        pairs.extend_from_slice(extra);
-        let vars = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let cfg = Config::from_settings(
-            Env::Dev,
-            FUNCTION,
-            layer(Env::Dev, &vars, &Default::default()).unwrap(),
-        )
-        .unwrap();
+        vars.extend_from_slice(extra);
+        let t = test_deps(FUNCTION, &vars).unwrap();
         let mut tags = Tags::new();
         if protect {
             tags.insert("nbaops:protect".into(), "true".into());
@@ -625,39 +568,33 @@ mod tests {
             status: "available".into(),
             tags: Tags::new(),
         }]));
-        let notifier = leak(FakeNotifier::default());
-        let deps = leak(Deps {
-            cfg,
-            asg: Box::new(Shared(asg)),
-            rds: Box::new(Shared(rds)),
-            cache: Box::new(Shared(cache)),
-            notifier: Box::new(Shared(notifier)),
-            params: None,
-            ledger: Box::new(FakeLedger::default()),
-            switches: Switches::default(),
-        });
         World {
-            deps,
+            deps: t.deps,
+            f: leak(ScaleOnAlarm {
+                asg: Box::new(Shared(asg)),
+                rds: Box::new(Shared(rds)),
+                cache: Box::new(Shared(cache)),
+            }),
             asg,
             rds,
             cache,
-            notifier,
+            notifier: t.notifier,
         }
     }
 
+    async fn handle(payload: Value, inv: Invocation, w: &World) -> Result<InvocationReport> {
+        dispatch(w.f, payload, &Ctx::of::<ScaleOnAlarm>(w.deps, &inv)).await
+    }
+
     fn inv(now: chrono::DateTime<Utc>) -> Invocation {
-        Invocation {
-            request_id: "req".into(),
-            now,
-            deadline: None,
-        }
+        Invocation::at("req", now)
     }
     fn wednesday() -> chrono::DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap()
     }
 
     async fn run(w: &World, fixture: &str, now: chrono::DateTime<Utc>) -> InvocationReport {
-        handle(serde_json::from_str(fixture).unwrap(), inv(now), w.deps)
+        handle(serde_json::from_str(fixture).unwrap(), inv(now), w)
             .await
             .unwrap()
     }
@@ -764,7 +701,7 @@ mod tests {
         // Same instance, but a transaction-ID alarm: no bigger class for that.
         ev["detail"]["configuration"]["metrics"][0]["metricStat"]["metric"]["name"] =
             json!("MaximumUsedTransactionIDs");
-        let r = handle(ev, inv(wednesday()), w.deps).await.unwrap();
+        let r = handle(ev, inv(wednesday()), &w).await.unwrap();
         assert!(w.rds.mutations().is_empty());
         assert!(
             r.records[0]
@@ -860,7 +797,7 @@ mod tests {
             let t = wednesday() + Duration::minutes(i * 2);
             ev["id"] = json!(format!("evt-{i}"));
             ev["detail"]["state"]["timestamp"] = json!(t.to_rfc3339());
-            last = Some(handle(ev, inv(t), w.deps).await.unwrap());
+            last = Some(handle(ev, inv(t), &w).await.unwrap());
         }
         let r = last.unwrap();
         assert!(
@@ -898,7 +835,7 @@ mod tests {
             let t = wednesday() + Duration::seconds(i);
             ev["id"] = json!(format!("storm-{i}"));
             ev["detail"]["state"]["timestamp"] = json!(t.to_rfc3339());
-            let r = handle(ev, inv(t), w.deps).await.unwrap();
+            let r = handle(ev, inv(t), &w).await.unwrap();
             if r.records[0].notes.iter().any(|n| n.contains("flapping")) {
                 flapping += 1;
             }
@@ -917,7 +854,7 @@ mod tests {
         let t = wednesday() + Duration::seconds(65);
         ev["id"] = json!("storm-later");
         ev["detail"]["state"]["timestamp"] = json!(t.to_rfc3339());
-        handle(ev, inv(t), w.deps).await.unwrap();
+        handle(ev, inv(t), &w).await.unwrap();
         let n = w
             .notifier
             .published()
@@ -941,7 +878,7 @@ mod tests {
             fn any_payload_is_answered_and_only_an_understood_event_acts(payload in arbitrary::payload()) {
                 let w = world(&[], 2, false);
                 let understood = arbitrary::understood(&payload);
-                let res = arbitrary::block_on(handle(payload, inv(wednesday()), w.deps));
+                let res = arbitrary::block_on(handle(payload, inv(wednesday()), &w));
                 if !understood {
                     arbitrary::refused_cleanly(&res)?;
                     prop_assert!(w.asg.mutations().is_empty());

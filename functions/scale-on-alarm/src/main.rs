@@ -2,9 +2,5 @@
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    nbaops_shared::runtime::serve(
-        scale_on_alarm::handler::FUNCTION,
-        scale_on_alarm::handler::handle,
-    )
-    .await
+    nbaops_shared::runtime::run::<scale_on_alarm::handler::ScaleOnAlarm>().await
 }

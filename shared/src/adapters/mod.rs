@@ -20,6 +20,7 @@ pub use http_post::HyperHttpPost;
 pub use postgres::{PgSession, PgTls, Transport, RDS_CA_BUNDLE};
 pub use sqs::SdkDeadLetter;
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use aws_config::retry::RetryConfig;
@@ -66,16 +67,29 @@ pub fn sdk_timeout_config() -> TimeoutConfig {
 
 /// SDK clients, built once at init. `AWS_ENDPOINT_URL` (and the per-service variants) are honoured
 /// by the SDK itself, so the same binary runs against the emulator.
-#[derive(Clone, Debug)]
+/// The SDK configuration (region, credentials, endpoint, retries, timeouts) loaded once, and the
+/// service clients built from it on first use: a function builds only the clients it calls.
+#[derive(Debug)]
 pub struct AwsClients {
-    pub autoscaling: aws_sdk_autoscaling::Client,
-    pub rds: aws_sdk_rds::Client,
-    pub elasticache: aws_sdk_elasticache::Client,
-    pub sns: aws_sdk_sns::Client,
-    pub ssm: aws_sdk_ssm::Client,
-    pub dynamodb: aws_sdk_dynamodb::Client,
-    pub sqs: aws_sdk_sqs::Client,
-    pub costexplorer: aws_sdk_costexplorer::Client,
+    conf: aws_config::SdkConfig,
+    autoscaling: OnceLock<aws_sdk_autoscaling::Client>,
+    rds: OnceLock<aws_sdk_rds::Client>,
+    elasticache: OnceLock<aws_sdk_elasticache::Client>,
+    sns: OnceLock<aws_sdk_sns::Client>,
+    ssm: OnceLock<aws_sdk_ssm::Client>,
+    dynamodb: OnceLock<aws_sdk_dynamodb::Client>,
+    sqs: OnceLock<aws_sdk_sqs::Client>,
+    costexplorer: OnceLock<aws_sdk_costexplorer::Client>,
+}
+
+macro_rules! client {
+    ($name:ident, $krate:ident) => {
+        pub fn $name(&self) -> $krate::Client {
+            self.$name
+                .get_or_init(|| $krate::Client::new(&self.conf))
+                .clone()
+        }
+    };
 }
 
 impl AwsClients {
@@ -86,16 +100,31 @@ impl AwsClients {
             .load()
             .await;
         AwsClients {
-            autoscaling: aws_sdk_autoscaling::Client::new(&conf),
-            rds: aws_sdk_rds::Client::new(&conf),
-            elasticache: aws_sdk_elasticache::Client::new(&conf),
-            sns: aws_sdk_sns::Client::new(&conf),
-            ssm: aws_sdk_ssm::Client::new(&conf),
-            dynamodb: aws_sdk_dynamodb::Client::new(&conf),
-            sqs: aws_sdk_sqs::Client::new(&conf),
-            costexplorer: aws_sdk_costexplorer::Client::new(&conf),
+            conf,
+            autoscaling: OnceLock::new(),
+            rds: OnceLock::new(),
+            elasticache: OnceLock::new(),
+            sns: OnceLock::new(),
+            ssm: OnceLock::new(),
+            dynamodb: OnceLock::new(),
+            sqs: OnceLock::new(),
+            costexplorer: OnceLock::new(),
         }
     }
+
+    /// The loaded SDK configuration (for a client in another region).
+    pub fn conf(&self) -> &aws_config::SdkConfig {
+        &self.conf
+    }
+
+    client!(autoscaling, aws_sdk_autoscaling);
+    client!(rds, aws_sdk_rds);
+    client!(elasticache, aws_sdk_elasticache);
+    client!(sns, aws_sdk_sns);
+    client!(ssm, aws_sdk_ssm);
+    client!(dynamodb, aws_sdk_dynamodb);
+    client!(sqs, aws_sdk_sqs);
+    client!(costexplorer, aws_sdk_costexplorer);
 }
 
 pub struct SdkAutoScaling(pub aws_sdk_autoscaling::Client);

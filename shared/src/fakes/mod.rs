@@ -355,3 +355,42 @@ mod inventory;
 pub use inventory::*;
 mod shared;
 pub use shared::{leak, Shared};
+
+/// The shared ports of a unit test: config from `vars` (environment-variable pairs such as
+/// `("NBAOPS_GUARD__DRY_RUN", "true")`) over the defaults in `dev`, an in-memory notifier and
+/// ledger, no SSM. The handles let the test look at what was published and written.
+pub struct TestDeps {
+    pub deps: &'static crate::runtime::Deps,
+    pub notifier: &'static FakeNotifier,
+    pub ledger: &'static FakeLedger,
+}
+
+pub fn test_deps(function: &str, vars: &[(&str, &str)]) -> Result<TestDeps> {
+    use crate::config::{layer, Config, Env};
+    let vars = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let cfg = Config::from_settings(
+        Env::Dev,
+        function,
+        layer(Env::Dev, &vars, &Default::default())?,
+    )?;
+    let notifier = leak(FakeNotifier::default());
+    let ledger = leak(FakeLedger::default());
+    let deps = leak(crate::runtime::Deps {
+        cfg,
+        asg: Box::new(FakeAutoScaling::default()),
+        rds: Box::new(FakeRds::default()),
+        cache: Box::new(FakeElastiCache::default()),
+        notifier: Box::new(Shared(notifier)),
+        params: None,
+        ledger: Box::new(Shared(ledger)),
+        switches: crate::guard::Switches::default(),
+    });
+    Ok(TestDeps {
+        deps,
+        notifier,
+        ledger,
+    })
+}

@@ -7,7 +7,6 @@ use std::future::Future;
 
 use chrono::{DateTime, Utc};
 use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
-use serde::Serialize;
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 use tracing::Instrument;
@@ -18,9 +17,12 @@ use crate::adapters::{
 use crate::alerts::{Alert, AlertPublisher};
 use crate::config::Config;
 use crate::error::{NbaopsError, Result};
-use crate::guard::{AuditRecord, Guard, Switches};
+use crate::guard::{Guard, Switches};
 use crate::ports::{AutoScaling, ElastiCache, Ledger, Notifier, Params, Rds};
 use crate::telemetry;
+
+mod context;
+pub use context::{dispatch, Ctx, Function, Invocation, InvocationReport, RecordReport, Work};
 
 /// Everything a handler may touch, behind ports.
 pub struct Deps {
@@ -57,49 +59,6 @@ impl Reply for InvocationReport {
     }
 }
 
-/// What the runtime hands the handler besides the payload.
-#[derive(Debug, Clone)]
-pub struct Invocation {
-    pub request_id: String,
-    pub now: DateTime<Utc>,
-    /// When Lambda will stop this invocation (`Lambda-Runtime-Deadline-Ms`); `None` in tests
-    /// and wherever no deadline is known. Long-running work plans its last step against it.
-    pub deadline: Option<DateTime<Utc>>,
-}
-
-/// The response of every function: per input record, what was understood and what was done.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct InvocationReport {
-    pub function: String,
-    pub env: String,
-    pub records: Vec<RecordReport>,
-}
-
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct RecordReport {
-    pub event_id: String,
-    pub kind: String,
-    pub summary: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub not_for_me: Option<String>,
-    pub actions: Vec<AuditRecord>,
-    pub alerts: Vec<Alert>,
-    pub notes: Vec<String>,
-}
-
-impl RecordReport {
-    pub fn not_for_me(event_id: &str, kind: &str, reason: impl Into<String>) -> RecordReport {
-        let reason = reason.into();
-        RecordReport {
-            event_id: event_id.into(),
-            kind: kind.into(),
-            summary: format!("not for me: {reason}"),
-            not_for_me: Some(reason),
-            ..Default::default()
-        }
-    }
-}
-
 impl Deps {
     /// Production wiring: SDK adapters on clients built once.
     pub async fn from_env(function: &str) -> Result<Deps> {
@@ -110,16 +69,16 @@ impl Deps {
     pub async fn from_env_with_clients(function: &str) -> Result<(Deps, AwsClients)> {
         let vars: BTreeMap<String, String> = std::env::vars().collect();
         let aws = AwsClients::from_env().await;
-        let params = SdkParams(aws.ssm.clone());
+        let params = SdkParams(aws.ssm());
         let use_ssm = vars.get("NBAOPS_SSM").map(|v| v != "off").unwrap_or(true);
         let cfg = Config::load(function, &vars, if use_ssm { Some(&params) } else { None }).await?;
         let deps = Deps {
-            asg: Box::new(SdkAutoScaling(aws.autoscaling.clone())),
-            rds: Box::new(SdkRds(aws.rds.clone())),
-            cache: Box::new(SdkElastiCache(aws.elasticache.clone())),
-            notifier: Box::new(SdkNotifier(aws.sns.clone())),
+            asg: Box::new(SdkAutoScaling(aws.autoscaling())),
+            rds: Box::new(SdkRds(aws.rds())),
+            cache: Box::new(SdkElastiCache(aws.elasticache())),
+            notifier: Box::new(SdkNotifier(aws.sns())),
             ledger: Box::new(DynamoLedger {
-                client: aws.dynamodb.clone(),
+                client: aws.dynamodb(),
                 table: cfg.ledger_table.clone(),
             }),
             params: if use_ssm {
@@ -169,6 +128,32 @@ async fn report_init_error(err: &NbaopsError) {
         let _ = s.write_all(req.as_bytes()).await;
         let _ = s.shutdown().await;
     }
+}
+
+/// Runs function `F`: shared ports and SDK clients, `F::init`, then the runtime loop handing each
+/// payload to [`Function::handle`]. Never returns on success.
+pub async fn run<F: Function>() -> std::result::Result<(), lambda_runtime::Error> {
+    telemetry::init();
+    let built = match Deps::from_env_with_clients(F::NAME).await {
+        Ok((deps, aws)) => F::init(&deps, &aws).await.map(|f| (deps, f)),
+        Err(e) => Err(e),
+    };
+    let (deps, f) = match built {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::error!(error = %e, error_type = e.error_type(), "init failed");
+            report_init_error(&e).await;
+            return Err(Box::new(e));
+        }
+    };
+    // They live as long as the process: every invocation's future borrows them.
+    let deps: &'static Deps = Box::leak(Box::new(deps));
+    let f: &'static F = Box::leak(Box::new(f));
+    run_loop(F::NAME, deps, move |payload, inv, deps| async move {
+        let ctx = Ctx::of::<F>(deps, &inv);
+        f.handle(payload, &ctx).await
+    })
+    .await
 }
 
 /// Runs a function: `handler(payload, invocation, deps)`. Never returns on success.

@@ -1,0 +1,270 @@
+//! The shape every function shares: a [`Function`] says which inbound kinds it takes and what it
+//! does with each; [`dispatch`] classifies the payload, hands each record to it and builds the
+//! report once. A handler works on one record through [`Work`]: `note`, `raise` (an alert,
+//! published and recorded), `act` (an action through the guard, audited and recorded), `done`.
+
+use std::future::Future;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::adapters::AwsClients;
+use crate::alerts::{Alert, Severity};
+use crate::config::Config;
+use crate::error::Result;
+use crate::events::{classify, Inbound};
+use crate::guard::{AuditRecord, Guard, ProposedAction};
+
+use super::{Deps, Reply};
+
+/// What the runtime hands the handler besides the payload.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    pub request_id: String,
+    pub now: DateTime<Utc>,
+    /// When Lambda will stop this invocation (`Lambda-Runtime-Deadline-Ms`); `None` in tests
+    /// and wherever no deadline is known. Long-running work plans its last step against it.
+    pub deadline: Option<DateTime<Utc>>,
+}
+
+impl Invocation {
+    /// An invocation at `now` with no known deadline (tests, the local driver).
+    pub fn at(request_id: &str, now: DateTime<Utc>) -> Invocation {
+        Invocation {
+            request_id: request_id.into(),
+            now,
+            deadline: None,
+        }
+    }
+}
+
+/// The response of every function: per input record, what was understood and what was done.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct InvocationReport {
+    pub function: String,
+    pub env: String,
+    pub records: Vec<RecordReport>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RecordReport {
+    pub event_id: String,
+    pub kind: String,
+    pub summary: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_for_me: Option<String>,
+    pub actions: Vec<AuditRecord>,
+    pub alerts: Vec<Alert>,
+    pub notes: Vec<String>,
+}
+
+impl RecordReport {
+    pub fn not_for_me(event_id: &str, kind: &str, reason: impl Into<String>) -> RecordReport {
+        let reason = reason.into();
+        RecordReport {
+            event_id: event_id.into(),
+            kind: kind.into(),
+            summary: format!("not for me: {reason}"),
+            not_for_me: Some(reason),
+            ..Default::default()
+        }
+    }
+}
+
+/// A Lambda function of nbaops: its name, what it takes, the ports it built at init, and what
+/// it does with each inbound record it takes.
+pub trait Function: Sized + Send + Sync + 'static {
+    /// The function's name (`scale-on-alarm`): config sections, audit records, alerts.
+    const NAME: &'static str;
+    /// Completes "`<NAME>` takes ..." in the answer to a record it does not take.
+    const TAKES: &'static str;
+    /// What an invocation answers: [`InvocationReport`] for most.
+    type Reply: Reply + From<InvocationReport>;
+
+    /// Built once at init from the shared ports and the SDK clients: the function's own
+    /// config sections and the ports it calls (and only those).
+    fn init(deps: &Deps, aws: &AwsClients) -> impl Future<Output = Result<Self>>;
+
+    /// One classified record. A kind the function does not take: `Ok(ctx.not_mine(&inbound))`.
+    fn on(&self, inbound: Inbound, ctx: &Ctx<'_>) -> impl Future<Output = Result<RecordReport>>;
+
+    /// The whole payload. The default classifies it and hands each record to [`Function::on`];
+    /// a function with another entry (an HTTP request) overrides it.
+    fn handle(&self, payload: Value, ctx: &Ctx<'_>) -> impl Future<Output = Result<Self::Reply>> {
+        async move { dispatch(self, payload, ctx).await.map(Into::into) }
+    }
+}
+
+/// Classifies the payload and hands each record to the function: the report is built here, once.
+pub async fn dispatch<F: Function>(
+    f: &F,
+    payload: Value,
+    ctx: &Ctx<'_>,
+) -> Result<InvocationReport> {
+    let mut report = ctx.report();
+    for inbound in classify(&payload) {
+        let rec = match inbound {
+            Inbound::NotForMe(n) => RecordReport::not_for_me("", "unknown", n.reason),
+            inbound => f.on(inbound, ctx).await?,
+        };
+        report.records.push(rec);
+    }
+    Ok(report)
+}
+
+/// One invocation as a handler sees it: the shared ports, the clock, the function's name.
+#[derive(Clone, Copy)]
+pub struct Ctx<'a> {
+    pub function: &'static str,
+    pub deps: &'a Deps,
+    pub inv: &'a Invocation,
+    takes: &'static str,
+}
+
+impl<'a> Ctx<'a> {
+    pub fn new(function: &'static str, deps: &'a Deps, inv: &'a Invocation) -> Ctx<'a> {
+        Ctx {
+            function,
+            deps,
+            inv,
+            takes: "",
+        }
+    }
+
+    /// The context of function `F` (its name and what it takes).
+    pub fn of<F: Function>(deps: &'a Deps, inv: &'a Invocation) -> Ctx<'a> {
+        Ctx {
+            function: F::NAME,
+            deps,
+            inv,
+            takes: F::TAKES,
+        }
+    }
+
+    pub fn cfg(&self) -> &'a Config {
+        &self.deps.cfg
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        self.inv.now
+    }
+
+    pub fn env(&self) -> String {
+        self.deps.cfg.env.to_string()
+    }
+
+    /// An empty report of this function in this environment.
+    pub fn report(&self) -> InvocationReport {
+        InvocationReport {
+            function: self.function.into(),
+            env: self.env(),
+            records: vec![],
+        }
+    }
+
+    /// The guard for the actions one event leads to.
+    pub fn guard(&self, event_id: &str) -> Guard<'a> {
+        self.deps.guard(event_id, self.inv)
+    }
+
+    /// An alert from this function, in this environment, at this invocation's time.
+    pub fn alert(
+        &self,
+        severity: Severity,
+        resource: &str,
+        dedup_key: impl Into<String>,
+        summary: impl Into<String>,
+    ) -> Alert {
+        Alert::new(
+            severity,
+            &self.env(),
+            self.function,
+            resource,
+            dedup_key,
+            summary,
+            self.inv.now,
+        )
+    }
+
+    pub async fn publish(&self, alert: &Alert) -> Result<()> {
+        self.deps.alerts().publish(alert).await.map(|_| ())
+    }
+
+    /// The work on one record: its report and the guard of its actions.
+    pub fn work(&self, event_id: &str, kind: &str, summary: impl Into<String>) -> Work<'a> {
+        Work {
+            ctx: *self,
+            guard: self.guard(event_id),
+            rec: RecordReport {
+                event_id: event_id.into(),
+                kind: kind.into(),
+                summary: summary.into(),
+                ..Default::default()
+            },
+        }
+    }
+
+    /// The answer to a record of a kind this function does not take.
+    pub fn not_mine(&self, inbound: &Inbound) -> RecordReport {
+        RecordReport::not_for_me(
+            inbound.event_id().unwrap_or(""),
+            inbound.kind(),
+            format!("{} takes {}", self.function, self.takes),
+        )
+    }
+}
+
+/// The work on one record: what the handler noted, raised and did, and the guard its actions
+/// pass. [`Work::done`] writes what rode along with the guard and hands back the record.
+pub struct Work<'a> {
+    pub ctx: Ctx<'a>,
+    pub guard: Guard<'a>,
+    pub rec: RecordReport,
+}
+
+impl<'a> Work<'a> {
+    /// How many resources this run looks at, for the blast-radius percent.
+    pub fn with_fleet_size(mut self, n: usize) -> Self {
+        self.guard = self.guard.with_fleet_size(n);
+        self
+    }
+
+    pub fn note(&mut self, note: impl Into<String>) {
+        self.rec.notes.push(note.into());
+    }
+
+    /// Publishes the alert and records it.
+    pub async fn raise(&mut self, alert: Alert) -> Result<()> {
+        self.ctx.publish(&alert).await?;
+        self.rec.alerts.push(alert);
+        Ok(())
+    }
+
+    /// The action through the guard (the effect runs only if every check passes), audited and
+    /// recorded either way.
+    pub async fn act<E, Fut>(&mut self, action: &ProposedAction, effect: E) -> Result<AuditRecord>
+    where
+        E: FnOnce() -> Fut,
+        Fut: Future<Output = Result<()>>,
+    {
+        let audit = self.guard.run(action, effect).await?;
+        self.rec.actions.push(audit.clone());
+        Ok(audit)
+    }
+
+    /// Marks the record "not for me" (a record of a kind taken, but not about anything this
+    /// function looks after).
+    pub fn not_for_me(mut self, reason: impl Into<String>) -> RecordReport {
+        let reason = reason.into();
+        self.rec.notes.push(format!("not for me: {reason}"));
+        self.rec.not_for_me = Some(reason);
+        self.rec
+    }
+
+    /// Writes what rode along with the guard (no action took it) and hands back the record.
+    pub async fn done(mut self) -> Result<RecordReport> {
+        self.guard.flush().await?;
+        Ok(self.rec)
+    }
+}
