@@ -205,6 +205,16 @@ impl Switches {
     }
 }
 
+/// What a guard reads and writes: the config, the ledger, the alerts topic, SSM (live switches).
+#[derive(Clone, Copy)]
+pub struct GuardPorts<'a> {
+    pub cfg: &'a Config,
+    pub ledger: &'a dyn Ledger,
+    pub notifier: &'a dyn Notifier,
+    pub params: Option<&'a dyn Params>,
+    pub switches: &'a Switches,
+}
+
 /// One guard per invocation: it counts the blast radius of that run.
 pub struct Guard<'a> {
     cfg: &'a Config,
@@ -288,17 +298,19 @@ fn step(step: GuardStep, passed: bool, note: impl Into<String>) -> StepResult {
 }
 
 impl<'a> Guard<'a> {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
-        cfg: &'a Config,
-        ledger: &'a dyn Ledger,
-        notifier: &'a dyn Notifier,
-        params: Option<&'a dyn Params>,
-        switches: &'a Switches,
+        ports: GuardPorts<'a>,
         event_id: &str,
         request_id: &str,
         now: DateTime<Utc>,
     ) -> Self {
+        let GuardPorts {
+            cfg,
+            ledger,
+            notifier,
+            params,
+            switches,
+        } = ports;
         Guard {
             cfg,
             ledger,
@@ -1061,7 +1073,18 @@ mod tests {
     ) -> AuditRecord {
         let n = FakeNotifier::default();
         let sw = Switches::default();
-        let mut g = Guard::new(c, ledger, &n, None, &sw, "evt-1", "req-1", now);
+        let mut g = Guard::new(
+            GuardPorts {
+                cfg: c,
+                ledger,
+                notifier: &n,
+                params: None,
+                switches: &sw,
+            },
+            "evt-1",
+            "req-1",
+            now,
+        );
         let d = g.check(a).await.unwrap();
         let result = if d.proceed { Some(Ok(())) } else { None };
         g.finish(a, &d, result).await.unwrap()
@@ -1125,7 +1148,18 @@ mod tests {
         let sw = Switches::default();
         let c = cfg(&[]);
         let later = wednesday_noon() + chrono::Duration::seconds(60);
-        let mut g = Guard::new(&c, &l, &n, None, &sw, "evt-2", "req-2", later);
+        let mut g = Guard::new(
+            GuardPorts {
+                cfg: &c,
+                ledger: &l,
+                notifier: &n,
+                params: None,
+                switches: &sw,
+            },
+            "evt-2",
+            "req-2",
+            later,
+        );
         assert_eq!(
             g.check(&action()).await.unwrap().stopped_by,
             Some(GuardStep::Cooldown)
@@ -1142,8 +1176,19 @@ mod tests {
         let l = FakeLedger::default();
         let n = FakeNotifier::default();
         let sw = Switches::default();
-        let mut g =
-            Guard::new(&c, &l, &n, None, &sw, "evt-9", "req", wednesday_noon()).with_fleet_size(10);
+        let mut g = Guard::new(
+            GuardPorts {
+                cfg: &c,
+                ledger: &l,
+                notifier: &n,
+                params: None,
+                switches: &sw,
+            },
+            "evt-9",
+            "req",
+            wednesday_noon(),
+        )
+        .with_fleet_size(10);
         let mut outcomes = vec![];
         for i in 0..3 {
             let mut a = action();
@@ -1152,7 +1197,18 @@ mod tests {
         }
         assert_eq!(outcomes, vec![None, None, Some(GuardStep::BlastRadius)]);
         // Same event, same action, second delivery: refused by idempotency.
-        let mut g2 = Guard::new(&c, &l, &n, None, &sw, "evt-9", "req2", wednesday_noon());
+        let mut g2 = Guard::new(
+            GuardPorts {
+                cfg: &c,
+                ledger: &l,
+                notifier: &n,
+                params: None,
+                switches: &sw,
+            },
+            "evt-9",
+            "req2",
+            wednesday_noon(),
+        );
         let mut a = action();
         a.resource = "asg:g0".into();
         assert_eq!(
@@ -1171,14 +1227,36 @@ mod tests {
             FakeNotifier::default(),
             Switches::default(),
         );
-        let mut g = Guard::new(&c, &l, &n, Some(&p), &sw, "e", "r", wednesday_noon());
+        let mut g = Guard::new(
+            GuardPorts {
+                cfg: &c,
+                ledger: &l,
+                notifier: &n,
+                params: Some(&p),
+                switches: &sw,
+            },
+            "e",
+            "r",
+            wednesday_noon(),
+        );
         let d = g.check(&action()).await.unwrap();
         assert!(!d.proceed);
         assert_eq!(d.stopped_by, Some(GuardStep::KillSwitch));
         // And a live flip through SSM is seen.
         let p = FakeParams::with(&[("/nbaops/dev/guard/kill_switch", "on")]);
         let sw = Switches::default();
-        let mut g = Guard::new(&c, &l, &n, Some(&p), &sw, "e2", "r", wednesday_noon());
+        let mut g = Guard::new(
+            GuardPorts {
+                cfg: &c,
+                ledger: &l,
+                notifier: &n,
+                params: Some(&p),
+                switches: &sw,
+            },
+            "e2",
+            "r",
+            wednesday_noon(),
+        );
         assert_eq!(
             g.check(&action()).await.unwrap().stopped_by,
             Some(GuardStep::KillSwitch)
@@ -1195,16 +1273,29 @@ mod tests {
         );
         let t0 = wednesday_noon();
         let deadline = t0 + chrono::Duration::seconds(60);
-        let mut g =
-            Guard::new(&c, &l, &n, None, &sw, "evt", "req-1", t0).with_deadline(Some(deadline));
+        let mut g = Guard::new(
+            GuardPorts {
+                cfg: &c,
+                ledger: &l,
+                notifier: &n,
+                params: None,
+                switches: &sw,
+            },
+            "evt",
+            "req-1",
+            t0,
+        )
+        .with_deadline(Some(deadline));
         assert!(g.check(&action()).await.unwrap().proceed, "claimed");
         // req-1 dies here. A retry before its deadline is refused, naming it.
         let mut g = Guard::new(
-            &c,
-            &l,
-            &n,
-            None,
-            &sw,
+            GuardPorts {
+                cfg: &c,
+                ledger: &l,
+                notifier: &n,
+                params: None,
+                switches: &sw,
+            },
             "evt",
             "req-2",
             t0 + chrono::Duration::seconds(30),
@@ -1220,7 +1311,18 @@ mod tests {
         );
         // After it: taken over, and the action goes on; another event is then held by the cooldown.
         let later = deadline + chrono::Duration::seconds(1);
-        let mut g = Guard::new(&c, &l, &n, None, &sw, "evt", "req-3", later);
+        let mut g = Guard::new(
+            GuardPorts {
+                cfg: &c,
+                ledger: &l,
+                notifier: &n,
+                params: None,
+                switches: &sw,
+            },
+            "evt",
+            "req-3",
+            later,
+        );
         let d = g.check(&action()).await.unwrap();
         assert!(d.proceed, "{:?}", d.steps);
         assert!(
@@ -1232,12 +1334,34 @@ mod tests {
         );
         let r = g.finish(&action(), &d, Some(Ok(()))).await.unwrap();
         assert_eq!(r.outcome, Outcome::Acted);
-        let mut g = Guard::new(&c, &l, &n, None, &sw, "evt", "req-4", later);
+        let mut g = Guard::new(
+            GuardPorts {
+                cfg: &c,
+                ledger: &l,
+                notifier: &n,
+                params: None,
+                switches: &sw,
+            },
+            "evt",
+            "req-4",
+            later,
+        );
         assert_eq!(
             g.check(&action()).await.unwrap().stopped_by,
             Some(GuardStep::Idempotency)
         );
-        let mut g = Guard::new(&c, &l, &n, None, &sw, "evt-other", "req-5", later);
+        let mut g = Guard::new(
+            GuardPorts {
+                cfg: &c,
+                ledger: &l,
+                notifier: &n,
+                params: None,
+                switches: &sw,
+            },
+            "evt-other",
+            "req-5",
+            later,
+        );
         assert_eq!(
             g.check(&action()).await.unwrap().stopped_by,
             Some(GuardStep::Cooldown)
@@ -1253,18 +1377,32 @@ mod tests {
             Switches::default(),
         );
         let t0 = wednesday_noon();
-        let mut g = Guard::new(&c, &l, &n, None, &sw, "evt", "req-1", t0).with_deadline(Some(t0));
+        let mut g = Guard::new(
+            GuardPorts {
+                cfg: &c,
+                ledger: &l,
+                notifier: &n,
+                params: None,
+                switches: &sw,
+            },
+            "evt",
+            "req-1",
+            t0,
+        )
+        .with_deadline(Some(t0));
         assert!(g.check(&action()).await.unwrap().proceed);
         // req-1's change (desired 2 -> 3) took effect, then it died: now desired is 3.
         let mut a = action();
         a.before = json!({"desired": 3});
         a.after = json!({"desired": 4});
         let mut g = Guard::new(
-            &c,
-            &l,
-            &n,
-            None,
-            &sw,
+            GuardPorts {
+                cfg: &c,
+                ledger: &l,
+                notifier: &n,
+                params: None,
+                switches: &sw,
+            },
             "evt",
             "req-2",
             t0 + chrono::Duration::seconds(5),
@@ -1297,7 +1435,18 @@ mod tests {
         )
         .await
         .unwrap();
-        let mut g = Guard::new(&c, &l, &n, None, &sw, "evt", "req", wednesday_noon());
+        let mut g = Guard::new(
+            GuardPorts {
+                cfg: &c,
+                ledger: &l,
+                notifier: &n,
+                params: None,
+                switches: &sw,
+            },
+            "evt",
+            "req",
+            wednesday_noon(),
+        );
         let d = g.check(&action()).await.unwrap();
         assert!(!d.proceed);
         assert_eq!(d.stopped_by, Some(GuardStep::Cooldown));
