@@ -9,6 +9,7 @@
 
 pub mod adapters;
 pub mod alerts;
+pub mod aws_operations;
 pub mod clock;
 pub mod config;
 pub mod deadline;
