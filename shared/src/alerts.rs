@@ -76,6 +76,7 @@ pub const ALERT_SCHEMA: &str = "nbaops.alert/v1";
 /// Every kind of alert nbaops raises, with what it means. An alert's kind is its dedup key's
 /// prefix before the first `#`; a CloudWatch alarm routed by alert-router (dedup key: the
 /// alarm's ARN) is `cloudwatch-alarm`. Each kind has its page `docs/runbooks/<kind>.md`.
+#[rustfmt::skip]
 pub const KINDS: &[(&str, &str)] = &[
     // scale-on-alarm
     ("scale_out", "a group was scaled out (or the attempt failed)"),
@@ -277,7 +278,15 @@ mod tests {
     fn every_alert_links_its_kinds_runbook_page() {
         for (kind, meaning) in KINDS {
             assert!(!meaning.is_empty(), "{kind}");
-            let a = Alert::new(Severity::P2, "dev", "f", "r", format!("{kind}#r"), "s", at());
+            let a = Alert::new(
+                Severity::P2,
+                "dev",
+                "f",
+                "r",
+                format!("{kind}#r"),
+                "s",
+                at(),
+            );
             assert_eq!(a.runbook_page, format!("docs/runbooks/{kind}.md"));
             // Serialized: the router and every subscriber see it.
             let v = serde_json::to_value(&a).unwrap_or_default();
@@ -287,7 +296,15 @@ mod tests {
 
     #[test]
     fn an_unknown_kind_still_makes_an_alert_linking_the_index() {
-        for key in ["k", "", "#", "not-a-kind#x", "pg-#x", "\u{0}#\u{ffff}", "Pg-Bloat#x"] {
+        for key in [
+            "k",
+            "",
+            "#",
+            "not-a-kind#x",
+            "pg-#x",
+            "\u{0}#\u{ffff}",
+            "Pg-Bloat#x",
+        ] {
             let a = Alert::new(Severity::P4, "dev", "f", "r", key, "s", at())
                 .with_runbook("a hint stays");
             assert_eq!(a.runbook_page, "docs/runbooks/README.md", "{key:?}");

@@ -228,7 +228,10 @@ fn every_kind_the_code_raises_is_listed() {
                 if kinds.contains(k.as_str()) {
                     seen_kinds.insert(k);
                 } else {
-                    unclassified.push(format!("{}: \"{lit}\" ({k})", path.display()));
+                    unclassified.push(format!(
+                        "{}: \"{lit}\" ({k})",
+                        path.strip_prefix(root()).unwrap_or(path).display()
+                    ));
                 }
             }
         }
