@@ -397,12 +397,12 @@ check("pg-health connects as nbaops_monitor", env_of("PgHealthFunction").get("NB
 check("vacuum-trigger connects as nbaops_maintenance",
       env_of("VacuumTriggerFunction").get("NBAOPS_PG__MAINTENANCE_USER") == "nbaops_maintenance")
 
-# The README's "Before your first deploy" and docs/first-deploy.md name every parameter a user gives.
+# The README's "Before your first deploy" and docs/deploy.md name every parameter a user gives.
 readme = (ROOT / "README.md").read_text()
 first_deploy = readme.split("## Before your first deploy", 1)[-1].split("\n## ", 1)[0] if "## Before your first deploy" in readme else ""
-doc = (ROOT / "docs/first-deploy.md").read_text() if (ROOT / "docs/first-deploy.md").exists() else ""
+doc = (ROOT / "docs/deploy.md").read_text() if (ROOT / "docs/deploy.md").exists() else ""
 for name in template.get("Parameters", {}):
-    check(f"parameter {name} is in the README's 'Before your first deploy' and docs/first-deploy.md",
+    check(f"parameter {name} is in the README's 'Before your first deploy' and docs/deploy.md",
           f"`{name}`" in first_deploy and f"`{name}`" in doc)
 
 passed, failed = results.count(True), results.count(False)
