@@ -54,6 +54,71 @@ async fn save(ctx: &Ctx<'_>, d: &Drill) -> Result<()> {
     Ok(())
 }
 
+/// The drill's outcome: P4 when it passed, P2 when the RTO was missed or a check failed.
+async fn report(d: &Drill, w: &mut Work<'_>) -> Result<()> {
+    let rto_min = d.rto_seconds.unwrap_or(0) as f64 / 60.0;
+    let passed = d.passed == Some(true) && d.rto_met == Some(true);
+    let failed: Vec<String> = d
+        .checks
+        .iter()
+        .filter(|c| !c.passed)
+        .map(|c| format!("{}: {}", c.check, c.detail))
+        .collect();
+    let summary = if passed {
+        format!(
+            "{}: restore drill passed: {} verified in {rto_min:.1} min",
+            d.source, d.snapshot_id
+        )
+    } else {
+        let mut why = failed.clone();
+        if d.rto_met == Some(false) {
+            why.insert(0, format!("RTO missed ({rto_min:.1} min)"));
+        }
+        format!("{}: restore drill failed: {}", d.source, why.join("; "))
+    };
+    let a = w
+        .ctx
+        .alert(
+            if passed { Severity::P4 } else { Severity::P2 },
+            &format!("rds:{}", d.source),
+            format!("backup-drill#{}/{}", d.source, d.started_at.to_rfc3339()),
+            summary,
+        )
+        .with_details(json!({
+            "snapshot": d.snapshot_id,
+            "drill_instance": d.drill_instance,
+            "started_at": d.started_at,
+            "verified_at": d.verified_at,
+            "rto_seconds": d.rto_seconds,
+            "rto_met": d.rto_met,
+            "checks": d.checks,
+        }))
+        .with_action(format!(
+            "temporary instance {} is deleted next",
+            d.drill_instance
+        ));
+    w.note(format!(
+        "drill {}: RTO {rto_min:.1} min ({}), validation {}",
+        d.drill_instance,
+        if d.rto_met == Some(true) {
+            "met"
+        } else {
+            "missed"
+        },
+        if d.passed == Some(true) {
+            "passed"
+        } else {
+            "failed"
+        }
+    ));
+    w.raise(a).await
+}
+
+enum Validation {
+    Checked(Vec<CheckResult>),
+    Unreachable(String),
+}
+
 impl BackupGuard {
     /// The drill task: starts a drill of each watched instance (or of `instance` when the task
     /// names one), or moves on the one in progress.
@@ -356,74 +421,7 @@ impl BackupGuard {
         }
         Ok(())
     }
-}
 
-/// The drill's outcome: P4 when it passed, P2 when the RTO was missed or a check failed.
-async fn report(d: &Drill, w: &mut Work<'_>) -> Result<()> {
-    let rto_min = d.rto_seconds.unwrap_or(0) as f64 / 60.0;
-    let passed = d.passed == Some(true) && d.rto_met == Some(true);
-    let failed: Vec<String> = d
-        .checks
-        .iter()
-        .filter(|c| !c.passed)
-        .map(|c| format!("{}: {}", c.check, c.detail))
-        .collect();
-    let summary = if passed {
-        format!(
-            "{}: restore drill passed: {} verified in {rto_min:.1} min",
-            d.source, d.snapshot_id
-        )
-    } else {
-        let mut why = failed.clone();
-        if d.rto_met == Some(false) {
-            why.insert(0, format!("RTO missed ({rto_min:.1} min)"));
-        }
-        format!("{}: restore drill failed: {}", d.source, why.join("; "))
-    };
-    let a = w
-        .ctx
-        .alert(
-            if passed { Severity::P4 } else { Severity::P2 },
-            &format!("rds:{}", d.source),
-            format!("backup-drill#{}/{}", d.source, d.started_at.to_rfc3339()),
-            summary,
-        )
-        .with_details(json!({
-            "snapshot": d.snapshot_id,
-            "drill_instance": d.drill_instance,
-            "started_at": d.started_at,
-            "verified_at": d.verified_at,
-            "rto_seconds": d.rto_seconds,
-            "rto_met": d.rto_met,
-            "checks": d.checks,
-        }))
-        .with_action(format!(
-            "temporary instance {} is deleted next",
-            d.drill_instance
-        ));
-    w.note(format!(
-        "drill {}: RTO {rto_min:.1} min ({}), validation {}",
-        d.drill_instance,
-        if d.rto_met == Some(true) {
-            "met"
-        } else {
-            "missed"
-        },
-        if d.passed == Some(true) {
-            "passed"
-        } else {
-            "failed"
-        }
-    ));
-    w.raise(a).await
-}
-
-enum Validation {
-    Checked(Vec<CheckResult>),
-    Unreachable(String),
-}
-
-impl BackupGuard {
     /// Connects to the restored instance and runs the checks that prove the data came back.
     async fn validate(
         &self,
