@@ -80,54 +80,14 @@ pub struct Section {
 /// `KEYS` table and a `from_settings` parser its function calls at init. Register it here and in
 /// [`FUNCTION_SECTIONS`].
 pub const SECTIONS: &[Section] = &[
-    Section {
-        name: CORE,
-        about: "The deployment's resources, the guard every action passes and the audit trail.",
-        keys: CORE_KEYS,
-        dynamic: &[],
-    },
-    Section {
-        name: "scale",
-        about: "Capacity (SPEC 2.5, 6.1): what may be scaled, how far, how often.",
-        keys: scale::KEYS,
-        dynamic: scale::DYNAMIC,
-    },
-    Section {
-        name: "pg",
-        about: "PostgreSQL (SPEC 3.2.2, 5.5.1): the databases, the alert thresholds, the limits of automated maintenance.",
-        keys: pg::KEYS,
-        dynamic: &[],
-    },
-    Section {
-        name: "alerts",
-        about: "Severities, channels, response times and escalation (SPEC 3.2.1, 3.2.3, 3.2.4).",
-        keys: alerts::KEYS,
-        dynamic: &[],
-    },
-    Section {
-        name: "cost",
-        about: "Cost anomalies and budgets (SPEC 6): severity, attribution, containment.",
-        keys: cost::KEYS,
-        dynamic: &[],
-    },
-    Section {
-        name: "failover",
-        about: "Multi-AZ failover (SPEC 2.2): expected duration, limit, verification of the new primary.",
-        keys: failover::KEYS,
-        dynamic: &[],
-    },
-    Section {
-        name: "backup",
-        about: "Backups, RPO and the restore drill (SPEC 2.4, 5.4).",
-        keys: backup::KEYS,
-        dynamic: &[],
-    },
-    Section {
-        name: "offhours",
-        about: "Non-production environments stopped and started on schedules (SPEC 6).",
-        keys: offhours::KEYS,
-        dynamic: &[],
-    },
+    Section { name: CORE, about: "The deployment's resources, the guard every action passes and the audit trail.", keys: CORE_KEYS, dynamic: &[] },
+    Section { name: "scale", about: "Capacity (SPEC 2.5, 6.1): what may be scaled, how far, how often.", keys: scale::KEYS, dynamic: scale::DYNAMIC },
+    Section { name: "pg", about: "PostgreSQL (SPEC 3.2.2, 5.5.1): the databases, the alert thresholds, the limits of automated maintenance.", keys: pg::KEYS, dynamic: &[] },
+    Section { name: "alerts", about: "Severities, channels, response times and escalation (SPEC 3.2.1, 3.2.3, 3.2.4).", keys: alerts::KEYS, dynamic: &[] },
+    Section { name: "cost", about: "Cost anomalies and budgets (SPEC 6): severity, attribution, containment.", keys: cost::KEYS, dynamic: &[] },
+    Section { name: "failover", about: "Multi-AZ failover (SPEC 2.2): expected duration, limit, verification of the new primary.", keys: failover::KEYS, dynamic: &[] },
+    Section { name: "backup", about: "Backups, RPO and the restore drill (SPEC 2.4, 5.4).", keys: backup::KEYS, dynamic: &[] },
+    Section { name: "offhours", about: "Non-production environments stopped and started on schedules (SPEC 6).", keys: offhours::KEYS, dynamic: &[] },
 ];
 
 /// The sections each function reads besides the core (`guard/` and `audit/` in SSM). Nothing
