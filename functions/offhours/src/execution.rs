@@ -27,18 +27,6 @@ pub struct ScheduleVerdict<'a> {
     pub schedule: &'a str,
 }
 
-impl ScheduleVerdict<'_> {
-    /// `schedule 'office' says stopped since 2026-12-02 18:00 UTC`: the reason of every action.
-    fn reason(&self) -> String {
-        format!(
-            "schedule '{}' says {} since {}",
-            self.schedule,
-            self.transition.power.state_name(),
-            self.transition.at.format("%Y-%m-%d %H:%M UTC")
-        )
-    }
-}
-
 /// Where one resource stands after its run, for the ordering of its set.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Progress {
@@ -73,7 +61,12 @@ impl Offhours {
                 .await?;
             state.alerted = Some(t.at);
         }
-        let reason = verdict.reason();
+        let reason = format!(
+            "schedule '{}' says {} since {}",
+            verdict.schedule,
+            t.power.state_name(),
+            t.at.format("%Y-%m-%d %H:%M UTC")
+        );
         let ledger = w.ctx.deps.ledger.as_ref();
         let progress = match step {
             Step::Hold(why) => {

@@ -78,18 +78,13 @@ impl Function for Offhours {
 
 impl Offhours {
     async fn on_tick(&self, tick: &ScheduledTick, ctx: &Ctx<'_>) -> Result<RecordReport> {
-        let only_env = match tick.param("env") {
-            Some(e) => match Env::from_str(&e) {
-                Ok(env) => Some(env),
-                Err(_) => {
-                    return Ok(RecordReport::not_for_me(
-                        &tick.event_id,
-                        "schedule",
-                        format!("offhours tick for unknown environment '{e}'"),
-                    ))
-                }
-            },
-            None => None,
+        let env = tick.param("env");
+        let Ok(only_env) = env.as_deref().map(Env::from_str).transpose() else {
+            let reason = format!(
+                "offhours tick for unknown environment '{}'",
+                env.unwrap_or_default()
+            );
+            return Ok(RecordReport::not_for_me(&tick.event_id, "schedule", reason));
         };
         let mut w = ctx.work(&tick.event_id, "schedule", "");
         if let Some(a) = tick.param("action") {
@@ -98,8 +93,8 @@ impl Offhours {
             ));
         }
         let found = discover(self.inventory.as_ref(), &self.cfg, only_env).await?;
-        w.rec.notes.extend(found.left_alone.iter().cloned());
-        let in_view = found.in_view();
+        w.rec.notes.extend(found.left_alone);
+        let in_view = found.sets.values().map(Vec::len).sum();
         let mut w = w.with_fleet_size(in_view);
         self.run_sets(&found.sets, tick.at, &mut w).await?;
         w.rec.summary = summary(&w.rec, in_view, tick.at);

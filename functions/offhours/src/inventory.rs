@@ -41,13 +41,6 @@ pub struct Discovery {
     pub left_alone: Vec<String>,
 }
 
-impl Discovery {
-    /// How many resources the sets hold.
-    pub fn in_view(&self) -> usize {
-        self.sets.values().map(Vec::len).sum()
-    }
-}
-
 /// Whether a tagged resource is scheduled, and in which set.
 enum Admission {
     Scheduled {
