@@ -1,23 +1,28 @@
-//! One resource brought to what its schedule says: its state loaded, its step planned
-//! ([`plan_resource`]), the stop or start done through the guard, the state remembered, and
-//! divergences and failures alerted (once per transition).
+//! Running the sets at an instant. Within one set (same environment, same schedule): on a
+//! stop, groups first (their size saved, then 0/0/0) and databases only once every group is
+//! down; on a start, databases first and groups restored only once every database is
+//! `available` (a later tick continues, never a sleep); the Lambda deadline is checked before
+//! each resource. Each resource is brought to what its schedule says: its state loaded, its
+//! step planned ([`plan_resource`]), the stop or start done through the guard, the state
+//! remembered, and divergences and failures alerted (once per transition).
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Duration, Utc};
 use serde_json::{json, Value};
 
 use nbaops_shared::alerts::{Alert, Severity};
+use nbaops_shared::deadline::{Budget, MARGIN, ONE_AWS_ACTION};
 use nbaops_shared::guard::{AuditRecord, Bounds, Outcome, ProposedAction};
 use nbaops_shared::runtime::Work;
 use nbaops_shared::Result;
 
 use crate::handler::{Offhours, FUNCTION};
-use crate::inventory::ScheduledResource;
+use crate::inventory::{ScheduledResource, SetKey};
 use crate::plan::{plan_resource, Policy, ResourcePlan, ResourceState, SetContext, Step};
-use crate::schedule::{Power, Transition};
+use crate::schedule::{last_transition, next_transition, Power, Transition};
 use crate::state;
 
 /// What a schedule says at the instant a run evaluates it.
-pub struct ScheduleVerdict<'a> {
+struct ScheduleVerdict<'a> {
     /// The schedule's last transition at `at`.
     pub transition: Transition,
     /// The instant evaluated (the tick's, or the RDS event's).
@@ -29,7 +34,7 @@ pub struct ScheduleVerdict<'a> {
 
 /// Where one resource stands after its run, for the ordering of its set.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Progress {
+enum Progress {
     /// In the state the schedule says (already, or acted).
     Reached,
     /// Dry-run: would have acted (the preview goes on as if it had).
@@ -37,10 +42,142 @@ pub enum Progress {
     NotYet,
 }
 
+/// Nothing in the set stops the resource: every group down, every database ready.
+const UNCONSTRAINED: SetContext = SetContext {
+    groups_down: true,
+    dbs_ready: true,
+};
+
 impl Offhours {
+    /// Every set of `sets` at `at`, within the Lambda deadline; what the deadline leaves is
+    /// noted last.
+    pub(crate) async fn run_sets<'s>(
+        &self,
+        sets: impl IntoIterator<Item = (&'s SetKey, &'s Vec<ScheduledResource>)>,
+        at: DateTime<Utc>,
+        w: &mut Work<'_>,
+    ) -> Result<()> {
+        let mut budget = Budget::new(w.ctx.inv, MARGIN, ONE_AWS_ACTION);
+        for (set, members) in sets {
+            self.run_set(set, members, at, &mut budget, w).await?;
+        }
+        w.rec.notes.extend(budget.report());
+        Ok(())
+    }
+
+    /// One set at `at`: the schedule's last transition, then groups before databases on a stop,
+    /// databases before groups on a start. A member the Lambda deadline leaves is named in the
+    /// budget's report, and so is every member after it.
+    async fn run_set(
+        &self,
+        (env, name): &SetKey,
+        members: &[ScheduledResource],
+        at: DateTime<Utc>,
+        budget: &mut Budget,
+        w: &mut Work<'_>,
+    ) -> Result<()> {
+        let Some(schedule) = self.cfg.schedules.get(name) else {
+            return Ok(());
+        };
+        let Some(t) = last_transition(schedule, at) else {
+            w.note(format!(
+                "schedule '{}' ({env}): no transition in the last three weeks: nothing to do",
+                schedule.name
+            ));
+            return Ok(());
+        };
+        let next = next_transition(schedule, at)
+            .map(|n| {
+                format!(
+                    ", next {} at {}",
+                    n.power.state_name(),
+                    n.at.format("%Y-%m-%d %H:%M UTC")
+                )
+            })
+            .unwrap_or_default();
+        w.note(format!(
+            "schedule '{}' ({env}, {}): {} since {}{next}",
+            schedule.name,
+            schedule.tz.name(),
+            t.power.state_name(),
+            t.at.format("%Y-%m-%d %H:%M UTC")
+        ));
+        let verdict = ScheduleVerdict {
+            transition: t,
+            at,
+            policy: Policy {
+                enforce: self.cfg.enforce,
+                two_sided: schedule.two_sided(),
+                start_grace: Duration::minutes(self.cfg.start_grace_minutes),
+            },
+            schedule: &schedule.name,
+        };
+        let (groups, dbs): (Vec<&ScheduledResource>, Vec<&ScheduledResource>) =
+            members.iter().partition(|m| !m.is_db());
+        match t.power {
+            Power::Off => {
+                let mut all_down = true;
+                for m in groups {
+                    if !budget.admit(&m.resource) {
+                        all_down = false;
+                        continue;
+                    }
+                    let progress = self
+                        .bring_to_schedule(m, UNCONSTRAINED, &[], &verdict, w)
+                        .await?;
+                    all_down &= progress != Progress::NotYet;
+                }
+                let set = SetContext {
+                    groups_down: all_down,
+                    dbs_ready: true,
+                };
+                for m in dbs {
+                    if budget.admit(&m.resource) {
+                        self.bring_to_schedule(m, set, &[], &verdict, w).await?;
+                    }
+                }
+            }
+            Power::On => {
+                let mut dbs_seen = Vec::new();
+                let mut all_ready = true;
+                for m in dbs {
+                    if !budget.admit(&m.resource) {
+                        all_ready = false;
+                        continue;
+                    }
+                    let progress = self
+                        .bring_to_schedule(m, UNCONSTRAINED, &[], &verdict, w)
+                        .await?;
+                    // Described again after a start: the groups wait for `available`, not for the call.
+                    let status = match self.rds.describe_instance(&m.name).await? {
+                        Some(d) => d.status,
+                        None => "missing".into(),
+                    };
+                    let is_ready = status == "available" || progress == Progress::Previewed;
+                    if !is_ready {
+                        w.note(format!("{}: '{status}': its groups wait", m.resource));
+                    }
+                    all_ready &= is_ready;
+                    dbs_seen.push(json!({"db": m.resource, "status": status}));
+                }
+                let set = SetContext {
+                    groups_down: true,
+                    dbs_ready: all_ready,
+                };
+                for m in groups {
+                    if budget.admit(&m.resource) {
+                        self.bring_to_schedule(m, set, &dbs_seen, &verdict, w)
+                            .await?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Plans one resource, acts through the guard, remembers the outcome. `dbs_seen`: the
     /// databases of its set as described before a group is restored (the audit's `before`).
-    pub(crate) async fn bring_to_schedule(
+    async fn bring_to_schedule(
         &self,
         m: &ScheduledResource,
         set: SetContext,

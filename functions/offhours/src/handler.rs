@@ -1,9 +1,9 @@
 //! Translates the `offhours` Scheduler tick and RDS-EVENT-0154 (RDS started an instance by
 //! itself after 7 days stopped) into guarded stops and starts of the tagged resources.
 //!
-//! Resources are found by tag and gathered into sets (`inventory`), ordered within a set
-//! (`sequence`), each brought to what its schedule says (`execution`, deciding with `plan` on
-//! `schedule`'s transitions) and remembered between runs (`state`).
+//! Resources are found by tag and gathered into sets (`inventory`); each set is run in order
+//! and each resource brought to what its schedule says (`execution`, deciding with `plan` on
+//! `schedule`'s transitions); what offhours remembers between runs is in `state`.
 
 use std::str::FromStr;
 

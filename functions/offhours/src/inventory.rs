@@ -30,8 +30,11 @@ impl ScheduledResource {
     }
 }
 
-/// Resources sharing an environment and a schedule, keyed by (env, schedule name).
-pub type ScheduleSets = BTreeMap<(String, String), Vec<ScheduledResource>>;
+/// A set: resources sharing an environment and a schedule, as (env, schedule name).
+pub type SetKey = (String, String);
+
+/// The scheduled resources, by set.
+pub type ScheduleSets = BTreeMap<SetKey, Vec<ScheduledResource>>;
 
 /// What the tag inventory holds: the scheduled sets, and why each other tagged resource is
 /// left alone (one note each, `<resource>: ...`).

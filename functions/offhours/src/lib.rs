@@ -8,5 +8,4 @@ pub mod handler;
 mod inventory;
 pub mod plan;
 pub mod schedule;
-mod sequence;
 mod state;
