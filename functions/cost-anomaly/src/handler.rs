@@ -278,7 +278,10 @@ impl CostAnomaly {
     /// Contains when the plan says so, then publishes the one alert of the event, carrying what
     /// was done and how to undo it.
     async fn finish(&self, f: Finding, mut w: Work<'_>) -> Result<RecordReport> {
-        w.note(format!("environment: {}", attribution_words(&f.attribution)));
+        w.note(format!(
+            "environment: {}",
+            attribution_words(&f.attribution)
+        ));
         let summary = w.rec.summary.clone();
         let mut alert = w
             .ctx
