@@ -1,5 +1,5 @@
 //! The IAM actions this function's code can call, read from its code and every shared adapter it
-//! reaches (shared/src/adapters, shared/src/runtime.rs, shared/src/guard.rs). The template's role for
+//! reaches (shared/src/adapters, shared/src/runtime/, shared/src/guard.rs). The template's role for
 //! this function must allow exactly these (infra/tests/check_aws_operations.py checks both ways).
 //! Actions another service authorises on our behalf are listed too, with the call that causes them.
 

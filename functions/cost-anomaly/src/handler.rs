@@ -2,6 +2,8 @@
 //! `cost-daily-check` tick into enriched alerts and, where allowed, guarded containment of a
 //! non-production environment (its Auto Scaling groups to zero, its RDS instances stopped).
 
+use std::future::Future;
+
 use chrono::{Duration, NaiveDate};
 use serde_json::{json, Value};
 
@@ -10,7 +12,7 @@ use nbaops_shared::alerts::Severity;
 use nbaops_shared::config::cost::{self, CostConfig};
 use nbaops_shared::config::Env;
 use nbaops_shared::events::{self, BudgetAlert, BudgetKind, Inbound, ScheduledTick};
-use nbaops_shared::guard::{Bounds, GuardStep, Outcome, ProposedAction};
+use nbaops_shared::guard::{AuditRecord, Bounds, GuardStep, Outcome, ProposedAction};
 use nbaops_shared::ports::{AutoScaling, CostExplorer, CostGrouping, CostQuery, Rds, RdsPower};
 use nbaops_shared::runtime::{Ctx, Deps, Function, InvocationReport, RecordReport, Work};
 use nbaops_shared::Result;
@@ -135,6 +137,31 @@ struct ContainmentRun {
 /// Ledger key of what containment changed in `env`, so it can be undone.
 pub fn contained_pk(env: Env) -> String {
     format!("contained#{env}")
+}
+
+impl ContainmentRun {
+    /// The action through the guard; its effect first saves `saved`, what it takes to undo it.
+    async fn act<E, Fut>(
+        &self,
+        action: &ProposedAction,
+        saved: Value,
+        w: &mut Work<'_>,
+        effect: E,
+    ) -> Result<AuditRecord>
+    where
+        E: FnOnce() -> Fut,
+        Fut: Future<Output = Result<()>>,
+    {
+        let ledger = w.ctx.deps.ledger.as_ref();
+        let pk = contained_pk(self.env);
+        w.act(action, || async move {
+            ledger
+                .put(&pk, &action.resource, &saved, Some(self.saved_until))
+                .await?;
+            effect().await
+        })
+        .await
+    }
 }
 
 impl CostAnomaly {
@@ -368,7 +395,6 @@ impl CostAnomaly {
         run: &ContainmentRun,
         w: &mut Work<'_>,
     ) -> Result<Option<String>> {
-        let ctx = w.ctx;
         let env = run.env;
         let resource = format!("asg:{name}");
         let group = self.asg.describe_group(name).await?;
@@ -406,15 +432,10 @@ impl CostAnomaly {
             before: json!({"min": min, "max": max, "desired": desired}),
             after: json!({"min": 0, "max": 0, "desired": 0}),
         };
-        let saved = json!({"kind": "asg", "name": name, "min": min, "max": max, "desired": desired, "event_id": w.rec.event_id, "at": ctx.now().to_rfc3339()});
-        let audit = w
-            .act(&action, || async {
-                // Saved before the change: what it takes to undo it.
-                ctx.deps
-                    .ledger
-                    .put(&contained_pk(env), &resource, &saved, Some(run.saved_until))
-                    .await?;
-                self.asg.update_group_size(name, 0, 0, 0).await
+        let saved = json!({"kind": "asg", "name": name, "min": min, "max": max, "desired": desired, "event_id": w.rec.event_id, "at": w.ctx.now().to_rfc3339()});
+        let audit = run
+            .act(&action, saved, w, || {
+                self.asg.update_group_size(name, 0, 0, 0)
             })
             .await?;
         w.note(format!(
@@ -435,7 +456,6 @@ impl CostAnomaly {
         run: &ContainmentRun,
         w: &mut Work<'_>,
     ) -> Result<Option<String>> {
-        let ctx = w.ctx;
         let env = run.env;
         let resource = format!("rds:{id}");
         let db = self.rds.describe_instance(id).await?;
@@ -473,15 +493,9 @@ impl CostAnomaly {
             before: json!({"status": "available"}),
             after: json!({"status": "stopped"}),
         };
-        let saved = json!({"kind": "rds", "id": id, "status": "available", "event_id": w.rec.event_id, "at": ctx.now().to_rfc3339()});
-        let audit = w
-            .act(&action, || async {
-                ctx.deps
-                    .ledger
-                    .put(&contained_pk(env), &resource, &saved, Some(run.saved_until))
-                    .await?;
-                self.power.stop_instance(id).await
-            })
+        let saved = json!({"kind": "rds", "id": id, "status": "available", "event_id": w.rec.event_id, "at": w.ctx.now().to_rfc3339()});
+        let audit = run
+            .act(&action, saved, w, || self.power.stop_instance(id))
             .await?;
         w.note(format!("{resource}: stop: {}", audit.outcome_words()));
         Ok((audit.outcome == Outcome::Acted)
