@@ -15,6 +15,7 @@ pub mod config;
 pub mod deadline;
 pub mod error;
 pub mod events;
+#[cfg(any(test, feature = "fakes"))]
 pub mod fakes;
 pub mod guard;
 pub mod ports;
