@@ -268,3 +268,20 @@ fn placeholders_and_padding_read_alike() {
     assert_eq!(classify(&sns)[0].event_id(), Some("m-1"));
     alike(&sns);
 }
+
+/// The alarm notification in an SNS `Message` stays ours (`alarm::from_sns`): the crate's
+/// `CloudWatchAlarmPayload` refuses real ones — a null `AlarmDescription`, a composite alarm
+/// without `Trigger`, an anomaly-detection alarm without `Threshold` (docs/local-stack.md).
+#[test]
+fn sns_alarm_messages_the_crate_refuses() {
+    use aws_lambda_events::sns::CloudWatchAlarmPayload;
+    for sns in [
+        sns_of!("cloudwatch-alarm/sns-single-metric-alarm.json"),
+        sns_of!("cloudwatch-alarm/sns-composite.json"),
+        sns_of!("cloudwatch-alarm/sns-anomaly-detection.json"),
+    ] {
+        let message: Value = serde_json::from_str(sns["Message"].as_str().unwrap()).unwrap();
+        refused::<CloudWatchAlarmPayload>(&message);
+        assert_eq!(classify(&sns)[0].kind(), "alarm");
+    }
+}
