@@ -23,14 +23,14 @@
 //!    delivers it) → treated like an SNS record;
 //! 7. anything else → `NotForMe`.
 //!
-//! The envelopes (SNS notification, SQS record, EventBridge event, the alarm action) are read with
-//! the types of `aws_lambda_events` ([`envelope`]) wherever the crate parses the payload. The tolerant
-//! reader ([`util`]) stays for what the crate refuses — a notification without signature fields
-//! (hand-made, or relayed by tooling), an alarm state without `timestamp`, keys in another case,
-//! numbers where it wants strings, a `Message` that is an object — and for the bodies the crate
-//! does not model (the alarm state change, RDS events, schedules, cost). The tests in
-//! `envelope_tests` show the crate refusing each such shape, and a property test shows both readers
-//! classify alike wherever the crate accepts.
+//! The envelopes (SNS notification, SQS record, EventBridge event, the alarm action) are read
+//! with the types of `aws_lambda_events` (`envelope.rs`) wherever the crate parses the payload.
+//! The tolerant reader (`util.rs`) stays for what the crate refuses — a notification without
+//! signature fields (hand-made, or relayed by tooling), an alarm state without `timestamp`, keys
+//! in another case, numbers where it wants strings, a `Message` that is an object — and for the
+//! bodies the crate does not model (alarm state changes, RDS events, schedules, cost). The tests
+//! in `envelope_tests.rs` show the crate refusing each such shape, and a property test shows both
+//! readers classify alike wherever the crate accepts.
 //!
 //! Event ids (idempotency keys): the EventBridge `id`; the SNS `MessageId` — except
 //! for an EventBridge event forwarded through SNS, which keeps the inner EventBridge
@@ -264,8 +264,7 @@ fn eventbridge_envelope(ev: &Value, delivery: Delivery) -> (Option<String>, Opti
                 .flatten()
                 .filter_map(clean)
                 .collect(),
-            subject: None,
-            topic_arn: None,
+            ..Ctx::empty(delivery)
         };
         return (clean(t.source), clean(t.detail_type), ctx);
     }
@@ -279,8 +278,7 @@ fn eventbridge_envelope(ev: &Value, delivery: Delivery) -> (Option<String>, Opti
             .iter()
             .filter_map(util::scalar_string)
             .collect(),
-        subject: None,
-        topic_arn: None,
+        ..Ctx::empty(delivery)
     };
     (
         str_field(ev, &["source"]),
