@@ -196,7 +196,10 @@ mod tests {
             &[("Findings", 1.0, "Count")],
         ))
         .unwrap();
-        assert_eq!(v["_aws"]["CloudWatchMetrics"][0]["Namespace"], "nbaops/postgres");
+        assert_eq!(
+            v["_aws"]["CloudWatchMetrics"][0]["Namespace"],
+            "nbaops/postgres"
+        );
         assert_eq!(
             v["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
             json!([["function", "env", "db"]])

@@ -243,7 +243,8 @@ impl VacuumTrigger {
             plan.len(),
             runaway.len()
         );
-        let indexes: Vec<IndexStats> = match pg.query(&sql::indexes::indexes(server.version)).await {
+        let indexes: Vec<IndexStats> = match pg.query(&sql::indexes::indexes(server.version)).await
+        {
             Ok(rows) => rows.iter().map(IndexStats::from_row).collect(),
             Err(e) => {
                 w.note(format!("indexes not examined: {e}"));
@@ -648,10 +649,16 @@ impl VacuumTrigger {
             after: Value::Null,
         };
         let prove = prove_index_work(s.pg, ix, need.work);
-        let (audit, lost) = guarded(w, s, &mut action, (&run, prove), |outcome, ms| match outcome {
-            Ok(r) => json!({"bytes": sql::i64_of(r, "bytes").unwrap_or(0), "duration_ms": ms}),
-            Err(_) => json!({"duration_ms": ms}),
-        })
+        let (audit, lost) = guarded(
+            w,
+            s,
+            &mut action,
+            (&run, prove),
+            |outcome, ms| match outcome {
+                Ok(r) => json!({"bytes": sql::i64_of(r, "bytes").unwrap_or(0), "duration_ms": ms}),
+                Err(_) => json!({"duration_ms": ms}),
+            },
+        )
         .await?;
         let done = match need.work {
             IndexWork::DropLeftover => format!("{}: invalid leftover index dropped", ix.name()),
@@ -698,7 +705,10 @@ async fn report(
 ) -> Result<()> {
     let ctx = w.ctx;
     let words = audit.outcome_words();
-    w.note(format!("{}: {} ({}): {words}", d.resource, d.kind, d.reason));
+    w.note(format!(
+        "{}: {} ({}): {words}",
+        d.resource, d.kind, d.reason
+    ));
     let key = format!("pg-maintenance#{}", d.resource);
     match audit.outcome {
         Outcome::Acted => {
@@ -1009,8 +1019,14 @@ mod tests {
         let t = test_deps(
             FUNCTION,
             &[
-                ("NBAOPS_ALERTS_TOPIC_ARN", "arn:aws:sns:us-east-1:123456789012:nbaops-dev-alerts"),
-                ("NBAOPS_PG__DATABASES", "app=postgres://nbaops_maintenance@db.nbaops.test:5432/app"),
+                (
+                    "NBAOPS_ALERTS_TOPIC_ARN",
+                    "arn:aws:sns:us-east-1:123456789012:nbaops-dev-alerts",
+                ),
+                (
+                    "NBAOPS_PG__DATABASES",
+                    "app=postgres://nbaops_maintenance@db.nbaops.test:5432/app",
+                ),
             ],
         )
         .unwrap();
@@ -1019,19 +1035,32 @@ mod tests {
             pg: nbaops_shared::config::pg::from_settings(&t.deps.cfg.settings).unwrap(),
             connector: Box::new(Shared(pg)),
         };
-        let inv = Invocation::at("req", chrono::Utc.with_ymd_and_hms(2026, 11, 26, 21, 0, 0).unwrap());
+        let inv = Invocation::at(
+            "req",
+            chrono::Utc
+                .with_ymd_and_hms(2026, 11, 26, 21, 0, 0)
+                .unwrap(),
+        );
         let ctx = Ctx::of::<VacuumTrigger>(t.deps, &inv);
         // Another function's tick, or a tick without a task: not for me, no session, nothing said.
-        for other in [json!({"nbaops": {"task": "pg-health"}}), json!({"nbaops": {"id": "x"}})] {
+        for other in [
+            json!({"nbaops": {"task": "pg-health"}}),
+            json!({"nbaops": {"id": "x"}}),
+        ] {
             let r = dispatch(&f, other, &ctx).await.unwrap();
             assert_eq!(r.records.len(), 1, "{r:?}");
             let why = r.records[0].not_for_me.clone().unwrap_or_default();
-            assert!(why.starts_with("vacuum-trigger takes its own schedule"), "{why}");
+            assert!(
+                why.starts_with("vacuum-trigger takes its own schedule"),
+                "{why}"
+            );
             assert!(pg.urls().is_empty(), "a session for another task");
             assert!(t.notifier.published().is_empty());
         }
         // Its own tick opens a session on each database (refused here: the run reports it).
-        let r = dispatch(&f, json!({"nbaops": {"task": "vacuum-trigger"}}), &ctx).await.unwrap();
+        let r = dispatch(&f, json!({"nbaops": {"task": "vacuum-trigger"}}), &ctx)
+            .await
+            .unwrap();
         assert_eq!(pg.urls().len(), 1);
         assert!(r.records[0].not_for_me.is_none(), "{r:?}");
         assert!(r.records[0].summary.contains("pg:app"), "{r:?}");
@@ -1045,7 +1074,11 @@ mod tests {
         kind: Maintenance,
         before: &Row,
     ) -> Ran<Row> {
-        let run = as_owner(v, t.set_role.as_deref(), kind.statement(&t.schema, &t.table));
+        let run = as_owner(
+            v,
+            t.set_role.as_deref(),
+            kind.statement(&t.schema, &t.table),
+        );
         run_and_prove(pg, &run, prove_maintenance(pg, t, kind, before)).await
     }
 

@@ -507,11 +507,16 @@ mod tests {
             "{e}"
         );
         // As a parameter too: the same check as the connector's (one function).
-        let e = load(&[("NBAOPS_PG__DATABASES", "app=postgres://mon@db/app?password=x")])
-            .unwrap_err()
-            .to_string();
+        let e = load(&[(
+            "NBAOPS_PG__DATABASES",
+            "app=postgres://mon@db/app?password=x",
+        )])
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("carries a password"), "{e}");
-        assert!(!url_carries_password("postgres://mon@db:5432/app?sslmode=require"));
+        assert!(!url_carries_password(
+            "postgres://mon@db:5432/app?sslmode=require"
+        ));
         assert!(load(&[("NBAOPS_PG__DATABASES", "app=mysql://x@db/app")]).is_err());
         assert!(load(&[(
             "NBAOPS_PG__DATABASES",
