@@ -115,14 +115,11 @@ pub async fn dispatch<F: Function>(
 ) -> Result<InvocationReport> {
     let mut report = ctx.report();
     for inbound in classify(&payload) {
-        match inbound {
-            Inbound::NotForMe(n) => {
-                report
-                    .records
-                    .push(RecordReport::not_for_me("", "unknown", n.reason));
-            }
-            inbound => report.records.extend(f.records(inbound, ctx).await?),
-        }
+        let recs = match inbound {
+            Inbound::NotForMe(n) => vec![RecordReport::not_for_me("", "unknown", n.reason)],
+            inbound => f.records(inbound, ctx).await?,
+        };
+        report.records.extend(recs);
     }
     Ok(report)
 }
