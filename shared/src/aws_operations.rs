@@ -7,7 +7,7 @@
 #![allow(dead_code)] // read by infra/tests/check_aws_operations.py and check_observed_calls.py
 
 pub const RUNTIME_AWS_OPERATIONS: &[&str] = &[
-    "ssm:GetParametersByPath", // config at init (guard, audit, the function's sections) and the guard's switches (shared/src/config, shared/src/guard.rs)
+    "ssm:GetParametersByPath", // config at init (guard, audit, the function's sections) and the guard's switches (shared/src/config, shared/src/guard/)
     "dynamodb:GetItem",        // ledger get (guard cooldown/idempotency, state)
     "dynamodb:PutItem", // ledger put / put_if_absent / TransactWriteItems puts (audit, idempotency, state)
     "dynamodb:DeleteItem", // ledger delete / TransactWriteItems deletes
