@@ -5,7 +5,7 @@
 //! Actions another service authorises on our behalf are listed too, with the call that causes them.
 
 pub const AWS_OPERATIONS: &[&str] = &[
-    "ssm:GetParameter", // the guard re-reads guard/kill_switch and guard/dry_run (shared/src/guard/)
+    "ssm:GetParameter", // SecureString /nbaops/<env>/secrets/backup/drill/<db> (the drill session)
     "rds:DescribeDBInstances", // SdkRdsBackups::describe_instance
     "rds:DescribeDBSnapshots", // SdkRdsBackups::list_snapshots
     "rds:CreateDBSnapshot", // SdkRdsBackups::create_snapshot

@@ -6,5 +6,5 @@
 #![allow(dead_code)] // read by infra/tests/check_aws_operations.py, not by the binary
 
 pub const AWS_OPERATIONS: &[&str] = &[
-    "ssm:GetParameter", // the guard re-reads guard/kill_switch and guard/dry_run (shared/src/guard/)
+    "ssm:GetParameter", // SecureString /nbaops/<env>/secrets/pg/<db>/maintenance (shared/src/sql)
 ];
