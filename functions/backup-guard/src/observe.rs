@@ -87,12 +87,11 @@ impl BackupGuard {
             true,
         );
         let opened = sql::open_session(
+            &w.ctx,
             &self.pg,
-            &w.ctx.env(),
+            self.connector.as_ref(),
             target,
             "monitor",
-            w.ctx.deps.params.as_deref(),
-            self.connector.as_ref(),
             &setup,
         )
         .await;

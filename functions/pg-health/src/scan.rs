@@ -126,16 +126,8 @@ impl PgHealth {
             cfg.lock_timeout_ms,
             true,
         );
-        let opened = sql::open_session(
-            cfg,
-            &ctx.env(),
-            target,
-            "monitor",
-            ctx.deps.params.as_deref(),
-            self.connector.as_ref(),
-            &setup,
-        )
-        .await;
+        let opened =
+            sql::open_session(ctx, cfg, self.connector.as_ref(), target, "monitor", &setup).await;
         let server = match opened {
             Ok(pg) => first_row(pg.as_ref(), sql::SERVER)
                 .await

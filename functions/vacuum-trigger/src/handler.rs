@@ -191,12 +191,11 @@ impl VacuumTrigger {
             cfg.vacuum.cost_limit,
         ));
         let pg = sql::open_session(
+            &ctx,
             cfg,
-            &ctx.env(),
+            self.connector.as_ref(),
             target,
             "maintenance",
-            ctx.deps.params.as_deref(),
-            self.connector.as_ref(),
             &setup,
         )
         .await?;

@@ -26,7 +26,7 @@ pub use tables::{
 
 use crate::config::pg::{PgConfig, PgTarget};
 use crate::error::Result;
-use crate::ports::{Params, PgConnector, Postgres};
+use crate::ports::{PgConnector, Postgres};
 
 /// A row as the port returns it.
 pub type Row = Map<String, Value>;
@@ -154,19 +154,22 @@ pub fn with_connect_timeout(url: &str, timeout_seconds: u64) -> String {
 
 /// Opens a session on `target` as `role` ("monitor" or "maintenance"): the password from the
 /// SecureString `/nbaops/<env>/secrets/pg/<name>/<role>` when the URL has none (registered for
-/// redaction before anything can log it), then the session settings.
-#[allow(clippy::too_many_arguments)]
+/// redaction before anything can log it), then the session settings. The invocation's context
+/// gives the environment and SSM; `cfg` and `connector` are what the function built at init
+/// ([`crate::adapters::pg_access`]).
 pub async fn open_session(
+    ctx: &crate::runtime::Ctx<'_>,
     cfg: &PgConfig,
-    env: &str,
+    connector: &dyn PgConnector,
     target: &PgTarget,
     role: &str,
-    params: Option<&dyn Params>,
-    connector: &dyn PgConnector,
     setup: &[String],
 ) -> Result<Box<dyn Postgres>> {
-    let password = match params {
-        Some(p) => p.get(&PgConfig::secret_name(env, target, role)).await?,
+    let password = match ctx.deps.params.as_deref() {
+        Some(p) => {
+            p.get(&PgConfig::secret_name(&ctx.env(), target, role))
+                .await?
+        }
         None => None,
     };
     if let Some(pw) = &password {
