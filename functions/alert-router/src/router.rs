@@ -120,24 +120,23 @@ impl Function for AlertRouter {
                 .pointer("/Sns/MessageId")
                 .and_then(Value::as_str)
                 .unwrap_or("");
-            let (rec, delivered, key) = match incoming_of(record) {
+            let rec = match incoming_of(record) {
                 Ok(Incoming::Alert(alert)) => {
                     let (rec, delivered) = self.on_alert(&alert, event_id, ctx).await?;
-                    (rec, delivered, alert.dedup_key)
+                    if !delivered {
+                        undelivered.push(alert.dedup_key);
+                    }
+                    rec
                 }
                 Ok(Incoming::Alarm(alarm)) => {
                     let (rec, delivered) = self.on_alarm(&alarm, event_id, ctx).await?;
-                    (rec, delivered, alarm_dedup_key(&alarm))
+                    if !delivered {
+                        undelivered.push(alarm_dedup_key(&alarm));
+                    }
+                    rec
                 }
-                Err(reason) => (
-                    RecordReport::not_for_me(event_id, "sns", reason),
-                    true,
-                    "".into(),
-                ),
+                Err(reason) => RecordReport::not_for_me(event_id, "sns", reason),
             };
-            if !delivered {
-                undelivered.push(key);
-            }
             report.records.push(rec);
         }
         self.all_delivered(&report, &undelivered)?;
