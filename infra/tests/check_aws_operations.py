@@ -35,14 +35,27 @@ def check(name, ok, detail=""):
     print(f"{'ok  ' if ok else 'FAIL'} {name}{'' if ok else ': ' + str(detail)}")
 
 
-def consts(crate):
-    """{const name: [actions]} from functions/<crate>/src/aws_operations.rs."""
-    path = ROOT / "functions" / crate / "src" / "aws_operations.rs"
+def read_consts(path):
+    """{const name: [actions]} from a Rust file of `pub const X: &[&str] = &[...]`."""
     if not path.exists():
         return {}
     src = re.sub(r"//[^\n]*", "", path.read_text())
     return {m.group(1): re.findall(r'"([^"]+)"', m.group(2))
             for m in re.finditer(r"pub const (\w+): &\[&str\] = &\[(.*?)\];", src, re.S)}
+
+
+# What every function's shared path calls (config, guard, ledger, alerts): part of each AWS_OPERATIONS.
+RUNTIME = read_consts(ROOT / "shared" / "src" / "aws_operations.rs").get("RUNTIME_AWS_OPERATIONS", [])
+check("shared/src/aws_operations.rs declares RUNTIME_AWS_OPERATIONS", RUNTIME)
+
+
+def consts(crate):
+    """{const name: [actions]} of functions/<crate>/src/aws_operations.rs; AWS_OPERATIONS includes
+    the shared path's RUNTIME_AWS_OPERATIONS (ACK_AWS_OPERATIONS is complete on its own)."""
+    out = read_consts(ROOT / "functions" / crate / "src" / "aws_operations.rs")
+    if "AWS_OPERATIONS" in out:
+        out["AWS_OPERATIONS"] = sorted(set(out["AWS_OPERATIONS"]) | set(RUNTIME))
+    return out
 
 
 def allowed(fn):

@@ -29,6 +29,10 @@ def declared(crate):
     out = set()
     for m in re.finditer(r"pub const (\w+): &\[&str\] = &\[(.*?)\];", src, re.S):
         out |= set(re.findall(r'"([^"]+)"', m.group(2)))
+    # Plus what every function's shared path calls (shared/src/aws_operations.rs).
+    shared = re.sub(r"//[^\n]*", "", (ROOT / "shared" / "src" / "aws_operations.rs").read_text())
+    for m in re.finditer(r"pub const (\w+): &\[&str\] = &\[(.*?)\];", shared, re.S):
+        out |= set(re.findall(r'"([^"]+)"', m.group(2)))
     return out
 
 

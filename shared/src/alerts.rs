@@ -64,10 +64,92 @@ pub struct Alert {
     /// What nbaops did about it (or why it did not).
     pub actions_taken: Vec<String>,
     pub runbook: Option<String>,
+    /// The repository's page for this alert's kind (`docs/runbooks/<kind>.md`, see [`KINDS`]);
+    /// an unknown kind points at the index, `docs/runbooks/README.md`.
+    #[serde(default)]
+    pub runbook_page: String,
     pub at: DateTime<Utc>,
 }
 
 pub const ALERT_SCHEMA: &str = "nbaops.alert/v1";
+
+/// Every kind of alert nbaops raises, with what it means. An alert's kind is its dedup key's
+/// prefix before the first `#`; a CloudWatch alarm routed by alert-router (dedup key: the
+/// alarm's ARN) is `cloudwatch-alarm`. Each kind has its page `docs/runbooks/<kind>.md`.
+#[rustfmt::skip]
+pub const KINDS: &[(&str, &str)] = &[
+    // scale-on-alarm
+    ("scale_out", "a group was scaled out (or the attempt failed)"),
+    ("scale_in", "a group was scaled in (or the attempt failed)"),
+    ("capacity-exhausted", "a resource is at its ceiling and its alarm still fires"),
+    ("rds-class", "the RDS instance class was raised one rung (or the change failed)"),
+    ("cache-nodes", "a Memcached node was added (or the change failed)"),
+    ("flapping", "an alarm changes state too often: nbaops stopped acting on it"),
+    // pg-health: `pg-<signal>`
+    ("pg-unreachable", "a database refused or failed the monitor's connection"),
+    ("pg-connections", "connections used against usable slots, or too many clients"),
+    ("pg-cache-hit", "buffer cache hit ratio below the threshold"),
+    ("pg-deadlocks", "deadlocks per hour above the threshold"),
+    ("pg-replication-lag", "a standby or replica is behind the primary"),
+    ("pg-wraparound", "transaction ID or multixact age towards wraparound"),
+    ("pg-bloat", "a table's bloat above the threshold"),
+    ("pg-long-tx", "a transaction open longer than the threshold"),
+    ("pg-idle-in-tx", "a session idle in transaction longer than the threshold"),
+    ("pg-lock-wait", "sessions waiting on locks longer than the threshold"),
+    ("pg-vacuum-failure", "VACUUM fails or cannot remove dead rows"),
+    ("pg-vacuum-progress", "a VACUUM running for a long time"),
+    ("pg-unused-index", "an index never scanned since statistics began"),
+    ("pg-slow-query", "a statement's mean time above the threshold"),
+    ("pg-archiver", "WAL archiving fails"),
+    ("pg-check-failed", "a pg-health check could not run (timeout, privilege)"),
+    // vacuum-trigger
+    ("pg-maintenance", "a VACUUM / ANALYZE / REINDEX cleanup ran or failed on a table"),
+    ("pg-maintenance-run", "a maintenance run could not reach or finish a database"),
+    ("pg-end-transaction", "a runaway transaction was cancelled or terminated (or failed to be)"),
+    // failover-notify
+    ("failover", "an RDS failover: start, completion and verification, or a stuck one"),
+    ("rds-event", "an RDS event other than a failover (reboot, storage, maintenance...)"),
+    // cost-anomaly
+    ("cost-anomaly", "a Cost Anomaly Detection alert, attributed and maybe contained"),
+    ("cost-budget", "an AWS Budgets notification, attributed and maybe contained"),
+    ("cost-spike", "the daily check found a service or environment costing above its baseline"),
+    // offhours
+    ("offhours", "a resource's state differs from its schedule, or a schedule action failed"),
+    // backup-guard
+    ("backup-rpo", "the recovery point objective is breached"),
+    ("backup-monthly", "the monthly snapshot could not be taken"),
+    ("backup-copy", "a snapshot copy to the DR region failed"),
+    ("backup-dr", "no DR region is configured: monthly snapshots are not copied"),
+    ("backup-drill", "a restore drill: started, impossible, or its result"),
+    // alert-router
+    ("cloudwatch-alarm", "a CloudWatch alarm about nbaops itself or the platform"),
+    // every function (shared)
+    ("gave-up", "an AWS service kept failing: the invocation gave up"),
+    ("ledger-unreadable", "a ledger item cannot be read: no action on that resource"),
+];
+
+/// Where the runbook pages live, relative to the repository's root.
+pub const RUNBOOK_DIR: &str = "docs/runbooks";
+
+/// The kind of an alert: its dedup key's prefix before the first `#`; a CloudWatch alarm's key
+/// (its ARN, or `cloudwatch-alarm:<name>` when the notification names no region) is
+/// `cloudwatch-alarm`.
+pub fn kind_of(dedup_key: &str) -> &str {
+    let is_alarm_arn = dedup_key.starts_with("arn:") && dedup_key.contains(":cloudwatch:");
+    if is_alarm_arn || dedup_key.starts_with("cloudwatch-alarm:") {
+        return "cloudwatch-alarm";
+    }
+    dedup_key.split('#').next().unwrap_or_default()
+}
+
+/// `docs/runbooks/<kind>.md` for a kind in [`KINDS`], else the index `docs/runbooks/README.md`.
+pub fn runbook_page(dedup_key: &str) -> String {
+    let kind = kind_of(dedup_key);
+    match KINDS.iter().find(|(k, _)| *k == kind) {
+        Some((k, _)) => format!("{RUNBOOK_DIR}/{k}.md"),
+        None => format!("{RUNBOOK_DIR}/README.md"),
+    }
+}
 
 impl Alert {
     pub fn new(
@@ -79,11 +161,13 @@ impl Alert {
         summary: impl Into<String>,
         at: DateTime<Utc>,
     ) -> Alert {
+        let dedup_key = dedup_key.into();
         Alert {
             schema: ALERT_SCHEMA.into(),
             severity,
             status: AlertStatus::Firing,
-            dedup_key: dedup_key.into(),
+            runbook_page: runbook_page(&dedup_key),
+            dedup_key,
             env: env.into(),
             source_function: function.into(),
             resource: resource.into(),
@@ -172,5 +256,73 @@ mod tests {
         );
         let s = a.subject();
         assert!(s.len() <= 100 && s.is_ascii() && s.starts_with("[P3][dev]"));
+    }
+
+    fn at() -> DateTime<Utc> {
+        chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap_or_default()
+    }
+
+    #[test]
+    fn kind_is_the_prefix_before_the_first_hash() {
+        assert_eq!(kind_of("pg-bloat#pg:app/public.t"), "pg-bloat");
+        assert_eq!(kind_of("cost-budget#monthly#ACTUAL"), "cost-budget");
+        assert_eq!(kind_of("no-hash-at-all"), "no-hash-at-all");
+        assert_eq!(kind_of(""), "");
+        assert_eq!(
+            kind_of("arn:aws:cloudwatch:eu-west-1:1:alarm:nbaops-dev-dlq#1"),
+            "cloudwatch-alarm"
+        );
+    }
+
+    #[test]
+    fn every_alert_links_its_kinds_runbook_page() {
+        for (kind, meaning) in KINDS {
+            assert!(!meaning.is_empty(), "{kind}");
+            let a = Alert::new(
+                Severity::P2,
+                "dev",
+                "f",
+                "r",
+                format!("{kind}#r"),
+                "s",
+                at(),
+            );
+            assert_eq!(a.runbook_page, format!("docs/runbooks/{kind}.md"));
+            // Serialized: the router and every subscriber see it.
+            let v = serde_json::to_value(&a).unwrap_or_default();
+            assert_eq!(v["runbook_page"], format!("docs/runbooks/{kind}.md"));
+        }
+    }
+
+    #[test]
+    fn an_unknown_kind_still_makes_an_alert_linking_the_index() {
+        for key in [
+            "k",
+            "",
+            "#",
+            "not-a-kind#x",
+            "pg-#x",
+            "\u{0}#\u{ffff}",
+            "Pg-Bloat#x",
+        ] {
+            let a = Alert::new(Severity::P4, "dev", "f", "r", key, "s", at())
+                .with_runbook("a hint stays");
+            assert_eq!(a.runbook_page, "docs/runbooks/README.md", "{key:?}");
+            assert_eq!(a.dedup_key, key);
+            assert_eq!(a.runbook.as_deref(), Some("a hint stays"));
+        }
+    }
+
+    #[test]
+    fn an_alert_without_runbook_page_still_reads() {
+        // Messages of an older version on the topic: the field defaults to empty.
+        let a = Alert::new(Severity::P3, "dev", "f", "r", "pg-bloat#x", "s", at());
+        let mut v = serde_json::to_value(&a).unwrap_or_default();
+        if let Some(o) = v.as_object_mut() {
+            o.remove("runbook_page");
+        }
+        let back: Alert = serde_json::from_value(v).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back.runbook_page, "");
+        assert_eq!(back.dedup_key, "pg-bloat#x");
     }
 }

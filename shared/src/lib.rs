@@ -9,11 +9,13 @@
 
 pub mod adapters;
 pub mod alerts;
+pub mod aws_operations;
 pub mod clock;
 pub mod config;
 pub mod deadline;
 pub mod error;
 pub mod events;
+#[cfg(any(test, feature = "fakes"))]
 pub mod fakes;
 pub mod guard;
 pub mod ports;

@@ -122,20 +122,30 @@ pub fn invocation_span(request_id: &str, function: &str, env: &str) -> tracing::
 
 /// One CloudWatch Embedded Metric Format line: CloudWatch turns it into metrics, no API call.
 pub fn emf_line(function: &str, env: &str, metrics: &[(&str, f64, &str)]) -> String {
+    emf_line_in("nbaops", &[("function", function), ("env", env)], metrics)
+}
+
+/// An EMF line in `namespace` with these dimensions (name, value), in this order.
+pub fn emf_line_in(
+    namespace: &str,
+    dimensions: &[(&str, &str)],
+    metrics: &[(&str, f64, &str)],
+) -> String {
     let mut root = Map::new();
     root.insert(
         "_aws".into(),
         json!({
             "Timestamp": crate::clock::now().timestamp_millis(),
             "CloudWatchMetrics": [{
-                "Namespace": "nbaops",
-                "Dimensions": [["function", "env"]],
+                "Namespace": namespace,
+                "Dimensions": [dimensions.iter().map(|(name, _)| *name).collect::<Vec<_>>()],
                 "Metrics": metrics.iter().map(|(n, _, u)| json!({"Name": n, "Unit": u})).collect::<Vec<_>>(),
             }]
         }),
     );
-    root.insert("function".into(), Value::String(function.into()));
-    root.insert("env".into(), Value::String(env.into()));
+    for (name, value) in dimensions {
+        root.insert((*name).into(), Value::String((*value).into()));
+    }
     for (n, v, _) in metrics {
         root.insert((*n).into(), json!(v));
     }
@@ -143,7 +153,11 @@ pub fn emf_line(function: &str, env: &str, metrics: &[(&str, f64, &str)]) -> Str
 }
 
 pub fn emit_metrics(function: &str, env: &str, metrics: &[(&str, f64, &str)]) {
-    let line = emf_line(function, env, metrics);
+    emit(&emf_line(function, env, metrics));
+}
+
+/// Writes one EMF line ([`emf_line`], [`emf_line_in`]) to stdout, where Lambda's log agent reads it.
+pub fn emit(line: &str) {
     let mut out = std::io::stdout();
     let _ = writeln!(out, "{line}");
 }
@@ -171,5 +185,25 @@ mod tests {
             v["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"],
             "ActionsTaken"
         );
+        assert_eq!(v["_aws"]["CloudWatchMetrics"][0]["Namespace"], "nbaops");
+        assert_eq!(
+            v["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            json!([["function", "env"]])
+        );
+        let v: Value = serde_json::from_str(&emf_line_in(
+            "nbaops/postgres",
+            &[("function", "pg-health"), ("env", "dev"), ("db", "app")],
+            &[("Findings", 1.0, "Count")],
+        ))
+        .unwrap();
+        assert_eq!(
+            v["_aws"]["CloudWatchMetrics"][0]["Namespace"],
+            "nbaops/postgres"
+        );
+        assert_eq!(
+            v["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            json!([["function", "env", "db"]])
+        );
+        assert_eq!((&v["db"], &v["Findings"]), (&json!("app"), &json!(1.0)));
     }
 }

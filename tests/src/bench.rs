@@ -111,7 +111,7 @@ pub fn run_cpu_bench() -> Result<(), HarnessError> {
             .map_err(|e| HarnessError::Setup(e.to_string()))?;
     let cfg = nbaops_shared::config::Config::from_settings(
         nbaops_shared::config::Env::Dev,
-        "bench",
+        "scale-on-alarm",
         settings,
     )
     .map_err(|e| HarnessError::Setup(e.to_string()))?;

@@ -249,7 +249,7 @@ async fn scan_shape(
     let mut open = std::collections::BTreeSet::new();
     let mut runs_to_full_cover = None;
     for i in 0..runs {
-        let p = serde_json::json!({"nbaops": {"task": "pg", "id": format!("pg-bench-{db}-{i}-{}", std::process::id())}});
+        let p = serde_json::json!({"nbaops": {"task": f.name(), "id": format!("pg-bench-{db}-{i}-{}", std::process::id())}});
         let v = match f.invoke(p, Duration::from_secs(60)).await?.outcome {
             crate::runtime_api::Outcome::Response(v) => v,
             other => {

@@ -146,6 +146,11 @@ pub struct FunctionUnderTest {
 }
 
 impl FunctionUnderTest {
+    /// The function's name, which is also the task of its own schedule (`{"nbaops": {"task": "pg-health"}}`).
+    pub fn name(&self) -> &str {
+        self.api.function_name()
+    }
+
     /// Starts the processes and waits (up to 30 s) until each has finished its init and
     /// is polling for events, so a broken init fails here with its logs, not at invoke.
     pub async fn start(

@@ -154,6 +154,11 @@ async fn secure(c: &Clients, name: &str, value: &str) {
 }
 
 async fn world() -> World {
+    world_with(&[]).await
+}
+
+/// The router's world with more environment variables for the function.
+async fn world_with(extra: &[(&str, &str)]) -> World {
     let stack = Stack::start(false).await.unwrap();
     let c = &stack.clients;
     let slack = Receiver::start(200).await;
@@ -185,7 +190,7 @@ async fn world() -> World {
         .unwrap();
     let (dlq, _) = queue(c, "nbaops-dev-alerts-dlq").await;
     let pd_url = pagerduty.url("/v2/enqueue");
-    let env = stack.function_env(&[
+    let mut pairs: Vec<(&str, &str)> = vec![
         ("NBAOPS_ALERTS__EMAIL_TOPIC_ARN", &topic),
         ("NBAOPS_ALERTS__DEAD_LETTER_QUEUE_URL", &dlq),
         ("NBAOPS_ALERTS__PAGERDUTY__EVENTS_URL", &pd_url),
@@ -195,7 +200,9 @@ async fn world() -> World {
         // Alerts flow even with every action stopped.
         ("NBAOPS_GUARD__KILL_SWITCH", "true"),
         ("RUST_LOG", "debug"),
-    ]);
+    ];
+    pairs.extend_from_slice(extra);
+    let env = stack.function_env(&pairs);
     let f = FunctionUnderTest::start(&function_binary(FN).unwrap(), FN, &env, 1)
         .await
         .unwrap();
@@ -405,6 +412,49 @@ async fn routes_by_severity_dedups_and_resolve_closes_pagerduty() {
     assert!(v["records"][0]["not_for_me"].is_string(), "{v}");
     assert_eq!(w.slack.bodies().len(), 3);
     assert_no_secret_in_logs(&w);
+}
+
+/// A function parses only its own configuration sections. A scale section that is broken (an
+/// alarm map that is not JSON, a misspelt key) is scale-on-alarm's problem: alert-router starts,
+/// warns about the key it ignores and routes, while scale-on-alarm, given the same environment,
+/// reports an init error naming the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_scale_section_stops_scale_on_alarm_and_not_the_router() {
+    let bad_map = ("NBAOPS_SCALE__ALARM_MAP", "not json");
+    let typo = ("NBAOPS_SCALE__ASG__CEILNG", "5");
+    let w = world_with(&[bad_map, typo]).await;
+    let v = ok(&w, alert("P3", "bloat#orders", "firing")).await;
+    assert_eq!(w.slack.bodies().len(), 1, "{v}");
+    let logs = w.f.logs();
+    assert!(
+        logs.contains("\"level\":\"WARN\"")
+            && logs.contains("unknown setting NBAOPS_SCALE__ASG__CEILNG")
+            && logs.contains("ignored, alert-router does not read the scale section"),
+        "{logs}"
+    );
+
+    for (env, expected) in [
+        (
+            bad_map,
+            "scale.alarm_map (from env NBAOPS_SCALE__ALARM_MAP): expected a JSON object",
+        ),
+        (typo, "unknown setting NBAOPS_SCALE__ASG__CEILNG"),
+    ] {
+        let err = FunctionUnderTest::start(
+            &function_binary("scale-on-alarm").unwrap(),
+            "scale-on-alarm",
+            &w.stack.function_env(&[env]),
+            1,
+        )
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+        assert!(
+            err.contains("init failed") && err.contains(expected),
+            "{expected}: {err}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

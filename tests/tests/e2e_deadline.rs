@@ -194,7 +194,7 @@ async fn vacuum_trigger_stops_at_the_deadline_with_a_partial_report() {
     vt.api().set_deadline(Duration::from_secs(10));
     let started = Instant::now();
     let v = vt
-        .invoke_ok(json!({"nbaops": {"task": "pg", "id": "vt-deadline"}}))
+        .invoke_ok(json!({"nbaops": {"task": vt.name(), "id": "vt-deadline"}}))
         .await
         .unwrap();
     assert!(

@@ -26,8 +26,13 @@ async fn start(stack: &Stack, name: &str, env: &[(&str, &str)]) -> FunctionUnder
     .unwrap()
 }
 
+/// A tick of the function's own schedule (the task is its name, as the template's schedules send).
 async fn invoke(f: &FunctionUnderTest, id: &str) -> Value {
-    let payload = json!({"nbaops": {"task": "pg", "id": id}});
+    invoke_task(f, f.name(), id).await
+}
+
+async fn invoke_task(f: &FunctionUnderTest, task: &str, id: &str) -> Value {
+    let payload = json!({"nbaops": {"task": task, "id": id}});
     match f
         .invoke(payload, Duration::from_secs(60))
         .await
@@ -54,6 +59,19 @@ fn record<'a>(v: &'a Value, db: &str) -> &'a Value {
                 .starts_with(&format!("pg:{db}"))
         })
         .unwrap_or_else(|| panic!("no record for {db}: {v}"))
+}
+
+/// One record, "not for me", saying what the function takes; nothing done, nothing raised.
+fn not_for_me(v: &Value, says: &str) {
+    let records = v["records"].as_array().unwrap();
+    assert_eq!(records.len(), 1, "{v}");
+    let rec = &records[0];
+    assert!(
+        rec["not_for_me"].as_str().unwrap_or("").contains(says),
+        "{v}"
+    );
+    assert!(rec["actions"].as_array().unwrap().is_empty(), "{v}");
+    assert!(rec["alerts"].as_array().unwrap().is_empty(), "{v}");
 }
 
 fn alerts<'a>(rec: &'a Value, key_prefix: &str) -> Vec<&'a Value> {
@@ -120,6 +138,9 @@ async fn bloat_is_reported_then_vacuumed_and_dry_run_changes_nothing() {
         .collect();
 
     let health = start(&stack, "pg-health", &env).await;
+    // Another function's tick is not pg-health's: no scan, no alert, no state.
+    let v = invoke_task(&health, "vacuum-trigger", "health-other-task").await;
+    not_for_me(&v, "pg-health takes");
     let v = invoke(&health, "health-1").await;
     let rec = record(&v, "app");
     let bloat = alerts(rec, "pg-bloat#");
@@ -165,6 +186,20 @@ async fn bloat_is_reported_then_vacuumed_and_dry_run_changes_nothing() {
 
     // Live: vacuumed, the audit carries dead tuples before and after.
     let live = start(&stack, "vacuum-trigger", &env).await;
+    // A tick with another function's task changes nothing: no VACUUM, no action, "not for me".
+    for task in ["pg-health", "offhours"] {
+        let v = invoke_task(&live, task, &format!("vacuum-{task}-task")).await;
+        not_for_me(&v, "vacuum-trigger takes");
+        assert_eq!(dead_tuples(&pg), before, "a {task} tick vacuumed the table");
+    }
+    assert!(
+        platform::drain(&stack.clients, &stack.platform.actions_queue)
+            .await
+            .unwrap()
+            .iter()
+            .all(|a| a["outcome"] != "acted"),
+        "another task's tick acted"
+    );
     let v = invoke(&live, "vacuum-live").await;
     let rec = record(&v, "app");
     let action = &rec["actions"][0];

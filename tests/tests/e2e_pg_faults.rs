@@ -26,7 +26,7 @@ async fn start(stack: &Stack, name: &str, env: &[(&str, &str)]) -> FunctionUnder
 }
 
 async fn invoke(f: &FunctionUnderTest, id: &str) -> Value {
-    let payload = json!({"nbaops": {"task": "pg", "id": id}});
+    let payload = json!({"nbaops": {"task": f.name(), "id": id}});
     match f
         .invoke(payload, Duration::from_secs(90))
         .await

@@ -54,7 +54,7 @@ async fn bloat_measurements_rotate_and_report_what_they_skipped() {
     let mut announced: Vec<Vec<String>> = vec![];
     let mut notes_per_run: Vec<String> = vec![];
     for run in 1..=4 {
-        let payload = json!({"nbaops": {"task": "pg", "id": format!("scale-{run}")}});
+        let payload = json!({"nbaops": {"task": f.name(), "id": format!("scale-{run}")}});
         let v = match f
             .invoke(payload, Duration::from_secs(60))
             .await

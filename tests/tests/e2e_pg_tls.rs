@@ -23,7 +23,7 @@ async fn scan(stack: &Stack, env: &[(&str, &str)]) -> (Value, String) {
     )
     .await
     .unwrap();
-    let payload = json!({"nbaops": {"task": "pg", "id": "tls-1"}});
+    let payload = json!({"nbaops": {"task": f.name(), "id": "tls-1"}});
     let v = match f
         .invoke(payload, Duration::from_secs(60))
         .await

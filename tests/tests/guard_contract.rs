@@ -7,7 +7,7 @@ use nbaops_shared::alerts::Severity;
 use nbaops_shared::config::{layer, Config, Env};
 use nbaops_shared::fakes::FakeLedger;
 use nbaops_shared::guard::{
-    audit_trail, Bounds, Guard, GuardStep, Outcome, ProposedAction, Switches,
+    audit_trail, Bounds, Guard, GuardPorts, GuardStep, Outcome, ProposedAction, Switches,
 };
 use nbaops_shared::ports::{AutoScaling, Expect, Ledger, LedgerWrite, Tags};
 use nbaops_tests::demo::Stack;
@@ -161,7 +161,19 @@ async fn attempt(
     let sw = Switches::default();
     // Wednesday noon UTC: outside the default Tue/Thu evening change window.
     let now = Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap();
-    let mut g = Guard::new(c, &ledger, &notifier, None, &sw, event, "req", now).with_fleet_size(4);
+    let mut g = Guard::new(
+        GuardPorts {
+            cfg: c,
+            ledger: &ledger,
+            notifier: &notifier,
+            params: None,
+            switches: &sw,
+        },
+        event,
+        "req",
+        now,
+    )
+    .with_fleet_size(4);
     let mut out = vec![];
     for _ in 0..guard_runs {
         let d = g.check(a).await.unwrap();

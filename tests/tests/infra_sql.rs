@@ -836,7 +836,7 @@ async fn vacuum_trigger_as_nbaops_maintenance_vacuums_the_owners_table() {
     )
     .await
     .unwrap();
-    let payload = json!({"nbaops": {"task": "pg", "id": "infra-sql-vacuum"}});
+    let payload = json!({"nbaops": {"task": f.name(), "id": "infra-sql-vacuum"}});
     let v = match f
         .invoke(payload, Duration::from_secs(60))
         .await

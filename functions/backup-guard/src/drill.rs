@@ -5,62 +5,44 @@
 //! to verified), report (P2 when the RTO was missed or validation failed), delete the instance.
 //! Nothing ever sleeps waiting for RDS.
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::Duration;
 use serde_json::json;
 
 use nbaops_shared::alerts::Severity;
+use nbaops_shared::deadline::Budget;
 use nbaops_shared::events::ScheduledTick;
-use nbaops_shared::guard::{decode_state, report_unreadable_state, Outcome};
+use nbaops_shared::guard::Outcome;
 use nbaops_shared::ports::{RestoreRequest, Site, SnapshotKind, Tags};
-use nbaops_shared::runtime::{Deps, Invocation, RecordReport};
+use nbaops_shared::runtime::{Ctx, RecordReport, Work};
 use nbaops_shared::sql::{self, i64_of, str_of};
 use nbaops_shared::Result;
 
-use crate::handler::{action, alert, record, BackupGuard};
-use crate::plan::{self, CheckResult, Drill, DrillPhase, DrillStep};
+use crate::handler::{guard_step, BackupGuard};
+use crate::observe::{stored, unreadable};
+use crate::plan::{self, backup_action, CheckResult, Drill, DrillPhase, DrillStep};
 
 const CURRENT: &str = "current";
+const WHAT: &str = "restore drill record";
 
 fn pk(instance: &str) -> String {
     format!("backupdrill#{instance}")
 }
 
-/// The drill of `instance` as stored; `Err` (inside) when the item cannot be read.
-async fn load(deps: &Deps, instance: &str) -> Result<std::result::Result<Option<Drill>, String>> {
-    Ok(decode_state(deps.ledger.get(&pk(instance), CURRENT).await?))
+/// The drill of `instance` as stored; `Err` (inside) when the item cannot be read: then a P2
+/// and no action on that instance (a second restore would orphan the first).
+async fn load(ctx: &Ctx<'_>, instance: &str) -> Result<std::result::Result<Option<Drill>, String>> {
+    stored(ctx, &pk(instance), CURRENT).await
 }
 
-/// An unreadable drill item: P2, no action on that instance (a second restore would orphan the
-/// first), and the report says why.
-async fn unreadable(
-    instance: &str,
-    err: &str,
-    now: DateTime<Utc>,
-    deps: &Deps,
-    rec: &mut RecordReport,
-) -> Result<()> {
-    let (note, alert) = report_unreadable_state(
-        &deps.cfg,
-        deps.notifier.as_ref(),
-        &format!("rds:{instance}"),
-        "restore drill record",
-        err,
-        now,
-    )
-    .await?;
-    rec.notes.push(note);
-    rec.alerts.push(alert);
-    Ok(())
-}
-
-async fn save(deps: &Deps, d: &Drill, now: DateTime<Utc>) -> Result<()> {
-    let expires = (now + Duration::days(deps.cfg.guard.audit_ttl_days)).timestamp();
-    deps.ledger
+async fn save(ctx: &Ctx<'_>, d: &Drill) -> Result<()> {
+    let ledger = ctx.deps.ledger.as_ref();
+    let expires = (ctx.now() + Duration::days(ctx.cfg().guard.audit_ttl_days)).timestamp();
+    ledger
         .put(&pk(&d.source), CURRENT, &json!(d), Some(expires))
         .await?;
     if d.verified_at.is_some() {
         // The drill record the quarterly review reads: RTO measured, met or not, checks.
-        deps.ledger
+        ledger
             .put(
                 &pk(&d.source),
                 &format!("done#{}", d.started_at.to_rfc3339()),
@@ -72,381 +54,8 @@ async fn save(deps: &Deps, d: &Drill, now: DateTime<Utc>) -> Result<()> {
     Ok(())
 }
 
-pub async fn on_tick(
-    tick: &ScheduledTick,
-    inv: &Invocation,
-    deps: &Deps,
-    x: &BackupGuard,
-) -> Result<RecordReport> {
-    let now = tick.at;
-    // `{"nbaops": {"task": "backup-restore-drill", "instance": "…"}}` drills one instance.
-    let only = tick.param("instance");
-    let targets: Vec<&String> = x
-        .backup
-        .instances
-        .iter()
-        .filter(|i| only.as_deref().is_none_or(|o| o == i.as_str()))
-        .collect();
-    let mut rec = record(
-        tick,
-        format!("restore drill of {} instance(s)", targets.len()),
-    );
-    if targets.is_empty() {
-        rec.notes.push(match only {
-            Some(o) => format!("'{o}' is not in backup.instances"),
-            None => "backup.instances is empty: nothing to drill".into(),
-        });
-    }
-    for instance in targets {
-        match load(deps, instance).await? {
-            Err(e) => unreadable(instance, &e, now, deps, &mut rec).await?,
-            Ok(Some(d)) if d.phase != DrillPhase::Done => {
-                rec.notes.push(format!(
-                    "{instance}: drill {} in progress since {}: moving it on",
-                    d.drill_instance,
-                    d.started_at.to_rfc3339()
-                ));
-                advance(d, &tick.event_id, now, inv, deps, x, &mut rec).await?
-            }
-            _ => start(instance, &tick.event_id, now, inv, deps, x, &mut rec).await?,
-        }
-    }
-    Ok(rec)
-}
-
-/// Moves on the drill of `instance`, if one is in progress.
-pub async fn advance_in_progress(
-    instance: &str,
-    event_id: &str,
-    now: DateTime<Utc>,
-    inv: &Invocation,
-    deps: &Deps,
-    x: &BackupGuard,
-    rec: &mut RecordReport,
-) -> Result<()> {
-    match load(deps, instance).await? {
-        Err(e) => unreadable(instance, &e, now, deps, rec).await,
-        Ok(Some(d)) if d.phase != DrillPhase::Done => {
-            advance(d, event_id, now, inv, deps, x, rec).await
-        }
-        _ => Ok(()),
-    }
-}
-
-/// An RDS event about a temporary instance.
-pub async fn advance_for_instance(
-    drill_instance: &str,
-    event_id: &str,
-    now: DateTime<Utc>,
-    inv: &Invocation,
-    deps: &Deps,
-    x: &BackupGuard,
-) -> Result<RecordReport> {
-    // Drill records that cannot be read are reported (P2) and skipped, never taken as "none".
-    let mut unread = RecordReport {
-        event_id: event_id.into(),
-        kind: "rds".into(),
-        summary: format!("event on {drill_instance}: drill record(s) unreadable"),
-        ..Default::default()
-    };
-    for instance in &x.backup.instances {
-        let d = match load(deps, instance).await? {
-            Ok(d) => d,
-            Err(e) => {
-                unreadable(instance, &e, now, deps, &mut unread).await?;
-                continue;
-            }
-        };
-        if let Some(d) = d {
-            if d.drill_instance == drill_instance && d.phase != DrillPhase::Done {
-                let mut rec = RecordReport {
-                    event_id: event_id.into(),
-                    kind: "rds".into(),
-                    summary: format!("restore drill of {instance}: event on {drill_instance}"),
-                    ..Default::default()
-                };
-                rec.notes.append(&mut unread.notes);
-                rec.alerts.append(&mut unread.alerts);
-                advance(d, event_id, now, inv, deps, x, &mut rec).await?;
-                return Ok(rec);
-            }
-        }
-    }
-    if !unread.alerts.is_empty() {
-        return Ok(unread);
-    }
-    Ok(RecordReport::not_for_me(
-        event_id,
-        "rds",
-        format!("no drill in progress uses {drill_instance}"),
-    ))
-}
-
-async fn start(
-    instance: &str,
-    event_id: &str,
-    now: DateTime<Utc>,
-    inv: &Invocation,
-    deps: &Deps,
-    x: &BackupGuard,
-    rec: &mut RecordReport,
-) -> Result<()> {
-    let inv = Invocation {
-        request_id: inv.request_id.clone(),
-        now,
-        deadline: inv.deadline,
-    };
-    let mut snaps = x
-        .rds
-        .list_snapshots(Site::Primary, instance, SnapshotKind::Automated)
-        .await?;
-    snaps.extend(
-        x.rds
-            .list_snapshots(Site::Primary, instance, SnapshotKind::Manual)
-            .await?,
-    );
-    let Some(snap) = plan::latest_snapshot(&snaps).cloned() else {
-        let a = alert(
-            deps,
-            Severity::P2,
-            &format!("rds:{instance}"),
-            format!("backup-drill#{instance}/no-snapshot"),
-            format!("{instance}: restore drill impossible: no available snapshot"),
-            now,
-        );
-        deps.alerts().publish(&a).await?;
-        rec.alerts.push(a);
-        return Ok(());
-    };
-    let drill_instance = plan::drill_instance_id(instance, now);
-    let mut tags = Tags::new();
-    tags.insert("nbaops:drill".into(), "true".into());
-    tags.insert("nbaops:source".into(), instance.into());
-    let req = RestoreRequest {
-        snapshot_id: snap.id.clone(),
-        instance_id: drill_instance.clone(),
-        instance_class: Some(x.backup.drill.instance_class.clone()),
-        subnet_group: x.backup.drill.subnet_group.clone(),
-        security_groups: x.backup.drill.security_groups.clone(),
-        tags: tags.clone(),
-    };
-    let a = action(
-        "rds.restore_drill",
-        format!("rds:{drill_instance}"),
-        Tags::new(),
-        format!(
-            "quarterly restore drill of {instance} from {} (SPEC: restore test every quarter, RTO {} min)",
-            snap.id, x.backup.rto_minutes
-        ),
-        json!({"instance": null}),
-        json!({"instance": drill_instance, "snapshot": snap.id, "class": req.instance_class}),
-    );
-    let mut guard = deps.guard(event_id, &inv);
-    let audit = guard
-        .run(&a, || async { x.rds.restore_instance(&req).await })
-        .await?;
-    rec.notes.push(format!(
-        "restore {} from {}: {}",
-        drill_instance,
-        snap.id,
-        audit.outcome_words()
-    ));
-    match audit.outcome {
-        Outcome::Acted => {
-            let d = Drill {
-                source: instance.into(),
-                drill_instance,
-                snapshot_id: snap.id.clone(),
-                started_at: now,
-                phase: DrillPhase::Restoring,
-                verified_at: None,
-                rto_seconds: None,
-                rto_met: None,
-                checks: vec![],
-                passed: None,
-                overdue_alerted: false,
-                connect_failures: 0,
-            };
-            save(deps, &d, now).await?;
-            rec.notes
-                .push("restoring: later ticks or RDS events take the next step".into());
-        }
-        Outcome::Failed => {
-            let al = alert(
-                deps,
-                Severity::P2,
-                &format!("rds:{instance}"),
-                format!("backup-drill#{instance}/start"),
-                format!(
-                    "{instance}: restore drill could not start: {}",
-                    audit.error.as_deref().unwrap_or("?")
-                ),
-                now,
-            );
-            deps.alerts().publish(&al).await?;
-            rec.alerts.push(al);
-        }
-        _ => {}
-    }
-    rec.actions.push(audit);
-    Ok(())
-}
-
-async fn advance(
-    mut d: Drill,
-    event_id: &str,
-    now: DateTime<Utc>,
-    inv: &Invocation,
-    deps: &Deps,
-    x: &BackupGuard,
-    rec: &mut RecordReport,
-) -> Result<()> {
-    let cfg = &x.backup;
-    let temp = x.rds.describe_instance(&d.drill_instance).await?;
-    let step = plan::next_drill_step(
-        &d,
-        temp.as_ref().map(|t| t.status.as_str()),
-        now,
-        cfg.rto_minutes,
-        cfg.drill.give_up_hours,
-    );
-    let resource = format!("rds:{}", d.drill_instance);
-    match step {
-        DrillStep::Finished => return Ok(()),
-        DrillStep::Wait(why) => {
-            rec.notes
-                .push(format!("drill {}: waiting, {why}", d.drill_instance));
-            return Ok(());
-        }
-        DrillStep::Overdue(why) => {
-            let a = alert(
-                deps,
-                Severity::P2,
-                &resource,
-                format!("backup-drill#{}/{}", d.source, d.started_at.to_rfc3339()),
-                format!("{}: {why}", d.source),
-                now,
-            );
-            deps.alerts().publish(&a).await?;
-            rec.alerts.push(a);
-            d.overdue_alerted = true;
-            save(deps, &d, now).await?;
-            return Ok(());
-        }
-        DrillStep::Validate => {
-            let endpoint = temp.as_ref().and_then(|t| t.endpoint.clone());
-            match validate(&d, endpoint.as_ref(), deps, x).await {
-                Validation::Checked(checks) => {
-                    plan::conclude(&mut d, checks, now, cfg.rto_minutes);
-                    report(&d, now, deps, rec).await?;
-                    save(deps, &d, now).await?;
-                }
-                Validation::Unreachable(e)
-                    if now - d.started_at <= Duration::minutes(cfg.rto_minutes) =>
-                {
-                    d.connect_failures += 1;
-                    save(deps, &d, now).await?;
-                    rec.notes.push(format!(
-                        "drill {}: available but not reachable yet ({e}); retried on the next tick",
-                        d.drill_instance
-                    ));
-                    return Ok(());
-                }
-                Validation::Unreachable(e) => {
-                    let checks = vec![CheckResult {
-                        check: "connect".into(),
-                        passed: false,
-                        detail: e,
-                    }];
-                    plan::conclude(&mut d, checks, now, cfg.rto_minutes);
-                    report(&d, now, deps, rec).await?;
-                    save(deps, &d, now).await?;
-                }
-            }
-        }
-        DrillStep::Fail(why) => {
-            let checks = vec![CheckResult {
-                check: "restore".into(),
-                passed: false,
-                detail: why,
-            }];
-            plan::conclude(&mut d, checks, now, cfg.rto_minutes);
-            report(&d, now, deps, rec).await?;
-            if temp.is_none() {
-                d.phase = DrillPhase::Done;
-            }
-            save(deps, &d, now).await?;
-            if temp.is_none() {
-                return Ok(());
-            }
-        }
-        DrillStep::Delete => {}
-    }
-    delete_temporary(
-        d,
-        event_id,
-        now,
-        inv,
-        deps,
-        x,
-        temp.map(|t| t.tags).unwrap_or_default(),
-        rec,
-    )
-    .await
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn delete_temporary(
-    mut d: Drill,
-    event_id: &str,
-    now: DateTime<Utc>,
-    inv: &Invocation,
-    deps: &Deps,
-    x: &BackupGuard,
-    tags: Tags,
-    rec: &mut RecordReport,
-) -> Result<()> {
-    // Never anything but our own temporary instance.
-    if !d.drill_instance.starts_with(plan::DRILL_PREFIX) {
-        rec.notes.push(format!(
-            "refusing to delete {}: not a drill instance",
-            d.drill_instance
-        ));
-        return Ok(());
-    }
-    let inv = Invocation {
-        request_id: inv.request_id.clone(),
-        now,
-        deadline: inv.deadline,
-    };
-    let a = action(
-        "rds.delete_drill_instance",
-        format!("rds:{}", d.drill_instance),
-        tags,
-        format!("restore drill of {} finished", d.source),
-        json!({"instance": d.drill_instance}),
-        json!({"instance": null}),
-    );
-    let mut guard = deps.guard(event_id, &inv);
-    let audit = guard
-        .run(&a, || async {
-            x.rds.delete_instance(&d.drill_instance).await
-        })
-        .await?;
-    rec.notes.push(format!(
-        "delete temporary instance {}: {}",
-        d.drill_instance,
-        audit.outcome_words()
-    ));
-    if audit.outcome == Outcome::Acted {
-        d.phase = DrillPhase::Done;
-        save(deps, &d, now).await?;
-    }
-    rec.actions.push(audit);
-    Ok(())
-}
-
-async fn report(d: &Drill, now: DateTime<Utc>, deps: &Deps, rec: &mut RecordReport) -> Result<()> {
+/// The drill's outcome: P4 when it passed, P2 when the RTO was missed or a check failed.
+async fn report(d: &Drill, w: &mut Work<'_>) -> Result<()> {
     let rto_min = d.rto_seconds.unwrap_or(0) as f64 / 60.0;
     let passed = d.passed == Some(true) && d.rto_met == Some(true);
     let failed: Vec<String> = d
@@ -467,29 +76,28 @@ async fn report(d: &Drill, now: DateTime<Utc>, deps: &Deps, rec: &mut RecordRepo
         }
         format!("{}: restore drill failed: {}", d.source, why.join("; "))
     };
-    let a = alert(
-        deps,
-        if passed { Severity::P4 } else { Severity::P2 },
-        &format!("rds:{}", d.source),
-        format!("backup-drill#{}/{}", d.source, d.started_at.to_rfc3339()),
-        summary,
-        now,
-    )
-    .with_details(json!({
-        "snapshot": d.snapshot_id,
-        "drill_instance": d.drill_instance,
-        "started_at": d.started_at,
-        "verified_at": d.verified_at,
-        "rto_seconds": d.rto_seconds,
-        "rto_met": d.rto_met,
-        "checks": d.checks,
-    }))
-    .with_action(format!(
-        "temporary instance {} is deleted next",
-        d.drill_instance
-    ));
-    deps.alerts().publish(&a).await?;
-    rec.notes.push(format!(
+    let a = w
+        .ctx
+        .alert(
+            if passed { Severity::P4 } else { Severity::P2 },
+            &format!("rds:{}", d.source),
+            format!("backup-drill#{}/{}", d.source, d.started_at.to_rfc3339()),
+            summary,
+        )
+        .with_details(json!({
+            "snapshot": d.snapshot_id,
+            "drill_instance": d.drill_instance,
+            "started_at": d.started_at,
+            "verified_at": d.verified_at,
+            "rto_seconds": d.rto_seconds,
+            "rto_met": d.rto_met,
+            "checks": d.checks,
+        }))
+        .with_action(format!(
+            "temporary instance {} is deleted next",
+            d.drill_instance
+        ));
+    w.note(format!(
         "drill {}: RTO {rto_min:.1} min ({}), validation {}",
         d.drill_instance,
         if d.rto_met == Some(true) {
@@ -503,8 +111,7 @@ async fn report(d: &Drill, now: DateTime<Utc>, deps: &Deps, rec: &mut RecordRepo
             "failed"
         }
     ));
-    rec.alerts.push(a);
-    Ok(())
+    w.raise(a).await
 }
 
 enum Validation {
@@ -512,119 +119,428 @@ enum Validation {
     Unreachable(String),
 }
 
-async fn validate(
-    d: &Drill,
-    endpoint: Option<&(String, u16)>,
-    deps: &Deps,
-    x: &BackupGuard,
-) -> Validation {
-    let cfg = &x.backup.drill;
-    let Some(url) = plan::drill_url(&x.backup, d, endpoint) else {
-        return Validation::Unreachable("the temporary instance has no endpoint yet".into());
-    };
-    let secret = format!("/nbaops/{}/secrets/backup/drill/{}", deps.cfg.env, d.source);
-    let password = match deps.params.as_deref() {
-        Some(p) => match p.get(&secret).await {
-            Ok(v) => v,
-            Err(e) => return Validation::Unreachable(format!("reading {secret}: {e}")),
-        },
-        None => None,
-    };
-    if let Some(pw) = &password {
-        nbaops_shared::telemetry::register_secret(pw);
-    }
-    let url = sql::with_connect_timeout(&url, x.pg.connect_timeout_seconds);
-    let session = match x.connector.connect(&url, password.as_deref()).await {
-        Ok(s) => s,
-        Err(e) => return Validation::Unreachable(e.to_string()),
-    };
-    let mut checks = Vec::new();
-    for stmt in sql::session_setup(
-        "nbaops-backup-drill",
-        cfg.statement_timeout_seconds * 1000,
-        x.pg.lock_timeout_ms,
-        true,
-    ) {
-        if let Err(e) = session.execute(&stmt).await {
-            checks.push(CheckResult {
-                check: "session".into(),
-                passed: false,
-                detail: e.to_string(),
+impl BackupGuard {
+    /// The drill task: starts a drill of each watched instance (or of `instance` when the task
+    /// names one), or moves on the one in progress.
+    pub async fn drill(&self, tick: &ScheduledTick, ctx: &Ctx<'_>) -> Result<RecordReport> {
+        // `{"nbaops": {"task": "backup-restore-drill", "instance": "…"}}` drills one instance.
+        let only = tick.param("instance");
+        let targets: Vec<&String> = self
+            .backup
+            .instances
+            .iter()
+            .filter(|i| only.as_deref().is_none_or(|o| o == i.as_str()))
+            .collect();
+        let mut w = ctx.work(
+            &tick.event_id,
+            "schedule",
+            format!("restore drill of {} instance(s)", targets.len()),
+        );
+        if targets.is_empty() {
+            w.note(match only {
+                Some(o) => format!("'{o}' is not in backup.instances"),
+                None => "backup.instances is empty: nothing to drill".into(),
             });
-            return Validation::Checked(checks);
         }
-    }
-    checks.push(CheckResult {
-        check: "connect".into(),
-        passed: true,
-        detail: "connected to the restored instance".into(),
-    });
-    if cfg.key_tables.is_empty() && cfg.checksum_table.is_none() {
-        checks.push(CheckResult {
-            check: "config".into(),
-            passed: false,
-            detail:
-                "no backup.drill.key_tables nor checksum_table: nothing proves the data came back"
-                    .into(),
-        });
-    }
-    for t in &cfg.key_tables {
-        let q = sql::backup::row_count(&t.schema, &t.table);
-        let (passed, detail) = match session.query(&q).await {
-            Ok(rows) => {
-                let n = rows.first().and_then(|r| i64_of(r, "n")).unwrap_or(-1);
-                (
-                    n >= cfg.min_rows,
-                    format!("{n} row(s) (at least {})", cfg.min_rows),
-                )
+        for instance in targets {
+            match load(ctx, instance).await? {
+                Err(e) => unreadable(&mut w, &format!("rds:{instance}"), WHAT, &e).await?,
+                Ok(Some(d)) if d.phase != DrillPhase::Done => {
+                    w.note(format!(
+                        "{instance}: drill {} in progress since {}: moving it on",
+                        d.drill_instance,
+                        d.started_at.to_rfc3339()
+                    ));
+                    self.advance(d, &mut w).await?
+                }
+                _ => self.start(instance, &mut w).await?,
             }
-            Err(e) => (false, e.to_string()),
-        };
-        checks.push(CheckResult {
-            check: format!("rows {}", t.display()),
-            passed,
-            detail,
-        });
+        }
+        Ok(w.rec)
     }
-    if let Some(t) = &cfg.checksum_table {
-        let q = sql::backup::table_checksum(&t.schema, &t.table);
-        let (passed, detail) = match session.query(&q).await {
-            Ok(rows) => {
-                let r = rows.first();
-                let n = r.and_then(|r| i64_of(r, "n")).unwrap_or(0);
-                let sum = r.and_then(|r| str_of(r, "checksum")).unwrap_or_default();
-                let matches = cfg
-                    .checksum_expected
-                    .as_deref()
-                    .is_none_or(|want| want.eq_ignore_ascii_case(&sum));
-                (
-                    n > 0 && matches,
+
+    /// Moves on the drill in progress of each watched instance the budget admits.
+    pub async fn advance_drills(&self, w: &mut Work<'_>, budget: &mut Budget) -> Result<()> {
+        for instance in &self.backup.instances {
+            if !budget.admit(format!("restore drill of rds:{instance}")) {
+                continue;
+            }
+            match load(&w.ctx, instance).await? {
+                Err(e) => unreadable(w, &format!("rds:{instance}"), WHAT, &e).await?,
+                Ok(Some(d)) if d.phase != DrillPhase::Done => self.advance(d, w).await?,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// An RDS event about a temporary instance: moves on the drill that uses it.
+    pub async fn advance_drill_on(
+        &self,
+        drill_instance: &str,
+        event_id: &str,
+        ctx: &Ctx<'_>,
+    ) -> Result<RecordReport> {
+        // Drill records that cannot be read are reported (P2) and skipped, never taken as "none".
+        let mut w = ctx.work(
+            event_id,
+            "rds",
+            format!("event on {drill_instance}: drill record(s) unreadable"),
+        );
+        for instance in &self.backup.instances {
+            let d = match load(ctx, instance).await? {
+                Ok(d) => d,
+                Err(e) => {
+                    unreadable(&mut w, &format!("rds:{instance}"), WHAT, &e).await?;
+                    continue;
+                }
+            };
+            if let Some(d) = d {
+                if d.drill_instance == drill_instance && d.phase != DrillPhase::Done {
+                    w.rec.summary =
+                        format!("restore drill of {instance}: event on {drill_instance}");
+                    self.advance(d, &mut w).await?;
+                    return Ok(w.rec);
+                }
+            }
+        }
+        if !w.rec.alerts.is_empty() {
+            return Ok(w.rec);
+        }
+        Ok(RecordReport::not_for_me(
+            event_id,
+            "rds",
+            format!("no drill in progress uses {drill_instance}"),
+        ))
+    }
+
+    async fn start(&self, instance: &str, w: &mut Work<'_>) -> Result<()> {
+        let ctx = w.ctx;
+        let now = ctx.now();
+        let mut snaps = self
+            .rds
+            .list_snapshots(Site::Primary, instance, SnapshotKind::Automated)
+            .await?;
+        snaps.extend(
+            self.rds
+                .list_snapshots(Site::Primary, instance, SnapshotKind::Manual)
+                .await?,
+        );
+        let Some(snap) = plan::latest_snapshot(&snaps).cloned() else {
+            let a = ctx.alert(
+                Severity::P2,
+                &format!("rds:{instance}"),
+                format!("backup-drill#{instance}/no-snapshot"),
+                format!("{instance}: restore drill impossible: no available snapshot"),
+            );
+            return w.raise(a).await;
+        };
+        let drill_instance = plan::drill_instance_id(instance, now);
+        let mut tags = Tags::new();
+        tags.insert("nbaops:drill".into(), "true".into());
+        tags.insert("nbaops:source".into(), instance.into());
+        let req = RestoreRequest {
+            snapshot_id: snap.id.clone(),
+            instance_id: drill_instance.clone(),
+            instance_class: Some(self.backup.drill.instance_class.clone()),
+            subnet_group: self.backup.drill.subnet_group.clone(),
+            security_groups: self.backup.drill.security_groups.clone(),
+            tags: tags.clone(),
+        };
+        let a = backup_action(
+            "rds.restore_drill",
+            format!("rds:{drill_instance}"),
+            Tags::new(),
+            format!(
+                "quarterly restore drill of {instance} from {} (SPEC: restore test every quarter, RTO {} min)",
+                snap.id, self.backup.rto_minutes
+            ),
+            json!({"instance": null}),
+            json!({"instance": drill_instance, "snapshot": snap.id, "class": req.instance_class}),
+        );
+        guard_step(w, 1);
+        let audit = w
+            .act(&a, || async { self.rds.restore_instance(&req).await })
+            .await?;
+        w.note(format!(
+            "restore {} from {}: {}",
+            drill_instance,
+            snap.id,
+            audit.outcome_words()
+        ));
+        match audit.outcome {
+            Outcome::Acted => {
+                let d = Drill {
+                    source: instance.into(),
+                    drill_instance,
+                    snapshot_id: snap.id.clone(),
+                    started_at: now,
+                    phase: DrillPhase::Restoring,
+                    verified_at: None,
+                    rto_seconds: None,
+                    rto_met: None,
+                    checks: vec![],
+                    passed: None,
+                    overdue_alerted: false,
+                    connect_failures: 0,
+                };
+                save(&ctx, &d).await?;
+                w.note("restoring: later ticks or RDS events take the next step");
+            }
+            Outcome::Failed => {
+                let al = ctx.alert(
+                    Severity::P2,
+                    &format!("rds:{instance}"),
+                    format!("backup-drill#{instance}/start"),
                     format!(
-                        "md5 {sum} over {n} row(s){}",
-                        cfg.checksum_expected
-                            .as_deref()
-                            .map(|w| format!(", expected {w}"))
-                            .unwrap_or_default()
+                        "{instance}: restore drill could not start: {}",
+                        audit.error.as_deref().unwrap_or("?")
                     ),
-                )
+                );
+                w.raise(al).await?;
             }
-            Err(e) => (false, e.to_string()),
-        };
-        checks.push(CheckResult {
-            check: format!("checksum {}", t.display()),
-            passed,
-            detail,
-        });
+            _ => {}
+        }
+        Ok(())
     }
-    Validation::Checked(checks)
+
+    async fn advance(&self, mut d: Drill, w: &mut Work<'_>) -> Result<()> {
+        let ctx = w.ctx;
+        let now = ctx.now();
+        let cfg = &self.backup;
+        let temp = self.rds.describe_instance(&d.drill_instance).await?;
+        let step = plan::next_drill_step(
+            &d,
+            temp.as_ref().map(|t| t.status.as_str()),
+            now,
+            cfg.rto_minutes,
+            cfg.drill.give_up_hours,
+        );
+        let resource = format!("rds:{}", d.drill_instance);
+        match step {
+            DrillStep::Finished => return Ok(()),
+            DrillStep::Wait(why) => {
+                w.note(format!("drill {}: waiting, {why}", d.drill_instance));
+                return Ok(());
+            }
+            DrillStep::Overdue(why) => {
+                let a = ctx.alert(
+                    Severity::P2,
+                    &resource,
+                    format!("backup-drill#{}/{}", d.source, d.started_at.to_rfc3339()),
+                    format!("{}: {why}", d.source),
+                );
+                w.raise(a).await?;
+                d.overdue_alerted = true;
+                return save(&ctx, &d).await;
+            }
+            DrillStep::Validate => {
+                let endpoint = temp.as_ref().and_then(|t| t.endpoint.clone());
+                match self.validate(&d, endpoint.as_ref(), &ctx).await {
+                    Validation::Checked(checks) => {
+                        plan::conclude(&mut d, checks, now, cfg.rto_minutes);
+                        report(&d, w).await?;
+                        save(&ctx, &d).await?;
+                    }
+                    Validation::Unreachable(e)
+                        if now - d.started_at <= Duration::minutes(cfg.rto_minutes) =>
+                    {
+                        d.connect_failures += 1;
+                        save(&ctx, &d).await?;
+                        w.note(format!(
+                            "drill {}: available but not reachable yet ({e}); retried on the next tick",
+                            d.drill_instance
+                        ));
+                        return Ok(());
+                    }
+                    Validation::Unreachable(e) => {
+                        let checks = vec![CheckResult {
+                            check: "connect".into(),
+                            passed: false,
+                            detail: e,
+                        }];
+                        plan::conclude(&mut d, checks, now, cfg.rto_minutes);
+                        report(&d, w).await?;
+                        save(&ctx, &d).await?;
+                    }
+                }
+            }
+            DrillStep::Fail(why) => {
+                let checks = vec![CheckResult {
+                    check: "restore".into(),
+                    passed: false,
+                    detail: why,
+                }];
+                plan::conclude(&mut d, checks, now, cfg.rto_minutes);
+                report(&d, w).await?;
+                if temp.is_none() {
+                    d.phase = DrillPhase::Done;
+                }
+                save(&ctx, &d).await?;
+                if temp.is_none() {
+                    return Ok(());
+                }
+            }
+            DrillStep::Delete => {}
+        }
+        let tags = temp.map(|t| t.tags).unwrap_or_default();
+        self.delete_temporary(d, tags, w).await
+    }
+
+    async fn delete_temporary(&self, mut d: Drill, tags: Tags, w: &mut Work<'_>) -> Result<()> {
+        // Never anything but our own temporary instance.
+        if !d.drill_instance.starts_with(plan::DRILL_PREFIX) {
+            w.note(format!(
+                "refusing to delete {}: not a drill instance",
+                d.drill_instance
+            ));
+            return Ok(());
+        }
+        let a = backup_action(
+            "rds.delete_drill_instance",
+            format!("rds:{}", d.drill_instance),
+            tags,
+            format!("restore drill of {} finished", d.source),
+            json!({"instance": d.drill_instance}),
+            json!({"instance": null}),
+        );
+        guard_step(w, 1);
+        let audit = w
+            .act(&a, || async {
+                self.rds.delete_instance(&d.drill_instance).await
+            })
+            .await?;
+        w.note(format!(
+            "delete temporary instance {}: {}",
+            d.drill_instance,
+            audit.outcome_words()
+        ));
+        if audit.outcome == Outcome::Acted {
+            d.phase = DrillPhase::Done;
+            save(&w.ctx, &d).await?;
+        }
+        Ok(())
+    }
+
+    /// Connects to the restored instance and runs the checks that prove the data came back.
+    async fn validate(
+        &self,
+        d: &Drill,
+        endpoint: Option<&(String, u16)>,
+        ctx: &Ctx<'_>,
+    ) -> Validation {
+        let cfg = &self.backup.drill;
+        let Some(url) = plan::drill_url(&self.backup, d, endpoint) else {
+            return Validation::Unreachable("the temporary instance has no endpoint yet".into());
+        };
+        let secret = format!(
+            "/nbaops/{}/secrets/backup/drill/{}",
+            ctx.deps.cfg.env, d.source
+        );
+        let password = match ctx.deps.params.as_deref() {
+            Some(p) => match p.get(&secret).await {
+                Ok(v) => v,
+                Err(e) => return Validation::Unreachable(format!("reading {secret}: {e}")),
+            },
+            None => None,
+        };
+        if let Some(pw) = &password {
+            nbaops_shared::telemetry::register_secret(pw);
+        }
+        let url = sql::with_connect_timeout(&url, self.pg.connect_timeout_seconds);
+        let session = match self.connector.connect(&url, password.as_deref()).await {
+            Ok(s) => s,
+            Err(e) => return Validation::Unreachable(e.to_string()),
+        };
+        let mut checks = Vec::new();
+        for stmt in sql::session_setup(
+            "nbaops-backup-drill",
+            cfg.statement_timeout_seconds * 1000,
+            self.pg.lock_timeout_ms,
+            true,
+        ) {
+            if let Err(e) = session.execute(&stmt).await {
+                checks.push(CheckResult {
+                    check: "session".into(),
+                    passed: false,
+                    detail: e.to_string(),
+                });
+                return Validation::Checked(checks);
+            }
+        }
+        checks.push(CheckResult {
+            check: "connect".into(),
+            passed: true,
+            detail: "connected to the restored instance".into(),
+        });
+        if cfg.key_tables.is_empty() && cfg.checksum_table.is_none() {
+            checks.push(CheckResult {
+                check: "config".into(),
+                passed: false,
+                detail:
+                    "no backup.drill.key_tables nor checksum_table: nothing proves the data came back"
+                        .into(),
+            });
+        }
+        for t in &cfg.key_tables {
+            let q = sql::backup::row_count(&t.schema, &t.table);
+            let (passed, detail) = match session.query(&q).await {
+                Ok(rows) => {
+                    let n = rows.first().and_then(|r| i64_of(r, "n")).unwrap_or(-1);
+                    (
+                        n >= cfg.min_rows,
+                        format!("{n} row(s) (at least {})", cfg.min_rows),
+                    )
+                }
+                Err(e) => (false, e.to_string()),
+            };
+            checks.push(CheckResult {
+                check: format!("rows {}", t.display()),
+                passed,
+                detail,
+            });
+        }
+        if let Some(t) = &cfg.checksum_table {
+            let q = sql::backup::table_checksum(&t.schema, &t.table);
+            let (passed, detail) = match session.query(&q).await {
+                Ok(rows) => {
+                    let r = rows.first();
+                    let n = r.and_then(|r| i64_of(r, "n")).unwrap_or(0);
+                    let sum = r.and_then(|r| str_of(r, "checksum")).unwrap_or_default();
+                    let matches = cfg
+                        .checksum_expected
+                        .as_deref()
+                        .is_none_or(|want| want.eq_ignore_ascii_case(&sum));
+                    (
+                        n > 0 && matches,
+                        format!(
+                            "md5 {sum} over {n} row(s){}",
+                            cfg.checksum_expected
+                                .as_deref()
+                                .map(|w| format!(", expected {w}"))
+                                .unwrap_or_default()
+                        ),
+                    )
+                }
+                Err(e) => (false, e.to_string()),
+            };
+            checks.push(CheckResult {
+                check: format!("checksum {}", t.display()),
+                passed,
+                detail,
+            });
+        }
+        Validation::Checked(checks)
+    }
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::handler::tests::{t0, tick, world};
+    use crate::handler::tests::{handle, t0, tick, world};
     use crate::handler::{DRILL_TASK, RPO_TASK};
+    use nbaops_shared::runtime::Invocation;
     use serde_json::json;
 
     fn tables() -> Vec<(&'static str, &'static str)> {
@@ -805,14 +721,8 @@ mod tests {
                        "Date": (t0() + Duration::minutes(12)).to_rfc3339(), "EventID": "RDS-EVENT-0008",
                        "Message": "DB instance restored from snapshot", "EventCategories": ["creation"]}
         });
-        let inv = Invocation {
-            request_id: "r".into(),
-            now: t0() + Duration::minutes(12),
-            deadline: None,
-        };
-        let r = crate::handler::handle_ref(ev, &inv, &w.deps, &w.x)
-            .await
-            .unwrap();
+        let inv = Invocation::at("r", t0() + Duration::minutes(12));
+        let r = handle(&w, ev, &inv).await.unwrap();
         let a = &r.records[0].alerts[0];
         assert_eq!(a.details["rto_seconds"], json!(12 * 60), "{a:?}");
         assert!(w

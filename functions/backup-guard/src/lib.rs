@@ -1,8 +1,11 @@
-//! backup-guard as a library: `plan` (pure decisions), `handler` (dispatch and the RPO check),
-//! `monthly` (snapshot lifecycle), `drill` (restore drill state machine effects).
+//! backup-guard as a library: `handler` (the function: which inbound goes where), the three tasks
+//! `rpo` (RPO check), `monthly` (snapshot lifecycle) and `drill` (restore drill), `observe`
+//! (reading backup state, for the RPO check and the drill) and `plan` (pure decisions).
 
 pub mod aws_operations;
 pub mod drill;
 pub mod handler;
 pub mod monthly;
+pub mod observe;
 pub mod plan;
+pub mod rpo;

@@ -11,137 +11,11 @@ use nbaops_shared::deadline::{Budget, MARGIN, ONE_AWS_ACTION};
 use nbaops_shared::events::ScheduledTick;
 use nbaops_shared::guard::Outcome;
 use nbaops_shared::ports::{copyable_tags, DbSnapshot, Site, SnapshotKind, Tags};
-use nbaops_shared::runtime::{Deps, Invocation, RecordReport};
+use nbaops_shared::runtime::{Ctx, RecordReport, Work};
 use nbaops_shared::Result;
 
-use crate::handler::{action, alert, record, BackupGuard};
-use crate::plan::{self, OWNER_TAG};
-
-pub async fn run(
-    tick: &ScheduledTick,
-    inv: &Invocation,
-    deps: &Deps,
-    x: &BackupGuard,
-) -> Result<RecordReport> {
-    let now = tick.at;
-    // Audit records and cooldowns follow the tick's clock.
-    let inv = Invocation {
-        request_id: inv.request_id.clone(),
-        now,
-        deadline: inv.deadline,
-    };
-    let mut rec = record(
-        tick,
-        format!(
-            "monthly snapshots of {} instance(s) ({})",
-            x.backup.instances.len(),
-            now.format("%Y-%m")
-        ),
-    );
-    if x.backup.instances.is_empty() {
-        rec.notes
-            .push("backup.instances is empty: nothing to snapshot".into());
-    }
-    // Per instance: the month's snapshot, its copy and the retention sweep.
-    let mut budget = Budget::new(&inv, MARGIN, ONE_AWS_ACTION * 3);
-    for instance in &x.backup.instances {
-        if !budget.admit(format!("monthly snapshot of rds:{instance}")) {
-            continue;
-        }
-        snapshot_of_the_month(instance, tick, &inv, deps, x, &mut rec).await?;
-        if x.backup.dr_region.is_empty() {
-            let a = alert(
-                deps,
-                Severity::P3,
-                &format!("rds:{instance}"),
-                format!("backup-dr#{instance}"),
-                format!("{instance}: backup.dr_region is empty: monthly snapshots are not copied to a DR region"),
-                now,
-            );
-            deps.alerts().publish(&a).await?;
-            rec.alerts.push(a);
-        } else {
-            copies(instance, tick, &inv, deps, x, &mut rec).await?;
-        }
-        retention(instance, tick, &inv, deps, x, &mut rec).await?;
-    }
-    rec.notes.extend(budget.report());
-    Ok(rec)
-}
-
-async fn ours(x: &BackupGuard, site: Site, instance: &str) -> Result<Vec<DbSnapshot>> {
-    Ok(x.rds
-        .list_snapshots(site, instance, SnapshotKind::Manual)
-        .await?
-        .into_iter()
-        .filter(plan::is_ours)
-        .collect())
-}
-
-async fn snapshot_of_the_month(
-    instance: &str,
-    tick: &ScheduledTick,
-    inv: &Invocation,
-    deps: &Deps,
-    x: &BackupGuard,
-    rec: &mut RecordReport,
-) -> Result<()> {
-    let now = inv.now;
-    let Some(db) = x.rds.describe_instance(instance).await? else {
-        rec.notes
-            .push(format!("rds:{instance} does not exist: no snapshot"));
-        return Ok(());
-    };
-    let id = plan::monthly_snapshot_id(instance, now);
-    let existing = x
-        .rds
-        .list_snapshots(Site::Primary, instance, SnapshotKind::Manual)
-        .await?;
-    if let Some(s) = existing.iter().find(|s| s.id == id) {
-        rec.notes
-            .push(format!("{id}: this month's snapshot exists ({})", s.status));
-        return Ok(());
-    }
-    let mut tags: Tags = copyable_tags(&db.tags);
-    tags.insert(OWNER_TAG.0.into(), OWNER_TAG.1.into());
-    tags.insert("nbaops:month".into(), now.format("%Y-%m").to_string());
-    let a = action(
-        "rds.snapshot.create",
-        format!("rds-snapshot:{id}"),
-        Tags::new(),
-        format!(
-            "monthly manual snapshot of {instance}, kept {} days (SPEC 5.4.1)",
-            x.backup.monthly_retention_days
-        ),
-        json!({"snapshot": null}),
-        json!({"snapshot": id, "instance": instance}),
-    );
-    let mut guard = deps.guard(&tick.event_id, inv);
-    let audit = guard
-        .run(&a, || async {
-            x.rds.create_snapshot(instance, &id, &tags).await.map(drop)
-        })
-        .await?;
-    rec.notes
-        .push(format!("create {id}: {}", audit.outcome_words()));
-    if audit.outcome == Outcome::Failed {
-        let al = alert(
-            deps,
-            Severity::P2,
-            &format!("rds:{instance}"),
-            format!("backup-monthly#{instance}/{}", now.format("%Y-%m")),
-            format!(
-                "{instance}: the monthly snapshot {id} could not be created: {}",
-                audit.error.as_deref().unwrap_or("?")
-            ),
-            now,
-        );
-        deps.alerts().publish(&al).await?;
-        rec.alerts.push(al);
-    }
-    rec.actions.push(audit);
-    Ok(())
-}
+use crate::handler::{guard_step, BackupGuard};
+use crate::plan::{self, backup_action, OWNER_TAG};
 
 /// The ledger's view of one DR copy.
 fn copy_state(v: Option<&Value>) -> (u64, Option<String>) {
@@ -160,202 +34,288 @@ fn copy_expiry(now: DateTime<Utc>, retention_days: i64) -> i64 {
     (now + Duration::days(retention_days + 30)).timestamp()
 }
 
-async fn copies(
-    instance: &str,
-    tick: &ScheduledTick,
-    inv: &Invocation,
-    deps: &Deps,
-    x: &BackupGuard,
-    rec: &mut RecordReport,
-) -> Result<()> {
-    let now = inv.now;
-    let cfg = &x.backup;
-    let region = x.rds.dr_region().to_string();
-    let pk = format!("backupcopy#{instance}");
-    let primary = ours(x, Site::Primary, instance).await?;
-    let dr = ours(x, Site::Dr, instance).await?;
-    let expires = copy_expiry(now, cfg.monthly_retention_days);
-    // Track what the DR region shows, so the ledger says where every copy stands.
-    for s in &dr {
-        let prev = deps.ledger.get(&pk, &s.id).await?;
-        let (attempts, state) = copy_state(prev.as_ref());
-        if state.as_deref() != Some(s.status.as_str()) {
-            deps.ledger
-                .put(
-                    &pk,
-                    &s.id,
-                    &json!({"region": region, "state": s.status, "attempts": attempts.max(1), "updated_at": now}),
-                    Some(expires),
-                )
-                .await?;
+impl BackupGuard {
+    pub async fn monthly(&self, tick: &ScheduledTick, ctx: &Ctx<'_>) -> Result<RecordReport> {
+        let now = ctx.now();
+        let mut w = ctx.work(
+            &tick.event_id,
+            "schedule",
+            format!(
+                "monthly snapshots of {} instance(s) ({})",
+                self.backup.instances.len(),
+                now.format("%Y-%m")
+            ),
+        );
+        if self.backup.instances.is_empty() {
+            w.note("backup.instances is empty: nothing to snapshot");
         }
-    }
-    let mut retries = Vec::new();
-    for s in primary.iter().filter(|s| !dr.iter().any(|d| d.id == s.id)) {
-        let prev = deps.ledger.get(&pk, &s.id).await?;
-        if copy_state(prev.as_ref()).1.as_deref() == Some("failed") {
-            retries.push(s.id.clone());
+        // Per instance: the month's snapshot, its copy and the retention sweep.
+        let mut budget = Budget::new(ctx.inv, MARGIN, ONE_AWS_ACTION * 3);
+        for instance in &self.backup.instances {
+            if !budget.admit(format!("monthly snapshot of rds:{instance}")) {
+                continue;
+            }
+            self.snapshot_of_the_month(instance, &mut w).await?;
+            if self.backup.dr_region.is_empty() {
+                let a = ctx.alert(
+                    Severity::P3,
+                    &format!("rds:{instance}"),
+                    format!("backup-dr#{instance}"),
+                    format!("{instance}: backup.dr_region is empty: monthly snapshots are not copied to a DR region"),
+                );
+                w.raise(a).await?;
+            } else {
+                self.copies(instance, &mut w).await?;
+            }
+            self.retention(instance, &mut w).await?;
         }
+        w.rec.notes.extend(budget.report());
+        Ok(w.rec)
     }
-    let p = plan::plan_copies(
-        &primary,
-        &dr,
-        &retries,
-        cfg.max_concurrent_copies,
-        cfg.monthly_retention_days,
-        now,
-    );
-    if p.copy.is_empty() && p.deferred.is_empty() {
-        rec.notes.push(format!(
-            "DR {region}: every monthly snapshot of {instance} has its copy ({} in flight)",
-            p.in_flight
-        ));
+
+    async fn ours(&self, site: Site, instance: &str) -> Result<Vec<DbSnapshot>> {
+        Ok(self
+            .rds
+            .list_snapshots(site, instance, SnapshotKind::Manual)
+            .await?
+            .into_iter()
+            .filter(plan::is_ours)
+            .collect())
     }
-    if !p.deferred.is_empty() {
-        rec.notes.push(format!(
-            "DR {region}: {} copy(ies) in flight of at most {}; later: {}",
-            p.in_flight + p.copy.len(),
-            cfg.max_concurrent_copies,
-            p.deferred.join(", ")
-        ));
-    }
-    let mut guard = deps
-        .guard(&tick.event_id, inv)
-        .with_fleet_size(p.copy.len() * 2);
-    for s in &p.copy {
-        let Some(arn) = s.arn.clone() else {
-            rec.notes.push(format!("{}: no ARN, cannot copy", s.id));
-            continue;
+
+    async fn snapshot_of_the_month(&self, instance: &str, w: &mut Work<'_>) -> Result<()> {
+        let ctx = w.ctx;
+        let now = ctx.now();
+        let Some(db) = self.rds.describe_instance(instance).await? else {
+            w.note(format!("rds:{instance} does not exist: no snapshot"));
+            return Ok(());
         };
-        let prev = deps.ledger.get(&pk, &s.id).await?;
-        let (attempts, _) = copy_state(prev.as_ref());
-        let a = action(
-            "rds.snapshot.copy",
-            format!("rds-snapshot:{}", s.id),
+        let id = plan::monthly_snapshot_id(instance, now);
+        let existing = self
+            .rds
+            .list_snapshots(Site::Primary, instance, SnapshotKind::Manual)
+            .await?;
+        if let Some(s) = existing.iter().find(|s| s.id == id) {
+            w.note(format!("{id}: this month's snapshot exists ({})", s.status));
+            return Ok(());
+        }
+        let mut tags: Tags = copyable_tags(&db.tags);
+        tags.insert(OWNER_TAG.0.into(), OWNER_TAG.1.into());
+        tags.insert("nbaops:month".into(), now.format("%Y-%m").to_string());
+        let a = backup_action(
+            "rds.snapshot.create",
+            format!("rds-snapshot:{id}"),
             Tags::new(),
             format!(
-                "cross-region copy to {region} (SPEC: monthly snapshot copied to the DR region){}",
-                if attempts > 0 {
-                    format!(", attempt {}", attempts + 1)
-                } else {
-                    String::new()
-                }
+                "monthly manual snapshot of {instance}, kept {} days (SPEC 5.4.1)",
+                self.backup.monthly_retention_days
             ),
-            json!({"region": region, "copy": null}),
-            json!({"region": region, "copy": s.id, "kms_key_id": cfg.dr_kms_key_id}),
+            json!({"snapshot": null}),
+            json!({"snapshot": id, "instance": instance}),
         );
-        let audit = guard
-            .run(&a, || async {
-                x.rds
-                    .copy_to_dr(&arn, &s.id, &s.tags, cfg.dr_kms_key_id.as_deref())
+        guard_step(w, 1);
+        let audit = w
+            .act(&a, || async {
+                self.rds
+                    .create_snapshot(instance, &id, &tags)
                     .await
                     .map(drop)
             })
             .await?;
-        rec.notes.push(format!(
-            "copy {} to {region}: {}",
-            s.id,
-            audit.outcome_words()
-        ));
-        match audit.outcome {
-            Outcome::Acted => {
-                deps.ledger
+        w.note(format!("create {id}: {}", audit.outcome_words()));
+        if audit.outcome == Outcome::Failed {
+            let al = ctx.alert(
+                Severity::P2,
+                &format!("rds:{instance}"),
+                format!("backup-monthly#{instance}/{}", now.format("%Y-%m")),
+                format!(
+                    "{instance}: the monthly snapshot {id} could not be created: {}",
+                    audit.error.as_deref().unwrap_or("?")
+                ),
+            );
+            w.raise(al).await?;
+        }
+        Ok(())
+    }
+
+    async fn copies(&self, instance: &str, w: &mut Work<'_>) -> Result<()> {
+        let ctx = w.ctx;
+        let ledger = ctx.deps.ledger.as_ref();
+        let now = ctx.now();
+        let cfg = &self.backup;
+        let region = self.rds.dr_region().to_string();
+        let pk = format!("backupcopy#{instance}");
+        let primary = self.ours(Site::Primary, instance).await?;
+        let dr = self.ours(Site::Dr, instance).await?;
+        let expires = copy_expiry(now, cfg.monthly_retention_days);
+        // Track what the DR region shows, so the ledger says where every copy stands.
+        for s in &dr {
+            let prev = ledger.get(&pk, &s.id).await?;
+            let (attempts, state) = copy_state(prev.as_ref());
+            if state.as_deref() != Some(s.status.as_str()) {
+                ledger
                     .put(
                         &pk,
                         &s.id,
-                        &json!({"region": region, "state": "copying", "attempts": attempts + 1, "updated_at": now}),
-                        Some(expires),
-                    )
-                    .await?
-            }
-            Outcome::Failed => {
-                let error = audit.error.clone().unwrap_or_default();
-                deps.ledger
-                    .put(
-                        &pk,
-                        &s.id,
-                        &json!({"region": region, "state": "failed", "attempts": attempts + 1, "last_error": error, "updated_at": now}),
+                        &json!({"region": region, "state": s.status, "attempts": attempts.max(1), "updated_at": now}),
                         Some(expires),
                     )
                     .await?;
-                // Retried on every later run; repeated failures need a person.
-                let sev = if attempts + 1 >= 3 {
-                    Severity::P2
-                } else {
-                    Severity::P3
-                };
-                let al = alert(
-                    deps,
-                    sev,
-                    &format!("rds-snapshot:{}", s.id),
-                    format!("backup-copy#{}", s.id),
-                    format!(
-                        "copy of {} to {region} failed (attempt {}), retried on the next run: {error}",
-                        s.id,
-                        attempts + 1
-                    ),
-                    now,
-                );
-                deps.alerts().publish(&al).await?;
-                rec.alerts.push(al);
             }
-            _ => {}
         }
-        rec.actions.push(audit);
-    }
-    Ok(())
-}
-
-async fn retention(
-    instance: &str,
-    tick: &ScheduledTick,
-    inv: &Invocation,
-    deps: &Deps,
-    x: &BackupGuard,
-    rec: &mut RecordReport,
-) -> Result<()> {
-    let now = inv.now;
-    let cfg = &x.backup;
-    let primary = ours(x, Site::Primary, instance).await?;
-    let dr = if x.backup.dr_region.is_empty() {
-        vec![]
-    } else {
-        ours(x, Site::Dr, instance).await?
-    };
-    let (deletions, kept) = plan::plan_retention(&primary, &dr, cfg.monthly_retention_days, now);
-    rec.notes.extend(kept);
-    let region = x.rds.dr_region().to_string();
-    let mut guard = deps
-        .guard(&tick.event_id, inv)
-        .with_fleet_size(primary.len() + dr.len());
-    for d in deletions {
-        let resource = match d.site {
-            Site::Primary => format!("rds-snapshot:{}", d.snapshot.id),
-            Site::Dr => format!("rds-snapshot:{region}/{}", d.snapshot.id),
-        };
-        let a = action(
-            "rds.snapshot.delete",
-            resource.clone(),
-            d.snapshot.tags.clone(),
-            d.reason.clone(),
-            json!({"snapshot": d.snapshot.id, "site": d.site, "created": d.snapshot.created}),
-            json!({"snapshot": null}),
+        let mut retries = Vec::new();
+        for s in primary.iter().filter(|s| !dr.iter().any(|d| d.id == s.id)) {
+            let prev = ledger.get(&pk, &s.id).await?;
+            if copy_state(prev.as_ref()).1.as_deref() == Some("failed") {
+                retries.push(s.id.clone());
+            }
+        }
+        let p = plan::plan_copies(
+            &primary,
+            &dr,
+            &retries,
+            cfg.max_concurrent_copies,
+            cfg.monthly_retention_days,
+            now,
         );
-        let audit = guard
-            .run(&a, || async {
-                x.rds.delete_snapshot(d.site, &d.snapshot.id).await
-            })
-            .await?;
-        rec.notes
-            .push(format!("delete {resource}: {}", audit.outcome_words()));
-        if audit.outcome == Outcome::Acted && d.site == Site::Dr {
-            deps.ledger
-                .delete(&format!("backupcopy#{instance}"), &d.snapshot.id)
-                .await?;
+        if p.copy.is_empty() && p.deferred.is_empty() {
+            w.note(format!(
+                "DR {region}: every monthly snapshot of {instance} has its copy ({} in flight)",
+                p.in_flight
+            ));
         }
-        rec.actions.push(audit);
+        if !p.deferred.is_empty() {
+            w.note(format!(
+                "DR {region}: {} copy(ies) in flight of at most {}; later: {}",
+                p.in_flight + p.copy.len(),
+                cfg.max_concurrent_copies,
+                p.deferred.join(", ")
+            ));
+        }
+        guard_step(w, p.copy.len() * 2);
+        for s in &p.copy {
+            let Some(arn) = s.arn.clone() else {
+                w.note(format!("{}: no ARN, cannot copy", s.id));
+                continue;
+            };
+            let prev = ledger.get(&pk, &s.id).await?;
+            let (attempts, _) = copy_state(prev.as_ref());
+            let a = backup_action(
+                "rds.snapshot.copy",
+                format!("rds-snapshot:{}", s.id),
+                Tags::new(),
+                format!(
+                    "cross-region copy to {region} (SPEC: monthly snapshot copied to the DR region){}",
+                    if attempts > 0 {
+                        format!(", attempt {}", attempts + 1)
+                    } else {
+                        String::new()
+                    }
+                ),
+                json!({"region": region, "copy": null}),
+                json!({"region": region, "copy": s.id, "kms_key_id": cfg.dr_kms_key_id}),
+            );
+            let audit = w
+                .act(&a, || async {
+                    self.rds
+                        .copy_to_dr(&arn, &s.id, &s.tags, cfg.dr_kms_key_id.as_deref())
+                        .await
+                        .map(drop)
+                })
+                .await?;
+            w.note(format!(
+                "copy {} to {region}: {}",
+                s.id,
+                audit.outcome_words()
+            ));
+            match audit.outcome {
+                Outcome::Acted => {
+                    ledger
+                        .put(
+                            &pk,
+                            &s.id,
+                            &json!({"region": region, "state": "copying", "attempts": attempts + 1, "updated_at": now}),
+                            Some(expires),
+                        )
+                        .await?
+                }
+                Outcome::Failed => {
+                    let error = audit.error.clone().unwrap_or_default();
+                    ledger
+                        .put(
+                            &pk,
+                            &s.id,
+                            &json!({"region": region, "state": "failed", "attempts": attempts + 1, "last_error": error, "updated_at": now}),
+                            Some(expires),
+                        )
+                        .await?;
+                    // Retried on every later run; repeated failures need a person.
+                    let sev = if attempts + 1 >= 3 {
+                        Severity::P2
+                    } else {
+                        Severity::P3
+                    };
+                    let al = ctx.alert(
+                        sev,
+                        &format!("rds-snapshot:{}", s.id),
+                        format!("backup-copy#{}", s.id),
+                        format!(
+                            "copy of {} to {region} failed (attempt {}), retried on the next run: {error}",
+                            s.id,
+                            attempts + 1
+                        ),
+                    );
+                    w.raise(al).await?;
+                }
+                _ => {}
+            }
+        }
+        Ok(())
     }
-    Ok(())
+
+    async fn retention(&self, instance: &str, w: &mut Work<'_>) -> Result<()> {
+        let now = w.ctx.now();
+        let cfg = &self.backup;
+        let primary = self.ours(Site::Primary, instance).await?;
+        let dr = if cfg.dr_region.is_empty() {
+            vec![]
+        } else {
+            self.ours(Site::Dr, instance).await?
+        };
+        let (deletions, kept) =
+            plan::plan_retention(&primary, &dr, cfg.monthly_retention_days, now);
+        w.rec.notes.extend(kept);
+        let region = self.rds.dr_region().to_string();
+        guard_step(w, primary.len() + dr.len());
+        for d in deletions {
+            let resource = match d.site {
+                Site::Primary => format!("rds-snapshot:{}", d.snapshot.id),
+                Site::Dr => format!("rds-snapshot:{region}/{}", d.snapshot.id),
+            };
+            let a = backup_action(
+                "rds.snapshot.delete",
+                resource.clone(),
+                d.snapshot.tags.clone(),
+                d.reason.clone(),
+                json!({"snapshot": d.snapshot.id, "site": d.site, "created": d.snapshot.created}),
+                json!({"snapshot": null}),
+            );
+            let audit = w
+                .act(&a, || async {
+                    self.rds.delete_snapshot(d.site, &d.snapshot.id).await
+                })
+                .await?;
+            w.note(format!("delete {resource}: {}", audit.outcome_words()));
+            if audit.outcome == Outcome::Acted && d.site == Site::Dr {
+                w.ctx
+                    .deps
+                    .ledger
+                    .delete(&format!("backupcopy#{instance}"), &d.snapshot.id)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -2,16 +2,43 @@
 
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use nbaops_shared::alerts::Severity;
 use nbaops_shared::config::backup::BackupConfig;
-use nbaops_shared::ports::{DbSnapshot, InstanceBackup, Site};
+use nbaops_shared::guard::ProposedAction;
+use nbaops_shared::ports::{DbSnapshot, InstanceBackup, Site, Tags};
 use nbaops_shared::sql::{i64_of, str_of, time_of, Row};
 
 /// The tag backup-guard puts on the snapshots it owns; retention only ever touches these.
 pub const OWNER_TAG: (&str, &str) = ("nbaops:backup", "monthly");
 pub const MONTHLY_PREFIX: &str = "nbaops-monthly-";
 pub const DRILL_PREFIX: &str = "nbaops-drill-";
+
+/// Every backup action (a snapshot created, copied or deleted; a drill instance restored or
+/// deleted): non-disruptive, P3, no cooldown (the snapshot and instance names make them idempotent).
+pub fn backup_action(
+    name: &str,
+    resource: String,
+    tags: Tags,
+    reason: String,
+    before: Value,
+    after: Value,
+) -> ProposedAction {
+    ProposedAction {
+        action: name.into(),
+        cooldown_key: name.into(),
+        resource,
+        tags,
+        reason,
+        severity: Severity::P3,
+        disruptive: false,
+        bounds: None,
+        cooldown_seconds: 0,
+        before,
+        after,
+    }
+}
 
 // ---- RPO check ----
 

@@ -2,75 +2,67 @@
 //! `cost-daily-check` tick into enriched alerts and, where allowed, guarded containment of a
 //! non-production environment (its Auto Scaling groups to zero, its RDS instances stopped).
 
+use std::future::Future;
+
 use chrono::{Duration, NaiveDate};
 use serde_json::{json, Value};
 
-use nbaops_shared::adapters::{AwsClients, SdkCostExplorer, SdkRdsPower};
-use nbaops_shared::alerts::{Alert, Severity};
+use nbaops_shared::adapters::{AwsClients, SdkAutoScaling, SdkCostExplorer, SdkRds, SdkRdsPower};
+use nbaops_shared::alerts::Severity;
 use nbaops_shared::config::cost::{self, CostConfig};
 use nbaops_shared::config::Env;
-use nbaops_shared::events::{
-    classify, BudgetAlert, BudgetKind, CostAnomaly, Inbound, ScheduledTick,
-};
-use nbaops_shared::guard::{Bounds, Outcome, ProposedAction};
-use nbaops_shared::ports::{CostExplorer, CostGrouping, CostQuery, RdsPower};
-use nbaops_shared::runtime::{Deps, Invocation, InvocationReport, RecordReport};
+use nbaops_shared::events::{self, BudgetAlert, BudgetKind, Inbound, ScheduledTick};
+use nbaops_shared::guard::{AuditRecord, Bounds, GuardStep, Outcome, ProposedAction};
+use nbaops_shared::ports::{AutoScaling, CostExplorer, CostGrouping, CostQuery, Rds, RdsPower};
+use nbaops_shared::runtime::{Ctx, Deps, Function, InvocationReport, RecordReport, Work};
 use nbaops_shared::Result;
 
 use crate::plan::{
     anomaly_evidence, anomaly_impact, attribute, budget_evidence, budget_overrun, containment,
     daily_window, env_in_name, find_spikes, plan_db_containment, plan_group_containment,
-    severity_for, tag_evidence, Attribution, Containment, DbStep, GroupStep, Spike,
+    severity_for, tag_evidence, Attribution, Containment, DbStep, Evidence, GroupStep, Spike,
 };
 
 pub const FUNCTION: &str = "cost-anomaly";
 /// Scheduler input `{"nbaops": {"task": "cost-daily-check"}}`.
 pub const DAILY_TASK: &str = "cost-daily-check";
 
-/// What this function needs beyond the shared `Deps`.
-pub struct CostDeps {
+/// cost-anomaly's `cost` section and the ports it calls, built once at init.
+pub struct CostAnomaly {
     pub cfg: CostConfig,
     pub ce: Box<dyn CostExplorer>,
+    pub asg: Box<dyn AutoScaling>,
+    pub rds: Box<dyn Rds>,
     pub power: Box<dyn RdsPower>,
 }
 
-/// Init: the `cost` section validated, the Cost Explorer and RDS stop/start adapters.
-pub fn build(deps: &Deps, aws: &AwsClients) -> Result<CostDeps> {
-    Ok(CostDeps {
-        cfg: cost::from_settings(&deps.cfg.settings)?,
-        ce: Box::new(SdkCostExplorer(aws.costexplorer())),
-        power: Box::new(SdkRdsPower(aws.rds())),
-    })
-}
+impl Function for CostAnomaly {
+    const NAME: &'static str = FUNCTION;
+    const TAKES: &'static str =
+        "Cost Anomaly Detection alerts, AWS Budgets notifications and the 'cost-daily-check' schedule";
+    type Reply = InvocationReport;
 
-pub async fn handle(
-    payload: Value,
-    inv: Invocation,
-    deps: &'static Deps,
-    x: &'static CostDeps,
-) -> Result<InvocationReport> {
-    let mut report = InvocationReport {
-        function: FUNCTION.into(),
-        env: deps.cfg.env.to_string(),
-        records: vec![],
-    };
-    for inbound in classify(&payload) {
-        let rec = match inbound {
-            Inbound::CostAnomaly(a) => on_anomaly(&a, &inv, deps, x).await?,
-            Inbound::Budget(b) => on_budget(&b, &inv, deps, x).await?,
-            Inbound::Schedule(t) if t.task().as_deref() == Some(DAILY_TASK) => {
-                on_daily_check(&t, &inv, deps, x).await?
-            }
-            Inbound::NotForMe(n) => RecordReport::not_for_me("", "unknown", n.reason),
-            other => RecordReport::not_for_me(
-                other.event_id().unwrap_or(""),
-                other.kind(),
-                format!("{FUNCTION} takes Cost Anomaly Detection alerts, AWS Budgets notifications and the '{DAILY_TASK}' schedule"),
-            ),
-        };
-        report.records.push(rec);
+    /// The `cost` section validated; Cost Explorer, Auto Scaling, RDS and RDS stop/start.
+    async fn init(deps: &Deps, aws: &AwsClients) -> Result<Self> {
+        Ok(CostAnomaly {
+            cfg: cost::from_settings(&deps.cfg.settings)?,
+            ce: Box::new(SdkCostExplorer(aws.costexplorer())),
+            asg: Box::new(SdkAutoScaling(aws.autoscaling())),
+            rds: Box::new(SdkRds(aws.rds())),
+            power: Box::new(SdkRdsPower(aws.rds())),
+        })
     }
-    Ok(report)
+
+    async fn on(&self, inbound: Inbound, ctx: &Ctx<'_>) -> Result<RecordReport> {
+        match inbound {
+            Inbound::CostAnomaly(a) => self.on_anomaly(&a, ctx).await,
+            Inbound::Budget(b) => self.on_budget(&b, ctx).await,
+            Inbound::Schedule(t) if t.task().as_deref() == Some(DAILY_TASK) => {
+                self.on_daily_check(&t, ctx).await
+            }
+            other => Ok(ctx.not_mine(&other)),
+        }
+    }
 }
 
 fn money(v: f64) -> String {
@@ -80,45 +72,6 @@ fn money(v: f64) -> String {
 fn day_of(s: Option<&str>) -> Option<NaiveDate> {
     s.and_then(|s| s.get(..10))
         .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
-}
-
-/// Cost allocation tag evidence from Cost Explorer: the root-cause services' cost over the
-/// anomaly's days, grouped by the env tag. A failure only costs the evidence, never the alert.
-async fn tag_attribution(
-    a: &CostAnomaly,
-    x: &CostDeps,
-    notes: &mut Vec<String>,
-) -> Option<crate::plan::Evidence> {
-    let services: Vec<String> = a
-        .root_causes
-        .iter()
-        .filter_map(|rc| rc.service.clone())
-        .collect();
-    if !x.cfg.attribution_cost_explorer || services.is_empty() {
-        return None;
-    }
-    let start = day_of(a.start.as_deref())?;
-    let end = day_of(a.end.as_deref())
-        .filter(|e| *e > start)
-        .unwrap_or(start + Duration::days(1));
-    let q = CostQuery {
-        start,
-        end,
-        grouping: CostGrouping::Tag(x.cfg.env_tag.clone()),
-        services,
-        metric: x.cfg.metric.clone(),
-    };
-    match x.ce.daily_cost(&q).await {
-        Ok(costs) => {
-            let (ev, note) = tag_evidence(&costs, &x.cfg.env_tag, x.cfg.min_share_percent);
-            notes.push(note);
-            ev
-        }
-        Err(e) => {
-            notes.push(format!("Cost Explorer attribution unavailable: {e}"));
-            None
-        }
-    }
 }
 
 fn attribution_words(attr: &Attribution) -> String {
@@ -135,26 +88,9 @@ fn attribution_words(attr: &Attribution) -> String {
     }
 }
 
-async fn on_anomaly(
-    a: &CostAnomaly,
-    inv: &Invocation,
-    deps: &Deps,
-    x: &CostDeps,
-) -> Result<RecordReport> {
-    let mut rec = RecordReport {
-        event_id: a.event_id.clone(),
-        kind: "cost_anomaly".into(),
-        ..Default::default()
-    };
-    let (impact, percent) = anomaly_impact(a);
-    let severity = severity_for(&x.cfg, impact, percent);
-    let mut evidence = anomaly_evidence(a, &x.cfg);
-    if let Some(ev) = tag_attribution(a, x, &mut rec.notes).await {
-        evidence.push(ev);
-    }
-    let attribution = attribute(evidence);
-    let causes: Vec<String> = a
-        .root_causes
+/// "AWS Lambda (USE1-Lambda-GB-Second, us-east-1, nbaops-dev)" for each root cause.
+fn root_cause_words(a: &events::CostAnomaly) -> Vec<String> {
+    a.root_causes
         .iter()
         .map(|rc| {
             let mut s = rc
@@ -174,194 +110,28 @@ async fn on_anomaly(
             }
             s
         })
-        .collect();
-    let pct = percent
-        .map(|p| format!(" ({p:.0} % above expected)"))
-        .unwrap_or_default();
-    let env_label = attribution
-        .env()
-        .map(|e| format!("in {e}"))
-        .unwrap_or_else(|| "(environment unattributed)".into());
-    rec.summary = format!(
-        "cost anomaly {}{pct} {env_label}: {}",
-        money(impact),
-        if causes.is_empty() {
-            "no root cause given".into()
-        } else {
-            causes.join("; ")
-        }
-    );
-    let details = json!({
-        "anomaly_id": a.anomaly_id,
-        "monitor": a.monitor_name.as_deref().or(a.monitor_arn.as_deref()),
-        "window": {"start": a.start, "end": a.end},
-        "impact_usd": impact,
-        "impact_percent": percent,
-        "expected_usd": a.total_expected,
-        "actual_usd": a.total_actual,
-        "max_daily_impact_usd": a.max_impact,
-        "root_causes": a.root_causes,
-        "attribution": attribution,
-        "link": a.anomaly_url,
-        "delivery": a.delivery,
-    });
-    let decision = containment(&x.cfg, &attribution, severity, true);
-    let alert = Alert::new(
-        severity,
-        &env_label_for_alert(&attribution, deps),
-        FUNCTION,
-        &format!("cost:anomaly/{}", a.anomaly_id),
-        format!("cost-anomaly#{}", a.anomaly_id),
-        rec.summary.clone(),
-        inv.now,
-    )
-    .with_details(details);
-    finish(
-        alert,
-        decision,
-        &attribution,
-        &a.event_id,
-        &rec.summary.clone(),
-        severity,
-        inv,
-        deps,
-        x,
-        &mut rec,
-    )
-    .await?;
-    Ok(rec)
+        .collect()
 }
 
-/// The alert's env: the attributed environment, else the one this function runs in.
-fn env_label_for_alert(attr: &Attribution, deps: &Deps) -> String {
-    attr.env().unwrap_or(deps.cfg.env).to_string()
-}
-
-async fn on_budget(
-    b: &BudgetAlert,
-    inv: &Invocation,
-    deps: &Deps,
-    x: &CostDeps,
-) -> Result<RecordReport> {
-    let mut rec = RecordReport {
-        event_id: b.event_id.clone(),
-        kind: "budget".into(),
-        ..Default::default()
-    };
-    let (overrun, percent) = budget_overrun(b);
-    let severity = severity_for(&x.cfg, overrun, percent);
-    let attribution = attribute(budget_evidence(b, &x.cfg));
-    let kind = match b.kind {
-        BudgetKind::Actual => "ACTUAL",
-        BudgetKind::Forecasted => "FORECASTED",
-        BudgetKind::Unknown => "unknown-kind",
-    };
-    let spend = match b.kind {
-        BudgetKind::Forecasted => b.forecast.or(b.actual),
-        _ => b.actual.or(b.forecast),
-    };
-    rec.summary = format!(
-        "budget {} {kind}: {} of {}{}{}",
-        b.budget_name,
-        spend.map(money).unwrap_or_else(|| "?".into()),
-        b.limit.map(money).unwrap_or_else(|| "?".into()),
-        b.threshold
-            .as_deref()
-            .map(|t| format!(" (alert threshold {t})"))
-            .unwrap_or_default(),
-        if overrun > 0.0 {
-            format!(", {} over", money(overrun))
-        } else {
-            String::new()
-        }
-    );
-    rec.notes
-        .push(format!("environment: {}", attribution_words(&attribution)));
-    let details = json!({
-        "budget": b.budget_name,
-        "kind": kind,
-        "threshold": b.threshold,
-        "actual": b.actual,
-        "forecast": b.forecast,
-        "limit": b.limit,
-        "currency": b.currency,
-        "overrun": overrun,
-        "overrun_percent": percent,
-        "attribution": attribution,
-        "delivery": b.delivery,
-    });
-    let decision = containment(&x.cfg, &attribution, severity, b.kind == BudgetKind::Actual);
-    let alert = Alert::new(
-        severity,
-        &env_label_for_alert(&attribution, deps),
-        FUNCTION,
-        &format!("cost:budget/{}", b.budget_name),
-        format!("cost-budget#{}#{kind}", b.budget_name),
-        rec.summary.clone(),
-        inv.now,
-    )
-    .with_details(details);
-    finish(
-        alert,
-        decision,
-        &attribution,
-        &b.event_id,
-        &rec.summary.clone(),
-        severity,
-        inv,
-        deps,
-        x,
-        &mut rec,
-    )
-    .await?;
-    Ok(rec)
-}
-
-/// Contains when the plan says so, then publishes the one alert of the event, carrying what was
-/// done and how to undo it.
-#[allow(clippy::too_many_arguments)]
-async fn finish(
-    mut alert: Alert,
-    decision: Containment,
-    attribution: &Attribution,
-    event_id: &str,
-    reason: &str,
+/// What an anomaly or a budget notification comes to: the one alert of the event, and whether
+/// containment may act on it.
+struct Finding {
     severity: Severity,
-    inv: &Invocation,
-    deps: &Deps,
-    x: &CostDeps,
-    rec: &mut RecordReport,
-) -> Result<()> {
-    if !rec.notes.iter().any(|n| n.starts_with("environment:")) {
-        rec.notes
-            .push(format!("environment: {}", attribution_words(attribution)));
-    }
-    match decision {
-        Containment::AlertOnly(why) => {
-            rec.notes.push(why.clone());
-            alert = alert.with_action(why);
-        }
-        Containment::Contain(env) => {
-            let undo = contain_env(env, event_id, reason, severity, inv, deps, x, rec).await?;
-            for a in &rec.actions {
-                alert = alert.with_action(format!(
-                    "{} {}: {}",
-                    a.action,
-                    a.resource,
-                    a.outcome_words()
-                ));
-            }
-            if !undo.is_empty() {
-                alert = alert.with_runbook(format!(
-                    "nbaops contained {env}. To undo: {}. (A stopped RDS instance starts again by itself after 7 days.)",
-                    undo.join("; ")
-                ));
-            }
-        }
-    }
-    deps.alerts().publish(&alert).await?;
-    rec.alerts.push(alert);
-    Ok(())
+    attribution: Attribution,
+    /// `cost:anomaly/<id>`, `cost:budget/<name>`.
+    resource: String,
+    dedup_key: String,
+    details: Value,
+    /// Spend (an anomaly, an ACTUAL budget), not a forecast.
+    is_spend: bool,
+}
+
+/// One containment of an environment: why, how urgent, and until when what it saves is kept.
+struct ContainmentRun {
+    env: Env,
+    reason: String,
+    severity: Severity,
+    saved_until: i64,
 }
 
 /// Ledger key of what containment changed in `env`, so it can be undone.
@@ -369,210 +139,433 @@ pub fn contained_pk(env: Env) -> String {
     format!("contained#{env}")
 }
 
-/// Scales every listed group of `env` to zero (sizes saved first) and stops its RDS instances,
-/// each through the guard with the environment's resource count as the fleet. Returns the undo
-/// commands of what was actually done.
-#[allow(clippy::too_many_arguments)]
-async fn contain_env(
-    env: Env,
-    event_id: &str,
-    reason: &str,
-    severity: Severity,
-    inv: &Invocation,
-    deps: &Deps,
-    x: &CostDeps,
-    rec: &mut RecordReport,
-) -> Result<Vec<String>> {
-    let resources = x.cfg.resources(env);
-    let tag = &x.cfg.env_tag;
-    let mut guard = deps.guard(event_id, inv).with_fleet_size(resources.count());
-    let mut undo = Vec::new();
-    let expires = inv.now.timestamp() + deps.cfg.guard.audit_ttl_days * 86_400;
-    let why = format!("cost containment of {env}: {reason}");
-    for name in &resources.asgs {
-        let resource = format!("asg:{name}");
-        let group = deps.asg.describe_group(name).await?;
-        match plan_group_containment(group.as_ref(), env, tag) {
-            GroupStep::Missing => rec
-                .notes
-                .push(format!("{resource} does not exist: skipped")),
-            GroupStep::WrongEnv(seen) => rec.notes.push(format!(
-                "{resource}: tag {tag}={} is not {env}: refused (check cost.contain.resources)",
-                seen.unwrap_or_else(|| "(none)".into())
-            )),
-            GroupStep::AlreadyZero => rec.notes.push(format!("{resource} is already at 0/0/0")),
-            GroupStep::ToZero { min, max, desired } => {
-                let tags = group.map(|g| g.tags).unwrap_or_default();
-                let before = json!({"min": min, "max": max, "desired": desired});
-                let action = ProposedAction {
-                    action: "asg.contain_to_zero".into(),
-                    resource: resource.clone(),
-                    tags,
-                    reason: why.clone(),
-                    severity,
-                    // Opted in per non-production environment by cost.contain.envs.
-                    disruptive: false,
-                    bounds: Some(Bounds {
-                        proposed: 0.0,
-                        min: 0.0,
-                        max: desired as f64,
-                    }),
-                    cooldown_key: "cost.contain".into(),
-                    cooldown_seconds: x.cfg.contain_cooldown_seconds,
-                    before: before.clone(),
-                    after: json!({"min": 0, "max": 0, "desired": 0}),
-                };
-                let saved = json!({"kind": "asg", "name": name, "min": min, "max": max, "desired": desired, "event_id": event_id, "at": inv.now.to_rfc3339()});
-                let audit = guard
-                    .run(&action, || async {
-                        // Saved before the change: what it takes to undo it.
-                        deps.ledger
-                            .put(&contained_pk(env), &resource, &saved, Some(expires))
-                            .await?;
-                        deps.asg.update_group_size(name, 0, 0, 0).await
-                    })
-                    .await?;
-                let words = audit.outcome_words();
-                rec.notes.push(format!(
-                    "{resource}: {min}/{max}/{desired} -> 0/0/0: {words}"
-                ));
-                if audit.outcome == Outcome::Acted {
-                    undo.push(format!(
-                        "aws autoscaling update-auto-scaling-group --auto-scaling-group-name {name} --min-size {min} --max-size {max} --desired-capacity {desired}"
-                    ));
-                }
-                rec.actions.push(audit);
-            }
-        }
+impl ContainmentRun {
+    /// The action through the guard; its effect first saves `saved`, what it takes to undo it.
+    async fn act<E, Fut>(
+        &self,
+        action: &ProposedAction,
+        saved: Value,
+        w: &mut Work<'_>,
+        effect: E,
+    ) -> Result<AuditRecord>
+    where
+        E: FnOnce() -> Fut,
+        Fut: Future<Output = Result<()>>,
+    {
+        let ledger = w.ctx.deps.ledger.as_ref();
+        let pk = contained_pk(self.env);
+        w.act(action, || async move {
+            ledger
+                .put(&pk, &action.resource, &saved, Some(self.saved_until))
+                .await?;
+            effect().await
+        })
+        .await
     }
-    for id in &resources.rds {
-        let resource = format!("rds:{id}");
-        let db = deps.rds.describe_instance(id).await?;
-        match plan_db_containment(db.as_ref(), env, tag) {
-            DbStep::Missing => rec
-                .notes
-                .push(format!("{resource} does not exist: skipped")),
-            DbStep::WrongEnv(seen) => rec.notes.push(format!(
-                "{resource}: tag {tag}={} is not {env}: refused (check cost.contain.resources)",
-                seen.unwrap_or_else(|| "(none)".into())
-            )),
-            DbStep::AlreadyStopped(s) => rec.notes.push(format!("{resource} is already {s}")),
-            DbStep::NotAvailable(s) => rec.notes.push(format!(
-                "{resource} is '{s}', not 'available': not stopping it now"
-            )),
-            DbStep::Stop => {
-                let tags = db.map(|d| d.tags).unwrap_or_default();
-                let action = ProposedAction {
-                    action: "rds.stop".into(),
-                    resource: resource.clone(),
-                    tags,
-                    reason: why.clone(),
-                    severity,
-                    disruptive: false,
-                    bounds: None,
-                    cooldown_key: "cost.contain".into(),
-                    cooldown_seconds: x.cfg.contain_cooldown_seconds,
-                    before: json!({"status": "available"}),
-                    after: json!({"status": "stopped"}),
-                };
-                let saved = json!({"kind": "rds", "id": id, "status": "available", "event_id": event_id, "at": inv.now.to_rfc3339()});
-                let audit = guard
-                    .run(&action, || async {
-                        deps.ledger
-                            .put(&contained_pk(env), &resource, &saved, Some(expires))
-                            .await?;
-                        x.power.stop_instance(id).await
-                    })
-                    .await?;
-                let words = audit.outcome_words();
-                rec.notes.push(format!("{resource}: stop: {words}"));
-                if audit.outcome == Outcome::Acted {
-                    undo.push(format!(
-                        "aws rds start-db-instance --db-instance-identifier {id}"
-                    ));
-                }
-                rec.actions.push(audit);
-            }
-        }
-    }
-    let stopped = rec
-        .actions
-        .iter()
-        .filter(|a| a.stopped_by == Some(nbaops_shared::guard::GuardStep::BlastRadius))
-        .count();
-    if stopped > 0 {
-        rec.notes.push(format!(
-            "containment partial: {stopped} action(s) stopped by the blast radius; raise guard.blast.max_percent to contain a whole environment in one run"
-        ));
-    }
-    Ok(undo)
 }
 
-async fn on_daily_check(
-    tick: &ScheduledTick,
-    inv: &Invocation,
-    deps: &Deps,
-    x: &CostDeps,
-) -> Result<RecordReport> {
-    let (start, end, day) = daily_window(inv.now, x.cfg.baseline_days);
-    let mut rec = RecordReport {
-        event_id: tick.event_id.clone(),
-        kind: "schedule".into(),
-        summary: format!(
-            "daily cost check of {day} against the {} days before",
-            x.cfg.baseline_days
-        ),
-        ..Default::default()
-    };
-    let mut spikes: Vec<Spike> = Vec::new();
-    for (grouping, dimension) in [
-        (CostGrouping::Service, "service".to_string()),
-        (
-            CostGrouping::Tag(x.cfg.env_tag.clone()),
-            x.cfg.env_tag.clone(),
-        ),
-    ] {
+impl CostAnomaly {
+    /// Cost allocation tag evidence from Cost Explorer: the root-cause services' cost over the
+    /// anomaly's days, grouped by the env tag. A failure only costs the evidence, never the alert.
+    async fn tag_attribution(&self, a: &events::CostAnomaly, w: &mut Work<'_>) -> Option<Evidence> {
+        let services: Vec<String> = a
+            .root_causes
+            .iter()
+            .filter_map(|rc| rc.service.clone())
+            .collect();
+        if !self.cfg.attribution_cost_explorer || services.is_empty() {
+            return None;
+        }
+        let start = day_of(a.start.as_deref())?;
+        let end = day_of(a.end.as_deref())
+            .filter(|e| *e > start)
+            .unwrap_or(start + Duration::days(1));
         let q = CostQuery {
             start,
             end,
-            grouping,
-            services: vec![],
-            metric: x.cfg.metric.clone(),
+            grouping: CostGrouping::Tag(self.cfg.env_tag.clone()),
+            services,
+            metric: self.cfg.metric.clone(),
         };
-        let costs = x.ce.daily_cost(&q).await?;
-        if costs.is_empty() {
-            rec.notes.push(format!(
-                "Cost Explorer returned no cost by {dimension} for {start}..{end}"
-            ));
-            continue;
+        match self.ce.daily_cost(&q).await {
+            Ok(costs) => {
+                let (ev, note) =
+                    tag_evidence(&costs, &self.cfg.env_tag, self.cfg.min_share_percent);
+                w.note(note);
+                ev
+            }
+            Err(e) => {
+                w.note(format!("Cost Explorer attribution unavailable: {e}"));
+                None
+            }
         }
-        let found = find_spikes(&costs, &dimension, day, &x.cfg);
-        rec.notes.push(format!(
-            "by {dimension}: {} group(s), {} spike(s)",
-            costs
-                .iter()
-                .map(|c| c.key.as_str())
-                .collect::<std::collections::BTreeSet<_>>()
-                .len(),
-            found.len()
-        ));
-        spikes.extend(found);
     }
-    for s in &spikes {
+
+    async fn on_anomaly(&self, a: &events::CostAnomaly, ctx: &Ctx<'_>) -> Result<RecordReport> {
+        // The summary needs the attribution, which may ask Cost Explorer (and note why not).
+        let mut w = ctx.work(&a.event_id, "cost_anomaly", "");
+        let (impact, percent) = anomaly_impact(a);
+        let mut evidence = anomaly_evidence(a, &self.cfg);
+        evidence.extend(self.tag_attribution(a, &mut w).await);
+        let attribution = attribute(evidence);
+        let causes = root_cause_words(a);
+        let pct = percent
+            .map(|p| format!(" ({p:.0} % above expected)"))
+            .unwrap_or_default();
+        let env_label = attribution
+            .env()
+            .map(|e| format!("in {e}"))
+            .unwrap_or_else(|| "(environment unattributed)".into());
+        w.rec.summary = format!(
+            "cost anomaly {}{pct} {env_label}: {}",
+            money(impact),
+            if causes.is_empty() {
+                "no root cause given".into()
+            } else {
+                causes.join("; ")
+            }
+        );
+        let details = json!({
+            "anomaly_id": a.anomaly_id,
+            "monitor": a.monitor_name.as_deref().or(a.monitor_arn.as_deref()),
+            "window": {"start": a.start, "end": a.end},
+            "impact_usd": impact,
+            "impact_percent": percent,
+            "expected_usd": a.total_expected,
+            "actual_usd": a.total_actual,
+            "max_daily_impact_usd": a.max_impact,
+            "root_causes": a.root_causes,
+            "attribution": attribution,
+            "link": a.anomaly_url,
+            "delivery": a.delivery,
+        });
+        let finding = Finding {
+            severity: severity_for(&self.cfg, impact, percent),
+            attribution,
+            resource: format!("cost:anomaly/{}", a.anomaly_id),
+            dedup_key: format!("cost-anomaly#{}", a.anomaly_id),
+            details,
+            is_spend: true,
+        };
+        self.finish(finding, w).await
+    }
+
+    async fn on_budget(&self, b: &BudgetAlert, ctx: &Ctx<'_>) -> Result<RecordReport> {
+        let (overrun, percent) = budget_overrun(b);
+        let attribution = attribute(budget_evidence(b, &self.cfg));
+        let kind = match b.kind {
+            BudgetKind::Actual => "ACTUAL",
+            BudgetKind::Forecasted => "FORECASTED",
+            BudgetKind::Unknown => "unknown-kind",
+        };
+        let spend = match b.kind {
+            BudgetKind::Forecasted => b.forecast.or(b.actual),
+            _ => b.actual.or(b.forecast),
+        };
+        let summary = format!(
+            "budget {} {kind}: {} of {}{}{}",
+            b.budget_name,
+            spend.map(money).unwrap_or_else(|| "?".into()),
+            b.limit.map(money).unwrap_or_else(|| "?".into()),
+            b.threshold
+                .as_deref()
+                .map(|t| format!(" (alert threshold {t})"))
+                .unwrap_or_default(),
+            if overrun > 0.0 {
+                format!(", {} over", money(overrun))
+            } else {
+                String::new()
+            }
+        );
+        let w = ctx.work(&b.event_id, "budget", summary);
+        let details = json!({
+            "budget": b.budget_name,
+            "kind": kind,
+            "threshold": b.threshold,
+            "actual": b.actual,
+            "forecast": b.forecast,
+            "limit": b.limit,
+            "currency": b.currency,
+            "overrun": overrun,
+            "overrun_percent": percent,
+            "attribution": attribution,
+            "delivery": b.delivery,
+        });
+        let finding = Finding {
+            severity: severity_for(&self.cfg, overrun, percent),
+            attribution,
+            resource: format!("cost:budget/{}", b.budget_name),
+            dedup_key: format!("cost-budget#{}#{kind}", b.budget_name),
+            details,
+            is_spend: b.kind == BudgetKind::Actual,
+        };
+        self.finish(finding, w).await
+    }
+
+    /// Contains when the plan says so, then publishes the one alert of the event, carrying what
+    /// was done and how to undo it.
+    async fn finish(&self, f: Finding, mut w: Work<'_>) -> Result<RecordReport> {
+        w.note(format!(
+            "environment: {}",
+            attribution_words(&f.attribution)
+        ));
+        let summary = w.rec.summary.clone();
+        let mut alert = w
+            .ctx
+            .alert(f.severity, &f.resource, f.dedup_key, summary.clone())
+            .with_details(f.details);
+        // The attributed environment's alert; unattributed, the one this function runs in.
+        if let Some(env) = f.attribution.env() {
+            alert.env = env.to_string();
+        }
+        match containment(&self.cfg, &f.attribution, f.severity, f.is_spend) {
+            Containment::AlertOnly(why) => {
+                w.note(why.clone());
+                alert = alert.with_action(why);
+            }
+            Containment::Contain(env) => {
+                let run = ContainmentRun {
+                    env,
+                    reason: format!("cost containment of {env}: {summary}"),
+                    severity: f.severity,
+                    saved_until: w.ctx.now().timestamp()
+                        + w.ctx.cfg().guard.audit_ttl_days * 86_400,
+                };
+                w = w.with_fleet_size(self.cfg.resources(env).count());
+                let undo = self.contain_env(&run, &mut w).await?;
+                for a in &w.rec.actions {
+                    alert = alert.with_action(format!(
+                        "{} {}: {}",
+                        a.action,
+                        a.resource,
+                        a.outcome_words()
+                    ));
+                }
+                if !undo.is_empty() {
+                    alert = alert.with_runbook(format!(
+                        "nbaops contained {env}. To undo: {}. (A stopped RDS instance starts again by itself after 7 days.)",
+                        undo.join("; ")
+                    ));
+                }
+            }
+        }
+        w.raise(alert).await?;
+        Ok(w.rec)
+    }
+
+    /// Scales every listed group of the environment to zero (sizes saved first) and stops its
+    /// RDS instances, each through the guard with the environment's resource count as the fleet.
+    /// Returns the undo commands of what was actually done.
+    async fn contain_env(&self, run: &ContainmentRun, w: &mut Work<'_>) -> Result<Vec<String>> {
+        let resources = self.cfg.resources(run.env);
+        let mut undo = Vec::new();
+        for name in &resources.asgs {
+            undo.extend(self.contain_group(name, run, w).await?);
+        }
+        for id in &resources.rds {
+            undo.extend(self.stop_db(id, run, w).await?);
+        }
+        let stopped = w
+            .rec
+            .actions
+            .iter()
+            .filter(|a| a.stopped_by == Some(GuardStep::BlastRadius))
+            .count();
+        if stopped > 0 {
+            w.note(format!(
+                "containment partial: {stopped} action(s) stopped by the blast radius; raise guard.blast.max_percent to contain a whole environment in one run"
+            ));
+        }
+        Ok(undo)
+    }
+
+    /// The note for a listed resource whose env tag names another environment.
+    fn refused(&self, resource: &str, env: Env, seen: Option<String>) -> String {
+        format!(
+            "{resource}: tag {}={} is not {env}: refused (check cost.contain.resources)",
+            self.cfg.env_tag,
+            seen.unwrap_or_else(|| "(none)".into())
+        )
+    }
+
+    /// One group to 0/0/0, its sizes saved first: the undo command when it was done.
+    async fn contain_group(
+        &self,
+        name: &str,
+        run: &ContainmentRun,
+        w: &mut Work<'_>,
+    ) -> Result<Option<String>> {
+        let env = run.env;
+        let resource = format!("asg:{name}");
+        let group = self.asg.describe_group(name).await?;
+        let (min, max, desired) =
+            match plan_group_containment(group.as_ref(), env, &self.cfg.env_tag) {
+                GroupStep::Missing => {
+                    w.note(format!("{resource} does not exist: skipped"));
+                    return Ok(None);
+                }
+                GroupStep::WrongEnv(seen) => {
+                    w.note(self.refused(&resource, env, seen));
+                    return Ok(None);
+                }
+                GroupStep::AlreadyZero => {
+                    w.note(format!("{resource} is already at 0/0/0"));
+                    return Ok(None);
+                }
+                GroupStep::ToZero { min, max, desired } => (min, max, desired),
+            };
+        let action = ProposedAction {
+            action: "asg.contain_to_zero".into(),
+            resource: resource.clone(),
+            tags: group.map(|g| g.tags).unwrap_or_default(),
+            reason: run.reason.clone(),
+            severity: run.severity,
+            // Opted in per non-production environment by cost.contain.envs.
+            disruptive: false,
+            bounds: Some(Bounds {
+                proposed: 0.0,
+                min: 0.0,
+                max: desired as f64,
+            }),
+            cooldown_key: "cost.contain".into(),
+            cooldown_seconds: self.cfg.contain_cooldown_seconds,
+            before: json!({"min": min, "max": max, "desired": desired}),
+            after: json!({"min": 0, "max": 0, "desired": 0}),
+        };
+        let saved = json!({"kind": "asg", "name": name, "min": min, "max": max, "desired": desired, "event_id": w.rec.event_id, "at": w.ctx.now().to_rfc3339()});
+        let audit = run
+            .act(&action, saved, w, || {
+                self.asg.update_group_size(name, 0, 0, 0)
+            })
+            .await?;
+        w.note(format!(
+            "{resource}: {min}/{max}/{desired} -> 0/0/0: {}",
+            audit.outcome_words()
+        ));
+        Ok((audit.outcome == Outcome::Acted).then(|| {
+            format!(
+                "aws autoscaling update-auto-scaling-group --auto-scaling-group-name {name} --min-size {min} --max-size {max} --desired-capacity {desired}"
+            )
+        }))
+    }
+
+    /// One RDS instance stopped: the undo command when it was done.
+    async fn stop_db(
+        &self,
+        id: &str,
+        run: &ContainmentRun,
+        w: &mut Work<'_>,
+    ) -> Result<Option<String>> {
+        let env = run.env;
+        let resource = format!("rds:{id}");
+        let db = self.rds.describe_instance(id).await?;
+        match plan_db_containment(db.as_ref(), env, &self.cfg.env_tag) {
+            DbStep::Missing => {
+                w.note(format!("{resource} does not exist: skipped"));
+                return Ok(None);
+            }
+            DbStep::WrongEnv(seen) => {
+                w.note(self.refused(&resource, env, seen));
+                return Ok(None);
+            }
+            DbStep::AlreadyStopped(s) => {
+                w.note(format!("{resource} is already {s}"));
+                return Ok(None);
+            }
+            DbStep::NotAvailable(s) => {
+                w.note(format!(
+                    "{resource} is '{s}', not 'available': not stopping it now"
+                ));
+                return Ok(None);
+            }
+            DbStep::Stop => {}
+        }
+        let action = ProposedAction {
+            action: "rds.stop".into(),
+            resource: resource.clone(),
+            tags: db.map(|d| d.tags).unwrap_or_default(),
+            reason: run.reason.clone(),
+            severity: run.severity,
+            disruptive: false,
+            bounds: None,
+            cooldown_key: "cost.contain".into(),
+            cooldown_seconds: self.cfg.contain_cooldown_seconds,
+            before: json!({"status": "available"}),
+            after: json!({"status": "stopped"}),
+        };
+        let saved = json!({"kind": "rds", "id": id, "status": "available", "event_id": w.rec.event_id, "at": w.ctx.now().to_rfc3339()});
+        let audit = run
+            .act(&action, saved, w, || self.power.stop_instance(id))
+            .await?;
+        w.note(format!("{resource}: stop: {}", audit.outcome_words()));
+        Ok((audit.outcome == Outcome::Acted)
+            .then(|| format!("aws rds start-db-instance --db-instance-identifier {id}")))
+    }
+
+    async fn on_daily_check(&self, tick: &ScheduledTick, ctx: &Ctx<'_>) -> Result<RecordReport> {
+        let (start, end, day) = daily_window(ctx.now(), self.cfg.baseline_days);
+        let mut w = ctx.work(
+            &tick.event_id,
+            "schedule",
+            format!(
+                "daily cost check of {day} against the {} days before",
+                self.cfg.baseline_days
+            ),
+        );
+        let mut spikes: Vec<Spike> = Vec::new();
+        for (grouping, dimension) in [
+            (CostGrouping::Service, "service".to_string()),
+            (
+                CostGrouping::Tag(self.cfg.env_tag.clone()),
+                self.cfg.env_tag.clone(),
+            ),
+        ] {
+            let q = CostQuery {
+                start,
+                end,
+                grouping,
+                services: vec![],
+                metric: self.cfg.metric.clone(),
+            };
+            let costs = self.ce.daily_cost(&q).await?;
+            if costs.is_empty() {
+                w.note(format!(
+                    "Cost Explorer returned no cost by {dimension} for {start}..{end}"
+                ));
+                continue;
+            }
+            let found = find_spikes(&costs, &dimension, day, &self.cfg);
+            w.note(format!(
+                "by {dimension}: {} group(s), {} spike(s)",
+                costs
+                    .iter()
+                    .map(|c| c.key.as_str())
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .len(),
+                found.len()
+            ));
+            spikes.extend(found);
+        }
+        for s in &spikes {
+            self.raise_spike(s, &mut w).await?;
+        }
+        if spikes.is_empty() {
+            w.note("no spike");
+        }
+        Ok(w.rec)
+    }
+
+    /// The alert of one daily spike (never containment).
+    async fn raise_spike(&self, s: &Spike, w: &mut Work<'_>) -> Result<()> {
         let label = if s.key.is_empty() {
             "(untagged)".to_string()
         } else {
             s.key.clone()
         };
-        let env = if s.dimension == "service" {
-            None
+        let (env, what) = if s.dimension == "service" {
+            (None, label.clone())
         } else {
-            env_in_name(&s.key)
-        };
-        let what = if s.dimension == "service" {
-            label.clone()
-        } else {
-            format!("{}={label}", s.dimension)
+            (env_in_name(&s.key), format!("{}={label}", s.dimension))
         };
         let summary = format!(
             "daily cost spike: {what} {} on {} vs {}/day baseline (+{}{})",
@@ -584,36 +577,34 @@ async fn on_daily_check(
                 .map(|p| format!(", +{p:.0} %"))
                 .unwrap_or_else(|| ", new".into())
         );
-        let alert = Alert::new(
-            s.severity,
-            &env.unwrap_or(deps.cfg.env).to_string(),
-            FUNCTION,
-            &format!("cost:{}/{}", s.dimension, label),
-            format!("cost-spike#{}:{}#{}", s.dimension, label, s.day),
-            summary.clone(),
-            inv.now,
-        )
-        .with_details(json!({"spike": s, "metric": x.cfg.metric, "baseline_days": x.cfg.baseline_days}))
-        .with_action("alert only: the daily check never contains")
-        .with_runbook("Open Cost Explorer on that day grouped by the same dimension, then by usage type, to find the resource behind it.");
-        deps.alerts().publish(&alert).await?;
-        rec.notes.push(summary);
-        rec.alerts.push(alert);
+        let mut alert = w
+            .ctx
+            .alert(
+                s.severity,
+                &format!("cost:{}/{}", s.dimension, label),
+                format!("cost-spike#{}:{}#{}", s.dimension, label, s.day),
+                summary.clone(),
+            )
+            .with_details(json!({"spike": s, "metric": self.cfg.metric, "baseline_days": self.cfg.baseline_days}))
+            .with_action("alert only: the daily check never contains")
+            .with_runbook("Open Cost Explorer on that day grouped by the same dimension, then by usage type, to find the resource behind it.");
+        // The environment the tag names; otherwise the one this function runs in.
+        if let Some(env) = env {
+            alert.env = env.to_string();
+        }
+        w.raise(alert).await?;
+        w.note(summary);
+        Ok(())
     }
-    if spikes.is_empty() {
-        rec.notes.push("no spike".into());
-    }
-    Ok(rec)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use chrono::{TimeZone, Utc};
-    use nbaops_shared::config::{layer, Config};
     use nbaops_shared::fakes::*;
-    use nbaops_shared::guard::{GuardStep, Switches};
     use nbaops_shared::ports::*;
+    use nbaops_shared::runtime::{dispatch, Invocation};
 
     const MULTI: &str = include_str!("../../../events/cost/sns-anomaly-multiple-root-causes.json");
     const SERVICE_ONLY: &str = include_str!("../../../events/cost/sns-anomaly-service-only.json");
@@ -626,7 +617,7 @@ mod tests {
 
     struct World {
         deps: &'static Deps,
-        x: &'static CostDeps,
+        f: &'static CostAnomaly,
         asg: &'static FakeAutoScaling,
         power: &'static FakeRdsPower,
         ce: &'static FakeCostExplorer,
@@ -658,13 +649,7 @@ mod tests {
             "arn:aws:sns:us-east-1:123456789012:nbaops-dev-alerts",
         )];
         pairs.extend_from_slice(extra);
-        let vars = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let settings = layer(Env::Dev, &vars, &Default::default()).unwrap();
-        let cost_cfg = cost::from_settings(&settings).unwrap();
-        let cfg = Config::from_settings(Env::Dev, FUNCTION, settings).unwrap();
+        let t = test_deps(FUNCTION, &pairs).unwrap();
         let asg = leak(FakeAutoScaling::with(vec![GroupState {
             name: "nbaops-test-web".into(),
             min_size: 1,
@@ -687,31 +672,21 @@ mod tests {
         }]));
         let power = leak(FakeRdsPower::default());
         let ce = leak(FakeCostExplorer::default());
-        let notifier = leak(FakeNotifier::default());
-        let ledger = leak(FakeLedger::default());
-        let deps = leak(Deps {
-            cfg,
+        let f = leak(CostAnomaly {
+            cfg: cost::from_settings(&t.deps.cfg.settings).unwrap(),
+            ce: Box::new(Shared(ce)),
             asg: Box::new(Shared(asg)),
             rds: Box::new(Shared(rds)),
-            cache: Box::new(FakeElastiCache::default()),
-            notifier: Box::new(Shared(notifier)),
-            params: None,
-            ledger: Box::new(Shared(ledger)),
-            switches: Switches::default(),
-        });
-        let x = leak(CostDeps {
-            cfg: cost_cfg,
-            ce: Box::new(Shared(ce)),
             power: Box::new(Shared(power)),
         });
         World {
-            deps,
-            x,
+            deps: t.deps,
+            f,
             asg,
             power,
             ce,
-            notifier,
-            ledger,
+            notifier: t.notifier,
+            ledger: t.ledger,
         }
     }
 
@@ -719,13 +694,13 @@ mod tests {
         Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap()
     }
 
+    async fn handle(w: &World, payload: Value, request_id: &str) -> Result<InvocationReport> {
+        let inv = Invocation::at(request_id, now());
+        dispatch(w.f, payload, &Ctx::of::<CostAnomaly>(w.deps, &inv)).await
+    }
+
     async fn run(w: &World, payload: Value) -> InvocationReport {
-        let inv = Invocation {
-            request_id: "req".into(),
-            now: now(),
-            deadline: None,
-        };
-        handle(payload, inv, w.deps, w.x).await.unwrap()
+        handle(w, payload, "req").await.unwrap()
     }
 
     /// The fixture as if it came from the nbaops-test account and monitor.
@@ -999,8 +974,7 @@ mod tests {
             fn any_payload_is_answered_and_only_an_understood_event_acts(payload in arbitrary::payload()) {
                 let w = world(CONTAIN_TEST, false);
                 let understood = arbitrary::understood(&payload);
-                let inv = Invocation { request_id: "prop".into(), now: now(), deadline: None };
-                let res = arbitrary::block_on(handle(payload, inv, w.deps, w.x));
+                let res = arbitrary::block_on(handle(&w, payload, "prop"));
                 if !understood {
                     arbitrary::refused_cleanly(&res)?;
                     prop_assert!(w.asg.mutations().is_empty());

@@ -8,12 +8,14 @@
 use chrono::Duration;
 use serde_json::{json, Value};
 
+use nbaops_shared::adapters::{AwsClients, SdkRds, TokioPgConnector};
 use nbaops_shared::alerts::{Alert, AlertStatus, Severity};
-use nbaops_shared::config::failover::FailoverConfig;
+use nbaops_shared::config::failover::{self, FailoverConfig};
 use nbaops_shared::events::rds_catalog::{classify_rds_event, IncidentRole, RdsEventInfo};
-use nbaops_shared::events::{classify, Inbound, RdsEvent, RdsSourceType, ScheduledTick};
-use nbaops_shared::ports::PgConnector;
-use nbaops_shared::runtime::{Deps, Invocation, InvocationReport, RecordReport};
+use nbaops_shared::events::{Inbound, RdsEvent, RdsSourceType, ScheduledTick};
+use nbaops_shared::guard::{decode_state, report_unreadable_state};
+use nbaops_shared::ports::{PgConnector, Rds};
+use nbaops_shared::runtime::{Ctx, Deps, Function, InvocationReport, RecordReport, Work};
 use nbaops_shared::Result;
 
 use crate::incident::{apply, conclude, find_incident, sweep, Incident, Notice, Signal};
@@ -25,56 +27,39 @@ pub const SWEEP_TASK: &str = "failover-sweep";
 /// Ledger key of the index of open incidents (sk = `<db>#<incident id>`).
 pub const OPEN_INDEX: &str = "failover-open";
 
-/// Built once at init.
+/// failover-notify's `failover` section and the ports it calls, built once at init.
 pub struct FailoverNotify {
     pub cfg: FailoverConfig,
+    pub rds: Box<dyn Rds>,
     pub connector: Box<dyn PgConnector>,
 }
 
-pub async fn handle(
-    payload: Value,
-    inv: Invocation,
-    deps: &'static Deps,
-    x: &'static FailoverNotify,
-) -> Result<InvocationReport> {
-    let mut report = InvocationReport {
-        function: FUNCTION.into(),
-        env: deps.cfg.env.to_string(),
-        records: vec![],
-    };
-    for inbound in classify(&payload) {
-        let rec = match inbound {
-            Inbound::Rds(ev) => on_rds(&ev, &inv, deps, x).await?,
-            Inbound::Schedule(tick) if tick.task().as_deref() == Some(SWEEP_TASK) => {
-                on_sweep(&tick, &inv, deps, x).await?
-            }
-            Inbound::NotForMe(n) => RecordReport::not_for_me("", "unknown", n.reason),
-            other => RecordReport::not_for_me(
-                other.event_id().unwrap_or(""),
-                other.kind(),
-                format!("{FUNCTION} takes RDS events and the '{SWEEP_TASK}' schedule"),
-            ),
-        };
-        report.records.push(rec);
+impl Function for FailoverNotify {
+    const NAME: &'static str = FUNCTION;
+    const TAKES: &'static str = "RDS events and the 'failover-sweep' schedule";
+    type Reply = InvocationReport;
+
+    async fn init(deps: &Deps, aws: &AwsClients) -> Result<Self> {
+        Ok(FailoverNotify {
+            cfg: failover::from_settings(&deps.cfg.settings)?,
+            connector: Box::new(TokioPgConnector::from_settings(&deps.cfg.settings)?),
+            rds: Box::new(SdkRds(aws.rds())),
+        })
     }
-    Ok(report)
+
+    async fn on(&self, inbound: Inbound, ctx: &Ctx<'_>) -> Result<RecordReport> {
+        match inbound {
+            Inbound::Rds(ev) => self.on_rds(&ev, ctx).await,
+            Inbound::Schedule(tick) if tick.task().as_deref() == Some(SWEEP_TASK) => {
+                self.on_sweep(&tick, ctx).await
+            }
+            other => Ok(ctx.not_mine(&other)),
+        }
+    }
 }
 
 fn incident_pk(db: &str) -> String {
     format!("failover#{db}")
-}
-
-fn ports<'a>(deps: &'a Deps, x: &'a FailoverNotify) -> Ports<'a> {
-    Ports {
-        rds: deps.rds.as_ref(),
-        connector: x.connector.as_ref(),
-        params: deps.params.as_deref(),
-        env: match deps.cfg.env {
-            nbaops_shared::config::Env::Dev => "dev",
-            nbaops_shared::config::Env::Test => "test",
-            nbaops_shared::config::Env::Prod => "prod",
-        },
-    }
 }
 
 fn runbook(what: &str) -> &'static str {
@@ -85,19 +70,18 @@ fn runbook(what: &str) -> &'static str {
     }
 }
 
-fn alert_of(deps: &Deps, inc: &Incident, n: &Notice, inv: &Invocation) -> Alert {
-    let mut a = Alert::new(
-        n.severity,
-        &deps.cfg.env.to_string(),
-        FUNCTION,
-        &format!("rds:{}", inc.db),
-        inc.dedup_key(),
-        n.summary.clone(),
-        inv.now,
-    )
-    .with_details(n.details.clone())
-    .with_runbook(runbook(n.what))
-    .with_action("none: failover-notify observes and notifies, it changes nothing on AWS");
+/// The alert of one notice, on the incident's thread.
+fn alert_of(inc: &Incident, n: &Notice, ctx: &Ctx<'_>) -> Alert {
+    let mut a = ctx
+        .alert(
+            n.severity,
+            &format!("rds:{}", inc.db),
+            inc.dedup_key(),
+            n.summary.clone(),
+        )
+        .with_details(n.details.clone())
+        .with_runbook(runbook(n.what))
+        .with_action("none: failover-notify observes and notifies, it changes nothing on AWS");
     if let Some(v) = inc.verification.as_ref().filter(|v| v.wrote_heartbeat) {
         if n.what == "completion" || n.what == "resolution" {
             a = a.with_action(format!(
@@ -112,304 +96,287 @@ fn alert_of(deps: &Deps, inc: &Incident, n: &Notice, inv: &Invocation) -> Alert 
     a
 }
 
-async fn load_incidents(db: &str, deps: &Deps, rec: &mut RecordReport) -> Result<Vec<Incident>> {
+/// A stored incident this version cannot read: a P2, and nothing done with it.
+async fn report_unreadable(db: &str, id: &str, err: &str, w: &mut Work<'_>) -> Result<()> {
+    let ctx = w.ctx;
+    let (note, alert) = report_unreadable_state(
+        ctx.cfg(),
+        ctx.deps.notifier.as_ref(),
+        &format!("rds:{db}"),
+        &format!("failover incident {id}"),
+        err,
+        ctx.now(),
+    )
+    .await?;
+    w.note(note);
+    w.rec.alerts.push(alert);
+    Ok(())
+}
+
+/// The incidents of `db` in the ledger, oldest first; one it cannot read is reported and left out.
+async fn load_incidents(db: &str, w: &mut Work<'_>) -> Result<Vec<Incident>> {
     let mut out = Vec::new();
-    for (sk, v) in deps.ledger.query(&incident_pk(db), "inc#").await? {
-        match serde_json::from_value::<Incident>(v) {
-            Ok(i) => out.push(i),
-            Err(e) => rec
-                .notes
-                .push(format!("ledger item {sk} unreadable, ignored: {e}")),
+    for (sk, v) in w.ctx.deps.ledger.query(&incident_pk(db), "inc#").await? {
+        match decode_state::<Incident>(Some(v)) {
+            Ok(i) => out.extend(i),
+            Err(e) => report_unreadable(db, sk.trim_start_matches("inc#"), &e, w).await?,
         }
     }
     out.sort_by(|a, b| a.id.cmp(&b.id));
     Ok(out)
 }
 
-async fn save(inc: &Incident, deps: &Deps, x: &FailoverNotify, inv: &Invocation) -> Result<()> {
-    let last = inc
-        .events
-        .last()
-        .map(|e| e.at)
-        .unwrap_or(inv.now)
-        .max(inv.now);
-    let expires = (last + Duration::days(x.cfg.incident_ttl_days)).timestamp();
-    let data = serde_json::to_value(inc)
-        .map_err(|e| nbaops_shared::NbaopsError::InvalidEvent(format!("incident: {e}")))?;
-    deps.ledger
-        .put(
-            &incident_pk(&inc.db),
-            &format!("inc#{}", inc.id),
-            &data,
-            Some(expires),
-        )
-        .await?;
-    let index_sk = format!("{}#{}", inc.db, inc.id);
-    if inc.is_open() {
-        deps.ledger
-            .put(
-                OPEN_INDEX,
-                &index_sk,
-                &json!({"db": inc.db, "id": inc.id}),
-                Some(expires),
-            )
-            .await
-    } else {
-        deps.ledger.delete(OPEN_INDEX, &index_sk).await
-    }
-}
-
-async fn publish(
-    notices: Vec<Notice>,
-    inc: &Incident,
-    deps: &Deps,
-    inv: &Invocation,
-    rec: &mut RecordReport,
-) -> Result<()> {
+/// Publishes the notices on the incident's thread.
+async fn raise_notices(notices: Vec<Notice>, inc: &Incident, w: &mut Work<'_>) -> Result<()> {
     for n in notices {
-        let alert = alert_of(deps, inc, &n, inv);
-        deps.alerts().publish(&alert).await?;
-        rec.notes.push(format!(
+        let alert = alert_of(inc, &n, &w.ctx);
+        w.raise(alert).await?;
+        w.note(format!(
             "{} {} ({}): {}",
             n.severity,
             n.what,
             if n.resolved { "resolved" } else { "firing" },
             inc.dedup_key()
         ));
-        rec.alerts.push(alert);
     }
     Ok(())
 }
 
-async fn run_verification(
-    inc: &Incident,
-    deps: &Deps,
-    x: &FailoverNotify,
-    inv: &Invocation,
-) -> Verification {
-    let note = format!("failover {} verified at {}", inc.id, inv.now.to_rfc3339());
-    verify(
-        &inc.db,
-        inc.cluster,
-        &note,
-        &x.cfg,
-        &ports(deps, x),
-        inv.now,
-    )
-    .await
-}
-
-async fn on_rds(
-    ev: &RdsEvent,
-    inv: &Invocation,
-    deps: &Deps,
-    x: &FailoverNotify,
-) -> Result<RecordReport> {
-    let cluster = match ev.source_type {
-        RdsSourceType::Instance => false,
-        RdsSourceType::Cluster => true,
-        ref other => {
-            return Ok(RecordReport::not_for_me(
-                &ev.event_id,
-                "rds",
-                format!(
-                "RDS {other:?} event ({}) for '{}': {FUNCTION} follows DB instances and clusters",
-                ev.event_code.as_deref().unwrap_or("no event ID"),
-                ev.source_id
-            ),
-            ))
-        }
-    };
-    let info = classify_rds_event(ev);
-    let mut rec = RecordReport {
-        event_id: ev.event_id.clone(),
-        kind: "rds".into(),
-        summary: format!(
-            "rds:{} {}: {} [{:?}, {}, by {}]",
-            ev.source_id,
-            info.code.as_deref().unwrap_or("no event ID"),
-            info.title,
-            info.kind,
-            info.severity,
-            info.classified_by
-        ),
-        ..Default::default()
-    };
-    if !info.is_recognised() {
-        rec.notes.push(format!(
-            "unrecognised event: classified by {}; message was {:?}",
-            info.classified_by, ev.message
-        ));
-    }
-    let code = match (&info.code, info.role) {
-        (
-            Some(c),
-            IncidentRole::Opens | IncidentRole::Closes | IncidentRole::Fails | IncidentRole::Phase,
-        ) => c.clone(),
-        _ => return standalone(ev, &info, cluster, inv, deps, x, rec).await,
-    };
-    let signal = Signal {
-        db: ev.source_id.clone(),
-        cluster,
-        code,
-        role: info.role,
-        at: ev.at,
-        event_id: ev.event_id.clone(),
-        title: info.title.clone(),
-    };
-    let incidents = load_incidents(&signal.db, deps, &mut rec).await?;
-    let found = find_incident(&incidents, &signal, &x.cfg);
-    if found.is_none() && info.role == IncidentRole::Phase {
-        rec.notes
-            .push("no failover incident near this event".into());
-        return standalone(ev, &info, cluster, inv, deps, x, rec).await;
-    }
-    let step = apply(found.map(|i| incidents[i].clone()), &signal, &x.cfg);
-    rec.notes.extend(step.notes.iter().cloned());
-    if step.duplicate {
-        return Ok(rec);
-    }
-    let mut inc = step.incident;
-    let mut notices = step.notices;
-    if step.verify {
-        let v = run_verification(&inc, deps, x, inv).await;
-        rec.notes
-            .push(format!("{} (attempt {})", v.words(), v.attempts));
-        let (i, n) = conclude(inc, v, &x.cfg);
-        inc = i;
-        notices.extend(n);
-    }
-    // Saved before publishing: a retry after a failed publish must not open a second incident.
-    save(&inc, deps, x, inv).await?;
-    publish(notices, &inc, deps, inv, &mut rec).await?;
-    rec.notes
-        .push(format!("incident {} is {:?}", inc.dedup_key(), inc.phase));
-    Ok(rec)
-}
-
-/// An event outside any failover: one notice of its own, when severe enough.
-async fn standalone(
-    ev: &RdsEvent,
-    info: &RdsEventInfo,
-    cluster: bool,
-    inv: &Invocation,
-    deps: &Deps,
-    x: &FailoverNotify,
-    mut rec: RecordReport,
-) -> Result<RecordReport> {
-    let mut severity = info.severity;
-    let mut summary = format!("{}: {}", ev.source_id, info.title);
-    let mut details = json!({
-        "event_id": info.code, "kind": info.kind, "classified_by": info.classified_by,
-        "categories": ev.categories, "message": ev.message, "at": ev.at,
-    });
-    if info.verify {
-        let note = format!(
-            "{} verified at {}",
-            info.code.as_deref().unwrap_or("event"),
-            inv.now.to_rfc3339()
-        );
-        let v = verify(
-            &ev.source_id,
-            cluster,
-            &note,
-            &x.cfg,
-            &ports(deps, x),
-            inv.now,
-        )
-        .await;
-        if !v.passed {
-            severity = Severity::P1;
-        }
-        summary = format!("{summary}; {}", v.words());
-        rec.notes.push(v.words());
-        details["verification"] = serde_json::to_value(&v).unwrap_or(Value::Null);
-    }
-    if severity > x.cfg.notify_min_severity {
-        rec.notes.push(format!(
-            "{severity}: below failover.notify_min_severity ({}), reported here only",
-            x.cfg.notify_min_severity
-        ));
-        return Ok(rec);
-    }
-    let topic = info
-        .code
-        .clone()
-        .or_else(|| ev.categories.first().cloned())
-        .unwrap_or_else(|| "unknown".into());
-    let alert = Alert::new(
-        severity,
-        &deps.cfg.env.to_string(),
-        FUNCTION,
-        &format!("rds:{}", ev.source_id),
-        format!("rds-event#rds:{}#{topic}", ev.source_id),
-        summary,
-        inv.now,
-    )
-    .with_details(details);
-    deps.alerts().publish(&alert).await?;
-    rec.notes.push(format!("{severity} published"));
-    rec.alerts.push(alert);
-    Ok(rec)
-}
-
-async fn on_sweep(
-    tick: &ScheduledTick,
-    inv: &Invocation,
-    deps: &Deps,
-    x: &FailoverNotify,
-) -> Result<RecordReport> {
-    let open = deps.ledger.query(OPEN_INDEX, "").await?;
-    let mut rec = RecordReport {
-        event_id: tick.event_id.clone(),
-        kind: "schedule".into(),
-        summary: format!("failover sweep: {} open incident(s)", open.len()),
-        ..Default::default()
-    };
-    for (sk, v) in open {
-        let (Some(db), Some(id)) = (v["db"].as_str(), v["id"].as_str()) else {
-            rec.notes
-                .push(format!("index item {sk} unreadable: dropped"));
-            deps.ledger.delete(OPEN_INDEX, &sk).await?;
-            continue;
+impl FailoverNotify {
+    /// The new primary of `db` checked now (`note` is the heartbeat row's text).
+    async fn verify_db(&self, db: &str, cluster: bool, note: &str, ctx: &Ctx<'_>) -> Verification {
+        let env = ctx.env();
+        let ports = Ports {
+            rds: self.rds.as_ref(),
+            connector: self.connector.as_ref(),
+            params: ctx.deps.params.as_deref(),
+            env: &env,
         };
-        let Some(stored) = deps
-            .ledger
-            .get(&incident_pk(db), &format!("inc#{id}"))
-            .await?
-        else {
-            rec.notes
-                .push(format!("{sk}: incident gone (expired): dropped"));
-            deps.ledger.delete(OPEN_INDEX, &sk).await?;
-            continue;
-        };
-        let inc: Incident = match serde_json::from_value(stored) {
-            Ok(i) => i,
-            Err(e) => {
-                rec.notes
-                    .push(format!("{sk}: unreadable ({e}): left alone"));
-                continue;
+        verify(db, cluster, note, &self.cfg, &ports, ctx.now()).await
+    }
+
+    async fn verify_incident(&self, inc: &Incident, ctx: &Ctx<'_>) -> Verification {
+        let note = format!("failover {} verified at {}", inc.id, ctx.now().to_rfc3339());
+        self.verify_db(&inc.db, inc.cluster, &note, ctx).await
+    }
+
+    async fn save(&self, inc: &Incident, ctx: &Ctx<'_>) -> Result<()> {
+        let ledger = &ctx.deps.ledger;
+        let last = inc
+            .events
+            .last()
+            .map(|e| e.at)
+            .unwrap_or(ctx.now())
+            .max(ctx.now());
+        let expires = (last + Duration::days(self.cfg.incident_ttl_days)).timestamp();
+        let data = serde_json::to_value(inc)
+            .map_err(|e| nbaops_shared::NbaopsError::InvalidEvent(format!("incident: {e}")))?;
+        ledger
+            .put(
+                &incident_pk(&inc.db),
+                &format!("inc#{}", inc.id),
+                &data,
+                Some(expires),
+            )
+            .await?;
+        let index_sk = format!("{}#{}", inc.db, inc.id);
+        if inc.is_open() {
+            ledger
+                .put(
+                    OPEN_INDEX,
+                    &index_sk,
+                    &json!({"db": inc.db, "id": inc.id}),
+                    Some(expires),
+                )
+                .await
+        } else {
+            ledger.delete(OPEN_INDEX, &index_sk).await
+        }
+    }
+
+    async fn on_rds(&self, ev: &RdsEvent, ctx: &Ctx<'_>) -> Result<RecordReport> {
+        let cluster = match ev.source_type {
+            RdsSourceType::Instance => false,
+            RdsSourceType::Cluster => true,
+            ref other => {
+                return Ok(RecordReport::not_for_me(
+                    &ev.event_id,
+                    "rds",
+                    format!(
+                        "RDS {other:?} event ({}) for '{}': {FUNCTION} follows DB instances and clusters",
+                        ev.event_code.as_deref().unwrap_or("no event ID"),
+                        ev.source_id
+                    ),
+                ))
             }
         };
-        let step = sweep(inc, inv.now, &x.cfg);
-        rec.notes
-            .push(format!("{}: {}", step.incident.dedup_key(), step.note));
+        let info = classify_rds_event(ev);
+        let mut w = ctx.work(
+            &ev.event_id,
+            "rds",
+            format!(
+                "rds:{} {}: {} [{:?}, {}, by {}]",
+                ev.source_id,
+                info.code.as_deref().unwrap_or("no event ID"),
+                info.title,
+                info.kind,
+                info.severity,
+                info.classified_by
+            ),
+        );
+        if !info.is_recognised() {
+            w.note(format!(
+                "unrecognised event: classified by {}; message was {:?}",
+                info.classified_by, ev.message
+            ));
+        }
+        let code = match (&info.code, info.role) {
+            (
+                Some(c),
+                IncidentRole::Opens
+                | IncidentRole::Closes
+                | IncidentRole::Fails
+                | IncidentRole::Phase,
+            ) => c.clone(),
+            _ => return self.standalone(ev, &info, cluster, w).await,
+        };
+        let signal = Signal {
+            db: ev.source_id.clone(),
+            cluster,
+            code,
+            role: info.role,
+            at: ev.at,
+            event_id: ev.event_id.clone(),
+            title: info.title.clone(),
+        };
+        let incidents = load_incidents(&signal.db, &mut w).await?;
+        let found = find_incident(&incidents, &signal, &self.cfg);
+        if found.is_none() && info.role == IncidentRole::Phase {
+            w.note("no failover incident near this event");
+            return self.standalone(ev, &info, cluster, w).await;
+        }
+        let step = apply(found.map(|i| incidents[i].clone()), &signal, &self.cfg);
+        w.rec.notes.extend(step.notes.iter().cloned());
+        if step.duplicate {
+            return Ok(w.rec);
+        }
         let mut inc = step.incident;
-        let mut notices: Vec<Notice> = step.notice.into_iter().collect();
-        if step.reverify {
-            let v = run_verification(&inc, deps, x, inv).await;
-            rec.notes.push(v.words());
-            let (i, n) = conclude(inc, v, &x.cfg);
+        let mut notices = step.notices;
+        if step.verify {
+            let v = self.verify_incident(&inc, ctx).await;
+            w.note(format!("{} (attempt {})", v.words(), v.attempts));
+            let (i, n) = conclude(inc, v, &self.cfg);
             inc = i;
             notices.extend(n);
         }
-        save(&inc, deps, x, inv).await?;
-        if step.close && inc.is_open() {
-            deps.ledger.delete(OPEN_INDEX, &sk).await?;
-        }
-        publish(notices, &inc, deps, inv, &mut rec).await?;
+        // Saved before publishing: a retry after a failed publish must not open a second incident.
+        self.save(&inc, ctx).await?;
+        raise_notices(notices, &inc, &mut w).await?;
+        w.note(format!("incident {} is {:?}", inc.dedup_key(), inc.phase));
+        Ok(w.rec)
     }
-    Ok(rec)
+
+    /// An event outside any failover: one notice of its own, when severe enough.
+    async fn standalone(
+        &self,
+        ev: &RdsEvent,
+        info: &RdsEventInfo,
+        cluster: bool,
+        mut w: Work<'_>,
+    ) -> Result<RecordReport> {
+        let ctx = w.ctx;
+        let mut severity = info.severity;
+        let mut summary = format!("{}: {}", ev.source_id, info.title);
+        let mut details = json!({
+            "event_id": info.code, "kind": info.kind, "classified_by": info.classified_by,
+            "categories": ev.categories, "message": ev.message, "at": ev.at,
+        });
+        if info.verify {
+            let note = format!(
+                "{} verified at {}",
+                info.code.as_deref().unwrap_or("event"),
+                ctx.now().to_rfc3339()
+            );
+            let v = self.verify_db(&ev.source_id, cluster, &note, &ctx).await;
+            if !v.passed {
+                severity = Severity::P1;
+            }
+            summary = format!("{summary}; {}", v.words());
+            w.note(v.words());
+            details["verification"] = serde_json::to_value(&v).unwrap_or(Value::Null);
+        }
+        if severity > self.cfg.notify_min_severity {
+            w.note(format!(
+                "{severity}: below failover.notify_min_severity ({}), reported here only",
+                self.cfg.notify_min_severity
+            ));
+            return Ok(w.rec);
+        }
+        let topic = info
+            .code
+            .clone()
+            .or_else(|| ev.categories.first().cloned())
+            .unwrap_or_else(|| "unknown".into());
+        let alert = ctx
+            .alert(
+                severity,
+                &format!("rds:{}", ev.source_id),
+                format!("rds-event#rds:{}#{topic}", ev.source_id),
+                summary,
+            )
+            .with_details(details);
+        w.raise(alert).await?;
+        w.note(format!("{severity} published"));
+        Ok(w.rec)
+    }
+
+    async fn on_sweep(&self, tick: &ScheduledTick, ctx: &Ctx<'_>) -> Result<RecordReport> {
+        let ledger = &ctx.deps.ledger;
+        let open = ledger.query(OPEN_INDEX, "").await?;
+        let mut w = ctx.work(
+            &tick.event_id,
+            "schedule",
+            format!("failover sweep: {} open incident(s)", open.len()),
+        );
+        for (sk, v) in open {
+            let (Some(db), Some(id)) = (v["db"].as_str(), v["id"].as_str()) else {
+                w.note(format!("index item {sk} unreadable: dropped"));
+                ledger.delete(OPEN_INDEX, &sk).await?;
+                continue;
+            };
+            let stored = ledger.get(&incident_pk(db), &format!("inc#{id}")).await?;
+            let inc: Incident = match decode_state(stored) {
+                Ok(Some(i)) => i,
+                Ok(None) => {
+                    w.note(format!("{sk}: incident gone (expired): dropped"));
+                    ledger.delete(OPEN_INDEX, &sk).await?;
+                    continue;
+                }
+                // Left in the index: reported again by the next sweep until someone fixes it.
+                Err(e) => {
+                    report_unreadable(db, id, &e, &mut w).await?;
+                    continue;
+                }
+            };
+            let step = sweep(inc, ctx.now(), &self.cfg);
+            w.note(format!("{}: {}", step.incident.dedup_key(), step.note));
+            let mut inc = step.incident;
+            let mut notices: Vec<Notice> = step.notice.into_iter().collect();
+            if step.reverify {
+                let v = self.verify_incident(&inc, ctx).await;
+                w.note(v.words());
+                let (i, n) = conclude(inc, v, &self.cfg);
+                inc = i;
+                notices.extend(n);
+            }
+            self.save(&inc, ctx).await?;
+            if step.close && inc.is_open() {
+                ledger.delete(OPEN_INDEX, &sk).await?;
+            }
+            raise_notices(notices, &inc, &mut w).await?;
+        }
+        Ok(w.rec)
+    }
 }
 
 #[cfg(test)]
@@ -419,10 +386,9 @@ mod tests {
     use std::sync::Mutex;
 
     use chrono::{DateTime, TimeZone, Utc};
-    use nbaops_shared::config::{layer, Config, Env};
     use nbaops_shared::fakes::*;
-    use nbaops_shared::guard::Switches;
     use nbaops_shared::ports::*;
+    use nbaops_shared::runtime::{dispatch, Invocation};
 
     const START: &str = include_str!("../../../events/rds/eventbridge-failover-started.json");
     const START_SNS: &str = include_str!("../../../events/rds/sns-failover-started.json");
@@ -488,7 +454,7 @@ mod tests {
 
     struct World {
         deps: &'static Deps,
-        x: &'static FailoverNotify,
+        f: &'static FailoverNotify,
         rds: &'static FakeRds,
         notifier: &'static FakeNotifier,
         ledger: &'static FakeLedger,
@@ -509,13 +475,7 @@ mod tests {
             ),
         ];
         pairs.extend_from_slice(extra);
-        let vars = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let settings = layer(Env::Dev, &vars, &Default::default()).unwrap();
-        let cfg = Config::from_settings(Env::Dev, FUNCTION, settings).unwrap();
-        let fcfg = nbaops_shared::config::failover::from_settings(&cfg.settings).unwrap();
+        let t = test_deps(FUNCTION, &pairs).unwrap();
         let rds = leak(FakeRds::with(vec![DbInstanceState {
             id: "nbaops-dev-db".into(),
             arn: None,
@@ -527,30 +487,19 @@ mod tests {
             pending_class: None,
             tags: Tags::new(),
         }]));
-        let notifier = leak(FakeNotifier::default());
-        let ledger = leak(FakeLedger::default());
         let server = leak(Server::default());
         *server.replicas.lock().unwrap() = vec![("replica-1".into(), "streaming".into())];
-        let deps = leak(Deps {
-            cfg,
-            asg: Box::new(FakeAutoScaling::default()),
+        let f = leak(FailoverNotify {
+            cfg: failover::from_settings(&t.deps.cfg.settings).unwrap(),
             rds: Box::new(Shared(rds)),
-            cache: Box::new(FakeElastiCache::default()),
-            notifier: Box::new(Shared(notifier)),
-            params: None,
-            ledger: Box::new(Shared(ledger)),
-            switches: Switches::default(),
-        });
-        let x = leak(FailoverNotify {
-            cfg: fcfg,
             connector: Box::new(Connector(server)),
         });
         World {
-            deps,
-            x,
+            deps: t.deps,
+            f,
             rds,
-            notifier,
-            ledger,
+            notifier: t.notifier,
+            ledger: t.ledger,
             server,
         }
     }
@@ -559,13 +508,13 @@ mod tests {
         Utc.with_ymd_and_hms(2026, 11, 25, 20, 2, 40).unwrap()
     }
 
+    async fn handle(w: &World, payload: Value, inv: Invocation) -> Result<InvocationReport> {
+        dispatch(w.f, payload, &Ctx::of::<FailoverNotify>(w.deps, &inv)).await
+    }
+
     async fn run(w: &World, fixture: &str, now: DateTime<Utc>) -> InvocationReport {
-        let inv = Invocation {
-            request_id: "req".into(),
-            now,
-            deadline: None,
-        };
-        handle(serde_json::from_str(fixture).unwrap(), inv, w.deps, w.x)
+        let payload = serde_json::from_str(fixture).unwrap();
+        handle(w, payload, Invocation::at("req", now))
             .await
             .unwrap()
     }
@@ -840,6 +789,59 @@ mod tests {
         );
     }
 
+    /// A stored incident this version cannot read (a newer format, a corrupt write) is a P2 per
+    /// incident, on the event's path and on the sweep's; the failover itself is still followed.
+    #[tokio::test]
+    async fn an_unreadable_stored_incident_is_a_p2_and_left_alone() {
+        let w = world(&[]);
+        let corrupt = json!({"db": "nbaops-dev-db", "id": 7});
+        let pk = "failover#nbaops-dev-db";
+        let sk = "inc#20261125T190000.000Z";
+        w.ledger.put(pk, sk, &corrupt, None).await.unwrap();
+        let r = run(&w, START, later()).await;
+        let key = "ledger-unreadable#rds:nbaops-dev-db#failover incident 20261125T190000.000Z";
+        let a = alerts(&w);
+        assert_eq!(a.len(), 2, "{a:#?}");
+        assert_eq!(
+            (a[0].severity, a[0].dedup_key.as_str()),
+            (Severity::P2, key)
+        );
+        assert_eq!(
+            a[1].dedup_key,
+            "failover#rds:nbaops-dev-db#20261125T200102.123Z"
+        );
+        assert_eq!(r.records[0].alerts.len(), 2);
+        assert!(
+            r.records[0]
+                .notes
+                .iter()
+                .any(|n| n.contains("unreadable") && n.contains("not acting")),
+            "{:?}",
+            r.records[0].notes
+        );
+        // The sweep meets it through the open index: a P2 again, the item kept for someone to fix.
+        w.ledger
+            .put(
+                OPEN_INDEX,
+                "nbaops-dev-db#20261125T190000.000Z",
+                &json!({"db": "nbaops-dev-db", "id": "20261125T190000.000Z"}),
+                None,
+            )
+            .await
+            .unwrap();
+        let r = run(&w, SWEEP, later()).await;
+        assert_eq!(r.records[0].alerts.len(), 1, "{:?}", r.records[0].notes);
+        assert_eq!(r.records[0].alerts[0].dedup_key, key);
+        assert_eq!(w.ledger.get(pk, sk).await.unwrap(), Some(corrupt));
+        assert!(w
+            .ledger
+            .get(OPEN_INDEX, "nbaops-dev-db#20261125T190000.000Z")
+            .await
+            .unwrap()
+            .is_some());
+        assert!(w.rds.mutations().is_empty());
+    }
+
     mod properties {
         use super::*;
         use nbaops_shared::events::arbitrary;
@@ -855,8 +857,7 @@ mod tests {
                 let w = world(&[]);
                 let understood = arbitrary::understood(&payload);
                 let now = chrono::DateTime::parse_from_rfc3339("2026-11-25T20:05:00Z").unwrap().with_timezone(&Utc);
-                let inv = Invocation { request_id: "prop".into(), now, deadline: None };
-                let res = arbitrary::block_on(handle(payload, inv, w.deps, w.x));
+                let res = arbitrary::block_on(handle(&w, payload, Invocation::at("prop", now)));
                 if !understood {
                     arbitrary::refused_cleanly(&res)?;
                     prop_assert!(w.rds.mutations().is_empty());

@@ -69,6 +69,7 @@ pub struct Signal {
 /// A notification to publish on the incident's thread.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Notice {
+    /// Which notice of the incident: "start", "stuck", "failed", "completion", "resolution".
     pub what: &'static str,
     pub severity: Severity,
     pub resolved: bool,
@@ -107,7 +108,7 @@ impl Incident {
         self.completed_at.or(self.failed_at)
     }
 
-    fn has(&self, code: &str, at: DateTime<Utc>) -> bool {
+    fn has_seen(&self, code: &str, at: DateTime<Utc>) -> bool {
         self.events.iter().any(|e| e.code == code && e.at == at)
     }
 
@@ -131,7 +132,8 @@ impl Incident {
         }
     }
 
-    fn what(&self) -> &'static str {
+    /// What kind of failover this is, for the summaries.
+    fn kind(&self) -> &'static str {
         if self.cluster {
             "Multi-AZ DB cluster failover"
         } else {
@@ -193,7 +195,10 @@ fn duration_words(inc: &Incident, cfg: &FailoverConfig) -> (String, bool) {
 /// Which stored incident an event belongs to; `None` = a new one (or, for a phase, none).
 /// `incidents` are in id (time) order; the latest match wins.
 pub fn find_incident(incidents: &[Incident], s: &Signal, cfg: &FailoverConfig) -> Option<usize> {
-    if let Some(i) = incidents.iter().rposition(|inc| inc.has(&s.code, s.at)) {
+    if let Some(i) = incidents
+        .iter()
+        .rposition(|inc| inc.has_seen(&s.code, s.at))
+    {
         return Some(i);
     }
     let corr = Duration::seconds(cfg.correlation_seconds);
@@ -230,7 +235,7 @@ pub struct Step {
 }
 
 pub fn apply(existing: Option<Incident>, s: &Signal, cfg: &FailoverConfig) -> Step {
-    if let Some(inc) = existing.as_ref().filter(|i| i.has(&s.code, s.at)) {
+    if let Some(inc) = existing.as_ref().filter(|i| i.has_seen(&s.code, s.at)) {
         return Step {
             incident: inc.clone(),
             duplicate: true,
@@ -285,7 +290,7 @@ pub fn apply(existing: Option<Incident>, s: &Signal, cfg: &FailoverConfig) -> St
                     summary: format!(
                         "{}: {} started {} before its completion (start event delivered late): completed {words}",
                         inc.db,
-                        inc.what(),
+                        inc.kind(),
                         inc.duration_seconds().map(|d| format!("{d:.0} s")).unwrap_or_default()
                     ),
                     details: inc.timeline(),
@@ -300,7 +305,7 @@ pub fn apply(existing: Option<Incident>, s: &Signal, cfg: &FailoverConfig) -> St
                     summary: format!(
                         "{}: {} started ({}); expected to complete within {max} s, P1 after {} s",
                         inc.db,
-                        inc.what(),
+                        inc.kind(),
                         s.code,
                         cfg.limit_seconds
                     ),
@@ -349,7 +354,7 @@ pub fn apply(existing: Option<Incident>, s: &Signal, cfg: &FailoverConfig) -> St
                     summary: format!(
                         "{}: {} FAILED ({}): {}",
                         inc.db,
-                        inc.what(),
+                        inc.kind(),
                         s.code,
                         s.title
                     ),
@@ -423,7 +428,7 @@ pub fn conclude(
             what: "completion",
             severity: inc.severity,
             resolved: passed,
-            summary: format!("{}: {} completed {words}; {vwords}", inc.db, inc.what()),
+            summary: format!("{}: {} completed {words}; {vwords}", inc.db, inc.kind()),
             details,
         }
     };
@@ -456,7 +461,7 @@ pub fn sweep(mut inc: Incident, now: DateTime<Utc>, cfg: &FailoverConfig) -> Swe
                     summary: format!(
                         "{}: {} started at {} and has not completed after {open_for} s (limit {} s)",
                         inc.db,
-                        inc.what(),
+                        inc.kind(),
                         st.format("%H:%M:%S UTC"),
                         cfg.limit_seconds
                     ),

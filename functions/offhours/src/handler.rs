@@ -1,282 +1,141 @@
 //! Translates the `offhours` Scheduler tick and RDS-EVENT-0154 (RDS started an instance by
 //! itself after 7 days stopped) into guarded stops and starts of the tagged resources.
 //!
-//! Resources are found by tag (`offhours.schedule_tag`), grouped into sets (same environment,
-//! same schedule) and ordered within a set: on a stop, groups first (their size saved, then
-//! 0/0/0) and databases only once every group is down; on a start, databases first and groups
-//! restored only once every database is `available` (a later tick continues, never a sleep).
+//! Resources are found by tag and gathered into sets (`inventory`); each set is run in order
+//! and each resource brought to what its schedule says (`execution`, deciding with `plan` on
+//! `schedule`'s transitions); what offhours remembers between runs is in `state`.
 
-use std::collections::BTreeMap;
 use std::str::FromStr;
 
-use chrono::{DateTime, Duration, Utc};
-use serde_json::{json, Value};
+use chrono::{DateTime, Utc};
 
-use nbaops_shared::adapters::{AwsClients, SdkInventory, SdkRdsPower};
-use nbaops_shared::alerts::{Alert, Severity};
-use nbaops_shared::config::offhours::{self, OffhoursConfig, Schedule};
+use nbaops_shared::adapters::{AwsClients, SdkAutoScaling, SdkInventory, SdkRds, SdkRdsPower};
+use nbaops_shared::config::offhours::{self, OffhoursConfig};
 use nbaops_shared::config::Env;
-use nbaops_shared::deadline::{Budget, MARGIN, ONE_AWS_ACTION};
 use nbaops_shared::events::rds_catalog::{classify_rds_event, RdsEventKind};
-use nbaops_shared::events::{classify, Inbound, RdsEvent, RdsSourceType, ScheduledTick};
-use nbaops_shared::guard::{
-    decode_state, report_unreadable_state, AuditRecord, Bounds, Guard, Outcome, ProposedAction,
-};
-use nbaops_shared::ports::{Inventory, RdsPower, Tags};
-use nbaops_shared::runtime::{Deps, Invocation, InvocationReport, RecordReport};
+use nbaops_shared::events::{Inbound, RdsEvent, RdsSourceType, ScheduledTick};
+use nbaops_shared::guard::Outcome;
+use nbaops_shared::ports::{AutoScaling, Inventory, Rds, RdsPower};
+use nbaops_shared::runtime::{Ctx, Deps, Function, InvocationReport, RecordReport};
 use nbaops_shared::Result;
 
-use crate::plan::{
-    plan_resource, GroupSize, Observed, Policy, ResourcePlan, ResourceState, SetContext, Step,
-};
-use crate::schedule::{last_transition, next_transition, Power, Transition};
+use crate::inventory::discover;
+use crate::state;
 
 pub const FUNCTION: &str = "offhours";
 /// Scheduler input `{"nbaops": {"task": "offhours", "at"?: "...", "env"?: "test"}}`.
 pub const TASK: &str = "offhours";
 
-pub struct OffhoursDeps {
+/// The `offhours` section and the ports offhours calls, built once at init.
+pub struct Offhours {
     pub cfg: OffhoursConfig,
+    /// The tagged groups and instances.
     pub inventory: Box<dyn Inventory>,
+    /// Stops and starts of RDS instances.
     pub power: Box<dyn RdsPower>,
+    /// Group resizes (0/0/0 and back).
+    pub asg: Box<dyn AutoScaling>,
+    /// A database described again after its start.
+    pub rds: Box<dyn Rds>,
 }
 
-/// Init: the `offhours` section validated (prod refused unless allowed), the tag inventory and
-/// the RDS stop/start adapters.
-pub fn build(deps: &Deps, aws: &AwsClients) -> Result<OffhoursDeps> {
-    Ok(OffhoursDeps {
-        cfg: offhours::from_settings(&deps.cfg.settings)?,
-        inventory: Box::new(SdkInventory {
-            asg: aws.autoscaling(),
-            rds: aws.rds(),
-        }),
-        power: Box::new(SdkRdsPower(aws.rds())),
-    })
-}
+impl Function for Offhours {
+    const NAME: &'static str = FUNCTION;
+    const TAKES: &'static str =
+        "the 'offhours' schedule and RDS-EVENT-0154 (DB instance started after 7 days stopped)";
+    type Reply = InvocationReport;
 
-pub async fn handle(
-    payload: Value,
-    inv: Invocation,
-    deps: &'static Deps,
-    x: &'static OffhoursDeps,
-) -> Result<InvocationReport> {
-    let mut report = InvocationReport {
-        function: FUNCTION.into(),
-        env: deps.cfg.env.to_string(),
-        records: vec![],
-    };
-    for inbound in classify(&payload) {
-        let rec = match inbound {
-            Inbound::Schedule(t) if t.task().as_deref() == Some(TASK) => {
-                on_tick(&t, &inv, deps, x).await?
+    /// The `offhours` section validated (prod refused unless allowed), the tag inventory, the
+    /// group and RDS adapters.
+    async fn init(deps: &Deps, aws: &AwsClients) -> Result<Self> {
+        Ok(Offhours {
+            cfg: offhours::from_settings(&deps.cfg.settings)?,
+            inventory: Box::new(SdkInventory {
+                asg: aws.autoscaling(),
+                rds: aws.rds(),
+            }),
+            power: Box::new(SdkRdsPower(aws.rds())),
+            asg: Box::new(SdkAutoScaling(aws.autoscaling())),
+            rds: Box::new(SdkRds(aws.rds())),
+        })
+    }
+
+    async fn on(&self, inbound: Inbound, ctx: &Ctx<'_>) -> Result<RecordReport> {
+        match inbound {
+            Inbound::Schedule(tick) if tick.task().as_deref() == Some(TASK) => {
+                self.on_tick(&tick, ctx).await
             }
             Inbound::Rds(ev)
                 if classify_rds_event(&ev).kind == RdsEventKind::AutoStartAfter7Days
                     && ev.source_type == RdsSourceType::Instance =>
             {
-                on_auto_start(&ev, &inv, deps, x).await?
+                self.on_auto_start(&ev, ctx).await
             }
-            Inbound::NotForMe(n) => RecordReport::not_for_me("", "unknown", n.reason),
-            other => RecordReport::not_for_me(
-                other.event_id().unwrap_or(""),
-                other.kind(),
-                format!("{FUNCTION} takes the '{TASK}' schedule and RDS-EVENT-0154 (DB instance started after 7 days stopped)"),
-            ),
-        };
-        report.records.push(rec);
-    }
-    Ok(report)
-}
-
-/// One scheduled resource as seen now.
-#[derive(Debug, Clone)]
-struct Member {
-    /// `asg:<name>` or `rds:<id>`.
-    resource: String,
-    name: String,
-    env: Env,
-    tags: Tags,
-    observed: Observed,
-}
-
-impl Member {
-    fn is_db(&self) -> bool {
-        matches!(self.observed, Observed::Db(_))
-    }
-}
-
-/// Resources sharing an environment and a schedule, keyed by (env, schedule name).
-type Sets = BTreeMap<(String, String), Vec<Member>>;
-
-fn state_pk(resource: &str) -> String {
-    format!("offhours#{resource}")
-}
-
-/// The resource's state as stored (default when there is none). An item this version cannot
-/// read is a P2 and `None`: the caller does not act on that resource.
-async fn load_state(
-    deps: &Deps,
-    resource: &str,
-    now: chrono::DateTime<chrono::Utc>,
-    rec: &mut RecordReport,
-) -> Result<Option<ResourceState>> {
-    match decode_state(deps.ledger.get(&state_pk(resource), "state").await?) {
-        Ok(s) => Ok(Some(s.unwrap_or_default())),
-        Err(e) => {
-            let (note, alert) = report_unreadable_state(
-                &deps.cfg,
-                deps.notifier.as_ref(),
-                resource,
-                "offhours state",
-                &e,
-                now,
-            )
-            .await?;
-            rec.notes.push(note);
-            rec.alerts.push(alert);
-            Ok(None)
+            other => Ok(ctx.not_mine(&other)),
         }
     }
 }
 
-async fn save_state(deps: &Deps, resource: &str, s: &ResourceState) -> Result<()> {
-    let v = serde_json::to_value(s).unwrap_or(Value::Null);
-    deps.ledger
-        .put(&state_pk(resource), "state", &v, None)
-        .await
-}
-
-/// Which set a tagged resource belongs to, or why it is left alone.
-fn admit(
-    x: &OffhoursDeps,
-    resource: &str,
-    tags: &Tags,
-    only_env: Option<Env>,
-) -> std::result::Result<(Env, String), Option<String>> {
-    let cfg = &x.cfg;
-    let schedule = tags
-        .get(&cfg.schedule_tag)
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default();
-    if cfg.opted_out(tags) {
-        return Err(Some(format!("{resource}: opted out ({})", cfg.opt_out_tag)));
-    }
-    let Some(env) = tags.get(&cfg.env_tag).and_then(|e| Env::from_str(e).ok()) else {
-        return Err(Some(format!(
-            "{resource}: no valid '{}' tag (dev, test or prod): refused, never scheduled blind",
-            cfg.env_tag
-        )));
-    };
-    if only_env.is_some_and(|o| o != env) {
-        return Err(None);
-    }
-    if !cfg.may_schedule(env) {
-        return Err(Some(format!(
-            "{resource}: environment {env} is not in offhours.envs{}: left alone",
-            if env == Env::Prod {
-                " (prod needs offhours.allow_prod)"
-            } else {
-                ""
-            }
-        )));
-    }
-    if !cfg.schedules.contains_key(&schedule) {
-        return Err(Some(format!(
-            "{resource}: schedule '{schedule}' is not defined in offhours.schedules: left alone"
-        )));
-    }
-    Ok((env, schedule))
-}
-
-async fn discover(
-    x: &OffhoursDeps,
-    only_env: Option<Env>,
-    notes: &mut Vec<String>,
-) -> Result<Sets> {
-    let mut sets = Sets::new();
-    let tag = &x.cfg.schedule_tag;
-    let mut push = |resource: String, name: String, tags: Tags, observed: Observed| match admit(
-        x, &resource, &tags, only_env,
-    ) {
-        Ok((env, schedule)) => sets
-            .entry((env.to_string(), schedule))
-            .or_default()
-            .push(Member {
-                resource,
-                name,
-                env,
-                tags,
-                observed,
-            }),
-        Err(Some(why)) => notes.push(why),
-        Err(None) => {}
-    };
-    for g in x.inventory.list_groups_with_tag(tag).await? {
-        let size = GroupSize {
-            min: g.min_size,
-            max: g.max_size,
-            desired: g.desired,
+impl Offhours {
+    async fn on_tick(&self, tick: &ScheduledTick, ctx: &Ctx<'_>) -> Result<RecordReport> {
+        let env = tick.param("env");
+        let Ok(only_env) = env.as_deref().map(Env::from_str).transpose() else {
+            let reason = format!(
+                "offhours tick for unknown environment '{}'",
+                env.unwrap_or_default()
+            );
+            return Ok(RecordReport::not_for_me(&tick.event_id, "schedule", reason));
         };
-        push(
-            format!("asg:{}", g.name),
-            g.name,
-            g.tags,
-            Observed::Group(size),
-        );
+        let mut w = ctx.work(&tick.event_id, "schedule", "");
+        if let Some(a) = tick.param("action") {
+            w.note(format!(
+                "tick action '{a}' ignored: the schedules decide what each resource should be"
+            ));
+        }
+        let found = discover(self.inventory.as_ref(), &self.cfg, only_env).await?;
+        w.rec.notes.extend(found.left_alone);
+        let in_view = found.sets.values().map(Vec::len).sum();
+        let mut w = w.with_fleet_size(in_view);
+        self.run_sets(&found.sets, tick.at, &mut w).await?;
+        w.rec.summary = summary(&w.rec, in_view, tick.at);
+        Ok(w.rec)
     }
-    for d in x.inventory.list_db_instances_with_tag(tag).await? {
-        push(
-            format!("rds:{}", d.id),
-            d.id,
-            d.tags,
-            Observed::Db(d.status),
-        );
-    }
-    Ok(sets)
-}
 
-async fn on_tick(
-    t: &ScheduledTick,
-    inv: &Invocation,
-    deps: &Deps,
-    x: &OffhoursDeps,
-) -> Result<RecordReport> {
-    let mut rec = RecordReport {
-        event_id: t.event_id.clone(),
-        kind: "schedule".into(),
-        ..Default::default()
-    };
-    let only_env = match t.param("env") {
-        Some(e) => match Env::from_str(&e) {
-            Ok(env) => Some(env),
-            Err(_) => {
-                return Ok(RecordReport::not_for_me(
-                    &t.event_id,
-                    "schedule",
-                    format!("offhours tick for unknown environment '{e}'"),
-                ))
-            }
-        },
-        None => None,
-    };
-    if let Some(a) = t.param("action") {
-        rec.notes.push(format!(
-            "tick action '{a}' ignored: the schedules decide what each resource should be"
+    /// RDS started a stopped instance by itself: remember it, then bring its set back to its
+    /// schedule (a database the schedule says is off is stopped again once available).
+    async fn on_auto_start(&self, ev: &RdsEvent, ctx: &Ctx<'_>) -> Result<RecordReport> {
+        let mut w = ctx.work(&ev.event_id, "rds", "");
+        let resource = format!("rds:{}", ev.source_id);
+        let found = discover(self.inventory.as_ref(), &self.cfg, None).await?;
+        let set = found
+            .sets
+            .iter()
+            .find(|(_, ms)| ms.iter().any(|m| m.resource == resource));
+        let Some((key, members)) = set else {
+            let about_it = found.left_alone.iter().filter(|n| n.starts_with(&resource));
+            w.rec.notes.extend(about_it.cloned());
+            w.rec.summary = format!(
+                "{resource} started after 7 days stopped, but it is not scheduled by offhours: left running"
+            );
+            return Ok(w.rec);
+        };
+        let Some(mut state) = state::load(&mut w, &resource, ev.at).await? else {
+            return Ok(w.rec);
+        };
+        state.auto_started_at = Some(ev.at);
+        state::save(ctx.deps.ledger.as_ref(), &resource, &state).await?;
+        w.note(format!(
+            "{resource}: RDS started it after 7 days stopped (RDS-EVENT-0154 at {})",
+            ev.at.to_rfc3339()
         ));
+        let mut w = w.with_fleet_size(members.len());
+        self.run_sets([(key, members)], ev.at, &mut w).await?;
+        w.rec.summary = format!(
+            "{resource} auto-started after 7 days stopped; {}",
+            summary(&w.rec, members.len(), ev.at)
+        );
+        Ok(w.rec)
     }
-    let sets = discover(x, only_env, &mut rec.notes).await?;
-    let in_view: usize = sets.values().map(Vec::len).sum();
-    let mut guard = deps.guard(&t.event_id, inv).with_fleet_size(in_view);
-    let mut budget = Budget::new(inv, MARGIN, ONE_AWS_ACTION);
-    for ((env, name), members) in &sets {
-        if let Some(schedule) = x.cfg.schedules.get(name) {
-            let run = (t.at, &mut guard, &mut budget);
-            run_set(env, schedule, members, run, deps, x, &mut rec).await?;
-        }
-    }
-    rec.notes.extend(budget.report());
-    rec.summary = summary(&rec, in_view, t.at);
-    Ok(rec)
 }
 
 fn summary(rec: &RecordReport, in_view: usize, at: DateTime<Utc>) -> String {
@@ -292,444 +151,16 @@ fn summary(rec: &RecordReport, in_view: usize, at: DateTime<Utc>) -> String {
     )
 }
 
-/// RDS started a stopped instance by itself: remember it, then bring its set back to its
-/// schedule (a database the schedule says is off is stopped again once available).
-async fn on_auto_start(
-    ev: &RdsEvent,
-    inv: &Invocation,
-    deps: &Deps,
-    x: &OffhoursDeps,
-) -> Result<RecordReport> {
-    let mut rec = RecordReport {
-        event_id: ev.event_id.clone(),
-        kind: "rds".into(),
-        ..Default::default()
-    };
-    let resource = format!("rds:{}", ev.source_id);
-    let mut notes = Vec::new();
-    let sets = discover(x, None, &mut notes).await?;
-    let found = sets
-        .iter()
-        .find(|(_, ms)| ms.iter().any(|m| m.resource == resource));
-    let Some(((env, name), members)) = found else {
-        rec.notes
-            .extend(notes.into_iter().filter(|n| n.starts_with(&resource)));
-        rec.summary = format!(
-            "{resource} started after 7 days stopped, but it is not scheduled by offhours: left running"
-        );
-        return Ok(rec);
-    };
-    let Some(mut state) = load_state(deps, &resource, ev.at, &mut rec).await? else {
-        return Ok(rec);
-    };
-    state.auto_started_at = Some(ev.at);
-    save_state(deps, &resource, &state).await?;
-    rec.notes.push(format!(
-        "{resource}: RDS started it after 7 days stopped (RDS-EVENT-0154 at {})",
-        ev.at.to_rfc3339()
-    ));
-    let mut guard = deps.guard(&ev.event_id, inv).with_fleet_size(members.len());
-    let mut budget = Budget::new(inv, MARGIN, ONE_AWS_ACTION);
-    if let Some(schedule) = x.cfg.schedules.get(name) {
-        let run = (ev.at, &mut guard, &mut budget);
-        run_set(env, schedule, members, run, deps, x, &mut rec).await?;
-    }
-    rec.notes.extend(budget.report());
-    rec.summary = format!(
-        "{resource} auto-started after 7 days stopped; {}",
-        summary(&rec, members.len(), ev.at)
-    );
-    Ok(rec)
-}
-
-/// What happened to one resource, for the ordering of its set.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Done {
-    /// In the state the schedule says (already, or acted).
-    Reached,
-    /// Dry-run: would have acted (the preview goes on as if it had).
-    Would,
-    NotYet,
-}
-
-/// One set at `at`: the schedule's last transition, then groups before databases on a stop,
-/// databases before groups on a start. A member the Lambda deadline leaves is named in the
-/// budget's report, and so is every member that waits for it (a database whose groups were not
-/// all stopped, groups whose database was not started).
-#[allow(clippy::too_many_arguments)]
-async fn run_set(
-    env: &str,
-    schedule: &Schedule,
-    members: &[Member],
-    (at, guard, budget): (DateTime<Utc>, &mut Guard<'_>, &mut Budget),
-    deps: &Deps,
-    x: &OffhoursDeps,
-    rec: &mut RecordReport,
-) -> Result<()> {
-    let Some(t) = last_transition(schedule, at) else {
-        rec.notes.push(format!(
-            "schedule '{}' ({env}): no transition in the last three weeks: nothing to do",
-            schedule.name
-        ));
-        return Ok(());
-    };
-    let next = next_transition(schedule, at)
-        .map(|n| {
-            format!(
-                ", next {} at {}",
-                words(n.power),
-                n.at.format("%Y-%m-%d %H:%M UTC")
-            )
-        })
-        .unwrap_or_default();
-    rec.notes.push(format!(
-        "schedule '{}' ({env}, {}): {} since {}{next}",
-        schedule.name,
-        schedule.tz.name(),
-        words(t.power),
-        t.at.format("%Y-%m-%d %H:%M UTC")
-    ));
-    let policy = Policy {
-        enforce: x.cfg.enforce,
-        two_sided: schedule.two_sided(),
-        start_grace: Duration::minutes(x.cfg.start_grace_minutes),
-    };
-    let (groups, dbs): (Vec<&Member>, Vec<&Member>) = members.iter().partition(|m| !m.is_db());
-    let ctx = Ctx {
-        t,
-        at,
-        policy,
-        schedule: &schedule.name,
-    };
-    match t.power {
-        Power::Off => {
-            let mut all_down = true;
-            for m in &groups {
-                if !budget.admit(&m.resource) {
-                    all_down = false;
-                    continue;
-                }
-                let set = SetContext {
-                    groups_down: true,
-                    dbs_ready: true,
-                };
-                let done = one(m, set, &[], &ctx, guard, deps, x, rec).await?;
-                all_down &= done != Done::NotYet;
-            }
-            for m in &dbs {
-                if !budget.admit(&m.resource) {
-                    continue;
-                }
-                let set = SetContext {
-                    groups_down: all_down,
-                    dbs_ready: true,
-                };
-                one(m, set, &[], &ctx, guard, deps, x, rec).await?;
-            }
-        }
-        Power::On => {
-            let mut ready = Vec::new();
-            let mut all_ready = true;
-            for m in &dbs {
-                if !budget.admit(&m.resource) {
-                    all_ready = false;
-                    continue;
-                }
-                let set = SetContext {
-                    groups_down: true,
-                    dbs_ready: true,
-                };
-                let done = one(m, set, &[], &ctx, guard, deps, x, rec).await?;
-                // Described again after a start: the groups wait for `available`, not for the call.
-                let status = match deps.rds.describe_instance(&m.name).await? {
-                    Some(d) => d.status,
-                    None => "missing".into(),
-                };
-                let is_ready = status == "available" || done == Done::Would;
-                if !is_ready {
-                    rec.notes
-                        .push(format!("{}: '{status}': its groups wait", m.resource));
-                }
-                all_ready &= is_ready;
-                ready.push(json!({"db": m.resource, "status": status}));
-            }
-            for m in &groups {
-                if !budget.admit(&m.resource) {
-                    continue;
-                }
-                let set = SetContext {
-                    groups_down: true,
-                    dbs_ready: all_ready,
-                };
-                one(m, set, &ready, &ctx, guard, deps, x, rec).await?;
-            }
-        }
-    }
-    Ok(())
-}
-
-fn words(p: Power) -> &'static str {
-    match p {
-        Power::On => "running",
-        Power::Off => "stopped",
-    }
-}
-
-struct Ctx<'a> {
-    t: Transition,
-    at: DateTime<Utc>,
-    policy: Policy,
-    schedule: &'a str,
-}
-
-/// Plans one resource, acts through the guard, remembers the outcome.
-#[allow(clippy::too_many_arguments)]
-async fn one(
-    m: &Member,
-    set: SetContext,
-    dbs_seen: &[Value],
-    ctx: &Ctx<'_>,
-    guard: &mut Guard<'_>,
-    deps: &Deps,
-    x: &OffhoursDeps,
-    rec: &mut RecordReport,
-) -> Result<Done> {
-    let t = ctx.t;
-    let first_action = rec.actions.len();
-    let Some(mut state) = load_state(deps, &m.resource, ctx.at, rec).await? else {
-        return Ok(Done::NotYet);
-    };
-    let fresh = state.acted.is_none_or(|a| a.at < t.at);
-    let ResourcePlan { step, alert } =
-        plan_resource(t, &state, &m.observed, set, ctx.policy, ctx.at);
-    if let Some(summary) = alert {
-        raise(m, &summary, x.cfg.alert_severity, ctx, deps, x, rec).await?;
-        state.alerted = Some(t.at);
-    }
-    let reason = format!(
-        "schedule '{}' says {} since {}",
-        ctx.schedule,
-        words(t.power),
-        t.at.format("%Y-%m-%d %H:%M UTC")
-    );
-    let done = match step {
-        Step::Hold(why) => {
-            rec.notes.push(format!("{}: {why}", m.resource));
-            state.waiting = Some(why);
-            Done::NotYet
-        }
-        Step::Satisfied(why) => {
-            if fresh {
-                state.acted = Some(t);
-                if t.power == Power::On {
-                    // Running when the schedule starts: any size saved earlier is stale.
-                    state.saved = None;
-                }
-            }
-            state.waiting = None;
-            rec.notes.push(format!("{}: {why}", m.resource));
-            Done::Reached
-        }
-        Step::StopGroup { save } => {
-            let action = proposed(
-                m,
-                "asg.offhours_stop",
-                &reason,
-                x,
-                Some(Bounds {
-                    proposed: 0.0,
-                    min: 0.0,
-                    max: save.desired as f64,
-                }),
-                json!({"min": save.min, "max": save.max, "desired": save.desired}),
-                json!({"min": 0, "max": 0, "desired": 0, "saved": save, "transition": t}),
-            );
-            let mut with_size = state.clone();
-            with_size.saved = Some(save);
-            let audit = guard
-                .run(&action, || async {
-                    // Saved before the change: the size it had when it stopped is what comes back.
-                    save_state(deps, &m.resource, &with_size).await?;
-                    deps.asg.update_group_size(&m.name, 0, 0, 0).await
-                })
-                .await?;
-            settle(audit, &mut state, t, rec, |s| {
-                s.saved = Some(save);
-            })
-        }
-        Step::RestoreGroup { to } => {
-            let action = proposed(
-                m,
-                "asg.offhours_start",
-                &reason,
-                x,
-                Some(Bounds {
-                    proposed: to.desired as f64,
-                    min: to.min as f64,
-                    max: to.max as f64,
-                }),
-                json!({"min": 0, "max": 0, "desired": 0, "databases": dbs_seen}),
-                json!({"min": to.min, "max": to.max, "desired": to.desired, "transition": t}),
-            );
-            let audit = guard
-                .run(&action, || {
-                    deps.asg
-                        .update_group_size(&m.name, to.min, to.max, to.desired)
-                })
-                .await?;
-            settle(audit, &mut state, t, rec, |s| s.saved = None)
-        }
-        Step::StopDb => {
-            let action = proposed(
-                m,
-                "rds.offhours_stop",
-                &reason,
-                x,
-                None,
-                json!({"status": "available", "auto_started_at": state.auto_started_at}),
-                json!({"status": "stopped", "transition": t}),
-            );
-            let audit = guard
-                .run(&action, || x.power.stop_instance(&m.name))
-                .await?;
-            settle(audit, &mut state, t, rec, |s| {
-                s.auto_started_at = None;
-                s.started_at = None;
-            })
-        }
-        Step::StartDb => {
-            let action = proposed(
-                m,
-                "rds.offhours_start",
-                &reason,
-                x,
-                None,
-                json!({"status": "stopped"}),
-                json!({"status": "available", "transition": t}),
-            );
-            let audit = guard
-                .run(&action, || x.power.start_instance(&m.name))
-                .await?;
-            let at = ctx.at;
-            settle(audit, &mut state, t, rec, |s| s.started_at = Some(at))
-        }
-    };
-    if let Some(failed) = rec.actions[first_action..]
-        .iter()
-        .find(|a| a.outcome == Outcome::Failed)
-        .cloned()
-    {
-        if state.alerted != Some(t.at) {
-            let summary = format!(
-                "{} failed: {}",
-                failed.action,
-                failed.error.as_deref().unwrap_or("?")
-            );
-            // An action that failed after the SDK's retries is a P2 (or the configured
-            // severity, if that is higher): the resource is left in neither state.
-            let severity = x.cfg.alert_severity.min(Severity::P2);
-            raise(m, &summary, severity, ctx, deps, x, rec).await?;
-            state.alerted = Some(t.at);
-        }
-    }
-    save_state(deps, &m.resource, &state).await?;
-    Ok(done)
-}
-
-/// Records the audit; an acted (or dry-run) change counts as reaching the schedule's state,
-/// and only an acted one is remembered as done.
-fn settle(
-    audit: AuditRecord,
-    state: &mut ResourceState,
-    t: Transition,
-    rec: &mut RecordReport,
-    on_acted: impl FnOnce(&mut ResourceState),
-) -> Done {
-    let words = audit.outcome_words();
-    rec.notes
-        .push(format!("{}: {}: {words}", audit.resource, audit.action));
-    let done = match audit.outcome {
-        Outcome::Acted => {
-            state.acted = Some(t);
-            state.waiting = None;
-            on_acted(state);
-            Done::Reached
-        }
-        Outcome::WouldAct => Done::Would,
-        _ => Done::NotYet,
-    };
-    rec.actions.push(audit);
-    done
-}
-
-fn proposed(
-    m: &Member,
-    action: &str,
-    reason: &str,
-    x: &OffhoursDeps,
-    bounds: Option<Bounds>,
-    before: Value,
-    after: Value,
-) -> ProposedAction {
-    ProposedAction {
-        action: action.into(),
-        resource: m.resource.clone(),
-        tags: m.tags.clone(),
-        reason: reason.into(),
-        severity: Severity::P4,
-        // Opted in by its schedule tag, in a non-production environment.
-        disruptive: false,
-        bounds,
-        cooldown_key: "offhours".into(),
-        cooldown_seconds: x.cfg.cooldown_seconds,
-        before,
-        after,
-    }
-}
-
-async fn raise(
-    m: &Member,
-    summary: &str,
-    severity: Severity,
-    ctx: &Ctx<'_>,
-    deps: &Deps,
-    x: &OffhoursDeps,
-    rec: &mut RecordReport,
-) -> Result<()> {
-    let text = format!("{} ({}): {summary}", m.resource, m.env);
-    let alert = Alert::new(
-        severity,
-        &m.env.to_string(),
-        FUNCTION,
-        &m.resource,
-        format!("offhours#{}#{}", m.resource, ctx.t.at.to_rfc3339()),
-        text,
-        ctx.at,
-    )
-    .with_details(json!({
-        "schedule": ctx.schedule,
-        "schedule_says": words(ctx.t.power),
-        "since": ctx.t.at,
-        "enforce": x.cfg.enforce,
-    }))
-    .with_runbook(format!(
-        "Bring {} to the state you want by hand, or tag it {}=true to take it off its schedule.",
-        m.resource, x.cfg.opt_out_tag
-    ));
-    deps.alerts().publish(&alert).await?;
-    rec.alerts.push(alert);
-    Ok(())
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use chrono::TimeZone;
-    use nbaops_shared::config::{layer, Config};
+    use nbaops_shared::alerts::Severity;
     use nbaops_shared::fakes::*;
-    use nbaops_shared::guard::Switches;
     use nbaops_shared::ports::*;
+    use nbaops_shared::runtime::{dispatch, Invocation};
+    use serde_json::{json, Value};
 
     const AUTO_START: &str =
         include_str!("../../../events/rds/eventbridge-auto-start-after-7-days.json");
@@ -766,7 +197,7 @@ mod tests {
 
     struct World {
         deps: &'static Deps,
-        x: &'static OffhoursDeps,
+        f: &'static Offhours,
         asg: &'static FakeAutoScaling,
         rds: &'static FakeRds,
         power: &'static Power,
@@ -828,13 +259,7 @@ mod tests {
             ("NBAOPS_GUARD__BLAST__MAX_PERCENT", "100"),
         ];
         pairs.extend_from_slice(extra);
-        let vars = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let settings = layer(Env::Dev, &vars, &Default::default()).unwrap();
-        let off_cfg = offhours::from_settings(&settings).unwrap();
-        let cfg = Config::from_settings(Env::Dev, FUNCTION, settings).unwrap();
+        let t = test_deps(FUNCTION, &pairs).unwrap();
         let asg = leak(FakeAutoScaling::with(vec![GroupState {
             name: WEB.into(),
             min_size: 1,
@@ -860,31 +285,21 @@ mod tests {
             log: Default::default(),
             start_lands_on,
         });
-        let notifier = leak(FakeNotifier::default());
-        let ledger = leak(FakeLedger::default());
-        let deps = leak(Deps {
-            cfg,
-            asg: Box::new(Shared(asg)),
-            rds: Box::new(Shared(rds)),
-            cache: Box::new(FakeElastiCache::default()),
-            notifier: Box::new(Shared(notifier)),
-            params: None,
-            ledger: Box::new(Shared(ledger)),
-            switches: Switches::default(),
-        });
-        let x = leak(OffhoursDeps {
-            cfg: off_cfg,
+        let f = leak(Offhours {
+            cfg: offhours::from_settings(&t.deps.cfg.settings).unwrap(),
             inventory: Box::new(FakeInventory { asg, rds }),
             power: Box::new(PowerRef(power)),
+            asg: Box::new(Shared(asg)),
+            rds: Box::new(Shared(rds)),
         });
         World {
-            deps,
-            x,
+            deps: t.deps,
+            f,
             asg,
             rds,
             power,
-            notifier,
-            ledger,
+            notifier: t.notifier,
+            ledger: t.ledger,
         }
     }
 
@@ -907,13 +322,14 @@ mod tests {
         Utc.with_ymd_and_hms(2026, 12, d, h, m, 0).unwrap()
     }
 
+    async fn handle(w: &World, payload: Value, inv: Invocation) -> Result<InvocationReport> {
+        dispatch(w.f, payload, &Ctx::of::<Offhours>(w.deps, &inv)).await
+    }
+
     async fn run(w: &World, payload: Value, now: DateTime<Utc>) -> RecordReport {
-        let inv = Invocation {
-            request_id: "req".into(),
-            now,
-            deadline: None,
-        };
-        let mut r = handle(payload, inv, w.deps, w.x).await.unwrap();
+        let mut r = handle(w, payload, Invocation::at("req", now))
+            .await
+            .unwrap();
         r.records.remove(0)
     }
 
@@ -1218,8 +634,8 @@ mod tests {
             fn any_payload_is_answered_and_only_an_understood_event_acts(payload in arbitrary::payload()) {
                 let w = world(&[]);
                 let understood = arbitrary::understood(&payload);
-                let inv = Invocation { request_id: "prop".into(), now: utc(2, 19, 0), deadline: None };
-                let res = arbitrary::block_on(handle(payload, inv, w.deps, w.x));
+                let inv = Invocation::at("prop", utc(2, 19, 0));
+                let res = arbitrary::block_on(handle(&w, payload, inv));
                 if !understood {
                     arbitrary::refused_cleanly(&res)?;
                     prop_assert!(w.mutations().is_empty());

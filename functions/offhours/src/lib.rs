@@ -3,6 +3,9 @@
 //! on the way down.
 
 pub mod aws_operations;
+mod execution;
 pub mod handler;
+mod inventory;
 pub mod plan;
 pub mod schedule;
+mod state;

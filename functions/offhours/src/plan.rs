@@ -106,13 +106,6 @@ pub struct Policy {
     pub start_grace: Duration,
 }
 
-fn words(p: Power) -> &'static str {
-    match p {
-        Power::On => "running",
-        Power::Off => "stopped",
-    }
-}
-
 /// Decides one resource at `at`, given the schedule's last transition `t`.
 pub fn plan_resource(
     t: Transition,
@@ -134,13 +127,13 @@ pub fn plan_resource(
         let alert = (policy.two_sided && state.alerted != Some(t.at)).then(|| {
             format!(
                 "{what} while its schedule says {} since {since} (left as is: nbaops acts on transitions; set offhours.enforce to override)",
-                words(t.power)
+                t.power.state_name()
             )
         });
         ResourcePlan {
             step: Step::Hold(format!(
                 "{what}; schedule says {} since {since}: respected until the next transition",
-                words(t.power)
+                t.power.state_name()
             )),
             alert,
         }

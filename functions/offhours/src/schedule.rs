@@ -15,6 +15,16 @@ pub enum Power {
     On,
 }
 
+impl Power {
+    /// The state the schedule wants, as people read it: `running` or `stopped`.
+    pub fn state_name(self) -> &'static str {
+        match self {
+            Power::On => "running",
+            Power::Off => "stopped",
+        }
+    }
+}
+
 /// One scheduled start or stop, at a UTC instant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Transition {

@@ -1,133 +1,91 @@
-//! A schedule tick scans every configured database with the read-only monitor role, turns what it
-//! sees into findings (`checks`), announces new or changed findings and resolves cleared ones
-//! (open findings live in the ledger), keeps counter baselines between runs, emits EMF metrics,
-//! and leaves pgstattuple-confirmed bloat figures in the ledger for vacuum-trigger.
-//!
-//! Ledger items: `pgbase#<db>/counters` (counter baseline), `pgbase#<db>/measured` (the last
-//! pgstattuple_approx figure per bloat candidate), `pgopen#<db>/<dedup key>` (firing
-//! findings), `pgmaint#<db>/<table oid>` (measured bloat for vacuum-trigger, 1 day),
-//! read: `pgvacfail#<db>/*` (vacuum-trigger's failed statements, 1 day).
+//! A schedule tick of its own (`{"nbaops": {"task": "pg-health"}}`) scans every configured
+//! database with the read-only monitor role (`scan`, the checks in `checks`), announces new or
+//! changed findings and resolves cleared ones (open findings live in the ledger,
+//! `pgopen#<db>/<dedup key>`), and emits EMF metrics per database (namespace `nbaops/postgres`).
 
-use std::collections::BTreeMap;
 use std::time::Duration as StdDuration;
 
-use chrono::Duration;
-use serde_json::{json, Map, Value};
+use serde_json::json;
 
-use nbaops_shared::alerts::{Alert, AlertStatus};
+use nbaops_shared::adapters::{pg_access, AwsClients};
+use nbaops_shared::alerts::AlertStatus;
 use nbaops_shared::config::pg::{PgConfig, PgTarget};
 use nbaops_shared::deadline::{Budget, MARGIN};
-use nbaops_shared::events::{classify, Inbound, ScheduledTick};
-use nbaops_shared::guard::{decode_state, report_unreadable_state};
-use nbaops_shared::ports::{PgConnector, Postgres};
-use nbaops_shared::runtime::{Deps, Invocation, InvocationReport, RecordReport};
-use nbaops_shared::sql::{self, Connections, IndexStats, Row, Server, Session, TableStats};
+use nbaops_shared::events::{Inbound, ScheduledTick};
+use nbaops_shared::guard::report_unreadable_state;
+use nbaops_shared::ports::PgConnector;
+use nbaops_shared::runtime::{Ctx, Deps, Function, InvocationReport, RecordReport, Work};
+use nbaops_shared::telemetry;
 use nbaops_shared::{NbaopsError, Result};
 
-use crate::checks::{self, Counters, Delta, Finding, OpenFinding};
+use crate::checks::{self, OpenFinding};
+use crate::scan::Scan;
 
 pub const FUNCTION: &str = "pg-health";
 
-/// Function-specific dependencies built once at init.
+/// The `pg` section and the connector, built once at init.
 pub struct PgHealth {
     pub pg: PgConfig,
     pub connector: Box<dyn PgConnector>,
 }
 
-const SIGNALS: &[&str] = &[
-    "unreachable",
-    "connections",
-    "cache-hit",
-    "deadlocks",
-    "replication-lag",
-    "wraparound",
-    "bloat",
-    "long-tx",
-    "idle-in-tx",
-    "lock-wait",
-    "vacuum-failure",
-    "vacuum-progress",
-    "unused-index",
-    "slow-query",
-    "archiver",
-    "check-failed",
-];
+impl Function for PgHealth {
+    const NAME: &'static str = FUNCTION;
+    const TAKES: &'static str = "its own schedule ({\"nbaops\": {\"task\": \"pg-health\"}})";
+    type Reply = InvocationReport;
 
-pub async fn handle(
-    payload: Value,
-    inv: Invocation,
-    deps: &'static Deps,
-    x: &'static PgHealth,
-) -> Result<InvocationReport> {
-    let mut report = InvocationReport {
-        function: FUNCTION.into(),
-        env: deps.cfg.env.to_string(),
-        records: vec![],
-    };
-    for inbound in classify(&payload) {
+    async fn init(deps: &Deps, _aws: &AwsClients) -> Result<Self> {
+        let (pg, connector) = pg_access(&deps.cfg.settings)?;
+        Ok(PgHealth { pg, connector })
+    }
+
+    /// Its own tick becomes one record per database ([`Function::records`]); anything else is
+    /// not for it.
+    async fn on(&self, inbound: Inbound, ctx: &Ctx<'_>) -> Result<RecordReport> {
+        Ok(ctx.not_mine(&inbound))
+    }
+
+    async fn records(&self, inbound: Inbound, ctx: &Ctx<'_>) -> Result<Vec<RecordReport>> {
         match inbound {
-            Inbound::Schedule(tick) => on_tick(&tick, &inv, deps, x, &mut report).await?,
-            Inbound::NotForMe(n) => report
-                .records
-                .push(RecordReport::not_for_me("", "unknown", n.reason)),
-            other => report.records.push(RecordReport::not_for_me(
-                other.event_id().unwrap_or(""),
-                other.kind(),
-                format!("{FUNCTION} runs on a schedule (EventBridge rule or Scheduler)"),
-            )),
+            Inbound::Schedule(tick) if tick.task().as_deref() == Some(FUNCTION) => {
+                self.on_tick(&tick, ctx).await
+            }
+            other => Ok(vec![self.on(other, ctx).await?]),
         }
     }
-    Ok(report)
 }
 
-async fn on_tick(
-    tick: &ScheduledTick,
-    inv: &Invocation,
-    deps: &Deps,
-    x: &PgHealth,
-    report: &mut InvocationReport,
-) -> Result<()> {
-    // `{"nbaops": {"database": "app"}}` narrows a run to one database.
-    let only = tick.param("database");
-    let targets: Vec<&PgTarget> =
-        x.pg.databases
+impl PgHealth {
+    async fn on_tick(&self, tick: &ScheduledTick, ctx: &Ctx<'_>) -> Result<Vec<RecordReport>> {
+        // `{"nbaops": {"database": "app"}}` narrows a run to one database.
+        let only = tick.param("database");
+        let targets: Vec<&PgTarget> = self
+            .pg
+            .databases
             .iter()
             .filter(|t| only.as_deref().is_none_or(|o| o == t.name))
             .collect();
-    if targets.is_empty() {
-        let mut rec = RecordReport {
-            event_id: tick.event_id.clone(),
-            kind: "schedule".into(),
-            summary: "no database to scan".into(),
-            ..Default::default()
-        };
-        rec.notes.push(match only {
-            Some(o) => format!("'{o}' is not in pg.databases"),
-            None => "pg.databases is empty".into(),
-        });
-        report.records.push(rec);
-        return Ok(());
-    }
-    // A scan's longest part is a connection (connect timeout) and a statement (statement
-    // timeout): a database that could not be scanned before the deadline is left, named.
-    let needs = StdDuration::from_secs(x.pg.connect_timeout_seconds)
-        + StdDuration::from_millis(x.pg.statement_timeout_ms);
-    let mut budget = Budget::new(inv, MARGIN, needs);
-    let mut left = RecordReport {
-        event_id: tick.event_id.clone(),
-        kind: "schedule".into(),
-        ..Default::default()
-    };
-    for target in targets {
-        if !budget.admit(format!("scan of pg:{}", target.name)) {
-            continue;
+        if targets.is_empty() {
+            let mut w = ctx.work(&tick.event_id, "schedule", "no database to scan");
+            w.note(match only {
+                Some(o) => format!("'{o}' is not in pg.databases"),
+                None => "pg.databases is empty".into(),
+            });
+            return Ok(vec![w.rec]);
         }
-        let started = std::time::Instant::now();
-        let scan = scan(target, inv, deps, x).await?;
-        let mut rec = RecordReport {
-            event_id: tick.event_id.clone(),
-            kind: "schedule".into(),
-            summary: format!(
+        // A scan's longest part is a connection (connect timeout) and a statement (statement
+        // timeout): a database that could not be scanned before the deadline is left, named.
+        let needs = StdDuration::from_secs(self.pg.connect_timeout_seconds)
+            + StdDuration::from_millis(self.pg.statement_timeout_ms);
+        let mut budget = Budget::new(ctx.inv, MARGIN, needs);
+        let mut records = vec![];
+        for target in targets {
+            if !budget.admit(format!("scan of pg:{}", target.name)) {
+                continue;
+            }
+            let started = std::time::Instant::now();
+            let scan = self.scan(target, ctx).await?;
+            let summary = format!(
                 "pg:{}: {} finding(s){}",
                 target.name,
                 scan.findings.len(),
@@ -136,508 +94,40 @@ async fn on_tick(
                 } else {
                     format!(", not checked: {}", scan.unchecked.join(", "))
                 }
-            ),
-            notes: scan.notes.clone(),
-            ..Default::default()
-        };
-        announce(&target.name, &scan, inv, deps, &mut rec).await?;
-        let mut metrics = scan.metrics.clone();
-        metrics.push((
-            "ScanMillis",
-            started.elapsed().as_secs_f64() * 1000.0,
-            "Milliseconds",
-        ));
-        metrics.push(("Findings", scan.findings.len() as f64, "Count"));
-        println!(
-            "{}",
-            emf_line(&deps.cfg.env.to_string(), &target.name, &metrics)
-        );
-        report.records.push(rec);
-    }
-    if let Some(note) = budget.report() {
-        // Their open findings are neither confirmed nor resolved: nothing was looked at.
-        left.summary = format!("not scanned: {}", budget.left().join(", "));
-        left.notes.push(note);
-        report.records.push(left);
-    }
-    Ok(())
-}
-
-#[derive(Default)]
-struct Scan {
-    findings: Vec<Finding>,
-    unchecked: Vec<&'static str>,
-    /// Dedup keys of findings this run could neither confirm nor clear (kept open as they are).
-    unjudged: Vec<String>,
-    notes: Vec<String>,
-    metrics: Vec<(&'static str, f64, &'static str)>,
-    /// Checks that could not run, with the error: one check-failed finding at the end.
-    failures: Vec<(Vec<&'static str>, String)>,
-}
-
-impl Scan {
-    fn failed(&mut self, signals: &[&'static str], e: &NbaopsError) {
-        self.unchecked.extend_from_slice(signals);
-        self.notes
-            .push(format!("{} not checked: {e}", signals.join("/")));
-        self.failures.push((signals.to_vec(), e.to_string()));
-    }
-}
-
-async fn first_row(pg: &dyn Postgres, sql: &str) -> Result<Row> {
-    pg.query(sql)
-        .await?
-        .into_iter()
-        .next()
-        .ok_or_else(|| NbaopsError::dependency("postgres", "query returned no row"))
-}
-
-async fn scan(target: &PgTarget, inv: &Invocation, deps: &Deps, x: &PgHealth) -> Result<Scan> {
-    let cfg = &x.pg;
-    let db = target.name.as_str();
-    let mut s = Scan::default();
-    let setup = sql::session_setup(
-        "nbaops-pg-health",
-        cfg.statement_timeout_ms,
-        cfg.lock_timeout_ms,
-        true,
-    );
-    let env = deps.cfg.env.to_string();
-    let opened = sql::open_session(
-        cfg,
-        &env,
-        target,
-        "monitor",
-        deps.params.as_deref(),
-        x.connector.as_ref(),
-        &setup,
-    )
-    .await;
-    let server = match opened {
-        Ok(pg) => first_row(pg.as_ref(), sql::SERVER)
-            .await
-            .map(|r| (pg, Server::from_row(&r))),
-        Err(e) => Err(e),
-    };
-    let (pg, server) = match server {
-        Ok(v) => v,
-        Err(e) => {
-            // Connected but the first query failed (e.g. statement timeout): refused() tells.
-            let f = checks::refused(db, &e.to_string());
-            s.unchecked = SIGNALS
-                .iter()
-                .copied()
-                .filter(|sig| *sig != f.signal)
-                .collect();
-            s.notes.push(format!("cannot connect: {e}"));
-            s.findings.push(f);
-            s.metrics.push(("Reachable", 0.0, "Count"));
-            return Ok(s);
+            );
+            let mut w = ctx.work(&tick.event_id, "schedule", summary);
+            w.rec.notes = scan.notes.clone();
+            announce(&target.name, &scan, &mut w).await?;
+            let mut metrics = scan.metrics.clone();
+            metrics.push((
+                "ScanMillis",
+                started.elapsed().as_secs_f64() * 1000.0,
+                "Milliseconds",
+            ));
+            metrics.push(("Findings", scan.findings.len() as f64, "Count"));
+            telemetry::emit(&telemetry::emf_line_in(
+                "nbaops/postgres",
+                &[
+                    ("function", FUNCTION),
+                    ("env", &ctx.env()),
+                    ("db", &target.name),
+                ],
+                &metrics,
+            ));
+            records.push(w.rec);
         }
-    };
-    let pg = pg.as_ref();
-    // Database timestamps are compared on the database's clock (one clock per comparison).
-    let now = server.now.unwrap_or(inv.now);
-    if !server.sees_all_sessions {
-        // Not silently empty: a role without pg_monitor sees other sessions as NULLs.
-        s.failed(
-            &["long-tx", "idle-in-tx", "lock-wait", "slow-query", "replication-lag"],
-            &NbaopsError::dependency(
-                "postgres",
-                format!(
-                    "no privilege: role {} is not a member of pg_monitor (pg_read_all_stats), so other roles' sessions, statements and replication progress are hidden",
-                    server.role
-                ),
-            ),
-        );
-    }
-    s.metrics.push(("Reachable", 1.0, "Count"));
-    s.notes.push(format!(
-        "PostgreSQL {} {} as {}",
-        server.version.major(),
-        if server.in_recovery {
-            "standby"
-        } else {
-            "primary"
-        },
-        server.role
-    ));
-
-    match first_row(pg, sql::CONNECTIONS).await {
-        Ok(r) => {
-            let c = Connections::from_row(&r);
-            s.metrics
-                .push(("ConnectionsPercent", c.percent(), "Percent"));
-            s.metrics.push(("IdleConnections", c.idle as f64, "Count"));
-            s.metrics.push(("ActiveQueries", c.active as f64, "Count"));
-            s.findings.extend(checks::connections(db, &c, cfg));
+        if let Some(note) = budget.report() {
+            // Their open findings are neither confirmed nor resolved: nothing was looked at.
+            let mut left = ctx.work(
+                &tick.event_id,
+                "schedule",
+                format!("not scanned: {}", budget.left().join(", ")),
+            );
+            left.note(note);
+            records.push(left.rec);
         }
-        Err(e) => s.failed(&["connections"], &e),
+        Ok(records)
     }
-
-    // What earlier runs kept (counters, tables, measured): one ledger read.
-    let pk = format!("pgbase#{db}");
-    let base: BTreeMap<String, Value> = deps.ledger.query(&pk, "").await?.into_iter().collect();
-    match first_row(pg, sql::DATABASE_COUNTERS).await {
-        Ok(r) => {
-            let cur = Counters::from_row(&r, now);
-            let prev: Option<Counters> = match decode_state(base.get("counters").cloned()) {
-                Ok(p) => p,
-                // Loud, and taken as a first run: no rate this time, nothing acted on.
-                Err(e) => {
-                    let (note, _) = report_unreadable_state(
-                        &deps.cfg,
-                        deps.notifier.as_ref(),
-                        &format!("pg:{db}"),
-                        "counters baseline",
-                        &e,
-                        now,
-                    )
-                    .await?;
-                    s.notes.push(note);
-                    None
-                }
-            };
-            let d = checks::delta(prev.as_ref(), &cur);
-            // No rate this run: an open cache-hit/deadlocks finding is neither confirmed
-            // nor resolved by it.
-            match &d {
-                Delta::First => {
-                    s.unchecked.extend(["cache-hit", "deadlocks"]);
-                    s.notes.push("first run: counter baseline taken".into())
-                }
-                Delta::Reset(why) => {
-                    s.unchecked.extend(["cache-hit", "deadlocks"]);
-                    s.notes.push(format!(
-                        "counters restarted ({why}): baseline re-taken, no rates this run"
-                    ))
-                }
-                Delta::Since { .. } => {}
-            }
-            let (ratio, f) = checks::cache_hit(db, &d, cfg);
-            if let Some(r) = ratio {
-                s.metrics.push(("CacheHitPercent", r, "Percent"));
-            }
-            s.findings.extend(f);
-            let (rate, f) = checks::deadlocks(db, &d, cfg);
-            if let Some(r) = rate {
-                s.metrics.push(("DeadlocksPerHour", r, "Count"));
-            }
-            s.findings.extend(f);
-            let data = serde_json::to_value(&cur)
-                .map_err(|e| NbaopsError::InvalidEvent(format!("counters: {e}")))?;
-            deps.ledger.put(&pk, "counters", &data, None).await?;
-        }
-        Err(e) => s.failed(&["cache-hit", "deadlocks"], &e),
-    }
-
-    match first_row(pg, sql::WRAPAROUND).await {
-        Ok(r) => {
-            let (age, f) = checks::wraparound(db, &r, cfg);
-            s.metrics.push(("MaxXidAge", age as f64, "Count"));
-            s.findings.extend(f);
-        }
-        Err(e) => s.failed(&["wraparound"], &e),
-    }
-
-    if server.in_recovery {
-        match first_row(pg, sql::REPLICATION_STANDBY).await {
-            Ok(r) => {
-                let (lag, f) = checks::replication_standby(db, &r, cfg);
-                s.metrics.push(("ReplicationLagSeconds", lag, "Seconds"));
-                s.findings.extend(f);
-            }
-            Err(e) => s.failed(&["replication-lag"], &e),
-        }
-    } else {
-        match pg.query(sql::REPLICATION_PRIMARY).await {
-            Ok(rows) => {
-                let (lag, fs) = checks::replication_primary(db, &rows, cfg);
-                if !rows.is_empty() {
-                    s.metrics.push(("ReplicationLagSeconds", lag, "Seconds"));
-                }
-                s.findings.extend(fs);
-            }
-            Err(e) => s.failed(&["replication-lag"], &e),
-        }
-    }
-
-    match pg.query(&sql::transactions(server.version)).await {
-        Ok(rows) => {
-            let sessions: Vec<Session> = rows.iter().map(Session::from_row).collect();
-            let (longest, fs) = checks::sessions(db, &sessions, cfg);
-            s.metrics
-                .push(("LongestTransactionSeconds", longest, "Seconds"));
-            s.findings.extend(fs);
-        }
-        Err(e) => s.failed(&["long-tx", "idle-in-tx", "lock-wait"], &e),
-    }
-
-    let mut stalled: Vec<Finding> = vec![];
-    if server.in_recovery {
-        // A standby's tables are the primary's: judged (and vacuumed) there. Index usage is
-        // per instance, but "unused" is decided on the primary, where the drop would happen.
-        s.unchecked.push("bloat");
-        s.unchecked.push("unused-index");
-    } else {
-        match pg
-            .query(&sql::tables::tables_for_health(
-                server.version,
-                cfg.bloat_min_bytes,
-                cfg.vacuum.min_dead_tuples,
-            ))
-            .await
-        {
-            Ok(rows) => {
-                let tables: Vec<TableStats> = rows.iter().map(TableStats::from_row).collect();
-                let memory = base
-                    .get("measured")
-                    .cloned()
-                    .and_then(|v| serde_json::from_value(v).ok());
-                let (mut measured, remember) = measure(pg, &tables, memory, cfg, inv, &mut s).await;
-                let (fs, notes) = checks::bloat(db, &tables, &measured, cfg, now);
-                s.unjudged
-                    .extend(checks::bloat_unjudged(db, &tables, &measured, cfg, now));
-                s.metrics.push(("BloatedTables", fs.len() as f64, "Count"));
-                s.findings.extend(fs);
-                s.notes.extend(notes);
-                hand_off(db, &tables, &mut measured, cfg, inv, deps).await?;
-                if remember {
-                    let fresh = measured.iter().filter(|m| m.1.fresh);
-                    let reused = measured.iter().filter(|m| !m.1.fresh);
-                    let keep = checks::measurement_memory(
-                        &fresh.map(|(k, v)| (*k, v.clone())).collect(),
-                        &reused.map(|(k, v)| (*k, v.clone())).collect(),
-                    );
-                    let data = serde_json::to_value(&keep)
-                        .map_err(|e| NbaopsError::InvalidEvent(format!("measured: {e}")))?;
-                    deps.ledger.put(&pk, "measured", &data, None).await?;
-                }
-                let prev: BTreeMap<String, checks::TableSnap> =
-                    match decode_state(base.get("tables").cloned()) {
-                        Ok(p) => p.unwrap_or_default(),
-                        // Loud, and taken as a first run: no stalled-vacuum verdict this time.
-                        Err(e) => {
-                            let (note, _) = report_unreadable_state(
-                                &deps.cfg,
-                                deps.notifier.as_ref(),
-                                &format!("pg:{db}"),
-                                "tables baseline",
-                                &e,
-                                now,
-                            )
-                            .await?;
-                            s.notes.push(note);
-                            BTreeMap::new()
-                        }
-                    };
-                stalled = checks::stalled_vacuums(db, &prev, &tables, cfg, now);
-                let snap = serde_json::to_value(checks::table_snapshot(&tables, cfg))
-                    .map_err(|e| NbaopsError::InvalidEvent(format!("tables: {e}")))?;
-                deps.ledger.put(&pk, "tables", &snap, None).await?;
-            }
-            Err(e) => s.failed(&["bloat", "vacuum-failure"], &e),
-        }
-        match pg
-            .query(&sql::indexes::unused_index_candidates(
-                cfg.unused_index_min_bytes,
-            ))
-            .await
-        {
-            Ok(rows) => {
-                let indexes: Vec<IndexStats> = rows.iter().map(IndexStats::from_row).collect();
-                let fs = checks::unused_indexes(db, &indexes, cfg, now);
-                s.metrics.push(("UnusedIndexes", fs.len() as f64, "Count"));
-                s.findings.extend(fs);
-            }
-            Err(e) => s.failed(&["unused-index"], &e),
-        }
-    }
-
-    match first_row(pg, sql::PG_STAT_STATEMENTS_PRESENT).await {
-        Ok(r) if sql::bool_of(&r, "present") => {
-            match pg
-                .query(&sql::slow_queries(
-                    cfg.slow_query_mean_ms,
-                    cfg.slow_query_min_calls,
-                ))
-                .await
-            {
-                Ok(rows) => {
-                    let fs = checks::slow_queries(db, &rows, cfg);
-                    s.metrics.push(("SlowQueries", fs.len() as f64, "Count"));
-                    s.findings.extend(fs);
-                }
-                Err(e) => s.failed(&["slow-query"], &e),
-            }
-        }
-        Ok(_) => {
-            // Not an error: the extension is optional. Not checked, so nothing resolves.
-            s.unchecked.push("slow-query");
-            s.notes
-                .push("slow queries not checked: pg_stat_statements is not installed".into());
-        }
-        Err(e) => s.failed(&["slow-query"], &e),
-    }
-
-    match pg.query(sql::VACUUM_PROGRESS).await {
-        Ok(rows) => {
-            s.metrics
-                .push(("VacuumsRunning", rows.len() as f64, "Count"));
-            let (fs, notes) = checks::vacuum_progress(db, &rows, cfg);
-            s.findings.extend(fs);
-            s.notes.extend(notes);
-        }
-        Err(e) => s.failed(&["vacuum-progress"], &e),
-    }
-
-    match pg.query(sql::XMIN_HOLDERS).await {
-        Ok(rows) => s.findings.extend(checks::xmin_holders(db, &rows, cfg)),
-        Err(e) => s.failed(&["vacuum-failure"], &e),
-    }
-    let since = inv.now - Duration::days(1);
-    let failures: Vec<(String, String)> = deps
-        .ledger
-        .query(&format!("pgvacfail#{db}"), "")
-        .await?
-        .into_iter()
-        .filter(|(_, v)| {
-            v["at"]
-                .as_str()
-                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-                .is_some_and(|t| t >= since)
-        })
-        .map(|(_, v)| {
-            (
-                v["table"].as_str().unwrap_or("?").to_string(),
-                v["error"].as_str().unwrap_or("").to_string(),
-            )
-        })
-        .collect();
-    s.findings
-        .extend(checks::own_vacuum_failures(db, &failures, cfg));
-    // One finding per table and signal: our own failures say more than the growth.
-    for f in stalled {
-        if !s.findings.iter().any(|g| g.dedup_key() == f.dedup_key()) {
-            s.findings.push(f);
-        }
-    }
-
-    match first_row(pg, sql::ARCHIVER).await {
-        Ok(r) => s.findings.extend(checks::archiver(db, &r)),
-        Err(e) => s.failed(&["archiver"], &e),
-    }
-    s.findings.extend(checks::check_failed(db, &s.failures));
-    Ok(s)
-}
-
-/// Confirms bloat candidates with pgstattuple_approx when the extension is installed, at most
-/// `pg.bloat.measure_per_run` per run (`checks::plan_measurements`: never measured first, then
-/// the oldest figure); the others keep their figure of the last day (`memory`: ledger
-/// `pgbase#<db>` / `measured`), and what had neither is said in a note. Returns the figures
-/// (this run's and the kept ones) and whether they are to be remembered.
-async fn measure(
-    pg: &dyn Postgres,
-    tables: &[TableStats],
-    memory: Option<BTreeMap<String, checks::Measurement>>,
-    cfg: &PgConfig,
-    inv: &Invocation,
-    s: &mut Scan,
-) -> (BTreeMap<i64, checks::Measurement>, bool) {
-    let mut out = BTreeMap::new();
-    let candidates = checks::worth_measuring(tables, cfg, inv.now, usize::MAX);
-    if candidates.is_empty() {
-        return (out, false);
-    }
-    let present = first_row(pg, sql::PGSTATTUPLE_PRESENT)
-        .await
-        .map(|r| sql::bool_of(&r, "present"))
-        .unwrap_or(false);
-    if !present {
-        s.notes.push(format!(
-            "{} bloat candidate(s) not confirmed: pgstattuple is not installed",
-            candidates.len()
-        ));
-        return (out, false);
-    }
-    let memory = memory.unwrap_or_default();
-    let plan = checks::plan_measurements(&candidates, &memory, cfg.bloat_measure_per_run, inv.now);
-    for t in &plan.measure {
-        match first_row(pg, &sql::pgstattuple_approx(t.oid)).await {
-            Ok(r) => {
-                if let Some(p) = sql::f64_of(&r, "wasted_percent") {
-                    let before = memory.get(&t.oid.to_string());
-                    out.insert(
-                        t.oid,
-                        checks::Measurement {
-                            percent: p,
-                            at: inv.now,
-                            bytes: t.bytes,
-                            fresh: true,
-                            handed_off: before.and_then(|m| m.handed_off),
-                            previous: before.map(|m| m.percent),
-                        },
-                    );
-                }
-            }
-            Err(e) => s
-                .notes
-                .push(format!("{}: pgstattuple_approx failed: {e}", t.name())),
-        }
-    }
-    s.metrics.push((
-        "BloatCandidatesUnmeasured",
-        (plan.reuse.len() + plan.unconfirmed.len()) as f64,
-        "Count",
-    ));
-    if !plan.reuse.is_empty() || !plan.unconfirmed.is_empty() {
-        let names: Vec<String> = plan.unconfirmed.iter().take(20).map(|t| t.name()).collect();
-        s.notes.push(format!(
-            "bloat: {} candidate(s), {} measured this run (pg.bloat.measure_per_run = {}), {} kept an earlier figure, {} not measured yet{}{}",
-            candidates.len(),
-            plan.measure.len(),
-            cfg.bloat_measure_per_run,
-            plan.reuse.len(),
-            plan.unconfirmed.len(),
-            if names.is_empty() { String::new() } else { format!(": {}", names.join(", ")) },
-            if plan.unconfirmed.len() > names.len() { ", ..." } else { "" }
-        ));
-    }
-    out.extend(plan.reuse);
-    (out, true)
-}
-
-/// Leaves measured bloat figures for vacuum-trigger, which still re-reads the table's
-/// statistics itself before acting (a stale request can never cause a VACUUM on its own).
-async fn hand_off(
-    db: &str,
-    tables: &[TableStats],
-    measured: &mut BTreeMap<i64, checks::Measurement>,
-    cfg: &PgConfig,
-    inv: &Invocation,
-    deps: &Deps,
-) -> Result<()> {
-    let expires = (inv.now + Duration::days(1)).timestamp();
-    for t in tables {
-        // This run's figures only, and only new ones (checks::needs_hand_off).
-        let Some(m) = measured
-            .get_mut(&t.oid)
-            .filter(|m| checks::needs_hand_off(m, cfg.bloat_percent.warn, inv.now))
-        else {
-            continue;
-        };
-        let pct = m.percent;
-        m.handed_off = Some(inv.now);
-        deps.ledger
-            .put(
-                &format!("pgmaint#{db}"),
-                &t.oid.to_string(),
-                &json!({"schema": t.schema, "table": t.table, "measured_bloat": pct, "at": inv.now.to_rfc3339(), "by": FUNCTION}),
-                Some(expires),
-            )
-            .await?;
-    }
-    Ok(())
 }
 
 fn runbook(signal: &str) -> &'static str {
@@ -661,31 +151,29 @@ fn runbook(signal: &str) -> &'static str {
     }
 }
 
-async fn announce(
-    db: &str,
-    scan: &Scan,
-    inv: &Invocation,
-    deps: &Deps,
-    rec: &mut RecordReport,
-) -> Result<()> {
+/// Publishes what is new or changed and resolves what cleared, against the open findings of
+/// earlier runs (ledger `pgopen#<db>`).
+async fn announce(db: &str, scan: &Scan, w: &mut Work<'_>) -> Result<()> {
+    let ctx = w.ctx;
+    let ledger = &ctx.deps.ledger;
     let pk = format!("pgopen#{db}");
     let mut open: Vec<(String, OpenFinding)> = Vec::new();
-    for (k, v) in deps.ledger.query(&pk, "").await? {
+    for (k, v) in ledger.query(&pk, "").await? {
         match serde_json::from_value(v) {
             Ok(o) => open.push((k, o)),
             // Not silently "not open": say so (P2), the report names the item.
             Err(e) => {
                 let (note, alert) = report_unreadable_state(
-                    &deps.cfg,
-                    deps.notifier.as_ref(),
+                    ctx.cfg(),
+                    ctx.deps.notifier.as_ref(),
                     &format!("pg:{db}"),
                     &format!("open finding {k}"),
                     &e.to_string(),
-                    inv.now,
+                    ctx.now(),
                 )
                 .await?;
-                rec.notes.push(note);
-                rec.alerts.push(alert);
+                w.note(note);
+                w.rec.alerts.push(alert);
             }
         }
     }
@@ -693,31 +181,23 @@ async fn announce(
     t.resolved.retain(|(key, _)| {
         let keep = scan.unjudged.contains(key);
         if keep {
-            rec.notes.push(format!(
+            w.rec.notes.push(format!(
                 "{key}: not judged this run (no measurement, no trustworthy estimate): stays open"
             ));
         }
         !keep
     });
-    let env = deps.cfg.env.to_string();
     for f in &t.publish {
-        let alert = Alert::new(
-            f.severity,
-            &env,
-            FUNCTION,
-            &f.resource,
-            f.dedup_key(),
-            f.summary.clone(),
-            inv.now,
-        )
-        .with_details(json!({"signal": f.signal, "level": f.level, "observed": f.details}))
-        .with_runbook(runbook(f.signal));
-        deps.alerts().publish(&alert).await?;
+        let alert = ctx
+            .alert(f.severity, &f.resource, f.dedup_key(), f.summary.clone())
+            .with_details(json!({"signal": f.signal, "level": f.level, "observed": f.details}))
+            .with_runbook(runbook(f.signal));
+        ctx.publish(&alert).await?;
         let since = open
             .iter()
             .find(|(k, _)| *k == f.dedup_key())
             .map(|(_, o)| o.since)
-            .unwrap_or(inv.now);
+            .unwrap_or(ctx.now());
         let item = OpenFinding {
             severity: f.severity,
             resource: f.resource.clone(),
@@ -726,53 +206,89 @@ async fn announce(
         };
         let data = serde_json::to_value(&item)
             .map_err(|e| NbaopsError::InvalidEvent(format!("finding: {e}")))?;
-        deps.ledger.put(&pk, &f.dedup_key(), &data, None).await?;
-        rec.alerts.push(alert);
+        ledger.put(&pk, &f.dedup_key(), &data, None).await?;
+        w.rec.alerts.push(alert);
     }
     for f in &t.unchanged {
-        rec.notes.push(format!(
+        w.note(format!(
             "still {}: {} (already announced)",
             f.severity, f.summary
         ));
     }
     for (key, o) in &t.resolved {
-        let mut alert = Alert::new(
-            o.severity,
-            &env,
-            FUNCTION,
-            &o.resource,
-            key.clone(),
-            format!("resolved: {}", o.summary),
-            inv.now,
-        )
-        .with_details(json!({"since": o.since}));
+        let mut alert = ctx
+            .alert(
+                o.severity,
+                &o.resource,
+                key.clone(),
+                format!("resolved: {}", o.summary),
+            )
+            .with_details(json!({"since": o.since}));
         alert.status = AlertStatus::Resolved;
-        deps.alerts().publish(&alert).await?;
-        deps.ledger.delete(&pk, key).await?;
-        rec.alerts.push(alert);
+        ctx.publish(&alert).await?;
+        ledger.delete(&pk, key).await?;
+        w.rec.alerts.push(alert);
     }
     Ok(())
 }
 
-/// An EMF line with the database as a dimension (the shared one only has function and env).
-fn emf_line(env: &str, db: &str, metrics: &[(&str, f64, &str)]) -> String {
-    let mut root = Map::new();
-    root.insert(
-        "_aws".into(),
-        json!({
-            "Timestamp": nbaops_shared::clock::now().timestamp_millis(),
-            "CloudWatchMetrics": [{
-                "Namespace": "nbaops/postgres",
-                "Dimensions": [["function", "env", "db"]],
-                "Metrics": metrics.iter().map(|(n, _, u)| json!({"Name": n, "Unit": u})).collect::<Vec<_>>(),
-            }]
-        }),
-    );
-    root.insert("function".into(), json!(FUNCTION));
-    root.insert("env".into(), json!(env));
-    root.insert("db".into(), json!(db));
-    for (n, v, _) in metrics {
-        root.insert((*n).into(), json!(v));
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use nbaops_shared::fakes::{leak, test_deps, RefusingPg, Shared};
+    use nbaops_shared::runtime::{dispatch, Invocation};
+
+    #[tokio::test]
+    async fn only_its_own_schedule_is_taken() {
+        let t = test_deps(
+            FUNCTION,
+            &[
+                (
+                    "NBAOPS_ALERTS_TOPIC_ARN",
+                    "arn:aws:sns:us-east-1:123456789012:nbaops-dev-alerts",
+                ),
+                (
+                    "NBAOPS_PG__DATABASES",
+                    "app=postgres://nbaops_monitor@db.nbaops.test:5432/app",
+                ),
+            ],
+        )
+        .unwrap();
+        let pg = leak(RefusingPg::default());
+        let f = PgHealth {
+            pg: nbaops_shared::config::pg::from_settings(&t.deps.cfg.settings).unwrap(),
+            connector: Box::new(Shared(pg)),
+        };
+        let inv = Invocation::at(
+            "req",
+            chrono::Utc
+                .with_ymd_and_hms(2026, 11, 26, 21, 0, 0)
+                .unwrap(),
+        );
+        let ctx = Ctx::of::<PgHealth>(t.deps, &inv);
+        // Another function's tick, or a tick without a task: not for me, no session, nothing said.
+        for other in [
+            json!({"nbaops": {"task": "vacuum-trigger"}}),
+            json!({"nbaops": {"id": "x"}}),
+        ] {
+            let r = dispatch(&f, other, &ctx).await.unwrap();
+            assert_eq!(r.records.len(), 1, "{r:?}");
+            let why = r.records[0].not_for_me.clone().unwrap_or_default();
+            assert!(why.starts_with("pg-health takes its own schedule"), "{why}");
+            assert!(pg.urls().is_empty(), "a session for another task");
+            assert!(t.notifier.published().is_empty());
+        }
+        // Its own tick scans each database: refused here, a P1 "cannot connect".
+        let r = dispatch(&f, json!({"nbaops": {"task": "pg-health"}}), &ctx)
+            .await
+            .unwrap();
+        assert_eq!(pg.urls().len(), 1);
+        assert!(
+            r.records[0].summary.starts_with("pg:app: 1 finding(s)"),
+            "{r:?}"
+        );
+        assert_eq!(r.records[0].alerts[0].dedup_key, "pg-unreachable#pg:app");
     }
-    Value::Object(root).to_string()
 }

@@ -1,33 +1,15 @@
-//! vacuum-trigger: wiring only. Runaway-transaction choice in `plan`, guarded maintenance in `handler`.
+//! vacuum-trigger: wiring only. Runaway-transaction choice in `plan`, guarded maintenance in
+//! `handler`, one statement as the owner in `statement`, ending a runaway transaction in `runaway`.
 
 mod aws_operations;
 mod handler;
 mod plan;
 #[cfg(test)]
 mod properties;
-
-use nbaops_shared::adapters::{AwsClients, TokioPgConnector};
-use nbaops_shared::runtime::Deps;
-use nbaops_shared::Result;
-
-/// Synchronous: `serve_with`'s init future may not borrow the deps.
-fn build(deps: &Deps) -> Result<handler::VacuumTrigger> {
-    let pg = nbaops_shared::config::pg::from_settings(&deps.cfg.settings)?;
-    Ok(handler::VacuumTrigger {
-        pg,
-        connector: Box::new(TokioPgConnector::from_settings(&deps.cfg.settings)?),
-    })
-}
+mod runaway;
+mod statement;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    nbaops_shared::runtime::serve_with(
-        handler::FUNCTION,
-        |deps: &Deps, _aws: &AwsClients| {
-            let built = build(deps);
-            async move { built }
-        },
-        handler::handle,
-    )
-    .await
+    nbaops_shared::runtime::run::<handler::VacuumTrigger>().await
 }

@@ -7,7 +7,7 @@ mod elasticache;
 mod http_post;
 mod pg_connector;
 pub mod postgres;
-pub use pg_connector::TokioPgConnector;
+pub use pg_connector::{pg_access, TokioPgConnector};
 mod rds;
 mod rds_backup;
 pub use rds_backup::SdkRdsBackups;

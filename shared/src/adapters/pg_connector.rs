@@ -3,6 +3,7 @@
 use async_trait::async_trait;
 
 use super::{PgSession, PgTls};
+use crate::config::pg::PgConfig;
 use crate::config::Settings;
 use crate::error::Result;
 use crate::ports::{PgConnector, Postgres};
@@ -19,6 +20,15 @@ impl TokioPgConnector {
             tls: PgTls::from_settings(s)?,
         })
     }
+}
+
+/// What a function that opens sessions on `pg.databases` builds at init (pg-health,
+/// vacuum-trigger, backup-guard): the `pg` section and the connector ([`TokioPgConnector`]).
+pub fn pg_access(s: &Settings) -> Result<(PgConfig, Box<dyn PgConnector>)> {
+    Ok((
+        crate::config::pg::from_settings(s)?,
+        Box::new(TokioPgConnector::from_settings(s)?),
+    ))
 }
 
 #[async_trait]

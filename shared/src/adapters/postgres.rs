@@ -203,7 +203,7 @@ impl PgSession {
         let mut config: tokio_postgres::Config = url
             .parse()
             .map_err(|e| NbaopsError::config(format!("PostgreSQL URL: {e}")))?;
-        if config.get_password().is_some() {
+        if crate::config::pg::url_carries_password(url) {
             return Err(NbaopsError::config(
                 "PostgreSQL URL carries a password: passwords come from SSM SecureString only",
             ));

@@ -68,12 +68,7 @@ fn check_url(s: &Settings, key: &str, db: &str, url: &str) -> Result<()> {
     if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
         return Err(s.bad(key, &format!("a postgres:// URL for '{db}'")));
     }
-    let userinfo = url
-        .split_once("://")
-        .and_then(|(_, rest)| rest.split('/').next())
-        .and_then(|authority| authority.rsplit_once('@'))
-        .map(|(userinfo, _)| userinfo);
-    if userinfo.is_some_and(|u| u.contains(':')) {
+    if super::pg::url_carries_password(url) {
         return Err(NbaopsError::config(format!(
             "{key} (from {}): the URL of '{db}' carries a password; put it in SSM SecureString /nbaops/<env>/secrets/failover/{db}",
             s.origin(key)

@@ -2,6 +2,13 @@
 //! (`NBAOPS_GUARD__DRY_RUN` for `guard.dry_run`) overrides it, and SSM Parameter Store under
 //! `/nbaops/<env>/` (`/nbaops/dev/guard/dry_run`) overrides both, because operators tune SSM
 //! without a deploy. Everything is validated once at init; an error names the key and its source.
+//!
+//! This file is the engine (layering, [`Settings`], [`Config`]) and the core keys every function
+//! reads (`guard.*`, `audit.*`, the deployment's topics and table). Each function's section lives
+//! in its own file with its `KEYS` table and its parser, registered in [`SECTIONS`]; a function
+//! parses only the sections [`config_sections`] gives it, so a mistake in another function's
+//! section never stops it. `docs/operations-strategy.md` is generated from these tables
+//! ([`strategy_markdown`]).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -20,183 +27,94 @@ pub mod cost;
 pub mod failover;
 pub mod offhours;
 pub mod pg;
+pub mod scale;
+mod strategy;
 
-/// Keys, defaults and what they mean. A key absent from this table is refused (typos must not
-/// silently fall back to a default), except under the dynamic prefixes below.
-pub const DEFAULTS: &[(&str, &str, &str)] = &[
-    (
-        "alerts_topic_arn",
-        "",
-        "SNS topic every alert is published to",
-    ),
-    (
-        "actions_topic_arn",
-        "",
-        "SNS topic every audit record is published to",
-    ),
-    (
-        "ledger_table",
-        "nbaops-{env}-ledger",
-        "DynamoDB table for idempotency, cooldowns, audit, state",
-    ),
-    (
-        "guard.kill_switch",
-        "false",
-        "true stops every action of every function",
-    ),
-    (
-        "guard.dry_run",
-        "false",
-        "true: decide and audit, never act",
-    ),
-    (
-        "guard.dry_run_functions",
-        "",
-        "comma list of functions kept in dry-run",
-    ),
-    (
-        "guard.protect_tag",
-        "nbaops:protect",
-        "a resource with this tag = true is never touched",
-    ),
-    (
-        "guard.window.days",
-        "tue,thu",
-        "change window days (SPEC 5.2: Tuesday and Thursday evenings)",
-    ),
-    (
-        "guard.window.start",
-        "20:00",
-        "change window start, local time",
-    ),
+pub use scale::{AlarmRoute, GroupPlan, ScaleConfig, Step};
+pub use strategy::strategy_markdown;
+
+/// The core keys every function reads, their defaults and what they mean. A key absent from every
+/// table is refused (typos must not silently fall back to a default), except under a section's
+/// dynamic prefixes.
+pub const CORE_KEYS: &[(&str, &str, &str)] = &[
+    ("alerts_topic_arn", "", "SNS topic every alert is published to"),
+    ("actions_topic_arn", "", "SNS topic every audit record is published to"),
+    ("ledger_table", "nbaops-{env}-ledger", "DynamoDB table for idempotency, cooldowns, audit, state"),
+    ("guard.kill_switch", "false", "true stops every action of every function"),
+    ("guard.dry_run", "false", "true: decide and audit, never act"),
+    ("guard.dry_run_functions", "", "comma list of functions kept in dry-run"),
+    ("guard.protect_tag", "nbaops:protect", "a resource with this tag = true is never touched"),
+    ("guard.window.days", "tue,thu", "change window days (SPEC 5.2: Tuesday and Thursday evenings)"),
+    ("guard.window.start", "20:00", "change window start, local time"),
     ("guard.window.end", "23:00", "change window end, local time"),
-    (
-        "guard.window.tz",
-        "UTC",
-        "IANA time zone of the change window",
-    ),
-    (
-        "guard.blast.max_actions",
-        "3",
-        "at most this many actions per invocation",
-    ),
-    (
-        "guard.blast.max_percent",
-        "50",
-        "at most this percent of the resources in view per invocation (never below one)",
-    ),
-    (
-        "guard.idempotency_ttl_hours",
-        "24",
-        "how long an event id + action stays claimed",
-    ),
-    (
-        "guard.switch_ttl_seconds",
-        "30",
-        "how long kill switch and dry-run values are cached: a switch flipped in SSM takes effect within this many seconds",
-    ),
-    (
-        "guard.claim_seconds",
-        "900",
-        "when the Lambda deadline is unknown, how long an idempotency claim is held before a retry may take it over (the function's timeout; 900 is Lambda's maximum)",
-    ),
-    (
-        "audit.ttl_days",
-        "400",
-        "audit records kept (SPEC: one year cold)",
-    ),
-    (
-        "scale.groups",
-        "",
-        "comma list of Auto Scaling groups nbaops may scale",
-    ),
-    (
-        "scale.asg.step",
-        "1",
-        "scale step: a count (1) or a percent of desired (25%)",
-    ),
-    (
-        "scale.asg.ceiling",
-        "4",
-        "never scale a group above this (SPEC: 4 x t3.micro)",
-    ),
-    (
-        "scale.asg.baseline",
-        "2",
-        "scale-in stops here (SPEC: 2 x t3.micro)",
-    ),
-    (
-        "scale.asg.cooldown_seconds",
-        "300",
-        "minimum time between two scalings of one group",
-    ),
-    (
-        "scale.rds.instances",
-        "",
-        "comma list of RDS instances nbaops may resize",
-    ),
-    (
-        "scale.rds.ladder",
-        "db.t3.micro,db.t3.small",
-        "instance classes, smallest first",
-    ),
-    (
-        "scale.rds.cooldown_seconds",
-        "3600",
-        "minimum time between two class changes",
-    ),
-    (
-        "scale.cache.clusters",
-        "",
-        "comma list of Memcached clusters nbaops may grow",
-    ),
-    (
-        "scale.cache.max_nodes",
-        "4",
-        "node cap per Memcached cluster",
-    ),
-    (
-        "scale.cache.cooldown_seconds",
-        "900",
-        "minimum time between two node additions (SPEC: 15 minutes)",
-    ),
-    (
-        "scale.flap.transitions",
-        "4",
-        "this many state changes of one alarm ...",
-    ),
-    (
-        "scale.flap.window_minutes",
-        "60",
-        "... within this window = flapping: stop acting, alert P3",
-    ),
-    (
-        "scale.alarm_map",
-        "{}",
-        "JSON: alarm name or ARN -> {target, on_alarm, on_ok, severity}",
-    ),
-    (
-        "scale.signal_metrics",
-        "CPUUtilization,FreeableMemory,DatabaseConnections,IOWait,BytesUsedForCacheItems",
-        "metrics whose single-metric alarms scale by their dimension (SPEC 2.5; Memcached publishes BytesUsedForCacheItems, not the Redis-only DatabaseMemoryUsagePercentage); any other alarm needs scale.alarm_map",
-    ),
+    ("guard.window.tz", "UTC", "IANA time zone of the change window"),
+    ("guard.blast.max_actions", "3", "at most this many actions per invocation"),
+    ("guard.blast.max_percent", "50", "at most this percent of the resources in view per invocation (never below one)"),
+    ("guard.idempotency_ttl_hours", "24", "how long an event id + action stays claimed"),
+    ("guard.switch_ttl_seconds", "30", "how long kill switch and dry-run values are cached: a switch flipped in SSM takes effect within this many seconds"),
+    ("guard.claim_seconds", "900", "when the Lambda deadline is unknown, how long an idempotency claim is held before a retry may take it over (the function's timeout; 900 is Lambda's maximum)"),
+    ("audit.ttl_days", "400", "audit records kept (SPEC: one year cold)"),
+];
+
+/// The section of the core keys; its SSM paths are `guard/` and `audit/`.
+pub const CORE: &str = "core";
+
+/// Keys under `prefix` are per-resource overrides (`pattern`), checked by their section's parser.
+pub struct Dynamic {
+    pub prefix: &'static str,
+    pub pattern: &'static str,
+    pub default: &'static str,
+    pub meaning: &'static str,
+}
+
+/// One section of the configuration: the first component of its keys, what it is for, its keys
+/// (key, default, meaning) and its per-resource prefixes.
+pub struct Section {
+    pub name: &'static str,
+    pub about: &'static str,
+    pub keys: &'static [(&'static str, &'static str, &'static str)],
+    pub dynamic: &'static [Dynamic],
+}
+
+/// Every section: a function's section lives in its own file (`config/<section>.rs`) with a
+/// `KEYS` table and a `from_settings` parser its function calls at init. Register it here and in
+/// [`FUNCTION_SECTIONS`].
+pub const SECTIONS: &[Section] = &[
+    Section { name: CORE, about: "The deployment's resources, the guard every action passes and the audit trail.", keys: CORE_KEYS, dynamic: &[] },
+    Section { name: "scale", about: "Capacity (SPEC 2.5, 6.1): what may be scaled, how far, how often.", keys: scale::KEYS, dynamic: scale::DYNAMIC },
+    Section { name: "pg", about: "PostgreSQL (SPEC 3.2.2, 5.5.1): the databases, the alert thresholds, the limits of automated maintenance.", keys: pg::KEYS, dynamic: &[] },
+    Section { name: "alerts", about: "Severities, channels, response times and escalation (SPEC 3.2.1, 3.2.3, 3.2.4).", keys: alerts::KEYS, dynamic: &[] },
+    Section { name: "cost", about: "Cost anomalies and budgets (SPEC 6): severity, attribution, containment.", keys: cost::KEYS, dynamic: &[] },
+    Section { name: "failover", about: "Multi-AZ failover (SPEC 2.2): expected duration, limit, verification of the new primary.", keys: failover::KEYS, dynamic: &[] },
+    Section { name: "backup", about: "Backups, RPO and the restore drill (SPEC 2.4, 5.4).", keys: backup::KEYS, dynamic: &[] },
+    Section { name: "offhours", about: "Non-production environments stopped and started on schedules (SPEC 6).", keys: offhours::KEYS, dynamic: &[] },
+];
+
+/// The sections each function reads besides the core (`guard/` and `audit/` in SSM). Nothing
+/// else: a typo in another function's section cannot stop this one, and its IAM role may read
+/// these paths only (infra/template.yaml; checked by infra/tests). Secrets are never read by path.
+pub const FUNCTION_SECTIONS: &[(&str, &[&str])] = &[
+    ("scale-on-alarm", &["scale"]),
+    ("pg-health", &["pg"]),
+    ("vacuum-trigger", &["pg"]),
+    ("alert-router", &["alerts"]),
+    ("cost-anomaly", &["cost"]),
+    ("failover-notify", &["failover"]),
+    ("backup-guard", &["backup", "pg"]),
+    ("offhours", &["offhours"]),
 ];
 
 /// The SSM sections (`/nbaops/<env>/<section>/`) a function reads its configuration from: the
-/// guard and audit settings every function shares, and its own. Nothing else: a typo in another
-/// function's section cannot stop this one, and its IAM role may read these paths only
-/// (infra/template.yaml; checked by infra/tests). Secrets are never read by path.
-pub fn config_sections(function: &str) -> &'static [&'static str] {
-    match function {
-        "scale-on-alarm" => &["guard", "audit", "scale"],
-        "pg-health" | "vacuum-trigger" => &["guard", "audit", "pg"],
-        "alert-router" => &["guard", "audit", "alerts"],
-        "cost-anomaly" => &["guard", "audit", "cost"],
-        "failover-notify" => &["guard", "audit", "failover"],
-        "backup-guard" => &["guard", "audit", "backup", "pg"],
-        "offhours" => &["guard", "audit", "offhours"],
-        _ => &["guard", "audit"],
-    }
+/// guard and audit settings every function shares, and its own ([`FUNCTION_SECTIONS`]).
+pub fn config_sections(function: &str) -> Vec<&'static str> {
+    let own = FUNCTION_SECTIONS
+        .iter()
+        .find(|(f, _)| *f == function)
+        .map_or(&[][..], |(_, sections)| *sections);
+    ["guard", "audit"]
+        .into_iter()
+        .chain(own.iter().copied())
+        .collect()
 }
 
 /// The SSM paths [`Config::load`] reads for a function.
@@ -207,26 +125,24 @@ pub fn ssm_paths(env: Env, function: &str) -> Vec<String> {
         .collect()
 }
 
-/// Keys under these prefixes are per-resource overrides, checked by their section.
-const DYNAMIC_PREFIXES: &[&str] = &["scale.group."];
+/// Whether `function` reads `section` (every function reads the core).
+pub fn reads_section(function: &str, section: &str) -> bool {
+    section == CORE || config_sections(function).contains(&section)
+}
 
-/// Every function section's keys: a section lives in its own file (`config/<section>.rs`) with a
-/// `KEYS` table and a `from_settings` parser its function calls at init. Register it here.
-pub const SECTIONS: &[&[(&str, &str, &str)]] = &[
-    DEFAULTS,
-    pg::KEYS,
-    alerts::KEYS,
-    cost::KEYS,
-    failover::KEYS,
-    backup::KEYS,
-    offhours::KEYS,
-];
-
-/// Dynamic prefixes of the sections (per-resource maps), registered like `SECTIONS`.
-pub const SECTION_PREFIXES: &[&[&str]] = &[DYNAMIC_PREFIXES];
+/// The section a key falls in: its first component when a section bears that name, else the
+/// core (top-level keys, `guard.*`, `audit.*`, and a first component no section has, such as a
+/// misspelt section name: nobody else's business, so never silently ignored).
+pub fn section_of(key: &str) -> &'static str {
+    let first = key.split('.').next().unwrap_or(key);
+    SECTIONS
+        .iter()
+        .find(|s| s.name == first)
+        .map_or(CORE, |s| s.name)
+}
 
 fn all_keys() -> impl Iterator<Item = &'static (&'static str, &'static str, &'static str)> {
-    SECTIONS.iter().flat_map(|s| s.iter())
+    SECTIONS.iter().flat_map(|s| s.keys.iter())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -272,9 +188,15 @@ pub enum Source {
 #[derive(Debug, Clone, Default)]
 pub struct Settings {
     values: BTreeMap<String, (String, Source)>,
+    warnings: Vec<String>,
 }
 
 impl Settings {
+    /// Unknown keys in sections the function does not read: logged at init and ignored.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
     pub fn get(&self, key: &str) -> Option<&str> {
         self.values.get(key).map(|(v, _)| v.as_str())
     }
@@ -348,61 +270,82 @@ pub fn env_var_name(key: &str) -> String {
 
 fn known_key(key: &str) -> bool {
     all_keys().any(|(k, _, _)| *k == key)
-        || SECTION_PREFIXES
+        || SECTIONS
             .iter()
-            .flat_map(|p| p.iter())
-            .any(|p| key.starts_with(p))
+            .flat_map(|s| s.dynamic.iter())
+            .any(|d| key.starts_with(d.prefix))
 }
 
-/// Layer defaults < environment variables < SSM parameters under `/nbaops/<env>/`.
+/// Layer defaults < environment variables < SSM parameters under `/nbaops/<env>/`, every
+/// section checked: an unknown key anywhere is an error.
 /// Parameters under `/nbaops/<env>/secrets/` are not configuration and are skipped here.
 pub fn layer(
     env: Env,
     vars: &BTreeMap<String, String>,
     ssm: &BTreeMap<String, String>,
 ) -> Result<Settings> {
-    let mut values = BTreeMap::new();
+    layer_checked(env, None, vars, ssm)
+}
+
+/// [`layer`] as `function` sees it: an unknown key is an error in the sections it reads
+/// ([`reads_section`]), and elsewhere a warning, the key ignored: another function's
+/// misconfiguration does not stop this one.
+pub fn layer_for(
+    env: Env,
+    function: &str,
+    vars: &BTreeMap<String, String>,
+    ssm: &BTreeMap<String, String>,
+) -> Result<Settings> {
+    layer_checked(env, Some(function), vars, ssm)
+}
+
+fn layer_checked(
+    env: Env,
+    function: Option<&str>,
+    vars: &BTreeMap<String, String>,
+    ssm: &BTreeMap<String, String>,
+) -> Result<Settings> {
+    let mut settings = Settings::default();
     for (k, v, _) in all_keys() {
-        values.insert(
+        settings.values.insert(
             k.to_string(),
             (v.replace("{env}", &env.to_string()), Source::Default),
         );
     }
-    for (name, v) in vars {
-        let Some(rest) = name.strip_prefix("NBAOPS_") else {
-            continue;
-        };
-        if matches!(
+    let env_keys = vars.iter().filter_map(|(name, v)| {
+        let rest = name.strip_prefix("NBAOPS_")?;
+        let internal = matches!(
             rest,
             "ENV" | "SSM_PREFIX" | "SSM" | "TEST_NOW" | "TEST_PAUSE_AFTER_CLAIM"
-        ) {
-            continue;
-        }
+        );
         let key = rest.to_ascii_lowercase().replace("__", ".");
-        if !known_key(&key) {
-            return Err(NbaopsError::config(format!(
-                "unknown setting {name} (no key '{key}'; see shared/src/config/)"
-            )));
-        }
-        values.insert(key, (v.clone(), Source::Env));
-    }
+        (!internal).then(|| (format!("setting {name}"), key, v, Source::Env))
+    });
     let prefix = format!("/nbaops/{env}/");
-    for (name, v) in ssm {
-        let Some(rest) = name.strip_prefix(&prefix) else {
-            continue;
-        };
-        if rest.starts_with("secrets/") {
-            continue;
-        }
+    let ssm_keys = ssm.iter().filter_map(|(name, v)| {
+        let rest = name.strip_prefix(&prefix)?;
         let key = rest.replace('/', ".");
-        if !known_key(&key) {
-            return Err(NbaopsError::config(format!(
-                "unknown SSM parameter {name} (no key '{key}'; see shared/src/config/)"
-            )));
+        (!rest.starts_with("secrets/"))
+            .then(|| (format!("SSM parameter {name}"), key, v, Source::Ssm))
+    });
+    for (what, key, v, source) in env_keys.chain(ssm_keys) {
+        if known_key(&key) {
+            settings.values.insert(key, (v.clone(), source));
+            continue;
         }
-        values.insert(key, (v.clone(), Source::Ssm));
+        let unknown = format!("unknown {what} (no key '{key}'; see shared/src/config/)");
+        let section = section_of(&key);
+        match function {
+            Some(f) if !reads_section(f, section) => {
+                let warning =
+                    format!("{unknown}: ignored, {f} does not read the {section} section");
+                tracing::warn!(key = %key, "{warning}");
+                settings.warnings.push(warning);
+            }
+            _ => return Err(NbaopsError::config(unknown)),
+        }
     }
-    Ok(Settings { values })
+    Ok(settings)
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -433,79 +376,6 @@ pub struct GuardConfig {
     pub audit_ttl_days: i64,
 }
 
-/// A scale step: a fixed count, or a percent of the current desired capacity (rounded up).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub enum Step {
-    Count(i32),
-    Percent(f64),
-}
-
-impl Step {
-    pub fn of(&self, desired: i32) -> i32 {
-        match *self {
-            Step::Count(n) => n,
-            Step::Percent(p) => ((desired as f64) * p / 100.0).ceil().max(1.0) as i32,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct GroupPlan {
-    pub step: Step,
-    pub ceiling: i32,
-    pub baseline: i32,
-}
-
-/// What an alarm means when its dimensions do not say it (metric math, composite alarms),
-/// or when it is a low-load alarm meant to scale in.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AlarmRoute {
-    /// "asg:<group>", "rds:<instance>" or "cache:<cluster>"
-    pub target: String,
-    /// "out" (default) or "in" for ASG; "up" for RDS; "out" for cache; "none" to ignore.
-    #[serde(default = "default_on_alarm")]
-    pub on_alarm: String,
-    /// What ALARM -> OK means: "none" (default) or "in".
-    #[serde(default = "default_on_ok")]
-    pub on_ok: String,
-    /// P1..P4; P1 lets an RDS class change skip the change window (recorded as emergency).
-    #[serde(default)]
-    pub severity: Option<String>,
-}
-
-fn default_on_alarm() -> String {
-    "out".into()
-}
-fn default_on_ok() -> String {
-    "none".into()
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct ScaleConfig {
-    pub groups: Vec<String>,
-    pub group_default: GroupPlan,
-    pub group_overrides: BTreeMap<String, GroupPlan>,
-    pub asg_cooldown_seconds: i64,
-    pub rds_instances: Vec<String>,
-    pub rds_ladder: Vec<String>,
-    pub rds_cooldown_seconds: i64,
-    pub cache_clusters: Vec<String>,
-    pub cache_max_nodes: i32,
-    pub cache_cooldown_seconds: i64,
-    pub flap_transitions: usize,
-    pub flap_window_minutes: i64,
-    pub alarm_map: BTreeMap<String, AlarmRoute>,
-    pub signal_metrics: Vec<String>,
-}
-
-impl ScaleConfig {
-    pub fn plan_for(&self, group: &str) -> &GroupPlan {
-        self.group_overrides
-            .get(group)
-            .unwrap_or(&self.group_default)
-    }
-}
-
 #[derive(Debug, Clone, Serialize)]
 pub struct Config {
     pub env: Env,
@@ -514,32 +384,11 @@ pub struct Config {
     pub actions_topic_arn: String,
     pub ledger_table: String,
     pub guard: GuardConfig,
+    /// Parsed for the function that reads the scale section; for the others the default:
+    /// nothing to scale.
     pub scale: ScaleConfig,
     #[serde(skip)]
     pub settings: Settings,
-}
-
-fn parse_step(s: &Settings, key: &str, raw: &str) -> Result<Step> {
-    let raw = raw.trim();
-    let bad = || {
-        NbaopsError::config(format!(
-            "{key} (from {}): expected a positive count (1) or percent (25%), got '{raw}'",
-            s.origin(key)
-        ))
-    };
-    if let Some(p) = raw.strip_suffix('%') {
-        let p: f64 = p.trim().parse().map_err(|_| bad())?;
-        if p <= 0.0 || p > 100.0 {
-            return Err(bad());
-        }
-        Ok(Step::Percent(p))
-    } else {
-        let n: i32 = raw.parse().map_err(|_| bad())?;
-        if n < 1 {
-            return Err(bad());
-        }
-        Ok(Step::Count(n))
-    }
 }
 
 pub fn parse_time(s: &Settings, key: &str) -> Result<NaiveTime> {
@@ -605,90 +454,12 @@ impl Config {
             return Err(s.bad("guard.protect_tag", "a tag key"));
         }
 
-        let group_default = GroupPlan {
-            step: parse_step(&s, "scale.asg.step", &s.string("scale.asg.step"))?,
-            ceiling: positive(&s, "scale.asg.ceiling", "a whole number >= 1")?,
-            baseline: positive(&s, "scale.asg.baseline", "a whole number >= 1")?,
-        };
-        if group_default.baseline > group_default.ceiling {
-            return Err(s.bad(
-                "scale.asg.baseline",
-                "a baseline not above scale.asg.ceiling",
-            ));
-        }
-        let mut group_overrides: BTreeMap<String, GroupPlan> = BTreeMap::new();
-        for (rest, value) in s.under("scale.group.") {
-            let key = format!("scale.group.{rest}");
-            let Some((group, field)) = rest.rsplit_once('.') else {
-                return Err(s.bad(&key, "scale.group.<name>.step|ceiling|baseline"));
-            };
-            let plan = group_overrides
-                .entry(group.to_string())
-                .or_insert_with(|| group_default.clone());
-            match field {
-                "step" => plan.step = parse_step(&s, &key, &value)?,
-                "ceiling" => plan.ceiling = positive(&s, &key, "a whole number >= 1")?,
-                "baseline" => plan.baseline = positive(&s, &key, "a whole number >= 1")?,
-                _ => return Err(s.bad(&key, "scale.group.<name>.step|ceiling|baseline")),
-            }
-        }
-        for (group, plan) in &group_overrides {
-            if plan.baseline > plan.ceiling {
-                return Err(NbaopsError::config(format!(
-                    "scale.group.{group}: baseline {} is above ceiling {}",
-                    plan.baseline, plan.ceiling
-                )));
-            }
-        }
-        let rds_ladder = s.list("scale.rds.ladder");
-        if rds_ladder.is_empty() || rds_ladder.iter().any(|c| !c.starts_with("db.")) {
-            return Err(s.bad(
-                "scale.rds.ladder",
-                "a comma list of db.* classes, smallest first",
-            ));
-        }
-        let alarm_map: BTreeMap<String, AlarmRoute> = s.json(
-            "scale.alarm_map",
-            "a JSON object {alarm: {target, on_alarm, on_ok, severity}}",
-        )?;
-        for (alarm, route) in &alarm_map {
-            let kind = route.target.split(':').next().unwrap_or("");
-            if !matches!(kind, "asg" | "rds" | "cache") || route.target.split(':').count() != 2 {
-                return Err(NbaopsError::config(format!(
-                    "scale.alarm_map[{alarm}].target: expected asg:<group>, rds:<instance> or cache:<cluster>, got '{}'",
-                    route.target
-                )));
-            }
-            if !matches!(route.on_alarm.as_str(), "out" | "in" | "up" | "none")
-                || !matches!(route.on_ok.as_str(), "in" | "none")
-            {
-                return Err(NbaopsError::config(format!(
-                    "scale.alarm_map[{alarm}]: on_alarm must be out|in|up|none and on_ok in|none"
-                )));
-            }
-            if let Some(sev) = &route.severity {
-                if crate::alerts::Severity::from_str(sev).is_err() {
-                    return Err(NbaopsError::config(format!(
-                        "scale.alarm_map[{alarm}].severity: expected P1..P4, got '{sev}'"
-                    )));
-                }
-            }
-        }
-        let scale = ScaleConfig {
-            groups: s.list("scale.groups"),
-            group_default,
-            group_overrides,
-            asg_cooldown_seconds: s.number("scale.asg.cooldown_seconds", "whole seconds")?,
-            rds_instances: s.list("scale.rds.instances"),
-            rds_ladder,
-            rds_cooldown_seconds: s.number("scale.rds.cooldown_seconds", "whole seconds")?,
-            cache_clusters: s.list("scale.cache.clusters"),
-            cache_max_nodes: positive(&s, "scale.cache.max_nodes", "a whole number >= 1")?,
-            cache_cooldown_seconds: s.number("scale.cache.cooldown_seconds", "whole seconds")?,
-            flap_transitions: positive(&s, "scale.flap.transitions", "a whole number >= 2")?,
-            flap_window_minutes: positive(&s, "scale.flap.window_minutes", "whole minutes >= 1")?,
-            alarm_map,
-            signal_metrics: s.list("scale.signal_metrics"),
+        // Only the function that reads the scale section parses it: a bad scale.alarm_map
+        // must not stop alert-router.
+        let scale = if reads_section(function, "scale") {
+            scale::from_settings(&s)?
+        } else {
+            ScaleConfig::default()
         };
         for key in ["alerts_topic_arn", "actions_topic_arn"] {
             let v = s.string(key);
@@ -733,7 +504,7 @@ impl Config {
         }
         // Debug only, and through the redacting writer: SecureString values never reach the log.
         tracing::debug!(parameters = ?ssm, "SSM parameters read");
-        let settings = layer(env, vars, &ssm)?;
+        let settings = layer_for(env, function, vars, &ssm)?;
         Config::from_settings(env, function, settings)
     }
 
@@ -763,16 +534,20 @@ mod tests {
         Config::from_settings(Env::Dev, "scale-on-alarm", s)
     }
 
+    /// What a function's init does with its environment: NBAOPS_ENV=dev, no SSM.
+    async fn init(function: &str, env_pairs: &[(&str, &str)]) -> Result<Config> {
+        let mut env = vars(env_pairs);
+        env.insert("NBAOPS_ENV".into(), "dev".into());
+        Config::load(function, &env, None).await
+    }
+
     #[test]
     fn spec_defaults() {
         let c = load(&[], &[]).unwrap();
         assert_eq!(c.scale.group_default.ceiling, 4);
-        assert_eq!(c.scale.group_default.baseline, 2);
-        assert_eq!(c.scale.group_default.step, Step::Count(1));
-        assert_eq!(c.scale.rds_ladder, vec!["db.t3.micro", "db.t3.small"]);
-        assert_eq!(c.scale.cache_cooldown_seconds, 900);
         assert_eq!(c.guard.window.days, vec![Weekday::Tue, Weekday::Thu]);
         assert_eq!(c.ledger_table, "nbaops-dev-ledger");
+        assert_eq!(c.guard.max_actions, 3);
         assert!(!c.guard.dry_run && !c.guard.kill_switch);
     }
 
@@ -780,25 +555,25 @@ mod tests {
     fn ssm_beats_env_beats_default() {
         let c = load(
             &[
-                ("NBAOPS_SCALE__ASG__CEILING", "6"),
-                ("NBAOPS_SCALE__ASG__BASELINE", "3"),
+                ("NBAOPS_GUARD__BLAST__MAX_ACTIONS", "6"),
+                ("NBAOPS_GUARD__BLAST__MAX_PERCENT", "30"),
             ],
             &[
-                ("/nbaops/dev/scale/asg/ceiling", "8"),
-                ("/nbaops/prod/scale/asg/ceiling", "99"),
+                ("/nbaops/dev/guard/blast/max_actions", "8"),
+                ("/nbaops/prod/guard/blast/max_actions", "99"),
             ],
         )
         .unwrap();
-        assert_eq!(c.scale.group_default.ceiling, 8);
-        assert_eq!(c.scale.group_default.baseline, 3);
+        assert_eq!(c.guard.max_actions, 8);
+        assert_eq!(c.guard.max_percent, 30.0);
     }
 
     #[test]
     fn wrong_value_names_key_and_source() {
-        let e = load(&[], &[("/nbaops/dev/scale/asg/ceiling", "lots")]).unwrap_err();
+        let e = load(&[], &[("/nbaops/dev/guard/blast/max_actions", "lots")]).unwrap_err();
         let msg = e.to_string();
         assert!(
-            msg.contains("scale.asg.ceiling") && msg.contains("SSM") && msg.contains("lots"),
+            msg.contains("guard.blast.max_actions") && msg.contains("SSM") && msg.contains("lots"),
             "{msg}"
         );
         let e = load(&[("NBAOPS_GUARD__WINDOW__TZ", "Mars/Olympus")], &[]).unwrap_err();
@@ -810,6 +585,103 @@ mod tests {
         assert!(load(&[], &[("/nbaops/dev/guard/dryrun", "true")]).is_err());
         assert!(load(&[("NBAOPS_GUARD__DRYRUN", "true")], &[]).is_err());
         assert!(load(&[], &[("/nbaops/dev/secrets/slack", "x")]).is_ok());
+    }
+
+    #[test]
+    fn a_key_falls_in_the_section_of_its_first_component() {
+        assert_eq!(section_of("alerts.route.p1"), "alerts");
+        assert_eq!(section_of("scale.group.web.step"), "scale");
+        assert_eq!(section_of("pg.bloat.warn_percent"), "pg");
+        // Top-level keys, guard and audit, and a section nobody has are the core's.
+        assert_eq!(section_of("alerts_topic_arn"), CORE);
+        assert_eq!(section_of("guard.dry_run"), CORE);
+        assert_eq!(section_of("audit.ttl_days"), CORE);
+        assert_eq!(section_of("scalee.asg.ceiling"), CORE);
+        assert!(reads_section("backup-guard", "pg") && reads_section("backup-guard", CORE));
+        assert!(!reads_section("alert-router", "scale"));
+    }
+
+    #[tokio::test]
+    async fn a_bad_scale_section_stops_scale_on_alarm_only() {
+        let bad = [("NBAOPS_SCALE__ALARM_MAP", "not json")];
+        let e = init("scale-on-alarm", &bad).await.unwrap_err().to_string();
+        assert!(
+            e.contains("scale.alarm_map") && e.contains("NBAOPS_SCALE__ALARM_MAP"),
+            "{e}"
+        );
+        let e = init("scale-on-alarm", &[("NBAOPS_SCALE__ASG__STEP", "0")])
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("scale.asg.step"), "{e}");
+        for (function, _) in FUNCTION_SECTIONS
+            .iter()
+            .filter(|(f, _)| *f != "scale-on-alarm")
+        {
+            let c = init(function, &bad)
+                .await
+                .unwrap_or_else(|e| panic!("{function}: {e}"));
+            assert!(
+                c.scale.groups.is_empty() && c.scale.alarm_map.is_empty(),
+                "{function}"
+            );
+        }
+        // And the functions' own sections still parse: alert-router routes, cost-anomaly counts.
+        let c = init("alert-router", &bad).await.unwrap();
+        assert!(alerts::from_settings(&c.settings).is_ok());
+        let c = init("cost-anomaly", &bad).await.unwrap();
+        assert!(cost::from_settings(&c.settings).is_ok());
+    }
+
+    #[tokio::test]
+    async fn an_unknown_key_is_an_error_in_the_functions_sections_and_a_warning_elsewhere() {
+        let typo = [("NBAOPS_SCALE__ASG__CEILNG", "5")];
+        let c = init("alert-router", &typo).await.unwrap();
+        assert_eq!(
+            c.settings.warnings().len(),
+            1,
+            "{:?}",
+            c.settings.warnings()
+        );
+        let w = &c.settings.warnings()[0];
+        assert!(
+            w.contains("unknown setting NBAOPS_SCALE__ASG__CEILNG")
+                && w.contains("ignored, alert-router does not read the scale section"),
+            "{w}"
+        );
+        assert_eq!(c.settings.get("scale.asg.ceilng"), None);
+        let e = init("scale-on-alarm", &typo).await.unwrap_err().to_string();
+        assert!(
+            e.contains("unknown setting NBAOPS_SCALE__ASG__CEILNG (no key 'scale.asg.ceilng'; see shared/src/config/)"),
+            "{e}"
+        );
+        // Its own section, the core keys and a section nobody has: errors for everyone.
+        for (function, typo) in [
+            ("alert-router", "NBAOPS_ALERTS__DEDUP_MINUTES"),
+            ("backup-guard", "NBAOPS_PG__BLOAT__WARN_PERCNT"),
+            ("offhours", "NBAOPS_GUARD__DRYRUN"),
+            ("cost-anomaly", "NBAOPS_LEDGER"),
+            ("cost-anomaly", "NBAOPS_AUDIT__TTL"),
+            ("failover-notify", "NBAOPS_SCALEE__ASG__CEILING"),
+        ] {
+            let e = init(function, &[(typo, "1")])
+                .await
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(&format!("unknown setting {typo}")),
+                "{function}: {e}"
+            );
+        }
+        // SSM parameters the same way.
+        let ssm = vars(&[("/nbaops/dev/pg/bloat/warn_percnt", "5")]);
+        let s = layer_for(Env::Dev, "offhours", &BTreeMap::new(), &ssm).unwrap();
+        assert!(
+            s.warnings()[0].contains("unknown SSM parameter /nbaops/dev/pg/bloat/warn_percnt"),
+            "{:?}",
+            s.warnings()
+        );
+        let e = layer_for(Env::Dev, "pg-health", &BTreeMap::new(), &ssm).unwrap_err();
+        assert!(e.to_string().contains("unknown SSM parameter"), "{e}");
     }
 
     #[tokio::test]
@@ -848,33 +720,5 @@ mod tests {
         assert!(ssm_paths(Env::Dev, "alert-router")
             .iter()
             .all(|p| !p.contains("secrets")));
-    }
-
-    #[test]
-    fn steps_overrides_and_alarm_map() {
-        let c = load(
-            &[],
-            &[
-                ("/nbaops/dev/scale/group/nbaops-dev-worker/ceiling", "6"),
-                ("/nbaops/dev/scale/group/nbaops-dev-worker/step", "50%"),
-                (
-                    "/nbaops/dev/scale/alarm_map",
-                    r#"{"web-cpu-low":{"target":"asg:nbaops-dev-web","on_alarm":"in"}}"#,
-                ),
-            ],
-        )
-        .unwrap();
-        let w = c.scale.plan_for("nbaops-dev-worker");
-        assert_eq!((w.ceiling, w.baseline), (6, 2));
-        assert_eq!(w.step.of(3), 2);
-        assert_eq!(c.scale.plan_for("other").ceiling, 4);
-        assert_eq!(c.scale.alarm_map["web-cpu-low"].on_ok, "none");
-        assert!(load(&[], &[("/nbaops/dev/scale/asg/step", "0")]).is_err());
-        assert!(load(
-            &[],
-            &[("/nbaops/dev/scale/alarm_map", r#"{"a":{"target":"ec2:x"}}"#)]
-        )
-        .is_err());
-        assert!(load(&[], &[("/nbaops/dev/scale/asg/baseline", "5")]).is_err());
     }
 }

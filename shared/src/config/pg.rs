@@ -220,12 +220,7 @@ fn parse_databases(s: &Settings) -> Result<Vec<PgTarget>> {
                 "a comma list of name=postgres://user@host:port/db (name: letters, digits, - and _)",
             ));
         }
-        let userinfo = url
-            .split_once("://")
-            .and_then(|(_, rest)| rest.split('/').next())
-            .and_then(|authority| authority.rsplit_once('@'))
-            .map(|(userinfo, _)| userinfo);
-        if userinfo.is_some_and(|u| u.contains(':')) {
+        if url_carries_password(&url) {
             return Err(NbaopsError::config(format!(
                 "{key} (from {}): the URL of '{name}' carries a password; put it in SSM SecureString /nbaops/<env>/secrets/pg/{name}/<monitor|maintenance>",
                 s.origin(key)
@@ -362,6 +357,21 @@ pub fn from_settings(s: &Settings) -> Result<PgConfig> {
     })
 }
 
+/// Whether a PostgreSQL URL carries a password, in its user info (`user:pw@host`) or as a
+/// `password` parameter. Passwords come from SSM SecureString only: every PostgreSQL URL nbaops
+/// reads (its config, `failover.verify.urls`) and every one it connects with is checked here.
+pub fn url_carries_password(url: &str) -> bool {
+    let userinfo = url
+        .split_once("://")
+        .and_then(|(_, rest)| rest.split('/').next())
+        .and_then(|authority| authority.rsplit_once('@'))
+        .map(|(userinfo, _)| userinfo);
+    userinfo.is_some_and(|u| u.contains(':'))
+        || url
+            .parse::<tokio_postgres::Config>()
+            .is_ok_and(|c| c.get_password().is_some())
+}
+
 impl PgConfig {
     /// The URL to connect with for `role` ("monitor" or "maintenance"): the role's user swapped
     /// in when configured, a connect timeout. The password goes to the connector apart.
@@ -496,6 +506,17 @@ mod tests {
             e.contains("password") && e.contains("secrets/pg/app"),
             "{e}"
         );
+        // As a parameter too: the same check as the connector's (one function).
+        let e = load(&[(
+            "NBAOPS_PG__DATABASES",
+            "app=postgres://mon@db/app?password=x",
+        )])
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("carries a password"), "{e}");
+        assert!(!url_carries_password(
+            "postgres://mon@db:5432/app?sslmode=require"
+        ));
         assert!(load(&[("NBAOPS_PG__DATABASES", "app=mysql://x@db/app")]).is_err());
         assert!(load(&[(
             "NBAOPS_PG__DATABASES",

@@ -14,10 +14,12 @@
 
 use std::collections::BTreeMap;
 
+use aws_lambda_events::cloudwatch_alarms::CloudWatchAlarm;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 
+use super::envelope::{clean, typed};
 use super::util::{
     arn_account, arn_region, arn_tail, arr_field, as_object_or_json_string, f64_field, get,
     obj_field, scalar_string, stamp, str_field, time_field, truncate, u32_field,
@@ -247,9 +249,27 @@ pub(crate) fn from_eventbridge(ev: &Value, ctx: &Ctx) -> Result<AlarmChange, Not
     finish(d, ctx.delivery, ctx.time)
 }
 
-/// The CloudWatch direct Lambda alarm action payload (`alarmData`).
+/// The CloudWatch direct Lambda alarm action payload (`alarmData`). The envelope is read as
+/// `aws_lambda_events`' `CloudWatchAlarm` where the crate accepts it (it wants `state.timestamp`,
+/// absent from some INSUFFICIENT_DATA payloads, and knows no `account` alias); `alarmData` by ours.
 pub(crate) fn from_direct_action(ev: &Value) -> Result<AlarmChange, NotForMe> {
-    if let Some(src) = str_field(ev, &["source"]) {
+    let (source, arn, account, region, time) = match typed::<CloudWatchAlarm<Value, Value>>(ev) {
+        Some(t) => (
+            t.source.and_then(clean),
+            t.alarm_arn.and_then(clean),
+            t.account_id.and_then(clean),
+            t.region.and_then(clean),
+            Some(t.time),
+        ),
+        None => (
+            str_field(ev, &["source"]),
+            str_field(ev, &["alarmArn"]),
+            str_field(ev, &["accountId", "account"]),
+            str_field(ev, &["region"]),
+            time_field(ev, &["time"]),
+        ),
+    };
+    if let Some(src) = source {
         if src != "aws.cloudwatch" {
             return Err(NotForMe::new(format!(
                 "alarmData payload from unexpected source '{}'",
@@ -260,14 +280,9 @@ pub(crate) fn from_direct_action(ev: &Value) -> Result<AlarmChange, NotForMe> {
     let data = obj_field(ev, &["alarmData"]).ok_or_else(|| {
         NotForMe::new("CloudWatch alarm action with alarmData that is not an object")
     })?;
-    let d = from_alarm_data(
-        data,
-        str_field(ev, &["alarmArn"]),
-        str_field(ev, &["accountId", "account"]),
-        str_field(ev, &["region"]),
-        None, // composite id below
-    );
-    finish(d, Delivery::AlarmAction, time_field(ev, &["time"]))
+    // No id: `finish` composes it from the ARN (or name) and the state's time.
+    let d = from_alarm_data(data, arn, account, region, None);
+    finish(d, Delivery::AlarmAction, time)
 }
 
 /// EventBridge `detail` and direct-action `alarmData` share one shape.

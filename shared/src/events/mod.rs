@@ -23,6 +23,15 @@
 //!    delivers it) → treated like an SNS record;
 //! 7. anything else → `NotForMe`.
 //!
+//! The envelopes (SNS notification, SQS record, EventBridge event, the alarm action) are read
+//! with the types of `aws_lambda_events` (`envelope.rs`) wherever the crate parses the payload.
+//! The tolerant reader (`util.rs`) stays for what the crate refuses — a notification without
+//! signature fields (hand-made, or relayed by tooling), an alarm state without `timestamp`, keys
+//! in another case, numbers where it wants strings, a `Message` that is an object — and for the
+//! bodies the crate does not model (alarm state changes, RDS events, schedules, cost). The tests
+//! in `envelope_tests.rs` show the crate refusing each such shape, and a property test shows both
+//! readers classify alike wherever the crate accepts.
+//!
 //! Event ids (idempotency keys): the EventBridge `id`; the SNS `MessageId` — except
 //! for an EventBridge event forwarded through SNS, which keeps the inner EventBridge
 //! `id` so the same event arriving by both paths dedupes; for the direct alarm action
@@ -33,6 +42,9 @@ mod alarm;
 #[cfg(any(test, feature = "proptest"))]
 pub mod arbitrary;
 mod cost;
+mod envelope;
+#[cfg(test)]
+mod envelope_tests;
 #[cfg(test)]
 mod proptests;
 mod rds;
@@ -40,6 +52,7 @@ pub mod rds_catalog;
 mod schedule;
 mod util;
 
+use aws_lambda_events::{eventbridge::EventBridgeEvent, sns::SnsMessage, sqs::SqsMessage};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
@@ -49,6 +62,7 @@ pub use cost::{BudgetAlert, BudgetKind, CostAnomaly, RootCause};
 pub use rds::{normalise_event_code, RdsEvent, RdsSourceType};
 pub use schedule::ScheduledTick;
 
+use envelope::{clean, typed};
 use util::{describe, get, str_field, time_field, truncate};
 
 /// How a payload reached the function.
@@ -208,21 +222,69 @@ impl Ctx {
         }
     }
 
-    fn from_eventbridge(ev: &Value, delivery: Delivery) -> Self {
+    /// An SNS notification's context; the region is the topic's.
+    fn sns(
+        id: Option<String>,
+        time: Option<DateTime<Utc>>,
+        subject: Option<String>,
+        topic_arn: Option<String>,
+    ) -> Self {
+        let topic_arn = topic_arn.and_then(clean);
         Self {
-            delivery,
-            id: str_field(ev, &["id"]),
-            time: time_field(ev, &["time"]),
-            account: str_field(ev, &["account"]),
-            region: str_field(ev, &["region"]),
-            resources: util::arr_field(ev, &["resources"])
-                .iter()
-                .filter_map(util::scalar_string)
-                .collect(),
-            subject: None,
-            topic_arn: None,
+            id: id.and_then(clean),
+            time,
+            subject: subject.and_then(clean),
+            region: topic_arn.as_deref().and_then(util::arn_region),
+            topic_arn,
+            ..Self::empty(Delivery::Sns)
         }
     }
+
+    /// The SNS topic's name, for refusal reasons.
+    fn topic(&self) -> String {
+        self.topic_arn
+            .as_deref()
+            .and_then(util::arn_tail)
+            .unwrap_or_else(|| "?".to_string())
+    }
+}
+
+/// An EventBridge event's `source`, `detail-type` and context.
+fn eventbridge_envelope(ev: &Value, delivery: Delivery) -> (Option<String>, Option<String>, Ctx) {
+    if let Some(t) = typed::<EventBridgeEvent>(ev) {
+        let ctx = Ctx {
+            delivery,
+            id: t.id.and_then(clean),
+            time: t.time,
+            account: t.account.and_then(clean),
+            region: t.region.and_then(clean),
+            resources: t
+                .resources
+                .into_iter()
+                .flatten()
+                .filter_map(clean)
+                .collect(),
+            ..Ctx::empty(delivery)
+        };
+        return (clean(t.source), clean(t.detail_type), ctx);
+    }
+    let ctx = Ctx {
+        delivery,
+        id: str_field(ev, &["id"]),
+        time: time_field(ev, &["time"]),
+        account: str_field(ev, &["account"]),
+        region: str_field(ev, &["region"]),
+        resources: util::arr_field(ev, &["resources"])
+            .iter()
+            .filter_map(util::scalar_string)
+            .collect(),
+        ..Ctx::empty(delivery)
+    };
+    (
+        str_field(ev, &["source"]),
+        str_field(ev, &["detail-type"]),
+        ctx,
+    )
 }
 
 fn into_inbound<T>(r: Result<T, NotForMe>, wrap: fn(T) -> Inbound) -> Inbound {
@@ -237,8 +299,10 @@ fn classify_object(raw: &Value) -> Vec<Inbound> {
         return classify_records(records);
     }
     if get(raw, "detail-type").is_some() {
-        let ctx = Ctx::from_eventbridge(raw, Delivery::EventBridge);
-        return vec![classify_eventbridge(raw, ctx)];
+        return vec![classify_eventbridge(
+            raw,
+            eventbridge_envelope(raw, Delivery::EventBridge),
+        )];
     }
     if get(raw, "alarmData").is_some() {
         return vec![into_inbound(alarm::from_direct_action(raw), Inbound::Alarm)];
@@ -318,9 +382,10 @@ fn classify_records(records: &Value) -> Vec<Inbound> {
         .collect()
 }
 
-fn classify_eventbridge(ev: &Value, ctx: Ctx) -> Inbound {
-    let detail_type = str_field(ev, &["detail-type"]);
-    let source = str_field(ev, &["source"]);
+fn classify_eventbridge(
+    ev: &Value,
+    (source, detail_type, ctx): (Option<String>, Option<String>, Ctx),
+) -> Inbound {
     let (Some(dt), Some(src)) = (detail_type, source) else {
         return not_for_me(format!(
             "EventBridge-like event without detail-type or source: {}",
@@ -358,13 +423,19 @@ fn classify_eventbridge(ev: &Value, ctx: Ctx) -> Inbound {
 /// dedupes) or the target of an EventBridge rule (the event itself). Anything else in the body
 /// is not for nbaops.
 fn classify_sqs_body(i: usize, record: &Value) -> Inbound {
-    let Some(body) = get(record, "body").and_then(Value::as_str) else {
+    let body = match typed::<SqsMessage>(record) {
+        Some(m) => m.body,
+        None => get(record, "body")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+    };
+    let Some(body) = body else {
         return not_for_me(format!("SQS record {i} without a string body"));
     };
     match serde_json::from_str::<Value>(body.trim()) {
         Ok(v) if str_field(&v, &["Type"]).as_deref() == Some("Notification") => classify_sns(&v),
         Ok(v) if get(&v, "detail-type").is_some() => {
-            classify_eventbridge(&v, Ctx::from_eventbridge(&v, Delivery::EventBridge))
+            classify_eventbridge(&v, eventbridge_envelope(&v, Delivery::EventBridge))
         }
         Ok(v) => not_for_me(format!(
             "SQS record {i} carries {}, not an SNS notification or EventBridge event",
@@ -379,43 +450,52 @@ fn classify_sqs_body(i: usize, record: &Value) -> Inbound {
 
 /// One SNS notification body (`Records[].Sns`).
 fn classify_sns(sns: &Value) -> Inbound {
-    let topic_arn = str_field(sns, &["TopicArn"]);
-    let mut ctx = Ctx::empty(Delivery::Sns);
-    ctx.id = str_field(sns, &["MessageId"]);
-    ctx.time = time_field(sns, &["Timestamp"]);
-    ctx.subject = str_field(sns, &["Subject"]);
-    ctx.region = topic_arn.as_deref().and_then(util::arn_region);
-    ctx.topic_arn = topic_arn;
-    let topic = ctx
-        .topic_arn
-        .as_deref()
-        .and_then(util::arn_tail)
-        .unwrap_or_else(|| "?".to_string());
-
-    let message = match get(sns, "Message") {
-        None => {
-            return not_for_me(format!(
-                "SNS notification on topic '{topic}' without Message"
-            ))
-        }
-        Some(Value::String(s)) => s.clone(),
+    if let Some(n) = typed::<SnsMessage>(sns) {
+        let ctx = Ctx::sns(
+            Some(n.message_id),
+            Some(n.timestamp),
+            n.subject,
+            Some(n.topic_arn),
+        );
+        return classify_sns_message(&n.message, ctx);
+    }
+    let ctx = Ctx::sns(
+        str_field(sns, &["MessageId"]),
+        time_field(sns, &["Timestamp"]),
+        str_field(sns, &["Subject"]),
+        str_field(sns, &["TopicArn"]),
+    );
+    match get(sns, "Message") {
+        None => not_for_me(format!(
+            "SNS notification on topic '{}' without Message",
+            ctx.topic()
+        )),
+        Some(Value::String(s)) => classify_sns_message(s, ctx),
         // Hand-made test events sometimes put the object itself in Message.
-        Some(v @ Value::Object(_)) => return classify_sns_json(v, ctx, &topic),
-        Some(other) => {
-            return not_for_me(format!(
-                "SNS Message on topic '{topic}' is {}, not a string",
-                describe(other)
-            ))
+        Some(v @ Value::Object(_)) => {
+            let topic = ctx.topic();
+            classify_sns_json(v, ctx, &topic)
         }
-    };
+        Some(other) => not_for_me(format!(
+            "SNS Message on topic '{}' is {}, not a string",
+            ctx.topic(),
+            describe(other)
+        )),
+    }
+}
+
+/// An SNS `Message` string: JSON (an alarm, an RDS event, a cost alert, an EventBridge event) or
+/// the plain text of an AWS Budgets alert.
+fn classify_sns_message(message: &str, ctx: Ctx) -> Inbound {
+    let topic = ctx.topic();
     match serde_json::from_str::<Value>(message.trim()) {
         Ok(v @ Value::Object(_)) => classify_sns_json(&v, ctx, &topic),
         Ok(other) => not_for_me(format!(
             "SNS message on topic '{topic}' is JSON {}, not an nbaops event",
             describe(&other)
         )),
-        Err(_) if cost::looks_like_budget_text(&message, ctx.subject.as_deref()) => {
-            into_inbound(cost::budget_from_text(&message, &ctx), Inbound::Budget)
+        Err(_) if cost::looks_like_budget_text(message, ctx.subject.as_deref()) => {
+            into_inbound(cost::budget_from_text(message, &ctx), Inbound::Budget)
         }
         Err(_) => not_for_me(format!(
             "SNS message on topic '{topic}' is plain text not recognised: {:?}",
@@ -427,12 +507,12 @@ fn classify_sns(sns: &Value) -> Inbound {
 fn classify_sns_json(msg: &Value, ctx: Ctx, topic: &str) -> Inbound {
     if get(msg, "detail-type").is_some() {
         // An EventBridge rule forwarding the event to an SNS topic.
-        let mut inner = Ctx::from_eventbridge(msg, Delivery::Sns);
+        let (source, detail_type, mut inner) = eventbridge_envelope(msg, Delivery::Sns);
         inner.id = inner.id.or(ctx.id);
         inner.time = inner.time.or(ctx.time);
         inner.subject = ctx.subject;
         inner.topic_arn = ctx.topic_arn;
-        return classify_eventbridge(msg, inner);
+        return classify_eventbridge(msg, (source, detail_type, inner));
     }
     if util::any(msg, &["AlarmName", "NewStateValue"]).is_some() {
         return into_inbound(alarm::from_sns(msg, &ctx), Inbound::Alarm);

@@ -9,6 +9,7 @@ use proptest::prelude::*;
 use serde_json::Value;
 
 use super::arbitrary::{self, config};
+use super::envelope_tests;
 use super::*;
 
 /// Longest acceptable refusal reason (characters; one more for the ellipsis).
@@ -44,7 +45,7 @@ fn check(out: &[Inbound]) -> std::result::Result<(), TestCaseError> {
 }
 
 /// Equal, except that a Scheduler input without `at` (and without an id) reads the clock.
-fn same(a: &Inbound, b: &Inbound) -> bool {
+pub(super) fn same(a: &Inbound, b: &Inbound) -> bool {
     match (a, b) {
         (Inbound::Schedule(x), Inbound::Schedule(y)) => {
             let clock_read = (x.at - y.at).num_seconds().abs() < 60;
@@ -129,6 +130,24 @@ proptest! {
         let out = classify(&v);
         check(&out).map_err(|e| TestCaseError::fail(format!("{name}: {e}")))?;
         round_trip(&v, &out).map_err(|e| TestCaseError::fail(format!("{name}: {e}")))?;
+    }
+
+    /// Wherever `aws_lambda_events` accepts an envelope, it is read as the tolerant reader reads
+    /// it: the payload, its first SNS notification on its own, and that (or the payload) in an SQS
+    /// record.
+    #[test]
+    fn typed_and_tolerant_envelopes_classify_alike(v in arbitrary::payload()) {
+        let sns = v.pointer("/Records/0/Sns").cloned().unwrap_or(Value::Null);
+        let body = if sns.is_null() { v.to_string() } else { sns.to_string() };
+        let sqs = serde_json::json!({"Records": [{"eventSource": "aws:sqs", "body": body}]});
+        for v in [&v, &sqs, &sns] {
+            let typed = classify(v);
+            let tolerant = envelope_tests::tolerant(|| classify(v));
+            prop_assert_eq!(typed.len(), tolerant.len());
+            for (a, b) in typed.iter().zip(&tolerant) {
+                prop_assert!(same(a, b), "typed\n{:?}\ntolerant\n{:?}\nof {}", a, b, v);
+            }
+        }
     }
 
     #[test]

@@ -355,6 +355,8 @@ mod inventory;
 pub use inventory::*;
 mod shared;
 pub use shared::{leak, Shared};
+mod pg;
+pub use pg::*;
 
 /// The shared ports of a unit test: config from `vars` (environment-variable pairs such as
 /// `("NBAOPS_GUARD__DRY_RUN", "true")`) over the defaults in `dev`, an in-memory notifier and

@@ -89,6 +89,17 @@ pub trait Function: Sized + Send + Sync + 'static {
     /// One classified record. A kind the function does not take: `Ok(ctx.not_mine(&inbound))`.
     fn on(&self, inbound: Inbound, ctx: &Ctx<'_>) -> impl Future<Output = Result<RecordReport>>;
 
+    /// What one classified record becomes in the report: [`Function::on`]'s one record. A
+    /// function that reports per thing it looks after (pg-health, vacuum-trigger: one record per
+    /// database a tick covers) overrides it.
+    fn records(
+        &self,
+        inbound: Inbound,
+        ctx: &Ctx<'_>,
+    ) -> impl Future<Output = Result<Vec<RecordReport>>> {
+        async move { Ok(vec![self.on(inbound, ctx).await?]) }
+    }
+
     /// The whole payload. The default classifies it and hands each record to [`Function::on`];
     /// a function with another entry (an HTTP request) overrides it.
     fn handle(&self, payload: Value, ctx: &Ctx<'_>) -> impl Future<Output = Result<Self::Reply>> {
@@ -104,11 +115,11 @@ pub async fn dispatch<F: Function>(
 ) -> Result<InvocationReport> {
     let mut report = ctx.report();
     for inbound in classify(&payload) {
-        let rec = match inbound {
-            Inbound::NotForMe(n) => RecordReport::not_for_me("", "unknown", n.reason),
-            inbound => f.on(inbound, ctx).await?,
+        let recs = match inbound {
+            Inbound::NotForMe(n) => vec![RecordReport::not_for_me("", "unknown", n.reason)],
+            inbound => f.records(inbound, ctx).await?,
         };
-        report.records.push(rec);
+        report.records.extend(recs);
     }
     Ok(report)
 }

@@ -17,7 +17,7 @@ use crate::adapters::{
 use crate::alerts::{Alert, AlertPublisher};
 use crate::config::Config;
 use crate::error::{NbaopsError, Result};
-use crate::guard::{Guard, Switches};
+use crate::guard::{Guard, GuardPorts, Switches};
 use crate::ports::{AutoScaling, ElastiCache, Ledger, Notifier, Params, Rds};
 use crate::telemetry;
 
@@ -94,11 +94,13 @@ impl Deps {
 
     pub fn guard(&self, event_id: &str, inv: &Invocation) -> Guard<'_> {
         Guard::new(
-            &self.cfg,
-            self.ledger.as_ref(),
-            self.notifier.as_ref(),
-            self.params.as_deref(),
-            &self.switches,
+            GuardPorts {
+                cfg: &self.cfg,
+                ledger: self.ledger.as_ref(),
+                notifier: self.notifier.as_ref(),
+                params: self.params.as_deref(),
+                switches: &self.switches,
+            },
             event_id,
             &inv.request_id,
             inv.now,

@@ -5,7 +5,23 @@
 //!
 //! In dry-run every later step is still evaluated, read-only, so the operator sees exactly
 //! which guard would have stopped the action or that it would have gone through.
+//!
+//! Split by seam: [`switches`] (kill switch and dry-run as last read), `ledger` (the cooldown and
+//! idempotency claim, one conditional write), [`audit`] (audit records, ledger state decoding).
 
+mod audit;
+mod ledger;
+mod switches;
+
+pub use audit::{
+    audit_trail, decode_state, report_unreadable_state, write_audit, write_audit_with,
+};
+pub use ledger::{Claim, CooldownMark};
+pub use switches::Switches;
+
+#[cfg(debug_assertions)]
+use ledger::test_pause_after_claim;
+use ledger::{cooldown_key, idem_key};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -149,60 +165,14 @@ pub fn in_change_window(window: &ChangeWindow, now: DateTime<Utc>) -> bool {
     }
 }
 
-/// Kill switch and dry-run as the container last read them. They come with the configuration read
-/// at init (SSM by path, the `guard` section included) and are re-read — one `GetParametersByPath`
-/// of `/nbaops/<env>/guard/` — once `guard.switch_ttl_seconds` have passed: an operator's flip
-/// reaches warm containers within that many seconds, without a deploy, and a warm invocation
-/// within the TTL makes no SSM call.
-#[derive(Default)]
-pub struct Switches {
-    cached: Mutex<Option<(Instant, bool, bool)>>,
-}
-
-impl Switches {
-    /// Switches as the configuration just loaded says, fresh for `guard.switch_ttl_seconds`.
-    pub fn seeded(cfg: &Config) -> Switches {
-        Switches {
-            cached: Mutex::new(Some((
-                Instant::now(),
-                cfg.guard.kill_switch,
-                cfg.function_dry_run(),
-            ))),
-        }
-    }
-
-    /// (kill switch, dry run). An unreadable SSM counts as "kill switch on": we never act blind.
-    pub async fn current(&self, cfg: &Config, params: Option<&dyn Params>) -> Result<(bool, bool)> {
-        let Some(params) = params else {
-            return Ok((cfg.guard.kill_switch, cfg.function_dry_run()));
-        };
-        let mut cached = self.cached.lock().await;
-        if let Some((at, kill, dry)) = *cached {
-            if at.elapsed() < Duration::from_secs(cfg.guard.switch_ttl_seconds) {
-                return Ok((kill, dry));
-            }
-        }
-        let base = format!("/nbaops/{}/guard/", cfg.env);
-        let flag = |v: Option<&String>, default: bool| match v.map(|s| s.trim()) {
-            Some("true" | "on" | "yes" | "1") => true,
-            Some("false" | "off" | "no" | "0") => false,
-            _ => default,
-        };
-        let read = params.get_by_path(&base).await?;
-        let kill = flag(
-            read.get(&format!("{base}kill_switch")),
-            cfg.guard.kill_switch,
-        );
-        let dry_all = flag(read.get(&format!("{base}dry_run")), cfg.guard.dry_run);
-        let dry = dry_all
-            || cfg
-                .guard
-                .dry_run_functions
-                .iter()
-                .any(|f| f == &cfg.function);
-        *cached = Some((Instant::now(), kill, dry));
-        Ok((kill, dry))
-    }
+/// What a guard reads and writes: the config, the ledger, the alerts topic, SSM (live switches).
+#[derive(Clone, Copy)]
+pub struct GuardPorts<'a> {
+    pub cfg: &'a Config,
+    pub ledger: &'a dyn Ledger,
+    pub notifier: &'a dyn Notifier,
+    pub params: Option<&'a dyn Params>,
+    pub switches: &'a Switches,
 }
 
 /// One guard per invocation: it counts the blast radius of that run.
@@ -224,62 +194,7 @@ pub struct Guard<'a> {
     riders: Vec<LedgerWrite>,
 }
 
-fn idem_key(event_id: &str, a: &ProposedAction) -> (String, String) {
-    (
-        format!("idem#{event_id}"),
-        format!("{}#{}", a.action, a.resource),
-    )
-}
-
-fn cooldown_key(a: &ProposedAction) -> (String, String) {
-    (format!("cooldown#{}", a.resource), a.cooldown_key.clone())
-}
-
-/// An idempotency item as the guard writes it. Unknown fields (a newer version's) are ignored;
-/// `deadline` is absent from the claims of versions before it existed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Claim {
-    pub at: DateTime<Utc>,
-    pub request_id: String,
-    /// "in-progress" or "done".
-    pub state: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub deadline: Option<DateTime<Utc>>,
-    #[serde(default, skip_serializing_if = "Value::is_null")]
-    pub after: Value,
-    /// Unique to the write that stored it: when the answer to that write is lost and the SDK's
-    /// retry finds the claim already there, the guard recognises its own claim by this token.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub token: Option<String>,
-}
-
-/// A cooldown item: when the last action of its bucket on its resource was claimed, by which event.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CooldownMark {
-    pub at: DateTime<Utc>,
-    #[serde(default)]
-    pub event_id: String,
-}
-
-/// True when every field of `after` already has that value in `before`: the state an earlier
-/// claim meant to reach is the state the resource is in now.
-fn already_reached(after: &Value, before: &Value) -> bool {
-    match (after.as_object(), before.as_object()) {
-        (Some(want), Some(now)) if !want.is_empty() => {
-            want.iter().all(|(k, v)| now.get(k) == Some(v))
-        }
-        _ => false,
-    }
-}
-
-/// What the ledger step (cooldown + idempotency) concluded.
-struct LedgerSteps {
-    cooldown: StepResult,
-    idempotency: StepResult,
-    claimed: bool,
-}
-
-fn step(step: GuardStep, passed: bool, note: impl Into<String>) -> StepResult {
+pub(super) fn step(step: GuardStep, passed: bool, note: impl Into<String>) -> StepResult {
     StepResult {
         step,
         passed,
@@ -288,17 +203,19 @@ fn step(step: GuardStep, passed: bool, note: impl Into<String>) -> StepResult {
 }
 
 impl<'a> Guard<'a> {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
-        cfg: &'a Config,
-        ledger: &'a dyn Ledger,
-        notifier: &'a dyn Notifier,
-        params: Option<&'a dyn Params>,
-        switches: &'a Switches,
+        ports: GuardPorts<'a>,
         event_id: &str,
         request_id: &str,
         now: DateTime<Utc>,
     ) -> Self {
+        let GuardPorts {
+            cfg,
+            ledger,
+            notifier,
+            params,
+            switches,
+        } = ports;
         Guard {
             cfg,
             ledger,
@@ -355,252 +272,9 @@ impl<'a> Guard<'a> {
         let pct = ((self.fleet_size as f64) * self.cfg.guard.max_percent / 100.0).floor() as usize;
         pct.max(1).min(self.cfg.guard.max_actions)
     }
+}
 
-    /// When a claim's invocation had to be done. A claim without a deadline was written by a
-    /// version that had none: it was held for at most the longest invocation.
-    fn claim_deadline(&self, c: &Claim) -> DateTime<Utc> {
-        c.deadline
-            .unwrap_or(c.at + chrono::Duration::seconds(self.cfg.guard.claim_seconds))
-    }
-
-    /// A ledger item the guard cannot read is never taken as "no state": the action stops and a
-    /// P2 says which item (a newer version's format, or a corrupt write).
-    async fn unreadable(&self, a: &ProposedAction, what: &str, err: &str) -> Result<String> {
-        let (note, _) =
-            report_unreadable_state(self.cfg, self.notifier, &a.resource, what, err, self.now)
-                .await?;
-        Ok(note)
-    }
-
-    /// `same_event_claimed`: this event holds a claim on the action, so a cooldown mark it left
-    /// itself does not count against it (the claim says whether it may go on).
-    async fn cooldown_step(
-        &self,
-        a: &ProposedAction,
-        held: Option<&Value>,
-        same_event_claimed: bool,
-    ) -> Result<StepResult> {
-        let Some(v) = held else {
-            return Ok(step(GuardStep::Cooldown, true, "no earlier action"));
-        };
-        let mark: CooldownMark = match serde_json::from_value(v.clone()) {
-            Ok(m) => m,
-            Err(e) => {
-                let note = self
-                    .unreadable(a, "cooldown record", &e.to_string())
-                    .await?;
-                return Ok(step(GuardStep::Cooldown, false, note));
-            }
-        };
-        let since = (self.now - mark.at).num_seconds();
-        Ok(if same_event_claimed && mark.event_id == self.event_id {
-            step(
-                GuardStep::Cooldown,
-                true,
-                format!(
-                    "last at {} by this same event's claim",
-                    mark.at.to_rfc3339()
-                ),
-            )
-        } else if since < a.cooldown_seconds {
-            step(
-                GuardStep::Cooldown,
-                false,
-                format!(
-                    "last {} on {} at {}, cooldown {} s ({} s left)",
-                    a.cooldown_key,
-                    a.resource,
-                    mark.at.to_rfc3339(),
-                    a.cooldown_seconds,
-                    a.cooldown_seconds - since
-                ),
-            )
-        } else {
-            step(
-                GuardStep::Cooldown,
-                true,
-                format!("last at {}", mark.at.to_rfc3339()),
-            )
-        })
-    }
-
-    /// Read-only: what the ledger steps would say (dry-run, or an earlier step stopped).
-    async fn ledger_steps_read(&self, a: &ProposedAction, stopped: bool) -> Result<LedgerSteps> {
-        let (cpk, csk) = cooldown_key(a);
-        let cooldown = self
-            .cooldown_step(a, self.ledger.get(&cpk, &csk).await?.as_ref(), false)
-            .await?;
-        let idempotency = if stopped || !cooldown.passed {
-            step(GuardStep::Idempotency, true, "not reached")
-        } else {
-            let (ipk, isk) = idem_key(&self.event_id, a);
-            let seen = self.ledger.get(&ipk, &isk).await?.is_some();
-            step(
-                GuardStep::Idempotency,
-                !seen,
-                if seen {
-                    "already done for this event"
-                } else {
-                    "first time for this event (not claimed: dry-run)"
-                },
-            )
-        };
-        Ok(LedgerSteps {
-            cooldown,
-            idempotency,
-            claimed: false,
-        })
-    }
-
-    /// Cooldown and idempotency in one conditional ledger write: the claim (held until this
-    /// invocation's deadline) and the cooldown mark go in together, only if no claim of this
-    /// event exists and the cooldown has run out. When the write is refused, the items are read
-    /// to say why — or to take over a claim whose invocation passed its deadline.
-    async fn claim(&mut self, a: &ProposedAction) -> Result<LedgerSteps> {
-        let (ipk, isk) = idem_key(&self.event_id, a);
-        let (cpk, csk) = cooldown_key(a);
-        let claim = Claim {
-            at: self.now,
-            request_id: self.request_id.clone(),
-            state: "in-progress".into(),
-            deadline: Some(self.deadline),
-            after: a.after.clone(),
-            token: Some(claim_token()),
-        };
-        let token = claim.token.clone();
-        let claim = serde_json::to_value(&claim)
-            .map_err(|e| NbaopsError::InvalidEvent(format!("claim not serialisable: {e}")))?;
-        let mark = json!({"at": self.now.to_rfc3339(), "event_id": self.event_id, "request_id": self.request_id});
-        let idem_expires = self.now.timestamp() + self.cfg.guard.idempotency_ttl_hours * 3600;
-        // The cooldown item expires when the cooldown ends: an expired mark no longer blocks.
-        let cool_expires = self.now.timestamp() + a.cooldown_seconds.max(0);
-        let mut idem_expect = vec![Expect::Absent];
-        let mut cool_expect = vec![Expect::Absent, Expect::ExpiredBy(self.now.timestamp())];
-        let mut cooldown_note = "no earlier action".to_string();
-        let mut took_over = None;
-        for _ in 0..3 {
-            let mut writes = vec![
-                LedgerWrite::put(&ipk, &isk, claim.clone(), Some(idem_expires))
-                    .expecting(idem_expect.clone()),
-                LedgerWrite::put(&cpk, &csk, mark.clone(), Some(cool_expires))
-                    .expecting(cool_expect.clone()),
-            ];
-            writes.extend(self.riders.iter().cloned());
-            if self.ledger.write_all(&writes).await?.is_none() {
-                self.riders.clear();
-                let note = match &took_over {
-                    Some(t) => format!("claimed until {} ({t})", self.deadline.to_rfc3339()),
-                    None => format!("claimed until {}", self.deadline.to_rfc3339()),
-                };
-                return Ok(LedgerSteps {
-                    cooldown: step(GuardStep::Cooldown, true, cooldown_note),
-                    idempotency: step(GuardStep::Idempotency, true, note),
-                    claimed: true,
-                });
-            }
-            // Refused: read both items and say why, or retry expecting exactly what is there.
-            let held_idem = self.ledger.get(&ipk, &isk).await?;
-            let held_cool = self.ledger.get(&cpk, &csk).await?;
-            // A cooldown mark this same event left is idempotency's business, not cooldown's.
-            let cooldown = self
-                .cooldown_step(a, held_cool.as_ref(), held_idem.is_some())
-                .await?;
-            if !cooldown.passed {
-                return Ok(LedgerSteps {
-                    cooldown,
-                    idempotency: step(GuardStep::Idempotency, true, "not reached"),
-                    claimed: false,
-                });
-            }
-            cooldown_note = cooldown.note;
-            if let Some(v) = held_cool {
-                cool_expect.push(Expect::Holds(v));
-            }
-            let Some(held) = held_idem else {
-                idem_expect = vec![Expect::Absent];
-                continue;
-            };
-            let refuse = |note: String| LedgerSteps {
-                cooldown: step(GuardStep::Cooldown, true, cooldown_note.clone()),
-                idempotency: step(GuardStep::Idempotency, false, note),
-                claimed: false,
-            };
-            let old: Claim = match serde_json::from_value(held.clone()) {
-                Ok(c) => c,
-                Err(e) => {
-                    let note = self
-                        .unreadable(a, "idempotency claim", &e.to_string())
-                        .await?;
-                    return Ok(refuse(note));
-                }
-            };
-            if old.state == "in-progress" && old.token.is_some() && old.token == token {
-                // Our own earlier attempt of this write stored it (its answer was lost and the
-                // SDK retried): the claim is ours.
-                self.riders.clear();
-                return Ok(LedgerSteps {
-                    cooldown: step(GuardStep::Cooldown, true, cooldown_note),
-                    idempotency: step(
-                        GuardStep::Idempotency,
-                        true,
-                        format!(
-                            "claimed until {} (an earlier attempt of this write stored it)",
-                            self.deadline.to_rfc3339()
-                        ),
-                    ),
-                    claimed: true,
-                });
-            }
-            if old.state != "in-progress" {
-                return Ok(refuse(format!(
-                    "already {} for this event by request {} at {}",
-                    old.state,
-                    old.request_id,
-                    old.at.to_rfc3339()
-                )));
-            }
-            let deadline = self.claim_deadline(&old);
-            if deadline > self.now {
-                return Ok(refuse(format!(
-                    "in progress by request {} until {}",
-                    old.request_id,
-                    deadline.to_rfc3339()
-                )));
-            }
-            if already_reached(&old.after, &a.before) {
-                // The stalled invocation's effect happened: record it as done, do not repeat it.
-                let done = json!({"at": self.now.to_rfc3339(), "request_id": self.request_id, "state": "done", "after": old.after});
-                let w = [LedgerWrite::put(&ipk, &isk, done, Some(idem_expires))
-                    .expecting(vec![Expect::Holds(held)])];
-                if self.ledger.write_all(&w).await?.is_none() {
-                    return Ok(refuse(format!(
-                        "request {} stopped at its deadline {} after its change took effect ({}): marked done, not repeated",
-                        old.request_id,
-                        deadline.to_rfc3339(),
-                        old.after
-                    )));
-                }
-                idem_expect = vec![Expect::Absent];
-                continue;
-            }
-            took_over = Some(format!(
-                "took over the claim of request {}, which stopped at its deadline {} before its change took effect",
-                old.request_id,
-                deadline.to_rfc3339()
-            ));
-            idem_expect = vec![Expect::Holds(held)];
-        }
-        Ok(LedgerSteps {
-            cooldown: step(GuardStep::Cooldown, true, cooldown_note),
-            idempotency: step(
-                GuardStep::Idempotency,
-                false,
-                "the claim kept changing under this invocation: not acting",
-            ),
-            claimed: false,
-        })
-    }
-
+impl<'a> Guard<'a> {
     /// Runs every step. Writes nothing except the claim (idempotency + cooldown, one conditional
     /// write), and only when the action is about to happen for real.
     pub async fn check(&mut self, a: &ProposedAction) -> Result<Decision> {
@@ -826,166 +500,6 @@ impl<'a> Guard<'a> {
     }
 }
 
-/// A token unique to one claim write (process id, counter, clock).
-fn claim_token() -> String {
-    static CLAIMS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    format!(
-        "{}-{}-{}",
-        std::process::id(),
-        CLAIMS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default()
-    )
-}
-
-/// Debug builds only: `NBAOPS_TEST_PAUSE_AFTER_CLAIM=<seconds>` holds the invocation between its
-/// claim and its effect, so a test can kill the process there (tests/tests/e2e_crash.rs).
-#[cfg(debug_assertions)]
-async fn test_pause_after_claim() {
-    let secs = std::env::var("NBAOPS_TEST_PAUSE_AFTER_CLAIM")
-        .ok()
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    if let Some(secs) = secs {
-        tracing::warn!(seconds = secs, "test pause after claim");
-        tokio::time::sleep(Duration::from_secs(secs)).await;
-    }
-}
-
-/// Ledger item + JSON log line + outbound event. The log line comes first so that even a
-/// failing ledger leaves a trace, and the outbound event is attempted even when the ledger write
-/// failed (after the SDK's retries): an action that happened is never known only to a log line.
-/// The first error is returned.
-pub async fn write_audit(
-    cfg: &Config,
-    ledger: &dyn Ledger,
-    notifier: &dyn Notifier,
-    rec: &AuditRecord,
-) -> Result<()> {
-    write_audit_with(cfg, ledger, notifier, rec, Vec::new()).await
-}
-
-/// [`write_audit`], the audit item written in one ledger request with `with` (the claim's fate).
-pub async fn write_audit_with(
-    cfg: &Config,
-    ledger: &dyn Ledger,
-    notifier: &dyn Notifier,
-    rec: &AuditRecord,
-    with: Vec<LedgerWrite>,
-) -> Result<()> {
-    let body = serde_json::to_value(rec)
-        .map_err(|e| NbaopsError::InvalidEvent(format!("audit record not serialisable: {e}")))?;
-    tracing::info!(target: "nbaops::audit", audit = %body, outcome = ?rec.outcome, action = %rec.action, resource = %rec.resource, "audit");
-    // Two records of one event (a retry, a dry-run then a live run) must not overwrite each other.
-    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let sk = format!(
-        "{}#{}#{}#{}#{seq}",
-        rec.at.to_rfc3339(),
-        rec.action,
-        rec.event_id,
-        rec.request_id
-    );
-    let expires = rec.at.timestamp() + cfg.guard.audit_ttl_days * 86_400;
-    let pk = format!("audit#{}", rec.resource);
-    let stored = if with.is_empty() {
-        ledger.put(&pk, &sk, &body, Some(expires)).await
-    } else {
-        let mut writes = with;
-        writes.push(LedgerWrite::put(&pk, &sk, body.clone(), Some(expires)));
-        match ledger.write_all(&writes).await {
-            Ok(None) => Ok(()),
-            Ok(Some(i)) => Err(NbaopsError::dependency(
-                "dynamodb",
-                format!("audit write refused at item {i}, which carries no condition"),
-            )),
-            Err(e) => Err(e),
-        }
-    };
-    if let Err(e) = &stored {
-        tracing::error!(target: "nbaops::audit", error = %e, action = %rec.action, resource = %rec.resource, "audit record not stored in the ledger");
-    }
-    if !cfg.actions_topic_arn.is_empty() {
-        let mut attrs = BTreeMap::new();
-        attrs.insert(
-            "outcome".into(),
-            serde_json::to_value(rec.outcome)
-                .ok()
-                .and_then(|v| v.as_str().map(String::from))
-                .unwrap_or_default(),
-        );
-        attrs.insert("function".into(), rec.function.clone());
-        let subject = format!("nbaops action {} {}", rec.action, rec.resource);
-        let subject: String = subject
-            .chars()
-            .filter(|c| c.is_ascii() && !c.is_ascii_control())
-            .take(100)
-            .collect();
-        let published = notifier
-            .publish(&cfg.actions_topic_arn, &subject, &body.to_string(), &attrs)
-            .await;
-        stored?;
-        published?;
-        return Ok(());
-    }
-    stored
-}
-
-/// Ledger state as stored: `Ok(None)` when there is none, `Err` (the decode error) when there is
-/// an item this version cannot read — never silently "no state".
-pub fn decode_state<T: serde::de::DeserializeOwned>(
-    item: Option<Value>,
-) -> std::result::Result<Option<T>, String> {
-    match item {
-        None => Ok(None),
-        Some(v) => serde_json::from_value(v)
-            .map(Some)
-            .map_err(|e| e.to_string()),
-    }
-}
-
-/// A ledger item a function cannot read (a newer version's format, a corrupt write): a P2 on the
-/// alerts topic, and the note for the report. The caller takes no action on that resource.
-pub async fn report_unreadable_state(
-    cfg: &Config,
-    notifier: &dyn Notifier,
-    resource: &str,
-    what: &str,
-    err: &str,
-    now: DateTime<Utc>,
-) -> Result<(String, Alert)> {
-    let note = format!("{resource}: {what} unreadable ({err}): not acting on state it cannot read");
-    let alert = Alert::new(
-        Severity::P2,
-        &cfg.env.to_string(),
-        &cfg.function,
-        resource,
-        format!("ledger-unreadable#{resource}#{what}"),
-        note.clone(),
-        now,
-    )
-    .with_runbook(
-        "Inspect the ledger item (a newer version's format or a corrupt write); fix or delete it, then re-run.",
-    );
-    AlertPublisher {
-        notifier,
-        topic_arn: &cfg.alerts_topic_arn,
-    }
-    .publish(&alert)
-    .await?;
-    Ok((note, alert))
-}
-
-/// Audit records of one resource, oldest first.
-pub async fn audit_trail(ledger: &dyn Ledger, resource: &str) -> Result<Vec<AuditRecord>> {
-    let items = ledger.query(&format!("audit#{resource}"), "").await?;
-    Ok(items
-        .into_iter()
-        .filter_map(|(_, v)| serde_json::from_value(v).ok())
-        .collect())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1061,7 +575,18 @@ mod tests {
     ) -> AuditRecord {
         let n = FakeNotifier::default();
         let sw = Switches::default();
-        let mut g = Guard::new(c, ledger, &n, None, &sw, "evt-1", "req-1", now);
+        let mut g = Guard::new(
+            GuardPorts {
+                cfg: c,
+                ledger,
+                notifier: &n,
+                params: None,
+                switches: &sw,
+            },
+            "evt-1",
+            "req-1",
+            now,
+        );
         let d = g.check(a).await.unwrap();
         let result = if d.proceed { Some(Ok(())) } else { None };
         g.finish(a, &d, result).await.unwrap()
@@ -1125,7 +650,18 @@ mod tests {
         let sw = Switches::default();
         let c = cfg(&[]);
         let later = wednesday_noon() + chrono::Duration::seconds(60);
-        let mut g = Guard::new(&c, &l, &n, None, &sw, "evt-2", "req-2", later);
+        let mut g = Guard::new(
+            GuardPorts {
+                cfg: &c,
+                ledger: &l,
+                notifier: &n,
+                params: None,
+                switches: &sw,
+            },
+            "evt-2",
+            "req-2",
+            later,
+        );
         assert_eq!(
             g.check(&action()).await.unwrap().stopped_by,
             Some(GuardStep::Cooldown)
@@ -1142,8 +678,19 @@ mod tests {
         let l = FakeLedger::default();
         let n = FakeNotifier::default();
         let sw = Switches::default();
-        let mut g =
-            Guard::new(&c, &l, &n, None, &sw, "evt-9", "req", wednesday_noon()).with_fleet_size(10);
+        let mut g = Guard::new(
+            GuardPorts {
+                cfg: &c,
+                ledger: &l,
+                notifier: &n,
+                params: None,
+                switches: &sw,
+            },
+            "evt-9",
+            "req",
+            wednesday_noon(),
+        )
+        .with_fleet_size(10);
         let mut outcomes = vec![];
         for i in 0..3 {
             let mut a = action();
@@ -1152,7 +699,18 @@ mod tests {
         }
         assert_eq!(outcomes, vec![None, None, Some(GuardStep::BlastRadius)]);
         // Same event, same action, second delivery: refused by idempotency.
-        let mut g2 = Guard::new(&c, &l, &n, None, &sw, "evt-9", "req2", wednesday_noon());
+        let mut g2 = Guard::new(
+            GuardPorts {
+                cfg: &c,
+                ledger: &l,
+                notifier: &n,
+                params: None,
+                switches: &sw,
+            },
+            "evt-9",
+            "req2",
+            wednesday_noon(),
+        );
         let mut a = action();
         a.resource = "asg:g0".into();
         assert_eq!(
@@ -1171,14 +729,36 @@ mod tests {
             FakeNotifier::default(),
             Switches::default(),
         );
-        let mut g = Guard::new(&c, &l, &n, Some(&p), &sw, "e", "r", wednesday_noon());
+        let mut g = Guard::new(
+            GuardPorts {
+                cfg: &c,
+                ledger: &l,
+                notifier: &n,
+                params: Some(&p),
+                switches: &sw,
+            },
+            "e",
+            "r",
+            wednesday_noon(),
+        );
         let d = g.check(&action()).await.unwrap();
         assert!(!d.proceed);
         assert_eq!(d.stopped_by, Some(GuardStep::KillSwitch));
         // And a live flip through SSM is seen.
         let p = FakeParams::with(&[("/nbaops/dev/guard/kill_switch", "on")]);
         let sw = Switches::default();
-        let mut g = Guard::new(&c, &l, &n, Some(&p), &sw, "e2", "r", wednesday_noon());
+        let mut g = Guard::new(
+            GuardPorts {
+                cfg: &c,
+                ledger: &l,
+                notifier: &n,
+                params: Some(&p),
+                switches: &sw,
+            },
+            "e2",
+            "r",
+            wednesday_noon(),
+        );
         assert_eq!(
             g.check(&action()).await.unwrap().stopped_by,
             Some(GuardStep::KillSwitch)
@@ -1195,16 +775,29 @@ mod tests {
         );
         let t0 = wednesday_noon();
         let deadline = t0 + chrono::Duration::seconds(60);
-        let mut g =
-            Guard::new(&c, &l, &n, None, &sw, "evt", "req-1", t0).with_deadline(Some(deadline));
+        let mut g = Guard::new(
+            GuardPorts {
+                cfg: &c,
+                ledger: &l,
+                notifier: &n,
+                params: None,
+                switches: &sw,
+            },
+            "evt",
+            "req-1",
+            t0,
+        )
+        .with_deadline(Some(deadline));
         assert!(g.check(&action()).await.unwrap().proceed, "claimed");
         // req-1 dies here. A retry before its deadline is refused, naming it.
         let mut g = Guard::new(
-            &c,
-            &l,
-            &n,
-            None,
-            &sw,
+            GuardPorts {
+                cfg: &c,
+                ledger: &l,
+                notifier: &n,
+                params: None,
+                switches: &sw,
+            },
             "evt",
             "req-2",
             t0 + chrono::Duration::seconds(30),
@@ -1220,7 +813,18 @@ mod tests {
         );
         // After it: taken over, and the action goes on; another event is then held by the cooldown.
         let later = deadline + chrono::Duration::seconds(1);
-        let mut g = Guard::new(&c, &l, &n, None, &sw, "evt", "req-3", later);
+        let mut g = Guard::new(
+            GuardPorts {
+                cfg: &c,
+                ledger: &l,
+                notifier: &n,
+                params: None,
+                switches: &sw,
+            },
+            "evt",
+            "req-3",
+            later,
+        );
         let d = g.check(&action()).await.unwrap();
         assert!(d.proceed, "{:?}", d.steps);
         assert!(
@@ -1232,12 +836,34 @@ mod tests {
         );
         let r = g.finish(&action(), &d, Some(Ok(()))).await.unwrap();
         assert_eq!(r.outcome, Outcome::Acted);
-        let mut g = Guard::new(&c, &l, &n, None, &sw, "evt", "req-4", later);
+        let mut g = Guard::new(
+            GuardPorts {
+                cfg: &c,
+                ledger: &l,
+                notifier: &n,
+                params: None,
+                switches: &sw,
+            },
+            "evt",
+            "req-4",
+            later,
+        );
         assert_eq!(
             g.check(&action()).await.unwrap().stopped_by,
             Some(GuardStep::Idempotency)
         );
-        let mut g = Guard::new(&c, &l, &n, None, &sw, "evt-other", "req-5", later);
+        let mut g = Guard::new(
+            GuardPorts {
+                cfg: &c,
+                ledger: &l,
+                notifier: &n,
+                params: None,
+                switches: &sw,
+            },
+            "evt-other",
+            "req-5",
+            later,
+        );
         assert_eq!(
             g.check(&action()).await.unwrap().stopped_by,
             Some(GuardStep::Cooldown)
@@ -1253,18 +879,32 @@ mod tests {
             Switches::default(),
         );
         let t0 = wednesday_noon();
-        let mut g = Guard::new(&c, &l, &n, None, &sw, "evt", "req-1", t0).with_deadline(Some(t0));
+        let mut g = Guard::new(
+            GuardPorts {
+                cfg: &c,
+                ledger: &l,
+                notifier: &n,
+                params: None,
+                switches: &sw,
+            },
+            "evt",
+            "req-1",
+            t0,
+        )
+        .with_deadline(Some(t0));
         assert!(g.check(&action()).await.unwrap().proceed);
         // req-1's change (desired 2 -> 3) took effect, then it died: now desired is 3.
         let mut a = action();
         a.before = json!({"desired": 3});
         a.after = json!({"desired": 4});
         let mut g = Guard::new(
-            &c,
-            &l,
-            &n,
-            None,
-            &sw,
+            GuardPorts {
+                cfg: &c,
+                ledger: &l,
+                notifier: &n,
+                params: None,
+                switches: &sw,
+            },
             "evt",
             "req-2",
             t0 + chrono::Duration::seconds(5),
@@ -1297,7 +937,18 @@ mod tests {
         )
         .await
         .unwrap();
-        let mut g = Guard::new(&c, &l, &n, None, &sw, "evt", "req", wednesday_noon());
+        let mut g = Guard::new(
+            GuardPorts {
+                cfg: &c,
+                ledger: &l,
+                notifier: &n,
+                params: None,
+                switches: &sw,
+            },
+            "evt",
+            "req",
+            wednesday_noon(),
+        );
         let d = g.check(&action()).await.unwrap();
         assert!(!d.proceed);
         assert_eq!(d.stopped_by, Some(GuardStep::Cooldown));

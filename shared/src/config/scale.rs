@@ -1,0 +1,327 @@
+//! The `scale` section: what scale-on-alarm may scale and how far (SPEC 2.5 capacity plan, 6.1):
+//! Auto Scaling groups between a baseline of 2 and a ceiling of 4, RDS one rung up a class ladder,
+//! Memcached one node more up to a cap, each with its cooldown, and when an alarm flaps.
+//!
+//! Only scale-on-alarm parses this section (see [`super::config_sections`]): a mistake here stops
+//! scale-on-alarm's init and no other function's.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use super::{positive, Dynamic, Settings};
+use crate::error::{NbaopsError, Result};
+
+pub const KEYS: &[(&str, &str, &str)] = &[
+    ("scale.groups", "", "comma list of Auto Scaling groups nbaops may scale"),
+    ("scale.asg.step", "1", "scale step: a count (1) or a percent of desired (25%)"),
+    ("scale.asg.ceiling", "4", "never scale a group above this (SPEC: 4 x t3.micro)"),
+    ("scale.asg.baseline", "2", "scale-in stops here (SPEC: 2 x t3.micro)"),
+    ("scale.asg.cooldown_seconds", "300", "minimum time between two scalings of one group"),
+    ("scale.rds.instances", "", "comma list of RDS instances nbaops may resize"),
+    ("scale.rds.ladder", "db.t3.micro,db.t3.small", "instance classes, smallest first"),
+    ("scale.rds.cooldown_seconds", "3600", "minimum time between two class changes"),
+    ("scale.cache.clusters", "", "comma list of Memcached clusters nbaops may grow"),
+    ("scale.cache.max_nodes", "4", "node cap per Memcached cluster"),
+    ("scale.cache.cooldown_seconds", "900", "minimum time between two node additions (SPEC: 15 minutes)"),
+    ("scale.flap.transitions", "4", "this many state changes of one alarm ..."),
+    ("scale.flap.window_minutes", "60", "... within this window = flapping: stop acting, alert P3"),
+    ("scale.alarm_map", "{}", "JSON: alarm name or ARN -> {target, on_alarm, on_ok, severity}"),
+    ("scale.signal_metrics", "CPUUtilization,FreeableMemory,DatabaseConnections,IOWait,BytesUsedForCacheItems", "metrics whose single-metric alarms scale by their dimension (SPEC 2.5; Memcached publishes BytesUsedForCacheItems, not the Redis-only DatabaseMemoryUsagePercentage); any other alarm needs scale.alarm_map"),
+];
+
+const GROUP: &str = "scale.group.";
+
+/// Per-group overrides of the `scale.asg.*` plan.
+pub const DYNAMIC: &[Dynamic] = &[Dynamic {
+    prefix: GROUP,
+    pattern: "scale.group.<name>.step|ceiling|baseline",
+    default: "scale.asg.*",
+    meaning: "one group's own step, ceiling or baseline (e.g. a worker group's ceiling)",
+}];
+
+/// A scale step: a fixed count, or a percent of the current desired capacity (rounded up).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub enum Step {
+    Count(i32),
+    Percent(f64),
+}
+
+impl Default for Step {
+    fn default() -> Step {
+        Step::Count(1)
+    }
+}
+
+impl Step {
+    pub fn of(&self, desired: i32) -> i32 {
+        match *self {
+            Step::Count(n) => n,
+            Step::Percent(p) => ((desired as f64) * p / 100.0).ceil().max(1.0) as i32,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct GroupPlan {
+    pub step: Step,
+    pub ceiling: i32,
+    pub baseline: i32,
+}
+
+/// What an alarm means when its dimensions do not say it (metric math, composite alarms),
+/// or when it is a low-load alarm meant to scale in.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlarmRoute {
+    /// "asg:<group>", "rds:<instance>" or "cache:<cluster>"
+    pub target: String,
+    /// "out" (default) or "in" for ASG; "up" for RDS; "out" for cache; "none" to ignore.
+    #[serde(default = "default_on_alarm")]
+    pub on_alarm: String,
+    /// What ALARM -> OK means: "none" (default) or "in".
+    #[serde(default = "default_on_ok")]
+    pub on_ok: String,
+    /// P1..P4; P1 lets an RDS class change skip the change window (recorded as emergency).
+    #[serde(default)]
+    pub severity: Option<String>,
+}
+
+fn default_on_alarm() -> String {
+    "out".into()
+}
+fn default_on_ok() -> String {
+    "none".into()
+}
+
+/// The default value (no groups, instances or clusters listed) is what a function that does not
+/// read the scale section holds: nothing it may scale.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ScaleConfig {
+    pub groups: Vec<String>,
+    pub group_default: GroupPlan,
+    pub group_overrides: BTreeMap<String, GroupPlan>,
+    pub asg_cooldown_seconds: i64,
+    pub rds_instances: Vec<String>,
+    pub rds_ladder: Vec<String>,
+    pub rds_cooldown_seconds: i64,
+    pub cache_clusters: Vec<String>,
+    pub cache_max_nodes: i32,
+    pub cache_cooldown_seconds: i64,
+    pub flap_transitions: usize,
+    pub flap_window_minutes: i64,
+    pub alarm_map: BTreeMap<String, AlarmRoute>,
+    pub signal_metrics: Vec<String>,
+}
+
+impl ScaleConfig {
+    pub fn plan_for(&self, group: &str) -> &GroupPlan {
+        self.group_overrides
+            .get(group)
+            .unwrap_or(&self.group_default)
+    }
+}
+
+fn parse_step(s: &Settings, key: &str, raw: &str) -> Result<Step> {
+    let raw = raw.trim();
+    let bad = || {
+        NbaopsError::config(format!(
+            "{key} (from {}): expected a positive count (1) or percent (25%), got '{raw}'",
+            s.origin(key)
+        ))
+    };
+    if let Some(p) = raw.strip_suffix('%') {
+        let p: f64 = p.trim().parse().map_err(|_| bad())?;
+        if p <= 0.0 || p > 100.0 {
+            return Err(bad());
+        }
+        Ok(Step::Percent(p))
+    } else {
+        let n: i32 = raw.parse().map_err(|_| bad())?;
+        if n < 1 {
+            return Err(bad());
+        }
+        Ok(Step::Count(n))
+    }
+}
+
+fn group_overrides(s: &Settings, default: &GroupPlan) -> Result<BTreeMap<String, GroupPlan>> {
+    let mut overrides: BTreeMap<String, GroupPlan> = BTreeMap::new();
+    for (rest, value) in s.under(GROUP) {
+        let key = format!("{GROUP}{rest}");
+        let Some((group, field)) = rest.rsplit_once('.') else {
+            return Err(s.bad(&key, "scale.group.<name>.step|ceiling|baseline"));
+        };
+        let plan = overrides
+            .entry(group.to_string())
+            .or_insert_with(|| default.clone());
+        match field {
+            "step" => plan.step = parse_step(s, &key, &value)?,
+            "ceiling" => plan.ceiling = positive(s, &key, "a whole number >= 1")?,
+            "baseline" => plan.baseline = positive(s, &key, "a whole number >= 1")?,
+            _ => return Err(s.bad(&key, "scale.group.<name>.step|ceiling|baseline")),
+        }
+    }
+    for (group, plan) in &overrides {
+        if plan.baseline > plan.ceiling {
+            return Err(NbaopsError::config(format!(
+                "scale.group.{group}: baseline {} is above ceiling {}",
+                plan.baseline, plan.ceiling
+            )));
+        }
+    }
+    Ok(overrides)
+}
+
+fn alarm_map(s: &Settings) -> Result<BTreeMap<String, AlarmRoute>> {
+    let map: BTreeMap<String, AlarmRoute> = s.json(
+        "scale.alarm_map",
+        "a JSON object {alarm: {target, on_alarm, on_ok, severity}}",
+    )?;
+    for (alarm, route) in &map {
+        let kind = route.target.split(':').next().unwrap_or("");
+        if !matches!(kind, "asg" | "rds" | "cache") || route.target.split(':').count() != 2 {
+            return Err(NbaopsError::config(format!(
+                "scale.alarm_map[{alarm}].target: expected asg:<group>, rds:<instance> or cache:<cluster>, got '{}'",
+                route.target
+            )));
+        }
+        if !matches!(route.on_alarm.as_str(), "out" | "in" | "up" | "none")
+            || !matches!(route.on_ok.as_str(), "in" | "none")
+        {
+            return Err(NbaopsError::config(format!(
+                "scale.alarm_map[{alarm}]: on_alarm must be out|in|up|none and on_ok in|none"
+            )));
+        }
+        if let Some(sev) = &route.severity {
+            if crate::alerts::Severity::from_str(sev).is_err() {
+                return Err(NbaopsError::config(format!(
+                    "scale.alarm_map[{alarm}].severity: expected P1..P4, got '{sev}'"
+                )));
+            }
+        }
+    }
+    Ok(map)
+}
+
+pub fn from_settings(s: &Settings) -> Result<ScaleConfig> {
+    let group_default = GroupPlan {
+        step: parse_step(s, "scale.asg.step", &s.string("scale.asg.step"))?,
+        ceiling: positive(s, "scale.asg.ceiling", "a whole number >= 1")?,
+        baseline: positive(s, "scale.asg.baseline", "a whole number >= 1")?,
+    };
+    if group_default.baseline > group_default.ceiling {
+        return Err(s.bad(
+            "scale.asg.baseline",
+            "a baseline not above scale.asg.ceiling",
+        ));
+    }
+    let group_overrides = group_overrides(s, &group_default)?;
+    let rds_ladder = s.list("scale.rds.ladder");
+    if rds_ladder.is_empty() || rds_ladder.iter().any(|c| !c.starts_with("db.")) {
+        return Err(s.bad(
+            "scale.rds.ladder",
+            "a comma list of db.* classes, smallest first",
+        ));
+    }
+    let alarm_map = alarm_map(s)?;
+    Ok(ScaleConfig {
+        groups: s.list("scale.groups"),
+        group_default,
+        group_overrides,
+        asg_cooldown_seconds: s.number("scale.asg.cooldown_seconds", "whole seconds")?,
+        rds_instances: s.list("scale.rds.instances"),
+        rds_ladder,
+        rds_cooldown_seconds: s.number("scale.rds.cooldown_seconds", "whole seconds")?,
+        cache_clusters: s.list("scale.cache.clusters"),
+        cache_max_nodes: positive(s, "scale.cache.max_nodes", "a whole number >= 1")?,
+        cache_cooldown_seconds: s.number("scale.cache.cooldown_seconds", "whole seconds")?,
+        flap_transitions: positive(s, "scale.flap.transitions", "a whole number >= 2")?,
+        flap_window_minutes: positive(s, "scale.flap.window_minutes", "whole minutes >= 1")?,
+        alarm_map,
+        signal_metrics: s.list("scale.signal_metrics"),
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::config::{layer, Env};
+
+    fn load(env_pairs: &[(&str, &str)], ssm_pairs: &[(&str, &str)]) -> Result<ScaleConfig> {
+        let pairs = |p: &[(&str, &str)]| -> BTreeMap<String, String> {
+            p.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        from_settings(&layer(Env::Dev, &pairs(env_pairs), &pairs(ssm_pairs))?)
+    }
+
+    #[test]
+    fn spec_defaults() {
+        let c = load(&[], &[]).unwrap();
+        assert_eq!(c.group_default.ceiling, 4);
+        assert_eq!(c.group_default.baseline, 2);
+        assert_eq!(c.group_default.step, Step::Count(1));
+        assert_eq!(c.rds_ladder, vec!["db.t3.micro", "db.t3.small"]);
+        assert_eq!(c.cache_cooldown_seconds, 900);
+    }
+
+    #[test]
+    fn ssm_beats_env_beats_default() {
+        let c = load(
+            &[
+                ("NBAOPS_SCALE__ASG__CEILING", "6"),
+                ("NBAOPS_SCALE__ASG__BASELINE", "3"),
+            ],
+            &[
+                ("/nbaops/dev/scale/asg/ceiling", "8"),
+                ("/nbaops/prod/scale/asg/ceiling", "99"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.group_default.ceiling, 8);
+        assert_eq!(c.group_default.baseline, 3);
+    }
+
+    #[test]
+    fn wrong_value_names_key_and_source() {
+        let e = load(&[], &[("/nbaops/dev/scale/asg/ceiling", "lots")]).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("scale.asg.ceiling") && msg.contains("SSM") && msg.contains("lots"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn steps_overrides_and_alarm_map() {
+        let c = load(
+            &[],
+            &[
+                ("/nbaops/dev/scale/group/nbaops-dev-worker/ceiling", "6"),
+                ("/nbaops/dev/scale/group/nbaops-dev-worker/step", "50%"),
+                (
+                    "/nbaops/dev/scale/alarm_map",
+                    r#"{"web-cpu-low":{"target":"asg:nbaops-dev-web","on_alarm":"in"}}"#,
+                ),
+            ],
+        )
+        .unwrap();
+        let w = c.plan_for("nbaops-dev-worker");
+        assert_eq!((w.ceiling, w.baseline), (6, 2));
+        assert_eq!(w.step.of(3), 2);
+        assert_eq!(c.plan_for("other").ceiling, 4);
+        assert_eq!(c.alarm_map["web-cpu-low"].on_ok, "none");
+        assert!(load(&[], &[("/nbaops/dev/scale/asg/step", "0")]).is_err());
+        assert!(load(
+            &[],
+            &[("/nbaops/dev/scale/alarm_map", r#"{"a":{"target":"ec2:x"}}"#)]
+        )
+        .is_err());
+        assert!(load(&[], &[("/nbaops/dev/scale/asg/baseline", "5")]).is_err());
+        assert!(load(&[], &[("/nbaops/dev/scale/group/web/size", "5")]).is_err());
+        assert!(load(&[], &[("/nbaops/dev/scale/group/web/baseline", "5")]).is_err());
+    }
+}
