@@ -54,16 +54,6 @@ impl UrlRequest {
     }
 }
 
-/// Why a link is refused, in words for the person who clicked it.
-fn refusal_words(refusal: &link::Refusal) -> &'static str {
-    match refusal {
-        link::Refusal::Missing => "this link is incomplete",
-        link::Refusal::UnknownKey => "this link was signed with a key that is no longer accepted",
-        link::Refusal::Forged => "this link is not valid",
-        link::Refusal::Expired => "this link has expired",
-    }
-}
-
 /// The page a GET shows: the alert's key and the button that POSTs the same link.
 fn ack_page(key: &str, req: &UrlRequest) -> Reply {
     let action = format!("{}?{}", req.raw_path, req.raw_query)
@@ -91,7 +81,15 @@ impl AlertRouter {
                 let source_ip = req.source_ip.as_deref().unwrap_or("");
                 let kid = req.query.get("kid").map(String::as_str).unwrap_or("");
                 tracing::warn!(?refusal, source_ip, kid, "acknowledgement link refused");
-                return Ok(Reply::http(403, refusal_words(&refusal)));
+                let why = match refusal {
+                    link::Refusal::Missing => "this link is incomplete",
+                    link::Refusal::UnknownKey => {
+                        "this link was signed with a key that is no longer accepted"
+                    }
+                    link::Refusal::Forged => "this link is not valid",
+                    link::Refusal::Expired => "this link has expired",
+                };
+                return Ok(Reply::http(403, why));
             }
         };
         match req.method.as_str() {

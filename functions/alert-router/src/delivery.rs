@@ -3,6 +3,7 @@
 //! dead-letter queue as the last resort. A failed send is an outcome ([`Sent`]), never an error.
 
 use chrono::{DateTime, Utc};
+use serde::Serialize;
 use serde_json::{json, Value};
 
 use nbaops_shared::config::alerts::Channel;
@@ -120,7 +121,7 @@ impl AlertRouter {
     pub(crate) async fn dead_letter(
         &self,
         what: &str,
-        subject: Value,
+        subject: &impl Serialize,
         sends: &[Sent],
         now: DateTime<Utc>,
     ) -> String {
@@ -128,7 +129,7 @@ impl AlertRouter {
             "schema": "nbaops.alert-undelivered/v1",
             "what": what,
             "failures": sends,
-            "message": subject,
+            "message": serde_json::to_value(subject).unwrap_or_default(),
             "at": now,
         })
         .to_string();

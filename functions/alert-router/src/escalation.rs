@@ -110,14 +110,7 @@ impl AlertRouter {
                 &format!("escalated to level {level} ({})", target.name),
             );
             if !sends.iter().any(|s| s.ok) {
-                let where_to = self
-                    .dead_letter(
-                        "escalation",
-                        serde_json::to_value(&inc).unwrap_or_default(),
-                        &sends,
-                        now,
-                    )
-                    .await;
+                let where_to = self.dead_letter("escalation", &inc, &sends, now).await;
                 w.note(format!("{key}: every channel failed: {where_to}"));
                 failed.push(key.clone());
             }

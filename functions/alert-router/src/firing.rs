@@ -118,14 +118,7 @@ impl AlertRouter {
         if delivered {
             inc.last_notified_at = Some(now);
         } else {
-            let where_to = self
-                .dead_letter(
-                    "alert",
-                    serde_json::to_value(alert).unwrap_or_default(),
-                    &sends,
-                    now,
-                )
-                .await;
+            let where_to = self.dead_letter("alert", alert, &sends, now).await;
             w.note(format!("every channel failed: {where_to}"));
             inc.note(now, format!("undelivered: {where_to}"));
             // A retry of this invocation must be able to try again.
@@ -169,14 +162,7 @@ impl AlertRouter {
         let sends = self.fan_out(&ctx, &channels, &msg).await;
         w.rec.notes.extend(sends.iter().map(Sent::line));
         if !sends.iter().any(|s| s.ok) {
-            let where_to = self
-                .dead_letter(
-                    "resolve",
-                    serde_json::to_value(alert).unwrap_or_default(),
-                    &sends,
-                    now,
-                )
-                .await;
+            let where_to = self.dead_letter("resolve", alert, &sends, now).await;
             w.note(format!("every channel failed: {where_to}"));
             store.release(&alert.dedup_key, &claim).await?;
             return Ok(false);
