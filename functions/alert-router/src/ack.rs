@@ -197,14 +197,7 @@ mod tests {
     #[tokio::test]
     async fn acknowledgement_link_valid_forged_expired_then_sweep_skips() {
         let w = world(&[]).await;
-        report(
-            run(
-                &w,
-                sns_alert(&alert(Severity::P1, "k"), "m1"),
-                "2026-11-25T10:00:00Z",
-            )
-            .await,
-        );
+        fire(&w, Severity::P1, "k", "m1", "2026-11-25T10:00:00Z").await;
         let text = w.http.requests_to(SLACK)[0]["text"]
             .as_str()
             .unwrap()
@@ -317,22 +310,8 @@ mod tests {
         const PREVIOUS: &str = "/nbaops/dev/secrets/alerts/previous_link_signing_key";
         const NEW: &str = "rotated-unit-test-key-abcdefghij";
         let w = world(&[]).await;
-        report(
-            run(
-                &w,
-                sns_alert(&alert(Severity::P1, "a"), "m1"),
-                "2026-11-25T10:00:00Z",
-            )
-            .await,
-        );
-        report(
-            run(
-                &w,
-                sns_alert(&alert(Severity::P1, "b"), "m2"),
-                "2026-11-25T10:00:00Z",
-            )
-            .await,
-        );
+        fire(&w, Severity::P1, "a", "m1", "2026-11-25T10:00:00Z").await;
+        fire(&w, Severity::P1, "b", "m2", "2026-11-25T10:00:00Z").await;
         let slack = slack_texts(&w);
         let (old_a, old_b) = (link_in(&slack[0]), link_in(&slack[1]));
         assert_eq!(old_a["kid"], "k1");

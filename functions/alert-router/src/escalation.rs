@@ -136,14 +136,7 @@ mod tests {
     #[tokio::test]
     async fn sweep_escalates_once_per_level_even_with_kill_switch() {
         let w = world(&[("NBAOPS_GUARD__KILL_SWITCH", "true")]).await;
-        report(
-            run(
-                &w,
-                sns_alert(&alert(Severity::P1, "k"), "m1"),
-                "2026-11-25T10:00:00Z",
-            )
-            .await,
-        );
+        fire(&w, Severity::P1, "k", "m1", "2026-11-25T10:00:00Z").await;
         assert_eq!(
             w.http.requests_to(SLACK).len(),
             1,

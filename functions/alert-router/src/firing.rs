@@ -266,28 +266,14 @@ mod tests {
     #[tokio::test]
     async fn routing_per_severity() {
         let w = world(&[]).await;
-        report(
-            run(
-                &w,
-                sns_alert(&alert(Severity::P1, "k1"), "m1"),
-                "2026-11-25T10:00:00Z",
-            )
-            .await,
-        );
+        fire(&w, Severity::P1, "k1", "m1", "2026-11-25T10:00:00Z").await;
         assert_eq!(w.http.requests_to(SLACK).len(), 1);
         assert_eq!(w.http.requests_to(PD).len(), 1);
         assert_eq!(w.http.requests_to(PD)[0]["event_action"], "trigger");
         assert_eq!(w.sns.published().len(), 1, "email for P1");
         assert_eq!(w.sns.published()[0].topic_arn, EMAIL);
 
-        report(
-            run(
-                &w,
-                sns_alert(&alert(Severity::P2, "k2"), "m2"),
-                "2026-11-25T10:00:00Z",
-            )
-            .await,
-        );
+        fire(&w, Severity::P2, "k2", "m2", "2026-11-25T10:00:00Z").await;
         assert_eq!(
             (
                 w.http.requests_to(SLACK).len(),
@@ -296,22 +282,8 @@ mod tests {
             ),
             (2, 1, 2)
         );
-        report(
-            run(
-                &w,
-                sns_alert(&alert(Severity::P3, "k3"), "m3"),
-                "2026-11-25T10:00:00Z",
-            )
-            .await,
-        );
-        report(
-            run(
-                &w,
-                sns_alert(&alert(Severity::P4, "k4"), "m4"),
-                "2026-11-25T10:00:00Z",
-            )
-            .await,
-        );
+        fire(&w, Severity::P3, "k3", "m3", "2026-11-25T10:00:00Z").await;
+        fire(&w, Severity::P4, "k4", "m4", "2026-11-25T10:00:00Z").await;
         assert_eq!(
             (
                 w.http.requests_to(SLACK).len(),
@@ -385,14 +357,7 @@ mod tests {
     async fn retry_then_dead_letter_and_error() {
         let w = world(&[]).await;
         w.http.fail(SLACK, Scripted::Status(500), 2);
-        report(
-            run(
-                &w,
-                sns_alert(&alert(Severity::P3, "k"), "m1"),
-                "2026-11-25T10:00:00Z",
-            )
-            .await,
-        );
+        fire(&w, Severity::P3, "k", "m1", "2026-11-25T10:00:00Z").await;
         assert_eq!(
             w.http.requests_to(SLACK).len(),
             3,
@@ -418,14 +383,7 @@ mod tests {
             "no webhook URL in the dead letter"
         );
         // The retry of the invocation tries again (the claim was released) and succeeds.
-        report(
-            run(
-                &w,
-                sns_alert(&alert(Severity::P3, "k2"), "m2"),
-                "2026-11-25T10:00:05Z",
-            )
-            .await,
-        );
+        fire(&w, Severity::P3, "k2", "m2", "2026-11-25T10:00:05Z").await;
         assert_eq!(
             load_incident(&w, "k2")
                 .await

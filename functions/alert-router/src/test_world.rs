@@ -97,6 +97,12 @@ pub fn alert(sev: Severity, key: &str) -> Alert {
     )
 }
 
+/// An alert of this severity and key (see [`alert`]) from the alerts topic, through the world's
+/// router at `at`.
+pub async fn fire(w: &World, sev: Severity, key: &str, id: &str, at: &str) -> InvocationReport {
+    report(run(w, sns_alert(&alert(sev, key), id), at).await)
+}
+
 /// The payload through the world's router at `at`.
 pub async fn run(w: &World, payload: Value, at: &str) -> Result<Reply> {
     run_on(w, &w.router, payload, at).await
