@@ -13,7 +13,7 @@ fuzz_target!(|data: &[u8]| {
         json!({"EventSource": "aws:sns", "Sns": {"MessageId": "fuzz", "Message": value}}),
         value.clone(),
     ] {
-        if let Ok(alert) = alert_router::handler::alert_of(&record) {
+        if let Ok(alert) = alert_router::alerts_topic::alert_of(&record) {
             assert!(!alert.dedup_key.trim().is_empty());
         }
     }

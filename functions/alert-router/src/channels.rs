@@ -6,10 +6,10 @@ use std::future::Future;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use nbaops_shared::alerts::Severity;
+use nbaops_shared::alerts::{Alert, Severity};
 use nbaops_shared::config::alerts::RetryPolicy;
 
-use crate::plan::backoff_schedule;
+use crate::plan::{backoff_schedule, Incident};
 
 /// Why this message goes out.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +49,48 @@ pub struct Message {
 }
 
 impl Message {
+    /// The message about an alert (a CloudWatch alarm's state reason as its `reason`).
+    pub fn of_alert(alert: &Alert, kind: Kind, ack_url: Option<String>) -> Message {
+        let reason = alert
+            .details
+            .pointer("/alarm/reason")
+            .and_then(Value::as_str)
+            .filter(|r| !r.trim().is_empty())
+            .map(|r| r.chars().take(300).collect());
+        Message {
+            reason,
+            kind,
+            severity: alert.severity,
+            env: alert.env.clone(),
+            dedup_key: alert.dedup_key.clone(),
+            summary: alert.summary.clone(),
+            resource: alert.resource.clone(),
+            source_function: alert.source_function.clone(),
+            actions_taken: alert.actions_taken.clone(),
+            runbook: alert.runbook.clone(),
+            details: alert.details.clone(),
+            ack_url,
+        }
+    }
+
+    /// The message about an incident (an acknowledgement, an escalation).
+    pub fn of_incident(inc: &Incident, env: &str, kind: Kind, ack_url: Option<String>) -> Message {
+        Message {
+            kind,
+            severity: inc.severity,
+            env: env.to_string(),
+            dedup_key: inc.dedup_key.clone(),
+            summary: inc.summary.clone(),
+            resource: inc.resource.clone(),
+            source_function: inc.source_function.clone(),
+            actions_taken: vec![],
+            runbook: None,
+            details: Value::Null,
+            reason: None,
+            ack_url,
+        }
+    }
+
     pub fn title(&self) -> String {
         let head = format!("[{}][{}] {}", self.severity, self.env, self.summary);
         match &self.kind {

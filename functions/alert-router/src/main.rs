@@ -1,8 +1,6 @@
-//! alert-router: wiring only. Routing, dedup, acknowledgement and escalation live in `handler`.
-
-use alert_router::handler::{handle, init, FUNCTION};
+//! alert-router: wiring only. Routing, dedup, acknowledgement and escalation live in the library.
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    nbaops_shared::runtime::serve_with(FUNCTION, init, handle).await
+    nbaops_shared::runtime::run::<alert_router::router::AlertRouter>().await
 }
