@@ -382,9 +382,6 @@ pub fn test_deps(function: &str, vars: &[(&str, &str)]) -> Result<TestDeps> {
     let ledger = leak(FakeLedger::default());
     let deps = leak(crate::runtime::Deps {
         cfg,
-        asg: Box::new(FakeAutoScaling::default()),
-        rds: Box::new(FakeRds::default()),
-        cache: Box::new(FakeElastiCache::default()),
         notifier: Box::new(Shared(notifier)),
         params: None,
         ledger: Box::new(Shared(ledger)),

@@ -1,5 +1,5 @@
-//! The wiring every function's `main` shares: telemetry, config (env + SSM), SDK clients built
-//! once, the guard's live switches, then the Lambda runtime loop. A configuration error is
+//! The wiring every function's `main` shares ([`run`]): telemetry, config (env + SSM), the shared
+//! ports, the function's own `init`, the guard's live switches, then the Lambda runtime loop. A configuration error is
 //! reported to the Runtime API as an init error (what Lambda shows the operator) and the process exits.
 
 use std::collections::BTreeMap;
@@ -11,25 +11,21 @@ use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 use tracing::Instrument;
 
-use crate::adapters::{
-    AwsClients, DynamoLedger, SdkAutoScaling, SdkElastiCache, SdkNotifier, SdkParams, SdkRds,
-};
+use crate::adapters::{AwsClients, DynamoLedger, SdkNotifier, SdkParams};
 use crate::alerts::{Alert, AlertPublisher};
 use crate::config::Config;
 use crate::error::{NbaopsError, Result};
 use crate::guard::{Guard, GuardPorts, Switches};
-use crate::ports::{AutoScaling, ElastiCache, Ledger, Notifier, Params, Rds};
+use crate::ports::{Ledger, Notifier, Params};
 use crate::telemetry;
 
 mod context;
 pub use context::{dispatch, Ctx, Function, Invocation, InvocationReport, RecordReport, Work};
 
-/// Everything a handler may touch, behind ports.
+/// The ports every function shares (config, alerts and actions topics, SSM, the ledger, the
+/// guard's live switches). A function's own ports live in its [`Function`] struct.
 pub struct Deps {
     pub cfg: Config,
-    pub asg: Box<dyn AutoScaling>,
-    pub rds: Box<dyn Rds>,
-    pub cache: Box<dyn ElastiCache>,
     pub notifier: Box<dyn Notifier>,
     pub params: Option<Box<dyn Params>>,
     pub ledger: Box<dyn Ledger>,
@@ -60,12 +56,8 @@ impl Reply for InvocationReport {
 }
 
 impl Deps {
-    /// Production wiring: SDK adapters on clients built once.
-    pub async fn from_env(function: &str) -> Result<Deps> {
-        Ok(Deps::from_env_with_clients(function).await?.0)
-    }
-
-    /// Same, also handing back the SDK clients so a function can build adapters of its own.
+    /// Production wiring: config (env + SSM), the shared ports on SDK clients, and the clients
+    /// themselves for the function's own ports (built on first use).
     pub async fn from_env_with_clients(function: &str) -> Result<(Deps, AwsClients)> {
         let vars: BTreeMap<String, String> = std::env::vars().collect();
         let aws = AwsClients::from_env().await;
@@ -73,9 +65,6 @@ impl Deps {
         let use_ssm = vars.get("NBAOPS_SSM").map(|v| v != "off").unwrap_or(true);
         let cfg = Config::load(function, &vars, if use_ssm { Some(&params) } else { None }).await?;
         let deps = Deps {
-            asg: Box::new(SdkAutoScaling(aws.autoscaling())),
-            rds: Box::new(SdkRds(aws.rds())),
-            cache: Box::new(SdkElastiCache(aws.elasticache())),
             notifier: Box::new(SdkNotifier(aws.sns())),
             ledger: Box::new(DynamoLedger {
                 client: aws.dynamodb(),
@@ -156,60 +145,6 @@ pub async fn run<F: Function>() -> std::result::Result<(), lambda_runtime::Error
         f.handle(payload, &ctx).await
     })
     .await
-}
-
-/// Runs a function: `handler(payload, invocation, deps)`. Never returns on success.
-pub async fn serve<F, Fut>(
-    function: &'static str,
-    handler: F,
-) -> std::result::Result<(), lambda_runtime::Error>
-where
-    F: Fn(Value, Invocation, &'static Deps) -> Fut,
-    Fut: Future<Output = Result<InvocationReport>>,
-{
-    serve_with(
-        function,
-        |_deps: &Deps, _aws: &AwsClients| async { Ok(()) },
-        move |payload, inv, deps, _: &'static ()| handler(payload, inv, deps),
-    )
-    .await
-}
-
-/// Like [`serve`], with function-specific dependencies `X` built once at init from the shared
-/// `Deps` and the SDK clients (a PostgreSQL pool, a Cost Explorer adapter...).
-pub async fn serve_with<X, I, IFut, F, Fut, R>(
-    function: &'static str,
-    init: I,
-    handler: F,
-) -> std::result::Result<(), lambda_runtime::Error>
-where
-    X: Send + Sync + 'static,
-    I: FnOnce(&'static Deps, &'static AwsClients) -> IFut,
-    IFut: Future<Output = Result<X>>,
-    F: Fn(Value, Invocation, &'static Deps, &'static X) -> Fut,
-    Fut: Future<Output = Result<R>>,
-    R: Reply,
-{
-    telemetry::init();
-    // Leaked before init so the init future may borrow them; they live as long as the process.
-    let built = match Deps::from_env_with_clients(function).await {
-        Ok((deps, aws)) => {
-            let deps: &'static Deps = Box::leak(Box::new(deps));
-            let aws: &'static AwsClients = Box::leak(Box::new(aws));
-            init(deps, aws).await.map(|x| (deps, x))
-        }
-        Err(e) => Err(e),
-    };
-    let (deps, extra) = match built {
-        Ok(v) => v,
-        Err(e) => {
-            tracing::error!(error = %e, error_type = e.error_type(), "init failed");
-            report_init_error(&e).await;
-            return Err(Box::new(e));
-        }
-    };
-    let extra: &'static X = Box::leak(Box::new(extra));
-    run_loop(function, deps, move |p, i, d| handler(p, i, d, extra)).await
 }
 
 /// The Runtime API's deadline (epoch ms on the system clock) as an instant on [`crate::clock`]:
