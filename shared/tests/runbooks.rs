@@ -176,13 +176,14 @@ fn every_page_answers_the_three_questions_and_the_index_lists_every_page() {
     }
 }
 
-/// pg-health's signals: the first argument of every `finding(` in its checks.
+/// pg-health's signals: the first argument of every `finding(` in its checks (the production
+/// part of every file of `functions/pg-health/src/`).
 fn pg_signals() -> Vec<String> {
-    let path = root().join("functions/pg-health/src/checks.rs");
-    let text = fs::read_to_string(path).unwrap_or_default();
-    let cut = text.find("#[cfg(test)]").unwrap_or(text.len());
-    literals_after(&text[..cut], "finding(")
-        .into_iter()
+    let dir = root().join("functions/pg-health/src");
+    production_sources()
+        .iter()
+        .filter(|(path, _)| path.starts_with(&dir))
+        .flat_map(|(_, text)| literals_after(text, "finding("))
         .map(String::from)
         .collect()
 }
@@ -256,8 +257,12 @@ fn every_kind_the_code_raises_is_listed() {
 
 #[test]
 fn alert_router_alarm_keys_are_the_cloudwatch_alarm_kind() {
-    let handler = root().join("functions/alert-router/src/handler.rs");
-    let text = fs::read_to_string(handler).unwrap_or_default();
+    let dir = root().join("functions/alert-router/src");
+    let text: String = production_sources()
+        .into_iter()
+        .filter(|(path, _)| path.starts_with(&dir))
+        .map(|(_, text)| text)
+        .collect();
     // The shapes alarm_dedup_key writes.
     assert!(text.contains("\"arn:aws:cloudwatch:{region}:{account}:alarm:{}\""));
     assert!(text.contains("\"cloudwatch-alarm:{}\""));
