@@ -273,6 +273,11 @@ SSM_PLAN = {  # function: (config sections besides guard + audit, secret pattern
     "OffhoursFunction": (["offhours"], []),
 }
 check("every function has an SSM plan", set(SSM_PLAN) == set(functions), sorted(set(functions) ^ set(SSM_PLAN)))
+# The roles grant GetParametersByPath on `parameter/nbaops/<env>/<section>` (no trailing slash), the
+# resource AWS authorises it against is the requested path: the adapter must request exactly that.
+SSM_ADAPTER = (ROOT / "shared/src/adapters/ssm.rs").read_text()
+check("the SSM adapter requests paths without a trailing slash (the roles' resource form)",
+      ".path(prefix.trim_end_matches('/'))" in SSM_ADAPTER)
 for key, (sections, secrets) in SSM_PLAN.items():
     fn = functions.get(key)
     if fn is None:
@@ -281,7 +286,10 @@ for key, (sections, secrets) in SSM_PLAN.items():
     secret_arns = {SSM + "secrets/" + s for s in secrets}
     check(f"{key}: GetParametersByPath on exactly {sorted(p.rsplit('/', 1)[-1] for p in paths)}",
           resources_of(allows(fn, "ssm:GetParametersByPath")) == paths, resources_of(allows(fn, "ssm:GetParametersByPath")))
-    # The guard re-reads its live switches by path under guard/ (covered above), never one by one.
+    # The guard re-reads its live switches by path under guard/ (covered above), never one by one:
+    # GetParametersByPath is authorised against the requested path, not the parameters returned
+    # (https://docs.aws.amazon.com/systems-manager/latest/userguide/ps-retrieval-authorization.html),
+    # and the adapter requests `/nbaops/<env>/guard` (trailing slash trimmed, shared/src/adapters/ssm.rs).
     check(f"{key}: GetParameter on exactly its secrets",
           resources_of(allows(fn, "ssm:GetParameter")) == secret_arns, resources_of(allows(fn, "ssm:GetParameter")))
     other_ssm = {a for s in allows(fn) for a in as_list(s["Action"]) if a.startswith("ssm:")} - {"ssm:GetParametersByPath", "ssm:GetParameter"}
