@@ -60,6 +60,22 @@ def operation(entry):
     if entry.get("body_encoded"):
         body = base64.b64decode(body).decode("utf-8", "replace")
     action = parse_qs(body).get("Action", [None])[0]
+    url = entry.get("url") or ""
+    rpc = re.search(r"/service/[^/]+/operation/(\w+)", url)
+    if not action and rpc:
+        # Smithy RPC v2 (CBOR): the operation is the last path segment.
+        action = rpc.group(1)
+    if not action and service == "scheduler":
+        # EventBridge Scheduler is REST-JSON: the method and path name the operation
+        # (https://docs.aws.amazon.com/scheduler/latest/APIReference/API_Operations.html).
+        path = re.sub(r"^https?://[^/]+", "", url).split("?")[0]
+        rest = {("POST", "schedules"): "CreateSchedule", ("DELETE", "schedules"): "DeleteSchedule",
+                ("GET", "schedules"): "GetSchedule", ("PUT", "schedules"): "UpdateSchedule"}
+        parts = [p for p in path.split("/") if p]
+        if len(parts) == 2:
+            action = rest.get((entry.get("method", "").upper(), parts[0]))
+        elif parts == ["schedules"] and entry.get("method", "").upper() == "GET":
+            action = "ListSchedules"
     return (app.group(1), f"{service}:{action}") if action else (app.group(1), f"{service}:?{entry.get('method')} {entry.get('url')}")
 
 

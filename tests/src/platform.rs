@@ -37,6 +37,8 @@ pub struct Clients {
     pub sqs: aws_sdk_sqs::Client,
     pub ssm: aws_sdk_ssm::Client,
     pub ddb: aws_sdk_dynamodb::Client,
+    pub cw: aws_sdk_cloudwatch::Client,
+    pub scheduler: aws_sdk_scheduler::Client,
 }
 
 impl Clients {
@@ -61,6 +63,8 @@ impl Clients {
             sqs: aws_sdk_sqs::Client::new(&conf),
             ssm: aws_sdk_ssm::Client::new(&conf),
             ddb: aws_sdk_dynamodb::Client::new(&conf),
+            cw: aws_sdk_cloudwatch::Client::new(&conf),
+            scheduler: aws_sdk_scheduler::Client::new(&conf),
         }
     }
 }

@@ -80,6 +80,8 @@ pub struct AwsClients {
     dynamodb: OnceLock<aws_sdk_dynamodb::Client>,
     sqs: OnceLock<aws_sdk_sqs::Client>,
     costexplorer: OnceLock<aws_sdk_costexplorer::Client>,
+    cloudwatch: OnceLock<aws_sdk_cloudwatch::Client>,
+    scheduler: OnceLock<aws_sdk_scheduler::Client>,
 }
 
 macro_rules! client {
@@ -109,6 +111,8 @@ impl AwsClients {
             dynamodb: OnceLock::new(),
             sqs: OnceLock::new(),
             costexplorer: OnceLock::new(),
+            cloudwatch: OnceLock::new(),
+            scheduler: OnceLock::new(),
         }
     }
 
@@ -125,6 +129,8 @@ impl AwsClients {
     client!(dynamodb, aws_sdk_dynamodb);
     client!(sqs, aws_sdk_sqs);
     client!(costexplorer, aws_sdk_costexplorer);
+    client!(cloudwatch, aws_sdk_cloudwatch);
+    client!(scheduler, aws_sdk_scheduler);
 }
 
 pub struct SdkAutoScaling(pub aws_sdk_autoscaling::Client);
@@ -181,3 +187,7 @@ mod rds_power;
 pub use rds_power::SdkRdsPower;
 mod inventory;
 pub use inventory::SdkInventory;
+mod cloudwatch;
+pub use cloudwatch::SdkCloudWatch;
+mod scheduler;
+pub use scheduler::SdkScheduler;

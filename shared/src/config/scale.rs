@@ -28,6 +28,9 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("scale.flap.transitions", "4", "this many state changes of one alarm ..."),
     ("scale.flap.window_minutes", "60", "... within this window = flapping: stop acting, alert P3"),
     ("scale.alarm_map", "{}", "JSON: alarm name or ARN -> {target, on_alarm, on_ok, severity}"),
+    ("scale.followup.group", "default", "EventBridge Scheduler group of scale-on-alarm's one-time follow-ups (re-checks, next off-peak step)"),
+    ("scale.followup.target_arn", "", "the function (alias) ARN a follow-up invokes; empty: no follow-ups are scheduled"),
+    ("scale.followup.role_arn", "", "the role EventBridge Scheduler assumes to invoke it (lambda:InvokeFunction only)"),
     ("scale.signal_metrics", "CPUUtilization,FreeableMemory,DatabaseConnections,IOWait,BytesUsedForCacheItems", "metrics whose single-metric alarms scale by their dimension (SPEC 2.5; Memcached publishes BytesUsedForCacheItems, not the Redis-only DatabaseMemoryUsagePercentage); any other alarm needs scale.alarm_map"),
 ];
 
@@ -112,6 +115,22 @@ pub struct ScaleConfig {
     pub flap_window_minutes: i64,
     pub alarm_map: BTreeMap<String, AlarmRoute>,
     pub signal_metrics: Vec<String>,
+    pub followup: FollowUps,
+}
+
+/// Where scale-on-alarm's one-time follow-ups go (EventBridge Scheduler). Without a target and a
+/// role there are none: the function acts on each event alone and says so.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FollowUps {
+    pub group: String,
+    pub target_arn: String,
+    pub role_arn: String,
+}
+
+impl FollowUps {
+    pub fn enabled(&self) -> bool {
+        !self.target_arn.is_empty() && !self.role_arn.is_empty()
+    }
 }
 
 impl ScaleConfig {
@@ -204,6 +223,42 @@ fn alarm_map(s: &Settings) -> Result<BTreeMap<String, AlarmRoute>> {
     Ok(map)
 }
 
+fn followups(s: &Settings) -> Result<FollowUps> {
+    let f = FollowUps {
+        group: s.string("scale.followup.group"),
+        target_arn: s.string("scale.followup.target_arn"),
+        role_arn: s.string("scale.followup.role_arn"),
+    };
+    let name_ok = !f.group.is_empty()
+        && f.group.len() <= 64
+        && f.group
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !name_ok {
+        return Err(s.bad(
+            "scale.followup.group",
+            "a schedule group name: 1-64 of [0-9a-zA-Z-_.]",
+        ));
+    }
+    if !f.target_arn.is_empty() && !f.target_arn.starts_with("arn:") {
+        return Err(s.bad(
+            "scale.followup.target_arn",
+            "a Lambda function or alias ARN",
+        ));
+    }
+    if !f.role_arn.is_empty() && !f.role_arn.starts_with("arn:") {
+        return Err(s.bad("scale.followup.role_arn", "an IAM role ARN"));
+    }
+    if f.target_arn.is_empty() != f.role_arn.is_empty() {
+        return Err(NbaopsError::config(format!(
+            "scale.followup.target_arn and scale.followup.role_arn go together (from {} and {}): set both or neither",
+            s.origin("scale.followup.target_arn"),
+            s.origin("scale.followup.role_arn")
+        )));
+    }
+    Ok(f)
+}
+
 pub fn from_settings(s: &Settings) -> Result<ScaleConfig> {
     let group_default = GroupPlan {
         step: parse_step(s, "scale.asg.step", &s.string("scale.asg.step"))?,
@@ -240,6 +295,7 @@ pub fn from_settings(s: &Settings) -> Result<ScaleConfig> {
         flap_window_minutes: positive(s, "scale.flap.window_minutes", "whole minutes >= 1")?,
         alarm_map,
         signal_metrics: s.list("scale.signal_metrics"),
+        followup: followups(s)?,
     })
 }
 

@@ -393,3 +393,5 @@ pub fn test_deps(function: &str, vars: &[(&str, &str)]) -> Result<TestDeps> {
         ledger,
     })
 }
+mod cloudwatch;
+pub use cloudwatch::*;

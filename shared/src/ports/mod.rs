@@ -190,3 +190,7 @@ mod rds_backup;
 pub use rds_backup::*;
 mod inventory;
 pub use inventory::*;
+mod cloudwatch;
+pub use cloudwatch::*;
+mod scheduler;
+pub use scheduler::*;
