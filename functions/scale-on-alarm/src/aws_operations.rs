@@ -12,4 +12,9 @@ pub const AWS_OPERATIONS: &[&str] = &[
     "elasticache:DescribeCacheClusters",     // SdkElastiCache::describe_cluster
     "elasticache:ListTagsForResource",       // SdkElastiCache::describe_cluster (protect tag)
     "elasticache:ModifyCacheCluster",        // SdkElastiCache::set_node_count
+    "cloudwatch:GetMetricStatistics",        // SdkCloudWatch::statistics (off-peak CPU check)
+    "cloudwatch:DescribeAlarms",             // SdkCloudWatch::alarms_in_state (off-peak alarm check)
+    // Not yet here: scheduler:CreateSchedule + iam:PassRole (SdkScheduler::create_once, the
+    // off-peak follow-up). Only called when scale.followup.target_arn/role_arn are set, which the
+    // template does not do yet; they come with the template's follow-up group, role and settings.
 ];
