@@ -258,10 +258,12 @@ async fn checks(
                 "CPU {highest:.1}% in the last {} min, not below {}%",
                 cfg.lookback_minutes, cfg.cpu_below
             )),
-            Cpu::Low { highest, points } => passed = format!(
+            Cpu::Low { highest, points } => {
+                passed = format!(
                 "CPU at most {highest:.1}% over {points} datapoint(s) of the last {} min (< {}%)",
                 cfg.lookback_minutes, cfg.cpu_below
-            ),
+            )
+            }
         },
     }
     if alarms.is_none() {
@@ -698,7 +700,7 @@ mod tests {
                 .iter()
                 .filter_map(|m| m.strip_prefix("set_desired_capacity nbaops-dev-web "))
                 .filter_map(|d| d.parse().ok())
-                .last()
+                .next_back()
                 .unwrap_or(-1)
         }
 
