@@ -93,7 +93,7 @@ pub fn run_of(
             })?;
             if window_end - now > Duration::minutes(cfg.window_minutes) {
                 return Err(format!(
-                    "off-peak follow-up whose window ends at {} , more than scale.offpeak.window_minutes ({}) from now: not a window an off-peak run opened",
+                    "off-peak follow-up whose window ends at {}, more than scale.offpeak.window_minutes ({}) from now: not a window an off-peak run opened",
                     rfc3339(window_end),
                     cfg.window_minutes
                 ));
@@ -830,8 +830,11 @@ mod tests {
             let mutations = w.asg.mutations();
             let scheduled = w.scheduler.mutations();
             assert_eq!(scheduled.len(), 1);
-            // The same input again, a minute later (the scheduler delivered it twice).
-            let r = deliver(&w, input, t0 + Duration::minutes(1)).await;
+            // The same follow-up again, a minute later, even under another delivery id (a
+            // redelivery or a second execution): the work id is the window's and the step's.
+            let mut again = input;
+            again["nbaops"]["id"] = json!("another-execution");
+            let r = deliver(&w, again, t0 + Duration::minutes(1)).await;
             assert_eq!(w.asg.mutations(), mutations, "one step, not two");
             assert_eq!(
                 r.records[0].actions[0].stopped_by,
