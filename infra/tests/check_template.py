@@ -430,6 +430,39 @@ for name in template.get("Parameters", {}):
     check(f"parameter {name} is in the README's 'Before your first deploy' and docs/deploy.md",
           f"`{name}`" in first_deploy and f"`{name}`" in doc)
 
+# scale-on-alarm's off-peak checks (functions/scale-on-alarm/src/offpeak.rs): the CPU they read is
+# a metric EC2 publishes per group (published_metrics.json, from the EC2 metrics page), read one
+# datapoint a minute (a regular-resolution period is a multiple of 60 s and one call returns at most
+# 1,440 datapoints: https://docs.aws.amazon.com/AmazonCloudWatch/latest/APIReference/API_GetMetricStatistics.html,
+# so scale.offpeak.lookback_minutes is capped at 1440), and the alarm state they ask DescribeAlarms for
+# is one of its StateValue values (https://docs.aws.amazon.com/AmazonCloudWatch/latest/APIReference/API_DescribeAlarms.html).
+offpeak_src = (ROOT / "functions/scale-on-alarm/src/offpeak.rs").read_text()
+
+
+def rust_const(src, name):
+    m = re.search(rf"pub const {name}: [^=]+= ([^;]+);", src)
+    return m.group(1).strip().strip('"') if m else None
+
+
+ns, metric, dim = (rust_const(offpeak_src, n) for n in ("CPU_NAMESPACE", "CPU_METRIC", "CPU_DIMENSION"))
+ec2 = published.get(ns or "", {})
+check(f"off-peak CPU check reads a published metric: {ns} {metric} by {dim}",
+      metric in ec2.get("metrics", []) and [dim] in ec2.get("dimensions", []), (ns, metric, dim))
+period = rust_const(offpeak_src, "CPU_PERIOD_SECONDS")
+scale_src = (ROOT / "shared/src/config/scale.rs").read_text()
+cap = re.search(r"if lookback_minutes > (\d+)", scale_src)
+check("off-peak CPU period is a multiple of 60 s and the lookback cap keeps a call within 1,440 datapoints",
+      period is not None and int(period) % 60 == 0 and cap is not None and int(cap.group(1)) * 60 // int(period) <= 1440,
+      (period, cap and cap.group(1)))
+check("off-peak alarm check asks DescribeAlarms for a StateValue it knows",
+      rust_const(offpeak_src, "ALARM_STATE") in ("OK", "ALARM", "INSUFFICIENT_DATA"))
+offpeak_stmt = [s for s in statements(resources["ScaleOnAlarmFunction"]) if s.get("Sid") == "OffPeakChecks"]
+check("scale-on-alarm: OffPeakChecks allows GetMetricStatistics and DescribeAlarms on * (no resource-level permission; "
+      "composite alarms only with *)",
+      len(offpeak_stmt) == 1 and offpeak_stmt[0].get("Effect") == "Allow"
+      and sorted(as_list(offpeak_stmt[0]["Action"])) == ["cloudwatch:DescribeAlarms", "cloudwatch:GetMetricStatistics"]
+      and as_list(offpeak_stmt[0].get("Resource")) == ["*"], offpeak_stmt)
+
 passed, failed = results.count(True), results.count(False)
 print(f"template: {passed} passed, {failed} failed")
 sys.exit(1 if failed else 0)

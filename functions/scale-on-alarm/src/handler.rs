@@ -4,11 +4,13 @@
 use chrono::Duration;
 use serde_json::{json, Value};
 
-use nbaops_shared::adapters::{AwsClients, SdkAutoScaling, SdkElastiCache, SdkRds};
+use nbaops_shared::adapters::{
+    AwsClients, SdkAutoScaling, SdkCloudWatch, SdkElastiCache, SdkRds, SdkScheduler,
+};
 use nbaops_shared::alerts::Severity;
-use nbaops_shared::events::{AlarmChange, AlarmState, Inbound, ScheduledTick};
+use nbaops_shared::events::{AlarmChange, AlarmState, Inbound};
 use nbaops_shared::guard::{in_change_window, AuditRecord, Bounds, Outcome, ProposedAction};
-use nbaops_shared::ports::{AutoScaling, ElastiCache, LedgerWrite, Rds};
+use nbaops_shared::ports::{AutoScaling, CloudWatch, ElastiCache, LedgerWrite, Rds, Scheduler};
 use nbaops_shared::runtime::{Ctx, Deps, Function, InvocationReport, RecordReport, Work};
 use nbaops_shared::Result;
 
@@ -18,7 +20,8 @@ use crate::plan::{
 };
 
 pub const FUNCTION: &str = "scale-on-alarm";
-/// Scheduler input `{"nbaops": {"task": "off-peak-scale-in"}}` scales every group in one step.
+/// Scheduler input `{"nbaops": {"task": "off-peak-scale-in"}}`: every group back to its baseline
+/// within the night's window, one checked step per run (offpeak.rs).
 pub const OFF_PEAK_TASK: &str = "off-peak-scale-in";
 
 /// The ports scale-on-alarm calls, built once at init.
@@ -26,6 +29,8 @@ pub struct ScaleOnAlarm {
     pub asg: Box<dyn AutoScaling>,
     pub rds: Box<dyn Rds>,
     pub cache: Box<dyn ElastiCache>,
+    pub cw: Box<dyn CloudWatch>,
+    pub scheduler: Box<dyn Scheduler>,
 }
 
 impl Function for ScaleOnAlarm {
@@ -39,6 +44,8 @@ impl Function for ScaleOnAlarm {
             asg: Box::new(SdkAutoScaling(aws.autoscaling())),
             rds: Box::new(SdkRds(aws.rds())),
             cache: Box::new(SdkElastiCache(aws.elasticache())),
+            cw: Box::new(SdkCloudWatch(aws.cloudwatch())),
+            scheduler: Box::new(SdkScheduler(aws.scheduler())),
         })
     }
 
@@ -97,9 +104,9 @@ async fn flap_count(alarm: &AlarmChange, ctx: &Ctx<'_>) -> Result<(usize, Ledger
 }
 
 /// What one scaling is about: the alarm or schedule behind it, and how urgent it is.
-struct Why<'r> {
-    reason: &'r str,
-    severity: Severity,
+pub(crate) struct Why<'r> {
+    pub(crate) reason: &'r str,
+    pub(crate) severity: Severity,
 }
 
 /// The P3 (P2 when it failed or was an emergency change) telling people what was done.
@@ -231,30 +238,7 @@ impl ScaleOnAlarm {
         Ok(w.rec)
     }
 
-    async fn on_off_peak(&self, tick: &ScheduledTick, ctx: &Ctx<'_>) -> Result<RecordReport> {
-        let groups = &ctx.cfg().scale.groups;
-        let mut w = ctx
-            .work(
-                &tick.event_id,
-                "schedule",
-                format!("off-peak scale-in of {} group(s)", groups.len()),
-            )
-            .with_fleet_size(groups.len());
-        let reason = format!(
-            "off-peak schedule '{}'",
-            tick.name.as_deref().unwrap_or(OFF_PEAK_TASK)
-        );
-        let why = Why {
-            reason: &reason,
-            severity: Severity::P4,
-        };
-        for name in groups {
-            self.scale_group(name, Direction::In, &why, &mut w).await?;
-        }
-        Ok(w.rec)
-    }
-
-    async fn scale_group(
+    pub(crate) async fn scale_group(
         &self,
         name: &str,
         dir: Direction,
@@ -484,7 +468,7 @@ impl ScaleOnAlarm {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use chrono::{TimeZone, Utc};
     use nbaops_shared::fakes::*;
@@ -503,16 +487,18 @@ mod tests {
         include_str!("../../../events/cloudwatch-alarm/direct-action-insufficient-data.json");
     const S3: &str = include_str!("../../../events/not-for-me/s3-put.json");
 
-    struct World {
-        deps: &'static Deps,
-        f: &'static ScaleOnAlarm,
-        asg: &'static FakeAutoScaling,
-        rds: &'static FakeRds,
-        cache: &'static FakeElastiCache,
-        notifier: &'static FakeNotifier,
+    pub(crate) struct World {
+        pub(crate) deps: &'static Deps,
+        pub(crate) f: &'static ScaleOnAlarm,
+        pub(crate) asg: &'static FakeAutoScaling,
+        pub(crate) rds: &'static FakeRds,
+        pub(crate) cache: &'static FakeElastiCache,
+        pub(crate) notifier: &'static FakeNotifier,
+        pub(crate) cw: &'static FakeCloudWatch,
+        pub(crate) scheduler: &'static FakeScheduler,
     }
 
-    fn world(extra: &[(&str, &str)], web_desired: i32, protect: bool) -> World {
+    pub(crate) fn world(extra: &[(&str, &str)], web_desired: i32, protect: bool) -> World {
         let mut vars = vec![
             ("NBAOPS_SCALE__GROUPS", "nbaops-dev-web,nbaops-dev-worker"),
             ("NBAOPS_SCALE__RDS__INSTANCES", "nbaops-dev-db"),
@@ -568,25 +554,35 @@ mod tests {
             status: "available".into(),
             tags: Tags::new(),
         }]));
+        let cw = leak(FakeCloudWatch::default());
+        let scheduler = leak(FakeScheduler::default());
         World {
             deps: t.deps,
             f: leak(ScaleOnAlarm {
                 asg: Box::new(Shared(asg)),
                 rds: Box::new(Shared(rds)),
                 cache: Box::new(Shared(cache)),
+                cw: Box::new(Shared(cw)),
+                scheduler: Box::new(Shared(scheduler)),
             }),
             asg,
             rds,
             cache,
             notifier: t.notifier,
+            cw,
+            scheduler,
         }
     }
 
-    async fn handle(payload: Value, inv: Invocation, w: &World) -> Result<InvocationReport> {
+    pub(crate) async fn handle(
+        payload: Value,
+        inv: Invocation,
+        w: &World,
+    ) -> Result<InvocationReport> {
         dispatch(w.f, payload, &Ctx::of::<ScaleOnAlarm>(w.deps, &inv)).await
     }
 
-    fn inv(now: chrono::DateTime<Utc>) -> Invocation {
+    pub(crate) fn inv(now: chrono::DateTime<Utc>) -> Invocation {
         Invocation::at("req", now)
     }
     fn wednesday() -> chrono::DateTime<Utc> {

@@ -2,4 +2,5 @@
 
 pub mod aws_operations;
 pub mod handler;
+pub mod offpeak;
 pub mod plan;

@@ -30,7 +30,7 @@ pub mod pg;
 pub mod scale;
 mod strategy;
 
-pub use scale::{AlarmRoute, GroupPlan, ScaleConfig, Step};
+pub use scale::{AlarmRoute, FollowUps, GroupPlan, OffPeak, ScaleConfig, Step};
 pub use strategy::strategy_markdown;
 
 /// The core keys every function reads, their defaults and what they mean. A key absent from every

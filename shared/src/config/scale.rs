@@ -31,6 +31,10 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("scale.followup.group", "default", "EventBridge Scheduler group of scale-on-alarm's one-time follow-ups (re-checks, next off-peak step)"),
     ("scale.followup.target_arn", "", "the function (alias) ARN a follow-up invokes; empty: no follow-ups are scheduled"),
     ("scale.followup.role_arn", "", "the role EventBridge Scheduler assumes to invoke it (lambda:InvokeFunction only)"),
+    ("scale.offpeak.cpu_below", "40", "off-peak: a group steps in only while its average CPU (AWS/EC2 CPUUtilization by AutoScalingGroupName) stayed below this percent ..."),
+    ("scale.offpeak.lookback_minutes", "15", "... in every minute of this many last minutes (1-1440: GetMetricStatistics returns at most 1,440 datapoints)"),
+    ("scale.offpeak.step_minutes", "10", "off-peak: minutes between two steps of one night (a one-time follow-up schedule per step)"),
+    ("scale.offpeak.window_minutes", "240", "off-peak: the night's window from the cron run; no step is scheduled or taken after it"),
     ("scale.signal_metrics", "CPUUtilization,FreeableMemory,DatabaseConnections,IOWait,BytesUsedForCacheItems", "metrics whose single-metric alarms scale by their dimension (SPEC 2.5; Memcached publishes BytesUsedForCacheItems, not the Redis-only DatabaseMemoryUsagePercentage); any other alarm needs scale.alarm_map"),
 ];
 
@@ -116,6 +120,17 @@ pub struct ScaleConfig {
     pub alarm_map: BTreeMap<String, AlarmRoute>,
     pub signal_metrics: Vec<String>,
     pub followup: FollowUps,
+    pub offpeak: OffPeak,
+}
+
+/// The off-peak return to baseline: one step per group per run, each after its checks, the next
+/// run a one-time follow-up `step_minutes` later, until the window from the cron run ends.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct OffPeak {
+    pub cpu_below: f64,
+    pub lookback_minutes: i64,
+    pub step_minutes: i64,
+    pub window_minutes: i64,
 }
 
 /// Where scale-on-alarm's one-time follow-ups go (EventBridge Scheduler). Without a target and a
@@ -259,6 +274,38 @@ fn followups(s: &Settings) -> Result<FollowUps> {
     Ok(f)
 }
 
+fn offpeak(s: &Settings) -> Result<OffPeak> {
+    let cpu_below: f64 = s.number(
+        "scale.offpeak.cpu_below",
+        "a percent above 0 and at most 100",
+    )?;
+    if !(cpu_below > 0.0 && cpu_below <= 100.0) {
+        return Err(s.bad(
+            "scale.offpeak.cpu_below",
+            "a percent above 0 and at most 100",
+        ));
+    }
+    let lookback_minutes: i64 =
+        positive(s, "scale.offpeak.lookback_minutes", "whole minutes 1-1440")?;
+    if lookback_minutes > 1440 {
+        return Err(s.bad("scale.offpeak.lookback_minutes", "whole minutes 1-1440"));
+    }
+    let step_minutes: i64 = positive(s, "scale.offpeak.step_minutes", "whole minutes >= 1")?;
+    let window_minutes: i64 = positive(s, "scale.offpeak.window_minutes", "whole minutes >= 1")?;
+    if window_minutes > 1440 {
+        return Err(s.bad(
+            "scale.offpeak.window_minutes",
+            "whole minutes 1-1440 (one night)",
+        ));
+    }
+    Ok(OffPeak {
+        cpu_below,
+        lookback_minutes,
+        step_minutes,
+        window_minutes,
+    })
+}
+
 pub fn from_settings(s: &Settings) -> Result<ScaleConfig> {
     let group_default = GroupPlan {
         step: parse_step(s, "scale.asg.step", &s.string("scale.asg.step"))?,
@@ -296,6 +343,7 @@ pub fn from_settings(s: &Settings) -> Result<ScaleConfig> {
         alarm_map,
         signal_metrics: s.list("scale.signal_metrics"),
         followup: followups(s)?,
+        offpeak: offpeak(s)?,
     })
 }
 
@@ -379,5 +427,34 @@ mod tests {
         assert!(load(&[], &[("/nbaops/dev/scale/asg/baseline", "5")]).is_err());
         assert!(load(&[], &[("/nbaops/dev/scale/group/web/size", "5")]).is_err());
         assert!(load(&[], &[("/nbaops/dev/scale/group/web/baseline", "5")]).is_err());
+    }
+
+    #[test]
+    fn offpeak_defaults_and_limits() {
+        let c = load(&[], &[]).unwrap();
+        assert_eq!(c.offpeak.cpu_below, 40.0);
+        assert_eq!(
+            (
+                c.offpeak.lookback_minutes,
+                c.offpeak.step_minutes,
+                c.offpeak.window_minutes
+            ),
+            (15, 10, 240)
+        );
+        let c = load(&[("NBAOPS_SCALE__OFFPEAK__CPU_BELOW", "25.5")], &[]).unwrap();
+        assert_eq!(c.offpeak.cpu_below, 25.5);
+        for (k, v) in [
+            ("NBAOPS_SCALE__OFFPEAK__CPU_BELOW", "0"),
+            ("NBAOPS_SCALE__OFFPEAK__CPU_BELOW", "101"),
+            ("NBAOPS_SCALE__OFFPEAK__CPU_BELOW", "low"),
+            ("NBAOPS_SCALE__OFFPEAK__LOOKBACK_MINUTES", "0"),
+            // GetMetricStatistics returns at most 1,440 datapoints (one a minute here).
+            ("NBAOPS_SCALE__OFFPEAK__LOOKBACK_MINUTES", "1441"),
+            ("NBAOPS_SCALE__OFFPEAK__STEP_MINUTES", "0"),
+            ("NBAOPS_SCALE__OFFPEAK__WINDOW_MINUTES", "1441"),
+        ] {
+            let e = load(&[(k, v)], &[]).unwrap_err().to_string();
+            assert!(e.contains("scale.offpeak."), "{k}={v}: {e}");
+        }
     }
 }
