@@ -12,4 +12,8 @@ pub const AWS_OPERATIONS: &[&str] = &[
     "elasticache:DescribeCacheClusters",     // SdkElastiCache::describe_cluster
     "elasticache:ListTagsForResource",       // SdkElastiCache::describe_cluster (protect tag)
     "elasticache:ModifyCacheCluster",        // SdkElastiCache::set_node_count
+    "cloudwatch:DescribeAlarmsForMetric",    // SdkCloudWatch::alarms_for_metric (thresholds.rs)
+    "cloudwatch:DescribeAlarms", // SdkCloudWatch::set_alarm_threshold (reads the alarm to rewrite it whole)
+    "cloudwatch:PutMetricAlarm", // SdkCloudWatch::set_alarm_threshold (thresholds.rs)
+    "cloudwatch:GetMetricStatistics", // SdkCloudWatch::statistics (cache_memory.rs)
 ];

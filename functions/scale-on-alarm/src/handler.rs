@@ -4,11 +4,11 @@
 use chrono::Duration;
 use serde_json::{json, Value};
 
-use nbaops_shared::adapters::{AwsClients, SdkAutoScaling, SdkElastiCache, SdkRds};
+use nbaops_shared::adapters::{AwsClients, SdkAutoScaling, SdkCloudWatch, SdkElastiCache, SdkRds};
 use nbaops_shared::alerts::Severity;
 use nbaops_shared::events::{AlarmChange, AlarmState, Inbound, ScheduledTick};
 use nbaops_shared::guard::{in_change_window, AuditRecord, Bounds, Outcome, ProposedAction};
-use nbaops_shared::ports::{AutoScaling, ElastiCache, LedgerWrite, Rds};
+use nbaops_shared::ports::{AutoScaling, CloudWatch, ElastiCache, LedgerWrite, Rds};
 use nbaops_shared::runtime::{Ctx, Deps, Function, InvocationReport, RecordReport, Work};
 use nbaops_shared::Result;
 
@@ -26,12 +26,14 @@ pub struct ScaleOnAlarm {
     pub asg: Box<dyn AutoScaling>,
     pub rds: Box<dyn Rds>,
     pub cache: Box<dyn ElastiCache>,
+    /// Alarm thresholds after a class change, Memcached's BytesUsedForCacheItems (thresholds.rs, cache_memory.rs).
+    pub cw: Box<dyn CloudWatch>,
 }
 
 impl Function for ScaleOnAlarm {
     const NAME: &'static str = FUNCTION;
     const TAKES: &'static str =
-        "CloudWatch alarm state changes and the 'off-peak-scale-in' schedule";
+        "CloudWatch alarm state changes and the 'off-peak-scale-in' and 'alarm-drift' schedules";
     type Reply = InvocationReport;
 
     async fn init(_deps: &Deps, aws: &AwsClients) -> Result<Self> {
@@ -39,6 +41,7 @@ impl Function for ScaleOnAlarm {
             asg: Box::new(SdkAutoScaling(aws.autoscaling())),
             rds: Box::new(SdkRds(aws.rds())),
             cache: Box::new(SdkElastiCache(aws.elasticache())),
+            cw: Box::new(SdkCloudWatch(aws.cloudwatch())),
         })
     }
 
@@ -47,6 +50,11 @@ impl Function for ScaleOnAlarm {
             Inbound::Alarm(alarm) => self.on_alarm(&alarm, ctx).await,
             Inbound::Schedule(tick) if tick.task().as_deref() == Some(OFF_PEAK_TASK) => {
                 self.on_off_peak(&tick, ctx).await
+            }
+            Inbound::Schedule(tick)
+                if tick.task().as_deref() == Some(crate::thresholds::ALARM_DRIFT_TASK) =>
+            {
+                self.on_alarm_drift(&tick, ctx).await
             }
             other => Ok(ctx.not_mine(&other)),
         }
@@ -175,7 +183,10 @@ impl ScaleOnAlarm {
         };
         match target {
             Target::Group(name) => self.scale_group(&name, direction, &why, &mut w).await?,
-            Target::Db(id) => self.scale_db(&id, &why, &mut w).await?,
+            Target::Db(id) => {
+                self.scale_db(&id, &why, &mut w).await?;
+                self.align_db_alarms_noted(&id, &mut w).await;
+            }
             Target::Cache(id) => self.scale_cache(&id, &why, &mut w).await?,
         }
         // No action was checked (nothing to do, busy, at the ceiling): the transition still counts.
@@ -250,6 +261,9 @@ impl ScaleOnAlarm {
         };
         for name in groups {
             self.scale_group(name, Direction::In, &why, &mut w).await?;
+        }
+        for id in &ctx.cfg().scale.rds_instances {
+            self.align_db_alarms_noted(id, &mut w).await;
         }
         Ok(w.rec)
     }
@@ -446,6 +460,7 @@ impl ScaleOnAlarm {
                 w.note(format!("{resource}: at node cap {cap}, P2 raised"));
                 w.raise(alert).await?;
             }
+            CacheChange::AddNode { .. } if !self.cache_node_is_full(&c, w).await => {}
             CacheChange::AddNode { from, to, cap } => {
                 let action = ProposedAction {
                     action: "cache.add_node".into(),
@@ -574,6 +589,7 @@ mod tests {
                 asg: Box::new(Shared(asg)),
                 rds: Box::new(Shared(rds)),
                 cache: Box::new(Shared(cache)),
+                cw: Box::new(FakeCloudWatch::default()),
             }),
             asg,
             rds,

@@ -10,6 +10,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use super::capacity::{self, Capacity};
 use super::{positive, Dynamic, Settings};
 use crate::error::{NbaopsError, Result};
 
@@ -31,6 +32,17 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("scale.followup.group", "default", "EventBridge Scheduler group of scale-on-alarm's one-time follow-ups (re-checks, next off-peak step)"),
     ("scale.followup.target_arn", "", "the function (alias) ARN a follow-up invokes; empty: no follow-ups are scheduled"),
     ("scale.followup.role_arn", "", "the role EventBridge Scheduler assumes to invoke it (lambda:InvokeFunction only)"),
+    // Issue #17: the alarms follow the class / node type (config/capacity.rs, scale-on-alarm's thresholds.rs).
+    // Class memory: https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/Concepts.DBInstanceClass.Summary.html
+    ("scale.rds.class_memory", "db.t3.micro=1GiB,db.t3.small=2GiB,db.t3.medium=4GiB,db.t3.large=8GiB,db.t3.xlarge=16GiB,db.t3.2xlarge=32GiB,db.t4g.micro=1GiB,db.t4g.small=2GiB,db.t4g.medium=4GiB,db.t4g.large=8GiB,db.m5.large=8GiB,db.m6g.large=8GiB,db.r5.large=16GiB,db.r6g.large=16GiB", "memory of each RDS instance class (every class of scale.rds.ladder must be listed)"),
+    // DBInstanceClassMemory is the class memory less what RDS reserves (USER_ParamValuesRef.html#USER_FormulaVariables);
+    // AWS does not publish the amount: 233 MiB gives db.t3.micro's observed default max_connections of 87.
+    ("scale.rds.reserved_memory", "233MiB", "memory RDS keeps for the OS and its processes: DBInstanceClassMemory = class memory - this (sets the default max_connections)"),
+    ("scale.rds.memory_alarm_used_percent", "80", "the RDS memory alarm fires above this percent used: FreeableMemory below (100 - this) % of the class memory (SPEC 2.5)"),
+    ("scale.rds.connections_alarm_percent", "80", "the RDS connections alarm fires above this percent of the default max_connections LEAST(DBInstanceClassMemory/9531392, 5000) (SPEC 2.5)"),
+    // max_cache_memory per node type: https://docs.aws.amazon.com/AmazonElastiCache/latest/mem-ug/ParameterGroups.Memcached.html#ParameterGroups.Memcached.NodeSpecific
+    ("scale.cache.node_memory", "cache.t3.micro=512MiB,cache.t3.small=1402MiB,cache.t3.medium=3364MiB,cache.t4g.micro=512MiB,cache.t4g.small=1402MiB,cache.t4g.medium=3164MiB,cache.m5.large=6537MiB,cache.m5.xlarge=13248MiB,cache.m6g.large=6537MiB,cache.r5.large=13387MiB,cache.r6g.large=13387MiB", "cache memory (max_cache_memory) of each Memcached node type"),
+    ("scale.cache.memory_high_percent", "75", "a node is full above this percent of its node type's cache memory: the cache alarm adds a node only when BytesUsedForCacheItems confirms it (SPEC 2.5)"),
     ("scale.signal_metrics", "CPUUtilization,FreeableMemory,DatabaseConnections,IOWait,BytesUsedForCacheItems", "metrics whose single-metric alarms scale by their dimension (SPEC 2.5; Memcached publishes BytesUsedForCacheItems, not the Redis-only DatabaseMemoryUsagePercentage); any other alarm needs scale.alarm_map"),
 ];
 
@@ -116,6 +128,8 @@ pub struct ScaleConfig {
     pub alarm_map: BTreeMap<String, AlarmRoute>,
     pub signal_metrics: Vec<String>,
     pub followup: FollowUps,
+    /// Memory per class / node type and the alarm percentages (issue #17).
+    pub capacity: Capacity,
 }
 
 /// Where scale-on-alarm's one-time follow-ups go (EventBridge Scheduler). Without a target and a
@@ -280,6 +294,7 @@ pub fn from_settings(s: &Settings) -> Result<ScaleConfig> {
         ));
     }
     let alarm_map = alarm_map(s)?;
+    let capacity = capacity::from_settings(s, &rds_ladder)?;
     Ok(ScaleConfig {
         groups: s.list("scale.groups"),
         group_default,
@@ -296,6 +311,7 @@ pub fn from_settings(s: &Settings) -> Result<ScaleConfig> {
         alarm_map,
         signal_metrics: s.list("scale.signal_metrics"),
         followup: followups(s)?,
+        capacity,
     })
 }
 
@@ -379,5 +395,43 @@ mod tests {
         assert!(load(&[], &[("/nbaops/dev/scale/asg/baseline", "5")]).is_err());
         assert!(load(&[], &[("/nbaops/dev/scale/group/web/size", "5")]).is_err());
         assert!(load(&[], &[("/nbaops/dev/scale/group/web/baseline", "5")]).is_err());
+    }
+
+    #[test]
+    fn capacity_tables_cover_the_ladder_and_name_the_key() {
+        let c = load(&[], &[]).unwrap();
+        for class in &c.rds_ladder {
+            assert!(c.capacity.rds_class_memory.contains_key(class), "{class}");
+        }
+        assert_eq!(c.capacity.rds_class_memory["db.t3.micro"], 1 << 30);
+        assert_eq!(c.capacity.cache_node_memory["cache.t3.micro"], 512 << 20);
+        assert_eq!(c.capacity.cache_node_memory["cache.m5.large"], 6537 << 20);
+        let e = load(
+            &[(
+                "NBAOPS_SCALE__RDS__LADDER",
+                "db.t3.micro,db.t3.small,db.x9.huge",
+            )],
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("scale.rds.class_memory") && e.contains("db.x9.huge"),
+            "{e}"
+        );
+        for (k, v) in [
+            ("/nbaops/dev/scale/rds/class_memory", "db.t3.micro=1GiB"),
+            (
+                "/nbaops/dev/scale/rds/class_memory",
+                "db.t3.micro=1GB,db.t3.small=2GiB",
+            ),
+            ("/nbaops/dev/scale/rds/reserved_memory", "4GiB"),
+            ("/nbaops/dev/scale/cache/node_memory", "t3.micro=512MiB"),
+            ("/nbaops/dev/scale/cache/memory_high_percent", "100"),
+        ] {
+            let e = load(&[], &[(k, v)]).unwrap_err().to_string();
+            let key = k.trim_start_matches("/nbaops/dev/").replace('/', ".");
+            assert!(e.contains(&key), "{k}={v}: {e}");
+        }
     }
 }

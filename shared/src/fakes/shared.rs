@@ -52,6 +52,35 @@ impl<T: ElastiCache> ElastiCache for Shared<T> {
 }
 
 #[async_trait]
+impl<T: CloudWatch> CloudWatch for Shared<T> {
+    async fn describe_alarm(&self, name: &str) -> Result<Option<MetricAlarm>> {
+        self.0.describe_alarm(name).await
+    }
+    async fn alarms_in_state(&self, state: &str) -> Result<Vec<MetricAlarm>> {
+        self.0.alarms_in_state(state).await
+    }
+    async fn alarms_for_metric(
+        &self,
+        namespace: &str,
+        metric: &str,
+        dimensions: &BTreeMap<String, String>,
+    ) -> Result<Vec<MetricAlarm>> {
+        self.0
+            .alarms_for_metric(namespace, metric, dimensions)
+            .await
+    }
+    async fn set_alarm_threshold(&self, name: &str, threshold: f64) -> Result<()> {
+        self.0.set_alarm_threshold(name, threshold).await
+    }
+    async fn statistics(
+        &self,
+        q: &MetricQuery,
+    ) -> Result<Vec<(chrono::DateTime<chrono::Utc>, f64)>> {
+        self.0.statistics(q).await
+    }
+}
+
+#[async_trait]
 impl<T: Notifier> Notifier for Shared<T> {
     async fn publish(
         &self,
