@@ -237,3 +237,92 @@ async fn after_a_class_change_the_alarms_follow_the_class_once() {
         "{v}"
     );
 }
+
+/// Memcached grows on what it publishes: BytesUsedForCacheItems of node 0001 (cache.t3.micro,
+/// 512 MiB of cache memory) put into moto; the template's metric-math alarm (mapped by
+/// NBAOPS_SCALE__ALARM_MAP as the template maps it) adds a node only when a node is above 75 %.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memcached_adds_a_node_only_when_a_node_is_above_75_percent() {
+    use aws_sdk_cloudwatch::primitives::DateTime as AwsTime;
+    use aws_sdk_cloudwatch::types::{MetricDatum, StandardUnit};
+    use nbaops_tests::platform::CACHE;
+
+    let stack = Stack::start(false).await.unwrap();
+    let map =
+        r#"{"nbaops-dev-cache-memory-high":{"target":"cache:nbaops-dev-cache","on_alarm":"out"}}"#;
+    let f = start(&stack, &[("NBAOPS_SCALE__ALARM_MAP", map)]).await;
+    let used = |mib: f64, minutes_ago: i64| {
+        let at = nbaops_tests::clock::now() - chrono::Duration::minutes(minutes_ago);
+        MetricDatum::builder()
+            .metric_name("BytesUsedForCacheItems")
+            .dimensions(
+                Dimension::builder()
+                    .name("CacheClusterId")
+                    .value(CACHE)
+                    .build(),
+            )
+            .dimensions(
+                Dimension::builder()
+                    .name("CacheNodeId")
+                    .value("0001")
+                    .build(),
+            )
+            .timestamp(AwsTime::from_secs(at.timestamp()))
+            .value(mib * 1024.0 * 1024.0)
+            .unit(StandardUnit::Bytes)
+            .build()
+    };
+    let put = |d: MetricDatum| {
+        stack
+            .clients
+            .cw
+            .put_metric_data()
+            .namespace("AWS/ElastiCache")
+            .metric_data(d)
+            .send()
+    };
+    let mut alarm: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            nbaops_tests::workspace_root()
+                .join("events/cloudwatch-alarm/eventbridge-memcached-memory-metric-math.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+
+    // 380 MiB of 512 MiB = 74 %: the alarm is not confirmed, no node.
+    put(used(380.0, 4)).await.unwrap();
+    alarm["id"] = json!("cache-1");
+    let v = f.invoke_ok(alarm.clone()).await.unwrap();
+    assert!(actions(&v).is_empty(), "{v}");
+    assert!(v.to_string().contains("no node added"), "{v}");
+    assert_eq!(
+        platform::cache_nodes(&stack.clients, CACHE).await.unwrap(),
+        1
+    );
+
+    assert_eq!(
+        stack
+            .moto
+            .count_calls(FN, "elasticache", "ModifyCacheCluster"),
+        0
+    );
+
+    // 420 MiB = 82 %: confirmed, one node more. moto 5.2.5 answers ModifyCacheCluster with HTTP
+    // 500 NotImplemented (docs/local-stack.md), so the step is proved by the call that reached it
+    // (1 -> 2 nodes, audited) and its failure is reported as the emulator's, not by the node count.
+    put(used(420.0, 1)).await.unwrap();
+    alarm["id"] = json!("cache-2");
+    let v = f.invoke_ok(alarm).await.unwrap();
+    let acts = actions(&v);
+    assert_eq!(acts.len(), 1, "{v}");
+    assert_eq!(acts[0]["action"], "cache.add_node", "{v}");
+    assert_eq!(acts[0]["before"]["nodes"], 1, "{v}");
+    assert_eq!(acts[0]["after"]["nodes"], 2, "{v}");
+    assert!(v.to_string().contains("confirmed"), "{v}");
+    // (the SDK retries the 500: one step, up to three attempts)
+    let tries = stack
+        .moto
+        .count_calls(FN, "elasticache", "ModifyCacheCluster");
+    assert!((1..=3).contains(&tries), "{tries}");
+}
