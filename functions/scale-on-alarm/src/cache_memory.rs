@@ -7,13 +7,25 @@
 //! (`scale.cache.node_memory`, max_cache_memory per node type,
 //! https://docs.aws.amazon.com/AmazonElastiCache/latest/mem-ug/ParameterGroups.Memcached.html#ParameterGroups.Memcached.NodeSpecific).
 //! When the metric is missing (or unreadable), the alarm is the evidence and the record says so.
+//!
+//! Scale-in, only when configured (`scale.cache.scale_in`, default off): the off-peak task removes
+//! the newest node when every node published and the cluster's data, spread over one node less,
+//! stays at or below `scale.cache.scale_in_below_percent` (50 %) of their cache memory, never
+//! below `scale.cache.min_nodes`. Without a datapoint for every node there is no scale-in:
+//! capacity is never removed on missing evidence. The node to remove is named
+//! (ModifyCacheCluster's CacheNodeIdsToRemove), with the node ids the cluster reports.
 
 use std::collections::BTreeMap;
 
 use chrono::Duration;
 
+use serde_json::json;
+
+use nbaops_shared::alerts::Severity;
+use nbaops_shared::guard::{Bounds, ProposedAction};
 use nbaops_shared::ports::{CacheClusterState, MetricQuery};
 use nbaops_shared::runtime::Work;
+use nbaops_shared::Result;
 
 use crate::handler::ScaleOnAlarm;
 
@@ -50,7 +62,166 @@ pub fn node_ids(nodes: i32) -> Vec<String> {
     (1..=nodes.max(1)).map(|n| format!("{n:04}")).collect()
 }
 
+/// What the off-peak task does with one cluster.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ScaleIn {
+    Remove { node: String, projected: f64 },
+    Keep(String),
+}
+
+/// `ids`: the cluster's node ids; `latest`: node id -> latest Maximum of BytesUsedForCacheItems.
+pub fn plan_scale_in(
+    ids: &[String],
+    latest: &BTreeMap<String, f64>,
+    min_nodes: i32,
+    node_memory: u64,
+    below_percent: f64,
+) -> ScaleIn {
+    let nodes = ids.len() as i32;
+    if nodes <= min_nodes {
+        return ScaleIn::Keep(format!(
+            "{nodes} node(s), scale.cache.min_nodes is {min_nodes}"
+        ));
+    }
+    if let Some(silent) = ids.iter().find(|n| !latest.contains_key(*n)) {
+        return ScaleIn::Keep(format!(
+            "no BytesUsedForCacheItems datapoint for node {silent}: no scale-in without evidence"
+        ));
+    }
+    let total: f64 = ids.iter().filter_map(|n| latest.get(n)).sum();
+    let projected = total / ((nodes - 1) as f64 * node_memory as f64) * 100.0;
+    if projected > below_percent {
+        return ScaleIn::Keep(format!(
+            "in {} node(s) the data would fill {projected:.1} %, above {below_percent} %",
+            nodes - 1
+        ));
+    }
+    // The newest node (the highest id) goes.
+    let node = ids.iter().max().cloned().unwrap_or_default();
+    ScaleIn::Remove { node, projected }
+}
+
 impl ScaleOnAlarm {
+    /// The latest Maximum of BytesUsedForCacheItems of each node over the last 15 minutes
+    /// (nodes without a datapoint absent).
+    async fn latest_bytes(
+        &self,
+        cluster: &str,
+        ids: &[String],
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<BTreeMap<String, f64>> {
+        let mut latest = BTreeMap::new();
+        for node in ids {
+            let q = MetricQuery {
+                namespace: "AWS/ElastiCache".into(),
+                metric: "BytesUsedForCacheItems".into(),
+                dimensions: [
+                    ("CacheClusterId".to_string(), cluster.to_string()),
+                    ("CacheNodeId".to_string(), node.clone()),
+                ]
+                .into(),
+                statistic: "Maximum".into(),
+                from: now - Duration::minutes(15),
+                to: now,
+                period_seconds: 300,
+            };
+            if let Some((_, bytes)) = self.cw.statistics(&q).await?.last() {
+                latest.insert(node.clone(), *bytes);
+            }
+        }
+        Ok(latest)
+    }
+
+    /// The node ids ElastiCache reports, or 0001..000n when it lists none.
+    async fn ids_of(&self, c: &CacheClusterState) -> Result<Vec<String>> {
+        let ids = self.cache.node_ids(&c.id).await?;
+        Ok(if ids.is_empty() {
+            node_ids(c.num_nodes)
+        } else {
+            ids
+        })
+    }
+
+    /// The off-peak task's Memcached step: one node less when configured and the data fits.
+    /// A failure to read is noted and removes nothing.
+    pub(crate) async fn cache_scale_in(&self, id: &str, w: &mut Work<'_>) {
+        if let Err(e) = self.try_cache_scale_in(id, w).await {
+            w.note(format!("cache:{id}: no scale-in ({e})"));
+        }
+    }
+
+    async fn try_cache_scale_in(&self, id: &str, w: &mut Work<'_>) -> Result<()> {
+        let ctx = w.ctx;
+        let scale = &ctx.cfg().scale;
+        let cap = &scale.capacity;
+        let resource = format!("cache:{id}");
+        let Some(c) = self.cache.describe_cluster(id).await? else {
+            w.note(format!("{resource} does not exist: no scale-in"));
+            return Ok(());
+        };
+        if c.engine != "memcached" || c.status != "available" {
+            w.note(format!(
+                "{resource} is {} '{}': no scale-in",
+                c.engine, c.status
+            ));
+            return Ok(());
+        }
+        let Some(&memory) = cap.cache_node_memory.get(&c.node_type) else {
+            w.note(format!(
+                "{resource}: node type {} is not in scale.cache.node_memory: no scale-in",
+                c.node_type
+            ));
+            return Ok(());
+        };
+        let ids = self.ids_of(&c).await?;
+        let latest = self.latest_bytes(id, &ids, ctx.now()).await?;
+        let (node, projected) = match plan_scale_in(
+            &ids,
+            &latest,
+            cap.cache_min_nodes,
+            memory,
+            cap.cache_scale_in_below_percent,
+        ) {
+            ScaleIn::Keep(why) => {
+                w.note(format!("{resource}: no scale-in: {why}"));
+                return Ok(());
+            }
+            ScaleIn::Remove { node, projected } => (node, projected),
+        };
+        let from = ids.len() as i32;
+        let to = from - 1;
+        let action = ProposedAction {
+            action: "cache.remove_node".into(),
+            resource: resource.clone(),
+            tags: c.tags.clone(),
+            reason: format!(
+                "off-peak: the data of {from} node(s) fits in {to} at {projected:.1} % (<= {} %)",
+                cap.cache_scale_in_below_percent
+            ),
+            severity: Severity::P4,
+            disruptive: false,
+            bounds: Some(Bounds {
+                proposed: to as f64,
+                min: cap.cache_min_nodes as f64,
+                max: scale.cache_max_nodes as f64,
+            }),
+            // Shared with the addition: a removal and an addition never follow each other closely.
+            cooldown_key: "cache.nodes".into(),
+            cooldown_seconds: scale.cache_cooldown_seconds,
+            before: json!({"nodes": from}),
+            after: json!({"nodes": to, "remove": [node]}),
+        };
+        let remove = [node.clone()];
+        let audit = w
+            .act(&action, || self.cache.remove_nodes(id, to, &remove))
+            .await?;
+        w.note(format!(
+            "{resource}: nodes {from} -> {to} (removing {node}): {}",
+            audit.outcome_words()
+        ));
+        Ok(())
+    }
+
     /// True when a node is confirmed above the percent, or when nothing can be confirmed (the
     /// alarm is then acted on, and the note says why); false when every node is below it.
     pub(crate) async fn cache_node_is_full(&self, c: &CacheClusterState, w: &mut Work<'_>) -> bool {
@@ -64,36 +235,19 @@ impl ScaleOnAlarm {
             ));
             return true;
         };
-        let now = ctx.now();
-        let mut latest = BTreeMap::new();
-        for node in node_ids(c.num_nodes) {
-            let q = MetricQuery {
-                namespace: "AWS/ElastiCache".into(),
-                metric: "BytesUsedForCacheItems".into(),
-                dimensions: [
-                    ("CacheClusterId".to_string(), c.id.clone()),
-                    ("CacheNodeId".to_string(), node.clone()),
-                ]
-                .into(),
-                statistic: "Maximum".into(),
-                from: now - Duration::minutes(15),
-                to: now,
-                period_seconds: 300,
-            };
-            match self.cw.statistics(&q).await {
-                Ok(points) => {
-                    if let Some((_, bytes)) = points.last() {
-                        latest.insert(node, *bytes);
-                    }
-                }
-                Err(e) => {
-                    w.note(format!(
-                        "{resource}: BytesUsedForCacheItems unreadable ({e}): acting on the alarm"
-                    ));
-                    return true;
-                }
+        let read = async {
+            let ids = self.ids_of(c).await?;
+            self.latest_bytes(&c.id, &ids, ctx.now()).await
+        };
+        let latest = match read.await {
+            Ok(latest) => latest,
+            Err(e) => {
+                w.note(format!(
+                    "{resource}: BytesUsedForCacheItems unreadable ({e}): acting on the alarm"
+                ));
+                return true;
             }
-        }
+        };
         let high = cap.cache_memory_high_percent;
         match verdict(&latest, memory, high) {
             CacheVerdict::Missing => {
@@ -169,17 +323,19 @@ mod tests {
     }
 
     fn world() -> World {
-        let t = test_deps(
-            crate::handler::FUNCTION,
-            &[("NBAOPS_SCALE__CACHE__CLUSTERS", "nbaops-dev-cache")],
-        )
-        .unwrap();
+        world_with(&[], 2)
+    }
+
+    fn world_with(extra: &[(&str, &str)], nodes: i32) -> World {
+        let mut vars = vec![("NBAOPS_SCALE__CACHE__CLUSTERS", "nbaops-dev-cache")];
+        vars.extend_from_slice(extra);
+        let t = test_deps(crate::handler::FUNCTION, &vars).unwrap();
         let cache = leak(FakeElastiCache::with(vec![CacheClusterState {
             id: "nbaops-dev-cache".into(),
             arn: None,
             engine: "memcached".into(),
             node_type: "cache.t3.micro".into(),
-            num_nodes: 2,
+            num_nodes: nodes,
             status: "available".into(),
             tags: Tags::new(),
         }]));
@@ -273,5 +429,102 @@ mod tests {
             "{:?}",
             r.records[0].notes
         );
+    }
+
+    #[test]
+    fn scale_in_plan() {
+        let mem = 512 << 20;
+        let ids: Vec<String> = node_ids(3);
+        let m = |v: &[(&str, f64)]| -> BTreeMap<String, f64> {
+            v.iter().map(|(n, b)| (n.to_string(), b * MIB)).collect()
+        };
+        // 3 x 100 MiB in 2 nodes of 512 MiB: 29.3 % <= 50 %: the newest node goes.
+        let all = m(&[("0001", 100.0), ("0002", 100.0), ("0003", 100.0)]);
+        match plan_scale_in(&ids, &all, 1, mem, 50.0) {
+            ScaleIn::Remove { node, projected } => {
+                assert_eq!(node, "0003");
+                assert!((projected - 300.0 / 1024.0 * 100.0).abs() < 1e-9);
+            }
+            other => panic!("{other:?}"),
+        }
+        // 3 x 200 MiB in 2 nodes: 58.6 % > 50 %: keep.
+        let full = m(&[("0001", 200.0), ("0002", 200.0), ("0003", 200.0)]);
+        assert!(matches!(
+            plan_scale_in(&ids, &full, 1, mem, 50.0),
+            ScaleIn::Keep(_)
+        ));
+        // A silent node: no evidence, no removal.
+        let silent = m(&[("0001", 10.0), ("0002", 10.0)]);
+        assert!(
+            matches!(plan_scale_in(&ids, &silent, 1, mem, 50.0), ScaleIn::Keep(w) if w.contains("0003"))
+        );
+        // At the floor.
+        assert!(matches!(
+            plan_scale_in(&ids, &all, 3, mem, 50.0),
+            ScaleIn::Keep(_)
+        ));
+    }
+
+    async fn off_peak(w: &World) -> InvocationReport {
+        let payload: Value =
+            serde_json::json!({"nbaops": {"task": "off-peak-scale-in", "id": "op-1"}});
+        let inv = Invocation::at("req", now());
+        dispatch(w.f, payload, &Ctx::of::<ScaleOnAlarm>(w.deps, &inv))
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn off_peak_removes_the_newest_node_only_when_configured_and_the_data_fits() {
+        // Off by default: nothing, not even a read.
+        let w = world_with(&[], 3);
+        for n in ["0001", "0002", "0003"] {
+            used(&w, n, 100.0);
+        }
+        off_peak(&w).await;
+        assert!(w.cache.mutations().is_empty());
+
+        let on = [("NBAOPS_SCALE__CACHE__SCALE_IN", "true")];
+        let w = world_with(&on, 3);
+        for n in ["0001", "0002", "0003"] {
+            used(&w, n, 100.0);
+        }
+        let r = off_peak(&w).await;
+        assert_eq!(
+            w.cache.mutations(),
+            vec!["remove_nodes nbaops-dev-cache 2 0003"],
+            "{:?}",
+            r.records[0].notes
+        );
+        let act = &r.records[0].actions[0];
+        assert_eq!(act.action, "cache.remove_node");
+        assert_eq!(act.after["remove"][0], "0003");
+
+        // Too full for one node less, or a node without data: nothing removed.
+        let w = world_with(&on, 3);
+        for n in ["0001", "0002", "0003"] {
+            used(&w, n, 200.0);
+        }
+        let r = off_peak(&w).await;
+        assert!(w.cache.mutations().is_empty(), "{:?}", r.records[0].notes);
+        let w = world_with(&on, 3);
+        used(&w, "0001", 10.0);
+        let r = off_peak(&w).await;
+        assert!(w.cache.mutations().is_empty());
+        assert!(
+            r.records[0]
+                .notes
+                .iter()
+                .any(|n| n.contains("without evidence")),
+            "{:?}",
+            r.records[0].notes
+        );
+        // Never below scale.cache.min_nodes.
+        let w = world_with(&[on[0], ("NBAOPS_SCALE__CACHE__MIN_NODES", "3")], 3);
+        for n in ["0001", "0002", "0003"] {
+            used(&w, n, 10.0);
+        }
+        off_peak(&w).await;
+        assert!(w.cache.mutations().is_empty());
     }
 }

@@ -265,6 +265,11 @@ impl ScaleOnAlarm {
         for id in &ctx.cfg().scale.rds_instances {
             self.align_db_alarms_noted(id, &mut w).await;
         }
+        if ctx.cfg().scale.capacity.cache_scale_in {
+            for id in &ctx.cfg().scale.cache_clusters {
+                self.cache_scale_in(id, &mut w).await;
+            }
+        }
         Ok(w.rec)
     }
 

@@ -26,6 +26,12 @@ pub struct Capacity {
     pub cache_node_memory: BTreeMap<String, u64>,
     /// A node above this percent of its cache memory is full enough to add a node.
     pub cache_memory_high_percent: f64,
+    /// The off-peak task may remove a Memcached node (default off).
+    pub cache_scale_in: bool,
+    /// Never fewer nodes than this.
+    pub cache_min_nodes: i32,
+    /// Remove a node only if the data fits in one node less at or below this percent.
+    pub cache_scale_in_below_percent: f64,
 }
 
 /// "512", "512B", "1402MiB", "1GiB", "2.5GiB" -> bytes (binary units; memcached's and the RDS
@@ -80,7 +86,11 @@ fn percent(s: &Settings, key: &str) -> Result<f64> {
 
 /// Parses and checks the tables: every class of the ladder has its memory, and each class holds
 /// more than RDS reserves.
-pub fn from_settings(s: &Settings, rds_ladder: &[String]) -> Result<Capacity> {
+pub fn from_settings(
+    s: &Settings,
+    rds_ladder: &[String],
+    cache_max_nodes: i32,
+) -> Result<Capacity> {
     let rds_class_memory = table(s, "scale.rds.class_memory", "db.")?;
     let missing: Vec<&str> = rds_ladder
         .iter()
@@ -106,13 +116,31 @@ pub fn from_settings(s: &Settings, rds_ladder: &[String]) -> Result<Capacity> {
             s.origin(reserved_key)
         )));
     }
+    let cache_memory_high_percent = percent(s, "scale.cache.memory_high_percent")?;
+    let cache_scale_in_below_percent = percent(s, "scale.cache.scale_in_below_percent")?;
+    if cache_scale_in_below_percent >= cache_memory_high_percent {
+        return Err(s.bad(
+            "scale.cache.scale_in_below_percent",
+            "a percent below scale.cache.memory_high_percent (or a removal would trigger the next addition)",
+        ));
+    }
+    let cache_min_nodes: i32 = super::positive(s, "scale.cache.min_nodes", "a whole number >= 1")?;
+    if cache_min_nodes > cache_max_nodes {
+        return Err(s.bad(
+            "scale.cache.min_nodes",
+            "a node count not above scale.cache.max_nodes",
+        ));
+    }
     Ok(Capacity {
         rds_class_memory,
         rds_reserved_memory,
         rds_memory_used_percent: percent(s, "scale.rds.memory_alarm_used_percent")?,
         rds_connections_percent: percent(s, "scale.rds.connections_alarm_percent")?,
         cache_node_memory: table(s, "scale.cache.node_memory", "cache.")?,
-        cache_memory_high_percent: percent(s, "scale.cache.memory_high_percent")?,
+        cache_memory_high_percent,
+        cache_scale_in: s.boolean("scale.cache.scale_in")?,
+        cache_min_nodes,
+        cache_scale_in_below_percent,
     })
 }
 

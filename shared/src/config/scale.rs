@@ -42,6 +42,9 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("scale.rds.connections_alarm_percent", "80", "the RDS connections alarm fires above this percent of the default max_connections LEAST(DBInstanceClassMemory/9531392, 5000) (SPEC 2.5)"),
     // max_cache_memory per node type: https://docs.aws.amazon.com/AmazonElastiCache/latest/mem-ug/ParameterGroups.Memcached.html#ParameterGroups.Memcached.NodeSpecific
     ("scale.cache.node_memory", "cache.t3.micro=512MiB,cache.t3.small=1402MiB,cache.t3.medium=3364MiB,cache.t4g.micro=512MiB,cache.t4g.small=1402MiB,cache.t4g.medium=3164MiB,cache.m5.large=6537MiB,cache.m5.xlarge=13248MiB,cache.m6g.large=6537MiB,cache.r5.large=13387MiB,cache.r6g.large=13387MiB", "cache memory (max_cache_memory) of each Memcached node type"),
+    ("scale.cache.scale_in", "false", "true: the off-peak task removes one Memcached node when the data of the cluster would fit in one node less below scale.cache.scale_in_below_percent"),
+    ("scale.cache.min_nodes", "1", "scale-in never goes below this many Memcached nodes"),
+    ("scale.cache.scale_in_below_percent", "50", "remove a node only if the cluster's BytesUsedForCacheItems, spread over one node less, stays at or below this percent of their cache memory"),
     ("scale.cache.memory_high_percent", "75", "a node is full above this percent of its node type's cache memory: the cache alarm adds a node only when BytesUsedForCacheItems confirms it (SPEC 2.5)"),
     ("scale.signal_metrics", "CPUUtilization,FreeableMemory,DatabaseConnections,IOWait,BytesUsedForCacheItems", "metrics whose single-metric alarms scale by their dimension (SPEC 2.5; Memcached publishes BytesUsedForCacheItems, not the Redis-only DatabaseMemoryUsagePercentage); any other alarm needs scale.alarm_map"),
 ];
@@ -294,7 +297,8 @@ pub fn from_settings(s: &Settings) -> Result<ScaleConfig> {
         ));
     }
     let alarm_map = alarm_map(s)?;
-    let capacity = capacity::from_settings(s, &rds_ladder)?;
+    let cache_max_nodes = positive(s, "scale.cache.max_nodes", "a whole number >= 1")?;
+    let capacity = capacity::from_settings(s, &rds_ladder, cache_max_nodes)?;
     Ok(ScaleConfig {
         groups: s.list("scale.groups"),
         group_default,
@@ -304,7 +308,7 @@ pub fn from_settings(s: &Settings) -> Result<ScaleConfig> {
         rds_ladder,
         rds_cooldown_seconds: s.number("scale.rds.cooldown_seconds", "whole seconds")?,
         cache_clusters: s.list("scale.cache.clusters"),
-        cache_max_nodes: positive(s, "scale.cache.max_nodes", "a whole number >= 1")?,
+        cache_max_nodes,
         cache_cooldown_seconds: s.number("scale.cache.cooldown_seconds", "whole seconds")?,
         flap_transitions: positive(s, "scale.flap.transitions", "a whole number >= 2")?,
         flap_window_minutes: positive(s, "scale.flap.window_minutes", "whole minutes >= 1")?,
@@ -428,6 +432,9 @@ mod tests {
             ("/nbaops/dev/scale/rds/reserved_memory", "4GiB"),
             ("/nbaops/dev/scale/cache/node_memory", "t3.micro=512MiB"),
             ("/nbaops/dev/scale/cache/memory_high_percent", "100"),
+            ("/nbaops/dev/scale/cache/scale_in_below_percent", "80"),
+            ("/nbaops/dev/scale/cache/min_nodes", "5"),
+            ("/nbaops/dev/scale/cache/scale_in", "maybe"),
         ] {
             let e = load(&[], &[(k, v)]).unwrap_err().to_string();
             let key = k.trim_start_matches("/nbaops/dev/").replace('/', ".");
