@@ -546,4 +546,48 @@ mod tests {
         assert_eq!(conn.after["threshold"], 159.0);
         assert_eq!(conn.before["threshold"], 70.0);
     }
+
+    /// On the alarm path: an alarm on the managed DB aligns its alarms once the class is in
+    /// effect (here db.t3.small, the top rung: no class change, the thresholds follow); a class
+    /// change still in progress leaves them for later.
+    #[tokio::test]
+    async fn a_db_alarm_aligns_the_alarms_of_the_current_class() {
+        const DB_ALARM: &str =
+            include_str!("../../../events/cloudwatch-alarm/eventbridge-rds-memory-alarm.json");
+        let topic = (
+            "NBAOPS_ALERTS_TOPIC_ARN",
+            "arn:aws:sns:us-east-1:123456789012:nbaops-dev-alerts",
+        );
+        let inv = Invocation::at("req", Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap());
+        let w = world(&[topic], "db.t3.small", None);
+        let r = dispatch(
+            w.f,
+            serde_json::from_str(DB_ALARM).unwrap(),
+            &Ctx::of::<ScaleOnAlarm>(w.deps, &inv),
+        )
+        .await
+        .unwrap();
+        assert!(w.rds.mutations().is_empty());
+        assert_eq!(w.cw.mutations().len(), 2, "{:?}", r.records[0].notes);
+        assert_eq!(threshold(&w, "nbaops-dev-db-connections-high"), 159.0);
+
+        let w = world(&[topic], "db.t3.micro", None);
+        let r = dispatch(
+            w.f,
+            serde_json::from_str(DB_ALARM).unwrap(),
+            &Ctx::of::<ScaleOnAlarm>(w.deps, &inv),
+        )
+        .await
+        .unwrap();
+        assert_eq!(w.rds.mutations().len(), 1);
+        assert!(w.cw.mutations().is_empty());
+        assert!(
+            r.records[0]
+                .notes
+                .iter()
+                .any(|n| n.contains("follow once the class change has taken effect")),
+            "{:?}",
+            r.records[0].notes
+        );
+    }
 }
