@@ -3,7 +3,8 @@
 //! The template's two alarms are created at db.t3.micro's thresholds; the instance moves to
 //! db.t3.small in moto; the daily `alarm-drift` task sets the thresholds to the SPEC percentages of
 //! db.t3.small (80 % memory used: FreeableMemory < 20 % of 2 GiB; 80 % of the default
-//! max_connections 199) and leaves every other field of the alarms as it was.
+//! max_connections 199) and leaves every other field of the alarms as it was, in ONE guarded,
+//! audited action for the instance (`cloudwatch.set_thresholds` on `rds:<id>`).
 
 use aws_sdk_cloudwatch::types::{ComparisonOperator, Dimension, MetricAlarm, Statistic};
 use nbaops_tests::demo::Stack;
@@ -13,6 +14,8 @@ use nbaops_tests::platform::{self, DB};
 use serde_json::{json, Value};
 
 const FN: &str = "scale-on-alarm";
+/// Aligning one instance's alarms: one guarded action on `rds:<id>`.
+const SET_THRESHOLDS: &str = "cloudwatch.set_thresholds";
 const MEMORY: &str = "nbaops-dev-db-memory-high";
 const CONNECTIONS: &str = "nbaops-dev-db-connections-high";
 /// Someone else's alarm on the same metric and instance: not nbaops', never rewritten.
@@ -175,14 +178,25 @@ async fn after_a_class_change_the_alarms_follow_the_class_once() {
     let dry = start(&stack, &[("NBAOPS_GUARD__DRY_RUN_FUNCTIONS", FN)]).await;
     let v = dry.invoke_ok(drift_task("drift-dry")).await.unwrap();
     let acts = actions(&v);
-    assert_eq!(acts.len(), 2, "{v}");
-    assert!(acts.iter().all(|a| a["outcome"] == "would-act"), "{v}");
-    let conn = acts
-        .iter()
-        .find(|a| a["resource"] == format!("alarm:{CONNECTIONS}"))
-        .unwrap();
-    assert_eq!(conn["before"]["threshold"], MICRO_CONNECTIONS, "{conn}");
-    assert_eq!(conn["after"]["threshold"], SMALL_CONNECTIONS, "{conn}");
+    assert_eq!(
+        acts.len(),
+        1,
+        "one action for the instance's two alarms: {v}"
+    );
+    let act = &acts[0];
+    assert_eq!(act["outcome"], "would-act", "{v}");
+    assert_eq!(act["action"], SET_THRESHOLDS, "{v}");
+    assert_eq!(act["resource"], format!("rds:{DB}"), "{v}");
+    assert_eq!(
+        act["before"],
+        json!({MEMORY: MICRO_FREEABLE, CONNECTIONS: MICRO_CONNECTIONS}),
+        "{act}"
+    );
+    assert_eq!(
+        act["after"],
+        json!({MEMORY: SMALL_FREEABLE, CONNECTIONS: SMALL_CONNECTIONS}),
+        "{act}"
+    );
     assert_eq!(
         alarm(&stack, MEMORY).await.threshold(),
         Some(MICRO_FREEABLE)
@@ -195,12 +209,9 @@ async fn after_a_class_change_the_alarms_follow_the_class_once() {
     // For real: both thresholds follow db.t3.small, every other field as it was.
     let v = f.invoke_ok(drift_task("drift-1")).await.unwrap();
     let acts = actions(&v);
-    assert_eq!(acts.len(), 2, "{v}");
-    assert!(
-        acts.iter()
-            .all(|a| a["outcome"] == "acted" && a["action"] == "cloudwatch.set_threshold"),
-        "{v}"
-    );
+    assert_eq!(acts.len(), 1, "{v}");
+    assert_eq!(acts[0]["outcome"], "acted", "{v}");
+    assert_eq!(acts[0]["action"], SET_THRESHOLDS, "{v}");
     let memory = alarm(&stack, MEMORY).await;
     let connections = alarm(&stack, CONNECTIONS).await;
     assert_eq!(memory.threshold(), Some(SMALL_FREEABLE));
@@ -214,9 +225,18 @@ async fn after_a_class_change_the_alarms_follow_the_class_once() {
         .await
         .unwrap()
         .into_iter()
-        .filter(|a| a["action"] == "cloudwatch.set_threshold" && a["outcome"] == "acted")
+        .filter(|a| a["action"] == SET_THRESHOLDS && a["outcome"] == "acted")
         .collect();
-    assert_eq!(audited.len(), 2, "{audited:?}");
+    assert_eq!(
+        audited.len(),
+        1,
+        "one audit record for the two alarms: {audited:?}"
+    );
+    assert_eq!(audited[0]["resource"], format!("rds:{DB}"));
+    assert_eq!(
+        audited[0]["after"],
+        json!({MEMORY: SMALL_FREEABLE, CONNECTIONS: SMALL_CONNECTIONS})
+    );
 
     // The next day: nothing changes, and the report says the thresholds are already right.
     let puts = stack.moto.count_calls(FN, "monitoring", "PutMetricAlarm");

@@ -185,7 +185,7 @@ impl ScaleOnAlarm {
             Target::Group(name) => self.scale_group(&name, direction, &why, &mut w).await?,
             Target::Db(id) => {
                 self.scale_db(&id, &why, &mut w).await?;
-                self.align_db_alarms_noted(&id, &mut w).await;
+                self.align_db_alarms_noted(&id, &mut w).await?;
             }
             Target::Cache(id) => self.scale_cache(&id, &why, &mut w).await?,
         }
@@ -263,7 +263,7 @@ impl ScaleOnAlarm {
             self.scale_group(name, Direction::In, &why, &mut w).await?;
         }
         for id in &ctx.cfg().scale.rds_instances {
-            self.align_db_alarms_noted(id, &mut w).await;
+            self.align_db_alarms_noted(id, &mut w).await?;
         }
         if ctx.cfg().scale.capacity.cache_scale_in {
             for id in &ctx.cfg().scale.cache_clusters {

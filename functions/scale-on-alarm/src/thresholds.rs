@@ -15,27 +15,30 @@
 //!   db.t3.micro's observed default of 87 connections (1 GiB / 9531392 would say 112).
 //!
 //! When: on the `alarm-drift` daily task, on the off-peak task and after an alarm on a managed DB
-//! (never on the plain Auto Scaling path). Each change is one guarded action
-//! (`cloudwatch.set_threshold` on `alarm:<name>`) through its own guard: a threshold rewrite
-//! changes no capacity, and both alarms of one instance must follow its class in the same run.
+//! (never on the plain Auto Scaling path). Aligning one instance is ONE action under the guard of
+//! the run (`cloudwatch.set_thresholds` on `rds:<id>`, with the instance's tags): it counts in the
+//! run's blast radius like any other action, and the instance's protected tag covers its alarms.
+//! `before`/`after` hold `{alarm: threshold}` of only the alarms that change.
 
 use std::collections::BTreeMap;
-use std::future::Future;
 
-use serde_json::json;
+use serde_json::{json, Value};
 
 use nbaops_shared::alerts::Severity;
 use nbaops_shared::config::capacity::Capacity;
 use nbaops_shared::events::ScheduledTick;
-use nbaops_shared::guard::{AuditRecord, ProposedAction};
-use nbaops_shared::ports::MetricAlarm;
+use nbaops_shared::guard::ProposedAction;
+use nbaops_shared::ports::{CloudWatch, MetricAlarm};
 use nbaops_shared::runtime::{Ctx, RecordReport, Work};
-use nbaops_shared::Result;
+use nbaops_shared::{NbaopsError, Result};
 
 use crate::handler::ScaleOnAlarm;
 
 /// Scheduler input `{"nbaops": {"task": "alarm-drift"}}`: the daily drift check of the alarms.
 pub const ALARM_DRIFT_TASK: &str = "alarm-drift";
+
+/// The one action that aligns an instance's alarms: `rds:<id>`, before/after `{alarm: threshold}`.
+pub const SET_THRESHOLDS: &str = "cloudwatch.set_thresholds";
 
 /// The divisor and the cap of RDS for PostgreSQL's default max_connections.
 pub const MAX_CONNECTIONS_DIVISOR: u64 = 9_531_392;
@@ -143,24 +146,6 @@ pub fn drift(alarm: &MetricAlarm, watched: Watched, want: f64, name_prefix: &str
     }
 }
 
-/// Runs the action through a guard of its own (same event id), then restores the record's guard.
-async fn act_alone<'a, E, Fut>(
-    w: &mut Work<'a>,
-    action: &ProposedAction,
-    effect: E,
-) -> Result<AuditRecord>
-where
-    E: FnOnce() -> Fut,
-    Fut: Future<Output = Result<()>>,
-{
-    let own = w.ctx.guard(&w.rec.event_id);
-    let outer = std::mem::replace(&mut w.guard, own);
-    let audit = w.act(action, effect).await;
-    let mut own = std::mem::replace(&mut w.guard, outer);
-    own.flush().await?;
-    audit
-}
-
 impl ScaleOnAlarm {
     /// The daily task: every managed instance's alarms against its current class.
     pub(crate) async fn on_alarm_drift(
@@ -182,25 +167,39 @@ impl ScaleOnAlarm {
         w.done().await
     }
 
-    /// On the alarm and off-peak paths the drift check rides along: a failure to read CloudWatch
-    /// is noted and does not undo what the run did (the daily task reports it as an error).
-    pub(crate) async fn align_db_alarms_noted(&self, id: &str, w: &mut Work<'_>) {
-        if let Err(e) = self.align_db_alarms(id, w).await {
-            w.note(format!(
-                "rds:{id}: alarm thresholds not checked ({e}); the '{ALARM_DRIFT_TASK}' task retries daily"
-            ));
+    /// On the alarm and off-peak paths the drift check rides along: a failure to READ (RDS,
+    /// CloudWatch) is noted and does not undo what the run did (the daily task reports it as an
+    /// error); a failure of the guard or of its audit write is the run's error.
+    pub(crate) async fn align_db_alarms_noted(&self, id: &str, w: &mut Work<'_>) -> Result<()> {
+        match self.db_alarm_changes(id, w).await {
+            Ok(Some(planned)) => self.set_db_thresholds(planned, w).await,
+            Ok(None) => Ok(()),
+            Err(e) => {
+                w.note(format!(
+                    "rds:{id}: alarm thresholds not checked ({e}); the '{ALARM_DRIFT_TASK}' task retries daily"
+                ));
+                Ok(())
+            }
         }
     }
 
     /// Sets the instance's FreeableMemory and DatabaseConnections alarms to the SPEC percentages
-    /// of its current class, once a class change has taken effect.
+    /// of its current class, once a class change has taken effect: one action for the instance.
     pub(crate) async fn align_db_alarms(&self, id: &str, w: &mut Work<'_>) -> Result<()> {
+        match self.db_alarm_changes(id, w).await? {
+            Some(planned) => self.set_db_thresholds(planned, w).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Reads the instance and its alarms; `None` (with the reason noted) when nothing is to change.
+    async fn db_alarm_changes(&self, id: &str, w: &mut Work<'_>) -> Result<Option<Planned>> {
         let ctx = w.ctx;
         let cap = &ctx.cfg().scale.capacity;
         let resource = format!("rds:{id}");
         let Some(db) = self.rds.describe_instance(id).await? else {
             w.note(format!("{resource} does not exist: no alarm to align"));
-            return Ok(());
+            return Ok(None);
         };
         if db.status != "available" || db.pending_class.is_some() {
             w.note(format!(
@@ -211,18 +210,19 @@ impl ScaleOnAlarm {
                     .map(|c| format!(", change to {c} pending"))
                     .unwrap_or_default()
             ));
-            return Ok(());
+            return Ok(None);
         }
         let Some(want) = db_thresholds(&db.class, cap) else {
             w.note(format!(
                 "{resource}: class {} has no memory in scale.rds.class_memory: alarm thresholds not touched",
                 db.class
             ));
-            return Ok(());
+            return Ok(None);
         };
         let dims: BTreeMap<String, String> =
             [("DBInstanceIdentifier".to_string(), id.to_string())].into();
         let prefix = format!("nbaops-{}-", ctx.env());
+        let mut changes: Vec<(String, Option<f64>, f64)> = Vec::new();
         for watched in Watched::ALL {
             let to = watched.threshold(&want);
             let alarms = self
@@ -240,42 +240,102 @@ impl ScaleOnAlarm {
                         "alarm:{name}: threshold {t} already right for {} (within rounding): no change",
                         db.class
                     )),
-                    Drift::Change { from, to } => {
-                        let action = ProposedAction {
-                            action: "cloudwatch.set_threshold".into(),
-                            resource: format!("alarm:{name}"),
-                            // A protected instance's alarms are left as they are too.
-                            tags: db.tags.clone(),
-                            reason: format!(
-                                "{id} is {}: {} alarm at the SPEC percent of the class ({} bytes memory, default max_connections {})",
-                                db.class,
-                                watched.metric(),
-                                want.class_memory,
-                                want.max_connections
-                            ),
-                            severity: Severity::P4,
-                            disruptive: false,
-                            bounds: None,
-                            cooldown_key: "cloudwatch.threshold".into(),
-                            cooldown_seconds: 0,
-                            before: json!({"threshold": from, "class": db.class, "metric": watched.metric()}),
-                            after: json!({"threshold": to}),
-                        };
-                        let audit =
-                            act_alone(w, &action, || self.cw.set_alarm_threshold(&name, to))
-                                .await?;
-                        w.note(format!(
-                            "alarm:{name}: threshold {} -> {to} for {}: {}",
-                            from.map(|f| f.to_string()).unwrap_or_else(|| "none".into()),
-                            db.class,
-                            audit.outcome_words()
-                        ));
-                    }
+                    Drift::Change { from, to } => changes.push((name, from, to)),
                 }
             }
         }
+        if changes.is_empty() {
+            return Ok(None);
+        }
+        let action = ProposedAction {
+            action: SET_THRESHOLDS.into(),
+            resource: resource.clone(),
+            // The instance's tags: a protected instance's alarms are left as they are too.
+            tags: db.tags.clone(),
+            reason: format!(
+                "{id} is {}: its alarms at the SPEC percents of the class ({} bytes memory, default max_connections {})",
+                db.class, want.class_memory, want.max_connections
+            ),
+            severity: Severity::P4,
+            disruptive: false,
+            bounds: None,
+            cooldown_key: "cloudwatch.thresholds".into(),
+            cooldown_seconds: 0,
+            before: Value::Object(
+                changes
+                    .iter()
+                    .map(|(name, from, _)| (name.clone(), json!(from)))
+                    .collect(),
+            ),
+            after: Value::Object(
+                changes
+                    .iter()
+                    .map(|(name, _, to)| (name.clone(), json!(to)))
+                    .collect(),
+            ),
+        };
+        Ok(Some(Planned {
+            action,
+            class: db.class,
+            changes,
+        }))
+    }
+
+    /// The one guarded action of the instance; its effect sets each alarm in turn.
+    async fn set_db_thresholds(&self, planned: Planned, w: &mut Work<'_>) -> Result<()> {
+        let Planned {
+            action,
+            class,
+            changes,
+        } = planned;
+        let audit = w
+            .act(&action, || set_each(self.cw.as_ref(), &changes))
+            .await?;
+        let listed: Vec<String> = changes
+            .iter()
+            .map(|(name, from, to)| {
+                format!(
+                    "alarm:{name} {} -> {to}",
+                    from.map(|f| f.to_string()).unwrap_or_else(|| "none".into())
+                )
+            })
+            .collect();
+        w.note(format!(
+            "{}: thresholds for {class}: {}: {}",
+            action.resource,
+            listed.join(", "),
+            audit.outcome_words()
+        ));
         Ok(())
     }
+}
+
+/// What aligning one instance would change: (alarm, threshold now, threshold of the class).
+struct Planned {
+    action: ProposedAction,
+    class: String,
+    changes: Vec<(String, Option<f64>, f64)>,
+}
+
+/// The effect of one `cloudwatch.set_thresholds`: each alarm in turn. A failure names what was
+/// already set (and what was not), so the audit record tells the partial state.
+async fn set_each(cw: &dyn CloudWatch, changes: &[(String, Option<f64>, f64)]) -> Result<()> {
+    let mut set: Vec<&str> = Vec::new();
+    for (i, (name, _, to)) in changes.iter().enumerate() {
+        if let Err(e) = cw.set_alarm_threshold(name, *to).await {
+            let not_tried: Vec<&str> = changes[i + 1..].iter().map(|c| c.0.as_str()).collect();
+            return Err(NbaopsError::dependency(
+                "cloudwatch",
+                format!(
+                    "{name} not set ({e}); already set: [{}]; not tried: [{}]",
+                    set.join(", "),
+                    not_tried.join(", ")
+                ),
+            ));
+        }
+        set.push(name);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -285,7 +345,7 @@ mod tests {
     use chrono::{TimeZone, Utc};
     use nbaops_shared::config::{layer, scale, Env};
     use nbaops_shared::fakes::*;
-    use nbaops_shared::guard::Outcome;
+    use nbaops_shared::guard::{GuardStep, Outcome};
     use nbaops_shared::ports::*;
     use nbaops_shared::runtime::{dispatch, Deps, Invocation, InvocationReport};
     use serde_json::Value;
@@ -412,9 +472,26 @@ mod tests {
         f: &'static ScaleOnAlarm,
         rds: &'static FakeRds,
         cw: &'static FakeCloudWatch,
+        ledger: &'static FakeLedger,
     }
 
+    const MEMORY: &str = "nbaops-dev-db-memory-high";
+    const CONNECTIONS: &str = "nbaops-dev-db-connections-high";
+
     fn world(extra: &[(&str, &str)], class: &str, pending: Option<&str>) -> World {
+        world_with(extra, class, pending, Tags::new(), 70.0, None)
+    }
+
+    /// `connections`: the threshold the connections alarm starts at (the memory alarm starts at
+    /// db.t3.micro's); `fail_on`: an alarm whose rewrite fails.
+    fn world_with(
+        extra: &[(&str, &str)],
+        class: &str,
+        pending: Option<&str>,
+        tags: Tags,
+        connections: f64,
+        fail_on: Option<&'static str>,
+    ) -> World {
         let mut vars = vec![("NBAOPS_SCALE__RDS__INSTANCES", "nbaops-dev-db")];
         vars.extend_from_slice(extra);
         let t = test_deps(crate::handler::FUNCTION, &vars).unwrap();
@@ -427,20 +504,15 @@ mod tests {
             multi_az: true,
             endpoint: None,
             pending_class: pending.map(String::from),
-            tags: Tags::new(),
+            tags,
         }]));
         let cw = leak(FakeCloudWatch::with(vec![
+            alarm(MEMORY, "FreeableMemory", "LessThanThreshold", 214_748_364.0),
             alarm(
-                "nbaops-dev-db-memory-high",
-                "FreeableMemory",
-                "LessThanThreshold",
-                214_748_364.0,
-            ),
-            alarm(
-                "nbaops-dev-db-connections-high",
+                CONNECTIONS,
                 "DatabaseConnections",
                 "GreaterThanThreshold",
-                70.0,
+                connections,
             ),
             alarm(
                 "someone-elses-db-connections",
@@ -449,16 +521,63 @@ mod tests {
                 70.0,
             ),
         ]));
+        let port: Box<dyn CloudWatch> = match fail_on {
+            Some(name) => Box::new(FailOn { inner: cw, name }),
+            None => Box::new(Shared(cw)),
+        };
         World {
             deps: t.deps,
             f: leak(ScaleOnAlarm {
                 asg: Box::new(FakeAutoScaling::with(vec![])),
                 rds: Box::new(Shared(rds)),
                 cache: Box::new(FakeElastiCache::with(vec![])),
-                cw: Box::new(Shared(cw)),
+                cw: port,
             }),
             rds,
             cw,
+            ledger: t.ledger,
+        }
+    }
+
+    /// The fake, except that rewriting `name` fails.
+    struct FailOn {
+        inner: &'static FakeCloudWatch,
+        name: &'static str,
+    }
+
+    #[async_trait::async_trait]
+    impl CloudWatch for FailOn {
+        async fn describe_alarm(&self, name: &str) -> nbaops_shared::Result<Option<MetricAlarm>> {
+            self.inner.describe_alarm(name).await
+        }
+        async fn alarms_in_state(&self, state: &str) -> nbaops_shared::Result<Vec<MetricAlarm>> {
+            self.inner.alarms_in_state(state).await
+        }
+        async fn alarms_for_metric(
+            &self,
+            namespace: &str,
+            metric: &str,
+            dimensions: &BTreeMap<String, String>,
+        ) -> nbaops_shared::Result<Vec<MetricAlarm>> {
+            self.inner
+                .alarms_for_metric(namespace, metric, dimensions)
+                .await
+        }
+        async fn set_alarm_threshold(
+            &self,
+            name: &str,
+            threshold: f64,
+        ) -> nbaops_shared::Result<()> {
+            if name == self.name {
+                return Err(NbaopsError::dependency("cloudwatch", "throttled"));
+            }
+            self.inner.set_alarm_threshold(name, threshold).await
+        }
+        async fn statistics(
+            &self,
+            q: &MetricQuery,
+        ) -> nbaops_shared::Result<Vec<(chrono::DateTime<Utc>, f64)>> {
+            self.inner.statistics(q).await
         }
     }
 
@@ -474,8 +593,12 @@ mod tests {
         w.cw.alarms.lock().unwrap()[name].threshold.unwrap()
     }
 
+    fn audits(w: &World) -> usize {
+        w.ledger.len_with_prefix("audit#rds:nbaops-dev-db")
+    }
+
     #[tokio::test]
-    async fn after_a_change_to_small_both_alarms_follow_once() {
+    async fn after_a_change_to_small_both_alarms_follow_in_one_action() {
         let w = world(&[], "db.t3.small", None);
         let r = drift_task(&w, "drift-1").await;
         assert_eq!(
@@ -488,16 +611,22 @@ mod tests {
             r.records[0].notes
         );
         let acts = &r.records[0].actions;
-        assert_eq!(acts.len(), 2);
-        assert!(acts.iter().all(|a| a.outcome == Outcome::Acted
-            && a.action == "cloudwatch.set_threshold"
-            && a.resource.starts_with("alarm:nbaops-dev-db-")));
+        assert_eq!(acts.len(), 1, "{acts:?}");
+        let a = &acts[0];
+        assert_eq!(a.outcome, Outcome::Acted);
+        assert_eq!(a.action, SET_THRESHOLDS);
+        assert_eq!(a.resource, "rds:nbaops-dev-db");
+        assert_eq!(a.before, json!({MEMORY: 214_748_364.0, CONNECTIONS: 70.0}));
+        assert_eq!(a.after, json!({MEMORY: 429_496_729.0, CONNECTIONS: 159.0}));
+        // One audit record, written through the invocation's guard.
+        assert_eq!(audits(&w), 1);
         // Someone else's alarm on the same metric is not touched.
         assert_eq!(threshold(&w, "someone-elses-db-connections"), 70.0);
-        // The next day: nothing to change, and the report says so.
+        // The next day: nothing to change, no action, and the report says so.
         let r = drift_task(&w, "drift-2").await;
         assert_eq!(w.cw.mutations().len(), 2);
         assert!(r.records[0].actions.is_empty());
+        assert_eq!(audits(&w), 1);
         assert_eq!(
             r.records[0]
                 .notes
@@ -511,11 +640,32 @@ mod tests {
         assert!(w.rds.mutations().is_empty());
     }
 
+    /// One of the two alarms already at the class's threshold: the action holds only the other.
+    #[tokio::test]
+    async fn one_alarm_already_right_the_action_holds_the_other() {
+        let w = world_with(&[], "db.t3.small", None, Tags::new(), 159.0, None);
+        let r = drift_task(&w, "d").await;
+        assert_eq!(
+            w.cw.mutations(),
+            vec!["set_alarm_threshold nbaops-dev-db-memory-high 429496729"]
+        );
+        let acts = &r.records[0].actions;
+        assert_eq!(acts.len(), 1, "{acts:?}");
+        assert_eq!(acts[0].before, json!({MEMORY: 214_748_364.0}));
+        assert_eq!(acts[0].after, json!({MEMORY: 429_496_729.0}));
+        assert!(r.records[0]
+            .notes
+            .iter()
+            .any(|n| n.contains(CONNECTIONS) && n.contains("already right")));
+    }
+
     #[tokio::test]
     async fn micro_is_already_right_and_a_pending_change_waits() {
         let w = world(&[], "db.t3.micro", None);
         let r = drift_task(&w, "d").await;
         assert!(w.cw.mutations().is_empty(), "{:?}", r.records[0].notes);
+        assert!(r.records[0].actions.is_empty());
+        assert_eq!(audits(&w), 0);
         let w = world(&[], "db.t3.micro", Some("db.t3.small"));
         let r = drift_task(&w, "d").await;
         assert!(w.cw.mutations().is_empty());
@@ -527,7 +677,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn dry_run_reports_the_would_be_change_and_changes_nothing() {
+    async fn dry_run_reports_both_would_be_changes_and_changes_nothing() {
         let w = world(
             &[("NBAOPS_GUARD__DRY_RUN_FUNCTIONS", crate::handler::FUNCTION)],
             "db.t3.small",
@@ -535,16 +685,95 @@ mod tests {
         );
         let r = drift_task(&w, "d").await;
         assert!(w.cw.mutations().is_empty());
-        assert_eq!(threshold(&w, "nbaops-dev-db-connections-high"), 70.0);
+        assert_eq!(threshold(&w, CONNECTIONS), 70.0);
+        assert_eq!(threshold(&w, MEMORY), 214_748_364.0);
         let acts = &r.records[0].actions;
-        assert_eq!(acts.len(), 2);
-        assert!(acts.iter().all(|a| a.outcome == Outcome::WouldAct));
-        let conn = acts
-            .iter()
-            .find(|a| a.resource == "alarm:nbaops-dev-db-connections-high")
-            .unwrap();
-        assert_eq!(conn.after["threshold"], 159.0);
-        assert_eq!(conn.before["threshold"], 70.0);
+        assert_eq!(acts.len(), 1, "{acts:?}");
+        assert_eq!(acts[0].outcome, Outcome::WouldAct);
+        assert_eq!(acts[0].after[CONNECTIONS], 159.0);
+        assert_eq!(acts[0].before[CONNECTIONS], 70.0);
+        assert_eq!(acts[0].after[MEMORY], 429_496_729.0);
+        assert_eq!(acts[0].before[MEMORY], 214_748_364.0);
+    }
+
+    /// The instance's protected tag covers its alarms: stopped by the guard, nothing set.
+    #[tokio::test]
+    async fn a_protected_instance_keeps_its_alarms() {
+        let tags: Tags = [("nbaops:protect".to_string(), "true".to_string())].into();
+        let w = world_with(&[], "db.t3.small", None, tags, 70.0, None);
+        let r = drift_task(&w, "d").await;
+        assert!(w.cw.mutations().is_empty());
+        let acts = &r.records[0].actions;
+        assert_eq!(acts.len(), 1, "{acts:?}");
+        assert_eq!(acts[0].outcome, Outcome::Skipped);
+        assert_eq!(acts[0].stopped_by, Some(GuardStep::ProtectedTag));
+        assert_eq!(threshold(&w, CONNECTIONS), 70.0);
+    }
+
+    /// The run's blast radius counts the action: two managed instances are a fleet of 2, 50 % of
+    /// it is one action, so the second instance's alarms wait for the next run.
+    #[tokio::test]
+    async fn the_blast_radius_of_the_run_counts_each_instance_once() {
+        let w = world(
+            &[(
+                "NBAOPS_SCALE__RDS__INSTANCES",
+                "nbaops-dev-db,nbaops-dev-db2",
+            )],
+            "db.t3.small",
+            None,
+        );
+        let mut second = w.rds.instances.lock().unwrap()["nbaops-dev-db"].clone();
+        second.id = "nbaops-dev-db2".into();
+        w.rds
+            .instances
+            .lock()
+            .unwrap()
+            .insert(second.id.clone(), second);
+        for name in ["memory-high", "connections-high"] {
+            let mut a = w.cw.alarms.lock().unwrap()[&format!("nbaops-dev-db-{name}")].clone();
+            a.name = format!("nbaops-dev-db2-{name}");
+            a.dimensions = [("DBInstanceIdentifier".into(), "nbaops-dev-db2".into())].into();
+            w.cw.alarms.lock().unwrap().insert(a.name.clone(), a);
+        }
+        let r = drift_task(&w, "d").await;
+        let acts = &r.records[0].actions;
+        assert_eq!(acts.len(), 2, "{acts:?}");
+        assert_eq!(acts[0].outcome, Outcome::Acted);
+        assert_eq!(acts[1].outcome, Outcome::Skipped);
+        assert_eq!(acts[1].stopped_by, Some(GuardStep::BlastRadius));
+        assert_eq!(
+            w.cw.mutations().len(),
+            2,
+            "only the first instance's two alarms"
+        );
+    }
+
+    /// A rewrite that fails after another succeeded: the audit names what was set and what not.
+    #[tokio::test]
+    async fn a_partial_failure_names_what_was_set() {
+        let w = world_with(
+            &[],
+            "db.t3.small",
+            None,
+            Tags::new(),
+            70.0,
+            Some(CONNECTIONS),
+        );
+        let r = drift_task(&w, "d").await;
+        assert_eq!(
+            w.cw.mutations(),
+            vec!["set_alarm_threshold nbaops-dev-db-memory-high 429496729"]
+        );
+        let acts = &r.records[0].actions;
+        assert_eq!(acts.len(), 1, "{acts:?}");
+        assert_eq!(acts[0].outcome, Outcome::Failed);
+        let error = acts[0].error.as_deref().unwrap();
+        assert!(
+            error.contains(&format!("{CONNECTIONS} not set"))
+                && error.contains(&format!("already set: [{MEMORY}]")),
+            "{error}"
+        );
+        assert_eq!(audits(&w), 1);
     }
 
     /// On the alarm path: an alarm on the managed DB aligns its alarms once the class is in
@@ -569,7 +798,11 @@ mod tests {
         .unwrap();
         assert!(w.rds.mutations().is_empty());
         assert_eq!(w.cw.mutations().len(), 2, "{:?}", r.records[0].notes);
-        assert_eq!(threshold(&w, "nbaops-dev-db-connections-high"), 159.0);
+        assert_eq!(threshold(&w, CONNECTIONS), 159.0);
+        let acts = &r.records[0].actions;
+        assert_eq!(acts.len(), 1, "{acts:?}");
+        assert_eq!(acts[0].action, SET_THRESHOLDS);
+        assert_eq!(acts[0].outcome, Outcome::Acted);
 
         let w = world(&[topic], "db.t3.micro", None);
         let r = dispatch(
