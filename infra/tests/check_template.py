@@ -238,6 +238,13 @@ check("cache-memory-high: fullest of nodes 0001..0004 over CacheNodeMemoryBytes,
 check("CacheNodeMemoryBytes defaults to cache.t3.micro's 512 MiB",
       # max_cache_memory of cache.t3.micro: https://docs.aws.amazon.com/AmazonElastiCache/latest/dg/ParameterGroups.Engine.html
       params.get("CacheNodeMemoryBytes", {}).get("Default") == 512 * 1024 * 1024)
+# scale-on-alarm's node-type table (scale.cache.node_memory, shared/src/config/scale.rs) holds the same
+# max_cache_memory for cache.t3.micro as the template's parameter: the alarm and the confirmation agree.
+# https://docs.aws.amazon.com/AmazonElastiCache/latest/mem-ug/ParameterGroups.Memcached.html#ParameterGroups.Memcached.NodeSpecific
+scale_rs = (ROOT / "shared/src/config/scale.rs").read_text()
+node_memory = next((line for line in scale_rs.splitlines() if '("scale.cache.node_memory"' in line), "")
+check("CacheNodeMemoryBytes = scale.cache.node_memory's cache.t3.micro entry (512 MiB)",
+      "cache.t3.micro=512MiB" in node_memory and params.get("CacheNodeMemoryBytes", {}).get("Default") == 512 * 1024 * 1024, node_memory)
 alarm_map = text(resources["ScaleOnAlarmFunction"]["Properties"].get("Environment", {}).get("Variables", {}).get("NBAOPS_SCALE__ALARM_MAP", ""))
 check("scale-on-alarm maps the cache alarm to its cluster (NBAOPS_SCALE__ALARM_MAP)",
       '"nbaops-${Env}-cache-memory-high":{"target":"cache:${CacheClusterId}","on_alarm":"out"}' in alarm_map, alarm_map)
@@ -347,6 +354,21 @@ for key, fn in functions.items():
     check(f"{key}: explicit Deny of {sorted(mut)} on nbaops:protect=true", mut <= denied("nbaops:protect", "true"), denied("nbaops:protect", "true"))
     if key in ("OffhoursFunction", "CostAnomalyFunction"):
         check(f"{key}: explicit Deny of {sorted(mut)} on nbaops:env=prod (never production, by IAM)", mut <= denied("nbaops:env", "prod"))
+# (b2) alarm rewrites (issue #17): PutMetricAlarm and DescribeAlarms support the alarm resource type, so
+# scale-on-alarm's role names this deployment's alarms only; DescribeAlarmsForMetric and
+# GetMetricStatistics support no resource type ("*").
+# https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazoncloudwatch.html
+scaler = functions.get("ScaleOnAlarmFunction", {"Properties": {}})
+# DescribeAlarms is read-only and asked without alarm names (every alarm in ALARM, off-peak): it is
+# granted on "*"; the write, PutMetricAlarm, only on this deployment's alarms.
+for action in ("cloudwatch:PutMetricAlarm",):
+    res = resources_of(allows(scaler, action))
+    check(f"ScaleOnAlarmFunction: {action} only on alarm:nbaops-${{Env}}-*",
+          res == {"arn:${AWS::Partition}:cloudwatch:${AWS::Region}:${AWS::AccountId}:alarm:nbaops-${Env}-*"}, res)
+for action in ("cloudwatch:DescribeAlarmsForMetric", "cloudwatch:GetMetricStatistics"):
+    check(f"ScaleOnAlarmFunction: {action} on '*' (no resource type)", resources_of(allows(scaler, action)) == {"*"})
+drift_inputs = [e["Properties"].get("Input", "") for e in scaler["Properties"].get("Events", {}).values() if e.get("Type") == "ScheduleV2"]
+check("scale-on-alarm runs the daily 'alarm-drift' task", any('"task":"alarm-drift"' in i for i in drift_inputs), drift_inputs)
 # (c) grants only for AWS services (https://docs.aws.amazon.com/kms/latest/developerguide/grant-authorization.html)
 for key, fn in functions.items():
     for s in allows(fn, "kms:CreateGrant"):

@@ -15,6 +15,8 @@ pub const AWS_OPERATIONS: &[&str] = &[
     "elasticache:DescribeCacheClusters",     // SdkElastiCache::describe_cluster
     "elasticache:ListTagsForResource",       // SdkElastiCache::describe_cluster (protect tag)
     "elasticache:ModifyCacheCluster",        // SdkElastiCache::set_node_count
-    "cloudwatch:GetMetricStatistics",        // SdkCloudWatch::statistics (off-peak)
-    "cloudwatch:DescribeAlarms",             // SdkCloudWatch::alarms_in_state (off-peak)
+    "cloudwatch:GetMetricStatistics", // SdkCloudWatch::statistics (offpeak.rs, cache_memory.rs)
+    "cloudwatch:DescribeAlarms", // SdkCloudWatch::alarms_in_state (offpeak.rs); set_alarm_threshold reads the alarm to rewrite it whole
+    "cloudwatch:DescribeAlarmsForMetric", // SdkCloudWatch::alarms_for_metric (thresholds.rs)
+    "cloudwatch:PutMetricAlarm", // SdkCloudWatch::set_alarm_threshold (thresholds.rs)
 ];

@@ -29,6 +29,8 @@ pub struct ScaleOnAlarm {
     pub asg: Box<dyn AutoScaling>,
     pub rds: Box<dyn Rds>,
     pub cache: Box<dyn ElastiCache>,
+    /// Alarm thresholds after a class change, Memcached BytesUsedForCacheItems (thresholds.rs,
+    /// cache_memory.rs), the off-peak checks (offpeak.rs).
     pub cw: Box<dyn CloudWatch>,
     pub scheduler: Box<dyn Scheduler>,
 }
@@ -36,7 +38,7 @@ pub struct ScaleOnAlarm {
 impl Function for ScaleOnAlarm {
     const NAME: &'static str = FUNCTION;
     const TAKES: &'static str =
-        "CloudWatch alarm state changes and the 'off-peak-scale-in' schedule";
+        "CloudWatch alarm state changes and the 'off-peak-scale-in' and 'alarm-drift' schedules";
     type Reply = InvocationReport;
 
     async fn init(_deps: &Deps, aws: &AwsClients) -> Result<Self> {
@@ -54,6 +56,11 @@ impl Function for ScaleOnAlarm {
             Inbound::Alarm(alarm) => self.on_alarm(&alarm, ctx).await,
             Inbound::Schedule(tick) if tick.task().as_deref() == Some(OFF_PEAK_TASK) => {
                 self.on_off_peak(&tick, ctx).await
+            }
+            Inbound::Schedule(tick)
+                if tick.task().as_deref() == Some(crate::thresholds::ALARM_DRIFT_TASK) =>
+            {
+                self.on_alarm_drift(&tick, ctx).await
             }
             other => Ok(ctx.not_mine(&other)),
         }
@@ -182,7 +189,10 @@ impl ScaleOnAlarm {
         };
         match target {
             Target::Group(name) => self.scale_group(&name, direction, &why, &mut w).await?,
-            Target::Db(id) => self.scale_db(&id, &why, &mut w).await?,
+            Target::Db(id) => {
+                self.scale_db(&id, &why, &mut w).await?;
+                self.align_db_alarms_noted(&id, &mut w).await?;
+            }
             Target::Cache(id) => self.scale_cache(&id, &why, &mut w).await?,
         }
         // No action was checked (nothing to do, busy, at the ceiling): the transition still counts.
@@ -430,6 +440,7 @@ impl ScaleOnAlarm {
                 w.note(format!("{resource}: at node cap {cap}, P2 raised"));
                 w.raise(alert).await?;
             }
+            CacheChange::AddNode { .. } if !self.cache_node_is_full(&c, w).await => {}
             CacheChange::AddNode { from, to, cap } => {
                 let action = ProposedAction {
                     action: "cache.add_node".into(),

@@ -333,6 +333,16 @@ impl ScaleOnAlarm {
                 pending.push(name.as_str());
             }
         }
+        // The quiet hours are also when the alarms catch up with the class (thresholds.rs) and,
+        // where configured, Memcached gives back a node (cache_memory.rs).
+        for id in &scale.rds_instances {
+            self.align_db_alarms_noted(id, &mut w).await?;
+        }
+        if scale.capacity.cache_scale_in {
+            for id in &scale.cache_clusters {
+                self.cache_scale_in(id, &mut w).await;
+            }
+        }
         if pending.is_empty() {
             w.note("no group left above its baseline: nothing more to schedule tonight");
             return w.done().await;

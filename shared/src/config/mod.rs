@@ -23,6 +23,7 @@ use crate::ports::Params;
 
 pub mod alerts;
 pub mod backup;
+pub mod capacity;
 pub mod cost;
 pub mod failover;
 pub mod offhours;
