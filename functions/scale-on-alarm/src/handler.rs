@@ -26,12 +26,14 @@ pub struct ScaleOnAlarm {
     pub asg: Box<dyn AutoScaling>,
     pub rds: Box<dyn Rds>,
     pub cache: Box<dyn ElastiCache>,
+    /// Game nights' scheduler and alarm reads (crate::gamenight).
+    pub gamenight: crate::gamenight::GameNightPorts,
 }
 
 impl Function for ScaleOnAlarm {
     const NAME: &'static str = FUNCTION;
     const TAKES: &'static str =
-        "CloudWatch alarm state changes and the 'off-peak-scale-in' schedule";
+        "CloudWatch alarm state changes and the 'off-peak-scale-in' and 'game-night-*' schedules";
     type Reply = InvocationReport;
 
     async fn init(_deps: &Deps, aws: &AwsClients) -> Result<Self> {
@@ -39,7 +41,21 @@ impl Function for ScaleOnAlarm {
             asg: Box::new(SdkAutoScaling(aws.autoscaling())),
             rds: Box::new(SdkRds(aws.rds())),
             cache: Box::new(SdkElastiCache(aws.elasticache())),
+            gamenight: crate::gamenight::GameNightPorts {
+                scheduler: Box::new(nbaops_shared::adapters::SdkScheduler(aws.scheduler())),
+                cloudwatch: Box::new(nbaops_shared::adapters::SdkCloudWatch(aws.cloudwatch())),
+            },
         })
+    }
+
+    /// Game-night tasks answer one record per group (crate::gamenight); the rest one record.
+    async fn records(&self, inbound: Inbound, ctx: &Ctx<'_>) -> Result<Vec<RecordReport>> {
+        match inbound {
+            Inbound::Schedule(tick) if crate::gamenight::takes(&tick) => {
+                self.game_night(&tick, ctx).await
+            }
+            other => Ok(vec![self.on(other, ctx).await?]),
+        }
     }
 
     async fn on(&self, inbound: Inbound, ctx: &Ctx<'_>) -> Result<RecordReport> {
@@ -574,6 +590,10 @@ mod tests {
                 asg: Box::new(Shared(asg)),
                 rds: Box::new(Shared(rds)),
                 cache: Box::new(Shared(cache)),
+                gamenight: crate::gamenight::GameNightPorts {
+                    scheduler: Box::new(FakeScheduler::default()),
+                    cloudwatch: Box::new(FakeCloudWatch::default()),
+                },
             }),
             asg,
             rds,

@@ -1,5 +1,7 @@
 //! scale-on-alarm as a library too, so the benchmark can time parse + plan in-process.
 
 pub mod aws_operations;
+pub mod calendar;
+pub mod gamenight;
 pub mod handler;
 pub mod plan;
