@@ -12,4 +12,9 @@ pub const AWS_OPERATIONS: &[&str] = &[
     "elasticache:DescribeCacheClusters",     // SdkElastiCache::describe_cluster
     "elasticache:ListTagsForResource",       // SdkElastiCache::describe_cluster (protect tag)
     "elasticache:ModifyCacheCluster",        // SdkElastiCache::set_node_count
+    "ssm:GetParameter",                      // SdkParams::get (the game calendar, gamenight.rs)
+    "scheduler:CreateSchedule",              // SdkScheduler::create_once (game-night schedules)
+    "scheduler:DeleteSchedule",              // SdkScheduler::delete (a re-planned game night)
+    "iam:PassRole",                          // CreateSchedule passes scale.followup.role_arn
+    "cloudwatch:DescribeAlarms",             // SdkCloudWatch::alarms_in_state (game-night return)
 ];
