@@ -9,6 +9,7 @@ Every AWS fact a check relies on names the documentation page it comes from.
 import fnmatch
 import json
 import pathlib
+import re
 import sys
 import tomllib
 
@@ -280,6 +281,22 @@ SSM_SINGLE = {"ScaleOnAlarmFunction": ["calendar/games"]}
 SCALE_RS = (ROOT / "shared/src/config/scale.rs").read_text()
 check("the game calendar the role grants is scale.gamenight.calendar_parameter's default",
       '("scale.gamenight.calendar_parameter", "/nbaops/{env}/calendar/games"' in SCALE_RS)
+# The plan's sections are the ones the code reads (shared/src/config/mod.rs FUNCTION_SECTIONS): a
+# section the code reads that the role cannot is an AccessDenied at init; one the role may read
+# that the code never does is a dead grant.
+CONFIG_MOD = (ROOT / "shared/src/config/mod.rs").read_text()
+code_sections = {name: sorted(re.findall(r'"([^"]+)"', secs))
+                 for name, secs in re.findall(r'\(\s*"([\w-]+)",\s*&\[([^\]]*)\]\s*\)',
+                                              CONFIG_MOD.split("pub const FUNCTION_SECTIONS", 1)[1].split("];", 1)[0])}
+check("FUNCTION_SECTIONS read from shared/src/config/mod.rs", len(code_sections) >= 8, code_sections)
+for key, fn in functions.items():
+    name = text(fn["Properties"].get("FunctionName", ""))
+    binary = "alert-router" if key == "AlertAckFunction" else name.replace("nbaops-${Env}-", "")
+    if key in SSM_PLAN and binary in code_sections:
+        check(f"{key}: the SSM plan's sections are the ones its code reads ({code_sections[binary]})",
+              sorted(SSM_PLAN[key][0]) == code_sections[binary], SSM_PLAN[key][0])
+    elif key in SSM_PLAN:
+        check(f"{key}: its binary '{binary}' is in FUNCTION_SECTIONS", False, sorted(code_sections))
 # The roles grant GetParametersByPath on `parameter/nbaops/<env>/<section>` (no trailing slash), the
 # resource AWS authorises it against is the requested path: the adapter must request exactly that.
 SSM_ADAPTER = (ROOT / "shared/src/adapters/ssm.rs").read_text()
