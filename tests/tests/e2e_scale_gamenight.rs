@@ -231,6 +231,24 @@ async fn a_calendar_becomes_schedules_that_raise_and_return_the_groups() {
     let (back_at, _) = schedule(&stack, "game-night-return-2027-11-07").await;
     assert_eq!(pre_at, "at(2027-11-07T23:30:00)", "{v}");
     assert_eq!(back_at, "at(2027-11-08T04:30:00)", "{v}");
+    // The tip-off moves to 20:00 that afternoon: a re-plan replaces both schedules.
+    let moved = calendar.replace("2027-11-07,19:30,high", "2027-11-07,20:00,high");
+    platform::put_params(&stack.clients, &[("calendar/games", moved.as_str())])
+        .await
+        .unwrap();
+    let v = f.invoke_ok(plan("plan-4")).await.unwrap();
+    let (pre_at, _) = schedule(&stack, "game-night-prescale-2027-11-07").await;
+    let (back_at, _) = schedule(&stack, "game-night-return-2027-11-07").await;
+    assert_eq!(pre_at, "at(2027-11-08T00:00:00)", "{v}");
+    assert_eq!(back_at, "at(2027-11-08T05:00:00)", "{v}");
+    assert_eq!(
+        schedule_names(&stack)
+            .await
+            .iter()
+            .filter(|n| n.ends_with("2027-11-07"))
+            .count(),
+        2
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

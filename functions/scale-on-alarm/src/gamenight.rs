@@ -307,6 +307,38 @@ impl ScaleOnAlarm {
         Ok(())
     }
 
+    /// The off-peak scale-in while a planned game night holds the groups (between its pre-scale
+    /// and its return): not run, the record says which game night; its return brings the groups
+    /// back. `None` otherwise (the off-peak task runs as usual).
+    pub(crate) async fn off_peak_held(
+        &self,
+        tick: &ScheduledTick,
+        ctx: &Ctx<'_>,
+    ) -> Result<Option<RecordReport>> {
+        let now = ctx.now();
+        let planned = ctx.deps.ledger.query(PLANNED_PK, "").await?;
+        let holding = planned.iter().find_map(|(date, v)| {
+            let ats: Vec<DateTime<Utc>> = v["schedules"]
+                .as_array()?
+                .iter()
+                .filter_map(|s| s["at"].as_str())
+                .filter_map(|t| DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.with_timezone(&Utc))
+                .collect();
+            let (from, to) = (ats.iter().min()?, ats.iter().max()?);
+            (*from <= now && now < *to).then(|| (date.clone(), *to))
+        });
+        let Some((date, until)) = holding else {
+            return Ok(None);
+        };
+        let mut w = ctx.work(&tick.event_id, "schedule", "off-peak scale-in");
+        w.note(format!(
+            "not run: the game night of {date} holds the groups until its return at {}",
+            until.to_rfc3339()
+        ));
+        Ok(Some(w.rec))
+    }
+
     async fn plan_game_nights(&self, tick: &ScheduledTick, ctx: &Ctx<'_>) -> Result<RecordReport> {
         let scale = &ctx.cfg().scale;
         let gn = &scale.gamenight;
@@ -995,6 +1027,31 @@ mod tests {
             r.records[0].notes
         );
         assert_eq!(desired(&w, "nbaops-dev-web").await, 5);
+    }
+
+    /// The off-peak scale-in does not step the groups down while a game night holds them.
+    #[tokio::test]
+    async fn off_peak_waits_for_the_game_nights_return() {
+        let w = world(&[], Some("2026-12-25,12:00,high\n"));
+        let (pre, _) = planned(&w).await;
+        run(&w, pre.input.clone(), pre.at).await;
+        assert_eq!(w.asg.mutations().len(), 2);
+        let off_peak = |id: &str| json!({"nbaops": {"task": "off-peak-scale-in", "id": id}});
+        let r = run(&w, off_peak("op-1"), utc("2026-12-25T18:00:00Z")).await;
+        assert_eq!(w.asg.mutations().len(), 2, "{:?}", r.records);
+        assert!(
+            r.records[0].notes[0].contains("game night of 2026-12-25"),
+            "{:?}",
+            r.records
+        );
+        // After the return time it runs as usual (one step down).
+        let r = run(&w, off_peak("op-2"), utc("2026-12-25T21:00:00Z")).await;
+        assert_eq!(
+            w.asg.mutations()[2..],
+            ["set_desired_capacity nbaops-dev-web 3"],
+            "{:?}",
+            r.records
+        );
     }
 
     #[tokio::test]

@@ -54,6 +54,12 @@ impl Function for ScaleOnAlarm {
             Inbound::Schedule(tick) if crate::gamenight::takes(&tick) => {
                 self.game_night(&tick, ctx).await
             }
+            Inbound::Schedule(tick) if tick.task().as_deref() == Some(OFF_PEAK_TASK) => {
+                match self.off_peak_held(&tick, ctx).await? {
+                    Some(held) => Ok(vec![held]),
+                    None => Ok(vec![self.on(Inbound::Schedule(tick), ctx).await?]),
+                }
+            }
             other => Ok(vec![self.on(other, ctx).await?]),
         }
     }
