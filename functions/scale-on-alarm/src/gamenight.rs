@@ -8,15 +8,22 @@
 //! - `game-night-return` (tip-off + hold): brings every managed group back to its baseline unless
 //!   one of the group's alarms is in ALARM (then it is left where it is, and the record says why).
 //!
-//! The two group tasks answer one record per group: each group's change is its own guarded
-//! action (the blast radius counts per record), so a planned pre-scale reaches every group.
+//! The two group tasks answer ONE record with one guard over every managed group
+//! (`with_fleet_size(groups)`), as the off-peak walk does: the blast radius (`guard.blast.*`)
+//! limits how many groups one delivery changes. A group the blast radius or a cooldown stopped, a
+//! group busy with a scaling activity, or a failed change, is left for a follow-up delivery of the
+//! same task one minute later (a one-time schedule in `scale.followup`, input = the slate plus
+//! `"step": k+1`, named from task, date and step so a duplicate delivery schedules once), while
+//! the game-night window lasts (pre-scale: before tip-off; return: before tip-off + hold +
+//! [`RETURN_GRACE_MINUTES`]) and k < [`MAX_STEPS`]. The work id (the guard's idempotency key) is
+//! `<task>-<date>`, whatever the delivery or step: each group's change happens once per slate.
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Duration, SubsecRound, Utc};
 use serde_json::json;
 
 use nbaops_shared::alerts::Severity;
 use nbaops_shared::events::ScheduledTick;
-use nbaops_shared::guard::{Bounds, Outcome, ProposedAction};
+use nbaops_shared::guard::{AuditRecord, Bounds, GuardStep, Outcome, ProposedAction};
 use nbaops_shared::ports::{CloudWatch, OneTimeSchedule, Scheduler};
 use nbaops_shared::runtime::{Ctx, RecordReport, Work};
 use nbaops_shared::Result;
@@ -39,6 +46,12 @@ const NOTICE_PK: &str = "gamenight-notice";
 /// after a schedule ran (and deleted itself) schedules nothing again.
 const PLANNED_PK: &str = "gamenight-plan";
 const NOTICE_DAYS: i64 = 7;
+/// At most this many follow-up deliveries of one task for one slate.
+pub const MAX_STEPS: u64 = 10;
+/// A follow-up is delivered this many minutes after the run that left a group.
+pub const FOLLOW_UP_MINUTES: i64 = 1;
+/// Return follow-ups are scheduled until tip-off + hold + this many minutes.
+pub const RETURN_GRACE_MINUTES: i64 = 60;
 
 /// True for the three game-night tasks.
 pub fn takes(tick: &ScheduledTick) -> bool {
@@ -53,6 +66,8 @@ struct SlateInput {
     date: String,
     tipoff: DateTime<Utc>,
     load: String,
+    /// 0 for the planned delivery, k for the k-th follow-up.
+    step: u64,
 }
 
 fn slate_input(tick: &ScheduledTick) -> std::result::Result<SlateInput, String> {
@@ -69,107 +84,229 @@ fn slate_input(tick: &ScheduledTick) -> std::result::Result<SlateInput, String> 
         .param("load")
         .filter(|l| !l.is_empty())
         .ok_or("no nbaops.load")?;
-    Ok(SlateInput { date, tipoff, load })
+    let step = match tick.detail.get("nbaops").and_then(|n| n.get("step")) {
+        None => 0,
+        Some(s) => s
+            .as_u64()
+            .filter(|k| (1..=MAX_STEPS).contains(k))
+            .ok_or_else(|| format!("nbaops.step {s} is not a whole number in [1, {MAX_STEPS}]"))?,
+    };
+    Ok(SlateInput {
+        date,
+        tipoff,
+        load,
+        step,
+    })
+}
+
+/// The work id of a task's deliveries for one slate: the same for every delivery and step, so the
+/// guard's idempotency lets each group's change happen once per slate.
+pub fn work_id(task: &str, date: &str) -> String {
+    format!("{task}-{date}")
+}
+
+/// The name of the follow-up schedule of `step`: the same task, slate and step, the same name, so
+/// a duplicate delivery's create is refused and schedules nothing more.
+pub fn follow_up_name(task: &str, date: &str, step: u64) -> String {
+    OneTimeSchedule::name_for(&format!("{task}-{date}-step-{step}"))
+}
+
+/// Whether a group's change left it for a follow-up: stopped by the blast radius or a cooldown,
+/// or failed. Not when done, stopped for good (kill switch, protected tag, bounds, idempotency:
+/// already done for this slate) or in dry-run (a follow-up would decide the same).
+fn left_for_later(audit: &AuditRecord) -> bool {
+    if audit.dry_run {
+        return false;
+    }
+    match audit.outcome {
+        Outcome::Failed => true,
+        Outcome::Skipped => matches!(
+            audit.stopped_by,
+            Some(GuardStep::BlastRadius | GuardStep::Cooldown)
+        ),
+        Outcome::Acted | Outcome::WouldAct => false,
+    }
 }
 
 impl ScaleOnAlarm {
-    /// The records of a game-night task: one for the plan, one per managed group otherwise.
+    /// The record of a game-night task: the plan, or one pass over every managed group.
     pub(crate) async fn game_night(
         &self,
         tick: &ScheduledTick,
         ctx: &Ctx<'_>,
-    ) -> Result<Vec<RecordReport>> {
+    ) -> Result<RecordReport> {
         let task = tick.task().unwrap_or_default();
         if task == PLAN_TASK {
-            return Ok(vec![self.plan_game_nights(tick, ctx).await?]);
+            return self.plan_game_nights(tick, ctx).await;
         }
         let prescale = task == PRESCALE_TASK;
         let input = match slate_input(tick) {
             Ok(i) => i,
             Err(why) => {
                 let w = ctx.work(&tick.event_id, "schedule", format!("{task}: input"));
-                return Ok(vec![
-                    w.not_for_me(format!("{task} input not understood: {why}"))
-                ]);
+                return Ok(w.not_for_me(format!("{task} input not understood: {why}")));
             }
         };
         let gn = &ctx.cfg().scale.gamenight;
         let Some(&level) = gn.levels.get(&input.load) else {
             let w = ctx.work(&tick.event_id, "schedule", format!("{task} {}", input.date));
-            return Ok(vec![w.not_for_me(format!(
+            return Ok(w.not_for_me(format!(
                 "load '{}' is not in scale.gamenight.levels: not acting on it",
                 input.load
-            ))]);
+            )));
         };
+        let groups = &ctx.cfg().scale.groups;
+        let mut w = ctx
+            .work(
+                &work_id(&task, &input.date),
+                "schedule",
+                format!(
+                    "game-night {} for {} ({}={level}), step {}: {} group(s)",
+                    if prescale { "pre-scale" } else { "return" },
+                    input.date,
+                    input.load,
+                    input.step,
+                    groups.len()
+                ),
+            )
+            .with_fleet_size(groups.len());
         let over = input.tipoff + Duration::minutes(gn.hold_minutes);
         if prescale && ctx.now() >= over {
-            let mut w = ctx.work(&tick.event_id, "schedule", format!("{task} {}", input.date));
             w.note(format!(
                 "the game night of {} ended at {}: no pre-scale now",
                 input.date,
                 over.to_rfc3339()
             ));
-            return Ok(vec![w.rec]);
+            return w.done().await;
         }
-        let groups = &ctx.cfg().scale.groups;
-        let mut records = Vec::with_capacity(groups.len());
-        if prescale {
-            for name in groups {
-                records.push(self.prescale_group(name, level, &input, tick, ctx).await?);
-            }
+        if groups.is_empty() {
+            w.note("scale.groups lists no group: nothing to do");
+            return w.done().await;
+        }
+        let alarms = if prescale {
+            Vec::new()
         } else {
-            let alarms = self.gamenight.cloudwatch.alarms_in_state("ALARM").await?;
-            for name in groups {
+            self.gamenight.cloudwatch.alarms_in_state("ALARM").await?
+        };
+        let mut pending = Vec::new();
+        for name in groups {
+            let left = if prescale {
+                self.prescale_group(&mut w, name, level, &input).await?
+            } else {
                 let target = format!("asg:{name}");
+                let map = &ctx.cfg().scale.alarm_map;
                 let firing: Vec<String> = alarms
                     .iter()
                     .filter(|a| {
                         a.dimensions.get("AutoScalingGroupName") == Some(name)
-                            || ctx
-                                .cfg()
-                                .scale
-                                .alarm_map
+                            || map
                                 .get(&a.name)
-                                .or_else(|| {
-                                    a.arn
-                                        .as_ref()
-                                        .and_then(|arn| ctx.cfg().scale.alarm_map.get(arn))
-                                })
+                                .or_else(|| a.arn.as_ref().and_then(|arn| map.get(arn)))
                                 .is_some_and(|r| r.target == target)
                     })
                     .map(|a| a.name.clone())
                     .collect();
-                records.push(self.return_group(name, &firing, &input, tick, ctx).await?);
+                self.return_group(&mut w, name, &firing, &input).await?
+            };
+            if left {
+                pending.push(name.as_str());
             }
         }
-        if records.is_empty() {
-            let mut w = ctx.work(&tick.event_id, "schedule", format!("{task} {}", input.date));
-            w.note("scale.groups lists no group: nothing to do");
-            records.push(w.rec);
+        if pending.is_empty() {
+            w.note("no group left for a follow-up");
+        } else {
+            self.follow_up(&mut w, &task, &input, &pending).await?;
         }
-        Ok(records)
+        w.done().await
     }
 
+    /// Schedules the next delivery of the task for the groups left, or says why not.
+    async fn follow_up(
+        &self,
+        w: &mut Work<'_>,
+        task: &str,
+        input: &SlateInput,
+        pending: &[&str],
+    ) -> Result<()> {
+        let ctx = w.ctx;
+        let scale = &ctx.cfg().scale;
+        let left = pending.join(", ");
+        let end = if task == PRESCALE_TASK {
+            input.tipoff
+        } else {
+            input.tipoff + Duration::minutes(scale.gamenight.hold_minutes + RETURN_GRACE_MINUTES)
+        };
+        let at = ctx.now().trunc_subsecs(0) + Duration::minutes(FOLLOW_UP_MINUTES);
+        let step = input.step + 1;
+        if step > MAX_STEPS {
+            w.note(format!(
+                "{left} left as they are: this was follow-up {MAX_STEPS}, the last one for {task} of {}",
+                input.date
+            ));
+            return Ok(());
+        }
+        if at >= end {
+            w.note(format!(
+                "{left} left as they are: a follow-up at {} would fall after the game night's {} window ({})",
+                at.to_rfc3339(),
+                if task == PRESCALE_TASK { "pre-scale" } else { "return" },
+                end.to_rfc3339()
+            ));
+            return Ok(());
+        }
+        let f = &scale.followup;
+        if !f.enabled() {
+            w.note(format!(
+                "{left} left as they are; scale.followup.target_arn/role_arn are not set, so no follow-up is scheduled"
+            ));
+            return Ok(());
+        }
+        let name = follow_up_name(task, &input.date, step);
+        let s = OneTimeSchedule {
+            group: f.group.clone(),
+            name: name.clone(),
+            at,
+            target_arn: f.target_arn.clone(),
+            role_arn: f.role_arn.clone(),
+            input: json!({"nbaops": {
+                "task": task,
+                "id": name,
+                "date": input.date,
+                "tipoff": input.tipoff.to_rfc3339(),
+                "load": input.load,
+                "step": step,
+            }}),
+        };
+        let created = self.gamenight.scheduler.create_once(&s).await?;
+        w.note(if created {
+            format!(
+                "{left} left for follow-up {step} at {} ({}/{})",
+                at.to_rfc3339(),
+                s.group,
+                s.name
+            )
+        } else {
+            format!(
+                "{left} left; follow-up {step} was already scheduled ({}/{}), nothing more",
+                s.group, s.name
+            )
+        });
+        Ok(())
+    }
+
+    /// One group's pre-scale through the guard. True when it is left for a follow-up.
     async fn prescale_group(
         &self,
+        w: &mut Work<'_>,
         name: &str,
         level: i32,
         input: &SlateInput,
-        tick: &ScheduledTick,
-        ctx: &Ctx<'_>,
-    ) -> Result<RecordReport> {
+    ) -> Result<bool> {
+        let ctx = w.ctx;
         let resource = format!("asg:{name}");
-        let mut w = ctx.work(
-            &tick.event_id,
-            "schedule",
-            format!(
-                "game-night pre-scale of {resource} for {} ({}={level})",
-                input.date, input.load
-            ),
-        );
         let Some(group) = self.asg.describe_group(name).await? else {
             w.note(format!("{resource} does not exist: no action"));
-            return Ok(w.rec);
+            return Ok(false);
         };
         let plan = ctx.cfg().scale.plan_for(name);
         let Some(to) = prescale_target(level, plan.ceiling, group.max_size, group.desired) else {
@@ -177,8 +314,15 @@ impl ScaleOnAlarm {
                 "{resource}: already at {} (level {level}, ceiling {}, MaxSize {}): not lowering it",
                 group.desired, plan.ceiling, group.max_size
             ));
-            return Ok(w.rec);
+            return Ok(false);
         };
+        if group.activity_in_progress {
+            w.note(format!(
+                "{resource}: left at {} for now — a scaling activity is in progress",
+                group.desired
+            ));
+            return Ok(true);
+        }
         if to < level {
             w.note(format!(
                 "{resource}: level {level} capped at {to} (ceiling {}, MaxSize {})",
@@ -208,28 +352,22 @@ impl ScaleOnAlarm {
             before: json!({"desired": group.desired, "min": group.min_size, "max": group.max_size}),
             after: json!({"desired": to}),
         };
-        self.act_on_group(&mut w, &action, name, group.desired, to)
-            .await?;
-        w.done().await
+        self.act_on_group(w, &action, name, group.desired, to).await
     }
 
+    /// One group's return through the guard. True when it is left for a follow-up.
     async fn return_group(
         &self,
+        w: &mut Work<'_>,
         name: &str,
         firing: &[String],
         input: &SlateInput,
-        tick: &ScheduledTick,
-        ctx: &Ctx<'_>,
-    ) -> Result<RecordReport> {
+    ) -> Result<bool> {
+        let ctx = w.ctx;
         let resource = format!("asg:{name}");
-        let mut w = ctx.work(
-            &tick.event_id,
-            "schedule",
-            format!("game-night return of {resource} after {}", input.date),
-        );
         let Some(group) = self.asg.describe_group(name).await? else {
             w.note(format!("{resource} does not exist: no action"));
-            return Ok(w.rec);
+            return Ok(false);
         };
         let plan = ctx.cfg().scale.plan_for(name);
         let Some(to) = return_target(plan.baseline, group.min_size, group.desired) else {
@@ -237,7 +375,7 @@ impl ScaleOnAlarm {
                 "{resource}: at {} (baseline {}): nothing to bring back",
                 group.desired, plan.baseline
             ));
-            return Ok(w.rec);
+            return Ok(false);
         };
         if !firing.is_empty() {
             w.note(format!(
@@ -245,7 +383,14 @@ impl ScaleOnAlarm {
                 group.desired,
                 firing.join(", ")
             ));
-            return Ok(w.rec);
+            return Ok(false);
+        }
+        if group.activity_in_progress {
+            w.note(format!(
+                "{resource}: left at {} for now — a scaling activity is in progress",
+                group.desired
+            ));
+            return Ok(true);
         }
         let action = ProposedAction {
             action: "asg.gamenight_return".into(),
@@ -269,12 +414,11 @@ impl ScaleOnAlarm {
             before: json!({"desired": group.desired, "min": group.min_size, "max": group.max_size}),
             after: json!({"desired": to}),
         };
-        self.act_on_group(&mut w, &action, name, group.desired, to)
-            .await?;
-        w.done().await
+        self.act_on_group(w, &action, name, group.desired, to).await
     }
 
-    /// The change through the guard; a failed one is a P2 (the game night goes on without it).
+    /// The change through the guard; a failed one is a P2 (and left for a follow-up). True when
+    /// the group is left for a follow-up.
     async fn act_on_group(
         &self,
         w: &mut Work<'_>,
@@ -282,7 +426,7 @@ impl ScaleOnAlarm {
         name: &str,
         from: i32,
         to: i32,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let audit = w
             .act(action, || self.asg.set_desired_capacity(name, to))
             .await?;
@@ -304,7 +448,7 @@ impl ScaleOnAlarm {
                 .with_action(format!("set_desired_capacity {name} {to}: {words}"));
             w.raise(alert).await?;
         }
-        Ok(())
+        Ok(left_for_later(&audit))
     }
 
     /// The off-peak scale-in while a planned game night holds the groups (between its pre-scale
@@ -920,12 +1064,130 @@ mod tests {
         w.asg.describe_group(g).await.unwrap().unwrap().desired
     }
 
+    /// Every scheduler mutation after the plan's two creates.
+    fn follow_ups(w: &World) -> Vec<String> {
+        w.scheduler.mutations()[2..].to_vec()
+    }
+
+    /// With the default blast radius (50 % of 2 groups: one change per delivery) the pre-scale
+    /// raises one group and schedules a follow-up a minute later, which raises the other; a
+    /// duplicate of the follow-up (another delivery id) changes and schedules nothing more. The
+    /// return walks the same way.
     #[tokio::test]
-    async fn prescale_raises_to_the_level_capped_and_once_then_return_brings_back() {
+    async fn prescale_raises_one_group_per_delivery_then_its_follow_up_the_other() {
         let w = world(&[], Some("2026-12-25,12:00,high\n"));
         let (pre, back) = planned(&w).await;
         let r = run(&w, pre.input.clone(), pre.at).await;
-        assert_eq!(r.records.len(), 2);
+        assert_eq!(r.records.len(), 1);
+        let rec = &r.records[0];
+        assert_eq!(rec.event_id, "game-night-prescale-2026-12-25");
+        assert_eq!(
+            w.asg.mutations(),
+            vec!["set_desired_capacity nbaops-dev-web 4"],
+            "{:?}",
+            rec.notes
+        );
+        assert_eq!(rec.actions[0].action, "asg.prescale");
+        assert_eq!(rec.actions[1].stopped_by, Some(GuardStep::BlastRadius));
+        assert_eq!(
+            follow_ups(&w),
+            vec![
+                "create_once default/game-night-prescale-2026-12-25-step-1 at(2026-12-25T16:01:00)"
+            ],
+            "{:?}",
+            rec.notes
+        );
+        let step1 = schedule(&w, "game-night-prescale-2026-12-25-step-1");
+        assert_eq!(step1.input["nbaops"]["step"], 1);
+        assert_eq!(step1.input["nbaops"]["task"], "game-night-prescale");
+        assert_eq!(step1.input["nbaops"]["date"], "2026-12-25");
+        assert_eq!(step1.input["nbaops"]["load"], "high");
+        assert_eq!(
+            step1.input["nbaops"]["tipoff"],
+            pre.input["nbaops"]["tipoff"]
+        );
+        assert!(step1.target_arn.ends_with(":live"));
+
+        // The follow-up at its minute: web is already there, the worker goes up (capped at 3).
+        let r = run(&w, step1.input.clone(), step1.at).await;
+        let rec = &r.records[0];
+        assert_eq!(
+            w.asg.mutations()[1..],
+            ["set_desired_capacity nbaops-dev-worker 3"],
+            "{:?}",
+            rec.notes
+        );
+        assert!(rec.notes.iter().any(|n| n.contains("capped at 3")));
+        assert!(rec.notes.iter().any(|n| n.contains("no group left")));
+        assert_eq!(follow_ups(&w).len(), 1, "nothing left, nothing scheduled");
+
+        // Someone lowers the worker; the follow-up is delivered again under another delivery id:
+        // the guard's idempotency (work id from task + date) stops it, nothing is scheduled.
+        w.asg
+            .groups
+            .lock()
+            .unwrap()
+            .get_mut("nbaops-dev-worker")
+            .unwrap()
+            .desired = 2;
+        let mut dup = step1.input.clone();
+        dup["nbaops"]["id"] = json!("another-delivery");
+        let r = run(&w, dup, step1.at + Duration::seconds(20)).await;
+        assert_eq!(w.asg.mutations().len(), 2, "{:?}", r.records);
+        assert_eq!(
+            r.records[0].actions[0].stopped_by,
+            Some(GuardStep::Idempotency)
+        );
+        assert_eq!(follow_ups(&w).len(), 1);
+        // And the first delivery again: nothing either.
+        let r = run(&w, pre.input.clone(), pre.at + Duration::minutes(2)).await;
+        assert_eq!(w.asg.mutations().len(), 2, "{:?}", r.records);
+        assert_eq!(follow_ups(&w).len(), 1);
+        w.asg
+            .groups
+            .lock()
+            .unwrap()
+            .get_mut("nbaops-dev-worker")
+            .unwrap()
+            .desired = 3;
+
+        // The return: web back, the worker left for the return's follow-up, which brings it back.
+        let r = run(&w, back.input.clone(), back.at).await;
+        assert_eq!(
+            w.asg.mutations()[2..],
+            ["set_desired_capacity nbaops-dev-web 2"],
+            "{:?}",
+            r.records
+        );
+        assert_eq!(
+            follow_ups(&w)[1..],
+            ["create_once default/game-night-return-2026-12-25-step-1 at(2026-12-25T21:01:00)"]
+        );
+        let back1 = schedule(&w, "game-night-return-2026-12-25-step-1");
+        let r = run(&w, back1.input.clone(), back1.at).await;
+        assert_eq!(
+            w.asg.mutations()[3..],
+            ["set_desired_capacity nbaops-dev-worker 2"],
+            "{:?}",
+            r.records
+        );
+        assert_eq!(follow_ups(&w).len(), 2);
+        assert!(w
+            .notifier
+            .published()
+            .iter()
+            .all(|p| !p.message.contains("nbaops.alert/v1")));
+    }
+
+    /// A blast radius of 100 %: both groups in the planned delivery, no follow-up.
+    #[tokio::test]
+    async fn with_the_whole_fleet_allowed_both_groups_go_in_one_run() {
+        let w = world(
+            &[("NBAOPS_GUARD__BLAST__MAX_PERCENT", "100")],
+            Some("2026-12-25,12:00,high\n"),
+        );
+        let (pre, back) = planned(&w).await;
+        let r = run(&w, pre.input.clone(), pre.at).await;
         assert_eq!(
             w.asg.mutations(),
             vec![
@@ -935,43 +1197,65 @@ mod tests {
             "{:?}",
             r.records
         );
-        assert!(r.records[1].notes.iter().any(|n| n.contains("capped at 3")));
-        assert!(r
-            .records
+        assert!(r.records[0]
+            .actions
             .iter()
-            .all(|x| x.actions[0].action == "asg.prescale"));
-        // The same delivery again, even after someone lowered web: the guard's idempotency.
-        let r = run(&w, pre.input.clone(), pre.at + Duration::minutes(1)).await;
-        assert_eq!(w.asg.mutations().len(), 2);
-        assert!(r.records[0].notes[0].contains("not lowering"));
-        w.asg
-            .groups
-            .lock()
-            .unwrap()
-            .get_mut("nbaops-dev-web")
-            .unwrap()
-            .desired = 3;
-        let r = run(&w, pre.input.clone(), pre.at + Duration::minutes(2)).await;
-        assert_eq!(w.asg.mutations().len(), 2);
-        assert_eq!(
-            r.records[0].actions[0].stopped_by,
-            Some(GuardStep::Idempotency)
-        );
-        let r = run(&w, back.input.clone(), back.at).await;
+            .all(|a| a.outcome == Outcome::Acted));
+        run(&w, back.input.clone(), back.at).await;
         assert_eq!(
             w.asg.mutations()[2..],
             [
                 "set_desired_capacity nbaops-dev-web 2",
                 "set_desired_capacity nbaops-dev-worker 2",
-            ],
-            "{:?}",
-            r.records
+            ]
         );
-        assert!(w
-            .notifier
-            .published()
-            .iter()
-            .all(|p| !p.message.contains("nbaops.alert/v1")));
+        assert!(follow_ups(&w).is_empty(), "{:?}", w.scheduler.mutations());
+    }
+
+    /// Follow-ups stop at tip-off (pre-scale) and after MAX_STEPS; a busy group is left for one.
+    #[tokio::test]
+    async fn follow_ups_end_with_the_window_and_the_step_bound() {
+        let w = world(&[], Some("2026-12-25,12:00,high\n"));
+        let (pre, _) = planned(&w).await;
+        // Delivered 30 s before tip-off: web goes up, the worker's follow-up would be after it.
+        let tipoff = utc("2026-12-25T17:00:00Z");
+        let r = run(&w, pre.input.clone(), tipoff - Duration::seconds(30)).await;
+        assert_eq!(w.asg.mutations().len(), 1);
+        assert!(follow_ups(&w).is_empty());
+        assert!(
+            r.records[0]
+                .notes
+                .iter()
+                .any(|n| n.contains("nbaops-dev-worker left as they are") && n.contains("window")),
+            "{:?}",
+            r.records[0].notes
+        );
+        // The last follow-up schedules no other.
+        let mut last = pre.input.clone();
+        last["nbaops"]["step"] = json!(MAX_STEPS);
+        w.asg
+            .groups
+            .lock()
+            .unwrap()
+            .get_mut("nbaops-dev-worker")
+            .unwrap()
+            .activity_in_progress = true;
+        let r = run(&w, last, pre.at).await;
+        assert_eq!(w.asg.mutations().len(), 1, "{:?}", r.records);
+        assert!(follow_ups(&w).is_empty());
+        let notes = r.records[0].notes.join(" | ");
+        assert!(notes.contains("scaling activity is in progress"), "{notes}");
+        assert!(notes.contains("the last one"), "{notes}");
+        // A busy group before that is left for the next step.
+        let mut nine = pre.input.clone();
+        nine["nbaops"]["step"] = json!(MAX_STEPS - 1);
+        run(&w, nine, pre.at).await;
+        assert_eq!(
+            follow_ups(&w),
+            vec![format!(
+                "create_once default/game-night-prescale-2026-12-25-step-{MAX_STEPS} at(2026-12-25T16:01:00)"
+            )]
+        );
     }
 
     #[tokio::test]
@@ -1035,6 +1319,8 @@ mod tests {
         let w = world(&[], Some("2026-12-25,12:00,high\n"));
         let (pre, _) = planned(&w).await;
         run(&w, pre.input.clone(), pre.at).await;
+        let step1 = schedule(&w, "game-night-prescale-2026-12-25-step-1");
+        run(&w, step1.input.clone(), step1.at).await;
         assert_eq!(w.asg.mutations().len(), 2);
         let off_peak = |id: &str| json!({"nbaops": {"task": "off-peak-scale-in", "id": id}});
         let r = run(&w, off_peak("op-1"), utc("2026-12-25T18:00:00Z")).await;
@@ -1079,5 +1365,28 @@ mod tests {
         let r = run(&w, pre.input.clone(), pre.at).await;
         assert!(w.asg.mutations().is_empty());
         assert_eq!(r.records[0].actions[0].outcome, Outcome::WouldAct);
+        // (the worker, stopped by the blast radius in dry-run, is not left for a follow-up)
+        assert!(follow_ups(&w).is_empty(), "{:?}", r.records[0].notes);
+    }
+
+    #[tokio::test]
+    async fn a_follow_up_with_a_bad_step_is_not_for_me() {
+        let w = world(&[], Some("2026-12-25,12:00,high\n"));
+        let (pre, _) = planned(&w).await;
+        for step in [json!(0), json!(MAX_STEPS + 1), json!("1"), json!(-1)] {
+            let mut bad = pre.input.clone();
+            bad["nbaops"]["step"] = step.clone();
+            let r = run(&w, bad, pre.at).await;
+            assert!(
+                r.records[0]
+                    .not_for_me
+                    .as_deref()
+                    .is_some_and(|n| n.contains("nbaops.step")),
+                "{step}: {:?}",
+                r.records[0]
+            );
+        }
+        assert!(w.asg.mutations().is_empty());
+        assert!(follow_ups(&w).is_empty());
     }
 }

@@ -48,12 +48,9 @@ impl Function for ScaleOnAlarm {
         })
     }
 
-    /// Game-night tasks answer one record per group (crate::gamenight); the rest one record.
+    /// The off-peak scale-in waits while a game night holds the groups (crate::gamenight).
     async fn records(&self, inbound: Inbound, ctx: &Ctx<'_>) -> Result<Vec<RecordReport>> {
         match inbound {
-            Inbound::Schedule(tick) if crate::gamenight::takes(&tick) => {
-                self.game_night(&tick, ctx).await
-            }
             Inbound::Schedule(tick) if tick.task().as_deref() == Some(OFF_PEAK_TASK) => {
                 match self.off_peak_held(&tick, ctx).await? {
                     Some(held) => Ok(vec![held]),
@@ -69,6 +66,9 @@ impl Function for ScaleOnAlarm {
             Inbound::Alarm(alarm) => self.on_alarm(&alarm, ctx).await,
             Inbound::Schedule(tick) if tick.task().as_deref() == Some(OFF_PEAK_TASK) => {
                 self.on_off_peak(&tick, ctx).await
+            }
+            Inbound::Schedule(tick) if crate::gamenight::takes(&tick) => {
+                self.game_night(&tick, ctx).await
             }
             other => Ok(ctx.not_mine(&other)),
         }
