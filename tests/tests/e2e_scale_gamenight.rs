@@ -2,6 +2,9 @@
 //! one-time schedules in moto's EventBridge Scheduler, and each schedule is "delivered" by invoking
 //! the binary with the schedule's input on a clock set to the schedule's minute (moto never fires
 //! a schedule). The calendar is in America/New_York and its slates fall on both DST Sundays of 2027.
+//! With the default blast radius (50 % of the two groups) a pre-scale changes one group per
+//! delivery and leaves the other to a follow-up schedule, read back from moto and delivered at
+//! its minute.
 
 use aws_sdk_cloudwatch::types::{ComparisonOperator, Dimension, StateValue, Statistic};
 use nbaops_tests::demo::Stack;
@@ -117,6 +120,19 @@ async fn desired(stack: &Stack, group: &str) -> i32 {
         .desired
 }
 
+/// A hand-made change of a group's desired capacity (not through the function).
+async fn set_desired(stack: &Stack, group: &str, to: i32) {
+    stack
+        .clients
+        .asg
+        .set_desired_capacity()
+        .auto_scaling_group_name(group)
+        .desired_capacity(to)
+        .send()
+        .await
+        .unwrap();
+}
+
 /// The instant of an `at(...)` expression, as the RFC 3339 a process clock starts at.
 fn instant(expression: &str) -> String {
     let inner = expression
@@ -167,23 +183,54 @@ async fn a_calendar_becomes_schedules_that_raise_and_return_the_groups() {
     assert!(calendar_alerts(&stack).await.is_empty());
     drop(f);
 
-    // The pre-scale delivered at its minute: both groups to high = 4 (ceiling 4, MaxSize 4).
+    // The pre-scale delivered at its minute. One guard over both groups, default blast radius
+    // (50 % of 2: one change per delivery): web to high = 4 (ceiling 4, MaxSize 4), the worker
+    // stopped by the blast radius and left for a follow-up a minute later.
+    let worker_before = desired(&stack, WORKER).await;
     let f = at(&stack, &instant(&pre_at)).await;
-    let v = f.invoke_ok(pre_input).await.unwrap();
+    let v = f.invoke_ok(pre_input.clone()).await.unwrap();
+    assert_eq!(desired(&stack, WEB).await, 4, "{v}");
+    assert_eq!(desired(&stack, WORKER).await, worker_before, "{v}");
+    assert_eq!(v["records"].as_array().map(Vec::len), Some(1), "{v}");
+    let actions = &v["records"][0]["actions"];
+    assert_eq!(actions[0]["action"], "asg.prescale", "{v}");
+    assert_eq!(actions[0]["outcome"], "acted", "{v}");
+    assert_eq!(actions[1]["resource"], format!("asg:{WORKER}"), "{v}");
+    assert_eq!(actions[1]["stopped_by"], "blast_radius", "{v}");
+    drop(f);
+    let (step1_at, step1_input) = schedule(&stack, "game-night-prescale-2027-03-14-step-1").await;
+    assert_eq!(step1_at, "at(2027-03-14T22:31:00)");
+    assert_eq!(step1_input["nbaops"]["step"], 1);
+    assert_eq!(step1_input["nbaops"]["date"], "2027-03-14");
+    assert_eq!(step1_input["nbaops"]["load"], "high");
+
+    // The follow-up delivered at its minute: the worker goes up, nothing more is scheduled.
+    let f = at(&stack, &instant(&step1_at)).await;
+    let v = f.invoke_ok(step1_input.clone()).await.unwrap();
     assert_eq!(desired(&stack, WEB).await, 4, "{v}");
     assert_eq!(desired(&stack, WORKER).await, 4, "{v}");
-    let actions: Vec<&Value> = v["records"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| &r["actions"][0])
-        .collect();
-    assert!(
-        actions
+    let names = schedule_names(&stack).await;
+    assert_eq!(
+        names
             .iter()
-            .all(|a| a["action"] == "asg.prescale" && a["outcome"] == "acted"),
+            .filter(|n| n.contains("-step-"))
+            .collect::<Vec<_>>(),
+        vec!["game-night-prescale-2027-03-14-step-1"],
         "{v}"
     );
+    // The worker is lowered by hand; the follow-up is delivered again under another delivery id:
+    // the guard's idempotency (the work id is task + slate date) makes no second change, and
+    // nothing new is scheduled.
+    set_desired(&stack, WORKER, worker_before).await;
+    let mut dup = step1_input.clone();
+    dup["nbaops"]["id"] = json!("a-second-delivery");
+    let v = f.invoke_ok(dup).await.unwrap();
+    assert_eq!(desired(&stack, WORKER).await, worker_before, "{v}");
+    let dup_action = &v["records"][0]["actions"][0];
+    assert_eq!(dup_action["resource"], format!("asg:{WORKER}"), "{v}");
+    assert_eq!(dup_action["stopped_by"], "idempotency", "{v}");
+    assert_eq!(schedule_names(&stack).await, names, "{v}");
+    set_desired(&stack, WORKER, 4).await;
     drop(f);
 
     // The worker's CPU alarm is in ALARM when the return comes: the worker stays, web goes back.
@@ -217,9 +264,18 @@ async fn a_calendar_becomes_schedules_that_raise_and_return_the_groups() {
     let v = f.invoke_ok(back_input).await.unwrap();
     assert_eq!(desired(&stack, WEB).await, 2, "{v}");
     assert_eq!(desired(&stack, WORKER).await, 4, "{v}");
-    let notes = v["records"][1]["notes"].to_string();
+    assert_eq!(v["records"].as_array().map(Vec::len), Some(1), "{v}");
+    let notes = v["records"][0]["notes"].to_string();
     assert!(
         notes.contains("left at 4") && notes.contains("nbaops-dev-worker-cpu-high"),
+        "{v}"
+    );
+    // A group left for its alarm is not a group left for a follow-up.
+    assert!(
+        !schedule_names(&stack)
+            .await
+            .iter()
+            .any(|n| n.starts_with("game-night-return-2027-03-14-step-")),
         "{v}"
     );
     drop(f);
