@@ -281,6 +281,13 @@ SSM_PLAN = {  # function: (config sections besides guard + audit, secret pattern
     "OffhoursFunction": (["offhours"], []),
 }
 check("every function has an SSM plan", set(SSM_PLAN) == set(functions), sorted(set(functions) ^ set(SSM_PLAN)))
+# Single String parameters a function reads with GetParameter besides its secrets, authorised against
+# the parameter's ARN (https://docs.aws.amazon.com/systems-manager/latest/userguide/sysman-paramstore-access.html):
+# scale-on-alarm's game calendar, whose name is the default of scale.gamenight.calendar_parameter.
+SSM_SINGLE = {"ScaleOnAlarmFunction": ["calendar/games"]}
+SCALE_RS = (ROOT / "shared/src/config/scale.rs").read_text()
+check("the game calendar the role grants is scale.gamenight.calendar_parameter's default",
+      '("scale.gamenight.calendar_parameter", "/nbaops/{env}/calendar/games"' in SCALE_RS)
 # The plan's sections are the ones the code reads (shared/src/config/mod.rs FUNCTION_SECTIONS): a
 # section the code reads that the role cannot is an AccessDenied at init; one the role may read
 # that the code never does is a dead grant.
@@ -308,14 +315,15 @@ for key, (sections, secrets) in SSM_PLAN.items():
         continue
     paths = {SSM + s for s in ["guard", "audit"] + sections}
     secret_arns = {SSM + "secrets/" + s for s in secrets}
+    single_arns = {SSM + p for p in SSM_SINGLE.get(key, [])}
     check(f"{key}: GetParametersByPath on exactly {sorted(p.rsplit('/', 1)[-1] for p in paths)}",
           resources_of(allows(fn, "ssm:GetParametersByPath")) == paths, resources_of(allows(fn, "ssm:GetParametersByPath")))
     # The guard re-reads its live switches by path under guard/ (covered above), never one by one:
     # GetParametersByPath is authorised against the requested path, not the parameters returned
     # (https://docs.aws.amazon.com/systems-manager/latest/userguide/ps-retrieval-authorization.html),
     # and the adapter requests `/nbaops/<env>/guard` (trailing slash trimmed, shared/src/adapters/ssm.rs).
-    check(f"{key}: GetParameter on exactly its secrets",
-          resources_of(allows(fn, "ssm:GetParameter")) == secret_arns, resources_of(allows(fn, "ssm:GetParameter")))
+    check(f"{key}: GetParameter on exactly its secrets" + (f" and {sorted(SSM_SINGLE[key])}" if key in SSM_SINGLE else ""),
+          resources_of(allows(fn, "ssm:GetParameter")) == secret_arns | single_arns, resources_of(allows(fn, "ssm:GetParameter")))
     other_ssm = {a for s in allows(fn) for a in as_list(s["Action"]) if a.startswith("ssm:")} - {"ssm:GetParametersByPath", "ssm:GetParameter"}
     check(f"{key}: no other SSM action", not other_ssm, other_ssm)
     ssm_decrypt = [s for s in allows(fn, "kms:Decrypt") if cond(s, "StringLike", "kms:EncryptionContext:PARAMETER_ARN")]

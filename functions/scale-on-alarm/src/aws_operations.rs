@@ -4,9 +4,6 @@
 //! exactly the union (infra/tests/check_aws_operations.py checks both ways).
 //! Actions another service authorises on our behalf are listed too, with the call that causes them.
 
-/// Not yet here: scheduler:CreateSchedule and iam:PassRole (SdkScheduler::create_once, the
-/// off-peak follow-up). It is only called when scale.followup.target_arn and role_arn are set,
-/// which the template does not do yet; they come with its follow-up group, role and settings.
 pub const AWS_OPERATIONS: &[&str] = &[
     "autoscaling:DescribeAutoScalingGroups", // SdkAutoScaling::describe_group
     "autoscaling:SetDesiredCapacity",        // SdkAutoScaling::set_desired_capacity
@@ -19,4 +16,8 @@ pub const AWS_OPERATIONS: &[&str] = &[
     "cloudwatch:DescribeAlarms", // SdkCloudWatch::alarms_in_state (offpeak.rs); set_alarm_threshold reads the alarm to rewrite it whole
     "cloudwatch:DescribeAlarmsForMetric", // SdkCloudWatch::alarms_for_metric (thresholds.rs)
     "cloudwatch:PutMetricAlarm", // SdkCloudWatch::set_alarm_threshold (thresholds.rs)
+    "ssm:GetParameter",          // SdkParams::get (the game calendar, gamenight.rs)
+    "scheduler:CreateSchedule", // SdkScheduler::create_once (follow-ups: off-peak steps, game nights)
+    "scheduler:DeleteSchedule", // SdkScheduler::delete (a re-planned game night)
+    "iam:PassRole",             // CreateSchedule passes scale.followup.role_arn
 ];

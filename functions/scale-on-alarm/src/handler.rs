@@ -38,7 +38,7 @@ pub struct ScaleOnAlarm {
 impl Function for ScaleOnAlarm {
     const NAME: &'static str = FUNCTION;
     const TAKES: &'static str =
-        "CloudWatch alarm state changes and the 'off-peak-scale-in' and 'alarm-drift' schedules";
+        "CloudWatch alarm state changes and the 'off-peak-scale-in', 'alarm-drift' and 'game-night-*' schedules";
     type Reply = InvocationReport;
 
     async fn init(_deps: &Deps, aws: &AwsClients) -> Result<Self> {
@@ -51,6 +51,19 @@ impl Function for ScaleOnAlarm {
         })
     }
 
+    /// The off-peak scale-in waits while a game night holds the groups (crate::gamenight).
+    async fn records(&self, inbound: Inbound, ctx: &Ctx<'_>) -> Result<Vec<RecordReport>> {
+        match inbound {
+            Inbound::Schedule(tick) if tick.task().as_deref() == Some(OFF_PEAK_TASK) => {
+                match self.off_peak_held(&tick, ctx).await? {
+                    Some(held) => Ok(vec![held]),
+                    None => Ok(vec![self.on(Inbound::Schedule(tick), ctx).await?]),
+                }
+            }
+            other => Ok(vec![self.on(other, ctx).await?]),
+        }
+    }
+
     async fn on(&self, inbound: Inbound, ctx: &Ctx<'_>) -> Result<RecordReport> {
         match inbound {
             Inbound::Alarm(alarm) => self.on_alarm(&alarm, ctx).await,
@@ -61,6 +74,9 @@ impl Function for ScaleOnAlarm {
                 if tick.task().as_deref() == Some(crate::thresholds::ALARM_DRIFT_TASK) =>
             {
                 self.on_alarm_drift(&tick, ctx).await
+            }
+            Inbound::Schedule(tick) if crate::gamenight::takes(&tick) => {
+                self.game_night(&tick, ctx).await
             }
             other => Ok(ctx.not_mine(&other)),
         }

@@ -2,6 +2,8 @@
 
 pub mod aws_operations;
 pub mod cache_memory;
+pub mod calendar;
+pub mod gamenight;
 pub mod handler;
 pub mod offpeak;
 pub mod plan;

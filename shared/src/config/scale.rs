@@ -50,6 +50,11 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("scale.cache.min_nodes", "1", "scale-in never goes below this many Memcached nodes"),
     ("scale.cache.scale_in_below_percent", "50", "remove a node only if the cluster's BytesUsedForCacheItems, spread over one node less, stays at or below this percent of their cache memory"),
     ("scale.cache.memory_high_percent", "75", "a node is full above this percent of its node type's cache memory: the cache alarm adds a node only when BytesUsedForCacheItems confirms it (SPEC 2.5)"),
+    ("scale.gamenight.calendar_parameter", "/nbaops/{env}/calendar/games", "SSM parameter of the game calendar (CSV lines date,tipoff,load in scale.gamenight.tz; docs/game-nights.md); outside the config path. Missing: no pre-scaling, one P4"),
+    ("scale.gamenight.tz", "", "IANA time zone of the calendar's dates and tip-offs; empty: guard.window.tz (the template sets ScheduleTimeZone, the zone of the daily game-night-plan)"),
+    ("scale.gamenight.levels", "high=4,medium=3", "load=desired capacity of every managed group on a game night, capped by its ceiling and MaxSize; a load not listed is a malformed calendar line"),
+    ("scale.gamenight.lead_minutes", "60", "groups are raised this many minutes before tip-off"),
+    ("scale.gamenight.hold_minutes", "240", "and brought back to baseline this many minutes after tip-off (unless an alarm of the group is in ALARM)"),
     ("scale.signal_metrics", "CPUUtilization,FreeableMemory,DatabaseConnections,IOWait,BytesUsedForCacheItems", "metrics whose single-metric alarms scale by their dimension (SPEC 2.5; Memcached publishes BytesUsedForCacheItems, not the Redis-only DatabaseMemoryUsagePercentage); any other alarm needs scale.alarm_map"),
 ];
 
@@ -135,6 +140,7 @@ pub struct ScaleConfig {
     pub alarm_map: BTreeMap<String, AlarmRoute>,
     pub signal_metrics: Vec<String>,
     pub followup: FollowUps,
+    pub gamenight: GameNights,
     /// Memory per class / node type and the alarm percentages (issue #17).
     pub capacity: Capacity,
     pub offpeak: OffPeak,
@@ -323,6 +329,90 @@ fn offpeak(s: &Settings) -> Result<OffPeak> {
     })
 }
 
+/// Game-night pre-scaling (docs/game-nights.md): where the calendar is, the zone of its times, the
+/// desired capacity per load, and how long before and after tip-off.
+#[derive(Debug, Clone, Serialize)]
+pub struct GameNights {
+    pub calendar_parameter: String,
+    #[serde(serialize_with = "tz_name")]
+    pub tz: chrono_tz::Tz,
+    /// load name -> desired capacity of every managed group (capped per group).
+    pub levels: BTreeMap<String, i32>,
+    pub lead_minutes: i64,
+    pub hold_minutes: i64,
+}
+
+impl Default for GameNights {
+    fn default() -> GameNights {
+        GameNights {
+            calendar_parameter: String::new(),
+            tz: chrono_tz::UTC,
+            levels: BTreeMap::new(),
+            lead_minutes: 60,
+            hold_minutes: 240,
+        }
+    }
+}
+
+fn tz_name<S: serde::Serializer>(tz: &chrono_tz::Tz, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(tz.name())
+}
+
+fn gamenights(s: &Settings) -> Result<GameNights> {
+    let calendar_parameter = s.string("scale.gamenight.calendar_parameter");
+    if !calendar_parameter.starts_with('/') || calendar_parameter.contains(char::is_whitespace) {
+        return Err(s.bad(
+            "scale.gamenight.calendar_parameter",
+            "an SSM parameter name such as /nbaops/prod/calendar/games",
+        ));
+    }
+    let tz_key = if s.string("scale.gamenight.tz").is_empty() {
+        "guard.window.tz"
+    } else {
+        "scale.gamenight.tz"
+    };
+    let tz: chrono_tz::Tz = s
+        .string(tz_key)
+        .parse()
+        .map_err(|_| s.bad(tz_key, "an IANA time zone such as America/New_York"))?;
+    let mut levels = BTreeMap::new();
+    for item in s.list("scale.gamenight.levels") {
+        let parsed = item.split_once('=').and_then(|(name, n)| {
+            let name = name.trim().to_ascii_lowercase();
+            let n: i32 = n.trim().parse().ok()?;
+            let ok = !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'));
+            (ok && n >= 1).then_some((name, n))
+        });
+        let Some((name, n)) = parsed else {
+            return Err(s.bad(
+                "scale.gamenight.levels",
+                "a comma list of load=desired capacity (high=4,medium=3)",
+            ));
+        };
+        if levels.insert(name, n).is_some() {
+            return Err(s.bad("scale.gamenight.levels", "each load once"));
+        }
+    }
+    let lead_minutes: i64 = s.number("scale.gamenight.lead_minutes", "whole minutes >= 0")?;
+    if !(0..=24 * 60).contains(&lead_minutes) {
+        return Err(s.bad("scale.gamenight.lead_minutes", "whole minutes in [0, 1440]"));
+    }
+    let hold_minutes: i64 = positive(s, "scale.gamenight.hold_minutes", "whole minutes >= 1")?;
+    if hold_minutes > 24 * 60 {
+        return Err(s.bad("scale.gamenight.hold_minutes", "whole minutes in [1, 1440]"));
+    }
+    Ok(GameNights {
+        calendar_parameter,
+        tz,
+        levels,
+        lead_minutes,
+        hold_minutes,
+    })
+}
+
 pub fn from_settings(s: &Settings) -> Result<ScaleConfig> {
     let group_default = GroupPlan {
         step: parse_step(s, "scale.asg.step", &s.string("scale.asg.step"))?,
@@ -364,6 +454,7 @@ pub fn from_settings(s: &Settings) -> Result<ScaleConfig> {
         followup: followups(s)?,
         offpeak: offpeak(s)?,
         capacity,
+        gamenight: gamenights(s)?,
     })
 }
 
@@ -516,6 +607,43 @@ mod tests {
             let e = load(&[], &[(k, v)]).unwrap_err().to_string();
             let key = k.trim_start_matches("/nbaops/dev/").replace('/', ".");
             assert!(e.contains(&key), "{k}={v}: {e}");
+        }
+    }
+
+    #[test]
+    fn game_nights() {
+        let c = load(&[], &[]).unwrap().gamenight;
+        assert_eq!(c.calendar_parameter, "/nbaops/dev/calendar/games");
+        assert_eq!(c.tz, chrono_tz::UTC);
+        assert_eq!(c.levels.get("high"), Some(&4));
+        assert_eq!((c.lead_minutes, c.hold_minutes), (60, 240));
+        let c = load(&[("NBAOPS_GUARD__WINDOW__TZ", "Europe/Paris")], &[]).unwrap();
+        assert_eq!(c.gamenight.tz, chrono_tz::Europe::Paris);
+        let c = load(
+            &[
+                ("NBAOPS_GUARD__WINDOW__TZ", "Europe/Paris"),
+                ("NBAOPS_SCALE__GAMENIGHT__TZ", "America/New_York"),
+                ("NBAOPS_SCALE__GAMENIGHT__LEVELS", "Playoffs=4, low=2"),
+            ],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.gamenight.tz, chrono_tz::America::New_York);
+        assert_eq!(
+            c.gamenight.levels,
+            BTreeMap::from([("playoffs".to_string(), 4), ("low".to_string(), 2)])
+        );
+        for (k, v) in [
+            ("NBAOPS_SCALE__GAMENIGHT__TZ", "Mars/Olympus"),
+            ("NBAOPS_SCALE__GAMENIGHT__LEVELS", "high=0"),
+            ("NBAOPS_SCALE__GAMENIGHT__LEVELS", "high"),
+            ("NBAOPS_SCALE__GAMENIGHT__LEVELS", "high=4,high=3"),
+            ("NBAOPS_SCALE__GAMENIGHT__LEAD_MINUTES", "-5"),
+            ("NBAOPS_SCALE__GAMENIGHT__HOLD_MINUTES", "0"),
+            ("NBAOPS_SCALE__GAMENIGHT__CALENDAR_PARAMETER", "games"),
+        ] {
+            let e = load(&[(k, v)], &[]).unwrap_err().to_string();
+            assert!(e.contains("gamenight") || e.contains(v), "{k}={v}: {e}");
         }
     }
 }
