@@ -4,11 +4,13 @@
 use chrono::Duration;
 use serde_json::{json, Value};
 
-use nbaops_shared::adapters::{AwsClients, SdkAutoScaling, SdkElastiCache, SdkRds};
+use nbaops_shared::adapters::{
+    AwsClients, SdkAutoScaling, SdkCloudWatch, SdkElastiCache, SdkRds, SdkScheduler,
+};
 use nbaops_shared::alerts::Severity;
 use nbaops_shared::events::{AlarmChange, AlarmState, Inbound, ScheduledTick};
 use nbaops_shared::guard::{in_change_window, AuditRecord, Bounds, Outcome, ProposedAction};
-use nbaops_shared::ports::{AutoScaling, ElastiCache, LedgerWrite, Rds};
+use nbaops_shared::ports::{AutoScaling, CloudWatch, ElastiCache, LedgerWrite, Rds, Scheduler};
 use nbaops_shared::runtime::{Ctx, Deps, Function, InvocationReport, RecordReport, Work};
 use nbaops_shared::Result;
 
@@ -16,6 +18,7 @@ use crate::plan::{
     intent_for, plan_cache, plan_db, plan_group, CacheChange, DbChange, Direction, GroupChange,
     Intent, Target,
 };
+use crate::recheck::{GroupStep, RECHECK_TASK};
 
 pub const FUNCTION: &str = "scale-on-alarm";
 /// Scheduler input `{"nbaops": {"task": "off-peak-scale-in"}}` scales every group in one step.
@@ -26,12 +29,16 @@ pub struct ScaleOnAlarm {
     pub asg: Box<dyn AutoScaling>,
     pub rds: Box<dyn Rds>,
     pub cache: Box<dyn ElastiCache>,
+    /// The alarm's state when a re-check comes (recheck.rs).
+    pub cw: Box<dyn CloudWatch>,
+    /// One-time re-checks of a sustained alarm (recheck.rs).
+    pub scheduler: Box<dyn Scheduler>,
 }
 
 impl Function for ScaleOnAlarm {
     const NAME: &'static str = FUNCTION;
     const TAKES: &'static str =
-        "CloudWatch alarm state changes and the 'off-peak-scale-in' schedule";
+        "CloudWatch alarm state changes, the 'off-peak-scale-in' schedule and its own 'scale-recheck' follow-ups";
     type Reply = InvocationReport;
 
     async fn init(_deps: &Deps, aws: &AwsClients) -> Result<Self> {
@@ -39,6 +46,8 @@ impl Function for ScaleOnAlarm {
             asg: Box::new(SdkAutoScaling(aws.autoscaling())),
             rds: Box::new(SdkRds(aws.rds())),
             cache: Box::new(SdkElastiCache(aws.elasticache())),
+            cw: Box::new(SdkCloudWatch(aws.cloudwatch())),
+            scheduler: Box::new(SdkScheduler(aws.scheduler())),
         })
     }
 
@@ -47,6 +56,9 @@ impl Function for ScaleOnAlarm {
             Inbound::Alarm(alarm) => self.on_alarm(&alarm, ctx).await,
             Inbound::Schedule(tick) if tick.task().as_deref() == Some(OFF_PEAK_TASK) => {
                 self.on_off_peak(&tick, ctx).await
+            }
+            Inbound::Schedule(tick) if tick.task().as_deref() == Some(RECHECK_TASK) => {
+                self.on_recheck(&tick, ctx).await
             }
             other => Ok(ctx.not_mine(&other)),
         }
@@ -97,9 +109,12 @@ async fn flap_count(alarm: &AlarmChange, ctx: &Ctx<'_>) -> Result<(usize, Ledger
 }
 
 /// What one scaling is about: the alarm or schedule behind it, and how urgent it is.
-struct Why<'r> {
-    reason: &'r str,
-    severity: Severity,
+pub(crate) struct Why<'r> {
+    pub(crate) reason: &'r str,
+    pub(crate) severity: Severity,
+    /// The alarm episode (recheck.rs) a scale-out belongs to: its "capacity exhausted" P2 is
+    /// raised once per episode, and an acted step schedules the next re-check.
+    pub(crate) episode: Option<&'r crate::recheck::Episode>,
 }
 
 /// The P3 (P2 when it failed or was an emergency change) telling people what was done.
@@ -139,7 +154,11 @@ impl ScaleOnAlarm {
         );
         let mut w = ctx.work(&alarm.event_id, "alarm", summary);
         let scale = &ctx.cfg().scale;
-        let (target, direction, route) = match intent_for(alarm, scale) {
+        let intent = intent_for(alarm, scale);
+        if alarm.state == AlarmState::Ok && !matches!(intent, Intent::NotForMe(_)) {
+            self.cancel_recheck(&alarm.alarm_name, &mut w).await?;
+        }
+        let (target, direction, route) = match intent {
             Intent::NotForMe(reason) => return Ok(w.not_for_me(reason)),
             Intent::Nothing(why) => {
                 w.note(why);
@@ -169,12 +188,17 @@ impl ScaleOnAlarm {
             alarm.state.as_str(),
             alarm.reason
         );
+        let episode = crate::recheck::Episode::of(alarm);
         let why = Why {
             reason: &reason,
             severity,
+            episode: (direction == Direction::Out).then_some(&episode),
         };
         match target {
-            Target::Group(name) => self.scale_group(&name, direction, &why, &mut w).await?,
+            Target::Group(name) => {
+                let step = self.scale_group(&name, direction, &why, &mut w).await?;
+                self.follow_up(&name, step, &why, &mut w).await?;
+            }
             Target::Db(id) => self.scale_db(&id, &why, &mut w).await?,
             Target::Cache(id) => self.scale_cache(&id, &why, &mut w).await?,
         }
@@ -247,6 +271,7 @@ impl ScaleOnAlarm {
         let why = Why {
             reason: &reason,
             severity: Severity::P4,
+            episode: None,
         };
         for name in groups {
             self.scale_group(name, Direction::In, &why, &mut w).await?;
@@ -254,28 +279,35 @@ impl ScaleOnAlarm {
         Ok(w.rec)
     }
 
-    async fn scale_group(
+    pub(crate) async fn scale_group(
         &self,
         name: &str,
         dir: Direction,
         why: &Why<'_>,
         w: &mut Work<'_>,
-    ) -> Result<()> {
+    ) -> Result<GroupStep> {
         let ctx = w.ctx;
         let scale = &ctx.cfg().scale;
         let resource = format!("asg:{name}");
         let Some(group) = self.asg.describe_group(name).await? else {
             w.note(format!("{resource} does not exist: no action"));
-            return Ok(());
+            return Ok(GroupStep::Nothing);
         };
+        let mut step = GroupStep::Nothing;
         match plan_group(&group, scale.plan_for(name), dir) {
-            GroupChange::Busy => w.note(format!(
-                "{resource}: a scaling activity is in progress, not stacking another"
-            )),
+            GroupChange::Busy => {
+                w.note(format!(
+                    "{resource}: a scaling activity is in progress, not stacking another"
+                ));
+                step = GroupStep::Deferred;
+            }
             GroupChange::AtBaseline { desired, floor } => w.note(format!(
                 "{resource}: already at {desired} (floor {floor}), nothing to scale in"
             )),
             GroupChange::AtCeiling { desired, ceiling } => {
+                if !crate::recheck::first_exhausted(why.episode, &resource, w).await? {
+                    return Ok(GroupStep::Nothing);
+                }
                 let alert = ctx
                     .alert(
                         Severity::P2,
@@ -316,6 +348,7 @@ impl ScaleOnAlarm {
                     .await?;
                 let words = audit.outcome_words();
                 w.note(format!("{resource}: desired {from} -> {to}: {words}"));
+                step = GroupStep::of(&audit, from, max);
                 announce(
                     w,
                     &audit,
@@ -328,7 +361,7 @@ impl ScaleOnAlarm {
                 .await?;
             }
         }
-        Ok(())
+        Ok(step)
     }
 
     async fn scale_db(&self, id: &str, why: &Why<'_>, w: &mut Work<'_>) -> Result<()> {
@@ -484,7 +517,7 @@ impl ScaleOnAlarm {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use chrono::{TimeZone, Utc};
     use nbaops_shared::fakes::*;
@@ -492,9 +525,10 @@ mod tests {
     use nbaops_shared::ports::*;
     use nbaops_shared::runtime::{dispatch, Invocation};
 
-    const WEB_ALARM: &str =
+    pub(crate) const WEB_ALARM: &str =
         include_str!("../../../events/cloudwatch-alarm/eventbridge-single-metric-alarm.json");
-    const WEB_OK: &str = include_str!("../../../events/cloudwatch-alarm/eventbridge-ok.json");
+    pub(crate) const WEB_OK: &str =
+        include_str!("../../../events/cloudwatch-alarm/eventbridge-ok.json");
     const DB_ALARM: &str =
         include_str!("../../../events/cloudwatch-alarm/eventbridge-rds-memory-alarm.json");
     const CACHE_ALARM: &str =
@@ -503,16 +537,18 @@ mod tests {
         include_str!("../../../events/cloudwatch-alarm/direct-action-insufficient-data.json");
     const S3: &str = include_str!("../../../events/not-for-me/s3-put.json");
 
-    struct World {
-        deps: &'static Deps,
-        f: &'static ScaleOnAlarm,
-        asg: &'static FakeAutoScaling,
-        rds: &'static FakeRds,
-        cache: &'static FakeElastiCache,
-        notifier: &'static FakeNotifier,
+    pub(crate) struct World {
+        pub deps: &'static Deps,
+        pub f: &'static ScaleOnAlarm,
+        pub asg: &'static FakeAutoScaling,
+        pub rds: &'static FakeRds,
+        pub cache: &'static FakeElastiCache,
+        pub notifier: &'static FakeNotifier,
+        pub cw: &'static FakeCloudWatch,
+        pub scheduler: &'static FakeScheduler,
     }
 
-    fn world(extra: &[(&str, &str)], web_desired: i32, protect: bool) -> World {
+    pub(crate) fn world(extra: &[(&str, &str)], web_desired: i32, protect: bool) -> World {
         let mut vars = vec![
             ("NBAOPS_SCALE__GROUPS", "nbaops-dev-web,nbaops-dev-worker"),
             ("NBAOPS_SCALE__RDS__INSTANCES", "nbaops-dev-db"),
@@ -568,28 +604,52 @@ mod tests {
             status: "available".into(),
             tags: Tags::new(),
         }]));
+        let cw = leak(FakeCloudWatch::with(vec![MetricAlarm {
+            name: "nbaops-dev-web-cpu-high".into(),
+            arn: None,
+            state: "ALARM".into(),
+            state_updated: None,
+            namespace: Some("AWS/EC2".into()),
+            metric: Some("CPUUtilization".into()),
+            dimensions: [(
+                "AutoScalingGroupName".to_string(),
+                "nbaops-dev-web".to_string(),
+            )]
+            .into(),
+            threshold: Some(70.0),
+            comparison: Some("GreaterThanThreshold".into()),
+        }]));
+        let scheduler = leak(FakeScheduler::default());
         World {
             deps: t.deps,
             f: leak(ScaleOnAlarm {
                 asg: Box::new(Shared(asg)),
                 rds: Box::new(Shared(rds)),
                 cache: Box::new(Shared(cache)),
+                cw: Box::new(Shared(cw)),
+                scheduler: Box::new(Shared(scheduler)),
             }),
             asg,
             rds,
             cache,
             notifier: t.notifier,
+            cw,
+            scheduler,
         }
     }
 
-    async fn handle(payload: Value, inv: Invocation, w: &World) -> Result<InvocationReport> {
+    pub(crate) async fn handle(
+        payload: Value,
+        inv: Invocation,
+        w: &World,
+    ) -> Result<InvocationReport> {
         dispatch(w.f, payload, &Ctx::of::<ScaleOnAlarm>(w.deps, &inv)).await
     }
 
-    fn inv(now: chrono::DateTime<Utc>) -> Invocation {
+    pub(crate) fn inv(now: chrono::DateTime<Utc>) -> Invocation {
         Invocation::at("req", now)
     }
-    fn wednesday() -> chrono::DateTime<Utc> {
+    pub(crate) fn wednesday() -> chrono::DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap()
     }
 

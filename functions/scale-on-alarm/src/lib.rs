@@ -3,3 +3,4 @@
 pub mod aws_operations;
 pub mod handler;
 pub mod plan;
+pub mod recheck;

@@ -189,3 +189,42 @@ impl<T: Inventory> Inventory for Shared<T> {
         self.0.list_db_instances_with_tag(key).await
     }
 }
+
+#[async_trait]
+impl<T: CloudWatch> CloudWatch for Shared<T> {
+    async fn describe_alarm(&self, name: &str) -> Result<Option<MetricAlarm>> {
+        self.0.describe_alarm(name).await
+    }
+    async fn alarms_in_state(&self, state: &str) -> Result<Vec<MetricAlarm>> {
+        self.0.alarms_in_state(state).await
+    }
+    async fn alarms_for_metric(
+        &self,
+        namespace: &str,
+        metric: &str,
+        dimensions: &BTreeMap<String, String>,
+    ) -> Result<Vec<MetricAlarm>> {
+        self.0
+            .alarms_for_metric(namespace, metric, dimensions)
+            .await
+    }
+    async fn set_alarm_threshold(&self, name: &str, threshold: f64) -> Result<()> {
+        self.0.set_alarm_threshold(name, threshold).await
+    }
+    async fn statistics(
+        &self,
+        q: &MetricQuery,
+    ) -> Result<Vec<(chrono::DateTime<chrono::Utc>, f64)>> {
+        self.0.statistics(q).await
+    }
+}
+
+#[async_trait]
+impl<T: Scheduler> Scheduler for Shared<T> {
+    async fn create_once(&self, s: &OneTimeSchedule) -> Result<bool> {
+        self.0.create_once(s).await
+    }
+    async fn delete(&self, group: &str, name: &str) -> Result<bool> {
+        self.0.delete(group, name).await
+    }
+}
