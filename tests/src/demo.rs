@@ -38,7 +38,7 @@ impl Stack {
     async fn start_with(with_postgres: bool, proxy: bool) -> Result<Stack, HarnessError> {
         let root = workspace_root();
         let moto = Moto::start(&root.join(".venv")).await?;
-        let clients = Clients::new(&moto.endpoint).await;
+        let clients = Clients::new(&moto.endpoint, &moto.cloudwatch.endpoint).await;
         let platform = platform::create(&clients).await?;
         platform::put_params(&clients, &platform::scale_params()).await?;
         let postgres = if with_postgres {

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::cbor_bridge::CborBridge;
 use crate::http::http;
 use crate::ports::{free_port, listener_owned_by};
 use crate::{io_err, log_tail, unique_temp_dir, HarnessError};
@@ -24,6 +25,9 @@ pub struct Moto {
     /// `http://127.0.0.1:PORT`, the value for `AWS_ENDPOINT_URL`.
     pub endpoint: String,
     pub port: u16,
+    /// CloudWatch's CBOR protocol bridged to moto's JSON (see [`crate::cbor_bridge`]): the
+    /// value of `AWS_ENDPOINT_URL_CLOUDWATCH`.
+    pub cloudwatch: CborBridge,
     child: Child,
     dir: PathBuf,
 }
@@ -46,12 +50,15 @@ impl Moto {
         for _ in 0..3 {
             match start_on_free_port(&bin, &dir).await {
                 Ok((child, port)) => {
+                    let endpoint = format!("http://127.0.0.1:{port}");
+                    let cloudwatch = CborBridge::start(&endpoint).await?;
                     return Ok(Moto {
-                        endpoint: format!("http://127.0.0.1:{port}"),
+                        endpoint,
                         port,
+                        cloudwatch,
                         child,
                         dir,
-                    })
+                    });
                 }
                 Err(Attempt::PortTaken(e)) => last_error = Some(e),
                 Err(Attempt::Failed(e)) => {
@@ -84,6 +91,12 @@ impl Moto {
     pub fn aws_env(&self) -> Vec<(String, String)> {
         [
             ("AWS_ENDPOINT_URL", self.endpoint.as_str()),
+            // The SDK's service-specific endpoint variable
+            // (https://docs.aws.amazon.com/sdkref/latest/guide/ss-endpoints-table.html).
+            (
+                "AWS_ENDPOINT_URL_CLOUDWATCH",
+                self.cloudwatch.endpoint.as_str(),
+            ),
             ("AWS_ACCESS_KEY_ID", "testing"),
             ("AWS_SECRET_ACCESS_KEY", "testing"),
             ("AWS_REGION", "us-east-1"),

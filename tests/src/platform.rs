@@ -42,7 +42,8 @@ pub struct Clients {
 }
 
 impl Clients {
-    pub async fn new(endpoint: &str) -> Clients {
+    /// Clients of `endpoint`; CloudWatch's at `cloudwatch` (the CBOR bridge in front of moto).
+    pub async fn new(endpoint: &str, cloudwatch: &str) -> Clients {
         let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
             .endpoint_url(endpoint)
             .region(aws_config::Region::new("us-east-1"))
@@ -63,7 +64,11 @@ impl Clients {
             sqs: aws_sdk_sqs::Client::new(&conf),
             ssm: aws_sdk_ssm::Client::new(&conf),
             ddb: aws_sdk_dynamodb::Client::new(&conf),
-            cw: aws_sdk_cloudwatch::Client::new(&conf),
+            cw: aws_sdk_cloudwatch::Client::from_conf(
+                aws_sdk_cloudwatch::config::Builder::from(&conf)
+                    .endpoint_url(cloudwatch)
+                    .build(),
+            ),
             scheduler: aws_sdk_scheduler::Client::new(&conf),
         }
     }

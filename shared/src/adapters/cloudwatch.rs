@@ -106,7 +106,14 @@ impl CloudWatch for SdkCloudWatch {
             .send()
             .await
             .map_err(|e| dependency("cloudwatch", e))?;
-        Ok(out.metric_alarms().iter().map(reduced).collect())
+        // AWS answers only the alarms with exactly these dimensions; moto 5.2.5 ignores the
+        // dimensions, so they are checked here as well.
+        Ok(out
+            .metric_alarms()
+            .iter()
+            .map(reduced)
+            .filter(|a| &a.dimensions == dimensions)
+            .collect())
     }
 
     async fn set_alarm_threshold(&self, name: &str, threshold: f64) -> Result<()> {

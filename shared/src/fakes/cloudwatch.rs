@@ -11,11 +11,16 @@ use super::lock;
 use crate::error::{NbaopsError, Result};
 use crate::ports::{CloudWatch, MetricAlarm, MetricQuery, OneTimeSchedule, Scheduler};
 
+/// (namespace/metric, dimensions): one metric's key.
+pub type SeriesKey = (String, BTreeMap<String, String>);
+/// Timestamped values, as the fake keeps them.
+pub type Series = Vec<(DateTime<Utc>, f64)>;
+
 #[derive(Default)]
 pub struct FakeCloudWatch {
     pub alarms: Mutex<BTreeMap<String, MetricAlarm>>,
     /// (namespace/metric, dimensions) -> datapoints; a query answers the points in its range.
-    pub points: Mutex<BTreeMap<(String, BTreeMap<String, String>), Vec<(DateTime<Utc>, f64)>>>,
+    pub points: Mutex<BTreeMap<SeriesKey, Series>>,
     pub mutations: Mutex<Vec<String>>,
 }
 
