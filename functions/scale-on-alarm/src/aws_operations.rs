@@ -12,4 +12,9 @@ pub const AWS_OPERATIONS: &[&str] = &[
     "elasticache:DescribeCacheClusters",     // SdkElastiCache::describe_cluster
     "elasticache:ListTagsForResource",       // SdkElastiCache::describe_cluster (protect tag)
     "elasticache:ModifyCacheCluster",        // SdkElastiCache::set_node_count
+    // Re-checks of a sustained alarm (recheck.rs).
+    "cloudwatch:DescribeAlarms", // SdkCloudWatch::describe_alarm
+    "scheduler:CreateSchedule",  // SdkScheduler::create_once
+    "scheduler:DeleteSchedule",  // SdkScheduler::delete (the alarm back to OK)
+    "iam:PassRole",              // SdkScheduler::create_once passes scale.followup.role_arn to Scheduler
 ];
