@@ -16,5 +16,5 @@ pub const AWS_OPERATIONS: &[&str] = &[
     "cloudwatch:DescribeAlarms", // SdkCloudWatch::describe_alarm
     "scheduler:CreateSchedule",  // SdkScheduler::create_once
     "scheduler:DeleteSchedule",  // SdkScheduler::delete (the alarm back to OK)
-    "iam:PassRole",              // SdkScheduler::create_once passes scale.followup.role_arn to Scheduler
+    "iam:PassRole", // SdkScheduler::create_once passes scale.followup.role_arn to Scheduler
 ];

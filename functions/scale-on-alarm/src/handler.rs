@@ -286,10 +286,23 @@ impl ScaleOnAlarm {
         why: &Why<'_>,
         w: &mut Work<'_>,
     ) -> Result<GroupStep> {
+        let group = self.asg.describe_group(name).await?;
+        self.scale_described(name, group, dir, why, w).await
+    }
+
+    /// [`Self::scale_group`] on the group as just described (a re-check reads it alongside the alarm).
+    pub(crate) async fn scale_described(
+        &self,
+        name: &str,
+        group: Option<nbaops_shared::ports::GroupState>,
+        dir: Direction,
+        why: &Why<'_>,
+        w: &mut Work<'_>,
+    ) -> Result<GroupStep> {
         let ctx = w.ctx;
         let scale = &ctx.cfg().scale;
         let resource = format!("asg:{name}");
-        let Some(group) = self.asg.describe_group(name).await? else {
+        let Some(group) = group else {
             w.note(format!("{resource} does not exist: no action"));
             return Ok(GroupStep::Nothing);
         };
