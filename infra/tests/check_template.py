@@ -9,6 +9,7 @@ Every AWS fact a check relies on names the documentation page it comes from.
 import fnmatch
 import json
 import pathlib
+import re
 import sys
 import tomllib
 
@@ -237,6 +238,13 @@ check("cache-memory-high: fullest of nodes 0001..0004 over CacheNodeMemoryBytes,
 check("CacheNodeMemoryBytes defaults to cache.t3.micro's 512 MiB",
       # max_cache_memory of cache.t3.micro: https://docs.aws.amazon.com/AmazonElastiCache/latest/dg/ParameterGroups.Engine.html
       params.get("CacheNodeMemoryBytes", {}).get("Default") == 512 * 1024 * 1024)
+# scale-on-alarm's node-type table (scale.cache.node_memory, shared/src/config/scale.rs) holds the same
+# max_cache_memory for cache.t3.micro as the template's parameter: the alarm and the confirmation agree.
+# https://docs.aws.amazon.com/AmazonElastiCache/latest/mem-ug/ParameterGroups.Memcached.html#ParameterGroups.Memcached.NodeSpecific
+scale_rs = (ROOT / "shared/src/config/scale.rs").read_text()
+node_memory = next((line for line in scale_rs.splitlines() if '("scale.cache.node_memory"' in line), "")
+check("CacheNodeMemoryBytes = scale.cache.node_memory's cache.t3.micro entry (512 MiB)",
+      "cache.t3.micro=512MiB" in node_memory and params.get("CacheNodeMemoryBytes", {}).get("Default") == 512 * 1024 * 1024, node_memory)
 alarm_map = text(resources["ScaleOnAlarmFunction"]["Properties"].get("Environment", {}).get("Variables", {}).get("NBAOPS_SCALE__ALARM_MAP", ""))
 check("scale-on-alarm maps the cache alarm to its cluster (NBAOPS_SCALE__ALARM_MAP)",
       '"nbaops-${Env}-cache-memory-high":{"target":"cache:${CacheClusterId}","on_alarm":"out"}' in alarm_map, alarm_map)
@@ -273,6 +281,22 @@ SSM_PLAN = {  # function: (config sections besides guard + audit, secret pattern
     "OffhoursFunction": (["offhours"], []),
 }
 check("every function has an SSM plan", set(SSM_PLAN) == set(functions), sorted(set(functions) ^ set(SSM_PLAN)))
+# The plan's sections are the ones the code reads (shared/src/config/mod.rs FUNCTION_SECTIONS): a
+# section the code reads that the role cannot is an AccessDenied at init; one the role may read
+# that the code never does is a dead grant.
+CONFIG_MOD = (ROOT / "shared/src/config/mod.rs").read_text()
+code_sections = {name: sorted(re.findall(r'"([^"]+)"', secs))
+                 for name, secs in re.findall(r'\(\s*"([\w-]+)",\s*&\[([^\]]*)\]\s*\)',
+                                              CONFIG_MOD.split("pub const FUNCTION_SECTIONS", 1)[1].split("];", 1)[0])}
+check("FUNCTION_SECTIONS read from shared/src/config/mod.rs", len(code_sections) >= 8, code_sections)
+for key, fn in functions.items():
+    name = text(fn["Properties"].get("FunctionName", ""))
+    binary = "alert-router" if key == "AlertAckFunction" else name.replace("nbaops-${Env}-", "")
+    if key in SSM_PLAN and binary in code_sections:
+        check(f"{key}: the SSM plan's sections are the ones its code reads ({code_sections[binary]})",
+              sorted(SSM_PLAN[key][0]) == code_sections[binary], SSM_PLAN[key][0])
+    elif key in SSM_PLAN:
+        check(f"{key}: its binary '{binary}' is in FUNCTION_SECTIONS", False, sorted(code_sections))
 # The roles grant GetParametersByPath on `parameter/nbaops/<env>/<section>` (no trailing slash), the
 # resource AWS authorises it against is the requested path: the adapter must request exactly that.
 SSM_ADAPTER = (ROOT / "shared/src/adapters/ssm.rs").read_text()
@@ -330,6 +354,21 @@ for key, fn in functions.items():
     check(f"{key}: explicit Deny of {sorted(mut)} on nbaops:protect=true", mut <= denied("nbaops:protect", "true"), denied("nbaops:protect", "true"))
     if key in ("OffhoursFunction", "CostAnomalyFunction"):
         check(f"{key}: explicit Deny of {sorted(mut)} on nbaops:env=prod (never production, by IAM)", mut <= denied("nbaops:env", "prod"))
+# (b2) alarm rewrites (issue #17): PutMetricAlarm and DescribeAlarms support the alarm resource type, so
+# scale-on-alarm's role names this deployment's alarms only; DescribeAlarmsForMetric and
+# GetMetricStatistics support no resource type ("*").
+# https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazoncloudwatch.html
+scaler = functions.get("ScaleOnAlarmFunction", {"Properties": {}})
+# DescribeAlarms is read-only and asked without alarm names (every alarm in ALARM, off-peak): it is
+# granted on "*"; the write, PutMetricAlarm, only on this deployment's alarms.
+for action in ("cloudwatch:PutMetricAlarm",):
+    res = resources_of(allows(scaler, action))
+    check(f"ScaleOnAlarmFunction: {action} only on alarm:nbaops-${{Env}}-*",
+          res == {"arn:${AWS::Partition}:cloudwatch:${AWS::Region}:${AWS::AccountId}:alarm:nbaops-${Env}-*"}, res)
+for action in ("cloudwatch:DescribeAlarmsForMetric", "cloudwatch:GetMetricStatistics"):
+    check(f"ScaleOnAlarmFunction: {action} on '*' (no resource type)", resources_of(allows(scaler, action)) == {"*"})
+drift_inputs = [e["Properties"].get("Input", "") for e in scaler["Properties"].get("Events", {}).values() if e.get("Type") == "ScheduleV2"]
+check("scale-on-alarm runs the daily 'alarm-drift' task", any('"task":"alarm-drift"' in i for i in drift_inputs), drift_inputs)
 # (c) grants only for AWS services (https://docs.aws.amazon.com/kms/latest/developerguide/grant-authorization.html)
 for key, fn in functions.items():
     for s in allows(fn, "kms:CreateGrant"):
@@ -392,7 +431,7 @@ check("scale-on-alarm: NBAOPS_SCALE__FOLLOWUP__ROLE_ARN is ScaleFollowUpRole",
 followup = [st for st in statements(soa) if str(st.get("Sid", "")).startswith("FollowUp")]
 fu_actions = {a for st in followup for a in as_list(st.get("Action"))}
 check("scale-on-alarm: the re-check statements are the FollowUp* ones",
-      fu_actions == {"scheduler:CreateSchedule", "scheduler:DeleteSchedule", "iam:PassRole", "cloudwatch:DescribeAlarms"}, fu_actions)
+      fu_actions == {"scheduler:CreateSchedule", "scheduler:DeleteSchedule", "iam:PassRole"}, fu_actions)
 # Schedule ARN: arn:${Partition}:scheduler:${Region}:${Account}:schedule/${GroupName}/${ScheduleName}
 # (https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazoneventbridgescheduler.html).
 for action in ("scheduler:CreateSchedule", "scheduler:DeleteSchedule"):
@@ -408,13 +447,12 @@ check("scale-on-alarm: iam:PassRole of ScaleFollowUpRole only, only to scheduler
       and all(cond(st, "StringEquals", "iam:PassedToService") == "scheduler.amazonaws.com" for st in passrole) and passrole, passrole)
 check("scale-on-alarm: iam:PassRole nowhere else in its policy",
       all(str(st.get("Sid", "")).startswith("FollowUp") for st in allows(soa, "iam:PassRole")))
-# DescribeAlarms supports the alarm resource type
-# (https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazoncloudwatch.html):
-# nbaops' own alarms, which every scaling alarm's name is.
-describe = [st for st in followup if "cloudwatch:DescribeAlarms" in as_list(st.get("Action"))]
+# A re-check reads its alarm by name: DescribeAlarms authorised on the alarm's ARN or on "*"
+# (https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazoncloudwatch.html).
 alarm_pat = ARN + ":cloudwatch:${AWS::Region}:${AWS::AccountId}:alarm:nbaops-${Env}-*"
-check("scale-on-alarm: cloudwatch:DescribeAlarms for re-checks on nbaops-${Env}-* alarms",
-      resources_of(describe) == {alarm_pat}, resources_of(describe))
+describe_on = resources_of(allows(soa, "cloudwatch:DescribeAlarms"))
+check("scale-on-alarm: cloudwatch:DescribeAlarms covers nbaops-${Env}-* alarms (a re-check reads its alarm)",
+      describe_on & {"*", alarm_pat}, describe_on)
 check("every alarm scale-on-alarm receives is named nbaops-${Env}-* (readable at a re-check)",
       scaling_names and all(n.startswith("nbaops-${Env}-") for n in scaling_names), scaling_names)
 # A one-time schedule is at(yyyy-mm-ddThh:mm:ss) in the given time zone
@@ -486,6 +524,39 @@ doc = (ROOT / "docs/deploy.md").read_text() if (ROOT / "docs/deploy.md").exists(
 for name in template.get("Parameters", {}):
     check(f"parameter {name} is in the README's 'Before your first deploy' and docs/deploy.md",
           f"`{name}`" in first_deploy and f"`{name}`" in doc)
+
+# scale-on-alarm's off-peak checks (functions/scale-on-alarm/src/offpeak.rs): the CPU they read is
+# a metric EC2 publishes per group (published_metrics.json, from the EC2 metrics page), read one
+# datapoint a minute (a regular-resolution period is a multiple of 60 s and one call returns at most
+# 1,440 datapoints: https://docs.aws.amazon.com/AmazonCloudWatch/latest/APIReference/API_GetMetricStatistics.html,
+# so scale.offpeak.lookback_minutes is capped at 1440), and the alarm state they ask DescribeAlarms for
+# is one of its StateValue values (https://docs.aws.amazon.com/AmazonCloudWatch/latest/APIReference/API_DescribeAlarms.html).
+offpeak_src = (ROOT / "functions/scale-on-alarm/src/offpeak.rs").read_text()
+
+
+def rust_const(src, name):
+    m = re.search(rf"pub const {name}: [^=]+= ([^;]+);", src)
+    return m.group(1).strip().strip('"') if m else None
+
+
+ns, metric, dim = (rust_const(offpeak_src, n) for n in ("CPU_NAMESPACE", "CPU_METRIC", "CPU_DIMENSION"))
+ec2 = published.get(ns or "", {})
+check(f"off-peak CPU check reads a published metric: {ns} {metric} by {dim}",
+      metric in ec2.get("metrics", []) and [dim] in ec2.get("dimensions", []), (ns, metric, dim))
+period = rust_const(offpeak_src, "CPU_PERIOD_SECONDS")
+scale_src = (ROOT / "shared/src/config/scale.rs").read_text()
+cap = re.search(r"if lookback_minutes > (\d+)", scale_src)
+check("off-peak CPU period is a multiple of 60 s and the lookback cap keeps a call within 1,440 datapoints",
+      period is not None and int(period) % 60 == 0 and cap is not None and int(cap.group(1)) * 60 // int(period) <= 1440,
+      (period, cap and cap.group(1)))
+check("off-peak alarm check asks DescribeAlarms for a StateValue it knows",
+      rust_const(offpeak_src, "ALARM_STATE") in ("OK", "ALARM", "INSUFFICIENT_DATA"))
+offpeak_stmt = [s for s in statements(resources["ScaleOnAlarmFunction"]) if s.get("Sid") == "OffPeakChecks"]
+check("scale-on-alarm: OffPeakChecks allows GetMetricStatistics and DescribeAlarms on * (no resource-level permission; "
+      "composite alarms only with *)",
+      len(offpeak_stmt) == 1 and offpeak_stmt[0].get("Effect") == "Allow"
+      and sorted(as_list(offpeak_stmt[0]["Action"])) == ["cloudwatch:DescribeAlarms", "cloudwatch:GetMetricStatistics"]
+      and as_list(offpeak_stmt[0].get("Resource")) == ["*"], offpeak_stmt)
 
 passed, failed = results.count(True), results.count(False)
 print(f"template: {passed} passed, {failed} failed")

@@ -15,9 +15,10 @@ use chrono::{DateTime, Utc};
 
 use crate::runtime::Invocation;
 
-/// What one AWS action takes at most, with the SDK's retries (the standard retry mode: 3
-/// attempts, backoff capped at 20 s per attempt; in practice a throttled call gives up in a few s).
-pub const ONE_AWS_ACTION: Duration = Duration::from_secs(5);
+/// What one AWS action takes at most: the SDK's operation timeout, which bounds every call with
+/// its retries and backoff ([`crate::adapters::SDK_OPERATION_TIMEOUT`]). An action admitted with
+/// less room could be cut by Lambda after AWS acted and before its audit record.
+pub const ONE_AWS_ACTION: Duration = crate::adapters::SDK_OPERATION_TIMEOUT;
 
 /// Kept after the last action for its audit record, the alerts and the response.
 pub const MARGIN: Duration = Duration::from_secs(2);

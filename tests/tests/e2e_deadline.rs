@@ -68,7 +68,7 @@ async fn db_status(stack: &Stack) -> String {
         .to_string()
 }
 
-/// Item: offhours with less time left than one AWS action needs (6 s < 2 s margin + 5 s) starts
+/// Item: offhours with less time left than one AWS action needs (6 s < 2 s margin + 8 s, the SDK's operation timeout) starts
 /// nothing and names both members it left; with Lambda's usual time the same tick stops both.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offhours_with_no_time_left_starts_nothing_and_names_what_it_left() {

@@ -4,6 +4,9 @@
 //! exactly the union (infra/tests/check_aws_operations.py checks both ways).
 //! Actions another service authorises on our behalf are listed too, with the call that causes them.
 
+/// Not yet here: scheduler:CreateSchedule and iam:PassRole (SdkScheduler::create_once, the
+/// off-peak follow-up). It is only called when scale.followup.target_arn and role_arn are set,
+/// which the template does not do yet; they come with its follow-up group, role and settings.
 pub const AWS_OPERATIONS: &[&str] = &[
     "autoscaling:DescribeAutoScalingGroups", // SdkAutoScaling::describe_group
     "autoscaling:SetDesiredCapacity",        // SdkAutoScaling::set_desired_capacity
@@ -12,9 +15,12 @@ pub const AWS_OPERATIONS: &[&str] = &[
     "elasticache:DescribeCacheClusters",     // SdkElastiCache::describe_cluster
     "elasticache:ListTagsForResource",       // SdkElastiCache::describe_cluster (protect tag)
     "elasticache:ModifyCacheCluster",        // SdkElastiCache::set_node_count
-    // Re-checks of a sustained alarm (recheck.rs).
-    "cloudwatch:DescribeAlarms", // SdkCloudWatch::describe_alarm
-    "scheduler:CreateSchedule",  // SdkScheduler::create_once
-    "scheduler:DeleteSchedule",  // SdkScheduler::delete (the alarm back to OK)
+    "cloudwatch:GetMetricStatistics", // SdkCloudWatch::statistics (offpeak.rs, cache_memory.rs)
+    "cloudwatch:DescribeAlarms", // SdkCloudWatch::alarms_in_state (offpeak.rs); set_alarm_threshold reads the alarm to rewrite it whole
+    "cloudwatch:DescribeAlarmsForMetric", // SdkCloudWatch::alarms_for_metric (thresholds.rs)
+    "cloudwatch:PutMetricAlarm", // SdkCloudWatch::set_alarm_threshold (thresholds.rs)
+    // Re-checks of a sustained alarm (recheck.rs): DescribeAlarms above (SdkCloudWatch::describe_alarm).
+    "scheduler:CreateSchedule", // SdkScheduler::create_once
+    "scheduler:DeleteSchedule", // SdkScheduler::delete (the alarm back to OK)
     "iam:PassRole", // SdkScheduler::create_once passes scale.followup.role_arn to Scheduler
 ];

@@ -8,7 +8,7 @@ use nbaops_shared::adapters::{
     AwsClients, SdkAutoScaling, SdkCloudWatch, SdkElastiCache, SdkRds, SdkScheduler,
 };
 use nbaops_shared::alerts::Severity;
-use nbaops_shared::events::{AlarmChange, AlarmState, Inbound, ScheduledTick};
+use nbaops_shared::events::{AlarmChange, AlarmState, Inbound};
 use nbaops_shared::guard::{in_change_window, AuditRecord, Bounds, Outcome, ProposedAction};
 use nbaops_shared::ports::{AutoScaling, CloudWatch, ElastiCache, LedgerWrite, Rds, Scheduler};
 use nbaops_shared::runtime::{Ctx, Deps, Function, InvocationReport, RecordReport, Work};
@@ -21,7 +21,8 @@ use crate::plan::{
 use crate::recheck::{GroupStep, RECHECK_TASK};
 
 pub const FUNCTION: &str = "scale-on-alarm";
-/// Scheduler input `{"nbaops": {"task": "off-peak-scale-in"}}` scales every group in one step.
+/// Scheduler input `{"nbaops": {"task": "off-peak-scale-in"}}`: every group back to its baseline
+/// within the night's window, one checked step per run (offpeak.rs).
 pub const OFF_PEAK_TASK: &str = "off-peak-scale-in";
 
 /// The ports scale-on-alarm calls, built once at init.
@@ -29,16 +30,19 @@ pub struct ScaleOnAlarm {
     pub asg: Box<dyn AutoScaling>,
     pub rds: Box<dyn Rds>,
     pub cache: Box<dyn ElastiCache>,
-    /// The alarm's state when a re-check comes (recheck.rs).
+    /// Alarm thresholds after a class change, Memcached BytesUsedForCacheItems (thresholds.rs,
+    /// cache_memory.rs), the off-peak checks (offpeak.rs), the alarm's state at a re-check
+    /// (recheck.rs).
     pub cw: Box<dyn CloudWatch>,
-    /// One-time re-checks of a sustained alarm (recheck.rs).
+    /// One-time follow-ups: the next off-peak step (offpeak.rs), re-checks of a sustained alarm
+    /// (recheck.rs).
     pub scheduler: Box<dyn Scheduler>,
 }
 
 impl Function for ScaleOnAlarm {
     const NAME: &'static str = FUNCTION;
     const TAKES: &'static str =
-        "CloudWatch alarm state changes, the 'off-peak-scale-in' schedule and its own 'scale-recheck' follow-ups";
+        "CloudWatch alarm state changes, the 'off-peak-scale-in' and 'alarm-drift' schedules and its own 'scale-recheck' follow-ups";
     type Reply = InvocationReport;
 
     async fn init(_deps: &Deps, aws: &AwsClients) -> Result<Self> {
@@ -56,6 +60,11 @@ impl Function for ScaleOnAlarm {
             Inbound::Alarm(alarm) => self.on_alarm(&alarm, ctx).await,
             Inbound::Schedule(tick) if tick.task().as_deref() == Some(OFF_PEAK_TASK) => {
                 self.on_off_peak(&tick, ctx).await
+            }
+            Inbound::Schedule(tick)
+                if tick.task().as_deref() == Some(crate::thresholds::ALARM_DRIFT_TASK) =>
+            {
+                self.on_alarm_drift(&tick, ctx).await
             }
             Inbound::Schedule(tick) if tick.task().as_deref() == Some(RECHECK_TASK) => {
                 self.on_recheck(&tick, ctx).await
@@ -199,7 +208,10 @@ impl ScaleOnAlarm {
                 let step = self.scale_group(&name, direction, &why, &mut w).await?;
                 self.follow_up(&name, step, &why, &mut w).await?;
             }
-            Target::Db(id) => self.scale_db(&id, &why, &mut w).await?,
+            Target::Db(id) => {
+                self.scale_db(&id, &why, &mut w).await?;
+                self.align_db_alarms_noted(&id, &mut w).await?;
+            }
             Target::Cache(id) => self.scale_cache(&id, &why, &mut w).await?,
         }
         // No action was checked (nothing to do, busy, at the ceiling): the transition still counts.
@@ -252,30 +264,6 @@ impl ScaleOnAlarm {
             );
         w.note(format!("flapping ({transitions} transitions): no action"));
         w.raise(alert).await?;
-        Ok(w.rec)
-    }
-
-    async fn on_off_peak(&self, tick: &ScheduledTick, ctx: &Ctx<'_>) -> Result<RecordReport> {
-        let groups = &ctx.cfg().scale.groups;
-        let mut w = ctx
-            .work(
-                &tick.event_id,
-                "schedule",
-                format!("off-peak scale-in of {} group(s)", groups.len()),
-            )
-            .with_fleet_size(groups.len());
-        let reason = format!(
-            "off-peak schedule '{}'",
-            tick.name.as_deref().unwrap_or(OFF_PEAK_TASK)
-        );
-        let why = Why {
-            reason: &reason,
-            severity: Severity::P4,
-            episode: None,
-        };
-        for name in groups {
-            self.scale_group(name, Direction::In, &why, &mut w).await?;
-        }
         Ok(w.rec)
     }
 
@@ -492,6 +480,7 @@ impl ScaleOnAlarm {
                 w.note(format!("{resource}: at node cap {cap}, P2 raised"));
                 w.raise(alert).await?;
             }
+            CacheChange::AddNode { .. } if !self.cache_node_is_full(&c, w).await => {}
             CacheChange::AddNode { from, to, cap } => {
                 let action = ProposedAction {
                     action: "cache.add_node".into(),
@@ -551,14 +540,14 @@ pub(crate) mod tests {
     const S3: &str = include_str!("../../../events/not-for-me/s3-put.json");
 
     pub(crate) struct World {
-        pub deps: &'static Deps,
-        pub f: &'static ScaleOnAlarm,
-        pub asg: &'static FakeAutoScaling,
-        pub rds: &'static FakeRds,
-        pub cache: &'static FakeElastiCache,
-        pub notifier: &'static FakeNotifier,
-        pub cw: &'static FakeCloudWatch,
-        pub scheduler: &'static FakeScheduler,
+        pub(crate) deps: &'static Deps,
+        pub(crate) f: &'static ScaleOnAlarm,
+        pub(crate) asg: &'static FakeAutoScaling,
+        pub(crate) rds: &'static FakeRds,
+        pub(crate) cache: &'static FakeElastiCache,
+        pub(crate) notifier: &'static FakeNotifier,
+        pub(crate) cw: &'static FakeCloudWatch,
+        pub(crate) scheduler: &'static FakeScheduler,
     }
 
     pub(crate) fn world(extra: &[(&str, &str)], web_desired: i32, protect: bool) -> World {
@@ -617,21 +606,7 @@ pub(crate) mod tests {
             status: "available".into(),
             tags: Tags::new(),
         }]));
-        let cw = leak(FakeCloudWatch::with(vec![MetricAlarm {
-            name: "nbaops-dev-web-cpu-high".into(),
-            arn: None,
-            state: "ALARM".into(),
-            state_updated: None,
-            namespace: Some("AWS/EC2".into()),
-            metric: Some("CPUUtilization".into()),
-            dimensions: [(
-                "AutoScalingGroupName".to_string(),
-                "nbaops-dev-web".to_string(),
-            )]
-            .into(),
-            threshold: Some(70.0),
-            comparison: Some("GreaterThanThreshold".into()),
-        }]));
+        let cw = leak(FakeCloudWatch::default());
         let scheduler = leak(FakeScheduler::default());
         World {
             deps: t.deps,

@@ -1,6 +1,9 @@
 //! scale-on-alarm as a library too, so the benchmark can time parse + plan in-process.
 
 pub mod aws_operations;
+pub mod cache_memory;
 pub mod handler;
+pub mod offpeak;
 pub mod plan;
 pub mod recheck;
+pub mod thresholds;

@@ -512,7 +512,7 @@ impl ScaleOnAlarm {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use crate::handler::tests::{handle, inv, wednesday, world, World, WEB_ALARM, WEB_OK};
+    use crate::handler::tests::{handle, inv, wednesday, World, WEB_ALARM, WEB_OK};
     use chrono::TimeZone;
     use nbaops_shared::guard::GuardStep;
     use nbaops_shared::ports::Scheduler;
@@ -530,6 +530,13 @@ mod tests {
             ("NBAOPS_SCALE__FOLLOWUP__TARGET_ARN", TARGET),
             ("NBAOPS_SCALE__FOLLOWUP__ROLE_ARN", ROLE),
         ]
+    }
+
+    /// The handler's test world with the web CPU alarm in ALARM in its CloudWatch.
+    fn world(extra: &[(&str, &str)], web_desired: i32, protect: bool) -> World {
+        let w = crate::handler::tests::world(extra, web_desired, protect);
+        lock_set(&w, alarm("ALARM", "nbaops-dev-web"));
+        w
     }
 
     fn cfg() -> ScaleConfig {

@@ -67,4 +67,49 @@ impl ElastiCache for SdkElastiCache {
             .map_err(|e| dependency("elasticache", e))?;
         Ok(())
     }
+
+    async fn node_ids(&self, id: &str) -> Result<Vec<String>> {
+        let out = match self
+            .0
+            .describe_cache_clusters()
+            .cache_cluster_id(id)
+            .show_cache_node_info(true)
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            Err(e) => {
+                if matches!(
+                    e.as_service_error(),
+                    Some(DescribeCacheClustersError::CacheClusterNotFoundFault(_))
+                ) {
+                    return Ok(Vec::new());
+                }
+                return Err(dependency("elasticache", e));
+            }
+        };
+        Ok(out
+            .cache_clusters()
+            .first()
+            .map(|c| {
+                c.cache_nodes()
+                    .iter()
+                    .filter_map(|n| n.cache_node_id().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    async fn remove_nodes(&self, id: &str, nodes: i32, remove: &[String]) -> Result<()> {
+        self.0
+            .modify_cache_cluster()
+            .cache_cluster_id(id)
+            .num_cache_nodes(nodes)
+            .set_cache_node_ids_to_remove(Some(remove.to_vec()))
+            .apply_immediately(true)
+            .send()
+            .await
+            .map_err(|e| dependency("elasticache", e))?;
+        Ok(())
+    }
 }

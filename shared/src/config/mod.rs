@@ -23,6 +23,7 @@ use crate::ports::Params;
 
 pub mod alerts;
 pub mod backup;
+pub mod capacity;
 pub mod cost;
 pub mod failover;
 pub mod offhours;
@@ -30,7 +31,7 @@ pub mod pg;
 pub mod scale;
 mod strategy;
 
-pub use scale::{AlarmRoute, GroupPlan, ScaleConfig, Step};
+pub use scale::{AlarmRoute, FollowUps, GroupPlan, OffPeak, ScaleConfig, Step};
 pub use strategy::strategy_markdown;
 
 /// The core keys every function reads, their defaults and what they mean. A key absent from every

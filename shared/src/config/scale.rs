@@ -10,6 +10,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use super::capacity::{self, Capacity};
 use super::{positive, Dynamic, Settings};
 use crate::error::{NbaopsError, Result};
 
@@ -31,6 +32,24 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("scale.followup.group", "default", "EventBridge Scheduler group of scale-on-alarm's one-time follow-ups (re-checks, next off-peak step)"),
     ("scale.followup.target_arn", "", "the function (alias) ARN a follow-up invokes; empty: no follow-ups are scheduled"),
     ("scale.followup.role_arn", "", "the role EventBridge Scheduler assumes to invoke it (lambda:InvokeFunction only)"),
+    ("scale.offpeak.cpu_below", "40", "off-peak: a group steps in only while its average CPU (AWS/EC2 CPUUtilization by AutoScalingGroupName) stayed below this percent ..."),
+    ("scale.offpeak.lookback_minutes", "15", "... in every minute of this many last minutes (1-1440: GetMetricStatistics returns at most 1,440 datapoints)"),
+    ("scale.offpeak.step_minutes", "10", "off-peak: minutes between two steps of one night (a one-time follow-up schedule per step)"),
+    ("scale.offpeak.window_minutes", "240", "off-peak: the night's window from the cron run; no step is scheduled or taken after it"),
+    // Issue #17: the alarms follow the class / node type (config/capacity.rs, scale-on-alarm's thresholds.rs).
+    // Class memory: https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/Concepts.DBInstanceClass.Summary.html
+    ("scale.rds.class_memory", "db.t3.micro=1GiB,db.t3.small=2GiB,db.t3.medium=4GiB,db.t3.large=8GiB,db.t3.xlarge=16GiB,db.t3.2xlarge=32GiB,db.t4g.micro=1GiB,db.t4g.small=2GiB,db.t4g.medium=4GiB,db.t4g.large=8GiB,db.m5.large=8GiB,db.m6g.large=8GiB,db.r5.large=16GiB,db.r6g.large=16GiB", "memory of each RDS instance class (every class of scale.rds.ladder must be listed)"),
+    // DBInstanceClassMemory is the class memory less what RDS reserves (USER_ParamValuesRef.html#USER_FormulaVariables);
+    // AWS does not publish the amount: 233 MiB gives db.t3.micro's observed default max_connections of 87.
+    ("scale.rds.reserved_memory", "233MiB", "memory RDS keeps for the OS and its processes: DBInstanceClassMemory = class memory - this (sets the default max_connections)"),
+    ("scale.rds.memory_alarm_used_percent", "80", "the RDS memory alarm fires above this percent used: FreeableMemory below (100 - this) % of the class memory (SPEC 2.5)"),
+    ("scale.rds.connections_alarm_percent", "80", "the RDS connections alarm fires above this percent of the default max_connections LEAST(DBInstanceClassMemory/9531392, 5000) (SPEC 2.5)"),
+    // max_cache_memory per node type: https://docs.aws.amazon.com/AmazonElastiCache/latest/mem-ug/ParameterGroups.Memcached.html#ParameterGroups.Memcached.NodeSpecific
+    ("scale.cache.node_memory", "cache.t3.micro=512MiB,cache.t3.small=1402MiB,cache.t3.medium=3364MiB,cache.t4g.micro=512MiB,cache.t4g.small=1402MiB,cache.t4g.medium=3164MiB,cache.m5.large=6537MiB,cache.m5.xlarge=13248MiB,cache.m6g.large=6537MiB,cache.r5.large=13387MiB,cache.r6g.large=13387MiB", "cache memory (max_cache_memory) of each Memcached node type"),
+    ("scale.cache.scale_in", "false", "true: the off-peak task removes one Memcached node when the data of the cluster would fit in one node less below scale.cache.scale_in_below_percent"),
+    ("scale.cache.min_nodes", "1", "scale-in never goes below this many Memcached nodes"),
+    ("scale.cache.scale_in_below_percent", "50", "remove a node only if the cluster's BytesUsedForCacheItems, spread over one node less, stays at or below this percent of their cache memory"),
+    ("scale.cache.memory_high_percent", "75", "a node is full above this percent of its node type's cache memory: the cache alarm adds a node only when BytesUsedForCacheItems confirms it (SPEC 2.5)"),
     ("scale.signal_metrics", "CPUUtilization,FreeableMemory,DatabaseConnections,IOWait,BytesUsedForCacheItems", "metrics whose single-metric alarms scale by their dimension (SPEC 2.5; Memcached publishes BytesUsedForCacheItems, not the Redis-only DatabaseMemoryUsagePercentage); any other alarm needs scale.alarm_map"),
 ];
 
@@ -116,6 +135,19 @@ pub struct ScaleConfig {
     pub alarm_map: BTreeMap<String, AlarmRoute>,
     pub signal_metrics: Vec<String>,
     pub followup: FollowUps,
+    /// Memory per class / node type and the alarm percentages (issue #17).
+    pub capacity: Capacity,
+    pub offpeak: OffPeak,
+}
+
+/// The off-peak return to baseline: one step per group per run, each after its checks, the next
+/// run a one-time follow-up `step_minutes` later, until the window from the cron run ends.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct OffPeak {
+    pub cpu_below: f64,
+    pub lookback_minutes: i64,
+    pub step_minutes: i64,
+    pub window_minutes: i64,
 }
 
 /// Where scale-on-alarm's one-time follow-ups go (EventBridge Scheduler). Without a target and a
@@ -259,6 +291,38 @@ fn followups(s: &Settings) -> Result<FollowUps> {
     Ok(f)
 }
 
+fn offpeak(s: &Settings) -> Result<OffPeak> {
+    let cpu_below: f64 = s.number(
+        "scale.offpeak.cpu_below",
+        "a percent above 0 and at most 100",
+    )?;
+    if !(cpu_below > 0.0 && cpu_below <= 100.0) {
+        return Err(s.bad(
+            "scale.offpeak.cpu_below",
+            "a percent above 0 and at most 100",
+        ));
+    }
+    let lookback_minutes: i64 =
+        positive(s, "scale.offpeak.lookback_minutes", "whole minutes 1-1440")?;
+    if lookback_minutes > 1440 {
+        return Err(s.bad("scale.offpeak.lookback_minutes", "whole minutes 1-1440"));
+    }
+    let step_minutes: i64 = positive(s, "scale.offpeak.step_minutes", "whole minutes >= 1")?;
+    let window_minutes: i64 = positive(s, "scale.offpeak.window_minutes", "whole minutes >= 1")?;
+    if window_minutes > 1440 {
+        return Err(s.bad(
+            "scale.offpeak.window_minutes",
+            "whole minutes 1-1440 (one night)",
+        ));
+    }
+    Ok(OffPeak {
+        cpu_below,
+        lookback_minutes,
+        step_minutes,
+        window_minutes,
+    })
+}
+
 pub fn from_settings(s: &Settings) -> Result<ScaleConfig> {
     let group_default = GroupPlan {
         step: parse_step(s, "scale.asg.step", &s.string("scale.asg.step"))?,
@@ -280,6 +344,8 @@ pub fn from_settings(s: &Settings) -> Result<ScaleConfig> {
         ));
     }
     let alarm_map = alarm_map(s)?;
+    let cache_max_nodes = positive(s, "scale.cache.max_nodes", "a whole number >= 1")?;
+    let capacity = capacity::from_settings(s, &rds_ladder, cache_max_nodes)?;
     Ok(ScaleConfig {
         groups: s.list("scale.groups"),
         group_default,
@@ -289,13 +355,15 @@ pub fn from_settings(s: &Settings) -> Result<ScaleConfig> {
         rds_ladder,
         rds_cooldown_seconds: s.number("scale.rds.cooldown_seconds", "whole seconds")?,
         cache_clusters: s.list("scale.cache.clusters"),
-        cache_max_nodes: positive(s, "scale.cache.max_nodes", "a whole number >= 1")?,
+        cache_max_nodes,
         cache_cooldown_seconds: s.number("scale.cache.cooldown_seconds", "whole seconds")?,
         flap_transitions: positive(s, "scale.flap.transitions", "a whole number >= 2")?,
         flap_window_minutes: positive(s, "scale.flap.window_minutes", "whole minutes >= 1")?,
         alarm_map,
         signal_metrics: s.list("scale.signal_metrics"),
         followup: followups(s)?,
+        offpeak: offpeak(s)?,
+        capacity,
     })
 }
 
@@ -379,5 +447,75 @@ mod tests {
         assert!(load(&[], &[("/nbaops/dev/scale/asg/baseline", "5")]).is_err());
         assert!(load(&[], &[("/nbaops/dev/scale/group/web/size", "5")]).is_err());
         assert!(load(&[], &[("/nbaops/dev/scale/group/web/baseline", "5")]).is_err());
+    }
+
+    #[test]
+    fn offpeak_defaults_and_limits() {
+        let c = load(&[], &[]).unwrap();
+        assert_eq!(c.offpeak.cpu_below, 40.0);
+        assert_eq!(
+            (
+                c.offpeak.lookback_minutes,
+                c.offpeak.step_minutes,
+                c.offpeak.window_minutes
+            ),
+            (15, 10, 240)
+        );
+        let c = load(&[("NBAOPS_SCALE__OFFPEAK__CPU_BELOW", "25.5")], &[]).unwrap();
+        assert_eq!(c.offpeak.cpu_below, 25.5);
+        for (k, v) in [
+            ("NBAOPS_SCALE__OFFPEAK__CPU_BELOW", "0"),
+            ("NBAOPS_SCALE__OFFPEAK__CPU_BELOW", "101"),
+            ("NBAOPS_SCALE__OFFPEAK__CPU_BELOW", "low"),
+            ("NBAOPS_SCALE__OFFPEAK__LOOKBACK_MINUTES", "0"),
+            // GetMetricStatistics returns at most 1,440 datapoints (one a minute here).
+            ("NBAOPS_SCALE__OFFPEAK__LOOKBACK_MINUTES", "1441"),
+            ("NBAOPS_SCALE__OFFPEAK__STEP_MINUTES", "0"),
+            ("NBAOPS_SCALE__OFFPEAK__WINDOW_MINUTES", "1441"),
+        ] {
+            let e = load(&[(k, v)], &[]).unwrap_err().to_string();
+            assert!(e.contains("scale.offpeak."), "{k}={v}: {e}");
+        }
+    }
+
+    #[test]
+    fn capacity_tables_cover_the_ladder_and_name_the_key() {
+        let c = load(&[], &[]).unwrap();
+        for class in &c.rds_ladder {
+            assert!(c.capacity.rds_class_memory.contains_key(class), "{class}");
+        }
+        assert_eq!(c.capacity.rds_class_memory["db.t3.micro"], 1 << 30);
+        assert_eq!(c.capacity.cache_node_memory["cache.t3.micro"], 512 << 20);
+        assert_eq!(c.capacity.cache_node_memory["cache.m5.large"], 6537 << 20);
+        let e = load(
+            &[(
+                "NBAOPS_SCALE__RDS__LADDER",
+                "db.t3.micro,db.t3.small,db.x9.huge",
+            )],
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("scale.rds.class_memory") && e.contains("db.x9.huge"),
+            "{e}"
+        );
+        for (k, v) in [
+            ("/nbaops/dev/scale/rds/class_memory", "db.t3.micro=1GiB"),
+            (
+                "/nbaops/dev/scale/rds/class_memory",
+                "db.t3.micro=1GB,db.t3.small=2GiB",
+            ),
+            ("/nbaops/dev/scale/rds/reserved_memory", "4GiB"),
+            ("/nbaops/dev/scale/cache/node_memory", "t3.micro=512MiB"),
+            ("/nbaops/dev/scale/cache/memory_high_percent", "100"),
+            ("/nbaops/dev/scale/cache/scale_in_below_percent", "80"),
+            ("/nbaops/dev/scale/cache/min_nodes", "5"),
+            ("/nbaops/dev/scale/cache/scale_in", "maybe"),
+        ] {
+            let e = load(&[], &[(k, v)]).unwrap_err().to_string();
+            let key = k.trim_start_matches("/nbaops/dev/").replace('/', ".");
+            assert!(e.contains(&key), "{k}={v}: {e}");
+        }
     }
 }

@@ -149,6 +149,33 @@ impl ElastiCache for FakeElastiCache {
         lock(&self.mutations).push(format!("set_node_count {id} {nodes}"));
         Ok(())
     }
+    /// 0001..000n, as ElastiCache numbers a cluster's first nodes.
+    async fn node_ids(&self, id: &str) -> Result<Vec<String>> {
+        Ok(lock(&self.clusters)
+            .get(id)
+            .map(|c| (1..=c.num_nodes).map(|n| format!("{n:04}")).collect())
+            .unwrap_or_default())
+    }
+    async fn remove_nodes(&self, id: &str, nodes: i32, remove: &[String]) -> Result<()> {
+        let mut all = lock(&self.clusters);
+        let c = all
+            .get_mut(id)
+            .ok_or_else(|| NbaopsError::NotFound(id.into()))?;
+        if c.num_nodes - remove.len() as i32 != nodes {
+            return Err(NbaopsError::Dependency {
+                service: "elasticache",
+                message: format!(
+                    "InvalidParameterValue: {} nodes less {} removed is not {nodes}",
+                    c.num_nodes,
+                    remove.len()
+                ),
+                retryable: false,
+            });
+        }
+        c.num_nodes = nodes;
+        lock(&self.mutations).push(format!("remove_nodes {id} {nodes} {}", remove.join(",")));
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -49,6 +49,12 @@ impl<T: ElastiCache> ElastiCache for Shared<T> {
     async fn set_node_count(&self, id: &str, n: i32) -> Result<()> {
         self.0.set_node_count(id, n).await
     }
+    async fn node_ids(&self, id: &str) -> Result<Vec<String>> {
+        self.0.node_ids(id).await
+    }
+    async fn remove_nodes(&self, id: &str, n: i32, remove: &[String]) -> Result<()> {
+        self.0.remove_nodes(id, n, remove).await
+    }
 }
 
 #[async_trait]

@@ -70,6 +70,12 @@ pub struct CacheClusterState {
 pub trait ElastiCache: Send + Sync {
     async fn describe_cluster(&self, id: &str) -> Result<Option<CacheClusterState>>;
     async fn set_node_count(&self, id: &str, nodes: i32) -> Result<()>;
+    /// The cluster's node ids as ElastiCache lists them (DescribeCacheClusters with
+    /// ShowCacheNodeInfo); empty when the cluster does not exist.
+    async fn node_ids(&self, id: &str) -> Result<Vec<String>>;
+    /// Shrinks a Memcached cluster to `nodes` by removing exactly `remove`
+    /// (ModifyCacheCluster NumCacheNodes + CacheNodeIdsToRemove, applied immediately).
+    async fn remove_nodes(&self, id: &str, nodes: i32, remove: &[String]) -> Result<()>;
 }
 
 /// Publishing to an SNS topic.
