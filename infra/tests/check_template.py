@@ -403,6 +403,79 @@ for k in url_fns:
           acts <= {"ssm:GetParametersByPath", "ssm:GetParameter", "kms:Decrypt", "dynamodb:GetItem", "dynamodb:PutItem",
                    "dynamodb:DeleteItem", "dynamodb:Query"}, acts)
 
+# ---------------------------------------------------------------- 6. sustained alarms keep stepping
+# scale-on-alarm schedules its own re-checks (functions/scale-on-alarm/src/recheck.rs) as one-time
+# EventBridge Scheduler schedules in its own group, invoking its live alias through an execution role.
+sched_groups = of_type("AWS::Scheduler::ScheduleGroup")
+FOLLOWUP_GROUP = "nbaops-${Env}-scale-followups"
+check("a schedule group nbaops-${Env}-scale-followups for scale-on-alarm's re-checks",
+      any(text(g["Properties"].get("Name")) == FOLLOWUP_GROUP for g in sched_groups.values()), sched_groups)
+group_key = next((k for k, g in sched_groups.items() if text(g["Properties"].get("Name")) == FOLLOWUP_GROUP), None)
+soa = functions.get("ScaleOnAlarmFunction", {"Properties": {}})
+soa_name = text(soa["Properties"].get("FunctionName"))
+FN_ARN = ARN + ":lambda:${AWS::Region}:${AWS::AccountId}:function:" + soa_name
+check("scale-on-alarm has the explicit FunctionName nbaops-${Env}-scale-on-alarm and a live alias (the re-checks' target)",
+      soa_name == "nbaops-${Env}-scale-on-alarm" and soa["Properties"].get("AutoPublishAlias") == "live", soa_name)
+# The execution role: trusted by scheduler.amazonaws.com, scoped with aws:SourceAccount, allowed only
+# to invoke the target (https://docs.aws.amazon.com/scheduler/latest/UserGuide/setting-up.html#setting-up-execution-role).
+role = of_type("AWS::IAM::Role").get("ScaleFollowUpRole", {"Properties": {"AssumeRolePolicyDocument": {"Statement": []}}})
+trust = role["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+check("ScaleFollowUpRole: assumed by scheduler.amazonaws.com only, aws:SourceAccount = this account",
+      len(trust) == 1 and as_list(trust[0].get("Principal", {}).get("Service")) == ["scheduler.amazonaws.com"]
+      and trust[0].get("Action") == "sts:AssumeRole" and cond(trust[0], "StringEquals", "aws:SourceAccount") == {"Ref": "AWS::AccountId"}, trust)
+role_stmts = [st for p in role["Properties"].get("Policies", []) for st in p["PolicyDocument"]["Statement"]]
+check("ScaleFollowUpRole: only lambda:InvokeFunction on scale-on-alarm and its live alias",
+      [as_list(st.get("Action")) for st in role_stmts] == [["lambda:InvokeFunction"]]
+      and {text(r) for st in role_stmts for r in as_list(st.get("Resource"))} == {FN_ARN, FN_ARN + ":live"}, role_stmts)
+check("ScaleFollowUpRole: ARNs from the FunctionName, no reference to the function (no circular dependency)",
+      "ScaleOnAlarmFunction" not in json.dumps(role))
+env = (soa["Properties"].get("Environment", {}) or {}).get("Variables", {})
+check("scale-on-alarm: NBAOPS_SCALE__FOLLOWUP__GROUP is the schedule group",
+      group_key and env.get("NBAOPS_SCALE__FOLLOWUP__GROUP") == {"Ref": group_key}, env.get("NBAOPS_SCALE__FOLLOWUP__GROUP"))
+check("scale-on-alarm: NBAOPS_SCALE__FOLLOWUP__TARGET_ARN is its own live alias",
+      text(env.get("NBAOPS_SCALE__FOLLOWUP__TARGET_ARN", "")) == FN_ARN + ":live", env.get("NBAOPS_SCALE__FOLLOWUP__TARGET_ARN"))
+check("scale-on-alarm: NBAOPS_SCALE__FOLLOWUP__ROLE_ARN is ScaleFollowUpRole",
+      env.get("NBAOPS_SCALE__FOLLOWUP__ROLE_ARN") == {"Fn::GetAtt": ["ScaleFollowUpRole", "Arn"]}, env.get("NBAOPS_SCALE__FOLLOWUP__ROLE_ARN"))
+followup = [st for st in statements(soa) if str(st.get("Sid", "")).startswith("FollowUp")]
+fu_actions = {a for st in followup for a in as_list(st.get("Action"))}
+check("scale-on-alarm: the re-check statements are the FollowUp* ones",
+      fu_actions == {"scheduler:CreateSchedule", "scheduler:DeleteSchedule", "iam:PassRole"}, fu_actions)
+# Schedule ARN: arn:${Partition}:scheduler:${Region}:${Account}:schedule/${GroupName}/${ScheduleName}
+# (https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazoneventbridgescheduler.html).
+for action in ("scheduler:CreateSchedule", "scheduler:DeleteSchedule"):
+    check(f"scale-on-alarm: {action} only on schedules of its group",
+          resources_of([st for st in followup if action in as_list(st.get("Action"))])
+          == {ARN + ":scheduler:${AWS::Region}:${AWS::AccountId}:schedule/" + FOLLOWUP_GROUP + "/*"},
+          resources_of([st for st in followup if action in as_list(st.get("Action"))]))
+# CreateSchedule passes the execution role: the caller needs iam:PassRole on it
+# (https://docs.aws.amazon.com/scheduler/latest/UserGuide/security_iam_id-based-policy-examples.html).
+passrole = [st for st in followup if "iam:PassRole" in as_list(st.get("Action"))]
+check("scale-on-alarm: iam:PassRole of ScaleFollowUpRole only, only to scheduler.amazonaws.com",
+      resources_of(passrole) == {"${ScaleFollowUpRole.Arn}"}
+      and all(cond(st, "StringEquals", "iam:PassedToService") == "scheduler.amazonaws.com" for st in passrole) and passrole, passrole)
+check("scale-on-alarm: iam:PassRole nowhere else in its policy",
+      all(str(st.get("Sid", "")).startswith("FollowUp") for st in allows(soa, "iam:PassRole")))
+# A re-check reads its alarm by name: DescribeAlarms authorised on the alarm's ARN or on "*"
+# (https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazoncloudwatch.html).
+alarm_pat = ARN + ":cloudwatch:${AWS::Region}:${AWS::AccountId}:alarm:nbaops-${Env}-*"
+describe_on = resources_of(allows(soa, "cloudwatch:DescribeAlarms"))
+check("scale-on-alarm: cloudwatch:DescribeAlarms covers nbaops-${Env}-* alarms (a re-check reads its alarm)",
+      describe_on & {"*", alarm_pat}, describe_on)
+check("every alarm scale-on-alarm receives is named nbaops-${Env}-* (readable at a re-check)",
+      scaling_names and all(n.startswith("nbaops-${Env}-") for n in scaling_names), scaling_names)
+# A one-time schedule is at(yyyy-mm-ddThh:mm:ss) in the given time zone
+# (https://docs.aws.amazon.com/scheduler/latest/UserGuide/schedule-types.html#one-time), invoked within
+# that minute with the flexible window OFF; ActionAfterCompletion DELETE removes it after its one
+# invocation, so re-checks never pile up against the schedules quota
+# (https://docs.aws.amazon.com/scheduler/latest/UserGuide/managing-schedule-delete.html).
+port_src = (ROOT / "shared/src/ports/scheduler.rs").read_text()
+adapter_src = (ROOT / "shared/src/adapters/scheduler.rs").read_text()
+check("one-time schedules are at(yyyy-mm-ddThh:mm:ss) expressions",
+      'format!("at({})", self.at.format("%Y-%m-%dT%H:%M:%S"))' in port_src)
+check("one-time schedules are evaluated in UTC, flexible window OFF, deleted after completion",
+      '.schedule_expression_timezone("UTC")' in adapter_src and "FlexibleTimeWindowMode::Off" in adapter_src
+      and ".action_after_completion(ActionAfterCompletion::Delete)" in adapter_src)
+
 # ---------------------------------------------------------------- SPEC numbers
 
 

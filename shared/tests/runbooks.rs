@@ -39,6 +39,9 @@ const LEDGER_KEYS: &[&str] = &[
     "pgvacfail",
     "pgopen",
     "pgbase",
+    // scale-on-alarm's re-checks (recheck.rs): the pending schedule and the episode's P2 claim.
+    "recheck",
+    "exhausted",
 ];
 
 fn root() -> PathBuf {

@@ -27,6 +27,9 @@ pub const RUNS: usize = 7;
 pub enum Subject {
     /// A CPU alarm on the web group: scale out 2 -> 3 (cold) and 3 -> 4 (warm), then back to 2.
     ScaleOut,
+    /// A `scale-recheck` of a CPU alarm still in ALARM (CloudWatch, read through the harness's
+    /// bridge): the web group stepped 2 -> 3 (cold; the next re-check scheduled) and 3 -> 4 (warm).
+    ScaleRecheck,
     /// A full scan of the demo database, where a bulk delete has just left a table 80 % dead.
     PgHealth,
     /// The scheduled maintenance run, each time on a table a bulk delete has just bloated.
@@ -46,6 +49,7 @@ pub enum Subject {
 
 pub const SUBJECTS: &[Subject] = &[
     Subject::ScaleOut,
+    Subject::ScaleRecheck,
     Subject::PgHealth,
     Subject::Vacuum,
     Subject::Failover,
@@ -125,7 +129,7 @@ fn set_ids(p: &mut Value, id: &str) {
 impl Subject {
     pub fn function(self) -> &'static str {
         match self {
-            Subject::ScaleOut => "scale-on-alarm",
+            Subject::ScaleOut | Subject::ScaleRecheck => "scale-on-alarm",
             Subject::PgHealth => "pg-health",
             Subject::Vacuum => "vacuum-trigger",
             Subject::Failover => "failover-notify",
@@ -136,9 +140,20 @@ impl Subject {
         }
     }
 
+    /// The row's name in the report: the function, or what of it is measured.
+    pub fn label(self) -> &'static str {
+        match self {
+            Subject::ScaleRecheck => "scale-recheck",
+            other => other.function(),
+        }
+    }
+
     pub fn work(self) -> &'static str {
         match self {
             Subject::ScaleOut => "CPU alarm: web group scaled out (cold 2->3, warm 3->4)",
+            Subject::ScaleRecheck => {
+                "re-check of a sustained CPU alarm: still ALARM, stepped (cold 2->3 + next re-check, warm 3->4)"
+            }
             Subject::PgHealth => "full scan of a database with a freshly 80 %-dead table",
             Subject::Vacuum => "VACUUM (ANALYZE) of a freshly bloated table",
             Subject::Failover => {
@@ -156,6 +171,12 @@ impl Subject {
         let mut extra: Vec<(&str, &str)> = vec![("NBAOPS_GUARD__SWITCH_TTL_SECONDS", "30")];
         match self {
             Subject::ScaleOut => extra.push(("NBAOPS_SCALE__ASG__COOLDOWN_SECONDS", "0")),
+            Subject::ScaleRecheck => extra.extend([
+                ("NBAOPS_SCALE__ASG__COOLDOWN_SECONDS", "0"),
+                ("NBAOPS_SCALE__FOLLOWUP__GROUP", RECHECK_GROUP),
+                ("NBAOPS_SCALE__FOLLOWUP__TARGET_ARN", RECHECK_TARGET),
+                ("NBAOPS_SCALE__FOLLOWUP__ROLE_ARN", RECHECK_ROLE),
+            ]),
             Subject::Vacuum => extra.push(("NBAOPS_PG__VACUUM__COOLDOWN_SECONDS", "0")),
             _ => {}
         }
@@ -166,7 +187,9 @@ impl Subject {
     async fn before(self, bench: &Bench<'_>, warm: bool) -> Result<(), HarnessError> {
         let c = &bench.stack.clients;
         match self {
-            Subject::ScaleOut if !warm => set_desired(bench, platform::WEB, 2).await,
+            Subject::ScaleOut | Subject::ScaleRecheck if !warm => {
+                set_desired(bench, platform::WEB, 2).await
+            }
             Subject::PgHealth | Subject::Vacuum => {
                 let pg = bench.stack.postgres.as_ref().ok_or_else(|| {
                     HarnessError::Setup("the bench stack has no PostgreSQL".into())
@@ -194,6 +217,17 @@ impl Subject {
                     prev["timestamp"] = Value::String("2026-11-25T17:01:02.001+0000".into());
                 }
                 p
+            }
+            Subject::ScaleRecheck => {
+                // A new episode each run; re-check 1 of 2 cold, 2 of 2 warm.
+                return Ok(serde_json::json!({"nbaops": {
+                    "task": "scale-recheck",
+                    "alarm": RECHECK_ALARM,
+                    "target": format!("asg:{}", platform::WEB),
+                    "episode": format!("bench{}r{run}", bench.tag),
+                    "n": if warm { 2 } else { 1 },
+                    "limit": 2,
+                }}));
             }
             Subject::PgHealth => fixture("events/schedule/pg-health.json")?,
             Subject::Vacuum => fixture("events/schedule/vacuum-trigger.json")?,
@@ -289,7 +323,7 @@ impl Subject {
         let summary = records[0]["summary"].as_str().unwrap_or("").to_string();
         let acted_line = || format!("acted: {}", acted.join(", "));
         match self {
-            Subject::ScaleOut | Subject::Vacuum | Subject::Offhours => {
+            Subject::ScaleOut | Subject::ScaleRecheck | Subject::Vacuum | Subject::Offhours => {
                 if acted.is_empty() {
                     Err(format!(
                         "no action taken ({}; {})",
@@ -370,6 +404,53 @@ async fn set_desired(bench: &Bench<'_>, group: &str, n: i32) -> Result<(), Harne
         .map_err(|e| HarnessError::Setup(format!("set_desired_capacity {group}: {e:?}")))
 }
 
+const RECHECK_ALARM: &str = "nbaops-dev-web-cpu-high";
+const RECHECK_GROUP: &str = "nbaops-dev-scale-followups";
+const RECHECK_TARGET: &str =
+    "arn:aws:lambda:us-east-1:123456789012:function:nbaops-dev-scale-on-alarm:live";
+const RECHECK_ROLE: &str = "arn:aws:iam::123456789012:role/nbaops-dev-scale-followups";
+
+/// What a re-check finds: the web CPU alarm in ALARM, and the group its next re-check goes to.
+async fn sustained_alarm(stack: &Stack) -> Result<(), HarnessError> {
+    use aws_sdk_cloudwatch::types::{ComparisonOperator, Dimension, StateValue, Statistic};
+    let setup = |what: &str, e: String| HarnessError::Setup(format!("bench: {what}: {e}"));
+    // Already there from an earlier bench on the same emulator: fine.
+    let _ = stack
+        .clients
+        .scheduler
+        .create_schedule_group()
+        .name(RECHECK_GROUP)
+        .send()
+        .await;
+    let cw = &stack.clients.cw;
+    cw.put_metric_alarm()
+        .alarm_name(RECHECK_ALARM)
+        .namespace("AWS/EC2")
+        .metric_name("CPUUtilization")
+        .dimensions(
+            Dimension::builder()
+                .name("AutoScalingGroupName")
+                .value(platform::WEB)
+                .build(),
+        )
+        .statistic(Statistic::Average)
+        .period(300)
+        .evaluation_periods(1)
+        .threshold(70.0)
+        .comparison_operator(ComparisonOperator::GreaterThanThreshold)
+        .send()
+        .await
+        .map_err(|e| setup("put_metric_alarm", format!("{e:?}")))?;
+    cw.set_alarm_state()
+        .alarm_name(RECHECK_ALARM)
+        .state_value(StateValue::Alarm)
+        .state_reason("bench: sustained")
+        .send()
+        .await
+        .map_err(|e| setup("set_alarm_state", format!("{e:?}")))?;
+    Ok(())
+}
+
 /// A Slack stand-in: answers every request `200 ok` and counts them.
 async fn slack_stand_in(count: Arc<AtomicUsize>) -> Result<u16, HarnessError> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
@@ -426,6 +507,7 @@ impl<'a> Bench<'a> {
             "office",
         )
         .await?;
+        sustained_alarm(stack).await?;
         Ok(Bench {
             stack,
             slack_deliveries,
@@ -502,7 +584,7 @@ impl<'a> Bench<'a> {
             }
             drop(f);
         }
-        if subject == Subject::ScaleOut {
+        if matches!(subject, Subject::ScaleOut | Subject::ScaleRecheck) {
             set_desired(self, platform::WEB, 2).await?;
         }
         Ok(Measured {

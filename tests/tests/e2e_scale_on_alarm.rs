@@ -445,7 +445,10 @@ async fn every_fixture_is_answered_without_error() {
 /// most 6 AWS calls, none of them to SSM (the configuration, kill switch and dry-run included, is
 /// read once per container at init and refreshed after `guard.switch_ttl_seconds`). The flap
 /// history is read only when the alarm's previous transition falls inside the flap window: then
-/// it is 7 (the fixture as delivered: OK 30 min before, window 60 min).
+/// it is 7 (the fixture as delivered: OK 30 min before, window 60 min). The stack configures no
+/// `scale.followup` here; where it is configured (the template does), an acted group scale-out makes
+/// two calls more: the re-check's `scheduler:CreateSchedule` and the ledger `PutItem` keeping its
+/// name under the alarm (counted in e2e_scale_sustained).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_scale_out_makes_at_most_six_aws_calls() {
     let stack = Stack::start(false).await.unwrap();

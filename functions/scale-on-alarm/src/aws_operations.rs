@@ -17,7 +17,8 @@ pub const AWS_OPERATIONS: &[&str] = &[
     "cloudwatch:DescribeAlarmsForMetric", // SdkCloudWatch::alarms_for_metric (thresholds.rs)
     "cloudwatch:PutMetricAlarm", // SdkCloudWatch::set_alarm_threshold (thresholds.rs)
     "ssm:GetParameter",          // SdkParams::get (the game calendar, gamenight.rs)
-    "scheduler:CreateSchedule", // SdkScheduler::create_once (follow-ups: off-peak steps, game nights)
-    "scheduler:DeleteSchedule", // SdkScheduler::delete (a re-planned game night)
-    "iam:PassRole",             // CreateSchedule passes scale.followup.role_arn
+    // Follow-ups (re-checks, off-peak steps, game nights); DescribeAlarms above.
+    "scheduler:CreateSchedule", // SdkScheduler::create_once
+    "scheduler:DeleteSchedule", // SdkScheduler::delete (alarm back to OK, a re-planned game night)
+    "iam:PassRole", // SdkScheduler::create_once passes scale.followup.role_arn to Scheduler
 ];

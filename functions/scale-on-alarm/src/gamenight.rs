@@ -209,13 +209,14 @@ impl ScaleOnAlarm {
         if pending.is_empty() {
             w.note("no group left for a follow-up");
         } else {
-            self.follow_up(&mut w, &task, &input, &pending).await?;
+            self.game_night_follow_up(&mut w, &task, &input, &pending)
+                .await?;
         }
         w.done().await
     }
 
     /// Schedules the next delivery of the task for the groups left, or says why not.
-    async fn follow_up(
+    async fn game_night_follow_up(
         &self,
         w: &mut Work<'_>,
         task: &str,

@@ -18,6 +18,7 @@ use crate::plan::{
     intent_for, plan_cache, plan_db, plan_group, CacheChange, DbChange, Direction, GroupChange,
     Intent, Target,
 };
+use crate::recheck::{GroupStep, RECHECK_TASK};
 
 pub const FUNCTION: &str = "scale-on-alarm";
 /// Scheduler input `{"nbaops": {"task": "off-peak-scale-in"}}`: every group back to its baseline
@@ -30,15 +31,18 @@ pub struct ScaleOnAlarm {
     pub rds: Box<dyn Rds>,
     pub cache: Box<dyn ElastiCache>,
     /// Alarm thresholds after a class change, Memcached BytesUsedForCacheItems (thresholds.rs,
-    /// cache_memory.rs), the off-peak checks (offpeak.rs).
+    /// cache_memory.rs), the off-peak checks (offpeak.rs), the alarm's state at a re-check
+    /// (recheck.rs).
     pub cw: Box<dyn CloudWatch>,
+    /// One-time follow-ups: the next off-peak step (offpeak.rs), re-checks of a sustained alarm
+    /// (recheck.rs).
     pub scheduler: Box<dyn Scheduler>,
 }
 
 impl Function for ScaleOnAlarm {
     const NAME: &'static str = FUNCTION;
     const TAKES: &'static str =
-        "CloudWatch alarm state changes and the 'off-peak-scale-in', 'alarm-drift' and 'game-night-*' schedules";
+        "CloudWatch alarm state changes, the 'off-peak-scale-in', 'alarm-drift' and 'game-night-*' schedules and its own 'scale-recheck' follow-ups";
     type Reply = InvocationReport;
 
     async fn init(_deps: &Deps, aws: &AwsClients) -> Result<Self> {
@@ -77,6 +81,9 @@ impl Function for ScaleOnAlarm {
             }
             Inbound::Schedule(tick) if crate::gamenight::takes(&tick) => {
                 self.game_night(&tick, ctx).await
+            }
+            Inbound::Schedule(tick) if tick.task().as_deref() == Some(RECHECK_TASK) => {
+                self.on_recheck(&tick, ctx).await
             }
             other => Ok(ctx.not_mine(&other)),
         }
@@ -130,6 +137,9 @@ async fn flap_count(alarm: &AlarmChange, ctx: &Ctx<'_>) -> Result<(usize, Ledger
 pub(crate) struct Why<'r> {
     pub(crate) reason: &'r str,
     pub(crate) severity: Severity,
+    /// The alarm episode (recheck.rs) a scale-out belongs to: its "capacity exhausted" P2 is
+    /// raised once per episode, and an acted step schedules the next re-check.
+    pub(crate) episode: Option<&'r crate::recheck::Episode>,
 }
 
 /// The P3 (P2 when it failed or was an emergency change) telling people what was done.
@@ -169,7 +179,11 @@ impl ScaleOnAlarm {
         );
         let mut w = ctx.work(&alarm.event_id, "alarm", summary);
         let scale = &ctx.cfg().scale;
-        let (target, direction, route) = match intent_for(alarm, scale) {
+        let intent = intent_for(alarm, scale);
+        if alarm.state == AlarmState::Ok && !matches!(intent, Intent::NotForMe(_)) {
+            self.cancel_recheck(&alarm.alarm_name, &mut w).await?;
+        }
+        let (target, direction, route) = match intent {
             Intent::NotForMe(reason) => return Ok(w.not_for_me(reason)),
             Intent::Nothing(why) => {
                 w.note(why);
@@ -199,12 +213,17 @@ impl ScaleOnAlarm {
             alarm.state.as_str(),
             alarm.reason
         );
+        let episode = crate::recheck::Episode::of(alarm);
         let why = Why {
             reason: &reason,
             severity,
+            episode: (direction == Direction::Out).then_some(&episode),
         };
         match target {
-            Target::Group(name) => self.scale_group(&name, direction, &why, &mut w).await?,
+            Target::Group(name) => {
+                let step = self.scale_group(&name, direction, &why, &mut w).await?;
+                self.follow_up(&name, step, &why, &mut w).await?;
+            }
             Target::Db(id) => {
                 self.scale_db(&id, &why, &mut w).await?;
                 self.align_db_alarms_noted(&id, &mut w).await?;
@@ -270,22 +289,42 @@ impl ScaleOnAlarm {
         dir: Direction,
         why: &Why<'_>,
         w: &mut Work<'_>,
-    ) -> Result<()> {
+    ) -> Result<GroupStep> {
+        let group = self.asg.describe_group(name).await?;
+        self.scale_described(name, group, dir, why, w).await
+    }
+
+    /// [`Self::scale_group`] on the group as just described (a re-check reads it alongside the alarm).
+    pub(crate) async fn scale_described(
+        &self,
+        name: &str,
+        group: Option<nbaops_shared::ports::GroupState>,
+        dir: Direction,
+        why: &Why<'_>,
+        w: &mut Work<'_>,
+    ) -> Result<GroupStep> {
         let ctx = w.ctx;
         let scale = &ctx.cfg().scale;
         let resource = format!("asg:{name}");
-        let Some(group) = self.asg.describe_group(name).await? else {
+        let Some(group) = group else {
             w.note(format!("{resource} does not exist: no action"));
-            return Ok(());
+            return Ok(GroupStep::Nothing);
         };
+        let mut step = GroupStep::Nothing;
         match plan_group(&group, scale.plan_for(name), dir) {
-            GroupChange::Busy => w.note(format!(
-                "{resource}: a scaling activity is in progress, not stacking another"
-            )),
+            GroupChange::Busy => {
+                w.note(format!(
+                    "{resource}: a scaling activity is in progress, not stacking another"
+                ));
+                step = GroupStep::Deferred;
+            }
             GroupChange::AtBaseline { desired, floor } => w.note(format!(
                 "{resource}: already at {desired} (floor {floor}), nothing to scale in"
             )),
             GroupChange::AtCeiling { desired, ceiling } => {
+                if !crate::recheck::first_exhausted(why.episode, &resource, w).await? {
+                    return Ok(GroupStep::Nothing);
+                }
                 let alert = ctx
                     .alert(
                         Severity::P2,
@@ -326,6 +365,7 @@ impl ScaleOnAlarm {
                     .await?;
                 let words = audit.outcome_words();
                 w.note(format!("{resource}: desired {from} -> {to}: {words}"));
+                step = GroupStep::of(&audit, from, max);
                 announce(
                     w,
                     &audit,
@@ -338,7 +378,7 @@ impl ScaleOnAlarm {
                 .await?;
             }
         }
-        Ok(())
+        Ok(step)
     }
 
     async fn scale_db(&self, id: &str, why: &Why<'_>, w: &mut Work<'_>) -> Result<()> {
@@ -503,9 +543,10 @@ pub(crate) mod tests {
     use nbaops_shared::ports::*;
     use nbaops_shared::runtime::{dispatch, Invocation};
 
-    const WEB_ALARM: &str =
+    pub(crate) const WEB_ALARM: &str =
         include_str!("../../../events/cloudwatch-alarm/eventbridge-single-metric-alarm.json");
-    const WEB_OK: &str = include_str!("../../../events/cloudwatch-alarm/eventbridge-ok.json");
+    pub(crate) const WEB_OK: &str =
+        include_str!("../../../events/cloudwatch-alarm/eventbridge-ok.json");
     const DB_ALARM: &str =
         include_str!("../../../events/cloudwatch-alarm/eventbridge-rds-memory-alarm.json");
     const CACHE_ALARM: &str =
@@ -612,7 +653,7 @@ pub(crate) mod tests {
     pub(crate) fn inv(now: chrono::DateTime<Utc>) -> Invocation {
         Invocation::at("req", now)
     }
-    fn wednesday() -> chrono::DateTime<Utc> {
+    pub(crate) fn wednesday() -> chrono::DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap()
     }
 

@@ -7,4 +7,5 @@ pub mod gamenight;
 pub mod handler;
 pub mod offpeak;
 pub mod plan;
+pub mod recheck;
 pub mod thresholds;

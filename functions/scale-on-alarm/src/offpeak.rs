@@ -427,6 +427,7 @@ impl ScaleOnAlarm {
         let why = Why {
             reason: &reason,
             severity: Severity::P4,
+            episode: None,
         };
         let before = w.rec.actions.len();
         self.scale_group(name, Direction::In, &why, w).await?;
