@@ -280,6 +280,11 @@ pub async fn run_demo() -> Result<(), HarnessError> {
                     pg.psql_app(db, sql)?;
                 }
             }
+            Before::Cpu(percent) => {
+                for g in [platform::WEB, platform::WORKER] {
+                    platform::put_cpu(&stack.clients, g, percent, 20).await?;
+                }
+            }
             Before::UntagGroup(g, k) => {
                 platform::untag_group(&stack.clients, g, k).await?;
                 platform::delete_param(&stack.clients, "guard/kill_switch").await?;

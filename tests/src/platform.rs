@@ -491,3 +491,39 @@ pub async fn create_test_env(stack: &crate::demo::Stack) {
         .await
         .unwrap();
 }
+
+/// `minutes` datapoints of the group's CPU (AWS/EC2 CPUUtilization by AutoScalingGroupName), one a
+/// minute up to now on the test clock, as EC2 would have published them.
+pub async fn put_cpu(
+    c: &Clients,
+    group: &str,
+    percent: f64,
+    minutes: i64,
+) -> Result<(), HarnessError> {
+    use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
+    let now = crate::clock::now();
+    let data: Vec<MetricDatum> = (1..=minutes)
+        .map(|m| {
+            let at = now - chrono::Duration::minutes(m);
+            MetricDatum::builder()
+                .metric_name("CPUUtilization")
+                .dimensions(
+                    Dimension::builder()
+                        .name("AutoScalingGroupName")
+                        .value(group)
+                        .build(),
+                )
+                .timestamp(aws_smithy_types::DateTime::from_secs(at.timestamp()))
+                .value(percent)
+                .unit(StandardUnit::Percent)
+                .build()
+        })
+        .collect();
+    c.cw.put_metric_data()
+        .namespace("AWS/EC2")
+        .set_metric_data(Some(data))
+        .send()
+        .await
+        .map(drop)
+        .map_err(|e| HarnessError::Setup(format!("put_metric_data {group}: {e:?}")))
+}

@@ -25,6 +25,9 @@ pub enum Before {
     DeleteParam(&'static str),
     TagGroup(&'static str, &'static str, &'static str),
     UntagGroup(&'static str, &'static str),
+    /// The managed groups' CPU (AWS/EC2 CPUUtilization) at this percent, one datapoint a minute
+    /// for the last 20 minutes on the demo clock: what the off-peak checks read.
+    Cpu(f64),
 }
 
 /// Every scene, in filing order of the functions.

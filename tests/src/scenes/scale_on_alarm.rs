@@ -77,10 +77,10 @@ pub fn scenes() -> Vec<Scene> {
             before: Nothing,
         },
         Scene {
-            title: "off-peak schedule: scale back towards the baseline",
+            title: "off-peak schedule seconds after those scale-outs, CPU quiet (12 %): the checks pass, the cooldown holds both groups",
             function: "scale-on-alarm",
             fixture: "events/schedule/off-peak-scale-in.json",
-            before: Nothing,
+            before: Cpu(12.0),
         },
     ]
 }
