@@ -150,7 +150,9 @@ impl Subject {
 
     pub fn work(self) -> &'static str {
         match self {
-            Subject::ScaleOut => "CPU alarm: web group scaled out (cold 2->3, warm 3->4)",
+            Subject::ScaleOut => {
+                "CPU alarm: web group scaled out, its re-check scheduled (cold 2->3, warm 3->4)"
+            }
             Subject::ScaleRecheck => {
                 "re-check of a sustained CPU alarm: still ALARM, stepped (cold 2->3 + next re-check, warm 3->4)"
             }
@@ -170,8 +172,8 @@ impl Subject {
         // The production switch TTL (the harness sets 0 so that tests see a flip at once).
         let mut extra: Vec<(&str, &str)> = vec![("NBAOPS_GUARD__SWITCH_TTL_SECONDS", "30")];
         match self {
-            Subject::ScaleOut => extra.push(("NBAOPS_SCALE__ASG__COOLDOWN_SECONDS", "0")),
-            Subject::ScaleRecheck => extra.extend([
+            // Both as the template deploys them: a scale-out also schedules its re-check.
+            Subject::ScaleOut | Subject::ScaleRecheck => extra.extend([
                 ("NBAOPS_SCALE__ASG__COOLDOWN_SECONDS", "0"),
                 ("NBAOPS_SCALE__FOLLOWUP__GROUP", RECHECK_GROUP),
                 ("NBAOPS_SCALE__FOLLOWUP__TARGET_ARN", RECHECK_TARGET),
