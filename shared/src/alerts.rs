@@ -85,6 +85,7 @@ pub const KINDS: &[(&str, &str)] = &[
     ("rds-class", "the RDS instance class was raised one rung (or the change failed)"),
     ("cache-nodes", "a Memcached node was added (or the change failed)"),
     ("flapping", "an alarm changes state too often: nbaops stopped acting on it"),
+    ("followup", "a re-check of a sustained alarm could not be scheduled: nbaops stops stepping"),
     ("game-night-calendar", "the game calendar is missing or has lines that are not planned"),
     ("game-night", "a game-night pre-scale or return of a group failed"),
     // pg-health: `pg-<signal>`

@@ -399,6 +399,19 @@ impl ScaleOnAlarm {
                     "re-check {}/{} of alarm '{}' NOT scheduled: {e}",
                     r.n, r.limit, r.episode.alarm
                 ));
+                // The step stands; what stops is the automation after it: people must know.
+                let alert = ctx
+                    .alert(
+                        Severity::P3,
+                        &format!("asg:{}", r.group),
+                        format!("followup#{}", r.episode.alarm),
+                        format!(
+                            "re-check {}/{} of alarm '{}' could not be scheduled ({e}): while the alarm stays in ALARM nbaops will not step {} again",
+                            r.n, r.limit, r.episode.alarm, r.group
+                        ),
+                    )
+                    .with_details(json!({"schedule": s.name, "group": s.group, "at": at}));
+                w.raise(alert).await?;
                 return Ok(());
             }
         };
@@ -890,6 +903,34 @@ mod tests {
             .notes
             .iter()
             .any(|n| n == "no follow-up: scale.followup not configured"));
+    }
+
+    #[tokio::test]
+    async fn a_recheck_that_cannot_be_scheduled_is_a_p3_and_the_step_stands() {
+        let w = world(&followups(), 2, false);
+        *w.scheduler.refuse_creates.lock().unwrap() =
+            Some("AccessDeniedException: not authorized to perform iam:PassRole".into());
+        let rec = alarm_event(&w).await;
+        assert_eq!(rec.actions[0].outcome, Outcome::Acted);
+        assert!(w.scheduler.all().is_empty());
+        let followups: Vec<_> = w
+            .notifier
+            .published()
+            .into_iter()
+            .filter(|p| p.message.contains("\"followup#"))
+            .collect();
+        assert_eq!(followups.len(), 1, "{followups:#?}");
+        assert!(
+            followups[0].message.contains("\"P3\""),
+            "{}",
+            followups[0].message
+        );
+        assert!(followups[0].message.contains("iam:PassRole"));
+        assert!(
+            rec.notes.iter().any(|n| n.contains("NOT scheduled")),
+            "{:?}",
+            rec.notes
+        );
     }
 
     #[tokio::test]

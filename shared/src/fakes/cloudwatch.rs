@@ -118,6 +118,8 @@ impl CloudWatch for FakeCloudWatch {
 pub struct FakeScheduler {
     pub schedules: Mutex<BTreeMap<(String, String), OneTimeSchedule>>,
     pub mutations: Mutex<Vec<String>>,
+    /// When set, every create fails with this error message (as AWS refusing, e.g. AccessDenied).
+    pub refuse_creates: Mutex<Option<String>>,
 }
 
 impl FakeScheduler {
@@ -132,6 +134,13 @@ impl FakeScheduler {
 #[async_trait]
 impl Scheduler for FakeScheduler {
     async fn create_once(&self, s: &OneTimeSchedule) -> Result<bool> {
+        if let Some(message) = lock(&self.refuse_creates).clone() {
+            return Err(NbaopsError::Dependency {
+                service: "scheduler",
+                message,
+                retryable: false,
+            });
+        }
         s.check().map_err(|m| NbaopsError::Dependency {
             service: "scheduler",
             message: format!("ValidationException: {m}"),
