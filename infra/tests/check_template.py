@@ -367,8 +367,7 @@ for key, fn in functions.items():
 # GetMetricStatistics support no resource type ("*").
 # https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazoncloudwatch.html
 scaler = functions.get("ScaleOnAlarmFunction", {"Properties": {}})
-# DescribeAlarms is read-only and asked without alarm names (every alarm in ALARM, off-peak): it is
-# granted on "*"; the write, PutMetricAlarm, only on this deployment's alarms.
+# PutMetricAlarm only on this deployment's alarms (DescribeAlarms: see the off-peak checks below).
 for action in ("cloudwatch:PutMetricAlarm",):
     res = resources_of(allows(scaler, action))
     check(f"ScaleOnAlarmFunction: {action} only on alarm:nbaops-${{Env}}-*",
@@ -560,11 +559,18 @@ check("off-peak CPU period is a multiple of 60 s and the lookback cap keeps a ca
 check("off-peak alarm check asks DescribeAlarms for a StateValue it knows",
       rust_const(offpeak_src, "ALARM_STATE") in ("OK", "ALARM", "INSUFFICIENT_DATA"))
 offpeak_stmt = [s for s in statements(resources["ScaleOnAlarmFunction"]) if s.get("Sid") == "OffPeakChecks"]
-check("scale-on-alarm: OffPeakChecks allows GetMetricStatistics and DescribeAlarms on * (no resource-level permission; "
-      "composite alarms only with *)",
+check("scale-on-alarm: OffPeakChecks allows GetMetricStatistics on * (no resource-level permission)",
       len(offpeak_stmt) == 1 and offpeak_stmt[0].get("Effect") == "Allow"
-      and sorted(as_list(offpeak_stmt[0]["Action"])) == ["cloudwatch:DescribeAlarms", "cloudwatch:GetMetricStatistics"]
+      and as_list(offpeak_stmt[0]["Action"]) == ["cloudwatch:GetMetricStatistics"]
       and as_list(offpeak_stmt[0].get("Resource")) == ["*"], offpeak_stmt)
+# DescribeAlarms takes the alarm ARN; scoped narrower than "*" it only cannot return composite alarms
+# (https://docs.aws.amazon.com/AmazonCloudWatch/latest/APIReference/API_DescribeAlarms.html), which
+# the adapter never asks for (AlarmTypes=MetricAlarm).
+check("scale-on-alarm: cloudwatch:DescribeAlarms only on this deployment's alarms",
+      resources_of(allows(resources["ScaleOnAlarmFunction"], "cloudwatch:DescribeAlarms"))
+      == {"arn:${AWS::Partition}:cloudwatch:${AWS::Region}:${AWS::AccountId}:alarm:nbaops-${Env}-*"})
+check("the CloudWatch adapter asks DescribeAlarms for metric alarms only",
+      (ROOT / "shared/src/adapters/cloudwatch.rs").read_text().count(".alarm_types(AlarmType::MetricAlarm)") == 2)
 
 passed, failed = results.count(True), results.count(False)
 print(f"template: {passed} passed, {failed} failed")
