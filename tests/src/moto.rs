@@ -118,6 +118,36 @@ impl Moto {
 /// infra/tests/check_observed_calls.py). Unset: recordings are dropped with the server.
 pub const CALLS_DIR_VAR: &str = "NBAOPS_AWS_CALLS_DIR";
 
+/// EventBridge Scheduler is REST-JSON: the method and path name the operation
+/// (<https://docs.aws.amazon.com/scheduler/latest/APIReference/API_Operations.html>), as
+/// infra/tests/check_observed_calls.py reads them too.
+fn rest_operation(service: &str, method: &str, url: &str) -> Option<String> {
+    if service != "scheduler" {
+        return None;
+    }
+    let path = url
+        .split("://")
+        .nth(1)
+        .and_then(|rest| rest.find('/').map(|i| &rest[i..]))
+        .unwrap_or(url);
+    let parts: Vec<&str> = path
+        .split('?')
+        .next()
+        .unwrap_or("")
+        .split('/')
+        .filter(|p| !p.is_empty())
+        .collect();
+    let op = match (method.to_ascii_uppercase().as_str(), parts.as_slice()) {
+        ("POST", ["schedules", _]) => "CreateSchedule",
+        ("DELETE", ["schedules", _]) => "DeleteSchedule",
+        ("GET", ["schedules", _]) => "GetSchedule",
+        ("PUT", ["schedules", _]) => "UpdateSchedule",
+        ("GET", ["schedules"]) => "ListSchedules",
+        _ => return None,
+    };
+    Some(op.to_string())
+}
+
 impl Moto {
     /// Every request this server received so far, one JSON object a line (moto's recorder:
     /// headers — the caller's `app/<function>` user agent, the signing scope — method, url, body).
@@ -198,9 +228,12 @@ impl AwsCall {
             } else {
                 raw.to_string()
             };
+            let method = v.get("method").and_then(|m| m.as_str()).unwrap_or("");
+            let url = v.get("url").and_then(|m| m.as_str()).unwrap_or("");
             body.split('&')
                 .find_map(|kv| kv.strip_prefix("Action="))
                 .map(String::from)
+                .or_else(|| rest_operation(&service, method, url))
                 .unwrap_or_else(|| {
                     format!(
                         "?{} {}",
@@ -366,7 +399,33 @@ async fn wait_ready(child: &mut Child, port: u16, log_path: &Path) -> Result<(),
 
 #[cfg(test)]
 mod tests {
-    use super::AwsCall;
+    use super::{rest_operation, AwsCall};
+
+    #[test]
+    fn scheduler_rest_calls_are_named_by_method_and_path() {
+        let url = "http://127.0.0.1:1234/schedules/recheck-web-1?groupName=g";
+        assert_eq!(
+            rest_operation("scheduler", "POST", url).as_deref(),
+            Some("CreateSchedule")
+        );
+        assert_eq!(
+            rest_operation("scheduler", "DELETE", url).as_deref(),
+            Some("DeleteSchedule")
+        );
+        assert_eq!(
+            rest_operation("scheduler", "GET", url).as_deref(),
+            Some("GetSchedule")
+        );
+        assert_eq!(
+            rest_operation("scheduler", "GET", "http://127.0.0.1:1/schedules").as_deref(),
+            Some("ListSchedules")
+        );
+        assert_eq!(
+            rest_operation("scheduler", "POST", "http://h/schedule-groups/x"),
+            None
+        );
+        assert_eq!(rest_operation("s3", "POST", url), None);
+    }
 
     #[test]
     fn recorded_requests_name_their_operation_and_caller() {

@@ -141,20 +141,9 @@ fn set_desired_calls(stack: &Stack) -> usize {
         .count_calls(FN, "autoscaling", "SetDesiredCapacity")
 }
 
-/// CreateSchedule calls of the function (REST: `POST /schedules/<name>`; moto's recorder names
-/// no operation for them).
+/// CreateSchedule calls of the function (REST: `POST /schedules/<name>`, named by the recorder).
 fn create_schedule_calls(stack: &Stack) -> usize {
-    stack
-        .moto
-        .recorded_calls()
-        .iter()
-        .filter(|c| {
-            c.app.as_deref() == Some(FN)
-                && c.service == "scheduler"
-                && c.operation.contains("POST")
-                && c.operation.contains("/schedules/")
-        })
-        .count()
+    stack.moto.count_calls(FN, "scheduler", "CreateSchedule")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
