@@ -23,11 +23,16 @@ const SWEEP: &str = "events/schedule/failover-sweep.json";
 /// test pass or fail depending on the clock it runs at.)
 fn fixture(path: &str) -> Value {
     let text = std::fs::read_to_string(workspace_root().join(path)).unwrap();
-    let anchor = chrono::DateTime::parse_from_rfc3339("2026-11-25T20:05:00Z").unwrap();
     // Whole seconds: every stamp keeps its own fraction, so durations between events stay exact.
-    let shift = chrono::Duration::seconds(
-        (nbaops_tests::clock::now() - anchor.with_timezone(&chrono::Utc)).num_seconds(),
-    );
+    // One shift for the whole run: computed per fixture, a second boundary passing between the
+    // started and the completed event moved them apart by a second (seen at 2026-11-30T23:40).
+    static SHIFT: std::sync::OnceLock<chrono::Duration> = std::sync::OnceLock::new();
+    let shift = *SHIFT.get_or_init(|| {
+        let anchor = chrono::DateTime::parse_from_rfc3339("2026-11-25T20:05:00Z").unwrap();
+        chrono::Duration::seconds(
+            (nbaops_tests::clock::now() - anchor.with_timezone(&chrono::Utc)).num_seconds(),
+        )
+    });
     let mut out = String::new();
     let mut rest = text.as_str();
     while let Some(i) = rest.find("2026-11-25") {
