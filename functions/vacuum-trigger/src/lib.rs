@@ -1,0 +1,9 @@
+//! vacuum-trigger as a library too, so the `nbaops` command (plan, replay) runs the same decisions.
+
+pub mod aws_operations;
+pub mod handler;
+pub mod plan;
+#[cfg(test)]
+mod properties;
+pub mod runaway;
+pub mod statement;
