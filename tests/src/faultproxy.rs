@@ -269,6 +269,8 @@ fn error_answer(call: &Call, head: &Head, code: &str, message: &str) -> (String,
 }
 
 async fn connection(stream: TcpStream, shared: Arc<Shared>, upstream: String) {
+    // Small request/answer exchanges: without TCP_NODELAY, Nagle + delayed ACK add ~40 ms a call.
+    let _ = stream.set_nodelay(true);
     let mut conn = BufReader::new(stream);
     loop {
         let head = match read_head(&mut conn).await {
