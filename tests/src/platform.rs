@@ -500,11 +500,21 @@ pub async fn put_cpu(
     percent: f64,
     minutes: i64,
 ) -> Result<(), HarnessError> {
+    put_cpu_until(c, group, percent, minutes, crate::clock::now()).await
+}
+
+/// [`put_cpu`] ending at `until` (one datapoint a minute in the `minutes` before it).
+pub async fn put_cpu_until(
+    c: &Clients,
+    group: &str,
+    percent: f64,
+    minutes: i64,
+    until: chrono::DateTime<chrono::Utc>,
+) -> Result<(), HarnessError> {
     use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
-    let now = crate::clock::now();
     let data: Vec<MetricDatum> = (1..=minutes)
         .map(|m| {
-            let at = now - chrono::Duration::minutes(m);
+            let at = until - chrono::Duration::minutes(m);
             MetricDatum::builder()
                 .metric_name("CPUUtilization")
                 .dimensions(
@@ -526,4 +536,106 @@ pub async fn put_cpu(
         .await
         .map(drop)
         .map_err(|e| HarnessError::Setup(format!("put_metric_data {group}: {e:?}")))
+}
+
+/// The group's CPU alarm (`> 70 %` on AWS/EC2 CPUUtilization by AutoScalingGroupName, 5-minute
+/// periods), created and put in ALARM as CloudWatch would hold it while the group is busy.
+pub async fn cpu_alarm_firing(
+    c: &Clients,
+    alarm: &str,
+    group: &str,
+    evaluation_periods: i32,
+    reason: &str,
+) -> Result<(), HarnessError> {
+    use aws_sdk_cloudwatch::types::{ComparisonOperator, Dimension, StateValue, Statistic};
+    c.cw.put_metric_alarm()
+        .alarm_name(alarm)
+        .namespace("AWS/EC2")
+        .metric_name("CPUUtilization")
+        .dimensions(
+            Dimension::builder()
+                .name("AutoScalingGroupName")
+                .value(group)
+                .build(),
+        )
+        .statistic(Statistic::Average)
+        .period(300)
+        .evaluation_periods(evaluation_periods)
+        .threshold(70.0)
+        .comparison_operator(ComparisonOperator::GreaterThanThreshold)
+        .send()
+        .await
+        .map_err(|e| dbg_err(&format!("put_metric_alarm {alarm}"), e))?;
+    c.cw.set_alarm_state()
+        .alarm_name(alarm)
+        .state_value(StateValue::Alarm)
+        .state_reason(reason)
+        .send()
+        .await
+        .map(drop)
+        .map_err(|e| dbg_err(&format!("set_alarm_state {alarm}"), e))
+}
+
+/// One EventBridge Scheduler schedule as the emulator holds it (read back with GetSchedule).
+#[derive(Debug, Clone)]
+pub struct FollowUp {
+    pub name: String,
+    pub expression: String,
+    /// The instant of an `at(...)` expression (UTC), `None` for any other expression.
+    pub at: Option<chrono::DateTime<chrono::Utc>>,
+    pub timezone: Option<String>,
+    pub after_completion: Option<String>,
+    pub target_arn: String,
+    pub role_arn: String,
+    pub input: Value,
+}
+
+/// The schedules of a schedule group, by name.
+pub async fn follow_ups(c: &Clients, group: &str) -> Result<Vec<FollowUp>, HarnessError> {
+    let listed = c
+        .scheduler
+        .list_schedules()
+        .group_name(group)
+        .send()
+        .await
+        .map_err(|e| dbg_err(&format!("list_schedules {group}"), e))?;
+    let mut out = Vec::new();
+    for s in listed.schedules() {
+        let name = s.name().unwrap_or_default().to_string();
+        let got = c
+            .scheduler
+            .get_schedule()
+            .group_name(group)
+            .name(&name)
+            .send()
+            .await
+            .map_err(|e| dbg_err(&format!("get_schedule {name}"), e))?;
+        let expression = got.schedule_expression().unwrap_or_default().to_string();
+        let at = expression
+            .strip_prefix("at(")
+            .and_then(|x| x.strip_suffix(')'))
+            .and_then(|x| chrono::NaiveDateTime::parse_from_str(x, "%Y-%m-%dT%H:%M:%S").ok())
+            .map(|t| t.and_utc());
+        let target = got
+            .target()
+            .ok_or_else(|| err(&format!("schedule {name}"), "no target"))?;
+        let input = match target.input() {
+            Some(i) => serde_json::from_str(i).map_err(|e| err(&format!("input of {name}"), e))?,
+            None => Value::Null,
+        };
+        out.push(FollowUp {
+            name,
+            expression,
+            at,
+            timezone: got.schedule_expression_timezone().map(String::from),
+            after_completion: got
+                .action_after_completion()
+                .map(|a| a.as_str().to_string()),
+            target_arn: target.arn().to_string(),
+            role_arn: target.role_arn().to_string(),
+            input,
+        });
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
 }

@@ -6,7 +6,6 @@
 //! delivery and leaves the other to a follow-up schedule, read back from moto and delivered at
 //! its minute.
 
-use aws_sdk_cloudwatch::types::{ComparisonOperator, Dimension, StateValue, Statistic};
 use nbaops_tests::demo::Stack;
 use nbaops_tests::function::FunctionUnderTest;
 use nbaops_tests::platform::{self, WEB, WORKER};
@@ -82,21 +81,12 @@ async fn schedule(stack: &Stack, name: &str) -> (String, Value) {
 }
 
 async fn schedule_names(stack: &Stack) -> Vec<String> {
-    let out = stack
-        .clients
-        .scheduler
-        .list_schedules()
-        .group_name(GROUP)
-        .send()
+    platform::follow_ups(&stack.clients, GROUP)
         .await
-        .unwrap();
-    let mut names: Vec<String> = out
-        .schedules()
-        .iter()
-        .filter_map(|s| s.name().map(String::from))
-        .collect();
-    names.sort();
-    names
+        .unwrap()
+        .into_iter()
+        .map(|s| s.name)
+        .collect()
 }
 
 async fn calendar_alerts(stack: &Stack) -> Vec<Value> {
@@ -234,32 +224,15 @@ async fn a_calendar_becomes_schedules_that_raise_and_return_the_groups() {
     drop(f);
 
     // The worker's CPU alarm is in ALARM when the return comes: the worker stays, web goes back.
-    let cw = &stack.clients.cw;
-    cw.put_metric_alarm()
-        .alarm_name("nbaops-dev-worker-cpu-high")
-        .namespace("AWS/EC2")
-        .metric_name("CPUUtilization")
-        .dimensions(
-            Dimension::builder()
-                .name("AutoScalingGroupName")
-                .value(WORKER)
-                .build(),
-        )
-        .statistic(Statistic::Average)
-        .period(300)
-        .evaluation_periods(1)
-        .threshold(70.0)
-        .comparison_operator(ComparisonOperator::GreaterThanThreshold)
-        .send()
-        .await
-        .unwrap();
-    cw.set_alarm_state()
-        .alarm_name("nbaops-dev-worker-cpu-high")
-        .state_value(StateValue::Alarm)
-        .state_reason("e2e: the worker is busy")
-        .send()
-        .await
-        .unwrap();
+    platform::cpu_alarm_firing(
+        &stack.clients,
+        "nbaops-dev-worker-cpu-high",
+        WORKER,
+        1,
+        "e2e: the worker is busy",
+    )
+    .await
+    .unwrap();
     let f = at(&stack, &instant(&back_at)).await;
     let v = f.invoke_ok(back_input).await.unwrap();
     assert_eq!(desired(&stack, WEB).await, 2, "{v}");

@@ -4,9 +4,6 @@
 //! (GetSchedule) and delivered to the binary at its time on the test clock (moto never fires a
 //! schedule: that delivery is the test's).
 
-use aws_sdk_cloudwatch::types::{
-    ComparisonOperator, Dimension, MetricDatum, StandardUnit, StateValue, Statistic,
-};
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use nbaops_tests::demo::Stack;
 use nbaops_tests::function::FunctionUnderTest;
@@ -65,31 +62,9 @@ async fn stack_with(web: i32, worker: i32) -> Stack {
 
 /// One CPU datapoint a minute for the 14 minutes before `until`, as EC2 publishes per group.
 async fn cpu(stack: &Stack, group: &str, until: DateTime<Utc>, percent: f64) {
-    for m in 1..=14 {
-        let at = until - Duration::minutes(m);
-        stack
-            .clients
-            .cw
-            .put_metric_data()
-            .namespace("AWS/EC2")
-            .metric_data(
-                MetricDatum::builder()
-                    .metric_name("CPUUtilization")
-                    .dimensions(
-                        Dimension::builder()
-                            .name("AutoScalingGroupName")
-                            .value(group)
-                            .build(),
-                    )
-                    .timestamp(aws_smithy_types::DateTime::from_secs(at.timestamp()))
-                    .value(percent)
-                    .unit(StandardUnit::Percent)
-                    .build(),
-            )
-            .send()
-            .await
-            .unwrap();
-    }
+    platform::put_cpu_until(&stack.clients, group, percent, 14, until)
+        .await
+        .unwrap();
 }
 
 async fn desired(stack: &Stack, group: &str) -> i32 {
@@ -99,32 +74,17 @@ async fn desired(stack: &Stack, group: &str) -> i32 {
         .desired
 }
 
-/// The schedules in the follow-up group, by name: (expression, input).
+/// The schedules in the follow-up group, by name: (name, expression, input).
 async fn schedules(stack: &Stack) -> Vec<(String, String, Value)> {
-    let c = &stack.clients.scheduler;
-    let listed = c.list_schedules().group_name(GROUP).send().await.unwrap();
-    let mut out = Vec::new();
-    for s in listed.schedules() {
-        let name = s.name().unwrap_or_default().to_string();
-        let got = c
-            .get_schedule()
-            .group_name(GROUP)
-            .name(&name)
-            .send()
-            .await
-            .unwrap();
-        let t = got.target().unwrap();
-        assert_eq!(t.arn(), TARGET);
-        assert_eq!(t.role_arn(), ROLE);
-        let input: Value = serde_json::from_str(t.input().unwrap()).unwrap();
-        out.push((
-            name,
-            got.schedule_expression().unwrap_or_default().to_string(),
-            input,
-        ));
-    }
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    out
+    platform::follow_ups(&stack.clients, GROUP)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| {
+            assert_eq!((s.target_arn.as_str(), s.role_arn.as_str()), (TARGET, ROLE));
+            (s.name, s.expression, s.input)
+        })
+        .collect()
 }
 
 fn at_expression(t: DateTime<Utc>) -> String {
@@ -202,32 +162,15 @@ async fn an_alarm_or_high_cpu_holds_a_group_and_a_duplicate_follow_up_steps_once
     let stack = stack_with(4, 4).await;
     let t0 = clock::now();
     // The worker's CPU alarm is in ALARM: the worker is left alone whatever its CPU.
-    let cw = &stack.clients.cw;
-    cw.put_metric_alarm()
-        .alarm_name("nbaops-dev-worker-cpu-high")
-        .namespace("AWS/EC2")
-        .metric_name("CPUUtilization")
-        .dimensions(
-            Dimension::builder()
-                .name("AutoScalingGroupName")
-                .value(WORKER)
-                .build(),
-        )
-        .statistic(Statistic::Average)
-        .period(300)
-        .evaluation_periods(2)
-        .threshold(70.0)
-        .comparison_operator(ComparisonOperator::GreaterThanThreshold)
-        .send()
-        .await
-        .unwrap();
-    cw.set_alarm_state()
-        .alarm_name("nbaops-dev-worker-cpu-high")
-        .state_value(StateValue::Alarm)
-        .state_reason("test")
-        .send()
-        .await
-        .unwrap();
+    platform::cpu_alarm_firing(
+        &stack.clients,
+        "nbaops-dev-worker-cpu-high",
+        WORKER,
+        2,
+        "test",
+    )
+    .await
+    .unwrap();
     cpu(&stack, WEB, t0, 10.0).await;
     cpu(&stack, WORKER, t0, 10.0).await;
 

@@ -7,7 +7,7 @@
 //! at the schedule's time (`NBAOPS_TEST_NOW`), invoked with the schedule's input. What fired is then
 //! deleted from moto, as ActionAfterCompletion DELETE does in AWS.
 
-use aws_sdk_cloudwatch::types::{ComparisonOperator, Dimension, StateValue, Statistic};
+use aws_sdk_cloudwatch::types::StateValue;
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use nbaops_tests::clock;
 use nbaops_tests::demo::Stack;
@@ -114,37 +114,26 @@ struct Pending {
     input: Value,
 }
 
+/// The follow-ups as scale-on-alarm must create them: one-time `at()` in UTC, deleted after they
+/// ran, invoking the function's alias through the follow-up role.
 async fn schedules(stack: &Stack) -> Vec<Pending> {
-    let c = &stack.clients.scheduler;
-    let list = c.list_schedules().group_name(GROUP).send().await.unwrap();
-    let mut out = vec![];
-    for s in list.schedules() {
-        let name = s.name().unwrap_or_default().to_string();
-        let got = c
-            .get_schedule()
-            .group_name(GROUP)
-            .name(&name)
-            .send()
-            .await
-            .unwrap();
-        let expr = got.schedule_expression().unwrap_or_default();
-        let at = expr
-            .strip_prefix("at(")
-            .and_then(|x| x.strip_suffix(')'))
-            .and_then(|x| chrono::NaiveDateTime::parse_from_str(x, "%Y-%m-%dT%H:%M:%S").ok())
-            .map(|t| t.and_utc())
-            .unwrap_or_else(|| panic!("not an at() expression: {expr}"));
-        assert_eq!(got.schedule_expression_timezone(), Some("UTC"));
-        assert_eq!(
-            got.action_after_completion().map(|a| a.as_str()),
-            Some("DELETE")
-        );
-        let target = got.target().unwrap();
-        assert_eq!((target.arn(), target.role_arn()), (TARGET, ROLE));
-        let input = serde_json::from_str(target.input().unwrap()).unwrap();
-        out.push(Pending { name, at, input });
-    }
-    out
+    platform::follow_ups(&stack.clients, GROUP)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| {
+            assert_eq!(s.timezone.as_deref(), Some("UTC"), "{s:?}");
+            assert_eq!(s.after_completion.as_deref(), Some("DELETE"), "{s:?}");
+            assert_eq!((s.target_arn.as_str(), s.role_arn.as_str()), (TARGET, ROLE));
+            let at =
+                s.at.unwrap_or_else(|| panic!("not an at() expression: {}", s.expression));
+            Pending {
+                name: s.name,
+                at,
+                input: s.input,
+            }
+        })
+        .collect()
 }
 
 async fn only_schedule(stack: &Stack) -> Pending {
@@ -209,28 +198,9 @@ async fn a_sustained_alarm_keeps_stepping_until_the_ceiling_and_stops_when_ok() 
         .send()
         .await
         .unwrap();
-    stack
-        .clients
-        .cw
-        .put_metric_alarm()
-        .alarm_name(ALARM)
-        .namespace("AWS/EC2")
-        .metric_name("CPUUtilization")
-        .dimensions(
-            Dimension::builder()
-                .name("AutoScalingGroupName")
-                .value(WEB)
-                .build(),
-        )
-        .statistic(Statistic::Average)
-        .period(300)
-        .evaluation_periods(1)
-        .threshold(70.0)
-        .comparison_operator(ComparisonOperator::GreaterThanThreshold)
-        .send()
+    platform::cpu_alarm_firing(&stack.clients, ALARM, WEB, 1, "e2e: the web tier is busy")
         .await
         .unwrap();
-    set_alarm(&stack, StateValue::Alarm).await;
     assert_eq!(desired(&stack).await, 2);
 
     // 1. The ALARM state change: 2 -> 3, and a re-check at the end of the cooldown (300 s).
