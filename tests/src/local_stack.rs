@@ -206,6 +206,10 @@ pub async fn invoke(
 ) -> Result<i32, HarnessError> {
     // Before anything reads the harness clock in this process: the function continues the stack's.
     std::env::set_var(crate::clock::TEST_NOW_VAR, state.clock_now()?);
+    eprintln!(
+        "nbaops-local: on the local stack of `make up` ({}; make down stops it)",
+        state.moto_endpoint
+    );
     let f = FunctionUnderTest::start(
         &function_binary(function)?,
         function,
