@@ -5,7 +5,7 @@ export CARGO_TARGET_DIR ?= $(CURDIR)/target
 CARGO ?= cargo
 LOCAL := $(CARGO_TARGET_DIR)/debug/nbaops-local
 
-.PHONY: setup build demo test test-dates lint unit e2e infra-lint infra-scan invoke bench package clean fuzz
+.PHONY: setup build demo test test-dates lint unit e2e infra-lint infra-scan up invoke down bench package clean fuzz
 
 setup:            ## venv with moto, cargo-lambda, cfn-lint; rustfmt and clippy
 	@scripts/setup.sh
@@ -16,9 +16,15 @@ build: setup      ## every function binary and the local-stack driver, one cargo
 demo: build       ## the local stack: fixtures in, remediations out, as a readable report
 	$(LOCAL) demo
 
-invoke: build     ## make invoke FN=scale-on-alarm EVENT=events/cloudwatch-alarm/eventbridge-single-metric-alarm.json
+up: build         ## the local stack stays up (moto + PostgreSQL, seeded): prints endpoints, writes target/local-stack/{state.json,env}
+	$(LOCAL) up
+
+invoke: build     ## make invoke FN=scale-on-alarm EVENT=events/cloudwatch-alarm/eventbridge-single-metric-alarm.json (on `make up`'s stack when it is up)
 	@test -n "$(FN)" -a -n "$(EVENT)" || { echo "usage: make invoke FN=<function> EVENT=<file>"; exit 2; }
 	$(LOCAL) invoke $(FN) $(EVENT)
+
+down:             ## stops what `make up` started (only that), removes its state; idempotent
+	@if [ -x $(LOCAL) ]; then $(LOCAL) down; else echo "no $(LOCAL): nothing was started"; fi
 
 lint: setup
 	$(CARGO) fmt --all -- --check

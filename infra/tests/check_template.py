@@ -572,6 +572,105 @@ check("scale-on-alarm: cloudwatch:DescribeAlarms only on this deployment's alarm
 check("the CloudWatch adapter asks DescribeAlarms for metric alarms only",
       (ROOT / "shared/src/adapters/cloudwatch.rs").read_text().count(".alarm_types(AlarmType::MetricAlarm)") == 2)
 
+# ---------------------------------------------------------------- the dashboard
+# A CloudWatch metric is its namespace, name and FULL set of dimensions: "CloudWatch treats each
+# unique combination of dimensions as a separate metric. If a specific combination of dimensions was
+# not published, you can't retrieve statistics for it"
+# (https://docs.aws.amazon.com/AmazonCloudWatch/latest/APIReference/API_GetMetricStatistics.html,
+# https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/cloudwatch_concepts.html#Dimension).
+# A widget naming another set shows nothing. Each row of a metric widget is
+# [Namespace, MetricName, DimName, DimValue, ..., {options}]
+# (https://docs.aws.amazon.com/AmazonCloudWatch/latest/APIReference/CloudWatch-Dashboard-Body-Structure.html);
+# our rows must be one of the (namespace, name, dimension set) the code emits: the METRICS table of
+# shared/src/telemetry.rs, where an EMF line's several DimensionSets each make a metric
+# (https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/CloudWatch_Embedded_Metric_Format_Specification.html).
+telemetry_rs = (ROOT / "shared/src/telemetry.rs").read_text()
+metric_defs = {}
+for m in re.finditer(r'pub const (\w+): Metric = Metric \{\s*namespace: "([^"]+)",\s*name: "([^"]+)",\s*unit: "([^"]+)",\s*'
+                     r'dimension_sets: &\[(.*?)\],\s*\};', telemetry_rs, re.S):
+    sets = [sorted(re.findall(r'"([^"]+)"', inner)) for inner in re.findall(r"&\[([^\[\]]*)\]", m.group(5))]
+    metric_defs[m.group(1)] = (m.group(2), m.group(3), sets)
+table = re.search(r"pub const METRICS: &\[Metric\] = &\[([^\]]*)\];", telemetry_rs)
+emitted = {}
+for const in re.findall(r"\w+", table.group(1) if table else ""):
+    if const in metric_defs:
+        ns, name, sets = metric_defs[const]
+        emitted[(ns, name)] = sets
+check("telemetry.rs: METRICS lists the metrics it defines", table and emitted and len(emitted) == len(re.findall(r"\w+", table.group(1))),
+      sorted(metric_defs))
+
+
+def rust_strs(src, name):
+    m = re.search(rf"pub const {name}: &\[&str\] = &\[([^\]]*)\];", src)
+    return re.findall(r'"([^"]+)"', m.group(1)) if m else []
+
+
+known_values = {"outcome": rust_strs(telemetry_rs, "OUTCOMES"), "step": rust_strs(telemetry_rs, "GUARD_STEPS"),
+                "severity": rust_strs(telemetry_rs, "SEVERITIES"),
+                # the `function` of an EMF line is the function's FUNCTION constant
+                "function": sorted(re.search(r'pub const FUNCTION: &str = "([^"]+)";', p.read_text()).group(1)
+                                   for p in ROOT.glob("functions/*/src/*.rs") if 'pub const FUNCTION: &str = "' in p.read_text()),
+                "env": ["${Env}"]}
+check("dimension values known (outcomes, guard steps, severities, functions)", all(known_values.values()), known_values)
+dashboards = of_type("AWS::CloudWatch::Dashboard")
+check("one CloudWatch dashboard, named per environment", len(dashboards) == 1
+      and all(text(d["Properties"].get("DashboardName")) == "nbaops-${Env}" for d in dashboards.values()), list(dashboards))
+body = {}
+for key, d in dashboards.items():
+    try:
+        body = json.loads(text(d["Properties"]["DashboardBody"]))
+        check(f"{key}: body is JSON with widgets", isinstance(body.get("widgets"), list) and body["widgets"])
+    except (ValueError, KeyError) as e:
+        check(f"{key}: body is JSON with widgets", False, e)
+function_names = {text(f["Properties"].get("FunctionName")) for f in of_type("AWS::Serverless::Function").values()}
+queue_names = {"${%s.QueueName}" % q for q in of_type("AWS::SQS::Queue")}
+shown = []
+for widget in body.get("widgets", []):
+    if widget.get("type") != "metric":
+        continue
+    props = widget.get("properties", {})
+    title = props.get("title", "?")
+    problems = []
+    for row in props.get("metrics", []):
+        fields = [x for x in row if not isinstance(x, dict)]
+        if len(fields) < 2 or len(fields) % 2 or "." in fields:
+            problems.append(f"{row}: not a full row (no '.' shorthand)")
+            continue
+        ns, name, dims = fields[0], fields[1], dict(zip(fields[2::2], fields[3::2]))
+        shown.append((ns, name, dims))
+        what = f"{ns} {name} {sorted(dims)}"
+        if ns.startswith("AWS/"):
+            entry = published.get(ns)
+            if not (entry and name in entry["metrics"] and sorted(dims) in [sorted(d) for d in entry["dimensions"]]):
+                problems.append(f"{what}: not published (infra/tests/published_metrics.json)")
+            if "FunctionName" in dims and dims["FunctionName"] not in function_names:
+                problems.append(f"{what}: {dims['FunctionName']} is no function of this template")
+            if "QueueName" in dims and dims["QueueName"] not in queue_names:
+                problems.append(f"{what}: {dims['QueueName']} is no queue of this template")
+        else:
+            if sorted(dims) not in emitted.get((ns, name), []):
+                problems.append(f"{what}: not emitted with that dimension set (telemetry.rs METRICS: {emitted.get((ns, name))})")
+            bad = {k: v for k, v in dims.items() if k in known_values and v not in known_values[k]}
+            if bad:
+                problems.append(f"{what}: dimension values the code never emits: {bad}")
+    check(f"dashboard '{title}': region and period set", props.get("region") == "${AWS::Region}" and props.get("period"))
+    check(f"dashboard '{title}': {len(props.get('metrics', []))} metric(s), each emitted or published with exactly its dimension set",
+          props.get("metrics") and not problems, problems)
+
+def shows(ns, name, **dims):
+    return any(s[0] == ns and s[1] == name and all(s[2].get(k) == v for k, v in dims.items()) for s in shown)
+
+
+check("dashboard: actions of every function by every outcome",
+      all(shows("nbaops", "Actions", function=f, outcome=o) for f in known_values["function"] for o in known_values["outcome"]))
+check("dashboard: guard stops by every step", all(shows("nbaops", "GuardStops", step=s) for s in known_values["step"]))
+check("dashboard: open incidents by every severity", all(shows("nbaops", "OpenIncidents", severity=s) for s in known_values["severity"]))
+check("dashboard: pg-health scan time and findings",
+      shows("nbaops/postgres", "ScanMillis", function="pg-health") and shows("nbaops/postgres", "Findings", function="pg-health"))
+check("dashboard: Lambda errors of every function", all(shows("AWS/Lambda", "Errors", FunctionName=f) for f in function_names), function_names)
+check("dashboard: visible messages of every queue (failed events, undelivered alerts)",
+      all(shows("AWS/SQS", "ApproximateNumberOfMessagesVisible", QueueName=q) for q in queue_names), queue_names)
+
 passed, failed = results.count(True), results.count(False)
 print(f"template: {passed} passed, {failed} failed")
 sys.exit(1 if failed else 0)

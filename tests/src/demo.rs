@@ -121,7 +121,8 @@ impl Stack {
         ])
     }
 
-    pub fn function_env(&self, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    /// The AWS environment the functions get: the emulator, or the fault proxy in front of it.
+    pub fn aws_env(&self) -> Vec<(String, String)> {
         let mut aws = self.moto.aws_env();
         if let Some(proxy) = &self.proxy {
             for (k, v) in aws.iter_mut() {
@@ -130,7 +131,11 @@ impl Stack {
                 }
             }
         }
-        platform::function_env(&aws, &self.platform, extra)
+        aws
+    }
+
+    pub fn function_env(&self, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+        platform::function_env(&self.aws_env(), &self.platform, extra)
     }
 
     pub async fn start_function(
@@ -150,34 +155,56 @@ impl Stack {
     /// The environment a function gets on the local stack: the emulator, the platform, and the
     /// demo PostgreSQL wherever the function reads a database.
     pub fn env_for(&self, name: &str, extra: &[(&str, &str)]) -> Vec<(String, String)> {
-        let mut pairs: Vec<(String, String)> = Vec::new();
-        if let Some(pg) = &self.postgres {
-            // pg-health / vacuum-trigger watch the demo PostgreSQL (a known key, harmless to others).
-            // Each as its own role (infra/sql), over TLS, its password from SSM.
-            pairs.push((
-                "NBAOPS_PG__DATABASES".into(),
-                format!("demo={}", pg.url_as("nbaops_monitor", "app")),
-            ));
-            pairs.push(("NBAOPS_PG__MONITOR_USER".into(), "nbaops_monitor".into()));
-            pairs.push((
-                "NBAOPS_PG__MAINTENANCE_USER".into(),
-                "nbaops_maintenance".into(),
-            ));
-            // failover-notify verifies nbaops-dev-db on the demo PostgreSQL (moto's endpoint is no server).
-            if name == "failover-notify" {
-                let urls =
-                    serde_json::json!({ platform::DB: pg.url_as("nbaops_failover", "postgres") })
-                        .to_string();
-                pairs.push(("NBAOPS_FAILOVER__VERIFY__URLS".into(), urls));
-            }
-        }
-        let mut refs: Vec<(&str, &str)> = pairs
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        refs.extend_from_slice(extra);
-        self.function_env(&refs)
+        local_env_for(
+            &self.aws_env(),
+            &self.platform,
+            self.postgres.as_ref().map(|pg| pg.port),
+            name,
+            extra,
+        )
     }
+}
+
+/// [`Stack::env_for`] from its parts, so a function started against a stack another process holds
+/// (`make up`, [`crate::local_stack`]) gets exactly the environment it would get in the demo.
+pub fn local_env_for(
+    aws: &[(String, String)],
+    platform: &Platform,
+    pg_port: Option<u16>,
+    name: &str,
+    extra: &[(&str, &str)],
+) -> Vec<(String, String)> {
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    if let Some(port) = pg_port {
+        // pg-health / vacuum-trigger watch the demo PostgreSQL (a known key, harmless to others).
+        // Each as its own role (infra/sql), over TLS, its password from SSM.
+        pairs.push((
+            "NBAOPS_PG__DATABASES".into(),
+            format!(
+                "demo={}",
+                crate::postgres::url_at(port, "nbaops_monitor", "app")
+            ),
+        ));
+        pairs.push(("NBAOPS_PG__MONITOR_USER".into(), "nbaops_monitor".into()));
+        pairs.push((
+            "NBAOPS_PG__MAINTENANCE_USER".into(),
+            "nbaops_maintenance".into(),
+        ));
+        // failover-notify verifies nbaops-dev-db on the demo PostgreSQL (moto's endpoint is no server).
+        if name == "failover-notify" {
+            let urls = serde_json::json!({
+                platform::DB: crate::postgres::url_at(port, "nbaops_failover", "postgres")
+            })
+            .to_string();
+            pairs.push(("NBAOPS_FAILOVER__VERIFY__URLS".into(), urls));
+        }
+    }
+    let mut refs: Vec<(&str, &str)> = pairs
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    refs.extend_from_slice(extra);
+    platform::function_env(aws, platform, &refs)
 }
 
 async fn world(c: &Clients) -> String {
@@ -338,10 +365,24 @@ pub async fn run_demo() -> Result<(), HarnessError> {
     Ok(())
 }
 
+/// `make invoke`: through the stack `make up` holds when it is up and answering (only the
+/// function binary starts), else on a stack of its own as before.
 pub async fn run_invoke(function: &str, event: &Path) -> Result<i32, HarnessError> {
+    let payload: Value = serde_json::from_str(&std::fs::read_to_string(event)?)?;
+    if let Some(state) = crate::local_stack::live(&crate::local_stack::state_dir()).await? {
+        return crate::local_stack::invoke(&state, function, payload).await;
+    }
     let stack = Stack::start(true).await?;
     let f = stack.start_function(function, 1).await?;
-    let payload: Value = serde_json::from_str(&std::fs::read_to_string(event)?)?;
+    print_invocation(function, &f, payload).await
+}
+
+/// Invokes `f` once and prints its response (exit code 0) or its error and log (1).
+pub async fn print_invocation(
+    function: &str,
+    f: &FunctionUnderTest,
+    payload: Value,
+) -> Result<i32, HarnessError> {
     let inv = f.invoke(payload, Duration::from_secs(30)).await?;
     match inv.outcome {
         crate::runtime_api::Outcome::Response(v) => {

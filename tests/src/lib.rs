@@ -13,6 +13,7 @@ pub mod demo;
 pub mod faultproxy;
 pub mod function;
 pub mod http;
+pub mod local_stack;
 pub mod moto;
 pub mod platform;
 pub mod ports;

@@ -75,6 +75,11 @@ impl Moto {
         self.child.id()
     }
 
+    /// The directory holding moto's log and request recording (removed on drop).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Wipes all emulated AWS state.
     pub async fn reset(&self) -> Result<(), HarnessError> {
         let url = format!("{}/moto-api/reset", self.endpoint);

@@ -75,7 +75,7 @@ impl Clients {
 }
 
 /// What was created, for the functions' environment and the report.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Platform {
     pub alerts_topic: String,
     pub actions_topic: String,

@@ -223,10 +223,7 @@ impl Postgres {
 
     /// The URL of `db` as `user`, over TLS to [`TLS_HOST`] (no password: it comes from SSM).
     pub fn url_as(&self, user: &str, db: &str) -> String {
-        format!(
-            "postgres://{user}@{TLS_HOST}:{}/{db}?hostaddr=127.0.0.1",
-            self.port
-        )
+        url_at(self.port, user, db)
     }
 
     /// Runs `sql` with psql; returns unaligned, tuples-only output without the final newline.
@@ -425,6 +422,22 @@ impl Postgres {
         }
         Err(HarnessError::Setup("PostgreSQL did not start".into()))
     }
+}
+
+/// [`Postgres::url_as`] for a cluster on `port` that another process started (`make up`).
+pub fn url_at(port: u16, user: &str, db: &str) -> String {
+    format!("postgres://{user}@{TLS_HOST}:{port}/{db}?hostaddr=127.0.0.1")
+}
+
+/// The postmaster's pid, from the first line of `data/postmaster.pid` (`None` when stopped).
+pub fn postmaster_pid(data_dir: &Path) -> Option<u32> {
+    std::fs::read_to_string(data_dir.join("postmaster.pid"))
+        .ok()?
+        .lines()
+        .next()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 impl Drop for Postgres {

@@ -1,9 +1,12 @@
 //! The escalation sweep (the `alert-escalation-sweep` schedule): every open incident nobody
 //! acknowledged in its severity's response time goes one level up the chain, once per level
-//! however many sweeps run; the index of open incidents is tidied on the way.
+//! however many sweeps run; the index of open incidents is tidied on the way. Having read them
+//! all, it emits the `OpenIncidents` gauge by severity (`telemetry::OPEN_INCIDENTS`, every
+//! severity, zeros included, so the dashboard falls back to 0 when incidents close).
 
 use serde_json::json;
 
+use nbaops_shared::alerts::Severity;
 use nbaops_shared::config::alerts::EscalationTarget;
 use nbaops_shared::events::ScheduledTick;
 use nbaops_shared::runtime::{Ctx, RecordReport};
@@ -31,6 +34,7 @@ impl AlertRouter {
         let mut failed = vec![];
         let store = self.incidents(ctx);
         let env = ctx.env();
+        let mut open = OpenCounts::default();
         for key in store.open_keys().await? {
             let Some(mut inc) = store.load(&key).await? else {
                 store.forget_open(&key).await?;
@@ -40,6 +44,7 @@ impl AlertRouter {
                 store.forget_open(&key).await?;
                 continue;
             }
+            open.add(inc.severity);
             let Some(level) = next_escalation(&self.cfg, &inc, now) else {
                 if matches!(inc.status, IncidentStatus::Open | IncidentStatus::Escalated)
                     && inc.escalation_level < self.cfg.chain.len()
@@ -119,7 +124,43 @@ impl AlertRouter {
         if w.rec.notes.is_empty() {
             w.note("no open alert");
         }
+        open.lines(&env)
+            .iter()
+            .for_each(|line| nbaops_shared::telemetry::emit(line));
         Ok((w.rec, failed))
+    }
+}
+
+/// Open incidents by severity, counted during a sweep.
+#[derive(Debug, Default)]
+pub(crate) struct OpenCounts([usize; 4]);
+
+impl OpenCounts {
+    fn add(&mut self, severity: Severity) {
+        let i = match severity {
+            Severity::P1 => 0,
+            Severity::P2 => 1,
+            Severity::P3 => 2,
+            Severity::P4 => 3,
+        };
+        self.0[i] += 1;
+    }
+
+    /// One `OpenIncidents` EMF line per severity.
+    fn lines(&self, env: &str) -> Vec<String> {
+        [Severity::P1, Severity::P2, Severity::P3, Severity::P4]
+            .iter()
+            .zip(self.0)
+            .filter_map(|(sev, n)| {
+                let sev = sev.to_string();
+                nbaops_shared::telemetry::metric_line(
+                    &[(nbaops_shared::telemetry::OPEN_INCIDENTS, n as f64)],
+                    &[("env", env), ("severity", &sev)],
+                )
+                .map_err(|e| tracing::warn!(error = %e, "metric not emitted"))
+                .ok()
+            })
+            .collect()
     }
 }
 
@@ -127,6 +168,42 @@ impl AlertRouter {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn open_incidents_are_one_line_per_severity_zeros_included() {
+        let mut open = OpenCounts::default();
+        open.add(Severity::P1);
+        open.add(Severity::P3);
+        open.add(Severity::P3);
+        let lines: Vec<serde_json::Value> = open
+            .lines("dev")
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let got: Vec<(String, f64)> = lines
+            .iter()
+            .map(|v| {
+                assert_eq!(v["env"], "dev");
+                assert_eq!(
+                    v["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+                    json!([["env", "severity"]])
+                );
+                (
+                    v["severity"].as_str().unwrap().to_string(),
+                    v["OpenIncidents"].as_f64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("P1".into(), 1.0),
+                ("P2".into(), 0.0),
+                ("P3".into(), 2.0),
+                ("P4".into(), 0.0)
+            ]
+        );
+    }
 
     use nbaops_shared::alerts::Severity;
 

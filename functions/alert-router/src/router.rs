@@ -290,7 +290,17 @@ impl nbaops_shared::runtime::Reply for Reply {
         Ok(self.to_value())
     }
     fn metrics(&self) -> Vec<(&'static str, f64, &'static str)> {
-        vec![("AlertMessagesSent", self.messages_sent() as f64, "Count")]
+        vec![(
+            nbaops_shared::telemetry::ALERT_MESSAGES_SENT.name,
+            self.messages_sent() as f64,
+            "Count",
+        )]
+    }
+    fn metric_lines(&self, function: &str, env: &str) -> Vec<String> {
+        match self {
+            Reply::Report(r) => r.metric_lines(function, env),
+            Reply::Http { .. } => Vec::new(),
+        }
     }
 }
 

@@ -98,22 +98,26 @@ impl PgHealth {
             let mut w = ctx.work(&tick.event_id, "schedule", summary);
             w.rec.notes = scan.notes.clone();
             announce(&target.name, &scan, &mut w).await?;
-            let mut metrics = scan.metrics.clone();
-            metrics.push((
-                "ScanMillis",
-                started.elapsed().as_secs_f64() * 1000.0,
-                "Milliseconds",
-            ));
-            metrics.push(("Findings", scan.findings.len() as f64, "Count"));
-            telemetry::emit(&telemetry::emf_line_in(
-                "nbaops/postgres",
+            let env = ctx.env();
+            let dims = [("function", FUNCTION), ("env", &env), ("db", &target.name)];
+            if !scan.metrics.is_empty() {
+                telemetry::emit(&telemetry::emf_line_in(
+                    telemetry::PG_SCAN_MILLIS.namespace,
+                    &dims,
+                    &scan.metrics,
+                ));
+            }
+            // Also over all databases (a second dimension set): what the dashboard shows.
+            telemetry::emit_metric(
                 &[
-                    ("function", FUNCTION),
-                    ("env", &ctx.env()),
-                    ("db", &target.name),
+                    (
+                        telemetry::PG_SCAN_MILLIS,
+                        started.elapsed().as_secs_f64() * 1000.0,
+                    ),
+                    (telemetry::PG_FINDINGS, scan.findings.len() as f64),
                 ],
-                &metrics,
-            ));
+                &dims,
+            );
             records.push(w.rec);
         }
         if let Some(note) = budget.report() {

@@ -38,6 +38,48 @@ pub trait Reply {
     fn metrics(&self) -> Vec<(&'static str, f64, &'static str)> {
         Vec::new()
     }
+    /// EMF lines of the dimensioned metrics (`telemetry::METRICS`: actions by outcome, guard stops
+    /// by step), emitted after [`Reply::metrics`].
+    fn metric_lines(&self, _function: &str, _env: &str) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// `Actions` by outcome and `GuardStops` by step for these audit records: one EMF line per outcome
+/// and per step that occurred (a dashboard sums them; nothing is emitted for what did not happen).
+pub fn action_metric_lines<'a>(
+    function: &str,
+    env: &str,
+    actions: impl IntoIterator<Item = &'a crate::guard::AuditRecord>,
+) -> Vec<String> {
+    let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
+    let mut stops: BTreeMap<String, usize> = BTreeMap::new();
+    for a in actions {
+        let outcome = serde_json::to_value(a.outcome)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default();
+        *outcomes.entry(outcome).or_default() += 1;
+        if let Some(step) = a.stopped_by {
+            *stops.entry(step.to_string()).or_default() += 1;
+        }
+    }
+    let by = |metric: telemetry::Metric, key: &str, counts: BTreeMap<String, usize>| {
+        counts
+            .into_iter()
+            .filter_map(|(value, n)| {
+                telemetry::metric_line(
+                    &[(metric, n as f64)],
+                    &[("function", function), ("env", env), (key, &value)],
+                )
+                .map_err(|e| tracing::warn!(error = %e, "metric not emitted"))
+                .ok()
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut lines = by(telemetry::ACTIONS, "outcome", outcomes);
+    lines.extend(by(telemetry::GUARD_STOPS, "step", stops));
+    lines
 }
 
 impl Reply for InvocationReport {
@@ -51,7 +93,10 @@ impl Reply for InvocationReport {
             .flat_map(|x| &x.actions)
             .filter(|a| a.outcome == crate::guard::Outcome::Acted)
             .count();
-        vec![("ActionsTaken", acted as f64, "Count")]
+        vec![(telemetry::ACTIONS_TAKEN.name, acted as f64, "Count")]
+    }
+    fn metric_lines(&self, function: &str, env: &str) -> Vec<String> {
+        action_metric_lines(function, env, self.records.iter().flat_map(|r| &r.actions))
     }
 }
 
@@ -187,16 +232,21 @@ where
                 Err(_) => Vec::new(),
             };
             metrics.push((
-                "HandlerErrors",
+                telemetry::HANDLER_ERRORS.name,
                 if res.is_err() { 1.0 } else { 0.0 },
                 "Count",
             ));
             metrics.push((
-                "HandlerMillis",
+                telemetry::HANDLER_MILLIS.name,
                 started.elapsed().as_secs_f64() * 1000.0,
                 "Milliseconds",
             ));
             telemetry::emit_metrics(function, &env, &metrics);
+            if let Ok(r) = &res {
+                r.metric_lines(function, &env)
+                    .iter()
+                    .for_each(|line| telemetry::emit(line));
+            }
             match res {
                 Ok(report) => report.into_json().map_err(|e| Diagnostic {
                     error_type: "Serialize".into(),
@@ -268,6 +318,67 @@ async fn publish_gave_up(deps: &Deps, alert: &Alert) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn audit(outcome: &str, stopped_by: Option<&str>) -> crate::guard::AuditRecord {
+        serde_json::from_value(serde_json::json!({
+            "schema": "nbaops.action/v1", "at": "2026-06-17T14:00:00Z", "env": "dev",
+            "function": "scale-on-alarm", "request_id": "r", "event_id": "e",
+            "action": "asg.scale_out", "resource": "asg:web", "reason": "cpu", "severity": "P3",
+            "outcome": outcome, "dry_run": false, "stopped_by": stopped_by,
+            "emergency_change": false, "steps": [], "before": {}, "after": {}, "error": null
+        }))
+        .unwrap_or_else(|e| panic!("audit record: {e}"))
+    }
+
+    #[test]
+    fn actions_by_outcome_and_guard_stops_by_step_are_emf_lines() {
+        let records = [
+            audit("acted", None),
+            audit("acted", None),
+            audit("skipped", Some("cooldown")),
+            audit("would-act", Some("dry_run")),
+        ];
+        let lines: Vec<Value> = action_metric_lines("scale-on-alarm", "dev", &records)
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap_or_default())
+            .collect();
+        let got: Vec<(String, String, f64)> = lines
+            .iter()
+            .map(|v| {
+                let d = &v["_aws"]["CloudWatchMetrics"][0];
+                let name = d["Metrics"][0]["Name"].as_str().unwrap_or("").to_string();
+                let key = if name == "Actions" { "outcome" } else { "step" };
+                assert_eq!(d["Namespace"], "nbaops");
+                assert_eq!(
+                    (&v["function"], &v["env"]),
+                    (&Value::from("scale-on-alarm"), &Value::from("dev"))
+                );
+                let sets = if name == "Actions" {
+                    serde_json::json!([["function", "env", "outcome"]])
+                } else {
+                    serde_json::json!([["function", "env", "step"], ["env", "step"]])
+                };
+                assert_eq!(d["Dimensions"], sets, "{v}");
+                (
+                    name.clone(),
+                    v[key].as_str().unwrap_or("").to_string(),
+                    v[&name].as_f64().unwrap_or(-1.0),
+                )
+            })
+            .collect();
+        let want: Vec<(String, String, f64)> = [
+            ("Actions", "acted", 2.0),
+            ("Actions", "skipped", 1.0),
+            ("Actions", "would-act", 1.0),
+            ("GuardStops", "cooldown", 1.0),
+            ("GuardStops", "dry_run", 1.0),
+        ]
+        .iter()
+        .map(|(a, b, n)| (a.to_string(), b.to_string(), *n))
+        .collect();
+        assert_eq!(got, want);
+        assert!(action_metric_lines("f", "dev", &[]).is_empty());
+    }
 
     #[test]
     fn giving_up_on_a_dependency_is_a_p2_and_nothing_else_is() {

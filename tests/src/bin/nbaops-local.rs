@@ -1,8 +1,8 @@
-//! The local stack driver behind `make demo`, `make invoke` and `make bench`.
+//! The local stack driver behind `make demo`, `make up` / `make invoke` / `make down` and `make bench`.
 
 use std::path::PathBuf;
 
-use nbaops_tests::{bench, bench_pg, demo};
+use nbaops_tests::{bench, bench_pg, demo, local_stack};
 
 #[tokio::main]
 async fn main() {
@@ -19,11 +19,15 @@ async fn main() {
         Some("invoke") if args.len() == 3 => {
             demo::run_invoke(&args[1], &PathBuf::from(&args[2])).await
         }
+        Some("up") => local_stack::up().await,
+        Some("down") => local_stack::down(),
+        // Started by `up`: holds the stack until `down`.
+        Some("serve") => local_stack::serve().await,
         Some("bench") => bench::run_bench().await.map(|_| 0),
         Some("bench-pg") => bench_pg::run_bench_pg().await.map(|_| 0),
         _ => {
             eprintln!(
-                "usage: nbaops-local demo | invoke <function> <event.json> | bench | bench-pg"
+                "usage: nbaops-local demo | up | invoke <function> <event.json> | down | bench | bench-pg"
             );
             Ok(2)
         }
