@@ -15,7 +15,7 @@ mod sns;
 mod sqs;
 mod ssm;
 
-pub use dynamodb::{create_ledger_table, DynamoLedger};
+pub use dynamodb::{create_ledger_table, DynamoLedger, BY_DAY_INDEX};
 pub use http_post::HyperHttpPost;
 pub use postgres::{PgSession, PgTls, Transport, RDS_CA_BUNDLE};
 pub use sqs::SdkDeadLetter;
@@ -82,16 +82,68 @@ pub struct AwsClients {
     costexplorer: OnceLock<aws_sdk_costexplorer::Client>,
     cloudwatch: OnceLock<aws_sdk_cloudwatch::Client>,
     scheduler: OnceLock<aws_sdk_scheduler::Client>,
+    /// Set: every client refuses any operation not on its list ([`ReadOnly`]).
+    read_only: Option<ReadOnly>,
 }
 
 macro_rules! client {
     ($name:ident, $krate:ident) => {
         pub fn $name(&self) -> $krate::Client {
             self.$name
-                .get_or_init(|| $krate::Client::new(&self.conf))
+                .get_or_init(|| match &self.read_only {
+                    None => $krate::Client::new(&self.conf),
+                    Some(r) => $krate::Client::from_conf(
+                        $krate::config::Builder::from(&self.conf)
+                            .interceptor(r.clone())
+                            .build(),
+                    ),
+                })
                 .clone()
         }
     };
+}
+
+/// An SDK interceptor that refuses, before anything is sent, every operation whose name is not on
+/// its list: the safety net of `nbaops plan` (the guard is forced to dry-run, the ledger and the
+/// topics are in memory; a bug in a function still cannot mutate the account through a client).
+/// The list is of IAM action names (`autoscaling:DescribeAutoScalingGroups`); an operation passes
+/// when its name is the action's. The SDK puts the operation's name in the config bag
+/// (`Metadata`) before the interceptors' first hook runs.
+#[derive(Debug, Clone)]
+pub struct ReadOnly {
+    pub allowed: &'static [&'static str],
+}
+
+impl ReadOnly {
+    pub fn allows(&self, operation: &str) -> bool {
+        self.allowed
+            .iter()
+            .any(|a| a.rsplit(':').next() == Some(operation))
+    }
+}
+
+impl aws_smithy_runtime_api::client::interceptors::Intercept for ReadOnly {
+    fn name(&self) -> &'static str {
+        "nbaops-read-only"
+    }
+
+    fn read_before_execution(
+        &self,
+        _ctx: &aws_smithy_runtime_api::client::interceptors::context::BeforeSerializationInterceptorContextRef<'_>,
+        cfg: &mut aws_smithy_types::config_bag::ConfigBag,
+    ) -> std::result::Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        let meta = cfg.load::<aws_smithy_runtime_api::client::orchestrator::Metadata>();
+        match meta {
+            Some(m) if self.allows(m.name()) => Ok(()),
+            Some(m) => Err(format!(
+                "refused by nbaops read-only mode: {} {} is not a read-only operation",
+                m.service(),
+                m.name()
+            )
+            .into()),
+            None => Err("refused by nbaops read-only mode: an operation without a name".into()),
+        }
+    }
 }
 
 impl AwsClients {
@@ -113,7 +165,15 @@ impl AwsClients {
             costexplorer: OnceLock::new(),
             cloudwatch: OnceLock::new(),
             scheduler: OnceLock::new(),
+            read_only: None,
         }
+    }
+
+    /// [`AwsClients::from_env`], every client refusing the operations `guard` does not allow.
+    pub async fn from_env_read_only(guard: ReadOnly) -> AwsClients {
+        let mut c = AwsClients::from_env().await;
+        c.read_only = Some(guard);
+        c
     }
 
     /// The loaded SDK configuration (for a client in another region).
