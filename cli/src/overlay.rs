@@ -319,7 +319,11 @@ mod tests {
         let q = o.query("real", "").await.unwrap();
         assert_eq!(
             q,
-            vec![("a".into(), json!({"real": true})), ("b".into(), json!(3))]
+            vec![
+                ("a".into(), json!({"real": true})),
+                ("b".into(), json!(3)),
+                ("x".into(), json!(2))
+            ]
         );
         let refused = o
             .write_all(&[
