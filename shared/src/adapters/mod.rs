@@ -107,8 +107,10 @@ macro_rules! client {
 /// its list: the safety net of `nbaops plan` (the guard is forced to dry-run, the ledger and the
 /// topics are in memory; a bug in a function still cannot mutate the account through a client).
 /// The list is of IAM action names (`autoscaling:DescribeAutoScalingGroups`); an operation passes
-/// when its name is the action's. The SDK puts the operation's name in the config bag
-/// (`Metadata`) before the interceptors' first hook runs.
+/// when its name is the action's. The operation's name (`Metadata`) is in the config bag once the
+/// operation's configuration is applied, which is after a client interceptor's
+/// `read_before_execution` and before serialization: the check runs there, before any byte is
+/// sent (a test below proves both).
 #[derive(Debug, Clone)]
 pub struct ReadOnly {
     pub allowed: &'static [&'static str],
@@ -127,9 +129,10 @@ impl aws_smithy_runtime_api::client::interceptors::Intercept for ReadOnly {
         "nbaops-read-only"
     }
 
-    fn read_before_execution(
+    fn read_before_serialization(
         &self,
         _ctx: &aws_smithy_runtime_api::client::interceptors::context::BeforeSerializationInterceptorContextRef<'_>,
+        _rc: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
         cfg: &mut aws_smithy_types::config_bag::ConfigBag,
     ) -> std::result::Result<(), aws_smithy_runtime_api::box_error::BoxError> {
         let meta = cfg.load::<aws_smithy_runtime_api::client::orchestrator::Metadata>();
@@ -251,3 +254,54 @@ mod cloudwatch;
 pub use cloudwatch::SdkCloudWatch;
 mod scheduler;
 pub use scheduler::SdkScheduler;
+
+#[cfg(test)]
+mod read_only_tests {
+    use super::*;
+
+    /// Clients whose endpoint nothing listens on: a request that is sent fails to connect; one
+    /// the interceptor refuses fails before that, with its words.
+    async fn clients(allowed: &'static [&'static str]) -> AwsClients {
+        let conf = aws_config::defaults(BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .endpoint_url("http://127.0.0.1:9")
+            .credentials_provider(aws_sdk_autoscaling::config::Credentials::new(
+                "test", "test", None, None, "test",
+            ))
+            .retry_config(RetryConfig::disabled())
+            .load()
+            .await;
+        let mut c = AwsClients::from_env().await;
+        c.conf = conf;
+        c.read_only = Some(ReadOnly { allowed });
+        c
+    }
+
+    #[tokio::test]
+    async fn a_mutation_is_refused_before_it_is_sent_and_a_read_is_sent() {
+        let c = clients(&["autoscaling:DescribeAutoScalingGroups"]).await;
+        let set = c
+            .autoscaling()
+            .set_desired_capacity()
+            .auto_scaling_group_name("g")
+            .desired_capacity(3)
+            .send()
+            .await;
+        let err = set.err().map(|e| format!("{e:?}")).unwrap_or_default();
+        assert!(err.contains("refused by nbaops read-only mode"), "{err}");
+        let read = c.autoscaling().describe_auto_scaling_groups().send().await;
+        let err = read.err().map(|e| format!("{e:?}")).unwrap_or_default();
+        assert!(
+            !err.is_empty() && !err.contains("read-only mode"),
+            "sent (and failed to connect): {err}"
+        );
+        assert!(ReadOnly {
+            allowed: &["dynamodb:Query"]
+        }
+        .allows("Query"));
+        assert!(!ReadOnly {
+            allowed: &["dynamodb:Query"]
+        }
+        .allows("PutItem"));
+    }
+}
