@@ -19,11 +19,14 @@ use nbaops_tests::platform::{self, DB, LEDGER, WEB, WORKER};
 use nbaops_tests::{clock, function_binary, workspace_root};
 use serde_json::{json, Value};
 
+/// The command's name in moto's recording (`app/nbaops`), as infra/tests/check_observed_calls.py
+/// holds it to cli/src/aws_operations.rs.
+const APP: &str = "nbaops";
 const ALARM: &str = "events/cloudwatch-alarm/eventbridge-single-metric-alarm.json";
 
 /// `nbaops ARGS` with the functions' environment (the emulator, `dev`, the table and topics), on
-/// the test clock, named `app` in moto's recording.
-async fn nbaops(stack: &Stack, app: &str, extra: &[(&str, &str)], args: &[&str]) -> Output {
+/// the test clock, named [`APP`] in moto's recording.
+async fn nbaops(stack: &Stack, extra: &[(&str, &str)], args: &[&str]) -> Output {
     let mut cmd = tokio::process::Command::new(function_binary("nbaops").unwrap());
     cmd.env_clear();
     for key in ["PATH", "HOME"] {
@@ -33,7 +36,7 @@ async fn nbaops(stack: &Stack, app: &str, extra: &[(&str, &str)], args: &[&str])
     }
     cmd.envs(stack.function_env(extra))
         .envs([clock::env()])
-        .env("AWS_SDK_UA_APP_ID", app)
+        .env("AWS_SDK_UA_APP_ID", APP)
         .args(args)
         .current_dir(workspace_root());
     cmd.output().await.unwrap()
@@ -72,13 +75,7 @@ fn decision(v: &Value) -> Value {
 async fn plan_decides_as_the_function_does_and_mutates_nothing() {
     let stack = Stack::start(false).await.unwrap();
     let before = platform::group_view(&stack.clients, WEB).await.unwrap();
-    let out = nbaops(
-        &stack,
-        "nbaops-plan",
-        &[],
-        &["--json", "plan", "scale-on-alarm", ALARM],
-    )
-    .await;
+    let out = nbaops(&stack, &[], &["--json", "plan", "scale-on-alarm", ALARM]).await;
     assert!(out.status.success(), "{}", text_of(&out));
     let plan = json_of(&out);
     let planned = plan["decisions"].as_array().cloned().unwrap_or_default();
@@ -86,7 +83,7 @@ async fn plan_decides_as_the_function_does_and_mutates_nothing() {
     assert_eq!(planned[0]["outcome"], "would-act", "{plan}");
 
     // Zero mutating calls reached the emulator from the plan, and it did read the account.
-    let calls = stack.moto.calls_of("nbaops-plan", 0);
+    let calls = stack.moto.calls_of(APP, 0);
     let reads: Vec<String> = calls.iter().map(|c| c.iam_action()).collect();
     assert!(
         reads.contains(&"autoscaling:DescribeAutoScalingGroups".to_string()),
@@ -136,13 +133,7 @@ async fn plan_decides_as_the_function_does_and_mutates_nothing() {
     );
 
     // The text form: the decision line and what would be published.
-    let out = nbaops(
-        &stack,
-        "nbaops-plan",
-        &[],
-        &["plan", "scale-on-alarm", ALARM],
-    )
-    .await;
+    let out = nbaops(&stack, &[], &["plan", "scale-on-alarm", ALARM]).await;
     let text = text_of(&out);
     assert!(out.status.success(), "{text}");
     assert!(
@@ -151,11 +142,7 @@ async fn plan_decides_as_the_function_does_and_mutates_nothing() {
     );
     assert!(text.contains("dry-run"), "{text}");
     assert!(
-        stack
-            .moto
-            .calls_of("nbaops-plan", 0)
-            .iter()
-            .all(|c| !c.is_mutating()),
+        stack.moto.calls_of(APP, 0).iter().all(|c| !c.is_mutating()),
         "second plan mutated"
     );
 
@@ -165,7 +152,7 @@ async fn plan_decides_as_the_function_does_and_mutates_nothing() {
         &["plan", "no-such-function", ALARM][..],
         &["plan", "scale-on-alarm", "events/none.json"][..],
     ] {
-        let out = nbaops(&stack, "nbaops-plan", &[], args).await;
+        let out = nbaops(&stack, &[], args).await;
         assert_eq!(out.status.code(), Some(1), "{args:?}: {}", text_of(&out));
         assert!(text_of(&out).starts_with("nbaops: "), "{}", text_of(&out));
     }
@@ -259,13 +246,7 @@ async fn audit_by_day_and_status() {
             .collect()
     };
 
-    let out = nbaops(
-        &stack,
-        "nbaops-audit",
-        &[],
-        &["--json", "audit", "--since", "24h"],
-    )
-    .await;
+    let out = nbaops(&stack, &[], &["--json", "audit", "--since", "24h"]).await;
     assert!(out.status.success(), "{}", text_of(&out));
     assert_eq!(
         norm(ats(&json_of(&out))),
@@ -274,7 +255,6 @@ async fn audit_by_day_and_status() {
     );
     let out = nbaops(
         &stack,
-        "nbaops-audit",
         &[],
         &["--json", "audit", "--since", "2d", "--resource", &web],
     )
@@ -282,21 +262,20 @@ async fn audit_by_day_and_status() {
     assert_eq!(norm(ats(&json_of(&out))), vec![key(&r1), key(&r3)]);
     let out = nbaops(
         &stack,
-        "nbaops-audit",
         &[],
         &["--json", "audit", "--since", "2d", "--function", "offhours"],
     )
     .await;
     assert_eq!(norm(ats(&json_of(&out))), vec![key(&r2)]);
-    let out = nbaops(&stack, "nbaops-audit", &[], &["audit", "--since", "2d"]).await;
+    let out = nbaops(&stack, &[], &["audit", "--since", "2d"]).await;
     let text = text_of(&out);
     assert!(text.contains("3 records, newest first"), "{text}");
-    let out = nbaops(&stack, "nbaops-audit", &[], &["audit", "--since", "soon"]).await;
+    let out = nbaops(&stack, &[], &["audit", "--since", "soon"]).await;
     assert_eq!(out.status.code(), Some(1), "{}", text_of(&out));
     // Through the index, day by day: never a table scan.
     let ops: Vec<String> = stack
         .moto
-        .calls_of("nbaops-audit", 0)
+        .calls_of(APP, 0)
         .iter()
         .map(|c| c.iam_action())
         .collect();
@@ -349,7 +328,7 @@ async fn audit_by_day_and_status() {
         )
         .await
         .unwrap();
-    let out = nbaops(&stack, "nbaops-status", &[], &["--json", "status"]).await;
+    let out = nbaops(&stack, &[], &["--json", "status"]).await;
     assert!(out.status.success(), "{}", text_of(&out));
     let s = json_of(&out);
     assert_eq!(s["kill_switch"], true, "{s}");
@@ -368,7 +347,7 @@ async fn audit_by_day_and_status() {
     );
     assert_eq!(s["last_action"]["offhours"]["function"], "offhours", "{s}");
     assert!(s["last_action"]["pg-health"].is_null(), "{s}");
-    let out = nbaops(&stack, "nbaops-status", &[], &["status"]).await;
+    let out = nbaops(&stack, &[], &["status"]).await;
     let text = text_of(&out);
     for want in [
         "kill switch: ON",
@@ -382,7 +361,7 @@ async fn audit_by_day_and_status() {
     assert!(
         status_calls[before..]
             .iter()
-            .filter(|c| c.app.as_deref() == Some("nbaops-status"))
+            .filter(|c| c.app.as_deref() == Some(APP))
             .all(|c| !c.is_mutating()),
         "status mutated"
     );
@@ -394,7 +373,6 @@ async fn config_show_sources_and_check_names_bad_values() {
     let secret_url = "demo=postgres://nbaops_monitor:hunter2@db.internal:5432/app";
     let out = nbaops(
         &stack,
-        "nbaops-config",
         &[("NBAOPS_PG__DATABASES", secret_url)],
         &["--json", "config", "show", "--function", "pg-health"],
     )
@@ -422,7 +400,6 @@ async fn config_show_sources_and_check_names_bad_values() {
     );
     let out = nbaops(
         &stack,
-        "nbaops-config",
         &[],
         &["--json", "config", "show", "--function", "scale-on-alarm"],
     )
@@ -438,7 +415,7 @@ async fn config_show_sources_and_check_names_bad_values() {
     assert_eq!(groups["source"], "Ssm", "{entries}");
     assert_eq!(groups["origin"], "SSM scale/groups");
 
-    let out = nbaops(&stack, "nbaops-config", &[], &["config", "check"]).await;
+    let out = nbaops(&stack, &[], &["config", "check"]).await;
     assert_eq!(out.status.code(), Some(0), "{}", text_of(&out));
     platform::put_params(
         &stack.clients,
@@ -449,7 +426,7 @@ async fn config_show_sources_and_check_names_bad_values() {
     )
     .await
     .unwrap();
-    let out = nbaops(&stack, "nbaops-config", &[], &["config", "check"]).await;
+    let out = nbaops(&stack, &[], &["config", "check"]).await;
     let text = text_of(&out);
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(
@@ -462,17 +439,12 @@ async fn config_show_sources_and_check_names_bad_values() {
         "{text}"
     );
     assert!(!text.contains("FAIL  offhours: config: backup"), "{text}");
-    let report =
-        json_of(&nbaops(&stack, "nbaops-config", &[], &["--json", "config", "check"]).await);
+    let report = json_of(&nbaops(&stack, &[], &["--json", "config", "check"]).await);
     assert_eq!(report["ok"], false);
     assert_eq!(
         report["functions"]["backup-guard"].as_array().map(Vec::len),
         Some(2),
         "{report}"
     );
-    assert!(stack
-        .moto
-        .calls_of("nbaops-config", 0)
-        .iter()
-        .all(|c| !c.is_mutating()));
+    assert!(stack.moto.calls_of(APP, 0).iter().all(|c| !c.is_mutating()));
 }
