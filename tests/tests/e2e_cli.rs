@@ -100,11 +100,10 @@ async fn plan_decides_as_the_function_does_and_mutates_nothing() {
         before
     );
     assert!(
-        platform::ledger_counts(&stack.clients)
+        !platform::ledger_counts(&stack.clients)
             .await
             .unwrap()
-            .get("audit")
-            .is_none(),
+            .contains_key("audit"),
         "the plan's audit record stays in its overlay"
     );
 
