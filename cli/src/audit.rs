@@ -69,17 +69,18 @@ pub fn days_back(since: DateTime<Utc>, now: DateTime<Utc>) -> Vec<String> {
     out
 }
 
-/// The records from `since` to `now` that pass the filters, newest first.
+/// The records from `since` to `now` that pass the filters, newest first. `out`: where the
+/// progress over the days goes (`None`: no progress shown, as inside `nbaops status`).
 pub async fn read(
     ledger: &dyn Ledger,
     since: DateTime<Utc>,
     now: DateTime<Utc>,
     function: Option<&str>,
     resource: Option<&str>,
-    out: &Output,
+    out: Option<&Output>,
 ) -> CliResult<(Vec<AuditRecord>, Vec<String>)> {
     let days = days_back(since, now);
-    let progress = out.progress(days.len() as u64, "audit days read");
+    let progress = out.map(|o| o.progress(days.len() as u64, "audit days read"));
     let mut records = Vec::new();
     let mut unreadable = Vec::new();
     for (i, day) in days.iter().enumerate() {
@@ -97,9 +98,13 @@ pub async fn read(
                 Err(e) => unreadable.push(e),
             }
         }
-        progress.set(i as u64 + 1);
+        if let Some(p) = &progress {
+            p.set(i as u64 + 1);
+        }
     }
-    progress.finish();
+    if let Some(p) = &progress {
+        p.finish();
+    }
     // The index orders a day by sort key (the record's instant first); records of one instant
     // on two resources are ordered here, newest first throughout.
     records.sort_by_key(|r| std::cmp::Reverse(r.at));
@@ -119,7 +124,7 @@ pub async fn run(args: Args, out: &Output) -> CliResult<i32> {
         now,
         args.function.as_deref(),
         args.resource.as_deref(),
-        out,
+        Some(out),
     )
     .await?;
     let mut text = format!(

@@ -98,7 +98,7 @@ pub async fn run(args: Args, out: &Output) -> CliResult<i32> {
         now,
         None,
         None,
-        out,
+        None,
     )
     .await?;
     let last_action = FUNCTIONS

@@ -16,6 +16,7 @@ use nbaops_shared::ports::Ledger;
 use nbaops_tests::demo::Stack;
 use nbaops_tests::function::FunctionUnderTest;
 use nbaops_tests::platform::{self, DB, LEDGER, WEB, WORKER};
+use nbaops_tests::postgres::Postgres;
 use nbaops_tests::{clock, function_binary, workspace_root};
 use serde_json::{json, Value};
 
@@ -36,6 +37,11 @@ async fn nbaops(stack: &Stack, extra: &[(&str, &str)], args: &[&str]) -> Output 
     }
     cmd.envs(stack.function_env(extra))
         .envs([clock::env()])
+        // As the function processes: the test clusters' certificates chain to the test CA.
+        .env(
+            "NBAOPS_PG__CA_BUNDLE_PATH",
+            nbaops_tests::postgres::tls_dir().join("ca.pem"),
+        )
         .env("AWS_SDK_UA_APP_ID", APP)
         .args(args)
         .current_dir(workspace_root());
@@ -446,4 +452,81 @@ async fn config_show_sources_and_check_names_bad_values() {
         "{report}"
     );
     assert!(stack.moto.calls_of(APP, 0).iter().all(|c| !c.is_mutating()));
+}
+
+/// A plan on PostgreSQL: vacuum-trigger's decision on a bloated table, read-only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_of_a_vacuum_touches_neither_the_table_nor_the_account() {
+    let stack = Stack::start(false).await.unwrap();
+    let pg = Postgres::start().unwrap();
+    pg.as_rds("app").unwrap();
+    let table = "public.plan_bloat";
+    pg.psql_app(
+        "app",
+        &format!("create table {table} (id int, payload text) with (autovacuum_enabled = false)"),
+    )
+    .unwrap();
+    pg.psql_app(
+        "app",
+        &format!("insert into {table} select g, repeat('x', 100) from generate_series(1, 50000) g"),
+    )
+    .unwrap();
+    pg.psql_app("app", &format!("delete from {table} where id % 5 <> 0"))
+        .unwrap();
+    pg.psql_app("app", &format!("analyze {table}")).unwrap();
+    let dead = || -> i64 {
+        pg.psql(
+            "app",
+            &format!(
+                "select n_dead_tup from pg_stat_user_tables where relid = '{table}'::regclass"
+            ),
+        )
+        .unwrap()
+        .parse()
+        .unwrap()
+    };
+    let before = dead();
+    assert!(before >= 39_000, "{before}");
+    let roles = stack.put_pg_passwords(&pg, "app", "app").await.unwrap();
+    let env: Vec<(&str, &str)> = roles
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let out = nbaops(
+        &stack,
+        &env,
+        &[
+            "--json",
+            "plan",
+            "vacuum-trigger",
+            "events/schedule/vacuum-trigger.json",
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "{}", text_of(&out));
+    let plan = json_of(&out);
+    let vacuum = plan["decisions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|d| d["action"] == "pg.vacuum-analyze")
+        .cloned()
+        .unwrap_or(Value::Null);
+    assert_eq!(vacuum["outcome"], "would-act", "{plan}");
+    assert!(
+        vacuum["resource"]
+            .as_str()
+            .unwrap_or("")
+            .contains("plan_bloat"),
+        "{plan}"
+    );
+    assert_eq!(dead(), before, "the plan vacuumed");
+    let mutating: Vec<String> = stack
+        .moto
+        .calls_of(APP, 0)
+        .iter()
+        .filter(|c| c.is_mutating())
+        .map(|c| c.iam_action())
+        .collect();
+    assert!(mutating.is_empty(), "{mutating:?}");
 }
