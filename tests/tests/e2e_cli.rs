@@ -151,9 +151,35 @@ async fn plan_decides_as_the_function_does_and_mutates_nothing() {
         "second plan mutated"
     );
 
-    // A function that is not plannable, an unknown one, a missing event: clear refusals.
+    // alert-router: the P1 routed as it would be, nothing posted (the webhook points at a port
+    // nothing listens on: a post would fail the plan), nothing dead-lettered.
+    stack
+        .clients
+        .ssm
+        .put_parameter()
+        .name("/nbaops/dev/secrets/alerts/slack_webhook_url")
+        .value("http://127.0.0.1:9/hook")
+        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+        .send()
+        .await
+        .unwrap();
+    let out = nbaops(
+        &stack,
+        &[],
+        &[
+            "--json",
+            "plan",
+            "alert-router",
+            "events/alerts/sns/p1-db-down.json",
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "{}", text_of(&out));
+    let routed = json_of(&out).to_string();
+    assert!(routed.contains("would send to slack, not sent"), "{routed}");
+
+    // An unknown function, a missing event: clear refusals.
     for args in [
-        &["plan", "alert-router", ALARM][..],
         &["plan", "no-such-function", ALARM][..],
         &["plan", "scale-on-alarm", "events/none.json"][..],
     ] {
@@ -161,6 +187,14 @@ async fn plan_decides_as_the_function_does_and_mutates_nothing() {
         assert_eq!(out.status.code(), Some(1), "{args:?}: {}", text_of(&out));
         assert!(text_of(&out).starts_with("nbaops: "), "{}", text_of(&out));
     }
+    let mutating: Vec<String> = stack
+        .moto
+        .calls_of(APP, 0)
+        .iter()
+        .filter(|c| c.is_mutating())
+        .map(|c| c.iam_action())
+        .collect();
+    assert!(mutating.is_empty(), "the plans mutated: {mutating:?}");
 }
 
 fn record(function: &str, resource: &str, at: DateTime<Utc>, outcome: Outcome) -> AuditRecord {

@@ -36,6 +36,12 @@ impl Switches {
         }
     }
 
+    /// True in `nbaops plan` ([`Switches::forced_dry_run`]): effects outside the guard that even
+    /// a dry-run deployment makes (alert deliveries) are described, not made.
+    pub fn is_forced_dry_run(&self) -> bool {
+        self.forced_dry_run
+    }
+
     /// (kill switch, dry run). An unreadable SSM counts as "kill switch on": we never act blind.
     pub async fn current(&self, cfg: &Config, params: Option<&dyn Params>) -> Result<(bool, bool)> {
         let Some(params) = params else {
