@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use chrono::Duration;
-use nbaops_shared::config::Config;
+use nbaops_shared::config::{Config, Env};
 use nbaops_shared::guard::AuditRecord;
 use nbaops_shared::ports::Ledger;
 use serde::Serialize;
@@ -50,25 +50,42 @@ pub struct StatusReport {
     pub incidents: Vec<Incident>,
     /// Per instance of `backup.instances`: the drill record, or none.
     pub drills: BTreeMap<String, Option<Value>>,
-    /// Resource → what was saved to undo the containment.
-    pub contained: BTreeMap<String, Value>,
+    /// Contained environment → resource → what was saved to undo the containment (cost-anomaly
+    /// contains an environment from any deployment's ledger: every environment is looked at).
+    pub contained: BTreeMap<String, BTreeMap<String, Value>>,
     pub approvals: Vec<(String, Value)>,
     pub last_action: BTreeMap<String, Option<AuditRecord>>,
 }
 
+/// alert-router's open index, each key's incident as alert-router reads it.
 async fn incidents(ledger: &dyn Ledger) -> CliResult<Vec<Incident>> {
+    let store = alert_router::incidents::Incidents {
+        ledger,
+        record_ttl_days: 0,
+    };
     let mut out = Vec::new();
-    for (key, _) in ledger.query("alert-open", "").await? {
-        let state = ledger.get(&format!("alert#{key}"), "state").await?;
-        let s = state.unwrap_or(Value::Null);
-        let text = |k: &str| s[k].as_str().unwrap_or("?").to_string();
-        out.push(Incident {
-            dedup_key: key,
-            severity: text("severity"),
-            status: text("status"),
-            escalation_level: s["escalation_level"].as_u64().unwrap_or(0),
-            opened_at: text("opened_at"),
-            summary: text("summary"),
+    for key in store.open_keys().await? {
+        let inc = store.load(&key).await?;
+        out.push(match inc {
+            Some(i) => Incident {
+                dedup_key: key,
+                severity: i.severity.to_string(),
+                status: serde_json::to_value(i.status)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default(),
+                escalation_level: i.escalation_level as u64,
+                opened_at: i.opened_at.to_rfc3339(),
+                summary: i.summary,
+            },
+            None => Incident {
+                dedup_key: key,
+                severity: "?".into(),
+                status: "record missing or unreadable".into(),
+                escalation_level: 0,
+                opened_at: String::new(),
+                summary: String::new(),
+            },
         });
     }
     Ok(out)
@@ -85,11 +102,17 @@ pub async fn run(args: Args, out: &Output) -> CliResult<i32> {
         let d = ledger.get(&format!("backupdrill#{id}"), "current").await?;
         drills.insert(id, d);
     }
-    let contained = ledger
-        .query(&format!("contained#{env}"), "")
-        .await?
-        .into_iter()
-        .collect();
+    let mut contained = BTreeMap::new();
+    for e in [Env::Dev, Env::Test, Env::Prod] {
+        let items: BTreeMap<String, Value> = ledger
+            .query(&cost_anomaly::handler::contained_pk(e), "")
+            .await?
+            .into_iter()
+            .collect();
+        if !items.is_empty() {
+            contained.insert(e.to_string(), items);
+        }
+    }
     let approvals = ledger.query(&approvals_pk(&env), "").await?;
     let now = nbaops_shared::clock::now();
     let (records, _) = crate::audit::read(
@@ -195,8 +218,10 @@ fn render(r: &StatusReport, days: i64) -> String {
     if r.contained.is_empty() {
         s.push_str("contained: none\n");
     }
-    for (res, saved) in &r.contained {
-        s.push_str(&format!("contained: {res} (saved {saved})\n"));
+    for (env, items) in &r.contained {
+        for (res, saved) in items {
+            s.push_str(&format!("contained in {env}: {res} (saved {saved})\n"));
+        }
     }
     if r.approvals.is_empty() {
         s.push_str("pending approvals: none\n");

@@ -342,8 +342,11 @@ async fn audit_by_day_and_status() {
         .put(
             "alert#pg-down#demo",
             "state",
-            &json!({"severity": "P1", "status": "open", "escalation_level": 2,
-                    "opened_at": now.to_rfc3339(), "summary": "demo is down"}),
+            // An incident as alert-router stores it (functions/alert-router/src/plan.rs).
+            &json!({"dedup_key": "pg-down#demo", "severity": "P1", "status": "escalated",
+                    "summary": "demo is down", "resource": "pg:demo", "source_function": "pg-health",
+                    "opened_at": now.to_rfc3339(), "last_seen_at": now.to_rfc3339(),
+                    "count": 1, "escalation_level": 2, "channels": {}, "history": []}),
             None,
         )
         .await
@@ -374,8 +377,9 @@ async fn audit_by_day_and_status() {
     assert_eq!(s["dry_run"], false, "{s}");
     assert_eq!(s["incidents"][0]["dedup_key"], "pg-down#demo", "{s}");
     assert_eq!(s["incidents"][0]["escalation_level"], 2, "{s}");
+    assert_eq!(s["incidents"][0]["status"], "escalated", "{s}");
     assert_eq!(s["drills"][DB]["phase"], "restoring", "{s}");
-    assert!(s["contained"][&worker].is_object(), "{s}");
+    assert!(s["contained"]["dev"][&worker].is_object(), "{s}");
     assert_eq!(s["approvals"], json!([]), "{s}");
     assert_eq!(
         s["last_action"]["scale-on-alarm"]["at"]
@@ -393,6 +397,7 @@ async fn audit_by_day_and_status() {
         "escalation level 2",
         "pending approvals: none",
         "restore drill nbaops-dev-db: restoring",
+        "contained in dev: asg:nbaops-dev-worker",
     ] {
         assert!(text.contains(want), "{want}: {text}");
     }
