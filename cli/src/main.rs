@@ -8,10 +8,13 @@
 
 use clap::{Parser, Subcommand};
 
+mod account;
 mod audit;
+mod aws_operations;
 mod config_cmd;
 mod functions;
 mod output;
+mod overlay;
 mod plan;
 mod replay;
 mod status;

@@ -86,6 +86,24 @@ for crate in crates:
         check(f"{key}: role allows nothing its code never calls ({name})", not (role - code), sorted(role - code))
         check(f"{key}: role allows everything its code calls ({name})", not (code - role), sorted(code - role))
 
+# The operator's read-only policy grants exactly what the `nbaops` command calls.
+OPERATOR = read_consts(ROOT / "cli" / "src" / "aws_operations.rs").get("OPERATOR_AWS_OPERATIONS", [])
+check("cli/src/aws_operations.rs declares OPERATOR_AWS_OPERATIONS", OPERATOR)
+policy = template["Resources"].get("OperatorReadOnlyPolicy", {})
+check("OperatorReadOnlyPolicy is an AWS::IAM::ManagedPolicy", policy.get("Type") == "AWS::IAM::ManagedPolicy")
+granted = set()
+for s in policy.get("Properties", {}).get("PolicyDocument", {}).get("Statement", []):
+    if s.get("Effect") == "Allow":
+        a = s.get("Action")
+        granted |= set(a if isinstance(a, list) else [a])
+check("OperatorReadOnlyPolicy: grants nothing the command never calls", not (granted - set(OPERATOR)), sorted(granted - set(OPERATOR)))
+check("OperatorReadOnlyPolicy: grants everything the command calls", not (set(OPERATOR) - granted), sorted(set(OPERATOR) - granted))
+READ_VERBS = ("Describe", "Get", "List", "Query", "Decrypt")
+check("OperatorReadOnlyPolicy: read-only verbs only", all(a.split(":")[1].startswith(READ_VERBS) for a in granted),
+      sorted(a for a in granted if not a.split(":")[1].startswith(READ_VERBS)))
+check("cli: aws_operations is a module of the crate",
+      re.search(r"^\s*mod aws_operations;", (ROOT / "cli/src/main.rs").read_text(), re.M))
+
 passed, failed = results.count(True), results.count(False)
 print(f"aws-operations: {passed} passed, {failed} failed")
 sys.exit(1 if failed else 0)

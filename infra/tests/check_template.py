@@ -670,6 +670,37 @@ check("dashboard: pg-health scan time and findings",
 check("dashboard: Lambda errors of every function", all(shows("AWS/Lambda", "Errors", FunctionName=f) for f in function_names), function_names)
 check("dashboard: visible messages of every queue (failed events, undelivered alerts)",
       all(shows("AWS/SQS", "ApproximateNumberOfMessagesVisible", QueueName=q) for q in queue_names), queue_names)
+# The audit trail by day (`nbaops audit`, `nbaops status`), read without a table scan.
+# - Only an item that has the index's key attribute is written to a global secondary index (GSIs are
+#   sparse, https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/bp-indexes-general-sparse-indexes.html):
+#   the audit records carry `day`, nothing else does, so the index holds the audit trail only.
+# - INCLUDE projects the index and table keys plus the listed attributes
+#   (https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_Projection.html): `data`
+#   (the record) with pk/sk/day is what DynamoLedger::query_day reads.
+# - A GSI query is eventually consistent only (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/GSI.html):
+#   query_day must not ask for ConsistentRead, which DynamoDB refuses on a GSI.
+# - Querying an index is authorised on the index's ARN, table/<name>/index/<index>
+#   (https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazondynamodb.html).
+ledger_props = resources.get("Ledger", {}).get("Properties", {})
+gsis = {g.get("IndexName"): g for g in ledger_props.get("GlobalSecondaryIndexes", [])}
+by_day = gsis.get("by-day", {})
+check("ledger: by-day index keyed (day HASH, sk RANGE)",
+      [(k.get("AttributeName"), k.get("KeyType")) for k in by_day.get("KeySchema", [])] == [("day", "HASH"), ("sk", "RANGE")],
+      by_day.get("KeySchema"))
+check("ledger: day is a string attribute",
+      {"AttributeName": "day", "AttributeType": "S"} in ledger_props.get("AttributeDefinitions", []))
+proj = by_day.get("Projection", {})
+check("ledger: by-day projects data (INCLUDE), what the command reads",
+      proj.get("ProjectionType") == "ALL" or (proj.get("ProjectionType") == "INCLUDE" and "data" in proj.get("NonKeyAttributes", [])), proj)
+adapter = (ROOT / "shared/src/adapters/dynamodb.rs").read_text()
+check("ledger adapter: the index name and attribute are the template's",
+      'pub const BY_DAY_INDEX: &str = "by-day";' in adapter and '.item("day", AttributeValue::S(day.into()))' in adapter)
+qd = adapter[adapter.find("async fn query_day"):adapter.find("/// One `TransactWriteItems`")]
+check("ledger adapter: query_day asks no ConsistentRead of the GSI", qd and "consistent_read" not in qd)
+op_ledger = [st for st in resources.get("OperatorReadOnlyPolicy", {}).get("Properties", {}).get("PolicyDocument", {}).get("Statement", [])
+             if st.get("Sid") == "Ledger"]
+check("operator policy: Query allowed on the by-day index's ARN",
+      op_ledger and any("/index/by-day" in str(r) for r in op_ledger[0].get("Resource", [])), op_ledger)
 
 passed, failed = results.count(True), results.count(False)
 print(f"template: {passed} passed, {failed} failed")

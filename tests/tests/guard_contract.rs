@@ -45,6 +45,51 @@ async fn ledger_contract(l: &dyn Ledger) {
         .await
         .unwrap());
     write_all_contract(l).await;
+    by_day_contract(l).await;
+}
+
+/// The by-day index: only the items written with a day, that day's only, newest (highest sort
+/// key) first; an item rewritten without a day leaves the index, a deleted one too.
+async fn by_day_contract(l: &dyn Ledger) {
+    let d1 = "2026-02-28";
+    let d2 = "2026-03-01";
+    l.put_on_day("audit#a", "2026-02-28T10:00:00Z#x", &json!(1), None, d1)
+        .await
+        .unwrap();
+    l.put_on_day("audit#b", "2026-02-28T23:00:00Z#x", &json!(2), None, d1)
+        .await
+        .unwrap();
+    l.write_all(&[
+        LedgerWrite::put("audit#a", "2026-03-01T00:30:00Z#x", json!(3), None).on_day(d2),
+        LedgerWrite::put("audit#c", "2026-02-28T12:00:00Z#x", json!(4), None).on_day(d1),
+        LedgerWrite::put("state#a", "2026-02-28T13:00:00Z#x", json!(5), None),
+    ])
+    .await
+    .unwrap();
+    let day = |items: Vec<nbaops_shared::ports::DayItem>| -> Vec<(String, serde_json::Value)> {
+        items.into_iter().map(|i| (i.pk, i.data)).collect()
+    };
+    assert_eq!(
+        day(l.query_day(d1).await.unwrap()),
+        vec![
+            ("audit#b".to_string(), json!(2)),
+            ("audit#c".to_string(), json!(4)),
+            ("audit#a".to_string(), json!(1)),
+        ]
+    );
+    assert_eq!(
+        day(l.query_day(d2).await.unwrap()),
+        vec![("audit#a".to_string(), json!(3))]
+    );
+    l.put("audit#c", "2026-02-28T12:00:00Z#x", &json!(4), None)
+        .await
+        .unwrap();
+    l.delete("audit#b", "2026-02-28T23:00:00Z#x").await.unwrap();
+    assert_eq!(
+        day(l.query_day(d1).await.unwrap()),
+        vec![("audit#a".to_string(), json!(1))]
+    );
+    assert!(l.query_day("2026-03-02").await.unwrap().is_empty());
 }
 
 /// `write_all`: all or nothing, the index of the first refused expectation, and each kind of

@@ -236,8 +236,20 @@ impl Sent {
             detail: why.into(),
         }
     }
+    /// What `nbaops plan` reports instead of a delivery: counted as delivered (the plan goes on as
+    /// if it were), with no attempt made.
+    pub fn planned(channel: &str) -> Sent {
+        Sent {
+            channel: channel.into(),
+            ok: true,
+            attempts: 0,
+            detail: format!("dry-run (nbaops plan): would send to {channel}, not sent"),
+        }
+    }
     pub fn line(&self) -> String {
-        if self.ok {
+        if self.ok && self.attempts == 0 {
+            format!("{}: {}", self.channel, self.detail)
+        } else if self.ok {
             format!(
                 "{}: sent ({} attempt(s), {})",
                 self.channel, self.attempts, self.detail

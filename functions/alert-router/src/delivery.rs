@@ -81,6 +81,9 @@ impl AlertRouter {
     }
 
     async fn post(&self, channel: &str, url: &str, body: &Value) -> Sent {
+        if self.plan {
+            return Sent::planned(channel);
+        }
         with_retry(channel, &self.cfg.retry, || async {
             match self.http.post_json(url, body, self.timeout()).await {
                 Ok(reply) if reply.is_success() => Attempt::Sent(format!("HTTP {}", reply.status)),
@@ -133,6 +136,9 @@ impl AlertRouter {
             "at": now,
         })
         .to_string();
+        if self.plan {
+            return "dry-run (nbaops plan): would dead-letter it, not sent".into();
+        }
         match &self.cfg.dead_letter_queue_url {
             Some(q) => match self.dead_letter.send(q, &body).await {
                 Ok(id) => format!("dead-lettered (message {id})"),

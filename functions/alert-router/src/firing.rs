@@ -353,6 +353,23 @@ mod tests {
             .contains("still firing"));
     }
 
+    /// `nbaops plan`: the alert is routed as usual, nothing is posted or dead-lettered, and the
+    /// report says what would have been sent.
+    #[tokio::test]
+    async fn in_a_plan_nothing_is_posted() {
+        let mut w = world(&[]).await;
+        w.router.plan = true;
+        let a = alert(Severity::P1, "db#down");
+        let r = report(run(&w, sns_alert(&a, "m1"), "2026-11-25T10:00:00Z").await);
+        assert!(w.http.requests().is_empty());
+        assert!(w.dlq.sent().is_empty());
+        let text = format!("{:?}", r.records[0]);
+        assert!(text.contains("would send to slack, not sent"), "{text}");
+        assert!(text.contains("would send to pagerduty, not sent"), "{text}");
+        // Email goes through the notifier, which a plan captures.
+        assert_eq!(w.sns.published().len(), 1);
+    }
+
     #[tokio::test]
     async fn retry_then_dead_letter_and_error() {
         let w = world(&[]).await;

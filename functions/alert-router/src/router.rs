@@ -37,6 +37,10 @@ pub struct AlertRouter {
     /// Acknowledgement-link keys: the current one signs, the previous one (during a rotation)
     /// still verifies.
     pub keys: link::Keyring,
+    /// `nbaops plan`: no Slack or PagerDuty post and no dead letter, each described instead.
+    /// Not in a dry-run deployment: an environment in dry-run still alerts people (the guard's
+    /// dry-run is about actions; alerts are how that environment is watched).
+    pub plan: bool,
 }
 
 async fn read_secret(params: Option<&dyn Params>, name: &str) -> Result<Option<String>> {
@@ -84,13 +88,15 @@ impl Function for AlertRouter {
     /// The section config, the HTTP client, SQS, and the secrets.
     async fn init(deps: &Deps, aws: &AwsClients) -> Result<Self> {
         let cfg = alerts::from_settings(&deps.cfg.settings)?;
-        AlertRouter::load(
+        let mut router = AlertRouter::load(
             cfg,
             Box::new(HyperHttpPost::new()?),
             Box::new(SdkDeadLetter(aws.sqs())),
             deps.params.as_deref(),
         )
-        .await
+        .await?;
+        router.plan = deps.switches.is_forced_dry_run();
+        Ok(router)
     }
 
     async fn on(&self, inbound: Inbound, ctx: &Ctx<'_>) -> Result<RecordReport> {
@@ -184,6 +190,7 @@ impl AlertRouter {
             slack_webhook_url,
             pagerduty_routing_key,
             keys: link::Keyring { current, previous },
+            plan: false,
         })
     }
 

@@ -272,6 +272,15 @@ impl ScaleOnAlarm {
                 "step": step,
             }}),
         };
+        if ctx.dry_run().await {
+            w.note(format!(
+                "dry-run: would schedule follow-up {step} of {left} at {} ({}/{})",
+                at.to_rfc3339(),
+                s.group,
+                s.name
+            ));
+            return Ok(());
+        }
         let created = self.scheduler.create_once(&s).await?;
         w.note(if created {
             format!(
@@ -616,6 +625,18 @@ impl ScaleOnAlarm {
             Some(_) => true,
             None => false,
         };
+        if ctx.dry_run().await {
+            // Neither the schedules nor the "planned" record: a live run later plans it for real.
+            for p in schedules {
+                w.note(format!(
+                    "dry-run: would schedule {date}: {} at {}{}",
+                    p.name,
+                    p.at.to_rfc3339(),
+                    if changed { " (calendar changed)" } else { "" }
+                ));
+            }
+            return Ok(());
+        }
         for p in schedules {
             let s = OneTimeSchedule {
                 group: f.group.clone(),
@@ -1362,17 +1383,34 @@ mod tests {
         let r = run(&w, pre.input.clone(), utc("2026-12-26T03:00:00Z")).await;
         assert!(r.records[0].notes[0].contains("ended"));
         assert!(w.asg.mutations().is_empty());
-        // Dry-run: decided and audited, not done.
+        // Dry-run: the plan schedules nothing and records nothing as planned (a live run later
+        // plans the slate for real); the pre-scale is decided and audited, not done.
         let w = world(
             &[("NBAOPS_GUARD__DRY_RUN", "true")],
             Some("2026-12-25,12:00,high\n"),
         );
-        let (pre, _) = planned(&w).await;
+        let r = run(&w, plan_input("dry"), christmas_eve_morning()).await;
+        assert!(
+            w.scheduler.mutations().is_empty(),
+            "{:?}",
+            r.records[0].notes
+        );
+        assert_eq!(w.ledger.len_with_prefix(PLANNED_PK), 0);
+        let would: Vec<&String> = r.records[0]
+            .notes
+            .iter()
+            .filter(|n| n.starts_with("dry-run: would schedule 2026-12-25: game-night-"))
+            .collect();
+        assert_eq!(would.len(), 2, "{:?}", r.records[0].notes);
         let r = run(&w, pre.input.clone(), pre.at).await;
         assert!(w.asg.mutations().is_empty());
         assert_eq!(r.records[0].actions[0].outcome, Outcome::WouldAct);
         // (the worker, stopped by the blast radius in dry-run, is not left for a follow-up)
-        assert!(follow_ups(&w).is_empty(), "{:?}", r.records[0].notes);
+        assert!(
+            w.scheduler.mutations().is_empty(),
+            "{:?}",
+            r.records[0].notes
+        );
     }
 
     #[tokio::test]

@@ -357,6 +357,13 @@ impl ScaleOnAlarm {
             Next::NotConfigured => w.note(format!(
                 "{left} still above baseline; scale.followup.target_arn/role_arn are not set, so no next step is scheduled: one step per cron run"
             )),
+            Next::Schedule(s) if ctx.dry_run().await => w.note(format!(
+                "{left} still above baseline: dry-run: would schedule step {} at {} ({}/{})",
+                run.step + 1,
+                rfc3339(s.at),
+                s.group,
+                s.name
+            )),
             Next::Schedule(s) => {
                 let created = self.scheduler.create_once(&s).await?;
                 w.note(if created {
@@ -937,6 +944,16 @@ mod tests {
                     .notes
                     .iter()
                     .any(|n| n.contains("nbaops-dev-worker still above baseline")),
+                "{:?}",
+                r.records[0].notes
+            );
+            // ... in words only: a dry-run creates no schedule.
+            assert!(w.scheduler.mutations().is_empty());
+            assert!(
+                r.records[0]
+                    .notes
+                    .iter()
+                    .any(|n| n.contains("dry-run: would schedule step 1 at")),
                 "{:?}",
                 r.records[0].notes
             );

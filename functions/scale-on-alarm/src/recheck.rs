@@ -368,6 +368,16 @@ impl ScaleOnAlarm {
             return Ok(());
         }
         let at = recheck_at(ctx.now(), scale.asg_cooldown_seconds);
+        if ctx.dry_run().await {
+            w.note(format!(
+                "dry-run: would schedule re-check {}/{} of alarm '{}' for {}",
+                r.n,
+                r.limit,
+                r.episode.alarm,
+                at.to_rfc3339()
+            ));
+            return Ok(());
+        }
         let s = OneTimeSchedule {
             group: f.group.clone(),
             name: r.schedule_name(),
@@ -445,6 +455,12 @@ impl ScaleOnAlarm {
             ));
             return Ok(());
         };
+        if w.ctx.dry_run().await {
+            w.note(format!(
+                "alarm '{alarm}' is OK: dry-run: would delete pending re-check {group}/{name}"
+            ));
+            return Ok(());
+        }
         let gone = self.scheduler.delete(group, name).await?;
         ledger.delete(&pk, "pending").await?;
         w.note(if gone {

@@ -2,16 +2,23 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, Delete, KeySchemaElement, KeyType, Put,
-    ScalarAttributeType, TimeToLiveSpecification, TransactWriteItem,
+    AttributeDefinition, AttributeValue, BillingMode, Delete, GlobalSecondaryIndex,
+    KeySchemaElement, KeyType, Projection, ProjectionType, Put, ScalarAttributeType,
+    TimeToLiveSpecification, TransactWriteItem,
 };
 use serde_json::Value;
 
 use super::dependency;
 use crate::error::{NbaopsError, Result};
-use crate::ports::{Expect, Ledger, LedgerWrite};
+use crate::ports::{DayItem, Expect, Ledger, LedgerWrite};
 
-/// The ledger table: `pk` (S) + `sk` (S) keys, `data` (S, JSON), `expires_at` (N, TTL attribute).
+/// The ledger's global secondary index by day: key `day` (S, YYYY-MM-DD UTC) + `sk`, projecting
+/// `data`. Sparse: only the items written with a `day` (the audit records) are in it. As in
+/// infra/template.yaml (checked by infra/tests/check_template.py).
+pub const BY_DAY_INDEX: &str = "by-day";
+
+/// The ledger table: `pk` (S) + `sk` (S) keys, `data` (S, JSON), `expires_at` (N, TTL attribute),
+/// `day` (S) on the items of the [`BY_DAY_INDEX`].
 pub struct DynamoLedger {
     pub client: aws_sdk_dynamodb::Client,
     pub table: String,
@@ -129,6 +136,62 @@ impl Ledger for DynamoLedger {
         }
     }
 
+    async fn put_on_day(
+        &self,
+        pk: &str,
+        sk: &str,
+        data: &Value,
+        expires_at: Option<i64>,
+        day: &str,
+    ) -> Result<()> {
+        let mut req = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", AttributeValue::S(pk.into()))
+            .item("sk", AttributeValue::S(sk.into()))
+            .item("data", AttributeValue::S(data.to_string()))
+            .item("day", AttributeValue::S(day.into()));
+        if let Some(t) = expires_at {
+            req = req.item("expires_at", AttributeValue::N(t.to_string()));
+        }
+        req.send().await.map_err(|e| dependency("dynamodb", e))?;
+        Ok(())
+    }
+
+    /// One `Query` of the index (paginated), newest first (`ScanIndexForward=false`). A global
+    /// secondary index is read eventually consistent only: no `ConsistentRead`
+    /// (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/GSI.html).
+    async fn query_day(&self, day: &str) -> Result<Vec<DayItem>> {
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(BY_DAY_INDEX)
+                .key_condition_expression("#day = :day")
+                .expression_attribute_names("#day", "day")
+                .expression_attribute_values(":day", AttributeValue::S(day.into()))
+                .scan_index_forward(false)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| dependency("dynamodb", e))?;
+            for item in page.items() {
+                let key = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
+                if let (Some(pk), Some(sk), Some(data)) = (key("pk"), key("sk"), data_of(item)) {
+                    out.push(DayItem { pk, sk, data });
+                }
+            }
+            match page.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => return Ok(out),
+            }
+        }
+    }
+
     /// One `TransactWriteItems`. A failed expectation cancels the transaction with a
     /// `ConditionalCheckFailed` reason at that item's position
     /// (https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_TransactWriteItems.html).
@@ -216,6 +279,9 @@ fn transact_item(table: &str, w: &LedgerWrite) -> Result<TransactWriteItem> {
             if let Some(t) = w.expires_at {
                 put = put.item("expires_at", AttributeValue::N(t.to_string()));
             }
+            if let Some(day) = &w.day {
+                put = put.item("day", AttributeValue::S(day.clone()));
+            }
             TransactWriteItem::builder()
                 .put(put.build().map_err(build)?)
                 .build()
@@ -253,13 +319,27 @@ pub async fn create_ledger_table(client: &aws_sdk_dynamodb::Client, table: &str)
             .build()
             .map_err(|e| NbaopsError::dependency("dynamodb", e.to_string()))
     };
+    let by_day = GlobalSecondaryIndex::builder()
+        .index_name(BY_DAY_INDEX)
+        .key_schema(key("day", KeyType::Hash)?)
+        .key_schema(key("sk", KeyType::Range)?)
+        .projection(
+            Projection::builder()
+                .projection_type(ProjectionType::Include)
+                .non_key_attributes("data")
+                .build(),
+        )
+        .build()
+        .map_err(|e| NbaopsError::dependency("dynamodb", e.to_string()))?;
     client
         .create_table()
         .table_name(table)
         .attribute_definitions(attr("pk")?)
         .attribute_definitions(attr("sk")?)
+        .attribute_definitions(attr("day")?)
         .key_schema(key("pk", KeyType::Hash)?)
         .key_schema(key("sk", KeyType::Range)?)
+        .global_secondary_indexes(by_day)
         .billing_mode(BillingMode::PayPerRequest)
         .send()
         .await

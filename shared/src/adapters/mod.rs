@@ -15,7 +15,7 @@ mod sns;
 mod sqs;
 mod ssm;
 
-pub use dynamodb::{create_ledger_table, DynamoLedger};
+pub use dynamodb::{create_ledger_table, DynamoLedger, BY_DAY_INDEX};
 pub use http_post::HyperHttpPost;
 pub use postgres::{PgSession, PgTls, Transport, RDS_CA_BUNDLE};
 pub use sqs::SdkDeadLetter;
@@ -82,16 +82,71 @@ pub struct AwsClients {
     costexplorer: OnceLock<aws_sdk_costexplorer::Client>,
     cloudwatch: OnceLock<aws_sdk_cloudwatch::Client>,
     scheduler: OnceLock<aws_sdk_scheduler::Client>,
+    /// Set: every client refuses any operation not on its list ([`ReadOnly`]).
+    read_only: Option<ReadOnly>,
 }
 
 macro_rules! client {
     ($name:ident, $krate:ident) => {
         pub fn $name(&self) -> $krate::Client {
             self.$name
-                .get_or_init(|| $krate::Client::new(&self.conf))
+                .get_or_init(|| match &self.read_only {
+                    None => $krate::Client::new(&self.conf),
+                    Some(r) => $krate::Client::from_conf(
+                        $krate::config::Builder::from(&self.conf)
+                            .interceptor(r.clone())
+                            .build(),
+                    ),
+                })
                 .clone()
         }
     };
+}
+
+/// An SDK interceptor that refuses, before anything is sent, every operation whose name is not on
+/// its list: the safety net of `nbaops plan` (the guard is forced to dry-run, the ledger and the
+/// topics are in memory; a bug in a function still cannot mutate the account through a client).
+/// The list is of IAM action names (`autoscaling:DescribeAutoScalingGroups`); an operation passes
+/// when its name is the action's. The operation's name (`Metadata`) is in the config bag once the
+/// operation's configuration is applied, which is after a client interceptor's
+/// `read_before_execution` and before serialization: the check runs there, before any byte is
+/// sent (a test below proves both).
+#[derive(Debug, Clone)]
+pub struct ReadOnly {
+    pub allowed: &'static [&'static str],
+}
+
+impl ReadOnly {
+    pub fn allows(&self, operation: &str) -> bool {
+        self.allowed
+            .iter()
+            .any(|a| a.rsplit(':').next() == Some(operation))
+    }
+}
+
+impl aws_smithy_runtime_api::client::interceptors::Intercept for ReadOnly {
+    fn name(&self) -> &'static str {
+        "nbaops-read-only"
+    }
+
+    fn read_before_serialization(
+        &self,
+        _ctx: &aws_smithy_runtime_api::client::interceptors::context::BeforeSerializationInterceptorContextRef<'_>,
+        _rc: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
+        cfg: &mut aws_smithy_types::config_bag::ConfigBag,
+    ) -> std::result::Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        let meta = cfg.load::<aws_smithy_runtime_api::client::orchestrator::Metadata>();
+        match meta {
+            Some(m) if self.allows(m.name()) => Ok(()),
+            Some(m) => Err(format!(
+                "refused by nbaops read-only mode: {} {} is not a read-only operation",
+                m.service(),
+                m.name()
+            )
+            .into()),
+            None => Err("refused by nbaops read-only mode: an operation without a name".into()),
+        }
+    }
 }
 
 impl AwsClients {
@@ -113,7 +168,15 @@ impl AwsClients {
             costexplorer: OnceLock::new(),
             cloudwatch: OnceLock::new(),
             scheduler: OnceLock::new(),
+            read_only: None,
         }
+    }
+
+    /// [`AwsClients::from_env`], every client refusing the operations `guard` does not allow.
+    pub async fn from_env_read_only(guard: ReadOnly) -> AwsClients {
+        let mut c = AwsClients::from_env().await;
+        c.read_only = Some(guard);
+        c
     }
 
     /// The loaded SDK configuration (for a client in another region).
@@ -191,3 +254,54 @@ mod cloudwatch;
 pub use cloudwatch::SdkCloudWatch;
 mod scheduler;
 pub use scheduler::SdkScheduler;
+
+#[cfg(test)]
+mod read_only_tests {
+    use super::*;
+
+    /// Clients whose endpoint nothing listens on: a request that is sent fails to connect; one
+    /// the interceptor refuses fails before that, with its words.
+    async fn clients(allowed: &'static [&'static str]) -> AwsClients {
+        let conf = aws_config::defaults(BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .endpoint_url("http://127.0.0.1:9")
+            .credentials_provider(aws_sdk_autoscaling::config::Credentials::new(
+                "test", "test", None, None, "test",
+            ))
+            .retry_config(RetryConfig::disabled())
+            .load()
+            .await;
+        let mut c = AwsClients::from_env().await;
+        c.conf = conf;
+        c.read_only = Some(ReadOnly { allowed });
+        c
+    }
+
+    #[tokio::test]
+    async fn a_mutation_is_refused_before_it_is_sent_and_a_read_is_sent() {
+        let c = clients(&["autoscaling:DescribeAutoScalingGroups"]).await;
+        let set = c
+            .autoscaling()
+            .set_desired_capacity()
+            .auto_scaling_group_name("g")
+            .desired_capacity(3)
+            .send()
+            .await;
+        let err = set.err().map(|e| format!("{e:?}")).unwrap_or_default();
+        assert!(err.contains("refused by nbaops read-only mode"), "{err}");
+        let read = c.autoscaling().describe_auto_scaling_groups().send().await;
+        let err = read.err().map(|e| format!("{e:?}")).unwrap_or_default();
+        assert!(
+            !err.is_empty() && !err.contains("read-only mode"),
+            "sent (and failed to connect): {err}"
+        );
+        assert!(ReadOnly {
+            allowed: &["dynamodb:Query"]
+        }
+        .allows("Query"));
+        assert!(!ReadOnly {
+            allowed: &["dynamodb:Query"]
+        }
+        .allows("PutItem"));
+    }
+}

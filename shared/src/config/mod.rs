@@ -202,6 +202,13 @@ impl Settings {
         self.values.get(key).map(|(v, _)| v.as_str())
     }
 
+    /// Every key with its value and where it came from, in key order (`nbaops config show`).
+    pub fn entries(&self) -> impl Iterator<Item = (&str, &str, Source)> {
+        self.values
+            .iter()
+            .map(|(k, (v, s))| (k.as_str(), v.as_str(), *s))
+    }
+
     pub fn origin(&self, key: &str) -> String {
         match self.values.get(key).map(|(_, s)| *s) {
             Some(Source::Env) => format!("env {}", env_var_name(key)),
@@ -517,6 +524,32 @@ impl Config {
                 .iter()
                 .any(|f| f == &self.function)
     }
+}
+
+/// Every error of `function`'s configuration on these settings: the core, then each of its own
+/// sections parsed as the function parses it at init (one error per section at most: a parser
+/// stops at its first). Empty when the function would start.
+pub fn check_function(env: Env, function: &str, s: &Settings) -> Vec<NbaopsError> {
+    let mut errors = Vec::new();
+    if let Err(e) = Config::from_settings(env, function, s.clone()) {
+        errors.push(e);
+    }
+    for section in config_sections(function) {
+        let parsed = match section {
+            "pg" => pg::from_settings(s).map(|_| ()),
+            "alerts" => alerts::from_settings(s).map(|_| ()),
+            "cost" => cost::from_settings(s).map(|_| ()),
+            "failover" => failover::from_settings(s).map(|_| ()),
+            "backup" => backup::from_settings(s).map(|_| ()),
+            "offhours" => offhours::from_settings(s).map(|_| ()),
+            // scale: parsed by Config::from_settings; guard and audit: the core.
+            _ => Ok(()),
+        };
+        if let Err(e) = parsed {
+            errors.push(e);
+        }
+    }
+    errors
 }
 
 #[cfg(test)]

@@ -261,6 +261,8 @@ pub struct FakeLedger {
     pub items: Mutex<BTreeMap<(String, String), Value>>,
     /// `expires_at` of the items that have one.
     pub expiry: Mutex<BTreeMap<(String, String), i64>>,
+    /// The by-day index: the `day` of the items that have one.
+    pub days: Mutex<BTreeMap<(String, String), String>>,
 }
 
 impl FakeLedger {
@@ -293,11 +295,40 @@ impl Ledger for FakeLedger {
     async fn put(&self, pk: &str, sk: &str, data: &Value, expires_at: Option<i64>) -> Result<()> {
         let key = (pk.to_string(), sk.to_string());
         lock(&self.items).insert(key.clone(), data.clone());
+        lock(&self.days).remove(&key);
         match expires_at {
             Some(t) => lock(&self.expiry).insert(key, t),
             None => lock(&self.expiry).remove(&key),
         };
         Ok(())
+    }
+    async fn put_on_day(
+        &self,
+        pk: &str,
+        sk: &str,
+        data: &Value,
+        expires_at: Option<i64>,
+        day: &str,
+    ) -> Result<()> {
+        self.put(pk, sk, data, expires_at).await?;
+        lock(&self.days).insert((pk.to_string(), sk.to_string()), day.to_string());
+        Ok(())
+    }
+    async fn query_day(&self, day: &str) -> Result<Vec<DayItem>> {
+        let items = lock(&self.items);
+        let mut out: Vec<DayItem> = lock(&self.days)
+            .iter()
+            .filter(|(_, d)| d.as_str() == day)
+            .filter_map(|(k, _)| {
+                items.get(k).map(|v| DayItem {
+                    pk: k.0.clone(),
+                    sk: k.1.clone(),
+                    data: v.clone(),
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| b.sk.cmp(&a.sk).then_with(|| b.pk.cmp(&a.pk)));
+        Ok(out)
     }
     async fn get(&self, pk: &str, sk: &str) -> Result<Option<Value>> {
         Ok(lock(&self.items)
@@ -307,6 +338,7 @@ impl Ledger for FakeLedger {
     async fn delete(&self, pk: &str, sk: &str) -> Result<()> {
         lock(&self.items).remove(&(pk.to_string(), sk.to_string()));
         lock(&self.expiry).remove(&(pk.to_string(), sk.to_string()));
+        lock(&self.days).remove(&(pk.to_string(), sk.to_string()));
         Ok(())
     }
     async fn write_all(&self, writes: &[LedgerWrite]) -> Result<Option<usize>> {
@@ -318,6 +350,7 @@ impl Ledger for FakeLedger {
         }
         let mut items = lock(&self.items);
         let mut expiry = lock(&self.expiry);
+        let mut days = lock(&self.days);
         let mut keys = std::collections::BTreeSet::new();
         for w in writes {
             if !keys.insert((w.pk.clone(), w.sk.clone())) {
@@ -347,6 +380,10 @@ impl Ledger for FakeLedger {
             match &w.data {
                 Some(d) => {
                     items.insert(key.clone(), d.clone());
+                    match &w.day {
+                        Some(day) => days.insert(key.clone(), day.clone()),
+                        None => days.remove(&key),
+                    };
                     match w.expires_at {
                         Some(t) => expiry.insert(key, t),
                         None => expiry.remove(&key),
@@ -355,6 +392,7 @@ impl Ledger for FakeLedger {
                 None => {
                     items.remove(&key);
                     expiry.remove(&key);
+                    days.remove(&key);
                 }
             }
         }

@@ -100,6 +100,19 @@ impl<T: Ledger> Ledger for Shared<T> {
     async fn write_all(&self, w: &[LedgerWrite]) -> Result<Option<usize>> {
         self.0.write_all(w).await
     }
+    async fn put_on_day(
+        &self,
+        pk: &str,
+        sk: &str,
+        d: &Value,
+        e: Option<i64>,
+        day: &str,
+    ) -> Result<()> {
+        self.0.put_on_day(pk, sk, d, e, day).await
+    }
+    async fn query_day(&self, day: &str) -> Result<Vec<DayItem>> {
+        self.0.query_day(day).await
+    }
 }
 
 #[async_trait]

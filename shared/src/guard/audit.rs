@@ -38,11 +38,14 @@ pub async fn write_audit_with(
     );
     let expires = rec.at.timestamp() + cfg.guard.audit_ttl_days * 86_400;
     let pk = format!("audit#{}", rec.resource);
+    let day = audit_day(rec.at);
     let stored = if with.is_empty() {
-        ledger.put(&pk, &sk, &body, Some(expires)).await
+        ledger
+            .put_on_day(&pk, &sk, &body, Some(expires), &day)
+            .await
     } else {
         let mut writes = with;
-        writes.push(LedgerWrite::put(&pk, &sk, body.clone(), Some(expires)));
+        writes.push(LedgerWrite::put(&pk, &sk, body.clone(), Some(expires)).on_day(&day));
         match ledger.write_all(&writes).await {
             Ok(None) => Ok(()),
             Ok(Some(i)) => Err(NbaopsError::dependency(
@@ -79,6 +82,34 @@ pub async fn write_audit_with(
         return Ok(());
     }
     stored
+}
+
+/// The day (YYYY-MM-DD, UTC) an audit record is indexed under ([`Ledger::query_day`]).
+pub fn audit_day(at: DateTime<Utc>) -> String {
+    at.format("%Y-%m-%d").to_string()
+}
+
+/// Audit records of one day, newest first, from the ledger's by-day index (no table scan). An
+/// item of the index that is not an audit record this version can read is returned as `Err`
+/// with its key, never dropped silently.
+pub async fn audit_of_day(
+    ledger: &dyn Ledger,
+    day: &str,
+) -> Result<Vec<std::result::Result<AuditRecord, String>>> {
+    Ok(ledger
+        .query_day(day)
+        .await?
+        .into_iter()
+        .filter(|i| i.pk.starts_with("audit#"))
+        .map(|i| {
+            serde_json::from_value(i.data).map_err(|e| {
+                format!(
+                    "{} {}: not an audit record this version reads: {e}",
+                    i.pk, i.sk
+                )
+            })
+        })
+        .collect())
 }
 
 /// Ledger state as stored: `Ok(None)` when there is none, `Err` (the decode error) when there is

@@ -14,7 +14,8 @@ mod ledger;
 mod switches;
 
 pub use audit::{
-    audit_trail, decode_state, report_unreadable_state, write_audit, write_audit_with,
+    audit_day, audit_of_day, audit_trail, decode_state, report_unreadable_state, write_audit,
+    write_audit_with,
 };
 pub use ledger::{Claim, CooldownMark};
 pub use switches::Switches;

@@ -10,6 +10,9 @@ use super::*;
 #[derive(Default)]
 pub struct Switches {
     cached: Mutex<Option<(Instant, bool, bool)>>,
+    /// Dry-run whatever SSM says (the operator's `nbaops plan`): a re-read can turn the kill
+    /// switch on, never dry-run off.
+    forced_dry_run: bool,
 }
 
 impl Switches {
@@ -21,13 +24,31 @@ impl Switches {
                 cfg.guard.kill_switch,
                 cfg.function_dry_run(),
             ))),
+            forced_dry_run: false,
         }
+    }
+
+    /// [`Switches::seeded`], dry-run forced on for the life of the process.
+    pub fn forced_dry_run(cfg: &Config) -> Switches {
+        Switches {
+            cached: Mutex::new(Some((Instant::now(), cfg.guard.kill_switch, true))),
+            forced_dry_run: true,
+        }
+    }
+
+    /// True in `nbaops plan` ([`Switches::forced_dry_run`]): effects outside the guard that even
+    /// a dry-run deployment makes (alert deliveries) are described, not made.
+    pub fn is_forced_dry_run(&self) -> bool {
+        self.forced_dry_run
     }
 
     /// (kill switch, dry run). An unreadable SSM counts as "kill switch on": we never act blind.
     pub async fn current(&self, cfg: &Config, params: Option<&dyn Params>) -> Result<(bool, bool)> {
         let Some(params) = params else {
-            return Ok((cfg.guard.kill_switch, cfg.function_dry_run()));
+            return Ok((
+                cfg.guard.kill_switch,
+                self.forced_dry_run || cfg.function_dry_run(),
+            ));
         };
         let mut cached = self.cached.lock().await;
         if let Some((at, kill, dry)) = *cached {
@@ -47,7 +68,8 @@ impl Switches {
             cfg.guard.kill_switch,
         );
         let dry_all = flag(read.get(&format!("{base}dry_run")), cfg.guard.dry_run);
-        let dry = dry_all
+        let dry = self.forced_dry_run
+            || dry_all
             || cfg
                 .guard
                 .dry_run_functions

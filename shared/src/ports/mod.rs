@@ -121,6 +121,9 @@ pub struct LedgerWrite {
     pub expires_at: Option<i64>,
     /// At least one of these must hold of the stored item; empty: unconditional.
     pub expect: Vec<Expect>,
+    /// The UTC day (YYYY-MM-DD) under which the by-day index holds the item (audit records);
+    /// `None`: the item is not in that index.
+    pub day: Option<String>,
 }
 
 impl LedgerWrite {
@@ -131,6 +134,7 @@ impl LedgerWrite {
             data: Some(data),
             expires_at,
             expect: Vec::new(),
+            day: None,
         }
     }
     pub fn delete(pk: &str, sk: &str) -> LedgerWrite {
@@ -140,7 +144,13 @@ impl LedgerWrite {
             data: None,
             expires_at: None,
             expect: Vec::new(),
+            day: None,
         }
+    }
+    /// Puts the item in the by-day index under `day` (see [`Ledger::query_day`]).
+    pub fn on_day(mut self, day: &str) -> LedgerWrite {
+        self.day = Some(day.to_string());
+        self
     }
     pub fn expecting(mut self, expect: Vec<Expect>) -> LedgerWrite {
         self.expect = expect;
@@ -169,6 +179,26 @@ pub trait Ledger: Send + Sync {
     /// items, each key once). `Ok(None)` when written; `Ok(Some(i))` when the expectation of
     /// write `i` did not hold (the first such write), and nothing was written.
     async fn write_all(&self, writes: &[LedgerWrite]) -> Result<Option<usize>>;
+    /// [`Ledger::put`], the item also held by the by-day index under `day` (YYYY-MM-DD, UTC):
+    /// the audit records, so the audit trail of a day is read without a table scan.
+    async fn put_on_day(
+        &self,
+        pk: &str,
+        sk: &str,
+        data: &Value,
+        expires_at: Option<i64>,
+        day: &str,
+    ) -> Result<()>;
+    /// The items of one day of the by-day index, newest (highest sort key) first.
+    async fn query_day(&self, day: &str) -> Result<Vec<DayItem>>;
+}
+
+/// One item of the ledger's by-day index.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DayItem {
+    pub pk: String,
+    pub sk: String,
+    pub data: Value,
 }
 
 /// A PostgreSQL session: rows come back as JSON objects so the domain never sees driver types.

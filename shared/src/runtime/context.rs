@@ -165,6 +165,19 @@ impl<'a> Ctx<'a> {
         self.deps.cfg.env.to_string()
     }
 
+    /// Whether this function is in dry-run now, as the guard's live switches say (global or per
+    /// function, re-read after `guard.switch_ttl_seconds`; `nbaops plan` forces it). For the
+    /// effects a handler makes outside the guard (a follow-up schedule): in dry-run it notes what
+    /// it would do instead. Switches it cannot read count as dry-run: nothing is done blind.
+    pub async fn dry_run(&self) -> bool {
+        self.deps
+            .switches
+            .current(self.cfg(), self.deps.params.as_deref())
+            .await
+            .map(|(_, dry)| dry)
+            .unwrap_or(true)
+    }
+
     /// An empty report of this function in this environment.
     pub fn report(&self) -> InvocationReport {
         InvocationReport {

@@ -1,0 +1,21 @@
+//! The IAM actions the `nbaops` command calls: all of them read-only. `nbaops plan` builds every
+//! SDK client with an interceptor that refuses any other operation
+//! (`nbaops_shared::adapters::ReadOnly`), and the template's `OperatorReadOnlyPolicy` grants exactly
+//! these (infra/tests/check_aws_operations.py checks both ways).
+
+pub const OPERATOR_AWS_OPERATIONS: &[&str] = &[
+    "ssm:GetParametersByPath", // config show/check, status, every plan's config (as the function loads it)
+    "ssm:GetParameter", // plan: what the function reads one by one (game calendar, database secrets)
+    "kms:Decrypt", // Parameter Store decrypting a SecureString a plan reads (pg-health's session)
+    "dynamodb:GetItem", // plan: the ledger's reads go through (cooldowns, idempotency, state)
+    "dynamodb:Query", // audit (the by-day index), status (incidents, drills, containment), plan's ledger queries
+    "autoscaling:DescribeAutoScalingGroups", // plan: the groups a function looks at
+    "rds:DescribeDBInstances", // plan: the instances a function looks at
+    "rds:DescribeDBSnapshots", // plan: backup-guard's snapshots
+    "elasticache:DescribeCacheClusters", // plan: scale-on-alarm's clusters
+    "elasticache:ListTagsForResource", // plan: the protect tag of a cluster
+    "cloudwatch:GetMetricStatistics", // plan: off-peak and cache memory statistics
+    "cloudwatch:DescribeAlarms", // plan: alarms in state (re-check, off-peak)
+    "cloudwatch:DescribeAlarmsForMetric", // plan: thresholds alignment
+    "ce:GetCostAndUsage", // plan: cost-anomaly's attribution
+];
