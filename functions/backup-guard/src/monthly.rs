@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use nbaops_shared::alerts::Severity;
 use nbaops_shared::deadline::{Budget, MARGIN, ONE_AWS_ACTION};
 use nbaops_shared::events::ScheduledTick;
-use nbaops_shared::guard::Outcome;
+use nbaops_shared::guard::{Explanation, Observation, Outcome};
 use nbaops_shared::ports::{copyable_tags, DbSnapshot, Site, SnapshotKind, Tags};
 use nbaops_shared::runtime::{Ctx, RecordReport, Work};
 use nbaops_shared::Result;
@@ -110,6 +110,21 @@ impl BackupGuard {
                 "monthly manual snapshot of {instance}, kept {} days (SPEC 5.4.1)",
                 self.backup.monthly_retention_days
             ),
+            Explanation::new(
+                "create",
+                "Created",
+                format!("the monthly snapshot {id} of {instance}"),
+                format!(
+                    "SPEC 5.4.1 one manual snapshot a month, none yet for {}",
+                    now.format("%Y-%m")
+                ),
+            )
+            .observe(Observation::value(
+                "retention",
+                self.backup.monthly_retention_days as f64,
+                "days",
+            ))
+            .key("backup.monthly.retention_days"),
             json!({"snapshot": null}),
             json!({"snapshot": id, "instance": instance}),
         );
@@ -212,6 +227,15 @@ impl BackupGuard {
                         String::new()
                     }
                 ),
+                Explanation::new(
+                    "copy",
+                    "Copied",
+                    format!("{} to {region}", s.id),
+                    "SPEC 5.4.1 monthly snapshot copied cross-region",
+                )
+                .observe(Observation::value("attempt", (attempts + 1) as f64, ""))
+                .key("backup.dr_region")
+                .key("backup.max_concurrent_copies"),
                 json!({"region": region, "copy": null}),
                 json!({"region": region, "copy": s.id, "kms_key_id": cfg.dr_kms_key_id}),
             );
@@ -297,6 +321,23 @@ impl BackupGuard {
                 resource.clone(),
                 d.snapshot.tags.clone(),
                 d.reason.clone(),
+                Explanation::new(
+                    "delete",
+                    "Deleted",
+                    format!("{} ({:?})", d.snapshot.id, d.site),
+                    "SPEC 5.4.1 monthly snapshots kept one year, never the only recent copy",
+                )
+                .observe(Observation::against(
+                    "age",
+                    d.snapshot
+                        .created
+                        .map(|c| (now - c).num_days() as f64)
+                        .unwrap_or(f64::NAN),
+                    "days",
+                    ">",
+                    cfg.monthly_retention_days as f64,
+                ))
+                .key("backup.monthly.retention_days"),
                 json!({"snapshot": d.snapshot.id, "site": d.site, "created": d.snapshot.created}),
                 json!({"snapshot": null}),
             );

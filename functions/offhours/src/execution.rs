@@ -11,7 +11,9 @@ use serde_json::{json, Value};
 
 use nbaops_shared::alerts::{Alert, Severity};
 use nbaops_shared::deadline::{Budget, MARGIN, ONE_AWS_ACTION};
-use nbaops_shared::guard::{AuditRecord, Bounds, Outcome, ProposedAction};
+use nbaops_shared::guard::{
+    AuditRecord, Bounds, Explanation, Observation, Outcome, ProposedAction,
+};
 use nbaops_shared::runtime::Work;
 use nbaops_shared::Result;
 
@@ -204,6 +206,26 @@ impl Offhours {
             t.power.state_name(),
             t.at.format("%Y-%m-%d %H:%M UTC")
         );
+        // SPEC 6: non-production stopped when unused, by its schedule (tag).
+        let because = Explanation::new(
+            "",
+            "",
+            "",
+            format!(
+                "SPEC 6 cost: schedule '{}' says {} since {}",
+                verdict.schedule,
+                t.power.state_name(),
+                t.at.format("%Y-%m-%d %H:%M UTC")
+            ),
+        )
+        .observe(Observation::value(
+            "minutes since the transition",
+            (verdict.at - t.at).num_minutes() as f64,
+            "",
+        ))
+        .key("offhours.schedules")
+        .key("offhours.schedule_tag")
+        .key("offhours.envs");
         let ledger = w.ctx.deps.ledger.as_ref();
         let progress = match step {
             Step::Hold(why) => {
@@ -228,6 +250,11 @@ impl Offhours {
                     m,
                     "asg.offhours_stop",
                     &reason,
+                    because.doing(
+                        "stop",
+                        "Stopped",
+                        format!("{} {} → 0", m.name, save.desired),
+                    ),
                     Some(Bounds {
                         proposed: 0.0,
                         min: 0.0,
@@ -252,6 +279,7 @@ impl Offhours {
                     m,
                     "asg.offhours_start",
                     &reason,
+                    because.doing("start", "Started", format!("{} 0 → {}", m.name, to.desired)),
                     Some(Bounds {
                         proposed: to.desired as f64,
                         min: to.min as f64,
@@ -273,6 +301,7 @@ impl Offhours {
                     m,
                     "rds.offhours_stop",
                     &reason,
+                    because.doing("stop", "Stopped", m.name.clone()),
                     None,
                     json!({"status": "available", "auto_started_at": state.auto_started_at}),
                     json!({"status": "stopped", "transition": t}),
@@ -288,6 +317,7 @@ impl Offhours {
                     m,
                     "rds.offhours_start",
                     &reason,
+                    because.doing("start", "Started", m.name.clone()),
                     None,
                     json!({"status": "stopped"}),
                     json!({"status": "available", "transition": t}),
@@ -326,6 +356,7 @@ impl Offhours {
         m: &ScheduledResource,
         action: &str,
         reason: &str,
+        explanation: Explanation,
         bounds: Option<Bounds>,
         before: Value,
         after: Value,
@@ -343,6 +374,7 @@ impl Offhours {
             cooldown_seconds: self.cfg.cooldown_seconds,
             before,
             after,
+            explanation,
         }
     }
 
