@@ -161,14 +161,21 @@ pub(crate) fn alarm_because(alarm: &AlarmChange) -> Explanation {
         ),
     );
     let points = alarm.datapoints();
-    let what = alarm.metric_name().unwrap_or("alarm metric");
-    let unit = if what.contains("Utilization") || what.contains("Percent") {
-        "%"
-    } else if alarm.alarm_name.contains("memory") && alarm.threshold().is_some_and(|t| t <= 100.0) {
-        // The Memcached alarm is metric math: the fullest node's percent of its memory.
-        "%"
-    } else {
-        ""
+    // A single metric's value has the metric's unit; a metric-math or anomaly alarm's value is
+    // its expression's, which the event does not name.
+    let (what, unit) = match &alarm.trigger {
+        AlarmTrigger::SingleMetric(m) => {
+            let name = m.metric.metric_name.as_deref().unwrap_or("metric");
+            let unit = if name.contains("Utilization") || name.contains("Percent") {
+                "%"
+            } else if name.contains("Memory") || name.contains("Bytes") {
+                "bytes"
+            } else {
+                ""
+            };
+            (name, unit)
+        }
+        _ => ("the alarm's expression", ""),
     };
     if let Some(&latest) = points.first() {
         e = e.observe(match (alarm.comparison_symbol(), alarm.threshold()) {
@@ -517,13 +524,6 @@ impl ScaleOnAlarm {
                                 }
                             ),
                         )
-                        .observe(Observation::against(
-                            "rung",
-                            rung as f64,
-                            "",
-                            "<=",
-                            top as f64,
-                        ))
                         .key("scale.rds.ladder")
                         .key("scale.rds.cooldown_seconds"),
                 };

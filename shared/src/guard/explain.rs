@@ -162,20 +162,17 @@ impl Explanation {
         self
     }
 
-    /// "CPU 75.2 % > 70 % for 5 min (SPEC 2.5 scale out on load; scale.asg.step)".
+    /// "CPU 75.2 % > 70 % for 5 min (SPEC 2.5 scale out on load; scale.asg.step)". The
+    /// duration belongs to the first observation, the condition that held.
     pub fn because(&self) -> String {
-        let mut s = self
-            .observed
-            .iter()
-            .map(Observation::words)
-            .collect::<Vec<_>>()
-            .join(", ");
+        let mut words: Vec<String> = self.observed.iter().map(Observation::words).collect();
         if let Some(d) = &self.duration {
-            if !s.is_empty() {
-                s.push(' ');
+            match words.first_mut() {
+                Some(first) => first.push_str(&format!(" for {d}")),
+                None => words.push(format!("for {d}")),
             }
-            s.push_str(&format!("for {d}"));
         }
+        let s = words.join(", ");
         let mut rule = self.rule.clone();
         if !self.keys.is_empty() {
             if !rule.is_empty() {
