@@ -270,6 +270,9 @@ fn describe_response(v: &Value) -> Vec<String> {
             if let Some(e) = a["error"].as_str() {
                 lines.push(format!("error    : {e}"));
             }
+            if let Some(s) = a["sentence"].as_str() {
+                lines.push(format!("why      : {s}"));
+            }
         }
         for n in rec["notes"].as_array().cloned().unwrap_or_default() {
             lines.push(format!("note     : {}", n.as_str().unwrap_or("")));

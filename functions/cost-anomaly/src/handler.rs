@@ -398,8 +398,8 @@ impl CostAnomaly {
     }
 
     /// The amount and its share, each against the severity threshold it reached (SPEC 6: P2 at
-    /// >= `cost.severity.high_usd`, or >= `cost.severity.high_percent` with at least
-    /// `cost.severity.percent_min_usd`).
+    /// `cost.severity.high_usd` or more, or at `cost.severity.high_percent` or more with at
+    /// least `cost.severity.percent_min_usd`).
     fn cost_because(
         &self,
         rule: String,

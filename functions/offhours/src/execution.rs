@@ -249,11 +249,13 @@ impl Offhours {
                 let action = self.proposed(
                     m,
                     "asg.offhours_stop",
-                    &reason,
-                    because.doing(
-                        "stop",
-                        "Stopped",
-                        format!("{} {} → 0", m.name, save.desired),
+                    (
+                        &reason,
+                        because.doing(
+                            "stop",
+                            "Stopped",
+                            format!("{} {} → 0", m.name, save.desired),
+                        ),
                     ),
                     Some(Bounds {
                         proposed: 0.0,
@@ -278,8 +280,10 @@ impl Offhours {
                 let action = self.proposed(
                     m,
                     "asg.offhours_start",
-                    &reason,
-                    because.doing("start", "Started", format!("{} 0 → {}", m.name, to.desired)),
+                    (
+                        &reason,
+                        because.doing("start", "Started", format!("{} 0 → {}", m.name, to.desired)),
+                    ),
                     Some(Bounds {
                         proposed: to.desired as f64,
                         min: to.min as f64,
@@ -300,8 +304,7 @@ impl Offhours {
                 let action = self.proposed(
                     m,
                     "rds.offhours_stop",
-                    &reason,
-                    because.doing("stop", "Stopped", m.name.clone()),
+                    (&reason, because.doing("stop", "Stopped", m.name.clone())),
                     None,
                     json!({"status": "available", "auto_started_at": state.auto_started_at}),
                     json!({"status": "stopped", "transition": t}),
@@ -316,8 +319,7 @@ impl Offhours {
                 let action = self.proposed(
                     m,
                     "rds.offhours_start",
-                    &reason,
-                    because.doing("start", "Started", m.name.clone()),
+                    (&reason, because.doing("start", "Started", m.name.clone())),
                     None,
                     json!({"status": "stopped"}),
                     json!({"status": "available", "transition": t}),
@@ -355,8 +357,7 @@ impl Offhours {
         &self,
         m: &ScheduledResource,
         action: &str,
-        reason: &str,
-        explanation: Explanation,
+        (reason, explanation): (&str, Explanation),
         bounds: Option<Bounds>,
         before: Value,
         after: Value,
