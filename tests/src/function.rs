@@ -197,10 +197,25 @@ impl FunctionUnderTest {
         }
     }
 
-    /// Invokes and expects a response: a function error becomes an error carrying its logs.
+    /// Invokes and expects a response: a function error becomes an error carrying its logs, and
+    /// so does a decision in the response whose sentence does not explain it
+    /// ([`crate::explain::check_sentence`]): every e2e test checks every decision it makes.
     pub async fn invoke_ok(&self, payload: Value) -> Result<Value, HarnessError> {
         match self.invoke(payload, Duration::from_secs(30)).await?.outcome {
-            crate::runtime_api::Outcome::Response(v) => Ok(v),
+            crate::runtime_api::Outcome::Response(v) => {
+                for rec in v["records"].as_array().into_iter().flatten() {
+                    for a in rec["actions"].as_array().into_iter().flatten() {
+                        let audit: nbaops_shared::guard::AuditRecord =
+                            serde_json::from_value(a.clone()).map_err(|e| {
+                                HarnessError::Setup(format!("audit record unreadable: {e}: {a}"))
+                            })?;
+                        crate::explain::check_sentence(&audit).map_err(|e| {
+                            HarnessError::Setup(format!("decision not explained: {e}"))
+                        })?;
+                    }
+                }
+                Ok(v)
+            }
             crate::runtime_api::Outcome::Error {
                 error_type,
                 message,

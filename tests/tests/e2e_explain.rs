@@ -10,9 +10,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use nbaops_shared::events::{classify, Inbound};
-use nbaops_shared::guard::explain::{num, with_unit};
+use nbaops_shared::guard::explain::num;
 use nbaops_shared::guard::{AuditRecord, Outcome};
 use nbaops_tests::demo::{scenes, Stack};
+use nbaops_tests::explain::check_sentence;
 use nbaops_tests::function::FunctionUnderTest;
 use nbaops_tests::platform;
 use nbaops_tests::runtime_api::Outcome as Answer;
@@ -55,64 +56,9 @@ struct Seen {
 fn check(seen: &Seen) {
     let r = &seen.rec;
     let s = &r.sentence;
-    let e = &r.explanation;
     let at = format!("{} ({}): {s}", seen.fixture, r.action);
-    assert!(!s.is_empty(), "no sentence: {at}");
-    assert!(s.ends_with('.') && !s.contains('\n'), "one sentence: {at}");
-    let opening = match r.outcome {
-        Outcome::Acted => format!("{} {}", e.did, e.change),
-        Outcome::WouldAct => format!("Would {} {}", e.verb, e.change),
-        Outcome::Skipped => format!("Did not {} {}", e.verb, e.change),
-        Outcome::Failed => format!("Tried to {} {}", e.verb, e.change),
-    };
-    assert!(
-        !e.verb.is_empty() && !e.change.is_empty(),
-        "no verb/change: {at}"
-    );
-    assert!(s.starts_with(&opening), "opens with {opening:?}: {at}");
-    assert!(
-        e.rule.starts_with("SPEC ") && s.contains(&e.rule),
-        "rule {:?}: {at}",
-        e.rule
-    );
-    assert!(!e.keys.is_empty(), "no config key: {at}");
-    for k in &e.keys {
-        assert!(s.contains(k.as_str()), "key {k}: {at}");
-    }
-    assert!(!e.observed.is_empty(), "no observed number: {at}");
-    for o in &e.observed {
-        assert!(
-            s.contains(&format!("{} {}", o.what, with_unit(o.value, &o.unit))),
-            "observed {} {}: {at}",
-            o.what,
-            o.value
-        );
-        if let (Some(c), Some(t)) = (&o.comparison, o.threshold) {
-            assert!(
-                s.contains(&format!("{c} {}", with_unit(t, &o.unit))),
-                "threshold {c} {t}: {at}"
-            );
-        }
-    }
-    match (r.outcome, r.stopped_by) {
-        (Outcome::Skipped, Some(step)) => {
-            let note = &r
-                .steps
-                .iter()
-                .find(|x| x.step == step)
-                .expect("the stopping step is recorded")
-                .note;
-            let name = step.to_string().replace('_', " ");
-            assert!(
-                s.contains(&format!("stopped by {name} ({note})")),
-                "stop: {at}"
-            );
-        }
-        (Outcome::Failed, _) => {
-            let err = r.error.as_deref().unwrap_or("unknown error");
-            assert!(s.contains(&format!("failed: {err}")), "error: {at}");
-        }
-        _ => {}
+    if let Err(e) = check_sentence(r) {
+        panic!("{}: {e}", seen.fixture);
     }
     // An alarm's decision carries the fixture's own numbers: its threshold, its newest datapoint.
     if r.function == "scale-on-alarm" && r.action.starts_with("asg.scale") {

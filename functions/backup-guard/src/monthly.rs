@@ -327,16 +327,18 @@ impl BackupGuard {
                     format!("{} ({:?})", d.snapshot.id, d.site),
                     "SPEC 5.4.1 monthly snapshots kept one year, never the only recent copy",
                 )
-                .observe(Observation::against(
-                    "age",
-                    d.snapshot
-                        .created
-                        .map(|c| (now - c).num_days() as f64)
-                        .unwrap_or(f64::NAN),
-                    "days",
-                    ">",
-                    cfg.monthly_retention_days as f64,
-                ))
+                .observe(match d.snapshot.created {
+                    Some(c) => Observation::against(
+                        "age",
+                        (now - c).num_days() as f64,
+                        "days",
+                        ">",
+                        cfg.monthly_retention_days as f64,
+                    ),
+                    None => {
+                        Observation::value("retention", cfg.monthly_retention_days as f64, "days")
+                    }
+                })
                 .key("backup.monthly.retention_days"),
                 json!({"snapshot": d.snapshot.id, "site": d.site, "created": d.snapshot.created}),
                 json!({"snapshot": null}),

@@ -359,12 +359,11 @@ impl ScaleOnAlarm {
                     input.tipoff.to_rfc3339()
                 ),
             )
-            .observe(Observation::against(
-                "level",
-                level as f64,
-                "",
-                "capped at",
+            .observe(Observation::value("load level", level as f64, ""))
+            .observe(Observation::value(
+                "ceiling",
                 plan.ceiling.min(group.max_size) as f64,
+                "",
             ))
             .key("scale.gamenight.levels")
             .key("scale.gamenight.lead_minutes")
