@@ -488,7 +488,8 @@ impl VacuumTrigger {
             cooldown_seconds: self.pg.vacuum.cooldown_seconds,
             before: json!({"bytes": ix.bytes, "valid": ix.valid, "table": format!("{}.{}", ix.schema, ix.table), "statement": statement}),
             after: Value::Null,
-            explanation: maintenance_words(&need.explanation, need.work.as_str(), &resource),
+            explanation: maintenance_words(&need.explanation, need.work.as_str(), &resource)
+                .key("pg.vacuum.cooldown_seconds"),
         };
         let prove = prove_index_work(s.pg, ix, need.work);
         let (audit, lost) = guarded(
