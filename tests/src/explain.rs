@@ -6,6 +6,18 @@
 use nbaops_shared::guard::explain::with_unit;
 use nbaops_shared::guard::{AuditRecord, Outcome};
 
+/// Every decision of a function's response (its records' `actions`) checked.
+pub fn check_response(v: &serde_json::Value) -> Result<(), String> {
+    for rec in v["records"].as_array().into_iter().flatten() {
+        for a in rec["actions"].as_array().into_iter().flatten() {
+            let audit: AuditRecord = serde_json::from_value(a.clone())
+                .map_err(|e| format!("audit record unreadable: {e}: {a}"))?;
+            check_sentence(&audit).map_err(|e| format!("decision not explained: {e}"))?;
+        }
+    }
+    Ok(())
+}
+
 /// `Err` names the first thing the sentence lacks.
 pub fn check_sentence(r: &AuditRecord) -> Result<(), String> {
     let s = &r.sentence;

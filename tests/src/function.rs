@@ -203,17 +203,7 @@ impl FunctionUnderTest {
     pub async fn invoke_ok(&self, payload: Value) -> Result<Value, HarnessError> {
         match self.invoke(payload, Duration::from_secs(30)).await?.outcome {
             crate::runtime_api::Outcome::Response(v) => {
-                for rec in v["records"].as_array().into_iter().flatten() {
-                    for a in rec["actions"].as_array().into_iter().flatten() {
-                        let audit: nbaops_shared::guard::AuditRecord =
-                            serde_json::from_value(a.clone()).map_err(|e| {
-                                HarnessError::Setup(format!("audit record unreadable: {e}: {a}"))
-                            })?;
-                        crate::explain::check_sentence(&audit).map_err(|e| {
-                            HarnessError::Setup(format!("decision not explained: {e}"))
-                        })?;
-                    }
-                }
+                crate::explain::check_response(&v).map_err(HarnessError::Setup)?;
                 Ok(v)
             }
             crate::runtime_api::Outcome::Error {
