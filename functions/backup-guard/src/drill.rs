@@ -301,15 +301,17 @@ impl BackupGuard {
                 w.note("restoring: later ticks or RDS events take the next step");
             }
             Outcome::Failed => {
-                let al = ctx.alert(
-                    Severity::P2,
-                    &format!("rds:{instance}"),
-                    format!("backup-drill#{instance}/start"),
-                    format!(
-                        "{instance}: restore drill could not start: {}",
-                        audit.error.as_deref().unwrap_or("?")
-                    ),
-                );
+                let al = ctx
+                    .alert(
+                        Severity::P2,
+                        &format!("rds:{instance}"),
+                        format!("backup-drill#{instance}/start"),
+                        format!(
+                            "{instance}: restore drill could not start: {}",
+                            audit.error.as_deref().unwrap_or("?")
+                        ),
+                    )
+                    .with_action(audit.sentence.clone());
                 w.raise(al).await?;
             }
             _ => {}

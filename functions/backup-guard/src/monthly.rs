@@ -139,15 +139,17 @@ impl BackupGuard {
             .await?;
         w.note(format!("create {id}: {}", audit.outcome_words()));
         if audit.outcome == Outcome::Failed {
-            let al = ctx.alert(
-                Severity::P2,
-                &format!("rds:{instance}"),
-                format!("backup-monthly#{instance}/{}", now.format("%Y-%m")),
-                format!(
-                    "{instance}: the monthly snapshot {id} could not be created: {}",
-                    audit.error.as_deref().unwrap_or("?")
-                ),
-            );
+            let al = ctx
+                .alert(
+                    Severity::P2,
+                    &format!("rds:{instance}"),
+                    format!("backup-monthly#{instance}/{}", now.format("%Y-%m")),
+                    format!(
+                        "{instance}: the monthly snapshot {id} could not be created: {}",
+                        audit.error.as_deref().unwrap_or("?")
+                    ),
+                )
+                .with_action(audit.sentence.clone());
             w.raise(al).await?;
         }
         Ok(())
@@ -288,7 +290,8 @@ impl BackupGuard {
                             s.id,
                             attempts + 1
                         ),
-                    );
+                    )
+                    .with_action(audit.sentence.clone());
                     w.raise(al).await?;
                 }
                 _ => {}

@@ -196,7 +196,7 @@ impl Offhours {
         let ResourcePlan { step, alert } =
             plan_resource(t, &state, &m.observed, set, verdict.policy, verdict.at);
         if let Some(summary) = alert {
-            self.raise(m, &summary, self.cfg.alert_severity, verdict, w)
+            self.raise(m, &summary, self.cfg.alert_severity, verdict, None, w)
                 .await?;
             state.alerted = Some(t.at);
         }
@@ -345,7 +345,8 @@ impl Offhours {
                 // An action that failed after the SDK's retries is a P2 (or the configured
                 // severity, if that is higher): the resource is left in neither state.
                 let severity = self.cfg.alert_severity.min(Severity::P2);
-                self.raise(m, &summary, severity, verdict, w).await?;
+                self.raise(m, &summary, severity, verdict, Some(&failed.sentence), w)
+                    .await?;
                 state.alerted = Some(t.at);
             }
         }
@@ -380,13 +381,15 @@ impl Offhours {
     }
 
     /// An alert about one resource: in the resource's own environment (its tag), at the instant
-    /// evaluated, keyed by the transition (one incident per resource and transition).
+    /// evaluated, keyed by the transition (one incident per resource and transition). `sentence`:
+    /// the audit record's sentence of the action it is about, as its action line.
     async fn raise(
         &self,
         m: &ScheduledResource,
         summary: &str,
         severity: Severity,
         verdict: &ScheduleVerdict<'_>,
+        sentence: Option<&str>,
         w: &mut Work<'_>,
     ) -> Result<()> {
         let t = verdict.transition;
@@ -409,6 +412,10 @@ impl Offhours {
             "Bring {} to the state you want by hand, or tag it {}=true to take it off its schedule.",
             m.resource, self.cfg.opt_out_tag
         ));
+        let alert = match sentence {
+            Some(s) => alert.with_action(s),
+            None => alert,
+        };
         w.raise(alert).await
     }
 }
