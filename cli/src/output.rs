@@ -89,14 +89,11 @@ impl Progress {
 }
 
 /// One decision in one line, as every command prints it (plan, replay, audit): the audit record's
-/// own words. (Issue #18's explanation sentence replaces this body once the guard renders it.)
+/// own sentence (the guard's explanation), after its time.
 pub fn decision_line(rec: &nbaops_shared::guard::AuditRecord) -> String {
     format!(
-        "{} {} {}: {} ({})",
+        "{} {}",
         rec.at.format("%Y-%m-%d %H:%M:%SZ"),
-        rec.action,
-        rec.resource,
-        rec.outcome_words(),
-        rec.reason
+        rec.explained()
     )
 }

@@ -152,6 +152,33 @@ impl Stack {
         .await
     }
 
+    /// Changes the world as a scene asks before its fixture is played.
+    pub async fn prepare(&self, before: &Before) -> Result<(), HarnessError> {
+        match *before {
+            Before::Nothing => {}
+            Before::Param(k, v) => platform::put_params(&self.clients, &[(k, v)]).await?,
+            Before::DeleteParam(k) => platform::delete_param(&self.clients, k).await?,
+            Before::TagGroup(g, k, v) => platform::tag_group(&self.clients, g, k, v).await?,
+            Before::Sql(db, sql) => {
+                if let Some(pg) = &self.postgres {
+                    // The application changes its own tables.
+                    pg.psql_app(db, sql)?;
+                }
+            }
+            Before::Cpu(percent) => {
+                for g in [platform::WEB, platform::WORKER] {
+                    platform::put_cpu(&self.clients, g, percent, 20).await?;
+                }
+            }
+            Before::UntagGroup(g, k) => {
+                platform::untag_group(&self.clients, g, k).await?;
+                platform::delete_param(&self.clients, "guard/kill_switch").await?;
+                platform::delete_param(&self.clients, "guard/dry_run").await?;
+            }
+        }
+        Ok(())
+    }
+
     /// The environment a function gets on the local stack: the emulator, the platform, and the
     /// demo PostgreSQL wherever the function reads a database.
     pub fn env_for(&self, name: &str, extra: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -270,6 +297,9 @@ fn describe_response(v: &Value) -> Vec<String> {
             if let Some(e) = a["error"].as_str() {
                 lines.push(format!("error    : {e}"));
             }
+            if let Some(s) = a["sentence"].as_str() {
+                lines.push(format!("why      : {s}"));
+            }
         }
         for n in rec["notes"].as_array().cloned().unwrap_or_default() {
             lines.push(format!("note     : {}", n.as_str().unwrap_or("")));
@@ -296,28 +326,7 @@ pub async fn run_demo() -> Result<(), HarnessError> {
     println!("platform   : {}\n", world(&stack.clients).await);
     let mut functions: std::collections::BTreeMap<&str, FunctionUnderTest> = Default::default();
     for (i, scene) in scenes().into_iter().enumerate() {
-        match scene.before {
-            Before::Nothing => {}
-            Before::Param(k, v) => platform::put_params(&stack.clients, &[(k, v)]).await?,
-            Before::DeleteParam(k) => platform::delete_param(&stack.clients, k).await?,
-            Before::TagGroup(g, k, v) => platform::tag_group(&stack.clients, g, k, v).await?,
-            Before::Sql(db, sql) => {
-                if let Some(pg) = &stack.postgres {
-                    // The application changes its own tables.
-                    pg.psql_app(db, sql)?;
-                }
-            }
-            Before::Cpu(percent) => {
-                for g in [platform::WEB, platform::WORKER] {
-                    platform::put_cpu(&stack.clients, g, percent, 20).await?;
-                }
-            }
-            Before::UntagGroup(g, k) => {
-                platform::untag_group(&stack.clients, g, k).await?;
-                platform::delete_param(&stack.clients, "guard/kill_switch").await?;
-                platform::delete_param(&stack.clients, "guard/dry_run").await?;
-            }
-        }
+        stack.prepare(&scene.before).await?;
         if !functions.contains_key(scene.function) {
             functions.insert(
                 scene.function,

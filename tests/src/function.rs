@@ -197,10 +197,15 @@ impl FunctionUnderTest {
         }
     }
 
-    /// Invokes and expects a response: a function error becomes an error carrying its logs.
+    /// Invokes and expects a response: a function error becomes an error carrying its logs, and
+    /// so does a decision in the response whose sentence does not explain it
+    /// ([`crate::explain::check_sentence`]): every e2e test checks every decision it makes.
     pub async fn invoke_ok(&self, payload: Value) -> Result<Value, HarnessError> {
         match self.invoke(payload, Duration::from_secs(30)).await?.outcome {
-            crate::runtime_api::Outcome::Response(v) => Ok(v),
+            crate::runtime_api::Outcome::Response(v) => {
+                crate::explain::check_response(&v).map_err(HarnessError::Setup)?;
+                Ok(v)
+            }
             crate::runtime_api::Outcome::Error {
                 error_type,
                 message,

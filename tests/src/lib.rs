@@ -10,6 +10,7 @@ pub mod bench_pg;
 pub mod cbor_bridge;
 pub mod clock;
 pub mod demo;
+pub mod explain;
 pub mod faultproxy;
 pub mod function;
 pub mod http;

@@ -5,7 +5,9 @@
 use aws_sdk_autoscaling::types::Tag as AsgTag;
 use aws_sdk_rds::types::Tag as RdsTag;
 use chrono::Duration as Days;
+use nbaops_shared::guard::AuditRecord;
 use nbaops_tests::demo::Stack;
+use nbaops_tests::explain::check_sentence;
 use nbaops_tests::function::FunctionUnderTest;
 use nbaops_tests::http::http;
 use nbaops_tests::platform::{self, GroupView};
@@ -283,6 +285,23 @@ async fn anomaly_for_test_env_contains_it_and_says_how_to_undo() {
         .unwrap();
     assert_eq!(audits.len(), 2);
     assert!(audits.iter().all(|a| a["outcome"] == "acted"));
+    // Each containment explained in one sentence (the anomaly's impact against its threshold,
+    // the containment keys), and the alert carries exactly those sentences.
+    let mut sentences = Vec::new();
+    for a in &audits {
+        let rec: AuditRecord = serde_json::from_value(a.clone()).unwrap();
+        check_sentence(&rec).unwrap();
+        assert!(
+            rec.sentence.contains("cost.contain.envs"),
+            "{}",
+            rec.sentence
+        );
+        sentences.push(Value::String(rec.sentence));
+    }
+    let mut announced = alerts[0]["actions_taken"].as_array().cloned().unwrap();
+    announced.sort_by_key(|v| v.to_string());
+    sentences.sort_by_key(|v| v.to_string());
+    assert_eq!(announced, sentences);
     let counts = platform::ledger_counts(&stack.clients).await.unwrap();
     assert_eq!(counts.get("contained"), Some(&2), "{counts:?}");
 

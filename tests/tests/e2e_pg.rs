@@ -39,7 +39,10 @@ async fn invoke_task(f: &FunctionUnderTest, task: &str, id: &str) -> Value {
         .unwrap()
         .outcome
     {
-        Outcome::Response(v) => v,
+        Outcome::Response(v) => {
+            nbaops_tests::explain::check_response(&v).unwrap();
+            v
+        }
         Outcome::Error {
             error_type,
             message,

@@ -33,7 +33,10 @@ async fn invoke(f: &FunctionUnderTest, id: &str) -> Value {
         .unwrap()
         .outcome
     {
-        Outcome::Response(v) => v,
+        Outcome::Response(v) => {
+            nbaops_tests::explain::check_response(&v).unwrap();
+            v
+        }
         Outcome::Error {
             error_type,
             message,

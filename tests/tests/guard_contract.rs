@@ -186,6 +186,12 @@ fn scale_web(to: i32, max: i32, disruptive: bool) -> ProposedAction {
         cooldown_seconds: 0,
         before: json!({"desired": 2}),
         after: json!({"desired": to}),
+        explanation: nbaops_shared::guard::Explanation::new(
+            "scale",
+            "Scaled",
+            format!("{WEB} 2 → {to}"),
+            "contract test",
+        ),
     }
 }
 

@@ -326,6 +326,26 @@ mod tests {
         }
     }
 
+    /// An alert announcing an action carries the audit record's sentence; every channel prints
+    /// it word for word (issue #18: the same sentence in the alert as in the audit record).
+    #[test]
+    fn the_decision_sentence_reaches_every_channel_verbatim() {
+        let sentence = "Scaled nbaops-dev-web 2 → 3: CPUUtilization 75.2 % > 70 % for 5 min \
+                        (SPEC 2.5 capacity: alarm nbaops-dev-web-cpu-high ALARM; scale.asg.step); \
+                        cooldown clear; inside bounds 2..4.";
+        let mut m = msg(Kind::Firing);
+        m.actions_taken = vec![sentence.into()];
+        let slack = m.slack()["text"].as_str().unwrap().to_string();
+        assert!(slack.contains(&format!("nbaops: {sentence}")), "{slack}");
+        let (_, body) = m.email();
+        assert!(body.contains(&format!("nbaops: {sentence}")), "{body}");
+        let pd = m.pagerduty("rk");
+        assert_eq!(
+            pd["payload"]["custom_details"]["actions_taken"][0], sentence,
+            "{pd}"
+        );
+    }
+
     #[test]
     fn pagerduty_actions_and_slack_link() {
         let t = msg(Kind::Firing).pagerduty("rk");

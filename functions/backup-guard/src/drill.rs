@@ -11,7 +11,7 @@ use serde_json::json;
 use nbaops_shared::alerts::Severity;
 use nbaops_shared::deadline::Budget;
 use nbaops_shared::events::ScheduledTick;
-use nbaops_shared::guard::Outcome;
+use nbaops_shared::guard::{Explanation, Observation, Outcome};
 use nbaops_shared::ports::{RestoreRequest, Site, SnapshotKind, Tags};
 use nbaops_shared::runtime::{Ctx, RecordReport, Work};
 use nbaops_shared::sql::{self, i64_of, str_of};
@@ -255,6 +255,19 @@ impl BackupGuard {
                 "quarterly restore drill of {instance} from {} (SPEC: restore test every quarter, RTO {} min)",
                 snap.id, self.backup.rto_minutes
             ),
+            Explanation::new(
+                "restore",
+                "Restored",
+                format!("{drill_instance} from {}", snap.id),
+                format!("SPEC 5.4 quarterly restore test of {instance}"),
+            )
+            .observe(Observation::value(
+                "RTO",
+                self.backup.rto_minutes as f64,
+                "min",
+            ))
+            .key("backup.rto_minutes")
+            .key("backup.drill.instance_class"),
             json!({"instance": null}),
             json!({"instance": drill_instance, "snapshot": snap.id, "class": req.instance_class}),
         );
@@ -288,15 +301,17 @@ impl BackupGuard {
                 w.note("restoring: later ticks or RDS events take the next step");
             }
             Outcome::Failed => {
-                let al = ctx.alert(
-                    Severity::P2,
-                    &format!("rds:{instance}"),
-                    format!("backup-drill#{instance}/start"),
-                    format!(
-                        "{instance}: restore drill could not start: {}",
-                        audit.error.as_deref().unwrap_or("?")
-                    ),
-                );
+                let al = ctx
+                    .alert(
+                        Severity::P2,
+                        &format!("rds:{instance}"),
+                        format!("backup-drill#{instance}/start"),
+                        format!(
+                            "{instance}: restore drill could not start: {}",
+                            audit.error.as_deref().unwrap_or("?")
+                        ),
+                    )
+                    .with_action(audit.sentence.clone());
                 w.raise(al).await?;
             }
             _ => {}
@@ -401,6 +416,18 @@ impl BackupGuard {
             format!("rds:{}", d.drill_instance),
             tags,
             format!("restore drill of {} finished", d.source),
+            Explanation::new(
+                "delete",
+                "Deleted",
+                format!("the drill instance {}", d.drill_instance),
+                format!("SPEC 5.4 restore test of {} finished", d.source),
+            )
+            .observe(Observation::value(
+                "minutes since the drill started",
+                (w.ctx.now() - d.started_at).num_minutes() as f64,
+                "min",
+            ))
+            .key("backup.drill.give_up_hours"),
             json!({"instance": d.drill_instance}),
             json!({"instance": null}),
         );

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use nbaops_shared::alerts::Severity;
 use nbaops_shared::deadline::{Budget, MARGIN, ONE_AWS_ACTION};
 use nbaops_shared::events::ScheduledTick;
-use nbaops_shared::guard::Outcome;
+use nbaops_shared::guard::{Explanation, Observation, Outcome};
 use nbaops_shared::ports::{copyable_tags, DbSnapshot, Site, SnapshotKind, Tags};
 use nbaops_shared::runtime::{Ctx, RecordReport, Work};
 use nbaops_shared::Result;
@@ -110,6 +110,21 @@ impl BackupGuard {
                 "monthly manual snapshot of {instance}, kept {} days (SPEC 5.4.1)",
                 self.backup.monthly_retention_days
             ),
+            Explanation::new(
+                "create",
+                "Created",
+                format!("the monthly snapshot {id} of {instance}"),
+                format!(
+                    "SPEC 5.4.1 one manual snapshot a month, none yet for {}",
+                    now.format("%Y-%m")
+                ),
+            )
+            .observe(Observation::value(
+                "retention",
+                self.backup.monthly_retention_days as f64,
+                "days",
+            ))
+            .key("backup.monthly.retention_days"),
             json!({"snapshot": null}),
             json!({"snapshot": id, "instance": instance}),
         );
@@ -124,15 +139,17 @@ impl BackupGuard {
             .await?;
         w.note(format!("create {id}: {}", audit.outcome_words()));
         if audit.outcome == Outcome::Failed {
-            let al = ctx.alert(
-                Severity::P2,
-                &format!("rds:{instance}"),
-                format!("backup-monthly#{instance}/{}", now.format("%Y-%m")),
-                format!(
-                    "{instance}: the monthly snapshot {id} could not be created: {}",
-                    audit.error.as_deref().unwrap_or("?")
-                ),
-            );
+            let al = ctx
+                .alert(
+                    Severity::P2,
+                    &format!("rds:{instance}"),
+                    format!("backup-monthly#{instance}/{}", now.format("%Y-%m")),
+                    format!(
+                        "{instance}: the monthly snapshot {id} could not be created: {}",
+                        audit.error.as_deref().unwrap_or("?")
+                    ),
+                )
+                .with_action(audit.sentence.clone());
             w.raise(al).await?;
         }
         Ok(())
@@ -212,6 +229,15 @@ impl BackupGuard {
                         String::new()
                     }
                 ),
+                Explanation::new(
+                    "copy",
+                    "Copied",
+                    format!("{} to {region}", s.id),
+                    "SPEC 5.4.1 monthly snapshot copied cross-region",
+                )
+                .observe(Observation::value("attempt", (attempts + 1) as f64, ""))
+                .key("backup.dr_region")
+                .key("backup.max_concurrent_copies"),
                 json!({"region": region, "copy": null}),
                 json!({"region": region, "copy": s.id, "kms_key_id": cfg.dr_kms_key_id}),
             );
@@ -264,7 +290,8 @@ impl BackupGuard {
                             s.id,
                             attempts + 1
                         ),
-                    );
+                    )
+                    .with_action(audit.sentence.clone());
                     w.raise(al).await?;
                 }
                 _ => {}
@@ -297,6 +324,25 @@ impl BackupGuard {
                 resource.clone(),
                 d.snapshot.tags.clone(),
                 d.reason.clone(),
+                Explanation::new(
+                    "delete",
+                    "Deleted",
+                    format!("{} ({:?})", d.snapshot.id, d.site),
+                    "SPEC 5.4.1 monthly snapshots kept one year, never the only recent copy",
+                )
+                .observe(match d.snapshot.created {
+                    Some(c) => Observation::against(
+                        "age",
+                        (now - c).num_days() as f64,
+                        "days",
+                        ">",
+                        cfg.monthly_retention_days as f64,
+                    ),
+                    None => {
+                        Observation::value("retention", cfg.monthly_retention_days as f64, "days")
+                    }
+                })
+                .key("backup.monthly.retention_days"),
                 json!({"snapshot": d.snapshot.id, "site": d.site, "created": d.snapshot.created}),
                 json!({"snapshot": null}),
             );

@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use nbaops_shared::alerts::Severity;
 use nbaops_shared::config::backup::BackupConfig;
-use nbaops_shared::guard::ProposedAction;
+use nbaops_shared::guard::{Explanation, ProposedAction};
 use nbaops_shared::ports::{DbSnapshot, InstanceBackup, Site, Tags};
 use nbaops_shared::sql::{i64_of, str_of, time_of, Row};
 
@@ -22,6 +22,7 @@ pub fn backup_action(
     resource: String,
     tags: Tags,
     reason: String,
+    explanation: Explanation,
     before: Value,
     after: Value,
 ) -> ProposedAction {
@@ -37,6 +38,7 @@ pub fn backup_action(
         cooldown_seconds: 0,
         before,
         after,
+        explanation,
     }
 }
 

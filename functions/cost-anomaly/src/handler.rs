@@ -12,7 +12,9 @@ use nbaops_shared::alerts::Severity;
 use nbaops_shared::config::cost::{self, CostConfig};
 use nbaops_shared::config::Env;
 use nbaops_shared::events::{self, BudgetAlert, BudgetKind, Inbound, ScheduledTick};
-use nbaops_shared::guard::{AuditRecord, Bounds, GuardStep, Outcome, ProposedAction};
+use nbaops_shared::guard::{
+    AuditRecord, Bounds, Explanation, GuardStep, Observation, Outcome, ProposedAction,
+};
 use nbaops_shared::ports::{AutoScaling, CostExplorer, CostGrouping, CostQuery, Rds, RdsPower};
 use nbaops_shared::runtime::{Ctx, Deps, Function, InvocationReport, RecordReport, Work};
 use nbaops_shared::Result;
@@ -124,12 +126,15 @@ struct Finding {
     details: Value,
     /// Spend (an anomaly, an ACTUAL budget), not a forecast.
     is_spend: bool,
+    /// What was seen, in numbers, and the rule it fell under: the "because" of a containment.
+    because: Explanation,
 }
 
 /// One containment of an environment: why, how urgent, and until when what it saves is kept.
 struct ContainmentRun {
     env: Env,
     reason: String,
+    because: Explanation,
     severity: Severity,
     saved_until: i64,
 }
@@ -241,6 +246,12 @@ impl CostAnomaly {
         });
         let finding = Finding {
             severity: severity_for(&self.cfg, impact, percent),
+            because: self.cost_because(
+                format!("SPEC 6 cost anomaly {}", a.anomaly_id),
+                "impact",
+                impact,
+                percent,
+            ),
             attribution,
             resource: format!("cost:anomaly/{}", a.anomaly_id),
             dedup_key: format!("cost-anomaly#{}", a.anomaly_id),
@@ -293,6 +304,12 @@ impl CostAnomaly {
         });
         let finding = Finding {
             severity: severity_for(&self.cfg, overrun, percent),
+            because: self.cost_because(
+                format!("SPEC 6 budget {} {kind}", b.budget_name),
+                "overrun",
+                overrun,
+                percent,
+            ),
             attribution,
             resource: format!("cost:budget/{}", b.budget_name),
             dedup_key: format!("cost-budget#{}#{kind}", b.budget_name),
@@ -327,6 +344,12 @@ impl CostAnomaly {
                 let run = ContainmentRun {
                     env,
                     reason: format!("cost containment of {env}: {summary}"),
+                    because: f
+                        .because
+                        .clone()
+                        .key("cost.contain.envs")
+                        .key("cost.contain.resources")
+                        .key("cost.contain.min_severity"),
                     severity: f.severity,
                     saved_until: w.ctx.now().timestamp()
                         + w.ctx.cfg().guard.audit_ttl_days * 86_400,
@@ -334,12 +357,7 @@ impl CostAnomaly {
                 w = w.with_fleet_size(self.cfg.resources(env).count());
                 let undo = self.contain_env(&run, &mut w).await?;
                 for a in &w.rec.actions {
-                    alert = alert.with_action(format!(
-                        "{} {}: {}",
-                        a.action,
-                        a.resource,
-                        a.outcome_words()
-                    ));
+                    alert = alert.with_action(a.sentence.clone());
                 }
                 if !undo.is_empty() {
                     alert = alert.with_runbook(format!(
@@ -377,6 +395,34 @@ impl CostAnomaly {
             ));
         }
         Ok(undo)
+    }
+
+    /// The amount and its share, each against the severity threshold it reached (SPEC 6: P2 at
+    /// `cost.severity.high_usd` or more, or at `cost.severity.high_percent` or more with at
+    /// least `cost.severity.percent_min_usd`).
+    fn cost_because(
+        &self,
+        rule: String,
+        what: &str,
+        usd: f64,
+        percent: Option<f64>,
+    ) -> Explanation {
+        let c = &self.cfg;
+        let mut e = Explanation::new("", "", "", rule);
+        e = e.observe(if usd >= c.high_usd {
+            Observation::against(what, usd, "USD", ">=", c.high_usd)
+        } else {
+            Observation::value(what, usd, "USD")
+        });
+        if let Some(p) = percent {
+            e = e.observe(if p >= c.high_percent && usd >= c.percent_min_usd {
+                Observation::against(format!("{what} share"), p, "%", ">=", c.high_percent)
+            } else {
+                Observation::value(format!("{what} share"), p, "%")
+            });
+        }
+        e.key("cost.severity.high_usd")
+            .key("cost.severity.high_percent")
     }
 
     /// The note for a listed resource whose env tag names another environment.
@@ -431,6 +477,11 @@ impl CostAnomaly {
             cooldown_seconds: self.cfg.contain_cooldown_seconds,
             before: json!({"min": min, "max": max, "desired": desired}),
             after: json!({"min": 0, "max": 0, "desired": 0}),
+            explanation: run.because.doing(
+                "contain",
+                "Contained",
+                format!("{name} {min}/{max}/{desired} → 0/0/0"),
+            ),
         };
         let saved = json!({"kind": "asg", "name": name, "min": min, "max": max, "desired": desired, "event_id": w.rec.event_id, "at": w.ctx.now().to_rfc3339()});
         let audit = run
@@ -492,6 +543,7 @@ impl CostAnomaly {
             cooldown_seconds: self.cfg.contain_cooldown_seconds,
             before: json!({"status": "available"}),
             after: json!({"status": "stopped"}),
+            explanation: run.because.doing("stop", "Stopped", id.to_string()),
         };
         let saved = json!({"kind": "rds", "id": id, "status": "available", "event_id": w.rec.event_id, "at": w.ctx.now().to_rfc3339()});
         let audit = run

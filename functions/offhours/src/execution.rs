@@ -11,7 +11,9 @@ use serde_json::{json, Value};
 
 use nbaops_shared::alerts::{Alert, Severity};
 use nbaops_shared::deadline::{Budget, MARGIN, ONE_AWS_ACTION};
-use nbaops_shared::guard::{AuditRecord, Bounds, Outcome, ProposedAction};
+use nbaops_shared::guard::{
+    AuditRecord, Bounds, Explanation, Observation, Outcome, ProposedAction,
+};
 use nbaops_shared::runtime::Work;
 use nbaops_shared::Result;
 
@@ -194,7 +196,7 @@ impl Offhours {
         let ResourcePlan { step, alert } =
             plan_resource(t, &state, &m.observed, set, verdict.policy, verdict.at);
         if let Some(summary) = alert {
-            self.raise(m, &summary, self.cfg.alert_severity, verdict, w)
+            self.raise(m, &summary, self.cfg.alert_severity, verdict, None, w)
                 .await?;
             state.alerted = Some(t.at);
         }
@@ -204,6 +206,26 @@ impl Offhours {
             t.power.state_name(),
             t.at.format("%Y-%m-%d %H:%M UTC")
         );
+        // SPEC 6: non-production stopped when unused, by its schedule (tag).
+        let because = Explanation::new(
+            "",
+            "",
+            "",
+            format!(
+                "SPEC 6 cost: schedule '{}' says {} since {}",
+                verdict.schedule,
+                t.power.state_name(),
+                t.at.format("%Y-%m-%d %H:%M UTC")
+            ),
+        )
+        .observe(Observation::value(
+            "minutes since the transition",
+            (verdict.at - t.at).num_minutes() as f64,
+            "",
+        ))
+        .key("offhours.schedules")
+        .key("offhours.schedule_tag")
+        .key("offhours.envs");
         let ledger = w.ctx.deps.ledger.as_ref();
         let progress = match step {
             Step::Hold(why) => {
@@ -227,7 +249,14 @@ impl Offhours {
                 let action = self.proposed(
                     m,
                     "asg.offhours_stop",
-                    &reason,
+                    (
+                        &reason,
+                        because.doing(
+                            "stop",
+                            "Stopped",
+                            format!("{} {} → 0", m.name, save.desired),
+                        ),
+                    ),
                     Some(Bounds {
                         proposed: 0.0,
                         min: 0.0,
@@ -251,7 +280,10 @@ impl Offhours {
                 let action = self.proposed(
                     m,
                     "asg.offhours_start",
-                    &reason,
+                    (
+                        &reason,
+                        because.doing("start", "Started", format!("{} 0 → {}", m.name, to.desired)),
+                    ),
                     Some(Bounds {
                         proposed: to.desired as f64,
                         min: to.min as f64,
@@ -272,7 +304,7 @@ impl Offhours {
                 let action = self.proposed(
                     m,
                     "rds.offhours_stop",
-                    &reason,
+                    (&reason, because.doing("stop", "Stopped", m.name.clone())),
                     None,
                     json!({"status": "available", "auto_started_at": state.auto_started_at}),
                     json!({"status": "stopped", "transition": t}),
@@ -287,7 +319,7 @@ impl Offhours {
                 let action = self.proposed(
                     m,
                     "rds.offhours_start",
-                    &reason,
+                    (&reason, because.doing("start", "Started", m.name.clone())),
                     None,
                     json!({"status": "stopped"}),
                     json!({"status": "available", "transition": t}),
@@ -313,7 +345,8 @@ impl Offhours {
                 // An action that failed after the SDK's retries is a P2 (or the configured
                 // severity, if that is higher): the resource is left in neither state.
                 let severity = self.cfg.alert_severity.min(Severity::P2);
-                self.raise(m, &summary, severity, verdict, w).await?;
+                self.raise(m, &summary, severity, verdict, Some(&failed.sentence), w)
+                    .await?;
                 state.alerted = Some(t.at);
             }
         }
@@ -325,7 +358,7 @@ impl Offhours {
         &self,
         m: &ScheduledResource,
         action: &str,
-        reason: &str,
+        (reason, explanation): (&str, Explanation),
         bounds: Option<Bounds>,
         before: Value,
         after: Value,
@@ -343,17 +376,20 @@ impl Offhours {
             cooldown_seconds: self.cfg.cooldown_seconds,
             before,
             after,
+            explanation,
         }
     }
 
     /// An alert about one resource: in the resource's own environment (its tag), at the instant
-    /// evaluated, keyed by the transition (one incident per resource and transition).
+    /// evaluated, keyed by the transition (one incident per resource and transition). `sentence`:
+    /// the audit record's sentence of the action it is about, as its action line.
     async fn raise(
         &self,
         m: &ScheduledResource,
         summary: &str,
         severity: Severity,
         verdict: &ScheduleVerdict<'_>,
+        sentence: Option<&str>,
         w: &mut Work<'_>,
     ) -> Result<()> {
         let t = verdict.transition;
@@ -376,6 +412,10 @@ impl Offhours {
             "Bring {} to the state you want by hand, or tag it {}=true to take it off its schedule.",
             m.resource, self.cfg.opt_out_tag
         ));
+        let alert = match sentence {
+            Some(s) => alert.with_action(s),
+            None => alert,
+        };
         w.raise(alert).await
     }
 }

@@ -22,7 +22,7 @@ use chrono::Duration;
 use serde_json::json;
 
 use nbaops_shared::alerts::Severity;
-use nbaops_shared::guard::{Bounds, ProposedAction};
+use nbaops_shared::guard::{Bounds, Explanation, Observation, ProposedAction};
 use nbaops_shared::ports::{CacheClusterState, MetricQuery};
 use nbaops_shared::runtime::Work;
 use nbaops_shared::Result;
@@ -210,6 +210,28 @@ impl ScaleOnAlarm {
             cooldown_seconds: scale.cache_cooldown_seconds,
             before: json!({"nodes": from}),
             after: json!({"nodes": to, "remove": [node]}),
+            explanation: Explanation::new(
+                "remove a node from",
+                "Removed a node from",
+                format!("{id} {from} → {to} ({node})"),
+                "SPEC 2.5 off-peak Memcached scale-in",
+            )
+            .observe(Observation::against(
+                "data on one node less",
+                projected,
+                "%",
+                "<=",
+                cap.cache_scale_in_below_percent,
+            ))
+            .observe(Observation::against(
+                "nodes after",
+                to as f64,
+                "",
+                ">=",
+                cap.cache_min_nodes as f64,
+            ))
+            .key("scale.cache.scale_in_below_percent")
+            .key("scale.cache.min_nodes"),
         };
         let remove = [node.clone()];
         let audit = w

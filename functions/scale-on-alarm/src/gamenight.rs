@@ -23,7 +23,9 @@ use serde_json::json;
 
 use nbaops_shared::alerts::Severity;
 use nbaops_shared::events::ScheduledTick;
-use nbaops_shared::guard::{AuditRecord, Bounds, GuardStep, Outcome, ProposedAction};
+use nbaops_shared::guard::{
+    AuditRecord, Bounds, Explanation, GuardStep, Observation, Outcome, ProposedAction,
+};
 use nbaops_shared::ports::OneTimeSchedule;
 use nbaops_shared::runtime::{Ctx, RecordReport, Work};
 use nbaops_shared::Result;
@@ -355,6 +357,26 @@ impl ScaleOnAlarm {
             cooldown_seconds: 0,
             before: json!({"desired": group.desired, "min": group.min_size, "max": group.max_size}),
             after: json!({"desired": to}),
+            explanation: Explanation::new(
+                "pre-scale",
+                "Pre-scaled",
+                format!("{name} {} → {to}", group.desired),
+                format!(
+                    "SPEC 2.5 game night {} ({} load), tip-off {}",
+                    input.date,
+                    input.load,
+                    input.tipoff.to_rfc3339()
+                ),
+            )
+            .observe(Observation::value("load level", level as f64, ""))
+            .observe(Observation::value(
+                "ceiling",
+                plan.ceiling.min(group.max_size) as f64,
+                "",
+            ))
+            .key("scale.gamenight.levels")
+            .key("scale.gamenight.lead_minutes")
+            .key("scale.asg.ceiling"),
         };
         self.act_on_group(w, &action, name, group.desired, to).await
     }
@@ -417,6 +439,23 @@ impl ScaleOnAlarm {
             cooldown_seconds: 0,
             before: json!({"desired": group.desired, "min": group.min_size, "max": group.max_size}),
             after: json!({"desired": to}),
+            explanation: Explanation::new(
+                "return",
+                "Returned",
+                format!("{name} {} → {to}", group.desired),
+                format!(
+                    "SPEC 2.5 game night {} over, no alarm of the group in ALARM",
+                    input.date
+                ),
+            )
+            .observe(Observation::value(
+                "minutes after tip-off",
+                ctx.cfg().scale.gamenight.hold_minutes as f64,
+                "",
+            ))
+            .observe(Observation::value("baseline", plan.baseline as f64, ""))
+            .key("scale.gamenight.hold_minutes")
+            .key("scale.asg.baseline"),
         };
         self.act_on_group(w, &action, name, group.desired, to).await
     }
@@ -449,7 +488,7 @@ impl ScaleOnAlarm {
                     format!("{name}: {} to {to} failed ({words})", action.action),
                 )
                 .with_details(json!({"reason": action.reason, "error": audit.error}))
-                .with_action(format!("set_desired_capacity {name} {to}: {words}"));
+                .with_action(audit.sentence.clone());
             w.raise(alert).await?;
         }
         Ok(left_for_later(&audit))

@@ -8,8 +8,11 @@ use nbaops_shared::adapters::{
     AwsClients, SdkAutoScaling, SdkCloudWatch, SdkElastiCache, SdkRds, SdkScheduler,
 };
 use nbaops_shared::alerts::Severity;
-use nbaops_shared::events::{AlarmChange, AlarmState, Inbound};
-use nbaops_shared::guard::{in_change_window, AuditRecord, Bounds, Outcome, ProposedAction};
+use nbaops_shared::events::{AlarmChange, AlarmState, AlarmTrigger, Inbound, SingleMetric};
+use nbaops_shared::guard::explain::num;
+use nbaops_shared::guard::{
+    in_change_window, AuditRecord, Bounds, Explanation, Observation, Outcome, ProposedAction,
+};
 use nbaops_shared::ports::{AutoScaling, CloudWatch, ElastiCache, LedgerWrite, Rds, Scheduler};
 use nbaops_shared::runtime::{Ctx, Deps, Function, InvocationReport, RecordReport, Work};
 use nbaops_shared::Result;
@@ -136,13 +139,71 @@ async fn flap_count(alarm: &AlarmChange, ctx: &Ctx<'_>) -> Result<(usize, Ledger
 /// What one scaling is about: the alarm or schedule behind it, and how urgent it is.
 pub(crate) struct Why<'r> {
     pub(crate) reason: &'r str,
+    /// The rule and the numbers behind it (no verb, no change yet: each action adds its own).
+    pub(crate) because: &'r Explanation,
     pub(crate) severity: Severity,
     /// The alarm episode (recheck.rs) a scale-out belongs to: its "capacity exhausted" P2 is
     /// raised once per episode, and an acted step schedules the next re-check.
     pub(crate) episode: Option<&'r crate::recheck::Episode>,
 }
 
-/// The P3 (P2 when it failed or was an emergency change) telling people what was done.
+/// What the alarm says, as an explanation: its latest datapoint against its threshold, for as
+/// long as the datapoints it names cover (SPEC 2.5: scale on the alarm's transition).
+pub(crate) fn alarm_because(alarm: &AlarmChange) -> Explanation {
+    let mut e = Explanation::new(
+        "",
+        "",
+        "",
+        format!(
+            "SPEC 2.5 capacity: alarm {} {}",
+            alarm.alarm_name,
+            alarm.state.as_str()
+        ),
+    );
+    let points = alarm.datapoints();
+    // A single metric's value has the metric's unit; a metric-math or anomaly alarm's value is
+    // its expression's, which the event does not name.
+    let (what, unit) = match &alarm.trigger {
+        AlarmTrigger::SingleMetric(m) => {
+            let name = m.metric.metric_name.as_deref().unwrap_or("metric");
+            let unit = if name.contains("Utilization") || name.contains("Percent") {
+                "%"
+            } else if name.contains("Memory") || name.contains("Bytes") {
+                "bytes"
+            } else {
+                ""
+            };
+            (name, unit)
+        }
+        _ => ("the alarm's expression", ""),
+    };
+    if let Some(&latest) = points.first() {
+        e = e.observe(match (alarm.comparison_symbol(), alarm.threshold()) {
+            (Some(c), Some(t)) => Observation::against(what, latest, unit, c, t),
+            _ => Observation::value(what, latest, unit),
+        });
+    } else if let Some(t) = alarm.threshold() {
+        e = e.observe(Observation::value("threshold", t, unit));
+    }
+    if let AlarmTrigger::SingleMetric(SingleMetric {
+        period_seconds: Some(p),
+        ..
+    }) = &alarm.trigger
+    {
+        if !points.is_empty() {
+            let secs = f64::from(*p) * points.len() as f64;
+            e = e.lasting(if secs >= 60.0 {
+                format!("{} min", num(secs / 60.0))
+            } else {
+                format!("{} s", num(secs))
+            });
+        }
+    }
+    e
+}
+
+/// The P3 (P2 when it failed or was an emergency change) telling people what was done: its
+/// action line is the audit record's own sentence.
 async fn announce(
     w: &mut Work<'_>,
     audit: &AuditRecord,
@@ -150,7 +211,6 @@ async fn announce(
     key: String,
     summary: String,
     details: Value,
-    action: String,
 ) -> Result<()> {
     if !matches!(audit.outcome, Outcome::Acted | Outcome::Failed) {
         return Ok(());
@@ -164,7 +224,7 @@ async fn announce(
         .ctx
         .alert(sev, resource, key, summary)
         .with_details(details)
-        .with_action(action);
+        .with_action(audit.sentence.clone());
     w.raise(alert).await
 }
 
@@ -214,8 +274,10 @@ impl ScaleOnAlarm {
             alarm.reason
         );
         let episode = crate::recheck::Episode::of(alarm);
+        let because = alarm_because(alarm);
         let why = Why {
             reason: &reason,
+            because: &because,
             severity,
             episode: (direction == Direction::Out).then_some(&episode),
         };
@@ -359,6 +421,16 @@ impl ScaleOnAlarm {
                     cooldown_seconds: scale.asg_cooldown_seconds,
                     before: json!({"desired": from, "min": group.min_size, "max": group.max_size}),
                     after: json!({"desired": to}),
+                    explanation: why
+                        .because
+                        .doing("scale", "Scaled", format!("{name} {from} → {to}"))
+                        .key("scale.asg.step")
+                        .key(if dir == Direction::Out {
+                            "scale.asg.ceiling"
+                        } else {
+                            "scale.asg.baseline"
+                        })
+                        .key("scale.asg.cooldown_seconds"),
                 };
                 let audit = w
                     .act(&action, || self.asg.set_desired_capacity(name, to))
@@ -373,7 +445,6 @@ impl ScaleOnAlarm {
                     format!("{verb}#{resource}"),
                     format!("{name}: desired {from} -> {to} ({words})"),
                     json!({"reason": why.reason, "before": action.before, "after": action.after}),
-                    format!("set_desired_capacity {name} {to}: {words}"),
                 )
                 .await?;
             }
@@ -439,6 +510,22 @@ impl ScaleOnAlarm {
                     cooldown_seconds: scale.rds_cooldown_seconds,
                     before: json!({"class": from, "status": db.status}),
                     after: json!({"class": to, "apply_immediately": immediate}),
+                    explanation: why
+                        .because
+                        .doing(
+                            "move",
+                            "Moved",
+                            format!(
+                                "{id} {from} → {to} ({})",
+                                if immediate {
+                                    "now"
+                                } else {
+                                    "at the maintenance window"
+                                }
+                            ),
+                        )
+                        .key("scale.rds.ladder")
+                        .key("scale.rds.cooldown_seconds"),
                 };
                 let audit = w
                     .act(&action, || {
@@ -459,7 +546,6 @@ impl ScaleOnAlarm {
                     format!("rds-class#{resource}"),
                     format!("{id}: {from} -> {to} {when} ({words})"),
                     json!({"reason": why.reason, "before": action.before, "after": action.after, "emergency_change": audit.emergency_change}),
-                    format!("modify_db_instance {id} class {to} apply_immediately={immediate}: {words}"),
                 )
                 .await?;
             }
@@ -514,6 +600,22 @@ impl ScaleOnAlarm {
                     cooldown_seconds: scale.cache_cooldown_seconds,
                     before: json!({"nodes": from}),
                     after: json!({"nodes": to}),
+                    explanation: why
+                        .because
+                        .doing(
+                            "add a node to",
+                            "Added a node to",
+                            format!("{id} {from} → {to}"),
+                        )
+                        .observe(Observation::against(
+                            "nodes after",
+                            to as f64,
+                            "",
+                            "<=",
+                            cap as f64,
+                        ))
+                        .key("scale.cache.max_nodes")
+                        .key("scale.cache.cooldown_seconds"),
                 };
                 let audit = w.act(&action, || self.cache.set_node_count(id, to)).await?;
                 let words = audit.outcome_words();
@@ -525,7 +627,6 @@ impl ScaleOnAlarm {
                     format!("cache-nodes#{resource}"),
                     format!("{id}: nodes {from} -> {to} ({words})"),
                     json!({}),
-                    format!("modify_cache_cluster {id} nodes {to}: {words}"),
                 )
                 .await?;
             }

@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use nbaops_shared::alerts::Severity;
 use nbaops_shared::config::{AlarmRoute, FollowUps, OffPeak, ScaleConfig};
 use nbaops_shared::events::ScheduledTick;
-use nbaops_shared::guard::{AuditRecord, GuardStep, Outcome};
+use nbaops_shared::guard::{AuditRecord, Explanation, GuardStep, Observation, Outcome};
 use nbaops_shared::ports::{MetricAlarm, MetricQuery, OneTimeSchedule};
 use nbaops_shared::runtime::{Ctx, RecordReport, Work};
 use nbaops_shared::Result;
@@ -242,11 +242,12 @@ async fn checks(
     group: &str,
     alarms: &mut Option<std::result::Result<Vec<MetricAlarm>, String>>,
     ctx: &Ctx<'_>,
-) -> (Option<String>, String) {
+) -> (Option<String>, String, Option<f64>) {
     let scale: &ScaleConfig = &ctx.cfg().scale;
     let cfg = &scale.offpeak;
     let mut failed = Vec::new();
     let mut passed = String::new();
+    let mut low = None;
     match f.cw.statistics(&cpu_query(group, ctx.now(), cfg)).await {
         Err(e) => failed.push(format!("CPU unreadable ({e})")),
         Ok(points) => match cpu_check(&points, cfg.cpu_below) {
@@ -259,6 +260,7 @@ async fn checks(
                 cfg.lookback_minutes, cfg.cpu_below
             )),
             Cpu::Low { highest, points } => {
+                low = Some(highest);
                 passed = format!(
                 "CPU at most {highest:.1}% over {points} datapoint(s) of the last {} min (< {}%)",
                 cfg.lookback_minutes, cfg.cpu_below
@@ -284,9 +286,9 @@ async fn checks(
         None => {}
     }
     if failed.is_empty() {
-        (None, passed)
+        (None, passed, low)
     } else {
-        (Some(failed.join("; ")), passed)
+        (Some(failed.join("; ")), passed, low)
     }
 }
 
@@ -421,7 +423,7 @@ impl ScaleOnAlarm {
             }
             _ => {}
         }
-        let (failed, passed) = checks(self, name, alarms, &ctx).await;
+        let (failed, passed, highest) = checks(self, name, alarms, &ctx).await;
         if let Some(why) = failed {
             w.note(format!("{resource}: left at {} — {why}", group.desired));
             return Ok(true);
@@ -431,8 +433,28 @@ impl ScaleOnAlarm {
             run.step,
             rfc3339(run.window_end)
         );
+        let cfg = &ctx.cfg().scale.offpeak;
+        let mut because = Explanation::new(
+            "",
+            "",
+            "",
+            format!("SPEC 2.5 off-peak scale-in, step {}", run.step),
+        )
+        .key("scale.offpeak.cpu_below")
+        .key("scale.offpeak.lookback_minutes")
+        .lasting(format!("{} min", cfg.lookback_minutes));
+        if let Some(h) = highest {
+            because = because.observe(Observation::against(
+                "highest CPU",
+                h,
+                "%",
+                "<",
+                cfg.cpu_below,
+            ));
+        }
         let why = Why {
             reason: &reason,
+            because: &because,
             severity: Severity::P4,
             episode: None,
         };

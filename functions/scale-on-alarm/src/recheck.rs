@@ -29,7 +29,7 @@ use serde_json::{json, Map, Value};
 use nbaops_shared::alerts::Severity;
 use nbaops_shared::config::ScaleConfig;
 use nbaops_shared::events::{AlarmChange, ScheduledTick};
-use nbaops_shared::guard::{AuditRecord, GuardStep, Outcome};
+use nbaops_shared::guard::{AuditRecord, Explanation, GuardStep, Observation, Outcome};
 use nbaops_shared::ports::{MetricAlarm, OneTimeSchedule};
 use nbaops_shared::runtime::{Ctx, RecordReport, Work};
 use nbaops_shared::Result;
@@ -515,8 +515,26 @@ impl ScaleOnAlarm {
             "alarm '{}' still in ALARM at re-check {}/{} of its episode {}",
             r.episode.alarm, r.n, r.limit, r.episode.id
         );
+        let because = Explanation::new(
+            "",
+            "",
+            "",
+            format!(
+                "SPEC 2.5 capacity: alarm {} still ALARM at re-check",
+                r.episode.alarm
+            ),
+        )
+        .observe(Observation::against(
+            "re-check",
+            r.n as f64,
+            "",
+            "<=",
+            r.limit as f64,
+        ))
+        .key("scale.followup.group");
         let why = Why {
             reason: &reason,
+            because: &because,
             severity,
             episode: Some(&r.episode),
         };

@@ -27,7 +27,7 @@ use serde_json::{json, Value};
 use nbaops_shared::alerts::Severity;
 use nbaops_shared::config::capacity::Capacity;
 use nbaops_shared::events::ScheduledTick;
-use nbaops_shared::guard::ProposedAction;
+use nbaops_shared::guard::{Explanation, Observation, ProposedAction};
 use nbaops_shared::ports::{CloudWatch, MetricAlarm};
 use nbaops_shared::runtime::{Ctx, RecordReport, Work};
 use nbaops_shared::{NbaopsError, Result};
@@ -247,7 +247,27 @@ impl ScaleOnAlarm {
         if changes.is_empty() {
             return Ok(None);
         }
+        let mut explanation = Explanation::new(
+            "set the alarm thresholds of",
+            "Set the alarm thresholds of",
+            format!("{id} ({})", db.class),
+            format!(
+                "SPEC 2.5 alarms follow the class: memory {} B, default max_connections {}",
+                want.class_memory, want.max_connections
+            ),
+        )
+        .key("scale.rds.class_memory")
+        .key("scale.rds.reserved_memory")
+        .key("scale.rds.memory_alarm_used_percent")
+        .key("scale.rds.connections_alarm_percent");
+        for (name, from, to) in &changes {
+            explanation = explanation.observe(match from {
+                Some(f) => Observation::against(format!("{name} threshold"), *f, "", "→", *to),
+                None => Observation::value(format!("{name} new threshold"), *to, ""),
+            });
+        }
         let action = ProposedAction {
+            explanation,
             action: SET_THRESHOLDS.into(),
             resource: resource.clone(),
             // The instance's tags: a protected instance's alarms are left as they are too.

@@ -24,7 +24,7 @@ use nbaops_shared::alerts::{AlertStatus, Severity};
 use nbaops_shared::config::pg::{PgConfig, PgTarget};
 use nbaops_shared::deadline::left_note;
 use nbaops_shared::events::{Inbound, ScheduledTick};
-use nbaops_shared::guard::{in_change_window, AuditRecord, Outcome, ProposedAction};
+use nbaops_shared::guard::{in_change_window, AuditRecord, Explanation, Outcome, ProposedAction};
 use nbaops_shared::ports::{PgConnector, Postgres, Tags};
 use nbaops_shared::runtime::{Ctx, Deps, Function, InvocationReport, RecordReport, Work};
 use nbaops_shared::sql::roles::as_owner;
@@ -260,7 +260,7 @@ impl VacuumTrigger {
         };
 
         for runaway in runaway {
-            end_transaction(&s, runaway, w).await?;
+            end_transaction(&s, runaway, cfg.long_tx_seconds.crit, w).await?;
         }
         let max_tables = cfg.vacuum.max_tables_per_run;
         let max_rebuilds = cfg.index.max_per_run;
@@ -425,6 +425,8 @@ impl VacuumTrigger {
             cooldown_seconds: self.pg.vacuum.cooldown_seconds,
             before: json!({"n_dead_tup": counter(&before, "n_dead_tup"), "n_live_tup": counter(&before, "n_live_tup"), "xid_age": counter(&before, "xid_age"), "statement": statement}),
             after: Value::Null,
+            explanation: maintenance_words(&need.explanation, need.kind.as_str(), &resource)
+                .key("pg.vacuum.cooldown_seconds"),
         };
         let prove = prove_maintenance(pg, t, need.kind, &before);
         let (audit, lost) = guarded(w, s, &mut action, (&run, prove), |outcome, ms| match outcome {
@@ -486,6 +488,8 @@ impl VacuumTrigger {
             cooldown_seconds: self.pg.vacuum.cooldown_seconds,
             before: json!({"bytes": ix.bytes, "valid": ix.valid, "table": format!("{}.{}", ix.schema, ix.table), "statement": statement}),
             after: Value::Null,
+            explanation: maintenance_words(&need.explanation, need.work.as_str(), &resource)
+                .key("pg.vacuum.cooldown_seconds"),
         };
         let prove = prove_index_work(s.pg, ix, need.work);
         let (audit, lost) = guarded(
@@ -521,6 +525,11 @@ impl VacuumTrigger {
     }
 }
 
+/// The plan's explanation with the work's verb: "Ran vacuum-analyze on pg:app/public.events".
+fn maintenance_words(because: &Explanation, kind: &str, resource: &str) -> Explanation {
+    because.doing(format!("run {kind} on"), format!("Ran {kind} on"), resource)
+}
+
 /// What one maintenance action was, for its note, alert and failure record.
 struct Done<'a> {
     resource: &'a str,
@@ -553,8 +562,8 @@ async fn report(
         Outcome::Acted => {
             let alert = ctx
                 .alert(Severity::P4, d.resource, key, d.done.clone())
-                .with_action(format!("{}: {words}", d.statement))
-                .with_details(json!({"before": action.before, "after": action.after}));
+                .with_action(audit.sentence.clone())
+                .with_details(json!({"statement": d.statement, "before": action.before, "after": action.after}));
             w.raise(alert).await?;
         }
         Outcome::Failed => {
@@ -576,6 +585,7 @@ async fn report(
                     key,
                     format!("{}: {} failed: {error}", d.subject, d.kind),
                 )
+                .with_action(audit.sentence.clone())
                 .with_details(json!({"before": action.before, "after": action.after}))
                 .with_runbook("Check the maintenance role may act as the table's owner (PG<=16: a member through infra/sql/02_maintenance_role.sql, used with SET ROLE) or has MAINTAIN (PG17+: pg_maintain), and what holds its locks.");
             w.raise(alert).await?;

@@ -6,7 +6,7 @@ use std::time::Duration as StdDuration;
 use serde_json::{json, Value};
 
 use nbaops_shared::alerts::Severity;
-use nbaops_shared::guard::{Outcome, ProposedAction};
+use nbaops_shared::guard::{Explanation, Observation, Outcome, ProposedAction};
 use nbaops_shared::ports::{Postgres, Tags};
 use nbaops_shared::runtime::Work;
 use nbaops_shared::sql::{self, Row, Session};
@@ -43,7 +43,13 @@ async fn signal_runaway(pg: &dyn Postgres, s: &Session) -> Result<&'static str> 
     }
 }
 
-pub async fn end_transaction(s: &DbSession<'_>, sess: &Session, w: &mut Work<'_>) -> Result<()> {
+/// `crit_seconds`: `pg.long_tx.crit_seconds`, the limit the transaction is past.
+pub async fn end_transaction(
+    s: &DbSession<'_>,
+    sess: &Session,
+    crit_seconds: f64,
+    w: &mut Work<'_>,
+) -> Result<()> {
     let resource = format!("pg:{}/pid:{}", s.db, sess.pid);
     let mut action = ProposedAction {
         action: "pg.end_transaction".into(),
@@ -60,6 +66,24 @@ pub async fn end_transaction(s: &DbSession<'_>, sess: &Session, w: &mut Work<'_>
         cooldown_seconds: 0,
         before: json!({"pid": sess.pid, "role": sess.role, "application": sess.application, "state": sess.state, "xact_start": sess.xact_start, "xact_seconds": sess.xact_seconds, "query": sess.query}),
         after: Value::Null,
+        explanation: Explanation::new(
+            "end",
+            "Ended",
+            format!(
+                "the transaction of pid {} on {} ({}, '{}')",
+                sess.pid, s.db, sess.role, sess.application
+            ),
+            "SPEC 3.2.2 long-running transactions: end an allow-listed runaway",
+        )
+        .observe(Observation::against(
+            "open for",
+            sess.xact_seconds,
+            "s",
+            ">",
+            crit_seconds,
+        ))
+        .key("pg.long_tx.crit_seconds")
+        .key("pg.terminate.enabled"),
     };
     let decision = w.guard.check(&action).await?;
     let result = if decision.proceed {
@@ -95,7 +119,8 @@ pub async fn end_transaction(s: &DbSession<'_>, sess: &Session, w: &mut Work<'_>
                     action.after["result"].as_str().unwrap_or(&words)
                 ),
             )
-            .with_details(json!({"before": action.before, "after": action.after}));
+            .with_details(json!({"before": action.before, "after": action.after}))
+            .with_action(audit.sentence.clone());
         w.raise(alert).await?;
     }
     w.rec.actions.push(audit);

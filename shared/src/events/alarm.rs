@@ -155,6 +155,62 @@ impl AlarmChange {
     pub fn is_alarm(&self) -> bool {
         self.state == AlarmState::Alarm
     }
+
+    /// The datapoints CloudWatch names in its standard reason wording ("Threshold Crossed: 2
+    /// out of the last 2 datapoints [91.7 (25/11/26 22:25:00), 88.2 (…)] were …"), newest first
+    /// as CloudWatch writes them; empty when the reason does not list them.
+    pub fn datapoints(&self) -> Vec<f64> {
+        let r = &self.reason;
+        let Some(open) = r.find("datapoints [").map(|i| i + "datapoints [".len()) else {
+            return Vec::new();
+        };
+        let Some(len) = r[open..].find(']') else {
+            return Vec::new();
+        };
+        r[open..open + len]
+            .split(',')
+            .filter_map(|p| p.split_whitespace().next()?.parse::<f64>().ok())
+            .filter(|v| v.is_finite())
+            .collect()
+    }
+
+    /// The alarm's threshold: the trigger's (SNS, `reasonData`), else the reason's
+    /// "the threshold (70.0)".
+    pub fn threshold(&self) -> Option<f64> {
+        if let AlarmTrigger::SingleMetric(SingleMetric {
+            threshold: Some(t), ..
+        }) = &self.trigger
+        {
+            return Some(*t);
+        }
+        let r = &self.reason;
+        let open = r.find("the threshold (")? + "the threshold (".len();
+        let len = r[open..].find(')')?;
+        r[open..open + len]
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite())
+    }
+
+    /// The comparison as a symbol (">", ">=", "<", "<="), from the trigger or the reason.
+    pub fn comparison_symbol(&self) -> Option<&'static str> {
+        let op = match &self.trigger {
+            AlarmTrigger::SingleMetric(SingleMetric {
+                comparison: Some(c),
+                ..
+            }) => Some(c.clone()),
+            _ => None,
+        }
+        .or_else(|| comparison_from_reason(&self.reason))?;
+        Some(match op.as_str() {
+            "GreaterThanOrEqualToThreshold" => ">=",
+            "GreaterThanThreshold" => ">",
+            "LessThanOrEqualToThreshold" => "<=",
+            "LessThanThreshold" => "<",
+            _ => return None,
+        })
+    }
 }
 
 /// What every delivery yields before validation.
@@ -530,6 +586,31 @@ mod tests {
 
     fn at(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32, ms: i64) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(y, mo, d, h, mi, s).unwrap() + chrono::Duration::milliseconds(ms)
+    }
+
+    #[test]
+    fn datapoints_threshold_and_comparison_from_the_reason() {
+        let a = alarm(include_str!(
+            "../../../events/cloudwatch-alarm/eventbridge-worker-cpu-alarm.json"
+        ));
+        assert_eq!(a.datapoints(), vec![91.7, 88.2]);
+        assert_eq!(a.threshold(), Some(85.0));
+        assert_eq!(a.comparison_symbol(), Some(">="));
+        let a = alarm(include_str!(
+            "../../../events/cloudwatch-alarm/eventbridge-rds-memory-alarm.json"
+        ));
+        assert_eq!(a.datapoints(), vec![1.1010048e8, 1.2010048e8, 1.3010048e8]);
+        assert_eq!(a.comparison_symbol(), Some("<"));
+        let a = alarm(include_str!(
+            "../../../events/cloudwatch-alarm/eventbridge-memcached-memory-metric-math.json"
+        ));
+        assert_eq!((a.datapoints().len(), a.threshold()), (3, Some(75.0)));
+        let mut a = a;
+        a.reason = "Threshold Crossed".into();
+        assert!(a.datapoints().is_empty());
+        assert_eq!((a.threshold(), a.comparison_symbol()), (None, None));
+        a.reason = "datapoints [x (1), 5 (2)] the threshold (oops)".into();
+        assert_eq!((a.datapoints(), a.threshold()), (vec![5.0], None));
     }
 
     #[test]

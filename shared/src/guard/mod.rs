@@ -10,6 +10,7 @@
 //! idempotency claim, one conditional write), [`audit`] (audit records, ledger state decoding).
 
 mod audit;
+pub mod explain;
 mod ledger;
 mod switches;
 
@@ -17,6 +18,7 @@ pub use audit::{
     audit_day, audit_of_day, audit_trail, decode_state, report_unreadable_state, write_audit,
     write_audit_with,
 };
+pub use explain::{Explanation, Observation};
 pub use ledger::{Claim, CooldownMark};
 pub use switches::Switches;
 
@@ -83,6 +85,8 @@ pub struct ProposedAction {
     pub cooldown_seconds: i64,
     pub before: Value,
     pub after: Value,
+    /// Why, structured: the rule, the numbers, the threshold ([`explain`]).
+    pub explanation: Explanation,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -135,11 +139,34 @@ pub struct AuditRecord {
     pub before: Value,
     pub after: Value,
     pub error: Option<String>,
+    /// The action's explanation (empty in records written before explanations existed).
+    #[serde(default)]
+    pub explanation: Explanation,
+    /// The decision in one plain sentence ([`explain::sentence`]): what the alert, the CLI and
+    /// the replay print. Empty in older records.
+    #[serde(default)]
+    pub sentence: String,
 }
 
 pub const AUDIT_SCHEMA: &str = "nbaops.action/v1";
 
 impl AuditRecord {
+    /// The decision as one sentence: the record's own [`AuditRecord::sentence`], or for a record
+    /// written before explanations existed, its action, resource, outcome and reason.
+    pub fn explained(&self) -> String {
+        if self.sentence.is_empty() {
+            format!(
+                "{} {}: {} ({})",
+                self.action,
+                self.resource,
+                self.outcome_words(),
+                self.reason
+            )
+        } else {
+            self.sentence.clone()
+        }
+    }
+
     /// The outcome in an operator's words, for notes and alert summaries.
     pub fn outcome_words(&self) -> String {
         match (self.outcome, self.stopped_by) {
@@ -494,7 +521,9 @@ impl<'a> Guard<'a> {
             steps: d.steps.clone(),
             before: a.before.clone(),
             after: a.after.clone(),
+            sentence: explain::sentence(a, d, outcome, error.as_deref()),
             error,
+            explanation: a.explanation.clone(),
         };
         write_audit_with(self.cfg, self.ledger, self.notifier, &rec, writes).await?;
         Ok(rec)
@@ -534,6 +563,8 @@ mod tests {
             cooldown_seconds: 300,
             before: json!({"desired": 2}),
             after: json!({"desired": 3}),
+            explanation: Explanation::new("scale", "Scaled", "web 2 → 3", "SPEC 2.5")
+                .observe(Observation::against("CPU", 75.0, "%", ">", 70.0)),
         }
     }
 
@@ -671,6 +702,50 @@ mod tests {
         let r = run(&c, &action(), &l, later).await;
         assert_eq!(r.stopped_by, Some(GuardStep::Idempotency));
         assert!(l.len_with_prefix("audit#asg:web") >= 7);
+    }
+
+    #[tokio::test]
+    async fn the_record_carries_the_explanation_and_its_sentence() {
+        let l = FakeLedger::default();
+        let a = action();
+        let r = run(&cfg(&[]), &a, &l, wednesday_noon()).await;
+        assert_eq!(r.explanation, a.explanation);
+        assert!(
+            r.sentence.starts_with("Scaled web 2 → 3: CPU 75 % > 70 %"),
+            "{}",
+            r.sentence
+        );
+        assert_eq!(r.explained(), r.sentence);
+        // Stored in the ledger as it was rendered.
+        let trail = audit_trail(&l, "asg:web").await.unwrap();
+        assert_eq!(
+            trail.last().map(|t| t.sentence.clone()),
+            Some(r.sentence.clone())
+        );
+        // Stopped: the same rule and numbers, and the step that stopped it.
+        let r = run(
+            &cfg(&[("NBAOPS_GUARD__KILL_SWITCH", "true")]),
+            &a,
+            &l,
+            wednesday_noon(),
+        )
+        .await;
+        assert!(
+            r.sentence
+                .starts_with("Did not scale web 2 → 3: CPU 75 % > 70 %")
+                && r.sentence
+                    .ends_with("stopped by kill switch (kill switch is on)."),
+            "{}",
+            r.sentence
+        );
+        // A record written before explanations existed still decodes, and still reads.
+        let mut old = serde_json::to_value(&r).unwrap();
+        let o = old.as_object_mut().unwrap();
+        o.remove("explanation");
+        o.remove("sentence");
+        let old: AuditRecord = serde_json::from_value(old).unwrap();
+        assert_eq!(old.sentence, "");
+        assert!(old.explained().contains("stopped by guard 'kill_switch'"));
     }
 
     #[tokio::test]

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use super::{bool_of, f64_of, i64_of, str_of, time_of, BloatEstimate, PgVersion, Row};
 use crate::config::pg::PgConfig;
+use crate::guard::{Explanation, Observation};
 
 /// Every index of a user table, with what bloat, rebuild and usage decisions need. A relation
 /// someone holds in AccessExclusive is sized from `relpages` (no lock, like [`super::tables`]).
@@ -297,6 +298,8 @@ impl IndexWork {
 pub struct IndexNeed {
     pub work: IndexWork,
     pub reason: String,
+    /// The rule and the numbers, for the guard's sentence.
+    pub explanation: Explanation,
 }
 
 /// Leftovers first (they waste space and every write still maintains them), then the most
@@ -318,6 +321,13 @@ pub fn plan_indexes<'a>(
                         "invalid index {} left by a failed REINDEX CONCURRENTLY",
                         ix.name()
                     ),
+                    explanation: Explanation::new(
+                        "",
+                        "",
+                        "",
+                        "SPEC 5.5.1 maintenance: an invalid leftover of a failed REINDEX CONCURRENTLY",
+                    )
+                    .observe(Observation::value("index size", ix.bytes as f64, "bytes")),
                 },
             ));
         }
@@ -349,6 +359,20 @@ pub fn plan_indexes<'a>(
                         "index bloat {pct:.0} % ({source}) > pg.index.reindex_percent {}",
                         cfg.index.reindex_percent
                     ),
+                    explanation: Explanation::new(
+                        "",
+                        "",
+                        "",
+                        format!("SPEC 5.5.1 maintenance: rebuild a bloated index ({source})"),
+                    )
+                    .observe(Observation::against(
+                        "index bloat",
+                        pct,
+                        "%",
+                        ">",
+                        cfg.index.reindex_percent,
+                    ))
+                    .key("pg.index.reindex_percent"),
                 },
             ));
         }

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use super::{bool_of, f64_of, i64_of, str_of, time_of, Maintenance, PgVersion, Row};
 use crate::config::pg::PgConfig;
+use crate::guard::{Explanation, Observation};
 
 /// [`super::tables`] as vacuum-trigger reads it: each row also names the role to `SET ROLE` to
 /// before maintaining the table (`set_role`: its owner, when the session may reach the owner's
@@ -343,11 +344,18 @@ pub fn bloat_estimate(t: &TableStats, cfg: &PgConfig, now: DateTime<Utc>) -> Blo
     }
 }
 
+/// An explanation of maintenance: the rule only (the handler adds the verb and the table).
+fn rule(words: &str) -> Explanation {
+    Explanation::new("", "", "", words)
+}
+
 /// Why a table is a maintenance candidate, in priority order (most urgent first).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Need {
     pub kind: Maintenance,
     pub reason: String,
+    /// The rule and the numbers (SPEC 5.5.1), for the guard's sentence.
+    pub explanation: Explanation,
     /// Higher first within a kind (XID age, dead tuples, changed rows).
     pub weight: f64,
 }
@@ -369,6 +377,15 @@ pub fn maintenance_need(
                 "XID/multixact age {age} >= pg.vacuum.freeze_age {}",
                 v.freeze_age
             ),
+            explanation: rule("SPEC 5.5.1 wraparound: VACUUM (FREEZE)")
+                .observe(Observation::against(
+                    "XID/multixact age",
+                    age as f64,
+                    "",
+                    ">=",
+                    v.freeze_age as f64,
+                ))
+                .key("pg.vacuum.freeze_age"),
             weight: age as f64,
         });
     }
@@ -379,6 +396,16 @@ pub fn maintenance_need(
     if bloat.is_some_and(|b| b > cfg.bloat_percent.crit) && v.full_allowed {
         return Some(Need {
             kind: Maintenance::VacuumFull,
+            explanation: rule("SPEC 5.5.1 VACUUM FULL only for severe bloat, in a change window")
+                .observe(Observation::against(
+                    "bloat",
+                    bloat.unwrap_or(0.0),
+                    "%",
+                    ">",
+                    cfg.bloat_percent.crit,
+                ))
+                .key("pg.bloat.crit_percent")
+                .key("pg.vacuum.full_allowed"),
             reason: format!(
                 "bloat {:.0} % > {} % (critical)",
                 bloat.unwrap_or(0.0),
@@ -388,7 +415,40 @@ pub fn maintenance_need(
         });
     }
     if many_dead || (bloated && t.n_dead_tup > 0) {
+        let rule_words = "SPEC 5.5.1 VACUUM (ANALYZE) of tables autovacuum leaves bloated";
+        let mut explanation = if many_dead {
+            rule(rule_words)
+                .observe(Observation::against(
+                    "dead tuples",
+                    t.n_dead_tup as f64,
+                    "",
+                    ">=",
+                    v.min_dead_tuples as f64,
+                ))
+                .observe(Observation::against(
+                    "dead share",
+                    dead,
+                    "%",
+                    ">=",
+                    v.dead_percent,
+                ))
+                .key("pg.vacuum.min_dead_tuples")
+                .key("pg.vacuum.dead_percent")
+        } else {
+            rule(rule_words).observe(Observation::value("dead tuples", t.n_dead_tup as f64, ""))
+        };
+        if let Some(b) = bloat {
+            explanation = explanation.observe(if b > cfg.bloat_percent.warn {
+                Observation::against("bloat", b, "%", ">", cfg.bloat_percent.warn)
+            } else {
+                Observation::value("bloat", b, "%")
+            });
+            if bloated {
+                explanation = explanation.key("pg.bloat.warn_percent");
+            }
+        }
         return Some(Need {
+            explanation,
             kind: Maintenance::VacuumAnalyze,
             reason: format!(
                 "{} dead tuples ({dead:.0} %){}",
@@ -402,6 +462,15 @@ pub fn maintenance_need(
     }
     if t.stats_stale(cfg, now) && t.n_mod_since_analyze >= v.analyze_min_changes {
         return Some(Need {
+            explanation: rule("SPEC 5.5.1 ANALYZE of stale statistics")
+                .observe(Observation::against(
+                    "rows changed since the last ANALYZE",
+                    t.n_mod_since_analyze as f64,
+                    "",
+                    ">=",
+                    v.analyze_min_changes as f64,
+                ))
+                .key("pg.vacuum.analyze_min_changes"),
             kind: Maintenance::Analyze,
             reason: format!(
                 "stale statistics: {} rows changed since the last ANALYZE",
