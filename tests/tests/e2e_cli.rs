@@ -217,6 +217,9 @@ fn record(function: &str, resource: &str, at: DateTime<Utc>, outcome: Outcome) -
         before: json!({"desired": 2}),
         after: json!({"desired": 3}),
         error: None,
+        // Seeded as a record written before explanations: the command reads it in the old words.
+        explanation: Default::default(),
+        sentence: String::new(),
     }
 }
 
