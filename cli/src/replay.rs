@@ -55,7 +55,9 @@ fn time_arg(flag: &str, v: &Option<String>) -> CliResult<Option<DateTime<Utc>>> 
     v.as_deref()
         .map(|s| {
             input::parse_time(s).ok_or_else(|| {
-                CliError::Usage(format!("{flag} '{s}': expected an RFC 3339 time (2026-11-25T18:00:00Z)"))
+                CliError::Usage(format!(
+                    "{flag} '{s}': expected an RFC 3339 time (2026-11-25T18:00:00Z)"
+                ))
             })
         })
         .transpose()
@@ -69,7 +71,9 @@ fn file_name(p: &std::path::Path) -> String {
 
 pub async fn run(args: Args, out: &Output) -> CliResult<i32> {
     let spec_text = match &args.platform {
-        Some(p) => std::fs::read_to_string(p).map_err(|e| CliError::Io(p.display().to_string(), e))?,
+        Some(p) => {
+            std::fs::read_to_string(p).map_err(|e| CliError::Io(p.display().to_string(), e))?
+        }
         None => DEFAULT_PLATFORM.to_string(),
     };
     let spec_name = args
@@ -174,11 +178,20 @@ pub fn totals_text(r: &ReplayResult) -> String {
         t.follow_ups, t.follow_ups_pending
     );
     let _ = writeln!(s, "  invocations: {}", join_counts(&t.invocations));
-    let _ = writeln!(s, "  answered not for me: {}", join_counts(&t.not_for_me_records));
+    let _ = writeln!(
+        s,
+        "  answered not for me: {}",
+        join_counts(&t.not_for_me_records)
+    );
     let _ = writeln!(s, "  decisions: {}", t.decisions);
     let _ = writeln!(s, "  acted: {}", t.acted);
     let _ = writeln!(s, "  would act: {}", t.would_act);
-    let _ = writeln!(s, "  skipped: {} ({})", t.skipped, join_counts(&t.skipped_by));
+    let _ = writeln!(
+        s,
+        "  skipped: {} ({})",
+        t.skipped,
+        join_counts(&t.skipped_by)
+    );
     let _ = writeln!(s, "  failed: {}", t.failed);
     let _ = writeln!(s, "  alerts: {}", join_counts(&t.alerts));
     let _ = writeln!(s, "  errors: {}", t.errors);

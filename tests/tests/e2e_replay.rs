@@ -31,6 +31,7 @@
 //!   3 skipped (blast_radius).
 //! - failover-notify: failover started P2, restarted P3, completed in 99 s P2 (the replay's
 //!   PostgreSQL is a healthy primary); "DB instance stopped" is below the notify severity.
+//!
 //! Totals: events in 10, not for me 1, decisions 20, acted 15, skipped 5 (blast_radius 5),
 //! alerts P2 4, P3 10, P4 1; invocations failover-notify 1440 + 4 = 1444, offhours 288,
 //! scale-on-alarm 6 + 3 + 7 = 16.
@@ -96,7 +97,10 @@ fn the_game_night_day_replays_to_the_reasoned_totals_in_text_and_json() {
     assert_eq!(n(&text, "events in"), 10);
     assert_eq!(n(&text, "not for me"), 1);
     assert_eq!(n(&text, "schedule ticks"), 1731);
-    assert_eq!(total(&text, "follow-ups"), "7 (pending after the window: 0)");
+    assert_eq!(
+        total(&text, "follow-ups"),
+        "7 (pending after the window: 0)"
+    );
     assert_eq!(
         total(&text, "invocations"),
         "failover-notify 1444, offhours 288, scale-on-alarm 16"
@@ -171,20 +175,27 @@ fn html_is_one_self_contained_page_with_charts_and_the_timeline() {
     let html = std::fs::read_to_string(&page).unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
     assert!(html.starts_with("<!DOCTYPE html>"));
-    assert!(html.matches("<svg").count() >= 3, "a chart per group and DB");
+    assert!(
+        html.matches("<svg").count() >= 3,
+        "a chart per group and DB"
+    );
     assert!(html.contains("group nbaops-dev-web") && html.contains("db nbaops-dev-db"));
     assert!(html.contains("db.t3.small"));
     assert!(html.contains("asg.scale_out asg:nbaops-dev-web"));
-    for asset in ["http://", "https://", "<script src", "<link", "@import", "url("] {
+    for asset in [
+        "http://",
+        "https://",
+        "<script src",
+        "<link",
+        "@import",
+        "url(",
+    ] {
         assert!(!html.contains(asset), "external reference '{asset}'");
     }
 }
 
 fn malformed(file: &str, edit: impl Fn(&mut Value)) -> (PathBuf, PathBuf) {
-    let dir = std::env::temp_dir().join(format!(
-        "nbaops-replay-bad-{}-{file}",
-        std::process::id()
-    ));
+    let dir = std::env::temp_dir().join(format!("nbaops-replay-bad-{}-{file}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let mut doc: Value =
         serde_json::from_str(&std::fs::read_to_string(day(file)).unwrap()).unwrap();
@@ -231,13 +242,17 @@ fn a_malformed_item_is_a_clear_error_naming_it() {
     std::fs::remove_dir_all(&dir).unwrap();
 
     let (dir, bad) = malformed("alarm-history.json", |d| {
-        d["AlarmHistoryItems"][0]["HistoryData"] =
-            Value::String(r#"{"oldState":{"stateValue":"OK"},"newState":{"stateValue":"RED"}}"#.into());
+        d["AlarmHistoryItems"][0]["HistoryData"] = Value::String(
+            r#"{"oldState":{"stateValue":"OK"},"newState":{"stateValue":"RED"}}"#.into(),
+        );
     });
     let o = run_with(&bad, &day("rds-events.json"));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success());
-    assert!(err.contains("AlarmHistoryItems[0]") && err.contains("'RED'"), "{err}");
+    assert!(
+        err.contains("AlarmHistoryItems[0]") && err.contains("'RED'"),
+        "{err}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -249,7 +264,12 @@ fn from_and_to_restrict_the_window() {
     // as at midnight (19:00 group, DB by the blast radius; 19:05 DB). Decisions: those 3 and the
     // four scale-outs (2 per group, the second at a re-check: 4 follow-ups).
     let text = stdout(&nbaops(
-        &["--from", "2026-11-25T19:00:00Z", "--to", "2026-11-25T21:00:00Z"],
+        &[
+            "--from",
+            "2026-11-25T19:00:00Z",
+            "--to",
+            "2026-11-25T21:00:00Z",
+        ],
         None,
     ));
     assert!(text.starts_with("replay of 2026-11-25T19:00:00+00:00 to 2026-11-25T21:00:00+00:00"));
@@ -263,7 +283,15 @@ fn from_and_to_restrict_the_window() {
     assert_eq!(total(&text, "alerts"), "P2 2, P3 4");
     assert!(!text.contains("21:08:02"), "{text}");
 
-    let o = nbaops(&["--from", "2026-11-25T21:00:00Z", "--to", "2026-11-25T19:00:00Z"], None);
+    let o = nbaops(
+        &[
+            "--from",
+            "2026-11-25T21:00:00Z",
+            "--to",
+            "2026-11-25T19:00:00Z",
+        ],
+        None,
+    );
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("the window is empty"));
 }

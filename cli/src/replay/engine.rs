@@ -29,11 +29,26 @@ const MODIFY_MINUTES: i64 = 10;
 
 /// Functions the replay does not run, and why.
 pub const NOT_REPLAYED: &[(&str, &str)] = &[
-    ("pg-health", "needs PostgreSQL, which the replay does not simulate"),
-    ("vacuum-trigger", "needs PostgreSQL, which the replay does not simulate"),
-    ("backup-guard", "needs PostgreSQL and snapshots, which a recorded day does not hold"),
-    ("alert-router", "delivers alerts to people: the replay lists the alerts raised instead"),
-    ("cost-anomaly", "takes Cost Anomaly Detection and Budgets events, not in these recordings"),
+    (
+        "pg-health",
+        "needs PostgreSQL, which the replay does not simulate",
+    ),
+    (
+        "vacuum-trigger",
+        "needs PostgreSQL, which the replay does not simulate",
+    ),
+    (
+        "backup-guard",
+        "needs PostgreSQL and snapshots, which a recorded day does not hold",
+    ),
+    (
+        "alert-router",
+        "delivers alerts to people: the replay lists the alerts raised instead",
+    ),
+    (
+        "cost-anomaly",
+        "takes Cost Anomaly Detection and Budgets events, not in these recordings",
+    ),
 ];
 
 pub fn route_name(r: Route) -> &'static str {
@@ -128,8 +143,12 @@ struct Functions {
 
 fn build(world: &World) -> Result<Functions, String> {
     let e = |f: &str, err: nbaops_shared::error::NbaopsError| format!("{f}: configuration: {err}");
-    let soa_deps = world.deps("scale-on-alarm").map_err(|x| e("scale-on-alarm", x))?;
-    let fo_deps = world.deps("failover-notify").map_err(|x| e("failover-notify", x))?;
+    let soa_deps = world
+        .deps("scale-on-alarm")
+        .map_err(|x| e("scale-on-alarm", x))?;
+    let fo_deps = world
+        .deps("failover-notify")
+        .map_err(|x| e("failover-notify", x))?;
     let oh_deps = world.deps("offhours").map_err(|x| e("offhours", x))?;
     Ok(Functions {
         soa: leak(ScaleOnAlarm {
@@ -164,7 +183,11 @@ pub fn default_window(items: &[Recorded]) -> Option<(DateTime<Utc>, DateTime<Utc
     let first = items.iter().map(|i| i.at).min()?;
     let last = items.iter().map(|i| i.at).max()?;
     let from = first.date_naive().and_hms_opt(0, 0, 0)?.and_utc();
-    let to = last.date_naive().succ_opt()?.and_hms_opt(0, 0, 0)?.and_utc();
+    let to = last
+        .date_naive()
+        .succ_opt()?
+        .and_hms_opt(0, 0, 0)?
+        .and_utc();
     Some((from, to))
 }
 
@@ -194,7 +217,9 @@ pub async fn replay(
     progress: &dyn Fn(u64, u64),
 ) -> Result<ReplayResult, String> {
     if to <= from {
-        return Err(format!("the window is empty: --from {from} is not before --to {to}"));
+        return Err(format!(
+            "the window is empty: --from {from} is not before --to {to}"
+        ));
     }
     let world = World::new(spec)?;
     for (ns, metric, dims, points) in metrics {
@@ -391,7 +416,10 @@ fn record(
         .unwrap_or_default();
     for r in records {
         if r.get("not_for_me").is_some_and(|n| !n.is_null()) {
-            *totals.not_for_me_records.entry(function.into()).or_default() += 1;
+            *totals
+                .not_for_me_records
+                .entry(function.into())
+                .or_default() += 1;
         }
         for a in r
             .get("actions")

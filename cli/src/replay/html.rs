@@ -78,7 +78,11 @@ fn chart(name: &str, points: &[(DateTime<Utc>, Value)], r: &ReplayResult) -> Str
     }
     if numeric {
         for v in [lo, hi] {
-            let _ = write!(svg, r#"<text x="4" y="{:.1}" class="axis">{v}</text>"#, y_of(v) + 4.0);
+            let _ = write!(
+                svg,
+                r#"<text x="4" y="{:.1}" class="axis">{v}</text>"#,
+                y_of(v) + 4.0
+            );
         }
     } else {
         for (i, l) in levels.iter().enumerate() {
@@ -113,10 +117,7 @@ pub fn render(r: &ReplayResult, totals_text: &str) -> String {
     let _ = write!(body, "<h2>Totals</h2><pre>{}</pre>", escape(totals_text));
     body.push_str("<h2>Timeline</h2><table><tr><th>time</th><th>function</th><th>decision</th><th>from</th></tr>");
     for d in &r.timeline {
-        let class = d
-            .outcome
-            .clone()
-            .unwrap_or_else(|| d.kind.clone());
+        let class = d.outcome.clone().unwrap_or_else(|| d.kind.clone());
         let _ = write!(
             body,
             r#"<tr class="{}"><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>"#,

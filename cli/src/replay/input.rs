@@ -147,7 +147,8 @@ pub fn alarm_history(
         let kind = str_at(it, "HistoryItemType", file, &item)?;
         let name = str_at(it, "AlarmName", file, &item)?;
         if kind != "StateUpdate" {
-            out.not_for_me.push(format!("{item} ({name}): a {kind} item"));
+            out.not_for_me
+                .push(format!("{item} ({name}): a {kind} item"));
             continue;
         }
         let at = time_at(it, "Timestamp", file, &item)?;
@@ -170,7 +171,11 @@ pub fn alarm_history(
                 .get("stateReason")
                 .and_then(Value::as_str)
                 .unwrap_or_default();
-            Ok((value.into(), reason.into(), s.get("stateReasonData").cloned()))
+            Ok((
+                value.into(),
+                reason.into(),
+                s.get("stateReasonData").cloned(),
+            ))
         };
         let (new_value, new_reason, reason_data) = state("newState")?;
         let (old_value, old_reason, _) = state("oldState")?;
@@ -314,7 +319,13 @@ pub fn metrics(doc: &Value, file: &str) -> Result<Vec<MetricSeries>, InputError>
         let q = queries
             .iter()
             .find(|q| q.get("Id").and_then(Value::as_str) == Some(id))
-            .ok_or_else(|| bad(file, &item, format!("no MetricDataQueries entry with Id '{id}'")))?;
+            .ok_or_else(|| {
+                bad(
+                    file,
+                    &item,
+                    format!("no MetricDataQueries entry with Id '{id}'"),
+                )
+            })?;
         let m = q.pointer("/MetricStat/Metric").ok_or_else(|| {
             bad(
                 file,
@@ -336,7 +347,8 @@ pub fn metrics(doc: &Value, file: &str) -> Result<Vec<MetricSeries>, InputError>
                 str_at(d, "Value", file, &item)?.to_string(),
             ));
         }
-        let ts = array(r, "Timestamps", file).map_err(|_| bad(file, &item, "no Timestamps array"))?;
+        let ts =
+            array(r, "Timestamps", file).map_err(|_| bad(file, &item, "no Timestamps array"))?;
         let vs = array(r, "Values", file).map_err(|_| bad(file, &item, "no Values array"))?;
         if ts.len() != vs.len() {
             return Err(bad(
@@ -348,7 +360,11 @@ pub fn metrics(doc: &Value, file: &str) -> Result<Vec<MetricSeries>, InputError>
         let mut points = Vec::new();
         for (j, (t, v)) in ts.iter().zip(vs).enumerate() {
             let at = t.as_str().and_then(parse_time).ok_or_else(|| {
-                bad(file, &item, format!("Timestamps[{j}] is not an ISO 8601 time"))
+                bad(
+                    file,
+                    &item,
+                    format!("Timestamps[{j}] is not an ISO 8601 time"),
+                )
             })?;
             let v = v
                 .as_f64()

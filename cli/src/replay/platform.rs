@@ -162,11 +162,7 @@ impl RdsPower for SimulatedPower {
 
 impl SimulatedPower {
     fn set(&self, id: &str, from: &str, to: &str) -> Result<()> {
-        let mut all = self
-            .0
-            .instances
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut all = self.0.instances.lock().unwrap_or_else(|p| p.into_inner());
         let i = all
             .get_mut(id)
             .ok_or_else(|| NbaopsError::NotFound(id.into()))?;
@@ -340,7 +336,11 @@ impl World {
                 Value::String(format!(
                     "{}{}",
                     i.pending_class.as_deref().unwrap_or(&i.class),
-                    if i.status == "stopped" { " (stopped)" } else { "" }
+                    if i.status == "stopped" {
+                        " (stopped)"
+                    } else {
+                        ""
+                    }
                 )),
             );
         }

@@ -14,7 +14,11 @@ use super::input::Route;
 
 /// (function, task, expression), as in the template.
 pub const SCHEDULES: &[(Route, &str, &str)] = &[
-    (Route::ScaleOnAlarm, "off-peak-scale-in", "cron(0 23 * * ? *)"),
+    (
+        Route::ScaleOnAlarm,
+        "off-peak-scale-in",
+        "cron(0 23 * * ? *)",
+    ),
     (Route::ScaleOnAlarm, "alarm-drift", "cron(15 6 * * ? *)"),
     (Route::ScaleOnAlarm, "game-night-plan", "cron(0 6 * * ? *)"),
     (Route::FailoverNotify, "failover-sweep", "rate(1 minute)"),
@@ -81,10 +85,7 @@ pub fn times(every: Every, from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<DateTi
         }
         Every::Daily(h, m) => {
             let mut day = from.date_naive();
-            loop {
-                let Some(t) = day.and_hms_opt(h, m, 0).map(|n| n.and_utc()) else {
-                    break;
-                };
+            while let Some(t) = day.and_hms_opt(h, m, 0).map(|n| n.and_utc()) {
                 if t >= to {
                     break;
                 }
@@ -159,13 +160,23 @@ mod tests {
     fn ticks_of_a_day() {
         let from = Utc.with_ymd_and_hms(2026, 11, 25, 0, 0, 0).unwrap();
         let to = from + Duration::days(1);
-        assert_eq!(times(parse("rate(1 minute)").unwrap(), from, to).len(), 1440);
-        assert_eq!(times(parse("rate(5 minutes)").unwrap(), from, to).len(), 288);
+        assert_eq!(
+            times(parse("rate(1 minute)").unwrap(), from, to).len(),
+            1440
+        );
+        assert_eq!(
+            times(parse("rate(5 minutes)").unwrap(), from, to).len(),
+            288
+        );
         let daily = times(parse("cron(0 23 * * ? *)").unwrap(), from, to);
         assert_eq!(daily, vec![from + Duration::hours(23)]);
         let late = from + Duration::minutes(7);
         assert_eq!(
-            times(parse("rate(5 minutes)").unwrap(), late, late + Duration::minutes(6)),
+            times(
+                parse("rate(5 minutes)").unwrap(),
+                late,
+                late + Duration::minutes(6)
+            ),
             vec![from + Duration::minutes(10)]
         );
         assert!(parse("cron(0 23 ? * MON *)").is_err());

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use nbaops_tests::{bench, bench_pg, demo};
+use nbaops_tests::{bench, bench_pg, bench_replay, demo};
 
 #[tokio::main]
 async fn main() {
@@ -21,9 +21,10 @@ async fn main() {
         }
         Some("bench") => bench::run_bench().await.map(|_| 0),
         Some("bench-pg") => bench_pg::run_bench_pg().await.map(|_| 0),
+        Some("bench-replay") => bench_replay::run_replay_bench().await.map(|_| 0),
         _ => {
             eprintln!(
-                "usage: nbaops-local demo | invoke <function> <event.json> | bench | bench-pg"
+                "usage: nbaops-local demo | invoke <function> <event.json> | bench | bench-pg | bench-replay"
             );
             Ok(2)
         }
