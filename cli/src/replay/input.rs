@@ -375,3 +375,138 @@ pub fn metrics(doc: &Value, file: &str) -> Result<Vec<MetricSeries>, InputError>
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::replay::platform::{PlatformSpec, DEFAULT_PLATFORM};
+
+    fn alarms() -> BTreeMap<String, AlarmDef> {
+        PlatformSpec::parse(DEFAULT_PLATFORM, "default")
+            .unwrap()
+            .alarms_by_name()
+    }
+
+    fn item(name: &str, kind: &str, data: &str) -> Value {
+        json!({"AlarmName": name, "Timestamp": "2026-11-25T19:05:12.442Z",
+               "HistoryItemType": kind, "HistorySummary": "s", "HistoryData": data})
+    }
+
+    const DATA: &str = r#"{"version":"1.0","oldState":{"stateValue":"OK","stateReason":"a"},"newState":{"stateValue":"ALARM","stateReason":"b","stateReasonData":{"threshold":70.0}}}"#;
+
+    #[test]
+    fn a_state_update_becomes_the_eventbridge_alarm_event_with_the_platforms_metric() {
+        let doc =
+            json!({"AlarmHistoryItems": [item("nbaops-dev-web-cpu-high", "StateUpdate", DATA)]});
+        let p = alarm_history(&doc, "h.json", &alarms()).unwrap();
+        assert!(p.not_for_me.is_empty());
+        let ev = &p.items[0].payload;
+        assert_eq!(ev["detail-type"], "CloudWatch Alarm State Change");
+        assert_eq!(ev["detail"]["state"]["value"], "ALARM");
+        assert_eq!(ev["detail"]["previousState"]["value"], "OK");
+        assert_eq!(
+            ev["detail"]["configuration"]["metrics"][0]["metricStat"]["metric"]["dimensions"]
+                ["AutoScalingGroupName"],
+            "nbaops-dev-web"
+        );
+        // reasonData travels as a JSON string, as in the live event.
+        assert!(ev["detail"]["state"]["reasonData"].is_string());
+        // The shared classifier reads it as the live event.
+        let inbound = nbaops_shared::events::classify(ev);
+        assert!(matches!(
+            inbound.as_slice(),
+            [nbaops_shared::events::Inbound::Alarm(_)]
+        ));
+    }
+
+    #[test]
+    fn other_item_types_and_unknown_alarms_are_not_for_me() {
+        let doc = json!({"AlarmHistoryItems": [
+            item("nbaops-dev-web-cpu-high", "Action", "{}"),
+            item("someone-elses-alarm", "StateUpdate", DATA),
+        ]});
+        let p = alarm_history(&doc, "h.json", &alarms()).unwrap();
+        assert!(p.items.is_empty());
+        assert_eq!(p.not_for_me.len(), 2);
+        assert!(p.not_for_me[0].contains("AlarmHistoryItems[0]"));
+        assert!(p.not_for_me[1].contains("not an alarm of the platform"));
+    }
+
+    #[test]
+    fn malformed_items_are_errors_naming_the_item() {
+        for (doc, want) in [
+            (json!({}), "document: no AlarmHistoryItems array"),
+            (
+                json!({"AlarmHistoryItems": [item("a", "StateUpdate", DATA), {"AlarmName": "b"}]}),
+                "AlarmHistoryItems[1]: HistoryItemType missing",
+            ),
+            (
+                json!({"AlarmHistoryItems": [item(
+                    "a",
+                    "StateUpdate",
+                    r#"{"oldState":{},"newState":{"stateValue":"OK"}}"#,
+                )]}),
+                "AlarmHistoryItems[0] HistoryData.oldState: stateValue missing",
+            ),
+        ] {
+            let e = alarm_history(&doc, "h.json", &alarms()).unwrap_err();
+            assert!(e.to_string().contains(want), "{e}");
+        }
+    }
+
+    #[test]
+    fn rds_events_get_their_id_from_the_documented_message() {
+        let doc = json!({"Events": [
+            {"SourceIdentifier": "nbaops-dev-db", "SourceType": "db-instance",
+             "Message": "Multi-AZ instance failover started.", "EventCategories": ["failover"],
+             "Date": "2026-11-25T21:12:03.305000+00:00"},
+            {"SourceIdentifier": "nbaops-dev-db", "SourceType": "db-instance",
+             "Message": "Something new.", "EventCategories": ["notification"],
+             "Date": "2026-11-25T21:13:00Z"},
+            {"SourceIdentifier": "snap", "SourceType": "db-snapshot",
+             "Message": "Automated snapshot created", "Date": "2026-11-25T03:00:00Z"},
+            {"SourceIdentifier": "nbaops-test-db", "SourceType": "db-instance",
+             "Message": "DB instance is being started due to it exceeding the maximum allowed time being stopped.",
+             "Date": "2026-11-25T04:00:00Z"},
+        ]});
+        let p = rds_events(&doc, "e.json").unwrap();
+        assert_eq!(p.items.len(), 3);
+        assert_eq!(p.not_for_me.len(), 1);
+        assert_eq!(p.items[0].payload["detail"]["EventID"], "RDS-EVENT-0013");
+        assert_eq!(p.items[0].payload["detail"]["SourceType"], "DB_INSTANCE");
+        assert!(p.items[1].payload["detail"].get("EventID").is_none());
+        assert_eq!(p.items[0].routes, vec![Route::FailoverNotify]);
+        assert_eq!(
+            p.items[2].routes,
+            vec![Route::FailoverNotify, Route::Offhours]
+        );
+        let e = rds_events(&json!({"Events": [{"SourceIdentifier": "x"}]}), "e.json").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "e.json: Events[0]: SourceType missing or not a string"
+        );
+    }
+
+    #[test]
+    fn metrics_need_their_query_and_as_many_values_as_timestamps() {
+        let q = json!([{"Id": "c", "MetricStat": {"Metric": {"Namespace": "AWS/EC2",
+            "MetricName": "CPUUtilization", "Dimensions": [{"Name": "AutoScalingGroupName", "Value": "w"}]}}}]);
+        let ok = json!({"MetricDataQueries": q, "MetricDataResults": [
+            {"Id": "c", "Timestamps": ["2026-11-25T22:00:00+00:00"], "Values": [12.5]}]});
+        let m = metrics(&ok, "m.json").unwrap();
+        assert_eq!(
+            m[0].2,
+            vec![("AutoScalingGroupName".to_string(), "w".to_string())]
+        );
+        assert_eq!(m[0].3[0].1, 12.5);
+        let bad = json!({"MetricDataQueries": q, "MetricDataResults": [
+            {"Id": "c", "Timestamps": ["2026-11-25T22:00:00+00:00"], "Values": []}]});
+        assert!(metrics(&bad, "m.json")
+            .unwrap_err()
+            .to_string()
+            .contains("MetricDataResults[0]: 1 Timestamps but 0 Values"));
+        let orphan = json!({"MetricDataQueries": [], "MetricDataResults": [
+            {"Id": "x", "Timestamps": [], "Values": []}]});
+        assert!(metrics(&orphan, "m.json").is_err());
+    }
+}
