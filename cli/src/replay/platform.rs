@@ -312,6 +312,12 @@ impl World {
         }
     }
 
+    /// How many changes the platform's fakes have made so far.
+    pub fn mutation_count(&self) -> usize {
+        let len = |m: &std::sync::Mutex<Vec<String>>| m.lock().map(|v| v.len()).unwrap_or(0);
+        len(&self.asg.mutations) + len(&self.rds.mutations) + len(&self.cache.mutations)
+    }
+
     /// Desired capacity per group, class (and status) per DB instance, nodes per cache cluster.
     pub fn snapshot(&self) -> BTreeMap<String, Value> {
         let mut out = BTreeMap::new();
