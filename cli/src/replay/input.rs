@@ -454,6 +454,23 @@ mod tests {
         }
     }
 
+    /// Every ID the message table gives is one the functions' catalogue knows (a typo would send
+    /// the event on without a usable ID).
+    #[test]
+    fn the_message_table_names_catalogued_events() {
+        let known: Vec<&str> = nbaops_shared::events::rds_catalog::catalogued_codes().collect();
+        for (message, id) in RDS_MESSAGES {
+            assert!(
+                known.contains(id),
+                "{id} ({message}) is not in the RDS catalogue"
+            );
+            assert!(
+                message.ends_with('.'),
+                "AWS's messages end with a period: {message}"
+            );
+        }
+    }
+
     #[test]
     fn rds_events_get_their_id_from_the_documented_message() {
         let doc = json!({"Events": [
