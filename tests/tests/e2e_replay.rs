@@ -295,3 +295,46 @@ fn from_and_to_restrict_the_window() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("the window is empty"));
 }
+
+#[test]
+fn a_platform_with_the_game_calendar_pre_scales_the_night() {
+    // The default platform plus the SSM game calendar: a high-load game at 19:30 UTC. The 06:00
+    // game-night-plan schedules the pre-scale at 18:30 (lead 60 min) and the return at 23:30
+    // (hold 240 min): 2 follow-ups; the blast radius lets one group move per run, so each comes
+    // again a minute later for the other group: 4 follow-ups. The CPU alarms then find both
+    // groups at their ceiling (P2 capacity exhausted, no scale-out) and the 23:00 off-peak run is
+    // held by the game night. Decisions: offhours 9 (6 acted), pre-scale 3 (2 acted), return 3
+    // (2 acted), the DB class 1 (acted) = 16, 11 acted, 5 skipped by the blast radius. Alerts:
+    // P2 2 capacity + failover started and completed; P3 the DB class and the restart; no P4
+    // (the calendar is there).
+    let mut platform: Value = serde_json::from_str(
+        &std::fs::read_to_string(workspace_root().join("cli/src/replay/default-platform.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    platform["params"] =
+        serde_json::json!({"/nbaops/dev/calendar/games": "2026-11-25,19:30,high\n"});
+    let dir = std::env::temp_dir().join(format!("nbaops-replay-cal-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("platform.json");
+    std::fs::write(&file, platform.to_string()).unwrap();
+    let text = stdout(&nbaops(&["--platform", file.to_str().unwrap()], None));
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(
+        text.contains("2026-11-25 18:30:00Z asg.prescale asg:nbaops-dev-web: done"),
+        "{text}"
+    );
+    assert!(
+        text.contains("2026-11-25 23:30:00Z asg.gamenight_return asg:nbaops-dev-web: done"),
+        "{text}"
+    );
+    assert!(!text.contains("asg.scale_out"), "{text}");
+    assert_eq!(
+        total(&text, "follow-ups"),
+        "4 (pending after the window: 0)"
+    );
+    assert_eq!(n(&text, "decisions"), 16);
+    assert_eq!(n(&text, "acted"), 11);
+    assert_eq!(total(&text, "skipped"), "5 (blast_radius 5)");
+    assert_eq!(total(&text, "alerts"), "P2 4, P3 2");
+}

@@ -18,7 +18,7 @@ use nbaops_shared::config::{layer, Config, Env};
 use nbaops_shared::error::{NbaopsError, Result};
 use nbaops_shared::fakes::{
     leak, FakeAutoScaling, FakeCloudWatch, FakeElastiCache, FakeInventory, FakeLedger,
-    FakeNotifier, FakeRds, FakeScheduler, Shared,
+    FakeNotifier, FakeParams, FakeRds, FakeScheduler, Shared,
 };
 use nbaops_shared::guard::Switches;
 use nbaops_shared::ports::{
@@ -45,6 +45,10 @@ pub struct PlatformSpec {
     /// Environment variables of the functions (`NBAOPS_SCALE__GROUPS`...), as the template sets them.
     #[serde(default)]
     pub config: BTreeMap<String, String>,
+    /// SSM parameters the functions read at run time, by name: the game calendar
+    /// (`/nbaops/dev/calendar/games`). Empty: no SSM at all, as with `NBAOPS_SSM=off`.
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
 }
 
 fn dev() -> String {
@@ -196,6 +200,7 @@ pub struct World {
     pub ledger: &'static FakeLedger,
     pub notifier: &'static FakeNotifier,
     pub inventory: &'static FakeInventory,
+    pub params: Option<&'static FakeParams>,
 }
 
 impl World {
@@ -278,6 +283,13 @@ impl World {
             ledger: leak(FakeLedger::default()),
             notifier: leak(FakeNotifier::default()),
             inventory: leak(FakeInventory { asg, rds }),
+            params: (!spec.params.is_empty()).then(|| {
+                let p = FakeParams::default();
+                for (k, v) in &spec.params {
+                    p.set(k, v);
+                }
+                leak(p)
+            }),
         })
     }
 
@@ -293,7 +305,9 @@ impl World {
             switches: Switches::seeded(&cfg),
             cfg,
             notifier: Box::new(Shared(self.notifier)),
-            params: None,
+            params: self
+                .params
+                .map(|p| Box::new(Shared(p)) as Box<dyn nbaops_shared::ports::Params>),
             ledger: Box::new(Shared(self.ledger)),
         }))
     }
