@@ -176,6 +176,7 @@ pub fn run_cpu_bench() -> Result<(), HarnessError> {
 
 pub async fn run_bench() -> Result<(), HarnessError> {
     run_cpu_bench()?;
+    crate::bench_replay::run_replay_bench().await?;
     let target = target_dir();
     let stack = Stack::start(true).await?;
     let bench = Bench::prepare(&stack).await?;

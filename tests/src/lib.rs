@@ -7,6 +7,7 @@
 pub mod bench;
 pub mod bench_fn;
 pub mod bench_pg;
+pub mod bench_replay;
 pub mod cbor_bridge;
 pub mod clock;
 pub mod demo;

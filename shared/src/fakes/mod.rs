@@ -399,9 +399,11 @@ impl Ledger for FakeLedger {
         Ok(None)
     }
     async fn query(&self, pk: &str, sk_prefix: &str) -> Result<Vec<(String, Value)>> {
+        // The keys of one pk starting with the prefix are one contiguous range of the ordered
+        // map: a replay of a day (`nbaops replay`) queries a ledger of tens of thousands of items.
         Ok(lock(&self.items)
-            .iter()
-            .filter(|((p, s), _)| p == pk && s.starts_with(sk_prefix))
+            .range((pk.to_string(), sk_prefix.to_string())..)
+            .take_while(|((p, s), _)| p == pk && s.starts_with(sk_prefix))
             .map(|((_, s), v)| (s.clone(), v.clone()))
             .collect())
     }

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use nbaops_tests::{bench, bench_pg, demo, local_stack};
+use nbaops_tests::{bench, bench_pg, bench_replay, demo, local_stack};
 
 #[tokio::main]
 async fn main() {
@@ -25,9 +25,10 @@ async fn main() {
         Some("serve") => local_stack::serve().await,
         Some("bench") => bench::run_bench().await.map(|_| 0),
         Some("bench-pg") => bench_pg::run_bench_pg().await.map(|_| 0),
+        Some("bench-replay") => bench_replay::run_replay_bench().await.map(|_| 0),
         _ => {
             eprintln!(
-                "usage: nbaops-local demo | up | invoke <function> <event.json> | down | bench | bench-pg"
+                "usage: nbaops-local demo | up | invoke <function> <event.json> | down | bench | bench-pg | bench-replay"
             );
             Ok(2)
         }
