@@ -3,21 +3,8 @@
 //! planners and guard on a simulated clock, shows status and the audit trail, and prints the
 //! effective configuration with where each value came from. `--json` on every command.
 
-// The skeleton: the commands fill these in (issue #18); removed once every helper is used.
-#![allow(dead_code)]
-
 use clap::{Parser, Subcommand};
-
-mod account;
-mod audit;
-mod aws_operations;
-mod config_cmd;
-mod functions;
-mod output;
-mod overlay;
-mod plan;
-mod replay;
-mod status;
+use nbaops_cli::{audit, config_cmd, output, plan, replay, status};
 
 #[derive(Parser)]
 #[command(
