@@ -9,11 +9,13 @@
 //! Split by seam: [`switches`] (kill switch and dry-run as last read), `ledger` (the cooldown and
 //! idempotency claim, one conditional write), [`audit`] (audit records, ledger state decoding).
 
+pub mod approval;
 mod audit;
 pub mod explain;
 mod ledger;
 mod switches;
 
+pub use approval::{approval_id, ApprovalRequest, ApprovalState, Decided, OnTimeout};
 pub use audit::{
     audit_day, audit_of_day, audit_trail, decode_state, report_unreadable_state, write_audit,
     write_audit_with,
