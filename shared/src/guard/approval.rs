@@ -164,7 +164,7 @@ impl ApprovalRequest {
     }
 }
 
-#[cfg(all(test, feature = "fakes"))]
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::fakes::FakeLedger;
