@@ -69,6 +69,10 @@ pub struct Alert {
     #[serde(default)]
     pub runbook_page: String,
     pub at: DateTime<Utc>,
+    /// The approval request this alert asks for (issue #19): alert-router puts signed Approve and
+    /// Deny links for it in the message. `None` for every other alert.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_id: Option<String>,
 }
 
 pub const ALERT_SCHEMA: &str = "nbaops.alert/v1";
@@ -170,6 +174,7 @@ impl Alert {
             severity,
             status: AlertStatus::Firing,
             runbook_page: runbook_page(&dedup_key),
+            approval_id: None,
             dedup_key,
             env: env.into(),
             source_function: function.into(),

@@ -164,6 +164,76 @@ impl ApprovalRequest {
     }
 }
 
+/// An approver's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    Approve,
+    Deny,
+}
+
+/// What one decision on a request came to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// This call decided: the request as now stored (approved or denied).
+    Decided(ApprovalRequest),
+    /// Someone (or the timeout) decided before: nothing changed.
+    AlreadyDecided(ApprovalRequest),
+    /// Past its expiry: nothing changed (the expiry sweep applies `on_timeout`).
+    Expired(ApprovalRequest),
+    /// The named approver is not among the request's approvers: nothing changed.
+    NotAnApprover(ApprovalRequest),
+    NotFound,
+}
+
+/// One answer to request `id`: approve or deny it if, at `who.at`, it is pending, unexpired and
+/// `who.by` may approve; exactly once however many answers race. The caller that gets
+/// [`Decision::Decided`] with an approval invokes the owning function with [`approved_input`]
+/// (alert-router's POST, `nbaops approve`); every caller audits what it got.
+pub async fn decide(
+    ledger: &dyn Ledger,
+    env: &str,
+    id: &str,
+    verdict: Verdict,
+    who: Decided,
+) -> Result<Decision> {
+    let Some(req) = ApprovalRequest::load(ledger, env, id).await? else {
+        return Ok(Decision::NotFound);
+    };
+    if req.state != ApprovalState::Pending {
+        return Ok(Decision::AlreadyDecided(req));
+    }
+    if req.expired_at(who.at) {
+        return Ok(Decision::Expired(req));
+    }
+    if !req.approvers.is_empty() && !req.approvers.iter().any(|a| a == &who.by) {
+        return Ok(Decision::NotAnApprover(req));
+    }
+    let next = match verdict {
+        Verdict::Approve => ApprovalState::Approved,
+        Verdict::Deny => ApprovalState::Denied,
+    };
+    match req
+        .transition(ledger, next, |n| n.decided = Some(who))
+        .await?
+    {
+        Some(new) => Ok(Decision::Decided(new)),
+        None => match ApprovalRequest::load(ledger, env, id).await? {
+            Some(now) => Ok(Decision::AlreadyDecided(now)),
+            None => Ok(Decision::NotFound),
+        },
+    }
+}
+
+/// The task an approved request is carried out by: the owning function receives
+/// `{"nbaops": {"task": "approved", "id": <id>, "env": <env>}}` (a one-time schedule's input)
+/// and re-checks the live state and every other guard step before acting.
+pub const APPROVED_TASK: &str = "approved";
+
+pub fn approved_input(req: &ApprovalRequest) -> Value {
+    serde_json::json!({"nbaops": {"task": APPROVED_TASK, "id": req.id, "env": req.env}})
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -246,5 +316,58 @@ mod tests {
         assert_ne!(a, approval_id("f", "rds.modify_class", "rds:db"));
         assert_eq!(a.len(), 16);
         assert!(a.chars().all(|c| c.is_ascii_hexdigit()));
+    }
+
+    #[tokio::test]
+    async fn decide_once_only_by_an_approver_and_before_expiry() {
+        let ledger = FakeLedger::default();
+        let now = chrono::DateTime::parse_from_rfc3339("2026-06-17T14:00:00Z")
+            .unwrap()
+            .to_utc();
+        let r = request(now);
+        r.create(&ledger).await.unwrap();
+        let who = |by: &str, at| Decided {
+            by: by.into(),
+            from: "192.0.2.1".into(),
+            at,
+        };
+        let d = decide(&ledger, "dev", &r.id, Verdict::Approve, who("mallory", now))
+            .await
+            .unwrap();
+        assert!(matches!(d, Decision::NotAnApprover(_)), "{d:?}");
+        let late = now + chrono::Duration::hours(2);
+        let d = decide(&ledger, "dev", &r.id, Verdict::Approve, who("alice", late))
+            .await
+            .unwrap();
+        assert!(matches!(d, Decision::Expired(_)), "{d:?}");
+        let d = decide(&ledger, "dev", &r.id, Verdict::Deny, who("alice", now))
+            .await
+            .unwrap();
+        let Decision::Decided(denied) = d else {
+            panic!("{d:?}")
+        };
+        assert_eq!(denied.state, ApprovalState::Denied);
+        assert_eq!(
+            denied.decided.as_ref().map(|x| x.by.as_str()),
+            Some("alice")
+        );
+        let d = decide(&ledger, "dev", &r.id, Verdict::Approve, who("alice", now))
+            .await
+            .unwrap();
+        assert!(
+            matches!(d, Decision::AlreadyDecided(ref x) if x.state == ApprovalState::Denied),
+            "{d:?}"
+        );
+        let d = decide(
+            &ledger,
+            "dev",
+            "0000000000000000",
+            Verdict::Approve,
+            who("alice", now),
+        )
+        .await
+        .unwrap();
+        assert_eq!(d, Decision::NotFound);
+        assert_eq!(approved_input(&r)["nbaops"]["task"], "approved");
     }
 }

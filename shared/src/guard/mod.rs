@@ -15,7 +15,10 @@ pub mod explain;
 mod ledger;
 mod switches;
 
-pub use approval::{approval_id, ApprovalRequest, ApprovalState, Decided, OnTimeout};
+pub use approval::{
+    approval_id, approved_input, decide, ApprovalRequest, ApprovalState, Decided,
+    Decision as ApprovalDecision, OnTimeout, Verdict, APPROVED_TASK,
+};
 pub use audit::{
     audit_day, audit_of_day, audit_trail, decode_state, report_unreadable_state, write_audit,
     write_audit_with,
