@@ -102,7 +102,8 @@ READ_VERBS = ("Describe", "Get", "List", "Query", "Decrypt")
 check("OperatorReadOnlyPolicy: read-only verbs only", all(a.split(":")[1].startswith(READ_VERBS) for a in granted),
       sorted(a for a in granted if not a.split(":")[1].startswith(READ_VERBS)))
 check("cli: aws_operations is a module of the crate",
-      re.search(r"^\s*mod aws_operations;", (ROOT / "cli/src/main.rs").read_text(), re.M))
+      any(re.search(r"^\s*(pub )?mod aws_operations;", (ROOT / "cli/src" / f).read_text(), re.M)
+          for f in ("lib.rs", "main.rs") if (ROOT / "cli/src" / f).exists()))
 
 passed, failed = results.count(True), results.count(False)
 print(f"aws-operations: {passed} passed, {failed} failed")
