@@ -225,6 +225,47 @@ pub async fn decide(
     }
 }
 
+/// Every pending request of `env` whose expiry is at or before `now`, moved to what its
+/// `on_timeout` says (expired = denied by nobody, or approved by "timeout"), each exactly once
+/// (a request decided meanwhile is left as decided). Returns the requests this call moved, as
+/// stored, and the unreadable items it skipped (the caller reports those; it never guesses).
+pub async fn expire_due(
+    ledger: &dyn Ledger,
+    env: &str,
+    now: DateTime<Utc>,
+) -> Result<(Vec<ApprovalRequest>, Vec<String>)> {
+    let mut moved = Vec::new();
+    let mut unreadable = Vec::new();
+    for item in ApprovalRequest::all(ledger, env).await? {
+        let req = match item {
+            Ok(r) => r,
+            Err(e) => {
+                unreadable.push(e);
+                continue;
+            }
+        };
+        if req.state != ApprovalState::Pending || !req.expired_at(now) {
+            continue;
+        }
+        let next = match req.on_timeout {
+            OnTimeout::Deny => ApprovalState::Expired,
+            OnTimeout::Approve => ApprovalState::Approved,
+        };
+        let who = Decided {
+            by: "timeout".into(),
+            from: "timeout".into(),
+            at: now,
+        };
+        if let Some(new) = req
+            .transition(ledger, next, |n| n.decided = Some(who))
+            .await?
+        {
+            moved.push(new);
+        }
+    }
+    Ok((moved, unreadable))
+}
+
 /// The task an approved request is carried out by: the owning function receives
 /// `{"nbaops": {"task": "approved", "id": <id>, "env": <env>}}` (a one-time schedule's input)
 /// and re-checks the live state and every other guard step before acting.
@@ -369,5 +410,32 @@ mod tests {
         .unwrap();
         assert_eq!(d, Decision::NotFound);
         assert_eq!(approved_input(&r)["nbaops"]["task"], "approved");
+    }
+
+    #[tokio::test]
+    async fn expiry_applies_on_timeout_once_and_leaves_decided_requests() {
+        let ledger = FakeLedger::default();
+        let now = chrono::DateTime::parse_from_rfc3339("2026-06-17T14:00:00Z")
+            .unwrap()
+            .to_utc();
+        let mut a = request(now);
+        a.create(&ledger).await.unwrap();
+        let mut b = request(now);
+        b.id = approval_id("ev-2", "rds.modify_class", "rds:db");
+        b.on_timeout = OnTimeout::Approve;
+        b.create(&ledger).await.unwrap();
+        let (moved, bad) = expire_due(&ledger, "dev", now).await.unwrap();
+        assert!(moved.is_empty() && bad.is_empty(), "not due yet");
+        let later = now + chrono::Duration::hours(1);
+        let (moved, _) = expire_due(&ledger, "dev", later).await.unwrap();
+        let mut states: Vec<_> = moved.iter().map(|r| (r.id.clone(), r.state)).collect();
+        states.sort_by(|x, y| x.0.cmp(&y.0));
+        a.state = ApprovalState::Expired;
+        b.state = ApprovalState::Approved;
+        let mut want = vec![(a.id.clone(), a.state), (b.id.clone(), b.state)];
+        want.sort_by(|x, y| x.0.cmp(&y.0));
+        assert_eq!(states, want);
+        let (again, _) = expire_due(&ledger, "dev", later).await.unwrap();
+        assert!(again.is_empty(), "each once");
     }
 }

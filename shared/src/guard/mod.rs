@@ -16,7 +16,7 @@ mod ledger;
 mod switches;
 
 pub use approval::{
-    approval_id, approved_input, decide, ApprovalRequest, ApprovalState, Decided,
+    approval_id, approved_input, decide, expire_due, ApprovalRequest, ApprovalState, Decided,
     Decision as ApprovalDecision, OnTimeout, Verdict, APPROVED_TASK,
 };
 pub use audit::{
