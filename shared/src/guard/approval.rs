@@ -7,7 +7,7 @@
 //! what happened. The item holds the plan's exact parameters (the [`ProposedAction`], with its
 //! before/after and explanation), so what is approved is what is done, or nothing.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Timelike, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -275,6 +275,44 @@ pub fn approved_input(req: &ApprovalRequest) -> Value {
     serde_json::json!({"nbaops": {"task": APPROVED_TASK, "id": req.id, "env": req.env}})
 }
 
+/// The name of the one-time schedule that carries out approved request `id`: one per request, so
+/// a second dispatch of it (a replayed POST, a retried sweep) creates nothing.
+pub fn schedule_name(id: &str) -> String {
+    crate::ports::OneTimeSchedule::name_for(&format!("approval-{id}"))
+}
+
+/// Sends an approved request to its owning function: a one-time EventBridge Scheduler schedule
+/// `approval-<id>` in `group`, one minute after `now`, invoking `target_arn` (the owner's live
+/// alias) as `role_arn` with [`approved_input`]. `Ok(true)` when this call created it,
+/// `Ok(false)` when it already existed (nothing changed). Anything but an approved request is
+/// refused: only an approval is ever carried out.
+pub async fn dispatch(
+    scheduler: &dyn crate::ports::Scheduler,
+    req: &ApprovalRequest,
+    group: &str,
+    role_arn: &str,
+    target_arn: &str,
+    now: DateTime<Utc>,
+) -> Result<bool> {
+    if req.state != ApprovalState::Approved {
+        return Err(NbaopsError::InvalidEvent(format!(
+            "approval {} is {:?}, not approved: not dispatched",
+            req.id, req.state
+        )));
+    }
+    let at = now + chrono::Duration::minutes(1);
+    let at = at.with_nanosecond(0).unwrap_or(at);
+    let schedule = crate::ports::OneTimeSchedule {
+        group: group.to_string(),
+        name: schedule_name(&req.id),
+        at,
+        target_arn: target_arn.to_string(),
+        role_arn: role_arn.to_string(),
+        input: approved_input(req),
+    };
+    scheduler.create_once(&schedule).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -437,5 +475,41 @@ mod tests {
         assert_eq!(states, want);
         let (again, _) = expire_due(&ledger, "dev", later).await.unwrap();
         assert!(again.is_empty(), "each once");
+    }
+
+    #[tokio::test]
+    async fn dispatch_schedules_an_approval_once_and_nothing_else() {
+        use crate::fakes::FakeScheduler;
+        let ledger = FakeLedger::default();
+        let now = chrono::DateTime::parse_from_rfc3339("2026-06-17T14:00:00.500Z")
+            .unwrap()
+            .to_utc();
+        let r = request(now);
+        r.create(&ledger).await.unwrap();
+        let sched = FakeScheduler::default();
+        let err = dispatch(&sched, &r, "g", "arn:role", "arn:fn", now).await;
+        assert!(err.is_err(), "a pending request is not dispatched");
+        let who = Decided {
+            by: "alice".into(),
+            from: "cli".into(),
+            at: now,
+        };
+        let Decision::Decided(ok) = decide(&ledger, "dev", &r.id, Verdict::Approve, who)
+            .await
+            .unwrap()
+        else {
+            panic!()
+        };
+        assert!(dispatch(&sched, &ok, "g", "arn:role", "arn:fn", now)
+            .await
+            .unwrap());
+        assert!(!dispatch(&sched, &ok, "g", "arn:role", "arn:fn", now)
+            .await
+            .unwrap());
+        let all = sched.all();
+        assert_eq!(all.len(), 1, "{all:?}");
+        assert_eq!(all[0].name, format!("approval-{}", r.id));
+        assert_eq!(all[0].input, approved_input(&ok));
+        assert_eq!(all[0].expression(), "at(2026-06-17T14:01:00)");
     }
 }
