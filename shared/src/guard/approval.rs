@@ -313,6 +313,80 @@ pub async fn dispatch(
     scheduler.create_once(&schedule).await
 }
 
+/// The audit record of one answer to approval `id` (a decision is not an action on the platform:
+/// it passes no guard step; the approved action passes the owner's guard when carried out).
+/// `changed`: this answer moved the request (outcome acted); otherwise it was refused and nothing
+/// changed (outcome skipped). `what` says what it came to, in words.
+pub struct DecisionAudit<'a> {
+    pub env: &'a str,
+    pub function: &'a str,
+    pub request_id: &'a str,
+    pub id: &'a str,
+    pub verdict: Verdict,
+    pub who: &'a Decided,
+    pub request: Option<&'a ApprovalRequest>,
+    pub changed: bool,
+    pub what: String,
+}
+
+impl DecisionAudit<'_> {
+    pub fn record(&self) -> super::AuditRecord {
+        let verb = match self.verdict {
+            Verdict::Approve => "approve",
+            Verdict::Deny => "deny",
+        };
+        let (resource, severity, asked) = match self.request {
+            Some(r) => (
+                r.action.resource.clone(),
+                r.action.severity,
+                format!(" ({} {})", r.action.action, r.action.resource),
+            ),
+            None => (
+                format!("approval:{}", self.id),
+                crate::alerts::Severity::P3,
+                String::new(),
+            ),
+        };
+        let state = |r: Option<&ApprovalRequest>| {
+            r.map(|r| serde_json::json!({"approval": r.id, "state": r.state}))
+                .unwrap_or(Value::Null)
+        };
+        super::AuditRecord {
+            schema: super::AUDIT_SCHEMA.into(),
+            at: self.who.at,
+            env: self.env.to_string(),
+            function: self.function.to_string(),
+            request_id: self.request_id.to_string(),
+            event_id: format!("approval-{}", self.id),
+            action: format!("approval.{verb}"),
+            resource,
+            reason: format!("{verb} by {} from {}", self.who.by, self.who.from),
+            severity,
+            outcome: if self.changed {
+                super::Outcome::Acted
+            } else {
+                super::Outcome::Skipped
+            },
+            dry_run: false,
+            stopped_by: None,
+            emergency_change: false,
+            steps: Vec::new(),
+            before: Value::Null,
+            after: state(self.request),
+            error: None,
+            explanation: super::Explanation::default(),
+            sentence: format!(
+                "{} from {} answered {verb} to approval {}{asked} at {}: {}",
+                self.who.by,
+                self.who.from,
+                self.id,
+                self.who.at.to_rfc3339(),
+                self.what
+            ),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
