@@ -496,16 +496,16 @@ check("ApprovalsRole: only lambda:InvokeFunction, only on live aliases of nbaops
       [as_list(st.get("Action")) for st in ap_stmts] == [["lambda:InvokeFunction"]] and ap_invoke
       and all(r.startswith(ARN + ":lambda:${AWS::Region}:${AWS::AccountId}:function:nbaops-${Env}-") and r.endswith(":live") for r in ap_invoke),
       ap_invoke)
+ssm_params = {text(r["Properties"].get("Name")): r["Properties"].get("Value") for r in of_type("AWS::SSM::Parameter").values()}
+check("alerts.approval.group in SSM is the approvals group",
+      ap_group and ssm_params.get("/nbaops/${Env}/alerts/approval/group") == {"Ref": ap_group}, ssm_params.get("/nbaops/${Env}/alerts/approval/group"))
+check("alerts.approval.role_arn in SSM is ApprovalsRole",
+      ssm_params.get("/nbaops/${Env}/alerts/approval/role_arn") == {"Fn::GetAtt": ["ApprovalsRole", "Arn"]}, ssm_params.get("/nbaops/${Env}/alerts/approval/role_arn"))
+ap_targets = {t.split("=", 1)[1] for t in text(ssm_params.get("/nbaops/${Env}/alerts/approval/targets", "")).split(",") if "=" in t}
+check("alerts.approval.targets in SSM: every target a live alias ApprovalsRole may invoke, and only those",
+      ap_targets and ap_targets == ap_invoke, (ap_targets, ap_invoke))
 for key in ("AlertRouterFunction", "AlertAckFunction"):
     f = functions.get(key, {"Properties": {}})
-    env = (f["Properties"].get("Environment", {}) or {}).get("Variables", {})
-    check(f"{key}: NBAOPS_ALERTS__APPROVAL__GROUP is the approvals group",
-          ap_group and env.get("NBAOPS_ALERTS__APPROVAL__GROUP") == {"Ref": ap_group}, env.get("NBAOPS_ALERTS__APPROVAL__GROUP"))
-    check(f"{key}: NBAOPS_ALERTS__APPROVAL__ROLE_ARN is ApprovalsRole",
-          env.get("NBAOPS_ALERTS__APPROVAL__ROLE_ARN") == {"Fn::GetAtt": ["ApprovalsRole", "Arn"]}, env.get("NBAOPS_ALERTS__APPROVAL__ROLE_ARN"))
-    targets = {t.split("=", 1)[1] for t in text(env.get("NBAOPS_ALERTS__APPROVAL__TARGETS", "")).split(",") if "=" in t}
-    check(f"{key}: every approval target is a live alias ApprovalsRole may invoke",
-          targets and targets == ap_invoke, (targets, ap_invoke))
     creates = allows(f, "scheduler:CreateSchedule")
     check(f"{key}: scheduler:CreateSchedule only on schedules of the approvals group",
           resources_of(creates) == {ARN + ":scheduler:${AWS::Region}:${AWS::AccountId}:schedule/" + APPROVALS_GROUP + "/*"},

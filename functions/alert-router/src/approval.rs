@@ -14,10 +14,8 @@ use chrono::{DateTime, Utc};
 use nbaops_shared::alerts::Alert;
 use nbaops_shared::config::alerts::Channel;
 use nbaops_shared::guard::approval::{
-    decide, dispatch, expire_due, ApprovalRequest, ApprovalState, Decided, Decision, DecisionAudit,
-    OnTimeout, Verdict,
+    expire_due, state_words, Answering, ApprovalRequest, ApprovalState, Decided, OnTimeout, Verdict,
 };
-use nbaops_shared::guard::write_audit;
 use nbaops_shared::runtime::Ctx;
 use nbaops_shared::Result;
 
@@ -41,22 +39,6 @@ fn html(s: &str) -> String {
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
-}
-
-fn state_words(r: &ApprovalRequest) -> String {
-    let state = serde_json::to_value(r.state)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default();
-    match &r.decided {
-        Some(d) => format!(
-            "{state} by {} from {} at {}",
-            d.by,
-            d.from,
-            d.at.to_rfc3339()
-        ),
-        None => state,
-    }
 }
 
 impl AlertRouter {
@@ -168,7 +150,8 @@ impl AlertRouter {
                         None
                     };
                     let what = format!("refused: {why}");
-                    self.audit_answer(ctx, &id, verdict, &who, claimed.as_ref(), false, &what)
+                    self.answering(ctx)
+                        .audit(&id, verdict, &who, claimed.as_ref(), false, &what)
                         .await?;
                 }
                 return Ok(Reply::http(403, why));
@@ -238,126 +221,34 @@ impl AlertRouter {
         })
     }
 
-    /// One answer (a link's POST, `nbaops approve`'s twin): decided once, audited, an approval
-    /// dispatched. 200 when this answer decided; 403 otherwise, nothing changed.
-    pub(crate) async fn answer(
+    /// The shared answering of this invocation (`nbaops plan`: nothing scheduled).
+    fn answering<'a>(&'a self, ctx: &Ctx<'a>) -> Answering<'a> {
+        Answering {
+            cfg: ctx.cfg(),
+            ledger: ctx.deps.ledger.as_ref(),
+            notifier: ctx.deps.notifier.as_ref(),
+            scheduler: if self.plan {
+                None
+            } else {
+                self.scheduler.as_deref()
+            },
+            dispatch: &self.cfg.approval,
+            function: ctx.function,
+            request_id: &ctx.inv.request_id,
+        }
+    }
+
+    /// One answer from a link's POST: 200 when it decided, 403 when refused (nothing changed).
+    async fn answer(
         &self,
         ctx: &Ctx<'_>,
         id: &str,
         verdict: Verdict,
         who: Decided,
     ) -> Result<Reply> {
-        let ledger = ctx.deps.ledger.as_ref();
-        let d = decide(ledger, &ctx.env(), id, verdict, who.clone()).await?;
-        let (status, req, changed, what) = match d {
-            Decision::Decided(r) => {
-                let what = if r.state == ApprovalState::Approved {
-                    format!("approved; {}", self.dispatch_approved(ctx, &r).await?)
-                } else {
-                    "denied: nothing is done".to_string()
-                };
-                (200, Some(r), true, what)
-            }
-            Decision::AlreadyDecided(r) => {
-                let mut what = format!("refused: already {}", state_words(&r));
-                if r.state == ApprovalState::Approved {
-                    // Safe to repeat (one schedule per request): a dispatch that failed after
-                    // the approval is retried by answering again.
-                    what.push_str(&format!("; {}", self.dispatch_approved(ctx, &r).await?));
-                }
-                (403, Some(r), false, what)
-            }
-            Decision::Expired(r) => (
-                403,
-                Some(r.clone()),
-                false,
-                format!(
-                    "refused: the request expired at {}",
-                    r.expires_at.to_rfc3339()
-                ),
-            ),
-            Decision::NotAnApprover(r) => (
-                403,
-                Some(r),
-                false,
-                format!("refused: {} is not an approver of this request", who.by),
-            ),
-            Decision::NotFound => (403, None, false, "refused: no such approval request".into()),
-        };
-        self.audit_answer(ctx, id, verdict, &who, req.as_ref(), changed, &what)
-            .await?;
-        tracing::info!(approval = id, verdict = verb(verdict), by = %who.by, from = %who.from, status, %what, "approval answered");
-        Ok(Reply::http(status, what))
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn audit_answer(
-        &self,
-        ctx: &Ctx<'_>,
-        id: &str,
-        verdict: Verdict,
-        who: &Decided,
-        req: Option<&ApprovalRequest>,
-        changed: bool,
-        what: &str,
-    ) -> Result<()> {
-        let env = ctx.env();
-        let rec = DecisionAudit {
-            env: &env,
-            function: ctx.function,
-            request_id: &ctx.inv.request_id,
-            id,
-            verdict,
-            who,
-            request: req,
-            changed,
-            what: what.to_string(),
-        }
-        .record();
-        write_audit(
-            ctx.cfg(),
-            ctx.deps.ledger.as_ref(),
-            ctx.deps.notifier.as_ref(),
-            &rec,
-        )
-        .await
-    }
-
-    /// Sends an approved request to its owner (the schedule `approval-<id>`), in words. Not
-    /// configured for that function, or `nbaops plan`: said, nothing scheduled.
-    pub(crate) async fn dispatch_approved(
-        &self,
-        ctx: &Ctx<'_>,
-        r: &ApprovalRequest,
-    ) -> Result<String> {
-        let Some((group, role, target)) = self.cfg.approval.for_function(&r.function) else {
-            tracing::error!(approval = %r.id, function = %r.function, "approved but alerts.approval.{{group,role_arn,targets}} do not name this function: not dispatched");
-            return Ok(format!(
-                "NOT dispatched: alerts.approval.group/role_arn/targets have no target for {}",
-                r.function
-            ));
-        };
-        if self.plan {
-            return Ok(format!(
-                "dry-run (nbaops plan): would schedule approval-{} for {}",
-                r.id, r.function
-            ));
-        }
-        let Some(scheduler) = self.scheduler.as_deref() else {
-            return Ok("NOT dispatched: no scheduler client".into());
-        };
-        let created = dispatch(scheduler, r, group, role, target, ctx.now()).await?;
-        Ok(if created {
-            format!(
-                "{} carries it out within a minute (schedule approval-{})",
-                r.function, r.id
-            )
-        } else {
-            format!(
-                "already sent to {} (schedule approval-{})",
-                r.function, r.id
-            )
-        })
+        let a = self.answering(ctx).answer(id, verdict, who.clone()).await?;
+        tracing::info!(approval = id, verdict = verb(verdict), by = %who.by, from = %who.from, decided = a.decided, what = %a.what, "approval answered");
+        Ok(Reply::http(if a.decided { 200 } else { 403 }, a.what))
     }
 
     /// The sweep's part: every pending request past its expiry moved by its `on_timeout`, once;
@@ -385,13 +276,14 @@ impl AlertRouter {
                     Verdict::Approve,
                     format!(
                         "approved by timeout; {}",
-                        self.dispatch_approved(ctx, &r).await?
+                        self.answering(ctx).dispatch_approved(&r, now).await?
                     ),
                 )
             } else {
                 (Verdict::Deny, "expired: nothing was done".to_string())
             };
-            self.audit_answer(ctx, &r.id, verdict, &who, Some(&r), true, &what)
+            self.answering(ctx)
+                .audit(&r.id, verdict, &who, Some(&r), true, &what)
                 .await?;
             let summary = format!("approval {} {what}", r.id);
             let msg = Message {

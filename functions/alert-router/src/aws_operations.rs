@@ -8,7 +8,7 @@ pub const AWS_OPERATIONS: &[&str] = &[
     "ssm:GetParameter", // SecureString /nbaops/<env>/secrets/alerts/* (Slack, PagerDuty, link keys)
     "sqs:SendMessage",  // SdkDeadLetter::send
     "scheduler:CreateSchedule", // approval::dispatch_approved (approved by timeout in the sweep)
-    "iam:PassRole", // SdkScheduler::create_once passes alerts.approval.role_arn to Scheduler
+    "iam:PassRole",     // SdkScheduler::create_once passes alerts.approval.role_arn to Scheduler
 ];
 
 /// The acknowledgement URL (the same binary deployed as its own function, AlertAckFunction): only

@@ -387,6 +387,154 @@ impl DecisionAudit<'_> {
     }
 }
 
+/// What an answer to a request needs: the deployment's config, the ledger, the notifier the audit
+/// records go through, the scheduler an approval is dispatched with, and who answers through what.
+/// Shared by alert-router's links and `nbaops approve`/`deny`.
+pub struct Answering<'a> {
+    pub cfg: &'a crate::config::Config,
+    pub ledger: &'a dyn Ledger,
+    pub notifier: &'a dyn crate::ports::Notifier,
+    /// `None`: nothing is scheduled (`nbaops plan`); the answer says so.
+    pub scheduler: Option<&'a dyn crate::ports::Scheduler>,
+    pub dispatch: &'a crate::config::alerts::ApprovalDispatch,
+    /// The function (or command) recording the answer, and its request id.
+    pub function: &'a str,
+    pub request_id: &'a str,
+}
+
+/// What one answer came to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answered {
+    /// This answer decided the request (otherwise it was refused and nothing changed).
+    pub decided: bool,
+    pub request: Option<ApprovalRequest>,
+    /// In words, as audited.
+    pub what: String,
+}
+
+/// A request's state in words: "approved by alice from 192.0.2.1 at …".
+pub fn state_words(r: &ApprovalRequest) -> String {
+    let state = serde_json::to_value(r.state)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    match &r.decided {
+        Some(d) => format!(
+            "{state} by {} from {} at {}",
+            d.by,
+            d.from,
+            d.at.to_rfc3339()
+        ),
+        None => state,
+    }
+}
+
+impl Answering<'_> {
+    /// One answer to request `id`: [`decide`]d once, audited, an approval dispatched. A request
+    /// found already approved is dispatched again (one schedule per request: nothing new unless
+    /// the first dispatch failed), so answering again retries a failed dispatch.
+    pub async fn answer(&self, id: &str, verdict: Verdict, who: Decided) -> Result<Answered> {
+        let env = self.cfg.env.to_string();
+        let d = decide(self.ledger, &env, id, verdict, who.clone()).await?;
+        let (req, decided, what) = match d {
+            Decision::Decided(r) => {
+                let what = if r.state == ApprovalState::Approved {
+                    format!("approved; {}", self.dispatch_approved(&r, who.at).await?)
+                } else {
+                    "denied: nothing is done".to_string()
+                };
+                (Some(r), true, what)
+            }
+            Decision::AlreadyDecided(r) => {
+                let mut what = format!("refused: already {}", state_words(&r));
+                if r.state == ApprovalState::Approved {
+                    what.push_str(&format!("; {}", self.dispatch_approved(&r, who.at).await?));
+                }
+                (Some(r), false, what)
+            }
+            Decision::Expired(r) => {
+                let what = format!(
+                    "refused: the request expired at {}",
+                    r.expires_at.to_rfc3339()
+                );
+                (Some(r), false, what)
+            }
+            Decision::NotAnApprover(r) => (
+                Some(r),
+                false,
+                format!("refused: {} is not an approver of this request", who.by),
+            ),
+            Decision::NotFound => (None, false, "refused: no such approval request".into()),
+        };
+        self.audit(id, verdict, &who, req.as_ref(), decided, &what)
+            .await?;
+        Ok(Answered {
+            decided,
+            request: req,
+            what,
+        })
+    }
+
+    /// Sends an approved request to its owner ([`dispatch`]), in words. No target configured for
+    /// its function, or no scheduler: said (and logged as an error), nothing scheduled.
+    pub async fn dispatch_approved(
+        &self,
+        r: &ApprovalRequest,
+        now: DateTime<Utc>,
+    ) -> Result<String> {
+        let Some((group, role, target)) = self.dispatch.for_function(&r.function) else {
+            tracing::error!(approval = %r.id, function = %r.function, "approved, but alerts.approval.group/role_arn/targets name no target for its function: not dispatched");
+            return Ok(format!(
+                "NOT dispatched: alerts.approval.group/role_arn/targets have no target for {}",
+                r.function
+            ));
+        };
+        let Some(scheduler) = self.scheduler else {
+            return Ok(format!(
+                "dry-run: would schedule approval-{} for {}",
+                r.id, r.function
+            ));
+        };
+        Ok(if dispatch(scheduler, r, group, role, target, now).await? {
+            format!(
+                "{} carries it out within a minute (schedule approval-{})",
+                r.function, r.id
+            )
+        } else {
+            format!(
+                "already sent to {} (schedule approval-{})",
+                r.function, r.id
+            )
+        })
+    }
+
+    /// The audit record of one answer ([`DecisionAudit`]).
+    pub async fn audit(
+        &self,
+        id: &str,
+        verdict: Verdict,
+        who: &Decided,
+        req: Option<&ApprovalRequest>,
+        changed: bool,
+        what: &str,
+    ) -> Result<()> {
+        let env = self.cfg.env.to_string();
+        let rec = DecisionAudit {
+            env: &env,
+            function: self.function,
+            request_id: self.request_id,
+            id,
+            verdict,
+            who,
+            request: req,
+            changed,
+            what: what.to_string(),
+        }
+        .record();
+        super::write_audit(self.cfg, self.ledger, self.notifier, &rec).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
