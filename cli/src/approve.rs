@@ -45,9 +45,13 @@ pub struct AnswerReport {
 /// Answers request `args.id` with `verdict`. Exit code 0 when this answer decided it, 3 when it
 /// was refused (nothing changed: already decided, expired, not an approver, unknown).
 pub async fn run(args: Args, verdict: Verdict, out: &Output) -> CliResult<i32> {
+    // The SDK operations it may call: the IAM actions of both lists, and TransactWriteItems, the
+    // operation `decide` writes with, which IAM authorises item by item as the PutItem it holds
+    // (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/transaction-apis-iam.html).
     let allowed: Vec<&'static str> = OPERATOR_AWS_OPERATIONS
         .iter()
         .chain(APPROVE_AWS_OPERATIONS)
+        .chain(&["dynamodb:TransactWriteItems"])
         .copied()
         .collect();
     let aws = nbaops_shared::adapters::AwsClients::from_env_read_only(ReadOnly {
