@@ -276,7 +276,7 @@ impl AlertRouter {
                     Verdict::Approve,
                     format!(
                         "approved by timeout; {}",
-                        self.answering(ctx).dispatch_approved(&r, now).await?
+                        self.answering(ctx).dispatch_approved(&r, now).await
                     ),
                 )
             } else {
@@ -651,5 +651,40 @@ mod tests {
             403
         );
         assert_eq!(stored(&w, &anyone.id).await.state, ApprovalState::Expired);
+    }
+
+    /// A schedule refused after the approval: the approval stays, the answer and its audit say
+    /// it was not dispatched, and the same link answered again dispatches it.
+    #[tokio::test]
+    async fn a_failed_dispatch_is_said_and_retried_by_answering_again() {
+        let (w, sched) = approvals_world().await;
+        let r = request(&w, "ev-5", &["alice"], OnTimeout::Deny).await;
+        let links = announce(&w, &r, "m5").await;
+        let approve = link::query_of(&links[0].1);
+        *sched.refuse_creates.lock().unwrap() = Some("AccessDeniedException".into());
+        let (status, body) = http(&w, "POST", &approve, "2026-11-25T10:06:00Z").await;
+        assert_eq!(status, 200);
+        assert!(
+            body.contains("NOT dispatched (") && body.contains("AccessDeniedException"),
+            "{body}"
+        );
+        assert_eq!(stored(&w, &r.id).await.state, ApprovalState::Approved);
+        assert!(sched.all().is_empty());
+        let audit = audit_of(&w).await;
+        assert!(
+            audit
+                .iter()
+                .any(|a| a["sentence"].as_str().unwrap().contains("NOT dispatched")),
+            "{audit:?}"
+        );
+        *sched.refuse_creates.lock().unwrap() = None;
+        let (status, body) = http(&w, "POST", &approve, "2026-11-25T10:08:00Z").await;
+        assert_eq!(status, 403, "already approved: refused, nothing changed");
+        assert!(body.contains("carries it out within a minute"), "{body}");
+        assert_eq!(sched.all().len(), 1);
+        assert_eq!(
+            sched.all()[0].input,
+            approved_input(&stored(&w, &r.id).await)
+        );
     }
 }

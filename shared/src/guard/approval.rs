@@ -439,7 +439,7 @@ impl Answering<'_> {
         let (req, decided, what) = match d {
             Decision::Decided(r) => {
                 let what = if r.state == ApprovalState::Approved {
-                    format!("approved; {}", self.dispatch_approved(&r, who.at).await?)
+                    format!("approved; {}", self.dispatch_approved(&r, who.at).await)
                 } else {
                     "denied: nothing is done".to_string()
                 };
@@ -448,7 +448,7 @@ impl Answering<'_> {
             Decision::AlreadyDecided(r) => {
                 let mut what = format!("refused: already {}", state_words(&r));
                 if r.state == ApprovalState::Approved {
-                    what.push_str(&format!("; {}", self.dispatch_approved(&r, who.at).await?));
+                    what.push_str(&format!("; {}", self.dispatch_approved(&r, who.at).await));
                 }
                 (Some(r), false, what)
             }
@@ -476,12 +476,23 @@ impl Answering<'_> {
     }
 
     /// Sends an approved request to its owner ([`dispatch`]), in words. No target configured for
-    /// its function, or no scheduler: said (and logged as an error), nothing scheduled.
-    pub async fn dispatch_approved(
-        &self,
-        r: &ApprovalRequest,
-        now: DateTime<Utc>,
-    ) -> Result<String> {
+    /// its function, no scheduler, or the schedule refused: said (a failure logged as an error),
+    /// nothing scheduled — the approval stays recorded, and answering it again (a link's POST,
+    /// `nbaops approve`) dispatches it again.
+    pub async fn dispatch_approved(&self, r: &ApprovalRequest, now: DateTime<Utc>) -> String {
+        match self.try_dispatch(r, now).await {
+            Ok(words) => words,
+            Err(e) => {
+                tracing::error!(approval = %r.id, function = %r.function, error = %e, "approved, but its schedule could not be created");
+                format!(
+                    "NOT dispatched ({e}): answer again (`nbaops approve {} --as NAME`) to retry",
+                    r.id
+                )
+            }
+        }
+    }
+
+    async fn try_dispatch(&self, r: &ApprovalRequest, now: DateTime<Utc>) -> Result<String> {
         let Some((group, role, target)) = self.dispatch.for_function(&r.function) else {
             tracing::error!(approval = %r.id, function = %r.function, "approved, but alerts.approval.group/role_arn/targets name no target for its function: not dispatched");
             return Ok(format!(
