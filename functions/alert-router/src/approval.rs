@@ -11,7 +11,6 @@
 
 use chrono::{DateTime, Utc};
 
-use nbaops_shared::alerts::Alert;
 use nbaops_shared::config::alerts::Channel;
 use nbaops_shared::guard::approval::{
     expire_due, state_words, Answering, ApprovalRequest, ApprovalState, Decided, OnTimeout, Verdict,
@@ -42,11 +41,15 @@ fn html(s: &str) -> String {
 }
 
 impl AlertRouter {
-    /// What an alert asking for approval `id` carries: one Approve and one Deny link per approver
+    /// What an alert (or its escalation) asking for approval `id` carries: one Approve and one Deny link per approver
     /// the request names (one unnamed pair when it names none), valid until the request expires,
     /// and a note. A request that cannot be read gets a note saying so and no links.
-    pub(crate) async fn approval_part(&self, alert: &Alert, ctx: &Ctx<'_>) -> Option<ApprovalPart> {
-        let id = alert.approval_id.as_deref()?;
+    pub(crate) async fn approval_part(
+        &self,
+        approval_id: Option<&str>,
+        ctx: &Ctx<'_>,
+    ) -> Option<ApprovalPart> {
+        let id = approval_id?;
         let env = ctx.env();
         let req = match ApprovalRequest::load(ctx.deps.ledger.as_ref(), &env, id).await {
             Ok(Some(r)) => r,
@@ -66,6 +69,14 @@ impl AlertRouter {
                 });
             }
         };
+        if req.state != ApprovalState::Pending {
+            // Answered (or expired) meanwhile, e.g. before an escalation: nothing left to answer.
+            return Some(ApprovalPart {
+                id: req.id.clone(),
+                links: vec![],
+                note: format!("approval {}: already {}", req.id, state_words(&req)),
+            });
+        }
         let if_none = match req.on_timeout {
             OnTimeout::Deny => "nothing is done",
             OnTimeout::Approve => "it is approved",
@@ -628,6 +639,15 @@ mod tests {
         };
         let texts = notices(&w);
         assert_eq!(texts.len(), 2, "{texts:?}");
+        // The unanswered approval's escalation carries its links too.
+        let escalated = slack_texts(&w)
+            .into_iter()
+            .find(|t| t.starts_with("*ESCALATED") && t.contains(&anyone.id))
+            .unwrap();
+        assert!(
+            escalated.contains("|Approve>") && escalated.contains("|Deny>"),
+            "{escalated}"
+        );
         assert!(texts
             .iter()
             .any(|t| t.contains(&format!("approval {} expired: nothing was done", anyone.id))));

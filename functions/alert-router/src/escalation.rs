@@ -75,7 +75,7 @@ impl AlertRouter {
             let Some(target) = self.cfg.chain.get(level - 1) else {
                 continue;
             };
-            let msg = Message::of_incident(
+            let mut msg = Message::of_incident(
                 &inc,
                 &env,
                 Kind::Escalation {
@@ -85,6 +85,7 @@ impl AlertRouter {
                 },
                 self.ack_url(&key, now),
             );
+            msg.approval = self.approval_part(inc.approval_id.as_deref(), ctx).await;
             let mut sends = vec![];
             for t in &target.notify {
                 sends.push(match t {

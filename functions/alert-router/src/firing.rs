@@ -102,7 +102,7 @@ impl AlertRouter {
         };
         let channels = self.cfg.channels(inc.severity).to_vec();
         let mut msg = Message::of_alert(alert, kind, self.ack_url(&alert.dedup_key, now));
-        msg.approval = self.approval_part(alert, ctx).await;
+        msg.approval = self.approval_part(alert.approval_id.as_deref(), ctx).await;
         let sends = self.fan_out(ctx, &channels, &msg).await;
         w.rec.notes.extend(sends.iter().map(Sent::line));
         record_sends(
