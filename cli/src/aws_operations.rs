@@ -1,4 +1,5 @@
-//! The IAM actions the `nbaops` command calls: all of them read-only. `nbaops plan` builds every
+//! The IAM actions the `nbaops` command calls: all of them read-only, but for `nbaops approve`/`deny`
+//! ([`APPROVE_AWS_OPERATIONS`], granted by `OperatorApprovePolicy`). `nbaops plan` builds every
 //! SDK client with an interceptor that refuses any other operation
 //! (`nbaops_shared::adapters::ReadOnly`), and the template's `OperatorReadOnlyPolicy` grants exactly
 //! these (infra/tests/check_aws_operations.py checks both ways).
@@ -18,4 +19,13 @@ pub const OPERATOR_AWS_OPERATIONS: &[&str] = &[
     "cloudwatch:DescribeAlarms", // plan: alarms in state (re-check, off-peak)
     "cloudwatch:DescribeAlarmsForMetric", // plan: thresholds alignment
     "ce:GetCostAndUsage", // plan: cost-anomaly's attribution
+];
+
+/// What `nbaops approve`/`deny` adds to the read-only list: the answer's writes (granted by the
+/// template's `OperatorApprovePolicy`, infra/tests/check_aws_operations.py checks both ways).
+pub const APPROVE_AWS_OPERATIONS: &[&str] = &[
+    "dynamodb:PutItem", // decide (TransactWriteItems put of the approval item) and the audit record
+    "sns:Publish", // write_audit: the audit record on the actions topic (when one is configured)
+    "scheduler:CreateSchedule", // approval::dispatch: the schedule approval-<id>
+    "iam:PassRole", // SdkScheduler::create_once passes alerts.approval.role_arn to Scheduler
 ];

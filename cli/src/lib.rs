@@ -2,6 +2,7 @@
 //! `make bench` (tests/src/bench_replay.rs) measures the replay in-process.
 
 pub mod account;
+pub mod approve;
 pub mod audit;
 pub mod aws_operations;
 pub mod config_cmd;

@@ -1,16 +1,18 @@
 //! `nbaops`: the operator's command. It plans (a function's decision on an event, against the real
 //! account, read-only, the guard forced to dry-run), replays a recorded day through the same
 //! planners and guard on a simulated clock, shows status and the audit trail, and prints the
-//! effective configuration with where each value came from. `--json` on every command.
+//! effective configuration with where each value came from; `approve`/`deny` answer a pending
+//! approval request. `--json` on every command.
 
 use clap::{Parser, Subcommand};
-use nbaops_cli::{audit, config_cmd, output, plan, replay, status};
+use nbaops_cli::{approve, audit, config_cmd, output, plan, replay, status};
+use nbaops_shared::guard::approval::Verdict;
 
 #[derive(Parser)]
 #[command(
     name = "nbaops",
     version,
-    about = "Plan, replay, status, audit and config of nbaops"
+    about = "Plan, replay, status, audit and config of nbaops; approve or deny a pending action"
 )]
 struct Cli {
     /// Machine-readable output: one JSON document on stdout.
@@ -32,6 +34,10 @@ enum Cmd {
     Audit(audit::Args),
     /// The effective configuration (`show`) or a check of the SSM values (`check`).
     Config(config_cmd::Args),
+    /// Approve a pending approval request as a named approver (recorded as from "cli").
+    Approve(approve::Args),
+    /// Deny a pending approval request as a named approver (recorded as from "cli").
+    Deny(approve::Args),
 }
 
 fn main() {
@@ -55,6 +61,8 @@ fn main() {
             Cmd::Status(a) => status::run(a, &out).await,
             Cmd::Audit(a) => audit::run(a, &out).await,
             Cmd::Config(a) => config_cmd::run(a, &out).await,
+            Cmd::Approve(a) => approve::run(a, Verdict::Approve, &out).await,
+            Cmd::Deny(a) => approve::run(a, Verdict::Deny, &out).await,
         }
     });
     match code {

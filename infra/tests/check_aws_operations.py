@@ -101,6 +101,24 @@ check("OperatorReadOnlyPolicy: grants everything the command calls", not (set(OP
 READ_VERBS = ("Describe", "Get", "List", "Query", "Decrypt")
 check("OperatorReadOnlyPolicy: read-only verbs only", all(a.split(":")[1].startswith(READ_VERBS) for a in granted),
       sorted(a for a in granted if not a.split(":")[1].startswith(READ_VERBS)))
+# `nbaops approve`/`deny`: its own policy grants exactly its writes, scoped.
+APPROVE = read_consts(ROOT / "cli" / "src" / "aws_operations.rs").get("APPROVE_AWS_OPERATIONS", [])
+check("cli/src/aws_operations.rs declares APPROVE_AWS_OPERATIONS", APPROVE)
+approve = template["Resources"].get("OperatorApprovePolicy", {})
+check("OperatorApprovePolicy is an AWS::IAM::ManagedPolicy", approve.get("Type") == "AWS::IAM::ManagedPolicy")
+ap_stmts = [s for s in approve.get("Properties", {}).get("PolicyDocument", {}).get("Statement", []) if s.get("Effect") == "Allow"]
+ap_granted = {a for s in ap_stmts for a in (s.get("Action") if isinstance(s.get("Action"), list) else [s.get("Action")])}
+check("OperatorApprovePolicy: grants nothing the command never calls", not (ap_granted - set(APPROVE)), sorted(ap_granted - set(APPROVE)))
+check("OperatorApprovePolicy: grants everything the command calls", not (set(APPROVE) - ap_granted), sorted(set(APPROVE) - ap_granted))
+for s in ap_stmts:
+    acts = s.get("Action") if isinstance(s.get("Action"), list) else [s.get("Action")]
+    if "dynamodb:PutItem" in acts:
+        keys = (s.get("Condition") or {}).get("ForAllValues:StringLike", {}).get("dynamodb:LeadingKeys")
+        check("OperatorApprovePolicy: ledger writes only to approval and audit partitions (dynamodb:LeadingKeys)",
+              keys == [{"Fn::Sub": "approval#${Env}"}, "audit#*"], keys)
+    if "iam:PassRole" in acts:
+        check("OperatorApprovePolicy: PassRole only to scheduler.amazonaws.com",
+              (s.get("Condition") or {}).get("StringEquals", {}).get("iam:PassedToService") == "scheduler.amazonaws.com", s)
 check("cli: aws_operations is a module of the crate",
       any(re.search(r"^\s*(pub )?mod aws_operations;", (ROOT / "cli/src" / f).read_text(), re.M)
           for f in ("lib.rs", "main.rs") if (ROOT / "cli/src" / f).exists()))

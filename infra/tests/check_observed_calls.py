@@ -24,10 +24,11 @@ IAM_PREFIX = {"monitoring": "cloudwatch"}
 def declared(crate):
     path = ROOT / "functions" / crate / "src" / "aws_operations.rs"
     if crate == "nbaops":
-        # The operator's command (app/nbaops): its read-only list alone, no function's shared path.
+        # The operator's command (app/nbaops): no function's shared path.
         src = re.sub(r"//[^\n]*", "", (ROOT / "cli" / "src" / "aws_operations.rs").read_text())
-        m = re.search(r"pub const OPERATOR_AWS_OPERATIONS: &\[&str\] = &\[(.*?)\];", src, re.S)
-        return set(re.findall(r'"([^"]+)"', m.group(1))) if m else set()
+        # The operator's command: its read-only list, and what `nbaops approve`/`deny` adds.
+        return {op for m in re.finditer(r"pub const (?:OPERATOR|APPROVE)_AWS_OPERATIONS: &\[&str\] = &\[(.*?)\];", src, re.S)
+                for op in re.findall(r'"([^"]+)"', m.group(1))}
     if not path.exists():
         return None
     src = re.sub(r"//[^\n]*", "", path.read_text())

@@ -398,9 +398,11 @@ for k in url_fns:
     p = functions[k]["Properties"]
     check(f"{k}: the public URL has its own small reserved concurrency", "ReservedConcurrentExecutions" in p)
     acts = {a for s in allows(functions[k]) for a in as_list(s["Action"])}
-    check(f"{k}: the URL's role can only read config/its signing key and the ledger",
+    check(f"{k}: the URL's role can only read config/its signing key, use the ledger, audit and schedule approvals",
           acts <= {"ssm:GetParametersByPath", "ssm:GetParameter", "kms:Decrypt", "dynamodb:GetItem", "dynamodb:PutItem",
-                   "dynamodb:DeleteItem", "dynamodb:Query"}, acts)
+                   "dynamodb:DeleteItem", "dynamodb:Query", "sns:Publish", "scheduler:CreateSchedule", "iam:PassRole"}, acts)
+    check(f"{k}: publishes only audit records (the actions topic)",
+          resources_of(allows(functions[k], "sns:Publish")) <= {"${ActionsTopic}"}, resources_of(allows(functions[k], "sns:Publish")))
 
 # ---------------------------------------------------------------- 6. sustained alarms keep stepping
 # scale-on-alarm schedules its own re-checks (functions/scale-on-alarm/src/recheck.rs) as one-time
@@ -474,6 +476,46 @@ check("one-time schedules are at(yyyy-mm-ddThh:mm:ss) expressions",
 check("one-time schedules are evaluated in UTC, flexible window OFF, deleted after completion",
       '.schedule_expression_timezone("UTC")' in adapter_src and "FlexibleTimeWindowMode::Off" in adapter_src
       and ".action_after_completion(ActionAfterCompletion::Delete)" in adapter_src)
+
+# ---------------------------------------------------------------- 7. approved actions are dispatched
+# An approval (functions/alert-router/src/approval.rs) becomes a one-time schedule approval-<id> in
+# the approvals group, invoking the owning function's live alias through an execution role that
+# Scheduler assumes. Both the URL function (a link's POST) and the router (approval by timeout in
+# the sweep) create it.
+APPROVALS_GROUP = "nbaops-${Env}-approvals"
+ap_group = next((k for k, g in sched_groups.items() if text(g["Properties"].get("Name")) == APPROVALS_GROUP), None)
+check("a schedule group nbaops-${Env}-approvals for approved actions", ap_group, sched_groups)
+ap_role = of_type("AWS::IAM::Role").get("ApprovalsRole", {"Properties": {"AssumeRolePolicyDocument": {"Statement": []}}})
+ap_trust = ap_role["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+check("ApprovalsRole: assumed by scheduler.amazonaws.com only, aws:SourceAccount = this account",
+      len(ap_trust) == 1 and as_list(ap_trust[0].get("Principal", {}).get("Service")) == ["scheduler.amazonaws.com"]
+      and ap_trust[0].get("Action") == "sts:AssumeRole" and cond(ap_trust[0], "StringEquals", "aws:SourceAccount") == {"Ref": "AWS::AccountId"}, ap_trust)
+ap_stmts = [st for p in ap_role["Properties"].get("Policies", []) for st in p["PolicyDocument"]["Statement"]]
+ap_invoke = {text(r) for st in ap_stmts for r in as_list(st.get("Resource"))}
+check("ApprovalsRole: only lambda:InvokeFunction, only on live aliases of nbaops functions of this env",
+      [as_list(st.get("Action")) for st in ap_stmts] == [["lambda:InvokeFunction"]] and ap_invoke
+      and all(r.startswith(ARN + ":lambda:${AWS::Region}:${AWS::AccountId}:function:nbaops-${Env}-") and r.endswith(":live") for r in ap_invoke),
+      ap_invoke)
+ssm_params = {text(r["Properties"].get("Name")): r["Properties"].get("Value") for r in of_type("AWS::SSM::Parameter").values()}
+check("alerts.approval.group in SSM is the approvals group",
+      ap_group and ssm_params.get("/nbaops/${Env}/alerts/approval/group") == {"Ref": ap_group}, ssm_params.get("/nbaops/${Env}/alerts/approval/group"))
+check("alerts.approval.role_arn in SSM is ApprovalsRole",
+      ssm_params.get("/nbaops/${Env}/alerts/approval/role_arn") == {"Fn::GetAtt": ["ApprovalsRole", "Arn"]}, ssm_params.get("/nbaops/${Env}/alerts/approval/role_arn"))
+ap_targets = {t.split("=", 1)[1] for t in text(ssm_params.get("/nbaops/${Env}/alerts/approval/targets", "")).split(",") if "=" in t}
+check("alerts.approval.targets in SSM: every target a live alias ApprovalsRole may invoke, and only those",
+      ap_targets and ap_targets == ap_invoke, (ap_targets, ap_invoke))
+for key in ("AlertRouterFunction", "AlertAckFunction"):
+    f = functions.get(key, {"Properties": {}})
+    creates = allows(f, "scheduler:CreateSchedule")
+    check(f"{key}: scheduler:CreateSchedule only on schedules of the approvals group",
+          resources_of(creates) == {ARN + ":scheduler:${AWS::Region}:${AWS::AccountId}:schedule/" + APPROVALS_GROUP + "/*"},
+          resources_of(creates))
+    passrole = allows(f, "iam:PassRole")
+    check(f"{key}: iam:PassRole of ApprovalsRole only, only to scheduler.amazonaws.com",
+          passrole and resources_of(passrole) == {"${ApprovalsRole.Arn}"}
+          and all(cond(st, "StringEquals", "iam:PassedToService") == "scheduler.amazonaws.com" for st in passrole), passrole)
+    check(f"{key}: no scheduler:DeleteSchedule (an approval's schedule deletes itself after it ran)",
+          not allows(f, "scheduler:DeleteSchedule"))
 
 # ---------------------------------------------------------------- SPEC numbers
 

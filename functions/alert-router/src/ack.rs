@@ -75,6 +75,9 @@ impl AlertRouter {
         if self.keys.is_empty() {
             return Ok(Reply::http(403, "acknowledgement links are not configured"));
         }
+        if link::is_approval(&req.query) {
+            return self.on_approval_link(req, ctx).await;
+        }
         let key = match link::verify(&self.keys, &req.query, ctx.now()) {
             Ok(k) => k,
             Err(refusal) => {

@@ -7,10 +7,12 @@
 pub const AWS_OPERATIONS: &[&str] = &[
     "ssm:GetParameter", // SecureString /nbaops/<env>/secrets/alerts/* (Slack, PagerDuty, link keys)
     "sqs:SendMessage",  // SdkDeadLetter::send
+    "scheduler:CreateSchedule", // approval::dispatch_approved (approved by timeout in the sweep)
+    "iam:PassRole",     // SdkScheduler::create_once passes alerts.approval.role_arn to Scheduler
 ];
 
 /// The acknowledgement URL (the same binary deployed as its own function, AlertAckFunction): only
-/// config, the secrets its init reads and the incident record.
+/// config, the secrets its init reads, the incident record and the approval requests it decides.
 pub const ACK_AWS_OPERATIONS: &[&str] = &[
     "ssm:GetParametersByPath", // config loading at init: guard, audit and this function's sections
     "ssm:GetParameter", // SecureStrings /nbaops/<env>/secrets/alerts/*: the binary reads the link keys and the channel secrets at init
@@ -18,4 +20,7 @@ pub const ACK_AWS_OPERATIONS: &[&str] = &[
     "dynamodb:GetItem", // load_incident
     "dynamodb:PutItem", // save_incident
     "dynamodb:DeleteItem", // save_incident (open index)
+    "sns:Publish", // write_audit: the audit record of each approval answer on the actions topic
+    "scheduler:CreateSchedule", // approval::dispatch_approved (approval::dispatch)
+    "iam:PassRole", // SdkScheduler::create_once passes alerts.approval.role_arn to Scheduler
 ];

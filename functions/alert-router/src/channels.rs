@@ -28,6 +28,18 @@ pub enum Kind {
         name: String,
         mention: Option<String>,
     },
+    /// A notice that pages nobody (an approval that expired): Slack and email only.
+    Notice,
+}
+
+/// What an alert asking for an approval carries: the signed Approve/Deny links (Slack, email)
+/// and a note (every channel; PagerDuty gets only the note).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalPart {
+    pub id: String,
+    /// (label, url): "Approve as alice", "Deny as alice", ...
+    pub links: Vec<(String, String)>,
+    pub note: String,
 }
 
 /// One message, whatever the channel.
@@ -46,6 +58,7 @@ pub struct Message {
     /// Why it fired, in the words of its source (a CloudWatch alarm's state reason).
     pub reason: Option<String>,
     pub ack_url: Option<String>,
+    pub approval: Option<ApprovalPart>,
 }
 
 impl Message {
@@ -70,6 +83,7 @@ impl Message {
             runbook: alert.runbook.clone(),
             details: alert.details.clone(),
             ack_url,
+            approval: None,
         }
     }
 
@@ -88,6 +102,7 @@ impl Message {
             details: Value::Null,
             reason: None,
             ack_url,
+            approval: None,
         }
     }
 
@@ -101,6 +116,7 @@ impl Message {
             Kind::Escalation { level, name, .. } => {
                 format!("ESCALATED to level {level} ({name}) {head}")
             }
+            Kind::Notice => format!("NOTICE {head}"),
         }
     }
 
@@ -125,6 +141,9 @@ impl Message {
         if let Some(r) = &self.runbook {
             lines.push(format!("runbook: {r}"));
         }
+        if let Some(a) = &self.approval {
+            lines.push(a.note.clone());
+        }
         lines
     }
 
@@ -133,6 +152,16 @@ impl Message {
         let mut text = format!("*{}*\n{}", self.title(), self.lines().join("\n"));
         if let Some(url) = self.ack_url.as_ref().filter(|_| self.wants_ack()) {
             text.push_str(&format!("\n<{url}|Acknowledge>"));
+        }
+        if let Some(a) = &self.approval {
+            let buttons: Vec<String> = a
+                .links
+                .iter()
+                .map(|(label, url)| format!("<{url}|{label}>"))
+                .collect();
+            if !buttons.is_empty() {
+                text.push_str(&format!("\n{}", buttons.join("  ")));
+            }
         }
         json!({ "text": text })
     }
@@ -148,6 +177,11 @@ impl Message {
         let mut body = format!("{}\n\n{}\n", self.title(), self.lines().join("\n"));
         if let Some(url) = self.ack_url.as_ref().filter(|_| self.wants_ack()) {
             body.push_str(&format!("\nAcknowledge: {url}\n"));
+        }
+        if let Some(a) = &self.approval {
+            for (label, url) in &a.links {
+                body.push_str(&format!("\n{label}: {url}\n"));
+            }
         }
         if !self.details.is_null() && self.details != json!({}) {
             body.push_str(&format!("\ndetails: {}\n", self.details));
@@ -195,6 +229,7 @@ impl Message {
                 "component": self.resource,
                 "group": self.source_function,
                 "custom_details": {
+                    "approval": self.approval.as_ref().map(|a| &a.note),
                     "env": self.env,
                     "actions_taken": self.actions_taken,
                     "runbook": self.runbook,
@@ -323,6 +358,7 @@ mod tests {
             details: json!({}),
             reason: None,
             ack_url: Some("https://fn.example/?key=k&exp=1&sig=s".into()),
+            approval: None,
         }
     }
 
@@ -429,5 +465,44 @@ mod tests {
         })
         .await;
         assert!(!s.ok && s.attempts == 1, "{s:?}");
+    }
+
+    #[test]
+    fn approval_links_in_slack_and_email_a_note_only_in_pagerduty() {
+        let mut m = msg(Kind::Firing);
+        m.approval = Some(ApprovalPart {
+            id: "abc".into(),
+            links: vec![
+                (
+                    "Approve as alice".into(),
+                    "https://fn.example/?approval=abc&verdict=approve".into(),
+                ),
+                (
+                    "Deny as alice".into(),
+                    "https://fn.example/?approval=abc&verdict=deny".into(),
+                ),
+            ],
+            note: "approval abc waits for an answer".into(),
+        });
+        let s = m.slack()["text"].as_str().unwrap().to_string();
+        assert!(
+            s.contains("<https://fn.example/?approval=abc&verdict=approve|Approve as alice>"),
+            "{s}"
+        );
+        assert!(
+            s.contains("|Deny as alice>") && s.contains("approval abc waits"),
+            "{s}"
+        );
+        let (_, body) = m.email();
+        assert!(
+            body.contains("Approve as alice: https://fn.example/?approval=abc&verdict=approve"),
+            "{body}"
+        );
+        let pd = m.pagerduty("rk");
+        assert_eq!(
+            pd["payload"]["custom_details"]["approval"],
+            "approval abc waits for an answer"
+        );
+        assert!(!pd.to_string().contains("verdict="), "{pd}");
     }
 }

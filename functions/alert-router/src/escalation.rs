@@ -2,7 +2,8 @@
 //! acknowledged in its severity's response time goes one level up the chain, once per level
 //! however many sweeps run; the index of open incidents is tidied on the way. Having read them
 //! all, it emits the `OpenIncidents` gauge by severity (`telemetry::OPEN_INCIDENTS`, every
-//! severity, zeros included, so the dashboard falls back to 0 when incidents close).
+//! severity, zeros included, so the dashboard falls back to 0 when incidents close). It also
+//! expires the approval requests nobody answered in time (`approval::expire_approvals`).
 
 use serde_json::json;
 
@@ -74,7 +75,7 @@ impl AlertRouter {
             let Some(target) = self.cfg.chain.get(level - 1) else {
                 continue;
             };
-            let msg = Message::of_incident(
+            let mut msg = Message::of_incident(
                 &inc,
                 &env,
                 Kind::Escalation {
@@ -84,6 +85,7 @@ impl AlertRouter {
                 },
                 self.ack_url(&key, now),
             );
+            msg.approval = self.approval_part(inc.approval_id.as_deref(), ctx).await;
             let mut sends = vec![];
             for t in &target.notify {
                 sends.push(match t {
@@ -121,9 +123,11 @@ impl AlertRouter {
             }
             store.save(&inc, now).await?;
         }
-        if w.rec.notes.is_empty() {
+        let approvals = self.expire_approvals(ctx, now).await?;
+        if w.rec.notes.is_empty() && approvals.is_empty() {
             w.note("no open alert");
         }
+        w.rec.notes.extend(approvals);
         open.lines(&env)
             .iter()
             .for_each(|line| nbaops_shared::telemetry::emit(line));

@@ -101,7 +101,8 @@ impl AlertRouter {
             Kind::Repeat { count: inc.count }
         };
         let channels = self.cfg.channels(inc.severity).to_vec();
-        let msg = Message::of_alert(alert, kind, self.ack_url(&alert.dedup_key, now));
+        let mut msg = Message::of_alert(alert, kind, self.ack_url(&alert.dedup_key, now));
+        msg.approval = self.approval_part(alert.approval_id.as_deref(), ctx).await;
         let sends = self.fan_out(ctx, &channels, &msg).await;
         w.rec.notes.extend(sends.iter().map(Sent::line));
         record_sends(

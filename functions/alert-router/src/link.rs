@@ -1,16 +1,23 @@
-//! Signed acknowledgement links:
+//! Signed acknowledgement and approval links. Acknowledgement:
 //! `<function URL>?key=<dedup key>&exp=<epoch s>&kid=<key id>&sig=<hex>` where
 //! `sig = HMAC-SHA256(key <kid>, "<kid>\n<dedup key>\n<exp>")`. Verified in constant time.
 //!
 //! The key id lets the key rotate: links are signed with the current key; the previous key stays
 //! accepted for verification (until its links have expired and it is removed from config); a
 //! link naming any other key id is refused.
+//!
+//! Approval (issue #19), with the same keys:
+//! `<function URL>?approval=<id>&verdict=approve|deny[&as=<approver>]&exp=<epoch s>&kid=..&sig=..`
+//! where `sig = HMAC-SHA256(key <kid>, "nbaops-approval/v1\n<kid>\n<verdict>\n<id>\n<approver>\n<exp>")`:
+//! the approver is named in (and bound by) the link; one link per approver and answer.
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
+
+use nbaops_shared::guard::approval::Verdict;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -186,6 +193,121 @@ pub fn verify(
         return Err(Refusal::Expired);
     }
     Ok(key.clone())
+}
+
+/// An approver's answer a link carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalLink {
+    pub verdict: Verdict,
+    pub id: String,
+    /// The approver the link was made for; `None`: a request anyone with the link may answer.
+    pub approver: Option<String>,
+}
+
+/// What an approval link signs. It starts with a fixed tag, where an acknowledgement link starts
+/// with its key id, so no acknowledgement signature is ever an approval's (and the reverse).
+fn approval_mac(key: &[u8], kid: &str, a: &ApprovalLink, exp: i64) -> Option<HmacSha256> {
+    let verdict = match a.verdict {
+        Verdict::Approve => "approve",
+        Verdict::Deny => "deny",
+    };
+    let mut m = HmacSha256::new_from_slice(key).ok()?;
+    for part in [
+        APPROVAL_TAG,
+        kid,
+        verdict,
+        &a.id,
+        a.approver.as_deref().unwrap_or(""),
+    ] {
+        m.update(part.as_bytes());
+        m.update(b"\n");
+    }
+    m.update(exp.to_string().as_bytes());
+    Some(m)
+}
+
+const APPROVAL_TAG: &str = "nbaops-approval/v1";
+
+/// A name or id a link may carry: no line break (the fields are joined by them).
+fn plain(s: &str) -> bool {
+    !s.contains('\n')
+}
+
+/// The approve or deny link of approval `a`, signed with `key`, valid until `exp` (the request's
+/// own expiry). `None` when a field could not be signed unambiguously.
+pub fn approval_link(
+    base_url: &str,
+    key: &SigningKey,
+    a: &ApprovalLink,
+    exp: DateTime<Utc>,
+) -> Option<String> {
+    if !plain(&a.id) || !a.approver.as_deref().is_none_or(plain) {
+        return None;
+    }
+    let exp = exp.timestamp();
+    let sig = hex(&approval_mac(&key.key, &key.kid, a, exp)?
+        .finalize()
+        .into_bytes());
+    let sep = if base_url.contains('?') { '&' } else { '?' };
+    let verdict = match a.verdict {
+        Verdict::Approve => "approve",
+        Verdict::Deny => "deny",
+    };
+    let by = a
+        .approver
+        .as_deref()
+        .map(|n| format!("&as={}", encode(n)))
+        .unwrap_or_default();
+    Some(format!(
+        "{base_url}{sep}approval={}&verdict={verdict}{by}&exp={exp}&kid={}&sig={sig}",
+        encode(&a.id),
+        encode(&key.kid),
+    ))
+}
+
+/// True when the query is an approval link's (it names an approval), whatever its validity.
+pub fn is_approval(query: &BTreeMap<String, String>) -> bool {
+    query.contains_key("approval")
+}
+
+/// The answer an approval link carries, if it names a key of the ring, its signature holds and it
+/// has not expired.
+pub fn verify_approval(
+    keys: &Keyring,
+    query: &BTreeMap<String, String>,
+    now: DateTime<Utc>,
+) -> Result<ApprovalLink, Refusal> {
+    let (Some(id), Some(verdict), Some(exp), Some(kid), Some(sig)) = (
+        query.get("approval"),
+        query.get("verdict"),
+        query.get("exp"),
+        query.get("kid"),
+        query.get("sig"),
+    ) else {
+        return Err(Refusal::Missing);
+    };
+    let verdict = match verdict.as_str() {
+        "approve" => Verdict::Approve,
+        "deny" => Verdict::Deny,
+        _ => return Err(Refusal::Forged),
+    };
+    let link = ApprovalLink {
+        verdict,
+        id: id.clone(),
+        approver: query.get("as").cloned(),
+    };
+    if !plain(&link.id) || !link.approver.as_deref().is_none_or(plain) {
+        return Err(Refusal::Forged);
+    }
+    let signing = keys.by_kid(kid).ok_or(Refusal::UnknownKey)?;
+    let exp: i64 = exp.parse().map_err(|_| Refusal::Forged)?;
+    let sig = unhex(sig).ok_or(Refusal::Forged)?;
+    let m = approval_mac(&signing.key, kid, &link, exp).ok_or(Refusal::Forged)?;
+    m.verify_slice(&sig).map_err(|_| Refusal::Forged)?;
+    if now.timestamp() > exp {
+        return Err(Refusal::Expired);
+    }
+    Ok(link)
 }
 
 #[cfg(test)]

@@ -44,6 +44,9 @@ pub struct Incident {
     pub channels: BTreeMap<String, String>,
     /// What happened, in order, one line each.
     pub history: Vec<String>,
+    /// The approval request the alert asks for (issue #19): its escalations carry the links too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_id: Option<String>,
 }
 
 impl Incident {
@@ -66,6 +69,7 @@ impl Incident {
             resolved_at: None,
             channels: BTreeMap::new(),
             history: vec![format!("{} opened ({})", now.to_rfc3339(), alert.severity)],
+            approval_id: alert.approval_id.clone(),
         }
     }
 

@@ -10,10 +10,10 @@ use chrono::{DateTime, Duration as Span, Utc};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use nbaops_shared::adapters::{AwsClients, HyperHttpPost, SdkDeadLetter};
+use nbaops_shared::adapters::{AwsClients, HyperHttpPost, SdkDeadLetter, SdkScheduler};
 use nbaops_shared::config::alerts::{self, AlertsConfig};
 use nbaops_shared::events::Inbound;
-use nbaops_shared::ports::{DeadLetter, HttpPost, Params};
+use nbaops_shared::ports::{DeadLetter, HttpPost, Params, Scheduler};
 use nbaops_shared::runtime::{dispatch, Ctx, Deps, Function, InvocationReport, RecordReport};
 use nbaops_shared::telemetry::register_secret;
 use nbaops_shared::{NbaopsError, Result};
@@ -41,6 +41,8 @@ pub struct AlertRouter {
     /// Not in a dry-run deployment: an environment in dry-run still alerts people (the guard's
     /// dry-run is about actions; alerts are how that environment is watched).
     pub plan: bool,
+    /// Where approved actions are scheduled (`None`: not dispatched, said so).
+    pub scheduler: Option<Box<dyn Scheduler>>,
 }
 
 async fn read_secret(params: Option<&dyn Params>, name: &str) -> Result<Option<String>> {
@@ -82,7 +84,7 @@ async fn signing_key(
 impl Function for AlertRouter {
     const NAME: &'static str = FUNCTION;
     // ALERT_SCHEMA and SWEEP_TASK spelled out (a const cannot format them); a test keeps them in step.
-    const TAKES: &'static str = "nbaops.alert/v1 messages and CloudWatch alarm notifications from SNS, acknowledgement links and the 'alert-escalation-sweep' schedule";
+    const TAKES: &'static str = "nbaops.alert/v1 messages and CloudWatch alarm notifications from SNS, acknowledgement and approval links and the 'alert-escalation-sweep' schedule";
     type Reply = Reply;
 
     /// The section config, the HTTP client, SQS, and the secrets.
@@ -96,6 +98,7 @@ impl Function for AlertRouter {
         )
         .await?;
         router.plan = deps.switches.is_forced_dry_run();
+        router.scheduler = Some(Box::new(SdkScheduler(aws.scheduler())));
         Ok(router)
     }
 
@@ -191,6 +194,7 @@ impl AlertRouter {
             pagerduty_routing_key,
             keys: link::Keyring { current, previous },
             plan: false,
+            scheduler: None,
         })
     }
 

@@ -46,6 +46,9 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("alerts.ack.ttl_hours", "24", "an acknowledgement link expires after this long"),
     ("alerts.ack.key_id", "k1", "id of the current link-signing key, carried in every link as kid (letters, digits, . _ -; at most 32)"),
     ("alerts.ack.previous_key_id", "", "id of the previous link-signing key during a rotation: its links are still accepted (empty: none)"),
+    ("alerts.approval.group", "", "EventBridge Scheduler group the one-time schedules of approved actions go in (nbaops-<env>-approvals; empty: approvals are recorded but not dispatched)"),
+    ("alerts.approval.role_arn", "", "role EventBridge Scheduler assumes to invoke the owning function of an approved action"),
+    ("alerts.approval.targets", "", "comma list of function=ARN: the live alias an approved action of that function is sent to"),
     ("alerts.retry.max_attempts", "3", "attempts per channel and message (timeout, 5xx and 429 are retried)"),
     ("alerts.retry.base_ms", "250", "first backoff delay; doubles per attempt"),
     ("alerts.retry.max_ms", "2000", "cap of one backoff delay"),
@@ -169,11 +172,74 @@ pub struct AlertsConfig {
     /// The kid whose links are still accepted during a rotation.
     pub ack_previous_key_id: Option<String>,
     pub alarm_severities: Vec<AlarmSeverity>,
+    /// Where approved actions are dispatched (issue #19).
+    pub approval: ApprovalDispatch,
     pub alarm_severity_default: Severity,
     pub retry: RetryPolicy,
     pub http_timeout_ms: u64,
     pub record_ttl_days: i64,
     pub secrets: AlertSecrets,
+}
+
+/// The one-time schedule an approved action is carried out by: its group, the role Scheduler
+/// assumes, and each owning function's target (its live alias).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ApprovalDispatch {
+    pub group: Option<String>,
+    pub role_arn: Option<String>,
+    pub targets: BTreeMap<String, String>,
+}
+
+impl ApprovalDispatch {
+    /// The group, the role and the target of `function`'s approved actions, when all are set.
+    pub fn for_function(&self, function: &str) -> Option<(&str, &str, &str)> {
+        Some((
+            self.group.as_deref()?,
+            self.role_arn.as_deref()?,
+            self.targets.get(function)?.as_str(),
+        ))
+    }
+}
+
+fn parse_approval(s: &Settings) -> Result<ApprovalDispatch> {
+    let role_arn = optional(s, "alerts.approval.role_arn");
+    if role_arn.as_ref().is_some_and(|a| !a.starts_with("arn:")) {
+        return Err(s.bad("alerts.approval.role_arn", "an IAM role ARN"));
+    }
+    let key = "alerts.approval.targets";
+    let mut targets = BTreeMap::new();
+    for entry in s.list(key) {
+        match entry.split_once('=') {
+            Some((f, arn)) if !f.trim().is_empty() && arn.trim().starts_with("arn:") => {
+                targets.insert(f.trim().to_string(), arn.trim().to_string());
+            }
+            _ => {
+                return Err(NbaopsError::config(format!(
+                    "{key} (from {}): entry '{entry}': expected function=arn:...",
+                    s.origin(key)
+                )))
+            }
+        }
+    }
+    Ok(ApprovalDispatch {
+        group: key_id_like(s, "alerts.approval.group")?,
+        role_arn,
+        targets,
+    })
+}
+
+/// A schedule group name: 1-64 of `[0-9a-zA-Z-_.]`, or empty.
+fn key_id_like(s: &Settings, key: &str) -> Result<Option<String>> {
+    let v = optional(s, key);
+    if v.as_ref().is_some_and(|k| {
+        k.len() > 64
+            || !k
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    }) {
+        return Err(s.bad(key, "1-64 of letters, digits, . _ -"));
+    }
+    Ok(v)
 }
 
 impl AlertsConfig {
@@ -450,6 +516,7 @@ pub fn from_settings(s: &Settings) -> Result<AlertsConfig> {
         ack_key_id,
         ack_previous_key_id,
         alarm_severities: parse_alarm_severity(s)?,
+        approval: parse_approval(s)?,
         alarm_severity_default,
         retry,
         http_timeout_ms,

@@ -7,7 +7,7 @@
 //! what happened. The item holds the plan's exact parameters (the [`ProposedAction`], with its
 //! before/after and explanation), so what is approved is what is done, or nothing.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Timelike, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -275,6 +275,277 @@ pub fn approved_input(req: &ApprovalRequest) -> Value {
     serde_json::json!({"nbaops": {"task": APPROVED_TASK, "id": req.id, "env": req.env}})
 }
 
+/// The name of the one-time schedule that carries out approved request `id`: one per request, so
+/// a second dispatch of it (a replayed POST, a retried sweep) creates nothing.
+pub fn schedule_name(id: &str) -> String {
+    crate::ports::OneTimeSchedule::name_for(&format!("approval-{id}"))
+}
+
+/// Sends an approved request to its owning function: a one-time EventBridge Scheduler schedule
+/// `approval-<id>` in `group`, one minute after `now`, invoking `target_arn` (the owner's live
+/// alias) as `role_arn` with [`approved_input`]. `Ok(true)` when this call created it,
+/// `Ok(false)` when it already existed (nothing changed). Anything but an approved request is
+/// refused: only an approval is ever carried out.
+pub async fn dispatch(
+    scheduler: &dyn crate::ports::Scheduler,
+    req: &ApprovalRequest,
+    group: &str,
+    role_arn: &str,
+    target_arn: &str,
+    now: DateTime<Utc>,
+) -> Result<bool> {
+    if req.state != ApprovalState::Approved {
+        return Err(NbaopsError::InvalidEvent(format!(
+            "approval {} is {:?}, not approved: not dispatched",
+            req.id, req.state
+        )));
+    }
+    let at = now + chrono::Duration::minutes(1);
+    let at = at.with_nanosecond(0).unwrap_or(at);
+    let schedule = crate::ports::OneTimeSchedule {
+        group: group.to_string(),
+        name: schedule_name(&req.id),
+        at,
+        target_arn: target_arn.to_string(),
+        role_arn: role_arn.to_string(),
+        input: approved_input(req),
+    };
+    scheduler.create_once(&schedule).await
+}
+
+/// The audit record of one answer to approval `id` (a decision is not an action on the platform:
+/// it passes no guard step; the approved action passes the owner's guard when carried out).
+/// `changed`: this answer moved the request (outcome acted); otherwise it was refused and nothing
+/// changed (outcome skipped). `what` says what it came to, in words.
+pub struct DecisionAudit<'a> {
+    pub env: &'a str,
+    pub function: &'a str,
+    pub request_id: &'a str,
+    pub id: &'a str,
+    pub verdict: Verdict,
+    pub who: &'a Decided,
+    pub request: Option<&'a ApprovalRequest>,
+    pub changed: bool,
+    pub what: String,
+}
+
+impl DecisionAudit<'_> {
+    pub fn record(&self) -> super::AuditRecord {
+        let verb = match self.verdict {
+            Verdict::Approve => "approve",
+            Verdict::Deny => "deny",
+        };
+        let (resource, severity, asked) = match self.request {
+            Some(r) => (
+                r.action.resource.clone(),
+                r.action.severity,
+                format!(" ({} {})", r.action.action, r.action.resource),
+            ),
+            None => (
+                format!("approval:{}", self.id),
+                crate::alerts::Severity::P3,
+                String::new(),
+            ),
+        };
+        let state = |r: Option<&ApprovalRequest>| {
+            r.map(|r| serde_json::json!({"approval": r.id, "state": r.state}))
+                .unwrap_or(Value::Null)
+        };
+        super::AuditRecord {
+            schema: super::AUDIT_SCHEMA.into(),
+            at: self.who.at,
+            env: self.env.to_string(),
+            function: self.function.to_string(),
+            request_id: self.request_id.to_string(),
+            event_id: format!("approval-{}", self.id),
+            action: format!("approval.{verb}"),
+            resource,
+            reason: format!("{verb} by {} from {}", self.who.by, self.who.from),
+            severity,
+            outcome: if self.changed {
+                super::Outcome::Acted
+            } else {
+                super::Outcome::Skipped
+            },
+            dry_run: false,
+            stopped_by: None,
+            emergency_change: false,
+            steps: Vec::new(),
+            before: Value::Null,
+            after: state(self.request),
+            error: None,
+            explanation: super::Explanation::default(),
+            sentence: format!(
+                "{} from {} answered {verb} to approval {}{asked} at {}: {}",
+                self.who.by,
+                self.who.from,
+                self.id,
+                self.who.at.to_rfc3339(),
+                self.what
+            ),
+        }
+    }
+}
+
+/// What an answer to a request needs: the deployment's config, the ledger, the notifier the audit
+/// records go through, the scheduler an approval is dispatched with, and who answers through what.
+/// Shared by alert-router's links and `nbaops approve`/`deny`.
+pub struct Answering<'a> {
+    pub cfg: &'a crate::config::Config,
+    pub ledger: &'a dyn Ledger,
+    pub notifier: &'a dyn crate::ports::Notifier,
+    /// `None`: nothing is scheduled (`nbaops plan`); the answer says so.
+    pub scheduler: Option<&'a dyn crate::ports::Scheduler>,
+    pub dispatch: &'a crate::config::alerts::ApprovalDispatch,
+    /// The function (or command) recording the answer, and its request id.
+    pub function: &'a str,
+    pub request_id: &'a str,
+}
+
+/// What one answer came to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answered {
+    /// This answer decided the request (otherwise it was refused and nothing changed).
+    pub decided: bool,
+    pub request: Option<ApprovalRequest>,
+    /// In words, as audited.
+    pub what: String,
+}
+
+/// A request's state in words: "approved by alice from 192.0.2.1 at …".
+pub fn state_words(r: &ApprovalRequest) -> String {
+    let state = serde_json::to_value(r.state)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    match &r.decided {
+        Some(d) => format!(
+            "{state} by {} from {} at {}",
+            d.by,
+            d.from,
+            d.at.to_rfc3339()
+        ),
+        None => state,
+    }
+}
+
+impl Answering<'_> {
+    /// One answer to request `id`: [`decide`]d once, audited, an approval dispatched. A request
+    /// found already approved is dispatched again (one schedule per request: nothing new unless
+    /// the first dispatch failed), so answering again retries a failed dispatch.
+    pub async fn answer(&self, id: &str, verdict: Verdict, who: Decided) -> Result<Answered> {
+        let env = self.cfg.env.to_string();
+        let d = decide(self.ledger, &env, id, verdict, who.clone()).await?;
+        let (req, decided, what) = match d {
+            Decision::Decided(r) => {
+                let what = if r.state == ApprovalState::Approved {
+                    format!("approved; {}", self.dispatch_approved(&r, who.at).await)
+                } else {
+                    "denied: nothing is done".to_string()
+                };
+                (Some(r), true, what)
+            }
+            Decision::AlreadyDecided(r) => {
+                let mut what = format!("refused: already {}", state_words(&r));
+                if r.state == ApprovalState::Approved {
+                    what.push_str(&format!("; {}", self.dispatch_approved(&r, who.at).await));
+                }
+                (Some(r), false, what)
+            }
+            Decision::Expired(r) => {
+                let what = format!(
+                    "refused: the request expired at {}",
+                    r.expires_at.to_rfc3339()
+                );
+                (Some(r), false, what)
+            }
+            Decision::NotAnApprover(r) => (
+                Some(r),
+                false,
+                format!("refused: {} is not an approver of this request", who.by),
+            ),
+            Decision::NotFound => (None, false, "refused: no such approval request".into()),
+        };
+        self.audit(id, verdict, &who, req.as_ref(), decided, &what)
+            .await?;
+        Ok(Answered {
+            decided,
+            request: req,
+            what,
+        })
+    }
+
+    /// Sends an approved request to its owner ([`dispatch`]), in words. No target configured for
+    /// its function, no scheduler, or the schedule refused: said (a failure logged as an error),
+    /// nothing scheduled — the approval stays recorded, and answering it again (a link's POST,
+    /// `nbaops approve`) dispatches it again.
+    pub async fn dispatch_approved(&self, r: &ApprovalRequest, now: DateTime<Utc>) -> String {
+        match self.try_dispatch(r, now).await {
+            Ok(words) => words,
+            Err(e) => {
+                tracing::error!(approval = %r.id, function = %r.function, error = %e, "approved, but its schedule could not be created");
+                format!(
+                    "NOT dispatched ({e}): answer again (`nbaops approve {} --as NAME`) to retry",
+                    r.id
+                )
+            }
+        }
+    }
+
+    async fn try_dispatch(&self, r: &ApprovalRequest, now: DateTime<Utc>) -> Result<String> {
+        let Some((group, role, target)) = self.dispatch.for_function(&r.function) else {
+            tracing::error!(approval = %r.id, function = %r.function, "approved, but alerts.approval.group/role_arn/targets name no target for its function: not dispatched");
+            return Ok(format!(
+                "NOT dispatched: alerts.approval.group/role_arn/targets have no target for {}",
+                r.function
+            ));
+        };
+        let Some(scheduler) = self.scheduler else {
+            return Ok(format!(
+                "dry-run: would schedule approval-{} for {}",
+                r.id, r.function
+            ));
+        };
+        Ok(if dispatch(scheduler, r, group, role, target, now).await? {
+            format!(
+                "{} carries it out within a minute (schedule approval-{})",
+                r.function, r.id
+            )
+        } else {
+            format!(
+                "already sent to {} (schedule approval-{})",
+                r.function, r.id
+            )
+        })
+    }
+
+    /// The audit record of one answer ([`DecisionAudit`]).
+    pub async fn audit(
+        &self,
+        id: &str,
+        verdict: Verdict,
+        who: &Decided,
+        req: Option<&ApprovalRequest>,
+        changed: bool,
+        what: &str,
+    ) -> Result<()> {
+        let env = self.cfg.env.to_string();
+        let rec = DecisionAudit {
+            env: &env,
+            function: self.function,
+            request_id: self.request_id,
+            id,
+            verdict,
+            who,
+            request: req,
+            changed,
+            what: what.to_string(),
+        }
+        .record();
+        super::write_audit(self.cfg, self.ledger, self.notifier, &rec).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -437,5 +708,41 @@ mod tests {
         assert_eq!(states, want);
         let (again, _) = expire_due(&ledger, "dev", later).await.unwrap();
         assert!(again.is_empty(), "each once");
+    }
+
+    #[tokio::test]
+    async fn dispatch_schedules_an_approval_once_and_nothing_else() {
+        use crate::fakes::FakeScheduler;
+        let ledger = FakeLedger::default();
+        let now = chrono::DateTime::parse_from_rfc3339("2026-06-17T14:00:00.500Z")
+            .unwrap()
+            .to_utc();
+        let r = request(now);
+        r.create(&ledger).await.unwrap();
+        let sched = FakeScheduler::default();
+        let err = dispatch(&sched, &r, "g", "arn:role", "arn:fn", now).await;
+        assert!(err.is_err(), "a pending request is not dispatched");
+        let who = Decided {
+            by: "alice".into(),
+            from: "cli".into(),
+            at: now,
+        };
+        let Decision::Decided(ok) = decide(&ledger, "dev", &r.id, Verdict::Approve, who)
+            .await
+            .unwrap()
+        else {
+            panic!()
+        };
+        assert!(dispatch(&sched, &ok, "g", "arn:role", "arn:fn", now)
+            .await
+            .unwrap());
+        assert!(!dispatch(&sched, &ok, "g", "arn:role", "arn:fn", now)
+            .await
+            .unwrap());
+        let all = sched.all();
+        assert_eq!(all.len(), 1, "{all:?}");
+        assert_eq!(all[0].name, format!("approval-{}", r.id));
+        assert_eq!(all[0].input, approved_input(&ok));
+        assert_eq!(all[0].expression(), "at(2026-06-17T14:01:00)");
     }
 }
