@@ -558,13 +558,14 @@ impl ScaleOnAlarm {
                 rung,
                 top,
             } => {
-                // Inside the change window, or for a P1, the change is applied now; outside it, a
-                // person is asked to let it happen now when approval.rds.modify_class says so
-                // (issue #19); otherwise RDS applies it in the instance's maintenance window,
-                // which infra aligns with ours.
+                // Inside the change window, or for a P1, the change is applied now; outside it,
+                // for a P2, a person is asked to let it happen now when approval.rds.modify_class
+                // says so (issue #19); otherwise RDS applies it in the instance's maintenance
+                // window, which infra aligns with ours.
                 let immediate = why.severity == Severity::P1
                     || in_change_window(&ctx.cfg().guard.window, ctx.now())
-                    || ctx.cfg().approval.policy("rds.modify_class") != ApprovalPolicy::Never;
+                    || (why.severity == Severity::P2
+                        && ctx.cfg().approval.policy("rds.modify_class") != ApprovalPolicy::Never);
                 let action = ProposedAction {
                     action: "rds.modify_class".into(),
                     resource: resource.clone(),
@@ -981,6 +982,55 @@ pub(crate) mod tests {
             r.records[0].notes
         );
         assert!(r.records[0].actions[0].emergency_change);
+    }
+
+    /// Issue #19 with the fakes: a P2 outside the window asks; approved, the class changes once.
+    #[tokio::test]
+    async fn a_p2_class_change_outside_the_window_is_asked_then_carried_out_once() {
+        use nbaops_shared::guard::{approved_input, decide, ApprovalRequest, Decided, Verdict};
+        let map = r#"{"nbaops-dev-db-memory-low":{"target":"rds:nbaops-dev-db","on_alarm":"up","severity":"P2"}}"#;
+        let w = world(&[("NBAOPS_SCALE__ALARM_MAP", map)], 2, false);
+        let r = run(&w, DB_ALARM, wednesday()).await;
+        let a = &r.records[0].actions[0];
+        assert_eq!(a.outcome, Outcome::NeedsApproval, "{}", a.sentence);
+        assert!(w.rds.mutations().is_empty());
+        let id = a.approval_id.clone().unwrap_or_default();
+        let asked: Vec<_> = r.records[0]
+            .alerts
+            .iter()
+            .filter(|x| x.approval_id.as_deref() == Some(id.as_str()))
+            .collect();
+        assert_eq!(asked.len(), 1, "{:?}", r.records[0].alerts);
+        assert_eq!(r.records[0].alerts.len(), 1, "one alert");
+        let who = Decided {
+            by: "alice".into(),
+            from: "cli".into(),
+            at: wednesday(),
+        };
+        let ledger = w.deps.ledger.as_ref();
+        decide(ledger, "dev", &id, Verdict::Approve, who)
+            .await
+            .unwrap();
+        let req = ApprovalRequest::load(ledger, "dev", &id)
+            .await
+            .unwrap()
+            .unwrap();
+        let later = wednesday() + Duration::minutes(5);
+        let r = handle(approved_input(&req), inv(later), &w).await.unwrap();
+        assert_eq!(
+            w.rds.mutations(),
+            vec!["modify_instance_class nbaops-dev-db db.t3.small immediate=true"],
+            "{:?}",
+            r.records[0]
+        );
+        assert_eq!(r.records[0].actions[0].outcome, Outcome::Acted);
+        let r = handle(approved_input(&req), inv(later), &w).await.unwrap();
+        assert_eq!(w.rds.mutations().len(), 1, "used once: {:?}", r.records[0]);
+        assert!(
+            r.records[0].notes[0].contains("already used"),
+            "{:?}",
+            r.records[0]
+        );
     }
 
     #[tokio::test]
