@@ -571,7 +571,7 @@ impl<'a> Guard<'a> {
         } else {
             &e.change
         };
-        rec.sentence = format!("Did not {verb} {change}: {note}.");
+        rec.sentence = format!("Did not {verb} {change}: {}; {note}.", e.because());
         rec.approval_id = Some(id.clone());
         write_audit_with(self.cfg, self.ledger, self.notifier, &rec, Vec::new()).await?;
         Ok(rec)
