@@ -89,6 +89,22 @@ async fn ask(f: &FunctionUnderTest, alarm: Value) -> String {
     id
 }
 
+/// `nbaops --json status` on the functions' environment and the test clock.
+async fn status(stack: &Stack) -> Value {
+    let out = tokio::process::Command::new(function_binary("nbaops").unwrap())
+        .env_clear()
+        .envs(std::env::var_os("PATH").map(|p| ("PATH", p)))
+        .envs(stack.function_env(&[]))
+        .envs([clock::env()])
+        .args(["--json", "status"])
+        .current_dir(workspace_root())
+        .output()
+        .await
+        .unwrap();
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)))
+}
+
 fn modify_calls(stack: &Stack) -> usize {
     stack.moto.count_calls(FN, "rds", "ModifyDBInstance")
 }
@@ -116,6 +132,26 @@ async fn a_p2_class_change_outside_the_window_is_asked_and_done_once_when_approv
     assert_eq!(alerts[0]["approval_id"], denied.as_str(), "{alerts:?}");
     assert_eq!(alerts[0]["severity"], "P2");
     assert_eq!(modify_calls(&stack), 0);
+    // `nbaops status` lists it, as stored.
+    let s = status(&stack).await;
+    assert_eq!(s["approvals"].as_array().map(Vec::len), Some(1), "{s}");
+    let p = &s["approvals"][0];
+    assert_eq!(
+        (&p["id"], &p["action"], &p["resource"]),
+        (
+            &Value::from(denied.as_str()),
+            &Value::from("rds.modify_class"),
+            &Value::from("rds:nbaops-dev-db")
+        ),
+        "{s}"
+    );
+    assert_eq!(p["sentence"], Value::from(req.sentence.as_str()), "{s}");
+    assert_eq!(
+        p["expires_at"],
+        Value::from(req.expires_at.to_rfc3339()),
+        "{s}"
+    );
+    assert_eq!(p["approvers"], serde_json::json!([]), "{s}");
 
     // Denied: delivering the task anyway does nothing.
     let d = decide(&l, "dev", &denied, Verdict::Deny, who("alice"))
