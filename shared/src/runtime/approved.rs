@@ -113,9 +113,10 @@ pub async fn approved<F: Function>(
         Live::Is { state, .. } => differs(&action.before, state),
     };
     // The claim: approved -> used, before anything is done. Lost: someone else carries it out.
-    let first_outcome = match &mismatch {
-        Some(why) => format!("no longer matches live state: {why}"),
-        None => "being carried out".to_string(),
+    let first_outcome = match (&mismatch, &live) {
+        (Some(why), Live::NotCarriedOut) => format!("not carried out: {why}"),
+        (Some(why), _) => format!("no longer matches live state: {why}"),
+        (None, _) => "being carried out".to_string(),
     };
     let Some(claimed) = req
         .transition(ledger, ApprovalState::Used, |r| {
