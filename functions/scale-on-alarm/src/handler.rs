@@ -1034,6 +1034,33 @@ pub(crate) mod tests {
     }
 
     #[tokio::test]
+    async fn in_dry_run_it_would_ask_and_asks_nobody() {
+        let map = r#"{"nbaops-dev-db-memory-low":{"target":"rds:nbaops-dev-db","on_alarm":"up","severity":"P2"}}"#;
+        let w = world(
+            &[
+                ("NBAOPS_SCALE__ALARM_MAP", map),
+                ("NBAOPS_GUARD__DRY_RUN", "true"),
+            ],
+            2,
+            false,
+        );
+        let r = run(&w, DB_ALARM, wednesday()).await;
+        let a = &r.records[0].actions[0];
+        assert_eq!((a.outcome, a.dry_run), (Outcome::NeedsApproval, true));
+        assert!(
+            a.sentence.starts_with("Would ask for approval to move"),
+            "{}",
+            a.sentence
+        );
+        assert!(r.records[0].alerts.is_empty(), "{:?}", r.records[0].alerts);
+        let stored = nbaops_shared::guard::ApprovalRequest::all(w.deps.ledger.as_ref(), "dev")
+            .await
+            .unwrap();
+        assert!(stored.is_empty());
+        assert!(w.rds.mutations().is_empty());
+    }
+
+    #[tokio::test]
     async fn memcached_gets_one_node() {
         let w = world(&[], 2, false);
         run(&w, CACHE_ALARM, wednesday()).await;
