@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use chrono::Duration;
 use nbaops_shared::config::{Config, Env};
-use nbaops_shared::guard::AuditRecord;
+use nbaops_shared::guard::{ApprovalRequest, ApprovalState, AuditRecord};
 use nbaops_shared::ports::Ledger;
 use serde::Serialize;
 use serde_json::Value;
@@ -26,9 +26,40 @@ pub struct Args {
     pub days: i64,
 }
 
-/// The ledger partition of the pending approvals (issue #19): `approval#<env>`.
-pub fn approvals_pk(env: &str) -> String {
-    format!("approval#{env}")
+/// A request waiting for a person (issue #19), as `ApprovalRequest::all` reads it.
+#[derive(Debug, Serialize)]
+pub struct PendingApproval {
+    pub id: String,
+    pub action: String,
+    pub resource: String,
+    pub sentence: String,
+    pub expires_at: String,
+    /// Empty: anyone holding a valid link may approve.
+    pub approvers: Vec<String>,
+}
+
+/// The pending requests of `env`, and the items that could not be read (shown, never guessed).
+async fn pending_approvals(
+    ledger: &dyn Ledger,
+    env: &str,
+) -> CliResult<(Vec<PendingApproval>, Vec<String>)> {
+    let mut pending = Vec::new();
+    let mut unreadable = Vec::new();
+    for item in ApprovalRequest::all(ledger, env).await? {
+        match item {
+            Ok(r) if r.state == ApprovalState::Pending => pending.push(PendingApproval {
+                id: r.id,
+                action: r.action.action,
+                resource: r.action.resource,
+                sentence: r.sentence,
+                expires_at: r.expires_at.to_rfc3339(),
+                approvers: r.approvers,
+            }),
+            Ok(_) => {}
+            Err(e) => unreadable.push(e),
+        }
+    }
+    Ok((pending, unreadable))
 }
 
 #[derive(Debug, Serialize)]
@@ -53,7 +84,10 @@ pub struct StatusReport {
     /// Contained environment → resource → what was saved to undo the containment (cost-anomaly
     /// contains an environment from any deployment's ledger: every environment is looked at).
     pub contained: BTreeMap<String, BTreeMap<String, Value>>,
-    pub approvals: Vec<(String, Value)>,
+    pub approvals: Vec<PendingApproval>,
+    /// Approval items the ledger holds but that could not be read.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub approvals_unreadable: Vec<String>,
     pub last_action: BTreeMap<String, Option<AuditRecord>>,
 }
 
@@ -113,7 +147,7 @@ pub async fn run(args: Args, out: &Output) -> CliResult<i32> {
             contained.insert(e.to_string(), items);
         }
     }
-    let approvals = ledger.query(&approvals_pk(&env), "").await?;
+    let (approvals, approvals_unreadable) = pending_approvals(&ledger, &env).await?;
     let now = nbaops_shared::clock::now();
     let (records, _) = crate::audit::read(
         &ledger,
@@ -142,6 +176,7 @@ pub async fn run(args: Args, out: &Output) -> CliResult<i32> {
         drills,
         contained,
         approvals,
+        approvals_unreadable,
         last_action,
     };
     out.emit(&report, &render(&report, args.days))?;
@@ -226,8 +261,19 @@ fn render(r: &StatusReport, days: i64) -> String {
     if r.approvals.is_empty() {
         s.push_str("pending approvals: none\n");
     }
-    for (k, v) in &r.approvals {
-        s.push_str(&format!("pending approval: {k} {v}\n"));
+    for a in &r.approvals {
+        let who = if a.approvers.is_empty() {
+            "anyone with the link".to_string()
+        } else {
+            a.approvers.join(", ")
+        };
+        s.push_str(&format!(
+            "pending approval {}: {} {} until {} (approvers: {who}): {}\n",
+            a.id, a.action, a.resource, a.expires_at, a.sentence
+        ));
+    }
+    for e in &r.approvals_unreadable {
+        s.push_str(&format!("approval item unreadable: {e}\n"));
     }
     for (f, a) in &r.last_action {
         match a {

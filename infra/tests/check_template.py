@@ -313,7 +313,7 @@ for key, (sections, secrets) in SSM_PLAN.items():
     fn = functions.get(key)
     if fn is None:
         continue
-    paths = {SSM + s for s in ["guard", "audit"] + sections}
+    paths = {SSM + s for s in ["guard", "audit", "approval"] + sections}
     secret_arns = {SSM + "secrets/" + s for s in secrets}
     single_arns = {SSM + p for p in SSM_SINGLE.get(key, [])}
     check(f"{key}: GetParametersByPath on exactly {sorted(p.rsplit('/', 1)[-1] for p in paths)}",

@@ -77,11 +77,16 @@ pub struct Alert {
 
 pub const ALERT_SCHEMA: &str = "nbaops.alert/v1";
 
+/// The kind of the alert that asks a person to approve an action (dedup key `approval#<id>`).
+pub const APPROVAL_KIND: &str = "approval";
+
 /// Every kind of alert nbaops raises, with what it means. An alert's kind is its dedup key's
 /// prefix before the first `#`; a CloudWatch alarm routed by alert-router (dedup key: the
 /// alarm's ARN) is `cloudwatch-alarm`. Each kind has its page `docs/runbooks/<kind>.md`.
 #[rustfmt::skip]
 pub const KINDS: &[(&str, &str)] = &[
+    // any function, through the guard (issue #19)
+    (APPROVAL_KIND, "an action waits for a person: approve or deny it with the links in the message"),
     // scale-on-alarm
     ("scale_out", "a group was scaled out (or the attempt failed)"),
     ("scale_in", "a group was scaled in (or the attempt failed)"),
@@ -185,6 +190,12 @@ impl Alert {
             runbook: None,
             at,
         }
+    }
+
+    /// The alert asks for approval request `id` (kind [`APPROVAL_KIND`]).
+    pub fn asking(mut self, id: &str) -> Self {
+        self.approval_id = Some(id.to_string());
+        self
     }
 
     pub fn with_details(mut self, details: Value) -> Self {

@@ -213,7 +213,7 @@ pub const METRICS: &[Metric] = &[
 
 /// The values of the dimensions the dashboard names one by one (the others — function, env, db —
 /// come from the deployment).
-pub const OUTCOMES: &[&str] = &["acted", "would-act", "skipped", "failed"];
+pub const OUTCOMES: &[&str] = &["acted", "would-act", "skipped", "failed", "needs-approval"];
 pub const GUARD_STEPS: &[&str] = &[
     "kill_switch",
     "dry_run",
@@ -432,10 +432,15 @@ mod tests {
             Outcome::WouldAct,
             Outcome::Skipped,
             Outcome::Failed,
+            Outcome::NeedsApproval,
         ];
         for o in outcomes {
             match o {
-                Outcome::Acted | Outcome::WouldAct | Outcome::Skipped | Outcome::Failed => {}
+                Outcome::Acted
+                | Outcome::WouldAct
+                | Outcome::Skipped
+                | Outcome::Failed
+                | Outcome::NeedsApproval => {}
             }
         }
         let got: Vec<String> = outcomes

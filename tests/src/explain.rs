@@ -34,6 +34,10 @@ pub fn check_sentence(r: &AuditRecord) -> Result<(), String> {
         Outcome::WouldAct => format!("Would {} {}", e.verb, e.change),
         Outcome::Skipped => format!("Did not {} {}", e.verb, e.change),
         Outcome::Failed => format!("Tried to {} {}", e.verb, e.change),
+        Outcome::NeedsApproval if r.dry_run => {
+            format!("Would ask for approval to {} {}", e.verb, e.change)
+        }
+        Outcome::NeedsApproval => format!("Asked for approval to {} {}", e.verb, e.change),
     };
     if !s.starts_with(&opening) {
         return fail(format!("does not open with {opening:?}"));

@@ -220,6 +220,7 @@ fn record(function: &str, resource: &str, at: DateTime<Utc>, outcome: Outcome) -
         // Seeded as a record written before explanations: the command reads it in the old words.
         explanation: Default::default(),
         sentence: String::new(),
+        approval_id: None,
     }
 }
 

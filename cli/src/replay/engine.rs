@@ -443,7 +443,8 @@ fn record(
                 Outcome::Acted => totals.acted += 1,
                 Outcome::WouldAct => totals.would_act += 1,
                 Outcome::Failed => totals.failed += 1,
-                Outcome::Skipped => {
+                // Waiting for a person is not done: counted with the skipped, by its step.
+                Outcome::Skipped | Outcome::NeedsApproval => {
                     totals.skipped += 1;
                     *totals
                         .skipped_by

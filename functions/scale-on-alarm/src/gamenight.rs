@@ -120,7 +120,8 @@ fn left_for_later(audit: &AuditRecord) -> bool {
             audit.stopped_by,
             Some(GuardStep::BlastRadius | GuardStep::Cooldown)
         ),
-        Outcome::Acted | Outcome::WouldAct => false,
+        // Waiting for a person: the approved task carries it out, not a follow-up.
+        Outcome::Acted | Outcome::WouldAct | Outcome::NeedsApproval => false,
     }
 }
 

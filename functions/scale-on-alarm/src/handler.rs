@@ -8,13 +8,15 @@ use nbaops_shared::adapters::{
     AwsClients, SdkAutoScaling, SdkCloudWatch, SdkElastiCache, SdkRds, SdkScheduler,
 };
 use nbaops_shared::alerts::Severity;
+use nbaops_shared::config::ApprovalPolicy;
+use nbaops_shared::error::NbaopsError;
 use nbaops_shared::events::{AlarmChange, AlarmState, AlarmTrigger, Inbound, SingleMetric};
 use nbaops_shared::guard::explain::num;
 use nbaops_shared::guard::{
     in_change_window, AuditRecord, Bounds, Explanation, Observation, Outcome, ProposedAction,
 };
 use nbaops_shared::ports::{AutoScaling, CloudWatch, ElastiCache, LedgerWrite, Rds, Scheduler};
-use nbaops_shared::runtime::{Ctx, Deps, Function, InvocationReport, RecordReport, Work};
+use nbaops_shared::runtime::{Ctx, Deps, Function, InvocationReport, Live, RecordReport, Work};
 use nbaops_shared::Result;
 
 use crate::plan::{
@@ -91,6 +93,72 @@ impl Function for ScaleOnAlarm {
             other => Ok(ctx.not_mine(&other)),
         }
     }
+
+    /// An approved class change or group resize (issue #19): the instance's class and status, the
+    /// group's desired / min / max, as the plan's `before` holds them.
+    async fn live(&self, a: &ProposedAction, _ctx: &Ctx<'_>) -> Result<Live> {
+        match (a.action.as_str(), approved_target(a)) {
+            ("rds.modify_class", Some(id)) => Ok(match self.rds.describe_instance(id).await? {
+                None => Live::Gone,
+                Some(db) => Live::Is {
+                    state: json!({"class": db.class, "status": db.status}),
+                    tags: db.tags,
+                },
+            }),
+            ("asg.scale_out" | "asg.scale_in", Some(name)) => {
+                Ok(match self.asg.describe_group(name).await? {
+                    None => Live::Gone,
+                    Some(g) => Live::Is {
+                        state: json!({"desired": g.desired, "min": g.min_size, "max": g.max_size}),
+                        tags: g.tags,
+                    },
+                })
+            }
+            _ => Ok(Live::NotCarriedOut),
+        }
+    }
+
+    /// The plan's `after`, exactly: the class (now or at the maintenance window, as planned), or
+    /// the desired capacity.
+    async fn apply(&self, a: &ProposedAction, _ctx: &Ctx<'_>) -> Result<()> {
+        let bad = || NbaopsError::InvalidEvent(format!("approved plan not understood: {a:?}"));
+        match (a.action.as_str(), approved_target(a)) {
+            ("rds.modify_class", Some(id)) => {
+                let class = a
+                    .after
+                    .get("class")
+                    .and_then(Value::as_str)
+                    .ok_or_else(bad)?;
+                let now = a
+                    .after
+                    .get("apply_immediately")
+                    .and_then(Value::as_bool)
+                    .ok_or_else(bad)?;
+                self.rds.modify_instance_class(id, class, now).await
+            }
+            ("asg.scale_out" | "asg.scale_in", Some(name)) => {
+                let desired = a
+                    .after
+                    .get("desired")
+                    .and_then(Value::as_i64)
+                    .and_then(|d| i32::try_from(d).ok())
+                    .ok_or_else(bad)?;
+                self.asg.set_desired_capacity(name, desired).await
+            }
+            _ => Err(bad()),
+        }
+    }
+}
+
+/// The instance id or group name of an approved plan's resource (`rds:<id>`, `asg:<name>`).
+fn approved_target(a: &ProposedAction) -> Option<&str> {
+    let (kind, name) = a.resource.split_once(':')?;
+    let want = if a.action.starts_with("rds.") {
+        "rds"
+    } else {
+        "asg"
+    };
+    (kind == want && !name.is_empty()).then_some(name)
 }
 
 /// Counts this alarm's transitions in the flap window, this one included, and hands back the
@@ -490,10 +558,14 @@ impl ScaleOnAlarm {
                 rung,
                 top,
             } => {
-                // Inside the change window, or for a P1, the change is applied now; otherwise RDS
-                // applies it in the instance's maintenance window, which infra aligns with ours.
+                // Inside the change window, or for a P1, the change is applied now; outside it,
+                // for a P2, a person is asked to let it happen now when approval.rds.modify_class
+                // says so (issue #19); otherwise RDS applies it in the instance's maintenance
+                // window, which infra aligns with ours.
                 let immediate = why.severity == Severity::P1
-                    || in_change_window(&ctx.cfg().guard.window, ctx.now());
+                    || in_change_window(&ctx.cfg().guard.window, ctx.now())
+                    || (why.severity == Severity::P2
+                        && ctx.cfg().approval.policy("rds.modify_class") != ApprovalPolicy::Never);
                 let action = ProposedAction {
                     action: "rds.modify_class".into(),
                     resource: resource.clone(),
@@ -910,6 +982,82 @@ pub(crate) mod tests {
             r.records[0].notes
         );
         assert!(r.records[0].actions[0].emergency_change);
+    }
+
+    /// Issue #19 with the fakes: a P2 outside the window asks; approved, the class changes once.
+    #[tokio::test]
+    async fn a_p2_class_change_outside_the_window_is_asked_then_carried_out_once() {
+        use nbaops_shared::guard::{approved_input, decide, ApprovalRequest, Decided, Verdict};
+        let map = r#"{"nbaops-dev-db-memory-low":{"target":"rds:nbaops-dev-db","on_alarm":"up","severity":"P2"}}"#;
+        let w = world(&[("NBAOPS_SCALE__ALARM_MAP", map)], 2, false);
+        let r = run(&w, DB_ALARM, wednesday()).await;
+        let a = &r.records[0].actions[0];
+        assert_eq!(a.outcome, Outcome::NeedsApproval, "{}", a.sentence);
+        assert!(w.rds.mutations().is_empty());
+        let id = a.approval_id.clone().unwrap_or_default();
+        let asked: Vec<_> = r.records[0]
+            .alerts
+            .iter()
+            .filter(|x| x.approval_id.as_deref() == Some(id.as_str()))
+            .collect();
+        assert_eq!(asked.len(), 1, "{:?}", r.records[0].alerts);
+        assert_eq!(r.records[0].alerts.len(), 1, "one alert");
+        let who = Decided {
+            by: "alice".into(),
+            from: "cli".into(),
+            at: wednesday(),
+        };
+        let ledger = w.deps.ledger.as_ref();
+        decide(ledger, "dev", &id, Verdict::Approve, who)
+            .await
+            .unwrap();
+        let req = ApprovalRequest::load(ledger, "dev", &id)
+            .await
+            .unwrap()
+            .unwrap();
+        let later = wednesday() + Duration::minutes(5);
+        let r = handle(approved_input(&req), inv(later), &w).await.unwrap();
+        assert_eq!(
+            w.rds.mutations(),
+            vec!["modify_instance_class nbaops-dev-db db.t3.small immediate=true"],
+            "{:?}",
+            r.records[0]
+        );
+        assert_eq!(r.records[0].actions[0].outcome, Outcome::Acted);
+        let r = handle(approved_input(&req), inv(later), &w).await.unwrap();
+        assert_eq!(w.rds.mutations().len(), 1, "used once: {:?}", r.records[0]);
+        assert!(
+            r.records[0].notes[0].contains("already used"),
+            "{:?}",
+            r.records[0]
+        );
+    }
+
+    #[tokio::test]
+    async fn in_dry_run_it_would_ask_and_asks_nobody() {
+        let map = r#"{"nbaops-dev-db-memory-low":{"target":"rds:nbaops-dev-db","on_alarm":"up","severity":"P2"}}"#;
+        let w = world(
+            &[
+                ("NBAOPS_SCALE__ALARM_MAP", map),
+                ("NBAOPS_GUARD__DRY_RUN", "true"),
+            ],
+            2,
+            false,
+        );
+        let r = run(&w, DB_ALARM, wednesday()).await;
+        let a = &r.records[0].actions[0];
+        assert_eq!((a.outcome, a.dry_run), (Outcome::NeedsApproval, true));
+        assert!(
+            a.sentence.starts_with("Would ask for approval to move"),
+            "{}",
+            a.sentence
+        );
+        assert!(r.records[0].alerts.is_empty(), "{:?}", r.records[0].alerts);
+        let stored = nbaops_shared::guard::ApprovalRequest::all(w.deps.ledger.as_ref(), "dev")
+            .await
+            .unwrap();
+        assert!(stored.is_empty());
+        assert!(w.rds.mutations().is_empty());
     }
 
     #[tokio::test]

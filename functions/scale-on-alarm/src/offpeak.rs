@@ -187,7 +187,8 @@ pub fn still_pending(audit: &AuditRecord, floor: i32) -> bool {
             .get("desired")
             .and_then(Value::as_i64)
             .is_some_and(|d| d > i64::from(floor)),
-        Outcome::WouldAct => false,
+        // Waiting for a person: the approved task carries it out, not the next step.
+        Outcome::WouldAct | Outcome::NeedsApproval => false,
         Outcome::Failed => true,
         Outcome::Skipped => !matches!(
             audit.stopped_by,

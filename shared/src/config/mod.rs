@@ -22,6 +22,7 @@ use crate::error::{NbaopsError, Result};
 use crate::ports::Params;
 
 pub mod alerts;
+pub mod approval;
 pub mod backup;
 pub mod capacity;
 pub mod cost;
@@ -31,6 +32,7 @@ pub mod pg;
 pub mod scale;
 mod strategy;
 
+pub use approval::{ApprovalConfig, Policy as ApprovalPolicy};
 pub use scale::{AlarmRoute, FollowUps, GroupPlan, OffPeak, ScaleConfig, Step};
 pub use strategy::strategy_markdown;
 
@@ -55,9 +57,12 @@ pub const CORE_KEYS: &[(&str, &str, &str)] = &[
     ("guard.switch_ttl_seconds", "30", "how long kill switch and dry-run values are cached: a switch flipped in SSM takes effect within this many seconds"),
     ("guard.claim_seconds", "900", "when the Lambda deadline is unknown, how long an idempotency claim is held before a retry may take it over (the function's timeout; 900 is Lambda's maximum)"),
     ("audit.ttl_days", "400", "audit records kept (SPEC: one year cold)"),
+    ("approval.timeout_minutes", "60", "how long an approval request waits for an answer"),
+    ("approval.on_timeout", "deny", "what an unanswered request comes to: deny (nothing happens) or approve"),
+    ("approval.approvers", "", "comma list of who may approve (names in the signed links); empty: anyone holding a valid link"),
 ];
 
-/// The section of the core keys; its SSM paths are `guard/` and `audit/`.
+/// The section of the core keys; its SSM paths are `guard/`, `audit/` and `approval/`.
 pub const CORE: &str = "core";
 
 /// Keys under `prefix` are per-resource overrides (`pattern`), checked by their section's parser.
@@ -81,7 +86,7 @@ pub struct Section {
 /// `KEYS` table and a `from_settings` parser its function calls at init. Register it here and in
 /// [`FUNCTION_SECTIONS`].
 pub const SECTIONS: &[Section] = &[
-    Section { name: CORE, about: "The deployment's resources, the guard every action passes and the audit trail.", keys: CORE_KEYS, dynamic: &[] },
+    Section { name: CORE, about: "The deployment's resources, the guard every action passes and the audit trail.", keys: CORE_KEYS, dynamic: approval::DYNAMIC },
     Section { name: "scale", about: "Capacity (SPEC 2.5, 6.1): what may be scaled, how far, how often.", keys: scale::KEYS, dynamic: scale::DYNAMIC },
     Section { name: "pg", about: "PostgreSQL (SPEC 3.2.2, 5.5.1): the databases, the alert thresholds, the limits of automated maintenance.", keys: pg::KEYS, dynamic: &[] },
     Section { name: "alerts", about: "Severities, channels, response times and escalation (SPEC 3.2.1, 3.2.3, 3.2.4).", keys: alerts::KEYS, dynamic: &[] },
@@ -112,7 +117,7 @@ pub fn config_sections(function: &str) -> Vec<&'static str> {
         .iter()
         .find(|(f, _)| *f == function)
         .map_or(&[][..], |(_, sections)| *sections);
-    ["guard", "audit"]
+    ["guard", "audit", "approval"]
         .into_iter()
         .chain(own.iter().copied())
         .collect()
@@ -395,6 +400,8 @@ pub struct Config {
     /// Parsed for the function that reads the scale section; for the others the default:
     /// nothing to scale.
     pub scale: ScaleConfig,
+    /// When the guard asks a person (every function: the guard reads it).
+    pub approval: ApprovalConfig,
     #[serde(skip)]
     pub settings: Settings,
 }
@@ -483,6 +490,7 @@ impl Config {
             ledger_table: s.string("ledger_table"),
             guard,
             scale,
+            approval: approval::from_settings(&s)?,
             settings: s,
         })
     }
@@ -747,6 +755,7 @@ mod tests {
             vec![
                 "/nbaops/prod/guard/",
                 "/nbaops/prod/audit/",
+                "/nbaops/prod/approval/",
                 "/nbaops/prod/backup/",
                 "/nbaops/prod/pg/"
             ]

@@ -27,7 +27,7 @@ How a value is set, lowest to highest:
 3. an SSM parameter under `/nbaops/<env>/`, the key with `.` as `/`
    (`/nbaops/prod/pg/bloat/warn_percent`): tuned without a deploy.
 
-Each function reads the core section (SSM `guard/` and `audit/`) and its own sections, once at init
+Each function reads the core section (SSM `guard/`, `audit/` and `approval/`) and its own sections, once at init
 (the kill switch and dry-run are re-read every `guard.switch_ttl_seconds`). A bad value or an unknown
 key in those stops its init with an error naming the key and where it came from; an unknown key in
 another function's section is logged as a warning and ignored, so one function's misconfiguration
@@ -49,7 +49,7 @@ fn readers(section: &Section) -> String {
 
 fn ssm_paths(section: &Section) -> String {
     if section.name == CORE {
-        return "`/nbaops/<env>/guard/`, `/nbaops/<env>/audit/` (the top-level keys from the environment only)".into();
+        return "`/nbaops/<env>/guard/`, `/nbaops/<env>/audit/`, `/nbaops/<env>/approval/` (the top-level keys from the environment only)".into();
     }
     format!("`/nbaops/<env>/{}/`", section.name)
 }

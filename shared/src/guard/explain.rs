@@ -254,6 +254,24 @@ pub fn sentence(a: &ProposedAction, d: &Decision, outcome: Outcome, error: Optio
             "Tried to {verb} {change}: {because}; failed: {}.",
             error.unwrap_or("unknown error")
         ),
+        Outcome::NeedsApproval => {
+            let why = d
+                .steps
+                .iter()
+                .find(|r| r.step == crate::guard::GuardStep::ChangeWindow)
+                .map(|r| r.note.clone())
+                .unwrap_or_default();
+            match &d.ask {
+                Some(ask) if !d.dry_run => format!(
+                    "Asked for approval to {verb} {change} until {} (id {}): {because}; {why}.",
+                    ask.until.format("%Y-%m-%d %H:%M UTC"),
+                    ask.id
+                ),
+                _ => format!(
+                    "Would ask for approval to {verb} {change} (dry-run): {because}; {why}."
+                ),
+            }
+        }
     }
 }
 
@@ -317,6 +335,7 @@ mod tests {
             stopped_by: stop.map(|(s, _)| s),
             steps,
             emergency_change: false,
+            ask: None,
             claimed: false,
         }
     }

@@ -40,7 +40,7 @@ use serde_json::{json, Value};
 use tokio::sync::Mutex;
 
 use crate::alerts::{Alert, AlertPublisher, Severity};
-use crate::config::{ChangeWindow, Config};
+use crate::config::{ApprovalPolicy, ChangeWindow, Config};
 use crate::error::{NbaopsError, Result};
 use crate::ports::{Expect, Ledger, LedgerWrite, Notifier, Params, Tags};
 
@@ -109,10 +109,22 @@ pub struct Decision {
     pub stopped_by: Option<GuardStep>,
     pub steps: Vec<StepResult>,
     pub emergency_change: bool,
+    /// Set when the action waits for a person instead (`approval.<action>`): every other step
+    /// passed and the change window step asks. [`Guard::finish`] stores the request (not in
+    /// dry-run) and records the outcome [`Outcome::NeedsApproval`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ask: Option<Ask>,
     /// What this invocation wrote to claim the action (idempotency and cooldown items), so
     /// [`Guard::finish`] can mark it done or release it.
     #[serde(skip)]
     pub claimed: bool,
+}
+
+/// The approval a decision asks for: the request's id and until when a person may answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Ask {
+    pub id: String,
+    pub until: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,6 +134,8 @@ pub enum Outcome {
     WouldAct,
     Skipped,
     Failed,
+    /// Not done: a person was asked (issue #19); the owner carries it out once approved.
+    NeedsApproval,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -151,6 +165,9 @@ pub struct AuditRecord {
     /// the replay print. Empty in older records.
     #[serde(default)]
     pub sentence: String,
+    /// The approval request this decision asked for, or carried out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_id: Option<String>,
 }
 
 pub const AUDIT_SCHEMA: &str = "nbaops.action/v1";
@@ -180,6 +197,11 @@ impl AuditRecord {
             (Outcome::Failed, _) => format!("failed: {}", self.error.as_deref().unwrap_or("?")),
             (Outcome::Skipped, Some(step)) => format!("stopped by guard '{step}'"),
             (Outcome::Skipped, None) => "skipped".into(),
+            (Outcome::NeedsApproval, _) if self.dry_run => "dry-run: would ask for approval".into(),
+            (Outcome::NeedsApproval, _) => format!(
+                "waiting for approval (id {})",
+                self.approval_id.as_deref().unwrap_or("?")
+            ),
         }
     }
 }
@@ -225,6 +247,8 @@ pub struct Guard<'a> {
     /// Unconditional writes that ride along the next claim (one ledger request), or are written
     /// on their own when no claim is made.
     riders: Vec<LedgerWrite>,
+    /// The approval this run carries out (the approved task): the change window step passes.
+    approved: Option<(String, Decided)>,
 }
 
 pub(super) fn step(step: GuardStep, passed: bool, note: impl Into<String>) -> StepResult {
@@ -262,7 +286,15 @@ impl<'a> Guard<'a> {
             fleet_size: 1,
             admitted: 0,
             riders: Vec::new(),
+            approved: None,
         }
+    }
+
+    /// This run carries out an approved request: the change window step passes with "approved
+    /// by <who> at <when>"; every other step is evaluated live.
+    pub fn with_approval(mut self, id: &str, decided: Decided) -> Self {
+        self.approved = Some((id.to_string(), decided));
+        self
     }
 
     /// A handler's own record (unconditional) to write with the next action's claim, saving a
@@ -375,7 +407,24 @@ impl<'a> Guard<'a> {
         };
 
         let mut emergency_change = false;
-        let window_step = if a.disruptive {
+        let policy = self.cfg.approval.policy(&a.action);
+        let window_step = if let Some((_, by)) = &self.approved {
+            step(
+                GuardStep::ChangeWindow,
+                true,
+                format!(
+                    "approved by {} at {}",
+                    by.by,
+                    by.at.format("%Y-%m-%d %H:%M UTC")
+                ),
+            )
+        } else if policy == ApprovalPolicy::Always {
+            step(
+                GuardStep::ChangeWindow,
+                false,
+                format!("approval.{} = always: a person approves it first", a.action),
+            )
+        } else if a.disruptive {
             let open = in_change_window(&self.cfg.guard.window, self.now);
             if open {
                 step(GuardStep::ChangeWindow, true, "inside the change window")
@@ -416,6 +465,7 @@ impl<'a> Guard<'a> {
             ),
         );
 
+        let window_stopped = !window_step.passed;
         let stopped = [
             &kill_step,
             &protect_step,
@@ -450,12 +500,24 @@ impl<'a> Guard<'a> {
         if stopped_by.is_none() {
             self.admitted += 1;
         }
+        // Asked only where the window alone stops it: every other step still applies.
+        let only_window = window_stopped
+            && steps
+                .iter()
+                .all(|s| s.passed || s.step == GuardStep::ChangeWindow);
+        let ask = (only_window && policy != ApprovalPolicy::Never && self.approved.is_none()).then(
+            || Ask {
+                id: approval_id(&self.event_id, &a.action, &a.resource),
+                until: self.now + self.cfg.approval.timeout(),
+            },
+        );
         Ok(Decision {
             proceed: stopped_by.is_none() && !dry_run,
             dry_run,
             stopped_by,
             steps,
             emergency_change,
+            ask,
             claimed: ledger.claimed,
         })
     }
@@ -475,6 +537,70 @@ impl<'a> Guard<'a> {
         self.finish(a, &decision, result).await
     }
 
+    /// The record of an approved plan not carried out because the live state moved since it was
+    /// asked (`why`: what differs): skipped, nothing claimed, the approval named.
+    pub async fn stale_approval(&self, a: &ProposedAction, why: &str) -> Result<AuditRecord> {
+        let Some((id, by)) = &self.approved else {
+            return Err(NbaopsError::InvalidEvent(
+                "a stale approval without an approval".into(),
+            ));
+        };
+        let note = format!(
+            "approved by {} at {}, but the plan no longer matches live state: {why}",
+            by.by,
+            by.at.format("%Y-%m-%d %H:%M UTC")
+        );
+        let d = Decision {
+            proceed: false,
+            dry_run: false,
+            stopped_by: None,
+            steps: vec![step(GuardStep::ChangeWindow, true, note.clone())],
+            emergency_change: false,
+            ask: None,
+            claimed: false,
+        };
+        let mut rec = self.record(a, &d, Outcome::Skipped, None);
+        let e = &a.explanation;
+        let verb = if e.verb.is_empty() {
+            &a.action
+        } else {
+            &e.verb
+        };
+        let change = if e.change.is_empty() {
+            &a.resource
+        } else {
+            &e.change
+        };
+        rec.sentence = format!("Did not {verb} {change}: {}; {note}.", e.because());
+        rec.approval_id = Some(id.clone());
+        write_audit_with(self.cfg, self.ledger, self.notifier, &rec, Vec::new()).await?;
+        Ok(rec)
+    }
+
+    /// Stores the request a decision asks for: the exact plan, its sentence, the expiry and the
+    /// approvers from config. A retried event finds its request there and asks nothing new.
+    async fn ask_approval(&self, a: &ProposedAction, ask: &Ask, sentence: String) -> Result<()> {
+        let req = ApprovalRequest {
+            id: ask.id.clone(),
+            env: self.cfg.env.to_string(),
+            function: self.cfg.function.clone(),
+            event_id: self.event_id.clone(),
+            action: a.clone(),
+            sentence,
+            requested_at: self.now,
+            expires_at: ask.until,
+            on_timeout: self.cfg.approval.on_timeout,
+            approvers: self.cfg.approval.approvers.clone(),
+            state: ApprovalState::Pending,
+            decided: None,
+            outcome: None,
+        };
+        if !req.create(self.ledger).await? {
+            tracing::info!(id = %ask.id, "approval already asked by an earlier delivery");
+        }
+        Ok(())
+    }
+
     /// Records the result. `result` is `None` when nothing was attempted. The claim's fate (done,
     /// or released so a retry may try again) goes in the same ledger write as the audit record.
     pub async fn finish(
@@ -486,6 +612,7 @@ impl<'a> Guard<'a> {
         let (outcome, error) = match (&result, d.proceed, d.stopped_by) {
             (Some(Ok(())), true, _) => (Outcome::Acted, None),
             (Some(Err(e)), _, _) => (Outcome::Failed, Some(e.clone())),
+            (None, false, _) if d.ask.is_some() => (Outcome::NeedsApproval, None),
             (_, _, Some(_)) => (Outcome::Skipped, None),
             (_, false, None) if d.dry_run => (Outcome::WouldAct, None),
             _ => (Outcome::Skipped, None),
@@ -508,7 +635,23 @@ impl<'a> Guard<'a> {
                 writes.push(LedgerWrite::delete(&cpk, &csk));
             }
         }
-        let rec = AuditRecord {
+        if let (Outcome::NeedsApproval, Some(ask), false) = (outcome, &d.ask, d.dry_run) {
+            self.ask_approval(a, ask, explain::sentence(a, d, outcome, None))
+                .await?;
+        }
+        let rec = self.record(a, d, outcome, error);
+        write_audit_with(self.cfg, self.ledger, self.notifier, &rec, writes).await?;
+        Ok(rec)
+    }
+
+    fn record(
+        &self,
+        a: &ProposedAction,
+        d: &Decision,
+        outcome: Outcome,
+        error: Option<String>,
+    ) -> AuditRecord {
+        AuditRecord {
             schema: AUDIT_SCHEMA.into(),
             at: self.now,
             env: self.cfg.env.to_string(),
@@ -529,9 +672,12 @@ impl<'a> Guard<'a> {
             sentence: explain::sentence(a, d, outcome, error.as_deref()),
             error,
             explanation: a.explanation.clone(),
-        };
-        write_audit_with(self.cfg, self.ledger, self.notifier, &rec, writes).await?;
-        Ok(rec)
+            approval_id: match (&d.ask, &self.approved) {
+                (Some(ask), _) => Some(ask.id.clone()),
+                (None, Some((id, _))) => Some(id.clone()),
+                _ => None,
+            },
+        }
     }
 }
 
@@ -1047,5 +1193,220 @@ mod tests {
         );
         let mark = json!({"at": wednesday_noon().to_rfc3339(), "event_id": "e", "shard": 3});
         assert!(serde_json::from_value::<CooldownMark>(mark).is_ok());
+    }
+}
+
+#[cfg(test)]
+mod approval_tests {
+    use super::*;
+    use crate::config::{layer, Env};
+    use crate::fakes::{FakeLedger, FakeNotifier};
+    use chrono::TimeZone;
+
+    fn cfg(policy: &str, dry: bool) -> Config {
+        let vars = [
+            ("NBAOPS_APPROVAL__RDS__MODIFY_CLASS", policy),
+            ("NBAOPS_GUARD__DRY_RUN", if dry { "true" } else { "false" }),
+            ("NBAOPS_APPROVAL__APPROVERS", "alice, bob"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let s = layer(Env::Dev, &vars, &Default::default()).unwrap();
+        Config::from_settings(Env::Dev, "scale-on-alarm", s).unwrap()
+    }
+
+    fn class_change(severity: Severity) -> ProposedAction {
+        ProposedAction {
+            action: "rds.modify_class".into(),
+            resource: "rds:db".into(),
+            tags: Tags::new(),
+            reason: "memory".into(),
+            severity,
+            disruptive: true,
+            bounds: None,
+            cooldown_key: "rds.class".into(),
+            cooldown_seconds: 3600,
+            before: json!({"class": "db.t3.micro", "status": "available"}),
+            after: json!({"class": "db.t3.small", "apply_immediately": true}),
+            explanation: Explanation::new("move", "Moved", "db micro → small", "SPEC 2.5"),
+        }
+    }
+
+    fn tuesday_evening() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 24, 21, 0, 0).unwrap()
+    }
+    fn wednesday_noon() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap()
+    }
+
+    async fn run_with(
+        c: &Config,
+        a: &ProposedAction,
+        l: &FakeLedger,
+        now: DateTime<Utc>,
+        approved: Option<Decided>,
+    ) -> AuditRecord {
+        let (n, sw) = (FakeNotifier::default(), Switches::default());
+        let mut g = Guard::new(
+            GuardPorts {
+                cfg: c,
+                ledger: l,
+                notifier: &n,
+                params: None,
+                switches: &sw,
+            },
+            "evt-1",
+            "req-1",
+            now,
+        );
+        if let Some(d) = approved {
+            g = g.with_approval("abc", d);
+        }
+        let d = g.check(a).await.unwrap();
+        let result = if d.proceed { Some(Ok(())) } else { None };
+        g.finish(a, &d, result).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_policy_matrix() {
+        use Outcome::*;
+        // (policy, in window, severity) -> outcome when live; dry-run turns Acted into WouldAct.
+        let cases = [
+            ("never", true, Severity::P2, Acted),
+            ("never", false, Severity::P1, Acted),
+            ("never", false, Severity::P2, Skipped),
+            ("outside_window", true, Severity::P2, Acted),
+            ("outside_window", false, Severity::P1, Acted),
+            ("outside_window", false, Severity::P2, NeedsApproval),
+            ("always", true, Severity::P2, NeedsApproval),
+            ("always", true, Severity::P1, NeedsApproval),
+            ("always", false, Severity::P1, NeedsApproval),
+            ("always", false, Severity::P2, NeedsApproval),
+        ];
+        for (policy, inside, sev, want) in cases {
+            for dry in [false, true] {
+                let l = FakeLedger::default();
+                let now = if inside {
+                    tuesday_evening()
+                } else {
+                    wednesday_noon()
+                };
+                let r = run_with(&cfg(policy, dry), &class_change(sev), &l, now, None).await;
+                let want = if dry && want == Acted { WouldAct } else { want };
+                let case = format!("{policy} inside={inside} {sev:?} dry={dry}: {}", r.sentence);
+                assert_eq!(r.outcome, want, "{case}");
+                let stored = l.len_with_prefix("approval#");
+                if want == NeedsApproval {
+                    assert_eq!(r.stopped_by, Some(GuardStep::ChangeWindow), "{case}");
+                    let id = approval_id("evt-1", "rds.modify_class", "rds:db");
+                    assert_eq!(r.approval_id.as_deref(), Some(id.as_str()), "{case}");
+                    if dry {
+                        assert_eq!(stored, 0, "dry-run asks nobody: {case}");
+                        assert!(
+                            r.sentence.starts_with("Would ask for approval to move db"),
+                            "{case}"
+                        );
+                    } else {
+                        assert_eq!(stored, 1, "{case}");
+                        assert!(
+                            r.sentence.starts_with(&format!(
+                                "Asked for approval to move db micro → small until {} (id {id})",
+                                (now + chrono::Duration::minutes(60)).format("%Y-%m-%d %H:%M UTC")
+                            )),
+                            "{case}"
+                        );
+                        let req = ApprovalRequest::load(&l, "dev", &id)
+                            .await
+                            .unwrap()
+                            .unwrap();
+                        assert_eq!(req.state, ApprovalState::Pending);
+                        assert_eq!(req.action, class_change(sev));
+                        assert_eq!(req.approvers, vec!["alice", "bob"]);
+                        assert_eq!(req.expires_at, now + chrono::Duration::minutes(60));
+                        assert_eq!(req.sentence, r.sentence);
+                    }
+                } else {
+                    assert_eq!(stored, 0, "{case}");
+                    assert_eq!(r.approval_id, None, "{case}");
+                }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn every_other_step_still_applies_and_an_approval_passes_the_window_only() {
+        let c = cfg("always", false);
+        let l = FakeLedger::default();
+        let mut a = class_change(Severity::P2);
+        a.tags.insert("nbaops:protect".into(), "true".into());
+        let r = run_with(&c, &a, &l, wednesday_noon(), None).await;
+        assert_eq!(
+            (r.outcome, r.stopped_by),
+            (Outcome::Skipped, Some(GuardStep::ProtectedTag)),
+            "a protected resource is not even asked about"
+        );
+        assert_eq!(l.len_with_prefix("approval#"), 0);
+        let who = Decided {
+            by: "alice".into(),
+            from: "cli".into(),
+            at: wednesday_noon(),
+        };
+        let r = run_with(&c, &a, &l, wednesday_noon(), Some(who.clone())).await;
+        assert_eq!(
+            r.stopped_by,
+            Some(GuardStep::ProtectedTag),
+            "approved, still protected"
+        );
+        let a = class_change(Severity::P2);
+        let r = run_with(&c, &a, &l, wednesday_noon(), Some(who.clone())).await;
+        assert_eq!(r.outcome, Outcome::Acted, "{}", r.sentence);
+        assert_eq!(r.approval_id.as_deref(), Some("abc"));
+        assert!(r.steps[5]
+            .note
+            .starts_with("approved by alice at 2026-11-25 12:00"));
+        // The cooldown it started stops the next approved run of another event.
+        let (n, sw) = (FakeNotifier::default(), Switches::default());
+        let mut g = Guard::new(
+            GuardPorts {
+                cfg: &c,
+                ledger: &l,
+                notifier: &n,
+                params: None,
+                switches: &sw,
+            },
+            "evt-2",
+            "req-2",
+            wednesday_noon(),
+        )
+        .with_approval("def", who);
+        assert_eq!(
+            g.check(&a).await.unwrap().stopped_by,
+            Some(GuardStep::Cooldown)
+        );
+    }
+
+    #[test]
+    fn only_actions_whose_owner_carries_approvals_out_may_ask() {
+        let vars = [("NBAOPS_APPROVAL__PG__VACUUM_FULL", "always")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let s = layer(Env::Dev, &vars, &Default::default()).unwrap();
+        let e = Config::from_settings(Env::Dev, "vacuum-trigger", s)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("approval.pg.vacuum_full"), "{e}");
+        let c = cfg("never", false);
+        assert_eq!(c.approval.policy("pg.vacuum_full"), ApprovalPolicy::Never);
+        assert_eq!(c.approval.timeout_minutes, 60);
+        assert_eq!(c.approval.on_timeout, OnTimeout::Deny);
+        let bad = [("NBAOPS_APPROVAL__RDS__MODIFY_CLASS", "sometimes")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let s = layer(Env::Dev, &bad, &Default::default()).unwrap();
+        assert!(Config::from_settings(Env::Dev, "scale-on-alarm", s).is_err());
     }
 }

@@ -10,11 +10,12 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::adapters::AwsClients;
+use crate::alerts::APPROVAL_KIND;
 use crate::alerts::{Alert, Severity};
 use crate::config::Config;
 use crate::error::Result;
 use crate::events::{classify, Inbound};
-use crate::guard::{AuditRecord, Guard, ProposedAction};
+use crate::guard::{AuditRecord, Guard, Outcome, ProposedAction};
 
 use super::{Deps, Reply};
 
@@ -89,6 +90,28 @@ pub trait Function: Sized + Send + Sync + 'static {
     /// One classified record. A kind the function does not take: `Ok(ctx.not_mine(&inbound))`.
     fn on(&self, inbound: Inbound, ctx: &Ctx<'_>) -> impl Future<Output = Result<RecordReport>>;
 
+    /// The live state of an approved action's resource (issue #19, [`super::approved`]), to
+    /// compare with the plan's `before`. Default: this function carries out no approvals (and
+    /// the config refuses to ask for its actions).
+    fn live(
+        &self,
+        _action: &ProposedAction,
+        _ctx: &Ctx<'_>,
+    ) -> impl Future<Output = Result<super::Live>> {
+        async { Ok(super::Live::NotCarriedOut) }
+    }
+
+    /// Applies an approved plan's `after` (called through the guard, by [`super::approved`]).
+    fn apply(&self, action: &ProposedAction, _ctx: &Ctx<'_>) -> impl Future<Output = Result<()>> {
+        let what = action.action.clone();
+        async move {
+            Err(crate::error::NbaopsError::InvalidEvent(format!(
+                "{} carries out no approval of {what}",
+                Self::NAME
+            )))
+        }
+    }
+
     /// What one classified record becomes in the report: [`Function::on`]'s one record. A
     /// function that reports per thing it looks after (pg-health, vacuum-trigger: one record per
     /// database a tick covers) overrides it.
@@ -117,6 +140,9 @@ pub async fn dispatch<F: Function>(
     for inbound in classify(&payload) {
         let recs = match inbound {
             Inbound::NotForMe(n) => vec![RecordReport::not_for_me("", "unknown", n.reason)],
+            Inbound::Schedule(tick) if super::is_approved_task(&tick) => {
+                vec![super::approved(f, &tick, ctx).await?]
+            }
             inbound => f.records(inbound, ctx).await?,
         };
         report.records.extend(recs);
@@ -274,7 +300,33 @@ impl<'a> Work<'a> {
     {
         let audit = self.guard.run(action, effect).await?;
         self.rec.actions.push(audit.clone());
+        self.ask(&audit).await?;
         Ok(audit)
+    }
+
+    /// The one alert of a decision that asked a person (not in dry-run: nothing was asked):
+    /// it carries the request's id, and alert-router puts the signed Approve / Deny links in it.
+    async fn ask(&mut self, audit: &AuditRecord) -> Result<()> {
+        let (Outcome::NeedsApproval, false, Some(id)) =
+            (audit.outcome, audit.dry_run, &audit.approval_id)
+        else {
+            return Ok(());
+        };
+        let alert = self
+            .ctx
+            .alert(
+                audit.severity,
+                &audit.resource,
+                format!("{APPROVAL_KIND}#{id}"),
+                audit.sentence.clone(),
+            )
+            .with_details(serde_json::json!({
+                "action": audit.action, "before": audit.before, "after": audit.after,
+                "reason": audit.reason,
+            }))
+            .with_action("approve or deny with the links in this message, or `nbaops approve|deny`; unanswered, the request comes to approval.on_timeout")
+            .asking(id);
+        self.raise(alert).await
     }
 
     /// Marks the record "not for me" (a record of a kind taken, but not about anything this

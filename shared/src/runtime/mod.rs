@@ -19,7 +19,9 @@ use crate::guard::{Guard, GuardPorts, Switches};
 use crate::ports::{Ledger, Notifier, Params};
 use crate::telemetry;
 
+mod approved;
 mod context;
+pub use approved::{approved, differs, is_approved_task, Live};
 pub use context::{dispatch, Ctx, Function, Invocation, InvocationReport, RecordReport, Work};
 
 /// The ports every function shares (config, alerts and actions topics, SSM, the ledger, the

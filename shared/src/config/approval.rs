@@ -1,0 +1,116 @@
+//! Human approval (issue #19): per action, whether the guard asks a person instead of stopping
+//! at the change window (`outside_window`), before every run (`always`), or never. Core keys:
+//! every function reads `/nbaops/<env>/approval/`, because the guard every function passes reads
+//! them.
+//!
+//! The defaults follow the SPEC's change rules (disruptive changes go in the Tue/Thu window;
+//! outside it only P1 emergencies): an RDS class change outside the window for a P2 is asked for.
+//! A policy other than `never` is refused for an action whose owner cannot carry out an approved
+//! request ([`CARRIED_OUT`]): a request nobody can carry out would only ever expire. The SPEC
+//! would ask for VACUUM FULL / REINDEX of a large table (outside the window), terminating a
+//! backend not on the allow-list (always), containment of a non-prod environment (always) and a
+//! restore drill start (outside the window): they stay `never` until their functions carry out
+//! approvals.
+
+use chrono::Duration;
+use serde::Serialize;
+
+use super::{positive, Dynamic, Settings};
+use crate::error::Result;
+use crate::guard::OnTimeout;
+
+/// When the guard asks a person before an action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Policy {
+    /// The guard decides alone (the change window stops a disruptive non-P1 action).
+    #[default]
+    Never,
+    /// Where the change window would stop a disruptive non-P1 action, ask instead.
+    OutsideWindow,
+    /// Ask before every run of the action, in the window or not, whatever the severity.
+    Always,
+}
+
+impl Policy {
+    fn parse(s: &str) -> Option<Policy> {
+        match s.trim() {
+            "never" => Some(Policy::Never),
+            "outside_window" => Some(Policy::OutsideWindow),
+            "always" => Some(Policy::Always),
+            _ => None,
+        }
+    }
+}
+
+pub const PREFIX: &str = "approval.";
+
+/// Actions whose owning function carries out an approved request (re-reads the live state and
+/// applies the stored plan): scale-on-alarm's class change and group resizes.
+pub const CARRIED_OUT: &[&str] = &["rds.modify_class", "asg.scale_out", "asg.scale_in"];
+
+/// The SPEC's defaults for actions whose owner carries out approvals; any other action: never.
+pub const DEFAULTS: &[(&str, Policy)] = &[("rds.modify_class", Policy::OutsideWindow)];
+
+const SETTINGS: &[&str] = &["timeout_minutes", "on_timeout", "approvers"];
+
+/// Per-action policies under `approval.`.
+pub const DYNAMIC: &[Dynamic] = &[Dynamic {
+    prefix: PREFIX,
+    pattern: "approval.<action>",
+    default: "rds.modify_class: outside_window; every other action: never",
+    meaning: "never | outside_window | always: when the guard asks a person (signed Approve / Deny links in the alert) instead of deciding alone. Only rds.modify_class, asg.scale_out and asg.scale_in may ask (their owner, scale-on-alarm, carries approvals out); VACUUM FULL / REINDEX of a large table, terminating a backend not on the allow-list, containment of a non-prod environment and a restore drill start stay never until their functions can",
+}];
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct ApprovalConfig {
+    /// Set policies (defaults included), by action.
+    pub policies: std::collections::BTreeMap<String, Policy>,
+    pub timeout_minutes: i64,
+    pub on_timeout: OnTimeout,
+    pub approvers: Vec<String>,
+}
+
+impl ApprovalConfig {
+    pub fn policy(&self, action: &str) -> Policy {
+        self.policies.get(action).copied().unwrap_or_default()
+    }
+
+    pub fn timeout(&self) -> Duration {
+        Duration::minutes(self.timeout_minutes)
+    }
+}
+
+pub fn from_settings(s: &Settings) -> Result<ApprovalConfig> {
+    let mut policies: std::collections::BTreeMap<String, Policy> =
+        DEFAULTS.iter().map(|(a, p)| (a.to_string(), *p)).collect();
+    for (action, value) in s.under(PREFIX) {
+        if SETTINGS.contains(&action.as_str()) {
+            continue;
+        }
+        let key = format!("{PREFIX}{action}");
+        let policy =
+            Policy::parse(&value).ok_or_else(|| s.bad(&key, "never, outside_window or always"))?;
+        if policy != Policy::Never && !CARRIED_OUT.contains(&action.as_str()) {
+            return Err(s.bad(
+                &key,
+                &format!(
+                    "never: only {} can carry out an approval",
+                    CARRIED_OUT.join(", ")
+                ),
+            ));
+        }
+        policies.insert(action, policy);
+    }
+    let on_timeout = match s.string("approval.on_timeout").as_str() {
+        "deny" => OnTimeout::Deny,
+        "approve" => OnTimeout::Approve,
+        _ => return Err(s.bad("approval.on_timeout", "deny or approve")),
+    };
+    Ok(ApprovalConfig {
+        policies,
+        timeout_minutes: positive(s, "approval.timeout_minutes", "whole minutes >= 1")?,
+        on_timeout,
+        approvers: s.list("approval.approvers"),
+    })
+}
