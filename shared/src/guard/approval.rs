@@ -374,6 +374,7 @@ impl DecisionAudit<'_> {
             before: Value::Null,
             after: state(self.request),
             error: None,
+            approval_id: Some(self.id.to_string()),
             explanation: super::Explanation::default(),
             sentence: format!(
                 "{} from {} answered {verb} to approval {}{asked} at {}: {}",
