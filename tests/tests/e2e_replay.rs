@@ -116,11 +116,11 @@ fn the_game_night_day_replays_to_the_reasoned_totals_in_text_and_json() {
     assert!(text.contains("a db-snapshot event"), "{text}");
     // The timeline: the web group's scale-out, the ceiling, the failover, an off-hours stop.
     for want in [
-        "asg.scale_out asg:nbaops-dev-web",
+        "Scaled nbaops-dev-web 2 → 3: CPUUtilization 78.4 % > 70 %",
         "capacity exhausted",
         "Multi-AZ failover started",
-        "asg.offhours_stop asg:nbaops-test-web",
-        "stopped by guard 'blast_radius'",
+        "Stopped nbaops-test-web 2 → 0",
+        "stopped by blast radius",
     ] {
         assert!(text.contains(want), "no '{want}' in:\n{text}");
     }
@@ -181,7 +181,7 @@ fn html_is_one_self_contained_page_with_charts_and_the_timeline() {
     );
     assert!(html.contains("group nbaops-dev-web") && html.contains("db nbaops-dev-db"));
     assert!(html.contains("db.t3.small"));
-    assert!(html.contains("asg.scale_out asg:nbaops-dev-web"));
+    assert!(html.contains("Scaled nbaops-dev-web 2 → 3"));
     for asset in [
         "http://",
         "https://",
@@ -321,14 +321,22 @@ fn a_platform_with_the_game_calendar_pre_scales_the_night() {
     let text = stdout(&nbaops(&["--platform", file.to_str().unwrap()], None));
     std::fs::remove_dir_all(&dir).unwrap();
     assert!(
-        text.contains("2026-11-25 18:30:00Z asg.prescale asg:nbaops-dev-web: done"),
+        text.contains("2026-11-25 18:30:00Z Pre-scaled nbaops-dev-web 2 → 4: load level 4"),
         "{text}"
     );
     assert!(
-        text.contains("2026-11-25 23:30:00Z asg.gamenight_return asg:nbaops-dev-web: done"),
+        text.contains(
+            "2026-11-25 23:30:00Z Returned nbaops-dev-web 4 → 2: minutes after tip-off 240"
+        ),
         "{text}"
     );
-    assert!(!text.contains("asg.scale_out"), "{text}");
+    // Pre-scaled to the ceiling, no alarm-driven scale-out is left to do.
+    assert!(
+        !text
+            .lines()
+            .any(|l| l.contains("Scaled ") && l.contains("CPUUtilization")),
+        "{text}"
+    );
     assert_eq!(
         total(&text, "follow-ups"),
         "4 (pending after the window: 0)"
