@@ -4,6 +4,7 @@
 // Failures must reach the test as errors with context, never as a panic in the harness.
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod approval;
 pub mod bench;
 pub mod bench_fn;
 pub mod bench_pg;

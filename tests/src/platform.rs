@@ -20,7 +20,7 @@ fn err(what: &str, e: impl std::fmt::Display) -> HarnessError {
     HarnessError::Setup(format!("{what}: {e}"))
 }
 
-fn dbg_err<E: std::error::Error + 'static>(what: &str, e: E) -> HarnessError {
+pub(crate) fn dbg_err<E: std::error::Error + 'static>(what: &str, e: E) -> HarnessError {
     err(
         what,
         aws_smithy_types::error::display::DisplayErrorContext(&e),

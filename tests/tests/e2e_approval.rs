@@ -5,12 +5,12 @@
 //! a second delivery does nothing. Denied or expired requests change nothing. A group resize
 //! approved after the group was resized by someone else does not act and says why.
 
-use chrono::Datelike;
 use nbaops_shared::adapters::DynamoLedger;
 use nbaops_shared::guard::{
     approved_input, decide, expire_due, ApprovalDecision, ApprovalRequest, ApprovalState, Decided,
     Verdict,
 };
+use nbaops_tests::approval;
 use nbaops_tests::demo::Stack;
 use nbaops_tests::function::FunctionUnderTest;
 use nbaops_tests::platform::{self, DB, LEDGER, WEB};
@@ -24,29 +24,8 @@ fn fixture(path: &str) -> Value {
     serde_json::from_str(&std::fs::read_to_string(workspace_root().join(path)).unwrap()).unwrap()
 }
 
-/// A change window two days from the test clock's today, one minute long: whatever date the
-/// suite runs at (`make test-dates`), now is outside it.
-fn window_elsewhere() -> Vec<(&'static str, String)> {
-    let day = (clock::now() + chrono::Duration::days(2)).weekday();
-    vec![
-        ("NBAOPS_GUARD__WINDOW__DAYS", day.to_string().to_lowercase()),
-        ("NBAOPS_GUARD__WINDOW__START", "00:00".into()),
-        ("NBAOPS_GUARD__WINDOW__END", "00:01".into()),
-    ]
-}
-
 async fn start(stack: &Stack, extra: &[(&str, &str)]) -> FunctionUnderTest {
-    let window = window_elsewhere();
-    let mut env: Vec<(&str, &str)> = window.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    env.extend_from_slice(extra);
-    FunctionUnderTest::start(
-        &function_binary(FN).unwrap(),
-        FN,
-        &stack.function_env(&env),
-        1,
-    )
-    .await
-    .unwrap()
+    approval::scale_on_alarm(stack, extra).await.unwrap()
 }
 
 fn ledger(stack: &Stack) -> DynamoLedger {

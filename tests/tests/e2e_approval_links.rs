@@ -4,169 +4,31 @@
 //! created directly in the ledger (`ApprovalRequest::create`), as the guard creates them.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Utc};
 use nbaops_shared::adapters::DynamoLedger;
 use nbaops_shared::guard::approval::{
     approval_id, approved_input, ApprovalRequest, ApprovalState, OnTimeout, Verdict,
 };
 use nbaops_shared::guard::ProposedAction;
+use nbaops_tests::approval::{self, Router, ACK_BASE, ROLE, SIGNING_KEY, SOURCE_IP, TARGET};
 use nbaops_tests::clock;
 use nbaops_tests::demo::Stack;
-use nbaops_tests::function::FunctionUnderTest;
-use nbaops_tests::http::{read_body, read_head, write_response};
 use nbaops_tests::platform::{self, FollowUp};
-use nbaops_tests::runtime_api::Outcome;
 use nbaops_tests::{function_binary, workspace_root};
 use serde_json::{json, Value};
-use tokio::io::BufReader;
-use tokio::net::TcpListener;
-
-const FN: &str = "alert-router";
-const SIGNING_KEY: &str = "e2e-link-signing-key-0123456789abcdef";
-const ACK_BASE: &str = "https://ack-e2e.lambda-url.us-east-1.on.aws/";
-const GROUP: &str = "nbaops-dev-approvals";
-const ROLE: &str = "arn:aws:iam::123456789012:role/nbaops-dev-approvals";
-const TARGET: &str =
-    "arn:aws:lambda:us-east-1:123456789012:function:nbaops-dev-scale-on-alarm:live";
-const SOURCE_IP: &str = "198.51.100.7";
-
-/// The Slack stand-in: records every body, answers 200.
-async fn slack() -> (String, Arc<Mutex<Vec<Value>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let got: Arc<Mutex<Vec<Value>>> = Arc::default();
-    let me = got.clone();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let me = me.clone();
-            tokio::spawn(async move {
-                let (rd, mut wr) = stream.into_split();
-                let mut rd = BufReader::new(rd);
-                while let Ok(Some(head)) = read_head(&mut rd).await {
-                    let Ok(body) = read_body(&mut rd, &head, false).await else {
-                        return;
-                    };
-                    me.lock()
-                        .unwrap()
-                        .push(serde_json::from_slice(&body).unwrap_or(Value::Null));
-                    if write_response(&mut wr, 200, &[], b"ok", false)
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    (
-        format!("http://127.0.0.1:{port}/services/T0E2E/B0E2E/approvals"),
-        got,
-    )
-}
 
 struct World {
     stack: Stack,
-    f: FunctionUnderTest,
-    slack: Arc<Mutex<Vec<Value>>>,
-    email_tap: String,
+    router: Router,
     env: Vec<(String, String)>,
-}
-
-fn approval_vars(topic: &str) -> Vec<(String, String)> {
-    [
-        ("NBAOPS_ALERTS__EMAIL_TOPIC_ARN", topic),
-        ("NBAOPS_ALERTS__ACK__BASE_URL", ACK_BASE),
-        ("NBAOPS_ALERTS__APPROVAL__GROUP", GROUP),
-        ("NBAOPS_ALERTS__APPROVAL__ROLE_ARN", ROLE),
-        (
-            "NBAOPS_ALERTS__APPROVAL__TARGETS",
-            &format!("scale-on-alarm={TARGET}"),
-        ),
-        ("NBAOPS_ALERTS__RETRY__BASE_MS", "20"),
-        ("NBAOPS_ALERTS__RETRY__MAX_MS", "50"),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect()
 }
 
 async fn world() -> World {
     let stack = Stack::start(false).await.unwrap();
-    let c = &stack.clients;
-    let (slack_url, slack) = slack().await;
-    for (name, value) in [
-        ("slack_webhook_url", slack_url.as_str()),
-        ("link_signing_key", SIGNING_KEY),
-    ] {
-        stack
-            .put_secret(&format!("/nbaops/dev/secrets/alerts/{name}"), value)
-            .await
-            .unwrap();
-    }
-    c.scheduler
-        .create_schedule_group()
-        .name(GROUP)
-        .send()
-        .await
-        .unwrap();
-    let topic = c
-        .sns
-        .create_topic()
-        .name("nbaops-dev-email")
-        .send()
-        .await
-        .unwrap()
-        .topic_arn()
-        .unwrap()
-        .to_string();
-    let tap = c
-        .sqs
-        .create_queue()
-        .queue_name("nbaops-dev-email-tap")
-        .send()
-        .await
-        .unwrap()
-        .queue_url()
-        .unwrap()
-        .to_string();
-    let tap_arn = c
-        .sqs
-        .get_queue_attributes()
-        .queue_url(&tap)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .unwrap()
-        .attributes()
-        .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
-        .clone();
-    c.sns
-        .subscribe()
-        .topic_arn(&topic)
-        .protocol("sqs")
-        .endpoint(tap_arn)
-        .attributes("RawMessageDelivery", "true")
-        .send()
-        .await
-        .unwrap();
-    let vars = approval_vars(&topic);
-    let pairs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let env = stack.function_env(&pairs);
-    let f = FunctionUnderTest::start(&function_binary(FN).unwrap(), FN, &env, 1)
-        .await
-        .unwrap();
-    World {
-        stack,
-        f,
-        slack,
-        email_tap: tap,
-        env,
-    }
+    let router = Router::start(&stack).await.unwrap();
+    let env = router.env.clone();
+    World { stack, router, env }
 }
 
 fn ledger(w: &World) -> DynamoLedger {
@@ -231,90 +93,29 @@ fn alert_for(r: &ApprovalRequest) -> Value {
 }
 
 async fn ok(w: &World, payload: Value) -> Value {
-    match w
-        .f
-        .invoke(payload, Duration::from_secs(30))
-        .await
-        .unwrap()
-        .outcome
-    {
-        Outcome::Response(v) => v,
-        Outcome::Error {
-            error_type,
-            message,
-        } => panic!("{error_type}: {message}\n{}", w.f.logs()),
-    }
-}
-
-fn url_request(method: &str, query: &BTreeMap<String, String>) -> Value {
-    json!({
-        "version": "2.0", "rawPath": "/", "rawQueryString": "",
-        "headers": {"host": "ack-e2e.lambda-url.us-east-1.on.aws"},
-        "queryStringParameters": query,
-        "requestContext": {"http": {"method": method, "path": "/", "sourceIp": SOURCE_IP}},
-        "isBase64Encoded": false
-    })
+    w.router.invoke(payload).await.unwrap()
 }
 
 async fn http(w: &World, method: &str, query: &BTreeMap<String, String>) -> (u64, String) {
-    let v = ok(w, url_request(method, query)).await;
-    (
-        v["statusCode"].as_u64().unwrap(),
-        v["body"].as_str().unwrap_or("").to_string(),
-    )
+    w.router.http(method, query).await.unwrap()
 }
 
-/// The approval links (label, url) of the last Slack message.
 fn slack_links(w: &World) -> Vec<(String, String)> {
-    let all = w.slack.lock().unwrap().clone();
-    let text = all.last().unwrap()["text"].as_str().unwrap().to_string();
-    text.split('<')
-        .skip(1)
-        .filter_map(|p| p.split_once('|'))
-        .filter(|(url, _)| url.contains("approval="))
-        .map(|(url, rest)| (rest.split('>').next().unwrap().to_string(), url.to_string()))
-        .collect()
+    w.router.slack_links()
 }
 
 async fn emails(w: &World) -> Vec<String> {
-    let got = w
-        .stack
-        .clients
-        .sqs
-        .receive_message()
-        .queue_url(&w.email_tap)
-        .max_number_of_messages(10)
-        .send()
-        .await
-        .unwrap();
-    got.messages()
-        .iter()
-        .filter_map(|m| m.body().map(String::from))
-        .collect()
+    w.router.emails(&w.stack).await.unwrap()
 }
 
 async fn schedules(w: &World) -> Vec<FollowUp> {
-    platform::follow_ups(&w.stack.clients, GROUP).await.unwrap()
+    approval::schedules(&w.stack).await.unwrap()
 }
 
-/// The audit records of the database, as stored.
 async fn audit(w: &World) -> Vec<Value> {
-    let out = w
-        .stack
-        .clients
-        .ddb
-        .query()
-        .table_name(platform::LEDGER)
-        .key_condition_expression("pk = :pk")
-        .expression_attribute_values(":pk", AttributeValue::S("audit#rds:nbaops-dev-db".into()))
-        .send()
+    approval::audit(&w.stack, "rds:nbaops-dev-db")
         .await
-        .unwrap();
-    out.items()
-        .iter()
-        .filter_map(|i| i.get("data").and_then(|d| d.as_s().ok()))
-        .filter_map(|s| serde_json::from_str(s).ok())
-        .collect()
+        .unwrap()
 }
 
 fn q(url: &str) -> BTreeMap<String, String> {
@@ -433,6 +234,7 @@ async fn approve_deny_refuse_expire_and_approve_from_the_cli() {
     assert_eq!(stored(&w, &r3.id).await.state, ApprovalState::Expired);
     let notice = format!("approval {} expired: nothing was done", r3.id);
     let notices = w
+        .router
         .slack
         .lock()
         .unwrap()
