@@ -20,16 +20,8 @@ use nbaops_tests::runtime_api::Outcome as Answer;
 use nbaops_tests::workspace_root;
 use serde_json::Value;
 
-const FUNCTIONS: &[&str] = &[
-    "scale-on-alarm",
-    "pg-health",
-    "vacuum-trigger",
-    "alert-router",
-    "cost-anomaly",
-    "failover-notify",
-    "backup-guard",
-    "offhours",
-];
+/// Every function, as the operator's command knows them.
+use nbaops_cli::functions::FUNCTIONS;
 
 fn fixtures(dir: &Path, out: &mut Vec<PathBuf>) {
     let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
