@@ -59,7 +59,7 @@ export NBAOPS_AWS_CALLS_DIR ?= $(CARGO_TARGET_DIR)/aws-calls
 
 test: lint infra-lint build ## everything CI runs
 	@rm -rf $(NBAOPS_AWS_CALLS_DIR)
-	@set -o pipefail; { $(CARGO) test --workspace --all-targets -- --test-threads=2 2>&1 && \
+	@set -o pipefail; { $(CARGO) test --workspace --all-targets --no-fail-fast -- --test-threads=2 2>&1 && \
 	  .venv/bin/python infra/tests/check_observed_calls.py $(NBAOPS_AWS_CALLS_DIR) && \
 	  for at in $(TEST_DATES); do echo "== test clock $$at"; \
 	    NBAOPS_TEST_NOW=$$at $(CARGO) test -p nbaops-tests $(addprefix --test ,$(DATE_SUITES)) -- --test-threads=2 2>&1 || exit 1; done; } \

@@ -38,8 +38,6 @@ const LEDGER_KEYS: &[&str] = &[
     "pgmaint",
     "pgvacfail",
     "pgopen",
-    // approval requests (guard/approval.rs), `approval#<env>`: also the `approval` alert kind.
-    "approval",
     "pgbase",
     // scale-on-alarm's re-checks (recheck.rs): the pending schedule and the episode's P2 claim.
     "recheck",
