@@ -1,6 +1,6 @@
 //! The ports `nbaops plan` runs a function on instead of the writing ones: the ledger as an
 //! in-memory overlay over the real one (reads go through to the account, writes stay in this
-//! process), and a notifier that keeps what would have been published. Together with the guard
+//! process), and what would have been published (kept by the shared fake notifier). Together with the guard
 //! forced to dry-run and the read-only SDK clients, a plan changes nothing in the account.
 
 use std::collections::BTreeMap;
@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use nbaops_shared::error::Result;
-use nbaops_shared::ports::{DayItem, Expect, Ledger, LedgerWrite, Notifier};
+use nbaops_shared::ports::{DayItem, Expect, Ledger, LedgerWrite};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -222,34 +222,15 @@ pub struct WouldPublish {
     pub message: Value,
 }
 
-/// Keeps every publish; sends nothing.
-#[derive(Default, Clone)]
-pub struct CapturingNotifier {
-    published: Arc<Mutex<Vec<WouldPublish>>>,
-}
-
-impl CapturingNotifier {
-    pub fn published(&self) -> Vec<WouldPublish> {
-        lock(&self.published).clone()
-    }
-}
-
-#[async_trait]
-impl Notifier for CapturingNotifier {
-    async fn publish(
-        &self,
-        topic_arn: &str,
-        subject: &str,
-        message: &str,
-        _attributes: &BTreeMap<String, String>,
-    ) -> Result<String> {
-        let mut p = lock(&self.published);
-        p.push(WouldPublish {
-            topic_arn: topic_arn.to_string(),
-            subject: subject.to_string(),
-            message: serde_json::from_str(message).unwrap_or_else(|_| Value::from(message)),
-        });
-        Ok(format!("plan-{}", p.len()))
+impl WouldPublish {
+    /// What the shared fake notifier kept (a plan publishes to it: nothing is sent), with the
+    /// message as JSON when it is JSON.
+    pub fn of(p: nbaops_shared::fakes::Published) -> WouldPublish {
+        WouldPublish {
+            message: serde_json::from_str(&p.message).unwrap_or_else(|_| Value::from(p.message)),
+            topic_arn: p.topic_arn,
+            subject: p.subject,
+        }
     }
 }
 
@@ -341,19 +322,5 @@ mod tests {
         let sks: Vec<&str> = day.iter().map(|i| i.sk.as_str()).collect();
         assert_eq!(sks, ["2026-06-17T02", "2026-06-17T01"], "newest first");
         assert_eq!(o.written().under("audit#").len(), 1);
-    }
-
-    #[tokio::test]
-    async fn publishes_are_kept_not_sent() {
-        let n = CapturingNotifier::default();
-        n.publish("arn:t", "s", r#"{"a":1}"#, &BTreeMap::new())
-            .await
-            .unwrap();
-        n.publish("arn:t", "s", "plain", &BTreeMap::new())
-            .await
-            .unwrap();
-        let p = n.published();
-        assert_eq!(p[0].message, json!({"a": 1}));
-        assert_eq!(p[1].message, json!("plain"));
     }
 }

@@ -23,7 +23,8 @@ use serde_json::Value;
 use crate::account::{self, EnvArg};
 use crate::functions::{handle, FUNCTIONS};
 use crate::output::{decision_line, CliError, CliResult, Output};
-use crate::overlay::{CapturingNotifier, OverlayLedger, WouldPublish};
+use crate::overlay::{OverlayLedger, WouldPublish};
+use nbaops_shared::fakes::{leak, FakeNotifier, Shared};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -78,9 +79,10 @@ pub async fn plan(function: &str, payload: Value, env: &EnvArg) -> CliResult<Pla
         table: cfg.ledger_table.clone(),
     }));
     let written = overlay.written();
-    let notifier = CapturingNotifier::default();
+    // Kept, never sent: the command runs once and exits, so the leaked notifier lives as long.
+    let notifier = leak(FakeNotifier::default());
     let deps = Deps {
-        notifier: Box::new(notifier.clone()),
+        notifier: Box::new(Shared(notifier)),
         ledger: Box::new(overlay),
         params: if ssm {
             Some(Box::new(SdkParams(aws.ssm())))
@@ -106,6 +108,7 @@ pub async fn plan(function: &str, payload: Value, env: &EnvArg) -> CliResult<Pla
         .filter(|p| {
             deps.cfg.actions_topic_arn.is_empty() || p.topic_arn != deps.cfg.actions_topic_arn
         })
+        .map(WouldPublish::of)
         .collect();
     Ok(PlanReport {
         function: function.to_string(),
