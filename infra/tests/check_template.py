@@ -48,6 +48,8 @@ def text(v):
             return "${%s}" % x
         if k == "Fn::GetAtt":
             return "${%s}" % (x if isinstance(x, str) else ".".join(x))
+        if k == "Fn::Join" and isinstance(x, list) and len(x) == 2 and isinstance(x[1], list):
+            return x[0].join(text(i) for i in x[1])
     return v if isinstance(v, str) else json.dumps(v, sort_keys=True)
 
 
@@ -501,9 +503,19 @@ check("alerts.approval.group in SSM is the approvals group",
       ap_group and ssm_params.get("/nbaops/${Env}/alerts/approval/group") == {"Ref": ap_group}, ssm_params.get("/nbaops/${Env}/alerts/approval/group"))
 check("alerts.approval.role_arn in SSM is ApprovalsRole",
       ssm_params.get("/nbaops/${Env}/alerts/approval/role_arn") == {"Fn::GetAtt": ["ApprovalsRole", "Arn"]}, ssm_params.get("/nbaops/${Env}/alerts/approval/role_arn"))
-ap_targets = {t.split("=", 1)[1] for t in text(ssm_params.get("/nbaops/${Env}/alerts/approval/targets", "")).split(",") if "=" in t}
+ap_pairs = [t.split("=", 1) for t in text(ssm_params.get("/nbaops/${Env}/alerts/approval/targets", "")).split(",") if "=" in t]
+ap_targets = {arn for _, arn in ap_pairs}
 check("alerts.approval.targets in SSM: every target a live alias ApprovalsRole may invoke, and only those",
       ap_targets and ap_targets == ap_invoke, (ap_targets, ap_invoke))
+check("alerts.approval.targets in SSM: each function named is the function its ARN invokes",
+      ap_pairs and all(arn.endswith(f":function:nbaops-${{Env}}-{name}:live") for name, arn in ap_pairs), ap_pairs)
+# The owners that carry approvals out (shared/src/config/approval.rs CARRIED_OUT) are exactly the
+# targets: an owner without a target would never be reached, a target without an owner never asked.
+carried = (ROOT / "shared/src/config/approval.rs").read_text()
+carried = carried.split("pub const CARRIED_OUT", 1)[1].split("];", 1)[0]
+owners = set(re.findall(r'\("[a-z_.]+", "([a-z-]+)"\)', carried))
+check("alerts.approval.targets name exactly the functions of config/approval.rs CARRIED_OUT",
+      owners and owners == {name for name, _ in ap_pairs}, (owners, ap_pairs))
 for key in ("AlertRouterFunction", "AlertAckFunction"):
     f = functions.get(key, {"Properties": {}})
     creates = allows(f, "scheduler:CreateSchedule")

@@ -46,11 +46,37 @@ impl Policy {
 pub const PREFIX: &str = "approval.";
 
 /// Actions whose owning function carries out an approved request (re-reads the live state and
-/// applies the stored plan): scale-on-alarm's class change and group resizes.
-pub const CARRIED_OUT: &[&str] = &["rds.modify_class", "asg.scale_out", "asg.scale_in"];
+/// applies the stored plan), with that function: the template's ApprovalsRole may invoke exactly
+/// these functions' live aliases and `alerts.approval.targets` names exactly them (checked by
+/// `shared/tests/approval_owners.rs` and infra/tests/check_template.py).
+#[rustfmt::skip]
+pub const CARRIED_OUT: &[(&str, &str)] = &[
+    ("rds.modify_class", "scale-on-alarm"),
+    ("asg.scale_out", "scale-on-alarm"),
+    ("asg.scale_in", "scale-on-alarm"),
+];
+
+/// Whether an approved request for `action` can be carried out (its owner implements it).
+pub fn carried_out(action: &str) -> bool {
+    CARRIED_OUT.iter().any(|(a, _)| *a == action)
+}
+
+/// The functions that carry out approvals, each once, in [`CARRIED_OUT`]'s order.
+pub fn owners() -> Vec<&'static str> {
+    let mut out: Vec<&str> = Vec::new();
+    for (_, f) in CARRIED_OUT {
+        if !out.contains(f) {
+            out.push(f);
+        }
+    }
+    out
+}
 
 /// The SPEC's defaults for actions whose owner carries out approvals; any other action: never.
-pub const DEFAULTS: &[(&str, Policy)] = &[("rds.modify_class", Policy::OutsideWindow)];
+#[rustfmt::skip]
+pub const DEFAULTS: &[(&str, Policy)] = &[
+    ("rds.modify_class", Policy::OutsideWindow),
+];
 
 const SETTINGS: &[&str] = &["timeout_minutes", "on_timeout", "approvers"];
 
@@ -91,13 +117,11 @@ pub fn from_settings(s: &Settings) -> Result<ApprovalConfig> {
         let key = format!("{PREFIX}{action}");
         let policy =
             Policy::parse(&value).ok_or_else(|| s.bad(&key, "never, outside_window or always"))?;
-        if policy != Policy::Never && !CARRIED_OUT.contains(&action.as_str()) {
+        if policy != Policy::Never && !carried_out(&action) {
+            let can: Vec<&str> = CARRIED_OUT.iter().map(|(a, _)| *a).collect();
             return Err(s.bad(
                 &key,
-                &format!(
-                    "never: only {} can carry out an approval",
-                    CARRIED_OUT.join(", ")
-                ),
+                &format!("never: only {} can carry out an approval", can.join(", ")),
             ));
         }
         policies.insert(action, policy);
