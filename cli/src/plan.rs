@@ -90,6 +90,7 @@ pub async fn plan(function: &str, payload: Value, env: &EnvArg) -> CliResult<Pla
             None
         },
         switches: Switches::forced_dry_run(&cfg),
+        work_queue: None,
         cfg,
     };
     let inv = Invocation::at(

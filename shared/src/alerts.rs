@@ -87,6 +87,8 @@ pub const APPROVAL_KIND: &str = "approval";
 pub const KINDS: &[(&str, &str)] = &[
     // any function, through the guard (issue #19)
     (APPROVAL_KIND, "an action waits for a person: approve or deny it with the links in the message"),
+    // any function consuming an SQS work queue (issue #20, runtime::fanout)
+    ("work-dlq", "a work item (one target) failed on every receive and moved to the dead-letter queue"),
     // scale-on-alarm
     ("scale_out", "a group was scaled out (or the attempt failed)"),
     ("scale_in", "a group was scaled in (or the attempt failed)"),

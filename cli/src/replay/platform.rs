@@ -303,6 +303,7 @@ impl World {
         )?;
         Ok(leak(Deps {
             switches: Switches::seeded(&cfg),
+            work_queue: None,
             cfg,
             notifier: Box::new(Shared(self.notifier)),
             params: self

@@ -7,4 +7,9 @@
 
 pub const AWS_OPERATIONS: &[&str] = &[
     "ssm:GetParameter", // SecureString /nbaops/<env>/secrets/pg/<db>/monitor (shared/src/sql)
+    "sqs:SendMessage", // a dispatch tick's SendMessageBatch of work items (shared/src/runtime/fanout.rs)
+    // Authorised on our behalf: the event source mapping polls the work queue with this role.
+    "sqs:ReceiveMessage",
+    "sqs:DeleteMessage",
+    "sqs:GetQueueAttributes",
 ];

@@ -2,6 +2,13 @@
 //! database with the read-only monitor role (`scan`, the checks in `checks`), announces new or
 //! changed findings and resolves cleared ones (open findings live in the ledger,
 //! `pgopen#<db>/<dedup key>`), and emits EMF metrics per database (namespace `nbaops/postgres`).
+//!
+//! Fanned out (issue #20): a tick `{"nbaops": {"task": "dispatch", "work": "pg-health"}}` enqueues
+//! one work item per database ([`Function::targets`]) on the function's SQS work queue; each work
+//! item (`{"nbaops": {"task": "pg-health", "target": "<database>", ...}}`) scans that database
+//! only. A database that cannot be reached fails its work item (the finding is recorded as on any
+//! run) so that SQS delivers it again, then moves it to the dead-letter queue
+//! (`nbaops_shared::runtime::fanout`).
 
 use std::time::Duration as StdDuration;
 
@@ -11,9 +18,10 @@ use nbaops_shared::adapters::{pg_access, AwsClients};
 use nbaops_shared::alerts::AlertStatus;
 use nbaops_shared::config::pg::{PgConfig, PgTarget};
 use nbaops_shared::deadline::{Budget, MARGIN};
-use nbaops_shared::events::{Inbound, ScheduledTick};
+use nbaops_shared::events::{Delivery, Inbound, ScheduledTick};
 use nbaops_shared::guard::report_unreadable_state;
 use nbaops_shared::ports::PgConnector;
+use nbaops_shared::runtime::fanout::Target;
 use nbaops_shared::runtime::{Ctx, Deps, Function, InvocationReport, RecordReport, Work};
 use nbaops_shared::telemetry;
 use nbaops_shared::{NbaopsError, Result};
@@ -45,6 +53,17 @@ impl Function for PgHealth {
         Ok(ctx.not_mine(&inbound))
     }
 
+    /// Its own work fans out one work item per configured database.
+    async fn targets(&self, work: &str, _ctx: &Ctx<'_>) -> Result<Option<Vec<Target>>> {
+        Ok((work == FUNCTION).then(|| {
+            self.pg
+                .databases
+                .iter()
+                .map(|t| Target::local(&t.name))
+                .collect()
+        }))
+    }
+
     async fn records(&self, inbound: Inbound, ctx: &Ctx<'_>) -> Result<Vec<RecordReport>> {
         match inbound {
             Inbound::Schedule(tick) if tick.task().as_deref() == Some(FUNCTION) => {
@@ -57,8 +76,9 @@ impl Function for PgHealth {
 
 impl PgHealth {
     async fn on_tick(&self, tick: &ScheduledTick, ctx: &Ctx<'_>) -> Result<Vec<RecordReport>> {
-        // `{"nbaops": {"database": "app"}}` narrows a run to one database.
-        let only = tick.param("database");
+        // `{"nbaops": {"database": "app"}}` narrows a run to one database, and so does a work
+        // item's `target`.
+        let only = tick.param("target").or_else(|| tick.param("database"));
         let targets: Vec<&PgTarget> = self
             .pg
             .databases
@@ -97,6 +117,11 @@ impl PgHealth {
             );
             let mut w = ctx.work(&tick.event_id, "schedule", summary);
             w.rec.notes = scan.notes.clone();
+            if let Some(f) = scan.findings.iter().find(|f| f.signal == "unreachable") {
+                // Recorded and announced below as on every run; a work item also fails, for SQS
+                // to deliver it again.
+                w.rec.failed = Some(format!("pg:{}: {}", target.name, f.summary));
+            }
             announce(&target.name, &scan, &mut w).await?;
             let env = ctx.env();
             let dims = [("function", FUNCTION), ("env", &env), ("db", &target.name)];
@@ -127,7 +152,11 @@ impl PgHealth {
                 "schedule",
                 format!("not scanned: {}", budget.left().join(", ")),
             );
-            left.note(note);
+            left.note(note.clone());
+            if tick.delivery == Delivery::Queue {
+                // A work item not done: SQS delivers it again.
+                left.rec.failed = Some(note);
+            }
             records.push(left.rec);
         }
         Ok(records)
@@ -294,5 +323,36 @@ mod tests {
             "{r:?}"
         );
         assert_eq!(r.records[0].alerts[0].dedup_key, "pg-unreachable#pg:app");
+
+        // Fanned out: its targets are the databases; a work item of an unreachable database
+        // fails its message (the finding still recorded), a work item of another target is done.
+        let targets = f.targets(FUNCTION, &ctx).await.unwrap().unwrap();
+        assert_eq!(targets, vec![Target::local("app")]);
+        assert!(f.targets("vacuum-trigger", &ctx).await.unwrap().is_none());
+        let item = |id: &str, target: &str| {
+            json!({"messageId": id, "eventSource": "aws:sqs", "attributes": {"ApproximateReceiveCount": "1"},
+                   "body": json!({"nbaops": {"task": "pg-health", "target": target, "account": "123456789012",
+                                  "region": "us-east-1", "dispatched_at": "2026-11-26T21:00:00Z"}}).to_string()})
+        };
+        let batch = json!({"Records": [item("m-app", "app"), item("m-gone", "gone")]});
+        let r = dispatch(&f, batch, &ctx).await.unwrap();
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(
+            v["batchItemFailures"],
+            json!([{"itemIdentifier": "m-app"}]),
+            "{v}"
+        );
+        assert_eq!(
+            pg.urls().len(),
+            2,
+            "one more session: the work item's database only"
+        );
+        assert!(
+            r.records.iter().any(|x| x
+                .alerts
+                .iter()
+                .any(|a| a.dedup_key == "pg-unreachable#pg:app")),
+            "{v}"
+        );
     }
 }

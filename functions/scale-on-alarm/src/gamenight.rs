@@ -875,6 +875,7 @@ mod tests {
             params: Some(Box::new(Shared(params))),
             ledger: Box::new(Shared(ledger)),
             switches: nbaops_shared::guard::Switches::default(),
+            work_queue: None,
         });
         let asg = leak(FakeAutoScaling::with(vec![
             group("nbaops-dev-web", 2, 6, 2),

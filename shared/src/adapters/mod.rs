@@ -18,7 +18,7 @@ mod ssm;
 pub use dynamodb::{create_ledger_table, DynamoLedger, BY_DAY_INDEX};
 pub use http_post::HyperHttpPost;
 pub use postgres::{PgSession, PgTls, Transport, RDS_CA_BUNDLE};
-pub use sqs::SdkDeadLetter;
+pub use sqs::{SdkDeadLetter, SdkWorkQueue};
 
 use std::sync::OnceLock;
 use std::time::Duration;

@@ -60,6 +60,9 @@ pub const CORE_KEYS: &[(&str, &str, &str)] = &[
     ("approval.timeout_minutes", "60", "how long an approval request waits for an answer"),
     ("approval.on_timeout", "deny", "what an unanswered request comes to: deny (nothing happens) or approve"),
     ("approval.approvers", "", "comma list of who may approve (names in the signed links); empty: anyone holding a valid link"),
+    ("fanout.queue_url", "", "the SQS work queue a `dispatch` tick sends this function's work items to, one message per target (issue #20; the template sets it); empty: no fan-out"),
+    ("fanout.target_budget_seconds", "50", "how long one work item (one target) of an SQS batch may take before it is failed for SQS to retry (within the Lambda deadline)"),
+    ("fanout.max_receive_count", "3", "the work queue's RedrivePolicy maxReceiveCount: on that receive a failing work item raises a P2 before it moves to the dead-letter queue"),
 ];
 
 /// The section of the core keys; its SSM paths are `guard/`, `audit/` and `approval/`.
@@ -389,6 +392,15 @@ pub struct GuardConfig {
     pub audit_ttl_days: i64,
 }
 
+/// Work fanned out on SQS (issue #20): where a `dispatch` tick sends work items, how long one
+/// may take, and on which receive a failing one goes to the dead-letter queue.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct FanoutConfig {
+    pub queue_url: String,
+    pub target_budget_seconds: u64,
+    pub max_receive_count: u32,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Config {
     pub env: Env,
@@ -402,6 +414,9 @@ pub struct Config {
     pub scale: ScaleConfig,
     /// When the guard asks a person (every function: the guard reads it).
     pub approval: ApprovalConfig,
+    /// Work fanned out on SQS (issue #20, `runtime::fanout`): every function may dispatch and
+    /// consume.
+    pub fanout: FanoutConfig,
     #[serde(skip)]
     pub settings: Settings,
 }
@@ -491,6 +506,19 @@ impl Config {
             guard,
             scale,
             approval: approval::from_settings(&s)?,
+            fanout: FanoutConfig {
+                queue_url: s.string("fanout.queue_url"),
+                target_budget_seconds: positive(
+                    &s,
+                    "fanout.target_budget_seconds",
+                    "whole seconds >= 1",
+                )?,
+                max_receive_count: positive(
+                    &s,
+                    "fanout.max_receive_count",
+                    "a whole number >= 1 (the queue's maxReceiveCount)",
+                )?,
+            },
             settings: s,
         })
     }

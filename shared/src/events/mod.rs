@@ -77,6 +77,10 @@ pub enum Delivery {
     AlarmAction,
     /// EventBridge Scheduler: the `aws.scheduler` envelope or a bare `{"nbaops": …}` input.
     Scheduler,
+    /// A work item on an SQS work queue (issue #20): the body of the message is a bare
+    /// `{"nbaops": {"task", "target", "account", "region", "dispatched_at"}}` input that a
+    /// `dispatch` tick enqueued (`runtime::fanout`).
+    Queue,
 }
 
 /// One classified payload (or one record of an SNS batch).
@@ -420,14 +424,19 @@ fn classify_eventbridge(
 
 /// One SQS record (`Records[].body`): a queue subscribed to an SNS topic (the notification
 /// JSON, so the SNS `MessageId` stays the idempotency key and a message seen by both paths
-/// dedupes) or the target of an EventBridge rule (the event itself). Anything else in the body
-/// is not for nbaops.
+/// dedupes), the target of an EventBridge rule (the event itself), or a work queue (issue #20:
+/// a bare `{"nbaops": …}` work item, delivery [`Delivery::Queue`], whose event id is
+/// `nbaops.id` or else `sqs/<messageId>`: a redelivery of the same message is the same event
+/// for the guard's idempotency). Anything else in the body is not for nbaops.
 fn classify_sqs_body(i: usize, record: &Value) -> Inbound {
-    let body = match typed::<SqsMessage>(record) {
-        Some(m) => m.body,
-        None => get(record, "body")
-            .and_then(Value::as_str)
-            .map(str::to_string),
+    let (body, message_id) = match typed::<SqsMessage>(record) {
+        Some(m) => (m.body, m.message_id),
+        None => (
+            get(record, "body")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            str_field(record, &["messageId"]),
+        ),
     };
     let Some(body) = body else {
         return not_for_me(format!("SQS record {i} without a string body"));
@@ -437,8 +446,21 @@ fn classify_sqs_body(i: usize, record: &Value) -> Inbound {
         Ok(v) if get(&v, "detail-type").is_some() => {
             classify_eventbridge(&v, eventbridge_envelope(&v, Delivery::EventBridge))
         }
+        Ok(v) if get(&v, "nbaops").is_some() => match schedule::from_bare(&v) {
+            Ok(mut tick) => {
+                tick.delivery = Delivery::Queue;
+                let has_id = get(&tick.detail, "nbaops")
+                    .and_then(|n| util::any(n, &["id", "execution_id", "executionId"]))
+                    .is_some();
+                if let (false, Some(m)) = (has_id, message_id.filter(|m| !m.is_empty())) {
+                    tick.event_id = format!("sqs/{}", truncate(&m, 200));
+                }
+                Inbound::Schedule(tick)
+            }
+            Err(n) => Inbound::NotForMe(n),
+        },
         Ok(v) => not_for_me(format!(
-            "SQS record {i} carries {}, not an SNS notification or EventBridge event",
+            "SQS record {i} carries {}, not an SNS notification, EventBridge event or work item",
             describe(&v)
         )),
         Err(_) => not_for_me(format!(
@@ -874,6 +896,30 @@ pub(crate) mod tests {
         for (i, n) in out[2..].iter().enumerate() {
             assert!(n.is_not_for_me(), "record {}: {n:?}", i + 2);
         }
+    }
+
+    #[test]
+    fn sqs_work_items_are_ticks_delivered_by_the_queue() {
+        let item = |body: &str| json!({"Records": [{"messageId": "m-1", "eventSource": "aws:sqs", "body": body}]});
+        let body = json!({"nbaops": {"task": "pg-health", "target": "app", "account": "123456789012",
+            "region": "us-east-1", "dispatched_at": "2026-06-17T14:00:00Z"}});
+        let out = classify(&item(&body.to_string()));
+        let Inbound::Schedule(tick) = &out[0] else {
+            panic!("{out:?}")
+        };
+        assert_eq!(tick.delivery, Delivery::Queue);
+        assert_eq!(tick.task().as_deref(), Some("pg-health"));
+        assert_eq!(tick.param("target").as_deref(), Some("app"));
+        assert_eq!(tick.param("account").as_deref(), Some("123456789012"));
+        // No id of its own: the message's, the same on every redelivery.
+        assert_eq!(tick.event_id, "sqs/m-1");
+        let with_id = json!({"nbaops": {"task": "pg-health", "id": "x-1"}});
+        assert_eq!(
+            classify(&item(&with_id.to_string()))[0].event_id(),
+            Some("x-1")
+        );
+        // A block that is not an object is refused with the reason.
+        assert!(classify(&item("{\"nbaops\": 7}"))[0].is_not_for_me());
     }
 
     #[test]

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 
 use super::lock;
 use crate::error::{NbaopsError, Result};
-use crate::ports::DeadLetter;
+use crate::ports::{DeadLetter, WorkQueue};
 
 #[derive(Default)]
 pub struct FakeDeadLetter {
@@ -27,5 +27,46 @@ impl DeadLetter for FakeDeadLetter {
         let mut sent = lock(&self.sent);
         sent.push((queue_url.to_string(), body.to_string()));
         Ok(format!("dlq-{}", sent.len()))
+    }
+}
+
+/// A work queue in memory: every batch sent, in order; `refuse` names entry ids it refuses.
+#[derive(Default)]
+pub struct FakeWorkQueue {
+    pub batches: Mutex<Vec<(String, Vec<(String, String)>)>>,
+    pub refuse: Mutex<Vec<String>>,
+}
+
+impl FakeWorkQueue {
+    /// Every body sent, in order.
+    pub fn bodies(&self) -> Vec<String> {
+        lock(&self.batches)
+            .iter()
+            .flat_map(|(_, b)| b.iter().map(|(_, body)| body.clone()))
+            .collect()
+    }
+
+    pub fn batch_sizes(&self) -> Vec<usize> {
+        lock(&self.batches).iter().map(|(_, b)| b.len()).collect()
+    }
+}
+
+#[async_trait]
+impl WorkQueue for FakeWorkQueue {
+    async fn send_batch(
+        &self,
+        queue_url: &str,
+        entries: &[(String, String)],
+    ) -> Result<Vec<(String, String)>> {
+        let refuse = lock(&self.refuse).clone();
+        let (refused, sent): (Vec<_>, Vec<_>) = entries
+            .iter()
+            .cloned()
+            .partition(|(id, _)| refuse.contains(id));
+        lock(&self.batches).push((queue_url.to_string(), sent));
+        Ok(refused
+            .into_iter()
+            .map(|(id, _)| (id, "InternalError: fake refusal".to_string()))
+            .collect())
     }
 }

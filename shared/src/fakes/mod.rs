@@ -453,6 +453,7 @@ pub fn test_deps(function: &str, vars: &[(&str, &str)]) -> Result<TestDeps> {
         params: None,
         ledger: Box::new(Shared(ledger)),
         switches: crate::guard::Switches::default(),
+        work_queue: None,
     });
     Ok(TestDeps {
         deps,

@@ -130,6 +130,17 @@ impl<T: DeadLetter> DeadLetter for Shared<T> {
 }
 
 #[async_trait]
+impl<T: WorkQueue> WorkQueue for Shared<T> {
+    async fn send_batch(
+        &self,
+        queue_url: &str,
+        entries: &[(String, String)],
+    ) -> Result<Vec<(String, String)>> {
+        self.0.send_batch(queue_url, entries).await
+    }
+}
+
+#[async_trait]
 impl<T: HttpPost> HttpPost for Shared<T> {
     async fn post_json(&self, url: &str, body: &Value, timeout: Duration) -> Result<HttpReply> {
         self.0.post_json(url, body, timeout).await

@@ -215,6 +215,8 @@ pub trait Postgres: Send + Sync {
 mod pg_connector;
 pub use pg_connector::*;
 mod dead_letter;
+mod work_queue;
+pub use work_queue::*;
 mod http_post;
 pub use dead_letter::*;
 pub use http_post::*;

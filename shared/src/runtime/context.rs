@@ -46,6 +46,19 @@ pub struct InvocationReport {
     pub function: String,
     pub env: String,
     pub records: Vec<RecordReport>,
+    /// Only for an SQS batch (issue #20, [`super::fanout::consume`]): the messages that failed,
+    /// for the event source mapping's `ReportBatchItemFailures` to make visible again (the others
+    /// are deleted). Lambda reads this key of the response and ignores the report's others.
+    #[serde(rename = "batchItemFailures", skip_serializing_if = "Option::is_none")]
+    pub batch_item_failures: Option<Vec<BatchItemFailure>>,
+}
+
+/// One failed message of an SQS batch: `{"itemIdentifier": "<messageId>"}`
+/// (<https://docs.aws.amazon.com/lambda/latest/dg/services-sqs-errorhandling.html>).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BatchItemFailure {
+    #[serde(rename = "itemIdentifier")]
+    pub item_identifier: String,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -58,6 +71,11 @@ pub struct RecordReport {
     pub actions: Vec<AuditRecord>,
     pub alerts: Vec<Alert>,
     pub notes: Vec<String>,
+    /// The handler could not do its work on this record's target (pg-health: the database is
+    /// unreachable), though it reported what it saw: a work item from SQS so marked is failed
+    /// for SQS to deliver again ([`super::fanout::consume`]); elsewhere it is information.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failed: Option<String>,
 }
 
 impl RecordReport {
@@ -123,6 +141,17 @@ pub trait Function: Sized + Send + Sync + 'static {
         async move { Ok(vec![self.on(inbound, ctx).await?]) }
     }
 
+    /// The targets a `dispatch` tick fans `work` out to, one work item on the function's SQS
+    /// queue each (issue #20, [`super::fanout`]): `None` when this function does not fan `work`
+    /// out (the default), an empty list when it does and has nothing to look at now.
+    fn targets(
+        &self,
+        _work: &str,
+        _ctx: &Ctx<'_>,
+    ) -> impl Future<Output = Result<Option<Vec<super::fanout::Target>>>> {
+        async { Ok(None) }
+    }
+
     /// The whole payload. The default classifies it and hands each record to [`Function::on`];
     /// a function with another entry (an HTTP request) overrides it.
     fn handle(&self, payload: Value, ctx: &Ctx<'_>) -> impl Future<Output = Result<Self::Reply>> {
@@ -136,18 +165,37 @@ pub async fn dispatch<F: Function>(
     payload: Value,
     ctx: &Ctx<'_>,
 ) -> Result<InvocationReport> {
+    // An SQS batch: each message on its own, failures reported per message (issue #20).
+    if let Some(records) = super::fanout::sqs_records(&payload) {
+        return super::fanout::consume(f, records, ctx).await;
+    }
     let mut report = ctx.report();
     for inbound in classify(&payload) {
         let recs = match inbound {
             Inbound::NotForMe(n) => vec![RecordReport::not_for_me("", "unknown", n.reason)],
-            Inbound::Schedule(tick) if super::is_approved_task(&tick) => {
-                vec![super::approved(f, &tick, ctx).await?]
-            }
-            inbound => f.records(inbound, ctx).await?,
+            inbound => records_of(f, inbound, ctx).await?,
         };
         report.records.extend(recs);
     }
     Ok(report)
+}
+
+/// What one understood record becomes: an approval carried out, a dispatch of work items, or
+/// the function's own records.
+pub(super) async fn records_of<F: Function>(
+    f: &F,
+    inbound: Inbound,
+    ctx: &Ctx<'_>,
+) -> Result<Vec<RecordReport>> {
+    Ok(match inbound {
+        Inbound::Schedule(tick) if super::is_approved_task(&tick) => {
+            vec![super::approved(f, &tick, ctx).await?]
+        }
+        Inbound::Schedule(tick) if super::fanout::is_dispatch(&tick) => {
+            vec![super::fanout::dispatch_work(f, &tick, ctx).await?]
+        }
+        inbound => f.records(inbound, ctx).await?,
+    })
 }
 
 /// One invocation as a handler sees it: the shared ports, the clock, the function's name.
@@ -210,6 +258,21 @@ impl<'a> Ctx<'a> {
             function: self.function.into(),
             env: self.env(),
             records: vec![],
+            batch_item_failures: None,
+        }
+    }
+
+    /// The same function and ports for another invocation (a work item of an SQS batch, with
+    /// its own deadline: [`super::fanout::consume`]).
+    pub fn with_inv<'b>(&self, inv: &'b Invocation) -> Ctx<'b>
+    where
+        'a: 'b,
+    {
+        Ctx {
+            function: self.function,
+            deps: self.deps,
+            inv,
+            takes: self.takes,
         }
     }
 

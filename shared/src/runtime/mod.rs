@@ -11,18 +11,21 @@ use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 use tracing::Instrument;
 
-use crate::adapters::{AwsClients, DynamoLedger, SdkNotifier, SdkParams};
+use crate::adapters::{AwsClients, DynamoLedger, SdkNotifier, SdkParams, SdkWorkQueue};
 use crate::alerts::{Alert, AlertPublisher};
 use crate::config::Config;
 use crate::error::{NbaopsError, Result};
 use crate::guard::{Guard, GuardPorts, Switches};
-use crate::ports::{Ledger, Notifier, Params};
+use crate::ports::{Ledger, Notifier, Params, WorkQueue};
 use crate::telemetry;
 
 mod approved;
 mod context;
+pub mod fanout;
 pub use approved::{approved, differs, is_approved_task, Live};
-pub use context::{dispatch, Ctx, Function, Invocation, InvocationReport, RecordReport, Work};
+pub use context::{
+    dispatch, BatchItemFailure, Ctx, Function, Invocation, InvocationReport, RecordReport, Work,
+};
 
 /// The ports every function shares (config, alerts and actions topics, SSM, the ledger, the
 /// guard's live switches). A function's own ports live in its [`Function`] struct.
@@ -32,6 +35,9 @@ pub struct Deps {
     pub params: Option<Box<dyn Params>>,
     pub ledger: Box<dyn Ledger>,
     pub switches: Switches,
+    /// Where a `dispatch` tick sends work items (`fanout.queue_url`, issue #20): `None` when
+    /// the function does not fan out (no SQS client is built then).
+    pub work_queue: Option<Box<dyn WorkQueue>>,
 }
 
 /// What a handler returns: its JSON response and the metrics it wants emitted (EMF).
@@ -123,6 +129,11 @@ impl Deps {
                 None
             },
             switches: Switches::seeded(&cfg),
+            work_queue: if cfg.fanout.queue_url.is_empty() {
+                None
+            } else {
+                Some(Box::new(SdkWorkQueue(aws.sqs())))
+            },
             cfg,
         };
         Ok((deps, aws))
