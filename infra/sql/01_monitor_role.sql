@@ -21,11 +21,12 @@ BEGIN
 END
 $$;
 -- A monitor must never be the one that exhausts max_connections. A role's limit counts its
--- sessions in every database of the instance. pg-health holds one session at a time (its
--- databases one after another, 60 s timeout, every 5 minutes) and backup-guard's WAL check one
--- (300 s timeout, every 5 minutes); each may overlap once with a retried or late run of itself:
--- 2 + 2.
-ALTER ROLE nbaops_monitor LOGIN INHERIT NOCREATEDB NOCREATEROLE CONNECTION LIMIT 4;
+-- sessions in every database of the instance. pg-health's sweep is fanned out on SQS (issue #20):
+-- one session per instance of the function, at most the work queue's MaximumConcurrency
+-- (template parameter PgHealthMaxConcurrency, 4) when the databases scanned at once share this
+-- instance; backup-guard's WAL check holds one (300 s timeout, every 5 minutes) and may overlap
+-- once with a retried or late run of itself: 4 + 2. Raise it with PgHealthMaxConcurrency.
+ALTER ROLE nbaops_monitor LOGIN INHERIT NOCREATEDB NOCREATEROLE CONNECTION LIMIT 6;
 -- pg_monitor: pg_stat_* of every session (query text included), pg_stat_replication,
 -- pg_stat_statements of every user, pg_ls_waldir, pgstattuple's functions. No table privilege.
 GRANT pg_monitor TO nbaops_monitor;

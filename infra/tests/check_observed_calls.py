@@ -19,6 +19,10 @@ from urllib.parse import parse_qs
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 # SigV4 signing name -> IAM service prefix, where they differ.
 IAM_PREFIX = {"monitoring": "cloudwatch"}
+# Batch calls authorised as their single-message action: "SendMessageBatch ... the permission
+# SendMessage" (https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/sqs-api-permissions-reference.html).
+AUTHORISED_AS = {"sqs:SendMessageBatch": "sqs:SendMessage", "sqs:DeleteMessageBatch": "sqs:DeleteMessage",
+                 "sqs:ChangeMessageVisibilityBatch": "sqs:ChangeMessageVisibility"}
 
 
 def declared(crate):
@@ -61,7 +65,8 @@ def operation(entry):
         ops = sorted({f"{service}:{kinds.get(k, '?' + k)}" for item in json.loads(body).get("TransactItems", []) for k in item})
         return app.group(1), ops
     if target:
-        return app.group(1), f"{service}:{target.rsplit('.', 1)[-1]}"
+        op = f"{service}:{target.rsplit('.', 1)[-1]}"
+        return app.group(1), AUTHORISED_AS.get(op, op)
     body = entry.get("body") or ""
     if entry.get("body_encoded"):
         body = base64.b64decode(body).decode("utf-8", "replace")

@@ -201,7 +201,13 @@ for key, a in sorted(alarms.items()):
     check(f"{key}: AlarmActions and OKActions to the alerts topic",
           ALERTS_TOPIC in p.get("AlarmActions", []) and ALERTS_TOPIC in p.get("OKActions", []))
     check(f"{key}: name {name} maps to a severity", any(fnmatch.fnmatch(name, pat) for pat in SEVERITY_PATTERNS))
+# A work queue (the source of an event source mapping, issue #20) holds work by design: its
+# dead-letter queue is the one alarmed (checked with the mappings below).
+work_queues = {text(m["Properties"].get("EventSourceArn")).strip("${}").split(".")[0]
+               for m in of_type("AWS::Lambda::EventSourceMapping").values()}
 for qname in of_type("AWS::SQS::Queue"):
+    if qname in work_queues:
+        continue
     check(f"{qname}: alarm on visible messages > 0",
           any(a["Properties"].get("MetricName") == "ApproximateNumberOfMessagesVisible" and qname in str(a["Properties"].get("Dimensions"))
               and float(a["Properties"].get("Threshold", -1)) == 0 and a["Properties"].get("ComparisonOperator") == "GreaterThanThreshold"
@@ -755,6 +761,73 @@ op_ledger = [st for st in resources.get("OperatorReadOnlyPolicy", {}).get("Prope
              if st.get("Sid") == "Ledger"]
 check("operator policy: Query allowed on the by-day index's ARN",
       op_ledger and any("/index/by-day" in str(r) for r in op_ledger[0].get("Resource", [])), op_ledger)
+
+# ---------------------------------------------------------------- fan-out on SQS (issue #20)
+# Every SQS event source mapping feeds a function's work queue to its live alias, at bounded
+# concurrency, with partial batch failures, a dead-letter queue alarmed to the alerts topic, and
+# the function's fanout.* settings agreeing with the queue.
+mappings = of_type("AWS::Lambda::EventSourceMapping")
+queues = of_type("AWS::SQS::Queue")
+sqs_mappings = {k: m for k, m in mappings.items() if "Queue" in text(m["Properties"].get("EventSourceArn"))}
+check("fan-out: pg-health's work queue has an event source mapping",
+      any("PgHealthWorkQueue" in text(m["Properties"].get("EventSourceArn")) for m in sqs_mappings.values()), list(mappings))
+for key, m in sqs_mappings.items():
+    mp = m["Properties"]
+    queue_key = text(mp["EventSourceArn"]).strip("${}").split(".")[0]
+    queue = queues.get(queue_key, {}).get("Properties", {})
+    fn_key = text(mp.get("FunctionName")).strip("${}").split(".")[0]
+    fn = functions.get(fn_key, {})
+    fprops = fn.get("Properties", {})
+    fenv = fprops.get("Environment", {}).get("Variables", {})
+    check(f"{key}: feeds {fn_key}'s live alias (what a canary deploy moves)",
+          fn and text(mp.get("FunctionName")) == "${%s.Alias}" % fn_key and fprops.get("AutoPublishAlias"), mp.get("FunctionName"))
+    # https://docs.aws.amazon.com/lambda/latest/dg/services-sqs-errorhandling.html: without
+    # ReportBatchItemFailures Lambda ignores the function's batchItemFailures and retries the batch.
+    check(f"{key}: FunctionResponseTypes [ReportBatchItemFailures]", mp.get("FunctionResponseTypes") == ["ReportBatchItemFailures"])
+    # https://docs.aws.amazon.com/lambda/latest/dg/API_ScalingConfig.html: MaximumConcurrency 2..1000.
+    mc = mp.get("ScalingConfig", {}).get("MaximumConcurrency")
+    mc_param = params.get(mc.get("Ref"), {}) if isinstance(mc, dict) else {}
+    check(f"{key}: ScalingConfig.MaximumConcurrency from a parameter bounded 2..1000",
+          mc_param.get("Type") == "Number" and num(mc_param.get("MinValue")) >= 2 and num(mc_param.get("MaxValue")) <= 1000
+          and 2 <= num(mc_param.get("Default")) <= 1000, mc)
+    # https://docs.aws.amazon.com/lambda/latest/dg/services-sqs-configure.html: visibility timeout
+    # at least six times the function's timeout.
+    timeout = num(fprops.get("Timeout", globals_fn.get("Timeout", 3)))
+    check(f"{key}: {queue_key} visibility timeout >= 6 x {fn_key}'s timeout",
+          num(queue.get("VisibilityTimeout", 30)) >= 6 * timeout, (queue.get("VisibilityTimeout"), timeout))
+    redrive = queue.get("RedrivePolicy", {})
+    dlq_key = text(redrive.get("deadLetterTargetArn", "")).strip("${}").split(".")[0]
+    dlq = queues.get(dlq_key, {}).get("Properties", {})
+    check(f"{key}: {queue_key} has its own dead-letter queue (RedrivePolicy)", dlq_key in queues and dlq_key != queue_key, redrive)
+    # A message's age counts from its first enqueue, so the DLQ must keep messages longer
+    # (https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/sqs-dead-letter-queues.html).
+    check(f"{key}: {dlq_key} keeps messages longer than {queue_key}",
+          num(dlq.get("MessageRetentionPeriod", 345600)) > num(queue.get("MessageRetentionPeriod", 345600)))
+    check(f"{key}: NBAOPS_FANOUT__MAX_RECEIVE_COUNT = maxReceiveCount (the P2 is raised on the last receive)",
+          str(fenv.get("NBAOPS_FANOUT__MAX_RECEIVE_COUNT")) == str(redrive.get("maxReceiveCount")),
+          (fenv.get("NBAOPS_FANOUT__MAX_RECEIVE_COUNT"), redrive.get("maxReceiveCount")))
+    check(f"{key}: NBAOPS_FANOUT__QUEUE_URL is {queue_key} (Ref of a queue is its URL)",
+          fenv.get("NBAOPS_FANOUT__QUEUE_URL") == {"Ref": queue_key}, fenv.get("NBAOPS_FANOUT__QUEUE_URL"))
+    budget = num(fenv.get("NBAOPS_FANOUT__TARGET_BUDGET_SECONDS", 50))
+    check(f"{key}: BatchSize x target budget + 2 s margin fit {fn_key}'s timeout",
+          num(mp.get("BatchSize", 10)) * budget + 2 <= timeout, (mp.get("BatchSize"), budget, timeout))
+    dlq_alarms = [a for a in alarms.values() if a["Properties"].get("MetricName") == "ApproximateNumberOfMessagesVisible"
+                  and dlq_key in str(a["Properties"].get("Dimensions"))]
+    check(f"{key}: an alarm on {dlq_key}'s depth to the alerts topic (alarm and OK)",
+          any(ALERTS_TOPIC in a["Properties"].get("AlarmActions", []) and ALERTS_TOPIC in a["Properties"].get("OKActions", [])
+              and num(a["Properties"].get("Threshold")) == 0 for a in dlq_alarms), dlq_alarms)
+    # SendMessageBatch is authorised as sqs:SendMessage; the mapping polls with the execution role
+    # (https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/sqs-api-permissions-reference.html,
+    # https://docs.aws.amazon.com/lambda/latest/dg/services-sqs-configure.html).
+    for action in ("sqs:SendMessage", "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"):
+        check(f"{key}: {fn_key} may {action} on {queue_key} only",
+              fn and resources_of(allows(fn, action)) == {"${%s.Arn}" % queue_key}, resources_of(allows(fn, action)) if fn else None)
+    crate = str(fprops.get("CodeUri", "")).rstrip("/").rsplit("/", 1)[-1]
+    inputs = [e["Properties"].get("Input", "") for e in fprops.get("Events", {}).values() if e.get("Type") == "ScheduleV2"]
+    dispatches = [i for i in inputs if json.loads(i or "{}").get("nbaops", {}).get("task") == "dispatch"]
+    check(f"{key}: {fn_key}'s schedule dispatches its own work ({crate}), no direct tick of it left",
+          [json.loads(i)["nbaops"].get("work") for i in dispatches] == [crate]
+          and not any(json.loads(i or "{}").get("nbaops", {}).get("task") == crate for i in inputs), inputs)
 
 passed, failed = results.count(True), results.count(False)
 print(f"template: {passed} passed, {failed} failed")
