@@ -347,11 +347,21 @@ mod tests {
             2,
             "one more session: the work item's database only"
         );
+        // The finding is kept as on any run (announced by the tick above, so "still P1" now).
+        let app = r
+            .records
+            .iter()
+            .find(|x| x.summary.starts_with("pg:app: 1 finding(s)"));
         assert!(
-            r.records.iter().any(|x| x
-                .alerts
+            app.is_some_and(|x| x
+                .notes
                 .iter()
-                .any(|a| a.dedup_key == "pg-unreachable#pg:app")),
+                .any(|n| n.starts_with("still P1: app: cannot connect"))),
+            "{v}"
+        );
+        assert!(
+            app.and_then(|x| x.failed.as_deref())
+                .is_some_and(|f| f.contains("cannot connect")),
             "{v}"
         );
     }

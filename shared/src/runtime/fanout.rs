@@ -349,7 +349,7 @@ fn dlq_alert(
     ctx.alert(
         Severity::P2,
         target,
-        format!("{DLQ_KIND}#{}#{target}", ctx.function),
+        format!("work-dlq#{}#{target}", ctx.function),
         format!("target {target} failed {receives} times, moved to the DLQ"),
     )
     .with_details(json!({
@@ -581,7 +581,7 @@ mod tests {
             })
             .collect();
         assert_eq!(dlq.len(), 1, "{published:?}");
-        assert_eq!(dlq[0]["dedup_key"], "work-dlq#fleet-test#err");
+        assert_eq!(dlq[0]["dedup_key"], format!("{DLQ_KIND}#fleet-test#err"));
         assert_eq!(dlq[0]["severity"], "P2");
         assert_eq!(
             dlq[0]["summary"],
