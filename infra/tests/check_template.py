@@ -811,6 +811,15 @@ for key, m in sqs_mappings.items():
     budget = num(fenv.get("NBAOPS_FANOUT__TARGET_BUDGET_SECONDS", 50))
     check(f"{key}: BatchSize x target budget + 2 s margin fit {fn_key}'s timeout",
           num(mp.get("BatchSize", 10)) * budget + 2 <= timeout, (mp.get("BatchSize"), budget, timeout))
+    if fn_key == "PgHealthFunction":
+        # pg-health starts a scan only with room for a connection and a statement before the
+        # item's deadline, less the 2 s margin (functions/pg-health/src/handler.rs, Budget): a
+        # smaller budget fails every work item unscanned.
+        pg_src = (ROOT / "shared/src/config/pg.rs").read_text()
+        default = lambda k: num(re.search(r'\("%s", "(\d+)"' % re.escape(k), pg_src).group(1))
+        needs = default("pg.connect_timeout_seconds") + default("pg.statement_timeout_ms") / 1000 + 2
+        check(f"{key}: the target budget leaves pg-health room to start a scan (connect + statement + margin)",
+              budget >= needs, (budget, needs))
     dlq_alarms = [a for a in alarms.values() if a["Properties"].get("MetricName") == "ApproximateNumberOfMessagesVisible"
                   and dlq_key in str(a["Properties"].get("Dimensions"))]
     check(f"{key}: an alarm on {dlq_key}'s depth to the alerts topic (alarm and OK)",

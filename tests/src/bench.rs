@@ -2,7 +2,7 @@
 //! served through the Runtime API against the local stack), a warm invocation, peak RSS, the AWS
 //! calls of each (from the emulator's recording) and the deployment zip size; every measured
 //! invocation does real work or the bench fails (`bench_fn`). Then parse + plan CPU time in
-//! process, and pg-health at scale. Targets: cold start <= 40 ms, peak RSS <= 20 MB, zip <= 5 MB.
+//! process, pg-health at scale, and the fleet's dispatch and sweep through SQS (`bench_fleet`). Targets: cold start <= 40 ms, peak RSS <= 20 MB, zip <= 5 MB.
 
 use std::time::Instant;
 
@@ -244,6 +244,7 @@ pub async fn run_bench() -> Result<(), HarnessError> {
     }
     if only.is_none() {
         crate::bench_pg::run_pg_bench(&stack, &target).await?;
+        crate::bench_fleet::run_fleet_bench(&stack, &target).await?;
     }
     Ok(())
 }

@@ -6,12 +6,14 @@
 
 pub mod approval;
 pub mod bench;
+pub mod bench_fleet;
 pub mod bench_fn;
 pub mod bench_pg;
 pub mod bench_replay;
 pub mod cbor_bridge;
 pub mod clock;
 pub mod demo;
+pub mod esm;
 pub mod explain;
 pub mod faultproxy;
 pub mod function;

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use nbaops_tests::{bench, bench_pg, bench_replay, demo, local_stack};
+use nbaops_tests::{bench, bench_fleet, bench_pg, bench_replay, demo, local_stack};
 
 #[tokio::main]
 async fn main() {
@@ -26,9 +26,10 @@ async fn main() {
         Some("bench") => bench::run_bench().await.map(|_| 0),
         Some("bench-pg") => bench_pg::run_bench_pg().await.map(|_| 0),
         Some("bench-replay") => bench_replay::run_replay_bench().await.map(|_| 0),
+        Some("bench-fleet") => bench_fleet::run_bench_fleet().await.map(|_| 0),
         _ => {
             eprintln!(
-                "usage: nbaops-local demo | up | invoke <function> <event.json> | down | bench | bench-pg | bench-replay"
+                "usage: nbaops-local demo | up | invoke <function> <event.json> | down | bench | bench-pg | bench-replay | bench-fleet"
             );
             Ok(2)
         }
