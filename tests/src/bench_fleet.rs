@@ -87,9 +87,12 @@ pub async fn run_fleet_bench(stack: &Stack, target: &std::path::Path) -> Result<
             Outcome::Error { message, .. } => message.clone(),
         };
         if !summary.starts_with(&format!("dispatched {DISPATCH_TARGETS} work item(s)")) {
-            return Err(HarnessError::Setup(format!(
-                "dispatch did not enqueue {DISPATCH_TARGETS}: {summary}"
-            )));
+            // moto answers a SendMessageBatch of 10 in ~0.3 s and serialises them (measured with
+            // boto3 alone, 2026-12-01), so 50 calls can exceed the SDK's 8 s operation timeout:
+            // reported, and the sweep still measured.
+            println!("\nfleet (issue #20): dispatch of {DISPATCH_TARGETS} work items against moto did not complete: {summary}");
+            ms.clear();
+            break;
         }
         let (visible, _) = esm::depth(sqs, &url).await?;
         if visible != DISPATCH_TARGETS as i64 {
@@ -102,8 +105,9 @@ pub async fn run_fleet_bench(stack: &Stack, target: &std::path::Path) -> Result<
             ms.push(inv.elapsed.as_secs_f64() * 1000.0);
         }
     }
-    let dispatch_ms = median(ms.clone());
-    println!(
+    if !ms.is_empty() {
+        let dispatch_ms = median(ms.clone());
+        println!(
         "\nfleet (issue #20): dispatch of {DISPATCH_TARGETS} work items by pg-health's release binary to an SQS queue on moto \
          ({} SendMessageBatch calls of 10): median {dispatch_ms:.0} ms of {RUNS} warm runs (min {:.0}, max {:.0}); target < 1000 ms: {}",
         DISPATCH_TARGETS / 10,
@@ -111,6 +115,7 @@ pub async fn run_fleet_bench(stack: &Stack, target: &std::path::Path) -> Result<
         ms.iter().copied().fold(0.0, f64::max),
         if dispatch_ms < 1000.0 { "met" } else { "NOT MET" }
     );
+    }
     drop(f);
 
     // 2. A sweep of real databases through the local event source mapping.
@@ -163,8 +168,9 @@ pub async fn run_fleet_bench(stack: &Stack, target: &std::path::Path) -> Result<
         sweeps.push(sweep);
     }
     println!(
-        "sweep of {SWEEP_DBS} databases (setup {:.0} s), release binary, TLS, as nbaops_monitor, MaximumConcurrency {CONCURRENCY}, BatchSize {BATCH}:",
-        setup.elapsed().as_secs_f64()
+        "sweep of {SWEEP_DBS} databases (setup {:.0} s), {}, TLS, as nbaops_monitor, MaximumConcurrency {CONCURRENCY}, BatchSize {BATCH}:",
+        setup.elapsed().as_secs_f64(),
+        std::fs::canonicalize(&bin).unwrap_or(bin.clone()).display()
     );
     for (i, s) in sweeps.iter().enumerate() {
         let inv_ms: Vec<f64> = s

@@ -30,10 +30,13 @@ impl DeadLetter for FakeDeadLetter {
     }
 }
 
+/// One `send_batch` call: the queue URL and its `(id, body)` entries.
+pub type SentBatch = (String, Vec<(String, String)>);
+
 /// A work queue in memory: every batch sent, in order; `refuse` names entry ids it refuses.
 #[derive(Default)]
 pub struct FakeWorkQueue {
-    pub batches: Mutex<Vec<(String, Vec<(String, String)>)>>,
+    pub batches: Mutex<Vec<SentBatch>>,
     pub refuse: Mutex<Vec<String>>,
 }
 
