@@ -11,8 +11,8 @@
 
 use nbaops_shared::adapters::DynamoLedger;
 use nbaops_shared::guard::{
-    approved_input, decide, ApprovalDecision, ApprovalRequest, ApprovalState, AuditRecord,
-    Decided, Verdict,
+    approved_input, decide, ApprovalDecision, ApprovalRequest, ApprovalState, AuditRecord, Decided,
+    Verdict,
 };
 use nbaops_tests::approval;
 use nbaops_tests::demo::Stack;
@@ -234,9 +234,9 @@ async fn containment_asks_each_time_and_an_approved_plan_is_carried_out_once_and
     let done: Vec<&Value> = audits.iter().filter(|x| x["outcome"] == "acted").collect();
     assert_eq!(done.len(), 1, "{audits:?}");
     assert!(
-        done[0]["steps"].as_array().is_some_and(|s| s
-            .iter()
-            .any(|s| s["step"] == "change_window"
+        done[0]["steps"]
+            .as_array()
+            .is_some_and(|s| s.iter().any(|s| s["step"] == "change_window"
                 && s["note"]
                     .as_str()
                     .is_some_and(|n| n.starts_with("approved by bob at")))),

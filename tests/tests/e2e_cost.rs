@@ -263,7 +263,11 @@ async fn anomaly_for_test_env_asks_by_default_and_contains_it_without_approval_w
     let asked = platform::drain(&stack.clients, &stack.platform.alerts_queue)
         .await
         .unwrap();
-    assert_eq!(asked.len(), 3, "two approval alerts and the anomaly's: {asked:?}");
+    assert_eq!(
+        asked.len(),
+        3,
+        "two approval alerts and the anomaly's: {asked:?}"
+    );
     platform::drain(&stack.clients, &stack.platform.actions_queue)
         .await
         .unwrap();
