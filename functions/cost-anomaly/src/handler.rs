@@ -20,8 +20,9 @@ use nbaops_shared::Result;
 
 use crate::plan::{
     anomaly_evidence, anomaly_impact, attribute, budget_evidence, budget_overrun, containment,
-    daily_window, env_in_name, env_tag_value, find_spikes, plan_db_containment, plan_group_containment,
-    severity_for, tag_evidence, Attribution, Containment, DbStep, Evidence, GroupStep, Spike,
+    daily_window, env_in_name, env_tag_value, find_spikes, plan_db_containment,
+    plan_group_containment, severity_for, tag_evidence, Attribution, Containment, DbStep, Evidence,
+    GroupStep, Spike,
 };
 
 pub const FUNCTION: &str = "cost-anomaly";
@@ -78,7 +79,12 @@ impl Function for CostAnomaly {
             Some(Target::Group(name)) => Ok(match self.asg.describe_group(name).await? {
                 None => Live::Gone,
                 Some(g) => Live::Is {
-                    state: group_before(g.min_size, g.max_size, g.desired, env_tag_value(&g.tags, tag)),
+                    state: group_before(
+                        g.min_size,
+                        g.max_size,
+                        g.desired,
+                        env_tag_value(&g.tags, tag),
+                    ),
                     tags: g.tags,
                 },
             }),
@@ -161,8 +167,12 @@ fn plan_env(a: &ProposedAction) -> Result<Env> {
 fn saved_of(a: &ProposedAction, by: &str, at: DateTime<Utc>) -> Option<Value> {
     let b = &a.before;
     match contained_target(a)? {
-        Target::Group(name) => Some(json!({"kind": "asg", "name": name, "min": b.get("min")?, "max": b.get("max")?, "desired": b.get("desired")?, "event_id": by, "at": at.to_rfc3339()})),
-        Target::Db(id) => Some(json!({"kind": "rds", "id": id, "status": b.get("status")?, "event_id": by, "at": at.to_rfc3339()})),
+        Target::Group(name) => Some(
+            json!({"kind": "asg", "name": name, "min": b.get("min")?, "max": b.get("max")?, "desired": b.get("desired")?, "event_id": by, "at": at.to_rfc3339()}),
+        ),
+        Target::Db(id) => Some(
+            json!({"kind": "rds", "id": id, "status": b.get("status")?, "event_id": by, "at": at.to_rfc3339()}),
+        ),
     }
 }
 
@@ -268,11 +278,18 @@ impl CostAnomaly {
     }
 
     /// The action through the guard, its effect [`CostAnomaly::contain`].
-    async fn act(&self, action: &ProposedAction, env: Env, w: &mut Work<'_>) -> Result<AuditRecord> {
+    async fn act(
+        &self,
+        action: &ProposedAction,
+        env: Env,
+        w: &mut Work<'_>,
+    ) -> Result<AuditRecord> {
         let ctx = w.ctx;
         let by = w.rec.event_id.clone();
-        w.act(action, || self.contain(action, env, &by, ctx.deps, ctx.now()))
-            .await
+        w.act(action, || {
+            self.contain(action, env, &by, ctx.deps, ctx.now())
+        })
+        .await
     }
 
     /// Cost allocation tag evidence from Cost Explorer: the root-cause services' cost over the
@@ -643,7 +660,9 @@ impl CostAnomaly {
             cooldown_seconds: self.cfg.contain_cooldown_seconds,
             before: db_before("available", Some(env.to_string())),
             after: json!({"status": "stopped"}),
-            explanation: run.because.doing("stop", "Stopped", format!("{id} (env {env})")),
+            explanation: run
+                .because
+                .doing("stop", "Stopped", format!("{id} (env {env})")),
         };
         let audit = self.act(&action, env, w).await?;
         w.note(format!("{resource}: stop: {}", audit.outcome_words()));
@@ -1112,7 +1131,10 @@ mod tests {
             w.asg.mutations(),
             vec!["update_group_size nbaops-test-web 0 0 0"]
         );
-        assert!(w.power.mutations().is_empty(), "the instance was not approved");
+        assert!(
+            w.power.mutations().is_empty(),
+            "the instance was not approved"
+        );
         let saved = w
             .ledger
             .get("contained#test", "asg:nbaops-test-web")
@@ -1120,8 +1142,20 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(
-            (&saved["kind"], &saved["name"], &saved["min"], &saved["max"], &saved["desired"]),
-            (&json!("asg"), &json!("nbaops-test-web"), &json!(1), &json!(4), &json!(2))
+            (
+                &saved["kind"],
+                &saved["name"],
+                &saved["min"],
+                &saved["max"],
+                &saved["desired"]
+            ),
+            (
+                &json!("asg"),
+                &json!("nbaops-test-web"),
+                &json!(1),
+                &json!(4),
+                &json!(2)
+            )
         );
         run(&w, approved_input(&req)).await;
         assert_eq!(mutations(&w), 1, "used once");
@@ -1185,7 +1219,11 @@ mod tests {
             json!({"min": 1, "max": 4, "desired": 2, "env": "prod"}),
         );
         assert!(w.f.apply(&prod, &ctx).await.is_err());
-        let unnamed = plan("rds.stop", "rds:nbaops-test-db", json!({"status": "available"}));
+        let unnamed = plan(
+            "rds.stop",
+            "rds:nbaops-test-db",
+            json!({"status": "available"}),
+        );
         assert!(w.f.apply(&unnamed, &ctx).await.is_err());
         assert!(w.f.apply(&other, &ctx).await.is_err());
         assert_eq!(mutations(&w), 0);
