@@ -4,13 +4,13 @@
 //! them.
 //!
 //! The defaults follow the SPEC's change rules (disruptive changes go in the Tue/Thu window;
-//! outside it only P1 emergencies): an RDS class change outside the window for a P2 is asked for.
+//! outside it only P1 emergencies): an RDS class change outside the window for a P2 is asked for,
+//! and so is a restore drill start outside the window (a new instance: cost and capacity).
 //! A policy other than `never` is refused for an action whose owner cannot carry out an approved
 //! request ([`CARRIED_OUT`]): a request nobody can carry out would only ever expire. The SPEC
 //! would ask for VACUUM FULL / REINDEX of a large table (outside the window), terminating a
-//! backend not on the allow-list (always), containment of a non-prod environment (always) and a
-//! restore drill start (outside the window): they stay `never` until their functions carry out
-//! approvals.
+//! backend not on the allow-list (always) and containment of a non-prod environment (always):
+//! they stay `never` until their functions carry out approvals.
 
 use chrono::Duration;
 use serde::Serialize;
@@ -54,6 +54,7 @@ pub const CARRIED_OUT: &[(&str, &str)] = &[
     ("rds.modify_class", "scale-on-alarm"),
     ("asg.scale_out", "scale-on-alarm"),
     ("asg.scale_in", "scale-on-alarm"),
+    ("rds.restore_drill", "backup-guard"),
 ];
 
 /// Whether an approved request for `action` can be carried out (its owner implements it).
@@ -76,6 +77,7 @@ pub fn owners() -> Vec<&'static str> {
 #[rustfmt::skip]
 pub const DEFAULTS: &[(&str, Policy)] = &[
     ("rds.modify_class", Policy::OutsideWindow),
+    ("rds.restore_drill", Policy::OutsideWindow),
 ];
 
 const SETTINGS: &[&str] = &["timeout_minutes", "on_timeout", "approvers"];
@@ -84,8 +86,8 @@ const SETTINGS: &[&str] = &["timeout_minutes", "on_timeout", "approvers"];
 pub const DYNAMIC: &[Dynamic] = &[Dynamic {
     prefix: PREFIX,
     pattern: "approval.<action>",
-    default: "rds.modify_class: outside_window; every other action: never",
-    meaning: "never | outside_window | always: when the guard asks a person (signed Approve / Deny links in the alert) instead of deciding alone. Only rds.modify_class, asg.scale_out and asg.scale_in may ask (their owner, scale-on-alarm, carries approvals out); VACUUM FULL / REINDEX of a large table, terminating a backend not on the allow-list, containment of a non-prod environment and a restore drill start stay never until their functions can",
+    default: "rds.modify_class, rds.restore_drill: outside_window; every other action: never",
+    meaning: "never | outside_window | always: when the guard asks a person (signed Approve / Deny links in the alert) instead of deciding alone. Only rds.modify_class, asg.scale_out and asg.scale_in (their owner, scale-on-alarm, carries approvals out) and rds.restore_drill (backup-guard) may ask; VACUUM FULL / REINDEX of a large table, terminating a backend not on the allow-list and containment of a non-prod environment stay never until their functions can",
 }];
 
 #[derive(Debug, Clone, Serialize, Default)]
