@@ -50,9 +50,18 @@ pub fn window_around_now() -> Vec<(&'static str, String)> {
     let now = clock::now();
     let hm = |t: chrono::DateTime<chrono::Utc>| t.format("%H:%M").to_string();
     vec![
-        ("NBAOPS_GUARD__WINDOW__DAYS", "mon,tue,wed,thu,fri,sat,sun".into()),
-        ("NBAOPS_GUARD__WINDOW__START", hm(now - chrono::Duration::hours(2))),
-        ("NBAOPS_GUARD__WINDOW__END", hm(now + chrono::Duration::hours(2))),
+        (
+            "NBAOPS_GUARD__WINDOW__DAYS",
+            "mon,tue,wed,thu,fri,sat,sun".into(),
+        ),
+        (
+            "NBAOPS_GUARD__WINDOW__START",
+            hm(now - chrono::Duration::hours(2)),
+        ),
+        (
+            "NBAOPS_GUARD__WINDOW__END",
+            hm(now + chrono::Duration::hours(2)),
+        ),
     ]
 }
 

@@ -33,9 +33,14 @@ async fn start(stack: &Stack, extra: &[(&str, &str)]) -> FunctionUnderTest {
         ("NBAOPS_BACKUP__DR_REGION", "us-west-2"),
     ]);
     env.extend_from_slice(extra);
-    FunctionUnderTest::start(&function_binary(FN).unwrap(), FN, &stack.function_env(&env), 1)
-        .await
-        .unwrap()
+    FunctionUnderTest::start(
+        &function_binary(FN).unwrap(),
+        FN,
+        &stack.function_env(&env),
+        1,
+    )
+    .await
+    .unwrap()
 }
 
 fn ledger(stack: &Stack) -> DynamoLedger {
@@ -55,7 +60,9 @@ fn who(by: &str) -> Decided {
 
 async fn drill_tick(f: &FunctionUnderTest, id: &str, at: DateTime<Utc>) -> Value {
     let v = f
-        .invoke_ok(json!({"nbaops": {"task": "backup-restore-drill", "id": id, "at": at.to_rfc3339()}}))
+        .invoke_ok(
+            json!({"nbaops": {"task": "backup-restore-drill", "id": id, "at": at.to_rfc3339()}}),
+        )
         .await
         .unwrap();
     v["records"][0].clone()
@@ -70,9 +77,10 @@ async fn ask(stack: &Stack, f: &FunctionUnderTest, id: &str) -> (String, String)
     assert_eq!(a["stopped_by"], "change_window", "{rec}");
     let approval_id = a["approval_id"].as_str().unwrap_or_default().to_string();
     assert!(
-        a["sentence"].as_str().is_some_and(|s| s
-            .starts_with("Asked for approval to ")
-            && s.contains(&format!("(id {approval_id})"))),
+        a["sentence"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("Asked for approval to ")
+                && s.contains(&format!("(id {approval_id})"))),
         "{rec}"
     );
     let alerts = platform::drain(&stack.clients, &stack.platform.alerts_queue)
@@ -231,15 +239,18 @@ async fn a_drill_outside_the_window_is_asked_and_once_approved_restores_once_and
     );
     let started: DateTime<Utc> = serde_json::from_value(d["started_at"].clone()).unwrap();
     // The audit record names the approver.
-    let audit = approval::audit(&stack, &format!("rds:{temp}")).await.unwrap();
+    let audit = approval::audit(&stack, &format!("rds:{temp}"))
+        .await
+        .unwrap();
     let acted: Vec<&Value> = audit.iter().filter(|r| r["outcome"] == "acted").collect();
     assert_eq!(acted.len(), 1, "{audit:?}");
     assert!(
-        acted[0]["steps"].as_array().is_some_and(|s| s.iter().any(|s| s["step"]
-            == "change_window"
-            && s["note"]
-                .as_str()
-                .is_some_and(|n| n.starts_with("approved by bob at")))),
+        acted[0]["steps"]
+            .as_array()
+            .is_some_and(|s| s.iter().any(|s| s["step"] == "change_window"
+                && s["note"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with("approved by bob at")))),
         "{:?}",
         acted[0]
     );
@@ -342,7 +353,9 @@ async fn denied_or_no_longer_holding_restores_nothing_and_dry_run_asks_nobody() 
     );
     assert_eq!(restores(&stack), 0, "{v}");
     assert!(drill_record(&stack).await.is_none());
-    let audit = approval::audit(&stack, &format!("rds:{temp}")).await.unwrap();
+    let audit = approval::audit(&stack, &format!("rds:{temp}"))
+        .await
+        .unwrap();
     assert!(
         audit
             .iter()
@@ -367,7 +380,10 @@ async fn denied_or_no_longer_holding_restores_nothing_and_dry_run_asks_nobody() 
     // Dry-run: would ask, asks nobody, stores nothing, restores nothing.
     drop(f);
     let f = start(&stack, &[("NBAOPS_GUARD__DRY_RUN", "true")]).await;
-    let before = ApprovalRequest::all(&ledger(&stack), "dev").await.unwrap().len();
+    let before = ApprovalRequest::all(&ledger(&stack), "dev")
+        .await
+        .unwrap()
+        .len();
     let rec = drill_tick(&f, "drill-dry", clock::now()).await;
     let a = &rec["actions"][0];
     assert_eq!(
@@ -381,14 +397,22 @@ async fn denied_or_no_longer_holding_restores_nothing_and_dry_run_asks_nobody() 
             .is_some_and(|s| s.starts_with("Would ask for approval to ")),
         "{rec}"
     );
-    assert!(rec["alerts"].as_array().is_some_and(|x| x.is_empty()), "{rec}");
+    assert!(
+        rec["alerts"].as_array().is_some_and(|x| x.is_empty()),
+        "{rec}"
+    );
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(platform::drain(&stack.clients, &stack.platform.alerts_queue)
-        .await
-        .unwrap()
-        .is_empty());
+    assert!(
+        platform::drain(&stack.clients, &stack.platform.alerts_queue)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(
-        ApprovalRequest::all(&ledger(&stack), "dev").await.unwrap().len(),
+        ApprovalRequest::all(&ledger(&stack), "dev")
+            .await
+            .unwrap()
+            .len(),
         before
     );
     assert_eq!(restores(&stack), 0);

@@ -311,7 +311,12 @@ impl BackupGuard {
     }
 
     /// The restore of `snapshot` to the temporary `drill_instance`, tagged as `instance`'s drill.
-    fn restore_request(&self, instance: &str, drill_instance: &str, snapshot: &str) -> RestoreRequest {
+    fn restore_request(
+        &self,
+        instance: &str,
+        drill_instance: &str,
+        snapshot: &str,
+    ) -> RestoreRequest {
         let mut tags = Tags::new();
         tags.insert("nbaops:drill".into(), "true".into());
         tags.insert("nbaops:source".into(), instance.into());
@@ -888,10 +893,18 @@ mod tests {
     }
 
     async fn load_current(w: &handler::tests::World) -> Option<serde_json::Value> {
-        w.deps.ledger.get("backupdrill#db", "current").await.unwrap()
+        w.deps
+            .ledger
+            .get("backupdrill#db", "current")
+            .await
+            .unwrap()
     }
 
-    async fn answer(w: &handler::tests::World, req: &ApprovalRequest, v: Verdict) -> ApprovalRequest {
+    async fn answer(
+        w: &handler::tests::World,
+        req: &ApprovalRequest,
+        v: Verdict,
+    ) -> ApprovalRequest {
         let who = Decided {
             by: "carol".into(),
             from: "cli".into(),
@@ -905,7 +918,11 @@ mod tests {
             .unwrap()
     }
 
-    async fn deliver(w: &handler::tests::World, req: &ApprovalRequest, minutes: i64) -> RecordReport {
+    async fn deliver(
+        w: &handler::tests::World,
+        req: &ApprovalRequest,
+        minutes: i64,
+    ) -> RecordReport {
         let inv = Invocation::at("req-approved", t0() + Duration::minutes(minutes));
         let mut r = handle(w, approved_input(req), &inv).await.unwrap();
         r.records.remove(0)
@@ -935,11 +952,7 @@ mod tests {
             (d["phase"].as_str(), d["drill_instance"].as_str()),
             (Some("restoring"), Some("nbaops-drill-db-202611251200"))
         );
-        assert_eq!(
-            d["started_at"],
-            json!(t0() + Duration::minutes(10)),
-            "{d}"
-        );
+        assert_eq!(d["started_at"], json!(t0() + Duration::minutes(10)), "{d}");
         // A second delivery does nothing.
         let again = deliver(&w, &req, 11).await;
         assert!(again.actions.is_empty(), "{again:?}");
@@ -967,7 +980,10 @@ mod tests {
         let req = asked(&w, "d1").await;
         let req = answer(&w, &req, Verdict::Deny).await;
         let rec = deliver(&w, &req, 10).await;
-        assert!(rec.actions.is_empty() && w.rds.mutations().is_empty(), "{rec:?}");
+        assert!(
+            rec.actions.is_empty() && w.rds.mutations().is_empty(),
+            "{rec:?}"
+        );
 
         // A newer snapshot since the request: the plan restores the wrong one.
         let w = world(&[]);

@@ -19,8 +19,8 @@ use nbaops_shared::config::backup::BackupConfig;
 use nbaops_shared::config::pg::PgConfig;
 use nbaops_shared::deadline::{Budget, MARGIN, ONE_AWS_ACTION};
 use nbaops_shared::events::{Inbound, RdsEvent, ScheduledTick};
-use nbaops_shared::ports::{PgConnector, RdsBackups};
 use nbaops_shared::guard::ProposedAction;
+use nbaops_shared::ports::{PgConnector, RdsBackups};
 use nbaops_shared::runtime::{
     Ctx, Deps, Function, Invocation, InvocationReport, Live, RecordReport, Work,
 };
