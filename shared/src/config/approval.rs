@@ -58,6 +58,9 @@ pub const CARRIED_OUT: &[(&str, &str)] = &[
     ("asg.contain_to_zero", "cost-anomaly"),
     ("rds.stop", "cost-anomaly"),
     ("rds.restore_drill", "backup-guard"),
+    ("pg.vacuum-full", "vacuum-trigger"),
+    ("pg.reindex", "vacuum-trigger"),
+    ("pg.end_transaction_unlisted", "vacuum-trigger"),
 ];
 
 /// Whether an approved request for `action` can be carried out (its owner implements it).
@@ -83,6 +86,9 @@ pub const DEFAULTS: &[(&str, Policy)] = &[
     ("asg.contain_to_zero", Policy::Always),
     ("rds.stop", Policy::Always),
     ("rds.restore_drill", Policy::OutsideWindow),
+    ("pg.vacuum-full", Policy::OutsideWindow),
+    ("pg.reindex", Policy::OutsideWindow),
+    ("pg.end_transaction_unlisted", Policy::Always),
 ];
 
 const SETTINGS: &[&str] = &["timeout_minutes", "on_timeout", "approvers"];

@@ -306,7 +306,8 @@ impl<'a> Work<'a> {
 
     /// The one alert of a decision that asked a person (not in dry-run: nothing was asked):
     /// it carries the request's id, and alert-router puts the signed Approve / Deny links in it.
-    async fn ask(&mut self, audit: &AuditRecord) -> Result<()> {
+    /// [`Work::act`] raises it; a function that checks and finishes with the guard itself calls it.
+    pub async fn ask(&mut self, audit: &AuditRecord) -> Result<()> {
         let (Outcome::NeedsApproval, false, Some(id)) =
             (audit.outcome, audit.dry_run, &audit.approval_id)
         else {
