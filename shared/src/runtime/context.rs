@@ -15,7 +15,7 @@ use crate::alerts::{Alert, Severity};
 use crate::config::Config;
 use crate::error::Result;
 use crate::events::{classify, Inbound};
-use crate::guard::{AuditRecord, Guard, Outcome, ProposedAction};
+use crate::guard::{ApprovalRequest, AuditRecord, Guard, Outcome, ProposedAction};
 
 use super::{Deps, Reply};
 
@@ -313,6 +313,19 @@ impl<'a> Work<'a> {
         else {
             return Ok(());
         };
+        // Asked by an earlier run or event (the guard pointed this one to the open request):
+        // announced then, not again.
+        let env = self.ctx.env();
+        if let Some(req) = ApprovalRequest::load(self.ctx.deps.ledger.as_ref(), &env, id).await? {
+            if req.event_id != audit.event_id {
+                self.note(format!(
+                    "approval {id} already asked at {} (until {}): not announced again",
+                    req.requested_at.format("%Y-%m-%d %H:%M UTC"),
+                    req.expires_at.format("%Y-%m-%d %H:%M UTC")
+                ));
+                return Ok(());
+            }
+        }
         let alert = self
             .ctx
             .alert(
