@@ -122,3 +122,99 @@ impl Fleet {
         Ok(f)
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use serde_json::{json, Value};
+
+    use super::*;
+    use crate::fakes::test_deps;
+    use crate::runtime::{dispatch, Ctx, Invocation, InvocationReport, RecordReport};
+
+    /// A function that counts the records handed to it.
+    struct Counting(AtomicUsize);
+
+    impl Function for Counting {
+        const NAME: &'static str = "scale-on-alarm";
+        const TAKES: &'static str = "alarms";
+        type Reply = InvocationReport;
+        async fn init(_deps: &Deps, _aws: &AwsClients) -> Result<Self> {
+            Ok(Counting(AtomicUsize::new(0)))
+        }
+        async fn on(&self, inbound: Inbound, ctx: &Ctx<'_>) -> Result<RecordReport> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Ok(ctx.work(inbound.event_id().unwrap_or(""), "alarm", "seen").done().await?)
+        }
+    }
+
+    fn alarm(account: &str, region: &str) -> Value {
+        let mut a: Value = serde_json::from_str(include_str!(
+            "../../../events/cloudwatch-alarm/eventbridge-single-metric-alarm.json"
+        ))
+        .unwrap();
+        a["account"] = json!(account);
+        a["region"] = json!(region);
+        a["detail"]["alarmArn"] = json!(format!(
+            "arn:aws:cloudwatch:{region}:{account}:alarm:nbaops-dev-web-cpu-high"
+        ));
+        a
+    }
+
+    #[tokio::test]
+    async fn records_outside_the_fleet_never_reach_the_function_and_the_hubs_do() {
+        let t = test_deps(
+            "scale-on-alarm",
+            &[
+                ("NBAOPS_ALERTS_TOPIC_ARN", "arn:aws:sns:us-east-1:123456789012:nbaops-dev-alerts"),
+                ("NBAOPS_FLEET__ACCOUNTS", "222222222222=arn:aws:iam::222222222222:role/nbaops-member-dev"),
+            ],
+        )
+        .unwrap();
+        let clients: &'static AwsClients = Box::leak(Box::new(
+            AwsClients::for_member(
+                &AwsClients::from_env().await,
+                &Origin::new("123456789012", "us-east-1"),
+                None,
+                None,
+                "t",
+            )
+            .await,
+        ));
+        let fleet = Fleet::new(&t.deps.cfg, clients).unwrap().unwrap();
+        assert_eq!(fleet.hub, Origin::new("123456789012", "us-east-1"));
+        let f = Counting(AtomicUsize::new(0));
+        let inv = Invocation::at("r", chrono::Utc::now());
+        let ctx = Ctx::of::<Counting>(t.deps, &inv).with_fleet(Some(&fleet));
+        let out = dispatch(&f, alarm("333333333333", "us-east-1"), &ctx).await.unwrap();
+        assert_eq!(
+            out.records[0].not_for_me.as_deref(),
+            Some("account 333333333333 region us-east-1 is not in fleet.accounts")
+        );
+        assert!(!out.records[0].event_id.is_empty());
+        assert_eq!(f.0.load(Ordering::SeqCst), 0, "the function never saw it");
+        let out = dispatch(&f, alarm("123456789012", "us-east-1"), &ctx).await.unwrap();
+        assert!(out.records[0].not_for_me.is_none(), "{out:?}");
+        assert_eq!(f.0.load(Ordering::SeqCst), 1, "the hub's own record: the hub's function");
+        // Without a fleet configured, a stranger's record is the hub's, as before issue #20.
+        let plain = test_deps("scale-on-alarm", &[]).unwrap();
+        assert!(Fleet::new(&plain.deps.cfg, clients).unwrap().is_none());
+        let ctx = Ctx::of::<Counting>(plain.deps, &inv);
+        dispatch(&f, alarm("333333333333", "us-east-1"), &ctx).await.unwrap();
+        assert_eq!(f.0.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_fleet_without_a_known_hub_is_a_configuration_error() {
+        let t = test_deps(
+            "scale-on-alarm",
+            &[("NBAOPS_FLEET__REGIONS", "us-west-2")],
+        )
+        .unwrap();
+        let clients: &'static AwsClients = Box::leak(Box::new(AwsClients::from_env().await));
+        let e = Fleet::new(&t.deps.cfg, clients).unwrap_err().to_string();
+        assert!(e.contains("hub's own account and region are unknown"), "{e}");
+    }
+}
