@@ -170,13 +170,19 @@ async fn run_named(
         "vacuum-trigger" => {
             one::<vacuum_trigger::handler::VacuumTrigger>(deps, aws, fleet, payload, inv).await
         }
-        "cost-anomaly" => one::<cost_anomaly::handler::CostAnomaly>(deps, aws, fleet, payload, inv).await,
+        "cost-anomaly" => {
+            one::<cost_anomaly::handler::CostAnomaly>(deps, aws, fleet, payload, inv).await
+        }
         "failover-notify" => {
             one::<failover_notify::handler::FailoverNotify>(deps, aws, fleet, payload, inv).await
         }
-        "backup-guard" => one::<backup_guard::handler::BackupGuard>(deps, aws, fleet, payload, inv).await,
+        "backup-guard" => {
+            one::<backup_guard::handler::BackupGuard>(deps, aws, fleet, payload, inv).await
+        }
         "offhours" => one::<offhours::handler::Offhours>(deps, aws, fleet, payload, inv).await,
-        "alert-router" => one::<alert_router::router::AlertRouter>(deps, aws, fleet, payload, inv).await,
+        "alert-router" => {
+            one::<alert_router::router::AlertRouter>(deps, aws, fleet, payload, inv).await
+        }
         other => Err(CliError::Usage(format!("{other} cannot be planned"))),
     }
 }

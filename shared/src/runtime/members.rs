@@ -146,7 +146,9 @@ mod tests {
         }
         async fn on(&self, inbound: Inbound, ctx: &Ctx<'_>) -> Result<RecordReport> {
             self.0.fetch_add(1, Ordering::SeqCst);
-            Ok(ctx.work(inbound.event_id().unwrap_or(""), "alarm", "seen").done().await?)
+            ctx.work(inbound.event_id().unwrap_or(""), "alarm", "seen")
+                .done()
+                .await
         }
     }
 
@@ -168,8 +170,14 @@ mod tests {
         let t = test_deps(
             "scale-on-alarm",
             &[
-                ("NBAOPS_ALERTS_TOPIC_ARN", "arn:aws:sns:us-east-1:123456789012:nbaops-dev-alerts"),
-                ("NBAOPS_FLEET__ACCOUNTS", "222222222222=arn:aws:iam::222222222222:role/nbaops-member-dev"),
+                (
+                    "NBAOPS_ALERTS_TOPIC_ARN",
+                    "arn:aws:sns:us-east-1:123456789012:nbaops-dev-alerts",
+                ),
+                (
+                    "NBAOPS_FLEET__ACCOUNTS",
+                    "222222222222=arn:aws:iam::222222222222:role/nbaops-member-dev",
+                ),
             ],
         )
         .unwrap();
@@ -188,33 +196,42 @@ mod tests {
         let f = Counting(AtomicUsize::new(0));
         let inv = Invocation::at("r", chrono::Utc::now());
         let ctx = Ctx::of::<Counting>(t.deps, &inv).with_fleet(Some(&fleet));
-        let out = dispatch(&f, alarm("333333333333", "us-east-1"), &ctx).await.unwrap();
+        let out = dispatch(&f, alarm("333333333333", "us-east-1"), &ctx)
+            .await
+            .unwrap();
         assert_eq!(
             out.records[0].not_for_me.as_deref(),
             Some("account 333333333333 region us-east-1 is not in fleet.accounts")
         );
         assert!(!out.records[0].event_id.is_empty());
         assert_eq!(f.0.load(Ordering::SeqCst), 0, "the function never saw it");
-        let out = dispatch(&f, alarm("123456789012", "us-east-1"), &ctx).await.unwrap();
+        let out = dispatch(&f, alarm("123456789012", "us-east-1"), &ctx)
+            .await
+            .unwrap();
         assert!(out.records[0].not_for_me.is_none(), "{out:?}");
-        assert_eq!(f.0.load(Ordering::SeqCst), 1, "the hub's own record: the hub's function");
+        assert_eq!(
+            f.0.load(Ordering::SeqCst),
+            1,
+            "the hub's own record: the hub's function"
+        );
         // Without a fleet configured, a stranger's record is the hub's, as before issue #20.
         let plain = test_deps("scale-on-alarm", &[]).unwrap();
         assert!(Fleet::new(&plain.deps.cfg, clients).unwrap().is_none());
         let ctx = Ctx::of::<Counting>(plain.deps, &inv);
-        dispatch(&f, alarm("333333333333", "us-east-1"), &ctx).await.unwrap();
+        dispatch(&f, alarm("333333333333", "us-east-1"), &ctx)
+            .await
+            .unwrap();
         assert_eq!(f.0.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]
     async fn a_fleet_without_a_known_hub_is_a_configuration_error() {
-        let t = test_deps(
-            "scale-on-alarm",
-            &[("NBAOPS_FLEET__REGIONS", "us-west-2")],
-        )
-        .unwrap();
+        let t = test_deps("scale-on-alarm", &[("NBAOPS_FLEET__REGIONS", "us-west-2")]).unwrap();
         let clients: &'static AwsClients = Box::leak(Box::new(AwsClients::from_env().await));
         let e = Fleet::new(&t.deps.cfg, clients).unwrap_err().to_string();
-        assert!(e.contains("hub's own account and region are unknown"), "{e}");
+        assert!(
+            e.contains("hub's own account and region are unknown"),
+            "{e}"
+        );
     }
 }
