@@ -31,9 +31,10 @@ lint: setup
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 infra-lint: setup infra-scan
-	cfn-lint infra/template.yaml
+	cfn-lint infra/template.yaml infra/member-role.yaml
 	.venv/bin/python infra/tests/check_template.py
 	.venv/bin/python infra/tests/check_aws_operations.py
+	.venv/bin/python infra/tests/check_member_role.py
 	.venv/bin/python infra/tests/check_workflow.py
 	infra/tests/check_ca_bundle.sh
 

@@ -60,9 +60,12 @@ pub const CORE_KEYS: &[(&str, &str, &str)] = &[
     ("approval.timeout_minutes", "60", "how long an approval request waits for an answer"),
     ("approval.on_timeout", "deny", "what an unanswered request comes to: deny (nothing happens) or approve"),
     ("approval.approvers", "", "comma list of who may approve (names in the signed links); empty: anyone holding a valid link"),
+    ("fleet.accounts", "", "member accounts watched from this deployment (issue #20): comma list of <account>=<role arn> (the role of infra/member-role.yaml); empty: the hub's account only"),
+    ("fleet.regions", "", "regions watched: comma list of <region> (every account) or <account>:<region> (that account); an account without any: the hub's region"),
+    ("fleet.external_id_secret", "/nbaops/{env}/secrets/fleet/external_id", "SSM SecureString holding the external id the member roles require (sts:ExternalId)"),
 ];
 
-/// The section of the core keys; its SSM paths are `guard/`, `audit/` and `approval/`.
+/// The section of the core keys; its SSM paths are `guard/`, `audit/`, `approval/` and `fleet/`.
 pub const CORE: &str = "core";
 
 /// Keys under `prefix` are per-resource overrides (`pattern`), checked by their section's parser.
@@ -117,7 +120,7 @@ pub fn config_sections(function: &str) -> Vec<&'static str> {
         .iter()
         .find(|(f, _)| *f == function)
         .map_or(&[][..], |(_, sections)| *sections);
-    ["guard", "audit", "approval"]
+    ["guard", "audit", "approval", "fleet"]
         .into_iter()
         .chain(own.iter().copied())
         .collect()
@@ -402,6 +405,9 @@ pub struct Config {
     pub scale: ScaleConfig,
     /// When the guard asks a person (every function: the guard reads it).
     pub approval: ApprovalConfig,
+    /// The member accounts and regions this deployment watches (every function: the runtime
+    /// routes each record to the clients of its origin, [`crate::fleet`]).
+    pub fleet: crate::fleet::FleetConfig,
     #[serde(skip)]
     pub settings: Settings,
 }
@@ -491,6 +497,7 @@ impl Config {
             guard,
             scale,
             approval: approval::from_settings(&s)?,
+            fleet: crate::fleet::from_settings(&s)?,
             settings: s,
         })
     }
@@ -756,6 +763,7 @@ mod tests {
                 "/nbaops/prod/guard/",
                 "/nbaops/prod/audit/",
                 "/nbaops/prod/approval/",
+                "/nbaops/prod/fleet/",
                 "/nbaops/prod/backup/",
                 "/nbaops/prod/pg/"
             ]

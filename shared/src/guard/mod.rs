@@ -249,6 +249,8 @@ pub struct Guard<'a> {
     riders: Vec<LedgerWrite>,
     /// The approval this run carries out (the approved task): the change window step passes.
     approved: Option<(String, Decided)>,
+    /// The fleet member the actions are in (issue #20); `None`: the hub's account and region.
+    origin: Option<crate::fleet::Origin>,
 }
 
 pub(super) fn step(step: GuardStep, passed: bool, note: impl Into<String>) -> StepResult {
@@ -287,6 +289,34 @@ impl<'a> Guard<'a> {
             admitted: 0,
             riders: Vec::new(),
             approved: None,
+            origin: None,
+        }
+    }
+
+    /// Actions in a fleet member's account and region (issue #20): each action's resource and
+    /// cooldown key are qualified with `@<account>/<region>`, so the audit record names where it
+    /// acted, and the idempotency claim, the cooldown and the approval of a group in one account
+    /// are never another account's group of the same name.
+    pub fn with_origin(mut self, origin: Option<crate::fleet::Origin>) -> Self {
+        self.origin = origin;
+        self
+    }
+
+    /// The action as this guard checks, claims and audits it ([`Guard::with_origin`]).
+    fn qualified<'x>(&self, a: &'x ProposedAction) -> std::borrow::Cow<'x, ProposedAction> {
+        match &self.origin {
+            None => std::borrow::Cow::Borrowed(a),
+            Some(o) => {
+                let at = format!("@{}/{}", o.account, o.region);
+                let mut q = a.clone();
+                if !q.resource.ends_with(&at) {
+                    q.resource.push_str(&at);
+                }
+                if !q.cooldown_key.ends_with(&at) {
+                    q.cooldown_key.push_str(&at);
+                }
+                std::borrow::Cow::Owned(q)
+            }
         }
     }
 
@@ -343,6 +373,7 @@ impl<'a> Guard<'a> {
     /// Runs every step. Writes nothing except the claim (idempotency + cooldown, one conditional
     /// write), and only when the action is about to happen for real.
     pub async fn check(&mut self, a: &ProposedAction) -> Result<Decision> {
+        let a = &*self.qualified(a);
         let (kill_step, dry_run) = match self.switches.current(self.cfg, self.params).await {
             Ok((kill, dry)) => (
                 step(
@@ -623,6 +654,7 @@ impl<'a> Guard<'a> {
         d: &Decision,
         result: Option<std::result::Result<(), String>>,
     ) -> Result<AuditRecord> {
+        let a = &*self.qualified(a);
         let (outcome, error) = match (&result, d.proceed, d.stopped_by) {
             (Some(Ok(())), true, _) => (Outcome::Acted, None),
             (Some(Err(e)), _, _) => (Outcome::Failed, Some(e.clone())),

@@ -15,6 +15,7 @@ use crate::alerts::{Alert, Severity};
 use crate::config::Config;
 use crate::error::Result;
 use crate::events::{classify, Inbound};
+use crate::fleet::{Origin, Route};
 use crate::guard::{ApprovalRequest, AuditRecord, Guard, Outcome, ProposedAction};
 
 use super::{Deps, Reply};
@@ -143,7 +144,20 @@ pub async fn dispatch<F: Function>(
             Inbound::Schedule(tick) if super::is_approved_task(&tick) => {
                 vec![super::approved(f, &tick, ctx).await?]
             }
-            inbound => f.records(inbound, ctx).await?,
+            inbound => match ctx.fleet.map(|fleet| (fleet, fleet.route(&inbound))) {
+                None | Some((_, Route::Hub)) => f.records(inbound, ctx).await?,
+                Some((fleet, Route::Member { origin, role_arn })) => {
+                    let member = fleet
+                        .member::<F>(&origin, role_arn.as_deref(), ctx.deps)
+                        .await?;
+                    member.records(inbound, &ctx.at(&origin)).await?
+                }
+                Some((_, Route::NotInFleet(reason))) => vec![RecordReport::not_for_me(
+                    inbound.event_id().unwrap_or(""),
+                    inbound.kind(),
+                    reason,
+                )],
+            },
         };
         report.records.extend(recs);
     }
@@ -157,6 +171,10 @@ pub struct Ctx<'a> {
     pub deps: &'a Deps,
     pub inv: &'a Invocation,
     takes: &'static str,
+    /// The fleet this deployment watches (issue #20); `None`: the hub only.
+    pub fleet: Option<&'a super::Fleet>,
+    /// The member account and region the record being handled came from; `None`: the hub's.
+    pub origin: Option<&'a Origin>,
 }
 
 impl<'a> Ctx<'a> {
@@ -166,6 +184,8 @@ impl<'a> Ctx<'a> {
             deps,
             inv,
             takes: "",
+            fleet: None,
+            origin: None,
         }
     }
 
@@ -176,6 +196,25 @@ impl<'a> Ctx<'a> {
             deps,
             inv,
             takes: F::TAKES,
+            fleet: None,
+            origin: None,
+        }
+    }
+
+    /// This context, routing records by origin over `fleet` ([`dispatch`]).
+    pub fn with_fleet(self, fleet: Option<&'a super::Fleet>) -> Ctx<'a> {
+        Ctx { fleet, ..self }
+    }
+
+    /// This context for a record from member `origin`: its actions are audited, claimed and
+    /// cooled down as that account's and region's ([`Guard::with_origin`]).
+    pub fn at<'b>(&self, origin: &'b Origin) -> Ctx<'b>
+    where
+        'a: 'b,
+    {
+        Ctx {
+            origin: Some(origin),
+            ..*self
         }
     }
 
@@ -215,7 +254,9 @@ impl<'a> Ctx<'a> {
 
     /// The guard for the actions one event leads to.
     pub fn guard(&self, event_id: &str) -> Guard<'a> {
-        self.deps.guard(event_id, self.inv)
+        self.deps
+            .guard(event_id, self.inv)
+            .with_origin(self.origin.cloned())
     }
 
     /// An alert from this function, in this environment, at this invocation's time.
