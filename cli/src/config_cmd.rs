@@ -160,7 +160,7 @@ async fn check(env: &EnvArg, out: &Output) -> CliResult<i32> {
         .iter()
         .map(|s| s.name)
         .filter(|s| *s != config::CORE);
-    for section in ["guard", "audit"].into_iter().chain(sections) {
+    for section in ["guard", "audit", "fleet"].into_iter().chain(sections) {
         match params
             .get_by_path(&format!("/nbaops/{env}/{section}/"))
             .await

@@ -16,7 +16,7 @@ use nbaops_shared::adapters::{AwsClients, DynamoLedger, SdkParams};
 use nbaops_shared::config::Config;
 use nbaops_shared::guard::{AuditRecord, Switches};
 use nbaops_shared::ports::Params;
-use nbaops_shared::runtime::{Deps, Function, Invocation};
+use nbaops_shared::runtime::{Deps, Fleet, Function, Invocation};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -67,7 +67,8 @@ pub async fn run(args: Args, out: &Output) -> CliResult<i32> {
 
 /// The plan of `function` on `payload` (see the module's documentation).
 pub async fn plan(function: &str, payload: Value, env: &EnvArg) -> CliResult<PlanReport> {
-    let aws = account::clients().await;
+    // Leaked like the notifier: a fleet's member clients are built from it on first use.
+    let aws: &'static AwsClients = leak(account::clients().await);
     let (_, vars) = account::vars(env)?;
     let params = SdkParams(aws.ssm());
     let ssm = account::use_ssm(&vars);
@@ -97,7 +98,9 @@ pub async fn plan(function: &str, payload: Value, env: &EnvArg) -> CliResult<Pla
         &format!("nbaops-plan-{}", std::process::id()),
         nbaops_shared::clock::now(),
     );
-    let reply = run_named(function, &deps, &aws, payload, &inv).await?;
+    // A member's record is planned against that member, through its read-only clients (issue #20).
+    let fleet = Fleet::new(&deps.cfg, aws)?;
+    let reply = run_named(function, &deps, aws, fleet.as_ref(), payload, &inv).await?;
     let decisions: Vec<AuditRecord> = written
         .under("audit#")
         .into_iter()
@@ -146,33 +149,41 @@ async fn run_named(
     name: &str,
     deps: &Deps,
     aws: &AwsClients,
+    fleet: Option<&Fleet>,
     payload: Value,
     inv: &Invocation,
 ) -> CliResult<Value> {
     async fn one<F: Function>(
         deps: &Deps,
         aws: &AwsClients,
+        fleet: Option<&Fleet>,
         payload: Value,
         inv: &Invocation,
     ) -> CliResult<Value> {
         let f = F::init(deps, aws).await?;
-        handle(&f, deps, payload, inv).await
+        handle(&f, deps, fleet, payload, inv).await
     }
     match name {
         "scale-on-alarm" => {
-            one::<scale_on_alarm::handler::ScaleOnAlarm>(deps, aws, payload, inv).await
+            one::<scale_on_alarm::handler::ScaleOnAlarm>(deps, aws, fleet, payload, inv).await
         }
-        "pg-health" => one::<pg_health::handler::PgHealth>(deps, aws, payload, inv).await,
+        "pg-health" => one::<pg_health::handler::PgHealth>(deps, aws, fleet, payload, inv).await,
         "vacuum-trigger" => {
-            one::<vacuum_trigger::handler::VacuumTrigger>(deps, aws, payload, inv).await
+            one::<vacuum_trigger::handler::VacuumTrigger>(deps, aws, fleet, payload, inv).await
         }
-        "cost-anomaly" => one::<cost_anomaly::handler::CostAnomaly>(deps, aws, payload, inv).await,
+        "cost-anomaly" => {
+            one::<cost_anomaly::handler::CostAnomaly>(deps, aws, fleet, payload, inv).await
+        }
         "failover-notify" => {
-            one::<failover_notify::handler::FailoverNotify>(deps, aws, payload, inv).await
+            one::<failover_notify::handler::FailoverNotify>(deps, aws, fleet, payload, inv).await
         }
-        "backup-guard" => one::<backup_guard::handler::BackupGuard>(deps, aws, payload, inv).await,
-        "offhours" => one::<offhours::handler::Offhours>(deps, aws, payload, inv).await,
-        "alert-router" => one::<alert_router::router::AlertRouter>(deps, aws, payload, inv).await,
+        "backup-guard" => {
+            one::<backup_guard::handler::BackupGuard>(deps, aws, fleet, payload, inv).await
+        }
+        "offhours" => one::<offhours::handler::Offhours>(deps, aws, fleet, payload, inv).await,
+        "alert-router" => {
+            one::<alert_router::router::AlertRouter>(deps, aws, fleet, payload, inv).await
+        }
         other => Err(CliError::Usage(format!("{other} cannot be planned"))),
     }
 }

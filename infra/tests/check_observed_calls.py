@@ -39,9 +39,10 @@ def declared(crate):
     out = set()
     for m in re.finditer(r"pub const (\w+): &\[&str\] = &\[(.*?)\];", src, re.S):
         out |= set(re.findall(r'"([^"]+)"', m.group(2)))
-    # Plus what every function's shared path calls (shared/src/aws_operations.rs).
+    # Plus what every function's shared path calls (shared/src/aws_operations.rs's
+    # RUNTIME_AWS_OPERATIONS; its other consts are lists of functions and services, issue #20).
     shared = re.sub(r"//[^\n]*", "", (ROOT / "shared" / "src" / "aws_operations.rs").read_text())
-    for m in re.finditer(r"pub const (\w+): &\[&str\] = &\[(.*?)\];", shared, re.S):
+    for m in re.finditer(r"pub const (RUNTIME_AWS_OPERATIONS): &\[&str\] = &\[(.*?)\];", shared, re.S):
         out |= set(re.findall(r'"([^"]+)"', m.group(2)))
     return out
 

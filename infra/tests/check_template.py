@@ -276,17 +276,18 @@ for key, r in resources.items():
 # only on those secrets through the PARAMETER_ARN encryption context
 # (https://docs.aws.amazon.com/systems-manager/latest/userguide/ps-restrict-decryption.html).
 SSM_PLAN = {  # function: (config sections besides guard + audit, secret patterns under secrets/)
-    "ScaleOnAlarmFunction": (["scale"], []),
-    "PgHealthFunction": (["pg"], ["pg/*/monitor"]),
-    "VacuumTriggerFunction": (["pg"], ["pg/*/maintenance"]),
+    # The fleet's functions (shared/src/aws_operations.rs FLEET_FUNCTIONS) read its external id.
+    "ScaleOnAlarmFunction": (["scale"], ["fleet/external_id"]),
+    "PgHealthFunction": (["pg"], ["pg/*/monitor", "fleet/external_id"]),
+    "VacuumTriggerFunction": (["pg"], ["pg/*/maintenance", "fleet/external_id"]),
     "AlertRouterFunction": (["alerts"], ["alerts/*"]),
     # The acknowledgement URL runs alert-router's binary, whose init reads the channel secrets too.
     "AlertAckFunction": (["alerts"], ["alerts/link_signing_key", "alerts/previous_link_signing_key",
                                       "alerts/slack_webhook_url", "alerts/pagerduty_routing_key"]),
     "CostAnomalyFunction": (["cost"], []),
-    "FailoverNotifyFunction": (["failover"], ["failover/*"]),
-    "BackupGuardFunction": (["backup", "pg"], ["backup/drill/*"]),
-    "OffhoursFunction": (["offhours"], []),
+    "FailoverNotifyFunction": (["failover"], ["failover/*", "fleet/external_id"]),
+    "BackupGuardFunction": (["backup", "pg"], ["backup/drill/*", "fleet/external_id"]),
+    "OffhoursFunction": (["offhours"], ["fleet/external_id"]),
 }
 check("every function has an SSM plan", set(SSM_PLAN) == set(functions), sorted(set(functions) ^ set(SSM_PLAN)))
 # Single String parameters a function reads with GetParameter besides its secrets, authorised against
@@ -321,7 +322,7 @@ for key, (sections, secrets) in SSM_PLAN.items():
     fn = functions.get(key)
     if fn is None:
         continue
-    paths = {SSM + s for s in ["guard", "audit", "approval"] + sections}
+    paths = {SSM + s for s in ["guard", "audit", "approval", "fleet"] + sections}
     secret_arns = {SSM + "secrets/" + s for s in secrets}
     single_arns = {SSM + p for p in SSM_SINGLE.get(key, [])}
     check(f"{key}: GetParametersByPath on exactly {sorted(p.rsplit('/', 1)[-1] for p in paths)}",

@@ -16,3 +16,24 @@ pub const RUNTIME_AWS_OPERATIONS: &[&str] = &[
     "kms:GenerateDataKey", // SNS encrypting what we publish to a customer-managed-key topic
     "kms:Decrypt",      // SNS encrypting what we publish to a customer-managed-key topic
 ];
+
+/// Issue #20: the functions whose records may come from a fleet member (routed by origin,
+/// shared/src/runtime/members.rs). Each lists in its own `AWS_OPERATIONS`, besides what it calls,
+/// `sts:AssumeRole` (the member role, `nbaops-member-<env>`) and `ssm:GetParameter` (the external
+/// id, `/nbaops/<env>/secrets/fleet/external_id`, decrypted under the shared `kms:Decrypt`).
+/// alert-router (no AWS resources of a member) and cost-anomaly (cost alerts carry no origin: the
+/// payer's view) are the hub's only.
+pub const FLEET_FUNCTIONS: &[&str] = &[
+    "scale-on-alarm",
+    "pg-health",
+    "vacuum-trigger",
+    "failover-notify",
+    "backup-guard",
+    "offhours",
+];
+
+/// The services a member's clients call in the member account (`AwsClients::for_member`), and
+/// KMS, which RDS authorises there on our behalf (backup-guard's encrypted copies). The member
+/// role (infra/member-role.yaml) allows exactly the operations of these services in the
+/// `AWS_OPERATIONS` of the [`FLEET_FUNCTIONS`] (infra/tests/check_member_role.py).
+pub const MEMBER_SERVICES: &[&str] = &["autoscaling", "rds", "elasticache", "cloudwatch", "kms"];

@@ -43,6 +43,28 @@ pub fn window_elsewhere() -> Vec<(&'static str, String)> {
     ]
 }
 
+/// A change window open from two hours before the test clock's now to two hours after, every
+/// day (it may wrap past midnight): a disruptive action at now (backup-guard's drill start) acts
+/// without asking, whatever the date.
+pub fn window_around_now() -> Vec<(&'static str, String)> {
+    let now = clock::now();
+    let hm = |t: chrono::DateTime<chrono::Utc>| t.format("%H:%M").to_string();
+    vec![
+        (
+            "NBAOPS_GUARD__WINDOW__DAYS",
+            "mon,tue,wed,thu,fri,sat,sun".into(),
+        ),
+        (
+            "NBAOPS_GUARD__WINDOW__START",
+            hm(now - chrono::Duration::hours(2)),
+        ),
+        (
+            "NBAOPS_GUARD__WINDOW__END",
+            hm(now + chrono::Duration::hours(2)),
+        ),
+    ]
+}
+
 /// The real scale-on-alarm (the owner that carries approved actions out) outside the change
 /// window ([`window_elsewhere`]), with `extra` configuration.
 pub async fn scale_on_alarm(

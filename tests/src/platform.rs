@@ -39,14 +39,25 @@ pub struct Clients {
     pub ddb: aws_sdk_dynamodb::Client,
     pub cw: aws_sdk_cloudwatch::Client,
     pub scheduler: aws_sdk_scheduler::Client,
+    pub sts: aws_sdk_sts::Client,
 }
 
 impl Clients {
     /// Clients of `endpoint`; CloudWatch's at `cloudwatch` (the CBOR bridge in front of moto).
     pub async fn new(endpoint: &str, cloudwatch: &str) -> Clients {
-        let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        Clients::in_region(endpoint, cloudwatch, "us-east-1").await
+    }
+
+    /// [`Clients::new`] in another region of the harness's own account.
+    pub async fn in_region(endpoint: &str, cloudwatch: &str, region: &str) -> Clients {
+        let conf = Clients::conf(endpoint, region).await;
+        Clients::of(&conf, cloudwatch)
+    }
+
+    async fn conf(endpoint: &str, region: &str) -> aws_config::SdkConfig {
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
             .endpoint_url(endpoint)
-            .region(aws_config::Region::new("us-east-1"))
+            .region(aws_config::Region::new(region.to_string()))
             .credentials_provider(aws_sdk_sns::config::Credentials::new(
                 "testing",
                 "testing",
@@ -55,21 +66,61 @@ impl Clients {
                 "nbaops-tests",
             ))
             .load()
+            .await
+    }
+
+    /// Clients acting in another account, as a fleet's member (issue #20): `sts:AssumeRole` of
+    /// `role_arn` with `external_id`, made by the harness's own credentials. moto keeps state per
+    /// account and region and the assumed credentials select the role's account.
+    pub async fn assumed(
+        endpoint: &str,
+        cloudwatch: &str,
+        region: &str,
+        role_arn: &str,
+        external_id: &str,
+    ) -> Clients {
+        let base = Clients::conf(endpoint, region).await;
+        let provider = aws_config::sts::AssumeRoleProvider::builder(role_arn)
+            .session_name("nbaops-tests")
+            .external_id(external_id)
+            .configure(&base)
+            .build()
             .await;
+        let conf = base
+            .into_builder()
+            .credentials_provider(aws_sdk_sts::config::SharedCredentialsProvider::new(
+                provider,
+            ))
+            .build();
+        Clients::of(&conf, cloudwatch)
+    }
+
+    /// The account these clients act in (`sts:GetCallerIdentity`).
+    pub async fn account(&self) -> Result<String, HarnessError> {
+        self.sts
+            .get_caller_identity()
+            .send()
+            .await
+            .map(|o| o.account().unwrap_or_default().to_string())
+            .map_err(|e| dbg_err("get_caller_identity", e))
+    }
+
+    fn of(conf: &aws_config::SdkConfig, cloudwatch: &str) -> Clients {
         Clients {
-            asg: aws_sdk_autoscaling::Client::new(&conf),
-            rds: aws_sdk_rds::Client::new(&conf),
-            cache: aws_sdk_elasticache::Client::new(&conf),
-            sns: aws_sdk_sns::Client::new(&conf),
-            sqs: aws_sdk_sqs::Client::new(&conf),
-            ssm: aws_sdk_ssm::Client::new(&conf),
-            ddb: aws_sdk_dynamodb::Client::new(&conf),
+            sts: aws_sdk_sts::Client::new(conf),
+            asg: aws_sdk_autoscaling::Client::new(conf),
+            rds: aws_sdk_rds::Client::new(conf),
+            cache: aws_sdk_elasticache::Client::new(conf),
+            sns: aws_sdk_sns::Client::new(conf),
+            sqs: aws_sdk_sqs::Client::new(conf),
+            ssm: aws_sdk_ssm::Client::new(conf),
+            ddb: aws_sdk_dynamodb::Client::new(conf),
             cw: aws_sdk_cloudwatch::Client::from_conf(
-                aws_sdk_cloudwatch::config::Builder::from(&conf)
+                aws_sdk_cloudwatch::config::Builder::from(conf)
                     .endpoint_url(cloudwatch)
                     .build(),
             ),
-            scheduler: aws_sdk_scheduler::Client::new(&conf),
+            scheduler: aws_sdk_scheduler::Client::new(conf),
         }
     }
 }
@@ -133,6 +184,19 @@ async fn group(
     desired: i32,
     tags: &[(&str, &str)],
 ) -> Result<(), HarnessError> {
+    group_in(c, "us-east-1", name, min, max, desired, tags).await
+}
+
+/// A group in `region` (the clients' region; its zones `a` and `b`), as [`create`] makes them.
+pub async fn group_in(
+    c: &Clients,
+    region: &str,
+    name: &str,
+    min: i32,
+    max: i32,
+    desired: i32,
+    tags: &[(&str, &str)],
+) -> Result<(), HarnessError> {
     let lc = format!("{name}-lc");
     c.asg
         .create_launch_configuration()
@@ -150,8 +214,8 @@ async fn group(
         .min_size(min)
         .max_size(max)
         .desired_capacity(desired)
-        .availability_zones("us-east-1a")
-        .availability_zones("us-east-1b");
+        .availability_zones(format!("{region}a"))
+        .availability_zones(format!("{region}b"));
     for (k, v) in tags {
         req = req.tags(
             AsgTag::builder()

@@ -1,6 +1,8 @@
 //! cost-anomaly end to end: the real binary over the Lambda Runtime API against moto. Cost
 //! Explorer results are injected into moto; containment acts on a `test` environment (its own
 //! Auto Scaling group and RDS instance, created here) and every guard path leaves it untouched.
+//! By default containment asks a person first (approval policy `always`, carried out in
+//! e2e_approval_cost); the immediate path runs with both policies set to `never`.
 
 use aws_sdk_autoscaling::types::Tag as AsgTag;
 use aws_sdk_rds::types::Tag as RdsTag;
@@ -23,6 +25,13 @@ const CONTAIN: &[(&str, &str)] = &[
         "NBAOPS_COST__CONTAIN__RESOURCES",
         r#"{"test":{"asgs":["nbaops-test-web"],"rds":["nbaops-test-db"]}}"#,
     ),
+];
+
+/// The immediate path: both approval policies set to `never` by the operator (the SPEC's
+/// default, `always`, asks a person first: e2e_approval_cost).
+const NO_APPROVAL: &[(&str, &str)] = &[
+    ("NBAOPS_APPROVAL__ASG__CONTAIN_TO_ZERO", "never"),
+    ("NBAOPS_APPROVAL__RDS__STOP", "never"),
 ];
 
 fn fixture_text(path: &str) -> String {
@@ -234,11 +243,38 @@ async fn daily_check_reads_injected_cost_explorer_results_and_alerts_on_a_spike(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn anomaly_for_test_env_contains_it_and_says_how_to_undo() {
+async fn anomaly_for_test_env_asks_by_default_and_contains_it_without_approval_when_set_never() {
     let stack = Stack::start(false).await.unwrap();
     create_test_env(&stack).await;
     let mut extra = CONTAIN.to_vec();
     extra.push(("NBAOPS_GUARD__BLAST__MAX_PERCENT", "100"));
+
+    // By default (approval policy `always`) containment asks a person and changes nothing.
+    let f = start(&stack, &extra).await;
+    let v = invoke(&f, test_env_anomaly("contain-ask")).await;
+    let outcomes: Vec<&str> = v["records"][0]["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, vec!["needs-approval", "needs-approval"], "{v}");
+    untouched(&stack).await;
+    let asked = platform::drain(&stack.clients, &stack.platform.alerts_queue)
+        .await
+        .unwrap();
+    assert_eq!(
+        asked.len(),
+        3,
+        "two approval alerts and the anomaly's: {asked:?}"
+    );
+    platform::drain(&stack.clients, &stack.platform.actions_queue)
+        .await
+        .unwrap();
+    drop(f);
+
+    // The operator set both policies to never: the guard decides alone and contains.
+    extra.extend_from_slice(NO_APPROVAL);
     let f = start(&stack, &extra).await;
     let v = invoke(&f, test_env_anomaly("contain-1")).await;
     let rec = &v["records"][0];
@@ -318,6 +354,7 @@ async fn every_guard_path_leaves_the_test_env_untouched() {
     let stack = Stack::start(false).await.unwrap();
     create_test_env(&stack).await;
     let mut extra = CONTAIN.to_vec();
+    extra.extend_from_slice(NO_APPROVAL);
     extra.push(("NBAOPS_GUARD__BLAST__MAX_PERCENT", "100"));
     let f = start(&stack, &extra).await;
 
@@ -405,7 +442,9 @@ async fn every_guard_path_leaves_the_test_env_untouched() {
     drop(f);
 
     // Blast radius at the default 50 %: of the env's two resources only the first may change.
-    let f = start(&stack, CONTAIN).await;
+    let mut extra = CONTAIN.to_vec();
+    extra.extend_from_slice(NO_APPROVAL);
+    let f = start(&stack, &extra).await;
     let v = invoke(&f, test_env_anomaly("guard-blast")).await;
     assert_eq!(
         v["records"][0]["actions"][1]["stopped_by"], "blast_radius",

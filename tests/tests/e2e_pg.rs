@@ -273,13 +273,18 @@ async fn long_transaction_is_reported_ended_and_resolved() {
     assert_eq!(long[0]["severity"], "P2");
     assert_eq!(long[0]["details"]["observed"]["application"], "e2e-runaway");
 
-    // Without an allow-list entry nothing is ended.
+    // Without an allow-list entry nothing is ended: a person is asked
+    // (approval.pg.end_transaction_unlisted = always; e2e_approval_vacuum carries it out).
     let mut env = thresholds.to_vec();
     env.push(("NBAOPS_PG__TERMINATE__ENABLED", "true"));
     let vt = start(&stack, "vacuum-trigger", &env).await;
     let v = invoke(&vt, "vt-1").await;
+    let asked = record(&v, "app")["actions"].as_array().unwrap();
     assert!(
-        record(&v, "app")["actions"].as_array().unwrap().is_empty(),
+        asked
+            .iter()
+            .all(|a| a["action"] == "pg.end_transaction_unlisted"
+                && a["outcome"] == "needs-approval"),
         "{v}"
     );
     assert!(client.simple_query("select 1").await.is_ok());

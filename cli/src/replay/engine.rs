@@ -298,9 +298,13 @@ pub async fn replay(
         *totals.invocations.entry(function.into()).or_default() += 1;
         let inv = Invocation::at(&format!("replay-{n}"), at);
         let reply = match q.route {
-            Route::ScaleOnAlarm => functions::handle(f.soa, f.soa_deps, q.payload, &inv).await,
-            Route::FailoverNotify => functions::handle(f.fo, f.fo_deps, q.payload, &inv).await,
-            Route::Offhours => functions::handle(f.oh, f.oh_deps, q.payload, &inv).await,
+            Route::ScaleOnAlarm => {
+                functions::handle(f.soa, f.soa_deps, None, q.payload, &inv).await
+            }
+            Route::FailoverNotify => {
+                functions::handle(f.fo, f.fo_deps, None, q.payload, &inv).await
+            }
+            Route::Offhours => functions::handle(f.oh, f.oh_deps, None, q.payload, &inv).await,
         };
         match reply {
             Ok(v) => record(&v, at, function, &q.origin, &mut totals, &mut timeline),

@@ -5,6 +5,7 @@
 //! Actions another service authorises on our behalf are listed too, with the call that causes them.
 
 pub const AWS_OPERATIONS: &[&str] = &[
+    "sts:AssumeRole", // a fleet member's role (issue #20, nbaops_shared::adapters::AwsClients::for_member)
     "ssm:GetParameter", // SecureString /nbaops/<env>/secrets/backup/drill/<db> (the drill session)
     "rds:DescribeDBInstances", // SdkRdsBackups::describe_instance
     "rds:DescribeDBSnapshots", // SdkRdsBackups::list_snapshots
@@ -14,6 +15,6 @@ pub const AWS_OPERATIONS: &[&str] = &[
     "rds:RestoreDBInstanceFromDBSnapshot", // SdkRdsBackups::restore_instance
     "rds:DeleteDBInstance", // SdkRdsBackups::delete_instance
     "rds:AddTagsToResource", // RDS authorises it when create/copy/restore pass Tags
-    "kms:CreateGrant",  // RDS granting itself the DR key for an encrypted copy_to_dr
-    "kms:DescribeKey",  // RDS checking the DR key for an encrypted copy_to_dr
+    "kms:CreateGrant", // RDS granting itself the DR key for an encrypted copy_to_dr
+    "kms:DescribeKey", // RDS checking the DR key for an encrypted copy_to_dr
 ];

@@ -11,16 +11,18 @@ use serde_json::json;
 use nbaops_shared::alerts::Severity;
 use nbaops_shared::deadline::Budget;
 use nbaops_shared::events::ScheduledTick;
-use nbaops_shared::guard::{Explanation, Observation, Outcome};
-use nbaops_shared::ports::{RestoreRequest, Site, SnapshotKind, Tags};
-use nbaops_shared::runtime::{Ctx, RecordReport, Work};
+use nbaops_shared::guard::{Explanation, Observation, Outcome, ProposedAction};
+use nbaops_shared::ports::{DbSnapshot, RestoreRequest, Site, SnapshotKind, Tags};
+use nbaops_shared::runtime::{Ctx, Live, RecordReport, Work};
 use nbaops_shared::sql::{self, i64_of, str_of};
-use nbaops_shared::Result;
+use nbaops_shared::{NbaopsError, Result};
 
 use crate::handler::{guard_step, BackupGuard};
 use crate::observe::{stored, unreadable};
 use crate::plan::{self, backup_action, CheckResult, Drill, DrillPhase, DrillStep};
 
+/// The drill's start, the one backup action that may ask for an approval.
+pub const RESTORE_DRILL: &str = "rds.restore_drill";
 const CURRENT: &str = "current";
 const WHAT: &str = "restore drill record";
 
@@ -52,6 +54,37 @@ async fn save(ctx: &Ctx<'_>, d: &Drill) -> Result<()> {
             .await?;
     }
     Ok(())
+}
+
+/// The record of a drill whose restore `req` started at `now`: restoring.
+fn started(source: &str, req: &RestoreRequest, now: chrono::DateTime<chrono::Utc>) -> Drill {
+    Drill {
+        source: source.into(),
+        drill_instance: req.instance_id.clone(),
+        snapshot_id: req.snapshot_id.clone(),
+        started_at: now,
+        phase: DrillPhase::Restoring,
+        verified_at: None,
+        rto_seconds: None,
+        rto_met: None,
+        checks: vec![],
+        passed: None,
+        overdue_alerted: false,
+        connect_failures: 0,
+    }
+}
+
+/// (source instance, temporary instance, snapshot) of an approved drill start; `None` for any
+/// other plan, or one whose temporary instance is not a drill instance.
+fn approved_restore(a: &ProposedAction) -> Option<(&str, &str, &str)> {
+    if a.action != RESTORE_DRILL {
+        return None;
+    }
+    let s = |k: &str| a.after.get(k).and_then(serde_json::Value::as_str);
+    let (source, temp, snap) = (s("source")?, s("instance")?, s("snapshot")?);
+    let named = a.resource.strip_prefix("rds:") == Some(temp);
+    (named && temp.starts_with(plan::DRILL_PREFIX) && !source.is_empty() && !snap.is_empty())
+        .then_some((source, temp, snap))
 }
 
 /// The drill's outcome: P4 when it passed, P2 when the RTO was missed or a check failed.
@@ -217,16 +250,7 @@ impl BackupGuard {
     async fn start(&self, instance: &str, w: &mut Work<'_>) -> Result<()> {
         let ctx = w.ctx;
         let now = ctx.now();
-        let mut snaps = self
-            .rds
-            .list_snapshots(Site::Primary, instance, SnapshotKind::Automated)
-            .await?;
-        snaps.extend(
-            self.rds
-                .list_snapshots(Site::Primary, instance, SnapshotKind::Manual)
-                .await?,
-        );
-        let Some(snap) = plan::latest_snapshot(&snaps).cloned() else {
+        let Some(snap) = self.latest(instance).await? else {
             let a = ctx.alert(
                 Severity::P2,
                 &format!("rds:{instance}"),
@@ -236,41 +260,8 @@ impl BackupGuard {
             return w.raise(a).await;
         };
         let drill_instance = plan::drill_instance_id(instance, now);
-        let mut tags = Tags::new();
-        tags.insert("nbaops:drill".into(), "true".into());
-        tags.insert("nbaops:source".into(), instance.into());
-        let req = RestoreRequest {
-            snapshot_id: snap.id.clone(),
-            instance_id: drill_instance.clone(),
-            instance_class: Some(self.backup.drill.instance_class.clone()),
-            subnet_group: self.backup.drill.subnet_group.clone(),
-            security_groups: self.backup.drill.security_groups.clone(),
-            tags: tags.clone(),
-        };
-        let a = backup_action(
-            "rds.restore_drill",
-            format!("rds:{drill_instance}"),
-            Tags::new(),
-            format!(
-                "quarterly restore drill of {instance} from {} (SPEC: restore test every quarter, RTO {} min)",
-                snap.id, self.backup.rto_minutes
-            ),
-            Explanation::new(
-                "restore",
-                "Restored",
-                format!("{drill_instance} from {}", snap.id),
-                format!("SPEC 5.4 quarterly restore test of {instance}"),
-            )
-            .observe(Observation::value(
-                "RTO",
-                self.backup.rto_minutes as f64,
-                "min",
-            ))
-            .key("backup.rto_minutes")
-            .key("backup.drill.instance_class"),
-            json!({"instance": null}),
-            json!({"instance": drill_instance, "snapshot": snap.id, "class": req.instance_class}),
-        );
+        let req = self.restore_request(instance, &drill_instance, &snap.id);
+        let a = self.restore_action(instance, &req);
         guard_step(w, 1);
         let audit = w
             .act(&a, || async { self.rds.restore_instance(&req).await })
@@ -283,21 +274,7 @@ impl BackupGuard {
         ));
         match audit.outcome {
             Outcome::Acted => {
-                let d = Drill {
-                    source: instance.into(),
-                    drill_instance,
-                    snapshot_id: snap.id.clone(),
-                    started_at: now,
-                    phase: DrillPhase::Restoring,
-                    verified_at: None,
-                    rto_seconds: None,
-                    rto_met: None,
-                    checks: vec![],
-                    passed: None,
-                    overdue_alerted: false,
-                    connect_failures: 0,
-                };
-                save(&ctx, &d).await?;
+                save(&ctx, &started(instance, &req, now)).await?;
                 w.note("restoring: later ticks or RDS events take the next step");
             }
             Outcome::Failed => {
@@ -317,6 +294,116 @@ impl BackupGuard {
             _ => {}
         }
         Ok(())
+    }
+
+    /// The newest available snapshot of `instance` (automated or manual): what a drill restores.
+    async fn latest(&self, instance: &str) -> Result<Option<DbSnapshot>> {
+        let mut snaps = self
+            .rds
+            .list_snapshots(Site::Primary, instance, SnapshotKind::Automated)
+            .await?;
+        snaps.extend(
+            self.rds
+                .list_snapshots(Site::Primary, instance, SnapshotKind::Manual)
+                .await?,
+        );
+        Ok(plan::latest_snapshot(&snaps).cloned())
+    }
+
+    /// The restore of `snapshot` to the temporary `drill_instance`, tagged as `instance`'s drill.
+    fn restore_request(
+        &self,
+        instance: &str,
+        drill_instance: &str,
+        snapshot: &str,
+    ) -> RestoreRequest {
+        let mut tags = Tags::new();
+        tags.insert("nbaops:drill".into(), "true".into());
+        tags.insert("nbaops:source".into(), instance.into());
+        RestoreRequest {
+            snapshot_id: snapshot.into(),
+            instance_id: drill_instance.into(),
+            instance_class: Some(self.backup.drill.instance_class.clone()),
+            subnet_group: self.backup.drill.subnet_group.clone(),
+            security_groups: self.backup.drill.security_groups.clone(),
+            tags,
+        }
+    }
+
+    /// The drill's start as the guard sees it: disruptive (a new instance: cost and capacity), so
+    /// it runs in the change window; outside it, `approval.rds.restore_drill` (default
+    /// `outside_window`) asks a person. `before` holds what the plan rests on (see
+    /// [`BackupGuard::restore_live`]); `after` everything the approved path needs to do the same.
+    fn restore_action(&self, instance: &str, req: &RestoreRequest) -> ProposedAction {
+        let mut a = backup_action(
+            RESTORE_DRILL,
+            format!("rds:{}", req.instance_id),
+            Tags::new(),
+            format!(
+                "quarterly restore drill of {instance} from {} (SPEC: restore test every quarter, RTO {} min)",
+                req.snapshot_id, self.backup.rto_minutes
+            ),
+            Explanation::new(
+                "restore",
+                "Restored",
+                format!("{} from {}", req.instance_id, req.snapshot_id),
+                format!("SPEC 5.4 quarterly restore test of {instance}"),
+            )
+            .observe(Observation::value(
+                "RTO",
+                self.backup.rto_minutes as f64,
+                "min",
+            ))
+            .key("backup.rto_minutes")
+            .key("backup.drill.instance_class"),
+            json!({"instance": null, "latest_snapshot": req.snapshot_id, "drill_in_progress": null}),
+            json!({"instance": req.instance_id, "snapshot": req.snapshot_id, "class": req.instance_class, "source": instance}),
+        );
+        a.disruptive = true;
+        a
+    }
+
+    /// The live state of an approved drill start, in the shape of its plan's `before`: the
+    /// temporary instance of the planned name (`instance`: its status, null when absent), the
+    /// source's newest available snapshot now (`latest_snapshot`) and the temporary instance of
+    /// a drill of the source in progress (`drill_in_progress`). The plan holds when all three are
+    /// as planned: nothing of that name exists, the snapshot it restores is still there and still
+    /// the newest (a restore from anything else is not the drill that was approved), and no other
+    /// drill runs (a second restore would orphan the first). No volatile counter is compared.
+    pub(crate) async fn restore_live(&self, a: &ProposedAction, ctx: &Ctx<'_>) -> Result<Live> {
+        let Some((source, drill_instance, _)) = approved_restore(a) else {
+            return Ok(Live::NotCarriedOut);
+        };
+        let temp = self.rds.describe_instance(drill_instance).await?;
+        let latest = self.latest(source).await?.map(|s| s.id);
+        let in_progress = match load(ctx, source).await? {
+            Ok(Some(d)) if d.phase != DrillPhase::Done => json!(d.drill_instance),
+            Ok(_) => json!(null),
+            Err(e) => json!(format!("unreadable drill record: {e}")),
+        };
+        let tags = temp.as_ref().map(|t| t.tags.clone()).unwrap_or_default();
+        Ok(Live::Is {
+            state: json!({
+                "instance": temp.map(|t| t.status),
+                "latest_snapshot": latest,
+                "drill_in_progress": in_progress,
+            }),
+            tags,
+        })
+    }
+
+    /// Carries out an approved drill start: the same restore and the same drill record as a
+    /// start in the window, so later ticks and RDS events move it on the same way. The RTO is
+    /// measured from now, when the restore starts.
+    pub(crate) async fn restore_apply(&self, a: &ProposedAction, ctx: &Ctx<'_>) -> Result<()> {
+        let Some((source, drill_instance, snapshot)) = approved_restore(a) else {
+            return Err(NbaopsError::InvalidEvent(format!(
+                "approved plan not understood: {a:?}"
+            )));
+        };
+        let req = self.restore_request(source, drill_instance, snapshot);
+        self.rds.restore_instance(&req).await?;
+        save(ctx, &started(source, &req, ctx.now())).await
     }
 
     async fn advance(&self, mut d: Drill, w: &mut Work<'_>) -> Result<()> {
@@ -565,20 +652,30 @@ impl BackupGuard {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::handler;
     use crate::handler::tests::{handle, t0, tick, world};
     use crate::handler::{DRILL_TASK, RPO_TASK};
     use nbaops_shared::runtime::Invocation;
     use serde_json::json;
 
+    /// A change window open every day all day: the drill's start is disruptive.
+    const WINDOW_OPEN: [(&str, &str); 3] = [
+        ("NBAOPS_GUARD__WINDOW__DAYS", "mon,tue,wed,thu,fri,sat,sun"),
+        ("NBAOPS_GUARD__WINDOW__START", "00:00"),
+        ("NBAOPS_GUARD__WINDOW__END", "23:59"),
+    ];
+
     fn tables() -> Vec<(&'static str, &'static str)> {
-        vec![
+        let mut v = WINDOW_OPEN.to_vec();
+        v.extend([
             ("NBAOPS_BACKUP__DRILL__KEY_TABLES", "players,games"),
             ("NBAOPS_BACKUP__DRILL__CHECKSUM_TABLE", "ops.checksum"),
             (
                 "NBAOPS_BACKUP__DRILL__URL_OVERRIDES",
                 r#"{"db": "postgres://postgres@127.0.0.1:5999/app"}"#,
             ),
-        ]
+        ]);
+        v
     }
 
     #[tokio::test]
@@ -719,7 +816,9 @@ mod tests {
             .iter()
             .any(|m| m.starts_with("delete_instance")));
 
-        let w = world(&[("NBAOPS_GUARD__DRY_RUN", "true")]);
+        let mut env = WINDOW_OPEN.to_vec();
+        env.push(("NBAOPS_GUARD__DRY_RUN", "true"));
+        let w = world(&env);
         let r = tick(&w, DRILL_TASK, t0(), "d1").await;
         assert_eq!(r.records[0].actions[0].outcome, Outcome::WouldAct);
         assert!(w.rds.mutations().is_empty());
@@ -757,5 +856,204 @@ mod tests {
             .mutations()
             .iter()
             .any(|m| m.starts_with("delete_instance")));
+    }
+    // ---- issue #19: the drill's start outside the change window (t0 is a Wednesday noon) ----
+
+    use nbaops_shared::guard::{
+        approved_input, decide, ApprovalRequest, ApprovalState, Decided, GuardStep, Verdict,
+    };
+
+    /// Outside the window with the default policy: the drill tick asks (no restore, no drill
+    /// record) and hands back the stored request.
+    async fn asked(w: &handler::tests::World, id: &str) -> ApprovalRequest {
+        let r = tick(w, DRILL_TASK, t0(), id).await;
+        let a = &r.records[0].actions[0];
+        assert_eq!(
+            (a.action.as_str(), a.outcome),
+            ("rds.restore_drill", Outcome::NeedsApproval),
+            "{}",
+            a.sentence
+        );
+        assert_eq!(a.stopped_by, Some(GuardStep::ChangeWindow));
+        assert!(w.rds.mutations().is_empty());
+        assert_eq!(
+            r.records[0]
+                .alerts
+                .iter()
+                .filter(|x| x.approval_id == a.approval_id)
+                .count(),
+            1
+        );
+        assert!(load_current(w).await.is_none());
+        let id = a.approval_id.clone().unwrap();
+        ApprovalRequest::load(w.deps.ledger.as_ref(), "dev", &id)
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    async fn load_current(w: &handler::tests::World) -> Option<serde_json::Value> {
+        w.deps
+            .ledger
+            .get("backupdrill#db", "current")
+            .await
+            .unwrap()
+    }
+
+    async fn answer(
+        w: &handler::tests::World,
+        req: &ApprovalRequest,
+        v: Verdict,
+    ) -> ApprovalRequest {
+        let who = Decided {
+            by: "carol".into(),
+            from: "cli".into(),
+            at: t0() + Duration::minutes(5),
+        };
+        let ledger = w.deps.ledger.as_ref();
+        decide(ledger, "dev", &req.id, v, who).await.unwrap();
+        ApprovalRequest::load(ledger, "dev", &req.id)
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    async fn deliver(
+        w: &handler::tests::World,
+        req: &ApprovalRequest,
+        minutes: i64,
+    ) -> RecordReport {
+        let inv = Invocation::at("req-approved", t0() + Duration::minutes(minutes));
+        let mut r = handle(w, approved_input(req), &inv).await.unwrap();
+        r.records.remove(0)
+    }
+
+    #[tokio::test]
+    async fn outside_the_window_the_drill_asks_and_once_approved_starts_and_runs_on() {
+        let w = world(&tables()[WINDOW_OPEN.len()..]);
+        w.pg.answer(
+            "SELECT count(*)",
+            Ok(vec![json!({"n": 5, "checksum": "x"})]),
+        );
+        let req = asked(&w, "d1").await;
+        assert_eq!(req.action.after["instance"], "nbaops-drill-db-202611251200");
+        let req = answer(&w, &req, Verdict::Approve).await;
+        let rec = deliver(&w, &req, 10).await;
+        let a = &rec.actions[0];
+        assert_eq!(a.outcome, Outcome::Acted, "{}", a.sentence);
+        assert_eq!(a.approval_id.as_deref(), Some(req.id.as_str()));
+        assert_eq!(
+            w.rds.mutations(),
+            vec!["restore_instance nbaops-drill-db-202611251200 from rds:db-auto"]
+        );
+        // The same drill record as a start in the window, the RTO counted from the restore.
+        let d = load_current(&w).await.unwrap();
+        assert_eq!(
+            (d["phase"].as_str(), d["drill_instance"].as_str()),
+            (Some("restoring"), Some("nbaops-drill-db-202611251200"))
+        );
+        assert_eq!(d["started_at"], json!(t0() + Duration::minutes(10)), "{d}");
+        // A second delivery does nothing.
+        let again = deliver(&w, &req, 11).await;
+        assert!(again.actions.is_empty(), "{again:?}");
+        assert_eq!(w.rds.mutations().len(), 1);
+        // The state machine goes on as for a drill started in the window: validate, delete.
+        w.rds
+            .set_instance_status("nbaops-drill-db-202611251200", "available");
+        let r = tick(&w, RPO_TASK, t0() + Duration::minutes(30), "r1").await;
+        let report = r.records[0]
+            .alerts
+            .iter()
+            .find(|a| a.dedup_key.starts_with("backup-drill#"))
+            .unwrap();
+        assert_eq!(report.details["rto_seconds"], json!(20 * 60), "{report:?}");
+        assert!(w
+            .rds
+            .mutations()
+            .contains(&"delete_instance nbaops-drill-db-202611251200".to_string()));
+    }
+
+    #[tokio::test]
+    async fn a_denied_or_stale_approval_restores_nothing_and_never_asks_alone() {
+        // Denied.
+        let w = world(&[]);
+        let req = asked(&w, "d1").await;
+        let req = answer(&w, &req, Verdict::Deny).await;
+        let rec = deliver(&w, &req, 10).await;
+        assert!(
+            rec.actions.is_empty() && w.rds.mutations().is_empty(),
+            "{rec:?}"
+        );
+
+        // A newer snapshot since the request: the plan restores the wrong one.
+        let w = world(&[]);
+        let req = answer(&w, &asked(&w, "d1").await, Verdict::Approve).await;
+        w.rds.add_snapshot(
+            Site::Primary,
+            nbaops_shared::fakes::fake_snapshot(
+                "rds:db-newer",
+                "db",
+                SnapshotKind::Automated,
+                t0() + Duration::minutes(2),
+            ),
+        );
+        let rec = deliver(&w, &req, 10).await;
+        assert_eq!(rec.actions[0].outcome, Outcome::Skipped);
+        assert!(
+            rec.actions[0].sentence.contains("latest_snapshot was"),
+            "{}",
+            rec.actions[0].sentence
+        );
+        assert!(w.rds.mutations().is_empty());
+        assert!(load_current(&w).await.is_none());
+        let req = ApprovalRequest::load(w.deps.ledger.as_ref(), "dev", &req.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(req.state, ApprovalState::Used);
+
+        // Policy never: the change window stops it, nobody is asked.
+        let w = world(&[("NBAOPS_APPROVAL__RDS__RESTORE_DRILL", "never")]);
+        let r = tick(&w, DRILL_TASK, t0(), "d1").await;
+        let a = &r.records[0].actions[0];
+        assert_eq!(
+            (a.outcome, a.stopped_by),
+            (Outcome::Skipped, Some(GuardStep::ChangeWindow))
+        );
+        assert!(r.records[0].alerts.is_empty() && w.rds.mutations().is_empty());
+    }
+
+    #[tokio::test]
+    async fn live_state_names_what_moved() {
+        let w = world(&[]);
+        let req = asked(&w, "d1").await;
+        let inv = Invocation::at("l", t0());
+        let ctx = Ctx::of::<BackupGuard>(w.deps, &inv);
+        let live = |state| Live::Is {
+            state,
+            tags: Tags::new(),
+        };
+        assert_eq!(
+            w.f.restore_live(&req.action, &ctx).await.unwrap(),
+            live(req.action.before.clone())
+        );
+        // A drill instance of that name exists (a second restore would orphan it).
+        w.f.restore_apply(&req.action, &ctx).await.unwrap();
+        let Live::Is { state, .. } = w.f.restore_live(&req.action, &ctx).await.unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            nbaops_shared::runtime::differs(&req.action.before, &state).as_deref(),
+            Some("drill_in_progress was null, now \"nbaops-drill-db-202611251200\", instance was null, now \"creating\"")
+        );
+        // Another action, or a plan whose instance is not a drill instance: not carried out.
+        let mut other = req.action.clone();
+        other.after["instance"] = json!("db");
+        other.resource = "rds:db".into();
+        assert_eq!(
+            w.f.restore_live(&other, &ctx).await.unwrap(),
+            Live::NotCarriedOut
+        );
+        assert!(w.f.restore_apply(&other, &ctx).await.is_err());
     }
 }

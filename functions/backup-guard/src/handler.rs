@@ -2,7 +2,10 @@
 //! `backup-rpo-check` (every 5 min: [`crate::rpo`], and it moves a restore drill in progress on),
 //! `backup-monthly` (daily: [`crate::monthly`], the month's snapshot once, DR copies, retention)
 //! and `backup-restore-drill` (quarterly or on demand: [`crate::drill`]); RDS events about a
-//! drill's temporary instance move that drill on. A task runs on the tick's `at` (its alerts,
+//! drill's temporary instance move that drill on. The drill's start is disruptive (a new
+//! instance): outside the change window it asks a person (`approval.rds.restore_drill`), and the
+//! `approved` task ([`nbaops_shared::runtime::approved`]) carries the approved start out through
+//! [`Function::live`] / [`Function::apply`] (`crate::drill`). A task runs on the tick's `at` (its alerts,
 //! audit records and cooldowns), so a test (or an operator replaying a day) can move time.
 //!
 //! Ledger items: `backuprpo#<instance>/open` (a breach being tracked), `backupcopy#<instance>/
@@ -16,9 +19,10 @@ use nbaops_shared::config::backup::BackupConfig;
 use nbaops_shared::config::pg::PgConfig;
 use nbaops_shared::deadline::{Budget, MARGIN, ONE_AWS_ACTION};
 use nbaops_shared::events::{Inbound, RdsEvent, ScheduledTick};
+use nbaops_shared::guard::ProposedAction;
 use nbaops_shared::ports::{PgConnector, RdsBackups};
 use nbaops_shared::runtime::{
-    Ctx, Deps, Function, Invocation, InvocationReport, RecordReport, Work,
+    Ctx, Deps, Function, Invocation, InvocationReport, Live, RecordReport, Work,
 };
 use nbaops_shared::Result;
 
@@ -79,6 +83,16 @@ impl Function for BackupGuard {
             }
             other => Ok(ctx.not_mine(&other)),
         }
+    }
+
+    /// An approved restore drill start (issue #19): see [`BackupGuard::restore_live`].
+    async fn live(&self, a: &ProposedAction, ctx: &Ctx<'_>) -> Result<Live> {
+        self.restore_live(a, ctx).await
+    }
+
+    /// The approved drill start: the restore and the drill record ([`BackupGuard::restore_apply`]).
+    async fn apply(&self, a: &ProposedAction, ctx: &Ctx<'_>) -> Result<()> {
+        self.restore_apply(a, ctx).await
     }
 }
 

@@ -16,7 +16,8 @@ pub const MONTHLY_PREFIX: &str = "nbaops-monthly-";
 pub const DRILL_PREFIX: &str = "nbaops-drill-";
 
 /// Every backup action (a snapshot created, copied or deleted; a drill instance restored or
-/// deleted): non-disruptive, P3, no cooldown (the snapshot and instance names make them idempotent).
+/// deleted): P3, no cooldown (the snapshot and instance names make them idempotent), and
+/// non-disruptive but for the drill's restore, which the drill marks disruptive itself.
 pub fn backup_action(
     name: &str,
     resource: String,

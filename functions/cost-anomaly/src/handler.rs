@@ -2,27 +2,27 @@
 //! `cost-daily-check` tick into enriched alerts and, where allowed, guarded containment of a
 //! non-production environment (its Auto Scaling groups to zero, its RDS instances stopped).
 
-use std::future::Future;
-
-use chrono::{Duration, NaiveDate};
+use chrono::{DateTime, Duration, NaiveDate, Utc};
 use serde_json::{json, Value};
 
 use nbaops_shared::adapters::{AwsClients, SdkAutoScaling, SdkCostExplorer, SdkRds, SdkRdsPower};
 use nbaops_shared::alerts::Severity;
 use nbaops_shared::config::cost::{self, CostConfig};
 use nbaops_shared::config::Env;
+use nbaops_shared::error::NbaopsError;
 use nbaops_shared::events::{self, BudgetAlert, BudgetKind, Inbound, ScheduledTick};
 use nbaops_shared::guard::{
     AuditRecord, Bounds, Explanation, GuardStep, Observation, Outcome, ProposedAction,
 };
 use nbaops_shared::ports::{AutoScaling, CostExplorer, CostGrouping, CostQuery, Rds, RdsPower};
-use nbaops_shared::runtime::{Ctx, Deps, Function, InvocationReport, RecordReport, Work};
+use nbaops_shared::runtime::{Ctx, Deps, Function, InvocationReport, Live, RecordReport, Work};
 use nbaops_shared::Result;
 
 use crate::plan::{
     anomaly_evidence, anomaly_impact, attribute, budget_evidence, budget_overrun, containment,
-    daily_window, env_in_name, find_spikes, plan_db_containment, plan_group_containment,
-    severity_for, tag_evidence, Attribution, Containment, DbStep, Evidence, GroupStep, Spike,
+    daily_window, env_in_name, env_tag_value, find_spikes, plan_db_containment,
+    plan_group_containment, severity_for, tag_evidence, Attribution, Containment, DbStep, Evidence,
+    GroupStep, Spike,
 };
 
 pub const FUNCTION: &str = "cost-anomaly";
@@ -64,6 +64,115 @@ impl Function for CostAnomaly {
             }
             other => Ok(ctx.not_mine(&other)),
         }
+    }
+
+    /// An approved containment (issue #19, `approval.asg.contain_to_zero` / `approval.rds.stop`,
+    /// SPEC default `always`): the group's min / max / desired, or the instance's status, and the
+    /// environment its env tag (`cost.env_tag`) names, in the shape of the plan's `before`. Those
+    /// are exactly the facts the plan rests on (the sizes it saves for the undo, the instance
+    /// being `available`, the resource belonging to the contained environment): a group resized,
+    /// an instance stopped or re-tagged meanwhile makes the plan wrong, and the key that moved is
+    /// named. Nothing volatile is compared.
+    async fn live(&self, a: &ProposedAction, _ctx: &Ctx<'_>) -> Result<Live> {
+        let tag = &self.cfg.env_tag;
+        match contained_target(a) {
+            Some(Target::Group(name)) => Ok(match self.asg.describe_group(name).await? {
+                None => Live::Gone,
+                Some(g) => Live::Is {
+                    state: group_before(
+                        g.min_size,
+                        g.max_size,
+                        g.desired,
+                        env_tag_value(&g.tags, tag),
+                    ),
+                    tags: g.tags,
+                },
+            }),
+            Some(Target::Db(id)) => Ok(match self.rds.describe_instance(id).await? {
+                None => Live::Gone,
+                Some(db) => Live::Is {
+                    state: db_before(&db.status, env_tag_value(&db.tags, tag)),
+                    tags: db.tags,
+                },
+            }),
+            None => Ok(Live::NotCarriedOut),
+        }
+    }
+
+    /// The approved plan, carried out as the immediate path does it ([`CostAnomaly::contain`]):
+    /// the saved size / status under `contained#<env>` first, then 0/0/0 or the stop.
+    async fn apply(&self, a: &ProposedAction, ctx: &Ctx<'_>) -> Result<()> {
+        let env = plan_env(a)?;
+        let by = format!("approved/{}", ctx.inv.request_id);
+        self.contain(a, env, &by, ctx.deps, ctx.now()).await
+    }
+}
+
+/// What a containment plan changes: an Auto Scaling group or an RDS instance.
+enum Target<'a> {
+    Group(&'a str),
+    Db(&'a str),
+}
+
+/// The group or instance of a containment plan (`asg.contain_to_zero` on `asg:<name>`,
+/// `rds.stop` on `rds:<id>`); `None` for anything else.
+fn contained_target(a: &ProposedAction) -> Option<Target<'_>> {
+    let (kind, name) = a.resource.split_once(':')?;
+    if name.is_empty() {
+        return None;
+    }
+    match (a.action.as_str(), kind) {
+        ("asg.contain_to_zero", "asg") => Some(Target::Group(name)),
+        ("rds.stop", "rds") => Some(Target::Db(name)),
+        _ => None,
+    }
+}
+
+/// A group containment plan's `before` (and [`Function::live`]'s state): its sizes and the
+/// environment its env tag names.
+fn group_before(min: i32, max: i32, desired: i32, env: Option<String>) -> Value {
+    json!({"min": min, "max": max, "desired": desired, "env": env})
+}
+
+/// An instance stop plan's `before` (and [`Function::live`]'s state).
+fn db_before(status: &str, env: Option<String>) -> Value {
+    json!({"status": status, "env": env})
+}
+
+/// The non-production environment a containment plan's `before` names (production: refused,
+/// whatever the plan says).
+fn plan_env(a: &ProposedAction) -> Result<Env> {
+    let env = a
+        .before
+        .get("env")
+        .and_then(Value::as_str)
+        .and_then(|e| e.parse::<Env>().ok())
+        .ok_or_else(|| {
+            NbaopsError::InvalidEvent(format!(
+                "containment plan of {} names no environment: {}",
+                a.resource, a.before
+            ))
+        })?;
+    if env == Env::Prod {
+        return Err(NbaopsError::InvalidEvent(format!(
+            "{}: production is never contained",
+            a.resource
+        )));
+    }
+    Ok(env)
+}
+
+/// What containment saves before it acts, so offhours or an operator can undo it, read from the
+/// plan alone (its `before`): the immediate path and an approved plan save the same record.
+fn saved_of(a: &ProposedAction, by: &str, at: DateTime<Utc>) -> Option<Value> {
+    let b = &a.before;
+    match contained_target(a)? {
+        Target::Group(name) => Some(
+            json!({"kind": "asg", "name": name, "min": b.get("min")?, "max": b.get("max")?, "desired": b.get("desired")?, "event_id": by, "at": at.to_rfc3339()}),
+        ),
+        Target::Db(id) => Some(
+            json!({"kind": "rds", "id": id, "status": b.get("status")?, "event_id": by, "at": at.to_rfc3339()}),
+        ),
     }
 }
 
@@ -130,13 +239,12 @@ struct Finding {
     because: Explanation,
 }
 
-/// One containment of an environment: why, how urgent, and until when what it saves is kept.
+/// One containment of an environment: why and how urgent.
 struct ContainmentRun {
     env: Env,
     reason: String,
     because: Explanation,
     severity: Severity,
-    saved_until: i64,
 }
 
 /// Ledger key of what containment changed in `env`, so it can be undone.
@@ -144,32 +252,46 @@ pub fn contained_pk(env: Env) -> String {
     format!("contained#{env}")
 }
 
-impl ContainmentRun {
-    /// The action through the guard; its effect first saves `saved`, what it takes to undo it.
-    async fn act<E, Fut>(
+impl CostAnomaly {
+    /// A containment plan's effect, the one both paths run through the guard (the immediate path
+    /// and an approved plan): first what undoes it (`saved_of`) under `contained#<env>`, kept
+    /// `audit.ttl_days`, so `nbaops status` lists the environment as contained; then the group to
+    /// 0/0/0 or the instance stopped. `by`: the event (or approval delivery) that did it.
+    async fn contain(
+        &self,
+        a: &ProposedAction,
+        env: Env,
+        by: &str,
+        deps: &Deps,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let bad = || NbaopsError::InvalidEvent(format!("containment plan not understood: {a:?}"));
+        let saved = saved_of(a, by, now).ok_or_else(bad)?;
+        let until = now.timestamp() + deps.cfg.guard.audit_ttl_days * 86_400;
+        deps.ledger
+            .put(&contained_pk(env), &a.resource, &saved, Some(until))
+            .await?;
+        match contained_target(a).ok_or_else(bad)? {
+            Target::Group(name) => self.asg.update_group_size(name, 0, 0, 0).await,
+            Target::Db(id) => self.power.stop_instance(id).await,
+        }
+    }
+
+    /// The action through the guard, its effect [`CostAnomaly::contain`].
+    async fn act(
         &self,
         action: &ProposedAction,
-        saved: Value,
+        env: Env,
         w: &mut Work<'_>,
-        effect: E,
-    ) -> Result<AuditRecord>
-    where
-        E: FnOnce() -> Fut,
-        Fut: Future<Output = Result<()>>,
-    {
-        let ledger = w.ctx.deps.ledger.as_ref();
-        let pk = contained_pk(self.env);
-        w.act(action, || async move {
-            ledger
-                .put(&pk, &action.resource, &saved, Some(self.saved_until))
-                .await?;
-            effect().await
+    ) -> Result<AuditRecord> {
+        let ctx = w.ctx;
+        let by = w.rec.event_id.clone();
+        w.act(action, || {
+            self.contain(action, env, &by, ctx.deps, ctx.now())
         })
         .await
     }
-}
 
-impl CostAnomaly {
     /// Cost allocation tag evidence from Cost Explorer: the root-cause services' cost over the
     /// anomaly's days, grouped by the env tag. A failure only costs the evidence, never the alert.
     async fn tag_attribution(&self, a: &events::CostAnomaly, w: &mut Work<'_>) -> Option<Evidence> {
@@ -351,8 +473,6 @@ impl CostAnomaly {
                         .key("cost.contain.resources")
                         .key("cost.contain.min_severity"),
                     severity: f.severity,
-                    saved_until: w.ctx.now().timestamp()
-                        + w.ctx.cfg().guard.audit_ttl_days * 86_400,
                 };
                 w = w.with_fleet_size(self.cfg.resources(env).count());
                 let undo = self.contain_env(&run, &mut w).await?;
@@ -475,20 +595,17 @@ impl CostAnomaly {
             }),
             cooldown_key: "cost.contain".into(),
             cooldown_seconds: self.cfg.contain_cooldown_seconds,
-            before: json!({"min": min, "max": max, "desired": desired}),
+            before: group_before(min, max, desired, Some(env.to_string())),
             after: json!({"min": 0, "max": 0, "desired": 0}),
+            // The environment in the change and the anomaly in the rule: an approval request
+            // says what it is for.
             explanation: run.because.doing(
                 "contain",
                 "Contained",
-                format!("{name} {min}/{max}/{desired} → 0/0/0"),
+                format!("{name} (env {env}) {min}/{max}/{desired} → 0/0/0"),
             ),
         };
-        let saved = json!({"kind": "asg", "name": name, "min": min, "max": max, "desired": desired, "event_id": w.rec.event_id, "at": w.ctx.now().to_rfc3339()});
-        let audit = run
-            .act(&action, saved, w, || {
-                self.asg.update_group_size(name, 0, 0, 0)
-            })
-            .await?;
+        let audit = self.act(&action, env, w).await?;
         w.note(format!(
             "{resource}: {min}/{max}/{desired} -> 0/0/0: {}",
             audit.outcome_words()
@@ -541,14 +658,13 @@ impl CostAnomaly {
             bounds: None,
             cooldown_key: "cost.contain".into(),
             cooldown_seconds: self.cfg.contain_cooldown_seconds,
-            before: json!({"status": "available"}),
+            before: db_before("available", Some(env.to_string())),
             after: json!({"status": "stopped"}),
-            explanation: run.because.doing("stop", "Stopped", id.to_string()),
+            explanation: run
+                .because
+                .doing("stop", "Stopped", format!("{id} (env {env})")),
         };
-        let saved = json!({"kind": "rds", "id": id, "status": "available", "event_id": w.rec.event_id, "at": w.ctx.now().to_rfc3339()});
-        let audit = run
-            .act(&action, saved, w, || self.power.stop_instance(id))
-            .await?;
+        let audit = self.act(&action, env, w).await?;
         w.note(format!("{resource}: stop: {}", audit.outcome_words()));
         Ok((audit.outcome == Outcome::Acted)
             .then(|| format!("aws rds start-db-instance --db-instance-identifier {id}")))
@@ -686,6 +802,18 @@ mod tests {
         t
     }
 
+    /// Containment of `test` on, with the SPEC's default approval policy (`always`): it asks.
+    const CONTAIN_ASKS: &[(&str, &str)] = &[
+        ("NBAOPS_COST__CONTAIN__ENVS", "test"),
+        (
+            "NBAOPS_COST__CONTAIN__RESOURCES",
+            r#"{"test":{"asgs":["nbaops-test-web"],"rds":["nbaops-test-db"]}}"#,
+        ),
+        ("NBAOPS_GUARD__BLAST__MAX_PERCENT", "100"),
+    ];
+
+    /// The immediate path: containment of `test` on, and an operator who set both approval
+    /// policies to `never` (the guard decides alone).
     const CONTAIN_TEST: &[(&str, &str)] = &[
         ("NBAOPS_COST__CONTAIN__ENVS", "test"),
         (
@@ -693,6 +821,8 @@ mod tests {
             r#"{"test":{"asgs":["nbaops-test-web"],"rds":["nbaops-test-db"]}}"#,
         ),
         ("NBAOPS_GUARD__BLAST__MAX_PERCENT", "100"),
+        ("NBAOPS_APPROVAL__ASG__CONTAIN_TO_ZERO", "never"),
+        ("NBAOPS_APPROVAL__RDS__STOP", "never"),
     ];
 
     fn world(extra: &[(&str, &str)], protect: bool) -> World {
@@ -900,7 +1030,12 @@ mod tests {
         assert!(w.asg.mutations().is_empty());
 
         // Blast radius at the default 50 %: of two resources, only the first is touched.
-        let w = world(&CONTAIN_TEST[..2], false);
+        let no_blast: Vec<_> = CONTAIN_TEST
+            .iter()
+            .filter(|(k, _)| !k.contains("BLAST"))
+            .copied()
+            .collect();
+        let w = world(&no_blast, false);
         let r = run(&w, as_test_env(MULTI)).await;
         assert_eq!(
             r.records[0].actions[1].stopped_by,
@@ -943,6 +1078,156 @@ mod tests {
         .await;
         assert!(r.records[0].actions.is_empty());
         assert_eq!(mutations(&w), 0);
+    }
+
+    /// Issue #19: by default each containment asks a person (one request and one approval alert
+    /// per resource, saying which environment and anomaly), nothing changes; approved, the plan
+    /// is carried out once as the immediate path does it, the same record saved for the undo.
+    #[tokio::test]
+    async fn by_default_containment_asks_and_an_approved_plan_is_carried_out_as_planned() {
+        use nbaops_shared::guard::{approved_input, decide, ApprovalRequest, Decided, Verdict};
+        let w = world(CONTAIN_ASKS, false);
+        let r = run(&w, as_test_env(MULTI)).await;
+        let rec = &r.records[0];
+        assert_eq!(rec.actions.len(), 2, "{:?}", rec.notes);
+        assert!(rec
+            .actions
+            .iter()
+            .all(|a| a.outcome == Outcome::NeedsApproval));
+        assert_eq!(mutations(&w), 0);
+        assert_eq!(w.ledger.len_with_prefix("contained#"), 0);
+        let asked: Vec<_> = rec
+            .alerts
+            .iter()
+            .filter(|a| a.approval_id.is_some())
+            .collect();
+        assert_eq!(asked.len(), 2, "{:?}", rec.alerts);
+        for a in &asked {
+            assert!(a.summary.contains("(env test)"), "{}", a.summary);
+            assert!(
+                a.summary
+                    .contains("cost anomaly a1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d"),
+                "{}",
+                a.summary
+            );
+        }
+        let ledger = w.deps.ledger.as_ref();
+        let id = rec.actions[0].approval_id.clone().unwrap();
+        let who = Decided {
+            by: "alice".into(),
+            from: "cli".into(),
+            at: now(),
+        };
+        decide(ledger, "dev", &id, Verdict::Approve, who)
+            .await
+            .unwrap();
+        let req = ApprovalRequest::load(ledger, "dev", &id)
+            .await
+            .unwrap()
+            .unwrap();
+        let r = run(&w, approved_input(&req)).await;
+        assert_eq!(r.records[0].actions[0].outcome, Outcome::Acted, "{r:?}");
+        assert_eq!(
+            w.asg.mutations(),
+            vec!["update_group_size nbaops-test-web 0 0 0"]
+        );
+        assert!(
+            w.power.mutations().is_empty(),
+            "the instance was not approved"
+        );
+        let saved = w
+            .ledger
+            .get("contained#test", "asg:nbaops-test-web")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (
+                &saved["kind"],
+                &saved["name"],
+                &saved["min"],
+                &saved["max"],
+                &saved["desired"]
+            ),
+            (
+                &json!("asg"),
+                &json!("nbaops-test-web"),
+                &json!(1),
+                &json!(4),
+                &json!(2)
+            )
+        );
+        run(&w, approved_input(&req)).await;
+        assert_eq!(mutations(&w), 1, "used once");
+    }
+
+    #[tokio::test]
+    async fn live_is_the_plans_before_and_apply_refuses_what_is_not_a_containment() {
+        let w = world(CONTAIN_ASKS, false);
+        let inv = Invocation::at("live", now());
+        let ctx = Ctx::of::<CostAnomaly>(w.deps, &inv);
+        let r = run(&w, as_test_env(MULTI)).await;
+        let mut plans = Vec::new();
+        for a in &r.records[0].actions {
+            let req = nbaops_shared::guard::ApprovalRequest::load(
+                w.deps.ledger.as_ref(),
+                "dev",
+                a.approval_id.as_deref().unwrap(),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+            let Live::Is { state, .. } = w.f.live(&req.action, &ctx).await.unwrap() else {
+                panic!("{a:?}")
+            };
+            assert_eq!(
+                nbaops_shared::runtime::differs(&req.action.before, &state),
+                None,
+                "{state}"
+            );
+            plans.push(req.action);
+        }
+        let plan = |action: &str, resource: &str, before: Value| ProposedAction {
+            action: action.into(),
+            resource: resource.into(),
+            before,
+            ..plans[0].clone()
+        };
+        // Re-tagged since the request: the environment moved.
+        w.asg
+            .groups
+            .lock()
+            .unwrap()
+            .get_mut("nbaops-test-web")
+            .unwrap()
+            .tags = tags("dev", false);
+        let Live::Is { state, .. } = w.f.live(&plans[0], &ctx).await.unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            nbaops_shared::runtime::differs(&plans[0].before, &state).as_deref(),
+            Some(r#"env was "test", now "dev""#)
+        );
+        // Not a containment, gone, production: nothing done.
+        let other = plan("asg.scale_out", "asg:nbaops-test-web", json!({}));
+        assert_eq!(w.f.live(&other, &ctx).await.unwrap(), Live::NotCarriedOut);
+        let gone = plan("rds.stop", "rds:nope", json!({}));
+        assert_eq!(w.f.live(&gone, &ctx).await.unwrap(), Live::Gone);
+        let prod = plan(
+            "asg.contain_to_zero",
+            "asg:nbaops-test-web",
+            json!({"min": 1, "max": 4, "desired": 2, "env": "prod"}),
+        );
+        assert!(w.f.apply(&prod, &ctx).await.is_err());
+        let unnamed = plan(
+            "rds.stop",
+            "rds:nbaops-test-db",
+            json!({"status": "available"}),
+        );
+        assert!(w.f.apply(&unnamed, &ctx).await.is_err());
+        assert!(w.f.apply(&other, &ctx).await.is_err());
+        assert_eq!(mutations(&w), 0);
+        assert_eq!(w.ledger.len_with_prefix("contained#"), 0);
     }
 
     #[tokio::test]

@@ -296,6 +296,12 @@ fn env_tag_of(tags: &nbaops_shared::ports::Tags, tag: &str) -> Option<String> {
     tags.get(tag).map(|v| v.trim().to_string())
 }
 
+/// The environment a resource's `tag` names, as a containment plan's `before` holds it
+/// (lowercase, as [`Env`] prints it); `None` when untagged.
+pub fn env_tag_value(tags: &nbaops_shared::ports::Tags, tag: &str) -> Option<String> {
+    env_tag_of(tags, tag).map(|v| v.to_ascii_lowercase())
+}
+
 pub fn plan_group_containment(g: Option<&GroupState>, env: Env, tag: &str) -> GroupStep {
     let Some(g) = g else {
         return GroupStep::Missing;

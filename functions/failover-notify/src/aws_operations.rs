@@ -5,6 +5,7 @@
 //! Actions another service authorises on our behalf are listed too, with the call that causes them.
 
 pub const AWS_OPERATIONS: &[&str] = &[
+    "sts:AssumeRole", // a fleet member's role (issue #20, nbaops_shared::adapters::AwsClients::for_member)
     "ssm:GetParameter", // SecureString /nbaops/<env>/secrets/failover/<db> (verify.rs)
     "rds:DescribeDBInstances", // SdkRds::describe_instance
 ];

@@ -5,8 +5,10 @@
 //! Actions another service authorises on our behalf are listed too, with the call that causes them.
 
 pub const AWS_OPERATIONS: &[&str] = &[
+    "sts:AssumeRole", // a fleet member's role (issue #20, nbaops_shared::adapters::AwsClients::for_member)
+    "ssm:GetParameter", // the fleet's external id /nbaops/<env>/secrets/fleet/external_id (issue #20)
     "autoscaling:DescribeAutoScalingGroups", // SdkInventory::list_groups_with_tag
-    "autoscaling:UpdateAutoScalingGroup",    // SdkAutoScaling::update_group_size
+    "autoscaling:UpdateAutoScalingGroup", // SdkAutoScaling::update_group_size
     "rds:DescribeDBInstances", // SdkInventory::list_db_instances_with_tag, SdkRds::describe_instance
     "rds:StopDBInstance",      // SdkRdsPower::stop_instance
     "rds:StartDBInstance",     // SdkRdsPower::start_instance

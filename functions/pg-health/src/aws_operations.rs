@@ -6,6 +6,7 @@
 #![allow(dead_code)] // read by infra/tests/check_aws_operations.py, not by the binary
 
 pub const AWS_OPERATIONS: &[&str] = &[
+    "sts:AssumeRole", // a fleet member's role (issue #20, nbaops_shared::adapters::AwsClients::for_member)
     "ssm:GetParameter", // SecureString /nbaops/<env>/secrets/pg/<db>/monitor (shared/src/sql)
     "sqs:SendMessage", // a dispatch tick's SendMessageBatch of work items (shared/src/runtime/fanout.rs)
     // Authorised on our behalf: the event source mapping polls the work queue with this role.

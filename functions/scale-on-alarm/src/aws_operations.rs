@@ -5,13 +5,14 @@
 //! Actions another service authorises on our behalf are listed too, with the call that causes them.
 
 pub const AWS_OPERATIONS: &[&str] = &[
+    "sts:AssumeRole", // a fleet member's role (issue #20, nbaops_shared::adapters::AwsClients::for_member)
     "autoscaling:DescribeAutoScalingGroups", // SdkAutoScaling::describe_group
-    "autoscaling:SetDesiredCapacity",        // SdkAutoScaling::set_desired_capacity
-    "rds:DescribeDBInstances",               // SdkRds::describe_instance
-    "rds:ModifyDBInstance",                  // SdkRds::modify_instance_class
-    "elasticache:DescribeCacheClusters",     // SdkElastiCache::describe_cluster
-    "elasticache:ListTagsForResource",       // SdkElastiCache::describe_cluster (protect tag)
-    "elasticache:ModifyCacheCluster",        // SdkElastiCache::set_node_count
+    "autoscaling:SetDesiredCapacity", // SdkAutoScaling::set_desired_capacity
+    "rds:DescribeDBInstances", // SdkRds::describe_instance
+    "rds:ModifyDBInstance", // SdkRds::modify_instance_class
+    "elasticache:DescribeCacheClusters", // SdkElastiCache::describe_cluster
+    "elasticache:ListTagsForResource", // SdkElastiCache::describe_cluster (protect tag)
+    "elasticache:ModifyCacheCluster", // SdkElastiCache::set_node_count
     "cloudwatch:GetMetricStatistics", // SdkCloudWatch::statistics (offpeak.rs, cache_memory.rs)
     "cloudwatch:DescribeAlarms", // SdkCloudWatch::alarms_in_state (offpeak.rs); set_alarm_threshold reads the alarm to rewrite it whole
     "cloudwatch:DescribeAlarmsForMetric", // SdkCloudWatch::alarms_for_metric (thresholds.rs)

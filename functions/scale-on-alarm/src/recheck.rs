@@ -100,7 +100,11 @@ pub struct Recheck {
     pub limit: u64,
 }
 
-const KEYS: &[&str] = &["task", "alarm", "target", "episode", "n", "limit", "id"];
+/// `account` and `region`: the fleet member the re-check is about (issue #20), read by the
+/// runtime's routing (`Inbound::origin`), absent for the hub's own groups.
+const KEYS: &[&str] = &[
+    "task", "alarm", "target", "episode", "n", "limit", "id", "account", "region",
+];
 
 impl Recheck {
     /// The first re-check after a step from `from` under the ceiling `cap`; `None` when no step
@@ -384,7 +388,7 @@ impl ScaleOnAlarm {
             at,
             target_arn: f.target_arn.clone(),
             role_arn: f.role_arn.clone(),
-            input: r.payload(),
+            input: with_origin(r.payload(), ctx.origin),
         };
         // The schedule and its name under the alarm, at once (a name kept for a schedule that
         // failed to be created only costs the cancel a delete that finds nothing).
@@ -555,6 +559,20 @@ impl ScaleOnAlarm {
     }
 }
 
+/// A follow-up's input carries the fleet member its record came from (issue #20), so that the
+/// runtime routes the re-check to that member's clients and never to the hub's group of the same
+/// name.
+fn with_origin(mut input: Value, origin: Option<&nbaops_shared::fleet::Origin>) -> Value {
+    if let (Some(o), Some(block)) = (
+        origin,
+        input.get_mut("nbaops").and_then(Value::as_object_mut),
+    ) {
+        block.insert("account".into(), json!(o.account));
+        block.insert("region".into(), json!(o.region));
+    }
+    input
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
@@ -614,6 +632,19 @@ mod tests {
             threshold: Some(70.0),
             comparison: None,
         }
+    }
+
+    #[test]
+    fn a_members_recheck_carries_its_origin_and_reads_back() {
+        let cfg = cfg();
+        let r = sample();
+        let b = nbaops_shared::fleet::Origin::new("222222222222", "us-west-2");
+        let input = with_origin(r.payload(), Some(&b));
+        assert_eq!(Recheck::parse(&input, &cfg), Ok(r.clone()));
+        let tick = nbaops_shared::events::classify(&input);
+        assert_eq!(tick[0].origin(), Some(b));
+        // The hub's own: no origin in the input, as before.
+        assert_eq!(with_origin(r.payload(), None), r.payload());
     }
 
     #[test]

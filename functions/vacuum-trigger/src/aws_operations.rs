@@ -6,5 +6,6 @@
 #![allow(dead_code)] // read by infra/tests/check_aws_operations.py, not by the binary
 
 pub const AWS_OPERATIONS: &[&str] = &[
+    "sts:AssumeRole", // a fleet member's role (issue #20, nbaops_shared::adapters::AwsClients::for_member)
     "ssm:GetParameter", // SecureString /nbaops/<env>/secrets/pg/<db>/maintenance (shared/src/sql)
 ];

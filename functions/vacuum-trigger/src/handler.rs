@@ -21,20 +21,21 @@ use serde_json::{json, Value};
 
 use nbaops_shared::adapters::{pg_access, AwsClients};
 use nbaops_shared::alerts::{AlertStatus, Severity};
+use nbaops_shared::config::approval::Policy;
 use nbaops_shared::config::pg::{PgConfig, PgTarget};
 use nbaops_shared::deadline::left_note;
 use nbaops_shared::events::{Inbound, ScheduledTick};
 use nbaops_shared::guard::{in_change_window, AuditRecord, Explanation, Outcome, ProposedAction};
 use nbaops_shared::ports::{PgConnector, Postgres, Tags};
-use nbaops_shared::runtime::{Ctx, Deps, Function, InvocationReport, RecordReport, Work};
+use nbaops_shared::runtime::{Ctx, Deps, Function, InvocationReport, Live, RecordReport, Work};
 use nbaops_shared::sql::roles::as_owner;
 use nbaops_shared::sql::{
     self, IndexNeed, IndexStats, IndexWork, Maintenance, Need, Row, Server, Session, TableStats,
 };
 use nbaops_shared::{NbaopsError, Result};
 
-use crate::plan::{budget, runaway_transactions, Budget};
-use crate::runaway::end_transaction;
+use crate::plan::{budget, runaway_transactions, unlisted_runaways, Budget};
+use crate::runaway::{end_transaction, END_UNLISTED};
 use crate::statement::{
     counter, counters, guarded, prove_index_work, prove_maintenance, shown, DbSession,
 };
@@ -64,6 +65,15 @@ impl Function for VacuumTrigger {
     /// not for it.
     async fn on(&self, inbound: Inbound, ctx: &Ctx<'_>) -> Result<RecordReport> {
         Ok(ctx.not_mine(&inbound))
+    }
+
+    /// See [`crate::approved`]: VACUUM FULL, REINDEX and ending a runaway not on the allow-list.
+    async fn live(&self, action: &ProposedAction, ctx: &Ctx<'_>) -> Result<Live> {
+        crate::approved::live(self, action, ctx).await
+    }
+
+    async fn apply(&self, action: &ProposedAction, ctx: &Ctx<'_>) -> Result<()> {
+        crate::approved::apply(self, action, ctx).await
     }
 
     async fn records(&self, inbound: Inbound, ctx: &Ctx<'_>) -> Result<Vec<RecordReport>> {
@@ -176,10 +186,15 @@ pub async fn first_row(pg: &dyn Postgres, q: &str) -> Result<Row> {
 }
 
 impl VacuumTrigger {
-    async fn maintain(&self, target: &PgTarget, started: Instant, w: &mut Work<'_>) -> Result<()> {
+    /// The maintenance session on `target` (application name, statement and lock timeouts, the
+    /// vacuum cost limits) and what the server is: every statement of this function, the
+    /// approved ones included, runs in such a session.
+    pub(crate) async fn open(
+        &self,
+        target: &PgTarget,
+        ctx: &Ctx<'_>,
+    ) -> Result<(Box<dyn Postgres>, Server)> {
         let cfg = &self.pg;
-        let ctx = w.ctx;
-        let db = target.name.as_str();
         let mut setup = sql::session_setup(
             "nbaops-vacuum-trigger",
             cfg.vacuum.statement_timeout_seconds * 1000,
@@ -191,7 +206,7 @@ impl VacuumTrigger {
             cfg.vacuum.cost_limit,
         ));
         let pg = sql::open_session(
-            &ctx,
+            ctx,
             cfg,
             self.connector.as_ref(),
             target,
@@ -199,16 +214,23 @@ impl VacuumTrigger {
             &setup,
         )
         .await?;
-        let pg = pg.as_ref();
-        let server = Server::from_row(&first_row(pg, sql::SERVER).await?);
-        if server.in_recovery {
-            w.note("a standby: maintenance happens on the primary");
-            return Ok(());
-        }
+        let server = Server::from_row(&first_row(pg.as_ref(), sql::SERVER).await?);
+        Ok((pg, server))
+    }
+
+    /// The tables a plan is made of and pg-health's measured bloat of them (ledger
+    /// `pgmaint#<db>`), by oid.
+    pub(crate) async fn table_inputs(
+        &self,
+        pg: &dyn Postgres,
+        server: &Server,
+        db: &str,
+        ctx: &Ctx<'_>,
+    ) -> Result<(Vec<TableStats>, BTreeMap<i64, f64>)> {
         let tables: Vec<TableStats> = pg
             .query(&sql::tables::tables_for_maintenance(
                 server.version,
-                cfg.bloat_min_bytes,
+                self.pg.bloat_min_bytes,
             ))
             .await?
             .iter()
@@ -222,6 +244,20 @@ impl VacuumTrigger {
             .into_iter()
             .filter_map(|(oid, v)| Some((oid.parse().ok()?, v["measured_bloat"].as_f64()?)))
             .collect();
+        Ok((tables, measured))
+    }
+
+    async fn maintain(&self, target: &PgTarget, started: Instant, w: &mut Work<'_>) -> Result<()> {
+        let cfg = &self.pg;
+        let ctx = w.ctx;
+        let db = target.name.as_str();
+        let (pg, server) = self.open(target, &ctx).await?;
+        let pg = pg.as_ref();
+        if server.in_recovery {
+            w.note("a standby: maintenance happens on the primary");
+            return Ok(());
+        }
+        let (tables, measured) = self.table_inputs(pg, &server, db, &ctx).await?;
         // Statistics ages (last analyze) are the database's timestamps: judged on its clock.
         let db_now = server.now.unwrap_or(ctx.now());
         let plan = sql::plan_maintenance(&tables, cfg, &|t| measured.get(&t.oid).copied(), db_now);
@@ -232,6 +268,12 @@ impl VacuumTrigger {
         };
         let sessions: Vec<Session> = runaway_rows.iter().map(Session::from_row).collect();
         let runaway = runaway_transactions(&sessions, cfg);
+        // Not on the allow-list: reported by pg-health, ended only if a person approves each one.
+        let unlisted = if ctx.cfg().approval.policy(END_UNLISTED) == Policy::Always {
+            unlisted_runaways(&sessions, cfg)
+        } else {
+            vec![]
+        };
         w.rec.summary = format!(
             "pg:{db}: {} table(s) need maintenance, {} runaway transaction(s)",
             plan.len(),
@@ -260,7 +302,10 @@ impl VacuumTrigger {
         };
 
         for runaway in runaway {
-            end_transaction(&s, runaway, cfg.long_tx_seconds.crit, w).await?;
+            end_transaction(&s, runaway, cfg.long_tx_seconds.crit, true, w).await?;
+        }
+        for runaway in unlisted {
+            end_transaction(&s, runaway, cfg.long_tx_seconds.crit, false, w).await?;
         }
         let max_tables = cfg.vacuum.max_tables_per_run;
         let max_rebuilds = cfg.index.max_per_run;
@@ -423,7 +468,7 @@ impl VacuumTrigger {
             bounds: None,
             cooldown_key: "pg.maintenance".into(),
             cooldown_seconds: self.pg.vacuum.cooldown_seconds,
-            before: json!({"n_dead_tup": counter(&before, "n_dead_tup"), "n_live_tup": counter(&before, "n_live_tup"), "xid_age": counter(&before, "xid_age"), "statement": statement}),
+            before: json!({"oid": t.oid, "work": need.kind.as_str(), "n_dead_tup": counter(&before, "n_dead_tup"), "n_live_tup": counter(&before, "n_live_tup"), "xid_age": counter(&before, "xid_age"), "statement": statement}),
             after: Value::Null,
             explanation: maintenance_words(&need.explanation, need.kind.as_str(), &resource)
                 .key("pg.vacuum.cooldown_seconds"),
@@ -486,7 +531,7 @@ impl VacuumTrigger {
             bounds: None,
             cooldown_key: "pg.index".into(),
             cooldown_seconds: self.pg.vacuum.cooldown_seconds,
-            before: json!({"bytes": ix.bytes, "valid": ix.valid, "table": format!("{}.{}", ix.schema, ix.table), "statement": statement}),
+            before: json!({"oid": ix.oid, "work": need.work.as_str(), "bytes": ix.bytes, "valid": ix.valid, "table": format!("{}.{}", ix.schema, ix.table), "statement": statement}),
             after: Value::Null,
             explanation: maintenance_words(&need.explanation, need.work.as_str(), &resource)
                 .key("pg.vacuum.cooldown_seconds"),

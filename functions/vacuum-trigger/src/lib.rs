@@ -1,5 +1,6 @@
 //! vacuum-trigger as a library too, so the `nbaops` command (plan, replay) runs the same decisions.
 
+pub mod approved;
 pub mod aws_operations;
 pub mod handler;
 pub mod plan;

@@ -55,6 +55,17 @@ pub fn budget(
 /// allow-listed and whose role is not protected. Never autovacuum, walsenders, background
 /// workers or our own session (`Session::is_client`). Oldest first.
 pub fn runaway_transactions<'a>(sessions: &'a [Session], cfg: &PgConfig) -> Vec<&'a Session> {
+    runaways(sessions, cfg, true)
+}
+
+/// The runaways [`runaway_transactions`] leaves alone because neither their role nor their
+/// application is allow-listed (protected roles and non-client backends still excluded): ended
+/// only when a person approves each one (`approval.pg.end_transaction_unlisted = always`).
+pub fn unlisted_runaways<'a>(sessions: &'a [Session], cfg: &PgConfig) -> Vec<&'a Session> {
+    runaways(sessions, cfg, false)
+}
+
+fn runaways<'a>(sessions: &'a [Session], cfg: &PgConfig, listed: bool) -> Vec<&'a Session> {
     let t = &cfg.terminate;
     if !t.enabled {
         return vec![];
@@ -65,9 +76,10 @@ pub fn runaway_transactions<'a>(sessions: &'a [Session], cfg: &PgConfig) -> Vec<
         .filter(|s| s.xact_seconds > cfg.long_tx_seconds.crit)
         .filter(|s| !t.protected_roles.iter().any(|r| r == &s.role))
         .filter(|s| {
-            t.allow_roles.iter().any(|r| r == &s.role)
+            let allowed = t.allow_roles.iter().any(|r| r == &s.role)
                 || (!s.application.is_empty()
-                    && t.allow_applications.iter().any(|a| a == &s.application))
+                    && t.allow_applications.iter().any(|a| a == &s.application));
+            allowed == listed
         })
         .collect();
     out.sort_by(|a, b| {
@@ -183,5 +195,10 @@ mod tests {
             .collect();
         // 8 (role allowed, oldest), 5 (app allowed); never 6: rdsadmin is protected even if listed.
         assert_eq!(pids, vec![8, 5]);
+        // The others past critical are the unlisted ones (7 only: not our own 3, not the
+        // protected 6, not the autovacuum worker or the walsender, not 4 below critical).
+        let unlisted: Vec<i64> = unlisted_runaways(&all, &c).iter().map(|s| s.pid).collect();
+        assert_eq!(unlisted, vec![7]);
+        assert!(unlisted_runaways(&all, &cfg(&[])).is_empty(), "disabled");
     }
 }

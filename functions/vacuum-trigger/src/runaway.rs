@@ -1,5 +1,8 @@
-//! Ending a runaway transaction (allow-listed, past the critical limit: `plan`): cancel, then
-//! terminate, through the guard.
+//! Ending a runaway transaction past the critical limit (`plan`): cancel, then terminate,
+//! through the guard. An allow-listed one is `pg.end_transaction` (the guard decides alone); one
+//! not on the allow-list is `pg.end_transaction_unlisted`, proposed only when
+//! `approval.pg.end_transaction_unlisted = always` (the default): a person approves each one, and
+//! the approved request is carried out by `crate::approved`.
 
 use std::time::Duration as StdDuration;
 
@@ -17,7 +20,7 @@ use crate::statement::DbSession;
 
 /// Cancel, then terminate, re-checking before each signal that the pid still runs the same
 /// transaction (a pid is reused; a transaction that ended on its own must not cost a session).
-async fn signal_runaway(pg: &dyn Postgres, s: &Session) -> Result<&'static str> {
+pub(crate) async fn signal_runaway(pg: &dyn Postgres, s: &Session) -> Result<&'static str> {
     let same = |rows: Vec<Row>| {
         rows.first().is_some_and(|r| {
             sql::str_of(r, "xact_start") == s.xact_start
@@ -43,16 +46,33 @@ async fn signal_runaway(pg: &dyn Postgres, s: &Session) -> Result<&'static str> 
     }
 }
 
-/// `crit_seconds`: `pg.long_tx.crit_seconds`, the limit the transaction is past.
+pub const END_TRANSACTION: &str = "pg.end_transaction";
+pub const END_UNLISTED: &str = "pg.end_transaction_unlisted";
+
+/// `crit_seconds`: `pg.long_tx.crit_seconds`, the limit the transaction is past. `listed`: its
+/// role or application is allow-listed (`pg.end_transaction`), or not
+/// (`pg.end_transaction_unlisted`: the guard asks a person).
 pub async fn end_transaction(
     s: &DbSession<'_>,
     sess: &Session,
     crit_seconds: f64,
+    listed: bool,
     w: &mut Work<'_>,
 ) -> Result<()> {
     let resource = format!("pg:{}/pid:{}", s.db, sess.pid);
+    let (name, rule) = if listed {
+        (
+            END_TRANSACTION,
+            "SPEC 3.2.2 long-running transactions: end an allow-listed runaway",
+        )
+    } else {
+        (
+            END_UNLISTED,
+            "SPEC 3.2.2 long-running transactions: a runaway not on the allow-list is ended only with a person's approval",
+        )
+    };
     let mut action = ProposedAction {
-        action: "pg.end_transaction".into(),
+        action: name.into(),
         resource: resource.clone(),
         tags: Tags::new(),
         reason: format!(
@@ -64,7 +84,7 @@ pub async fn end_transaction(
         bounds: None,
         cooldown_key: "pg.end_transaction".into(),
         cooldown_seconds: 0,
-        before: json!({"pid": sess.pid, "role": sess.role, "application": sess.application, "state": sess.state, "xact_start": sess.xact_start, "xact_seconds": sess.xact_seconds, "query": sess.query}),
+        before: json!({"pid": sess.pid, "role": sess.role, "application": sess.application, "backend_type": sess.backend_type, "state": sess.state, "xact_start": sess.xact_start, "xact_seconds": sess.xact_seconds, "query": sess.query}),
         after: Value::Null,
         explanation: Explanation::new(
             "end",
@@ -73,7 +93,7 @@ pub async fn end_transaction(
                 "the transaction of pid {} on {} ({}, '{}')",
                 sess.pid, s.db, sess.role, sess.application
             ),
-            "SPEC 3.2.2 long-running transactions: end an allow-listed runaway",
+            rule,
         )
         .observe(Observation::against(
             "open for",
@@ -96,6 +116,7 @@ pub async fn end_transaction(
         None
     };
     let audit = w.guard.finish(&action, &decision, result).await?;
+    w.ask(&audit).await?;
     let words = audit.outcome_words();
     w.note(format!("{resource}: end transaction: {words}"));
     if matches!(audit.outcome, Outcome::Acted | Outcome::Failed) {

@@ -130,6 +130,8 @@ where
         None
     };
     let audit = w.guard.finish(action, &decision, result).await?;
+    // Asked a person (the approval policy, outside the change window): the alert with its id.
+    w.ask(&audit).await?;
     Ok((audit, lost))
 }
 
@@ -155,7 +157,9 @@ pub async fn prove_maintenance(
             ),
         ));
     }
-    let field = if kind == Maintenance::Analyze {
+    // VACUUM FULL rewrites the table (as CLUSTER does) and PostgreSQL does not count it in
+    // vacuum_count; its ANALYZE is counted in analyze_count.
+    let field = if matches!(kind, Maintenance::Analyze | Maintenance::VacuumFull) {
         "analyzes"
     } else {
         "vacuums"

@@ -84,16 +84,24 @@ pub struct AwsClients {
     scheduler: OnceLock<aws_sdk_scheduler::Client>,
     /// Set: every client refuses any operation not on its list ([`ReadOnly`]).
     read_only: Option<ReadOnly>,
+    /// Clients of a fleet member ([`AwsClients::for_member`]): the hub's configuration, for
+    /// the services whose resources live in the hub whatever the record's origin (the ledger,
+    /// the topics, the configuration, the queues, the follow-up schedules). `None`: the hub.
+    hub_conf: Option<aws_config::SdkConfig>,
 }
 
 macro_rules! client {
     ($name:ident, $krate:ident) => {
+        client!($name, $krate, conf_ref);
+    };
+    ($name:ident, $krate:ident, $which:ident) => {
         pub fn $name(&self) -> $krate::Client {
+            let conf = self.$which();
             self.$name
                 .get_or_init(|| match &self.read_only {
-                    None => $krate::Client::new(&self.conf),
+                    None => $krate::Client::new(conf),
                     Some(r) => $krate::Client::from_conf(
-                        $krate::config::Builder::from(&self.conf)
+                        $krate::config::Builder::from(conf)
                             .interceptor(r.clone())
                             .build(),
                     ),
@@ -102,6 +110,11 @@ macro_rules! client {
         }
     };
 }
+
+/// How long before its expiry an assumed role's credentials are renewed (the SDK's identity
+/// cache renews lazily, on the first call inside this window; its default is 10 s). Five minutes
+/// leave room for a call's retries and timeouts ([`SDK_OPERATION_TIMEOUT`]) on the old ones.
+pub const ASSUMED_ROLE_RENEW_BEFORE: Duration = Duration::from_secs(300);
 
 /// An SDK interceptor that refuses, before anything is sent, every operation whose name is not on
 /// its list: the safety net of `nbaops plan` (the guard is forced to dry-run, the ledger and the
@@ -169,7 +182,78 @@ impl AwsClients {
             cloudwatch: OnceLock::new(),
             scheduler: OnceLock::new(),
             read_only: None,
+            hub_conf: None,
         }
+    }
+
+    /// The clients of a fleet member (issue #20, [`crate::fleet`]): Auto Scaling, RDS,
+    /// ElastiCache and CloudWatch act in `origin`'s account and region
+    /// ([`crate::aws_operations::MEMBER_SERVICES`]), through
+    /// `role_arn` assumed with `external_id` (`sts:AssumeRole`, made by the hub's credentials at
+    /// the hub's STS endpoint; `None`: the hub's own account in another region, its own
+    /// credentials). SNS, SSM, DynamoDB, SQS, Scheduler and Cost Explorer stay the hub's: the
+    /// alerts, the configuration, the ledger, the queues and the follow-ups live there, and cost is
+    /// the payer's view. The assumed
+    /// credentials are fetched on first use and cached for the process, renewed
+    /// [`ASSUMED_ROLE_RENEW_BEFORE`] before they expire (the SDK's lazy identity cache). The
+    /// read-only guard of `nbaops plan` carries over.
+    /// <https://docs.aws.amazon.com/STS/latest/APIReference/API_AssumeRole.html>,
+    /// <https://docs.aws.amazon.com/IAM/latest/UserGuide/id_roles_common-scenarios_third-party.html>
+    /// (the external id).
+    pub async fn for_member(
+        hub: &AwsClients,
+        origin: &crate::fleet::Origin,
+        role_arn: Option<&str>,
+        external_id: Option<&str>,
+        session_name: &str,
+    ) -> AwsClients {
+        let hub_conf = hub.hub_conf.clone().unwrap_or_else(|| hub.conf.clone());
+        let mut builder = hub_conf
+            .clone()
+            .into_builder()
+            .region(aws_config::Region::new(origin.region.clone()));
+        if let Some(role) = role_arn {
+            let mut assume = aws_config::sts::AssumeRoleProvider::builder(role)
+                .session_name(session_name)
+                .configure(&hub_conf);
+            if let Some(id) = external_id {
+                assume = assume.external_id(id);
+            }
+            let provider = assume.build().await;
+            builder = builder
+                .credentials_provider(aws_sdk_sts::config::SharedCredentialsProvider::new(
+                    provider,
+                ))
+                .identity_cache(
+                    aws_config::identity::IdentityCache::lazy()
+                        .buffer_time(ASSUMED_ROLE_RENEW_BEFORE)
+                        .build(),
+                );
+        }
+        AwsClients {
+            conf: builder.build(),
+            autoscaling: OnceLock::new(),
+            rds: OnceLock::new(),
+            elasticache: OnceLock::new(),
+            sns: OnceLock::new(),
+            ssm: OnceLock::new(),
+            dynamodb: OnceLock::new(),
+            sqs: OnceLock::new(),
+            costexplorer: OnceLock::new(),
+            cloudwatch: OnceLock::new(),
+            scheduler: OnceLock::new(),
+            read_only: hub.read_only.clone(),
+            hub_conf: Some(hub_conf),
+        }
+    }
+
+    /// The configuration of the services that are always the hub's.
+    fn hub(&self) -> &aws_config::SdkConfig {
+        self.hub_conf.as_ref().unwrap_or(&self.conf)
+    }
+
+    fn conf_ref(&self) -> &aws_config::SdkConfig {
+        &self.conf
     }
 
     /// [`AwsClients::from_env`], every client refusing the operations `guard` does not allow.
@@ -187,13 +271,13 @@ impl AwsClients {
     client!(autoscaling, aws_sdk_autoscaling);
     client!(rds, aws_sdk_rds);
     client!(elasticache, aws_sdk_elasticache);
-    client!(sns, aws_sdk_sns);
-    client!(ssm, aws_sdk_ssm);
-    client!(dynamodb, aws_sdk_dynamodb);
-    client!(sqs, aws_sdk_sqs);
-    client!(costexplorer, aws_sdk_costexplorer);
+    client!(sns, aws_sdk_sns, hub);
+    client!(ssm, aws_sdk_ssm, hub);
+    client!(dynamodb, aws_sdk_dynamodb, hub);
+    client!(sqs, aws_sdk_sqs, hub);
+    client!(costexplorer, aws_sdk_costexplorer, hub);
     client!(cloudwatch, aws_sdk_cloudwatch);
-    client!(scheduler, aws_sdk_scheduler);
+    client!(scheduler, aws_sdk_scheduler, hub);
 }
 
 pub struct SdkAutoScaling(pub aws_sdk_autoscaling::Client);

@@ -4,13 +4,14 @@
 //! them.
 //!
 //! The defaults follow the SPEC's change rules (disruptive changes go in the Tue/Thu window;
-//! outside it only P1 emergencies): an RDS class change outside the window for a P2 is asked for.
-//! A policy other than `never` is refused for an action whose owner cannot carry out an approved
-//! request ([`CARRIED_OUT`]): a request nobody can carry out would only ever expire. The SPEC
-//! would ask for VACUUM FULL / REINDEX of a large table (outside the window), terminating a
-//! backend not on the allow-list (always), containment of a non-prod environment (always) and a
-//! restore drill start (outside the window): they stay `never` until their functions carry out
-//! approvals.
+//! outside it only P1 emergencies): an RDS class change outside the window for a P2 is asked for,
+//! and so is a restore drill start outside the window (a new instance: cost and capacity) and
+//! VACUUM FULL / REINDEX outside the window (`pg.vacuum-full`, `pg.reindex`); containment of a
+//! non-prod environment (asg.contain_to_zero, rds.stop) and ending a runaway transaction whose
+//! role and application are not on the allow-list (`pg.end_transaction_unlisted`; vacuum-trigger
+//! proposes it only under `always`) are asked for every time. A policy other than `never` is
+//! refused for an action whose owner cannot carry out an approved request ([`CARRIED_OUT`]): a
+//! request nobody can carry out would only ever expire.
 
 use chrono::Duration;
 use serde::Serialize;
@@ -54,6 +55,12 @@ pub const CARRIED_OUT: &[(&str, &str)] = &[
     ("rds.modify_class", "scale-on-alarm"),
     ("asg.scale_out", "scale-on-alarm"),
     ("asg.scale_in", "scale-on-alarm"),
+    ("asg.contain_to_zero", "cost-anomaly"),
+    ("rds.stop", "cost-anomaly"),
+    ("rds.restore_drill", "backup-guard"),
+    ("pg.vacuum-full", "vacuum-trigger"),
+    ("pg.reindex", "vacuum-trigger"),
+    ("pg.end_transaction_unlisted", "vacuum-trigger"),
 ];
 
 /// Whether an approved request for `action` can be carried out (its owner implements it).
@@ -76,6 +83,12 @@ pub fn owners() -> Vec<&'static str> {
 #[rustfmt::skip]
 pub const DEFAULTS: &[(&str, Policy)] = &[
     ("rds.modify_class", Policy::OutsideWindow),
+    ("asg.contain_to_zero", Policy::Always),
+    ("rds.stop", Policy::Always),
+    ("rds.restore_drill", Policy::OutsideWindow),
+    ("pg.vacuum-full", Policy::OutsideWindow),
+    ("pg.reindex", Policy::OutsideWindow),
+    ("pg.end_transaction_unlisted", Policy::Always),
 ];
 
 const SETTINGS: &[&str] = &["timeout_minutes", "on_timeout", "approvers"];
@@ -84,8 +97,8 @@ const SETTINGS: &[&str] = &["timeout_minutes", "on_timeout", "approvers"];
 pub const DYNAMIC: &[Dynamic] = &[Dynamic {
     prefix: PREFIX,
     pattern: "approval.<action>",
-    default: "rds.modify_class: outside_window; every other action: never",
-    meaning: "never | outside_window | always: when the guard asks a person (signed Approve / Deny links in the alert) instead of deciding alone. Only rds.modify_class, asg.scale_out and asg.scale_in may ask (their owner, scale-on-alarm, carries approvals out); VACUUM FULL / REINDEX of a large table, terminating a backend not on the allow-list, containment of a non-prod environment and a restore drill start stay never until their functions can",
+    default: "rds.modify_class, rds.restore_drill, pg.vacuum-full, pg.reindex: outside_window; pg.end_transaction_unlisted, asg.contain_to_zero, rds.stop: always; every other action: never",
+    meaning: "never | outside_window | always: when the guard asks a person (signed Approve / Deny links in the alert) instead of deciding alone. Only actions whose owner carries approvals out may ask: rds.modify_class, asg.scale_out, asg.scale_in (scale-on-alarm), pg.vacuum-full, pg.reindex, pg.end_transaction_unlisted (vacuum-trigger; the last is proposed only under always, otherwise a runaway not on the allow-list is only reported), asg.contain_to_zero, rds.stop (cost-anomaly's containment of a non-prod environment) and rds.restore_drill (backup-guard)",
 }];
 
 #[derive(Debug, Clone, Serialize, Default)]

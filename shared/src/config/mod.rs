@@ -63,9 +63,12 @@ pub const CORE_KEYS: &[(&str, &str, &str)] = &[
     ("fanout.queue_url", "", "the SQS work queue a `dispatch` tick sends this function's work items to, one message per target (issue #20; the template sets it); empty: no fan-out"),
     ("fanout.target_budget_seconds", "50", "how long one work item (one target) of an SQS batch may take before it is failed for SQS to retry (within the Lambda deadline)"),
     ("fanout.max_receive_count", "3", "the work queue's RedrivePolicy maxReceiveCount: on that receive a failing work item raises a P2 before it moves to the dead-letter queue"),
+    ("fleet.accounts", "", "member accounts watched from this deployment (issue #20): comma list of <account>=<role arn> (the role of infra/member-role.yaml); empty: the hub's account only"),
+    ("fleet.regions", "", "regions watched: comma list of <region> (every account) or <account>:<region> (that account); an account without any: the hub's region"),
+    ("fleet.external_id_secret", "/nbaops/{env}/secrets/fleet/external_id", "SSM SecureString holding the external id the member roles require (sts:ExternalId)"),
 ];
 
-/// The section of the core keys; its SSM paths are `guard/`, `audit/` and `approval/`.
+/// The section of the core keys; its SSM paths are `guard/`, `audit/`, `approval/` and `fleet/`.
 pub const CORE: &str = "core";
 
 /// Keys under `prefix` are per-resource overrides (`pattern`), checked by their section's parser.
@@ -120,7 +123,7 @@ pub fn config_sections(function: &str) -> Vec<&'static str> {
         .iter()
         .find(|(f, _)| *f == function)
         .map_or(&[][..], |(_, sections)| *sections);
-    ["guard", "audit", "approval"]
+    ["guard", "audit", "approval", "fleet"]
         .into_iter()
         .chain(own.iter().copied())
         .collect()
@@ -417,6 +420,9 @@ pub struct Config {
     /// Work fanned out on SQS (issue #20, `runtime::fanout`): every function may dispatch and
     /// consume.
     pub fanout: FanoutConfig,
+    /// The member accounts and regions this deployment watches (every function: the runtime
+    /// routes each record to the clients of its origin, [`crate::fleet`]).
+    pub fleet: crate::fleet::FleetConfig,
     #[serde(skip)]
     pub settings: Settings,
 }
@@ -519,6 +525,7 @@ impl Config {
                     "a whole number >= 1 (the queue's maxReceiveCount)",
                 )?,
             },
+            fleet: crate::fleet::from_settings(&s)?,
             settings: s,
         })
     }
@@ -784,6 +791,7 @@ mod tests {
                 "/nbaops/prod/guard/",
                 "/nbaops/prod/audit/",
                 "/nbaops/prod/approval/",
+                "/nbaops/prod/fleet/",
                 "/nbaops/prod/backup/",
                 "/nbaops/prod/pg/"
             ]

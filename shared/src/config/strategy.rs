@@ -49,7 +49,7 @@ fn readers(section: &Section) -> String {
 
 fn ssm_paths(section: &Section) -> String {
     if section.name == CORE {
-        return "`/nbaops/<env>/guard/`, `/nbaops/<env>/audit/`, `/nbaops/<env>/approval/` (the top-level keys from the environment only)".into();
+        return "`/nbaops/<env>/guard/`, `/nbaops/<env>/audit/`, `/nbaops/<env>/approval/`, `/nbaops/<env>/fleet/` (the top-level keys from the environment only)".into();
     }
     format!("`/nbaops/<env>/{}/`", section.name)
 }

@@ -84,6 +84,12 @@ pub struct RdsEvent {
     pub at: DateTime<Utc>,
     pub delivery: Delivery,
     pub event_id: String,
+    /// The account and region the event came from: the EventBridge envelope's (a member account
+    /// forwards its RDS events to the hub's bus with them, issue #20), else the source ARN's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
 }
 
 impl RdsEvent {
@@ -158,6 +164,14 @@ fn finish(d: Draft, ctx: &Ctx) -> Result<RdsEvent, NotForMe> {
             super::util::stamp(&at)
         )
     });
+    let account = ctx
+        .account
+        .clone()
+        .or_else(|| d.source_arn.as_deref().and_then(super::util::arn_account));
+    let region = ctx
+        .region
+        .clone()
+        .or_else(|| d.source_arn.as_deref().and_then(super::util::arn_region));
     Ok(RdsEvent {
         source_type,
         source_id,
@@ -168,6 +182,8 @@ fn finish(d: Draft, ctx: &Ctx) -> Result<RdsEvent, NotForMe> {
         at,
         delivery: ctx.delivery,
         event_id,
+        account,
+        region,
     })
 }
 

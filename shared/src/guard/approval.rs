@@ -133,6 +133,29 @@ impl ApprovalRequest {
             .collect())
     }
 
+    /// The request still open for `action` on `resource` in `env` at `now`, if any: pending and
+    /// not past its expiry, or approved and not yet used. A second run that would ask for the same
+    /// change is pointed to it instead of asking (and alerting) again. Unreadable items are skipped
+    /// here (`nbaops status` names them).
+    pub async fn open_for(
+        ledger: &dyn Ledger,
+        env: &str,
+        action: &str,
+        resource: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<ApprovalRequest>> {
+        Ok(Self::all(ledger, env)
+            .await?
+            .into_iter()
+            .filter_map(std::result::Result::ok)
+            .filter(|r| r.action.action == action && r.action.resource == resource)
+            .find(|r| match r.state {
+                ApprovalState::Pending => !r.expired_at(now),
+                ApprovalState::Approved => true,
+                _ => false,
+            }))
+    }
+
     /// `self` moved to `next` (with `change` applied) only if the stored item is still exactly
     /// `self`. `Ok(Some(new))` when this call changed it; `Ok(None)` when someone else did first
     /// (read it again to see what happened).

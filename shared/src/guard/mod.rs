@@ -249,6 +249,8 @@ pub struct Guard<'a> {
     riders: Vec<LedgerWrite>,
     /// The approval this run carries out (the approved task): the change window step passes.
     approved: Option<(String, Decided)>,
+    /// The fleet member the actions are in (issue #20); `None`: the hub's account and region.
+    origin: Option<crate::fleet::Origin>,
 }
 
 pub(super) fn step(step: GuardStep, passed: bool, note: impl Into<String>) -> StepResult {
@@ -287,6 +289,34 @@ impl<'a> Guard<'a> {
             admitted: 0,
             riders: Vec::new(),
             approved: None,
+            origin: None,
+        }
+    }
+
+    /// Actions in a fleet member's account and region (issue #20): each action's resource and
+    /// cooldown key are qualified with `@<account>/<region>`, so the audit record names where it
+    /// acted, and the idempotency claim, the cooldown and the approval of a group in one account
+    /// are never another account's group of the same name.
+    pub fn with_origin(mut self, origin: Option<crate::fleet::Origin>) -> Self {
+        self.origin = origin;
+        self
+    }
+
+    /// The action as this guard checks, claims and audits it ([`Guard::with_origin`]).
+    fn qualified<'x>(&self, a: &'x ProposedAction) -> std::borrow::Cow<'x, ProposedAction> {
+        match &self.origin {
+            None => std::borrow::Cow::Borrowed(a),
+            Some(o) => {
+                let at = format!("@{}/{}", o.account, o.region);
+                let mut q = a.clone();
+                if !q.resource.ends_with(&at) {
+                    q.resource.push_str(&at);
+                }
+                if !q.cooldown_key.ends_with(&at) {
+                    q.cooldown_key.push_str(&at);
+                }
+                std::borrow::Cow::Owned(q)
+            }
         }
     }
 
@@ -343,6 +373,7 @@ impl<'a> Guard<'a> {
     /// Runs every step. Writes nothing except the claim (idempotency + cooldown, one conditional
     /// write), and only when the action is about to happen for real.
     pub async fn check(&mut self, a: &ProposedAction) -> Result<Decision> {
+        let a = &*self.qualified(a);
         let (kill_step, dry_run) = match self.switches.current(self.cfg, self.params).await {
             Ok((kill, dry)) => (
                 step(
@@ -505,12 +536,26 @@ impl<'a> Guard<'a> {
             && steps
                 .iter()
                 .all(|s| s.passed || s.step == GuardStep::ChangeWindow);
-        let ask = (only_window && policy != ApprovalPolicy::Never && self.approved.is_none()).then(
-            || Ask {
-                id: approval_id(&self.event_id, &a.action, &a.resource),
-                until: self.now + self.cfg.approval.timeout(),
-            },
-        );
+        // One open request per action and resource: while one waits for a person (or was
+        // approved and is on its way), a later run or event asks nothing new and points to it.
+        let ask = if only_window && policy != ApprovalPolicy::Never && self.approved.is_none() {
+            let env = self.cfg.env.to_string();
+            let open =
+                ApprovalRequest::open_for(self.ledger, &env, &a.action, &a.resource, self.now)
+                    .await?;
+            Some(match open {
+                Some(r) => Ask {
+                    id: r.id,
+                    until: r.expires_at,
+                },
+                None => Ask {
+                    id: approval_id(&self.event_id, &a.action, &a.resource),
+                    until: self.now + self.cfg.approval.timeout(),
+                },
+            })
+        } else {
+            None
+        };
         Ok(Decision {
             proceed: stopped_by.is_none() && !dry_run,
             dry_run,
@@ -609,6 +654,7 @@ impl<'a> Guard<'a> {
         d: &Decision,
         result: Option<std::result::Result<(), String>>,
     ) -> Result<AuditRecord> {
+        let a = &*self.qualified(a);
         let (outcome, error) = match (&result, d.proceed, d.stopped_by) {
             (Some(Ok(())), true, _) => (Outcome::Acted, None),
             (Some(Err(e)), _, _) => (Outcome::Failed, Some(e.clone())),
@@ -1383,6 +1429,77 @@ mod approval_tests {
         assert_eq!(
             g.check(&a).await.unwrap().stopped_by,
             Some(GuardStep::Cooldown)
+        );
+    }
+
+    #[tokio::test]
+    async fn one_open_request_per_action_and_resource() {
+        let c = cfg("always", false);
+        let l = FakeLedger::default();
+        let a = class_change(Severity::P2);
+        let ask = |event: &'static str, now: DateTime<Utc>| {
+            let (c, l, a) = (&c, &l, &a);
+            async move {
+                let (n, sw) = (FakeNotifier::default(), Switches::default());
+                let mut g = Guard::new(
+                    GuardPorts {
+                        cfg: c,
+                        ledger: l,
+                        notifier: &n,
+                        params: None,
+                        switches: &sw,
+                    },
+                    event,
+                    "req",
+                    now,
+                );
+                let d = g.check(a).await.unwrap();
+                g.finish(a, &d, None).await.unwrap()
+            }
+        };
+        let t0 = wednesday_noon();
+        let first = ask("evt-1", t0).await;
+        let id = approval_id("evt-1", "rds.modify_class", "rds:db");
+        assert_eq!(first.approval_id.as_deref(), Some(id.as_str()));
+        // A later event for the same change is pointed to the open request: nothing new stored.
+        let second = ask("evt-2", t0 + chrono::Duration::minutes(5)).await;
+        assert_eq!(second.outcome, Outcome::NeedsApproval);
+        assert_eq!(second.approval_id.as_deref(), Some(id.as_str()));
+        assert_eq!(l.len_with_prefix("approval#"), 1);
+        // Another resource is its own request.
+        let mut other = class_change(Severity::P2);
+        other.resource = "rds:db2".into();
+        let (n, sw) = (FakeNotifier::default(), Switches::default());
+        let mut g = Guard::new(
+            GuardPorts {
+                cfg: &c,
+                ledger: &l,
+                notifier: &n,
+                params: None,
+                switches: &sw,
+            },
+            "evt-3",
+            "req",
+            t0,
+        );
+        let d = g.check(&other).await.unwrap();
+        assert_ne!(d.ask.map(|k| k.id), Some(id.clone()));
+        // Denied, or past its expiry: the next event asks anew.
+        let req = ApprovalRequest::load(&l, "dev", &id)
+            .await
+            .unwrap()
+            .unwrap();
+        req.transition(&l, ApprovalState::Denied, |_| {})
+            .await
+            .unwrap();
+        let third = ask("evt-4", t0 + chrono::Duration::minutes(10)).await;
+        let id4 = approval_id("evt-4", "rds.modify_class", "rds:db");
+        assert_eq!(third.approval_id.as_deref(), Some(id4.as_str()));
+        let late = ask("evt-5", t0 + chrono::Duration::minutes(80)).await;
+        assert_eq!(
+            late.approval_id.as_deref(),
+            Some(approval_id("evt-5", "rds.modify_class", "rds:db").as_str()),
+            "the request of evt-4 expired at +70 min"
         );
     }
 

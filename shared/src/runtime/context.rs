@@ -15,7 +15,8 @@ use crate::alerts::{Alert, Severity};
 use crate::config::Config;
 use crate::error::Result;
 use crate::events::{classify, Inbound};
-use crate::guard::{AuditRecord, Guard, Outcome, ProposedAction};
+use crate::fleet::{Origin, Route};
+use crate::guard::{ApprovalRequest, AuditRecord, Guard, Outcome, ProposedAction};
 
 use super::{Deps, Reply};
 
@@ -194,7 +195,21 @@ pub(super) async fn records_of<F: Function>(
         Inbound::Schedule(tick) if super::fanout::is_dispatch(&tick) => {
             vec![super::fanout::dispatch_work(f, &tick, ctx).await?]
         }
-        inbound => f.records(inbound, ctx).await?,
+        // Each record with the ports of the account and region it came from (issue #20).
+        inbound => match ctx.fleet.map(|fleet| (fleet, fleet.route(&inbound))) {
+            None | Some((_, Route::Hub)) => f.records(inbound, ctx).await?,
+            Some((fleet, Route::Member { origin, role_arn })) => {
+                let member = fleet
+                    .member::<F>(&origin, role_arn.as_deref(), ctx.deps)
+                    .await?;
+                member.records(inbound, &ctx.at(&origin)).await?
+            }
+            Some((_, Route::NotInFleet(reason))) => vec![RecordReport::not_for_me(
+                inbound.event_id().unwrap_or(""),
+                inbound.kind(),
+                reason,
+            )],
+        },
     })
 }
 
@@ -205,6 +220,10 @@ pub struct Ctx<'a> {
     pub deps: &'a Deps,
     pub inv: &'a Invocation,
     takes: &'static str,
+    /// The fleet this deployment watches (issue #20); `None`: the hub only.
+    pub fleet: Option<&'a super::Fleet>,
+    /// The member account and region the record being handled came from; `None`: the hub's.
+    pub origin: Option<&'a Origin>,
 }
 
 impl<'a> Ctx<'a> {
@@ -214,6 +233,8 @@ impl<'a> Ctx<'a> {
             deps,
             inv,
             takes: "",
+            fleet: None,
+            origin: None,
         }
     }
 
@@ -224,6 +245,25 @@ impl<'a> Ctx<'a> {
             deps,
             inv,
             takes: F::TAKES,
+            fleet: None,
+            origin: None,
+        }
+    }
+
+    /// This context, routing records by origin over `fleet` ([`dispatch`]).
+    pub fn with_fleet(self, fleet: Option<&'a super::Fleet>) -> Ctx<'a> {
+        Ctx { fleet, ..self }
+    }
+
+    /// This context for a record from member `origin`: its actions are audited, claimed and
+    /// cooled down as that account's and region's ([`Guard::with_origin`]).
+    pub fn at<'b>(&self, origin: &'b Origin) -> Ctx<'b>
+    where
+        'a: 'b,
+    {
+        Ctx {
+            origin: Some(origin),
+            ..*self
         }
     }
 
@@ -273,12 +313,16 @@ impl<'a> Ctx<'a> {
             deps: self.deps,
             inv,
             takes: self.takes,
+            fleet: self.fleet,
+            origin: self.origin,
         }
     }
 
     /// The guard for the actions one event leads to.
     pub fn guard(&self, event_id: &str) -> Guard<'a> {
-        self.deps.guard(event_id, self.inv)
+        self.deps
+            .guard(event_id, self.inv)
+            .with_origin(self.origin.cloned())
     }
 
     /// An alert from this function, in this environment, at this invocation's time.
@@ -369,12 +413,26 @@ impl<'a> Work<'a> {
 
     /// The one alert of a decision that asked a person (not in dry-run: nothing was asked):
     /// it carries the request's id, and alert-router puts the signed Approve / Deny links in it.
-    async fn ask(&mut self, audit: &AuditRecord) -> Result<()> {
+    /// [`Work::act`] raises it; a function that checks and finishes with the guard itself calls it.
+    pub async fn ask(&mut self, audit: &AuditRecord) -> Result<()> {
         let (Outcome::NeedsApproval, false, Some(id)) =
             (audit.outcome, audit.dry_run, &audit.approval_id)
         else {
             return Ok(());
         };
+        // Asked by an earlier run or event (the guard pointed this one to the open request):
+        // announced then, not again.
+        let env = self.ctx.env();
+        if let Some(req) = ApprovalRequest::load(self.ctx.deps.ledger.as_ref(), &env, id).await? {
+            if req.event_id != audit.event_id {
+                self.note(format!(
+                    "approval {id} already asked at {} (until {}): not announced again",
+                    req.requested_at.format("%Y-%m-%d %H:%M UTC"),
+                    req.expires_at.format("%Y-%m-%d %H:%M UTC")
+                ));
+                return Ok(());
+            }
+        }
         let alert = self
             .ctx
             .alert(

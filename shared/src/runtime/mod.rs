@@ -22,10 +22,12 @@ use crate::telemetry;
 mod approved;
 mod context;
 pub mod fanout;
+mod members;
 pub use approved::{approved, differs, is_approved_task, Live};
 pub use context::{
     dispatch, BatchItemFailure, Ctx, Function, Invocation, InvocationReport, RecordReport, Work,
 };
+pub use members::Fleet;
 
 /// The ports every function shares (config, alerts and actions topics, SSM, the ledger, the
 /// guard's live switches). A function's own ports live in its [`Function`] struct.
@@ -184,10 +186,10 @@ async fn report_init_error(err: &NbaopsError) {
 pub async fn run<F: Function>() -> std::result::Result<(), lambda_runtime::Error> {
     telemetry::init();
     let built = match Deps::from_env_with_clients(F::NAME).await {
-        Ok((deps, aws)) => F::init(&deps, &aws).await.map(|f| (deps, f)),
+        Ok((deps, aws)) => F::init(&deps, &aws).await.map(|f| (deps, f, aws)),
         Err(e) => Err(e),
     };
-    let (deps, f) = match built {
+    let (deps, f, aws) = match built {
         Ok(v) => v,
         Err(e) => {
             tracing::error!(error = %e, error_type = e.error_type(), "init failed");
@@ -198,8 +200,17 @@ pub async fn run<F: Function>() -> std::result::Result<(), lambda_runtime::Error
     // They live as long as the process: every invocation's future borrows them.
     let deps: &'static Deps = Box::leak(Box::new(deps));
     let f: &'static F = Box::leak(Box::new(f));
+    let aws: &'static AwsClients = Box::leak(Box::new(aws));
+    let fleet: Option<&'static Fleet> = match Fleet::new(&deps.cfg, aws) {
+        Ok(fleet) => fleet.map(|fl| &*Box::leak(Box::new(fl))),
+        Err(e) => {
+            tracing::error!(error = %e, error_type = e.error_type(), "init failed");
+            report_init_error(&e).await;
+            return Err(Box::new(e));
+        }
+    };
     run_loop(F::NAME, deps, move |payload, inv, deps| async move {
-        let ctx = Ctx::of::<F>(deps, &inv);
+        let ctx = Ctx::of::<F>(deps, &inv).with_fleet(fleet);
         f.handle(payload, &ctx).await
     })
     .await
