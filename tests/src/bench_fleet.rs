@@ -1,7 +1,8 @@
 //! `make bench`, the fleet part (issue #20; `nbaops-local bench-fleet` runs it alone): pg-health's
 //! release binary dispatching 500 targets to an SQS work queue on moto (target < 1 s: the
 //! invocation, from the event handed to the Runtime API to the answer, 50 `SendMessageBatch`
-//! calls), then a real sweep of `SWEEP_DBS` databases on a local PostgreSQL cluster through the
+//! calls; moto on loopback: its own time per call is in the figure, a region's network round
+//! trip is not), then a real sweep of `SWEEP_DBS` databases on a local PostgreSQL cluster through the
 //! local event source mapping (tests/src/esm.rs) at the template's concurrency and batch size:
 //! sweep time, peak concurrency, invocation durations (what Lambda bills), and the 500-database
 //! sweep at that concurrency extrapolated from the measured time per database.
@@ -29,18 +30,6 @@ fn median(mut v: Vec<f64>) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
-async fn purge(stack: &Stack, url: &str) -> Result<(), HarnessError> {
-    stack
-        .clients
-        .sqs
-        .purge_queue()
-        .queue_url(url)
-        .send()
-        .await
-        .map(drop)
-        .map_err(|e| HarnessError::Setup(format!("sqs PurgeQueue: {e:?}")))
-}
-
 pub async fn run_fleet_bench(stack: &Stack, target: &std::path::Path) -> Result<(), HarnessError> {
     let bin = target.join("release").join("pg-health");
     if !bin.exists() {
@@ -55,7 +44,8 @@ pub async fn run_fleet_bench(stack: &Stack, target: &std::path::Path) -> Result<
     pg.restart()?;
 
     // 1. The dispatch of 500 targets (nothing is connected to: a dispatch only lists them).
-    let (url, _, _) = esm::create_work_queue(sqs, "nbaops-dev-bench-dispatch", 3).await?;
+    // Each run has its own queue and its own process (moto allows one PurgeQueue a minute per
+    // queue, as SQS does): every figure is a container's first invocation after its init.
     let dbs: Vec<String> = (0..DISPATCH_TARGETS)
         .map(|i| {
             format!(
@@ -64,15 +54,17 @@ pub async fn run_fleet_bench(stack: &Stack, target: &std::path::Path) -> Result<
             )
         })
         .collect();
-    let env = stack.function_env(&[
-        ("NBAOPS_PG__DATABASES", &dbs.join(",")),
-        ("NBAOPS_PG__MONITOR_USER", "nbaops_monitor"),
-        ("NBAOPS_FANOUT__QUEUE_URL", &url),
-    ]);
-    let f = FunctionUnderTest::start(&bin, "pg-health", &env, 1).await?;
     let mut ms = Vec::new();
-    for run in 0..=RUNS {
-        purge(stack, &url).await?;
+    let mut failed = None;
+    for run in 0..RUNS {
+        let (url, _, _) =
+            esm::create_work_queue(sqs, &format!("nbaops-dev-bench-dispatch-{run}"), 3).await?;
+        let env = stack.function_env(&[
+            ("NBAOPS_PG__DATABASES", &dbs.join(",")),
+            ("NBAOPS_PG__MONITOR_USER", "nbaops_monitor"),
+            ("NBAOPS_FANOUT__QUEUE_URL", &url),
+        ]);
+        let f = FunctionUnderTest::start(&bin, "pg-health", &env, 1).await?;
         let inv = f
             .invoke(
                 json!({"nbaops": {"task": "dispatch", "work": "pg-health", "id": format!("bench-{run}")}}),
@@ -87,36 +79,39 @@ pub async fn run_fleet_bench(stack: &Stack, target: &std::path::Path) -> Result<
             Outcome::Error { message, .. } => message.clone(),
         };
         if !summary.starts_with(&format!("dispatched {DISPATCH_TARGETS} work item(s)")) {
-            // moto answers a SendMessageBatch of 10 in ~0.3 s and serialises them (measured with
-            // boto3 alone, 2026-12-01), so 50 calls can exceed the SDK's 8 s operation timeout:
-            // reported, and the sweep still measured.
-            println!("\nfleet (issue #20): dispatch of {DISPATCH_TARGETS} work items against moto did not complete: {summary}");
-            ms.clear();
+            // Reported as NOT MET, and the sweep still measured. Before the launcher's fix of
+            // moto's quadratic queue counts (tests/src/moto.rs) this is what happened: calls
+            // past the SDK's 8 s operation timeout.
+            failed = Some(summary);
             break;
         }
+        // What was timed did the work: every item is on the queue.
         let (visible, _) = esm::depth(sqs, &url).await?;
         if visible != DISPATCH_TARGETS as i64 {
             return Err(HarnessError::Setup(format!(
                 "{visible} messages on the queue, not {DISPATCH_TARGETS}"
             )));
         }
-        if run > 0 {
-            // The first one warms the container (init, the SQS client's connection).
-            ms.push(inv.elapsed.as_secs_f64() * 1000.0);
+        ms.push(inv.elapsed.as_secs_f64() * 1000.0);
+    }
+    match failed {
+        Some(why) => println!(
+            "\nfleet (issue #20): dispatch of {DISPATCH_TARGETS} work items against moto did not complete \
+             (target < 1000 ms: NOT MET): {why}"
+        ),
+        None => {
+            let dispatch_ms = median(ms.clone());
+            println!(
+                "\nfleet (issue #20): dispatch of {DISPATCH_TARGETS} work items by pg-health's release binary to an SQS queue on moto \
+                 ({} SendMessageBatch calls of 10, 500 messages checked on the queue), first invocation of a fresh container: \
+                 median {dispatch_ms:.0} ms of {RUNS} runs (min {:.0}, max {:.0}); target < 1000 ms: {}",
+                DISPATCH_TARGETS / 10,
+                ms.iter().copied().fold(f64::INFINITY, f64::min),
+                ms.iter().copied().fold(0.0, f64::max),
+                if dispatch_ms < 1000.0 { "met" } else { "NOT MET" }
+            );
         }
     }
-    if !ms.is_empty() {
-        let dispatch_ms = median(ms.clone());
-        println!(
-        "\nfleet (issue #20): dispatch of {DISPATCH_TARGETS} work items by pg-health's release binary to an SQS queue on moto \
-         ({} SendMessageBatch calls of 10): median {dispatch_ms:.0} ms of {RUNS} warm runs (min {:.0}, max {:.0}); target < 1000 ms: {}",
-        DISPATCH_TARGETS / 10,
-        ms.iter().copied().fold(f64::INFINITY, f64::min),
-        ms.iter().copied().fold(0.0, f64::max),
-        if dispatch_ms < 1000.0 { "met" } else { "NOT MET" }
-    );
-    }
-    drop(f);
 
     // 2. A sweep of real databases through the local event source mapping.
     let names: Vec<String> = (1..=SWEEP_DBS).map(|i| format!("f{i:02}")).collect();

@@ -52,19 +52,7 @@ impl Postgres {
     fn start_with(tls: bool) -> Result<Postgres, HarnessError> {
         let mut pg = Postgres::empty(find_bin_dir()?, "pg")?;
         pg.own_dir()?;
-        pg.pg_tool(
-            "initdb",
-            &[
-                "-D",
-                "data",
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "-E",
-                "UTF8",
-                "--no-locale",
-            ],
-        )?;
+        pg.init_data_dir()?;
         pg.append(
             "postgresql.conf",
             &format!(
@@ -344,6 +332,18 @@ impl Postgres {
         })
     }
 
+    /// `data/` as initdb makes it: a copy of one initdb's output per machine, PostgreSQL bin
+    /// dir and user ([`template_data_dir`]). initdb took 2.5-6 s a cluster on the CI's 2 cores
+    /// (most of it syncing), a copy 0.1-0.4 s, and the suite starts a few hundred clusters.
+    fn init_data_dir(&self) -> Result<(), HarnessError> {
+        let template = template_data_dir(&self.bin_dir, self.as_postgres_user)?;
+        run(Command::new("cp")
+            .arg("-a")
+            .arg(&template)
+            .arg(&self.data_dir))
+        .map(drop)
+    }
+
     fn cluster_name(&self) -> String {
         self.dir
             .file_name()
@@ -446,6 +446,57 @@ impl Drop for Postgres {
             let _ = self.pg_tool("pg_ctl", &["-D", "data", "-m", "immediate", "stop"]);
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The arguments every cluster's initdb had; part of the template's name, so a change makes a
+/// new template.
+const INITDB_ARGS: [&str; 7] = [
+    "-U",
+    "postgres",
+    "--auth=trust",
+    "-E",
+    "UTF8",
+    "--no-locale",
+    // The copies are what the tests use; the template itself is never written again.
+    "--no-sync",
+];
+
+/// The shared initdb output for `bin_dir`, made once: `<tmp>/nbaops-pg-template-<key>/data`,
+/// where the key names the bin dir, the initdb arguments and who owns the files. Made in a
+/// private dir and renamed into place, so concurrent test processes never see half of one
+/// (the loser of a race removes its own and uses the winner's).
+fn template_data_dir(bin_dir: &Path, as_postgres_user: bool) -> Result<PathBuf, HarnessError> {
+    let key: String = format!(
+        "{}-{}-{}",
+        bin_dir.display(),
+        INITDB_ARGS.join(" "),
+        if as_postgres_user { "postgres" } else { "self" }
+    )
+    .chars()
+    .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+    .collect();
+    let home = std::env::temp_dir().join(format!("nbaops-pg-template-{key}"));
+    let data = home.join("data");
+    if data.join("PG_VERSION").is_file() {
+        return Ok(data);
+    }
+    let fresh = Postgres::empty(bin_dir.to_path_buf(), "pg-template")?;
+    fresh.own_dir()?;
+    let mut args = vec!["-D", "data"];
+    args.extend(INITDB_ARGS);
+    fresh.pg_tool("initdb", &args)?;
+    match std::fs::rename(&fresh.dir, &home) {
+        Ok(()) => Ok(data),
+        Err(_) if data.join("PG_VERSION").is_file() => {
+            let _ = std::fs::remove_dir_all(&fresh.dir);
+            Ok(data)
+        }
+        Err(e) => Err(io_err(format!(
+            "move {} to {}",
+            fresh.dir.display(),
+            home.display()
+        ))(e)),
     }
 }
 
