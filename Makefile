@@ -46,7 +46,7 @@ unit: build
 	$(CARGO) test --workspace --lib --bins
 
 e2e: build
-	$(CARGO) test -p nbaops-tests --tests -- --test-threads=2
+	scripts/test-suites
 
 # Tests never read today's date: the suite runs on a fixed test clock (tests/src/clock.rs), and the
 # date-sensitive suites run again at each of these instants (month end, year end, the US DST changes
@@ -58,24 +58,27 @@ DATE_SUITES ?= e2e_cli e2e_approval_chain e2e_approval_backup e2e_approval_vacuu
 # crate's src/aws_operations.rs (which check_aws_operations.py holds the template's role to).
 export NBAOPS_AWS_CALLS_DIR ?= $(CARGO_TARGET_DIR)/aws-calls
 
-# The (suite, instant) runs of the date matrix at once (scripts/test-dates); each test has its own
-# moto and PostgreSQL, so runs share nothing but the CPU.
-export TEST_DATE_JOBS ?= 2
+# The end-to-end package's test binaries run TEST_JOBS at a time, and so do the (suite, instant)
+# runs of the date matrix (scripts/test-suites): each test has its own moto and PostgreSQL, so
+# runs share nothing but the CPU.
+export TEST_JOBS ?= 2
 export TEST_DATES DATE_SUITES
 
 test: lint infra-lint build ## everything CI runs
 	@rm -rf $(NBAOPS_AWS_CALLS_DIR)
 	@echo "== make test: lint, infra-lint and build done at $$(date -u +%T)"
-	@set -o pipefail; { $(CARGO) test --workspace --all-targets --no-fail-fast -- --test-threads=2 2>&1 && \
+	@set -o pipefail; { $(CARGO) test --workspace --exclude nbaops-tests --all-targets --no-fail-fast -- --test-threads=2 2>&1 && \
+	  echo "== make test: unit tests done at $$(date -u +%T); the end-to-end suites" && \
+	  scripts/test-suites 2>&1 && \
 	  .venv/bin/python infra/tests/check_observed_calls.py $(NBAOPS_AWS_CALLS_DIR) && \
-	  echo "== make test: every test binary done at $$(date -u +%T); the date matrix" && \
-	  scripts/test-dates 2>&1; } \
+	  echo "== make test: end-to-end suites done at $$(date -u +%T); the date matrix" && \
+	  scripts/test-suites dates 2>&1; } \
 	  | tee $(CARGO_TARGET_DIR)/test.log; \
 	  status=$${PIPESTATUS[0]}; scripts/summarize-tests $(CARGO_TARGET_DIR)/test.log; \
 	  echo "== make test: done at $$(date -u +%T)"; exit $$status
 
 test-dates: build ## only the date-sensitive suites at each instant of TEST_DATES
-	@scripts/test-dates
+	@scripts/test-suites dates
 
 bench: package     ## cold start, warm invoke, peak RSS, arm64 zip size of every function; parse/plan CPU time
 	$(CARGO) build --workspace --bins --release
