@@ -62,6 +62,7 @@ export NBAOPS_AWS_CALLS_DIR ?= $(CARGO_TARGET_DIR)/aws-calls
 # runs of the date matrix (scripts/test-suites): each test has its own moto and PostgreSQL, so
 # runs share nothing but the CPU.
 export TEST_JOBS ?= 2
+export SOLO_SUITES ?= e2e_storm
 export TEST_DATES DATE_SUITES
 
 test: lint infra-lint build ## everything CI runs
