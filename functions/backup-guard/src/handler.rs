@@ -19,9 +19,9 @@ use nbaops_shared::config::backup::BackupConfig;
 use nbaops_shared::config::pg::PgConfig;
 use nbaops_shared::deadline::{Budget, MARGIN, ONE_AWS_ACTION};
 use nbaops_shared::events::{Inbound, RdsEvent, ScheduledTick};
+use nbaops_shared::fleet::Origin;
 use nbaops_shared::guard::ProposedAction;
 use nbaops_shared::ports::{PgConnector, RdsBackups};
-use nbaops_shared::fleet::Origin;
 use nbaops_shared::runtime::fanout::{self, Target};
 use nbaops_shared::runtime::{
     Ctx, Deps, Function, Invocation, InvocationReport, Live, RecordReport, Work,
@@ -442,7 +442,10 @@ pub(crate) mod tests {
         let w = world(&[
             ("NBAOPS_BACKUP__INSTANCES", "db,db2"),
             ("NBAOPS_FLEET__ACCOUNTS", accounts),
-            ("NBAOPS_FLEET__REGIONS", "222222222222:us-west-2,333333333333:us-west-2,333333333333:eu-west-1"),
+            (
+                "NBAOPS_FLEET__REGIONS",
+                "222222222222:us-west-2,333333333333:us-west-2,333333333333:eu-west-1",
+            ),
         ]);
         let fleet = nbaops_shared::fakes::test_fleet(&w.deps.cfg).await;
         assert!(fleet.is_some());
@@ -453,7 +456,11 @@ pub(crate) mod tests {
             .map(|t| (t.name.clone(), t.account.clone(), t.region.clone()))
             .collect();
         let member = |i: &str, a: &str, r: &str| {
-            (format!("{i}@{a}/{r}"), Some(a.to_string()), Some(r.to_string()))
+            (
+                format!("{i}@{a}/{r}"),
+                Some(a.to_string()),
+                Some(r.to_string()),
+            )
         };
         assert_eq!(
             named,
@@ -494,7 +501,10 @@ pub(crate) mod tests {
             vec!["db".to_string(), "broken".to_string()]
         );
         let summaries: Vec<&str> = r.records.iter().map(|x| x.summary.as_str()).collect();
-        assert!(summaries.contains(&"RPO check of 1 instance(s)"), "{summaries:?}");
+        assert!(
+            summaries.contains(&"RPO check of 1 instance(s)"),
+            "{summaries:?}"
+        );
         // A target not in backup.instances: said so, nothing checked, not failed.
         let gone = r
             .records
@@ -502,7 +512,10 @@ pub(crate) mod tests {
             .find(|x| x.summary == "RPO check of rds:gone: not watched")
             .unwrap();
         assert!(gone.failed.is_none());
-        assert!(gone.notes[0].contains("'gone' is not in backup.instances"), "{gone:?}");
+        assert!(
+            gone.notes[0].contains("'gone' is not in backup.instances"),
+            "{gone:?}"
+        );
         // The tick without a target still checks every instance (and fails on the broken one).
         w.rds.fail_describe.lock().unwrap().clear();
         w.rds.described.lock().unwrap().clear();

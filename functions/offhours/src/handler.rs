@@ -146,7 +146,7 @@ impl Offhours {
             return Ok(w.rec);
         };
         state.auto_started_at = Some(ev.at);
-        state::save(ctx.deps.ledger.as_ref(), &resource, &state).await?;
+        state::save(ctx.deps.ledger.as_ref(), ctx.origin, &resource, &state).await?;
         w.note(format!(
             "{resource}: RDS started it after 7 days stopped (RDS-EVENT-0154 at {})",
             ev.at.to_rfc3339()
@@ -382,7 +382,12 @@ mod tests {
         let ctx = Ctx::of::<Offhours>(w.deps, &inv);
         let t = w.f.targets(TASK, &ctx).await.unwrap().unwrap();
         assert_eq!(t, vec![Target::local("123456789012/us-east-1")]);
-        assert!(w.f.targets("backup-rpo-check", &ctx).await.unwrap().is_none());
+        assert!(w
+            .f
+            .targets("backup-rpo-check", &ctx)
+            .await
+            .unwrap()
+            .is_none());
         // The hub and two members in two regions: one per account and region, a member's
         // carrying its account and region (the work item is routed there).
         let accounts = "222222222222=arn:aws:iam::222222222222:role/nbaops-member-dev,333333333333=arn:aws:iam::333333333333:role/nbaops-member-dev";
@@ -404,9 +409,21 @@ mod tests {
             named,
             vec![
                 ("123456789012/us-east-1", None, None),
-                ("222222222222/us-west-2", Some("222222222222"), Some("us-west-2")),
-                ("333333333333/eu-west-1", Some("333333333333"), Some("eu-west-1")),
-                ("333333333333/us-west-2", Some("333333333333"), Some("us-west-2")),
+                (
+                    "222222222222/us-west-2",
+                    Some("222222222222"),
+                    Some("us-west-2")
+                ),
+                (
+                    "333333333333/eu-west-1",
+                    Some("333333333333"),
+                    Some("eu-west-1")
+                ),
+                (
+                    "333333333333/us-west-2",
+                    Some("333333333333"),
+                    Some("us-west-2")
+                ),
             ]
         );
         // The hub's own work item is the tick: it acts on the hub's resources.
