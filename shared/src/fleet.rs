@@ -477,7 +477,10 @@ mod tests {
         .unwrap();
         assert_eq!(
             f.member_origins(&hub()),
-            vec![o("123456789012", "eu-west-1"), o("222222222222", "us-east-1")]
+            vec![
+                o("123456789012", "eu-west-1"),
+                o("222222222222", "us-east-1")
+            ]
         );
     }
 

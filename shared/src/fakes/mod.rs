@@ -482,5 +482,5 @@ pub async fn test_fleet(cfg: &crate::config::Config) -> Option<&'static crate::r
     crate::runtime::Fleet::new(cfg, clients)
         .ok()
         .flatten()
-        .map(|f| &*leak(f))
+        .map(leak)
 }
