@@ -151,6 +151,21 @@ async fn the_rpo_check_and_the_offhours_tick_fan_out_per_origin_and_act_in_each_
         "{:?}",
         sweep.responses()
     );
+    // A member's item moves no drill on (drill records are the hub's).
+    let member_rec = records(&sweep)
+        .into_iter()
+        .find(|r| {
+            r["notes"]
+                .to_string()
+                .contains(&format!("rds:{DB}@{B}/us-east-1"))
+        })
+        .unwrap();
+    assert!(
+        member_rec["notes"]
+            .to_string()
+            .contains("restore drills run in the hub only"),
+        "{member_rec}"
+    );
     // Only broken's two messages failed, each on every receive; then the dead-letter queue.
     let receives = sweep.receives_by_message();
     let failed: Vec<&String> = sweep.deliveries.iter().flat_map(|d| &d.failed).collect();

@@ -184,7 +184,13 @@ impl BackupGuard {
         let mut budget = Budget::new(ctx.inv, MARGIN, ONE_AWS_ACTION);
         self.check_rpo(&instances, &mut w, &mut budget).await?;
         // The 5-minute tick also drives a restore drill in progress (no waiting inside one Lambda).
-        self.advance_drills(&instances, &mut w, &mut budget).await?;
+        // Drills are the hub's only (their records are not qualified by origin): a member's item
+        // never moves the hub's drill of an instance of the same name with the member's clients.
+        if ctx.origin.is_none() {
+            self.advance_drills(&instances, &mut w, &mut budget).await?;
+        } else {
+            w.note("restore drills run in the hub only: none advanced here");
+        }
         w.rec.notes.extend(budget.report());
         Ok(w.rec)
     }
