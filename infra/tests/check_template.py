@@ -770,8 +770,17 @@ check("operator policy: Query allowed on the by-day index's ARN",
 mappings = of_type("AWS::Lambda::EventSourceMapping")
 queues = of_type("AWS::SQS::Queue")
 sqs_mappings = {k: m for k, m in mappings.items() if "Queue" in text(m["Properties"].get("EventSourceArn"))}
-check("fan-out: pg-health's work queue has an event source mapping",
-      any("PgHealthWorkQueue" in text(m["Properties"].get("EventSourceArn")) for m in sqs_mappings.values()), list(mappings))
+# The functions whose schedule fans out, and the task each was ticked with before (what its work
+# items carry): pg-health's sweep, backup-guard's RPO check, offhours' tick (issue #20).
+FANNED_OUT = {"PgHealthFunction": "pg-health", "BackupGuardFunction": "backup-rpo-check", "OffhoursFunction": "offhours"}
+mapped = {text(m["Properties"].get("FunctionName")).strip("${}").split(".")[0] for m in sqs_mappings.values()}
+for fn_key, work in FANNED_OUT.items():
+    check(f"fan-out: {fn_key} ({work}) has a work queue and an event source mapping", fn_key in mapped, sorted(mapped))
+    crate = str(functions.get(fn_key, {}).get("Properties", {}).get("CodeUri", "")).rstrip("/").rsplit("/", 1)[-1]
+    # The function's targets() answers for that work (a dispatch of anything else is "not for me").
+    src = "\n".join(f.read_text() for f in (ROOT / "functions" / crate / "src").glob("*.rs")) if crate else ""
+    check(f"fan-out: {crate} fans out '{work}' (fn targets)", "async fn targets" in src and f'"{work}"' in src, crate)
+check("fan-out: every mapped function is one that fans out", mapped <= set(FANNED_OUT), sorted(mapped - set(FANNED_OUT)))
 for key, m in sqs_mappings.items():
     mp = m["Properties"]
     queue_key = text(mp["EventSourceArn"]).strip("${}").split(".")[0]
@@ -832,12 +841,12 @@ for key, m in sqs_mappings.items():
     for action in ("sqs:SendMessage", "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"):
         check(f"{key}: {fn_key} may {action} on {queue_key} only",
               fn and resources_of(allows(fn, action)) == {"${%s.Arn}" % queue_key}, resources_of(allows(fn, action)) if fn else None)
-    crate = str(fprops.get("CodeUri", "")).rstrip("/").rsplit("/", 1)[-1]
+    work = FANNED_OUT.get(fn_key)
     inputs = [e["Properties"].get("Input", "") for e in fprops.get("Events", {}).values() if e.get("Type") == "ScheduleV2"]
     dispatches = [i for i in inputs if json.loads(i or "{}").get("nbaops", {}).get("task") == "dispatch"]
-    check(f"{key}: {fn_key}'s schedule dispatches its own work ({crate}), no direct tick of it left",
-          [json.loads(i)["nbaops"].get("work") for i in dispatches] == [crate]
-          and not any(json.loads(i or "{}").get("nbaops", {}).get("task") == crate for i in inputs), inputs)
+    check(f"{key}: {fn_key}'s schedule dispatches its own work ({work}), no direct tick of it left",
+          work is not None and [json.loads(i)["nbaops"].get("work") for i in dispatches] == [work]
+          and not any(json.loads(i or "{}").get("nbaops", {}).get("task") == work for i in inputs), inputs)
 
 passed, failed = results.count(True), results.count(False)
 print(f"template: {passed} passed, {failed} failed")

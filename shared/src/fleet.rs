@@ -256,6 +256,34 @@ impl FleetConfig {
         self.members.is_empty() && self.regions.is_empty()
     }
 
+    /// Every origin this deployment watches besides the hub's own (`hub` itself is never listed):
+    /// each member account in its regions (`fleet.regions`' `<region>` entries and its own
+    /// `<account>:<region>` ones, the hub's region when it has none), and the hub's account in
+    /// the other regions listed. Exactly the origins [`FleetConfig::route`] hands to a member's
+    /// clients, sorted; what a fan-out over the fleet covers besides the hub (issue #20).
+    pub fn member_origins(&self, hub: &Origin) -> Vec<Origin> {
+        let mut accounts: BTreeSet<&str> = self.members.keys().map(String::as_str).collect();
+        if !self.regions.is_empty() {
+            accounts.insert(hub.account.as_str());
+        }
+        let mut out = BTreeSet::new();
+        for account in accounts {
+            let own = self.members.get(account).map(|m| &m.regions);
+            let mut regions: BTreeSet<&str> = self.regions.iter().map(String::as_str).collect();
+            regions.extend(own.into_iter().flatten().map(String::as_str));
+            if regions.is_empty() {
+                regions.insert(hub.region.as_str());
+            }
+            for region in regions {
+                let o = Origin::new(account, region);
+                if o != *hub && matches!(self.route(Some(hub), Some(&o)), Route::Member { .. }) {
+                    out.insert(o);
+                }
+            }
+        }
+        out.into_iter().collect()
+    }
+
     /// Which clients handle a record from `origin`, for a hub at `hub`.
     pub fn route(&self, hub: Option<&Origin>, origin: Option<&Origin>) -> Route {
         let Some(origin) = origin else {
@@ -402,6 +430,57 @@ mod tests {
         let d = Origin::new("444444444444", "us-west-2");
         assert!(
             matches!(f.route(Some(&hub()), Some(&d)), Route::NotInFleet(r) if r.contains("no role"))
+        );
+    }
+
+    #[test]
+    fn member_origins_are_what_routes_to_a_member() {
+        let o = |a: &str, r: &str| Origin::new(a, r);
+        // No fleet: nothing besides the hub.
+        assert!(fleet(&[]).unwrap().member_origins(&hub()).is_empty());
+        // Two members in two regions: each member in each, and the hub's account in its other
+        // region; never the hub itself.
+        let accounts = format!(
+            "222222222222={B_ROLE},333333333333=arn:aws:iam::333333333333:role/nbaops-member-dev"
+        );
+        let f = fleet(&[
+            ("NBAOPS_FLEET__ACCOUNTS", &accounts),
+            ("NBAOPS_FLEET__REGIONS", "us-east-1,us-west-2"),
+        ])
+        .unwrap();
+        let got = f.member_origins(&hub());
+        assert_eq!(
+            got,
+            vec![
+                o("123456789012", "us-west-2"),
+                o("222222222222", "us-east-1"),
+                o("222222222222", "us-west-2"),
+                o("333333333333", "us-east-1"),
+                o("333333333333", "us-west-2"),
+            ]
+        );
+        for origin in &got {
+            assert!(matches!(
+                f.route(Some(&hub()), Some(origin)),
+                Route::Member { .. }
+            ));
+        }
+        // A member without region entries: the hub's region; per-account regions are its own;
+        // an account named only in fleet.regions without a role is not watched.
+        let f = fleet(&[
+            ("NBAOPS_FLEET__ACCOUNTS", &format!("222222222222={B_ROLE}")),
+            (
+                "NBAOPS_FLEET__REGIONS",
+                "123456789012:eu-west-1,444444444444:us-west-2",
+            ),
+        ])
+        .unwrap();
+        assert_eq!(
+            f.member_origins(&hub()),
+            vec![
+                o("123456789012", "eu-west-1"),
+                o("222222222222", "us-east-1")
+            ]
         );
     }
 

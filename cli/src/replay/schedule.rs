@@ -112,13 +112,15 @@ mod tests {
 
     const TEMPLATE: &str = include_str!("../../../infra/template.yaml");
 
-    /// The expression of the `ScheduleV2` event whose input names `task`, parameters resolved to
-    /// their defaults.
+    /// The expression of the `ScheduleV2` event whose input names `task` (or dispatches it),
+    /// parameters resolved to their defaults.
     fn template_expression(task: &str) -> Option<String> {
         let lines: Vec<&str> = TEMPLATE.lines().collect();
-        let at = lines
-            .iter()
-            .position(|l| l.contains(&format!("\"task\":\"{task}\"")))?;
+        let at = lines.iter().position(|l| {
+            // The task itself, or a dispatch of it (issue #20: fanned out on SQS).
+            l.contains(&format!("\"task\":\"{task}\""))
+                || l.contains(&format!("\"task\":\"dispatch\",\"work\":\"{task}\""))
+        })?;
         let expr = lines[at.saturating_sub(4)..at]
             .iter()
             .find_map(|l| l.trim().strip_prefix("ScheduleExpression:"))?

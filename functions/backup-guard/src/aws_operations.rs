@@ -17,4 +17,9 @@ pub const AWS_OPERATIONS: &[&str] = &[
     "rds:AddTagsToResource", // RDS authorises it when create/copy/restore pass Tags
     "kms:CreateGrant", // RDS granting itself the DR key for an encrypted copy_to_dr
     "kms:DescribeKey", // RDS checking the DR key for an encrypted copy_to_dr
+    "sqs:SendMessage", // a dispatch tick's SendMessageBatch of work items (shared/src/runtime/fanout.rs)
+    // Authorised on our behalf: the event source mapping polls the work queue with this role.
+    "sqs:ReceiveMessage",
+    "sqs:DeleteMessage",
+    "sqs:GetQueueAttributes",
 ];

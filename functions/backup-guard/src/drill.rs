@@ -193,8 +193,13 @@ impl BackupGuard {
     }
 
     /// Moves on the drill in progress of each watched instance the budget admits.
-    pub async fn advance_drills(&self, w: &mut Work<'_>, budget: &mut Budget) -> Result<()> {
-        for instance in &self.backup.instances {
+    pub async fn advance_drills(
+        &self,
+        instances: &[String],
+        w: &mut Work<'_>,
+        budget: &mut Budget,
+    ) -> Result<()> {
+        for instance in instances {
             if !budget.admit(format!("restore drill of rds:{instance}")) {
                 continue;
             }

@@ -19,8 +19,10 @@ use nbaops_shared::config::backup::BackupConfig;
 use nbaops_shared::config::pg::PgConfig;
 use nbaops_shared::deadline::{Budget, MARGIN, ONE_AWS_ACTION};
 use nbaops_shared::events::{Inbound, RdsEvent, ScheduledTick};
+use nbaops_shared::fleet::Origin;
 use nbaops_shared::guard::ProposedAction;
 use nbaops_shared::ports::{PgConnector, RdsBackups};
+use nbaops_shared::runtime::fanout::{self, Target};
 use nbaops_shared::runtime::{
     Ctx, Deps, Function, Invocation, InvocationReport, Live, RecordReport, Work,
 };
@@ -62,8 +64,9 @@ impl Function for BackupGuard {
     async fn on(&self, inbound: Inbound, ctx: &Ctx<'_>) -> Result<RecordReport> {
         match inbound {
             Inbound::Schedule(tick) => {
+                // The same context (fleet, origin) on the tick's clock.
                 let inv = on_clock(ctx.inv, tick.at);
-                let ctx = Ctx::of::<Self>(ctx.deps, &inv);
+                let ctx = ctx.with_inv(&inv);
                 match tick.task().as_deref() {
                     Some(RPO_TASK) => self.on_rpo_tick(&tick, &ctx).await,
                     Some(MONTHLY_TASK) => self.monthly(&tick, &ctx).await,
@@ -85,6 +88,34 @@ impl Function for BackupGuard {
         }
     }
 
+    /// The RPO check fans out (issue #20): one work item per instance of `backup.instances` in
+    /// every origin watched, the hub's and each fleet member's account and region. A member's
+    /// target is named `<instance>@<account>/<region>` (as the guard qualifies a member's
+    /// resources), so its work item, its dead-letter P2 (`work-dlq#backup-guard#<target>`) and
+    /// the hub's instance of the same name are never one.
+    async fn targets(&self, work: &str, ctx: &Ctx<'_>) -> Result<Option<Vec<Target>>> {
+        if work != RPO_TASK {
+            return Ok(None);
+        }
+        let hub = fanout::hub_of(ctx);
+        Ok(Some(
+            fanout::origins(ctx)
+                .iter()
+                .flat_map(|o| {
+                    let hub = &hub;
+                    self.backup.instances.iter().map(move |i| {
+                        let name = if o == hub {
+                            i.clone()
+                        } else {
+                            format!("{i}{}", at_origin(Some(o)))
+                        };
+                        Target::in_origin(name, o, hub)
+                    })
+                })
+                .collect(),
+        ))
+    }
+
     /// An approved restore drill start (issue #19): see [`BackupGuard::restore_live`].
     async fn live(&self, a: &ProposedAction, ctx: &Ctx<'_>) -> Result<Live> {
         self.restore_live(a, ctx).await
@@ -102,6 +133,14 @@ fn on_clock(inv: &Invocation, now: DateTime<Utc>) -> Invocation {
     Invocation { now, ..inv.clone() }
 }
 
+/// `@<account>/<region>` for a fleet member's origin (the guard's qualification of a member's
+/// resources), empty for the hub's.
+pub(crate) fn at_origin(origin: Option<&Origin>) -> String {
+    origin
+        .map(|o| format!("@{}/{}", o.account, o.region))
+        .unwrap_or_default()
+}
+
 /// A fresh guard for one step of a task (a month's snapshot, its DR copies, the retention sweep,
 /// a drill's restore or delete): each step counts its own blast radius over its own fleet.
 pub(crate) fn guard_step(w: &mut Work<'_>, fleet_size: usize) {
@@ -109,16 +148,49 @@ pub(crate) fn guard_step(w: &mut Work<'_>, fleet_size: usize) {
 }
 
 impl BackupGuard {
+    /// Every instance, or a work item's `target` only (its instance, the origin's qualification
+    /// `@<account>/<region>` taken off). An RDS read that fails is the tick's error: a work item
+    /// fails its message, for SQS to deliver it again (then the dead-letter queue and its P2).
     async fn on_rpo_tick(&self, tick: &ScheduledTick, ctx: &Ctx<'_>) -> Result<RecordReport> {
+        let only = tick.param("target").map(|t| {
+            let at = at_origin(ctx.origin);
+            match t.strip_suffix(&at) {
+                Some(i) if !at.is_empty() => i.to_string(),
+                _ => t,
+            }
+        });
+        let instances: Vec<String> = match &only {
+            None => self.backup.instances.clone(),
+            Some(i) => self
+                .backup
+                .instances
+                .iter()
+                .filter(|x| *x == i)
+                .cloned()
+                .collect(),
+        };
         let mut w = ctx.work(
             &tick.event_id,
             "schedule",
-            format!("RPO check of {} instance(s)", self.backup.instances.len()),
+            format!("RPO check of {} instance(s)", instances.len()),
         );
+        if let (Some(i), true) = (&only, instances.is_empty()) {
+            w.rec.summary = format!("RPO check of rds:{i}{}: not watched", at_origin(ctx.origin));
+            w.note(format!(
+                "'{i}' is not in backup.instances: nothing checked, nothing done"
+            ));
+            return Ok(w.rec);
+        }
         let mut budget = Budget::new(ctx.inv, MARGIN, ONE_AWS_ACTION);
-        self.check_rpo(&mut w, &mut budget).await?;
+        self.check_rpo(&instances, &mut w, &mut budget).await?;
         // The 5-minute tick also drives a restore drill in progress (no waiting inside one Lambda).
-        self.advance_drills(&mut w, &mut budget).await?;
+        // Drills are the hub's only (their records are not qualified by origin): a member's item
+        // never moves the hub's drill of an instance of the same name with the member's clients.
+        if ctx.origin.is_none() {
+            self.advance_drills(&instances, &mut w, &mut budget).await?;
+        } else {
+            w.note("restore drills run in the hub only: none advanced here");
+        }
         w.rec.notes.extend(budget.report());
         Ok(w.rec)
     }
@@ -139,7 +211,7 @@ impl BackupGuard {
             ));
         }
         let inv = on_clock(ctx.inv, ctx.now().max(ev.at));
-        let ctx = Ctx::of::<Self>(ctx.deps, &inv);
+        let ctx = ctx.with_inv(&inv);
         self.advance_drill_on(&ev.source_id, &ev.event_id, &ctx)
             .await
     }
@@ -356,6 +428,107 @@ pub(crate) mod tests {
                 .any(|n| n.contains("not reachable")),
             "{:?}",
             r.records[0].notes
+        );
+    }
+
+    #[tokio::test]
+    async fn the_rpo_check_fans_out_one_item_per_instance_in_every_origin() {
+        // The hub only: one target per instance, the hub's own; other tasks do not fan out.
+        let w = world(&[("NBAOPS_BACKUP__INSTANCES", "db,db2")]);
+        let inv = Invocation::at("r", t0());
+        let ctx = Ctx::of::<BackupGuard>(w.deps, &inv);
+        let t = w.f.targets(RPO_TASK, &ctx).await.unwrap().unwrap();
+        assert_eq!(t, vec![Target::local("db"), Target::local("db2")]);
+        assert!(w.f.targets(MONTHLY_TASK, &ctx).await.unwrap().is_none());
+        assert!(w.f.targets(DRILL_TASK, &ctx).await.unwrap().is_none());
+
+        // The hub and two members in two regions: every instance in every origin, a member's
+        // named with its origin (as the guard qualifies a member's resources).
+        let accounts = "222222222222=arn:aws:iam::222222222222:role/nbaops-member-dev,333333333333=arn:aws:iam::333333333333:role/nbaops-member-dev";
+        let w = world(&[
+            ("NBAOPS_BACKUP__INSTANCES", "db,db2"),
+            ("NBAOPS_FLEET__ACCOUNTS", accounts),
+            (
+                "NBAOPS_FLEET__REGIONS",
+                "222222222222:us-west-2,333333333333:us-west-2,333333333333:eu-west-1",
+            ),
+        ]);
+        let fleet = nbaops_shared::fakes::test_fleet(&w.deps.cfg).await;
+        assert!(fleet.is_some());
+        let ctx = Ctx::of::<BackupGuard>(w.deps, &inv).with_fleet(fleet);
+        let t = w.f.targets(RPO_TASK, &ctx).await.unwrap().unwrap();
+        let named: Vec<(String, Option<String>, Option<String>)> = t
+            .iter()
+            .map(|t| (t.name.clone(), t.account.clone(), t.region.clone()))
+            .collect();
+        let member = |i: &str, a: &str, r: &str| {
+            (
+                format!("{i}@{a}/{r}"),
+                Some(a.to_string()),
+                Some(r.to_string()),
+            )
+        };
+        assert_eq!(
+            named,
+            vec![
+                ("db".into(), None, None),
+                ("db2".into(), None, None),
+                member("db", "222222222222", "us-west-2"),
+                member("db2", "222222222222", "us-west-2"),
+                member("db", "333333333333", "eu-west-1"),
+                member("db2", "333333333333", "eu-west-1"),
+                member("db", "333333333333", "us-west-2"),
+                member("db2", "333333333333", "us-west-2"),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_work_item_checks_its_instance_only_and_a_failed_read_fails_its_message() {
+        let w = world(&[("NBAOPS_BACKUP__INSTANCES", "db,db2,broken")]);
+        w.rds.fail_describe.lock().unwrap().push("broken".into());
+        let item = |id: &str, target: &str| {
+            json!({"messageId": id, "eventSource": "aws:sqs", "attributes": {"ApproximateReceiveCount": "1"},
+                   "body": json!({"nbaops": {"task": RPO_TASK, "target": target, "account": "123456789012",
+                                  "region": "us-east-1", "dispatched_at": t0().to_rfc3339(), "at": t0().to_rfc3339()}}).to_string()})
+        };
+        let batch = json!({"Records": [item("m-db", "db"), item("m-broken", "broken"), item("m-gone", "gone")]});
+        let r = handle(&w, batch, &Invocation::at("r", t0())).await.unwrap();
+        let v = serde_json::to_value(&r).unwrap();
+        // Only the instance whose read failed is failed, for SQS to deliver again.
+        assert_eq!(
+            v["batchItemFailures"],
+            json!([{"itemIdentifier": "m-broken"}]),
+            "{v}"
+        );
+        // Each item described its own instance only (db2 by none of them).
+        assert_eq!(
+            *w.rds.described.lock().unwrap(),
+            vec!["db".to_string(), "broken".to_string()]
+        );
+        let summaries: Vec<&str> = r.records.iter().map(|x| x.summary.as_str()).collect();
+        assert!(
+            summaries.contains(&"RPO check of 1 instance(s)"),
+            "{summaries:?}"
+        );
+        // A target not in backup.instances: said so, nothing checked, not failed.
+        let gone = r
+            .records
+            .iter()
+            .find(|x| x.summary == "RPO check of rds:gone: not watched")
+            .unwrap();
+        assert!(gone.failed.is_none());
+        assert!(
+            gone.notes[0].contains("'gone' is not in backup.instances"),
+            "{gone:?}"
+        );
+        // The tick without a target still checks every instance (and fails on the broken one).
+        w.rds.fail_describe.lock().unwrap().clear();
+        w.rds.described.lock().unwrap().clear();
+        tick(&w, RPO_TASK, t0(), "all").await;
+        assert_eq!(
+            *w.rds.described.lock().unwrap(),
+            vec!["db".to_string(), "db2".to_string(), "broken".to_string()]
         );
     }
 

@@ -1,5 +1,7 @@
 //! `backup-rpo-check` (every 5 minutes): per instance, the restore points RDS keeps and the WAL
-//! archiving against the RPO. A breach is tracked in the ledger (`backuprpo#<instance>/open`):
+//! archiving against the RPO (every instance, or a fanned-out work item's one). A breach is
+//! tracked in the ledger (`backuprpo#<instance>/open`, `…#<instance>@<account>/<region>` in a
+//! fleet member):
 //! P2 when it opens, P1 once it lasts over the RPO, resolved when it clears. Never changes anything.
 
 use chrono::Duration;
@@ -10,27 +12,35 @@ use nbaops_shared::deadline::Budget;
 use nbaops_shared::runtime::Work;
 use nbaops_shared::Result;
 
-use crate::handler::BackupGuard;
+use crate::handler::{at_origin, BackupGuard};
 use crate::observe::{stored, unreadable};
 use crate::plan::{self, Announce, OpenBreach};
 
 impl BackupGuard {
-    /// Every watched instance the budget admits, checked against the backup promises.
-    pub async fn check_rpo(&self, w: &mut Work<'_>, budget: &mut Budget) -> Result<()> {
+    /// Each of `instances` the budget admits, checked against the backup promises. In a fleet
+    /// member's origin the breach record, the resource and the alert's key are qualified
+    /// `@<account>/<region>`: the hub's instance of the same name is another instance.
+    pub async fn check_rpo(
+        &self,
+        instances: &[String],
+        w: &mut Work<'_>,
+        budget: &mut Budget,
+    ) -> Result<()> {
         let ctx = w.ctx;
         let now = ctx.now();
         let cfg = &self.backup;
-        if cfg.instances.is_empty() {
+        let at = at_origin(ctx.origin);
+        if instances.is_empty() {
             w.note("backup.instances is empty: nothing to check");
         }
-        for instance in &cfg.instances {
+        for instance in instances {
             if !budget.admit(format!("RPO check of rds:{instance}")) {
                 continue;
             }
             let obs = self.observe(instance, w).await?;
             let reasons = plan::rpo_breaches(&obs, cfg, now);
-            let pk = format!("backuprpo#{instance}");
-            let resource = format!("rds:{instance}");
+            let pk = format!("backuprpo#{instance}{at}");
+            let resource = format!("rds:{instance}{at}");
             let prev: Option<OpenBreach> = match stored(&ctx, &pk, "open").await? {
                 Ok(p) => p,
                 Err(e) => {
@@ -41,7 +51,7 @@ impl BackupGuard {
             };
             let (open, announce) =
                 plan::breach_transition(prev.as_ref(), &reasons, now, cfg.rpo_minutes);
-            let key = format!("backup-rpo#{instance}");
+            let key = format!("backup-rpo#{instance}{at}");
             match &open {
                 Some(o) => {
                     ctx.deps

@@ -12,4 +12,9 @@ pub const AWS_OPERATIONS: &[&str] = &[
     "rds:DescribeDBInstances", // SdkInventory::list_db_instances_with_tag, SdkRds::describe_instance
     "rds:StopDBInstance",      // SdkRdsPower::stop_instance
     "rds:StartDBInstance",     // SdkRdsPower::start_instance
+    "sqs:SendMessage", // a dispatch tick's SendMessageBatch of work items (shared/src/runtime/fanout.rs)
+    // Authorised on our behalf: the event source mapping polls the work queue with this role.
+    "sqs:ReceiveMessage",
+    "sqs:DeleteMessage",
+    "sqs:GetQueueAttributes",
 ];

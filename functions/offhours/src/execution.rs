@@ -227,6 +227,7 @@ impl Offhours {
         .key("offhours.schedule_tag")
         .key("offhours.envs");
         let ledger = w.ctx.deps.ledger.as_ref();
+        let origin = w.ctx.origin;
         let progress = match step {
             Step::Hold(why) => {
                 w.note(format!("{}: {why}", m.resource));
@@ -270,7 +271,7 @@ impl Offhours {
                 let audit = w
                     .act(&action, || async {
                         // Saved before the change: the size it had when it stopped is what comes back.
-                        state::save(ledger, &m.resource, &with_size).await?;
+                        state::save(ledger, origin, &m.resource, &with_size).await?;
                         self.asg.update_group_size(&m.name, 0, 0, 0).await
                     })
                     .await?;
@@ -350,7 +351,7 @@ impl Offhours {
                 state.alerted = Some(t.at);
             }
         }
-        state::save(ledger, &m.resource, &state).await?;
+        state::save(ledger, origin, &m.resource, &state).await?;
         Ok(progress)
     }
 

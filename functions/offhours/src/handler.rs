@@ -4,6 +4,11 @@
 //! Resources are found by tag and gathered into sets (`inventory`); each set is run in order
 //! and each resource brought to what its schedule says (`execution`, deciding with `plan` on
 //! `schedule`'s transitions); what offhours remembers between runs is in `state`.
+//!
+//! Fanned out (issue #20): the schedule's `{"nbaops": {"task": "dispatch", "work": "offhours"}}`
+//! enqueues one work item per origin (the hub's account and region, then each fleet member's),
+//! target `<account>/<region>` ([`Function::targets`]); each item is the whole tick in that
+//! origin. The tick itself (`{"nbaops": {"task": "offhours"}}`) still runs the hub's.
 
 use std::str::FromStr;
 
@@ -16,6 +21,7 @@ use nbaops_shared::events::rds_catalog::{classify_rds_event, RdsEventKind};
 use nbaops_shared::events::{Inbound, RdsEvent, RdsSourceType, ScheduledTick};
 use nbaops_shared::guard::Outcome;
 use nbaops_shared::ports::{AutoScaling, Inventory, Rds, RdsPower};
+use nbaops_shared::runtime::fanout::{self, Target};
 use nbaops_shared::runtime::{Ctx, Deps, Function, InvocationReport, RecordReport};
 use nbaops_shared::Result;
 
@@ -74,6 +80,23 @@ impl Function for Offhours {
             other => Ok(ctx.not_mine(&other)),
         }
     }
+
+    /// The tick fans out per origin (issue #20), never per resource: one work item per account
+    /// and region watched (the hub, then each fleet member's), named `<account>/<region>`. Each
+    /// runs the whole tick there (records_of routes it to that origin's clients): the sets, their
+    /// order and the blast radius stay one account's and region's.
+    async fn targets(&self, work: &str, ctx: &Ctx<'_>) -> Result<Option<Vec<Target>>> {
+        if work != TASK {
+            return Ok(None);
+        }
+        let hub = fanout::hub_of(ctx);
+        Ok(Some(
+            fanout::origins(ctx)
+                .iter()
+                .map(|o| Target::in_origin(format!("{}/{}", o.account, o.region), o, &hub))
+                .collect(),
+        ))
+    }
 }
 
 impl Offhours {
@@ -123,7 +146,7 @@ impl Offhours {
             return Ok(w.rec);
         };
         state.auto_started_at = Some(ev.at);
-        state::save(ctx.deps.ledger.as_ref(), &resource, &state).await?;
+        state::save(ctx.deps.ledger.as_ref(), ctx.origin, &resource, &state).await?;
         w.note(format!(
             "{resource}: RDS started it after 7 days stopped (RDS-EVENT-0154 at {})",
             ev.at.to_rfc3339()
@@ -349,6 +372,71 @@ mod tests {
 
     // Wednesday 2 December 2026: 19:00 Paris is 18:00 UTC; Thursday 08:00 Paris is 07:00 UTC;
     // Friday 4 December is a holiday in the schedule.
+
+    #[tokio::test]
+    async fn the_tick_fans_out_one_item_per_origin_never_per_resource() {
+        use nbaops_shared::runtime::fanout::Target;
+        // No fleet: one target, the hub's own account and region.
+        let w = world(&[]);
+        let inv = Invocation::at("r", utc(2, 18, 30));
+        let ctx = Ctx::of::<Offhours>(w.deps, &inv);
+        let t = w.f.targets(TASK, &ctx).await.unwrap().unwrap();
+        assert_eq!(t, vec![Target::local("123456789012/us-east-1")]);
+        assert!(w
+            .f
+            .targets("backup-rpo-check", &ctx)
+            .await
+            .unwrap()
+            .is_none());
+        // The hub and two members in two regions: one per account and region, a member's
+        // carrying its account and region (the work item is routed there).
+        let accounts = "222222222222=arn:aws:iam::222222222222:role/nbaops-member-dev,333333333333=arn:aws:iam::333333333333:role/nbaops-member-dev";
+        let w = world(&[
+            ("NBAOPS_FLEET__ACCOUNTS", accounts),
+            (
+                "NBAOPS_FLEET__REGIONS",
+                "222222222222:us-west-2,333333333333:us-west-2,333333333333:eu-west-1",
+            ),
+        ]);
+        let fleet = nbaops_shared::fakes::test_fleet(&w.deps.cfg).await;
+        let ctx = Ctx::of::<Offhours>(w.deps, &inv).with_fleet(fleet);
+        let t = w.f.targets(TASK, &ctx).await.unwrap().unwrap();
+        let named: Vec<(&str, Option<&str>, Option<&str>)> = t
+            .iter()
+            .map(|t| (t.name.as_str(), t.account.as_deref(), t.region.as_deref()))
+            .collect();
+        assert_eq!(
+            named,
+            vec![
+                ("123456789012/us-east-1", None, None),
+                (
+                    "222222222222/us-west-2",
+                    Some("222222222222"),
+                    Some("us-west-2")
+                ),
+                (
+                    "333333333333/eu-west-1",
+                    Some("333333333333"),
+                    Some("eu-west-1")
+                ),
+                (
+                    "333333333333/us-west-2",
+                    Some("333333333333"),
+                    Some("us-west-2")
+                ),
+            ]
+        );
+        // The hub's own work item is the tick: it acts on the hub's resources.
+        let item = json!({"Records": [{"messageId": "m-hub", "eventSource": "aws:sqs",
+            "attributes": {"ApproximateReceiveCount": "1"},
+            "body": json!({"nbaops": {"task": TASK, "target": "123456789012/us-east-1",
+                "account": "123456789012", "region": "us-east-1",
+                "dispatched_at": "2026-12-02T18:30:00Z", "at": "2026-12-02T18:30:00Z"}}).to_string()}]});
+        let r = dispatch(w.f, item, &ctx.with_fleet(fleet)).await.unwrap();
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["batchItemFailures"], json!([]), "{v}");
+        assert_eq!(w.size(), (0, 0, 0), "{v}");
+    }
 
     #[tokio::test]
     async fn stop_groups_then_db_start_db_then_groups_with_the_size_it_had() {

@@ -1,9 +1,12 @@
 //! What offhours remembers of each resource between runs ([`ResourceState`]), in the ledger
-//! under `offhours#<resource>` / `state`.
+//! under `offhours#<resource>` / `state`; a fleet member's resource (issue #20) under
+//! `offhours#<resource>@<account>/<region>`, as the guard qualifies it: the same group name in
+//! two accounts is two groups, with two states.
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
+use nbaops_shared::fleet::Origin;
 use nbaops_shared::guard::{decode_state, report_unreadable_state};
 use nbaops_shared::ports::Ledger;
 use nbaops_shared::runtime::Work;
@@ -11,8 +14,11 @@ use nbaops_shared::Result;
 
 use crate::plan::ResourceState;
 
-fn state_pk(resource: &str) -> String {
-    format!("offhours#{resource}")
+fn state_pk(resource: &str, origin: Option<&Origin>) -> String {
+    match origin {
+        Some(o) => format!("offhours#{resource}@{}/{}", o.account, o.region),
+        None => format!("offhours#{resource}"),
+    }
 }
 
 /// The resource's state as stored (default when there is none). An item this version cannot
@@ -24,7 +30,11 @@ pub async fn load(
     at: DateTime<Utc>,
 ) -> Result<Option<ResourceState>> {
     let deps = w.ctx.deps;
-    match decode_state(deps.ledger.get(&state_pk(resource), "state").await?) {
+    match decode_state(
+        deps.ledger
+            .get(&state_pk(resource, w.ctx.origin), "state")
+            .await?,
+    ) {
         Ok(s) => Ok(Some(s.unwrap_or_default())),
         Err(e) => {
             let (note, alert) = report_unreadable_state(
@@ -43,7 +53,15 @@ pub async fn load(
     }
 }
 
-pub async fn save(ledger: &dyn Ledger, resource: &str, s: &ResourceState) -> Result<()> {
+/// Stores the resource's state for `origin` (the hub's: `None`).
+pub async fn save(
+    ledger: &dyn Ledger,
+    origin: Option<&Origin>,
+    resource: &str,
+    s: &ResourceState,
+) -> Result<()> {
     let v = serde_json::to_value(s).unwrap_or(Value::Null);
-    ledger.put(&state_pk(resource), "state", &v, None).await
+    ledger
+        .put(&state_pk(resource, origin), "state", &v, None)
+        .await
 }

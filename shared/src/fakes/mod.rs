@@ -463,3 +463,24 @@ pub fn test_deps(function: &str, vars: &[(&str, &str)]) -> Result<TestDeps> {
 }
 mod cloudwatch;
 pub use cloudwatch::*;
+
+/// The fleet of `cfg` (issue #20) for a unit test, its hub at the alerts topic's account and
+/// us-east-1; `None` when `cfg` configures none. Member clients are never built unless a test
+/// routes a record to a member.
+pub async fn test_fleet(cfg: &crate::config::Config) -> Option<&'static crate::runtime::Fleet> {
+    let hub = crate::fleet::Origin::new("123456789012", "us-east-1");
+    let clients: &'static crate::adapters::AwsClients = leak(
+        crate::adapters::AwsClients::for_member(
+            &crate::adapters::AwsClients::from_env().await,
+            &hub,
+            None,
+            None,
+            "test",
+        )
+        .await,
+    );
+    crate::runtime::Fleet::new(cfg, clients)
+        .ok()
+        .flatten()
+        .map(leak)
+}

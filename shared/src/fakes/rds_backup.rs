@@ -26,6 +26,10 @@ pub struct FakeRdsBackups {
     pub restore_status: Mutex<String>,
     /// The time new snapshots are stamped with.
     pub now: Mutex<DateTime<Utc>>,
+    /// Instances whose describe fails (RDS answering an error), every time.
+    pub fail_describe: Mutex<Vec<String>>,
+    /// Every instance described, in order.
+    pub described: Mutex<Vec<String>>,
 }
 
 impl FakeRdsBackups {
@@ -39,6 +43,8 @@ impl FakeRdsBackups {
             copy_status: Mutex::new("available".into()),
             restore_status: Mutex::new("creating".into()),
             now: Mutex::new(now),
+            fail_describe: Mutex::default(),
+            described: Mutex::default(),
         }
     }
 
@@ -96,6 +102,13 @@ impl RdsBackups for FakeRdsBackups {
     }
 
     async fn describe_instance(&self, id: &str) -> Result<Option<InstanceBackup>> {
+        lock(&self.described).push(id.to_string());
+        if lock(&self.fail_describe).iter().any(|i| i == id) {
+            return Err(NbaopsError::dependency(
+                "rds",
+                format!("DescribeDBInstances {id}: InternalFailure (fake)"),
+            ));
+        }
         Ok(lock(&self.instances).get(id).cloned())
     }
 

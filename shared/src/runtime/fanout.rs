@@ -4,8 +4,9 @@
 //!   for its targets of `<task>` ([`Function::targets`]) and sends one work item per target to
 //!   its queue (`fanout.queue_url`) with `SendMessageBatch`, ten per call, the calls concurrent.
 //!   A work item is the body of one message:
-//!   `{"nbaops": {"task", "target", "account", "region", "dispatched_at"}}`, the function's own
-//!   tick with the target (and, until targets carry their own, the hub's account and region).
+//!   `{"nbaops": {"task", "target", "account", "region", "dispatched_at", "at"?}}`, the
+//!   function's own tick with the target, the account and region it lives in (a member's, or the
+//!   hub's: [`origins`], [`Target::in_origin`]), and the dispatch tick's `at` when it had one.
 //! - **Consume**: an SQS batch (`Records[]` from `aws:sqs`, by the event source mapping) is
 //!   handled message by message, each with its own time budget (`fanout.target_budget_seconds`,
 //!   within the Lambda deadline). The answer names only the failed messages
@@ -37,6 +38,7 @@ use crate::alerts::Severity;
 use crate::deadline::{room, Room, MARGIN};
 use crate::error::{NbaopsError, Result};
 use crate::events::{classify, Inbound, ScheduledTick};
+use crate::fleet::Origin;
 use crate::ports::MAX_BATCH;
 
 /// The task of a dispatch tick.
@@ -66,6 +68,46 @@ impl Target {
             region: None,
         }
     }
+}
+
+impl Target {
+    /// A target in `origin`: the hub's own is [`Target::local`], a member's carries its account
+    /// and region, so its work item is routed to that member's clients
+    /// ([`super::context::records_of`]).
+    pub fn in_origin(name: impl Into<String>, origin: &Origin, hub: &Origin) -> Target {
+        if origin == hub {
+            return Target::local(name);
+        }
+        Target {
+            name: name.into(),
+            account: Some(origin.account.clone()),
+            region: Some(origin.region.clone()),
+        }
+    }
+}
+
+/// The hub's own origin: the fleet's when one is configured, else as [`hub_origin`] reads it
+/// (the work queue's URL, the alerts topic, `AWS_REGION`).
+pub fn hub_of(ctx: &Ctx<'_>) -> Origin {
+    match ctx.fleet {
+        Some(f) => f.hub.clone(),
+        None => {
+            let (account, region) =
+                hub_origin(&ctx.cfg().fanout.queue_url, &ctx.cfg().alerts_topic_arn);
+            Origin::new(account, region)
+        }
+    }
+}
+
+/// The origins a fan-out over the fleet covers: the hub first, then every member account and
+/// region it watches ([`crate::fleet::FleetConfig::member_origins`]). No fleet: the hub alone.
+pub fn origins(ctx: &Ctx<'_>) -> Vec<Origin> {
+    let hub = hub_of(ctx);
+    let members = ctx
+        .fleet
+        .map(|f| f.config.member_origins(&hub))
+        .unwrap_or_default();
+    std::iter::once(hub).chain(members).collect()
 }
 
 pub fn is_dispatch(tick: &ScheduledTick) -> bool {
@@ -142,17 +184,23 @@ pub async fn dispatch_work<F: Function>(
         )));
     };
     let (hub_account, hub_region) = hub_origin(&cfg.queue_url, &ctx.cfg().alerts_topic_arn);
+    let at = tick.param("at");
     let entries: Vec<(String, String)> = targets
         .iter()
         .enumerate()
         .map(|(i, t)| {
-            let body = work_item(
+            let mut body = work_item(
                 &work,
                 &t.name,
                 t.account.as_deref().unwrap_or(&hub_account),
                 t.region.as_deref().unwrap_or(&hub_region),
                 ctx.now(),
             );
+            // A dispatch tick on another clock (an operator replaying a time, a test) hands it
+            // on: each item runs on it, as the tick without fan-out would have.
+            if let (Some(at), Some(b)) = (&at, body["nbaops"].as_object_mut()) {
+                b.insert("at".into(), json!(at));
+            }
             (format!("t{i}"), body.to_string())
         })
         .collect();
@@ -603,6 +651,33 @@ mod tests {
             .unwrap()
             .get("batchItemFailures")
             .is_none());
+    }
+
+    #[tokio::test]
+    async fn a_dispatch_on_another_clock_hands_it_to_each_item_and_no_fleet_is_the_hub_alone() {
+        let w = world();
+        let inv = inv();
+        let ctx = Ctx::of::<Fleet>(w.deps, &inv);
+        dispatch(
+            &Fleet,
+            json!({"nbaops": {"task": "dispatch", "work": "check", "at": "2026-12-02T18:30:00Z"}}),
+            &ctx,
+        )
+        .await
+        .unwrap();
+        let b: Value = serde_json::from_str(&w.queue.bodies()[0]).unwrap();
+        let Inbound::Schedule(t) = &classify(&b)[0] else {
+            panic!()
+        };
+        assert_eq!(t.at.to_rfc3339(), "2026-12-02T18:30:00+00:00");
+        let hub = Origin::new("123456789012", "us-east-1");
+        assert_eq!(origins(&ctx), vec![hub.clone()]);
+        assert_eq!(Target::in_origin("x", &hub, &hub), Target::local("x"));
+        let b = Origin::new("222222222222", "us-west-2");
+        assert_eq!(
+            Target::in_origin("x", &b, &hub).account.as_deref(),
+            Some("222222222222")
+        );
     }
 
     #[test]
