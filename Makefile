@@ -38,7 +38,7 @@ infra-lint: setup infra-scan
 	.venv/bin/python infra/tests/check_workflow.py
 	infra/tests/check_ca_bundle.sh
 
-infra-scan:       ## checkov + parliament on the SAM-transformed template, offline (own venv .venv-scan; ~20 s)
+infra-scan:       ## checkov + parliament on the SAM-transformed template and infra/member-role.yaml, offline (own venv .venv-scan)
 	@scripts/setup-scan.sh
 	.venv-scan/bin/python infra/tests/scan.py
 

@@ -1,15 +1,20 @@
 #!/usr/bin/env python3
 """Scanners over the deployed shape of the template, offline.
 
-1. aws-sam-translator turns infra/template.yaml into the plain CloudFormation SAM would deploy
+Both templates nbaops deploys: infra/template.yaml (the hub, SAM) and infra/member-role.yaml (each
+fleet member's role and forwarding rules, issue #20, plain CloudFormation).
+1. aws-sam-translator turns the SAM template into the plain CloudFormation SAM would deploy
    (no network: a region and fake credentials only satisfy the SDK defaults; CodeUri becomes a
-   placeholder S3 location, as `sam package` would make it).
+   placeholder S3 location, as `sam package` would make it); a template without the SAM
+   transform is scanned as it is.
 2. checkov (--framework cloudformation) scans that CloudFormation.
-3. parliament lints every IAM policy document in it (role inline policies, managed policies).
+3. parliament lints every IAM policy document in it (role inline policies, managed policies; not
+   trust policies, which it reads as malformed identity policies: check_member_role.py checks the
+   member role's trust).
 
 Any failed finding fails the run unless infra/scan-skips.yaml lists it with a reason (one file for
 both tools). A skip that no longer matches anything fails too, so the file cannot rot.
-Runs with .venv-scan/bin/python (scripts/setup-scan.sh). `scan.py [TEMPLATE]` scans another file.
+Runs with .venv-scan/bin/python (scripts/setup-scan.sh). `scan.py [TEMPLATE...]` scans other files.
 """
 import copy
 import fnmatch
@@ -25,7 +30,7 @@ import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 VENV = ROOT / ".venv-scan" / "bin"
-TEMPLATE = pathlib.Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "infra/template.yaml"
+TEMPLATES = [pathlib.Path(a) for a in sys.argv[1:]] or [ROOT / "infra/template.yaml", ROOT / "infra/member-role.yaml"]
 REGION, ACCOUNT = "us-east-1", "123456789012"
 for k, v in {"AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION, "AWS_ACCESS_KEY_ID": "scan",
              "AWS_SECRET_ACCESS_KEY": "scan", "AWS_EC2_METADATA_DISABLED": "true"}.items():
@@ -54,46 +59,15 @@ def skipped(tool, finding_id, resource):
     return False
 
 
-# ---------------------------------------------------------------- 1. SAM -> CloudFormation
-sam = yaml_parse(TEMPLATE.read_text())
-for r in sam["Resources"].values():
-    if r.get("Type") == "AWS::Serverless::Function":
-        r["Properties"]["CodeUri"] = "s3://nbaops-scan-placeholder/function.zip"
-param_values = {"Env": "dev"}
-for name, p in sam.get("Parameters", {}).items():
-    if "Default" not in p and name not in param_values:
-        param_values[name] = "subnet-0scan,subnet-1scan" if p["Type"].startswith("List<") else f"scan-{name.lower()}"
 import logging  # noqa: E402
 logging.disable(logging.WARNING)  # the translator's feature-toggle chatter
-cfn = Translator(managed_policy_map={}, sam_parser=Parser()).translate(sam_template=copy.deepcopy(sam), parameter_values=param_values)
 out_dir = pathlib.Path(tempfile.mkdtemp(prefix="nbaops-scan-"))
-cfn_path = out_dir / "template.cfn.json"
-cfn_path.write_text(json.dumps(cfn, indent=1, default=str))
-print(f"scan: SAM transform -> {len(cfn['Resources'])} CloudFormation resources ({cfn_path})")
-
 failures = []
+parliament_findings = 0
 
-# ---------------------------------------------------------------- 2. checkov
-proc = subprocess.run([str(VENV / "checkov"), "-f", str(cfn_path), "--framework", "cloudformation", "-o", "json",
-                       "--compact", "--skip-download"], capture_output=True, text=True)
-try:
-    report = json.loads(proc.stdout)
-except json.JSONDecodeError:
-    print(f"scan: checkov did not report JSON (exit {proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
-    sys.exit(1)
-reports = report if isinstance(report, list) else [report]
-checkov_failed = [c for r in reports for c in r.get("results", {}).get("failed_checks", [])]
-checkov_passed = sum(len(r.get("results", {}).get("passed_checks", [])) for r in reports)
-for c in checkov_failed:
-    resource = c.get("resource", "?")
-    if not skipped("checkov", c["check_id"], resource):
-        failures.append(f"checkov {c['check_id']} {resource}: {c.get('check_name')}")
-print(f"scan: checkov {checkov_passed} passed, {len(checkov_failed)} failed before skips")
-
-# ---------------------------------------------------------------- 3. parliament on every IAM policy
+# Policy documents as deployed (parliament, 3.): intrinsics resolved to sample values.
 SAMPLE = {"AWS::Partition": "aws", "AWS::Region": REGION, "AWS::AccountId": ACCOUNT, "AWS::URLSuffix": "amazonaws.com",
           "AWS::StackName": "nbaops-dev", "AWS::NoValue": None}
-res = cfn["Resources"]
 
 
 def physical(logical, attr=None):
@@ -165,24 +139,68 @@ def resolve(v):
     return {k: resolve(x) for k, x in v.items()}
 
 
-documents = []
-for logical, r in res.items():
-    p = r.get("Properties", {})
-    if r.get("Type") == "AWS::IAM::Role":
-        for pol in p.get("Policies", []):
-            documents.append((f"{logical}/{pol.get('PolicyName')}", pol["PolicyDocument"]))
-    elif r.get("Type") in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy"):
-        documents.append((logical, p["PolicyDocument"]))
-parliament_findings = 0
-for where, doc in documents:
-    doc = resolve(doc)
-    doc.setdefault("Version", "2012-10-17")
-    policy = analyze_policy_string(json.dumps(doc), include_community_auditors=False)
-    for f in policy.findings:
-        parliament_findings += 1
-        if not skipped("parliament", f.issue, where):
-            failures.append(f"parliament {f.issue} {where}: {f.detail} {f.location}")
-print(f"scan: parliament {len(documents)} policy documents, {parliament_findings} findings before skips")
+
+for TEMPLATE in TEMPLATES:
+    # ---------------------------------------------------------------- 1. SAM -> CloudFormation
+    sam = yaml_parse(TEMPLATE.read_text())
+    for r in sam["Resources"].values():
+        if r.get("Type") == "AWS::Serverless::Function":
+            r["Properties"]["CodeUri"] = "s3://nbaops-scan-placeholder/function.zip"
+    param_values = {"Env": "dev"}
+    for name, p in sam.get("Parameters", {}).items():
+        if "Default" not in p and name not in param_values:
+            param_values[name] = ("subnet-0scan,subnet-1scan" if p["Type"].startswith("List<")
+                                  else "210987654321" if name.endswith("AccountId")
+                                  else "us-west-2" if name.endswith("Region")
+                                  else f"scan-{name.lower()}")
+    transforms = sam.get("Transform", [])
+    if "AWS::Serverless-2016-10-31" in (transforms if isinstance(transforms, list) else [transforms]):
+        cfn = Translator(managed_policy_map={}, sam_parser=Parser()).translate(sam_template=copy.deepcopy(sam), parameter_values=param_values)
+        how = "SAM transform"
+    else:
+        cfn = sam
+        how = "CloudFormation as written"
+    cfn_path = out_dir / f"{TEMPLATE.stem}.cfn.json"
+    cfn_path.write_text(json.dumps(cfn, indent=1, default=str))
+    print(f"scan: {TEMPLATE.name}: {how} -> {len(cfn['Resources'])} CloudFormation resources ({cfn_path})")
+
+    # ---------------------------------------------------------------- 2. checkov
+    proc = subprocess.run([str(VENV / "checkov"), "-f", str(cfn_path), "--framework", "cloudformation", "-o", "json",
+                           "--compact", "--skip-download"], capture_output=True, text=True)
+    try:
+        report = json.loads(proc.stdout)
+    except json.JSONDecodeError:
+        print(f"scan: checkov did not report JSON (exit {proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+        sys.exit(1)
+    reports = report if isinstance(report, list) else [report]
+    checkov_failed = [c for r in reports for c in r.get("results", {}).get("failed_checks", [])]
+    checkov_passed = sum(len(r.get("results", {}).get("passed_checks", [])) for r in reports)
+    for c in checkov_failed:
+        resource = c.get("resource", "?")
+        if not skipped("checkov", c["check_id"], resource):
+            failures.append(f"checkov {c['check_id']} {resource}: {c.get('check_name')}")
+    print(f"scan: {TEMPLATE.name}: checkov {checkov_passed} passed, {len(checkov_failed)} failed before skips")
+
+    # ---------------------------------------------------------------- 3. parliament on every IAM policy
+    res = cfn["Resources"]
+    documents = []
+    findings_before = parliament_findings
+    for logical, r in res.items():
+        p = r.get("Properties", {})
+        if r.get("Type") == "AWS::IAM::Role":
+            for pol in p.get("Policies", []):
+                documents.append((f"{logical}/{pol.get('PolicyName')}", pol["PolicyDocument"]))
+        elif r.get("Type") in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy"):
+            documents.append((logical, p["PolicyDocument"]))
+    for where, doc in documents:
+        doc = resolve(doc)
+        doc.setdefault("Version", "2012-10-17")
+        policy = analyze_policy_string(json.dumps(doc), include_community_auditors=False)
+        for f in policy.findings:
+            parliament_findings += 1
+            if not skipped("parliament", f.issue, where):
+                failures.append(f"parliament {f.issue} {where}: {f.detail} {f.location}")
+    print(f"scan: {TEMPLATE.name}: parliament {len(documents)} policy documents, {parliament_findings - findings_before} findings before skips")
 
 for i, s in enumerate(skip_list):
     if i not in used:

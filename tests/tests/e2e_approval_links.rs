@@ -63,6 +63,7 @@ async fn request(w: &World, event: &str, approvers: &[&str]) -> ApprovalRequest 
         state: ApprovalState::Pending,
         decided: None,
         outcome: None,
+        origin: None,
     };
     assert!(r.create(&ledger(w)).await.unwrap());
     r

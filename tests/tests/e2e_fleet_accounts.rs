@@ -5,9 +5,13 @@
 //! role's account: the same group name exists in A/us-east-1, A/us-west-2, B/us-east-1 and
 //! B/us-west-2, and only the one the alarm came from may move.
 
+use nbaops_shared::adapters::DynamoLedger;
+use nbaops_shared::fleet::Origin;
+use nbaops_shared::guard::{ApprovalRequest, ApprovalState};
+use nbaops_tests::approval::{self, Router};
 use nbaops_tests::demo::Stack;
 use nbaops_tests::function::FunctionUnderTest;
-use nbaops_tests::platform::{self, Clients, ENV, WEB};
+use nbaops_tests::platform::{self, Clients, ENV, LEDGER, WEB};
 use nbaops_tests::runtime_api::Outcome;
 use nbaops_tests::{function_binary, workspace_root};
 use serde_json::{json, Value};
@@ -337,4 +341,172 @@ async fn a_member_without_its_external_id_is_an_error_and_nothing_moves() {
     assert!(mutations(&stack).is_empty(), "{:?}", mutations(&stack));
     assert_eq!(desired(&b_west).await, 2);
     assert!(assume_role_bodies(&stack).is_empty());
+}
+
+/// The SNS record Lambda hands alert-router for `message` published on the alerts topic.
+fn sns_record(stack: &Stack, message: &Value) -> Value {
+    let mut a = fixture("events/alerts/sns/p1-db-down.json");
+    let sns = &mut a["Records"][0]["Sns"];
+    sns["TopicArn"] = json!(stack.platform.alerts_topic);
+    sns["Subject"] = json!(format!(
+        "[{}][dev] {}",
+        message["severity"].as_str().unwrap(),
+        message["summary"].as_str().unwrap()
+    ));
+    sns["MessageId"] = json!(format!(
+        "fleet-{}",
+        message["approval_id"].as_str().unwrap()
+    ));
+    sns["Message"] = json!(message.to_string());
+    sns["MessageAttributes"]["severity"]["Value"] = message["severity"].clone();
+    sns["MessageAttributes"]["dedup_key"]["Value"] = message["dedup_key"].clone();
+    a
+}
+
+/// A member's action that needs a person (issue #20 with #19): asked from B, approved through
+/// alert-router's link, carried out in B with B's clients — never on the hub's group of the same
+/// name — and once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_members_approved_action_is_carried_out_in_the_member_once() {
+    let stack = Stack::start(false).await.unwrap();
+    let (endpoint, cw) = (&stack.moto.endpoint, &stack.moto.cloudwatch.endpoint);
+    let b_west = Clients::assumed(endpoint, cw, "us-west-2", B_ROLE, EXTERNAL_ID).await;
+    platform::group_in(
+        &b_west,
+        "us-west-2",
+        WEB,
+        2,
+        4,
+        2,
+        &[("env", ENV), ("tier", "web")],
+    )
+    .await
+    .unwrap();
+    stack
+        .put_secret(
+            &format!("/nbaops/{ENV}/secrets/fleet/external_id"),
+            EXTERNAL_ID,
+        )
+        .await
+        .unwrap();
+    let router = Router::start(&stack).await.unwrap();
+    let accounts = format!("{B}={B_ROLE}");
+    let f = approval::scale_on_alarm(
+        &stack,
+        &[
+            ("NBAOPS_FLEET__ACCOUNTS", &accounts),
+            ("NBAOPS_FLEET__REGIONS", "us-west-2"),
+            ("NBAOPS_APPROVAL__ASG__SCALE_OUT", "always"),
+            ("NBAOPS_APPROVAL__APPROVERS", "alice"),
+        ],
+    )
+    .await
+    .unwrap();
+    let qualified = format!("asg:{WEB}@{B}/us-west-2");
+
+    // 1. The alarm from B/us-west-2, outside the change window: asked, one request naming B;
+    // nothing moves anywhere.
+    let v = f
+        .invoke_ok(alarm_from(B, "us-west-2", "fleet-ask-1"))
+        .await
+        .unwrap();
+    let a = &v["records"][0]["actions"][0];
+    assert_eq!(a["outcome"], "needs-approval", "{v}");
+    assert_eq!(a["resource"], qualified.as_str(), "{v}");
+    let id = a["approval_id"].as_str().unwrap().to_string();
+    let l = DynamoLedger {
+        client: stack.clients.ddb.clone(),
+        table: LEDGER.into(),
+    };
+    let req = ApprovalRequest::load(&l, ENV, &id).await.unwrap().unwrap();
+    assert_eq!(req.state, ApprovalState::Pending);
+    assert_eq!(req.origin, Some(Origin::new(B, "us-west-2")), "{req:?}");
+    assert_eq!(req.action.resource, qualified);
+    assert!(mutations(&stack).is_empty(), "{:?}", mutations(&stack));
+    assert_eq!(
+        (desired(&b_west).await, desired(&stack.clients).await),
+        (2, 2)
+    );
+
+    // 2. Its alert through alert-router: the Approve link; POSTed, approved by alice, scheduled.
+    let alerts = platform::drain(&stack.clients, &stack.platform.alerts_queue)
+        .await
+        .unwrap();
+    let asked: Vec<&Value> = alerts
+        .iter()
+        .filter(|a| a["approval_id"] == id.as_str())
+        .collect();
+    assert_eq!(asked.len(), 1, "{alerts:?}");
+    router.invoke(sns_record(&stack, asked[0])).await.unwrap();
+    let links = router.slack_links();
+    let approve = alert_router::link::query_of(&links[0].1);
+    assert_eq!(
+        (approve["approval"].as_str(), approve["verdict"].as_str()),
+        (id.as_str(), "approve"),
+        "{links:?}"
+    );
+    let (status, body) = router.http("POST", &approve).await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    let s = approval::schedules(&stack).await.unwrap();
+    assert_eq!(s.len(), 1, "{s:?}");
+    let input = s[0].input.clone();
+    assert!(
+        mutations(&stack).is_empty(),
+        "approving alone changes nothing"
+    );
+
+    // 3. Delivered: B's group changes, with B's credentials in us-west-2; the hub's does not.
+    let v = f.invoke_ok(input.clone()).await.unwrap();
+    let a = &v["records"][0]["actions"][0];
+    assert_eq!(a["outcome"], "acted", "{v}");
+    assert_eq!(a["resource"], qualified.as_str(), "{v}");
+    assert_eq!(a["approval_id"], id.as_str(), "{v}");
+    assert_eq!(desired(&b_west).await, 3, "B's group, through the role");
+    assert_eq!(desired(&stack.clients).await, 2, "never the hub's group");
+    let signed = scopes(&stack, "SetDesiredCapacity");
+    assert_eq!(signed.len(), 1, "{signed:?}");
+    assert_eq!(signed[0].1, "us-west-2", "{signed:?}");
+    assert_ne!(signed[0].0, "testing", "assumed credentials: {signed:?}");
+    assert_eq!(
+        ApprovalRequest::load(&l, ENV, &id)
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        ApprovalState::Used
+    );
+    let audit = approval::audit(&stack, &qualified).await.unwrap();
+    assert!(
+        audit.iter().any(|r| r["function"] == FN
+            && r["outcome"] == "acted"
+            && r["approval_id"] == id.as_str()
+            && r["steps"]
+                .as_array()
+                .is_some_and(|s| s.iter().any(|s| s["step"] == "change_window"
+                    && s["note"]
+                        .as_str()
+                        .is_some_and(|n| n.starts_with("approved by alice at"))))),
+        "no acted record of {qualified} naming alice in {audit:#?}"
+    );
+    assert!(
+        approval::audit(&stack, &format!("asg:{WEB}"))
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing audited on the hub's group"
+    );
+
+    // 4. Delivered again: nothing more.
+    let v = f.invoke_ok(input).await.unwrap();
+    assert!(
+        v["records"][0]["actions"]
+            .as_array()
+            .is_some_and(|a| a.is_empty()),
+        "{v}"
+    );
+    assert_eq!(mutations(&stack).len(), 1, "{:?}", mutations(&stack));
+    assert_eq!(
+        (desired(&b_west).await, desired(&stack.clients).await),
+        (3, 2)
+    );
 }

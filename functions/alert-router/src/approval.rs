@@ -385,6 +385,7 @@ mod tests {
             state: ApprovalState::Pending,
             decided: None,
             outcome: None,
+            origin: None,
         };
         assert!(r.create(w.deps.ledger.as_ref()).await.unwrap());
         r

@@ -74,6 +74,12 @@ pub struct ApprovalRequest {
     /// What carrying it out came to (the audit sentence), once used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<String>,
+    /// The fleet member (account and region) the action is in (issue #20); `None`: the hub's own
+    /// (and every request stored before members could ask). The action's resource is then
+    /// qualified `<resource>@<account>/<region>`; the owner carries it out there, with that
+    /// member's clients, or not at all ([`crate::runtime::approved`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<crate::fleet::Origin>,
 }
 
 /// The id of the approval of `action` asked by `event_id`: 16 hex digits of SHA-256 over the
@@ -598,6 +604,7 @@ mod tests {
             state: ApprovalState::Pending,
             decided: None,
             outcome: None,
+            origin: None,
         }
     }
 

@@ -582,8 +582,9 @@ impl<'a> Guard<'a> {
         self.finish(a, &decision, result).await
     }
 
-    /// The record of an approved plan not carried out because the live state moved since it was
-    /// asked (`why`: what differs): skipped, nothing claimed, the approval named.
+    /// The record of an approved plan not carried out (`why`, after "approved by <who> at <when>,
+    /// but": the live state moved since it was asked, or it cannot be carried out where it is):
+    /// skipped, nothing claimed, the approval named.
     pub async fn stale_approval(&self, a: &ProposedAction, why: &str) -> Result<AuditRecord> {
         let Some((id, by)) = &self.approved else {
             return Err(NbaopsError::InvalidEvent(
@@ -591,7 +592,7 @@ impl<'a> Guard<'a> {
             ));
         };
         let note = format!(
-            "approved by {} at {}, but the plan no longer matches live state: {why}",
+            "approved by {} at {}, but {why}",
             by.by,
             by.at.format("%Y-%m-%d %H:%M UTC")
         );
@@ -639,6 +640,7 @@ impl<'a> Guard<'a> {
             state: ApprovalState::Pending,
             decided: None,
             outcome: None,
+            origin: self.origin.clone(),
         };
         if !req.create(self.ledger).await? {
             tracing::info!(id = %ask.id, "approval already asked by an earlier delivery");

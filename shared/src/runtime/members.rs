@@ -62,8 +62,13 @@ impl Fleet {
 
     /// Which clients handle this record.
     pub fn route(&self, inbound: &Inbound) -> Route {
-        self.config
-            .route(Some(&self.hub), inbound.origin().as_ref())
+        self.route_origin(inbound.origin().as_ref())
+    }
+
+    /// Which clients act in `origin` (`None`: the hub's): a record's, or an approved request's
+    /// ([`super::approved`]).
+    pub fn route_origin(&self, origin: Option<&Origin>) -> Route {
+        self.config.route(Some(&self.hub), origin)
     }
 
     /// The external id of the member roles, read once (SecureString, decrypted).
