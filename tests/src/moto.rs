@@ -14,6 +14,11 @@ const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// moto_server with its clock (snapshot times, restore points, alarm timestamps) on the test clock.
 ///
+/// DynamoDB requests are served one at a time: moto 5.2's `TransactWriteItems` deep-copies the
+/// tables (to roll back) while other request threads write them, and fails with "dictionary
+/// changed size during iteration", a bare HTTP 500 (422 of them in one run of e2e_storm's 1,000
+/// deliveries, 8 in flight). DynamoDB itself isolates a transaction from concurrent writes.
+///
 /// One speed fix, same answers: moto 5.2's SQS queue counts its visible / delayed / in-flight
 /// messages reading the clock once per message, and `SendMessage` reads every queue attribute
 /// (those counts included) for each message it adds, so filling a queue is quadratic (500
@@ -35,9 +40,19 @@ def _delayed(q):
 def _in_flight(q):
     now = now_ms()
     return sum(1 for m in q._messages if not now > m.visible_at)
-sqs.Queue.messages = property(_visible)
-sqs.Queue.approximate_number_of_messages_delayed = property(_delayed)
-sqs.Queue.approximate_number_of_messages_not_visible = property(_in_flight)
+import os
+if os.environ.get('NBAOPS_MOTO_SQS_COUNTS', 'fast') == 'fast':
+    sqs.Queue.messages = property(_visible)
+    sqs.Queue.approximate_number_of_messages_delayed = property(_delayed)
+    sqs.Queue.approximate_number_of_messages_not_visible = property(_in_flight)
+import threading
+import moto.dynamodb.responses as ddb
+_ddb_lock = threading.Lock()
+_ddb_call = ddb.DynamoHandler.call_action
+def _ddb_serialised(self):
+    with _ddb_lock:
+        return _ddb_call(self)
+ddb.DynamoHandler.call_action = _ddb_serialised
 from moto.server import main
 main(sys.argv[1:])
 ";
@@ -334,6 +349,14 @@ impl Drop for Moto {
             let _ = std::fs::copy(
                 self.dir.join("recording.jsonl"),
                 dir.join(format!("{name}.jsonl")),
+            );
+        }
+        // NBAOPS_KEEP_MOTO_LOG=<dir>: the server's log kept there (to read an emulator's 500).
+        if let Some(dir) = std::env::var_os("NBAOPS_KEEP_MOTO_LOG") {
+            let _ = std::fs::create_dir_all(&dir);
+            let _ = std::fs::copy(
+                self.dir.join("moto.log"),
+                PathBuf::from(dir).join(format!("moto-{}.log", self.port)),
             );
         }
         let _ = std::fs::remove_dir_all(&self.dir);
