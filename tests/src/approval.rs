@@ -20,7 +20,7 @@ use crate::function::FunctionUnderTest;
 use crate::http::{read_body, read_head, write_response};
 use crate::platform::{self, dbg_err, FollowUp};
 use crate::runtime_api::Outcome;
-use crate::{clock, function_binary, io_err, HarnessError};
+use crate::{clock, function_binary, io_err, workspace_root, HarnessError};
 
 pub const SIGNING_KEY: &str = "e2e-link-signing-key-0123456789abcdef";
 pub const ACK_BASE: &str = "https://ack-e2e.lambda-url.us-east-1.on.aws/";
@@ -326,4 +326,23 @@ pub async fn audit(stack: &Stack, resource: &str) -> Result<Vec<Value>, HarnessE
         .filter_map(|i| i.get("data").and_then(|d| d.as_s().ok()))
         .filter_map(|s| serde_json::from_str(s).ok())
         .collect())
+}
+
+/// The SNS record Lambda hands alert-router for `message` (an alert as published on the alerts
+/// topic), its `MessageId` `<id_prefix>-<approval_id>`.
+pub fn sns_record(stack: &Stack, message: &Value, id_prefix: &str) -> Result<Value, HarnessError> {
+    let path = workspace_root().join("events/alerts/sns/p1-db-down.json");
+    let text =
+        std::fs::read_to_string(&path).map_err(io_err(format!("read {}", path.display())))?;
+    let mut a: Value = serde_json::from_str(&text)
+        .map_err(|e| HarnessError::Setup(format!("{}: {e}", path.display())))?;
+    let field = |k: &str| message[k].as_str().unwrap_or_default().to_string();
+    let sns = &mut a["Records"][0]["Sns"];
+    sns["TopicArn"] = json!(stack.platform.alerts_topic);
+    sns["Subject"] = json!(format!("[{}][dev] {}", field("severity"), field("summary")));
+    sns["MessageId"] = json!(format!("{id_prefix}-{}", field("approval_id")));
+    sns["Message"] = json!(message.to_string());
+    sns["MessageAttributes"]["severity"]["Value"] = message["severity"].clone();
+    sns["MessageAttributes"]["dedup_key"]["Value"] = message["dedup_key"].clone();
+    Ok(a)
 }

@@ -29,30 +29,6 @@ async fn stored(stack: &Stack, id: &str) -> ApprovalRequest {
     ApprovalRequest::load(&l, "dev", id).await.unwrap().unwrap()
 }
 
-/// The SNS record Lambda hands its subscriber for `message` published on the alerts topic.
-fn sns_record(stack: &Stack, message: &Value) -> Value {
-    let mut a: Value = serde_json::from_str(
-        &std::fs::read_to_string(workspace_root().join("events/alerts/sns/p1-db-down.json"))
-            .unwrap(),
-    )
-    .unwrap();
-    let sns = &mut a["Records"][0]["Sns"];
-    sns["TopicArn"] = json!(stack.platform.alerts_topic);
-    sns["Subject"] = json!(format!(
-        "[{}][dev] {}",
-        message["severity"].as_str().unwrap(),
-        message["summary"].as_str().unwrap()
-    ));
-    sns["MessageId"] = json!(format!(
-        "chain-{}",
-        message["approval_id"].as_str().unwrap()
-    ));
-    sns["Message"] = json!(message.to_string());
-    sns["MessageAttributes"]["severity"]["Value"] = message["severity"].clone();
-    sns["MessageAttributes"]["dedup_key"]["Value"] = message["dedup_key"].clone();
-    a
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_p2_alarm_is_asked_linked_approved_scheduled_and_done_once() {
     let stack = Stack::start(false).await.unwrap();
@@ -95,7 +71,10 @@ async fn a_p2_alarm_is_asked_linked_approved_scheduled_and_done_once() {
     assert_eq!(alerts[0]["severity"], "P2", "{alerts:?}");
 
     // 2. That alert, delivered to alert-router: Slack carries the Approve link.
-    router.invoke(sns_record(&stack, &alerts[0])).await.unwrap();
+    router
+        .invoke(approval::sns_record(&stack, &alerts[0], "chain").unwrap())
+        .await
+        .unwrap();
     let links = router.slack_links();
     let labels: Vec<&str> = links.iter().map(|(l, _)| l.as_str()).collect();
     assert_eq!(labels, ["Approve as alice", "Deny as alice"], "{links:?}");

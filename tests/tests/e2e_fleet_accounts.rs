@@ -343,26 +343,6 @@ async fn a_member_without_its_external_id_is_an_error_and_nothing_moves() {
     assert!(assume_role_bodies(&stack).is_empty());
 }
 
-/// The SNS record Lambda hands alert-router for `message` published on the alerts topic.
-fn sns_record(stack: &Stack, message: &Value) -> Value {
-    let mut a = fixture("events/alerts/sns/p1-db-down.json");
-    let sns = &mut a["Records"][0]["Sns"];
-    sns["TopicArn"] = json!(stack.platform.alerts_topic);
-    sns["Subject"] = json!(format!(
-        "[{}][dev] {}",
-        message["severity"].as_str().unwrap(),
-        message["summary"].as_str().unwrap()
-    ));
-    sns["MessageId"] = json!(format!(
-        "fleet-{}",
-        message["approval_id"].as_str().unwrap()
-    ));
-    sns["Message"] = json!(message.to_string());
-    sns["MessageAttributes"]["severity"]["Value"] = message["severity"].clone();
-    sns["MessageAttributes"]["dedup_key"]["Value"] = message["dedup_key"].clone();
-    a
-}
-
 /// A member's action that needs a person (issue #20 with #19): asked from B, approved through
 /// alert-router's link, carried out in B with B's clients — never on the hub's group of the same
 /// name — and once.
@@ -437,7 +417,10 @@ async fn a_members_approved_action_is_carried_out_in_the_member_once() {
         .filter(|a| a["approval_id"] == id.as_str())
         .collect();
     assert_eq!(asked.len(), 1, "{alerts:?}");
-    router.invoke(sns_record(&stack, asked[0])).await.unwrap();
+    router
+        .invoke(approval::sns_record(&stack, asked[0], "fleet").unwrap())
+        .await
+        .unwrap();
     let links = router.slack_links();
     let approve = alert_router::link::query_of(&links[0].1);
     assert_eq!(
