@@ -82,6 +82,9 @@ pub struct AwsClients {
     costexplorer: OnceLock<aws_sdk_costexplorer::Client>,
     cloudwatch: OnceLock<aws_sdk_cloudwatch::Client>,
     scheduler: OnceLock<aws_sdk_scheduler::Client>,
+    ec2: OnceLock<aws_sdk_ec2::Client>,
+    elbv2: OnceLock<aws_sdk_elasticloadbalancingv2::Client>,
+    tagging: OnceLock<aws_sdk_resourcegroupstagging::Client>,
     /// Set: every client refuses any operation not on its list ([`ReadOnly`]).
     read_only: Option<ReadOnly>,
     /// Clients of a fleet member ([`AwsClients::for_member`]): the hub's configuration, for
@@ -181,6 +184,9 @@ impl AwsClients {
             costexplorer: OnceLock::new(),
             cloudwatch: OnceLock::new(),
             scheduler: OnceLock::new(),
+            ec2: OnceLock::new(),
+            elbv2: OnceLock::new(),
+            tagging: OnceLock::new(),
             read_only: None,
             hub_conf: None,
         }
@@ -242,6 +248,9 @@ impl AwsClients {
             costexplorer: OnceLock::new(),
             cloudwatch: OnceLock::new(),
             scheduler: OnceLock::new(),
+            ec2: OnceLock::new(),
+            elbv2: OnceLock::new(),
+            tagging: OnceLock::new(),
             read_only: hub.read_only.clone(),
             hub_conf: Some(hub_conf),
         }
@@ -278,6 +287,9 @@ impl AwsClients {
     client!(costexplorer, aws_sdk_costexplorer, hub);
     client!(cloudwatch, aws_sdk_cloudwatch);
     client!(scheduler, aws_sdk_scheduler, hub);
+    client!(ec2, aws_sdk_ec2);
+    client!(elbv2, aws_sdk_elasticloadbalancingv2);
+    client!(tagging, aws_sdk_resourcegroupstagging);
 }
 
 pub struct SdkAutoScaling(pub aws_sdk_autoscaling::Client);
@@ -338,6 +350,8 @@ mod cloudwatch;
 pub use cloudwatch::SdkCloudWatch;
 mod scheduler;
 pub use scheduler::SdkScheduler;
+mod posture;
+pub use posture::SdkPosture;
 
 #[cfg(test)]
 mod read_only_tests {

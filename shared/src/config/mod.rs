@@ -29,6 +29,7 @@ pub mod cost;
 pub mod failover;
 pub mod offhours;
 pub mod pg;
+pub mod posture;
 pub mod scale;
 mod strategy;
 
@@ -100,6 +101,7 @@ pub const SECTIONS: &[Section] = &[
     Section { name: "failover", about: "Multi-AZ failover (SPEC 2.2): expected duration, limit, verification of the new primary.", keys: failover::KEYS, dynamic: &[] },
     Section { name: "backup", about: "Backups, RPO and the restore drill (SPEC 2.4, 5.4).", keys: backup::KEYS, dynamic: &[] },
     Section { name: "offhours", about: "Non-production environments stopped and started on schedules (SPEC 6).", keys: offhours::KEYS, dynamic: &[] },
+    Section { name: "posture", about: "The daily posture check (SPEC 2, 4, 6): encryption, TLS, exposure, Multi-AZ, backups, tags, unused resources.", keys: posture::KEYS, dynamic: &[] },
 ];
 
 /// The sections each function reads besides the core (`guard/` and `audit/` in SSM). Nothing
@@ -114,6 +116,7 @@ pub const FUNCTION_SECTIONS: &[(&str, &[&str])] = &[
     ("failover-notify", &["failover"]),
     ("backup-guard", &["backup", "pg"]),
     ("offhours", &["offhours"]),
+    ("posture-check", &["posture"]),
 ];
 
 /// The SSM sections (`/nbaops/<env>/<section>/`) a function reads its configuration from: the

@@ -232,3 +232,5 @@ mod cloudwatch;
 pub use cloudwatch::*;
 mod scheduler;
 pub use scheduler::*;
+mod posture;
+pub use posture::*;
