@@ -8,7 +8,7 @@ use super::AwsClients;
 use crate::error::{NbaopsError, Result};
 use crate::ports::{
     AddressFacts, CacheFacts, DbFacts, DbSnapshotFacts, InstanceFacts, LoadBalancerFacts, Posture,
-    SecurityGroupFacts, Tags, TaggedResource, VolumeFacts,
+    SecurityGroupFacts, TaggedResource, Tags, VolumeFacts,
 };
 
 pub struct SdkPosture {

@@ -154,7 +154,9 @@ pub fn from_settings(s: &Settings) -> Result<PostureConfig> {
             Some(p) if p.is_finite() && *p >= 0.0 => Ok(*p),
             _ => Err(s.bad(
                 "posture.prices",
-                &format!("a price >= 0 for '{k}' (ebs_gb_month, snapshot_gb_month, eip_month, lb_month)"),
+                &format!(
+                    "a price >= 0 for '{k}' (ebs_gb_month, snapshot_gb_month, eip_month, lb_month)"
+                ),
             )),
         }
     };
@@ -181,7 +183,10 @@ pub fn from_settings(s: &Settings) -> Result<PostureConfig> {
         "posture.fix.default_tags",
         r#"a JSON object of tag -> value {"team": "platform"}"#,
     )?;
-    if default_tags.keys().any(|k| k.trim().is_empty() || k.starts_with("aws:")) {
+    if default_tags
+        .keys()
+        .any(|k| k.trim().is_empty() || k.starts_with("aws:"))
+    {
         return Err(s.bad(
             "posture.fix.default_tags",
             "tag keys that are not empty and not aws: (reserved by AWS)",
@@ -267,14 +272,42 @@ mod tests {
         assert_eq!(c.severity("tags.missing"), Severity::P3);
         assert!(c.may_fix(Some(Env::Test)) && !c.may_fix(None));
         for (k, v, key) in [
-            ("NBAOPS_POSTURE__SEVERITIES", r#"{"rds.nope":"P1"}"#, "posture.severities"),
-            ("NBAOPS_POSTURE__SEVERITIES", r#"{"rds.public":"P9"}"#, "posture.severities"),
+            (
+                "NBAOPS_POSTURE__SEVERITIES",
+                r#"{"rds.nope":"P1"}"#,
+                "posture.severities",
+            ),
+            (
+                "NBAOPS_POSTURE__SEVERITIES",
+                r#"{"rds.public":"P9"}"#,
+                "posture.severities",
+            ),
             ("NBAOPS_POSTURE__FIX__ENVS", "prod", "posture.fix.envs"),
-            ("NBAOPS_POSTURE__PRICES", r#"{"ebs_gb_month":-1}"#, "posture.prices"),
-            ("NBAOPS_POSTURE__PROD_ONLY_RULES", "rds.whatever", "posture.prod_only_rules"),
-            ("NBAOPS_POSTURE__MINOR_VERSION_UPGRADE", "sometimes", "posture.minor_version_upgrade"),
-            ("NBAOPS_POSTURE__FIX__DEFAULT_TAGS", r#"{"aws:x":"y"}"#, "posture.fix.default_tags"),
-            ("NBAOPS_POSTURE__UNUSED__VOLUME_DAYS", "0", "posture.unused.volume_days"),
+            (
+                "NBAOPS_POSTURE__PRICES",
+                r#"{"ebs_gb_month":-1}"#,
+                "posture.prices",
+            ),
+            (
+                "NBAOPS_POSTURE__PROD_ONLY_RULES",
+                "rds.whatever",
+                "posture.prod_only_rules",
+            ),
+            (
+                "NBAOPS_POSTURE__MINOR_VERSION_UPGRADE",
+                "sometimes",
+                "posture.minor_version_upgrade",
+            ),
+            (
+                "NBAOPS_POSTURE__FIX__DEFAULT_TAGS",
+                r#"{"aws:x":"y"}"#,
+                "posture.fix.default_tags",
+            ),
+            (
+                "NBAOPS_POSTURE__UNUSED__VOLUME_DAYS",
+                "0",
+                "posture.unused.volume_days",
+            ),
         ] {
             let err = load(&[(k, v)]).unwrap_err().to_string();
             assert!(err.contains(key), "{k}={v}: {err}");

@@ -484,3 +484,5 @@ pub async fn test_fleet(cfg: &crate::config::Config) -> Option<&'static crate::r
         .flatten()
         .map(leak)
 }
+mod posture;
+pub use posture::*;

@@ -150,8 +150,11 @@ pub trait Posture: Send + Sync {
     async fn addresses(&self) -> Result<Vec<AddressFacts>>;
     async fn instances(&self) -> Result<Vec<InstanceFacts>>;
     /// Load balancers with their traffic since `since`.
-    async fn load_balancers(&self, since: DateTime<Utc>, until: DateTime<Utc>)
-        -> Result<Vec<LoadBalancerFacts>>;
+    async fn load_balancers(
+        &self,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Vec<LoadBalancerFacts>>;
     /// Everything the Tagging API returns for these resource type filters ("rds:db", "ec2:volume").
     async fn tagged_resources(&self, types: &[String]) -> Result<Vec<TaggedResource>>;
 
