@@ -896,8 +896,15 @@ mod tests {
             assert_eq!(e.checked[rule], 2, "{rule}");
             let f = &e.findings[0];
             assert_eq!(f.severity, c.severity(rule));
+            assert!(f.detail.contains("bad"), "{rule}: {}", f.detail);
+            // The TLS fix changes the parameter group, every other one the instance.
+            let target = if *rule == "rds.force_ssl" {
+                "nbaops-pg15"
+            } else {
+                "bad"
+            };
             assert!(
-                f.fix.command().contains("bad"),
+                f.fix.command().contains(target),
                 "{rule}: {}",
                 f.fix.command()
             );
