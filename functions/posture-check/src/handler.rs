@@ -145,10 +145,13 @@ impl PostureCheck {
             tagged: read(notes, "the Tagging API", tagged),
             ..Default::default()
         };
-        if let Some(r) = replicated {
-            facts.replicated = read(notes, "the DR region's automated backups", r)
-                .map(|v| v.into_iter().collect());
-        }
+        facts.replicated = match replicated {
+            Some(r) => {
+                read(notes, "the DR region's automated backups", r).map(|v| v.into_iter().collect())
+            }
+            // No DR region configured: nothing to read, the rule does not run.
+            None => Some(BTreeSet::new()),
+        };
         let group_ids: BTreeSet<String> = facts
             .caches
             .iter()
@@ -463,5 +466,299 @@ impl PostureCheck {
             "resolved": resolved, "unused_monthly_usd": usd, "unread": unread,
             "other_envs": eval.other_envs,
         }))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use nbaops_shared::fakes::*;
+    use nbaops_shared::ports::*;
+    use nbaops_shared::runtime::dispatch;
+
+    struct World {
+        deps: &'static Deps,
+        f: &'static PostureCheck,
+        aws: &'static FakePosture,
+        notifier: &'static FakeNotifier,
+        ledger: &'static FakeLedger,
+    }
+
+    fn tags(env: &str) -> Tags {
+        [
+            ("nbaops:env", env),
+            ("team", "platform"),
+            ("cost-center", "nba"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+
+    fn db(id: &str) -> DbFacts {
+        DbFacts {
+            id: id.into(),
+            arn: format!("arn:aws:rds:us-east-1:123456789012:db:{id}"),
+            engine: "postgres".into(),
+            engine_version: "16.3".into(),
+            status: "available".into(),
+            storage_encrypted: true,
+            deletion_protection: true,
+            multi_az: true,
+            backup_retention_days: 7,
+            auto_minor_version_upgrade: true,
+            performance_insights: true,
+            parameter_groups: vec!["default.postgres16".into()],
+            tags: tags("dev"),
+            ..Default::default()
+        }
+    }
+
+    fn world(extra: &[(&str, &str)]) -> World {
+        let mut pairs = vec![(
+            "NBAOPS_ALERTS_TOPIC_ARN",
+            "arn:aws:sns:us-east-1:123456789012:nbaops-dev-alerts",
+        )];
+        pairs.extend_from_slice(extra);
+        let t = test_deps(FUNCTION, &pairs).unwrap();
+        let aws = leak(FakePosture::default());
+        let mut public = db("nbaops-dev-db");
+        public.publicly_accessible = true;
+        *aws.dbs.lock().unwrap() = vec![public, db("nbaops-dev-ok")];
+        *aws.volumes.lock().unwrap() = vec![VolumeFacts {
+            id: "vol-orphan".into(),
+            state: "available".into(),
+            size_gb: 20,
+            volume_type: "gp3".into(),
+            created: Some(now() - Duration::days(30)),
+            tags: tags("dev"),
+        }];
+        let f = leak(PostureCheck {
+            cfg: posture::from_settings(&t.deps.cfg.settings).unwrap(),
+            posture: Box::new(Shared(aws)),
+            region: "us-east-1".into(),
+        });
+        World {
+            deps: t.deps,
+            f,
+            aws,
+            notifier: t.notifier,
+            ledger: t.ledger,
+        }
+    }
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 30, 6, 0, 0).unwrap()
+    }
+
+    /// The daily tick at `at`, its one record.
+    async fn tick(w: &World, at: DateTime<Utc>) -> RecordReport {
+        let inv = Invocation::at("req", at);
+        let payload =
+            json!({"nbaops": {"task": TASK, "at": at.to_rfc3339(), "id": format!("exec-{at}")}});
+        let r = dispatch(w.f, payload, &Ctx::of::<PostureCheck>(w.deps, &inv))
+            .await
+            .unwrap();
+        r.records.into_iter().next().unwrap()
+    }
+
+    /// (dedup key, severity, status) of every alert published so far.
+    fn published(w: &World) -> Vec<(String, String, String)> {
+        w.notifier
+            .published()
+            .iter()
+            .map(|p| {
+                let v: Value = serde_json::from_str(&p.message).unwrap();
+                (
+                    v["dedup_key"].as_str().unwrap().to_string(),
+                    v["severity"].as_str().unwrap().to_string(),
+                    v["status"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_finding_alerts_once_and_resolves_when_fixed() {
+        let w = world(&[]);
+        let rec = tick(&w, now()).await;
+        assert!(rec.failed.is_none() && rec.not_for_me.is_none(), "{rec:?}");
+        let p = published(&w);
+        assert_eq!(
+            p,
+            [
+                (
+                    "posture#rds.public#rds:nbaops-dev-db".to_string(),
+                    "P1".to_string(),
+                    "firing".to_string()
+                ),
+                (
+                    "posture-summary#2026-11-30".into(),
+                    "P4".into(),
+                    "firing".into()
+                ),
+            ]
+        );
+        assert!(rec.summary.contains("2 finding(s)"), "{}", rec.summary);
+        assert!(
+            rec.summary.contains("unused resources ~$1.60/month"),
+            "{}",
+            rec.summary
+        );
+        assert_eq!(w.ledger.len_with_prefix(OPEN_PK), 2);
+
+        // Next day, unchanged: no second P1, only the day's summary.
+        let rec = tick(&w, now() + Duration::days(1)).await;
+        assert!(
+            rec.summary.contains("0 new, 2 still open"),
+            "{}",
+            rec.summary
+        );
+        assert_eq!(published(&w).len(), 3);
+        assert_eq!(published(&w)[2].0, "posture-summary#2026-12-01");
+
+        // Someone made it private: the P1 resolves, the ledger forgets it.
+        w.aws.dbs.lock().unwrap()[0].publicly_accessible = false;
+        let rec = tick(&w, now() + Duration::days(2)).await;
+        let p = published(&w);
+        assert_eq!(
+            p[3],
+            (
+                "posture#rds.public#rds:nbaops-dev-db".to_string(),
+                "P1".to_string(),
+                "resolved".to_string()
+            )
+        );
+        assert!(rec.summary.contains("1 resolved"), "{}", rec.summary);
+        assert_eq!(w.ledger.len_with_prefix(OPEN_PK), 1);
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_source_resolves_nothing_and_says_so() {
+        let w = world(&[]);
+        tick(&w, now()).await;
+        w.aws.fail("volumes");
+        w.aws.volumes.lock().unwrap().clear();
+        let rec = tick(&w, now() + Duration::days(1)).await;
+        assert!(rec.summary.contains("NOT READ: volumes"), "{}", rec.summary);
+        assert!(rec
+            .notes
+            .iter()
+            .any(|n| n.contains("could not read EBS volumes")));
+        assert_eq!(
+            w.ledger.len_with_prefix(OPEN_PK),
+            2,
+            "the volume's finding stays open"
+        );
+        w.aws.heal();
+        let rec = tick(&w, now() + Duration::days(2)).await;
+        assert!(rec.summary.contains("1 resolved"), "{}", rec.summary);
+        assert_eq!(w.ledger.len_with_prefix(OPEN_PK), 1);
+    }
+
+    const FIX_DEV: &[(&str, &str)] = &[
+        ("NBAOPS_POSTURE__FIX__ENVS", "dev"),
+        ("NBAOPS_POSTURE__PROD_ONLY_RULES", "rds.multi_az"),
+        ("NBAOPS_GUARD__BLAST__MAX_PERCENT", "100"),
+    ];
+
+    fn unprotected(w: &World, protect: bool) {
+        let mut dbs = w.aws.dbs.lock().unwrap();
+        dbs[1].deletion_protection = false;
+        if protect {
+            dbs[1].tags.insert("nbaops:protect".into(), "true".into());
+        }
+    }
+
+    #[tokio::test]
+    async fn deletion_protection_is_turned_on_through_the_guard_where_fixes_run() {
+        let w = world(FIX_DEV);
+        unprotected(&w, false);
+        let rec = tick(&w, now()).await;
+        assert_eq!(rec.actions.len(), 1, "{:?}", rec.actions);
+        let a = &rec.actions[0];
+        assert_eq!(
+            (a.action.as_str(), a.resource.as_str(), a.outcome),
+            (
+                "rds.enable_deletion_protection",
+                "rds:nbaops-dev-ok",
+                Outcome::Acted
+            )
+        );
+        assert_eq!(
+            *w.aws.log.lock().unwrap(),
+            ["deletion_protection nbaops-dev-ok"]
+        );
+        // The next run finds it fixed and closes the finding.
+        let rec = tick(&w, now() + Duration::days(1)).await;
+        assert!(rec.actions.is_empty());
+        assert!(rec.summary.contains("1 resolved"), "{}", rec.summary);
+    }
+
+    #[tokio::test]
+    async fn dry_run_and_the_protect_tag_stop_the_fix_and_are_audited() {
+        let w = world(&[FIX_DEV, &[("NBAOPS_GUARD__DRY_RUN", "true")]].concat());
+        unprotected(&w, false);
+        let rec = tick(&w, now()).await;
+        assert_eq!(rec.actions[0].outcome, Outcome::WouldAct);
+        assert!(w.aws.log.lock().unwrap().is_empty());
+
+        let w = world(FIX_DEV);
+        unprotected(&w, true);
+        let rec = tick(&w, now()).await;
+        assert_eq!(rec.actions[0].outcome, Outcome::Skipped);
+        assert!(w.aws.log.lock().unwrap().is_empty());
+        // No fix outside posture.fix.envs: a recommendation, no action at all.
+        let w = world(&[("NBAOPS_POSTURE__PROD_ONLY_RULES", "rds.multi_az")]);
+        unprotected(&w, false);
+        let rec = tick(&w, now()).await;
+        assert!(rec.actions.is_empty());
+        assert!(w.aws.log.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_failed_fix_is_a_p3_with_the_command() {
+        let w = world(FIX_DEV);
+        unprotected(&w, false);
+        w.aws.fail("enable_deletion_protection");
+        let rec = tick(&w, now()).await;
+        assert_eq!(rec.actions[0].outcome, Outcome::Failed);
+        let a = rec
+            .alerts
+            .iter()
+            .find(|a| a.dedup_key.starts_with("posture-fix#"))
+            .unwrap();
+        assert_eq!(a.severity, Severity::P3);
+        assert!(
+            a.actions_taken
+                .iter()
+                .any(|t| t.contains("modify-db-instance")),
+            "{a:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn other_tasks_and_events_are_not_for_me() {
+        let w = world(&[]);
+        let inv = Invocation::at("req", now());
+        let ctx = Ctx::of::<PostureCheck>(w.deps, &inv);
+        let r = dispatch(w.f, json!({"nbaops": {"task": "offhours"}}), &ctx)
+            .await
+            .unwrap();
+        assert!(r.records[0]
+            .not_for_me
+            .as_deref()
+            .unwrap()
+            .contains("runs 'posture-check'"));
+        let sns: Value = serde_json::from_str(include_str!(
+            "../../../events/cloudwatch-alarm/eventbridge-single-metric-alarm.json"
+        ))
+        .unwrap();
+        let r = dispatch(w.f, sns, &ctx).await.unwrap();
+        assert!(r.records[0].not_for_me.is_some());
+        assert!(w.notifier.published().is_empty());
+        assert!(w.aws.log.lock().unwrap().is_empty());
     }
 }

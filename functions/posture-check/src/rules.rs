@@ -347,7 +347,11 @@ pub fn resource_of_arn(arn: &str) -> String {
 impl Evaluation {
     /// Monthly cost of the unused resources found.
     pub fn unused_monthly_usd(&self) -> f64 {
-        self.findings.iter().filter_map(|f| f.monthly_usd).sum()
+        // A fold from +0.0: an empty f64 `sum()` is -0.0, "$-0.00" in the summary.
+        self.findings
+            .iter()
+            .filter_map(|f| f.monthly_usd)
+            .fold(0.0, |a, b| a + b)
     }
 }
 
@@ -574,34 +578,36 @@ impl<'a> Judge<'a> {
     ) {
         let r = format!("cache:{}", c.id);
         let id = &c.id;
-        if c.transit_encryption.is_some() && self.looks("cache.transit_encryption", env) {
-            if c.transit_encryption == Some(false) {
-                let fix = if c.engine == "memcached" {
-                    format!("create a new cluster with aws elasticache create-cache-cluster --transit-encryption-enabled ... and move clients to it (Memcached cannot turn TLS on in place)")
-                } else {
-                    format!("aws elasticache modify-replication-group --replication-group-id {id} --transit-encryption-enabled --transit-encryption-mode preferred --apply-immediately (then required once every client uses TLS)")
-                };
-                self.find(
-                    "cache.transit_encryption",
-                    r.clone(),
-                    env,
-                    &c.tags,
-                    format!(
-                        "{id} ({} {}) accepts unencrypted connections",
-                        c.engine, c.engine_version
-                    ),
-                    Fix::cmd(fix),
-                    None,
-                );
-            }
+        if c.transit_encryption.is_some()
+            && self.looks("cache.transit_encryption", env)
+            && c.transit_encryption == Some(false)
+        {
+            let fix = if c.engine == "memcached" {
+                "create a new cluster with aws elasticache create-cache-cluster --transit-encryption-enabled ... and move clients to it (Memcached cannot turn TLS on in place)".to_string()
+            } else {
+                format!("aws elasticache modify-replication-group --replication-group-id {id} --transit-encryption-enabled --transit-encryption-mode preferred --apply-immediately (then required once every client uses TLS)")
+            };
+            self.find(
+                "cache.transit_encryption",
+                r.clone(),
+                env,
+                &c.tags,
+                format!(
+                    "{id} ({} {}) accepts unencrypted connections",
+                    c.engine, c.engine_version
+                ),
+                Fix::cmd(fix),
+                None,
+            );
         }
-        if c.at_rest_encryption.is_some() && self.looks("cache.at_rest_encryption", env) {
-            if c.at_rest_encryption == Some(false) {
-                self.find("cache.at_rest_encryption", r.clone(), env, &c.tags,
-                    format!("{id}'s data is not encrypted at rest; it cannot be turned on in place"),
-                    Fix::cmd(format!("aws elasticache create-snapshot --replication-group-id {id} --snapshot-name {id}-to-encrypt && aws elasticache create-replication-group --replication-group-id {id}-enc --snapshot-name {id}-to-encrypt --at-rest-encryption-enabled ... (then move clients)")),
-                    None);
-            }
+        if c.at_rest_encryption.is_some()
+            && self.looks("cache.at_rest_encryption", env)
+            && c.at_rest_encryption == Some(false)
+        {
+            self.find("cache.at_rest_encryption", r.clone(), env, &c.tags,
+                format!("{id}'s data is not encrypted at rest; it cannot be turned on in place"),
+                Fix::cmd(format!("aws elasticache create-snapshot --replication-group-id {id} --snapshot-name {id}-to-encrypt && aws elasticache create-replication-group --replication-group-id {id}-enc --snapshot-name {id}-to-encrypt --at-rest-encryption-enabled ... (then move clients)")),
+                None);
         }
         if groups_read && self.looks("cache.open_security_group", env) {
             let open: Vec<String> = c
