@@ -588,6 +588,7 @@ pub fn check_function(env: Env, function: &str, s: &Settings) -> Vec<NbaopsError
             "failover" => failover::from_settings(s).map(|_| ()),
             "backup" => backup::from_settings(s).map(|_| ()),
             "offhours" => offhours::from_settings(s).map(|_| ()),
+            "posture" => posture::from_settings(s).map(|_| ()),
             // scale: parsed by Config::from_settings; guard and audit: the core.
             _ => Ok(()),
         };
