@@ -19,17 +19,6 @@ pub const OPERATOR_AWS_OPERATIONS: &[&str] = &[
     "cloudwatch:DescribeAlarms", // plan: alarms in state (re-check, off-peak)
     "cloudwatch:DescribeAlarmsForMetric", // plan: thresholds alignment
     "ce:GetCostAndUsage", // plan: cost-anomaly's attribution
-    // plan of posture-check (issue #21): what its daily check reads
-    "rds:DescribeDBParameters",
-    "rds:DescribeDBSnapshotAttributes",
-    "rds:DescribeDBInstanceAutomatedBackups",
-    "elasticache:DescribeReplicationGroups",
-    "ec2:DescribeSecurityGroups",
-    "ec2:DescribeVolumes",
-    "ec2:DescribeAddresses",
-    "ec2:DescribeInstances",
-    "elasticloadbalancing:DescribeLoadBalancers",
-    "tag:GetResources",
 ];
 
 /// What `nbaops approve`/`deny` adds to the read-only list: the answer's writes (granted by the
