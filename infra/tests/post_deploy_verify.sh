@@ -8,7 +8,7 @@
 set -euo pipefail
 ENV=${1:?usage: post_deploy_verify.sh <dev|test|prod>}
 cd "$(dirname "$0")/../.."
-FUNCTIONS="scale-on-alarm pg-health vacuum-trigger failover-notify cost-anomaly alert-router alert-ack offhours backup-guard"
+FUNCTIONS="scale-on-alarm pg-health vacuum-trigger failover-notify cost-anomaly alert-router alert-ack offhours backup-guard posture-check"
 out=$(mktemp -d)
 fail=0
 
@@ -44,6 +44,7 @@ case "$dry" in
     invoke scale-on-alarm events/schedule/off-peak-scale-in.json dry-run-plan
     invoke offhours events/schedule/offhours-stop-tick.json dry-run-plan
     invoke cost-anomaly events/schedule/cost-daily-check.json dry-run-plan
+    invoke posture-check events/schedule/posture-check.json dry-run-plan
     ;;
   *) echo "note: $ENV is not in dry-run: the acting tasks are not invoked by the verification" ;;
 esac
