@@ -19,6 +19,17 @@ pub const OPERATOR_AWS_OPERATIONS: &[&str] = &[
     "cloudwatch:DescribeAlarms", // plan: alarms in state (re-check, off-peak)
     "cloudwatch:DescribeAlarmsForMetric", // plan: thresholds alignment
     "ce:GetCostAndUsage", // plan: cost-anomaly's attribution
+    // plan of posture-check (issue #21): what its daily check reads
+    "rds:DescribeDBParameters", // plan: posture-check's TLS parameter of each database
+    "rds:DescribeDBSnapshotAttributes", // plan: posture-check's snapshot restore attribute
+    "rds:DescribeDBInstanceAutomatedBackups", // plan: posture-check's DR replication
+    "elasticache:DescribeReplicationGroups", // plan: posture-check's caches
+    "ec2:DescribeSecurityGroups", // plan: posture-check's open cache security groups
+    "ec2:DescribeVolumes",      // plan: posture-check's unused volumes
+    "ec2:DescribeAddresses",    // plan: posture-check's unused Elastic IPs
+    "ec2:DescribeInstances",    // plan: posture-check's stopped instances
+    "elasticloadbalancing:DescribeLoadBalancers", // plan: posture-check's idle load balancers
+    "tag:GetResources",         // plan: posture-check's tags (caches, load balancers, the rest)
 ];
 
 /// What `nbaops approve`/`deny` adds to the read-only list: the answer's writes (granted by the

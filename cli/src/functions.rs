@@ -16,6 +16,7 @@ pub const FUNCTIONS: &[&str] = &[
     "failover-notify",
     "backup-guard",
     "offhours",
+    "posture-check",
 ];
 
 /// One payload through `f`, as the runtime would hand it, answered as the runtime would answer;

@@ -181,6 +181,9 @@ async fn run_named(
             one::<backup_guard::handler::BackupGuard>(deps, aws, fleet, payload, inv).await
         }
         "offhours" => one::<offhours::handler::Offhours>(deps, aws, fleet, payload, inv).await,
+        "posture-check" => {
+            one::<posture_check::handler::PostureCheck>(deps, aws, fleet, payload, inv).await
+        }
         "alert-router" => {
             one::<alert_router::router::AlertRouter>(deps, aws, fleet, payload, inv).await
         }

@@ -288,6 +288,8 @@ SSM_PLAN = {  # function: (config sections besides guard + audit, secret pattern
     "FailoverNotifyFunction": (["failover"], ["failover/*", "fleet/external_id"]),
     "BackupGuardFunction": (["backup", "pg"], ["backup/drill/*", "fleet/external_id"]),
     "OffhoursFunction": (["offhours"], ["fleet/external_id"]),
+    # Not a fleet function (shared/src/aws_operations.rs FLEET_FUNCTIONS): no secret at all.
+    "PostureCheckFunction": (["posture"], []),
 }
 check("every function has an SSM plan", set(SSM_PLAN) == set(functions), sorted(set(functions) ^ set(SSM_PLAN)))
 # Single String parameters a function reads with GetParameter besides its secrets, authorised against
@@ -369,7 +371,7 @@ for key, fn in functions.items():
         return set().union(*[set(as_list(s["Action"])) for s in denies
                              if str(cond(s, "StringEquals", f"aws:ResourceTag/{tag}")) == value] or [set()])
     check(f"{key}: explicit Deny of {sorted(mut)} on nbaops:protect=true", mut <= denied("nbaops:protect", "true"), denied("nbaops:protect", "true"))
-    if key in ("OffhoursFunction", "CostAnomalyFunction"):
+    if key in ("OffhoursFunction", "CostAnomalyFunction", "PostureCheckFunction"):
         check(f"{key}: explicit Deny of {sorted(mut)} on nbaops:env=prod (never production, by IAM)", mut <= denied("nbaops:env", "prod"))
 # (b2) alarm rewrites (issue #17): PutMetricAlarm and DescribeAlarms support the alarm resource type, so
 # scale-on-alarm's role names this deployment's alarms only; DescribeAlarmsForMetric and
@@ -412,6 +414,83 @@ for k in url_fns:
                    "dynamodb:DeleteItem", "dynamodb:Query", "sns:Publish", "scheduler:CreateSchedule", "iam:PassRole"}, acts)
     check(f"{k}: publishes only audit records (the actions topic)",
           resources_of(allows(functions[k], "sns:Publish")) <= {"${ActionsTopic}"}, resources_of(allows(functions[k], "sns:Publish")))
+
+# (f) posture-check (issue #21): reads where AWS gives no resource-level permission on "*", the
+# others on their resource type; its two writes (the safe fixes) on this account's and region's DB
+# instances and snapshots only, and never on production, by an explicit Deny.
+# Service Authorization Reference, action by action:
+# - no resource type at all: ec2:Describe* (https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazonec2.html),
+#   elasticloadbalancing:DescribeLoadBalancers (.../list_awselasticloadbalancingv2.html),
+#   cloudwatch:GetMetricStatistics (.../list_amazoncloudwatch.html), tag:GetResources
+#   (.../list_resourcegroupstaggingapi.html);
+# - optional resource types only, and a listing call names none: rds:DescribeDBSnapshots,
+#   rds:DescribeDBInstanceAutomatedBackups (.../list_amazonrds.html);
+# - a required resource type: rds:DescribeDBInstances (db*), rds:DescribeDBParameters (pg*),
+#   rds:DescribeDBSnapshotAttributes (snapshot*) (list_amazonrds.html), elasticache:DescribeCacheClusters
+#   (cluster*), elasticache:DescribeReplicationGroups (replicationgroup*) (.../list_amazonelasticache.html);
+# - rds:ModifyDBInstance (db*) and rds:AddTagsToResource (db, snapshot, ...): the db resource's
+#   condition keys include aws:ResourceTag/${TagKey} and rds:db-tag/${TagKey}, the snapshot's
+#   aws:ResourceTag/${TagKey} and rds:snapshot-tag/${TagKey} (list_amazonrds.html), so a Deny on
+#   aws:ResourceTag/nbaops:env = prod applies to both actions on both resources.
+posture = functions.get("PostureCheckFunction")
+check("posture-check: a function PostureCheckFunction", posture is not None)
+if posture is not None:
+    RDS = ARN + ":rds:${AWS::Region}:${AWS::AccountId}:"
+    CACHE = ARN + ":elasticache:${AWS::Region}:${AWS::AccountId}:"
+    ON_STAR = {"ec2:DescribeSecurityGroups", "ec2:DescribeVolumes", "ec2:DescribeAddresses", "ec2:DescribeInstances",
+               "elasticloadbalancing:DescribeLoadBalancers", "cloudwatch:GetMetricStatistics", "tag:GetResources",
+               "rds:DescribeDBSnapshots", "rds:DescribeDBInstanceAutomatedBackups"}
+    SCOPED = {"rds:DescribeDBInstances": {RDS + "db:*"}, "rds:DescribeDBParameters": {RDS + "pg:*"},
+              "rds:DescribeDBSnapshotAttributes": {RDS + "snapshot:*"},
+              "elasticache:DescribeCacheClusters": {CACHE + "cluster:*", CACHE + "replicationgroup:*"},
+              "elasticache:DescribeReplicationGroups": {CACHE + "cluster:*", CACHE + "replicationgroup:*"}}
+    on_star = {a for s in allows(posture) if "*" in as_list(s.get("Resource")) for a in as_list(s["Action"])}
+    check("PostureCheckFunction: on '*' exactly the reads AWS authorises on no resource type", on_star == ON_STAR,
+          sorted(on_star ^ ON_STAR))
+    for action, want in SCOPED.items():
+        check(f"PostureCheckFunction: {action} on this account's and region's resources of its type",
+              resources_of(allows(posture, action)) == want, resources_of(allows(posture, action)))
+    FIXES = ("rds:ModifyDBInstance", "rds:AddTagsToResource")
+    check("PostureCheckFunction: rds:ModifyDBInstance only on this account's and region's DB instances",
+          resources_of(allows(posture, "rds:ModifyDBInstance")) == {RDS + "db:*"}, resources_of(allows(posture, "rds:ModifyDBInstance")))
+    check("PostureCheckFunction: rds:AddTagsToResource only on this account's and region's DB instances and snapshots",
+          resources_of(allows(posture, "rds:AddTagsToResource")) == {RDS + "db:*", RDS + "snapshot:*"},
+          resources_of(allows(posture, "rds:AddTagsToResource")))
+    for s in allows(posture):
+        if set(FIXES) & set(as_list(s["Action"])) and any(":db:" in r for r in resources_of([s])):
+            check(f"PostureCheckFunction: {s.get('Sid')} fixes a database only when tagged nbaops:env=${{Env}}",
+                  cond(s, "StringEquals", "aws:ResourceTag/nbaops:env") == {"Ref": "Env"}, s.get("Condition"))
+    posture_denies = [s for s in statements(posture) if s.get("Effect") == "Deny"]
+
+    def denies_on(tag, value):
+        return [s for s in posture_denies if set(FIXES) <= set(as_list(s.get("Action"))) and as_list(s.get("Resource")) == ["*"]
+                and cond(s, "StringEquals", f"aws:ResourceTag/{tag}") == value
+                and list((s.get("Condition") or {})) == ["StringEquals"] and list(s["Condition"]["StringEquals"]) == [f"aws:ResourceTag/{tag}"]]
+    check("PostureCheckFunction: explicit Deny of both fixes on every resource tagged nbaops:env=prod (aws:ResourceTag, nothing else)",
+          denies_on("nbaops:env", "prod"), posture_denies)
+    check("PostureCheckFunction: explicit Deny of both fixes on nbaops:protect=true", denies_on("nbaops:protect", "true"), posture_denies)
+    check("PostureCheckFunction: explicit Deny of both fixes on a resource tagged for another environment",
+          any(set(FIXES) <= set(as_list(s.get("Action"))) and cond(s, "StringNotEquals", "aws:ResourceTag/nbaops:env") == {"Ref": "Env"}
+              and str(cond(s, "Null", "aws:ResourceTag/nbaops:env")).lower() == "false" for s in posture_denies), posture_denies)
+    writes = {a for s in allows(posture) for a in as_list(s["Action"])
+              if not a.split(":")[1].startswith(("Describe", "List", "Get", "Query"))}
+    check("PostureCheckFunction: its only AWS writes are the two fixes, the ledger and its publishing",
+          writes <= set(FIXES) | {"dynamodb:PutItem", "dynamodb:DeleteItem", "sns:Publish", "kms:GenerateDataKey", "kms:Decrypt"}, writes)
+    # The code behind the IAM: the config refuses production in posture.fix.envs, the rules fix
+    # only where the config allows, and the handler's fixes are those two calls.
+    posture_rs = (ROOT / "shared/src/config/posture.rs").read_text()
+    check("posture.fix.envs refuses prod (shared/src/config/posture.rs)",
+          "if env == Env::Prod {" in posture_rs and "e != Env::Prod && self.fix_envs.contains(&e)" in posture_rs)
+    p_inputs = [e["Properties"] for e in posture["Properties"].get("Events", {}).values() if e.get("Type") == "ScheduleV2"]
+    check("PostureCheckFunction: one daily schedule, 06:00 UTC by default, task posture-check",
+          len(p_inputs) == 1 and p_inputs[0].get("ScheduleExpression") == {"Ref": "PostureCheckCron"}
+          and params.get("PostureCheckCron", {}).get("Default") == "cron(0 6 * * ? *)"
+          and p_inputs[0].get("ScheduleExpressionTimezone") == "UTC"
+          and json.loads(p_inputs[0].get("Input", "{}")).get("nbaops", {}).get("task") == "posture-check", p_inputs)
+    fixture = json.loads((ROOT / "events/schedule/posture-check.json").read_text()) if (ROOT / "events/schedule/posture-check.json").exists() else {}
+    check("events/schedule/posture-check.json is the schedule's input (task posture-check, an execution id)",
+          fixture.get("nbaops", {}).get("task") == "posture-check" and fixture["nbaops"].get("id")
+          and set(fixture["nbaops"]) == set(json.loads(p_inputs[0]["Input"])["nbaops"]) if p_inputs else False, fixture)
 
 # ---------------------------------------------------------------- 6. sustained alarms keep stepping
 # scale-on-alarm schedules its own re-checks (functions/scale-on-alarm/src/recheck.rs) as one-time

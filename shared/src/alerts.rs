@@ -135,6 +135,10 @@ pub const KINDS: &[(&str, &str)] = &[
     ("backup-copy", "a snapshot copy to the DR region failed"),
     ("backup-dr", "no DR region is configured: monthly snapshots are not copied"),
     ("backup-drill", "a restore drill: started, impossible, or its result"),
+    // posture-check (issue #21)
+    ("posture", "a P1/P2 posture finding: one resource fails one rule (public, unencrypted, no TLS...); resolved when fixed"),
+    ("posture-summary", "the daily posture summary: findings per rule, what is unused and what it costs"),
+    ("posture-fix", "an automatic posture fix (deletion protection on, missing tags filled) failed"),
     // alert-router
     ("cloudwatch-alarm", "a CloudWatch alarm about nbaops itself or the platform"),
     // every function (shared)

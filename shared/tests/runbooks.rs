@@ -42,6 +42,8 @@ const LEDGER_KEYS: &[&str] = &[
     // scale-on-alarm's re-checks (recheck.rs): the pending schedule and the episode's P2 claim.
     "recheck",
     "exhausted",
+    // posture-check's open findings: sort key `<rule>#<resource>` under the partition `posture#open`.
+    "{rule}",
 ];
 
 fn root() -> PathBuf {

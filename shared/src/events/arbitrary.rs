@@ -192,6 +192,7 @@ pub const ODD_STRINGS: &[&str] = &[
     "backup-monthly",
     "backup-restore-drill",
     "cost-daily-check",
+    "posture-check",
     "failover-sweep",
     "alert-escalation-sweep",
     "nbaops.alert/v1",
