@@ -358,7 +358,9 @@ impl PostureCheck {
                 severity: f.severity,
                 disruptive: false,
                 bounds: None,
-                cooldown_key: "posture-fix".into(),
+                // Per fix: turning deletion protection on must not hold back the tags of the
+                // same database (one cooldown key = one cooldown per resource).
+                cooldown_key: format!("posture-fix#{action}"),
                 cooldown_seconds: self.cfg.fix_cooldown_seconds,
                 before,
                 after,
@@ -716,6 +718,39 @@ mod tests {
         let rec = tick(&w, now()).await;
         assert!(rec.actions.is_empty());
         assert!(w.aws.log.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn both_fixes_of_one_database_run_in_one_run() {
+        let w = world(
+            &[
+                FIX_DEV,
+                &[("NBAOPS_POSTURE__FIX__DEFAULT_TAGS", r#"{"cost-center":"nba"}"#)],
+            ]
+            .concat(),
+        );
+        unprotected(&w, false);
+        w.aws.dbs.lock().unwrap()[1].tags.remove("cost-center");
+        let rec = tick(&w, now()).await;
+        let got: Vec<(&str, Outcome)> = rec
+            .actions
+            .iter()
+            .map(|a| (a.action.as_str(), a.outcome))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("rds.enable_deletion_protection", Outcome::Acted),
+                ("rds.add_tags", Outcome::Acted)
+            ]
+        );
+        assert_eq!(
+            *w.aws.log.lock().unwrap(),
+            [
+                "deletion_protection nbaops-dev-ok",
+                "tags arn:aws:rds:us-east-1:123456789012:db:nbaops-dev-ok cost-center=nba"
+            ]
+        );
     }
 
     #[tokio::test]
