@@ -45,6 +45,10 @@ pub enum Subject {
     Backup,
     /// The worker group on an office-hours schedule: stopped at 19:00 (cold), started at 08:00 (warm).
     Offhours,
+    /// The daily posture check of the seeded platform (`crate::posture::seed`: a compliant and a
+    /// non-compliant resource per rule), judged 40 days after the seed: every source read, every
+    /// rule run, the findings remembered and summarised.
+    Posture,
 }
 
 pub const SUBJECTS: &[Subject] = &[
@@ -57,6 +61,7 @@ pub const SUBJECTS: &[Subject] = &[
     Subject::AlertRouter,
     Subject::Backup,
     Subject::Offhours,
+    Subject::Posture,
 ];
 
 const OFFICE: &str = r#"{"office":{"tz":"Europe/Paris","periods":[{"days":["mon","tue","wed","thu","fri"],"start":"08:00","stop":"19:00"}],"holidays":["2026-12-25"]}}"#;
@@ -137,6 +142,7 @@ impl Subject {
             Subject::AlertRouter => "alert-router",
             Subject::Backup => "backup-guard",
             Subject::Offhours => "offhours",
+            Subject::Posture => "posture-check",
         }
     }
 
@@ -165,6 +171,9 @@ impl Subject {
             Subject::AlertRouter => "new P3 alert delivered to Slack (a local stand-in)",
             Subject::Backup => "RPO check of nbaops-dev-db",
             Subject::Offhours => "worker group stopped at 19:00 (cold), started at 08:00 (warm)",
+            Subject::Posture => {
+                "daily posture check of the seeded platform (~40 resources, 18 rules with findings)"
+            }
         }
     }
 
@@ -180,6 +189,8 @@ impl Subject {
                 ("NBAOPS_SCALE__FOLLOWUP__ROLE_ARN", RECHECK_ROLE),
             ]),
             Subject::Vacuum => extra.push(("NBAOPS_PG__VACUUM__COOLDOWN_SECONDS", "0")),
+            // The seed is tagged for production: a production deployment judges it.
+            Subject::Posture => extra.push(("NBAOPS_ENV", "prod")),
             _ => {}
         }
         bench.stack.env_for(self.function(), &extra)
@@ -200,6 +211,20 @@ impl Subject {
             }
             Subject::Offhours if !warm => set_desired(bench, platform::WORKER, 2).await,
             Subject::Backup => platform::put_params(c, &[("backup/instances", platform::DB)]).await,
+            Subject::Posture => {
+                // Seeded once per emulator: the same named resources cannot be made twice.
+                let seeded = c
+                    .rds
+                    .describe_db_instances()
+                    .db_instance_identifier(crate::posture::OK_DB)
+                    .send()
+                    .await
+                    .is_ok();
+                if !seeded {
+                    crate::posture::seed(c, crate::clock::now()).await?;
+                }
+                Ok(())
+            }
             _ => Ok(()),
         }
     }
@@ -271,6 +296,13 @@ impl Subject {
                     .ok_or_else(|| HarnessError::Setup(format!("bad instant {at}")))?
                     + week;
                 serde_json::json!({"nbaops": {"task": "offhours", "at": at.to_rfc3339()}})
+            }
+            Subject::Posture => {
+                // Past every age threshold of the seed's unused resources.
+                let at = crate::clock::now()
+                    + chrono::Duration::days(crate::posture::JUDGE_AFTER_DAYS)
+                    + chrono::Duration::days(run as i64);
+                serde_json::json!({"nbaops": {"task": "posture-check", "at": at.to_rfc3339()}})
             }
         };
         set_ids(&mut p, &id);
@@ -361,6 +393,19 @@ impl Subject {
                     Err(format!("nothing reached Slack: {v}"))
                 } else {
                     Ok(format!("{delivered} delivery to Slack"))
+                }
+            }
+            Subject::Posture => {
+                let findings: usize = summary
+                    .split_whitespace()
+                    .zip(summary.split_whitespace().skip(1))
+                    .find(|(_, w)| w.starts_with("finding"))
+                    .and_then(|(n, _)| n.parse().ok())
+                    .unwrap_or(0);
+                if findings == 0 || summary.contains("NOT READ") {
+                    Err(format!("nothing found, or a source unread: {summary}"))
+                } else {
+                    Ok(truncate(&summary, 90))
                 }
             }
             Subject::Backup => {

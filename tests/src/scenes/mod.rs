@@ -7,6 +7,7 @@ mod cost;
 mod failover;
 mod offhours;
 mod pg;
+mod posture;
 mod scale_on_alarm;
 
 /// One step of the story: a fixture, optionally with a change to the world before it.
@@ -40,5 +41,6 @@ pub fn scenes() -> Vec<Scene> {
     all.extend(failover::scenes());
     all.extend(backup::scenes());
     all.extend(offhours::scenes());
+    all.extend(posture::scenes());
     all
 }
