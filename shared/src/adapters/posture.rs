@@ -595,9 +595,13 @@ impl Posture for SdkPosture {
             .map(|a| AddressFacts {
                 allocation_id: a.allocation_id().unwrap_or("").to_string(),
                 public_ip: a.public_ip().unwrap_or("").to_string(),
-                associated: a.association_id().is_some()
-                    || a.instance_id().is_some_and(|i| !i.is_empty())
-                    || a.network_interface_id().is_some(),
+                associated: [
+                    a.association_id(),
+                    a.instance_id(),
+                    a.network_interface_id(),
+                ]
+                .iter()
+                .any(|v| v.is_some_and(|v| !v.is_empty())),
                 tags: ec2_tags(a.tags()),
             })
             .collect())
