@@ -41,6 +41,8 @@ async fn posture_adapter_reads_the_seeded_platform() {
     let c = &stack.clients;
     let seeded = posture::seed(c, clock::now()).await.unwrap();
     let p = posture::adapter(c);
+    // From here on only the adapter calls AWS: what it sends is recorded from this index.
+    let first_call = stack.moto.calls().len();
 
     // --- RDS instances
     let dbs = p.db_instances().await.unwrap();
@@ -276,7 +278,7 @@ async fn posture_adapter_reads_the_seeded_platform() {
     );
     // The seed's datapoints (100 a day), read back by namespace, metric and dimension.
     let traffic = busy.traffic.expect("RequestCount datapoints");
-    assert!(traffic >= 1300.0 && traffic <= 1500.0, "{traffic}");
+    assert!((1300.0..=1500.0).contains(&traffic), "{traffic}");
     assert_eq!(busy.tags, full_tags(&[]));
     let idle = lb(&lb_pair.bad);
     assert_eq!(idle.traffic, None, "no datapoint at all");
@@ -300,6 +302,14 @@ async fn posture_adapter_reads_the_seeded_platform() {
         .iter()
         .any(|t| t.arn.ends_with(&format!("volume/{}", v_pair.bad))));
 
+    // moto's Tagging API returns no ElastiCache resource for a type filter (it does by ARN,
+    // above, which is how the adapter reads the caches' tags).
+    let caches_tagged = p
+        .tagged_resources(&["elasticache:cluster".to_string()])
+        .await
+        .unwrap();
+    assert!(caches_tagged.is_empty(), "{caches_tagged:?}");
+
     // --- the two fixes
     let dp = seeded.pair("rds.deletion_protection").unwrap();
     p.enable_deletion_protection(&dp.bad).await.unwrap();
@@ -315,6 +325,39 @@ async fn posture_adapter_reads_the_seeded_platform() {
         by_id(&fixed, |d: &DbFacts| d.id.as_str(), &untagged.id).tags,
         full_tags(&[])
     );
+
+    // --- what reached the emulator: exactly the operations posture-check's role allows
+    // (functions/posture-check/src/aws_operations.rs, held against the template by
+    // infra/tests/check_aws_operations.py).
+    let sent: std::collections::BTreeSet<String> = stack
+        .moto
+        .calls()
+        .iter()
+        .skip(first_call)
+        .map(|call| call.iam_action().replace("tagging:", "tag:"))
+        .collect();
+    let expected: std::collections::BTreeSet<String> = [
+        "rds:DescribeDBInstances",
+        "rds:DescribeDBParameters",
+        "rds:DescribeDBSnapshots",
+        "rds:DescribeDBSnapshotAttributes",
+        "rds:DescribeDBInstanceAutomatedBackups",
+        "rds:ModifyDBInstance",
+        "rds:AddTagsToResource",
+        "elasticache:DescribeReplicationGroups",
+        "elasticache:DescribeCacheClusters",
+        "ec2:DescribeSecurityGroups",
+        "ec2:DescribeVolumes",
+        "ec2:DescribeAddresses",
+        "ec2:DescribeInstances",
+        "elasticloadbalancing:DescribeLoadBalancers",
+        "cloudwatch:GetMetricStatistics",
+        "tag:GetResources",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    assert_eq!(sent, expected);
 
     // --- what the seed could not make
     assert!(seeded.not_seeded.contains_key("rds.dr_replication"));

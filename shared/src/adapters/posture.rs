@@ -184,7 +184,11 @@ fn version_at_least(version: &str, min: (u32, u32, u32)) -> bool {
 }
 
 /// When an instance stopped, from its `StateTransitionReason`
-/// ("User initiated (2026-11-02 10:00:00 GMT)"); `None` when there is no such timestamp.
+/// ("User initiated (2026-11-02 10:00:00 GMT)"); `None` when there is no such timestamp. The
+/// field is free text in the API ("might be an empty string",
+/// <https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_Instance.html>), so the parser
+/// takes a final parenthesised "YYYY-MM-DD HH:MM:SS" in GMT or UTC (EC2's examples and moto
+/// write both) and nothing else.
 pub fn stopped_since(reason: &str) -> Option<DateTime<Utc>> {
     let open = reason.rfind('(')?;
     let inner = reason[open + 1..].strip_suffix(')')?.trim();
@@ -764,7 +768,15 @@ mod tests {
             stopped_since("User initiated (2026-11-02 10:00:00 GMT)"),
             Utc.with_ymd_and_hms(2026, 11, 2, 10, 0, 0).single()
         );
+        assert_eq!(
+            stopped_since("User initiated (2019-04-08 14:29:07 UTC)"),
+            Utc.with_ymd_and_hms(2019, 4, 8, 14, 29, 7).single()
+        );
         assert_eq!(stopped_since(""), None);
+        assert_eq!(
+            stopped_since("User initiated (2026-11-02 10:00:00 CET)"),
+            None
+        );
         assert_eq!(stopped_since("User initiated"), None);
         assert_eq!(stopped_since("User initiated (yesterday GMT)"), None);
         assert_eq!(
