@@ -359,6 +359,32 @@ async fn posture_adapter_reads_the_seeded_platform() {
     .collect();
     assert_eq!(sent, expected);
 
+    // --- a second page: moto pages DescribeDBInstances at 100 with a Marker, as RDS does by
+    // default (MaxRecords 100). Enough databases for two pages, then every one must be read.
+    let before = p.db_instances().await.unwrap().len();
+    for n in before..105 {
+        c.rds
+            .create_db_instance()
+            .db_instance_identifier(format!("posture-page-{n}"))
+            .db_instance_class("db.t3.micro")
+            .engine("postgres")
+            .allocated_storage(20)
+            .master_username("nbaops")
+            .master_user_password("not-a-real-password")
+            .send()
+            .await
+            .unwrap();
+    }
+    let first_page = c.rds.describe_db_instances().send().await.unwrap();
+    assert_eq!(first_page.db_instances().len(), 100);
+    assert!(
+        first_page.marker().is_some(),
+        "moto no longer pages: this proves nothing"
+    );
+    let all = p.db_instances().await.unwrap();
+    assert_eq!(all.len(), 105);
+    assert!(all.iter().any(|d| d.id == "posture-page-104"));
+
     // --- what the seed could not make
     assert!(seeded.not_seeded.contains_key("rds.dr_replication"));
 }
