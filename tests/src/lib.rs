@@ -23,6 +23,7 @@ pub mod moto;
 pub mod platform;
 pub mod ports;
 pub mod postgres;
+pub mod posture;
 pub mod runtime_api;
 pub mod scenes;
 

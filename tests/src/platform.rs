@@ -40,6 +40,12 @@ pub struct Clients {
     pub cw: aws_sdk_cloudwatch::Client,
     pub scheduler: aws_sdk_scheduler::Client,
     pub sts: aws_sdk_sts::Client,
+    pub ec2: aws_sdk_ec2::Client,
+    pub elbv2: aws_sdk_elasticloadbalancingv2::Client,
+    pub tagging: aws_sdk_resourcegroupstagging::Client,
+    /// The SDK configuration these clients were built from (an adapter's other-region clients
+    /// derive from it).
+    pub conf: aws_config::SdkConfig,
 }
 
 impl Clients {
@@ -121,6 +127,10 @@ impl Clients {
                     .build(),
             ),
             scheduler: aws_sdk_scheduler::Client::new(conf),
+            ec2: aws_sdk_ec2::Client::new(conf),
+            elbv2: aws_sdk_elasticloadbalancingv2::Client::new(conf),
+            tagging: aws_sdk_resourcegroupstagging::Client::new(conf),
+            conf: conf.clone(),
         }
     }
 }

@@ -76,7 +76,8 @@ pub struct CacheFacts {
 pub struct SecurityGroupFacts {
     pub id: String,
     pub name: String,
-    /// "tcp 11211", "all", ... for every ingress rule from 0.0.0.0/0 or ::/0.
+    /// "tcp 11211-11211" ("<protocol> <from>-<to>"), "all" (every protocol), ... for every ingress
+    /// rule from 0.0.0.0/0 or ::/0.
     pub open_to_world: Vec<String>,
 }
 
