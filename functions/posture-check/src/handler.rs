@@ -725,7 +725,10 @@ mod tests {
         let w = world(
             &[
                 FIX_DEV,
-                &[("NBAOPS_POSTURE__FIX__DEFAULT_TAGS", r#"{"cost-center":"nba"}"#)],
+                &[(
+                    "NBAOPS_POSTURE__FIX__DEFAULT_TAGS",
+                    r#"{"cost-center":"nba"}"#,
+                )],
             ]
             .concat(),
         );
