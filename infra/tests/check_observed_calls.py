@@ -17,8 +17,10 @@ from collections import defaultdict
 from urllib.parse import parse_qs
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-# SigV4 signing name -> IAM service prefix, where they differ.
-IAM_PREFIX = {"monitoring": "cloudwatch"}
+# SigV4 signing name -> IAM service prefix, where they differ. The Resource Groups Tagging API
+# signs as "tagging" and is authorised under the prefix "tag" (service prefix of
+# https://docs.aws.amazon.com/service-authorization/latest/reference/list_resourcegroupstaggingapi.html).
+IAM_PREFIX = {"monitoring": "cloudwatch", "tagging": "tag"}
 # Batch calls authorised as their single-message action: "SendMessageBatch ... the permission
 # SendMessage" (https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/sqs-api-permissions-reference.html).
 AUTHORISED_AS = {"sqs:SendMessageBatch": "sqs:SendMessage", "sqs:DeleteMessageBatch": "sqs:DeleteMessage",
