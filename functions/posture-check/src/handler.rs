@@ -90,7 +90,9 @@ struct Open {
     detail: String,
     fix: String,
     first_seen: DateTime<Utc>,
-    last_seen: DateTime<Utc>,
+    /// When the finding last changed (severity, detail or fix); an unchanged finding is not
+    /// written again (one write per new or changed finding, not one per finding per day).
+    last_changed: DateTime<Utc>,
     /// An individual alert was raised (P1/P2): its resolution is announced too.
     alerted: bool,
 }
@@ -164,14 +166,23 @@ impl PostureCheck {
             let ids: Vec<String> = group_ids.into_iter().collect();
             read(notes, "security groups", p.security_groups(&ids).await)
         };
-        // The TLS parameter of each database, from its parameter group(s).
+        // The TLS parameter of each database, from its parameter group(s): each group read once
+        // (DescribeDBParameters pages through every parameter of a group; databases share groups).
+        let mut read_groups: BTreeMap<(String, &str), Option<String>> = BTreeMap::new();
         for db in facts.dbs.iter().flatten() {
             let Some(param) = rules::tls_parameter(&db.engine) else {
                 continue;
             };
             let mut value = Ok(None);
             for g in &db.parameter_groups {
-                match p.db_parameter(g, param).await {
+                let key = (g.clone(), param);
+                let got = match read_groups.get(&key) {
+                    Some(v) => Ok(v.clone()),
+                    None => p.db_parameter(g, param).await.inspect(|v| {
+                        read_groups.insert(key, v.clone());
+                    }),
+                };
+                match got {
                     Ok(Some(v)) => {
                         value = Ok(Some(v));
                         break;
@@ -229,17 +240,22 @@ impl PostureCheck {
             current.insert(sk.clone());
             let prev = before.get(&sk);
             let alert_now = prev.is_none() && f.severity <= Severity::P2;
+            let fix = f.fix.command();
+            let unchanged = prev
+                .is_some_and(|p| p.severity == f.severity && p.detail == f.detail && p.fix == fix);
             let open = Open {
                 rule: f.rule.to_string(),
                 resource: f.resource.clone(),
                 severity: f.severity,
                 detail: f.detail.clone(),
-                fix: f.fix.command(),
+                fix,
                 first_seen: prev.map_or(now, |p| p.first_seen),
-                last_seen: now,
+                last_changed: now,
                 alerted: prev.is_some_and(|p| p.alerted) || alert_now,
             };
-            ledger.put(OPEN_PK, &sk, &json!(open), None).await?;
+            if !unchanged {
+                ledger.put(OPEN_PK, &sk, &json!(open), None).await?;
+            }
             if prev.is_some() {
                 still += 1;
             } else {
@@ -635,6 +651,31 @@ mod tests {
         );
         assert!(rec.summary.contains("1 resolved"), "{}", rec.summary);
         assert_eq!(w.ledger.len_with_prefix(OPEN_PK), 1);
+    }
+
+    #[tokio::test]
+    async fn a_finding_is_written_when_new_or_changed_and_each_parameter_group_read_once() {
+        let w = world(&[]);
+        let sk = open_sk("unused.volume", "ec2-volume:vol-orphan");
+        let changed = |w: &World| -> String {
+            let items = w.ledger.items.lock().unwrap();
+            items[&(OPEN_PK.to_string(), sk.clone())]["last_changed"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        };
+        tick(&w, now()).await;
+        let first = changed(&w);
+        // Both databases share default.postgres16: one read.
+        assert_eq!(w.aws.param_reads.lock().unwrap().len(), 1);
+        tick(&w, now() + Duration::days(1)).await;
+        assert_eq!(changed(&w), first, "unchanged: not written again");
+        w.aws.volumes.lock().unwrap()[0].size_gb = 40;
+        tick(&w, now() + Duration::days(2)).await;
+        assert_ne!(changed(&w), first, "its detail changed: written");
+        let items = w.ledger.items.lock().unwrap();
+        let item = &items[&(OPEN_PK.to_string(), sk.clone())];
+        assert_eq!(item["first_seen"], json!(now()));
     }
 
     #[tokio::test]

@@ -33,6 +33,8 @@ pub struct FakePosture {
     pub failing: Mutex<BTreeSet<String>>,
     /// The fixes made: "deletion_protection <id>", "tags <arn> k=v,...".
     pub log: Mutex<Vec<String>>,
+    /// Every `db_parameter` call: (group, parameter).
+    pub param_reads: Mutex<Vec<(String, String)>>,
 }
 
 impl FakePosture {
@@ -63,6 +65,7 @@ impl Posture for FakePosture {
     }
     async fn db_parameter(&self, group: &str, name: &str) -> Result<Option<String>> {
         self.check("db_parameter")?;
+        lock(&self.param_reads).push((group.to_string(), name.to_string()));
         Ok(lock(&self.params)
             .get(&(group.to_string(), name.to_string()))
             .cloned())
