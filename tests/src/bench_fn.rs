@@ -172,7 +172,7 @@ impl Subject {
             Subject::Backup => "RPO check of nbaops-dev-db",
             Subject::Offhours => "worker group stopped at 19:00 (cold), started at 08:00 (warm)",
             Subject::Posture => {
-                "daily posture check of the seeded platform (~40 resources, 18 rules with findings)"
+                "daily posture check of the seeded platform (a compliant and a non-compliant resource per rule), judged 40 days on"
             }
         }
     }
