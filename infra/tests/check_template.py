@@ -974,6 +974,11 @@ for key, fn in sorted(functions.items()):
     have = {**tags_of(globals_fn.get("Tags")), **tags_of(fn["Properties"].get("Tags"))}
     check(f"tags: function {key} carries the cost allocation tags (Globals: Function: Tags)",
           all(have.get(k) == v for k, v in COST_TAGS.items()), have)
+# SAM puts a function's Tags on the resources it generates for it (its role, event-rule roles,
+# CodeDeploy application and deployment groups) only with PropagateTags
+# (https://docs.aws.amazon.com/serverless-application-model/latest/developerguide/sam-resource-function.html#sam-function-propagatetags).
+# Not covered: the EventBridge rules SAM generates for EventBridgeRule events stay untagged (a rule costs nothing).
+check("tags: Globals: Function: PropagateTags is true", globals_fn.get("PropagateTags") is True, globals_fn.get("PropagateTags"))
 for name in ("TeamTag", "CostCenterTag"):
     check(f"tags: parameter {name} has a non-empty default", str(params.get(name, {}).get("Default", "")).strip(), params.get(name))
 
