@@ -927,6 +927,188 @@ for key, m in sqs_mappings.items():
           work is not None and [json.loads(i)["nbaops"].get("work") for i in dispatches] == [work]
           and not any(json.loads(i or "{}").get("nbaops", {}).get("task") == work for i in inputs), inputs)
 
+# Issue #22 (SPEC 6): the cost allocation tags on every resource of the template that takes tags.
+# Which types take tags, and under which property, is the CloudFormation registry schema's
+# `tagging` section (taggable, tagProperty), which cfn-lint ships for every region
+# (https://docs.aws.amazon.com/cloudformation-cli/latest/userguide/resource-type-schema.html#schema-properties-tagging).
+# The types handled below are listed; the template's other types take no tags in CloudFormation
+# (Events::EventBusPolicy, IAM::ManagedPolicy, KMS::Alias, Logs::MetricFilter,
+# Logs::SubscriptionFilter, S3::BucketPolicy, SNS::TopicPolicy): they are skipped.
+from cfnlint.schema import PROVIDER_SCHEMA_MANAGER  # noqa: E402
+
+COST_TAGS = {"nbaops:env": "${Env}", "team": "${TeamTag}", "cost-center": "${CostCenterTag}"}
+TAGGED_TYPES = {  # type -> its tag property (a list of {Key, Value}, or a map for SSM::Parameter)
+    "AWS::CloudWatch::Alarm": "Tags", "AWS::CloudWatch::Dashboard": "Tags", "AWS::DynamoDB::Table": "Tags",
+    "AWS::IAM::Role": "Tags", "AWS::KMS::Key": "Tags", "AWS::KinesisFirehose::DeliveryStream": "Tags",
+    "AWS::Lambda::EventSourceMapping": "Tags", "AWS::Logs::LogGroup": "Tags", "AWS::RDS::EventSubscription": "Tags",
+    "AWS::S3::Bucket": "Tags", "AWS::SNS::Topic": "Tags", "AWS::SQS::Queue": "Tags", "AWS::SSM::Parameter": "Tags",
+    "AWS::Scheduler::ScheduleGroup": "Tags", "AWS::Budgets::Budget": "ResourceTags",
+    "AWS::CE::AnomalyMonitor": "ResourceTags", "AWS::CE::AnomalySubscription": "ResourceTags",
+}
+
+
+def tag_property(rtype):
+    """The registry schema's tag property of a type ('Tags'), None when the type takes no tags."""
+    tagging = PROVIDER_SCHEMA_MANAGER.get_resource_schema("us-east-1", rtype).schema.get("tagging", {})
+    if not tagging.get("taggable", False):
+        return None
+    return tagging.get("tagProperty", "/properties/Tags").rsplit("/", 1)[-1]
+
+
+def tags_of(v):
+    if isinstance(v, dict):
+        return {k: text(x) for k, x in v.items()}
+    return {t.get("Key"): text(t.get("Value")) for t in (v or []) if isinstance(t, dict)}
+
+
+for rtype in sorted({r.get("Type") for r in resources.values()} - {"AWS::Serverless::Function"}):
+    check(f"tags: {rtype} is handled as the registry schema says (tag property {tag_property(rtype)})",
+          TAGGED_TYPES.get(rtype) == tag_property(rtype), (TAGGED_TYPES.get(rtype), tag_property(rtype)))
+for key, r in sorted(resources.items()):
+    prop = TAGGED_TYPES.get(r.get("Type"))
+    if prop:
+        have = tags_of(r.get("Properties", {}).get(prop))
+        check(f"tags: {key} carries the cost allocation tags {sorted(COST_TAGS)}",
+              all(have.get(k) == v for k, v in COST_TAGS.items()), have)
+for key, fn in sorted(functions.items()):
+    have = {**tags_of(globals_fn.get("Tags")), **tags_of(fn["Properties"].get("Tags"))}
+    check(f"tags: function {key} carries the cost allocation tags (Globals: Function: Tags)",
+          all(have.get(k) == v for k, v in COST_TAGS.items()), have)
+# SAM puts a function's Tags on the resources it generates for it (its role, event-rule roles,
+# CodeDeploy application and deployment groups) only with PropagateTags
+# (https://docs.aws.amazon.com/serverless-application-model/latest/developerguide/sam-resource-function.html#sam-function-propagatetags).
+# Not covered: the EventBridge rules SAM generates for EventBridgeRule events stay untagged (a rule costs nothing).
+check("tags: Globals: Function: PropagateTags is true", globals_fn.get("PropagateTags") is True, globals_fn.get("PropagateTags"))
+for name in ("TeamTag", "CostCenterTag"):
+    check(f"tags: parameter {name} has a non-empty default", str(params.get(name, {}).get("Default", "")).strip(), params.get(name))
+
+# The budget, the anomaly monitor and its subscription: made by a deploy, named so cost-anomaly
+# attributes them, pointed at the cost topic.
+COST_TOPIC = "${CostAlertsTopic}"
+cost_src = (ROOT / "functions/cost-anomaly/src/plan.rs").read_text()
+ENV_TOKENS = {"dev", "development", "test", "testing", "prod", "production"}
+
+
+def env_tokens(name, env):
+    """The environment tokens cost-anomaly's env_in_name finds in a name (split on non-alphanumerics)."""
+    return {t.lower() for t in re.split(r"[^A-Za-z0-9]", name.replace("${Env}", env))} & ENV_TOKENS
+
+
+check("cost: cost-anomaly still reads the environment from budget and monitor names (env_in_name)",
+      "env_in_name(&b.budget_name)" in cost_src and "env_in_name(m)" in cost_src)
+budgets = of_type("AWS::Budgets::Budget")
+monitors = of_type("AWS::CE::AnomalyMonitor")
+subscriptions = of_type("AWS::CE::AnomalySubscription")
+check("cost: one budget, one anomaly monitor, one anomaly subscription", (len(budgets), len(monitors), len(subscriptions)) == (1, 1, 1),
+      (list(budgets), list(monitors), list(subscriptions)))
+cost_cond = {r.get("Condition") for r in [*budgets.values(), *monitors.values(), *subscriptions.values()]}
+check("cost: the three share a condition that is exactly CostControls=true (off for a second stack of an environment in an account)",
+      len(cost_cond) == 1 and conditions.get(next(iter(cost_cond))) == {"Fn::Equals": [{"Ref": "CostControls"}, "true"]}
+      and params.get("CostControls", {}).get("Default") == "true", cost_cond)
+envs = params.get("Env", {}).get("AllowedValues", [])
+fixture_budget = json.loads(json.loads((ROOT / "events/cost/budget-json-forecast.json").read_text())["Records"][0]["Sns"]["Message"])["budgetName"] \
+    if (ROOT / "events/cost/budget-json-forecast.json").exists() else None
+for key, b in budgets.items():
+    props = b["Properties"]
+    data = props.get("Budget", {})
+    name = text(data.get("BudgetName"))
+    check(f"cost: {key} is a MONTHLY COST budget", (data.get("BudgetType"), data.get("TimeUnit")) == ("COST", "MONTHLY"), data)
+    check(f"cost: {key}'s name names exactly its environment for cost-anomaly, as the fixture does ({fixture_budget})",
+          all(env_tokens(name, e) == {e} for e in envs) and name.replace("${Env}", "dev") == fixture_budget, name)
+    # BudgetName: ':' and '\' are not allowed, 1-100 characters
+    # (https://docs.aws.amazon.com/aws-cost-management/latest/APIReference/API_budgets_Budget.html).
+    check(f"cost: {key}'s name has no ':' or '\\' and fits 100 characters",
+          not re.search(r"[:\\]", name.replace("${Env}", "")) and len(name.replace("${Env}", "prod")) <= 100, name)
+    amount = text(data.get("BudgetLimit", {}).get("Amount"))
+    mapping = template.get("Mappings", {}).get("CostDefaults", {})
+    check(f"cost: {key}'s amount is the MonthlyBudgetUsd parameter, else a positive default for each environment",
+          "MonthlyBudgetUsd" in amount and all(num(mapping.get(e, {}).get("MonthlyBudgetUsd", 0)) > 0 for e in envs)
+          and data.get("BudgetLimit", {}).get("Unit") == "USD", (amount, mapping))
+    # CostFilters is deprecated in the Budgets API (since 2025-04-18) for FilterExpression, an
+    # Expression whose Tags filter names the tag key (https://docs.aws.amazon.com/aws-cost-management/latest/APIReference/API_budgets_Budget.html,
+    # https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/aws-properties-budgets-budget-expression.html).
+    fe = data.get("FilterExpression", {}).get("Tags", {})
+    check(f"cost: {key} counts only the cost tagged <CostEnvTagKey>=<Env> (FilterExpression, no deprecated CostFilters)",
+          fe.get("Key") == {"Ref": "CostEnvTagKey"} and fe.get("Values") == [{"Ref": "Env"}] and "CostFilters" not in data
+          and params.get("CostEnvTagKey", {}).get("Default") == "nbaops:env", data.get("FilterExpression"))
+    # Metrics: at most one metric (API_budgets_Budget.html); the one cost-anomaly's daily check uses.
+    check(f"cost: {key} measures cost.metric's default (UnblendedCost)",
+          data.get("Metrics") == ["UnblendedCost"] and '("cost.metric", "UnblendedCost"' in (ROOT / "shared/src/config/cost.rs").read_text(),
+          data.get("Metrics"))
+    notes = props.get("NotificationsWithSubscribers", [])
+    # A budget has up to five notifications (CreateBudget: https://docs.aws.amazon.com/aws-cost-management/latest/APIReference/API_budgets_CreateBudget.html);
+    # a notification has one SNS subscriber and up to 10 email subscribers, 11 in all
+    # (https://docs.aws.amazon.com/aws-cost-management/latest/APIReference/API_budgets_NotificationWithSubscribers.html).
+    check(f"cost: {key} has at most 5 notifications", 1 <= len(notes) <= 5, len(notes))
+    for i, n in enumerate(notes):
+        subs = n.get("Subscribers", [])
+        sns = [x for x in subs if x.get("SubscriptionType") == "SNS"]
+        check(f"cost: {key} notification {i}: 1-11 subscribers, at most one SNS, and that one the cost topic",
+              1 <= len(subs) <= 11 and len(sns) == 1 and text(sns[0].get("Address")) == COST_TOPIC, subs)
+    kinds = {(n["Notification"].get("NotificationType"), n["Notification"].get("ThresholdType"), text(n["Notification"].get("Threshold")),
+              n["Notification"].get("ComparisonOperator")) for n in notes}
+    check(f"cost: {key} notifies on ACTUAL spend past BudgetActualThresholdPercent and FORECASTED past BudgetForecastThresholdPercent (100 by default)",
+          kinds == {("ACTUAL", "PERCENTAGE", "${BudgetActualThresholdPercent}", "GREATER_THAN"),
+                    ("FORECASTED", "PERCENTAGE", "${BudgetForecastThresholdPercent}", "GREATER_THAN")}
+          and num(params.get("BudgetForecastThresholdPercent", {}).get("Default")) == 100, kinds)
+fixture_monitor = "nbaops-dev-services"
+check("cost: the anomaly fixture's monitor is still named for its environment", fixture_monitor in (ROOT / "events/cost/sns-anomaly-multiple-root-causes.json").read_text())
+for key, m in monitors.items():
+    props = m["Properties"]
+    name = text(props.get("MonitorName"))
+    check(f"cost: {key}'s name names exactly its environment for cost-anomaly",
+          all(env_tokens(name, e) == {e} for e in envs), name)
+    # Customer managed (CUSTOM) monitors: no MonitorDimension; a cost allocation tag monitor's
+    # specification is {"Tags": {"Key": ..., "Values": [up to 10]}}
+    # (https://docs.aws.amazon.com/aws-cost-management/latest/APIReference/API_AnomalyMonitor.html).
+    spec = text(props.get("MonitorSpecification")).replace("${CostEnvTagKey}", "nbaops:env").replace("${Env}", "dev")
+    try:
+        spec = json.loads(spec)
+    except ValueError:
+        spec = {}
+    check(f"cost: {key} is a CUSTOM monitor of the cost tagged <CostEnvTagKey>=<Env>, without MonitorDimension",
+          props.get("MonitorType") == "CUSTOM" and "MonitorDimension" not in props
+          and spec.get("Tags", {}).get("Key") == "nbaops:env" and spec["Tags"].get("Values") == ["dev"], (props.get("MonitorType"), spec))
+for key, sub in subscriptions.items():
+    props = sub["Properties"]
+    subs = props.get("Subscribers", [])
+    # Notifications go over email for DAILY and WEEKLY, over SNS for IMMEDIATE
+    # (https://docs.aws.amazon.com/aws-cost-management/latest/APIReference/API_AnomalySubscription.html).
+    check(f"cost: {key} publishes to the cost topic only, so its frequency is IMMEDIATE",
+          [(x.get("Type"), text(x.get("Address"))) for x in subs] == [("SNS", COST_TOPIC)] and props.get("Frequency") == "IMMEDIATE",
+          (subs, props.get("Frequency")))
+    check(f"cost: {key} watches the template's monitor", [text(a) for a in props.get("MonitorArnList", [])] == ["${%s}" % k for k in monitors])
+    # ThresholdExpression: dimensions ANOMALY_TOTAL_IMPACT_ABSOLUTE / _PERCENTAGE, match option
+    # GREATER_THAN_OR_EQUAL required, values numbers as strings; not with the deprecated Threshold
+    # (same page).
+    raw = text(props.get("ThresholdExpression"))
+    try:
+        expr = json.loads(raw.replace("${AnomalyImpactUsd}", "20").replace("${AnomalyImpactPercent}", "10"))
+    except ValueError:
+        expr = {}
+    dims = [d.get("Dimensions", {}) for d in expr.get("And", expr.get("Or", [expr]))]
+    check(f"cost: {key}'s ThresholdExpression: total impact in USD (AnomalyImpactUsd) and in percent (AnomalyImpactPercent), >=, no Threshold",
+          sorted(d.get("Key", "") for d in dims) == ["ANOMALY_TOTAL_IMPACT_ABSOLUTE", "ANOMALY_TOTAL_IMPACT_PERCENTAGE"]
+          and all(d.get("MatchOptions") == ["GREATER_THAN_OR_EQUAL"] and len(d.get("Values", [])) == 1 for d in dims)
+          and "${AnomalyImpactUsd}" in raw and "${AnomalyImpactPercent}" in raw and "Threshold" not in props, raw)
+for key, r in [*budgets.items(), *subscriptions.items()]:
+    check(f"cost: {key} is created after the cost topic's policy lets its service publish",
+          "CostAlertsTopicPolicy" in as_list(r.get("DependsOn", [])), r.get("DependsOn"))
+# The cost topic's policy lets both services publish to it
+# (https://docs.aws.amazon.com/cost-management/latest/userguide/budgets-sns-policy.html,
+# https://docs.aws.amazon.com/cost-management/latest/userguide/ad-SNS.html), and so does its key's policy
+# (https://docs.aws.amazon.com/sns/latest/dg/sns-key-management.html).
+cost_policy = [s for tp in topic_policies.values() if COST_TOPIC in [text(t) for t in tp["Properties"].get("Topics", [])]
+               for s in tp["Properties"]["PolicyDocument"].get("Statement", [])]
+for service in ("budgets.amazonaws.com", "costalerts.amazonaws.com"):
+    check(f"cost: the cost topic's policy lets {service} publish to it",
+          any(s.get("Effect") == "Allow" and service in as_list(s.get("Principal", {}).get("Service")) and "sns:Publish" in as_list(s.get("Action"))
+              and text(s.get("Resource")) == COST_TOPIC for s in cost_policy), cost_policy)
+    key_stmts = [s for k in of_type("AWS::KMS::Key").values() for s in k["Properties"]["KeyPolicy"]["Statement"]]
+    check(f"cost: the cost topic's key lets {service} use it",
+          any(s.get("Effect") == "Allow" and service in as_list(s.get("Principal", {}).get("Service")) for s in key_stmts)
+          and text(topics.get("CostAlertsTopic", {}).get("Properties", {}).get("KmsMasterKeyId")) == "${AlertsKey.Arn}")
+
 passed, failed = results.count(True), results.count(False)
 print(f"template: {passed} passed, {failed} failed")
 sys.exit(1 if failed else 0)
