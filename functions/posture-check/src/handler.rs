@@ -504,33 +504,15 @@ mod tests {
         ledger: &'static FakeLedger,
     }
 
-    fn tags(env: &str) -> Tags {
-        [
-            ("nbaops:env", env),
-            ("team", "platform"),
-            ("cost-center", "nba"),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-    }
+    use crate::rules::tests::{good_db, tags};
 
+    /// A compliant development database (PostgreSQL 16: TLS on by default).
     fn db(id: &str) -> DbFacts {
         DbFacts {
-            id: id.into(),
-            arn: format!("arn:aws:rds:us-east-1:123456789012:db:{id}"),
-            engine: "postgres".into(),
             engine_version: "16.3".into(),
-            status: "available".into(),
-            storage_encrypted: true,
-            deletion_protection: true,
-            multi_az: true,
-            backup_retention_days: 7,
-            auto_minor_version_upgrade: true,
-            performance_insights: true,
             parameter_groups: vec!["default.postgres16".into()],
             tags: tags("dev"),
-            ..Default::default()
+            ..good_db(id)
         }
     }
 

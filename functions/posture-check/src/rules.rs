@@ -800,7 +800,7 @@ fn ec2_arn_tail(resource: &str) -> String {
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use chrono::TimeZone;
     use nbaops_shared::config::{layer, posture::from_settings};
@@ -817,7 +817,8 @@ mod tests {
         Utc.with_ymd_and_hms(2026, 11, 30, 6, 0, 0).unwrap()
     }
 
-    fn tags(env: &str) -> Tags {
+    /// The three cost allocation tags, for `env`.
+    pub(crate) fn tags(env: &str) -> Tags {
         [
             ("nbaops:env", env),
             ("team", "platform"),
@@ -829,7 +830,7 @@ mod tests {
     }
 
     /// A database meeting every rule.
-    fn good_db(id: &str) -> DbFacts {
+    pub(crate) fn good_db(id: &str) -> DbFacts {
         DbFacts {
             id: id.into(),
             arn: format!("arn:aws:rds:us-east-1:123456789012:db:{id}"),
