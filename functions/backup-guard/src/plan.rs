@@ -12,7 +12,7 @@ use nbaops_shared::sql::{i64_of, str_of, time_of, Row};
 
 /// The tag backup-guard puts on the snapshots it owns; retention only ever touches these.
 pub const OWNER_TAG: (&str, &str) = ("nbaops:backup", "monthly");
-pub const MONTHLY_PREFIX: &str = "nbaops-monthly-";
+pub use nbaops_shared::config::backup::MONTHLY_PREFIX;
 pub const DRILL_PREFIX: &str = "nbaops-drill-";
 
 /// Every backup action (a snapshot created, copied or deleted; a drill instance restored or

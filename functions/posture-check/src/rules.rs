@@ -21,8 +21,8 @@ use nbaops_shared::ports::{
     SecurityGroupFacts, TaggedResource, Tags, VolumeFacts,
 };
 
-/// The prefix of backup-guard's monthly snapshots (kept a year on purpose: never "unused").
-pub const MONTHLY_PREFIX: &str = "nbaops-monthly-";
+/// backup-guard's monthly snapshots (kept a year on purpose: never "unused").
+pub use nbaops_shared::config::backup::MONTHLY_PREFIX;
 
 /// What a finding's fix is.
 #[derive(Debug, Clone, PartialEq, Serialize)]

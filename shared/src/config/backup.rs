@@ -13,6 +13,10 @@ use serde::Serialize;
 use super::{positive, Settings};
 use crate::error::{NbaopsError, Result};
 
+/// The name prefix of backup-guard's monthly snapshots (kept a year on purpose): backup-guard
+/// names them so, and posture-check never counts them as unused.
+pub const MONTHLY_PREFIX: &str = "nbaops-monthly-";
+
 pub const KEYS: &[(&str, &str, &str)] = &[
     ("backup.instances", "", "comma list of RDS instances whose backups backup-guard watches"),
     ("backup.rpo_minutes", "15", "LatestRestorableTime older than this = RPO breach (SPEC: RPO < 15 min); a breach lasting longer is P1"),
