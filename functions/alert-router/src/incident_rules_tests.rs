@@ -426,6 +426,27 @@ async fn past_its_resolution_sla_an_incident_gets_one_reminder_and_is_marked_bre
         "{notes:?}"
     );
     assert!(w.http.requests_to(PD).is_empty(), "a reminder pages nobody");
+    // A P1 (4 h): paged when it opened, reminded on Slack and email only.
+    send(
+        &w,
+        &on(Severity::P1, "k#p1", "r:p1"),
+        "m3",
+        "2026-11-30T19:00:00Z",
+    )
+    .await;
+    assert_eq!(w.http.requests_to(PD).len(), 1);
+    let notes = sweep(&w, "2026-11-30T23:00:00Z").await;
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.starts_with("k#p1: open past its resolution SLA")),
+        "{notes:?}"
+    );
+    assert!(
+        notes.iter().any(|n| n.starts_with("k#p1: email: sent")),
+        "{notes:?}"
+    );
+    assert_eq!(w.http.requests_to(PD).len(), 1, "a reminder pages nobody");
 }
 
 #[tokio::test]
