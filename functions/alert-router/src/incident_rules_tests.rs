@@ -223,6 +223,40 @@ async fn a_failover_and_the_alerts_it_causes_are_one_thread() {
         .grouped_into
         .is_none());
 
+    // A member whose group's record is gone (expired, unreadable) starts over on its own.
+    let w = world(&[]).await;
+    send(
+        &w,
+        &on(Severity::P2, FAILOVER, "rds:db1"),
+        "m1",
+        "2026-11-25T10:00:00Z",
+    )
+    .await;
+    send(
+        &w,
+        &on(Severity::P3, LAG, "pg:db1/standby:r1"),
+        "m2",
+        "2026-11-25T10:05:00Z",
+    )
+    .await;
+    assert_eq!(slack_texts(&w).len(), 1);
+    w.deps
+        .ledger
+        .delete(&crate::incidents::incident_pk(FAILOVER), "state")
+        .await
+        .unwrap();
+    w.deps.ledger.delete(OPEN_PK, FAILOVER).await.unwrap();
+    send(
+        &w,
+        &on(Severity::P3, LAG, "pg:db1/standby:r1"),
+        "m3",
+        "2026-11-25T10:06:00Z",
+    )
+    .await;
+    assert_eq!(slack_texts(&w).len(), 2, "{:?}", slack_texts(&w));
+    let lag = load_incident(&w, LAG).await.unwrap().unwrap();
+    assert!(lag.grouped_into.is_none() && !lag.is_closed(), "{lag:?}");
+
     // No grouping when the window is 0; approval requests are never grouped.
     let w = world(&[("NBAOPS_ALERTS__GROUP__WINDOW_MINUTES", "0")]).await;
     send(
