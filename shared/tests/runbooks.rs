@@ -44,6 +44,10 @@ const LEDGER_KEYS: &[&str] = &[
     "exhausted",
     // posture-check's open findings: sort key `<rule>#<resource>` under the partition `posture#open`.
     "{rule}",
+    // alert-router's claims on an incident (issue #22): a group raised to a severity, the
+    // resolution-SLA reminder.
+    "raise",
+    "resolution-sla",
 ];
 
 fn root() -> PathBuf {

@@ -227,6 +227,8 @@ fn alert(severity: &str, key: &str, status: &str) -> Value {
         serde_json::from_str(a["Records"][0]["Sns"]["Message"].as_str().unwrap()).unwrap();
     msg["severity"] = json!(severity);
     msg["dedup_key"] = json!(key);
+    // One resource per key: two keys are two incidents unless a test groups them.
+    msg["resource"] = json!(format!("res:{key}"));
     msg["status"] = json!(status);
     msg["at"] = json!(nbaops_tests::clock::now());
     a["Records"][0]["Sns"]["Message"] = json!(msg.to_string());
@@ -815,5 +817,205 @@ async fn a_transaction_id_alarm_pages_pagerduty_as_p1() {
         .bodies()
         .iter()
         .any(|b| b["event_action"] == "acknowledge" && b["dedup_key"] == arn));
+    assert_no_secret_in_logs(&w);
+}
+
+/// `alert` on another resource.
+fn alert_on(severity: &str, key: &str, status: &str, resource: &str) -> Value {
+    let mut a = alert(severity, key, status);
+    let mut msg: Value =
+        serde_json::from_str(a["Records"][0]["Sns"]["Message"].as_str().unwrap()).unwrap();
+    msg["resource"] = json!(resource);
+    a["Records"][0]["Sns"]["Message"] = json!(msg.to_string());
+    a
+}
+
+/// Issue #22 on the emulator: a failover and the replica lag and connection alerts it causes are
+/// one thread (one message, then one RAISED when a P1 joins, one page under the group's key);
+/// the incident is assigned to who is on call at its open time (the rota's weekday in New York,
+/// on the harness's clock), escalation goes to the team lead naming the assignee, the resolution
+/// SLA gives one reminder and `breached` in the record, and the group resolves with its last key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_and_its_effects_are_one_assigned_thread_with_a_resolution_sla() {
+    let names = ["mona", "tim", "wes", "thea", "fred", "sam", "sue"];
+    let rota = json!({
+        "weekdays": {"mon": "mona", "tue": "tim", "wed": "wes", "thu": "thea", "fri": "fred", "sat": "sam", "sun": "sue"},
+        "contacts": names.iter().map(|n| (n.to_string(), json!(format!("<@U{}>", n.to_uppercase())))).collect::<serde_json::Map<_, _>>(),
+    })
+    .to_string();
+    let w = world_with(&[
+        ("NBAOPS_ALERTS__ONCALL__ROTA", &rota),
+        ("NBAOPS_ALERTS__ONCALL__TEAM_LEAD", "<@ULEAD>"),
+        ("NBAOPS_ALERTS__BUSINESS__TZ", "America/New_York"),
+    ])
+    .await;
+    let c = &w.stack.clients;
+    let failover = "failover#rds:nbaops-dev-db#e2e";
+    let lag = "pg-replication-lag#pg:nbaops-dev-db/standby:r1";
+    let conn = "pg-connections#pg:nbaops-dev-db";
+
+    ok(&w, alert_on("P2", failover, "firing", "rds:nbaops-dev-db")).await;
+    let inc = incident(&w, failover).await;
+    let opened: chrono::DateTime<chrono::Utc> =
+        serde_json::from_value(inc["opened_at"].clone()).unwrap();
+    use chrono::Datelike;
+    let day = opened
+        .with_timezone(&chrono_tz::America::New_York)
+        .weekday()
+        .num_days_from_monday() as usize;
+    let (name, mention) = (names[day], format!("<@U{}>", names[day].to_uppercase()));
+    assert_eq!(inc["assignee"], name, "{inc}");
+    let slack = w.slack.bodies();
+    assert_eq!(slack.len(), 1);
+    let text = slack[0]["text"].as_str().unwrap();
+    assert!(
+        text.contains(&format!("on call: {mention} ({name})")),
+        "{text}"
+    );
+    assert_eq!(platform::drain(c, &w.email_tap).await.unwrap().len(), 1);
+
+    // The lag it causes: joins, nothing sent.
+    let v = ok(
+        &w,
+        alert_on("P3", lag, "firing", "pg:nbaops-dev-db/standby:r1"),
+    )
+    .await;
+    assert!(
+        v["records"][0]["notes"]
+            .to_string()
+            .contains("joined the thread of incident failover#"),
+        "{v}"
+    );
+    assert_eq!((w.slack.bodies().len(), w.pagerduty.bodies().len()), (1, 0));
+    // A P1 of the group: one RAISED message and one page, under the group's key.
+    ok(&w, alert_on("P1", conn, "firing", "pg:nbaops-dev-db")).await;
+    let slack = w.slack.bodies();
+    assert_eq!(slack.len(), 2);
+    assert!(
+        slack[1]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("*RAISED to P1 by {conn}")),
+        "{}",
+        slack[1]
+    );
+    let pd = w.pagerduty.bodies();
+    assert_eq!(pd.len(), 1);
+    assert_eq!(
+        (pd[0]["event_action"].as_str(), pd[0]["dedup_key"].as_str()),
+        (Some("trigger"), Some(failover))
+    );
+    let inc = incident(&w, failover).await;
+    assert_eq!(inc["severity"], "P1");
+    assert_eq!(inc["members"], json!([conn, lag]), "{inc}");
+    assert_eq!(incident(&w, lag).await["grouped_into"], failover);
+    // P1's resolution SLA: 4 h from opening.
+    let resolve_by: chrono::DateTime<chrono::Utc> =
+        serde_json::from_value(inc["resolve_by"].clone()).unwrap();
+    assert_eq!(resolve_by, opened + chrono::Duration::hours(4));
+
+    // Escalation level 1 goes to the team lead and names the assignee.
+    let at = |d: chrono::Duration| json!({"nbaops": {"task": "alert-escalation-sweep", "at": (opened + d).to_rfc3339()}});
+    ok(&w, at(chrono::Duration::minutes(16))).await;
+    let text = w.slack.bodies().last().unwrap()["text"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        text.contains("ESCALATED to level 1")
+            && text.contains("<@ULEAD>: not acknowledged")
+            && text.contains(&format!("assigned to {mention} ({name})")),
+        "{text}"
+    );
+
+    // Past the resolution SLA: one reminder, `breached` in the record; never twice.
+    let reminders = |w: &World| {
+        w.slack
+            .bodies()
+            .iter()
+            .filter(|b| {
+                b["text"]
+                    .as_str()
+                    .unwrap_or("")
+                    .starts_with("*RESOLUTION SLA BREACHED")
+            })
+            .count()
+    };
+    ok(
+        &w,
+        at(chrono::Duration::hours(4) - chrono::Duration::minutes(1)),
+    )
+    .await;
+    assert_eq!(reminders(&w), 0);
+    let v = ok(
+        &w,
+        at(chrono::Duration::hours(4) + chrono::Duration::minutes(1)),
+    )
+    .await;
+    assert!(
+        v["records"][0]["notes"]
+            .to_string()
+            .contains(&format!("reminder to {name}")),
+        "{v}"
+    );
+    assert_eq!(reminders(&w), 1);
+    let reminder = w
+        .slack
+        .bodies()
+        .into_iter()
+        .find(|b| b["text"].as_str().unwrap().starts_with("*RESOLUTION SLA"))
+        .unwrap();
+    assert!(
+        reminder["text"].as_str().unwrap().contains(&format!(
+            "{mention} ({name}): still open past its resolution time"
+        )),
+        "{reminder}"
+    );
+    ok(&w, at(chrono::Duration::hours(6))).await;
+    assert_eq!(reminders(&w), 1, "exactly once");
+    let inc = incident(&w, failover).await;
+    assert_eq!(inc["breached"], true, "{inc}");
+    assert!(inc["breached_at"].is_string(), "{inc}");
+    assert_eq!(
+        w.pagerduty.bodies().len(),
+        1,
+        "a reminder pages nobody (P1 escalation targets are Slack and email)"
+    );
+
+    // The group resolves with its last key: one RESOLVED, PagerDuty resolved under its key.
+    let slack_before = w.slack.bodies().len();
+    for key in [failover, lag] {
+        ok(&w, alert_on("P3", key, "resolved", "x")).await;
+        assert_eq!(status_of(&incident(&w, failover).await), "escalated");
+    }
+    assert_eq!(
+        w.slack.bodies().len(),
+        slack_before,
+        "quiet until the last key"
+    );
+    ok(&w, alert_on("P1", conn, "resolved", "pg:nbaops-dev-db")).await;
+    let slack = w.slack.bodies();
+    assert_eq!(slack.len(), slack_before + 1);
+    assert!(
+        slack.last().unwrap()["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("*RESOLVED [P1]"),
+        "{}",
+        slack.last().unwrap()
+    );
+    let pd = w.pagerduty.bodies();
+    assert_eq!(
+        (pd[1]["event_action"].as_str(), pd[1]["dedup_key"].as_str()),
+        (Some("resolve"), Some(failover))
+    );
+    let inc = incident(&w, failover).await;
+    assert_eq!(
+        (status_of(&inc), inc["breached"].clone()),
+        ("resolved".into(), json!(true))
+    );
+    for key in [lag, conn] {
+        assert_eq!(status_of(&incident(&w, key).await), "resolved", "{key}");
+    }
     assert_no_secret_in_logs(&w);
 }

@@ -371,6 +371,8 @@ async fn a_thousand_alarms_in_a_minute_make_one_scale_out_per_group_and_one_mess
                 ),
                 ("NBAOPS_ALERTS__RETRY__BASE_MS", "20"),
                 ("NBAOPS_ALERTS__RETRY__MAX_MS", "50"),
+                // This storm counts one message per key: no grouping of a group's keys (issue #22).
+                ("NBAOPS_ALERTS__GROUP__WINDOW_MINUTES", "0"),
             ]),
             INSTANCES,
         )

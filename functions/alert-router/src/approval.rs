@@ -311,6 +311,8 @@ impl AlertRouter {
                 reason: Some(r.sentence.chars().take(300).collect()),
                 ack_url: None,
                 approval: None,
+                on_call: None,
+                grouped: vec![],
             };
             let mut sent = vec![];
             for c in self.cfg.channels(r.action.severity) {

@@ -30,6 +30,14 @@ pub enum Kind {
     },
     /// A notice that pages nobody (an approval that expired): Slack and email only.
     Notice,
+    /// A member of the incident's group arrived with a higher severity (issue #22).
+    Raised {
+        by: String,
+    },
+    /// Still open past its resolution SLA: the one reminder to its owner (issue #22).
+    Reminder {
+        due: String,
+    },
 }
 
 /// What an alert asking for an approval carries: the signed Approve/Deny links (Slack, email)
@@ -59,6 +67,9 @@ pub struct Message {
     pub reason: Option<String>,
     pub ack_url: Option<String>,
     pub approval: Option<ApprovalPart>,
+    /// The incident's assignee and, for a group, the keys that joined its thread (issue #22).
+    pub on_call: Option<String>,
+    pub grouped: Vec<String>,
 }
 
 impl Message {
@@ -84,6 +95,8 @@ impl Message {
             details: alert.details.clone(),
             ack_url,
             approval: None,
+            on_call: None,
+            grouped: vec![],
         }
     }
 
@@ -103,6 +116,8 @@ impl Message {
             reason: None,
             ack_url,
             approval: None,
+            on_call: on_call_of(inc),
+            grouped: inc.members.iter().cloned().collect(),
         }
     }
 
@@ -117,6 +132,8 @@ impl Message {
                 format!("ESCALATED to level {level} ({name}) {head}")
             }
             Kind::Notice => format!("NOTICE {head}"),
+            Kind::Raised { by } => format!("RAISED to {} by {by} {head}", self.severity),
+            Kind::Reminder { due } => format!("RESOLUTION SLA BREACHED (due {due}) {head}"),
         }
     }
 
@@ -134,6 +151,22 @@ impl Message {
         } = &self.kind
         {
             lines.insert(0, format!("{m}: not acknowledged within the response time"));
+        }
+        if let Some(who) = &self.on_call {
+            let line = match &self.kind {
+                Kind::Reminder { .. } => format!("{who}: still open past its resolution time"),
+                Kind::Escalation { .. } => {
+                    format!("assigned to {who} (on call), who has not acknowledged")
+                }
+                _ => format!("on call: {who}"),
+            };
+            lines.insert(0, line);
+        }
+        if !self.grouped.is_empty() {
+            lines.push(format!(
+                "grouped in this incident: {}",
+                self.grouped.join(", ")
+            ));
         }
         for a in &self.actions_taken {
             lines.push(format!("nbaops: {a}"));
@@ -192,7 +225,11 @@ impl Message {
     fn wants_ack(&self) -> bool {
         matches!(
             self.kind,
-            Kind::Firing | Kind::Repeat { .. } | Kind::Escalation { .. }
+            Kind::Firing
+                | Kind::Repeat { .. }
+                | Kind::Escalation { .. }
+                | Kind::Raised { .. }
+                | Kind::Reminder { .. }
         )
     }
 
@@ -242,6 +279,16 @@ impl Message {
         }
         event
     }
+}
+
+/// How a message names the incident's assignee: their mention and name.
+pub fn on_call_of(inc: &Incident) -> Option<String> {
+    inc.assignee
+        .as_ref()
+        .map(|name| match &inc.assignee_mention {
+            Some(m) if m != name => format!("{m} ({name})"),
+            _ => name.clone(),
+        })
 }
 
 /// One attempt's outcome.
@@ -359,6 +406,8 @@ mod tests {
             reason: None,
             ack_url: Some("https://fn.example/?key=k&exp=1&sig=s".into()),
             approval: None,
+            on_call: None,
+            grouped: vec![],
         }
     }
 

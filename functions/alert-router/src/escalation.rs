@@ -5,17 +5,18 @@
 //! severity, zeros included, so the dashboard falls back to 0 when incidents close). It also
 //! expires the approval requests nobody answered in time (`approval::expire_approvals`).
 
+use chrono::{DateTime, Utc};
 use serde_json::json;
 
 use nbaops_shared::alerts::Severity;
-use nbaops_shared::config::alerts::EscalationTarget;
+use nbaops_shared::config::alerts::{Channel, EscalationTarget};
 use nbaops_shared::events::ScheduledTick;
-use nbaops_shared::runtime::{Ctx, RecordReport};
+use nbaops_shared::runtime::{Ctx, RecordReport, Work};
 use nbaops_shared::Result;
 
 use crate::channels::{Kind, Message};
 use crate::incidents::record_sends;
-use crate::plan::{escalation_due, next_escalation, IncidentStatus};
+use crate::plan::{escalation_due, next_escalation, resolution_due, Incident, IncidentStatus};
 use crate::router::AlertRouter;
 
 impl AlertRouter {
@@ -46,6 +47,12 @@ impl AlertRouter {
                 continue;
             }
             open.add(inc.severity);
+            if self
+                .remind_past_resolution(&mut inc, now, ctx, &mut w)
+                .await?
+            {
+                failed.push(key.clone());
+            }
             let Some(level) = next_escalation(&self.cfg, &inc, now) else {
                 if matches!(inc.status, IncidentStatus::Open | IncidentStatus::Escalated)
                     && inc.escalation_level < self.cfg.chain.len()
@@ -132,6 +139,77 @@ impl AlertRouter {
             .iter()
             .for_each(|line| nbaops_shared::telemetry::emit(line));
         Ok((w.rec, failed))
+    }
+}
+
+impl AlertRouter {
+    /// An open incident past its resolution SLA (acknowledged or not): one reminder to its owner
+    /// (Slack and email of its severity, never a page) and `breached` in its record, once.
+    /// `true` when no channel took the reminder.
+    async fn remind_past_resolution(
+        &self,
+        inc: &mut Incident,
+        now: DateTime<Utc>,
+        ctx: &Ctx<'_>,
+        w: &mut Work<'_>,
+    ) -> Result<bool> {
+        let due = inc
+            .resolve_by
+            .or_else(|| resolution_due(&self.cfg, inc.severity, inc.opened_at));
+        let Some(due) = due.filter(|d| now >= *d && !inc.breached) else {
+            return Ok(false);
+        };
+        let store = self.incidents(ctx);
+        let key = inc.dedup_key.clone();
+        let claim = format!("resolution-sla#{}", inc.opened_at.timestamp());
+        if !store
+            .claim(&key, &claim, &json!({"at": now}), store.expiry(now))
+            .await?
+        {
+            w.note(format!("{key}: resolution reminder already sent"));
+            return Ok(false);
+        }
+        let msg = Message::of_incident(
+            inc,
+            &ctx.env(),
+            Kind::Reminder {
+                due: due.to_rfc3339(),
+            },
+            self.ack_url(&key, now),
+        );
+        let channels: Vec<Channel> = self
+            .cfg
+            .channels(inc.severity)
+            .iter()
+            .copied()
+            .filter(|c| *c != Channel::Pagerduty)
+            .collect();
+        let sends = self.fan_out(ctx, &channels, &msg).await;
+        inc.breached = true;
+        inc.breached_at = Some(now);
+        let owner = inc
+            .assignee
+            .clone()
+            .unwrap_or_else(|| "nobody assigned".into());
+        w.note(format!(
+            "{key}: open past its resolution SLA ({}, due {}): reminder to {owner}",
+            inc.severity,
+            due.to_rfc3339()
+        ));
+        w.rec
+            .notes
+            .extend(sends.iter().map(|s| format!("{key}: {}", s.line())));
+        record_sends(
+            inc,
+            &sends,
+            now,
+            &format!(
+                "resolution SLA breached (due {}): reminded {owner}",
+                due.to_rfc3339()
+            ),
+        );
+        store.save(inc, now).await?;
+        Ok(!sends.iter().any(|s| s.ok))
     }
 }
 

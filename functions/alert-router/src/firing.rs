@@ -2,7 +2,7 @@
 //! decision, the claim that makes one of many concurrent deliveries send, the sends, and the
 //! incident written back. Each answers its record and whether any channel took the message.
 
-use chrono::Duration as Span;
+use chrono::{DateTime, Duration as Span, Utc};
 use serde_json::json;
 
 use nbaops_shared::alerts::{Alert, AlertStatus};
@@ -11,9 +11,14 @@ use nbaops_shared::runtime::{Ctx, RecordReport, Work};
 use nbaops_shared::Result;
 
 use crate::alerts_topic::{alarm_dedup_key, alert_from_alarm};
-use crate::channels::{Kind, Message, Sent};
+use nbaops_shared::config::alerts::Channel;
+
+use crate::channels::{on_call_of, Kind, Message, Sent};
 use crate::incidents::record_sends;
-use crate::plan::{decide_firing, window_bucket, Firing, Incident, IncidentStatus};
+use crate::plan::{
+    decide_firing, earliest, group_for, resolution_due, window_bucket, Firing, Incident,
+    IncidentStatus,
+};
 use crate::router::AlertRouter;
 
 impl AlertRouter {
@@ -33,10 +38,24 @@ impl AlertRouter {
             ),
         );
         let store = self.incidents(ctx);
-        let prev = store.load(&alert.dedup_key).await?;
+        let mut prev = store.load(&alert.dedup_key).await?;
         if alert.status == AlertStatus::Resolved {
             let delivered = self.on_resolve(alert, prev, &mut w).await?;
             return Ok((w.rec, delivered));
+        }
+        // A member of an open group: it counts on (and may raise) its group's incident.
+        if let Some(member) = prev
+            .clone()
+            .filter(|p| !p.is_closed() && p.grouped_into.is_some())
+        {
+            if let Some(delivered) = self.on_member_firing(alert, member, &mut w).await? {
+                return Ok((w.rec, delivered));
+            }
+            // Its group's incident is gone: the key starts over on its own.
+            if let Some(p) = prev.as_mut() {
+                p.status = IncidentStatus::Resolved;
+                p.resolved_at = Some(now);
+            }
         }
         let window = Span::minutes(self.cfg.dedup_window_minutes);
         let mut decision = decide_firing(prev.as_ref(), alert, now, window);
@@ -70,6 +89,11 @@ impl AlertRouter {
         {
             decision = Firing::Duplicate;
         }
+        if decision == Firing::New {
+            if let Some(delivered) = self.join_group(alert, &mut w).await? {
+                return Ok((w.rec, delivered));
+            }
+        }
         let mut inc = match (decision, prev) {
             (Firing::Duplicate, None) => {
                 w.note("a concurrent delivery of this key is sending it: nothing new to send");
@@ -85,15 +109,19 @@ impl AlertRouter {
                 ));
                 return Ok((w.rec, true));
             }
-            (Firing::New, _) => Incident::open(alert, now),
+            (Firing::New, _) => self.open_incident(alert, now),
             (Firing::Repeat, Some(mut p)) => {
                 p.count += 1;
                 p.last_seen_at = now;
                 p.severity = p.severity.min(alert.severity);
+                p.resolve_by = earliest(
+                    p.resolve_by,
+                    resolution_due(&self.cfg, p.severity, p.opened_at),
+                );
                 p.summary = alert.summary.clone();
                 p
             }
-            (Firing::Repeat, None) => Incident::open(alert, now),
+            (Firing::Repeat, None) => self.open_incident(alert, now),
         };
         let kind = if decision == Firing::New {
             Kind::Firing
@@ -102,6 +130,8 @@ impl AlertRouter {
         };
         let channels = self.cfg.channels(inc.severity).to_vec();
         let mut msg = Message::of_alert(alert, kind, self.ack_url(&alert.dedup_key, now));
+        msg.on_call = on_call_of(&inc);
+        msg.grouped = inc.members.iter().cloned().collect();
         msg.approval = self.approval_part(alert.approval_id.as_deref(), ctx).await;
         let sends = self.fan_out(ctx, &channels, &msg).await;
         w.rec.notes.extend(sends.iter().map(Sent::line));
@@ -129,7 +159,8 @@ impl AlertRouter {
         Ok((w.rec, delivered))
     }
 
-    /// Closes the open incident wherever it was opened; `false` when no channel took it.
+    /// Closes the open incident wherever it was opened; `false` when no channel took it. In a
+    /// group, a key's resolve is recorded and the group's incident closes with its last key.
     async fn on_resolve(
         &self,
         alert: &Alert,
@@ -143,6 +174,24 @@ impl AlertRouter {
             w.note("resolve of an alert with no open incident: nothing to close");
             return Ok(true);
         };
+        if let Some(head_key) = inc.grouped_into.clone() {
+            // A member: closed quietly; its group's incident learns it.
+            inc.status = IncidentStatus::Resolved;
+            inc.resolved_at = Some(now);
+            inc.last_seen_at = now;
+            inc.note(now, format!("resolved (in the group of {head_key})"));
+            store.save(&inc, now).await?;
+            let Some(head) = store.load(&head_key).await?.filter(|h| !h.is_closed()) else {
+                w.note(format!(
+                    "resolved; its group's incident {head_key} is already closed"
+                ));
+                return Ok(true);
+            };
+            return self.clear_in_group(alert, head, w).await;
+        }
+        if !inc.members.is_empty() {
+            return self.clear_in_group(alert, inc, w).await;
+        }
         let claim = format!("resolve#{}", inc.opened_at.timestamp());
         if !store
             .claim(
@@ -160,26 +209,262 @@ impl AlertRouter {
         let channels = self.cfg.channels(inc.severity).to_vec();
         let mut msg = Message::of_alert(alert, Kind::Resolved, None);
         msg.severity = inc.severity;
-        let sends = self.fan_out(&ctx, &channels, &msg).await;
+        self.close(inc, msg, &channels, &claim, w).await
+    }
+
+    /// Records that `alert`'s key of the group of `head` resolved; closes the group when it was
+    /// the last key still firing.
+    async fn clear_in_group(
+        &self,
+        alert: &Alert,
+        mut head: Incident,
+        w: &mut Work<'_>,
+    ) -> Result<bool> {
+        let ctx = w.ctx;
+        let now = ctx.now();
+        let store = self.incidents(&ctx);
+        head.cleared.insert(alert.dedup_key.clone());
+        head.last_seen_at = now;
+        let firing: Vec<String> = head.still_firing().iter().map(|k| k.to_string()).collect();
+        if !firing.is_empty() {
+            head.note(
+                now,
+                format!(
+                    "{} resolved; still firing: {}",
+                    alert.dedup_key,
+                    firing.join(", ")
+                ),
+            );
+            store.save(&head, now).await?;
+            w.note(format!(
+                "{} resolved in the group of {}: the incident stays open, still firing: {}",
+                alert.dedup_key,
+                head.dedup_key,
+                firing.join(", ")
+            ));
+            return Ok(true);
+        }
+        let claim = format!("resolve#{}", head.opened_at.timestamp());
+        if !store
+            .claim(
+                &head.dedup_key,
+                &claim,
+                &json!({"at": now}),
+                store.expiry(now),
+            )
+            .await?
+        {
+            w.note("already being resolved by a concurrent delivery");
+            return Ok(true);
+        }
+        let channels = self.cfg.channels(head.severity).to_vec();
+        let msg = Message::of_incident(&head, &ctx.env(), Kind::Resolved, None);
+        let members: Vec<String> = head.members.iter().cloned().collect();
+        let delivered = self.close(head, msg, &channels, &claim, w).await?;
+        if delivered {
+            // Members still marked open (their resolve was lost or never sent) close with it.
+            for key in members {
+                if let Some(mut m) = store.load(&key).await?.filter(|m| !m.is_closed()) {
+                    m.status = IncidentStatus::Resolved;
+                    m.resolved_at = Some(now);
+                    m.note(now, "closed with its group");
+                    store.save(&m, now).await?;
+                }
+            }
+        }
+        Ok(delivered)
+    }
+
+    /// Sends the resolution of `inc` and closes it (its resolution SLA judged in the record).
+    async fn close(
+        &self,
+        mut inc: Incident,
+        msg: Message,
+        channels: &[Channel],
+        claim: &str,
+        w: &mut Work<'_>,
+    ) -> Result<bool> {
+        let ctx = w.ctx;
+        let now = ctx.now();
+        let store = self.incidents(&ctx);
+        let sends = self.fan_out(&ctx, channels, &msg).await;
         w.rec.notes.extend(sends.iter().map(Sent::line));
         if !sends.iter().any(|s| s.ok) {
-            let where_to = self.dead_letter("resolve", alert, &sends, now).await;
+            let where_to = self.dead_letter("resolve", &inc, &sends, now).await;
             w.note(format!("every channel failed: {where_to}"));
-            store.release(&alert.dedup_key, &claim).await?;
+            store.release(&inc.dedup_key, claim).await?;
             return Ok(false);
         }
         record_sends(&mut inc, &sends, now, "resolved");
         inc.status = IncidentStatus::Resolved;
         inc.resolved_at = Some(now);
         inc.last_seen_at = now;
+        let sla = match inc.resolve_by {
+            Some(due) if now > due || inc.breached => {
+                if !inc.breached {
+                    inc.breached = true;
+                    inc.breached_at = Some(now);
+                }
+                format!(", past its resolution SLA of {}", due.to_rfc3339())
+            }
+            Some(due) => format!(", within its resolution SLA of {}", due.to_rfc3339()),
+            None => String::new(),
+        };
+        inc.note(now, format!("closed{sla}"));
         store.save(&inc, now).await?;
         w.note(format!(
-            "incident closed (open {} min, {} deliveries, escalation level {})",
+            "incident closed (open {} min, {} deliveries, escalation level {}{sla})",
             (now - inc.opened_at).num_minutes(),
             inc.count,
             inc.escalation_level
         ));
         Ok(true)
+    }
+
+    /// A new incident: its assignee (who is on call now) and its resolution deadline.
+    pub(crate) fn open_incident(&self, alert: &Alert, now: DateTime<Utc>) -> Incident {
+        let mut inc = Incident::open(alert, now);
+        if let Some(p) = self.cfg.incidents.rota.on_call(now, self.cfg.business.tz) {
+            inc.note(now, format!("assigned to {} (on call)", p.name));
+            inc.assignee = Some(p.name);
+            inc.assignee_mention = Some(p.mention);
+        }
+        inc.resolve_by = resolution_due(&self.cfg, inc.severity, now);
+        inc
+    }
+
+    /// A new key that joins an open incident's thread (same resource, or caused by it): recorded
+    /// on both, nothing sent unless it raises the severity. `None`: it joins nothing.
+    async fn join_group(&self, alert: &Alert, w: &mut Work<'_>) -> Result<Option<bool>> {
+        let ctx = w.ctx;
+        let now = ctx.now();
+        let store = self.incidents(&ctx);
+        let entries = store.open_entries().await?;
+        let Some((entry, why)) = group_for(&self.cfg, alert, &entries, now) else {
+            return Ok(None);
+        };
+        let Some(mut head) = store
+            .load(&entry.key)
+            .await?
+            .filter(|h| !h.is_closed() && h.grouped_into.is_none())
+        else {
+            return Ok(None);
+        };
+        let mut member = Incident::open(alert, now);
+        member.grouped_into = Some(head.dedup_key.clone());
+        member.note(now, format!("joined incident {} ({why})", head.dedup_key));
+        store.save(&member, now).await?;
+        head.members.insert(alert.dedup_key.clone());
+        head.cleared.remove(&alert.dedup_key);
+        head.count += 1;
+        head.last_seen_at = now;
+        head.note(
+            now,
+            format!(
+                "{} joined ({why}, {}): {}",
+                alert.dedup_key, alert.severity, alert.summary
+            ),
+        );
+        w.note(format!(
+            "joined the thread of incident {} ({why})",
+            head.dedup_key
+        ));
+        self.count_or_raise(alert, head, w).await.map(Some)
+    }
+
+    /// A member that fires again: counted on its group's incident. `None`: that incident is gone.
+    async fn on_member_firing(
+        &self,
+        alert: &Alert,
+        mut member: Incident,
+        w: &mut Work<'_>,
+    ) -> Result<Option<bool>> {
+        let ctx = w.ctx;
+        let now = ctx.now();
+        let store = self.incidents(&ctx);
+        let head_key = member.grouped_into.clone().unwrap_or_default();
+        let Some(mut head) = store.load(&head_key).await?.filter(|h| !h.is_closed()) else {
+            return Ok(None);
+        };
+        member.count += 1;
+        member.last_seen_at = now;
+        store.save(&member, now).await?;
+        head.count += 1;
+        head.last_seen_at = now;
+        head.cleared.remove(&alert.dedup_key);
+        w.note(format!("member of incident {head_key}: counted there"));
+        self.count_or_raise(alert, head, w).await.map(Some)
+    }
+
+    /// Saves the group's incident; when `alert` is more severe, raises it and sends that on the
+    /// new severity's channels (a P1 pages), once per severity.
+    async fn count_or_raise(
+        &self,
+        alert: &Alert,
+        mut head: Incident,
+        w: &mut Work<'_>,
+    ) -> Result<bool> {
+        let ctx = w.ctx;
+        let now = ctx.now();
+        let store = self.incidents(&ctx);
+        if alert.severity >= head.severity {
+            w.note(format!(
+                "nothing sent: {} is {} ({} deliveries in the group)",
+                head.dedup_key, head.severity, head.count
+            ));
+            store.save(&head, now).await?;
+            return Ok(true);
+        }
+        let claim = format!("raise#{}#{}", head.opened_at.timestamp(), alert.severity);
+        if !store
+            .claim(
+                &head.dedup_key,
+                &claim,
+                &json!({"at": now}),
+                store.expiry(now),
+            )
+            .await?
+        {
+            w.note("a concurrent delivery is raising the incident");
+            store.save(&head, now).await?;
+            return Ok(true);
+        }
+        let from = head.severity;
+        head.severity = alert.severity;
+        head.resolve_by = earliest(
+            head.resolve_by,
+            resolution_due(&self.cfg, head.severity, head.opened_at),
+        );
+        let msg = Message::of_incident(
+            &head,
+            &ctx.env(),
+            Kind::Raised {
+                by: alert.dedup_key.clone(),
+            },
+            self.ack_url(&head.dedup_key, now),
+        );
+        let channels = self.cfg.channels(head.severity).to_vec();
+        let sends = self.fan_out(&ctx, &channels, &msg).await;
+        w.rec.notes.extend(sends.iter().map(Sent::line));
+        w.note(format!(
+            "raised {} from {from} to {} by {}",
+            head.dedup_key, head.severity, alert.dedup_key
+        ));
+        let what = format!(
+            "raised from {from} to {} by {}",
+            head.severity, alert.dedup_key
+        );
+        record_sends(&mut head, &sends, now, &what);
+        let delivered = sends.iter().any(|s| s.ok);
+        if delivered {
+            head.last_notified_at = Some(now);
+        } else {
+            let where_to = self.dead_letter("alert", alert, &sends, now).await;
+            w.note(format!("every channel failed: {where_to}"));
+            store.release(&head.dedup_key, &claim).await?;
+        }
+        store.save(&head, now).await?;
+        Ok(delivered)
     }
 
     /// A CloudWatch alarm notification: routed like any alert, its severity from

@@ -6,12 +6,13 @@
 use chrono::{DateTime, Duration as Span, Utc};
 use serde_json::{json, Value};
 
+use nbaops_shared::alerts::kind_of;
 use nbaops_shared::events::AlarmChange;
 use nbaops_shared::ports::Ledger;
 use nbaops_shared::{NbaopsError, Result};
 
 use crate::channels::Sent;
-use crate::plan::Incident;
+use crate::plan::{Incident, OpenEntry};
 
 /// Ledger partition listing the keys of open incidents, for the sweep.
 pub const OPEN_PK: &str = "alert-open";
@@ -57,18 +58,43 @@ impl Incidents<'_> {
         self.ledger
             .put(&incident_pk(&inc.dedup_key), STATE_SK, &data, Some(expires))
             .await?;
-        if inc.is_closed() {
+        // A group's member is not an incident of its own: its group's incident is the one listed.
+        if inc.is_closed() || inc.grouped_into.is_some() {
             self.ledger.delete(OPEN_PK, &inc.dedup_key).await
         } else {
             self.ledger
                 .put(
                     OPEN_PK,
                     &inc.dedup_key,
-                    &json!({"severity": inc.severity, "opened_at": inc.opened_at}),
+                    &json!({
+                        "severity": inc.severity,
+                        "opened_at": inc.opened_at,
+                        "resource": inc.resource,
+                        "kind": kind_of(&inc.dedup_key),
+                    }),
                     Some(expires),
                 )
                 .await
         }
+    }
+
+    /// The open index as the grouping reads it (entries written before it had the resource are
+    /// left out: they join nothing).
+    pub async fn open_entries(&self) -> Result<Vec<OpenEntry>> {
+        Ok(self
+            .ledger
+            .query(OPEN_PK, "")
+            .await?
+            .into_iter()
+            .filter_map(|(key, v)| {
+                Some(OpenEntry {
+                    kind: v.get("kind")?.as_str()?.to_string(),
+                    resource: v.get("resource")?.as_str()?.to_string(),
+                    opened_at: serde_json::from_value(v.get("opened_at")?.clone()).ok()?,
+                    key,
+                })
+            })
+            .collect())
     }
 
     /// Takes the claim `claim` of the key's incident: `Ok(false)` when another delivery has it.

@@ -14,6 +14,8 @@ pub mod channels;
 pub mod delivery;
 pub mod escalation;
 pub mod firing;
+#[cfg(test)]
+mod incident_rules_tests;
 pub mod incidents;
 pub mod link;
 pub mod plan;

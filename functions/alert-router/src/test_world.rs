@@ -85,12 +85,13 @@ pub fn sns_alert(a: &Alert, id: &str) -> Value {
         "Message": serde_json::to_string(a).unwrap()}}]})
 }
 
+/// Its resource is the key's (`asg:<key>`): two keys are two incidents unless a test groups them.
 pub fn alert(sev: Severity, key: &str) -> Alert {
     Alert::new(
         sev,
         "dev",
         "scale-on-alarm",
-        "asg:nbaops-dev-web",
+        &format!("asg:{key}"),
         key,
         "web down",
         t("2026-11-25T10:00:00Z"),

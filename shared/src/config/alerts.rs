@@ -65,6 +65,15 @@ pub const KEYS: &[(&str, &str, &str)] = &[
         "severity of a CloudWatch alarm notification by alarm name: comma list of pattern=P1..P4, * matches any run of characters, case-insensitive, first match wins",
     ),
     ("alerts.alarm_severity_default", "P3", "severity of a CloudWatch alarm whose name matches no alerts.alarm_severity pattern"),
+    // Issue #22: grouping, resolution SLAs, the on-call rota (docs/alerting.md).
+    ("alerts.group.window_minutes", "30", "an alert opening within this long after an open incident on the same resource (or one it is caused by, alerts.group.causes) joins that incident's thread instead of opening its own (0: no grouping)"),
+    ("alerts.group.causes", "failover=pg-replication-lag|pg-connections|pg-unreachable", "root-cause rules: comma list of cause=effect|effect of alert kinds; an effect alert joins an open cause incident of the same scope (the resource's name between its first ':' and '/': rds:db1 and pg:db1/standby:r1 are both db1)"),
+    ("alerts.resolution.p1", "4h", "P1 resolution SLA from opening: Nm, Nh, business-day (the end of the business day it opened in, or of the next one when it opened after hours or on a day off) or none"),
+    ("alerts.resolution.p2", "business-day", "P2 resolution SLA"),
+    ("alerts.resolution.p3", "48h", "P3 resolution SLA"),
+    ("alerts.resolution.p4", "none", "P4 resolution SLA"),
+    ("alerts.oncall.rota", "", r#"JSON on-call rota: {"weeks": {"2026-W49": "alice"}, "weekdays": {"sat": "carol"}, "contacts": {"alice": "<@U012AB3CD>"}}; an ISO week entry wins over a weekday entry, both read on the local date in alerts.business.tz (empty: nobody assigned)"#),
+    ("alerts.oncall.team_lead", "", "mention of the team lead; when set, escalation level 1 (alerts.escalation.chain[0]) mentions them: escalation goes from the assignee to the team lead"),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -155,6 +164,201 @@ pub struct AlarmSeverity {
     pub severity: Severity,
 }
 
+/// A resolution SLA (issue #22): how long an incident may stay open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum ResolutionSla {
+    Minutes(i64),
+    /// The end of the business day the incident opened in, or of the next business day when it
+    /// opened after the end of business hours or on a day off.
+    BusinessDay,
+    None,
+}
+
+pub fn parse_resolution(raw: &str) -> Option<ResolutionSla> {
+    match raw.trim().to_ascii_lowercase().as_str() {
+        "business-day" => Some(ResolutionSla::BusinessDay),
+        "none" => Some(ResolutionSla::None),
+        other => match parse_response(other)? {
+            ResponseTime::Minutes(m) => Some(ResolutionSla::Minutes(m)),
+            ResponseTime::NextBusinessDay => None,
+        },
+    }
+}
+
+/// One root-cause rule of `alerts.group.causes`: alerts of the `effects` kinds join an open
+/// incident of the `cause` kind on the same scope.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CauseRule {
+    pub cause: String,
+    pub effects: Vec<String>,
+}
+
+/// Who is on call, and how a message mentions them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OnCallPerson {
+    pub name: String,
+    pub mention: String,
+}
+
+/// The on-call rota (`alerts.oncall.rota`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Rota {
+    /// (ISO year, ISO week) -> name.
+    pub weeks: BTreeMap<(i32, u32), String>,
+    /// Monday = 0 .. Sunday = 6 -> name.
+    pub weekdays: BTreeMap<u32, String>,
+    pub contacts: BTreeMap<String, String>,
+}
+
+impl Rota {
+    pub fn is_empty(&self) -> bool {
+        self.weeks.is_empty() && self.weekdays.is_empty()
+    }
+
+    /// Who is on call at `at`, read on its local date in `tz`: the ISO week's entry, else the
+    /// weekday's, else nobody.
+    pub fn on_call(&self, at: chrono::DateTime<chrono::Utc>, tz: Tz) -> Option<OnCallPerson> {
+        use chrono::Datelike;
+        let day = at.with_timezone(&tz).date_naive();
+        let week = day.iso_week();
+        let name = self
+            .weeks
+            .get(&(week.year(), week.week()))
+            .or_else(|| self.weekdays.get(&day.weekday().num_days_from_monday()))?;
+        Some(OnCallPerson {
+            name: name.clone(),
+            mention: self
+                .contacts
+                .get(name)
+                .cloned()
+                .unwrap_or_else(|| format!("@{name}")),
+        })
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRota {
+    #[serde(default)]
+    weeks: BTreeMap<String, String>,
+    #[serde(default)]
+    weekdays: BTreeMap<String, String>,
+    #[serde(default)]
+    contacts: BTreeMap<String, String>,
+}
+
+fn parse_rota(s: &Settings) -> Result<Rota> {
+    let key = "alerts.oncall.rota";
+    if s.string(key).is_empty() {
+        return Ok(Rota::default());
+    }
+    let raw: RawRota = s.json(
+        key,
+        r#"a JSON object {"weeks": {"YYYY-Www": name}, "weekdays": {"mon".."sun": name}, "contacts": {name: mention}}"#,
+    )?;
+    let bad = |what: String| NbaopsError::config(format!("{key} (from {}): {what}", s.origin(key)));
+    let name_ok = |n: &str| !n.trim().is_empty();
+    let mut rota = Rota::default();
+    for (w, name) in raw.weeks {
+        let parsed = w.split_once("-W").and_then(|(y, n)| {
+            let (y, n) = (y.parse::<i32>().ok()?, n.parse::<u32>().ok()?);
+            chrono::NaiveDate::from_isoywd_opt(y, n, Weekday::Mon).map(|_| (y, n))
+        });
+        let Some(yw) = parsed.filter(|_| w.len() == 8) else {
+            return Err(bad(format!(
+                "week '{w}': expected an ISO week such as 2026-W49"
+            )));
+        };
+        if !name_ok(&name) {
+            return Err(bad(format!("week '{w}': empty name")));
+        }
+        rota.weeks.insert(yw, name.trim().to_string());
+    }
+    for (d, name) in raw.weekdays {
+        let Ok(day) = d.parse::<Weekday>() else {
+            return Err(bad(format!("weekday '{d}': expected mon..sun")));
+        };
+        if !name_ok(&name) {
+            return Err(bad(format!("weekday '{d}': empty name")));
+        }
+        rota.weekdays
+            .insert(day.num_days_from_monday(), name.trim().to_string());
+    }
+    for (name, mention) in raw.contacts {
+        if !name_ok(&name) || !name_ok(&mention) {
+            return Err(bad(format!("contact '{name}': empty name or mention")));
+        }
+        rota.contacts.insert(name, mention.trim().to_string());
+    }
+    if rota.is_empty() {
+        return Err(bad(
+            "names nobody: give weeks or weekdays (or leave it empty)".into(),
+        ));
+    }
+    Ok(rota)
+}
+
+fn parse_causes(s: &Settings) -> Result<Vec<CauseRule>> {
+    let key = "alerts.group.causes";
+    let kind_ok = |k: &str| {
+        !k.is_empty()
+            && k.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+    };
+    let mut out = Vec::new();
+    for entry in s.list(key) {
+        let bad = || {
+            NbaopsError::config(format!(
+                "{key} (from {}): entry '{entry}': expected cause=effect|effect of alert kinds",
+                s.origin(key)
+            ))
+        };
+        let (cause, effects) = entry.split_once('=').ok_or_else(bad)?;
+        let effects: Vec<String> = effects.split('|').map(|e| e.trim().to_string()).collect();
+        if !kind_ok(cause.trim()) || !effects.iter().all(|e| kind_ok(e)) {
+            return Err(bad());
+        }
+        out.push(CauseRule {
+            cause: cause.trim().to_string(),
+            effects,
+        });
+    }
+    Ok(out)
+}
+
+/// Grouping, resolution SLAs and the rota (issue #22).
+#[derive(Debug, Clone, Serialize)]
+pub struct Incidents {
+    /// 0: no grouping.
+    pub group_window_minutes: i64,
+    pub causes: Vec<CauseRule>,
+    pub resolution: BTreeMap<Severity, ResolutionSla>,
+    pub rota: Rota,
+    pub team_lead: Option<String>,
+}
+
+fn parse_incidents(s: &Settings) -> Result<Incidents> {
+    let mut resolution = BTreeMap::new();
+    for (sev, name) in SEVERITIES {
+        let key = format!("alerts.resolution.{name}");
+        let r = parse_resolution(&s.string(&key))
+            .ok_or_else(|| s.bad(&key, "Nm, Nh, business-day or none"))?;
+        resolution.insert(sev, r);
+    }
+    let group_window_minutes: i64 =
+        s.number("alerts.group.window_minutes", "whole minutes >= 0")?;
+    if group_window_minutes < 0 {
+        return Err(s.bad("alerts.group.window_minutes", "whole minutes >= 0"));
+    }
+    Ok(Incidents {
+        group_window_minutes,
+        causes: parse_causes(s)?,
+        resolution,
+        rota: parse_rota(s)?,
+        team_lead: optional(s, "alerts.oncall.team_lead"),
+    })
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct AlertsConfig {
     pub routes: BTreeMap<Severity, Vec<Channel>>,
@@ -179,6 +383,8 @@ pub struct AlertsConfig {
     pub http_timeout_ms: u64,
     pub record_ttl_days: i64,
     pub secrets: AlertSecrets,
+    /// Grouping, resolution SLAs, the rota (issue #22).
+    pub incidents: Incidents,
 }
 
 /// The one-time schedule an approved action is carried out by: its group, the role Scheduler
@@ -245,6 +451,14 @@ fn key_id_like(s: &Settings, key: &str) -> Result<Option<String>> {
 impl AlertsConfig {
     pub fn channels(&self, severity: Severity) -> &[Channel] {
         self.routes.get(&severity).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    pub fn resolution_sla(&self, severity: Severity) -> ResolutionSla {
+        self.incidents
+            .resolution
+            .get(&severity)
+            .copied()
+            .unwrap_or(ResolutionSla::None)
     }
 
     pub fn response_time(&self, severity: Severity) -> ResponseTime {
@@ -502,11 +716,18 @@ pub fn from_settings(s: &Settings) -> Result<AlertsConfig> {
     if http_timeout_ms > 30_000 {
         return Err(s.bad("alerts.http_timeout_ms", "at most 30000 ms"));
     }
+    let incidents = parse_incidents(s)?;
+    let mut chain = parse_chain(s)?;
+    // Escalation goes from the assignee to the team lead: level 1 mentions them.
+    if let (Some(lead), Some(first)) = (&incidents.team_lead, chain.first_mut()) {
+        first.mention = Some(lead.clone());
+    }
     Ok(AlertsConfig {
+        incidents,
         routes,
         response,
         business,
-        chain: parse_chain(s)?,
+        chain,
         dedup_window_minutes: positive(s, "alerts.dedup_window_minutes", "whole minutes >= 1")?,
         email_topic_arn,
         dead_letter_queue_url,
@@ -690,5 +911,133 @@ mod tests {
             let e = load(&[(k, v)]).unwrap_err();
             assert!(e.to_string().contains("alerts.ack."), "{k}={v}: {e}");
         }
+    }
+
+    #[test]
+    fn grouping_resolution_and_rota_keys() {
+        let c = load(&[]).unwrap();
+        let i = &c.incidents;
+        assert_eq!(i.group_window_minutes, 30);
+        assert_eq!(i.causes[0].cause, "failover");
+        assert!(i.causes[0]
+            .effects
+            .contains(&"pg-replication-lag".to_string()));
+        assert_eq!(c.resolution_sla(Severity::P2), ResolutionSla::BusinessDay);
+        assert_eq!(
+            c.resolution_sla(Severity::P3),
+            ResolutionSla::Minutes(48 * 60)
+        );
+        assert_eq!(c.resolution_sla(Severity::P4), ResolutionSla::None);
+        assert!(i.rota.is_empty() && i.team_lead.is_none());
+        assert_eq!(c.chain[0].mention.as_deref(), Some("@team-lead"));
+
+        let c = load(&[
+            (
+                "NBAOPS_ALERTS__ONCALL__ROTA",
+                r#"{"weeks": {"2026-W49": "alice"}, "weekdays": {"mon": "bob", "sat": "carol", "sun": "carol"}, "contacts": {"alice": "<@UALICE>"}}"#,
+            ),
+            ("NBAOPS_ALERTS__ONCALL__TEAM_LEAD", "<@ULEAD>"),
+            ("NBAOPS_ALERTS__BUSINESS__TZ", "Europe/Paris"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.chain[0].mention.as_deref(),
+            Some("<@ULEAD>"),
+            "level 1 is the team lead"
+        );
+        let tz = c.business.tz;
+        let at = |s: &str| chrono::DateTime::parse_from_rfc3339(s).unwrap().to_utc();
+        let who = |s: &str| {
+            c.incidents
+                .rota
+                .on_call(at(s), tz)
+                .map(|p| (p.name, p.mention))
+        };
+        // Week 49 of 2026 is Mon 30 Nov .. Sun 6 Dec: the week entry wins over the weekday map.
+        assert_eq!(
+            who("2026-12-05T12:00:00Z"),
+            Some(("alice".into(), "<@UALICE>".into()))
+        );
+        assert_eq!(
+            who("2026-11-30T00:30:00Z"),
+            Some(("alice".into(), "<@UALICE>".into())),
+            "01:30 Monday in Paris"
+        );
+        // Sunday 29 Nov 23:30 UTC is Monday 00:30 in Paris: week 49 already.
+        assert_eq!(who("2026-11-29T23:30:00Z").unwrap().0, "alice");
+        assert_eq!(
+            who("2026-11-29T22:30:00Z").unwrap().0,
+            "carol",
+            "still Sunday in Paris"
+        );
+        // Week 50: the weekday map; a name without a contact is mentioned as @name.
+        assert_eq!(
+            who("2026-12-07T10:00:00Z"),
+            Some(("bob".into(), "@bob".into()))
+        );
+        assert_eq!(who("2026-12-08T10:00:00Z"), None, "nobody on Tuesdays");
+        // The year's edge: 2026-W53 exists (Mon 28 Dec 2026); 1 Jan 2027 is in it.
+        let c = load(&[(
+            "NBAOPS_ALERTS__ONCALL__ROTA",
+            r#"{"weeks": {"2026-W53": "dora", "2027-W01": "eve"}}"#,
+        )])
+        .unwrap();
+        let who = |s: &str| {
+            c.incidents
+                .rota
+                .on_call(at(s), chrono_tz::UTC)
+                .map(|p| p.name)
+        };
+        assert_eq!(who("2027-01-01T09:00:00Z").as_deref(), Some("dora"));
+        assert_eq!(who("2027-01-04T09:00:00Z").as_deref(), Some("eve"));
+
+        for (k, v) in [
+            ("NBAOPS_ALERTS__ONCALL__ROTA", "alice,bob"),
+            (
+                "NBAOPS_ALERTS__ONCALL__ROTA",
+                r#"{"weeks": {"2026-49": "a"}}"#,
+            ),
+            (
+                "NBAOPS_ALERTS__ONCALL__ROTA",
+                r#"{"weeks": {"2027-W53": "a"}}"#,
+            ),
+            (
+                "NBAOPS_ALERTS__ONCALL__ROTA",
+                r#"{"weekdays": {"funday": "a"}}"#,
+            ),
+            (
+                "NBAOPS_ALERTS__ONCALL__ROTA",
+                r#"{"weekdays": {"mon": " "}}"#,
+            ),
+            (
+                "NBAOPS_ALERTS__ONCALL__ROTA",
+                r#"{"contacts": {"a": "@a"}}"#,
+            ),
+            (
+                "NBAOPS_ALERTS__ONCALL__ROTA",
+                r#"{"week": {"2026-W49": "a"}}"#,
+            ),
+            ("NBAOPS_ALERTS__GROUP__CAUSES", "failover"),
+            ("NBAOPS_ALERTS__GROUP__CAUSES", "failover=pg lag"),
+            ("NBAOPS_ALERTS__GROUP__WINDOW_MINUTES", "-1"),
+            ("NBAOPS_ALERTS__RESOLUTION__P2", "next-business-day"),
+            ("NBAOPS_ALERTS__RESOLUTION__P3", "2d"),
+        ] {
+            let e = load(&[(k, v)]).unwrap_err().to_string();
+            let key = k
+                .trim_start_matches("NBAOPS_")
+                .replace("__", ".")
+                .to_ascii_lowercase();
+            assert!(e.contains(&key), "{k}={v}: {e}");
+        }
+        let c = load(&[
+            ("NBAOPS_ALERTS__GROUP__WINDOW_MINUTES", "0"),
+            ("NBAOPS_ALERTS__GROUP__CAUSES", ""),
+            ("NBAOPS_ALERTS__RESOLUTION__P1", "none"),
+        ])
+        .unwrap();
+        assert_eq!(c.incidents.group_window_minutes, 0);
+        assert!(c.incidents.causes.is_empty());
+        assert_eq!(c.resolution_sla(Severity::P1), ResolutionSla::None);
     }
 }
