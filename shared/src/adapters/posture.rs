@@ -392,10 +392,14 @@ impl Posture for SdkPosture {
                 .send()
                 .await
                 .map_err(|e| dependency("rds", e))?;
+            // "Replicated" as backup-guard reads it (replicating or starting, never retained):
+            // one reading of the answer for both (ports::rds_backup::replication_of).
             out.extend(
                 page.db_instance_automated_backups()
                     .iter()
-                    .filter_map(|b| b.db_instance_arn().map(String::from)),
+                    .map(super::rds_backup::replicated_backup_of)
+                    .filter(|b| b.replicates() && !b.source_arn.is_empty())
+                    .map(|b| b.source_arn),
             );
             marker = next(page.marker());
             if marker.is_none() {
