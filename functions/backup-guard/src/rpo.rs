@@ -126,7 +126,7 @@ impl BackupGuard {
                         ),
                     )
                     .with_details(json!({"since": o.since, "reasons": o.reasons, "rpo_minutes": cfg.rpo_minutes}))
-                    .with_runbook("Check automated backups (retention, backup window), the instance's WAL archiving (pg_stat_archiver) and RDS events; restore points older than the RPO mean data loss on failure. A DR-region reason: `aws rds describe-db-instance-automated-backups --region <dr>` (Status, RestoreWindow.LatestTime) and docs/backup-dr.md."),
+                    .with_runbook("Check automated backups (retention, backup window), the instance's WAL archiving (pg_stat_archiver) and RDS events; restore points older than the RPO mean data loss on failure. A DR-region reason: `aws rds describe-db-instance-automated-backups --region <dr>` (Status, RestoreWindow.LatestTime) and docs/backup-dr-replication.md."),
                 ),
                 (Announce::Resolved, _) => {
                     let mut a = ctx
