@@ -321,7 +321,7 @@ impl RdsBackups for SdkRdsBackups {
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use aws_smithy_runtime_api::client::http::{
         http_client_fn, HttpConnector, HttpConnectorFuture, SharedHttpConnector,
@@ -344,22 +344,25 @@ mod tests {
         }
     }
 
-    fn client(body: &'static str) -> aws_sdk_rds::Client {
-        let conf = aws_sdk_rds::Config::builder()
+    /// An SDK configuration whose every call gets `body` back (any service's client).
+    pub(crate) fn canned_conf(body: &'static str) -> aws_config::SdkConfig {
+        aws_config::SdkConfig::builder()
             .behavior_version(aws_sdk_rds::config::BehaviorVersion::latest())
             .region(aws_sdk_rds::config::Region::new("us-east-1"))
-            .credentials_provider(aws_sdk_rds::config::Credentials::new(
-                "AKIDEXAMPLE",
-                "secret",
-                None,
-                None,
-                "test",
+            .credentials_provider(aws_sdk_rds::config::SharedCredentialsProvider::new(
+                aws_sdk_rds::config::Credentials::new("AKIDEXAMPLE", "secret", None, None, "test"),
             ))
             .http_client(http_client_fn(move |_, _| {
                 SharedHttpConnector::new(Canned(body))
             }))
-            .build();
-        aws_sdk_rds::Client::from_conf(conf)
+            .build()
+    }
+
+    pub(crate) const DR_ANSWER: &str =
+        include_str!("fixtures/describe-db-instance-automated-backups-dr.xml");
+
+    fn client(body: &'static str) -> aws_sdk_rds::Client {
+        aws_sdk_rds::Client::new(&canned_conf(body))
     }
 
     /// The DR region's answer (fixtures/describe-db-instance-automated-backups-dr.xml, the
@@ -368,7 +371,7 @@ mod tests {
     /// are not the source's.
     #[tokio::test]
     async fn the_dr_regions_answer_is_read_as_aws_sends_it() {
-        let xml = include_str!("fixtures/describe-db-instance-automated-backups-dr.xml");
+        let xml = DR_ANSWER;
         let rds = SdkRdsBackups::new(client(xml), "us-west-2");
         let got = rds
             .replicated_backups("arn:aws:rds:us-east-1:123456789012:db:nbaops-prod-db")
