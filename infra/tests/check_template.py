@@ -1109,6 +1109,27 @@ for service in ("budgets.amazonaws.com", "costalerts.amazonaws.com"):
           any(s.get("Effect") == "Allow" and service in as_list(s.get("Principal", {}).get("Service")) for s in key_stmts)
           and text(topics.get("CostAlertsTopic", {}).get("Properties", {}).get("KmsMasterKeyId")) == "${AlertsKey.Arn}")
 
+# Issue #22: backup-guard replicates automated backups to the DR region. The call is made in the
+# DR region with the source instance's ARN
+# (https://docs.aws.amazon.com/AmazonRDS/latest/APIReference/API_StartDBInstanceAutomatedBackupsReplication.html):
+# allowed on the managed instance and the DR region's replicated backups only; the DR region's
+# recovery point is read with DescribeDBInstanceAutomatedBackups, a list naming no resource
+# (https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazonrds.html); an
+# encrypted source needs its own region's key too, granted to RDS only
+# (https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/AutomatedXREGBackups.Troubleshooting.html).
+bg = functions.get("BackupGuardFunction", {"Properties": {}})
+res = resources_of(allows(bg, "rds:StartDBInstanceAutomatedBackupsReplication"))
+check("BackupGuardFunction: StartDBInstanceAutomatedBackupsReplication only on the managed instance and DR auto-backups",
+      res == {"arn:${AWS::Partition}:rds:${AWS::Region}:${AWS::AccountId}:db:${DbInstanceId}",
+              "arn:${AWS::Partition}:rds:${DrRegion}:${AWS::AccountId}:auto-backup:*"}, res)
+check("BackupGuardFunction: DescribeDBInstanceAutomatedBackups on '*' (a list of the DR region)",
+      resources_of(allows(bg, "rds:DescribeDBInstanceAutomatedBackups")) == {"*"})
+src_grants = [s for s in allows(bg, "kms:CreateGrant") if "${AWS::Region}" in str(s.get("Resource"))]
+check("BackupGuardFunction: the source region's key granted to RDS only (GrantIsForAWSResource, via rds)",
+      src_grants and all(cond(s, "Bool", "kms:GrantIsForAWSResource") in (True, "true")
+                         and text(cond(s, "StringEquals", "kms:ViaService") or "") == "rds.${AWS::Region}.amazonaws.com"
+                         for s in src_grants), src_grants)
+
 passed, failed = results.count(True), results.count(False)
 print(f"template: {passed} passed, {failed} failed")
 sys.exit(1 if failed else 0)

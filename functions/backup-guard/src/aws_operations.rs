@@ -15,8 +15,10 @@ pub const AWS_OPERATIONS: &[&str] = &[
     "rds:RestoreDBInstanceFromDBSnapshot", // SdkRdsBackups::restore_instance
     "rds:DeleteDBInstance", // SdkRdsBackups::delete_instance
     "rds:AddTagsToResource", // RDS authorises it when create/copy/restore pass Tags
-    "kms:CreateGrant", // RDS granting itself the DR key for an encrypted copy_to_dr
-    "kms:DescribeKey", // RDS checking the DR key for an encrypted copy_to_dr
+    "kms:CreateGrant", // RDS granting itself the DR key (and the source's) for an encrypted copy_to_dr / start_replication
+    "kms:DescribeKey", // RDS checking the DR key for an encrypted copy_to_dr / start_replication
+    "rds:DescribeDBInstanceAutomatedBackups", // SdkRdsBackups::replicated_backups (DR region)
+    "rds:StartDBInstanceAutomatedBackupsReplication", // SdkRdsBackups::start_replication (called in the DR region)
     "sqs:SendMessage", // a dispatch tick's SendMessageBatch of work items (shared/src/runtime/fanout.rs)
     // Authorised on our behalf: the event source mapping polls the work queue with this role.
     "sqs:ReceiveMessage",

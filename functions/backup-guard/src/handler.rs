@@ -226,6 +226,7 @@ pub(crate) mod tests {
     use chrono::{Duration, TimeZone};
     use nbaops_shared::alerts::{AlertStatus, Severity};
     use nbaops_shared::fakes::{fake_snapshot, test_deps, FakeNotifier, FakeRdsBackups};
+    use nbaops_shared::guard::Outcome;
     use nbaops_shared::ports::*;
     use nbaops_shared::runtime::dispatch;
     use serde_json::{json, Value};
@@ -392,6 +393,196 @@ pub(crate) mod tests {
             w.rds.mutations().is_empty(),
             "the RPO check never changes anything"
         );
+    }
+
+    const DR_ON: (&str, &str) = ("NBAOPS_BACKUP__DR_REPLICATION__ENABLED", "true");
+    const DB_ARN: &str = "arn:aws:rds:us-east-1:123456789012:db:db";
+
+    fn set_dr(w: &World, status: &str, latest: Option<DateTime<Utc>>) {
+        *w.rds.replicated.lock().unwrap() = vec![ReplicatedBackup {
+            source_arn: DB_ARN.into(),
+            instance_id: "db".into(),
+            status: status.into(),
+            latest_restorable_time: latest,
+            arn: None,
+        }];
+    }
+
+    fn starts(w: &World) -> Vec<String> {
+        w.rds
+            .mutations()
+            .into_iter()
+            .filter(|m| m.starts_with("start_replication"))
+            .collect()
+    }
+
+    /// Issue #22 on the fake (moto has no StartDBInstanceAutomatedBackupsReplication): not
+    /// replicated -> started through the guard (audited, no breach); starting -> nothing; the
+    /// DR region's LatestTime past the RPO -> P1 at once; caught up -> resolved.
+    #[tokio::test]
+    async fn dr_replication_is_started_then_its_recovery_point_held_to_the_rpo() {
+        let w = world(&[
+            DR_ON,
+            (
+                "NBAOPS_BACKUP__DR_REPLICATION__KMS_KEY_ID",
+                "arn:aws:kms:us-west-2:123456789012:key/dr",
+            ),
+        ]);
+        let r = tick(&w, RPO_TASK, t0(), "a").await;
+        let rec = &r.records[0];
+        assert_eq!(
+            starts(&w),
+            vec![format!("start_replication {DB_ARN} retention=7 kms=arn:aws:kms:us-west-2:123456789012:key/dr")]
+        );
+        let a = &rec.actions[0];
+        assert_eq!(
+            (a.action.as_str(), a.outcome),
+            ("rds.backup.replicate", Outcome::Acted)
+        );
+        assert!(rec.alerts.is_empty(), "started: no breach {:?}", rec.alerts);
+        // Pending: nothing to start again, nothing to hold to the RPO yet.
+        let r = tick(&w, RPO_TASK, t0() + Duration::minutes(5), "b").await;
+        assert!(r.records[0].actions.is_empty() && r.records[0].alerts.is_empty());
+        assert!(
+            r.records[0]
+                .notes
+                .iter()
+                .any(|n| n.contains("replication is starting")),
+            "{:?}",
+            r.records[0].notes
+        );
+        assert_eq!(starts(&w).len(), 1);
+        // Replicating, the DR point 2 min old: fine.
+        set_dr(&w, "replicating", Some(t0() + Duration::minutes(8)));
+        w.rds
+            .instances
+            .lock()
+            .unwrap()
+            .get_mut("db")
+            .unwrap()
+            .latest_restorable_time = Some(t0() + Duration::minutes(9));
+        let r = tick(&w, RPO_TASK, t0() + Duration::minutes(10), "c").await;
+        assert!(r.records[0].alerts.is_empty(), "{:?}", r.records[0].alerts);
+        // 20 minutes on, the primary's point moved but the DR region's did not: P1 at once.
+        w.rds
+            .instances
+            .lock()
+            .unwrap()
+            .get_mut("db")
+            .unwrap()
+            .latest_restorable_time = Some(t0() + Duration::minutes(28));
+        let r = tick(&w, RPO_TASK, t0() + Duration::minutes(30), "d").await;
+        let a = &r.records[0].alerts[0];
+        assert_eq!(a.severity, Severity::P1, "{a:?}");
+        assert!(
+            a.summary.contains("DR region us-west-2: LatestTime")
+                && a.summary.contains("22 min behind"),
+            "{}",
+            a.summary
+        );
+        // Still behind: said once.
+        let r = tick(&w, RPO_TASK, t0() + Duration::minutes(31), "e").await;
+        assert!(r.records[0].alerts.is_empty());
+        // Caught up: resolved.
+        set_dr(&w, "replicating", Some(t0() + Duration::minutes(33)));
+        let r = tick(&w, RPO_TASK, t0() + Duration::minutes(35), "f").await;
+        assert_eq!(r.records[0].alerts[0].status, AlertStatus::Resolved);
+        assert_eq!(starts(&w).len(), 1, "replicating: never started again");
+    }
+
+    #[tokio::test]
+    async fn dr_replication_not_started_is_a_p2_dry_run_protected_failed_or_stopped() {
+        // Dry-run: audited as would-act, nothing started, the breach says it is missing.
+        let w = world(&[DR_ON, ("NBAOPS_GUARD__DRY_RUN", "true")]);
+        let r = tick(&w, RPO_TASK, t0(), "a").await;
+        let rec = &r.records[0];
+        assert_eq!(rec.actions[0].outcome, Outcome::WouldAct);
+        assert!(starts(&w).is_empty());
+        assert_eq!(rec.alerts[0].severity, Severity::P2);
+        assert!(
+            rec.alerts[0]
+                .summary
+                .contains("not replicated to DR region us-west-2"),
+            "{}",
+            rec.alerts[0].summary
+        );
+
+        // The protected tag: stopped by the guard, never started.
+        let w = world(&[DR_ON]);
+        w.rds
+            .instances
+            .lock()
+            .unwrap()
+            .get_mut("db")
+            .unwrap()
+            .tags
+            .insert("nbaops:protect".into(), "true".into());
+        let r = tick(&w, RPO_TASK, t0(), "a").await;
+        assert_eq!(r.records[0].actions[0].outcome, Outcome::Skipped);
+        assert!(starts(&w).is_empty());
+        assert!(r.records[0].alerts[0].summary.contains("not replicated"));
+
+        // RDS refuses the start: failed, audited, P2.
+        let w = world(&[DR_ON]);
+        *w.rds.fail_starts.lock().unwrap() = 1;
+        let r = tick(&w, RPO_TASK, t0(), "a").await;
+        let a = &r.records[0].actions[0];
+        assert_eq!(a.outcome, Outcome::Failed);
+        assert!(a
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("KMSKeyNotAccessibleFault"));
+        assert!(r.records[0].alerts[0].summary.contains("not replicated"));
+
+        // Replication stopped (only a retained backup left): started again.
+        let w = world(&[DR_ON]);
+        set_dr(&w, "retained", Some(t0() - Duration::days(3)));
+        tick(&w, RPO_TASK, t0(), "a").await;
+        assert_eq!(starts(&w).len(), 1);
+
+        // The key off (the default): the DR region is never read, nothing started.
+        let w = world(&[]);
+        let r = tick(&w, RPO_TASK, t0(), "a").await;
+        assert!(r.records[0].actions.is_empty() && starts(&w).is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_dr_region_is_named_and_never_resolves_a_breach() {
+        let w = world(&[DR_ON]);
+        set_dr(&w, "replicating", Some(t0() - Duration::minutes(40)));
+        let r = tick(&w, RPO_TASK, t0(), "a").await;
+        assert_eq!(r.records[0].alerts[0].severity, Severity::P1);
+        // The DR region stops answering: the open breach stays open (no resolve), and says why.
+        *w.rds.fail_replicated.lock().unwrap() = true;
+        let r = tick(&w, RPO_TASK, t0() + Duration::minutes(5), "b").await;
+        assert!(r.records[0].alerts.is_empty(), "{:?}", r.records[0].alerts);
+        assert!(
+            r.records[0].actions.is_empty(),
+            "unreadable is never 'start it'"
+        );
+        assert!(
+            r.records[0]
+                .notes
+                .iter()
+                .any(|n| n.contains("unreadable") && n.contains("AccessDenied")),
+            "{:?}",
+            r.records[0].notes
+        );
+        let open = w
+            .deps
+            .ledger
+            .get("backuprpo#db", "open")
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(open.to_string().contains("unreadable"), "{open}");
+        // Unreadable from the start: a P2 that names it.
+        let w = world(&[DR_ON]);
+        *w.rds.fail_replicated.lock().unwrap() = true;
+        let r = tick(&w, RPO_TASK, t0(), "a").await;
+        assert_eq!(r.records[0].alerts[0].severity, Severity::P2);
+        assert!(r.records[0].alerts[0].summary.contains("unreadable"));
     }
 
     #[tokio::test]

@@ -5,13 +5,13 @@
 use serde::de::DeserializeOwned;
 
 use nbaops_shared::guard::{decode_state, report_unreadable_state};
-use nbaops_shared::ports::{Site, SnapshotKind};
+use nbaops_shared::ports::{InstanceBackup, Site, SnapshotKind};
 use nbaops_shared::runtime::{Ctx, Work};
 use nbaops_shared::sql;
 use nbaops_shared::Result;
 
 use crate::handler::BackupGuard;
-use crate::plan::{self, BackupObservation};
+use crate::plan::{self, BackupObservation, DrView};
 
 /// The ledger item `pk`/`sk` as stored; `Err` (inside) when it cannot be read.
 pub async fn stored<T: DeserializeOwned>(
@@ -69,6 +69,26 @@ impl BackupGuard {
             latest_automated,
             wal_problem,
         })
+    }
+
+    /// The DR region's automated backups of `instance` (issue #22): not checked unless
+    /// `backup.dr_replication.enabled` and the hub's origin (the DR client is the hub's); an
+    /// instance without an ARN or a DR region that does not answer is `Unreadable`, never "none".
+    pub async fn observe_dr(&self, instance: Option<&InstanceBackup>, hub: bool) -> DrView {
+        if !self.backup.dr_replication.enabled || !hub {
+            return DrView::NotChecked;
+        }
+        let Some(i) = instance else {
+            // "instance not found" is already the breach.
+            return DrView::NotChecked;
+        };
+        let Some(arn) = i.arn.as_deref() else {
+            return DrView::Unreadable(format!("{} has no DBInstanceArn to match", i.id));
+        };
+        match self.rds.replicated_backups(arn).await {
+            Ok(b) => DrView::Read(b),
+            Err(e) => DrView::Unreadable(e.to_string()),
+        }
     }
 
     /// pg_stat_archiver where the database is reachable; unreachable is noted, not a breach

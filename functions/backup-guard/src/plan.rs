@@ -7,7 +7,7 @@ use serde_json::Value;
 use nbaops_shared::alerts::Severity;
 use nbaops_shared::config::backup::BackupConfig;
 use nbaops_shared::guard::{Explanation, ProposedAction};
-use nbaops_shared::ports::{DbSnapshot, InstanceBackup, Site, Tags};
+use nbaops_shared::ports::{DbSnapshot, InstanceBackup, ReplicatedBackup, Replication, Site, Tags};
 use nbaops_shared::sql::{i64_of, str_of, time_of, Row};
 
 /// The tag backup-guard puts on the snapshots it owns; retention only ever touches these.
@@ -161,6 +161,18 @@ pub fn breach_transition(
     now: DateTime<Utc>,
     rpo_minutes: i64,
 ) -> (Option<OpenBreach>, Announce) {
+    breach_transition_at_least(prev, reasons, now, rpo_minutes, Severity::P2)
+}
+
+/// [`breach_transition`], at least `floor` (P1 when a reason is already past the RPO, the DR
+/// region's recovery point); an open breach never drops back to a lower severity.
+pub fn breach_transition_at_least(
+    prev: Option<&OpenBreach>,
+    reasons: &[String],
+    now: DateTime<Utc>,
+    rpo_minutes: i64,
+    floor: Severity,
+) -> (Option<OpenBreach>, Announce) {
     if reasons.is_empty() {
         return match prev {
             Some(_) => (None, Announce::Resolved),
@@ -168,11 +180,15 @@ pub fn breach_transition(
         };
     }
     let since = prev.map(|p| p.since).unwrap_or(now);
-    let severity = if now - since > Duration::minutes(rpo_minutes) {
+    let by_age = if now - since > Duration::minutes(rpo_minutes) {
         Severity::P1
     } else {
         Severity::P2
     };
+    // Severity orders P1 first: the smaller is the more severe.
+    let severity = by_age
+        .min(floor)
+        .min(prev.map(|p| p.severity).unwrap_or(Severity::P2));
     let announce = match prev {
         Some(p) if p.severity == severity => Announce::Nothing,
         _ => Announce::Firing(severity),
@@ -185,6 +201,104 @@ pub fn breach_transition(
         }),
         announce,
     )
+}
+
+// ---- DR replication of automated backups (issue #22) ----
+
+/// What the RPO check read of the DR region for one instance.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DrView {
+    /// `backup.dr_replication.enabled` off, or not this origin's to check: not judged.
+    NotChecked,
+    /// The DR region could not be read (or the instance has no ARN to match): the recovery point
+    /// there is unknown, never "fine".
+    Unreadable(String),
+    /// The DR region's automated backups of this instance, any status.
+    Read(Vec<ReplicatedBackup>),
+}
+
+/// What the DR region's backups mean against the promises.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct DrFindings {
+    /// Breach reasons (operator's words), added to the instance's RPO breach.
+    pub reasons: Vec<String>,
+    /// A reason is already past the RPO (the DR recovery point is older than it): P1 now.
+    pub p1: bool,
+    /// Nothing replicates (none, or only retained backups): replication has to be started.
+    pub needs_start: bool,
+    /// What was seen, for the record's notes.
+    pub note: Option<String>,
+}
+
+/// The DR region's view of one instance: not replicated (P2, start it), replicating with
+/// `RestoreWindow.LatestTime` older than the RPO (P1), no LatestTime (P2), starting (noted:
+/// no recovery point there yet, nothing to hold to the RPO), unreadable (P2, named).
+pub fn dr_findings(
+    view: &DrView,
+    region: &str,
+    rpo_minutes: i64,
+    now: DateTime<Utc>,
+) -> DrFindings {
+    let mut f = DrFindings::default();
+    let backups = match view {
+        DrView::NotChecked => return f,
+        DrView::Unreadable(e) => {
+            f.reasons.push(format!(
+                "DR region {region}: replicated automated backups unreadable ({e}): the DR recovery point is unknown"
+            ));
+            return f;
+        }
+        DrView::Read(b) => b,
+    };
+    let pick = |want: Replication| {
+        backups
+            .iter()
+            .filter(|b| b.replication() == want)
+            .max_by_key(|b| b.latest_restorable_time)
+    };
+    if let Some(b) = pick(Replication::Replicating) {
+        match b.latest_restorable_time {
+            None => f.reasons.push(format!(
+                "DR region {region}: replicated automated backups have no RestoreWindow.LatestTime"
+            )),
+            Some(t) => {
+                let lag = now - t;
+                if lag > Duration::minutes(rpo_minutes) {
+                    f.p1 = true;
+                    f.reasons.push(format!(
+                        "DR region {region}: LatestTime {} is {} min behind (RPO {rpo_minutes} min)",
+                        t.to_rfc3339(),
+                        lag.num_minutes()
+                    ));
+                } else {
+                    f.note = Some(format!(
+                        "DR {region}: replicating, LatestTime {} ({} min behind, RPO {rpo_minutes} min)",
+                        t.to_rfc3339(),
+                        lag.num_minutes()
+                    ));
+                }
+            }
+        }
+        return f;
+    }
+    if let Some(b) = pick(Replication::Starting) {
+        f.note = Some(format!(
+            "DR {region}: replication is starting ({}): no recovery point there until the first automated snapshot arrives",
+            b.status
+        ));
+        return f;
+    }
+    let retained = backups
+        .iter()
+        .filter_map(|b| b.latest_restorable_time)
+        .max()
+        .map(|t| format!(", its last recovery point there {}", t.to_rfc3339()))
+        .unwrap_or_default();
+    f.needs_start = true;
+    f.reasons.push(format!(
+        "automated backups are not replicated to DR region {region}{retained}: a region loss falls back to the monthly snapshot"
+    ));
+    f
 }
 
 // ---- monthly snapshots ----
@@ -607,6 +721,78 @@ mod tests {
         let (o4, a) = breach_transition(o3.as_ref(), &[], now() + Duration::minutes(31), 15);
         assert_eq!((o4, a), (None, Announce::Resolved));
         assert_eq!(breach_transition(None, &[], now(), 15).1, Announce::Nothing);
+    }
+
+    fn replicated(status: &str, latest: Option<DateTime<Utc>>) -> ReplicatedBackup {
+        ReplicatedBackup {
+            source_arn: "arn:aws:rds:us-east-1:123456789012:db:db".into(),
+            instance_id: "db".into(),
+            status: status.into(),
+            latest_restorable_time: latest,
+            arn: None,
+        }
+    }
+
+    #[test]
+    fn dr_recovery_point_against_the_rpo() {
+        let at = |m: i64| Some(now() - Duration::minutes(m));
+        let read = |b: Vec<ReplicatedBackup>| dr_findings(&DrView::Read(b), "us-west-2", 15, now());
+        // Not judged: nothing.
+        assert_eq!(
+            dr_findings(&DrView::NotChecked, "us-west-2", 15, now()),
+            DrFindings::default()
+        );
+        // Replicating within the RPO (exactly 15 min is within): noted only.
+        let f = read(vec![replicated("replicating", at(15))]);
+        assert!(f.reasons.is_empty() && !f.p1 && !f.needs_start, "{f:?}");
+        assert!(f.note.unwrap().contains("15 min behind"));
+        // 16 minutes behind: P1 at once.
+        let f = read(vec![replicated("replicating", at(16))]);
+        assert!(f.p1 && !f.needs_start, "{f:?}");
+        assert!(f.reasons[0].contains("16 min behind (RPO 15 min)"), "{f:?}");
+        // Replicating without a LatestTime: P2, not P1.
+        let f = read(vec![replicated("replicating", None)]);
+        assert!(!f.p1 && f.reasons[0].contains("no RestoreWindow.LatestTime"));
+        // Starting: no breach, nothing to start.
+        let f = read(vec![replicated("pending", None)]);
+        assert!(f.reasons.is_empty() && !f.needs_start);
+        assert!(f.note.unwrap().contains("starting"));
+        // None, or only a retained one (replication stopped): not replicated, start it.
+        let f = read(vec![]);
+        assert!(f.needs_start && !f.p1 && f.reasons[0].contains("not replicated"));
+        let f = read(vec![replicated("retained", at(600))]);
+        assert!(f.needs_start, "{f:?}");
+        assert!(f.reasons[0].contains("last recovery point there"), "{f:?}");
+        // A retained one beside a replicating one: the replicating one decides.
+        let f = read(vec![
+            replicated("retained", at(6000)),
+            replicated("replicating", at(2)),
+        ]);
+        assert!(f.reasons.is_empty() && !f.needs_start, "{f:?}");
+        // Unreadable: a reason that names it, never a start.
+        let f = dr_findings(
+            &DrView::Unreadable("AccessDenied".into()),
+            "us-west-2",
+            15,
+            now(),
+        );
+        assert!(!f.needs_start && f.reasons[0].contains("unreadable (AccessDenied)"));
+    }
+
+    #[test]
+    fn a_floor_of_p1_fires_p1_at_once_and_never_drops_back() {
+        let reasons = vec!["DR late".to_string()];
+        let (open, a) = breach_transition_at_least(None, &reasons, now(), 15, Severity::P1);
+        assert_eq!(a, Announce::Firing(Severity::P1));
+        // The DR point caught up but another reason stays: still P1, nothing new said.
+        let (o2, a) = breach_transition_at_least(
+            open.as_ref(),
+            &["other".to_string()],
+            now() + Duration::minutes(5),
+            15,
+            Severity::P2,
+        );
+        assert_eq!((o2.unwrap().severity, a), (Severity::P1, Announce::Nothing));
     }
 
     #[test]

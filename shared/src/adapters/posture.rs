@@ -392,10 +392,14 @@ impl Posture for SdkPosture {
                 .send()
                 .await
                 .map_err(|e| dependency("rds", e))?;
+            // "Replicated" as backup-guard reads it (replicating or starting, never retained):
+            // one reading of the answer for both (ports::rds_backup::replication_of).
             out.extend(
                 page.db_instance_automated_backups()
                     .iter()
-                    .filter_map(|b| b.db_instance_arn().map(String::from)),
+                    .map(super::rds_backup::replicated_backup_of)
+                    .filter(|b| b.replicates() && !b.source_arn.is_empty())
+                    .map(|b| b.source_arn),
             );
             marker = next(page.marker());
             if marker.is_none() {
@@ -761,6 +765,32 @@ impl Posture for SdkPosture {
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    /// posture-check's `rds.dr_replication` reads the DR region's answer as backup-guard does
+    /// (the shared fixture): the replicating source counts, the retained one does not.
+    #[tokio::test]
+    async fn replicated_means_what_backup_guard_means() {
+        use crate::adapters::rds_backup::tests::{canned_conf, DR_ANSWER};
+        let conf = canned_conf(DR_ANSWER);
+        let p = SdkPosture {
+            rds: aws_sdk_rds::Client::new(&conf),
+            elasticache: aws_sdk_elasticache::Client::new(&conf),
+            ec2: aws_sdk_ec2::Client::new(&conf),
+            elbv2: aws_sdk_elasticloadbalancingv2::Client::new(&conf),
+            cloudwatch: aws_sdk_cloudwatch::Client::new(&conf),
+            tagging: aws_sdk_resourcegroupstagging::Client::new(&conf),
+            conf,
+        };
+        let got = p.replicated_backups("us-west-2").await.unwrap();
+        assert!(
+            got.contains(&"arn:aws:rds:us-east-1:123456789012:db:nbaops-prod-db".to_string()),
+            "{got:?}"
+        );
+        assert!(
+            !got.contains(&"arn:aws:rds:us-east-1:123456789012:db:old-db".to_string()),
+            "a retained (stopped) replication is not replicated: {got:?}"
+        );
+    }
 
     #[test]
     fn stopped_since_reads_the_user_initiated_timestamp() {

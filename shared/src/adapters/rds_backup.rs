@@ -11,7 +11,8 @@ use chrono::{DateTime, Utc};
 use super::dependency;
 use crate::error::{NbaopsError, Result};
 use crate::ports::{
-    DbSnapshot, InstanceBackup, RdsBackups, RestoreRequest, Site, SnapshotKind, Tags,
+    DbSnapshot, InstanceBackup, RdsBackups, ReplicatedBackup, RestoreRequest, Site, SnapshotKind,
+    Tags,
 };
 
 pub struct SdkRdsBackups {
@@ -79,6 +80,21 @@ fn snapshot_of(s: &aws_sdk_rds::types::DbSnapshot) -> DbSnapshot {
         created: time(s.original_snapshot_create_time()).or(time(s.snapshot_create_time())),
         encrypted: s.encrypted().unwrap_or(false),
         tags: tags_of(s.tag_list()),
+    }
+}
+
+/// One `DBInstanceAutomatedBackup` of a `DescribeDBInstanceAutomatedBackups` answer: the one
+/// reading of it, shared by backup-guard ([`SdkRdsBackups::replicated_backups`]) and
+/// posture-check (`SdkPosture::replicated_backups`), so both mean the same by "replicated".
+pub(crate) fn replicated_backup_of(
+    b: &aws_sdk_rds::types::DbInstanceAutomatedBackup,
+) -> ReplicatedBackup {
+    ReplicatedBackup {
+        source_arn: b.db_instance_arn().unwrap_or("").to_string(),
+        instance_id: b.db_instance_identifier().unwrap_or("").to_string(),
+        status: b.status().unwrap_or("").to_string(),
+        latest_restorable_time: time(b.restore_window().and_then(|w| w.latest_time())),
+        arn: b.db_instance_automated_backups_arn().map(String::from),
     }
 }
 
@@ -257,5 +273,132 @@ impl RdsBackups for SdkRdsBackups {
             }
             Err(e) => Err(dependency("rds", e)),
         }
+    }
+
+    async fn replicated_backups(&self, source_arn: &str) -> Result<Vec<ReplicatedBackup>> {
+        let client = self.client(Site::Dr)?;
+        let mut out = Vec::new();
+        let mut marker: Option<String> = None;
+        loop {
+            let page = client
+                .describe_db_instance_automated_backups()
+                .set_marker(marker.take())
+                .send()
+                .await
+                .map_err(|e| dependency("rds", e))?;
+            out.extend(
+                page.db_instance_automated_backups()
+                    .iter()
+                    .map(replicated_backup_of)
+                    .filter(|b| b.source_arn == source_arn),
+            );
+            match page.marker() {
+                Some(m) if !m.is_empty() => marker = Some(m.to_string()),
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    async fn start_replication(
+        &self,
+        source_arn: &str,
+        retention_days: i32,
+        kms_key_id: Option<&str>,
+    ) -> Result<()> {
+        // Called in the destination (DR) region; outside GovCloud no pre-signed URL
+        // (https://docs.aws.amazon.com/AmazonRDS/latest/APIReference/API_StartDBInstanceAutomatedBackupsReplication.html).
+        self.client(Site::Dr)?
+            .start_db_instance_automated_backups_replication()
+            .source_db_instance_arn(source_arn)
+            .backup_retention_period(retention_days)
+            .set_kms_key_id(kms_key_id.map(String::from))
+            .send()
+            .await
+            .map_err(|e| dependency("rds", e))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+pub(crate) mod tests {
+    use super::*;
+    use aws_smithy_runtime_api::client::http::{
+        http_client_fn, HttpConnector, HttpConnectorFuture, SharedHttpConnector,
+    };
+    use aws_smithy_runtime_api::client::orchestrator::HttpRequest;
+    use aws_smithy_runtime_api::http::{Response, StatusCode};
+    use aws_smithy_types::body::SdkBody;
+
+    /// Answers every request with one canned body (a real AWS response), whatever it asks.
+    #[derive(Debug, Clone)]
+    struct Canned(&'static str);
+
+    impl HttpConnector for Canned {
+        fn call(&self, _request: HttpRequest) -> HttpConnectorFuture {
+            let body = self.0;
+            HttpConnectorFuture::ready(Ok(Response::new(
+                StatusCode::try_from(200u16).unwrap(),
+                SdkBody::from(body),
+            )))
+        }
+    }
+
+    /// An SDK configuration whose every call gets `body` back (any service's client).
+    pub(crate) fn canned_conf(body: &'static str) -> aws_config::SdkConfig {
+        aws_config::SdkConfig::builder()
+            .behavior_version(aws_sdk_rds::config::BehaviorVersion::latest())
+            .region(aws_sdk_rds::config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_rds::config::SharedCredentialsProvider::new(
+                aws_sdk_rds::config::Credentials::new("AKIDEXAMPLE", "secret", None, None, "test"),
+            ))
+            .http_client(http_client_fn(move |_, _| {
+                SharedHttpConnector::new(Canned(body))
+            }))
+            .build()
+    }
+
+    pub(crate) const DR_ANSWER: &str =
+        include_str!("fixtures/describe-db-instance-automated-backups-dr.xml");
+
+    fn client(body: &'static str) -> aws_sdk_rds::Client {
+        aws_sdk_rds::Client::new(&canned_conf(body))
+    }
+
+    /// The DR region's answer (fixtures/describe-db-instance-automated-backups-dr.xml, the
+    /// shape of the AWS documentation's example): the source's replicated backup is read with
+    /// its status and `RestoreWindow.LatestTime`; another instance's and the DR region's own
+    /// are not the source's.
+    #[tokio::test]
+    async fn the_dr_regions_answer_is_read_as_aws_sends_it() {
+        let xml = DR_ANSWER;
+        let rds = SdkRdsBackups::new(client(xml), "us-west-2");
+        let got = rds
+            .replicated_backups("arn:aws:rds:us-east-1:123456789012:db:nbaops-prod-db")
+            .await
+            .unwrap();
+        assert_eq!(got.len(), 1, "{got:?}");
+        let b = &got[0];
+        assert_eq!(b.status, "replicating");
+        assert!(b.replicates());
+        assert_eq!(
+            b.latest_restorable_time,
+            Some(
+                DateTime::parse_from_rfc3339("2026-11-25T11:55:03Z")
+                    .unwrap()
+                    .with_timezone(&Utc)
+            )
+        );
+        assert!(b.arn.as_deref().unwrap().contains(":auto-backup:"));
+        // The retained backup of another source is listed for it, and does not replicate.
+        let other = rds
+            .replicated_backups("arn:aws:rds:us-east-1:123456789012:db:old-db")
+            .await
+            .unwrap();
+        assert_eq!(other.len(), 1);
+        assert!(!other[0].replicates());
+        // No DR region: a config error, never "not replicated".
+        let none = SdkRdsBackups::new(client(xml), "");
+        assert!(none.replicated_backups("x").await.is_err());
     }
 }

@@ -40,6 +40,10 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("backup.drill.statement_timeout_seconds", "300", "statement_timeout of the drill's validation queries (a restored instance reads cold)"),
     ("backup.wal.databases", "", "comma list of instance=name: pg.databases entry to read pg_stat_archiver from"),
     ("backup.wal.max_archive_age_minutes", "15", "last archived WAL older than this = archiving stalled (0: not judged)"),
+    ("backup.dr_replication.enabled", "false", "issue #22: replicate each instance's automated backups to backup.dr_region (StartDBInstanceAutomatedBackupsReplication through the guard) and hold the DR region's LatestTime to backup.rpo_minutes"),
+    ("backup.dr_replication.retention_days", "7", "BackupRetentionPeriod of the replicated automated backups in the DR region (1-35 days)"),
+    ("backup.dr_replication.kms_key_id", "", "KMS key (ARN, in the DR region) for replicated backups of encrypted instances (empty: backup.dr_kms_key_id)"),
+    ("backup.dr_replication.cooldown_minutes", "60", "after a replication start (done, refused or failed) the next attempt on that instance waits this long"),
 ];
 
 /// A table named in config, schema defaulting to `public`.
@@ -96,6 +100,17 @@ pub struct BackupConfig {
     /// instance -> pg.databases name
     pub wal_databases: BTreeMap<String, String>,
     pub max_archive_age_minutes: i64,
+    pub dr_replication: DrReplicationConfig,
+}
+
+/// Issue #22: cross-region replication of automated backups (the DR region's recovery point).
+#[derive(Debug, Clone, Serialize)]
+pub struct DrReplicationConfig {
+    pub enabled: bool,
+    pub retention_days: i32,
+    /// `backup.dr_replication.kms_key_id`, else `backup.dr_kms_key_id`.
+    pub kms_key_id: Option<String>,
+    pub cooldown_minutes: i64,
 }
 
 fn optional(s: &Settings, key: &str) -> Option<String> {
@@ -165,6 +180,33 @@ pub fn from_settings(s: &Settings) -> Result<BackupConfig> {
     if min_rows < 0 {
         return Err(s.bad("backup.drill.min_rows", "a whole number >= 0"));
     }
+    let dr_replication = DrReplicationConfig {
+        enabled: s.boolean("backup.dr_replication.enabled")?,
+        retention_days: positive(
+            s,
+            "backup.dr_replication.retention_days",
+            "whole days in [1, 35]",
+        )?,
+        kms_key_id: optional(s, "backup.dr_replication.kms_key_id")
+            .or_else(|| optional(s, "backup.dr_kms_key_id")),
+        cooldown_minutes: positive(
+            s,
+            "backup.dr_replication.cooldown_minutes",
+            "whole minutes >= 1",
+        )?,
+    };
+    if dr_replication.retention_days > 35 {
+        return Err(s.bad(
+            "backup.dr_replication.retention_days",
+            "whole days in [1, 35] (the AWS backup retention range)",
+        ));
+    }
+    if dr_replication.enabled && s.string("backup.dr_region").is_empty() {
+        return Err(NbaopsError::config(format!(
+            "backup.dr_replication.enabled (from {}) needs backup.dr_region",
+            s.origin("backup.dr_replication.enabled")
+        )));
+    }
     let cfg = BackupConfig {
         instances: s.list("backup.instances"),
         rpo_minutes: positive(s, "backup.rpo_minutes", "whole minutes >= 1")?,
@@ -194,6 +236,7 @@ pub fn from_settings(s: &Settings) -> Result<BackupConfig> {
         },
         wal_databases,
         max_archive_age_minutes,
+        dr_replication,
     };
     if let Some(i) = cfg
         .wal_databases
@@ -254,5 +297,34 @@ mod tests {
         let c = load(&[("NBAOPS_BACKUP__DRILL__KEY_TABLES", "players, stats.games")]).unwrap();
         assert_eq!(c.drill.key_tables[0].display(), "public.players");
         assert_eq!(c.drill.key_tables[1].display(), "stats.games");
+    }
+
+    #[test]
+    fn dr_replication_keys() {
+        let c = load(&[]).unwrap();
+        assert!(!c.dr_replication.enabled);
+        assert_eq!(c.dr_replication.retention_days, 7);
+        let e = load(&[("NBAOPS_BACKUP__DR_REPLICATION__ENABLED", "true")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("needs backup.dr_region"), "{e}");
+        let e = load(&[("NBAOPS_BACKUP__DR_REPLICATION__RETENTION_DAYS", "36")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("backup.dr_replication.retention_days"), "{e}");
+        let c = load(&[
+            ("NBAOPS_BACKUP__DR_REPLICATION__ENABLED", "true"),
+            ("NBAOPS_BACKUP__DR_REGION", "us-west-2"),
+            (
+                "NBAOPS_BACKUP__DR_KMS_KEY_ID",
+                "arn:aws:kms:us-west-2:1:key/copy",
+            ),
+        ])
+        .unwrap();
+        assert!(c.dr_replication.enabled);
+        assert_eq!(
+            c.dr_replication.kms_key_id.as_deref(),
+            Some("arn:aws:kms:us-west-2:1:key/copy")
+        );
     }
 }

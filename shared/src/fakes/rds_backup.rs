@@ -10,7 +10,8 @@ use chrono::{DateTime, Utc};
 use super::lock;
 use crate::error::{NbaopsError, Result};
 use crate::ports::{
-    copyable_tags, DbSnapshot, InstanceBackup, RdsBackups, RestoreRequest, Site, SnapshotKind, Tags,
+    copyable_tags, DbSnapshot, InstanceBackup, RdsBackups, ReplicatedBackup, RestoreRequest, Site,
+    SnapshotKind, Tags,
 };
 
 pub struct FakeRdsBackups {
@@ -30,6 +31,12 @@ pub struct FakeRdsBackups {
     pub fail_describe: Mutex<Vec<String>>,
     /// Every instance described, in order.
     pub described: Mutex<Vec<String>>,
+    /// The DR region's automated backups (`DescribeDBInstanceAutomatedBackups` there).
+    pub replicated: Mutex<Vec<ReplicatedBackup>>,
+    /// The DR region's describe fails (unreadable), every time.
+    pub fail_replicated: Mutex<bool>,
+    /// The next this-many replication starts fail (then they succeed again).
+    pub fail_starts: Mutex<u32>,
 }
 
 impl FakeRdsBackups {
@@ -45,6 +52,9 @@ impl FakeRdsBackups {
             now: Mutex::new(now),
             fail_describe: Mutex::default(),
             described: Mutex::default(),
+            replicated: Mutex::default(),
+            fail_replicated: Mutex::new(false),
+            fail_starts: Mutex::new(0),
         }
     }
 
@@ -235,6 +245,58 @@ impl RdsBackups for FakeRdsBackups {
     async fn delete_instance(&self, id: &str) -> Result<()> {
         lock(&self.instances).remove(id);
         self.log(format!("delete_instance {id}"));
+        Ok(())
+    }
+
+    async fn replicated_backups(&self, source_arn: &str) -> Result<Vec<ReplicatedBackup>> {
+        if *lock(&self.fail_replicated) {
+            return Err(NbaopsError::dependency(
+                "rds",
+                format!(
+                    "DescribeDBInstanceAutomatedBackups in {}: AccessDenied (fake)",
+                    self.dr_region
+                ),
+            ));
+        }
+        Ok(lock(&self.replicated)
+            .iter()
+            .filter(|b| b.source_arn == source_arn)
+            .cloned()
+            .collect())
+    }
+
+    async fn start_replication(
+        &self,
+        source_arn: &str,
+        retention_days: i32,
+        kms_key_id: Option<&str>,
+    ) -> Result<()> {
+        {
+            let mut fail = lock(&self.fail_starts);
+            if *fail > 0 {
+                *fail -= 1;
+                return Err(NbaopsError::Dependency {
+                    service: "rds",
+                    message: "KMSKeyNotAccessibleFault: fake replication start failure".into(),
+                    retryable: false,
+                });
+            }
+        }
+        let instance_id = source_arn.rsplit(':').next().unwrap_or("").to_string();
+        lock(&self.replicated).push(ReplicatedBackup {
+            source_arn: source_arn.into(),
+            instance_id,
+            status: "pending".into(),
+            latest_restorable_time: None,
+            arn: Some(format!(
+                "arn:aws:rds:{}:123456789012:auto-backup:ab-fake",
+                self.dr_region
+            )),
+        });
+        self.log(format!(
+            "start_replication {source_arn} retention={retention_days} kms={}",
+            kms_key_id.unwrap_or("-")
+        ));
         Ok(())
     }
 }

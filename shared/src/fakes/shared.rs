@@ -208,6 +208,19 @@ impl<T: RdsBackups> RdsBackups for Shared<T> {
     async fn delete_instance(&self, id: &str) -> Result<()> {
         self.0.delete_instance(id).await
     }
+    async fn replicated_backups(&self, source_arn: &str) -> Result<Vec<ReplicatedBackup>> {
+        self.0.replicated_backups(source_arn).await
+    }
+    async fn start_replication(
+        &self,
+        source_arn: &str,
+        retention_days: i32,
+        kms_key_id: Option<&str>,
+    ) -> Result<()> {
+        self.0
+            .start_replication(source_arn, retention_days, kms_key_id)
+            .await
+    }
 }
 
 #[async_trait]

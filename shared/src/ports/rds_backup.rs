@@ -79,6 +79,57 @@ pub fn copyable_tags(tags: &Tags) -> Tags {
         .collect()
 }
 
+/// Where an instance's automated backups stand in the DR region, from the `Status` of its
+/// replicated automated backup there (`DescribeDBInstanceAutomatedBackups` in the DR region:
+/// `pending` until RDS holds the first automated snapshot, `replicating` after, `retained` once
+/// replication is stopped or the source deleted;
+/// https://docs.aws.amazon.com/AmazonRDS/latest/APIReference/API_DescribeDBInstanceAutomatedBackups.html,
+/// https://docs.aws.amazon.com/cli/latest/reference/rds/stop-db-instance-automated-backups-replication.html).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Replication {
+    /// `replicating` (or `active`): snapshots and transaction logs arrive in the DR region.
+    Replicating,
+    /// `pending` (or `creating`): started, no automated snapshot there yet.
+    Starting,
+    /// `retained` or anything else: nothing new arrives; replication has to be started (again).
+    Stopped,
+}
+
+/// The one definition of "replicated" (backup-guard's RPO check and posture-check's
+/// `rds.dr_replication` both read it): replicating or starting counts, anything else does not.
+pub fn replication_of(status: &str) -> Replication {
+    match status.to_ascii_lowercase().as_str() {
+        "replicating" | "active" => Replication::Replicating,
+        "pending" | "creating" => Replication::Starting,
+        _ => Replication::Stopped,
+    }
+}
+
+/// One automated backup as the DR region lists it: `DBInstanceArn` is the source instance's ARN
+/// (in the primary region), `RestoreWindow.LatestTime` the DR region's recovery point.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReplicatedBackup {
+    /// `DBInstanceArn`: the source instance (empty when the answer names none).
+    pub source_arn: String,
+    pub instance_id: String,
+    pub status: String,
+    /// `RestoreWindow.LatestTime`.
+    pub latest_restorable_time: Option<DateTime<Utc>>,
+    /// `DBInstanceAutomatedBackupsArn` (`arn:aws:rds:<dr>:<account>:auto-backup:ab-...`).
+    pub arn: Option<String>,
+}
+
+impl ReplicatedBackup {
+    pub fn replication(&self) -> Replication {
+        replication_of(&self.status)
+    }
+    /// Replicating or starting: what both backup-guard and posture-check call "replicated".
+    pub fn replicates(&self) -> bool {
+        self.replication() != Replication::Stopped
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RestoreRequest {
     pub snapshot_id: String,
@@ -124,4 +175,41 @@ pub trait RdsBackups: Send + Sync {
     async fn restore_instance(&self, req: &RestoreRequest) -> Result<()>;
     /// Deletes an instance without a final snapshot (the drill's temporary instance only).
     async fn delete_instance(&self, id: &str) -> Result<()>;
+    /// The automated backups the DR region holds of the instance `source_arn`
+    /// (`DescribeDBInstanceAutomatedBackups` in the DR region, every page, matched on
+    /// `DBInstanceArn`), any status.
+    async fn replicated_backups(&self, source_arn: &str) -> Result<Vec<ReplicatedBackup>>;
+    /// Starts replicating the instance's automated backups into the DR region
+    /// (`StartDBInstanceAutomatedBackupsReplication`, called in the DR region), kept
+    /// `retention_days` there, encrypted with `kms_key_id` (a key of the DR region) when the
+    /// source is encrypted.
+    async fn start_replication(
+        &self,
+        source_arn: &str,
+        retention_days: i32,
+        kms_key_id: Option<&str>,
+    ) -> Result<()>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replicated_means_replicating_or_starting() {
+        assert_eq!(replication_of("replicating"), Replication::Replicating);
+        assert_eq!(replication_of("Replicating"), Replication::Replicating);
+        assert_eq!(replication_of("pending"), Replication::Starting);
+        assert_eq!(replication_of("retained"), Replication::Stopped);
+        assert_eq!(replication_of(""), Replication::Stopped);
+        let b = |status: &str| ReplicatedBackup {
+            source_arn: "arn:aws:rds:us-east-1:123456789012:db:db".into(),
+            instance_id: "db".into(),
+            status: status.into(),
+            latest_restorable_time: None,
+            arn: None,
+        };
+        assert!(b("replicating").replicates() && b("pending").replicates());
+        assert!(!b("retained").replicates());
+    }
 }
