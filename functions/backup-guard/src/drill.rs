@@ -655,8 +655,13 @@ impl BackupGuard {
                     "the isolated Auto Scaling group {group} (desired 1) from {}:{}",
                     fs.launch_template, fs.launch_template_version
                 ),
-                format!("twice-yearly full-system drill of {}", d.source),
+                format!("SPEC 5.4 twice-yearly full-system drill of {}", d.source),
             )
+            .observe(Observation::value(
+                "minutes since the drill started",
+                (ctx.now() - d.started_at).num_minutes() as f64,
+                "min",
+            ))
             .key("backup.drill.full_system.enabled")
             .key("backup.drill.full_system.months")
             .key("backup.drill.full_system.launch_template")
@@ -792,8 +797,13 @@ impl BackupGuard {
                 "delete",
                 "Deleted",
                 format!("the smoke-test group {} (force: its instance too)", t.group),
-                format!("full-system drill of {} finished", d.source),
+                format!("SPEC 5.4 full-system drill of {} finished", d.source),
             )
+            .observe(Observation::value(
+                "minutes since the drill started",
+                (w.ctx.now() - d.started_at).num_minutes() as f64,
+                "min",
+            ))
             .key("backup.drill.give_up_hours"),
             json!({"group": t.group}),
             json!({"group": null}),
