@@ -373,6 +373,26 @@ for key, fn in functions.items():
     check(f"{key}: explicit Deny of {sorted(mut)} on nbaops:protect=true", mut <= denied("nbaops:protect", "true"), denied("nbaops:protect", "true"))
     if key in ("OffhoursFunction", "CostAnomalyFunction", "PostureCheckFunction"):
         check(f"{key}: explicit Deny of {sorted(mut)} on nbaops:env=prod (never production, by IAM)", mut <= denied("nbaops:env", "prod"))
+# (b1) issue #22, backup-guard's full-system drill: it creates and force-deletes only its own
+# smoke-test groups (nbaops-drill-*, nbaops:drill=true asked on create, carried on delete; both
+# condition keys are supported by these actions:
+# https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazonec2autoscaling.html),
+# never a protected one, and a group from a launch template needs ec2:RunInstances on the caller
+# (https://docs.amazonaws.cn/en_us/autoscaling/ec2/userguide/ec2-auto-scaling-api-permissions.html).
+_bg = functions.get("BackupGuardFunction", {"Properties": {}})
+for _action, _key in (("autoscaling:CreateAutoScalingGroup", "aws:RequestTag/nbaops:drill"),
+                      ("autoscaling:DeleteAutoScalingGroup", "autoscaling:ResourceTag/nbaops:drill")):
+    _st = allows(_bg, _action)
+    check(f"BackupGuardFunction: {_action} only on nbaops-drill-* groups with {_key}=true",
+          bool(_st) and all(cond(x, "StringEquals", _key) == "true"
+                            and all(r.endswith(":autoScalingGroupName/nbaops-drill-*") for r in resources_of([x]))
+                            for x in _st), _st)
+check("BackupGuardFunction: explicit Deny of autoscaling:DeleteAutoScalingGroup on nbaops:protect=true",
+      any("autoscaling:DeleteAutoScalingGroup" in as_list(x.get("Action"))
+          and str(cond(x, "StringEquals", "aws:ResourceTag/nbaops:protect")) == "true"
+          for x in statements(_bg) if x.get("Effect") == "Deny"))
+check("BackupGuardFunction: ec2:RunInstances beside autoscaling:CreateAutoScalingGroup (a launch template)",
+      not allows(_bg, "autoscaling:CreateAutoScalingGroup") or bool(allows(_bg, "ec2:RunInstances")))
 # (b2) alarm rewrites (issue #17): PutMetricAlarm and DescribeAlarms support the alarm resource type, so
 # scale-on-alarm's role names this deployment's alarms only; DescribeAlarmsForMetric and
 # GetMetricStatistics support no resource type ("*").

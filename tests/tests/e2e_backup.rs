@@ -789,3 +789,187 @@ async fn an_unreadable_drill_record_is_p2_and_never_a_second_restore() {
         "{published:?}"
     );
 }
+
+// ---- issue #22: the application RTO and the full-system drill ----
+
+/// An isolated subnet and the application's launch template, as a deployment has them.
+async fn app_launch_template(stack: &Stack) -> String {
+    let ec2 = &stack.clients.ec2;
+    let vpc = ec2
+        .create_vpc()
+        .cidr_block("10.42.0.0/16")
+        .send()
+        .await
+        .unwrap();
+    let vpc_id = vpc.vpc().and_then(|v| v.vpc_id()).unwrap().to_string();
+    let subnet = ec2
+        .create_subnet()
+        .vpc_id(&vpc_id)
+        .cidr_block("10.42.1.0/24")
+        .availability_zone("us-east-1a")
+        .send()
+        .await
+        .unwrap();
+    let subnet_id = subnet
+        .subnet()
+        .and_then(|s| s.subnet_id())
+        .unwrap()
+        .to_string();
+    ec2.create_launch_template()
+        .launch_template_name("nbaops-app")
+        .launch_template_data(
+            aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
+                .image_id("ami-12c6146b")
+                .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    subnet_id
+}
+
+async fn group_tags(stack: &Stack, name: &str) -> Option<Vec<(String, String)>> {
+    let out = stack
+        .clients
+        .asg
+        .describe_auto_scaling_groups()
+        .auto_scaling_group_names(name)
+        .send()
+        .await
+        .unwrap();
+    let g = out.auto_scaling_groups().first()?;
+    let mut tags: Vec<(String, String)> = g
+        .tags()
+        .iter()
+        .map(|t| {
+            (
+                t.key().unwrap_or("").to_string(),
+                t.value().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    tags.sort();
+    Some(tags)
+}
+
+/// The application RTO on the real database: a health query that has no row yet is asked again
+/// on the next tick (the drill role reads the restored copy, read-only), the time to the first
+/// all-healthy answer is recorded beside the database RTO. In the drill's month the full-system
+/// mode then launches the application's launch template in an isolated group in moto (moto's
+/// instances are InService and Healthy at once), records the smoke test and force-deletes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drill_application_rto_then_full_system_smoke_test_in_an_isolated_group() {
+    use chrono::Datelike;
+    let stack = Stack::start(false).await.unwrap();
+    let pg = Postgres::start().unwrap();
+    drill_db(&stack, &pg).await;
+    let subnet = app_launch_template(&stack).await;
+    let at = nbaops_tests::clock::now();
+    let months = [
+        "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
+    ];
+    let month = months[at.month0() as usize];
+    let mut env = drill_env(&pg, "players");
+    env.extend([
+        (
+            "NBAOPS_BACKUP__DRILL__APP_HEALTH_QUERIES".to_string(),
+            json!([
+                "SELECT count(*) >= 450 AS players_ok FROM players",
+                "SELECT v FROM ops.backup_checksum WHERE k = 'ready'"
+            ])
+            .to_string(),
+        ),
+        (
+            "NBAOPS_BACKUP__DRILL__FULL_SYSTEM__ENABLED".into(),
+            "true".into(),
+        ),
+        (
+            "NBAOPS_BACKUP__DRILL__FULL_SYSTEM__MONTHS".into(),
+            month.into(),
+        ),
+        (
+            "NBAOPS_BACKUP__DRILL__FULL_SYSTEM__LAUNCH_TEMPLATE".into(),
+            "nbaops-app".into(),
+        ),
+        ("NBAOPS_BACKUP__DRILL__FULL_SYSTEM__SUBNETS".into(), subnet),
+    ]);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let f = start(&stack, &env).await;
+    let primary = rds_client(&stack, "us-east-1").await;
+    let temp = drill_id(at);
+    let min = |m: i64| at + chrono::Duration::minutes(m);
+    tick(&f, "backup-restore-drill", "drill-1", at).await;
+
+    // 5 min: the data verified (database RTO 5 min); the 'ready' row is not there: asked again.
+    let rec = tick(&f, "backup-restore-drill", "drill-2", min(5)).await;
+    assert!(alerts(&rec, "backup-drill#").is_empty(), "{rec}");
+    assert!(
+        rec["notes"]
+            .to_string()
+            .contains("application not healthy yet"),
+        "{rec}"
+    );
+    assert!(group_tags(&stack, &temp).await.is_none());
+    pg.psql_app(
+        "app",
+        "insert into ops.backup_checksum values ('ready', 'yes')",
+    )
+    .unwrap();
+
+    // 20 min: all healthy (application RTO 20 min, met); the smoke-test group is created.
+    let rec = tick(&f, "backup-restore-drill", "drill-3", min(20)).await;
+    assert!(alerts(&rec, "backup-drill#").is_empty(), "{rec}");
+    let create = rec["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["action"] == "autoscaling.create_drill_group")
+        .unwrap_or_else(|| panic!("{rec}"));
+    assert_eq!(create["outcome"], "acted", "{create}");
+    let tags = group_tags(&stack, &temp).await.expect("group created");
+    assert!(
+        tags.contains(&("nbaops:drill".into(), "true".into()))
+            && tags.contains(&("nbaops:source".into(), DB.into())),
+        "{tags:?}"
+    );
+
+    // 26 min: moto's instance is InService and Healthy: passed, reported, group and instance gone.
+    let rec = tick(&f, "backup-restore-drill", "drill-4", min(26)).await;
+    let report = alerts(&rec, "backup-drill#");
+    assert_eq!(report.len(), 1, "{rec}");
+    let d = &report[0]["details"];
+    assert_eq!(report[0]["severity"], "P4", "{}", report[0]);
+    assert_eq!(
+        (
+            d["rto_seconds"].as_i64(),
+            d["app_rto_seconds"].as_i64(),
+            d["app_rto_met"].as_bool(),
+            d["smoke"]["seconds"].as_i64(),
+            d["smoke"]["passed"].as_bool()
+        ),
+        (Some(300), Some(1200), Some(true), Some(360), Some(true)),
+        "{d}"
+    );
+    assert!(
+        group_tags(&stack, &temp).await.is_none(),
+        "group left behind"
+    );
+    assert!(!instance_exists(&primary, &temp).await, "{rec}");
+    let record = ledger_item(
+        &stack,
+        &format!("backupdrill#{DB}"),
+        &format!("done#{}", at.to_rfc3339()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (
+            record["app_rto_seconds"].as_i64(),
+            record["smoke"]["deleted"].as_bool(),
+            record["phase"].as_str()
+        ),
+        (Some(1200), Some(true), Some("done")),
+        "{record}"
+    );
+}

@@ -19,6 +19,13 @@ pub const AWS_OPERATIONS: &[&str] = &[
     "kms:DescribeKey", // RDS checking the DR key for an encrypted copy_to_dr / start_replication
     "rds:DescribeDBInstanceAutomatedBackups", // SdkRdsBackups::replicated_backups (DR region)
     "rds:StartDBInstanceAutomatedBackupsReplication", // SdkRdsBackups::start_replication (called in the DR region)
+    // Issue #22, the full-system drill's smoke-test group (nbaops_shared::ports::DrillGroups on SdkAutoScaling).
+    "autoscaling:CreateAutoScalingGroup", // SdkAutoScaling::create_group
+    "autoscaling:CreateOrUpdateTags",     // the tags passed to CreateAutoScalingGroup
+    "autoscaling:DescribeAutoScalingGroups", // SdkAutoScaling::describe_group
+    "autoscaling:DeleteAutoScalingGroup", // SdkAutoScaling::force_delete_group
+    "ec2:RunInstances", // checked on the caller of CreateAutoScalingGroup with a launch template
+    "ec2:CreateTags",   // ... when the launch template tags its instances and volumes
     "sqs:SendMessage", // a dispatch tick's SendMessageBatch of work items (shared/src/runtime/fanout.rs)
     // Authorised on our behalf: the event source mapping polls the work queue with this role.
     "sqs:ReceiveMessage",

@@ -8,18 +8,23 @@
 use chrono::Duration;
 use serde_json::json;
 
+use chrono::Datelike;
 use nbaops_shared::alerts::Severity;
 use nbaops_shared::deadline::Budget;
 use nbaops_shared::events::ScheduledTick;
 use nbaops_shared::guard::{Explanation, Observation, Outcome, ProposedAction};
-use nbaops_shared::ports::{DbSnapshot, RestoreRequest, Site, SnapshotKind, Tags};
+use nbaops_shared::ports::{
+    DbSnapshot, DrillGroupRequest, InstanceBackup, RestoreRequest, Site, SnapshotKind, Tags,
+};
 use nbaops_shared::runtime::{Ctx, Live, RecordReport, Work};
 use nbaops_shared::sql::{self, i64_of, str_of};
 use nbaops_shared::{NbaopsError, Result};
 
 use crate::handler::{guard_step, BackupGuard};
 use crate::observe::{stored, unreadable};
-use crate::plan::{self, backup_action, CheckResult, Drill, DrillPhase, DrillStep};
+use crate::plan::{
+    self, backup_action, CheckResult, Drill, DrillPhase, DrillStep, SmokeStep, SmokeTest,
+};
 
 /// The drill's start, the one backup action that may ask for an approval.
 pub const RESTORE_DRILL: &str = "rds.restore_drill";
@@ -71,6 +76,11 @@ fn started(source: &str, req: &RestoreRequest, now: chrono::DateTime<chrono::Utc
         passed: None,
         overdue_alerted: false,
         connect_failures: 0,
+        app_healthy_at: None,
+        app_rto_seconds: None,
+        app_rto_met: None,
+        app_checks: vec![],
+        smoke: None,
     }
 }
 
@@ -88,24 +98,54 @@ fn approved_restore(a: &ProposedAction) -> Option<(&str, &str, &str)> {
 }
 
 /// The drill's outcome: P4 when it passed, P2 when the RTO was missed or a check failed.
-async fn report(d: &Drill, w: &mut Work<'_>) -> Result<()> {
+async fn report(d: &Drill, app_rto_minutes: i64, w: &mut Work<'_>) -> Result<()> {
     let rto_min = d.rto_seconds.unwrap_or(0) as f64 / 60.0;
-    let passed = d.passed == Some(true) && d.rto_met == Some(true);
+    let app_min = d.app_rto_seconds.map(|s| s as f64 / 60.0);
+    let passed = plan::drill_passed(d);
     let failed: Vec<String> = d
         .checks
         .iter()
         .filter(|c| !c.passed)
         .map(|c| format!("{}: {}", c.check, c.detail))
         .collect();
+    let mut extra = String::new();
+    if let (Some(m), Some(_)) = (app_min, d.app_healthy_at) {
+        extra.push_str(&format!(", application healthy in {m:.1} min"));
+    }
+    if let Some(t) = d.smoke.as_ref().filter(|t| t.passed == Some(true)) {
+        extra.push_str(&format!(
+            ", full-system smoke test InService in {:.1} min",
+            t.seconds.unwrap_or(0) as f64 / 60.0
+        ));
+    }
     let summary = if passed {
         format!(
-            "{}: restore drill passed: {} verified in {rto_min:.1} min",
+            "{}: restore drill passed: {} verified in {rto_min:.1} min{extra}",
             d.source, d.snapshot_id
         )
     } else {
         let mut why = failed.clone();
         if d.rto_met == Some(false) {
             why.insert(0, format!("RTO missed ({rto_min:.1} min)"));
+        }
+        if d.app_rto_met == Some(false) {
+            why.push(match (d.app_healthy_at, app_min) {
+                (Some(_), Some(m)) => {
+                    format!("application RTO missed ({m:.1} min, target {app_rto_minutes} min)")
+                }
+                _ => format!(
+                    "application never healthy: {}",
+                    d.app_checks
+                        .iter()
+                        .filter(|c| !c.passed)
+                        .map(|c| format!("{}: {}", c.check, c.detail))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ),
+            });
+        }
+        if let Some(t) = d.smoke.as_ref().filter(|t| t.passed != Some(true)) {
+            why.push(format!("full-system smoke test failed: {}", t.detail));
         }
         format!("{}: restore drill failed: {}", d.source, why.join("; "))
     };
@@ -125,13 +165,22 @@ async fn report(d: &Drill, w: &mut Work<'_>) -> Result<()> {
             "rto_seconds": d.rto_seconds,
             "rto_met": d.rto_met,
             "checks": d.checks,
+            "app_healthy_at": d.app_healthy_at,
+            "app_rto_seconds": d.app_rto_seconds,
+            "app_rto_met": d.app_rto_met,
+            "app_rto_minutes": app_rto_minutes,
+            "app_checks": d.app_checks,
+            "smoke": d.smoke,
         }))
-        .with_action(format!(
-            "temporary instance {} is deleted next",
-            d.drill_instance
-        ));
+        .with_action(match d.smoke.as_ref().filter(|t| !t.deleted) {
+            Some(t) => format!(
+                "smoke-test group {} and temporary instance {} are deleted next",
+                t.group, d.drill_instance
+            ),
+            None => format!("temporary instance {} is deleted next", d.drill_instance),
+        });
     w.note(format!(
-        "drill {}: RTO {rto_min:.1} min ({}), validation {}",
+        "drill {}: RTO {rto_min:.1} min ({}), validation {}, application RTO {}",
         d.drill_instance,
         if d.rto_met == Some(true) {
             "met"
@@ -142,9 +191,21 @@ async fn report(d: &Drill, w: &mut Work<'_>) -> Result<()> {
             "passed"
         } else {
             "failed"
+        },
+        match (d.app_rto_met, app_min) {
+            (None, _) => "not measured".to_string(),
+            (Some(met), m) => format!(
+                "{:.1} min ({})",
+                m.unwrap_or(0.0),
+                if met { "met" } else { "missed" }
+            ),
         }
     ));
     w.raise(a).await
+}
+
+fn temp_tags(temp: &Option<InstanceBackup>) -> Tags {
+    temp.as_ref().map(|t| t.tags.clone()).unwrap_or_default()
 }
 
 enum Validation {
@@ -446,8 +507,7 @@ impl BackupGuard {
                 match self.validate(&d, endpoint.as_ref(), &ctx).await {
                     Validation::Checked(checks) => {
                         plan::conclude(&mut d, checks, now, cfg.rto_minutes);
-                        report(&d, w).await?;
-                        save(&ctx, &d).await?;
+                        return self.after_verified(d, endpoint, temp_tags(&temp), w).await;
                     }
                     Validation::Unreachable(e)
                         if now - d.started_at <= Duration::minutes(cfg.rto_minutes) =>
@@ -467,11 +527,15 @@ impl BackupGuard {
                             detail: e,
                         }];
                         plan::conclude(&mut d, checks, now, cfg.rto_minutes);
-                        report(&d, w).await?;
-                        save(&ctx, &d).await?;
+                        return self.finish(d, temp_tags(&temp), w).await;
                     }
                 }
             }
+            DrillStep::AppHealth => {
+                let endpoint = temp.as_ref().and_then(|t| t.endpoint.clone());
+                return self.app_health(d, endpoint, temp_tags(&temp), w).await;
+            }
+            DrillStep::Smoke => return self.smoke(d, temp_tags(&temp), w).await,
             DrillStep::Fail(why) => {
                 let checks = vec![CheckResult {
                     check: "restore".into(),
@@ -479,7 +543,7 @@ impl BackupGuard {
                     detail: why,
                 }];
                 plan::conclude(&mut d, checks, now, cfg.rto_minutes);
-                report(&d, w).await?;
+                report(&d, cfg.drill.app_rto_minutes, w).await?;
                 if temp.is_none() {
                     d.phase = DrillPhase::Done;
                 }
@@ -490,11 +554,284 @@ impl BackupGuard {
             }
             DrillStep::Delete => {}
         }
-        let tags = temp.map(|t| t.tags).unwrap_or_default();
+        self.delete_temporary(d, temp_tags(&temp), w).await
+    }
+
+    /// The data verified (or not) and the database RTO recorded: the application health queries
+    /// next when configured and the data came back, else on.
+    async fn after_verified(
+        &self,
+        mut d: Drill,
+        endpoint: Option<(String, u16)>,
+        tags: Tags,
+        w: &mut Work<'_>,
+    ) -> Result<()> {
+        if d.passed == Some(true) && !self.backup.drill.app_health_queries.is_empty() {
+            d.phase = DrillPhase::AppHealth;
+            return self.app_health(d, endpoint, tags, w).await;
+        }
+        self.after_app(d, tags, w).await
+    }
+
+    /// Runs the application health queries: all healthy records the application RTO and moves
+    /// on; not yet waits for a later tick (no sleeping) until give-up.
+    async fn app_health(
+        &self,
+        mut d: Drill,
+        endpoint: Option<(String, u16)>,
+        tags: Tags,
+        w: &mut Work<'_>,
+    ) -> Result<()> {
+        let ctx = w.ctx;
+        let cfg = &self.backup;
+        let checks = self.health_checks(&d, endpoint.as_ref(), &ctx).await;
+        let done = plan::record_app_health(
+            &mut d,
+            checks,
+            ctx.now(),
+            cfg.drill.app_rto_minutes,
+            cfg.drill.give_up_hours,
+        );
+        if !done {
+            save(&ctx, &d).await?;
+            let failing: Vec<String> = d
+                .app_checks
+                .iter()
+                .filter(|c| !c.passed)
+                .map(|c| format!("{}: {}", c.check, c.detail))
+                .collect();
+            w.note(format!(
+                "drill {}: application not healthy yet ({}); asked again on the next tick",
+                d.drill_instance,
+                failing.join("; ")
+            ));
+            return Ok(());
+        }
+        w.note(format!(
+            "drill {}: application {} {:.1} min after the start (target {} min)",
+            d.drill_instance,
+            if d.app_healthy_at.is_some() {
+                "healthy"
+            } else {
+                "still not healthy, given up"
+            },
+            d.app_rto_seconds.unwrap_or(0) as f64 / 60.0,
+            cfg.drill.app_rto_minutes
+        ));
+        self.after_app(d, tags, w).await
+    }
+
+    /// A full-system drill (enabled, the drill's month configured, the data verified) launches
+    /// its smoke-test group; any other drill is reported and cleaned up.
+    async fn after_app(&self, mut d: Drill, tags: Tags, w: &mut Work<'_>) -> Result<()> {
+        let fs = &self.backup.drill.full_system;
+        if d.passed != Some(true) || d.smoke.is_some() || !fs.applies(d.started_at.month()) {
+            return self.finish(d, tags, w).await;
+        }
+        let ctx = w.ctx;
+        let group = d.drill_instance.clone();
+        let mut gtags = Tags::new();
+        gtags.insert("nbaops:drill".into(), "true".into());
+        gtags.insert("nbaops:source".into(), d.source.clone());
+        let req = DrillGroupRequest {
+            name: group.clone(),
+            launch_template: fs.launch_template.clone(),
+            launch_template_version: fs.launch_template_version.clone(),
+            subnets: fs.subnets.clone(),
+            tags: gtags,
+        };
+        let a = backup_action(
+            "autoscaling.create_drill_group",
+            format!("asg:{group}"),
+            Tags::new(),
+            format!(
+                "full-system restore drill of {}: smoke test of {} in isolated subnets",
+                d.source, fs.launch_template
+            ),
+            Explanation::new(
+                "create",
+                "Created",
+                format!(
+                    "the isolated Auto Scaling group {group} (desired 1) from {}:{}",
+                    fs.launch_template, fs.launch_template_version
+                ),
+                format!("SPEC 5.4 twice-yearly full-system drill of {}", d.source),
+            )
+            .observe(Observation::value(
+                "minutes since the drill started",
+                (ctx.now() - d.started_at).num_minutes() as f64,
+                "min",
+            ))
+            .key("backup.drill.full_system.enabled")
+            .key("backup.drill.full_system.months")
+            .key("backup.drill.full_system.launch_template")
+            .key("backup.drill.full_system.subnets"),
+            json!({"group": null}),
+            json!({"group": group, "launch_template": fs.launch_template, "version": fs.launch_template_version, "subnets": fs.subnets, "desired": 1}),
+        );
+        guard_step(w, 1);
+        let audit = w
+            .act(&a, || async { self.groups.create_group(&req).await })
+            .await?;
+        w.note(format!(
+            "create smoke-test group {group}: {}",
+            audit.outcome_words()
+        ));
+        let mut smoke = SmokeTest {
+            group,
+            launch_template: format!("{}:{}", fs.launch_template, fs.launch_template_version),
+            created_at: None,
+            in_service_at: None,
+            seconds: None,
+            passed: None,
+            detail: String::new(),
+            deleted: false,
+        };
+        if audit.outcome == Outcome::Acted {
+            smoke.created_at = Some(ctx.now());
+            smoke.detail = "launching".into();
+            d.smoke = Some(smoke);
+            d.phase = DrillPhase::FullSystem;
+            save(&ctx, &d).await?;
+            w.note("smoke-test group launching: later ticks watch it");
+            return Ok(());
+        }
+        // Not created (guard, or AWS refused): the smoke test failed; a group of that name that
+        // exists anyway (a create that timed out after AWS took it) is still cleaned up.
+        smoke.passed = Some(false);
+        smoke.detail = format!("group not created: {}", audit.sentence);
+        d.smoke = Some(smoke);
+        self.finish(d, tags, w).await
+    }
+
+    /// Looks at the smoke-test group: an instance InService and Healthy passes the smoke test.
+    async fn smoke(&self, mut d: Drill, tags: Tags, w: &mut Work<'_>) -> Result<()> {
+        let ctx = w.ctx;
+        let now = ctx.now();
+        let Some(mut t) = d.smoke.clone() else {
+            return self.finish(d, tags, w).await;
+        };
+        let g = self.groups.describe_group(&t.group).await?;
+        match plan::smoke_step(
+            &d,
+            g.as_ref().map(|g| (g.instances, g.healthy_in_service)),
+            now,
+            self.backup.drill.give_up_hours,
+        ) {
+            SmokeStep::Wait(why) => {
+                w.note(format!(
+                    "drill {}: smoke test waiting, {why}",
+                    d.drill_instance
+                ));
+                return Ok(());
+            }
+            SmokeStep::Passed => {
+                t.in_service_at = Some(now);
+                t.seconds = t.created_at.map(|c| (now - c).num_seconds());
+                t.passed = Some(true);
+                t.detail = format!(
+                    "an instance InService and Healthy {:.1} min after the group was created ({:.1} min after the drill started)",
+                    t.seconds.unwrap_or(0) as f64 / 60.0,
+                    (now - d.started_at).num_seconds() as f64 / 60.0
+                );
+            }
+            SmokeStep::Fail(why) => {
+                t.passed = Some(false);
+                t.detail = why;
+                t.deleted = g.is_none();
+            }
+        }
+        d.smoke = Some(t);
+        self.finish(d, tags, w).await
+    }
+
+    /// Reports the drill (P4 passed, P2 not) and cleans up: group, then temporary instance.
+    async fn finish(&self, mut d: Drill, tags: Tags, w: &mut Work<'_>) -> Result<()> {
+        d.phase = DrillPhase::Deleting;
+        report(&d, self.backup.drill.app_rto_minutes, w).await?;
+        save(&w.ctx, &d).await?;
         self.delete_temporary(d, tags, w).await
     }
 
+    /// Force-deletes the smoke-test group (its instance with it); true when it is gone.
+    async fn delete_group(&self, d: &mut Drill, w: &mut Work<'_>) -> Result<bool> {
+        let Some(t) = d.smoke.as_mut().filter(|t| !t.deleted) else {
+            return Ok(true);
+        };
+        // Never anything but the group this drill named.
+        if !t.group.starts_with(plan::DRILL_PREFIX) || t.group != d.drill_instance {
+            w.note(format!(
+                "refusing to delete group {}: not this drill's",
+                t.group
+            ));
+            return Ok(false);
+        }
+        let Some(g) = self.groups.describe_group(&t.group).await? else {
+            t.deleted = true;
+            return Ok(true);
+        };
+        // Only a group the drill tagged (a create refused because the name was taken leaves
+        // someone else's group there): anything else is left alone.
+        if g.tags.get("nbaops:drill").map(String::as_str) != Some("true") {
+            w.note(format!(
+                "group {} is not tagged nbaops:drill=true: not the drill's, left alone",
+                t.group
+            ));
+            t.deleted = true;
+            return Ok(true);
+        }
+        if g.status.is_some() {
+            w.note(format!(
+                "smoke-test group {}: {}",
+                t.group,
+                g.status.unwrap_or_default()
+            ));
+            return Ok(false);
+        }
+        let a = backup_action(
+            "autoscaling.delete_drill_group",
+            format!("asg:{}", t.group),
+            g.tags.clone(),
+            format!("full-system restore drill of {} finished", d.source),
+            Explanation::new(
+                "delete",
+                "Deleted",
+                format!("the smoke-test group {} (force: its instance too)", t.group),
+                format!("SPEC 5.4 full-system drill of {} finished", d.source),
+            )
+            .observe(Observation::value(
+                "minutes since the drill started",
+                (w.ctx.now() - d.started_at).num_minutes() as f64,
+                "min",
+            ))
+            .key("backup.drill.give_up_hours"),
+            json!({"group": t.group}),
+            json!({"group": null}),
+        );
+        guard_step(w, 1);
+        let group = t.group.clone();
+        let audit = w
+            .act(&a, || async {
+                self.groups.force_delete_group(&group).await
+            })
+            .await?;
+        w.note(format!(
+            "delete smoke-test group {group}: {}",
+            audit.outcome_words()
+        ));
+        let gone = audit.outcome == Outcome::Acted;
+        if let Some(t) = d.smoke.as_mut() {
+            t.deleted = gone;
+        }
+        Ok(gone)
+    }
+
     async fn delete_temporary(&self, mut d: Drill, tags: Tags, w: &mut Work<'_>) -> Result<()> {
+        // The smoke-test group first (a full-system drill): left behind, it is retried on every
+        // later tick like the instance.
+        if !self.delete_group(&mut d, w).await? {
+            return save(&w.ctx, &d).await;
+        }
         // Never anything but our own temporary instance.
         if !d.drill_instance.starts_with(plan::DRILL_PREFIX) {
             w.note(format!(
@@ -541,16 +878,15 @@ impl BackupGuard {
         Ok(())
     }
 
-    /// Connects to the restored instance and runs the checks that prove the data came back.
-    async fn validate(
+    /// Connects to the restored instance (its drill role, the password from SSM when set).
+    async fn open(
         &self,
         d: &Drill,
         endpoint: Option<&(String, u16)>,
         ctx: &Ctx<'_>,
-    ) -> Validation {
-        let cfg = &self.backup.drill;
+    ) -> std::result::Result<Box<dyn nbaops_shared::ports::Postgres>, String> {
         let Some(url) = plan::drill_url(&self.backup, d, endpoint) else {
-            return Validation::Unreachable("the temporary instance has no endpoint yet".into());
+            return Err("the temporary instance has no endpoint yet".into());
         };
         let secret = format!(
             "/nbaops/{}/secrets/backup/drill/{}",
@@ -559,7 +895,7 @@ impl BackupGuard {
         let password = match ctx.deps.params.as_deref() {
             Some(p) => match p.get(&secret).await {
                 Ok(v) => v,
-                Err(e) => return Validation::Unreachable(format!("reading {secret}: {e}")),
+                Err(e) => return Err(format!("reading {secret}: {e}")),
             },
             None => None,
         };
@@ -567,9 +903,80 @@ impl BackupGuard {
             nbaops_shared::telemetry::register_secret(pw);
         }
         let url = sql::with_connect_timeout(&url, self.pg.connect_timeout_seconds);
-        let session = match self.connector.connect(&url, password.as_deref()).await {
+        self.connector
+            .connect(&url, password.as_deref())
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Runs `backup.drill.app_health_queries` read-only (same session setup and statement
+    /// timeout as the validation): one check per query, passed when its answer is healthy
+    /// ([`plan::healthy_answer`]). Not reachable = one failed `connect` check.
+    async fn health_checks(
+        &self,
+        d: &Drill,
+        endpoint: Option<&(String, u16)>,
+        ctx: &Ctx<'_>,
+    ) -> Vec<CheckResult> {
+        let cfg = &self.backup.drill;
+        let failed = |check: &str, detail: String| {
+            vec![CheckResult {
+                check: check.into(),
+                passed: false,
+                detail,
+            }]
+        };
+        let session = match self.open(d, endpoint, ctx).await {
             Ok(s) => s,
-            Err(e) => return Validation::Unreachable(e.to_string()),
+            Err(e) => return failed("connect", e),
+        };
+        for stmt in sql::session_setup(
+            "nbaops-backup-drill",
+            cfg.statement_timeout_seconds * 1000,
+            self.pg.lock_timeout_ms,
+            true,
+        ) {
+            if let Err(e) = session.execute(&stmt).await {
+                return failed("session", e.to_string());
+            }
+        }
+        let mut checks = Vec::new();
+        for (i, q) in cfg.app_health_queries.iter().enumerate() {
+            let (passed, detail) = match session.query(q).await {
+                Ok(rows) if plan::healthy_answer(&rows) => (true, "healthy".to_string()),
+                Ok(rows) => (
+                    false,
+                    match rows.first() {
+                        None => "no row".to_string(),
+                        Some(r) => {
+                            let mut t = serde_json::Value::Object(r.clone()).to_string();
+                            t.truncate(200);
+                            format!("first row not healthy: {t}")
+                        }
+                    },
+                ),
+                Err(e) => (false, e.to_string()),
+            };
+            checks.push(CheckResult {
+                check: format!("health query {}", i + 1),
+                passed,
+                detail,
+            });
+        }
+        checks
+    }
+
+    /// Connects to the restored instance and runs the checks that prove the data came back.
+    async fn validate(
+        &self,
+        d: &Drill,
+        endpoint: Option<&(String, u16)>,
+        ctx: &Ctx<'_>,
+    ) -> Validation {
+        let cfg = &self.backup.drill;
+        let session = match self.open(d, endpoint, ctx).await {
+            Ok(s) => s,
+            Err(e) => return Validation::Unreachable(e),
         };
         let mut checks = Vec::new();
         for stmt in sql::session_setup(
@@ -862,6 +1269,302 @@ mod tests {
             .iter()
             .any(|m| m.starts_with("delete_instance")));
     }
+    // ---- issue #22: the application RTO and the full-system drill ----
+
+    fn report_of(
+        r: &nbaops_shared::runtime::InvocationReport,
+    ) -> Option<nbaops_shared::alerts::Alert> {
+        r.records[0]
+            .alerts
+            .iter()
+            .find(|a| a.dedup_key.starts_with("backup-drill#"))
+            .cloned()
+    }
+
+    /// The data checks of `tables()` answered, and the first health query answering `ready`.
+    fn app_world(extra: &[(&'static str, &'static str)]) -> handler::tests::World {
+        let mut env = tables();
+        env.push((
+            "NBAOPS_BACKUP__DRILL__APP_HEALTH_QUERIES",
+            r#"["SELECT ready FROM app.health", "SELECT 1 AS ok"]"#,
+        ));
+        env.extend_from_slice(extra);
+        let w = world(&env);
+        w.pg.answer(
+            "SELECT count(*)",
+            Ok(vec![json!({"n": 5, "checksum": "x"})]),
+        );
+        w.pg.answer("SELECT 1 AS ok", Ok(vec![json!({"ok": 1})]));
+        *w.rds.restore_status.lock().unwrap() = "available".into();
+        w
+    }
+
+    fn health_answers(w: &handler::tests::World, ready: bool) {
+        w.pg.answers.lock().unwrap().insert(
+            0,
+            ("SELECT ready".into(), Ok(vec![json!({ "ready": ready })])),
+        );
+    }
+
+    #[tokio::test]
+    async fn application_rto_waits_for_all_healthy_and_is_reported_beside_the_db_rto() {
+        let w = app_world(&[]);
+        health_answers(&w, false);
+        tick(&w, DRILL_TASK, t0(), "d1").await;
+        // Data verified at 10 min; the application is not healthy yet: no report, no delete.
+        let r = tick(&w, RPO_TASK, t0() + Duration::minutes(10), "r1").await;
+        assert!(report_of(&r).is_none(), "{:?}", r.records[0]);
+        assert!(
+            r.records[0]
+                .notes
+                .iter()
+                .any(|n| n.contains("application not healthy yet") && n.contains("health query 1")),
+            "{:?}",
+            r.records[0].notes
+        );
+        assert!(!w
+            .rds
+            .mutations()
+            .iter()
+            .any(|m| m.starts_with("delete_instance")));
+        let cur = load_current(&w).await.unwrap();
+        assert_eq!(cur["phase"], "app-health", "{cur}");
+        assert_eq!(cur["rto_seconds"], json!(600));
+        // Healthy at 40 min: the application RTO (30 min) missed, the database RTO met: P2.
+        health_answers(&w, true);
+        let r = tick(&w, RPO_TASK, t0() + Duration::minutes(40), "r2").await;
+        let a = report_of(&r).unwrap();
+        assert_eq!(a.severity, Severity::P2, "{}", a.summary);
+        assert!(
+            a.summary.contains("application RTO missed (40.0 min"),
+            "{}",
+            a.summary
+        );
+        assert_eq!(
+            (
+                a.details["rto_seconds"].clone(),
+                a.details["rto_met"].clone(),
+                a.details["app_rto_seconds"].clone(),
+                a.details["app_rto_met"].clone()
+            ),
+            (json!(600), json!(true), json!(2400), json!(false))
+        );
+        assert!(w
+            .rds
+            .mutations()
+            .iter()
+            .any(|m| m.starts_with("delete_instance")));
+        let done = w
+            .deps
+            .ledger
+            .get("backupdrill#db", &format!("done#{}", t0().to_rfc3339()))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (done["app_rto_seconds"].as_i64(), done["phase"].as_str()),
+            (Some(2400), Some("done"))
+        );
+
+        // Healthy on the first answer, 12 minutes in: met, P4, both RTOs in the summary.
+        let w = app_world(&[]);
+        health_answers(&w, true);
+        tick(&w, DRILL_TASK, t0(), "d1").await;
+        let r = tick(&w, RPO_TASK, t0() + Duration::minutes(12), "r1").await;
+        let a = report_of(&r).unwrap();
+        assert_eq!(a.severity, Severity::P4, "{}", a.summary);
+        assert!(
+            a.summary.contains("application healthy in 12.0 min"),
+            "{}",
+            a.summary
+        );
+        assert_eq!(a.details["app_rto_met"], json!(true));
+
+        // Never healthy: asked on every tick until give-up (6 h), then P2 and cleaned up.
+        let w = app_world(&[]);
+        health_answers(&w, false);
+        tick(&w, DRILL_TASK, t0(), "d1").await;
+        for m in [10, 60, 300] {
+            let r = tick(&w, RPO_TASK, t0() + Duration::minutes(m), &format!("r{m}")).await;
+            assert!(report_of(&r).is_none());
+        }
+        let r = tick(&w, RPO_TASK, t0() + Duration::minutes(6 * 60 + 5), "r-last").await;
+        let a = report_of(&r).unwrap();
+        assert_eq!(a.severity, Severity::P2);
+        assert!(
+            a.summary
+                .contains("application never healthy: health query 1"),
+            "{}",
+            a.summary
+        );
+        assert!(w
+            .rds
+            .mutations()
+            .iter()
+            .any(|m| m.starts_with("delete_instance")));
+    }
+
+    const FULL: [(&str, &str); 4] = [
+        ("NBAOPS_BACKUP__DRILL__FULL_SYSTEM__ENABLED", "true"),
+        ("NBAOPS_BACKUP__DRILL__FULL_SYSTEM__MONTHS", "may,nov"),
+        (
+            "NBAOPS_BACKUP__DRILL__FULL_SYSTEM__LAUNCH_TEMPLATE",
+            "app-lt",
+        ),
+        (
+            "NBAOPS_BACKUP__DRILL__FULL_SYSTEM__SUBNETS",
+            "subnet-iso-a,subnet-iso-b",
+        ),
+    ];
+
+    #[tokio::test]
+    async fn full_system_drill_launches_an_isolated_group_until_in_service_then_deletes_it() {
+        let w = app_world(&FULL);
+        health_answers(&w, true);
+        let temp = "nbaops-drill-db-202611251200";
+        tick(&w, DRILL_TASK, t0(), "d1").await;
+        // Verified and healthy at 10 min: the smoke-test group is created, nothing reported yet.
+        let r = tick(&w, RPO_TASK, t0() + Duration::minutes(10), "r1").await;
+        assert!(report_of(&r).is_none(), "{:?}", r.records[0]);
+        let create = r.records[0]
+            .actions
+            .iter()
+            .find(|a| a.action == "autoscaling.create_drill_group")
+            .unwrap();
+        assert_eq!(create.outcome, Outcome::Acted, "{}", create.sentence);
+        assert_eq!(create.resource, format!("asg:{temp}"));
+        assert_eq!(
+            w.groups.mutations(),
+            vec![format!("create_group {temp} from app-lt:$Default")]
+        );
+        let req = w.groups.created.lock().unwrap()[0].clone();
+        assert_eq!(req.subnets, vec!["subnet-iso-a", "subnet-iso-b"]);
+        assert_eq!(
+            (
+                req.tags.get("nbaops:drill").map(String::as_str),
+                req.tags.get("nbaops:source").map(String::as_str)
+            ),
+            (Some("true"), Some("db"))
+        );
+        assert_eq!(load_current(&w).await.unwrap()["phase"], "full-system");
+        // No instance InService yet at 15 min: waiting.
+        let r = tick(&w, RPO_TASK, t0() + Duration::minutes(15), "r2").await;
+        assert!(report_of(&r).is_none());
+        assert!(r.records[0]
+            .notes
+            .iter()
+            .any(|n| n.contains("smoke test waiting")));
+        // InService and Healthy at 22 min: passed (12 min after the group), group then instance deleted.
+        w.groups.set_healthy(temp);
+        let r = tick(&w, RPO_TASK, t0() + Duration::minutes(22), "r3").await;
+        let a = report_of(&r).unwrap();
+        assert_eq!(a.severity, Severity::P4, "{}", a.summary);
+        assert!(
+            a.summary
+                .contains("full-system smoke test InService in 12.0 min"),
+            "{}",
+            a.summary
+        );
+        assert_eq!(a.details["smoke"]["seconds"], json!(12 * 60));
+        assert_eq!(
+            w.groups.mutations().last().unwrap(),
+            &format!("force_delete_group {temp}")
+        );
+        assert!(w
+            .rds
+            .mutations()
+            .contains(&format!("delete_instance {temp}")));
+        let done = load_current(&w).await.unwrap();
+        assert_eq!(
+            (done["phase"].as_str(), done["smoke"]["deleted"].as_bool()),
+            (Some("done"), Some(true))
+        );
+
+        // Never InService: give-up fails the smoke test (P2) and the group still goes.
+        let w = app_world(&FULL);
+        health_answers(&w, true);
+        tick(&w, DRILL_TASK, t0(), "d1").await;
+        tick(&w, RPO_TASK, t0() + Duration::minutes(10), "r1").await;
+        let r = tick(&w, RPO_TASK, t0() + Duration::minutes(6 * 60 + 5), "r2").await;
+        let a = report_of(&r).unwrap();
+        assert_eq!(a.severity, Severity::P2);
+        assert!(
+            a.summary
+                .contains("full-system smoke test failed: no instance InService"),
+            "{}",
+            a.summary
+        );
+        assert!(
+            w.groups.groups.lock().unwrap().is_empty(),
+            "group left behind"
+        );
+        assert!(w
+            .rds
+            .mutations()
+            .contains(&format!("delete_instance {temp}")));
+    }
+
+    #[tokio::test]
+    async fn no_smoke_group_off_by_default_in_other_months_or_when_the_data_failed() {
+        // Default: off.
+        let w = app_world(&[]);
+        health_answers(&w, true);
+        tick(&w, DRILL_TASK, t0(), "d1").await;
+        tick(&w, RPO_TASK, t0() + Duration::minutes(10), "r1").await;
+        assert!(w.groups.mutations().is_empty());
+        // Enabled, but November is not one of its months.
+        let mut env = FULL.to_vec();
+        env[1] = ("NBAOPS_BACKUP__DRILL__FULL_SYSTEM__MONTHS", "jan,jul");
+        let w = app_world(&env);
+        health_answers(&w, true);
+        tick(&w, DRILL_TASK, t0(), "d1").await;
+        let r = tick(&w, RPO_TASK, t0() + Duration::minutes(10), "r1").await;
+        assert_eq!(report_of(&r).unwrap().severity, Severity::P4);
+        assert!(w.groups.mutations().is_empty());
+        // Enabled and its month, but the data did not verify: no group, no health query.
+        let w = app_world(&FULL);
+        w.pg.answers.lock().unwrap().insert(
+            0,
+            ("SELECT count(*)".into(), Err("relation missing".into())),
+        );
+        tick(&w, DRILL_TASK, t0(), "d1").await;
+        let r = tick(&w, RPO_TASK, t0() + Duration::minutes(10), "r1").await;
+        let a = report_of(&r).unwrap();
+        assert_eq!(a.severity, Severity::P2);
+        assert_eq!(a.details["app_rto_met"], json!(null));
+        assert!(w.groups.mutations().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_refused_group_create_fails_the_smoke_test_and_the_drill_still_cleans_up() {
+        let w = app_world(&FULL);
+        health_answers(&w, true);
+        let temp = "nbaops-drill-db-202611251200";
+        // A group of that name already exists: AWS refuses (AlreadyExists).
+        w.groups.groups.lock().unwrap().insert(
+            temp.into(),
+            nbaops_shared::ports::DrillGroupState {
+                name: temp.into(),
+                status: None,
+                instances: 0,
+                healthy_in_service: 0,
+                tags: Tags::new(),
+            },
+        );
+        tick(&w, DRILL_TASK, t0(), "d1").await;
+        let r = tick(&w, RPO_TASK, t0() + Duration::minutes(10), "r1").await;
+        let a = report_of(&r).unwrap();
+        assert_eq!(a.severity, Severity::P2);
+        assert!(a.summary.contains("group not created"), "{}", a.summary);
+        assert!(w
+            .rds
+            .mutations()
+            .contains(&format!("delete_instance {temp}")));
+        // The group that was there (not tagged by the drill) is left alone.
+        assert!(w.groups.groups.lock().unwrap().contains_key(temp));
+        assert!(w.groups.mutations().is_empty());
+    }
+
     // ---- issue #19: the drill's start outside the change window (t0 is a Wednesday noon) ----
 
     use nbaops_shared::guard::{

@@ -14,14 +14,14 @@
 
 use chrono::{DateTime, Utc};
 
-use nbaops_shared::adapters::{AwsClients, SdkRdsBackups, TokioPgConnector};
+use nbaops_shared::adapters::{AwsClients, SdkAutoScaling, SdkRdsBackups, TokioPgConnector};
 use nbaops_shared::config::backup::BackupConfig;
 use nbaops_shared::config::pg::PgConfig;
 use nbaops_shared::deadline::{Budget, MARGIN, ONE_AWS_ACTION};
 use nbaops_shared::events::{Inbound, RdsEvent, ScheduledTick};
 use nbaops_shared::fleet::Origin;
 use nbaops_shared::guard::ProposedAction;
-use nbaops_shared::ports::{PgConnector, RdsBackups};
+use nbaops_shared::ports::{DrillGroups, PgConnector, RdsBackups};
 use nbaops_shared::runtime::fanout::{self, Target};
 use nbaops_shared::runtime::{
     Ctx, Deps, Function, Invocation, InvocationReport, Live, RecordReport, Work,
@@ -41,6 +41,8 @@ pub struct BackupGuard {
     pub pg: PgConfig,
     pub rds: Box<dyn RdsBackups>,
     pub connector: Box<dyn PgConnector>,
+    /// The full-system drill's smoke-test group (issue #22).
+    pub groups: Box<dyn DrillGroups>,
 }
 
 impl Function for BackupGuard {
@@ -58,6 +60,7 @@ impl Function for BackupGuard {
             pg,
             rds: Box::new(rds),
             connector: Box::new(TokioPgConnector::from_settings(&deps.cfg.settings)?),
+            groups: Box::new(SdkAutoScaling(aws.autoscaling())),
         })
     }
 
@@ -293,6 +296,7 @@ pub(crate) mod tests {
         pub rds: &'static FakeRdsBackups,
         pub notifier: &'static FakeNotifier,
         pub pg: &'static FakePg,
+        pub groups: &'static nbaops_shared::fakes::FakeDrillGroups,
     }
 
     pub fn t0() -> DateTime<Utc> {
@@ -333,6 +337,7 @@ pub(crate) mod tests {
             ),
         );
         let pg = leak(FakePg::default());
+        let groups = leak(nbaops_shared::fakes::FakeDrillGroups::default());
         World {
             deps: t.deps,
             f: BackupGuard {
@@ -340,10 +345,12 @@ pub(crate) mod tests {
                 pg: nbaops_shared::config::pg::from_settings(settings).unwrap(),
                 rds: Box::new(Shared(rds)),
                 connector: Box::new(Shared(pg)),
+                groups: Box::new(Shared(groups)),
             },
             rds,
             notifier: t.notifier,
             pg,
+            groups,
         }
     }
 

@@ -472,6 +472,12 @@ pub fn latest_snapshot(snaps: &[DbSnapshot]) -> Option<&DbSnapshot> {
 pub enum DrillPhase {
     /// The temporary instance is being restored.
     Restoring,
+    /// The data verified (the database RTO recorded); the application health queries are not
+    /// all healthy yet: asked again on later ticks until give-up (issue #22).
+    AppHealth,
+    /// The full-system drill's isolated Auto Scaling group is launching: watched on later ticks
+    /// until an instance is InService and Healthy, or give-up (issue #22).
+    FullSystem,
     /// Verified (or failed) and reported; the temporary instance still has to go.
     Deleting,
     Done,
@@ -499,6 +505,37 @@ pub struct Drill {
     /// The "RTO passed while still restoring" alert went out.
     pub overdue_alerted: bool,
     pub connect_failures: u32,
+    /// Issue #22, the application RTO: the first time every health query answered healthy.
+    #[serde(default)]
+    pub app_healthy_at: Option<DateTime<Utc>>,
+    /// Drill start to `app_healthy_at` (or to give-up, never healthy).
+    #[serde(default)]
+    pub app_rto_seconds: Option<i64>,
+    /// None: not measured (no health queries, or the data did not verify).
+    #[serde(default)]
+    pub app_rto_met: Option<bool>,
+    /// The health queries' last answers.
+    #[serde(default)]
+    pub app_checks: Vec<CheckResult>,
+    /// Issue #22, the full-system drill's smoke test (None: not a full-system drill, or not yet).
+    #[serde(default)]
+    pub smoke: Option<SmokeTest>,
+}
+
+/// The full-system drill's isolated Auto Scaling group and what it showed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SmokeTest {
+    pub group: String,
+    pub launch_template: String,
+    pub created_at: Option<DateTime<Utc>>,
+    /// The first time an instance was InService and Healthy.
+    pub in_service_at: Option<DateTime<Utc>>,
+    /// Group created to InService and Healthy.
+    pub seconds: Option<i64>,
+    pub passed: Option<bool>,
+    pub detail: String,
+    /// The group is gone (deleted by the drill, or never created).
+    pub deleted: bool,
 }
 
 /// The temporary instance's name: `nbaops-drill-<source>-<yyyymmddhhmm>`, at most 63 characters.
@@ -520,6 +557,10 @@ pub enum DrillStep {
     Fail(String),
     /// Reported: delete the temporary instance.
     Delete,
+    /// Ask the application health queries again.
+    AppHealth,
+    /// Look at the smoke-test group again.
+    Smoke,
     Finished,
 }
 
@@ -543,6 +584,8 @@ pub fn next_drill_step(
     match d.phase {
         DrillPhase::Done => DrillStep::Finished,
         DrillPhase::Deleting => DrillStep::Delete,
+        DrillPhase::AppHealth => DrillStep::AppHealth,
+        DrillPhase::FullSystem => DrillStep::Smoke,
         DrillPhase::Restoring => {
             let age = now - d.started_at;
             match status {
@@ -588,6 +631,95 @@ pub fn conclude(
     d.passed = Some(passed);
     d.checks = checks;
     d.phase = DrillPhase::Deleting;
+}
+
+// ---- issue #22: application RTO and full-system drill ----
+
+/// A health query's answer is healthy when it has at least one row and no value of its first row
+/// is null, false, 0, an empty string, or the strings `f` / `false` (PostgreSQL's text booleans).
+pub fn healthy_answer(rows: &[Row]) -> bool {
+    rows.first().is_some_and(|r| r.values().all(truthy))
+}
+
+fn truthy(v: &Value) -> bool {
+    match v {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64().is_some_and(|x| x != 0.0),
+        Value::String(s) => {
+            let s = s.trim();
+            !(s.is_empty() || s.eq_ignore_ascii_case("f") || s.eq_ignore_ascii_case("false"))
+        }
+        Value::Array(_) | Value::Object(_) => true,
+    }
+}
+
+/// Records the health queries' answers at `now`: all healthy = the application RTO (start to
+/// now) measured and compared with the target; not all healthy past give-up = missed, never
+/// healthy. Returns false while the drill should ask again on a later tick.
+pub fn record_app_health(
+    d: &mut Drill,
+    checks: Vec<CheckResult>,
+    now: DateTime<Utc>,
+    app_rto_minutes: i64,
+    give_up_hours: i64,
+) -> bool {
+    let healthy = !checks.is_empty() && checks.iter().all(|c| c.passed);
+    d.app_checks = checks;
+    let age = (now - d.started_at).num_seconds();
+    if healthy {
+        d.app_healthy_at = Some(now);
+        d.app_rto_seconds = Some(age);
+        d.app_rto_met = Some(age <= app_rto_minutes * 60);
+        return true;
+    }
+    if now - d.started_at > Duration::hours(give_up_hours) {
+        d.app_rto_seconds = Some(age);
+        d.app_rto_met = Some(false);
+        return true;
+    }
+    false
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum SmokeStep {
+    Wait(String),
+    Passed,
+    Fail(String),
+}
+
+/// What the smoke-test group shows (`None`: gone): an instance InService and Healthy passes;
+/// none past give-up (counted from the drill's start, like the restore) fails.
+pub fn smoke_step(
+    d: &Drill,
+    group: Option<(usize, usize)>,
+    now: DateTime<Utc>,
+    give_up_hours: i64,
+) -> SmokeStep {
+    let Some((instances, healthy)) = group else {
+        return SmokeStep::Fail("the smoke-test group does not exist (deleted by someone?)".into());
+    };
+    if healthy > 0 {
+        return SmokeStep::Passed;
+    }
+    if now - d.started_at > Duration::hours(give_up_hours) {
+        return SmokeStep::Fail(format!(
+            "no instance InService and Healthy after {} h ({instances} instance(s); give up after {give_up_hours} h)",
+            (now - d.started_at).num_hours()
+        ));
+    }
+    SmokeStep::Wait(format!(
+        "{instances} instance(s), none InService and Healthy yet"
+    ))
+}
+
+/// The drill passed: data verified within the database RTO, the application RTO met (when
+/// measured) and the smoke test passed (when a full-system drill).
+pub fn drill_passed(d: &Drill) -> bool {
+    d.passed == Some(true)
+        && d.rto_met == Some(true)
+        && d.app_rto_met != Some(false)
+        && d.smoke.as_ref().is_none_or(|s| s.passed == Some(true))
 }
 
 /// Fills `{host}` `{port}` `{instance}` `{source}`; an override for the temporary or the
@@ -980,7 +1112,135 @@ mod tests {
             passed: None,
             overdue_alerted: false,
             connect_failures: 0,
+            app_healthy_at: None,
+            app_rto_seconds: None,
+            app_rto_met: None,
+            app_checks: vec![],
+            smoke: None,
         }
+    }
+
+    fn row(v: serde_json::Value) -> Row {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn healthy_answers() {
+        assert!(healthy_answer(&[row(json!({"ok": true}))]));
+        assert!(healthy_answer(&[row(json!({"n": 3, "s": "up"}))]));
+        assert!(!healthy_answer(&[]), "no row");
+        for bad in [
+            json!({"ok": false}),
+            json!({"n": 0}),
+            json!({"x": null}),
+            json!({"s": ""}),
+            json!({"s": "f"}),
+            json!({"s": "FALSE"}),
+            json!({"ok": true, "n": 0}),
+        ] {
+            assert!(!healthy_answer(&[row(bad.clone())]), "{bad}");
+        }
+        // Only the first row counts.
+        assert!(healthy_answer(&[
+            row(json!({"ok": 1})),
+            row(json!({"ok": 0}))
+        ]));
+    }
+
+    #[test]
+    fn application_rto_and_smoke_test() {
+        let at = |m: i64| now() + Duration::minutes(m);
+        let ok = |p: bool| CheckResult {
+            check: "health query 1".into(),
+            passed: p,
+            detail: String::new(),
+        };
+        // Not healthy yet, within give-up: ask again, nothing recorded.
+        let mut d = drill(now());
+        assert!(!record_app_health(&mut d, vec![ok(false)], at(20), 30, 6));
+        assert_eq!((d.app_rto_seconds, d.app_rto_met), (None, None));
+        assert!(
+            !record_app_health(&mut d, vec![], at(21), 30, 6),
+            "no answer is not healthy"
+        );
+        // Healthy at 30 min: met (the edge); at 31: missed.
+        let mut m = d.clone();
+        assert!(record_app_health(&mut m, vec![ok(true)], at(30), 30, 6));
+        assert_eq!(
+            (m.app_rto_seconds, m.app_rto_met),
+            (Some(30 * 60), Some(true))
+        );
+        assert_eq!(m.app_healthy_at, Some(at(30)));
+        let mut late = d.clone();
+        assert!(record_app_health(
+            &mut late,
+            vec![ok(true), ok(true)],
+            at(31),
+            30,
+            6
+        ));
+        assert_eq!(late.app_rto_met, Some(false));
+        // One of two unhealthy past give-up: missed, never healthy.
+        let mut never = d.clone();
+        assert!(record_app_health(
+            &mut never,
+            vec![ok(true), ok(false)],
+            at(6 * 60 + 1),
+            30,
+            6
+        ));
+        assert_eq!(
+            (never.app_rto_met, never.app_healthy_at),
+            (Some(false), None)
+        );
+
+        // drill_passed: the application RTO and the smoke test count.
+        let mut p = drill(now());
+        conclude(&mut p, vec![ok(true)], at(20), 60);
+        assert!(drill_passed(&p));
+        let mut q = p.clone();
+        q.app_rto_met = Some(false);
+        assert!(!drill_passed(&q));
+        let mut q = p.clone();
+        q.smoke = Some(SmokeTest {
+            group: "g".into(),
+            launch_template: "lt".into(),
+            created_at: None,
+            in_service_at: None,
+            seconds: None,
+            passed: None,
+            detail: String::new(),
+            deleted: false,
+        });
+        assert!(!drill_passed(&q), "a smoke test not passed");
+        q.smoke.as_mut().unwrap().passed = Some(true);
+        assert!(drill_passed(&q));
+
+        // The smoke test: healthy passes, gone fails, none past give-up fails.
+        assert_eq!(smoke_step(&p, Some((1, 1)), at(40), 6), SmokeStep::Passed);
+        assert!(matches!(
+            smoke_step(&p, Some((1, 0)), at(40), 6),
+            SmokeStep::Wait(_)
+        ));
+        assert!(matches!(
+            smoke_step(&p, Some((0, 0)), at(6 * 60 + 1), 6),
+            SmokeStep::Fail(_)
+        ));
+        assert!(matches!(
+            smoke_step(&p, None, at(40), 6),
+            SmokeStep::Fail(_)
+        ));
+        let mut ph = p.clone();
+        ph.phase = DrillPhase::AppHealth;
+        assert_eq!(
+            next_drill_step(&ph, Some("available"), at(40), 60, 6),
+            DrillStep::AppHealth
+        );
+        ph.phase = DrillPhase::FullSystem;
+        assert_eq!(
+            next_drill_step(&ph, Some("available"), at(40), 60, 6),
+            DrillStep::Smoke
+        );
     }
 
     #[test]

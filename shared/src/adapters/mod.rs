@@ -352,6 +352,7 @@ mod scheduler;
 pub use scheduler::SdkScheduler;
 mod posture;
 pub use posture::SdkPosture;
+mod drill_group;
 
 #[cfg(test)]
 mod read_only_tests {

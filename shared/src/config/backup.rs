@@ -38,6 +38,14 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("backup.drill.checksum_expected", "", "when set, the checksum must equal it"),
     ("backup.drill.give_up_hours", "6", "a temporary instance not verified after this long is deleted and the drill failed"),
     ("backup.drill.statement_timeout_seconds", "300", "statement_timeout of the drill's validation queries (a restored instance reads cold)"),
+    // Issue #22: the application RTO and the twice-yearly full-system drill.
+    ("backup.drill.app_rto_minutes", "30", "restore drill: start to the first all-healthy answer of the application health queries must be within this (SPEC: application RTO < 30 min)"),
+    ("backup.drill.app_health_queries", "[]", "JSON list of SQL queries run read-only on the restored instance after validation; healthy = at least one row and no value of the first row null, false, 0, '' or 'f'/'false'; all must be healthy at once (empty list: application RTO not measured)"),
+    ("backup.drill.full_system.enabled", "false", "full-system drill: after the database is verified, launch the application in an isolated Auto Scaling group (smoke test), then delete it"),
+    ("backup.drill.full_system.months", "jan,jul", "comma list of months (jan..dec) whose drills are full-system ones (twice a year)"),
+    ("backup.drill.full_system.launch_template", "", "launch template name of the smoke-test group (required when enabled)"),
+    ("backup.drill.full_system.launch_template_version", "$Default", "launch template version: a number, $Default or $Latest"),
+    ("backup.drill.full_system.subnets", "", "comma list of isolated subnet ids of the smoke-test group (required when enabled)"),
     ("backup.wal.databases", "", "comma list of instance=name: pg.databases entry to read pg_stat_archiver from"),
     ("backup.wal.max_archive_age_minutes", "15", "last archived WAL older than this = archiving stalled (0: not judged)"),
     ("backup.dr_replication.enabled", "false", "issue #22: replicate each instance's automated backups to backup.dr_region (StartDBInstanceAutomatedBackupsReplication through the guard) and hold the DR region's LatestTime to backup.rpo_minutes"),
@@ -83,6 +91,82 @@ pub struct DrillConfig {
     pub checksum_expected: Option<String>,
     pub give_up_hours: i64,
     pub statement_timeout_seconds: u64,
+    pub app_rto_minutes: i64,
+    pub app_health_queries: Vec<String>,
+    pub full_system: FullSystemConfig,
+}
+
+/// The twice-yearly full-system drill (issue #22): an isolated Auto Scaling group from the
+/// application's launch template, desired 1, until an instance is InService and Healthy.
+#[derive(Debug, Clone, Serialize)]
+pub struct FullSystemConfig {
+    pub enabled: bool,
+    /// 1..=12
+    pub months: Vec<u32>,
+    pub launch_template: String,
+    pub launch_template_version: String,
+    pub subnets: Vec<String>,
+}
+
+impl FullSystemConfig {
+    /// Whether a drill started in `month` (1..=12) is a full-system one.
+    pub fn applies(&self, month: u32) -> bool {
+        self.enabled && self.months.contains(&month)
+    }
+}
+
+const MONTHS: [&str; 12] = [
+    "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
+];
+
+fn full_system(s: &Settings) -> Result<FullSystemConfig> {
+    let months_key = "backup.drill.full_system.months";
+    let months = s
+        .list(months_key)
+        .iter()
+        .map(|m| {
+            MONTHS
+                .iter()
+                .position(|x| x.eq_ignore_ascii_case(m.trim()))
+                .map(|i| i as u32 + 1)
+                .ok_or_else(|| s.bad(months_key, "a comma list of months jan..dec"))
+        })
+        .collect::<Result<Vec<u32>>>()?;
+    let c = FullSystemConfig {
+        enabled: s.boolean("backup.drill.full_system.enabled")?,
+        months,
+        launch_template: s.string("backup.drill.full_system.launch_template"),
+        launch_template_version: s.string("backup.drill.full_system.launch_template_version"),
+        subnets: s.list("backup.drill.full_system.subnets"),
+    };
+    let v = &c.launch_template_version;
+    if !(v == "$Default" || v == "$Latest" || v.parse::<u64>().is_ok_and(|n| n >= 1)) {
+        return Err(s.bad(
+            "backup.drill.full_system.launch_template_version",
+            "a version number, $Default or $Latest",
+        ));
+    }
+    if c.enabled {
+        if c.launch_template.is_empty() {
+            return Err(s.bad(
+                "backup.drill.full_system.launch_template",
+                "a launch template name (full_system.enabled is true)",
+            ));
+        }
+        if c.subnets.is_empty() {
+            return Err(s.bad(
+                "backup.drill.full_system.subnets",
+                "isolated subnet ids (full_system.enabled is true)",
+            ));
+        }
+        if c.months.is_empty() {
+            return Err(s.bad(
+                months_key,
+                "at least one month (full_system.enabled is true)",
+            ));
+        }
+    }
+    Ok(c)
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -122,6 +206,15 @@ fn tables(s: &Settings, key: &str) -> Result<Vec<TableName>> {
         .iter()
         .map(|t| TableName::parse(t).ok_or_else(|| s.bad(key, "a comma list of [schema.]table")))
         .collect()
+}
+
+fn health_queries(s: &Settings) -> Result<Vec<String>> {
+    let key = "backup.drill.app_health_queries";
+    let q: Vec<String> = s.json(key, "a JSON list of SQL queries")?;
+    if q.iter().any(|x| x.trim().is_empty()) {
+        return Err(s.bad(key, "a JSON list of non-empty SQL queries"));
+    }
+    Ok(q)
 }
 
 pub fn from_settings(s: &Settings) -> Result<BackupConfig> {
@@ -233,6 +326,9 @@ pub fn from_settings(s: &Settings) -> Result<BackupConfig> {
                 "backup.drill.statement_timeout_seconds",
                 "whole seconds >= 1",
             )?,
+            app_rto_minutes: positive(s, "backup.drill.app_rto_minutes", "whole minutes >= 1")?,
+            app_health_queries: health_queries(s)?,
+            full_system: full_system(s)?,
         },
         wal_databases,
         max_archive_age_minutes,
@@ -278,6 +374,63 @@ mod tests {
         assert_eq!(c.rto_minutes, 60);
         assert!(c.max_concurrent_copies <= 20);
         assert!(c.instances.is_empty() && c.drill.key_tables.is_empty());
+        assert_eq!(c.drill.app_rto_minutes, 30);
+        assert!(c.drill.app_health_queries.is_empty());
+        let f = &c.drill.full_system;
+        assert!(!f.enabled && !f.applies(1));
+        assert_eq!(f.months, vec![1, 7]);
+    }
+
+    #[test]
+    fn full_system_and_health_queries() {
+        let c = load(&[
+            ("NBAOPS_BACKUP__DRILL__FULL_SYSTEM__ENABLED", "true"),
+            ("NBAOPS_BACKUP__DRILL__FULL_SYSTEM__LAUNCH_TEMPLATE", "app"),
+            (
+                "NBAOPS_BACKUP__DRILL__FULL_SYSTEM__SUBNETS",
+                "subnet-1, subnet-2",
+            ),
+            ("NBAOPS_BACKUP__DRILL__FULL_SYSTEM__MONTHS", "Apr,oct"),
+            (
+                "NBAOPS_BACKUP__DRILL__APP_HEALTH_QUERIES",
+                r#"["select true"]"#,
+            ),
+        ])
+        .unwrap();
+        let f = &c.drill.full_system;
+        assert!(f.applies(4) && f.applies(10) && !f.applies(1));
+        assert_eq!(f.subnets, vec!["subnet-1", "subnet-2"]);
+        assert_eq!(c.drill.app_health_queries, vec!["select true"]);
+        for (k, v, named) in [
+            (
+                "NBAOPS_BACKUP__DRILL__FULL_SYSTEM__ENABLED",
+                "true",
+                "launch_template",
+            ),
+            (
+                "NBAOPS_BACKUP__DRILL__FULL_SYSTEM__MONTHS",
+                "january",
+                "full_system.months",
+            ),
+            (
+                "NBAOPS_BACKUP__DRILL__FULL_SYSTEM__LAUNCH_TEMPLATE_VERSION",
+                "latest",
+                "launch_template_version",
+            ),
+            (
+                "NBAOPS_BACKUP__DRILL__APP_HEALTH_QUERIES",
+                "select 1",
+                "app_health_queries",
+            ),
+            (
+                "NBAOPS_BACKUP__DRILL__APP_HEALTH_QUERIES",
+                r#"[""]"#,
+                "app_health_queries",
+            ),
+        ] {
+            let e = load(&[(k, v)]).unwrap_err().to_string();
+            assert!(e.contains(named), "{k}={v}: {e}");
+        }
     }
 
     #[test]

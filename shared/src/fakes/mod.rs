@@ -486,3 +486,5 @@ pub async fn test_fleet(cfg: &crate::config::Config) -> Option<&'static crate::r
 }
 mod posture;
 pub use posture::*;
+mod drill_group;
+pub use drill_group::*;

@@ -234,3 +234,5 @@ mod scheduler;
 pub use scheduler::*;
 mod posture;
 pub use posture::*;
+mod drill_group;
+pub use drill_group::*;
