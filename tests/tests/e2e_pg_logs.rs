@@ -182,7 +182,10 @@ async fn autovacuum_failures_from_the_log_are_counted_once_and_escalated_when_re
 
     // The CONTROL_MESSAGE of a new filter and malformed payloads: not for me, with the stage.
     for (name, says) in [
-        ("cloudwatch-logs-control-message", "CONTROL_MESSAGE"),
+        (
+            "cloudwatch-logs-control-message",
+            "CONTROL_MESSAGE (the reachability check",
+        ),
         ("cloudwatch-logs-bad-base64", "not base64"),
         ("cloudwatch-logs-not-gzip", "not gzip"),
         ("cloudwatch-logs-wrong-json", "not as documented"),

@@ -316,13 +316,6 @@ pub async fn on_logs(pg: &PgConfig, batch: &LogBatch, ctx: &Ctx<'_>) -> Result<R
             ));
             continue;
         }
-        if severity == Severity::P1 && kind != Kind::WraparoundWarning {
-            // No P2 after the P1 of the same table and day.
-            let p2 = format!("{res}#{}", Severity::P2);
-            ledger
-                .put_if_absent(&marks, &p2, &json!({"count": count}), expires)
-                .await?;
-        }
         let last = failures[failures.len() - 1];
         let what = match &last.table {
             Some(t) => format!("{} of {t}", kind.says()),

@@ -298,7 +298,7 @@ mod tests {
             base64::engine::general_purpose::STANDARD.encode(gz.finish().unwrap())
         };
         for (raw, needle) in [
-            (payload(&control), "CONTROL_MESSAGE"),
+            (payload(&control), "CONTROL_MESSAGE (the reachability check"),
             (payload(&lambda_logs), "not an RDS PostgreSQL log group"),
             (payload(&no_events), "without log events"),
             (payload(&no_id), "without an id"),
