@@ -1150,6 +1150,65 @@ check("BackupGuardFunction: the source region's key granted to RDS only (GrantIs
                          and text(cond(s, "StringEquals", "kms:ViaService") or "") == "rds.${AWS::Region}.amazonaws.com"
                          for s in src_grants), src_grants)
 
+# Issue #22: the PostgreSQL log's autovacuum failures, subscribed to pg-health's live alias
+# (functions/pg-health/src/logs.rs). RDS names the log group /aws/rds/instance/<id>/postgresql
+# (/aws/rds/cluster/<id>/postgresql for a cluster)
+# (https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/USER_LogAccess.Concepts.PostgreSQL.html),
+# the form shared/src/events/logs.rs (rds_postgresql_source) accepts. A Lambda destination needs a
+# resource-based permission for logs.amazonaws.com, scoped by SourceArn (the log group ARN, ':*')
+# and SourceAccount (https://docs.aws.amazon.com/AmazonCloudWatch/latest/logs/SubscriptionFilters.html#LambdaFunctionExample),
+# in place before the filter (CloudWatch Logs tests the destination on creation). The pattern is
+# an OR of exact phrases: each term `?"phrase"`
+# (https://docs.aws.amazon.com/AmazonCloudWatch/latest/logs/FilterAndPatternSyntax.html), exactly
+# logs.rs's FILTER_TERMS. At most two subscription filters per log group
+# (https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/aws-resource-logs-subscriptionfilter.html).
+pg_logs_src = (ROOT / "functions/pg-health/src/logs.rs").read_text()
+pg_events_src = (ROOT / "shared/src/events/logs.rs").read_text()
+filter_terms = re.findall(r'^\s*"([^"]+)",$', pg_logs_src.split("pub const FILTER_TERMS", 1)[-1].split("];", 1)[0], re.M)
+check("pg logs: logs.rs names its FILTER_TERMS", len(filter_terms) >= 5, filter_terms)
+check("pg logs: the events crate reads /aws/rds/instance|cluster/<id>/postgresql log groups",
+      '"/aws/rds/"' in pg_events_src and '"instance/"' in pg_events_src and '"cluster/"' in pg_events_src
+      and '"/postgresql"' in pg_events_src)
+LOG_GROUP_RE = re.compile(r"^/aws/rds/(instance|cluster)/[A-Za-z0-9-]{1,63}/postgresql$")
+log_filters = of_type("AWS::Logs::SubscriptionFilter")
+pg_log_filters = {k: r for k, r in log_filters.items() if text(r["Properties"].get("DestinationArn")) == "${PgHealthFunction.Alias}"}
+check("pg logs: pg-health is subscribed to the instance's PostgreSQL log (and one more, optional)", len(pg_log_filters) == 2, sorted(pg_log_filters))
+permissions = of_type("AWS::Lambda::Permission")
+log_groups_filtered = {}
+for key, r in sorted(pg_log_filters.items()):
+    p = r["Properties"]
+    group = text(p.get("LogGroupName"))
+    log_groups_filtered.setdefault(group, []).append(key)
+    if group == "${PgLogGroupExtra}":
+        pattern = params.get("PgLogGroupExtra", {}).get("AllowedPattern", "")
+        samples_ok = all(bool(re.match(pattern, g)) == ok for g, ok in [
+            ("", True), ("/aws/rds/instance/db-1/postgresql", True), ("/aws/rds/cluster/aurora-a/postgresql", True),
+            ("/aws/rds/instance/db-1/upgrade", False), ("/aws/lambda/x", False), ("/aws/rds/instance//postgresql", False)])
+        check(f"pg logs: {key}: PgLogGroupExtra admits only RDS PostgreSQL log groups (or empty)", samples_ok, pattern)
+    else:
+        check(f"pg logs: {key}: on the PostgreSQL log group of DbInstanceId",
+              group == "/aws/rds/instance/${DbInstanceId}/postgresql" and LOG_GROUP_RE.match(group.replace("${DbInstanceId}", "db-1")), group)
+    check(f"pg logs: {key}: only when its log group exists (a Condition)", r.get("Condition") in conditions, r.get("Condition"))
+    terms = re.findall(r'\?"([^"]+)"', p.get("FilterPattern", ""))
+    rebuilt = " ".join(f'?"{t}"' for t in terms)
+    check(f"pg logs: {key}: FilterPattern is an OR of exact phrases, exactly logs.rs's FILTER_TERMS",
+          rebuilt == p.get("FilterPattern") and terms == filter_terms, (terms, filter_terms))
+    check(f"pg logs: {key}: no RoleArn (a Lambda destination is authorised by its resource policy)", "RoleArn" not in p)
+    deps = as_list(r.get("DependsOn", []))
+    perm = [permissions[d] for d in deps if d in permissions]
+    check(f"pg logs: {key}: DependsOn its Lambda permission", len(perm) == 1, deps)
+    if perm:
+        pp = perm[0]["Properties"]
+        check(f"pg logs: {key}: the permission lets logs.amazonaws.com invoke the same alias, for this log group and account only",
+              pp.get("Principal") == "logs.amazonaws.com" and pp.get("Action") == "lambda:InvokeFunction"
+              and text(pp.get("FunctionName")) == "${PgHealthFunction.Alias}"
+              and text(pp.get("SourceArn")) == "arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:log-group:" + group + ":*"
+              and text(pp.get("SourceAccount")) == "${AWS::AccountId}"
+              and perm[0].get("Condition") == r.get("Condition"), pp)
+for group, keys in log_groups_filtered.items():
+    others = [k for k, s in log_filters.items() if text(s["Properties"].get("LogGroupName")) == group]
+    check(f"pg logs: at most two subscription filters on {group}, one of them nbaops'", len(others) == 1, others)
+
 passed, failed = results.count(True), results.count(False)
 print(f"template: {passed} passed, {failed} failed")
 sys.exit(1 if failed else 0)

@@ -70,7 +70,12 @@ impl Inbound {
             Inbound::Alarm(a) => (a.account.clone(), a.region.clone()),
             Inbound::Rds(r) => (r.account.clone(), r.region.clone()),
             Inbound::Schedule(t) => (t.param("account"), t.param("region")),
-            Inbound::CostAnomaly(_) | Inbound::Budget(_) | Inbound::NotForMe(_) => return None,
+            // A log subscription delivers the log groups of this account only (same-account
+            // Lambda destinations).
+            Inbound::CostAnomaly(_)
+            | Inbound::Budget(_)
+            | Inbound::Logs(_)
+            | Inbound::NotForMe(_) => return None,
         };
         match (account, region) {
             (Some(a), Some(r)) if !a.is_empty() && !r.is_empty() => Some(Origin::new(a, r)),

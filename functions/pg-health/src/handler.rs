@@ -39,7 +39,7 @@ pub struct PgHealth {
 
 impl Function for PgHealth {
     const NAME: &'static str = FUNCTION;
-    const TAKES: &'static str = "its own schedule ({\"nbaops\": {\"task\": \"pg-health\"}})";
+    const TAKES: &'static str = "its own schedule ({\"nbaops\": {\"task\": \"pg-health\"}}) and the PostgreSQL log subscription ({\"awslogs\": …}, crate::logs)";
     type Reply = InvocationReport;
 
     async fn init(deps: &Deps, _aws: &AwsClients) -> Result<Self> {
@@ -69,6 +69,7 @@ impl Function for PgHealth {
             Inbound::Schedule(tick) if tick.task().as_deref() == Some(FUNCTION) => {
                 self.on_tick(&tick, ctx).await
             }
+            Inbound::Logs(batch) => Ok(vec![crate::logs::on_logs(&self.pg, &batch, ctx).await?]),
             other => Ok(vec![self.on(other, ctx).await?]),
         }
     }

@@ -3,6 +3,7 @@
 pub mod aws_operations;
 pub mod checks;
 pub mod handler;
+pub mod logs;
 #[cfg(test)]
 mod properties;
 pub mod scan;

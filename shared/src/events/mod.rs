@@ -21,7 +21,9 @@
 //! 5. top-level `nbaops` → bare EventBridge Scheduler input ([`Delivery::Scheduler`]);
 //! 6. a lone SNS notification body (`Type: "Notification"` + `Message`, as SQS
 //!    delivers it) → treated like an SNS record;
-//! 7. anything else → `NotForMe`.
+//! 7. `awslogs` → a CloudWatch Logs subscription delivery ([`LogBatch`], `logs.rs`): base64 +
+//!    gzip decoded, only `DATA_MESSAGE`s of RDS PostgreSQL log groups;
+//! 8. anything else → `NotForMe`.
 //!
 //! The envelopes (SNS notification, SQS record, EventBridge event, the alarm action) are read
 //! with the types of `aws_lambda_events` (`envelope.rs`) wherever the crate parses the payload.
@@ -45,6 +47,7 @@ mod cost;
 mod envelope;
 #[cfg(test)]
 mod envelope_tests;
+mod logs;
 #[cfg(test)]
 mod proptests;
 mod rds;
@@ -59,6 +62,9 @@ use serde_json::Value;
 
 pub use alarm::{AlarmChange, AlarmState, AlarmTrigger, MetricRef, SingleMetric};
 pub use cost::{BudgetAlert, BudgetKind, CostAnomaly, RootCause};
+#[cfg(any(test, feature = "fakes"))]
+pub use logs::subscription_payload;
+pub use logs::{decode_data, rds_postgresql_source, LogBatch, LogLine, MAX_DECODED_BYTES};
 pub use rds::{normalise_event_code, RdsEvent, RdsSourceType};
 pub use schedule::ScheduledTick;
 
@@ -81,6 +87,8 @@ pub enum Delivery {
     /// `{"nbaops": {"task", "target", "account", "region", "dispatched_at"}}` input that a
     /// `dispatch` tick enqueued (`runtime::fanout`).
     Queue,
+    /// A CloudWatch Logs subscription filter (issue #22): `{"awslogs": {"data": …}}`.
+    Logs,
 }
 
 /// One classified payload (or one record of an SNS batch).
@@ -94,6 +102,7 @@ pub enum Inbound {
     Schedule(ScheduledTick),
     CostAnomaly(CostAnomaly),
     Budget(BudgetAlert),
+    Logs(LogBatch),
     NotForMe(NotForMe),
 }
 
@@ -130,6 +139,7 @@ impl Inbound {
             Inbound::Schedule(x) => Some(&x.event_id),
             Inbound::CostAnomaly(x) => Some(&x.event_id),
             Inbound::Budget(x) => Some(&x.event_id),
+            Inbound::Logs(x) => Some(&x.event_id),
             Inbound::NotForMe(_) => None,
         }
     }
@@ -142,6 +152,7 @@ impl Inbound {
             Inbound::Schedule(x) => Some(x.delivery),
             Inbound::CostAnomaly(x) => Some(x.delivery),
             Inbound::Budget(x) => Some(x.delivery),
+            Inbound::Logs(x) => Some(x.delivery),
             Inbound::NotForMe(_) => None,
         }
     }
@@ -158,6 +169,7 @@ impl Inbound {
             Inbound::Schedule(_) => "schedule",
             Inbound::CostAnomaly(_) => "cost_anomaly",
             Inbound::Budget(_) => "budget",
+            Inbound::Logs(_) => "logs",
             Inbound::NotForMe(_) => "not_for_me",
         }
     }
@@ -317,6 +329,9 @@ fn classify_object(raw: &Value) -> Vec<Inbound> {
     if str_field(raw, &["Type"]).as_deref() == Some("Notification") && get(raw, "Message").is_some()
     {
         return vec![classify_sns(raw)];
+    }
+    if get(raw, "awslogs").is_some() {
+        return vec![into_inbound(logs::from_subscription(raw), Inbound::Logs)];
     }
     vec![not_for_me(describe_unknown(raw))]
 }
@@ -641,6 +656,7 @@ pub(crate) mod tests {
                     "rds" => &["rds"],
                     "schedule" => &["schedule"],
                     "cost" => &["cost_anomaly", "budget"],
+                    "cloudwatch-logs" => &["logs"],
                     other => panic!("unknown fixture folder {other}"),
                 };
                 for i in &out {
