@@ -180,6 +180,8 @@ fn runbook(signal: &str) -> &'static str {
         "vacuum-progress" => "A long VACUUM is usually I/O-throttled or repeatedly scanning indexes; check maintenance_work_mem and cost settings.",
         "check-failed" => "A check timed out or was refused: raise pg.statement_timeout_ms or grant pg_monitor to the monitor role.",
         "archiver" => "Check archive_command / the S3 destination; WAL piles up until archiving succeeds.",
+        "index-bloat" => "vacuum-trigger rebuilds it (REINDEX CONCURRENTLY) in the change window over pg.index.reindex_percent; recurring: lower the index's fillfactor.",
+        "wal-rate" => "Find the writer (pg_stat_statements wal_bytes); a planned bulk job: batch it; normal load: raise pg.wal.*.",
         _ => "",
     }
 }

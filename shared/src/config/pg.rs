@@ -68,6 +68,11 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("pg.terminate.allow_roles", "", "comma list: only sessions of these roles may be ended ..."),
     ("pg.terminate.allow_applications", "", "... or of these application_name values"),
     ("pg.terminate.protected_roles", "rdsadmin,rdsrepladmin,rds_superuser", "sessions of these roles are never ended"),
+    // PostgreSQL signals of issue #22 (pg-health): index bloat and the WAL generation rate.
+    ("pg.index_bloat.warn_percent", "30", "pg-health: a valid btree index (at least pg.index.min_bytes) over this bloat percent (pgstatindex, else the pg_stats estimate): warning"),
+    ("pg.index_bloat.crit_percent", "50", "... critical (P3); vacuum-trigger rebuilds over pg.index.reindex_percent in the change window"),
+    ("pg.wal.warn_bytes_per_second", "16777216", "WAL generated per second between two pg-health runs (pg_current_wal_lsn deltas, primaries only) above this: warning"),
+    ("pg.wal.crit_bytes_per_second", "67108864", "... critical (P3)"),
 ];
 
 /// One watched database.
@@ -121,6 +126,10 @@ pub struct PgConfig {
     pub index: IndexLimits,
     pub vacuum: VacuumLimits,
     pub terminate: TerminatePolicy,
+    /// Index bloat alert levels (percent), pg-health.
+    pub index_bloat_percent: Levels,
+    /// WAL generation rate alert levels (bytes per second), pg-health.
+    pub wal_bytes_per_second: Levels,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -354,6 +363,18 @@ pub fn from_settings(s: &Settings) -> Result<PgConfig> {
         index,
         vacuum,
         terminate,
+        index_bloat_percent: percent_levels(
+            s,
+            "pg.index_bloat.warn_percent",
+            "pg.index_bloat.crit_percent",
+            true,
+        )?,
+        wal_bytes_per_second: levels(
+            s,
+            "pg.wal.warn_bytes_per_second",
+            "pg.wal.crit_bytes_per_second",
+            true,
+        )?,
     })
 }
 

@@ -164,6 +164,10 @@ pub enum Step {
     Tables,
     /// vacuum-trigger's own failed statements of the last day (ledger), and the stalled vacuums.
     OwnVacuumFailures,
+    /// Btree index bloat: pgstatindex (bounded per run) else the pg_stats estimate.
+    IndexBloat,
+    /// WAL generated per second since the last run (ledger `pgbase#<db>` / `wal`).
+    WalRate,
 }
 
 /// What pg-health checks, in this order (after the server itself: `sql::SERVER`).
@@ -174,12 +178,14 @@ pub const SCAN: &[Step] = &[
     Step::Check(REPLICATION),
     Step::Check(SESSIONS),
     Step::Tables,
+    Step::IndexBloat,
     Step::Check(UNUSED_INDEXES),
     Step::Check(SLOW_QUERIES),
     Step::Check(VACUUM_PROGRESS),
     Step::Check(XMIN_HOLDERS),
     Step::OwnVacuumFailures,
     Step::Check(ARCHIVER),
+    Step::WalRate,
 ];
 
 /// The one row a check expects.
