@@ -568,7 +568,7 @@ impl Steps<'_> {
                 s.metrics.push(("WalBytesPerSecond", rate, "Bytes/Second"));
                 if let Some(p) = prev.as_ref() {
                     s.findings
-                        .extend(checks::wal_finding(db, rate, p, &cur, cfg));
+                        .extend(checks::judge_wal_rate(db, rate, p, &cur, cfg));
                 }
             }
         }

@@ -329,7 +329,7 @@ pub fn wal_rate(prev: Option<&WalMark>, cur: &WalMark) -> WalRate {
     WalRate::BytesPerSecond((cur.bytes - p.bytes) as f64 / seconds)
 }
 
-pub fn wal_finding(
+pub fn judge_wal_rate(
     db: &str,
     rate: f64,
     prev: &WalMark,

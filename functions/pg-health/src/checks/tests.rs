@@ -753,7 +753,7 @@ fn wal_rate_between_runs_first_backwards_and_new_timeline() {
         panic!()
     };
     assert!((r - 20.0 * 1_048_576.0).abs() < 1.0, "{r}");
-    let f = wal_finding("app", r, &a, &b, &c).unwrap();
+    let f = judge_wal_rate("app", r, &a, &b, &c).unwrap();
     assert_eq!((f.level, f.severity), (Level::Warning, Severity::P4));
     assert_eq!(f.dedup_key(), "pg-wal-rate#pg:app");
     // Quiet: no finding.
@@ -761,14 +761,14 @@ fn wal_rate_between_runs_first_backwards_and_new_timeline() {
     let WalRate::BytesPerSecond(r) = wal_rate(Some(&a), &q) else {
         panic!()
     };
-    assert!(wal_finding("app", r, &a, &q, &c).is_none());
+    assert!(judge_wal_rate("app", r, &a, &q, &c).is_none());
     // 100 MiB/s: critical.
     let h = mark(1_000_000_000 + 30_000 * 1_048_576, t1, 1);
     let WalRate::BytesPerSecond(r) = wal_rate(Some(&a), &h) else {
         panic!()
     };
     assert_eq!(
-        wal_finding("app", r, &a, &h, &c).unwrap().level,
+        judge_wal_rate("app", r, &a, &h, &c).unwrap().level,
         Level::Critical
     );
     // Backwards (restore), a new timeline (failover), no time passed: a reset, no rate.
