@@ -73,6 +73,9 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("pg.index_bloat.crit_percent", "50", "... critical (P3); vacuum-trigger rebuilds over pg.index.reindex_percent in the change window"),
     ("pg.wal.warn_bytes_per_second", "16777216", "WAL generated per second between two pg-health runs (pg_current_wal_lsn deltas, primaries only) above this: warning"),
     ("pg.wal.crit_bytes_per_second", "67108864", "... critical (P3)"),
+    ("pg.emergency_freeze.group", "default", "EventBridge Scheduler group of pg-health's one-time emergency freezes (a P1 wraparound finding runs vacuum-trigger's freeze at once)"),
+    ("pg.emergency_freeze.target_arn", "", "the vacuum-trigger (alias) ARN an emergency freeze invokes; empty: none is scheduled (the P1 alert still goes out)"),
+    ("pg.emergency_freeze.role_arn", "", "the role EventBridge Scheduler assumes to invoke it (lambda:InvokeFunction on vacuum-trigger only)"),
 ];
 
 /// One watched database.
@@ -130,6 +133,44 @@ pub struct PgConfig {
     pub index_bloat_percent: Levels,
     /// WAL generation rate alert levels (bytes per second), pg-health.
     pub wal_bytes_per_second: Levels,
+    /// Where a P1 wraparound finding's one-time schedule goes (vacuum-trigger's freeze at once).
+    pub emergency_freeze: crate::config::scale::FollowUps,
+}
+
+/// `pg.emergency_freeze.*`: a valid group, ARNs, both or neither.
+fn emergency_freeze(s: &Settings) -> Result<crate::config::scale::FollowUps> {
+    let f = crate::config::scale::FollowUps {
+        group: s.string("pg.emergency_freeze.group"),
+        target_arn: s.string("pg.emergency_freeze.target_arn"),
+        role_arn: s.string("pg.emergency_freeze.role_arn"),
+    };
+    let name_ok = !f.group.is_empty()
+        && f.group.len() <= 64
+        && f.group
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !name_ok {
+        return Err(s.bad(
+            "pg.emergency_freeze.group",
+            "a schedule group name: 1-64 of [0-9a-zA-Z-_.]",
+        ));
+    }
+    for (key, v) in [
+        ("pg.emergency_freeze.target_arn", &f.target_arn),
+        ("pg.emergency_freeze.role_arn", &f.role_arn),
+    ] {
+        if !v.is_empty() && !v.starts_with("arn:") {
+            return Err(s.bad(key, "an ARN"));
+        }
+    }
+    if f.target_arn.is_empty() != f.role_arn.is_empty() {
+        return Err(NbaopsError::config(format!(
+            "pg.emergency_freeze.target_arn and pg.emergency_freeze.role_arn go together (from {} and {}): set both or neither",
+            s.origin("pg.emergency_freeze.target_arn"),
+            s.origin("pg.emergency_freeze.role_arn")
+        )));
+    }
+    Ok(f)
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -375,6 +416,7 @@ pub fn from_settings(s: &Settings) -> Result<PgConfig> {
             "pg.wal.crit_bytes_per_second",
             true,
         )?,
+        emergency_freeze: emergency_freeze(s)?,
     })
 }
 
