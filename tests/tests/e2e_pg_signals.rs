@@ -206,3 +206,206 @@ async fn index_bloat_and_wal_rate_are_reported_once_and_resolve() {
     // The rate is a metric too.
     assert!(health.logs().contains("WalBytesPerSecond"));
 }
+
+fn table_xid_age(pg: &Postgres, table: &str) -> i64 {
+    pg.psql(
+        "app",
+        &format!("select age(relfrozenxid) from pg_class where oid = '{table}'::regclass"),
+    )
+    .unwrap()
+    .parse()
+    .unwrap()
+}
+
+fn weekday(offset_days: i64) -> String {
+    (nbaops_tests::clock::now() + chrono::Duration::days(offset_days))
+        .format("%a")
+        .to_string()
+        .to_lowercase()
+}
+
+async fn invoke_payload(f: &FunctionUnderTest, payload: Value) -> Value {
+    match f
+        .invoke(payload, Duration::from_secs(60))
+        .await
+        .unwrap()
+        .outcome
+    {
+        Outcome::Response(v) => v,
+        Outcome::Error {
+            error_type,
+            message,
+        } => panic!("{error_type}: {message}\n{}", f.logs()),
+    }
+}
+
+/// Item (issue #22): a P1 wraparound finding makes pg-health create a one-time schedule that
+/// invokes vacuum-trigger with "emergency freeze" for that database, once per database and day;
+/// vacuum-trigger refuses anything else carrying `emergency`, and runs the freeze at once outside
+/// the change window as a P1 emergency change through its guard (dry-run still only describes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wraparound_emergency_schedules_an_immediate_freeze_recorded_as_emergency_change() {
+    let stack = Stack::start(false).await.unwrap();
+    let pg = Postgres::start().unwrap();
+    pg.as_rds("app").unwrap();
+    pg.psql_app(
+        "app",
+        "create table frz (id int) with (autovacuum_enabled = false); \
+         insert into frz select generate_series(1, 10000)",
+    )
+    .unwrap();
+    // 300 transactions: the database's and the table's XID age pass the lowered limits.
+    pg.psql_app(
+        "app",
+        "do $$ begin for i in 1..300 loop perform txid_current(); commit; end loop; end $$",
+    )
+    .unwrap();
+    let before = table_xid_age(&pg, "frz");
+    assert!(before >= 300, "{before}");
+
+    let roles = stack.put_pg_passwords(&pg, "app", "app").await.unwrap();
+    let mut env: Vec<(&str, &str)> = roles
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let target = "arn:aws:lambda:us-east-1:123456789012:function:nbaops-dev-vacuum-trigger:live";
+    let role = "arn:aws:iam::123456789012:role/nbaops-dev-pg-emergency";
+    env.extend([
+        // The emergency level lowered to what a test cluster reaches (the failsafe is 1.6 B).
+        ("NBAOPS_PG__XID__EMERGENCY_AGE", "100"),
+        ("NBAOPS_PG__VACUUM__FREEZE_AGE", "100"),
+        ("NBAOPS_PG__EMERGENCY_FREEZE__TARGET_ARN", target),
+        ("NBAOPS_PG__EMERGENCY_FREEZE__ROLE_ARN", role),
+    ]);
+    let health = start(&stack, "pg-health", &env).await;
+    let v = invoke(&health, "wrap-1").await;
+    let rec = record(&v, "app");
+    let wrap = alerts(rec, "pg-wraparound#");
+    assert_eq!(wrap.len(), 1, "{rec}");
+    assert_eq!(wrap[0]["severity"], "P1", "{}", wrap[0]);
+    assert!(
+        rec["notes"]
+            .to_string()
+            .contains("vacuum-trigger's freeze of app scheduled"),
+        "{rec}"
+    );
+    let schedules = platform::follow_ups(&stack.clients, "default")
+        .await
+        .unwrap();
+    assert_eq!(schedules.len(), 1, "{schedules:?}");
+    let s = &schedules[0];
+    assert!(s.name.starts_with("nbaops-dev-freeze-app-"), "{s:?}");
+    assert_eq!((s.target_arn.as_str(), s.role_arn.as_str()), (target, role));
+    assert_eq!(s.after_completion.as_deref(), Some("DELETE"), "{s:?}");
+    let at = s.at.unwrap();
+    let now = nbaops_tests::clock::now();
+    assert!(
+        at > now - chrono::Duration::seconds(30) && at <= now + chrono::Duration::minutes(2),
+        "at once: {at} (now {now})"
+    );
+    assert_eq!(s.input["nbaops"]["emergency"], "freeze", "{}", s.input);
+    assert_eq!(s.input["nbaops"]["database"], "app", "{}", s.input);
+    assert_eq!(s.input["nbaops"]["task"], "vacuum-trigger", "{}", s.input);
+    // Still an emergency on the next run: not scheduled again today.
+    let v = invoke(&health, "wrap-2").await;
+    assert!(
+        record(&v, "app")["notes"]
+            .to_string()
+            .contains("already scheduled today"),
+        "{v}"
+    );
+    assert_eq!(
+        platform::follow_ups(&stack.clients, "default")
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // vacuum-trigger outside the change window (the window is tomorrow only).
+    let tomorrow = weekday(1);
+    let mut vt_env = env.clone();
+    vt_env.extend([
+        ("NBAOPS_GUARD__BLAST__MAX_PERCENT", "100"),
+        ("NBAOPS_GUARD__WINDOW__START", "00:00"),
+        ("NBAOPS_GUARD__WINDOW__END", "23:59"),
+        ("NBAOPS_GUARD__WINDOW__TZ", "UTC"),
+        ("NBAOPS_GUARD__WINDOW__DAYS", tomorrow.as_str()),
+    ]);
+    // Anything else carrying `emergency` is refused, said, nothing done.
+    let dry_env = [vt_env.as_slice(), &[("NBAOPS_GUARD__DRY_RUN", "true")]].concat();
+    let dry = start(&stack, "vacuum-trigger", &dry_env).await;
+    for (bad, says) in [
+        (
+            json!({"nbaops": {"task": "vacuum-trigger", "emergency": "drop", "database": "app"}}),
+            "emergency 'drop' refused",
+        ),
+        (
+            json!({"nbaops": {"task": "vacuum-trigger", "emergency": "freeze", "database": "other"}}),
+            "'other' is not in pg.databases",
+        ),
+        (
+            json!({"nbaops": {"task": "vacuum-trigger", "emergency": "freeze"}}),
+            "no database named",
+        ),
+    ] {
+        let v = invoke_payload(&dry, bad).await;
+        let rec = &v["records"][0];
+        assert!(rec["summary"].as_str().unwrap().contains(says), "{v}");
+        assert!(rec["failed"].as_str().is_some(), "{v}");
+        assert!(rec["actions"].as_array().unwrap().is_empty(), "{v}");
+    }
+    // Dry-run: decided as an emergency change, the table untouched.
+    let v = invoke_payload(&dry, s.input.clone()).await;
+    let rec = &v["records"][0];
+    let a = &rec["actions"][0];
+    assert_eq!(a["action"], "pg.vacuum-freeze", "{rec}");
+    assert_eq!(a["outcome"], "would-act", "{rec}");
+    assert_eq!(a["emergency_change"], true, "{rec}");
+    assert!(table_xid_age(&pg, "frz") >= before);
+    drop(dry);
+
+    // Live: frozen at once, P1, audited as an emergency change outside the window.
+    let live = start(&stack, "vacuum-trigger", &vt_env).await;
+    let v = invoke_payload(&live, s.input.clone()).await;
+    let rec = &v["records"][0];
+    assert!(
+        rec["summary"]
+            .as_str()
+            .unwrap()
+            .contains("emergency freeze"),
+        "{rec}"
+    );
+    let a = &rec["actions"][0];
+    assert_eq!(a["action"], "pg.vacuum-freeze", "{rec}");
+    assert_eq!(a["outcome"], "acted", "{rec}\n{}", live.logs());
+    assert_eq!(a["severity"], "P1", "{rec}");
+    assert_eq!(a["emergency_change"], true, "{rec}");
+    assert!(
+        a["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("emergency freeze for pg-wraparound#pg:app"),
+        "{a}"
+    );
+    let after = table_xid_age(&pg, "frz");
+    assert!(after < 100, "frozen: {before} -> {after}");
+    let audits = platform::drain(&stack.clients, &stack.platform.actions_queue)
+        .await
+        .unwrap();
+    assert!(
+        audits.iter().any(|x| x["outcome"] == "acted"
+            && x["action"] == "pg.vacuum-freeze"
+            && x["emergency_change"] == true),
+        "{audits:?}"
+    );
+    // Its regular tick is unchanged: only the emergency event narrows it to the freeze.
+    let v = invoke(&live, "vt-tick").await;
+    assert!(
+        v["records"][0]["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("pg:app:"),
+        "{v}"
+    );
+}
