@@ -126,3 +126,125 @@ impl PgHealth {
         Ok(())
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::checks::{wraparound, Level};
+    use chrono::TimeZone;
+    use nbaops_shared::fakes::{leak, test_deps, FakeScheduler, RefusingPg, Shared};
+    use nbaops_shared::runtime::{Ctx, Invocation};
+
+    const ARN: &str =
+        "arn:aws:lambda:us-east-1:123456789012:function:nbaops-dev-vacuum-trigger:live";
+    const ROLE: &str = "arn:aws:iam::123456789012:role/nbaops-dev-pg-emergency";
+
+    fn at(h: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 25, h, 0, 0).unwrap()
+    }
+
+    fn finding(age: i64) -> Vec<Finding> {
+        let cfg = nbaops_shared::config::pg::from_settings(
+            &test_deps("pg-health", &[]).unwrap().deps.cfg.settings,
+        )
+        .unwrap();
+        let row = serde_json::json!({"xid_age": age, "mxid_age": 0, "failsafe_age": 1_600_000_000})
+            .as_object()
+            .unwrap()
+            .clone();
+        wraparound("app", &row, &cfg).1.into_iter().collect()
+    }
+
+    async fn run(
+        vars: &[(&str, &str)],
+        findings: &[Finding],
+        hours: &[u32],
+    ) -> (&'static FakeScheduler, Vec<Vec<String>>) {
+        let mut all = vec![
+            (
+                "NBAOPS_ALERTS_TOPIC_ARN",
+                "arn:aws:sns:us-east-1:123456789012:nbaops-dev-alerts",
+            ),
+            (
+                "NBAOPS_PG__DATABASES",
+                "app=postgres://nbaops_monitor@db.nbaops.test:5432/app",
+            ),
+        ];
+        all.extend_from_slice(vars);
+        let t = test_deps(crate::handler::FUNCTION, &all).unwrap();
+        let scheduler = leak(FakeScheduler::default());
+        let f = PgHealth {
+            pg: nbaops_shared::config::pg::from_settings(&t.deps.cfg.settings).unwrap(),
+            connector: Box::new(Shared(leak(RefusingPg::default()))),
+            scheduler: Box::new(Shared(scheduler)),
+        };
+        let mut notes = vec![];
+        for h in hours {
+            let inv = Invocation::at("req", at(*h));
+            let ctx = Ctx::of::<PgHealth>(t.deps, &inv);
+            let mut w = ctx.work("ev", "schedule", "x");
+            f.emergency_freeze("app", findings, &mut w).await.unwrap();
+            notes.push(w.rec.notes.clone());
+        }
+        (scheduler, notes)
+    }
+
+    #[tokio::test]
+    async fn only_an_emergency_once_a_day_and_only_when_configured() {
+        let on = [
+            ("NBAOPS_PG__EMERGENCY_FREEZE__TARGET_ARN", ARN),
+            ("NBAOPS_PG__EMERGENCY_FREEZE__ROLE_ARN", ROLE),
+        ];
+        // Critical (1 B) is not the emergency: nothing scheduled.
+        let crit = finding(1_200_000_000);
+        assert_eq!(crit[0].level, Level::Critical);
+        let (s, notes) = run(&on, &crit, &[10]).await;
+        assert!(s.all().is_empty() && notes[0].is_empty(), "{notes:?}");
+
+        // Past the failsafe: one schedule a minute from now, named for the day, the event says
+        // which database and "freeze"; the next runs that day schedule nothing more.
+        let p1 = finding(1_700_000_000);
+        assert_eq!(p1[0].level, Level::Emergency);
+        let (s, notes) = run(&on, &p1, &[10, 11, 12]).await;
+        assert_eq!(
+            s.mutations(),
+            vec!["create_once default/nbaops-dev-freeze-app-20261125 at(2026-11-25T10:01:00)"]
+        );
+        let one = &s.all()[0];
+        assert_eq!(
+            (one.target_arn.as_str(), one.role_arn.as_str()),
+            (ARN, ROLE)
+        );
+        assert_eq!(one.input["nbaops"]["emergency"], EMERGENCY_FREEZE);
+        assert_eq!(one.input["nbaops"]["database"], "app");
+        assert_eq!(one.input["nbaops"]["finding"], "pg-wraparound#pg:app");
+        assert!(notes[1][0].contains("already scheduled today"), "{notes:?}");
+
+        // Not configured: said, nothing created. Dry-run: described, nothing created.
+        let (s, notes) = run(&[], &p1, &[10]).await;
+        assert!(s.all().is_empty());
+        assert!(
+            notes[0][0].contains("pg.emergency_freeze.target_arn"),
+            "{notes:?}"
+        );
+        let dry = [on[0], on[1], ("NBAOPS_GUARD__DRY_RUN", "true")];
+        let (s, notes) = run(&dry, &p1, &[10]).await;
+        assert!(s.all().is_empty());
+        assert!(
+            notes[0][0].starts_with("dry-run: would schedule"),
+            "{notes:?}"
+        );
+    }
+
+    #[test]
+    fn config_needs_both_arns() {
+        let bad = test_deps(
+            "pg-health",
+            &[("NBAOPS_PG__EMERGENCY_FREEZE__TARGET_ARN", ARN)],
+        )
+        .unwrap();
+        let e = nbaops_shared::config::pg::from_settings(&bad.deps.cfg.settings).unwrap_err();
+        assert!(e.to_string().contains("go together"), "{e}");
+    }
+}

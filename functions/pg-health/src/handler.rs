@@ -280,7 +280,7 @@ async fn announce(db: &str, scan: &Scan, w: &mut Work<'_>) -> Result<()> {
 mod tests {
     use super::*;
     use chrono::TimeZone;
-    use nbaops_shared::fakes::{leak, test_deps, RefusingPg, Shared};
+    use nbaops_shared::fakes::{leak, test_deps, FakeScheduler, RefusingPg, Shared};
     use nbaops_shared::runtime::{dispatch, Invocation};
 
     #[tokio::test]

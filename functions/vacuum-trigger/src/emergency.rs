@@ -153,3 +153,24 @@ impl VacuumTrigger {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_freeze_of_a_configured_database_is_taken() {
+        let known = ["app", "stats"];
+        assert_eq!(check("freeze", Some("app"), &known), Ok("app".into()));
+        for (kind, db, says) in [
+            ("drop", Some("app"), "emergency 'drop' refused"),
+            ("FREEZE", Some("app"), "refused"),
+            ("freeze", None, "no database named"),
+            ("freeze", Some(""), "no database named"),
+            ("freeze", Some("other"), "'other' is not in pg.databases"),
+        ] {
+            let e = check(kind, db, &known).unwrap_err();
+            assert!(e.contains(says), "{kind} {db:?}: {e}");
+        }
+    }
+}
