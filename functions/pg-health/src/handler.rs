@@ -189,6 +189,7 @@ fn runbook(signal: &str) -> &'static str {
         "check-failed" => "A check timed out or was refused: raise pg.statement_timeout_ms or grant pg_monitor to the monitor role.",
         "archiver" => "Check archive_command / the S3 destination; WAL piles up until archiving succeeds.",
         "index-bloat" => "vacuum-trigger rebuilds it (REINDEX CONCURRENTLY) in the change window over pg.index.reindex_percent; recurring: lower the index's fillfactor.",
+        "vacuum-delay" => "The vacuum is throttled by vacuum_cost_delay/cost_limit: raise autovacuum_vacuum_cost_limit (or the table's) if it must finish sooner.",
         "wal-rate" => "Find the writer (pg_stat_statements wal_bytes); a planned bulk job: batch it; normal load: raise pg.wal.*.",
         _ => "",
     }

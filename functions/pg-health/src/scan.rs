@@ -5,7 +5,8 @@
 //! Ledger items: `pgbase#<db>/counters` (counter baseline), `pgbase#<db>/tables` (dead tuples
 //! and last vacuum of the tables worth watching), `pgbase#<db>/measured` (the last
 //! pgstattuple_approx figure per bloat candidate), `pgmaint#<db>/<table oid>` (measured bloat
-//! for vacuum-trigger, 1 day), `pgbase#<db>/wal` (the last WAL position and when); read: `pgvacfail#<db>/*` (vacuum-trigger's failed statements).
+//! for vacuum-trigger, 1 day), `pgbase#<db>/wal` (the last WAL position and when), `pgbase#<db>/vacdelay` (the running
+//! vacuums' delay samples); read: `pgvacfail#<db>/*` (vacuum-trigger's failed statements).
 
 use std::collections::BTreeMap;
 
@@ -42,6 +43,7 @@ const SIGNALS: &[&str] = &[
     "archiver",
     "index-bloat",
     "wal-rate",
+    "vacuum-delay",
     "check-failed",
 ];
 
@@ -205,6 +207,7 @@ impl PgHealth {
                 Step::OwnVacuumFailures => steps.own_vacuum_failures(&mut s).await?,
                 Step::IndexBloat => steps.index_bloat(&mut s).await,
                 Step::WalRate => steps.wal_rate(&mut s).await?,
+                Step::VacuumDelay => steps.vacuum_delay(&mut s).await?,
             }
         }
         s.findings.extend(checks::check_failed(db, &s.failures));
@@ -578,6 +581,65 @@ impl Steps<'_> {
             .deps
             .ledger
             .put(&self.pk(), "wal", &data, None)
+            .await
+    }
+
+    /// Vacuums sleeping in their cost-based delay (issue #22, `checks::vacuum_delay` says what
+    /// is measured): up to `pg.vacuum_delay.samples_per_run` samples while a vacuum runs, added
+    /// to the earlier runs' in the ledger (`pgbase#<db>` / `vacdelay`). A standby runs none.
+    async fn vacuum_delay(&self, s: &mut Scan) -> Result<()> {
+        let (db, cfg) = (self.seen.db, self.seen.cfg);
+        if self.seen.server.in_recovery {
+            s.unchecked.push("vacuum-delay");
+            return Ok(());
+        }
+        let query = checks::vacuum_delay_sql(self.seen.server.version);
+        let mut rounds: Vec<Vec<checks::VacuumSample>> = vec![];
+        for i in 0..cfg.vacuum_delay.samples_per_run {
+            if i > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(
+                    cfg.vacuum_delay.sample_interval_ms,
+                ))
+                .await;
+            }
+            match self.pg.query(&query).await {
+                Ok(rows) => rounds.push(rows.iter().map(checks::VacuumSample::from_row).collect()),
+                Err(e) => {
+                    s.failed(&["vacuum-delay"], &e);
+                    return Ok(());
+                }
+            }
+            if rounds.last().is_some_and(|r| r.is_empty()) {
+                // No vacuum running: no more samples this run.
+                break;
+            }
+        }
+        let prev: BTreeMap<String, checks::DelayTrack> =
+            match decode_state(self.base.get("vacdelay").cloned()) {
+                Ok(p) => p.unwrap_or_default(),
+                Err(e) => {
+                    self.unreadable("vacuum delay samples", &e, s).await?;
+                    BTreeMap::new()
+                }
+            };
+        let (next, fs) = checks::vacuum_delay(db, &prev, &rounds, cfg);
+        for t in next.values() {
+            let (pct, how) = t.sleep_percent();
+            s.notes.push(format!(
+                "vacuum-delay: {} (pid {}) slept {pct:.0} % ({how}: {} of {} samples over {} run(s))",
+                t.table, t.pid, t.sleeping, t.samples, t.runs
+            ));
+        }
+        s.findings.extend(fs);
+        if prev.is_empty() && next.is_empty() {
+            return Ok(());
+        }
+        let data = serde_json::to_value(&next)
+            .map_err(|e| NbaopsError::InvalidEvent(format!("vacdelay: {e}")))?;
+        self.ctx
+            .deps
+            .ledger
+            .put(&self.pk(), "vacdelay", &data, None)
             .await
     }
 

@@ -76,6 +76,10 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("pg.emergency_freeze.group", "default", "EventBridge Scheduler group of pg-health's one-time emergency freezes (a P1 wraparound finding runs vacuum-trigger's freeze at once)"),
     ("pg.emergency_freeze.target_arn", "", "the vacuum-trigger (alias) ARN an emergency freeze invokes; empty: none is scheduled (the P1 alert still goes out)"),
     ("pg.emergency_freeze.role_arn", "", "the role EventBridge Scheduler assumes to invoke it (lambda:InvokeFunction on vacuum-trigger only)"),
+    ("pg.vacuum_delay.sleep_percent", "50", "a running VACUUM seen sleeping in its cost-based delay (wait_event VacuumDelay; PG 18+ with track_cost_delay_timing: delay_time) more than this percent of the time ..."),
+    ("pg.vacuum_delay.min_runs", "3", "... over at least this many consecutive pg-health runs: warning (P4)"),
+    ("pg.vacuum_delay.samples_per_run", "5", "pg_stat_activity samples of the running vacuums per run (only while one runs)"),
+    ("pg.vacuum_delay.sample_interval_ms", "100", "time between two samples of one run"),
 ];
 
 /// One watched database.
@@ -135,6 +139,16 @@ pub struct PgConfig {
     pub wal_bytes_per_second: Levels,
     /// Where a P1 wraparound finding's one-time schedule goes (vacuum-trigger's freeze at once).
     pub emergency_freeze: crate::config::scale::FollowUps,
+    /// Vacuums throttled by their cost-based delay (pg-health's vacuum-delay signal).
+    pub vacuum_delay: VacuumDelay,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VacuumDelay {
+    pub sleep_percent: f64,
+    pub min_runs: u32,
+    pub samples_per_run: u32,
+    pub sample_interval_ms: u64,
 }
 
 /// `pg.emergency_freeze.*`: a valid group, ARNs, both or neither.
@@ -417,6 +431,18 @@ pub fn from_settings(s: &Settings) -> Result<PgConfig> {
             true,
         )?,
         emergency_freeze: emergency_freeze(s)?,
+        vacuum_delay: VacuumDelay {
+            sleep_percent: {
+                let p: f64 = s.number("pg.vacuum_delay.sleep_percent", "a percent in [0, 100)")?;
+                if !(0.0..100.0).contains(&p) {
+                    return Err(s.bad("pg.vacuum_delay.sleep_percent", "a percent in [0, 100)"));
+                }
+                p
+            },
+            min_runs: positive(s, "pg.vacuum_delay.min_runs", "a whole number >= 1")?,
+            samples_per_run: positive(s, "pg.vacuum_delay.samples_per_run", "a whole number >= 1")?,
+            sample_interval_ms: s.number("pg.vacuum_delay.sample_interval_ms", "milliseconds")?,
+        },
     })
 }
 

@@ -17,11 +17,13 @@ use nbaops_shared::{NbaopsError, Result};
 
 mod bloat;
 mod counters;
+mod delay;
 mod server;
 mod sessions;
 mod usage;
 pub use bloat::*;
 pub use counters::*;
+pub use delay::*;
 pub use server::*;
 pub use sessions::*;
 pub use usage::*;
@@ -168,6 +170,9 @@ pub enum Step {
     IndexBloat,
     /// WAL generated per second since the last run (ledger `pgbase#<db>` / `wal`).
     WalRate,
+    /// Running vacuums sleeping in their cost-based delay, over runs (ledger `pgbase#<db>` /
+    /// `vacdelay`).
+    VacuumDelay,
 }
 
 /// What pg-health checks, in this order (after the server itself: `sql::SERVER`).
@@ -182,6 +187,7 @@ pub const SCAN: &[Step] = &[
     Step::Check(UNUSED_INDEXES),
     Step::Check(SLOW_QUERIES),
     Step::Check(VACUUM_PROGRESS),
+    Step::VacuumDelay,
     Step::Check(XMIN_HOLDERS),
     Step::OwnVacuumFailures,
     Step::Check(ARCHIVER),

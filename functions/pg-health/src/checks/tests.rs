@@ -790,3 +790,79 @@ fn wal_rate_between_runs_first_backwards_and_new_timeline() {
         WalRate::BytesPerSecond(0.0)
     );
 }
+
+fn vac(pid: i64, started_min: i64, sleeping: bool) -> VacuumSample {
+    VacuumSample::from_row(&row(json!({
+        "pid": pid, "relid": 42, "table_name": "public.big", "autovacuum": false,
+        "started": (now() - Duration::minutes(started_min)).to_rfc3339(), "sleeping": sleeping,
+        "delay_ms": null, "elapsed_ms": 1000.0
+    })))
+}
+
+#[test]
+fn vacuum_delay_needs_most_samples_sleeping_over_min_runs_of_the_same_vacuum() {
+    let c = cfg(&[]);
+    assert_eq!(
+        (c.vacuum_delay.sleep_percent, c.vacuum_delay.min_runs),
+        (50.0, 3)
+    );
+    // 4 of 5 samples sleeping per run: 80 %.
+    let mostly = vec![
+        vec![vac(7, 10, true)],
+        vec![vac(7, 10, true)],
+        vec![vac(7, 10, false)],
+        vec![vac(7, 10, true)],
+        vec![vac(7, 10, true)],
+    ];
+    let (t1, f) = vacuum_delay("app", &BTreeMap::new(), &mostly, &c);
+    assert!(f.is_empty(), "one run is not enough");
+    assert_eq!(
+        (t1["42"].runs, t1["42"].samples, t1["42"].sleeping),
+        (1, 5, 4)
+    );
+    let (t2, f) = vacuum_delay("app", &t1, &mostly, &c);
+    assert!(f.is_empty(), "two runs are not enough");
+    let (t3, f) = vacuum_delay("app", &t2, &mostly, &c);
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert_eq!(f[0].dedup_key(), "pg-vacuum-delay#pg:app/public.big");
+    assert_eq!((f[0].level, f[0].severity), (Level::Warning, Severity::P4));
+    assert_eq!(f[0].details["sleep_percent"], 80.0);
+    assert_eq!(t3["42"].samples, 15);
+    // Half the samples: not over 50 %.
+    let half = vec![vec![vac(7, 10, true)], vec![vac(7, 10, false)]];
+    let (mut t, mut f) = (BTreeMap::new(), vec![]);
+    for _ in 0..4 {
+        (t, f) = vacuum_delay("app", &t, &half, &c);
+    }
+    assert!(f.is_empty(), "{f:?}");
+    // Another vacuum of the table (new pid, or the same pid restarted): counted afresh.
+    let (t4, f) = vacuum_delay("app", &t3, &[vec![vac(8, 1, true)]], &c);
+    assert!(f.is_empty());
+    assert_eq!((t4["42"].runs, t4["42"].samples), (1, 1));
+    let (t5, _) = vacuum_delay("app", &t3, &[vec![vac(7, 1, true)]], &c);
+    assert_eq!(t5["42"].runs, 1);
+    // No vacuum running: nothing kept, nothing found (an open finding resolves).
+    let (t6, f) = vacuum_delay("app", &t3, &[vec![]], &c);
+    assert!(t6.is_empty() && f.is_empty());
+}
+
+#[test]
+fn vacuum_delay_uses_delay_time_when_the_server_has_it() {
+    let c = cfg(&[("NBAOPS_PG__VACUUM_DELAY__MIN_RUNS", "1")]);
+    let s = |delay: f64| {
+        VacuumSample::from_row(&row(json!({
+            "pid": 7, "relid": 42, "table_name": "public.big", "started": now().to_rfc3339(),
+            "sleeping": false, "delay_ms": delay, "elapsed_ms": 10000.0
+        })))
+    };
+    // No sample was sleeping, but delay_time says 70 % of the time: that wins.
+    let (t, f) = vacuum_delay("app", &BTreeMap::new(), &[vec![s(7000.0)]], &c);
+    assert_eq!(t["42"].sleep_percent(), (70.0, "delay_time"));
+    assert_eq!(f.len(), 1);
+    let (_, f) = vacuum_delay("app", &BTreeMap::new(), &[vec![s(2000.0)]], &c);
+    assert!(f.is_empty());
+    // The SQL reads delay_time only where it exists.
+    let pg = |m: i64| nbaops_shared::sql::PgVersion(m * 10000);
+    assert!(vacuum_delay_sql(pg(18)).contains("p.delay_time"));
+    assert!(!vacuum_delay_sql(pg(15)).contains("delay_time"));
+}
