@@ -409,3 +409,94 @@ async fn wraparound_emergency_schedules_an_immediate_freeze_recorded_as_emergenc
         "{v}"
     );
 }
+
+/// Item (issue #22): a manual VACUUM throttled by its session's cost-based delay
+/// (vacuum_cost_delay 100 ms, vacuum_cost_limit 1: a sleep after every page) on a table of
+/// thousands of pages, sampled by pg-health as the monitor role: sleeping in most samples over
+/// pg.vacuum_delay.min_runs runs is one P4, resolved once the vacuum is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttled_vacuum_is_reported_after_min_runs_and_resolves_when_it_ends() {
+    let stack = Stack::start(false).await.unwrap();
+    let pg = std::sync::Arc::new(Postgres::start().unwrap());
+    pg.as_rds("app").unwrap();
+    pg.psql_app(
+        "app",
+        "create table big (id int, payload text) with (autovacuum_enabled = false); \
+         insert into big select g, repeat('x', 200) from generate_series(1, 100000) g; \
+         delete from big where id % 2 = 0",
+    )
+    .unwrap();
+    // The application role's sessions throttle their vacuums hard (set for its sessions).
+    pg.psql(
+        "postgres",
+        "alter role nbaops_app set vacuum_cost_delay = 100; alter role nbaops_app set vacuum_cost_limit = 1",
+    )
+    .unwrap();
+    let vacuum = {
+        let pg = pg.clone();
+        std::thread::spawn(move || pg.psql_app("app", "vacuum big"))
+    };
+    // Wait until it runs.
+    let mut running = false;
+    for _ in 0..50 {
+        if pg
+            .psql("app", "select count(*) from pg_stat_progress_vacuum")
+            .unwrap()
+            == "1"
+        {
+            running = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(running, "the VACUUM did not start");
+
+    let roles = stack.put_pg_passwords(&pg, "app", "app").await.unwrap();
+    let env: Vec<(&str, &str)> = roles
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let health = start(&stack, "pg-health", &env).await;
+    for run in 1..=2 {
+        let v = invoke(&health, &format!("delay-{run}")).await;
+        let rec = record(&v, "app");
+        assert!(
+            alerts(rec, "pg-vacuum-delay#").is_empty(),
+            "run {run}: {rec}"
+        );
+        assert!(
+            rec["notes"]
+                .to_string()
+                .contains(&format!("vacuum-delay: public.big (pid")),
+            "run {run}: {rec}"
+        );
+    }
+    let v = invoke(&health, "delay-3").await;
+    let rec = record(&v, "app");
+    let d = alerts(rec, "pg-vacuum-delay#");
+    assert_eq!(d.len(), 1, "{rec}");
+    assert_eq!(d[0]["resource"], "pg:app/public.big");
+    assert_eq!(d[0]["severity"], "P4");
+    let observed = &d[0]["details"]["observed"];
+    assert_eq!(observed["measured_by"], "wait_event samples", "{observed}");
+    assert_eq!(observed["runs"], 3, "{observed}");
+    assert!(observed["samples"].as_i64().unwrap() >= 12, "{observed}");
+    assert!(
+        observed["sleep_percent"].as_f64().unwrap() > 50.0,
+        "{observed}"
+    );
+    assert_eq!(observed["autovacuum"], false, "{observed}");
+
+    // The vacuum ends (cancelled here): the next run resolves the finding.
+    pg.psql(
+        "app",
+        "select pg_cancel_backend(pid) from pg_stat_progress_vacuum",
+    )
+    .unwrap();
+    assert!(vacuum.join().unwrap().is_err(), "the VACUUM was cancelled");
+    let v = invoke(&health, "delay-4").await;
+    let rec = record(&v, "app");
+    let d = alerts(rec, "pg-vacuum-delay#");
+    assert_eq!(d.len(), 1, "{rec}");
+    assert_eq!(d[0]["status"], "resolved", "{rec}");
+}
