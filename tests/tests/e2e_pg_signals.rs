@@ -467,7 +467,7 @@ async fn throttled_vacuum_is_reported_after_min_runs_and_resolves_when_it_ends()
         assert!(
             rec["notes"]
                 .to_string()
-                .contains(&format!("vacuum-delay: public.big (pid")),
+                .contains("vacuum-delay: public.big (pid"),
             "run {run}: {rec}"
         );
     }
