@@ -101,7 +101,17 @@ impl PgHealth {
             ));
             return Ok(());
         }
-        let created = self.scheduler.create_once(&s).await?;
+        let created = match self.scheduler.create_once(&s).await {
+            Ok(c) => c,
+            // The P1 alert is out already; the scan's report stands. Tried again next run.
+            Err(e) => {
+                w.note(format!(
+                    "wraparound emergency: could not schedule vacuum-trigger's freeze of {db} ({}/{}): {e}; tried again next run",
+                    s.group, s.name
+                ));
+                return Ok(());
+            }
+        };
         ledger
             .put(
                 &pk,
@@ -220,6 +230,41 @@ mod tests {
         assert_eq!(one.input["nbaops"]["database"], "app");
         assert_eq!(one.input["nbaops"]["finding"], "pg-wraparound#pg:app");
         assert!(notes[1][0].contains("already scheduled today"), "{notes:?}");
+
+        // Scheduler refuses (e.g. AccessDenied): said, nothing remembered, the scan unharmed.
+        let t = test_deps(
+            crate::handler::FUNCTION,
+            &[
+                (
+                    "NBAOPS_PG__DATABASES",
+                    "app=postgres://nbaops_monitor@db.nbaops.test:5432/app",
+                ),
+                on[0],
+                on[1],
+            ],
+        )
+        .unwrap();
+        let refusing = leak(FakeScheduler::default());
+        *refusing.refuse_creates.lock().unwrap() = Some("AccessDeniedException".into());
+        let f = PgHealth {
+            pg: nbaops_shared::config::pg::from_settings(&t.deps.cfg.settings).unwrap(),
+            connector: Box::new(Shared(leak(RefusingPg::default()))),
+            scheduler: Box::new(Shared(refusing)),
+        };
+        let inv = Invocation::at("req", at(10));
+        let ctx = Ctx::of::<PgHealth>(t.deps, &inv);
+        let mut w = ctx.work("ev", "schedule", "x");
+        f.emergency_freeze("app", &p1, &mut w).await.unwrap();
+        assert!(
+            w.rec.notes[0].contains("could not schedule"),
+            "{:?}",
+            w.rec.notes
+        );
+        assert_eq!(
+            t.ledger.len_with_prefix("pgbase#app"),
+            0,
+            "nothing remembered"
+        );
 
         // Not configured: said, nothing created. Dry-run: described, nothing created.
         let (s, notes) = run(&[], &p1, &[10]).await;
