@@ -635,6 +635,48 @@ for key in ("AlertRouterFunction", "AlertAckFunction"):
     check(f"{key}: no scheduler:DeleteSchedule (an approval's schedule deletes itself after it ran)",
           not allows(f, "scheduler:DeleteSchedule"))
 
+# ---------------------------------------------------------------- 8. the immediate wraparound freeze
+# Issue #22: a P1 wraparound finding makes pg-health create a one-time schedule in its own group
+# that invokes vacuum-trigger's live alias through an execution role Scheduler assumes
+# (https://docs.aws.amazon.com/scheduler/latest/UserGuide/setting-up.html#setting-up-execution-role).
+EMERGENCY_GROUP = "nbaops-${Env}-pg-emergency"
+em_group = next((k for k, g in sched_groups.items() if text(g["Properties"].get("Name")) == EMERGENCY_GROUP), None)
+check("a schedule group nbaops-${Env}-pg-emergency for pg-health's emergency freezes", em_group, sched_groups)
+vt = functions.get("VacuumTriggerFunction", {"Properties": {}})
+VT_ARN = ARN + ":lambda:${AWS::Region}:${AWS::AccountId}:function:" + text(vt["Properties"].get("FunctionName"))
+check("vacuum-trigger has the explicit FunctionName nbaops-${Env}-vacuum-trigger and a live alias (the freeze's target)",
+      text(vt["Properties"].get("FunctionName")) == "nbaops-${Env}-vacuum-trigger" and vt["Properties"].get("AutoPublishAlias") == "live")
+em_role = of_type("AWS::IAM::Role").get("PgEmergencyRole", {"Properties": {"AssumeRolePolicyDocument": {"Statement": []}}})
+em_trust = em_role["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+check("PgEmergencyRole: assumed by scheduler.amazonaws.com only, aws:SourceAccount = this account",
+      len(em_trust) == 1 and as_list(em_trust[0].get("Principal", {}).get("Service")) == ["scheduler.amazonaws.com"]
+      and em_trust[0].get("Action") == "sts:AssumeRole" and cond(em_trust[0], "StringEquals", "aws:SourceAccount") == {"Ref": "AWS::AccountId"}, em_trust)
+em_stmts = [st for p in em_role["Properties"].get("Policies", []) for st in p["PolicyDocument"]["Statement"]]
+check("PgEmergencyRole: only lambda:InvokeFunction on vacuum-trigger and its live alias",
+      [as_list(st.get("Action")) for st in em_stmts] == [["lambda:InvokeFunction"]]
+      and {text(r) for st in em_stmts for r in as_list(st.get("Resource"))} == {VT_ARN, VT_ARN + ":live"}, em_stmts)
+pgh = functions.get("PgHealthFunction", {"Properties": {}})
+pgh_env = (pgh["Properties"].get("Environment", {}) or {}).get("Variables", {})
+check("pg-health: NBAOPS_PG__EMERGENCY_FREEZE__GROUP is the emergency group",
+      em_group and pgh_env.get("NBAOPS_PG__EMERGENCY_FREEZE__GROUP") == {"Ref": em_group}, pgh_env.get("NBAOPS_PG__EMERGENCY_FREEZE__GROUP"))
+check("pg-health: NBAOPS_PG__EMERGENCY_FREEZE__TARGET_ARN is vacuum-trigger's live alias",
+      text(pgh_env.get("NBAOPS_PG__EMERGENCY_FREEZE__TARGET_ARN", "")) == VT_ARN + ":live", pgh_env.get("NBAOPS_PG__EMERGENCY_FREEZE__TARGET_ARN"))
+check("pg-health: NBAOPS_PG__EMERGENCY_FREEZE__ROLE_ARN is PgEmergencyRole",
+      pgh_env.get("NBAOPS_PG__EMERGENCY_FREEZE__ROLE_ARN") == {"Fn::GetAtt": ["PgEmergencyRole", "Arn"]}, pgh_env.get("NBAOPS_PG__EMERGENCY_FREEZE__ROLE_ARN"))
+# Schedule ARN arn:...:scheduler:<region>:<account>:schedule/<group>/<name>
+# (https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazoneventbridgescheduler.html).
+check("pg-health: scheduler:CreateSchedule only on schedules of the emergency group",
+      resources_of(allows(pgh, "scheduler:CreateSchedule")) == {ARN + ":scheduler:${AWS::Region}:${AWS::AccountId}:schedule/" + EMERGENCY_GROUP + "/*"},
+      resources_of(allows(pgh, "scheduler:CreateSchedule")))
+# CreateSchedule passes the execution role
+# (https://docs.aws.amazon.com/scheduler/latest/UserGuide/security_iam_id-based-policy-examples.html).
+em_pass = allows(pgh, "iam:PassRole")
+check("pg-health: iam:PassRole of PgEmergencyRole only, only to scheduler.amazonaws.com",
+      em_pass and resources_of(em_pass) == {"${PgEmergencyRole.Arn}"}
+      and all(cond(st, "StringEquals", "iam:PassedToService") == "scheduler.amazonaws.com" for st in em_pass), em_pass)
+check("pg-health: no scheduler:DeleteSchedule (the freeze's schedule deletes itself after it ran)",
+      not allows(pgh, "scheduler:DeleteSchedule"))
+
 # ---------------------------------------------------------------- SPEC numbers
 
 

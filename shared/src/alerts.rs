@@ -116,6 +116,9 @@ pub const KINDS: &[(&str, &str)] = &[
     ("pg-slow-query", "a statement's mean time above the threshold"),
     ("pg-archiver", "WAL archiving fails"),
     ("pg-check-failed", "a pg-health check could not run (timeout, privilege)"),
+    ("pg-index-bloat", "a btree index's bloat above the threshold"),
+    ("pg-wal-rate", "WAL generated per second between two runs above the threshold"),
+    ("pg-vacuum-delay", "a running VACUUM sleeps most of its time in its cost-based delay"),
     // vacuum-trigger
     ("pg-maintenance", "a VACUUM / ANALYZE / REINDEX cleanup ran or failed on a table"),
     ("pg-maintenance-run", "a maintenance run could not reach or finish a database"),

@@ -8,6 +8,8 @@
 pub const AWS_OPERATIONS: &[&str] = &[
     "sts:AssumeRole", // a fleet member's role (issue #20, nbaops_shared::adapters::AwsClients::for_member)
     "ssm:GetParameter", // SecureString /nbaops/<env>/secrets/pg/<db>/monitor (shared/src/sql)
+    "scheduler:CreateSchedule", // SdkScheduler::create_once: the immediate wraparound freeze (freeze.rs)
+    "iam:PassRole", // SdkScheduler::create_once passes pg.emergency_freeze.role_arn to Scheduler
     "sqs:SendMessage", // a dispatch tick's SendMessageBatch of work items (shared/src/runtime/fanout.rs)
     // Authorised on our behalf: the event source mapping polls the work queue with this role.
     "sqs:ReceiveMessage",

@@ -14,13 +14,13 @@ use std::time::Duration as StdDuration;
 
 use serde_json::json;
 
-use nbaops_shared::adapters::{pg_access, AwsClients};
+use nbaops_shared::adapters::{pg_access, AwsClients, SdkScheduler};
 use nbaops_shared::alerts::AlertStatus;
 use nbaops_shared::config::pg::{PgConfig, PgTarget};
 use nbaops_shared::deadline::{Budget, MARGIN};
 use nbaops_shared::events::{Delivery, Inbound, ScheduledTick};
 use nbaops_shared::guard::report_unreadable_state;
-use nbaops_shared::ports::PgConnector;
+use nbaops_shared::ports::{PgConnector, Scheduler};
 use nbaops_shared::runtime::fanout::Target;
 use nbaops_shared::runtime::{Ctx, Deps, Function, InvocationReport, RecordReport, Work};
 use nbaops_shared::telemetry;
@@ -35,6 +35,8 @@ pub const FUNCTION: &str = "pg-health";
 pub struct PgHealth {
     pub pg: PgConfig,
     pub connector: Box<dyn PgConnector>,
+    /// The immediate wraparound freeze's one-time schedules ([`crate::freeze`]).
+    pub scheduler: Box<dyn Scheduler>,
 }
 
 impl Function for PgHealth {
@@ -42,9 +44,13 @@ impl Function for PgHealth {
     const TAKES: &'static str = "its own schedule ({\"nbaops\": {\"task\": \"pg-health\"}}) and the PostgreSQL log subscription ({\"awslogs\": …}, crate::logs)";
     type Reply = InvocationReport;
 
-    async fn init(deps: &Deps, _aws: &AwsClients) -> Result<Self> {
+    async fn init(deps: &Deps, aws: &AwsClients) -> Result<Self> {
         let (pg, connector) = pg_access(&deps.cfg.settings)?;
-        Ok(PgHealth { pg, connector })
+        Ok(PgHealth {
+            pg,
+            connector,
+            scheduler: Box::new(SdkScheduler(aws.scheduler())),
+        })
     }
 
     /// Its own tick becomes one record per database ([`Function::records`]); anything else is
@@ -124,6 +130,8 @@ impl PgHealth {
                 w.rec.failed = Some(format!("pg:{}: {}", target.name, f.summary));
             }
             announce(&target.name, &scan, &mut w).await?;
+            self.emergency_freeze(&target.name, &scan.findings, &mut w)
+                .await?;
             let env = ctx.env();
             let dims = [("function", FUNCTION), ("env", &env), ("db", &target.name)];
             if !scan.metrics.is_empty() {
@@ -181,6 +189,9 @@ fn runbook(signal: &str) -> &'static str {
         "vacuum-progress" => "A long VACUUM is usually I/O-throttled or repeatedly scanning indexes; check maintenance_work_mem and cost settings.",
         "check-failed" => "A check timed out or was refused: raise pg.statement_timeout_ms or grant pg_monitor to the monitor role.",
         "archiver" => "Check archive_command / the S3 destination; WAL piles up until archiving succeeds.",
+        "index-bloat" => "vacuum-trigger rebuilds it (REINDEX CONCURRENTLY) in the change window over pg.index.reindex_percent; recurring: lower the index's fillfactor.",
+        "vacuum-delay" => "The vacuum is throttled by vacuum_cost_delay/cost_limit: raise autovacuum_vacuum_cost_limit (or the table's) if it must finish sooner.",
+        "wal-rate" => "Find the writer (pg_stat_statements wal_bytes); a planned bulk job: batch it; normal load: raise pg.wal.*.",
         _ => "",
     }
 }
@@ -271,7 +282,7 @@ async fn announce(db: &str, scan: &Scan, w: &mut Work<'_>) -> Result<()> {
 mod tests {
     use super::*;
     use chrono::TimeZone;
-    use nbaops_shared::fakes::{leak, test_deps, RefusingPg, Shared};
+    use nbaops_shared::fakes::{leak, test_deps, FakeScheduler, RefusingPg, Shared};
     use nbaops_shared::runtime::{dispatch, Invocation};
 
     #[tokio::test]
@@ -294,6 +305,7 @@ mod tests {
         let f = PgHealth {
             pg: nbaops_shared::config::pg::from_settings(&t.deps.cfg.settings).unwrap(),
             connector: Box::new(Shared(pg)),
+            scheduler: Box::new(FakeScheduler::default()),
         };
         let inv = Invocation::at(
             "req",

@@ -2,6 +2,7 @@
 
 pub mod aws_operations;
 pub mod checks;
+pub mod freeze;
 pub mod handler;
 pub mod logs;
 #[cfg(test)]

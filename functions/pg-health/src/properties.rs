@@ -23,6 +23,7 @@ proptest! {
         let f = PgHealth {
             pg: nbaops_shared::config::pg::from_settings(&t.deps.cfg.settings).unwrap(),
             connector: Box::new(Shared(pg)),
+            scheduler: Box::new(FakeScheduler::default()),
         };
         any_payload_is_answered(&f, &t, pg, payload)?;
     }

@@ -5,7 +5,8 @@
 //! Ledger items: `pgbase#<db>/counters` (counter baseline), `pgbase#<db>/tables` (dead tuples
 //! and last vacuum of the tables worth watching), `pgbase#<db>/measured` (the last
 //! pgstattuple_approx figure per bloat candidate), `pgmaint#<db>/<table oid>` (measured bloat
-//! for vacuum-trigger, 1 day); read: `pgvacfail#<db>/*` (vacuum-trigger's failed statements).
+//! for vacuum-trigger, 1 day), `pgbase#<db>/wal` (the last WAL position and when), `pgbase#<db>/vacdelay` (the running
+//! vacuums' delay samples); read: `pgvacfail#<db>/*` (vacuum-trigger's failed statements).
 
 use std::collections::BTreeMap;
 
@@ -16,6 +17,7 @@ use nbaops_shared::config::pg::PgTarget;
 use nbaops_shared::guard::{decode_state, report_unreadable_state};
 use nbaops_shared::ports::Postgres;
 use nbaops_shared::runtime::Ctx;
+use nbaops_shared::sql::indexes::IndexStats;
 use nbaops_shared::sql::{self, Row, Server, TableStats};
 use nbaops_shared::{NbaopsError, Result};
 
@@ -39,6 +41,9 @@ const SIGNALS: &[&str] = &[
     "unused-index",
     "slow-query",
     "archiver",
+    "index-bloat",
+    "wal-rate",
+    "vacuum-delay",
     "check-failed",
 ];
 
@@ -200,6 +205,9 @@ impl PgHealth {
                 Step::Counters => steps.counters(&mut s).await?,
                 Step::Tables => steps.tables(&mut s).await?,
                 Step::OwnVacuumFailures => steps.own_vacuum_failures(&mut s).await?,
+                Step::IndexBloat => steps.index_bloat(&mut s).await,
+                Step::WalRate => steps.wal_rate(&mut s).await?,
+                Step::VacuumDelay => steps.vacuum_delay(&mut s).await?,
             }
         }
         s.findings.extend(checks::check_failed(db, &s.failures));
@@ -445,6 +453,194 @@ impl Steps<'_> {
                 .await?;
         }
         Ok(())
+    }
+
+    /// Btree index bloat (issue #22): every index of the database (the query vacuum-trigger
+    /// plans rebuilds from), the largest candidates measured with pgstatindex (at most
+    /// `pg.bloat.measure_per_run`), the others judged by the pg_stats estimate when it can be
+    /// made, else left unjudged (their open finding stays open). A standby's indexes are the
+    /// primary's.
+    async fn index_bloat(&self, s: &mut Scan) {
+        let (db, cfg) = (self.seen.db, self.seen.cfg);
+        if self.seen.server.in_recovery {
+            s.unchecked.push("index-bloat");
+            return;
+        }
+        let indexes: Vec<IndexStats> = match self
+            .pg
+            .query(&sql::indexes::indexes(self.seen.server.version))
+            .await
+        {
+            Ok(rows) => rows.iter().map(IndexStats::from_row).collect(),
+            Err(e) => return s.failed(&["index-bloat"], &e),
+        };
+        let candidates = checks::index_bloat_candidates(&indexes, cfg, cfg.bloat_measure_per_run);
+        let mut measured = BTreeMap::new();
+        if !candidates.is_empty() {
+            let present = first_row(self.pg, sql::PGSTATTUPLE_PRESENT)
+                .await
+                .map(|r| sql::bool_of(&r, "present"))
+                .unwrap_or(false);
+            if present {
+                for ix in &candidates {
+                    match first_row(self.pg, &sql::indexes::pgstatindex(ix.oid)).await {
+                        Ok(r) => {
+                            let density = sql::f64_of(&r, "avg_leaf_density").unwrap_or(f64::NAN);
+                            if let Some(p) = sql::index_bloat_measured(density, ix.fillfactor) {
+                                measured.insert(ix.oid, p);
+                            }
+                        }
+                        Err(e) => s
+                            .notes
+                            .push(format!("{}: pgstatindex failed: {e}", ix.name())),
+                    }
+                }
+            } else {
+                s.notes.push(format!(
+                    "index bloat: {} candidate(s) not measured: pgstattuple is not installed",
+                    candidates.len()
+                ));
+            }
+        }
+        let (fs, unjudged) = checks::index_bloat(db, &indexes, &measured, cfg);
+        if !unjudged.is_empty() {
+            s.notes.push(format!(
+                "index bloat: {} index(es) not judged this run (no pgstatindex figure, no pg_stats estimate)",
+                unjudged.len()
+            ));
+        }
+        s.unjudged.extend(unjudged);
+        s.metrics.push(("BloatedIndexes", fs.len() as f64, "Count"));
+        s.findings.extend(fs);
+    }
+
+    /// WAL generated per second since the last run (issue #22): the position and the injected
+    /// clock's time kept in the ledger (`pgbase#<db>` / `wal`). A standby generates none (its
+    /// signal is not checked, said in a note); the first run, a position gone backwards or a
+    /// new timeline (failover, restore) take a baseline without a rate.
+    async fn wal_rate(&self, s: &mut Scan) -> Result<()> {
+        let (db, cfg) = (self.seen.db, self.seen.cfg);
+        if self.seen.server.in_recovery {
+            s.unchecked.push("wal-rate");
+            s.notes
+                .push("wal-rate: not measured on a standby (it replays the primary's WAL)".into());
+            return Ok(());
+        }
+        let r = match first_row(self.pg, checks::WAL_POSITION).await {
+            Ok(r) => r,
+            Err(e) => {
+                s.failed(&["wal-rate"], &e);
+                return Ok(());
+            }
+        };
+        let (Some(lsn), Some(bytes)) = (sql::str_of(&r, "lsn"), sql::i64_of(&r, "bytes")) else {
+            s.failed(
+                &["wal-rate"],
+                &NbaopsError::dependency("postgres", "no WAL position in the answer"),
+            );
+            return Ok(());
+        };
+        let cur = checks::WalMark {
+            lsn,
+            bytes,
+            at: self.ctx.now(),
+            timeline: sql::i64_of(&r, "timeline"),
+        };
+        let prev: Option<checks::WalMark> = match decode_state(self.base.get("wal").cloned()) {
+            Ok(p) => p,
+            Err(e) => {
+                self.unreadable("WAL position baseline", &e, s).await?;
+                None
+            }
+        };
+        match checks::wal_rate(prev.as_ref(), &cur) {
+            checks::WalRate::First => {
+                s.unchecked.push("wal-rate");
+                s.notes.push(format!(
+                    "wal-rate: first run, baseline taken at {}",
+                    cur.lsn
+                ));
+            }
+            checks::WalRate::Reset(why) => {
+                s.unchecked.push("wal-rate");
+                s.notes.push(format!(
+                    "wal-rate: {why}: baseline re-taken, no rate this run"
+                ));
+            }
+            checks::WalRate::BytesPerSecond(rate) => {
+                s.metrics.push(("WalBytesPerSecond", rate, "Bytes/Second"));
+                if let Some(p) = prev.as_ref() {
+                    s.findings
+                        .extend(checks::judge_wal_rate(db, rate, p, &cur, cfg));
+                }
+            }
+        }
+        let data = serde_json::to_value(&cur)
+            .map_err(|e| NbaopsError::InvalidEvent(format!("wal: {e}")))?;
+        self.ctx
+            .deps
+            .ledger
+            .put(&self.pk(), "wal", &data, None)
+            .await
+    }
+
+    /// Vacuums sleeping in their cost-based delay (issue #22, `checks::vacuum_delay` says what
+    /// is measured): up to `pg.vacuum_delay.samples_per_run` samples while a vacuum runs, added
+    /// to the earlier runs' in the ledger (`pgbase#<db>` / `vacdelay`). A standby runs none.
+    async fn vacuum_delay(&self, s: &mut Scan) -> Result<()> {
+        let (db, cfg) = (self.seen.db, self.seen.cfg);
+        if self.seen.server.in_recovery {
+            s.unchecked.push("vacuum-delay");
+            return Ok(());
+        }
+        let query = checks::vacuum_delay_sql(self.seen.server.version);
+        let mut rounds: Vec<Vec<checks::VacuumSample>> = vec![];
+        for i in 0..cfg.vacuum_delay.samples_per_run {
+            if i > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(
+                    cfg.vacuum_delay.sample_interval_ms,
+                ))
+                .await;
+            }
+            match self.pg.query(&query).await {
+                Ok(rows) => rounds.push(rows.iter().map(checks::VacuumSample::from_row).collect()),
+                Err(e) => {
+                    s.failed(&["vacuum-delay"], &e);
+                    return Ok(());
+                }
+            }
+            if rounds.last().is_some_and(|r| r.is_empty()) {
+                // No vacuum running: no more samples this run.
+                break;
+            }
+        }
+        let prev: BTreeMap<String, checks::DelayTrack> =
+            match decode_state(self.base.get("vacdelay").cloned()) {
+                Ok(p) => p.unwrap_or_default(),
+                Err(e) => {
+                    self.unreadable("vacuum delay samples", &e, s).await?;
+                    BTreeMap::new()
+                }
+            };
+        let (next, fs) = checks::vacuum_delay(db, &prev, &rounds, cfg);
+        for t in next.values() {
+            let (pct, how) = t.sleep_percent();
+            s.notes.push(format!(
+                "vacuum-delay: {} (pid {}) slept {pct:.0} % ({how}: {} of {} samples over {} run(s))",
+                t.table, t.pid, t.sleeping, t.samples, t.runs
+            ));
+        }
+        s.findings.extend(fs);
+        if prev.is_empty() && next.is_empty() {
+            return Ok(());
+        }
+        let data = serde_json::to_value(&next)
+            .map_err(|e| NbaopsError::InvalidEvent(format!("vacdelay: {e}")))?;
+        self.ctx
+            .deps
+            .ledger
+            .put(&self.pk(), "vacdelay", &data, None)
+            .await
     }
 
     /// vacuum-trigger's failed statements of the last day, then the stalled vacuums: one

@@ -88,6 +88,9 @@ impl Function for VacuumTrigger {
 
 impl VacuumTrigger {
     async fn on_tick(&self, tick: &ScheduledTick, ctx: &Ctx<'_>) -> Result<Vec<RecordReport>> {
+        if let Some(kind) = tick.param("emergency") {
+            return self.on_emergency(tick, &kind, ctx).await;
+        }
         let only = tick.param("database");
         let started = Instant::now();
         let mut records = vec![];
@@ -299,6 +302,7 @@ impl VacuumTrigger {
             db,
             pg,
             version: server.version,
+            emergency: None,
         };
 
         for runaway in runaway {
@@ -437,7 +441,7 @@ async fn measure_indexes(
 }
 
 impl VacuumTrigger {
-    async fn maintain_table(
+    pub(crate) async fn maintain_table(
         &self,
         s: &DbSession<'_>,
         t: &TableStats,
@@ -457,14 +461,20 @@ impl VacuumTrigger {
             action: format!("pg.{}", need.kind.as_str()),
             resource: resource.clone(),
             tags: Tags::new(),
-            reason: need.reason.clone(),
-            // VACUUM FULL outside the window only for a P1 (none of ours is): it waits.
-            severity: if need.kind == Maintenance::Freeze {
-                Severity::P2
-            } else {
-                Severity::P3
+            reason: match &s.emergency {
+                Some(why) => format!("{why}: {}", need.reason),
+                None => need.reason.clone(),
             },
-            disruptive: need.kind.disruptive(),
+            // VACUUM FULL outside the window only for a P1 (none of ours is): it waits. An
+            // emergency freeze (crate::emergency) is P1 and passes the window as an emergency
+            // change, recorded so in the audit.
+            severity: match (need.kind, &s.emergency) {
+                (Maintenance::Freeze, Some(_)) => Severity::P1,
+                (Maintenance::Freeze, None) => Severity::P2,
+                _ => Severity::P3,
+            },
+            disruptive: need.kind.disruptive()
+                || (need.kind == Maintenance::Freeze && s.emergency.is_some()),
             bounds: None,
             cooldown_key: "pg.maintenance".into(),
             cooldown_seconds: self.pg.vacuum.cooldown_seconds,

@@ -2,6 +2,7 @@
 
 pub mod approved;
 pub mod aws_operations;
+pub mod emergency;
 pub mod handler;
 pub mod plan;
 #[cfg(test)]

@@ -21,6 +21,9 @@ pub struct DbSession<'s> {
     pub db: &'s str,
     pub pg: &'s dyn Postgres,
     pub version: PgVersion,
+    /// An emergency run (pg-health's immediate wraparound freeze, `crate::emergency`): its
+    /// freezes are P1 actions through the change window as emergency changes. The why.
+    pub emergency: Option<String>,
 }
 
 pub async fn counters(pg: &dyn Postgres, oid: i64) -> Result<Row> {

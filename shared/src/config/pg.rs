@@ -68,6 +68,18 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("pg.terminate.allow_roles", "", "comma list: only sessions of these roles may be ended ..."),
     ("pg.terminate.allow_applications", "", "... or of these application_name values"),
     ("pg.terminate.protected_roles", "rdsadmin,rdsrepladmin,rds_superuser", "sessions of these roles are never ended"),
+    // PostgreSQL signals of issue #22 (pg-health): index bloat and the WAL generation rate.
+    ("pg.index_bloat.warn_percent", "30", "pg-health: a valid btree index (at least pg.index.min_bytes) over this bloat percent (pgstatindex, else the pg_stats estimate): warning"),
+    ("pg.index_bloat.crit_percent", "50", "... critical (P3); vacuum-trigger rebuilds over pg.index.reindex_percent in the change window"),
+    ("pg.wal.warn_bytes_per_second", "16777216", "WAL generated per second between two pg-health runs (pg_current_wal_lsn deltas, primaries only) above this: warning"),
+    ("pg.wal.crit_bytes_per_second", "67108864", "... critical (P3)"),
+    ("pg.emergency_freeze.group", "default", "EventBridge Scheduler group of pg-health's one-time emergency freezes (a P1 wraparound finding runs vacuum-trigger's freeze at once)"),
+    ("pg.emergency_freeze.target_arn", "", "the vacuum-trigger (alias) ARN an emergency freeze invokes; empty: none is scheduled (the P1 alert still goes out)"),
+    ("pg.emergency_freeze.role_arn", "", "the role EventBridge Scheduler assumes to invoke it (lambda:InvokeFunction on vacuum-trigger only)"),
+    ("pg.vacuum_delay.sleep_percent", "50", "a running VACUUM seen sleeping in its cost-based delay (wait_event VacuumDelay; PG 18+ with track_cost_delay_timing: delay_time) more than this percent of the time ..."),
+    ("pg.vacuum_delay.min_runs", "3", "... over at least this many consecutive pg-health runs: warning (P4)"),
+    ("pg.vacuum_delay.samples_per_run", "5", "pg_stat_activity samples of the running vacuums per run (only while one runs)"),
+    ("pg.vacuum_delay.sample_interval_ms", "100", "time between two samples of one run"),
 ];
 
 /// One watched database.
@@ -121,6 +133,58 @@ pub struct PgConfig {
     pub index: IndexLimits,
     pub vacuum: VacuumLimits,
     pub terminate: TerminatePolicy,
+    /// Index bloat alert levels (percent), pg-health.
+    pub index_bloat_percent: Levels,
+    /// WAL generation rate alert levels (bytes per second), pg-health.
+    pub wal_bytes_per_second: Levels,
+    /// Where a P1 wraparound finding's one-time schedule goes (vacuum-trigger's freeze at once).
+    pub emergency_freeze: crate::config::scale::FollowUps,
+    /// Vacuums throttled by their cost-based delay (pg-health's vacuum-delay signal).
+    pub vacuum_delay: VacuumDelay,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VacuumDelay {
+    pub sleep_percent: f64,
+    pub min_runs: u32,
+    pub samples_per_run: u32,
+    pub sample_interval_ms: u64,
+}
+
+/// `pg.emergency_freeze.*`: a valid group, ARNs, both or neither.
+fn emergency_freeze(s: &Settings) -> Result<crate::config::scale::FollowUps> {
+    let f = crate::config::scale::FollowUps {
+        group: s.string("pg.emergency_freeze.group"),
+        target_arn: s.string("pg.emergency_freeze.target_arn"),
+        role_arn: s.string("pg.emergency_freeze.role_arn"),
+    };
+    let name_ok = !f.group.is_empty()
+        && f.group.len() <= 64
+        && f.group
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !name_ok {
+        return Err(s.bad(
+            "pg.emergency_freeze.group",
+            "a schedule group name: 1-64 of [0-9a-zA-Z-_.]",
+        ));
+    }
+    for (key, v) in [
+        ("pg.emergency_freeze.target_arn", &f.target_arn),
+        ("pg.emergency_freeze.role_arn", &f.role_arn),
+    ] {
+        if !v.is_empty() && !v.starts_with("arn:") {
+            return Err(s.bad(key, "an ARN"));
+        }
+    }
+    if f.target_arn.is_empty() != f.role_arn.is_empty() {
+        return Err(NbaopsError::config(format!(
+            "pg.emergency_freeze.target_arn and pg.emergency_freeze.role_arn go together (from {} and {}): set both or neither",
+            s.origin("pg.emergency_freeze.target_arn"),
+            s.origin("pg.emergency_freeze.role_arn")
+        )));
+    }
+    Ok(f)
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -354,6 +418,31 @@ pub fn from_settings(s: &Settings) -> Result<PgConfig> {
         index,
         vacuum,
         terminate,
+        index_bloat_percent: percent_levels(
+            s,
+            "pg.index_bloat.warn_percent",
+            "pg.index_bloat.crit_percent",
+            true,
+        )?,
+        wal_bytes_per_second: levels(
+            s,
+            "pg.wal.warn_bytes_per_second",
+            "pg.wal.crit_bytes_per_second",
+            true,
+        )?,
+        emergency_freeze: emergency_freeze(s)?,
+        vacuum_delay: VacuumDelay {
+            sleep_percent: {
+                let p: f64 = s.number("pg.vacuum_delay.sleep_percent", "a percent in [0, 100)")?;
+                if !(0.0..100.0).contains(&p) {
+                    return Err(s.bad("pg.vacuum_delay.sleep_percent", "a percent in [0, 100)"));
+                }
+                p
+            },
+            min_runs: positive(s, "pg.vacuum_delay.min_runs", "a whole number >= 1")?,
+            samples_per_run: positive(s, "pg.vacuum_delay.samples_per_run", "a whole number >= 1")?,
+            sample_interval_ms: s.number("pg.vacuum_delay.sample_interval_ms", "milliseconds")?,
+        },
     })
 }
 

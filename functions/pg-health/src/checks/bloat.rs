@@ -10,7 +10,8 @@ use serde_json::json;
 
 use nbaops_shared::alerts::Severity;
 use nbaops_shared::config::pg::PgConfig;
-use nbaops_shared::sql::{bloat_estimate, BloatEstimate, TableStats};
+use nbaops_shared::sql::indexes::IndexStats;
+use nbaops_shared::sql::{bloat_estimate, index_bloat_estimate, BloatEstimate, TableStats};
 
 use super::{finding, level_above, Finding};
 
@@ -214,4 +215,76 @@ pub fn worth_measuring<'a>(
         })
         .take(limit)
         .collect()
+}
+
+// ---- index bloat (issue #22) ----
+
+/// The indexes whose bloat is judged: valid btree indexes of at least `pg.index.min_bytes`, not
+/// being built. Others are never judged (the estimate and pgstatindex are btree-only; a tiny
+/// index's figure is noise).
+pub fn index_bloat_judged(ix: &IndexStats, cfg: &PgConfig) -> bool {
+    ix.access_method == "btree" && ix.valid && !ix.being_built && ix.bytes >= cfg.index.min_bytes
+}
+
+/// The indexes worth measuring with pgstatindex, largest first, at most `at_most`: judged ones
+/// whose estimate is over the warning level or cannot be made (the monitor role sees `pg_stats`
+/// only for tables it may read, usually none, so the estimate is mostly "unreliable" on RDS).
+pub fn index_bloat_candidates<'a>(
+    indexes: &'a [IndexStats],
+    cfg: &PgConfig,
+    at_most: usize,
+) -> Vec<&'a IndexStats> {
+    let mut out: Vec<&IndexStats> = indexes
+        .iter()
+        .filter(|ix| index_bloat_judged(ix, cfg))
+        .filter(|ix| match index_bloat_estimate(ix, cfg) {
+            BloatEstimate::Percent { percent, .. } => percent > cfg.index_bloat_percent.warn,
+            BloatEstimate::Unreliable { .. } => true,
+        })
+        .collect();
+    out.sort_by_key(|ix| std::cmp::Reverse(ix.bytes));
+    out.truncate(at_most);
+    out
+}
+
+/// Index bloat findings, one per index (`pg-index-bloat#pg:<db>/index:<schema>.<index>`): the
+/// pgstatindex figure when measured this run, else the `pg_stats` estimate when it can be made.
+/// Returns the findings and the dedup keys of judged indexes with neither (not confirmed, not
+/// cleared: an open finding stays open).
+pub fn index_bloat(
+    db: &str,
+    indexes: &[IndexStats],
+    measured: &BTreeMap<i64, f64>,
+    cfg: &PgConfig,
+) -> (Vec<Finding>, Vec<String>) {
+    let mut findings = vec![];
+    let mut unjudged = vec![];
+    for ix in indexes.iter().filter(|ix| index_bloat_judged(ix, cfg)) {
+        let resource = format!("pg:{db}/index:{}", ix.name());
+        let (pct, source) = match (measured.get(&ix.oid), index_bloat_estimate(ix, cfg)) {
+            (Some(p), _) => (*p, "measured (pgstatindex)"),
+            (None, BloatEstimate::Percent { percent, .. }) => (percent, "estimated from pg_stats"),
+            (None, BloatEstimate::Unreliable { .. }) => {
+                unjudged.push(format!("pg-index-bloat#{resource}"));
+                continue;
+            }
+        };
+        if let Some(level) = level_above(pct, &cfg.index_bloat_percent) {
+            findings.push(finding(
+                "index-bloat",
+                Severity::P3,
+                level,
+                resource,
+                format!(
+                    "{db}: index {} on {} is {pct:.0} % bloat ({source}, {} MB)",
+                    ix.name(),
+                    ix.table,
+                    ix.bytes / 1_048_576
+                ),
+                json!({"percent": pct, "source": source, "bytes": ix.bytes, "table": ix.table, "fillfactor": ix.fillfactor,
+                       "reindex_percent": cfg.index.reindex_percent}),
+            ));
+        }
+    }
+    (findings, unjudged)
 }

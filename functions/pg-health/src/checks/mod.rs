@@ -17,11 +17,13 @@ use nbaops_shared::{NbaopsError, Result};
 
 mod bloat;
 mod counters;
+mod delay;
 mod server;
 mod sessions;
 mod usage;
 pub use bloat::*;
 pub use counters::*;
+pub use delay::*;
 pub use server::*;
 pub use sessions::*;
 pub use usage::*;
@@ -164,6 +166,13 @@ pub enum Step {
     Tables,
     /// vacuum-trigger's own failed statements of the last day (ledger), and the stalled vacuums.
     OwnVacuumFailures,
+    /// Btree index bloat: pgstatindex (bounded per run) else the pg_stats estimate.
+    IndexBloat,
+    /// WAL generated per second since the last run (ledger `pgbase#<db>` / `wal`).
+    WalRate,
+    /// Running vacuums sleeping in their cost-based delay, over runs (ledger `pgbase#<db>` /
+    /// `vacdelay`).
+    VacuumDelay,
 }
 
 /// What pg-health checks, in this order (after the server itself: `sql::SERVER`).
@@ -174,12 +183,15 @@ pub const SCAN: &[Step] = &[
     Step::Check(REPLICATION),
     Step::Check(SESSIONS),
     Step::Tables,
+    Step::IndexBloat,
     Step::Check(UNUSED_INDEXES),
     Step::Check(SLOW_QUERIES),
     Step::Check(VACUUM_PROGRESS),
+    Step::VacuumDelay,
     Step::Check(XMIN_HOLDERS),
     Step::OwnVacuumFailures,
     Step::Check(ARCHIVER),
+    Step::WalRate,
 ];
 
 /// The one row a check expects.

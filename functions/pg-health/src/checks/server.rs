@@ -267,3 +267,91 @@ pub fn archiver(db: &str, r: &Row) -> Option<Finding> {
         json!({"failed_count": i64_of(r, "failed_count"), "last_failed_time": failed, "last_archived_time": ok}),
     ))
 }
+
+// ---- WAL generation rate (issue #22) ----
+
+/// The primary's WAL position, in bytes, and its timeline (as [`sql::DATABASE_COUNTERS`] reads
+/// it). Only run on a primary: `pg_current_wal_lsn()` fails during recovery.
+pub const WAL_POSITION: &str = "SELECT pg_current_wal_lsn()::text AS lsn, \
+    pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::int8 AS bytes, \
+    ('x' || lpad(substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8), 16, '0'))::bit(64)::int8 AS timeline";
+
+/// The WAL position a run saw, kept between runs (ledger `pgbase#<db>` / `wal`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct WalMark {
+    /// `pg_current_wal_lsn()` as PostgreSQL prints it (for people).
+    pub lsn: String,
+    /// The same position in bytes (`pg_wal_lsn_diff(lsn, '0/0')`).
+    pub bytes: i64,
+    /// When it was read (the injected clock).
+    pub at: chrono::DateTime<chrono::Utc>,
+    /// The server's timeline: a new one (failover, restore) is a new history.
+    #[serde(default)]
+    pub timeline: Option<i64>,
+}
+
+/// What two marks say.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WalRate {
+    /// No earlier mark: nothing to compare with yet.
+    First,
+    /// The position went backwards, the timeline changed or the clock did not advance
+    /// (failover, restore, a clock set back): a new baseline, no rate.
+    Reset(String),
+    BytesPerSecond(f64),
+}
+
+pub fn wal_rate(prev: Option<&WalMark>, cur: &WalMark) -> WalRate {
+    let Some(p) = prev else {
+        return WalRate::First;
+    };
+    if p.timeline.is_some() && cur.timeline.is_some() && p.timeline != cur.timeline {
+        return WalRate::Reset(format!(
+            "timeline {} -> {}",
+            p.timeline.unwrap_or_default(),
+            cur.timeline.unwrap_or_default()
+        ));
+    }
+    if cur.bytes < p.bytes {
+        return WalRate::Reset(format!(
+            "WAL position went back from {} to {}",
+            p.lsn, cur.lsn
+        ));
+    }
+    let seconds = (cur.at - p.at).num_milliseconds() as f64 / 1000.0;
+    if seconds <= 0.0 {
+        return WalRate::Reset(format!(
+            "no time between the two readings ({} -> {})",
+            p.at.to_rfc3339(),
+            cur.at.to_rfc3339()
+        ));
+    }
+    WalRate::BytesPerSecond((cur.bytes - p.bytes) as f64 / seconds)
+}
+
+pub fn judge_wal_rate(
+    db: &str,
+    rate: f64,
+    prev: &WalMark,
+    cur: &WalMark,
+    cfg: &PgConfig,
+) -> Option<Finding> {
+    let level = level_above(rate, &cfg.wal_bytes_per_second)?;
+    Some(finding(
+        "wal-rate",
+        Severity::P3,
+        level,
+        db_resource(db),
+        format!(
+            "{db}: WAL generated at {:.1} MB/s since {} ({} -> {}; warning above {:.1} MB/s)",
+            rate / 1_048_576.0,
+            prev.at.to_rfc3339(),
+            prev.lsn,
+            cur.lsn,
+            cfg.wal_bytes_per_second.warn / 1_048_576.0
+        ),
+        json!({"bytes_per_second": rate, "from_lsn": prev.lsn, "to_lsn": cur.lsn, "bytes": cur.bytes - prev.bytes,
+               "seconds": (cur.at - prev.at).num_milliseconds() as f64 / 1000.0,
+               "warn_bytes_per_second": cfg.wal_bytes_per_second.warn, "crit_bytes_per_second": cfg.wal_bytes_per_second.crit}),
+    ))
+}

@@ -628,3 +628,241 @@ fn holders_and_own_failures() {
         (Level::Critical, Level::Warning)
     );
 }
+
+// ---- issue #22: index bloat, WAL rate ----
+
+fn index(
+    oid: i64,
+    name: &str,
+    am: &str,
+    bytes: i64,
+    nstats: i64,
+) -> nbaops_shared::sql::indexes::IndexStats {
+    // 10,000 tuples of an int key fit in ~28 leaf pages: 1,000 pages is ~97 % bloat by estimate.
+    nbaops_shared::sql::indexes::IndexStats::from_row(&row(json!({
+        "oid": oid, "schema": "public", "index_name": name, "table_name": "t", "table_oid": 1,
+        "access_method": am, "valid": true, "reltuples": 10000.0, "relpages": bytes / 8192,
+        "bytes": bytes, "block_size": 8192, "fillfactor": 90, "ncols": 1, "nexpr": 0,
+        "nstats": nstats, "key_width": 4.0, "stats_since": "2026-11-01T00:00:00Z"
+    })))
+}
+
+#[test]
+fn index_bloat_per_index_btree_only_not_tiny_measured_first() {
+    let c = cfg(&[]);
+    let big = 1000 * 8192;
+    let ixs = vec![
+        index(10, "t_a", "btree", big, 1),         // estimate ~97 %
+        index(11, "t_b", "btree", big, 0),         // no pg_stats: unreliable
+        index(12, "t_gin", "gin", big, 1),         // never judged
+        index(13, "t_tiny", "btree", 8192 * 4, 1), // under pg.index.min_bytes
+    ];
+    // Candidates: the judged btree ones over warn or without an estimate, largest first.
+    let cands: Vec<i64> = index_bloat_candidates(&ixs, &c, 10)
+        .iter()
+        .map(|i| i.oid)
+        .collect();
+    assert_eq!(cands, vec![10, 11]);
+    assert_eq!(
+        index_bloat_candidates(&ixs, &c, 1).len(),
+        1,
+        "bounded per run"
+    );
+
+    // Nothing measured: the estimate judges t_a; t_b is not judged (its open finding stays).
+    let (fs, unjudged) = index_bloat("app", &ixs, &BTreeMap::new(), &c);
+    assert_eq!(fs.len(), 1, "{fs:?}");
+    assert_eq!(fs[0].dedup_key(), "pg-index-bloat#pg:app/index:public.t_a");
+    assert_eq!(
+        (fs[0].level, fs[0].severity),
+        (Level::Critical, Severity::P3)
+    );
+    assert_eq!(
+        unjudged,
+        vec!["pg-index-bloat#pg:app/index:public.t_b".to_string()]
+    );
+
+    // Measured figures win over the estimate: t_a healthy, t_b at warning.
+    let measured = BTreeMap::from([(10, 10.0), (11, 35.0)]);
+    let (fs, unjudged) = index_bloat("app", &ixs, &measured, &c);
+    assert!(unjudged.is_empty());
+    assert_eq!(fs.len(), 1, "{fs:?}");
+    assert_eq!(fs[0].resource, "pg:app/index:public.t_b");
+    assert_eq!(
+        (fs[0].level, fs[0].severity),
+        (Level::Warning, Severity::P4)
+    );
+    assert_eq!(fs[0].details["source"], "measured (pgstatindex)");
+    // At the threshold: not over it.
+    let (fs, _) = index_bloat("app", &ixs, &BTreeMap::from([(10, 30.0), (11, 50.0)]), &c);
+    assert_eq!(fs.len(), 1);
+    assert_eq!(
+        fs[0].level,
+        Level::Warning,
+        "50 is not over crit 50: {fs:?}"
+    );
+
+    // Cleared (measured low) with the signal checked: the open finding resolves.
+    let open = vec![(
+        "pg-index-bloat#pg:app/index:public.t_b".to_string(),
+        OpenFinding {
+            severity: Severity::P4,
+            resource: "pg:app/index:public.t_b".into(),
+            summary: "x".into(),
+            since: now(),
+        },
+    )];
+    let (fs, _) = index_bloat("app", &ixs, &BTreeMap::from([(10, 1.0), (11, 1.0)]), &c);
+    assert_eq!(transitions(&open, &fs, &[]).resolved.len(), 1);
+}
+
+#[test]
+fn index_bloat_levels_are_configurable() {
+    let c = cfg(&[
+        ("NBAOPS_PG__INDEX_BLOAT__WARN_PERCENT", "5"),
+        ("NBAOPS_PG__INDEX_BLOAT__CRIT_PERCENT", "8"),
+    ]);
+    assert_eq!(
+        (c.index_bloat_percent.warn, c.index_bloat_percent.crit),
+        (5.0, 8.0)
+    );
+    let ixs = vec![index(11, "t_b", "btree", 1000 * 8192, 0)];
+    let (fs, _) = index_bloat("app", &ixs, &BTreeMap::from([(11, 9.0)]), &c);
+    assert_eq!(fs[0].level, Level::Critical);
+}
+
+fn mark(bytes: i64, at: DateTime<Utc>, timeline: i64) -> WalMark {
+    WalMark {
+        lsn: format!("0/{bytes:X}"),
+        bytes,
+        at,
+        timeline: Some(timeline),
+    }
+}
+
+#[test]
+fn wal_rate_between_runs_first_backwards_and_new_timeline() {
+    let c = cfg(&[]);
+    let t0 = now();
+    let t1 = t0 + Duration::seconds(300);
+    let a = mark(1_000_000_000, t0, 1);
+    assert_eq!(wal_rate(None, &a), WalRate::First);
+    // 300 s, 6,000 MiB: 20 MiB/s, over the 16 MiB/s warning, under the 64 MiB/s critical.
+    let b = mark(1_000_000_000 + 6000 * 1_048_576, t1, 1);
+    let WalRate::BytesPerSecond(r) = wal_rate(Some(&a), &b) else {
+        panic!()
+    };
+    assert!((r - 20.0 * 1_048_576.0).abs() < 1.0, "{r}");
+    let f = judge_wal_rate("app", r, &a, &b, &c).unwrap();
+    assert_eq!((f.level, f.severity), (Level::Warning, Severity::P4));
+    assert_eq!(f.dedup_key(), "pg-wal-rate#pg:app");
+    // Quiet: no finding.
+    let q = mark(1_000_000_000 + 1_048_576, t1, 1);
+    let WalRate::BytesPerSecond(r) = wal_rate(Some(&a), &q) else {
+        panic!()
+    };
+    assert!(judge_wal_rate("app", r, &a, &q, &c).is_none());
+    // 100 MiB/s: critical.
+    let h = mark(1_000_000_000 + 30_000 * 1_048_576, t1, 1);
+    let WalRate::BytesPerSecond(r) = wal_rate(Some(&a), &h) else {
+        panic!()
+    };
+    assert_eq!(
+        judge_wal_rate("app", r, &a, &h, &c).unwrap().level,
+        Level::Critical
+    );
+    // Backwards (restore), a new timeline (failover), no time passed: a reset, no rate.
+    assert!(matches!(
+        wal_rate(Some(&a), &mark(5, t1, 1)),
+        WalRate::Reset(_)
+    ));
+    assert!(matches!(
+        wal_rate(Some(&a), &mark(2_000_000_000, t1, 2)),
+        WalRate::Reset(_)
+    ));
+    assert!(matches!(
+        wal_rate(Some(&a), &mark(2_000_000_000, t0, 1)),
+        WalRate::Reset(_)
+    ));
+    // Unchanged: 0 B/s, not a reset.
+    assert_eq!(
+        wal_rate(Some(&a), &mark(1_000_000_000, t1, 1)),
+        WalRate::BytesPerSecond(0.0)
+    );
+}
+
+fn vac(pid: i64, started_min: i64, sleeping: bool) -> VacuumSample {
+    VacuumSample::from_row(&row(json!({
+        "pid": pid, "relid": 42, "table_name": "public.big", "autovacuum": false,
+        "started": (now() - Duration::minutes(started_min)).to_rfc3339(), "sleeping": sleeping,
+        "delay_ms": null, "elapsed_ms": 1000.0
+    })))
+}
+
+#[test]
+fn vacuum_delay_needs_most_samples_sleeping_over_min_runs_of_the_same_vacuum() {
+    let c = cfg(&[]);
+    assert_eq!(
+        (c.vacuum_delay.sleep_percent, c.vacuum_delay.min_runs),
+        (50.0, 3)
+    );
+    // 4 of 5 samples sleeping per run: 80 %.
+    let mostly = vec![
+        vec![vac(7, 10, true)],
+        vec![vac(7, 10, true)],
+        vec![vac(7, 10, false)],
+        vec![vac(7, 10, true)],
+        vec![vac(7, 10, true)],
+    ];
+    let (t1, f) = vacuum_delay("app", &BTreeMap::new(), &mostly, &c);
+    assert!(f.is_empty(), "one run is not enough");
+    assert_eq!(
+        (t1["42"].runs, t1["42"].samples, t1["42"].sleeping),
+        (1, 5, 4)
+    );
+    let (t2, f) = vacuum_delay("app", &t1, &mostly, &c);
+    assert!(f.is_empty(), "two runs are not enough");
+    let (t3, f) = vacuum_delay("app", &t2, &mostly, &c);
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert_eq!(f[0].dedup_key(), "pg-vacuum-delay#pg:app/public.big");
+    assert_eq!((f[0].level, f[0].severity), (Level::Warning, Severity::P4));
+    assert_eq!(f[0].details["sleep_percent"], 80.0);
+    assert_eq!(t3["42"].samples, 15);
+    // Half the samples: not over 50 %.
+    let half = vec![vec![vac(7, 10, true)], vec![vac(7, 10, false)]];
+    let (mut t, mut f) = (BTreeMap::new(), vec![]);
+    for _ in 0..4 {
+        (t, f) = vacuum_delay("app", &t, &half, &c);
+    }
+    assert!(f.is_empty(), "{f:?}");
+    // Another vacuum of the table (new pid, or the same pid restarted): counted afresh.
+    let (t4, f) = vacuum_delay("app", &t3, &[vec![vac(8, 1, true)]], &c);
+    assert!(f.is_empty());
+    assert_eq!((t4["42"].runs, t4["42"].samples), (1, 1));
+    let (t5, _) = vacuum_delay("app", &t3, &[vec![vac(7, 1, true)]], &c);
+    assert_eq!(t5["42"].runs, 1);
+    // No vacuum running: nothing kept, nothing found (an open finding resolves).
+    let (t6, f) = vacuum_delay("app", &t3, &[vec![]], &c);
+    assert!(t6.is_empty() && f.is_empty());
+}
+
+#[test]
+fn vacuum_delay_uses_delay_time_when_the_server_has_it() {
+    let c = cfg(&[("NBAOPS_PG__VACUUM_DELAY__MIN_RUNS", "1")]);
+    let s = |delay: f64| {
+        VacuumSample::from_row(&row(json!({
+            "pid": 7, "relid": 42, "table_name": "public.big", "started": now().to_rfc3339(),
+            "sleeping": false, "delay_ms": delay, "elapsed_ms": 10000.0
+        })))
+    };
+    // No sample was sleeping, but delay_time says 70 % of the time: that wins.
+    let (t, f) = vacuum_delay("app", &BTreeMap::new(), &[vec![s(7000.0)]], &c);
+    assert_eq!(t["42"].sleep_percent(), (70.0, "delay_time"));
+    assert_eq!(f.len(), 1);
+    let (_, f) = vacuum_delay("app", &BTreeMap::new(), &[vec![s(2000.0)]], &c);
+    assert!(f.is_empty());
+    // The SQL reads delay_time only where it exists.
+    let pg = |m: i64| nbaops_shared::sql::PgVersion(m * 10000);
+    assert!(vacuum_delay_sql(pg(18)).contains("p.delay_time"));
+    assert!(!vacuum_delay_sql(pg(15)).contains("delay_time"));
+}
