@@ -145,6 +145,7 @@ fn handler(t: &TestDeps) -> PgHealth {
     PgHealth {
         pg: nbaops_shared::config::pg::from_settings(&t.deps.cfg.settings).unwrap(),
         connector: Box::new(Shared(leak(RefusingPg::default()))),
+        scheduler: Box::new(nbaops_shared::fakes::FakeScheduler::default()),
     }
 }
 
