@@ -17,6 +17,7 @@ pub const AWS_OPERATIONS: &[&str] = &[
     "rds:AddTagsToResource", // RDS authorises it when create/copy/restore pass Tags
     "kms:CreateGrant", // RDS granting itself the DR key for an encrypted copy_to_dr
     "kms:DescribeKey", // RDS checking the DR key for an encrypted copy_to_dr
+    "s3:ListBucket", // SdkBackupStore::list (ListObjectsV2 is authorised as s3:ListBucket; issue #22)
     "sqs:SendMessage", // a dispatch tick's SendMessageBatch of work items (shared/src/runtime/fanout.rs)
     // Authorised on our behalf: the event source mapping polls the work queue with this role.
     "sqs:ReceiveMessage",

@@ -14,14 +14,14 @@
 
 use chrono::{DateTime, Utc};
 
-use nbaops_shared::adapters::{AwsClients, SdkRdsBackups, TokioPgConnector};
-use nbaops_shared::config::backup::BackupConfig;
+use nbaops_shared::adapters::{AwsClients, SdkBackupStore, SdkRdsBackups, TokioPgConnector};
+use nbaops_shared::config::backup::{BackupConfig, S3Backups};
 use nbaops_shared::config::pg::PgConfig;
 use nbaops_shared::deadline::{Budget, MARGIN, ONE_AWS_ACTION};
 use nbaops_shared::events::{Inbound, RdsEvent, ScheduledTick};
 use nbaops_shared::fleet::Origin;
 use nbaops_shared::guard::ProposedAction;
-use nbaops_shared::ports::{PgConnector, RdsBackups};
+use nbaops_shared::ports::{BackupStore, PgConnector, RdsBackups};
 use nbaops_shared::runtime::fanout::{self, Target};
 use nbaops_shared::runtime::{
     Ctx, Deps, Function, Invocation, InvocationReport, Live, RecordReport, Work,
@@ -29,6 +29,7 @@ use nbaops_shared::runtime::{
 use nbaops_shared::Result;
 
 use crate::plan::DRILL_PREFIX;
+use crate::s3kinds::S3_TASK;
 
 pub const FUNCTION: &str = "backup-guard";
 pub const RPO_TASK: &str = "backup-rpo-check";
@@ -41,6 +42,9 @@ pub struct BackupGuard {
     pub pg: PgConfig,
     pub rds: Box<dyn RdsBackups>,
     pub connector: Box<dyn PgConnector>,
+    /// The S3 backup kinds (issue #22, `backup-s3-check`): `backup.s3.*` and the bucket.
+    pub s3: S3Backups,
+    pub store: Box<dyn BackupStore>,
 }
 
 impl Function for BackupGuard {
@@ -58,6 +62,8 @@ impl Function for BackupGuard {
             pg,
             rds: Box::new(rds),
             connector: Box::new(TokioPgConnector::from_settings(&deps.cfg.settings)?),
+            s3: nbaops_shared::config::backup::s3_from_settings(&deps.cfg.settings)?,
+            store: Box::new(SdkBackupStore(aws.s3())),
         })
     }
 
@@ -71,11 +77,12 @@ impl Function for BackupGuard {
                     Some(RPO_TASK) => self.on_rpo_tick(&tick, &ctx).await,
                     Some(MONTHLY_TASK) => self.monthly(&tick, &ctx).await,
                     Some(DRILL_TASK) => self.drill(&tick, &ctx).await,
+                    Some(S3_TASK) => self.s3_check(&tick, &ctx).await,
                     other => Ok(RecordReport::not_for_me(
                         &tick.event_id,
                         "schedule",
                         format!(
-                            "task {:?}: {FUNCTION} runs '{RPO_TASK}', '{MONTHLY_TASK}' and '{DRILL_TASK}'",
+                            "task {:?}: {FUNCTION} runs '{RPO_TASK}', '{MONTHLY_TASK}', '{DRILL_TASK}' and '{S3_TASK}'",
                             other.unwrap_or_default()
                         ),
                     )),
@@ -225,7 +232,9 @@ pub(crate) mod tests {
 
     use chrono::{Duration, TimeZone};
     use nbaops_shared::alerts::{AlertStatus, Severity};
-    use nbaops_shared::fakes::{fake_snapshot, test_deps, FakeNotifier, FakeRdsBackups};
+    use nbaops_shared::fakes::{
+        fake_snapshot, test_deps, FakeBackupStore, FakeNotifier, FakeRdsBackups,
+    };
     use nbaops_shared::ports::*;
     use nbaops_shared::runtime::dispatch;
     use serde_json::{json, Value};
@@ -292,6 +301,7 @@ pub(crate) mod tests {
         pub rds: &'static FakeRdsBackups,
         pub notifier: &'static FakeNotifier,
         pub pg: &'static FakePg,
+        pub store: &'static FakeBackupStore,
     }
 
     pub fn t0() -> DateTime<Utc> {
@@ -332,6 +342,7 @@ pub(crate) mod tests {
             ),
         );
         let pg = leak(FakePg::default());
+        let store = leak(FakeBackupStore::default());
         World {
             deps: t.deps,
             f: BackupGuard {
@@ -339,10 +350,13 @@ pub(crate) mod tests {
                 pg: nbaops_shared::config::pg::from_settings(settings).unwrap(),
                 rds: Box::new(Shared(rds)),
                 connector: Box::new(Shared(pg)),
+                s3: nbaops_shared::config::backup::s3_from_settings(settings).unwrap(),
+                store: Box::new(Shared(store)),
             },
             rds,
             notifier: t.notifier,
             pg,
+            store,
         }
     }
 

@@ -486,3 +486,5 @@ pub async fn test_fleet(cfg: &crate::config::Config) -> Option<&'static crate::r
 }
 mod posture;
 pub use posture::*;
+mod backup_store;
+pub use backup_store::*;

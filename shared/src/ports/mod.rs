@@ -234,3 +234,5 @@ mod scheduler;
 pub use scheduler::*;
 mod posture;
 pub use posture::*;
+mod backup_store;
+pub use backup_store::*;
