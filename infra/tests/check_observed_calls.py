@@ -90,6 +90,10 @@ def operation(entry):
             action = rest.get((entry.get("method", "").upper(), parts[0]))
         elif parts == ["schedules"] and entry.get("method", "").upper() == "GET":
             action = "ListSchedules"
+    if not action and service == "s3" and entry.get("method", "").upper() == "GET" and "list-type=2" in url.split("?", 1)[-1].split("&"):
+        # S3 is REST-XML: ListObjectsV2 (GET /<bucket>?list-type=2) is authorised as s3:ListBucket
+        # (https://docs.aws.amazon.com/AmazonS3/latest/API/API_ListObjectsV2.html).
+        action = "ListBucket"
     return (app.group(1), f"{service}:{action}") if action else (app.group(1), f"{service}:?{entry.get('method')} {entry.get('url')}")
 
 

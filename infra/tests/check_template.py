@@ -1006,6 +1006,7 @@ TAGGED_TYPES = {  # type -> its tag property (a list of {Key, Value}, or a map f
     "AWS::S3::Bucket": "Tags", "AWS::SNS::Topic": "Tags", "AWS::SQS::Queue": "Tags", "AWS::SSM::Parameter": "Tags",
     "AWS::Scheduler::ScheduleGroup": "Tags", "AWS::Budgets::Budget": "ResourceTags",
     "AWS::CE::AnomalyMonitor": "ResourceTags", "AWS::CE::AnomalySubscription": "ResourceTags",
+    "AWS::ECS::Cluster": "Tags", "AWS::ECS::TaskDefinition": "Tags",  # issue #22's pg_dump producer
 }
 
 
@@ -1250,6 +1251,159 @@ for key, r in sorted(pg_log_filters.items()):
 for group, keys in log_groups_filtered.items():
     others = [k for k, s in log_filters.items() if text(s["Properties"].get("LogGroupName")) == group]
     check(f"pg logs: at most two subscription filters on {group}, one of them nbaops'", len(others) == 1, others)
+
+# ---------------------------------------------------------------- backups in S3 (issue #22)
+# The bucket, one lifecycle rule per kind of backup-guard's `backup-s3-check`
+# (shared/src/config/backup.rs: backup.s3.<kind>.prefix / retention_days), the function's
+# listing, and the producer of the weekly logical backup (docs/backups-s3.md).
+backup_src = (ROOT / "shared/src/config/backup.rs").read_text()
+
+
+def backup_default(key):
+    m = re.search(r'\("' + re.escape(key) + r'", "([^"]*)"', backup_src)
+    return m.group(1) if m else None
+
+
+bucket = resources.get("BackupBucket", {})
+bprops = bucket.get("Properties", {})
+check("backups: BackupBucket is an S3 bucket kept on delete and replace",
+      bucket.get("Type") == "AWS::S3::Bucket" and bucket.get("DeletionPolicy") == "Retain" and bucket.get("UpdateReplacePolicy") == "Retain")
+check("backups: BackupBucket encrypted, every public access blocked, versioned",
+      bprops.get("BucketEncryption", {}).get("ServerSideEncryptionConfiguration", [{}])[0].get("ServerSideEncryptionByDefault", {}).get("SSEAlgorithm") in ("AES256", "aws:kms")
+      and all(bprops.get("PublicAccessBlockConfiguration", {}).get(k) is True
+              for k in ("BlockPublicAcls", "BlockPublicPolicy", "IgnorePublicAcls", "RestrictPublicBuckets"))
+      and bprops.get("VersioningConfiguration", {}).get("Status") == "Enabled")
+bpol = [s for p in of_type("AWS::S3::BucketPolicy").values() if text(p["Properties"].get("Bucket")) == "${BackupBucket}"
+        for s in p["Properties"]["PolicyDocument"].get("Statement", [])]
+check("backups: BackupBucket refuses requests without TLS (aws:SecureTransport false -> Deny)",
+      any(s.get("Effect") == "Deny" and cond(s, "Bool", "aws:SecureTransport") in (False, "false") for s in bpol), bpol)
+rules = bprops.get("LifecycleConfiguration", {}).get("Rules", [])
+
+
+def rule_for(prefix):
+    # A rule's scope: Prefix, or Filter.Prefix
+    # (https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/aws-properties-s3-bucket-lifecycleconfiguration.html).
+    return [r for r in rules if r.get("Status") == "Enabled" and (r.get("Prefix") or r.get("Filter", {}).get("Prefix")) == prefix]
+
+
+# Transition StorageClass allowed values
+# (https://docs.aws.amazon.com/AWSCloudFormation/latest/TemplateReference/aws-properties-s3-bucket-transition.html).
+TRANSITION_CLASSES = {"DEEP_ARCHIVE", "GLACIER", "GLACIER_IR", "INTELLIGENT_TIERING", "ONEZONE_IA", "STANDARD_IA"}
+grace_h = num(backup_default("backup.s3.lifecycle_grace_hours"))
+for kind in ("logical", "wal", "physical"):
+    prefix = backup_default(f"backup.s3.{kind}.prefix")
+    days = num(backup_default(f"backup.s3.{kind}.retention_days"))
+    found = rule_for(prefix)
+    check(f"backups: one enabled lifecycle rule on {prefix} (backup.s3.{kind}.prefix) expiring after backup.s3.{kind}.retention_days ({days})",
+          len(found) == 1 and num(found[0].get("ExpirationInDays")) == days, found)
+    check(f"backups: the {kind} rule expires noncurrent versions and aborts incomplete uploads (a versioned bucket keeps them otherwise)",
+          len(found) == 1 and found[0].get("NoncurrentVersionExpiration", {}).get("NoncurrentDays")
+          and found[0].get("AbortIncompleteMultipartUpload", {}).get("DaysAfterInitiation"), found)
+    classes = [c.strip() for c in (backup_default(f"backup.s3.{kind}.storage_classes") or "").split(",") if c.strip()]
+    if classes:
+        tr = found[0].get("Transitions", []) if found else []
+        check(f"backups: the {kind} rule moves objects to one of backup.s3.{kind}.storage_classes ({classes}), a Transition StorageClass S3 accepts, "
+              f"within backup.s3.lifecycle_grace_hours ({grace_h} h)",
+              len(tr) == 1 and tr[0].get("StorageClass") in classes and tr[0].get("StorageClass") in TRANSITION_CLASSES
+              and num(tr[0].get("TransitionInDays")) * 24 < grace_h, tr)
+check("backups: the physical kind is kept in Glacier (SPEC): its classes are S3 Glacier classes only",
+      set(c.strip() for c in backup_default("backup.s3.physical.storage_classes").split(",")) <= {"GLACIER", "DEEP_ARCHIVE", "GLACIER_IR"})
+check("backups: the logical kind is kept 12 weeks and taken weekly (SPEC)",
+      num(backup_default("backup.s3.logical.retention_days")) == 84 and num(backup_default("backup.s3.logical.every_hours")) == 168)
+bg = functions.get("BackupGuardFunction", {})
+check("backups: backup-guard is given the bucket (NBAOPS_BACKUP__S3__BUCKET = BackupBucket)",
+      text(env_of("BackupGuardFunction").get("NBAOPS_BACKUP__S3__BUCKET")) == "${BackupBucket}")
+s3_stmts = [s for s in statements(bg) if any(str(a).startswith("s3:") for a in as_list(s.get("Action")))]
+prefixes = sorted(backup_default(f"backup.s3.{k}.prefix") + "*" for k in ("logical", "wal", "physical"))
+# ListObjectsV2 is authorised as s3:ListBucket on the bucket, s3:prefix its Prefix
+# (https://docs.aws.amazon.com/AmazonS3/latest/API/API_ListObjectsV2.html).
+check("backups: backup-guard's only S3 permission is s3:ListBucket on BackupBucket, for the three kinds' prefixes",
+      len(s3_stmts) == 1 and s3_stmts[0].get("Effect") == "Allow" and as_list(s3_stmts[0].get("Action")) == ["s3:ListBucket"]
+      and resources_of(s3_stmts) == {"${BackupBucket.Arn}"}
+      and sorted(as_list(cond(s3_stmts[0], "StringLike", "s3:prefix"))) == prefixes, s3_stmts)
+s3_check = [e for e in bg.get("Properties", {}).get("Events", {}).values()
+            if e.get("Type") == "ScheduleV2" and '"task":"backup-s3-check"' in str(e["Properties"].get("Input"))]
+check("backups: backup-guard runs backup-s3-check once a day",
+      len(s3_check) == 1 and re.fullmatch(r"cron\(\d+ \d+ \* \* \? \*\)", s3_check[0]["Properties"].get("ScheduleExpression", "")), s3_check)
+
+# The producer: every resource under CreatesPgDumpProducer, which needs the switch and an image.
+producer = {k: r for k, r in resources.items() if k.startswith("PgDump")}
+check("producer: cluster, logs, task definition, three roles and the schedule, all under CreatesPgDumpProducer",
+      {r["Type"] for r in producer.values()} == {"AWS::ECS::Cluster", "AWS::Logs::LogGroup", "AWS::ECS::TaskDefinition", "AWS::IAM::Role", "AWS::Scheduler::Schedule"}
+      and len([r for r in producer.values() if r["Type"] == "AWS::IAM::Role"]) == 3
+      and all(r.get("Condition") == "CreatesPgDumpProducer" for r in producer.values()), sorted(producer))
+cp = json.dumps(conditions.get("CreatesPgDumpProducer"), sort_keys=True)
+check("producer: CreatesPgDumpProducer = PgDumpProducer is true and PgDumpImage is set; off by default",
+      '"Ref": "PgDumpProducer"' in cp and '"Ref": "PgDumpImage"' in cp and "Fn::And" in cp
+      and params.get("PgDumpProducer", {}).get("Default") == "false", cp)
+td = producer.get("PgDumpTaskDefinition", {}).get("Properties", {})
+# Fargate: awsvpc, a CPU/memory pair of the table
+# (https://docs.aws.amazon.com/AmazonECS/latest/userguide/task-cpu-memory-error.html), ephemeral
+# storage 21-200 GiB (https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_EphemeralStorage.html).
+FARGATE = {"256": {512, 1024, 2048}, "512": {1024, 2048, 3072, 4096}, "1024": set(range(2048, 8193, 1024)),
+           "2048": set(range(4096, 16385, 1024)), "4096": set(range(8192, 30721, 1024))}
+storage = params.get("PgDumpStorageGiB", {})
+check("producer: a Fargate task definition (awsvpc, a supported CPU/memory pair, ephemeral storage within 21-200 GiB)",
+      td.get("RequiresCompatibilities") == ["FARGATE"] and td.get("NetworkMode") == "awsvpc"
+      and num(td.get("Memory")) in FARGATE.get(str(td.get("Cpu")), set())
+      and text(td.get("EphemeralStorage", {}).get("SizeInGiB")) == "${PgDumpStorageGiB}"
+      and num(storage.get("MinValue")) >= 21 and num(storage.get("MaxValue")) <= 200, (td.get("Cpu"), td.get("Memory"), storage))
+cont = (td.get("ContainerDefinitions") or [{}])[0]
+envs = {e["Name"]: text(e.get("Value")) for e in cont.get("Environment", [])}
+cmd = " ".join(str(c) for c in as_list(cont.get("Command", [])))
+check("producer: the container runs PgDumpImage, dumps to a file, checks it reads back, and uploads only then, under BACKUP_PREFIX = backup.s3.logical.prefix",
+      text(cont.get("Image")) == "${PgDumpImage}" and "set -euo pipefail" in cmd
+      and cmd.find("pg_dump") < cmd.find("pg_restore --list") < cmd.find("aws s3 cp") and cmd.find("pg_dump") >= 0
+      and "${BACKUP_PREFIX}${day}/" in cmd and envs.get("BACKUP_PREFIX") == backup_default("backup.s3.logical.prefix")
+      and envs.get("BACKUP_BUCKET") == "${BackupBucket}", (cmd, envs))
+# A Parameter Store secret as a container environment variable: ValueFrom its full ARN
+# (https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_Secret.html).
+dump_param = SSM + "secrets/backup/pg_dump"
+check("producer: the password comes from the SecureString secrets/backup/pg_dump (an ECS secret), never the template",
+      [(s["Name"], text(s["ValueFrom"])) for s in cont.get("Secrets", [])] == [("PGPASSWORD", dump_param)] and "PGPASSWORD" not in envs)
+
+
+def role_stmts(key):
+    return [s for p in producer.get(key, {}).get("Properties", {}).get("Policies", []) for s in p["PolicyDocument"].get("Statement", [])]
+
+
+def trusted(key):
+    return [s.get("Principal", {}).get("Service") for s in producer.get(key, {}).get("Properties", {}).get("AssumeRolePolicyDocument", {}).get("Statement", [])]
+
+
+check("producer: the task role may only put objects under the logical prefix (no read, no delete)",
+      [(as_list(s.get("Action")), resources_of([s])) for s in role_stmts("PgDumpTaskRole")]
+      == [(["s3:PutObject"], {"${BackupBucket.Arn}/" + backup_default("backup.s3.logical.prefix") + "*"})]
+      and trusted("PgDumpTaskRole") == ["ecs-tasks.amazonaws.com"], role_stmts("PgDumpTaskRole"))
+check("producer: the execution role reads only the dump's password parameter",
+      {a for s in role_stmts("PgDumpExecutionRole") for a in as_list(s.get("Action"))} == {"ssm:GetParameters", "kms:Decrypt"}
+      and resources_of([s for s in role_stmts("PgDumpExecutionRole") if "ssm:GetParameters" in as_list(s.get("Action"))]) == {dump_param}
+      and trusted("PgDumpExecutionRole") == ["ecs-tasks.amazonaws.com"] and text(td.get("ExecutionRoleArn")) == "${PgDumpExecutionRole.Arn}"
+      and text(td.get("TaskRoleArn")) == "${PgDumpTaskRole.Arn}")
+# Scheduler's role: ecs:RunTask, and iam:PassRole of each role the task uses, passed to ECS tasks
+# (https://docs.aws.amazon.com/AmazonECS/latest/developerguide/CWE_IAM_role.html).
+sched = role_stmts("PgDumpSchedulerRole")
+run = [s for s in sched if as_list(s.get("Action")) == ["ecs:RunTask"]]
+pas = [s for s in sched if as_list(s.get("Action")) == ["iam:PassRole"]]
+check("producer: the scheduler's role runs only the dump's task family, only in its cluster",
+      len(run) == 1 and resources_of(run) == {ARN + ":ecs:${AWS::Region}:${AWS::AccountId}:task-definition/nbaops-${Env}-pg-dump:*"}
+      and text(cond(run[0], "ArnEquals", "ecs:cluster")) == "${PgDumpCluster.Arn}"
+      and text(td.get("Family")) == "nbaops-${Env}-pg-dump" and trusted("PgDumpSchedulerRole") == ["scheduler.amazonaws.com"], run)
+check("producer: the scheduler's role passes exactly the task's execution and task roles, to ecs-tasks.amazonaws.com only",
+      len(pas) == 1 and resources_of(pas) == {"${PgDumpExecutionRole.Arn}", "${PgDumpTaskRole.Arn}"}
+      and cond(pas[0], "StringEquals", "iam:PassedToService") == "ecs-tasks.amazonaws.com" and len(sched) == 2, pas)
+sp = producer.get("PgDumpSchedule", {}).get("Properties", {})
+tgt = sp.get("Target", {})
+ecs = tgt.get("EcsParameters", {})
+net = ecs.get("NetworkConfiguration", {}).get("AwsvpcConfiguration", {})
+# EcsParameters: TaskDefinitionArn (required), LaunchType, NetworkConfiguration.AwsvpcConfiguration
+# (https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/aws-properties-scheduler-schedule-ecsparameters.html).
+check("producer: weekly, on the cluster, with the scheduler's role, one Fargate task in the PostgreSQL subnets and security groups, no public IP",
+      re.fullmatch(r"cron\(\d+ \d+ \? \* (SUN|MON|TUE|WED|THU|FRI|SAT|[1-7]) \*\)", sp.get("ScheduleExpression", ""))
+      and text(tgt.get("Arn")) == "${PgDumpCluster.Arn}" and text(tgt.get("RoleArn")) == "${PgDumpSchedulerRole.Arn}"
+      and text(ecs.get("TaskDefinitionArn")) == "${PgDumpTaskDefinition}" and ecs.get("LaunchType") == "FARGATE"
+      and num(ecs.get("TaskCount", 1)) == 1 and text(net.get("Subnets")) == "${PgSubnetIds}"
+      and text(net.get("SecurityGroups")) == "${PgSecurityGroupIds}" and net.get("AssignPublicIp") == "DISABLED", sp)
 
 passed, failed = results.count(True), results.count(False)
 print(f"template: {passed} passed, {failed} failed")

@@ -138,6 +138,7 @@ pub const KINDS: &[(&str, &str)] = &[
     ("backup-copy", "a snapshot copy to the DR region failed"),
     ("backup-dr", "no DR region is configured: monthly snapshots are not copied"),
     ("backup-drill", "a restore drill: started, impossible, or its result"),
+    ("backup-s3", "a backup kept in S3 (logical, WAL, physical) is missing, late, in the wrong storage class, too few, kept too long, or unreadable"),
     // posture-check (issue #21)
     ("posture", "a P1/P2 posture finding: one resource fails one rule (public, unencrypted, no TLS...); resolved when fixed"),
     ("posture-summary", "the daily posture summary: findings per rule, what is unused and what it costs"),

@@ -34,6 +34,8 @@ const LEDGER_KEYS: &[&str] = &[
     "backupdrill",
     "backuprpo",
     "backupcopy",
+    // backup-guard's S3 kinds (s3kinds.rs): open findings, sort key `open/<finding>`.
+    "backups3",
     "pgvacrun",
     "pgmaint",
     "pgvacfail",

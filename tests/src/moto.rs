@@ -163,6 +163,9 @@ pub const CALLS_DIR_VAR: &str = "NBAOPS_AWS_CALLS_DIR";
 /// (<https://docs.aws.amazon.com/scheduler/latest/APIReference/API_Operations.html>), as
 /// infra/tests/check_observed_calls.py reads them too.
 fn rest_operation(service: &str, method: &str, url: &str) -> Option<String> {
+    if service == "s3" {
+        return s3_operation(method, url);
+    }
     if service != "scheduler" {
         return None;
     }
@@ -187,6 +190,16 @@ fn rest_operation(service: &str, method: &str, url: &str) -> Option<String> {
         _ => return None,
     };
     Some(op.to_string())
+}
+
+/// S3 is REST-XML: the one S3 operation a function makes, ListObjectsV2 (`GET /<bucket>?list-type=2`,
+/// path-style against moto), is authorised as `s3:ListBucket`
+/// (<https://docs.aws.amazon.com/AmazonS3/latest/API/API_ListObjectsV2.html>), as
+/// infra/tests/check_observed_calls.py names it too. Anything else stays unnamed (`?GET ...`).
+fn s3_operation(method: &str, url: &str) -> Option<String> {
+    let query = url.split_once('?').map(|(_, q)| q).unwrap_or("");
+    let listing = query.split('&').any(|kv| kv == "list-type=2");
+    (method.eq_ignore_ascii_case("GET") && listing).then(|| "ListBucket".to_string())
 }
 
 impl Moto {

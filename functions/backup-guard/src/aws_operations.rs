@@ -26,6 +26,7 @@ pub const AWS_OPERATIONS: &[&str] = &[
     "autoscaling:DeleteAutoScalingGroup", // SdkAutoScaling::force_delete_group
     "ec2:RunInstances", // checked on the caller of CreateAutoScalingGroup with a launch template
     "ec2:CreateTags",   // ... when the launch template tags its instances and volumes
+    "s3:ListBucket", // SdkBackupStore::list (ListObjectsV2 is authorised as s3:ListBucket; issue #22)
     "sqs:SendMessage", // a dispatch tick's SendMessageBatch of work items (shared/src/runtime/fanout.rs)
     // Authorised on our behalf: the event source mapping polls the work queue with this role.
     "sqs:ReceiveMessage",

@@ -14,14 +14,16 @@
 
 use chrono::{DateTime, Utc};
 
-use nbaops_shared::adapters::{AwsClients, SdkAutoScaling, SdkRdsBackups, TokioPgConnector};
-use nbaops_shared::config::backup::BackupConfig;
+use nbaops_shared::adapters::{
+    AwsClients, SdkAutoScaling, SdkBackupStore, SdkRdsBackups, TokioPgConnector,
+};
+use nbaops_shared::config::backup::{BackupConfig, S3Backups};
 use nbaops_shared::config::pg::PgConfig;
 use nbaops_shared::deadline::{Budget, MARGIN, ONE_AWS_ACTION};
 use nbaops_shared::events::{Inbound, RdsEvent, ScheduledTick};
 use nbaops_shared::fleet::Origin;
 use nbaops_shared::guard::ProposedAction;
-use nbaops_shared::ports::{DrillGroups, PgConnector, RdsBackups};
+use nbaops_shared::ports::{BackupStore, DrillGroups, PgConnector, RdsBackups};
 use nbaops_shared::runtime::fanout::{self, Target};
 use nbaops_shared::runtime::{
     Ctx, Deps, Function, Invocation, InvocationReport, Live, RecordReport, Work,
@@ -29,6 +31,7 @@ use nbaops_shared::runtime::{
 use nbaops_shared::Result;
 
 use crate::plan::DRILL_PREFIX;
+use crate::s3kinds::S3_TASK;
 
 pub const FUNCTION: &str = "backup-guard";
 pub const RPO_TASK: &str = "backup-rpo-check";
@@ -43,6 +46,9 @@ pub struct BackupGuard {
     pub connector: Box<dyn PgConnector>,
     /// The full-system drill's smoke-test group (issue #22).
     pub groups: Box<dyn DrillGroups>,
+    /// The S3 backup kinds (issue #22, `backup-s3-check`): `backup.s3.*` and the bucket.
+    pub s3: S3Backups,
+    pub store: Box<dyn BackupStore>,
 }
 
 impl Function for BackupGuard {
@@ -61,6 +67,8 @@ impl Function for BackupGuard {
             rds: Box::new(rds),
             connector: Box::new(TokioPgConnector::from_settings(&deps.cfg.settings)?),
             groups: Box::new(SdkAutoScaling(aws.autoscaling())),
+            s3: nbaops_shared::config::backup::s3_from_settings(&deps.cfg.settings)?,
+            store: Box::new(SdkBackupStore(aws.s3())),
         })
     }
 
@@ -74,11 +82,12 @@ impl Function for BackupGuard {
                     Some(RPO_TASK) => self.on_rpo_tick(&tick, &ctx).await,
                     Some(MONTHLY_TASK) => self.monthly(&tick, &ctx).await,
                     Some(DRILL_TASK) => self.drill(&tick, &ctx).await,
+                    Some(S3_TASK) => self.s3_check(&tick, &ctx).await,
                     other => Ok(RecordReport::not_for_me(
                         &tick.event_id,
                         "schedule",
                         format!(
-                            "task {:?}: {FUNCTION} runs '{RPO_TASK}', '{MONTHLY_TASK}' and '{DRILL_TASK}'",
+                            "task {:?}: {FUNCTION} runs '{RPO_TASK}', '{MONTHLY_TASK}', '{DRILL_TASK}' and '{S3_TASK}'",
                             other.unwrap_or_default()
                         ),
                     )),
@@ -228,7 +237,9 @@ pub(crate) mod tests {
 
     use chrono::{Duration, TimeZone};
     use nbaops_shared::alerts::{AlertStatus, Severity};
-    use nbaops_shared::fakes::{fake_snapshot, test_deps, FakeNotifier, FakeRdsBackups};
+    use nbaops_shared::fakes::{
+        fake_snapshot, test_deps, FakeBackupStore, FakeNotifier, FakeRdsBackups,
+    };
     use nbaops_shared::guard::Outcome;
     use nbaops_shared::ports::*;
     use nbaops_shared::runtime::dispatch;
@@ -297,6 +308,7 @@ pub(crate) mod tests {
         pub notifier: &'static FakeNotifier,
         pub pg: &'static FakePg,
         pub groups: &'static nbaops_shared::fakes::FakeDrillGroups,
+        pub store: &'static FakeBackupStore,
     }
 
     pub fn t0() -> DateTime<Utc> {
@@ -338,6 +350,7 @@ pub(crate) mod tests {
         );
         let pg = leak(FakePg::default());
         let groups = leak(nbaops_shared::fakes::FakeDrillGroups::default());
+        let store = leak(FakeBackupStore::default());
         World {
             deps: t.deps,
             f: BackupGuard {
@@ -346,11 +359,14 @@ pub(crate) mod tests {
                 rds: Box::new(Shared(rds)),
                 connector: Box::new(Shared(pg)),
                 groups: Box::new(Shared(groups)),
+                s3: nbaops_shared::config::backup::s3_from_settings(settings).unwrap(),
+                store: Box::new(Shared(store)),
             },
             rds,
             notifier: t.notifier,
             pg,
             groups,
+            store,
         }
     }
 

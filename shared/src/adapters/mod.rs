@@ -85,6 +85,7 @@ pub struct AwsClients {
     ec2: OnceLock<aws_sdk_ec2::Client>,
     elbv2: OnceLock<aws_sdk_elasticloadbalancingv2::Client>,
     tagging: OnceLock<aws_sdk_resourcegroupstagging::Client>,
+    s3: OnceLock<aws_sdk_s3::Client>,
     /// Set: every client refuses any operation not on its list ([`ReadOnly`]).
     read_only: Option<ReadOnly>,
     /// Clients of a fleet member ([`AwsClients::for_member`]): the hub's configuration, for
@@ -187,6 +188,7 @@ impl AwsClients {
             ec2: OnceLock::new(),
             elbv2: OnceLock::new(),
             tagging: OnceLock::new(),
+            s3: OnceLock::new(),
             read_only: None,
             hub_conf: None,
         }
@@ -251,6 +253,7 @@ impl AwsClients {
             ec2: OnceLock::new(),
             elbv2: OnceLock::new(),
             tagging: OnceLock::new(),
+            s3: OnceLock::new(),
             read_only: hub.read_only.clone(),
             hub_conf: Some(hub_conf),
         }
@@ -290,6 +293,23 @@ impl AwsClients {
     client!(ec2, aws_sdk_ec2);
     client!(elbv2, aws_sdk_elasticloadbalancingv2);
     client!(tagging, aws_sdk_resourcegroupstagging);
+
+    /// S3 (issue #22: the backup bucket, the hub's). Path-style addressing when an endpoint is
+    /// configured (an emulator on a loopback address has no per-bucket host names); AWS's own
+    /// endpoints keep the default virtual-hosted style.
+    pub fn s3(&self) -> aws_sdk_s3::Client {
+        let conf = self.hub();
+        self.s3
+            .get_or_init(|| {
+                let mut b = aws_sdk_s3::config::Builder::from(conf)
+                    .force_path_style(conf.endpoint_url().is_some());
+                if let Some(r) = &self.read_only {
+                    b = b.interceptor(r.clone());
+                }
+                aws_sdk_s3::Client::from_conf(b.build())
+            })
+            .clone()
+    }
 }
 
 pub struct SdkAutoScaling(pub aws_sdk_autoscaling::Client);
@@ -353,6 +373,8 @@ pub use scheduler::SdkScheduler;
 mod posture;
 pub use posture::SdkPosture;
 mod drill_group;
+mod backup_store;
+pub use backup_store::SdkBackupStore;
 
 #[cfg(test)]
 mod read_only_tests {

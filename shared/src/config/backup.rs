@@ -52,6 +52,26 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("backup.dr_replication.retention_days", "7", "BackupRetentionPeriod of the replicated automated backups in the DR region (1-35 days)"),
     ("backup.dr_replication.kms_key_id", "", "KMS key (ARN, in the DR region) for replicated backups of encrypted instances (empty: backup.dr_kms_key_id)"),
     ("backup.dr_replication.cooldown_minutes", "60", "after a replication start (done, refused or failed) the next attempt on that instance waits this long"),
+    // The S3 backup kinds (issue #22, `backup-s3-check`): per kind a prefix of `backup.s3.bucket`;
+    // an empty bucket or prefix is not checked.
+    ("backup.s3.bucket", "", "S3 bucket holding the logical, WAL and physical backups (the template's BackupBucket); empty: the S3 kinds are not checked"),
+    ("backup.s3.grace_hours", "6", "a kind is late when its newest object is older than its every_hours + this"),
+    ("backup.s3.lifecycle_grace_hours", "72", "lifecycle rules act asynchronously (a transition at day 1 is queued at the next midnight UTC and may take a day or more): an object is judged on its storage class, and as kept past its retention, this long after it was written or was due"),
+    ("backup.s3.logical.prefix", "logical/", "key prefix of the weekly pg_dump (the template's producer writes logical/<db>/<date>.dump)"),
+    ("backup.s3.logical.every_hours", "168", "a new logical backup at least this often (SPEC: weekly)"),
+    ("backup.s3.logical.retention_days", "84", "logical backups are kept this long (SPEC: 12 weeks; the bucket's lifecycle expires them)"),
+    ("backup.s3.logical.min_count", "12", "at least this many logical backups within the retention (SPEC: 12 weekly; 0: not judged)"),
+    ("backup.s3.logical.storage_classes", "", "comma list of storage classes a logical backup may be in (empty: any)"),
+    ("backup.s3.wal.prefix", "wal/", "key prefix of the WAL archive"),
+    ("backup.s3.wal.every_hours", "1", "a new WAL segment at least this often (archive_timeout makes an idle database switch segments)"),
+    ("backup.s3.wal.retention_days", "7", "WAL is kept this long (SPEC: 7 days)"),
+    ("backup.s3.wal.min_count", "1", "at least this many WAL objects within the retention (0: not judged)"),
+    ("backup.s3.wal.storage_classes", "", "comma list of storage classes a WAL object may be in (empty: any)"),
+    ("backup.s3.physical.prefix", "physical/", "key prefix of the monthly physical backup (one folder per backup: physical/<YYYY-MM>/...)"),
+    ("backup.s3.physical.every_hours", "744", "a new physical backup at least this often (SPEC: monthly; 31 days)"),
+    ("backup.s3.physical.retention_days", "365", "physical backups are kept this long (SPEC: 12 months)"),
+    ("backup.s3.physical.min_count", "12", "at least this many physical backups within the retention (SPEC: 12 monthly; 0: not judged)"),
+    ("backup.s3.physical.storage_classes", "GLACIER,DEEP_ARCHIVE,GLACIER_IR", "comma list of storage classes a physical backup must be in once the lifecycle had time (SPEC: Glacier; S3's three Glacier classes)"),
 ];
 
 /// A table named in config, schema defaulting to `public`.
@@ -348,6 +368,147 @@ pub fn from_settings(s: &Settings) -> Result<BackupConfig> {
         return Err(s.bad("backup.drill.instance_class", "an instance class"));
     }
     Ok(cfg)
+}
+
+/// The kinds of backup kept in S3 (issue #22), in the order they are checked.
+pub const S3_KINDS: &[&str] = &["logical", "wal", "physical"];
+
+/// Storage class names as S3 reports them
+/// (<https://docs.aws.amazon.com/AmazonS3/latest/API/API_Object.html>, `StorageClass`).
+pub const S3_STORAGE_CLASSES: &[&str] = &[
+    "STANDARD",
+    "REDUCED_REDUNDANCY",
+    "GLACIER",
+    "STANDARD_IA",
+    "ONEZONE_IA",
+    "INTELLIGENT_TIERING",
+    "DEEP_ARCHIVE",
+    "OUTPOSTS",
+    "GLACIER_IR",
+    "SNOW",
+    "EXPRESS_ONEZONE",
+    "FSX_OPENZFS",
+];
+
+/// One S3 backup kind: where it is and what it promises.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct S3Kind {
+    pub name: String,
+    pub prefix: String,
+    pub every_hours: i64,
+    pub retention_days: i64,
+    pub min_count: usize,
+    /// Empty: any storage class.
+    pub storage_classes: Vec<String>,
+}
+
+/// The `backup.s3.*` keys: the bucket and its kinds (those with a prefix).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct S3Backups {
+    pub bucket: Option<String>,
+    pub grace_hours: i64,
+    pub lifecycle_grace_hours: i64,
+    pub kinds: Vec<S3Kind>,
+}
+
+fn whole(s: &Settings, key: &str, what: &str) -> Result<i64> {
+    let v: i64 = s.number(key, what)?;
+    if v < 0 {
+        return Err(s.bad(key, what));
+    }
+    Ok(v)
+}
+
+/// backup-guard's S3 kinds, validated at init.
+pub fn s3_from_settings(s: &Settings) -> Result<S3Backups> {
+    let mut kinds = Vec::new();
+    for name in S3_KINDS {
+        let key = |k: &str| format!("backup.s3.{name}.{k}");
+        let prefix = s.string(&key("prefix"));
+        let storage_classes: Vec<String> = s
+            .list(&key("storage_classes"))
+            .into_iter()
+            .map(|c| c.to_ascii_uppercase())
+            .collect();
+        if let Some(c) = storage_classes
+            .iter()
+            .find(|c| !S3_STORAGE_CLASSES.contains(&c.as_str()))
+        {
+            return Err(s.bad(
+                &key("storage_classes"),
+                &format!(
+                    "S3 storage classes ({}), not '{c}'",
+                    S3_STORAGE_CLASSES.join(", ")
+                ),
+            ));
+        }
+        let kind = S3Kind {
+            name: name.to_string(),
+            every_hours: positive(s, &key("every_hours"), "whole hours >= 1")?,
+            retention_days: positive(s, &key("retention_days"), "whole days >= 1")?,
+            min_count: whole(s, &key("min_count"), "a whole number >= 0")? as usize,
+            storage_classes,
+            prefix,
+        };
+        if !kind.prefix.is_empty() {
+            kinds.push(kind);
+        }
+    }
+    Ok(S3Backups {
+        bucket: optional(s, "backup.s3.bucket"),
+        grace_hours: whole(s, "backup.s3.grace_hours", "whole hours >= 0")?,
+        lifecycle_grace_hours: whole(s, "backup.s3.lifecycle_grace_hours", "whole hours >= 0")?,
+        kinds,
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod s3_tests {
+    use super::*;
+    use crate::config::{layer, Env};
+
+    fn load(pairs: &[(&str, &str)]) -> Result<S3Backups> {
+        let vars: BTreeMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        s3_from_settings(&layer(Env::Dev, &vars, &BTreeMap::new())?)
+    }
+
+    #[test]
+    fn s3_kinds_defaults_and_refusals() {
+        let c = load(&[]).unwrap();
+        assert_eq!(c.bucket, None);
+        let names: Vec<&str> = c.kinds.iter().map(|k| k.name.as_str()).collect();
+        assert_eq!(names, S3_KINDS);
+        // An empty prefix takes the kind out; a storage class S3 does not have is refused.
+        let c = load(&[
+            ("NBAOPS_BACKUP__S3__WAL__PREFIX", ""),
+            ("NBAOPS_BACKUP__S3__LOGICAL__STORAGE_CLASSES", "standard"),
+        ])
+        .unwrap();
+        assert_eq!(c.kinds.len(), 2);
+        assert_eq!(c.kinds[0].storage_classes, vec!["STANDARD".to_string()]);
+        let e = load(&[(
+            "NBAOPS_BACKUP__S3__PHYSICAL__STORAGE_CLASSES",
+            "GLACIER,COLD",
+        )])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("backup.s3.physical.storage_classes") && e.contains("'COLD'"),
+            "{e}"
+        );
+        let e = load(&[("NBAOPS_BACKUP__S3__LOGICAL__EVERY_HOURS", "0")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("backup.s3.logical.every_hours"), "{e}");
+        let e = load(&[("NBAOPS_BACKUP__S3__GRACE_HOURS", "-1")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("backup.s3.grace_hours"), "{e}");
+    }
 }
 
 #[cfg(test)]

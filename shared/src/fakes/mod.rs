@@ -488,3 +488,5 @@ mod posture;
 pub use posture::*;
 mod drill_group;
 pub use drill_group::*;
+mod backup_store;
+pub use backup_store::*;
