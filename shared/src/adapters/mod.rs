@@ -372,8 +372,8 @@ mod scheduler;
 pub use scheduler::SdkScheduler;
 mod posture;
 pub use posture::SdkPosture;
-mod drill_group;
 mod backup_store;
+mod drill_group;
 pub use backup_store::SdkBackupStore;
 
 #[cfg(test)]

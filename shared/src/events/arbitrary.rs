@@ -189,6 +189,7 @@ pub const ODD_STRINGS: &[&str] = &[
     "off-peak-scale-in",
     "offhours",
     "backup-rpo-check",
+    "backup-s3-check",
     "backup-monthly",
     "backup-restore-drill",
     "cost-daily-check",
