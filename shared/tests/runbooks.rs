@@ -50,6 +50,12 @@ const LEDGER_KEYS: &[&str] = &[
     // resolution-SLA reminder.
     "raise",
     "resolution-sla",
+    // pg-health's PostgreSQL-log counts (logs.rs): `pglog#<source>/<day>` with one item per log
+    // event, `pglogalert#<source>/<day>` with the severities raised; their sort keys start with
+    // the alert's resource (`{res}#<event id>`, `{res}#<severity>`).
+    "pglog",
+    "pglogalert",
+    "{res}",
 ];
 
 fn root() -> PathBuf {
