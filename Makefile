@@ -52,7 +52,7 @@ e2e: build
 # date-sensitive suites run again at each of these instants (month end, year end, the US DST changes
 # at America/New_York, Feb 29).
 TEST_DATES ?= 2026-11-30T23:40:00Z 2026-12-31T23:40:00Z 2027-03-14T06:50:00Z 2027-11-07T05:50:00Z 2028-02-29T12:00:00Z
-DATE_SUITES ?= e2e_cli e2e_approval_chain e2e_approval_backup e2e_approval_vacuum e2e_replay e2e_backup e2e_offhours e2e_alert_router e2e_cost e2e_failover e2e_scale_offpeak e2e_scale_sustained e2e_scale_gamenight
+DATE_SUITES ?= e2e_cli e2e_approval_chain e2e_approval_backup e2e_approval_vacuum e2e_replay e2e_backup e2e_offhours e2e_alert_router e2e_cost e2e_failover e2e_scale_offpeak e2e_scale_sustained e2e_scale_gamenight e2e_backup_s3 e2e_backup_dr e2e_pg_signals
 
 # moto's request recordings of the whole suite: every call a function made must be declared in its
 # crate's src/aws_operations.rs (which check_aws_operations.py holds the template's role to).
