@@ -1192,6 +1192,18 @@ check("BackupGuardFunction: the source region's key granted to RDS only (GrantIs
       src_grants and all(cond(s, "Bool", "kms:GrantIsForAWSResource") in (True, "true")
                          and text(cond(s, "StringEquals", "kms:ViaService") or "") == "rds.${AWS::Region}.amazonaws.com"
                          for s in src_grants), src_grants)
+# One switch for the DR recovery point: backup-guard replicates (backup.dr_replication.enabled) and
+# posture-check judges rds.dr_replication (posture.dr_region) under the same parameter, so a deploy
+# is never told daily that backups it chose not to replicate are not replicated.
+dr_switch = params.get("DrBackupReplication", {})
+check("DrBackupReplication: a true/false parameter, off by default (replicated backups are billed)",
+      dr_switch.get("AllowedValues") == ["true", "false"] and dr_switch.get("Default") == "false", dr_switch)
+check("BackupGuardFunction: NBAOPS_BACKUP__DR_REPLICATION__ENABLED is DrBackupReplication",
+      text(env_of("BackupGuardFunction").get("NBAOPS_BACKUP__DR_REPLICATION__ENABLED")) == "${DrBackupReplication}")
+pc_dr = env_of("PostureCheckFunction").get("NBAOPS_POSTURE__DR_REGION")
+check("PostureCheckFunction: NBAOPS_POSTURE__DR_REGION is DrRegion exactly when backups are replicated (else empty: not checked)",
+      pc_dr == {"Fn::If": ["ReplicatesBackupsToDr", {"Ref": "DrRegion"}, ""]}
+      and conditions.get("ReplicatesBackupsToDr") == {"Fn::Equals": [{"Ref": "DrBackupReplication"}, "true"]}, pc_dr)
 
 # Issue #22: the PostgreSQL log's autovacuum failures, subscribed to pg-health's live alias
 # (functions/pg-health/src/logs.rs). RDS names the log group /aws/rds/instance/<id>/postgresql
