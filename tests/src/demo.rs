@@ -15,6 +15,10 @@ use crate::{function_binary, workspace_root, HarnessError};
 
 pub use crate::scenes::{scenes, Before, Scene};
 
+/// The demo's backup bucket (the name e2e_backup_s3 uses), holding the logical, WAL and physical
+/// backups `backup-s3-check` judges.
+pub const BACKUP_BUCKET: &str = "nbaops-dev-backups-123456789012-us-east-1";
+
 pub struct Stack {
     pub moto: Moto,
     /// In front of moto when the stack was started with [`Stack::start_behind_proxy`]: the
@@ -170,11 +174,49 @@ impl Stack {
                     platform::put_cpu(&self.clients, g, percent, 20).await?;
                 }
             }
+            Before::BackupObjects(objects) => self.put_backup_objects(objects).await?,
             Before::UntagGroup(g, k) => {
                 platform::untag_group(&self.clients, g, k).await?;
                 platform::delete_param(&self.clients, "guard/kill_switch").await?;
                 platform::delete_param(&self.clients, "guard/dry_run").await?;
             }
+        }
+        Ok(())
+    }
+
+    /// Creates the demo backup bucket (once) and puts `objects` (key, storage class) in it;
+    /// `{date}` and `{month}` in a key are the day and month on the demo clock.
+    async fn put_backup_objects(&self, objects: &[(&str, &str)]) -> Result<(), HarnessError> {
+        let s3 = aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::config::Builder::from(&self.clients.conf)
+                .force_path_style(true)
+                .build(),
+        );
+        let exists = s3.head_bucket().bucket(BACKUP_BUCKET).send().await.is_ok();
+        if !exists {
+            s3.create_bucket()
+                .bucket(BACKUP_BUCKET)
+                .send()
+                .await
+                .map_err(|e| {
+                    HarnessError::Setup(format!("create_bucket {BACKUP_BUCKET}: {e:?}"))
+                })?;
+        }
+        let now = crate::clock::now();
+        for (key, class) in objects {
+            let key = key
+                .replace("{date}", &now.format("%Y-%m-%d").to_string())
+                .replace("{month}", &now.format("%Y-%m").to_string());
+            s3.put_object()
+                .bucket(BACKUP_BUCKET)
+                .key(&key)
+                .storage_class(aws_sdk_s3::types::StorageClass::from(*class))
+                .body(aws_sdk_s3::primitives::ByteStream::from_static(
+                    b"demo backup",
+                ))
+                .send()
+                .await
+                .map_err(|e| HarnessError::Setup(format!("put_object {key}: {e:?}")))?;
         }
         Ok(())
     }
@@ -225,6 +267,16 @@ pub fn local_env_for(
             .to_string();
             pairs.push(("NBAOPS_FAILOVER__VERIFY__URLS".into(), urls));
         }
+    }
+    if name == "backup-guard" {
+        // backup-s3-check reads the demo backup bucket (a scene seeds it); the lifecycle grace is
+        // 0 h so an object uploaded a moment ago is judged on its storage class at once (moto
+        // cannot backdate LastModified; deployed, the 72 h default stands).
+        pairs.push(("NBAOPS_BACKUP__S3__BUCKET".into(), BACKUP_BUCKET.into()));
+        pairs.push((
+            "NBAOPS_BACKUP__S3__LIFECYCLE_GRACE_HOURS".into(),
+            "0".into(),
+        ));
     }
     let mut refs: Vec<(&str, &str)> = pairs
         .iter()

@@ -29,6 +29,10 @@ pub enum Before {
     /// The managed groups' CPU (AWS/EC2 CPUUtilization) at this percent, one datapoint a minute
     /// for the last 20 minutes on the demo clock: what the off-peak checks read.
     Cpu(f64),
+    /// Objects put in the demo backup bucket ([`crate::demo::BACKUP_BUCKET`], created if absent):
+    /// (key, S3 storage class as S3 names it); `{date}` / `{month}` in a key become the demo
+    /// clock's day / month. Stamped with the demo clock (moto runs on it).
+    BackupObjects(&'static [(&'static str, &'static str)]),
 }
 
 /// Every scene, in filing order of the functions.

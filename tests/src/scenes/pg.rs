@@ -1,6 +1,8 @@
 //! pg-health and vacuum-trigger on the demo PostgreSQL (the Stack passes its URL as the
 //! `demo` database): a healthy scan, a bulk delete that leaves the table 80 % dead, the bloat
-//! finding (measured with pgstattuple), then the guarded VACUUM (ANALYZE).
+//! finding (measured with pgstattuple), then the guarded VACUUM (ANALYZE). Last, autovacuum's
+//! failures as the PostgreSQL log reports them (docs/pg-logs.md): the CloudWatch Logs
+//! subscription delivers them and pg-health alerts, opening no database session.
 
 use super::{Before, Scene};
 
@@ -27,6 +29,12 @@ pub fn scenes() -> Vec<Scene> {
             title: "vacuum-trigger: scheduled maintenance vacuums the bloated table through the guard",
             function: "vacuum-trigger",
             fixture: "events/schedule/vacuum-trigger.json",
+            before: Nothing,
+        },
+        Scene {
+            title: "pg-health: the PostgreSQL log reports autovacuum cancelled twice on player_stats, failing on lineups, and a wraparound warning",
+            function: "pg-health",
+            fixture: "events/cloudwatch-logs/rds-postgresql-autovacuum.json",
             before: Nothing,
         },
     ]
