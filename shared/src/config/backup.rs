@@ -57,7 +57,7 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("backup.s3.bucket", "", "S3 bucket holding the logical, WAL and physical backups (the template's BackupBucket); empty: the S3 kinds are not checked"),
     ("backup.s3.grace_hours", "6", "a kind is late when its newest object is older than its every_hours + this"),
     ("backup.s3.lifecycle_grace_hours", "72", "lifecycle rules act asynchronously (a transition at day 1 is queued at the next midnight UTC and may take a day or more): an object is judged on its storage class, and as kept past its retention, this long after it was written or was due"),
-    ("backup.s3.logical.prefix", "logical/", "key prefix of the weekly pg_dump (the template's producer writes logical/<db>/<date>.dump)"),
+    ("backup.s3.logical.prefix", "logical/", "key prefix of the weekly pg_dump (the template's producer writes logical/<YYYY-MM-DD>/<db>.dump: one backup per date folder)"),
     ("backup.s3.logical.every_hours", "168", "a new logical backup at least this often (SPEC: weekly)"),
     ("backup.s3.logical.retention_days", "84", "logical backups are kept this long (SPEC: 12 weeks; the bucket's lifecycle expires them)"),
     ("backup.s3.logical.min_count", "12", "at least this many logical backups within the retention (SPEC: 12 weekly; 0: not judged)"),
